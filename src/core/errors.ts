@@ -1,0 +1,70 @@
+/**
+ * kiln's error catalog. Every error kiln raises on purpose is a {@link KilnError} with a stable
+ * string `code` from {@link ERROR_CODES}; transports map the code (never the message) to a status.
+ * docs/ERRORS.md lists the same codes; a unit test keeps the two in agreement.
+ */
+
+/** Stable codes, their HTTP status and what they mean. Append only: codes are API. */
+export const ERROR_CODES = {
+  invalid_argument: { status: 400, summary: 'A parameter is malformed or out of range.' },
+  not_found: { status: 404, summary: 'The named object does not exist.' },
+  already_exists: { status: 409, summary: 'An object with that name or id already exists.' },
+  invalid_state: { status: 409, summary: 'The object is not in a state where the action is legal.' },
+  conflict: { status: 409, summary: 'Another operation holds the object; retry later.' },
+  timeout: { status: 504, summary: 'The action did not finish in time.' },
+  capacity: { status: 507, summary: 'The host lacks the resources (memory, disk) for the action.' },
+  missing_tool: { status: 500, summary: 'A host program kiln needs is not installed.' },
+  permission_denied: { status: 403, summary: 'The host refused an action kiln needs (run as root?).' },
+  no_space: { status: 507, summary: 'Not enough free disk space.' },
+  image_build_failed: {
+    status: 500,
+    summary: 'Building a guest image failed; the message says at which step.',
+  },
+  driver_error: { status: 502, summary: 'The hypervisor (QEMU) failed or answered unexpectedly.' },
+  guest_agent_error: { status: 502, summary: 'The guest agent did not answer or answered with an error.' },
+  cancelled: { status: 499, summary: 'The caller cancelled the action.' },
+  internal: { status: 500, summary: 'A bug in kiln; the message and op id help to report it.' },
+} as const satisfies Record<string, { status: number; summary: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface KilnErrorOpts {
+  cause?: unknown;
+  /** Extra machine-readable facts (the offending field, a path, a pid). */
+  details?: Record<string, unknown>;
+}
+
+export class KilnError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, opts: KilnErrorOpts = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'KilnError';
+    this.code = code;
+    this.details = opts.details;
+  }
+
+  /** The HTTP status of this error's code. */
+  get status(): number {
+    return ERROR_CODES[this.code].status;
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details?: Record<string, unknown> } {
+    return this.details === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+export const isKilnError = (e: unknown): e is KilnError => e instanceof KilnError;
+
+/** Wraps anything thrown into a KilnError, keeping KilnErrors as they are. */
+export function asKilnError(e: unknown, code: ErrorCode = 'internal'): KilnError {
+  if (e instanceof KilnError) return e;
+  const msg = e instanceof Error ? e.message : String(e);
+  return new KilnError(code, msg, { cause: e });
+}
+
+export const invalidArgument = (field: string, message: string): KilnError =>
+  new KilnError('invalid_argument', `${field}: ${message}`, { details: { field } });

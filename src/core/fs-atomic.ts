@@ -1,0 +1,31 @@
+import { open, rename, mkdir } from 'node:fs/promises';
+import { dirname, basename, join } from 'node:path';
+
+/** fsyncs a directory so a rename inside it survives a crash. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Writes a file so that readers see either the old or the new content, never a torn one, even
+ * after a crash: write to a temp file, fsync, rename over the target, fsync the directory.
+ */
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+  const dir = dirname(path);
+  await mkdir(dir, { recursive: true });
+  const tmp = join(dir, `.${basename(path)}.tmp-${process.pid}-${Date.now()}`);
+  const fh = await open(tmp, 'w', mode);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+  await fsyncDir(dir);
+}

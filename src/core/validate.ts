@@ -1,0 +1,40 @@
+import { invalidArgument } from './errors.ts';
+
+/** Names of images, templates and VMs: they become file names, so no separators and no `..`. */
+const NAME_RE = /^[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9_-]+)*$/;
+export const NAME_MAX = 63;
+
+/** Checks an image/template/VM name and returns it; throws `invalid_argument` naming the field. */
+export function validateName(field: string, value: unknown): string {
+  if (typeof value !== 'string' || value.length === 0) {
+    throw invalidArgument(field, 'must be a non-empty string');
+  }
+  if (value.length > NAME_MAX) throw invalidArgument(field, `must be at most ${NAME_MAX} characters`);
+  if (value.includes('/') || value.includes('\\') || value.includes('..') || value.includes('\0')) {
+    throw invalidArgument(field, `"${value}" must not contain "/", "\\", ".." or NUL`);
+  }
+  if (!NAME_RE.test(value)) {
+    throw invalidArgument(field, `"${value}" must be lower-case letters, digits, "-", "_" and single dots`);
+  }
+  return value;
+}
+
+/** Guest resource bounds kiln accepts anywhere; hosts and templates may narrow them. */
+export const LIMITS = {
+  memoryMiB: { min: 128, max: 65536 },
+  vcpus: { min: 1, max: 32 },
+} as const;
+
+export function validateInt(field: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value)) {
+    throw invalidArgument(field, `must be an integer, got ${JSON.stringify(value)}`);
+  }
+  if (value < min || value > max)
+    throw invalidArgument(field, `must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+export const validateMemoryMiB = (v: unknown): number =>
+  validateInt('memoryMiB', v, LIMITS.memoryMiB.min, LIMITS.memoryMiB.max);
+export const validateVcpus = (v: unknown): number =>
+  validateInt('vcpus', v, LIMITS.vcpus.min, LIMITS.vcpus.max);

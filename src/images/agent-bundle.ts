@@ -1,0 +1,24 @@
+import { build } from 'esbuild';
+import { fileURLToPath } from 'node:url';
+
+/** The guest's Node runtime (Debian bookworm's nodejs). */
+export const GUEST_NODE_TARGET = 'node18';
+
+/** Bundles the guest agent (src/guest/main.ts and what it imports) into one ES module. */
+export async function bundleAgent(): Promise<string> {
+  const entry = fileURLToPath(new URL('../guest/main.ts', import.meta.url));
+  const out = await build({
+    entryPoints: [entry],
+    bundle: true,
+    platform: 'node',
+    target: GUEST_NODE_TARGET,
+    format: 'esm',
+    write: false,
+    legalComments: 'none',
+    logLevel: 'silent',
+    banner: { js: '// kiln guest agent (bundled; do not edit)' },
+  });
+  const file = out.outputFiles[0];
+  if (!file) throw new Error('esbuild produced no output for the guest agent');
+  return file.text;
+}

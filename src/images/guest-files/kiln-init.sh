@@ -1,0 +1,21 @@
+#!/bin/sh
+# PID 1 of a kiln guest: mounts, static user-mode networking, then the guest agent under tini
+# (which reaps orphans). If the agent dies, tini exits, the kernel panics and QEMU (-no-reboot,
+# panic=-1) exits: the host sees a dead VM instead of a silent one.
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+[ -c /dev/null ] || mount -t devtmpfs dev /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+mount -t tmpfs -o mode=755 tmpfs /run
+hostname kiln
+ip link set lo up
+ip link set eth0 up
+ip addr add 10.0.2.15/24 dev eth0
+ip route add default via 10.0.2.2
+echo "kiln-init: network up, starting the guest agent"
+export HOME=/root KILN_AGENT_MAIN=1
+exec /usr/bin/tini -s -- /usr/bin/node /opt/kiln/agent.mjs

@@ -1,0 +1,139 @@
+/**
+ * The behaviour every `VmmDriver` must show, run against each implementation: the fake (unit
+ * tests) and QEMU (integration tests, real guests). A new driver passes this before it is used.
+ */
+import assert from 'node:assert/strict';
+import { describe, it, before, after } from 'node:test';
+import { KilnError } from '../core/errors.ts';
+import { waitForHttp } from './health.ts';
+import type { VmmDriver, VmSpec } from './driver.ts';
+import { AGENT_PORT } from './qemu/args.ts';
+
+export interface DriverFixture {
+  /** A driver bound to the fixture's runtime directory. */
+  driver: VmmDriver;
+  /** A second, independent driver instance on the same state (models a restarted daemon). */
+  reattach: () => VmmDriver;
+  /** A valid spec for a VM with this id. */
+  spec: (id: string) => VmSpec;
+  /** How long a guest may take to answer /health. */
+  bootTimeoutMs: number;
+  cleanup: () => Promise<void>;
+}
+
+export async function rejectsWith(p: Promise<unknown>, code: string, re?: RegExp): Promise<void> {
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof KilnError, `expected a KilnError, got ${String(e)}`);
+    assert.equal(e.code, code, `expected code ${code}, got ${e.code}: ${e.message}`);
+    if (re) assert.match(e.message, re);
+    return true;
+  });
+}
+
+export function vmmDriverContract(name: string, make: () => Promise<DriverFixture>): void {
+  describe(`VmmDriver contract: ${name}`, () => {
+    let fx: DriverFixture;
+    before(async () => {
+      fx = await make();
+    });
+    after(async () => {
+      await fx.cleanup();
+    });
+
+    it('rejects bad specs before starting anything', async () => {
+      const d = fx.driver;
+      const before = await d.list();
+      await rejectsWith(d.start({ ...fx.spec('ok'), id: '../escape' }), 'invalid_argument', /id/);
+      await rejectsWith(d.start({ ...fx.spec('ok'), id: 'a/b' }), 'invalid_argument', /id/);
+      await rejectsWith(d.start(fx.spec('x'.repeat(200))), 'invalid_argument', /id/);
+      await rejectsWith(d.start({ ...fx.spec('mem'), memoryMiB: -1 }), 'invalid_argument', /memoryMiB/);
+      await rejectsWith(
+        d.start({ ...fx.spec('mem'), memoryMiB: 10_000_000 }),
+        'invalid_argument',
+        /memoryMiB/,
+      );
+      await rejectsWith(d.start({ ...fx.spec('cpu'), vcpus: 0 }), 'invalid_argument', /vcpus/);
+      await rejectsWith(d.start({ ...fx.spec('cpu'), vcpus: 4096 }), 'invalid_argument', /vcpus/);
+      await rejectsWith(d.start({ ...fx.spec('cpu'), vcpus: 1.5 }), 'invalid_argument', /vcpus/);
+      await rejectsWith(
+        d.start({ ...fx.spec('k'), kernel: '/nonexistent/missing-vmlinuz' }),
+        'not_found',
+        /kernel/,
+      );
+      await rejectsWith(
+        d.start({ ...fx.spec('k'), kernel: 'relative/vmlinuz' }),
+        'invalid_argument',
+        /kernel/,
+      );
+      assert.deepEqual(await d.list(), before, 'nothing was created');
+    });
+
+    it('answers not_found for unknown ids', async () => {
+      const d = fx.driver;
+      await rejectsWith(d.status('nope'), 'not_found');
+      await rejectsWith(d.pause('nope'), 'not_found');
+      await rejectsWith(d.resume('nope'), 'not_found');
+      await rejectsWith(d.stop('nope'), 'not_found');
+      await rejectsWith(d.kill('nope'), 'not_found');
+      await rejectsWith(d.status('../etc'), 'invalid_argument');
+    });
+
+    describe('a started VM', () => {
+      const id = 'contract-a';
+      before(async () => {
+        const info = await fx.driver.start(fx.spec(id));
+        assert.equal(info.id, id);
+        assert.equal(info.state, 'running');
+        assert.ok(info.pid > 0);
+      });
+
+      it('serves its guest agent on the forwarded port', async () => {
+        const info = await fx.driver.status(id);
+        const port = info.ports[AGENT_PORT];
+        assert.ok(port !== undefined && port > 0, `agent port forwarded: ${JSON.stringify(info.ports)}`);
+        await waitForHttp(`http://127.0.0.1:${port}/health`, { timeoutMs: fx.bootTimeoutMs });
+        assert.deepEqual(await fx.driver.list(), [id]);
+      });
+
+      it('refuses a second VM with the same id and leaves the first alone', async () => {
+        const pid = (await fx.driver.status(id)).pid;
+        await rejectsWith(fx.driver.start(fx.spec(id)), 'already_exists');
+        const after = await fx.driver.status(id);
+        assert.equal(after.state, 'running');
+        assert.equal(after.pid, pid);
+      });
+
+      it('pauses and resumes, only from the legal states', async () => {
+        const d = fx.driver;
+        await rejectsWith(d.resume(id), 'invalid_state', /running/);
+        await d.pause(id);
+        assert.equal((await d.status(id)).state, 'paused');
+        await rejectsWith(d.pause(id), 'invalid_state', /paused/);
+        await d.resume(id);
+        assert.equal((await d.status(id)).state, 'running');
+      });
+
+      it('is seen by a re-attaching driver, which can stop it', async () => {
+        const first = await fx.driver.status(id);
+        const d2 = fx.reattach();
+        const seen = await d2.status(id);
+        assert.equal(seen.pid, first.pid);
+        assert.equal(seen.state, 'running');
+        assert.deepEqual(seen.ports, first.ports);
+        await d2.stop(id);
+        await d2.close();
+        await rejectsWith(fx.driver.status(id), 'not_found');
+        assert.deepEqual(await fx.driver.list(), []);
+      });
+    });
+
+    it('kill ends a VM in any state and forgets it', async () => {
+      const d = fx.driver;
+      await d.start(fx.spec('contract-b'));
+      await d.pause('contract-b');
+      await d.kill('contract-b');
+      await rejectsWith(d.status('contract-b'), 'not_found');
+      assert.deepEqual(await d.list(), []);
+    });
+  });
+}

@@ -1,0 +1,69 @@
+/**
+ * The hypervisor boundary. The daemon decides; a `VmmDriver` does. Each method documents the VM
+ * states in which it is legal; a call in any other state fails with `invalid_state`, a call for an
+ * unknown id with `not_found`, and nothing is left half-done on failure.
+ *
+ * States: a live VM is `running` or `paused`; a VM whose process died (and that nobody has cleaned
+ * up yet) is `stopped`. `stop` and `kill` end the VM and remove every file the driver made for
+ * it; afterwards the driver no longer knows the id (`not_found`).
+ */
+
+export type VmState = 'running' | 'paused' | 'stopped';
+
+/** What to boot. Paths are absolute; the root disk is never written (each VM gets an overlay). */
+export interface VmSpec {
+  /** A name-safe id (see core/validate `validateName`); also names the VM's runtime directory. */
+  id: string;
+  kernel: string;
+  initrd: string;
+  /** The read-only base root filesystem (raw ext4). */
+  rootfs: string;
+  memoryMiB: number;
+  vcpus: number;
+  /** Guest TCP ports to forward to 127.0.0.1 (host port chosen by the host kernel). Default [49983]. */
+  guestPorts?: number[];
+  /** Extra kernel command line words. */
+  kernelArgs?: string[];
+  /** Cut the guest's network egress (QEMU user-net `restrict=on`); forwards still work. */
+  restrictNetwork?: boolean;
+}
+
+export interface VmInfo {
+  id: string;
+  state: VmState;
+  pid: number;
+  accel: 'kvm' | 'tcg';
+  /** Guest port -> host port on 127.0.0.1. */
+  ports: Record<number, number>;
+  /** The VM's runtime directory (overlay, QMP socket, serial log, record). */
+  dir: string;
+  serialLog: string;
+  startedAt: string;
+}
+
+export interface OpOpts {
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}
+
+export interface VmmDriver {
+  /** Boots a new VM. Legal when no VM with `spec.id` exists. Resolves once the VM runs (not when the guest is ready). */
+  start(spec: VmSpec, opts?: OpOpts): Promise<VmInfo>;
+  /** The VM's current facts. Legal in every state; a VM whose process died reports `stopped`. `not_found` after stop/kill. */
+  status(id: string): Promise<VmInfo>;
+  /** Freezes the vCPUs. Legal in `running`. */
+  pause(id: string, opts?: OpOpts): Promise<void>;
+  /** Unfreezes the vCPUs. Legal in `paused`. */
+  resume(id: string, opts?: OpOpts): Promise<void>;
+  /**
+   * Ends the VM: graceful (hypervisor quit), then SIGKILL after `timeoutMs`, then an error if the
+   * process still lives. Legal in `running`, `paused` and `stopped` (then it only cleans up).
+   */
+  stop(id: string, opts?: OpOpts): Promise<void>;
+  /** SIGKILLs the VM and cleans up. Legal in every state. */
+  kill(id: string): Promise<void>;
+  /** Ids of the VMs this driver's runtime directory holds (live or not yet cleaned). */
+  list(): Promise<string[]>;
+  /** Drops in-memory handles (QMP connections); VMs keep running and a new driver re-attaches. */
+  close(): Promise<void>;
+}

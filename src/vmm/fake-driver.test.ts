@@ -1,0 +1,23 @@
+import { FakeDriver, type FakeWorld } from './fake-driver.ts';
+import { vmmDriverContract } from './driver.contract.ts';
+
+vmmDriverContract('FakeDriver', () => {
+  const world: FakeWorld = new Map();
+  const driver = new FakeDriver(world);
+  return Promise.resolve({
+    driver,
+    reattach: () => new FakeDriver(world),
+    spec: (id: string) => ({
+      id,
+      kernel: '/k/vmlinuz',
+      initrd: '/k/initrd.img',
+      rootfs: '/k/rootfs.ext4',
+      memoryMiB: 256,
+      vcpus: 1,
+    }),
+    bootTimeoutMs: 2000,
+    cleanup: async () => {
+      for (const id of await driver.list()) await driver.kill(id);
+    },
+  });
+});

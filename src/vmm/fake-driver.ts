@@ -1,0 +1,117 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { KilnError, invalidArgument } from '../core/errors.ts';
+import { validateMemoryMiB, validateName, validateVcpus } from '../core/validate.ts';
+import type { OpOpts, VmInfo, VmmDriver, VmSpec, VmState } from './driver.ts';
+import { AGENT_PORT } from './qemu/args.ts';
+
+export type FakeWorld = Map<string, FakeVm>;
+
+interface FakeVm {
+  info: VmInfo;
+  servers: Server[];
+}
+
+/**
+ * An in-memory `VmmDriver` for unit tests of the layers above: no processes, but each "VM" serves
+ * `GET /health` (204) on a real loopback port per guest port, so readiness code paths run. It
+ * obeys the same contract suite as the QEMU driver. Never a stand-in for a real VM in an
+ * integration test.
+ */
+export class FakeDriver implements VmmDriver {
+  readonly #vms: Map<string, FakeVm>;
+  #nextPid = 10_000;
+
+  /** Instances sharing one `world` model a second process re-attaching to the same VMs. */
+  constructor(world: FakeWorld = new Map()) {
+    this.#vms = world;
+  }
+
+  async start(spec: VmSpec, _opts?: OpOpts): Promise<VmInfo> {
+    validateName('id', spec.id);
+    validateMemoryMiB(spec.memoryMiB);
+    validateVcpus(spec.vcpus);
+    for (const [field, path] of [
+      ['kernel', spec.kernel],
+      ['initrd', spec.initrd],
+      ['rootfs', spec.rootfs],
+    ] as const) {
+      if (!path.startsWith('/')) throw invalidArgument(field, `must be an absolute path, got "${path}"`);
+    }
+    if (spec.kernel.includes('missing'))
+      throw new KilnError('not_found', `kernel ${spec.kernel} does not exist`);
+    if (this.#vms.has(spec.id)) throw new KilnError('already_exists', `VM ${spec.id} already exists`);
+    const servers: Server[] = [];
+    const ports: Record<number, number> = {};
+    for (const gp of spec.guestPorts ?? [AGENT_PORT]) {
+      const srv = createServer((req, res) => res.writeHead(req.url === '/health' ? 204 : 404).end());
+      await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+      servers.push(srv);
+      ports[gp] = (srv.address() as AddressInfo).port;
+    }
+    const info: VmInfo = {
+      id: spec.id,
+      state: 'running',
+      pid: this.#nextPid++,
+      accel: 'tcg',
+      ports,
+      dir: `/fake/${spec.id}`,
+      serialLog: `/fake/${spec.id}/serial.log`,
+      startedAt: new Date().toISOString(),
+    };
+    this.#vms.set(spec.id, { info, servers });
+    return { ...info };
+  }
+
+  #get(id: string): FakeVm {
+    validateName('id', id);
+    const vm = this.#vms.get(id);
+    if (!vm) throw new KilnError('not_found', `VM ${id} does not exist`);
+    return vm;
+  }
+
+  async status(id: string): Promise<VmInfo> {
+    await Promise.resolve();
+    return { ...this.#get(id).info };
+  }
+
+  async #transition(id: string, from: VmState, to: VmState, action: string): Promise<void> {
+    await Promise.resolve();
+    const vm = this.#get(id);
+    if (vm.info.state !== from) {
+      throw new KilnError('invalid_state', `VM ${id} is ${vm.info.state}; ${action} needs ${from}`);
+    }
+    vm.info.state = to;
+  }
+
+  pause(id: string): Promise<void> {
+    return this.#transition(id, 'running', 'paused', 'pause');
+  }
+
+  resume(id: string): Promise<void> {
+    return this.#transition(id, 'paused', 'running', 'resume');
+  }
+
+  /** Test hook: the "process" dies. */
+  crash(id: string): void {
+    this.#get(id).info.state = 'stopped';
+  }
+
+  async stop(id: string): Promise<void> {
+    const vm = this.#get(id);
+    for (const s of vm.servers) await new Promise((r) => s.close(r));
+    this.#vms.delete(id);
+  }
+
+  async kill(id: string): Promise<void> {
+    await this.stop(id);
+  }
+
+  list(): Promise<string[]> {
+    return Promise.resolve([...this.#vms.keys()].sort());
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}

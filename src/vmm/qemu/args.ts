@@ -1,0 +1,89 @@
+import type { VmSpec } from '../driver.ts';
+
+export interface QemuArgsOpts {
+  accel: 'kvm' | 'tcg';
+  /** TCG translation cache in MiB; bounds QEMU's RSS under TCG (default 64). */
+  tcgCacheMiB: number;
+  /** Host TSC frequency in kHz, passed to the guest kernel (fixes the TCG PIT-calibration hang). */
+  tscKhz: number | undefined;
+  overlay: string;
+  qmpSocket: string;
+  serialLog: string;
+  pidFile: string;
+  /** Detach (QEMU forks, the parent exits once the machine is set up). */
+  daemonize: boolean;
+}
+
+export const AGENT_PORT = 49983;
+
+/**
+ * The QEMU command line of a kiln microVM. Kept in one place so boot and (later) snapshot
+ * restore use the same machine shape: only the overlay, sockets, log and pid paths vary per VM.
+ */
+export function qemuArgs(spec: VmSpec, o: QemuArgsOpts): string[] {
+  const ports = spec.guestPorts ?? [AGENT_PORT];
+  const fwd = ports.map((p) => `hostfwd=tcp:127.0.0.1:0-:${p}`).join(',');
+  const kernelArgs = [
+    'console=ttyS0',
+    'root=/dev/vda',
+    'rw',
+    'panic=-1',
+    'quiet',
+    ...(o.tscKhz ? [`tsc_early_khz=${o.tscKhz}`] : []),
+    ...(spec.kernelArgs ?? []),
+  ];
+  const accel =
+    o.accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', `tcg,tb-size=${o.tcgCacheMiB}`];
+  return [
+    '-name',
+    `kiln-${spec.id}`,
+    '-M',
+    'microvm,x-option-roms=off,rtc=on',
+    ...accel,
+    '-m',
+    `${spec.memoryMiB}M`,
+    '-smp',
+    String(spec.vcpus),
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-no-reboot',
+    '-kernel',
+    spec.kernel,
+    '-initrd',
+    spec.initrd,
+    '-append',
+    kernelArgs.join(' '),
+    '-chardev',
+    `file,id=ser0,path=${o.serialLog}`,
+    '-serial',
+    'chardev:ser0',
+    '-drive',
+    `id=root,file=${o.overlay},format=qcow2,if=none,discard=unmap`,
+    '-device',
+    'virtio-blk-device,drive=root',
+    '-netdev',
+    `user,id=n0${spec.restrictNetwork ? ',restrict=on' : ''},${fwd}`,
+    '-device',
+    'virtio-net-device,netdev=n0',
+    '-device',
+    'virtio-rng-device',
+    '-qmp',
+    `unix:${o.qmpSocket},server=on,wait=off`,
+    '-pidfile',
+    o.pidFile,
+    ...(o.daemonize ? ['-daemonize'] : []),
+  ];
+}
+
+/** Parses `info usernet` (HMP) into guest port -> host port for the TCP host forwards. */
+export function parseUsernetForwards(text: string): Record<number, number> {
+  const out: Record<number, number> = {};
+  for (const line of text.split(/\r?\n/)) {
+    // TCP[HOST_FORWARD]  12       127.0.0.1 39533       10.0.2.15 49983     0     0
+    const m = /TCP\[HOST_FORWARD\]\s+\d+\s+\S+\s+(\d+)\s+\S+\s+(\d+)/.exec(line);
+    if (m?.[1] && m[2]) out[Number(m[2])] = Number(m[1]);
+  }
+  return out;
+}

@@ -1,0 +1,420 @@
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { KilnError, invalidArgument } from '../../core/errors.ts';
+import { run } from '../../core/exec.ts';
+import { writeFileAtomic } from '../../core/fs-atomic.ts';
+import { nullLogger } from '../../core/log.ts';
+import { pidAlive, procStat, sleep, waitPidExit } from '../../core/proc.ts';
+import { UndoStack } from '../../core/undo.ts';
+import { validateMemoryMiB, validateName, validateVcpus } from '../../core/validate.ts';
+import type { OpOpts, VmInfo, VmmDriver, VmSpec, VmState } from '../driver.ts';
+import { resolveAccel, type Accel, type AccelChoice, type AccelVerdict } from './accel.ts';
+import { AGENT_PORT, parseUsernetForwards, qemuArgs } from './args.ts';
+import { hostMemoryMiB, hostTscKhz } from './host.ts';
+import { QmpClient } from './qmp.ts';
+
+export interface QemuDriverOpts {
+  /** Directory holding one sub-directory per VM (overlay, QMP socket, serial log, record). */
+  runDir: string;
+  qemuBinary?: string;
+  qemuImgBinary?: string;
+  /** `auto` probes (see accel.ts); `kvm`/`tcg` force. Default: $KILN_ACCEL or `auto`. */
+  accel?: AccelChoice;
+  /** Where the accelerator verdict is cached; default `<runDir>/../accel.json`. */
+  accelCacheFile?: string;
+  tcgCacheMiB?: number;
+  log?: Logger;
+}
+
+/** What a VM's directory records so that a later process can re-attach (`vm.json`). */
+interface VmRecord {
+  id: string;
+  pid: number;
+  /** /proc/PID/stat start time: guards against a recycled pid. */
+  pidStartTime: number;
+  accel: Accel;
+  ports: Record<number, number>;
+  startedAt: string;
+  spec: VmSpec;
+}
+
+const FILES = {
+  record: 'vm.json',
+  overlay: 'overlay.qcow2',
+  qmp: 'qmp.sock',
+  serial: 'serial.log',
+  pid: 'qemu.pid',
+} as const;
+
+// sun_path is 108 bytes including the NUL.
+const MAX_SOCKET_PATH = 107;
+
+/**
+ * Boots kiln microVMs with QEMU's `microvm` machine. QEMU runs detached (`-daemonize`): it
+ * outlives the process that started it, and `vm.json` in the VM's directory lets any later
+ * driver re-attach (pid + start time + QMP socket). Each VM writes only to its own qcow2 overlay.
+ */
+export class QemuDriver implements VmmDriver {
+  readonly #o: Required<Omit<QemuDriverOpts, 'accel'>> & { accel: AccelChoice };
+  readonly #log: Logger;
+  readonly #qmp = new Map<string, Promise<QmpClient>>();
+  #verdict: Promise<AccelVerdict> | undefined;
+
+  constructor(opts: QemuDriverOpts) {
+    const envAccel = process.env['KILN_ACCEL'];
+    const accel = opts.accel ?? (envAccel === 'kvm' || envAccel === 'tcg' ? envAccel : 'auto');
+    this.#o = {
+      runDir: opts.runDir,
+      qemuBinary: opts.qemuBinary ?? 'qemu-system-x86_64',
+      qemuImgBinary: opts.qemuImgBinary ?? 'qemu-img',
+      accel,
+      accelCacheFile: opts.accelCacheFile ?? join(opts.runDir, '..', 'accel.json'),
+      tcgCacheMiB: opts.tcgCacheMiB ?? 64,
+      log: opts.log ?? nullLogger,
+    };
+    this.#log = this.#o.log.child({ component: 'qemu' });
+  }
+
+  /** The accelerator verdict (probing once if needed). */
+  accel(spec: Pick<VmSpec, 'kernel' | 'initrd'>): Promise<AccelVerdict> {
+    this.#verdict ??= resolveAccel(this.#o.accel, {
+      qemuBinary: this.#o.qemuBinary,
+      kernel: spec.kernel,
+      initrd: spec.initrd,
+      cacheFile: this.#o.accelCacheFile,
+      log: this.#log,
+    });
+    return this.#verdict;
+  }
+
+  #dir(id: string): string {
+    return join(this.#o.runDir, id);
+  }
+
+  async #validate(spec: VmSpec): Promise<void> {
+    validateName('id', spec.id);
+    validateMemoryMiB(spec.memoryMiB);
+    validateVcpus(spec.vcpus);
+    const hostMem = hostMemoryMiB();
+    if (hostMem > 0 && spec.memoryMiB > hostMem) {
+      throw invalidArgument('memoryMiB', `${spec.memoryMiB} MiB exceeds this host's ${hostMem} MiB`);
+    }
+    for (const [field, path] of [
+      ['kernel', spec.kernel],
+      ['initrd', spec.initrd],
+      ['rootfs', spec.rootfs],
+    ] as const) {
+      if (!path.startsWith('/')) throw invalidArgument(field, `must be an absolute path, got "${path}"`);
+      const st = await stat(path).catch(() => undefined);
+      if (!st?.isFile()) {
+        throw new KilnError(
+          'not_found',
+          `${field} ${path} does not exist (build the image with: kiln image build)`,
+          {
+            details: { field, path },
+          },
+        );
+      }
+    }
+    for (const p of spec.guestPorts ?? []) {
+      if (!Number.isInteger(p) || p < 1 || p > 65535)
+        throw invalidArgument('guestPorts', `${p} is not a TCP port`);
+    }
+    const sock = join(this.#dir(spec.id), FILES.qmp);
+    if (sock.length > MAX_SOCKET_PATH) {
+      throw invalidArgument(
+        'runDir',
+        `socket path ${sock} is longer than ${MAX_SOCKET_PATH} bytes; use a shorter run dir`,
+      );
+    }
+  }
+
+  async start(spec: VmSpec, opts: OpOpts = {}): Promise<VmInfo> {
+    await this.#validate(spec);
+    const dir = this.#dir(spec.id);
+    const log = this.#log.child({ vmId: spec.id });
+    const undo = new UndoStack();
+    await mkdir(this.#o.runDir, { recursive: true });
+    try {
+      await mkdir(dir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') {
+        throw new KilnError('already_exists', `VM ${spec.id} already exists`, { details: { id: spec.id } });
+      }
+      throw e;
+    }
+    undo.push('remove VM directory', () => rm(dir, { recursive: true, force: true }));
+    try {
+      const verdict = await this.accel(spec);
+      const overlay = join(dir, FILES.overlay);
+      await run(
+        this.#o.qemuImgBinary,
+        ['create', '-q', '-f', 'qcow2', '-b', spec.rootfs, '-F', 'raw', overlay],
+        {
+          failCode: 'driver_error',
+          signal: opts.signal,
+        },
+      );
+      const args = qemuArgs(spec, {
+        accel: verdict.accel,
+        tcgCacheMiB: this.#o.tcgCacheMiB,
+        tscKhz: hostTscKhz(),
+        overlay,
+        qmpSocket: join(dir, FILES.qmp),
+        serialLog: join(dir, FILES.serial),
+        pidFile: join(dir, FILES.pid),
+        daemonize: true,
+      });
+      log.debug({ args }, 'spawning qemu');
+      const pid = await this.#spawnDaemon(args, join(dir, FILES.pid));
+      undo.push('kill qemu', async () => {
+        killQuiet(pid);
+        await waitPidExit(pid, 5000);
+      });
+      const qmp = await QmpClient.connect(join(dir, FILES.qmp), { timeoutMs: opts.timeoutMs ?? 10_000 });
+      this.#qmp.set(spec.id, Promise.resolve(qmp));
+      undo.push('close QMP', () => {
+        this.#forget(spec.id);
+      });
+      qmp.once('close', () => {
+        this.#qmp.delete(spec.id);
+      });
+      const usernet = await qmp.execute<string>('human-monitor-command', { 'command-line': 'info usernet' });
+      const ports = parseUsernetForwards(usernet);
+      for (const p of spec.guestPorts ?? [AGENT_PORT]) {
+        if (!ports[p])
+          throw new KilnError('driver_error', `QEMU did not report a host forward for guest port ${p}`);
+      }
+      const rec: VmRecord = {
+        id: spec.id,
+        pid,
+        pidStartTime: procStat(pid)?.startTime ?? 0,
+        accel: verdict.accel,
+        ports,
+        startedAt: new Date().toISOString(),
+        spec,
+      };
+      await writeFileAtomic(join(dir, FILES.record), JSON.stringify(rec, null, 2));
+      undo.commit();
+      log.info({ pid, accel: verdict.accel, ports }, 'vm started');
+      return this.#info(rec, 'running');
+    } catch (e) {
+      await undo.unwind(log);
+      throw e;
+    }
+  }
+
+  /** Spawns QEMU with -daemonize; resolves with the daemon's pid once the parent exited 0. */
+  #spawnDaemon(args: string[], pidFile: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(this.#o.qemuBinary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      let err = '';
+      child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+      child.stdout.resume();
+      child.on('error', (e: NodeJS.ErrnoException) => {
+        reject(
+          e.code === 'ENOENT'
+            ? new KilnError(
+                'missing_tool',
+                `${this.#o.qemuBinary} is not installed (apt-get install qemu-system-x86)`,
+              )
+            : new KilnError('driver_error', `spawning QEMU: ${e.message}`, { cause: e }),
+        );
+      });
+      child.on('close', (code) => {
+        if (code !== 0) {
+          reject(
+            new KilnError('driver_error', `QEMU failed to start (exit ${code}): ${err.trim().slice(-2000)}`),
+          );
+          return;
+        }
+        readFile(pidFile, 'utf8').then(
+          (s) => {
+            const pid = Number(s.trim());
+            if (!Number.isInteger(pid) || pid <= 0)
+              reject(new KilnError('driver_error', `bad QEMU pid file: "${s}"`));
+            else resolve(pid);
+          },
+          (e: unknown) => {
+            reject(new KilnError('driver_error', `QEMU started but wrote no pid file`, { cause: e }));
+          },
+        );
+      });
+    });
+  }
+
+  async #record(id: string): Promise<VmRecord> {
+    validateName('id', id);
+    const dir = this.#dir(id);
+    let text: string;
+    try {
+      text = await readFile(join(dir, FILES.record), 'utf8');
+    } catch {
+      throw new KilnError('not_found', `VM ${id} does not exist`, { details: { id } });
+    }
+    return JSON.parse(text) as VmRecord;
+  }
+
+  /** True when the recorded QEMU process still exists (and is the same process). */
+  #alive(rec: VmRecord): boolean {
+    if (!pidAlive(rec.pid)) return false;
+    const st = procStat(rec.pid);
+    return st !== undefined && (rec.pidStartTime === 0 || st.startTime === rec.pidStartTime);
+  }
+
+  #client(id: string): Promise<QmpClient> {
+    let c = this.#qmp.get(id);
+    if (!c) {
+      c = QmpClient.connect(join(this.#dir(id), FILES.qmp)).then((q) => {
+        q.once('close', () => this.#qmp.delete(id));
+        return q;
+      });
+      c.catch(() => this.#qmp.delete(id));
+      this.#qmp.set(id, c);
+    }
+    return c;
+  }
+
+  #forget(id: string): void {
+    const c = this.#qmp.get(id);
+    this.#qmp.delete(id);
+    c?.then((q) => {
+      q.close();
+    }).catch(() => undefined);
+  }
+
+  #info(rec: VmRecord, state: VmState): VmInfo {
+    return {
+      id: rec.id,
+      state,
+      pid: rec.pid,
+      accel: rec.accel,
+      ports: rec.ports,
+      dir: this.#dir(rec.id),
+      serialLog: join(this.#dir(rec.id), FILES.serial),
+      startedAt: rec.startedAt,
+    };
+  }
+
+  async #state(rec: VmRecord): Promise<VmState> {
+    if (!this.#alive(rec)) return 'stopped';
+    try {
+      const q = await this.#client(rec.id);
+      const s = await q.execute<{ status: string; running: boolean }>('query-status', undefined, {
+        timeoutMs: 5000,
+      });
+      if (s.running) return 'running';
+      if (s.status === 'shutdown' || s.status === 'guest-panicked' || s.status === 'internal-error')
+        return 'stopped';
+      return 'paused';
+    } catch (e) {
+      if (!this.#alive(rec)) return 'stopped';
+      throw e;
+    }
+  }
+
+  async status(id: string): Promise<VmInfo> {
+    const rec = await this.#record(id);
+    return this.#info(rec, await this.#state(rec));
+  }
+
+  async pause(id: string, opts: OpOpts = {}): Promise<void> {
+    const rec = await this.#record(id);
+    const state = await this.#state(rec);
+    if (state !== 'running')
+      throw new KilnError('invalid_state', `VM ${id} is ${state}; pause needs running`);
+    await (await this.#client(id)).execute('stop', undefined, { timeoutMs: opts.timeoutMs ?? 10_000 });
+  }
+
+  async resume(id: string, opts: OpOpts = {}): Promise<void> {
+    const rec = await this.#record(id);
+    const state = await this.#state(rec);
+    if (state !== 'paused') throw new KilnError('invalid_state', `VM ${id} is ${state}; resume needs paused`);
+    await (await this.#client(id)).execute('cont', undefined, { timeoutMs: opts.timeoutMs ?? 10_000 });
+  }
+
+  async stop(id: string, opts: OpOpts = {}): Promise<void> {
+    const rec = await this.#record(id);
+    const log = this.#log.child({ vmId: id });
+    if (this.#alive(rec)) {
+      const graceMs = opts.timeoutMs ?? 5000;
+      try {
+        const q = await this.#client(id);
+        await q.execute('quit', undefined, { timeoutMs: graceMs }).catch((e: unknown) => {
+          // QEMU may close the socket before answering `quit`; that is success.
+          if (this.#alive(rec)) throw e;
+        });
+      } catch (e) {
+        log.warn({ err: e }, 'graceful quit failed; escalating');
+      }
+      if (!(await waitPidExit(rec.pid, graceMs))) {
+        log.warn({ pid: rec.pid }, 'qemu ignored quit; sending SIGKILL');
+        killQuiet(rec.pid);
+        if (!(await waitPidExit(rec.pid, 5000))) {
+          throw new KilnError('driver_error', `QEMU pid ${rec.pid} of VM ${id} survived SIGKILL`);
+        }
+      }
+    }
+    await this.#cleanup(id);
+    log.info('vm stopped');
+  }
+
+  async kill(id: string): Promise<void> {
+    const rec = await this.#record(id).catch(async (e: unknown) => {
+      // A directory without a record is a start that crashed half-way: kill by pid file.
+      if (e instanceof KilnError && e.code === 'not_found' && existsSync(this.#dir(id))) {
+        await this.#killPartial(id);
+        return undefined;
+      }
+      throw e;
+    });
+    if (rec && this.#alive(rec)) {
+      killQuiet(rec.pid);
+      if (!(await waitPidExit(rec.pid, 5000))) {
+        throw new KilnError('driver_error', `QEMU pid ${rec.pid} of VM ${id} survived SIGKILL`);
+      }
+    }
+    await this.#cleanup(id);
+  }
+
+  async #killPartial(id: string): Promise<void> {
+    const pid = Number((await readFile(join(this.#dir(id), FILES.pid), 'utf8').catch(() => '')).trim());
+    if (Number.isInteger(pid) && pid > 0 && pidAlive(pid)) {
+      const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+      if (cmdline.includes(`kiln-${id}`)) {
+        killQuiet(pid);
+        await waitPidExit(pid, 5000);
+      }
+    }
+  }
+
+  async #cleanup(id: string): Promise<void> {
+    this.#forget(id);
+    await rm(this.#dir(id), { recursive: true, force: true });
+  }
+
+  async list(): Promise<string[]> {
+    if (!existsSync(this.#o.runDir)) return [];
+    const ents = await readdir(this.#o.runDir, { withFileTypes: true });
+    return ents
+      .filter((e) => e.isDirectory() && !e.name.startsWith('.'))
+      .map((e) => e.name)
+      .sort();
+  }
+
+  async close(): Promise<void> {
+    for (const id of [...this.#qmp.keys()]) this.#forget(id);
+    await sleep(0);
+  }
+}
+
+function killQuiet(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
