@@ -113,8 +113,10 @@ export function vmmDriverContract(name: string, make: () => Promise<DriverFixtur
         assert.equal((await d.status(id)).state, 'running');
       });
 
-      it('is seen by a re-attaching driver, which can stop it', async () => {
+      it('is seen by a re-attaching driver (after the first closed), which can stop it', async () => {
         const first = await fx.driver.status(id);
+        // Models a daemon restart: the old process's handles are gone, the VM keeps running.
+        await fx.driver.close();
         const d2 = fx.reattach();
         const seen = await d2.status(id);
         assert.equal(seen.pid, first.pid);

@@ -64,6 +64,9 @@ export interface VmmDriver {
   kill(id: string): Promise<void>;
   /** Ids of the VMs this driver's runtime directory holds (live or not yet cleaned). */
   list(): Promise<string[]>;
-  /** Drops in-memory handles (QMP connections); VMs keep running and a new driver re-attaches. */
+  /**
+   * Drops in-memory handles (QMP connections); VMs keep running and a new driver instance (a
+   * restarted daemon) re-attaches. One driver instance owns a VM's control channel at a time.
+   */
   close(): Promise<void>;
 }

@@ -1,0 +1,61 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { parseUsernetForwards, qemuArgs } from './args.ts';
+
+const spec = {
+  id: 'vm-1',
+  kernel: '/i/vmlinuz',
+  initrd: '/i/initrd.img',
+  rootfs: '/i/rootfs.ext4',
+  memoryMiB: 256,
+  vcpus: 1,
+};
+const base = {
+  tcgCacheMiB: 64,
+  tscKhz: 2445404,
+  overlay: '/r/vm-1/overlay.qcow2',
+  qmpSocket: '/r/vm-1/qmp.sock',
+  serialLog: '/r/vm-1/serial.log',
+  pidFile: '/r/vm-1/qemu.pid',
+  daemonize: true,
+};
+const after = (args: string[], flag: string): string[] =>
+  args.flatMap((a, i) => (a === flag ? [args[i + 1] ?? ''] : []));
+
+test('a TCG microvm with a bounded code cache, the TSC fix and a race-free agent forward', () => {
+  const a = qemuArgs(spec, { ...base, accel: 'tcg' });
+  assert.deepEqual(after(a, '-M'), ['microvm,x-option-roms=off,rtc=on']);
+  assert.deepEqual(after(a, '-accel'), ['tcg,tb-size=64']);
+  assert.match(after(a, '-append')[0] ?? '', /tsc_early_khz=2445404/);
+  assert.match(after(a, '-append')[0] ?? '', /root=\/dev\/vda/);
+  assert.deepEqual(after(a, '-netdev'), ['user,id=n0,hostfwd=tcp:127.0.0.1:0-:49983']);
+  assert.deepEqual(after(a, '-m'), ['256M']);
+  assert.ok(a.includes('-daemonize') && a.includes('-no-reboot') && a.includes('-nodefaults'));
+  assert.deepEqual(after(a, '-drive'), [
+    'id=root,file=/r/vm-1/overlay.qcow2,format=qcow2,if=none,discard=unmap',
+  ]);
+  assert.ok(!a.join(' ').includes('rootfs.ext4'), 'the base image is only reached through the overlay');
+});
+
+test('KVM uses the host CPU; restrictNetwork and extra ports reach the netdev', () => {
+  const a = qemuArgs(
+    { ...spec, guestPorts: [49983, 8080], restrictNetwork: true },
+    { ...base, accel: 'kvm', tscKhz: undefined },
+  );
+  assert.deepEqual(after(a, '-accel'), ['kvm']);
+  assert.deepEqual(after(a, '-cpu'), ['host']);
+  assert.deepEqual(after(a, '-netdev'), [
+    'user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:0-:49983,hostfwd=tcp:127.0.0.1:0-:8080',
+  ]);
+  assert.doesNotMatch(after(a, '-append')[0] ?? '', /tsc_early_khz/);
+});
+
+test('parses the host forwards out of `info usernet`', () => {
+  const text =
+    'Hub -1 (n0):\r\n  Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ\r\n' +
+    '  TCP[HOST_FORWARD]  12       127.0.0.1 39533       10.0.2.15 49983     0     0\r\n' +
+    '  TCP[HOST_FORWARD]  13       127.0.0.1 40001       10.0.2.15  8080     0     0\r\n' +
+    '  TCP[ESTABLISHED]   14       127.0.0.1 50000       10.0.2.15 49983     0     0\r\n';
+  assert.deepEqual(parseUsernetForwards(text), { 49983: 39533, 8080: 40001 });
+  assert.deepEqual(parseUsernetForwards(''), {});
+});
