@@ -70,6 +70,7 @@ async function imageBuild(argv: string[]): Promise<void> {
   const res = await buildImage({
     spec,
     cacheDir: defaultCacheDir(),
+    debCacheDir: process.env['KILN_DEB_CACHE_DIR'],
     force: values.force,
     signal: controller.signal,
     onProgress: progressPrinter(values.json),

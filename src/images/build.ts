@@ -53,7 +53,7 @@ export interface BuildOpts {
   /** Cache root (images, downloaded .debs); see docs/ARCHITECTURE.md "On disk". */
   cacheDir: string;
   /** Shared .deb download cache; default `<cacheDir>/debs`. */
-  debCacheDir?: string;
+  debCacheDir?: string | undefined;
   onProgress?: (p: BuildProgress) => void;
   signal?: AbortSignal;
   log?: Logger;

@@ -29,7 +29,11 @@ function fakeQmp(
       }
     });
   });
-  return new Promise((r) => srv.listen(path, () => r(srv)));
+  return new Promise((r) =>
+    srv.listen(path, () => {
+      r(srv);
+    }),
+  );
 }
 
 let dir: string;
