@@ -5,13 +5,14 @@
 import { parseArgs } from 'node:util';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isKilnError } from '../core/errors.ts';
+import { invalidArgument, isKilnError } from '../core/errors.ts';
 import { createLogger } from '../core/log.ts';
 import { newId } from '../core/ids.ts';
+import { validateMemoryMiB, validateName, validateVcpus } from '../core/validate.ts';
 import { defaultCacheDir, defaultStateDir } from '../core/paths.ts';
 import { buildImage, type BuildProgress } from '../images/build.ts';
 import { imagesDir, resolveImage } from '../images/registry.ts';
-import { defaultImageSpec, DEFAULT_PACKAGES } from '../images/spec.ts';
+import { defaultImageSpec, DEFAULT_PACKAGES, validateImageSpec } from '../images/spec.ts';
 import { QemuDriver } from '../vmm/qemu/qemu-driver.ts';
 import { AGENT_PORT } from '../vmm/qemu/args.ts';
 import { waitForHttp } from '../vmm/health.ts';
@@ -66,7 +67,9 @@ async function imageBuild(argv: string[]): Promise<void> {
       json: { type: 'boolean', default: false },
     },
   });
-  const spec = defaultImageSpec({ name: values.name, packages: [...DEFAULT_PACKAGES, ...values.package] });
+  const spec = validateImageSpec(
+    defaultImageSpec({ name: values.name, packages: [...DEFAULT_PACKAGES, ...values.package] }),
+  );
   const res = await buildImage({
     spec,
     cacheDir: defaultCacheDir(),
@@ -118,6 +121,12 @@ function table(head: string[], rows: string[][]): void {
   for (const r of rows) console.log(line(r));
 }
 
+/** A command-line integer; anything else is `invalid_argument` quoting what was typed. */
+function intArg(field: string, text: string): number {
+  if (!/^-?\d+$/.test(text.trim())) throw invalidArgument(field, `must be an integer, got "${text}"`);
+  return Number(text);
+}
+
 async function runCmd(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
@@ -128,6 +137,10 @@ async function runCmd(argv: string[]): Promise<void> {
       json: { type: 'boolean', default: false },
     },
   });
+  // Check what the user typed before building or booting anything.
+  const memoryMiB = validateMemoryMiB(intArg('memoryMiB', values.memory));
+  const vcpus = validateVcpus(intArg('vcpus', values.vcpus));
+  validateName('image', values.image);
   const cacheDir = defaultCacheDir();
   let image = await resolveImage(cacheDir, values.image).catch(() => undefined);
   if (!image) {
@@ -153,8 +166,8 @@ async function runCmd(argv: string[]): Promise<void> {
       kernel: image.kernel,
       initrd: image.initrd,
       rootfs: image.rootfs,
-      memoryMiB: Number(values.memory),
-      vcpus: Number(values.vcpus),
+      memoryMiB,
+      vcpus,
     },
     { signal: controller.signal },
   );

@@ -140,6 +140,16 @@ describe('QemuDriver with real guests', () => {
     assert.equal(baseAfter.size, baseBefore.size);
   });
 
+  it('stop escalates to SIGKILL when QEMU does not answer the graceful quit', async () => {
+    const info = await driver.start(f.spec('frozen'));
+    process.kill(info.pid, 'SIGSTOP'); // QEMU can neither answer QMP nor exit on its own
+    const t0 = Date.now();
+    await driver.stop('frozen', { timeoutMs: 1000 });
+    assert.ok(Date.now() - t0 < 10_000);
+    assert.equal(pidAlive(info.pid), false);
+    assert.equal(existsSync(info.dir), false);
+  });
+
   it('notices a VM whose QEMU was killed from outside, and kill cleans it up', async () => {
     const info = await driver.start(f.spec('victim'));
     process.kill(info.pid, 'SIGKILL');
