@@ -37,7 +37,7 @@ const layerRules = Object.entries(layers).map(([layer, banned]) => ({
 }));
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'dist/**'] },
+  { ignores: ['node_modules/**', 'dist/**', 'src/guest/gen/**'] },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {

@@ -1,8 +1,8 @@
 import { build } from 'esbuild';
 import { fileURLToPath } from 'node:url';
 
-/** The guest's Node runtime (Debian bookworm's nodejs). */
-export const GUEST_NODE_TARGET = 'node18';
+/** The guest runs the same Node as the host (copied into the image by the build). */
+export const GUEST_NODE_TARGET = 'node24';
 
 /** Bundles the guest agent (src/guest/main.ts and what it imports) into one ES module. */
 export async function bundleAgent(): Promise<string> {

@@ -11,6 +11,7 @@ import {
   statfs,
   writeFile,
   stat,
+  symlink,
 } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -129,6 +130,10 @@ export async function buildImage(opts: BuildOpts): Promise<BuildResult> {
   const agent = await bundleAgent();
   const initramfsInit = await readFile(guestFile('initramfs-init.sh'), 'utf8');
   const kilnInit = await readFile(guestFile('kiln-init.sh'), 'utf8');
+  // The guest agent's runtime is this very Node (24 LTS, pinned by .node-version): bookworm's
+  // nodejs is 18 and end of life, and one runtime for host and guest means one set of tests.
+  const nodeBinary = process.execPath;
+  const nodeSha = await sha256File(nodeBinary);
   const key = sha256(
     JSON.stringify({
       builder: BUILDER_VERSION,
@@ -138,6 +143,7 @@ export async function buildImage(opts: BuildOpts): Promise<BuildResult> {
       modules: spec.modules,
       rootfsSizeMiB: spec.rootfsSizeMiB,
       files: { initramfsInit: sha256(initramfsInit), kilnInit: sha256(kilnInit), agent: sha256(agent) },
+      node: { version: process.version, sha256: nodeSha },
     }),
   ).slice(0, 32);
   const finalDir = join(root, key);
@@ -232,7 +238,7 @@ export async function buildImage(opts: BuildOpts): Promise<BuildResult> {
 
     // 4. customise
     progress('customise', 'start', 'user, sudo, init, guest agent');
-    await customise(rroot, { kilnInit, agent, signal: opts.signal });
+    await customise(rroot, { kilnInit, agent, nodeBinary, signal: opts.signal });
     progress(
       'customise',
       'done',
@@ -452,7 +458,7 @@ async function installModule(src: string, dst: string, signal?: AbortSignal): Pr
 
 async function customise(
   root: string,
-  o: { kilnInit: string; agent: string; signal?: AbortSignal },
+  o: { kilnInit: string; agent: string; nodeBinary: string; signal?: AbortSignal | undefined },
 ): Promise<void> {
   const chroot = (...args: string[]): Promise<unknown> =>
     run('chroot', [root, ...args], { failCode: 'image_build_failed', signal: o.signal });
@@ -481,6 +487,10 @@ async function customise(
   await writeFile(join(root, 'sbin/kiln-init'), o.kilnInit, { mode: 0o755 });
   await mkdir(join(root, 'opt/kiln'), { recursive: true });
   await writeFile(join(root, 'opt/kiln/agent.mjs'), o.agent, { mode: 0o644 });
+  await mkdir(join(root, 'opt/kiln/bin'), { recursive: true });
+  await copyFile(o.nodeBinary, join(root, 'opt/kiln/bin/node'));
+  await chmod(join(root, 'opt/kiln/bin/node'), 0o755);
+  await symlink('/opt/kiln/bin/node', join(root, 'usr/local/bin/node'));
   // Leave no downloaded packages or apt lists in the image.
   for (const d of ['var/cache/apt/archives', 'var/lib/apt/lists']) {
     for (const f of await readdir(join(root, d)).catch(() => [] as string[])) {

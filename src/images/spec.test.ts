@@ -18,7 +18,6 @@ test('the default spec is valid and carries the packages E2B users expect', () =
     'sudo',
     'iproute2',
     'procps',
-    'nodejs',
   ]) {
     assert.ok(s.packages.includes(p), p);
   }

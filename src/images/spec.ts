@@ -18,7 +18,10 @@ export interface ImageSpec {
   mirror?: string;
 }
 
-/** The packages E2B's base template users expect, plus the agent's runtime (nodejs) and tini (PID 1 reaper). */
+/**
+ * The packages E2B's base template users expect, plus tini (PID 1 reaper). Node is not among them:
+ * bookworm's nodejs is 18 (end of life); the image carries kiln's own Node 24 (see build.ts).
+ */
 export const DEFAULT_PACKAGES = [
   'bash',
   'ca-certificates',
@@ -27,7 +30,6 @@ export const DEFAULT_PACKAGES = [
   'git',
   'iproute2',
   'netbase',
-  'nodejs',
   'procps',
   'python3',
   'sudo',

@@ -18,4 +18,4 @@ ip addr add 10.0.2.15/24 dev eth0
 ip route add default via 10.0.2.2
 echo "kiln-init: network up, starting the guest agent"
 export HOME=/root KILN_AGENT_MAIN=1
-exec /usr/bin/tini -s -- /usr/bin/node /opt/kiln/agent.mjs
+exec /usr/bin/tini -s -- /opt/kiln/bin/node /opt/kiln/agent.mjs

@@ -1,0 +1,227 @@
+import { spawn } from 'node:child_process';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { Code, ConnectError, type HandlerContext } from '@connectrpc/connect';
+import { connectNodeAdapter } from '@connectrpc/connect-node';
+import { getFile, postFiles } from './files.ts';
+import { filesystemService } from './filesystem-service.ts';
+import { Filesystem } from './gen/filesystem/filesystem_pb.js';
+import { Process } from './gen/process/process_pb.js';
+import { basicUser, readBody, sendError, sendJson } from './http-util.ts';
+import { metrics } from './metrics.ts';
+import { processService } from './process-service.ts';
+import { ProcessManager } from './processes.ts';
+import { fileSignature, safeEqual, type AgentState } from './state.ts';
+import { UnknownUserError, lookupUser, type GuestUser } from './users.ts';
+
+/** The envd version kiln's agent implements; >= 0.6.4 turns on every e2b SDK feature. */
+export const ENVD_VERSION = '0.6.13';
+export const AGENT_PORT = 49983;
+
+export interface AgentOpts {
+  /** User for requests that name none (`user` in kiln images, like E2B templates). */
+  defaultUser?: string;
+  /** Set the guest clock from /init's timestamp (only inside a VM; never on a test host). */
+  setClock?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface Agent {
+  server: Server;
+  state: AgentState;
+  processes: ProcessManager;
+  close(): Promise<void>;
+}
+
+const UNAUTHORIZED =
+  'unauthorized access, please provide a valid access token or method signing if supported';
+
+/**
+ * kiln's guest agent: E2B envd's protocol on one HTTP/1.1 port. Connect RPC (process.Process,
+ * filesystem.Filesystem) through connect-node; REST (/health, /init, /envs, /metrics, /files)
+ * by hand. The agent runs as root and acts for the request's user.
+ */
+export function createAgent(opts: AgentOpts = {}): Agent {
+  const log = opts.log ?? ((l: string) => process.stderr.write(`kiln-agent: ${l}\n`));
+  const state: AgentState = {
+    accessToken: undefined,
+    envVars: {},
+    defaultUser: opts.defaultUser ?? 'user',
+    defaultWorkdir: undefined,
+    lastInitMs: 0,
+  };
+  const processes = new ProcessManager();
+
+  const userNamed = async (name: string | undefined): Promise<GuestUser> =>
+    lookupUser(name ?? state.defaultUser);
+  const userOf = async (ctx: HandlerContext): Promise<GuestUser> => {
+    try {
+      return await userNamed(basicUser(ctx.requestHeader.get('authorization')));
+    } catch (e) {
+      if (e instanceof UnknownUserError) throw new ConnectError(e.message, Code.Unauthenticated);
+      throw e;
+    }
+  };
+
+  const rpc = connectNodeAdapter({
+    routes: (router) => {
+      router.service(Process, processService({ processes, state, userOf }));
+      router.service(Filesystem, filesystemService({ state, userOf }));
+    },
+    // Plain HTTP/1.1 clients (curl) may omit Connect-Protocol-Version; accept them.
+    requireConnectProtocolHeader: false,
+  });
+
+  const tokenOk = (req: IncomingMessage): boolean => {
+    if (!state.accessToken) return true;
+    const h = req.headers['x-access-token'];
+    return typeof h === 'string' && safeEqual(h, state.accessToken);
+  };
+
+  /** /files accepts the access token header, or a signed URL (E2B SDK's uploadUrl/downloadUrl). */
+  const filesAuth = (req: IncomingMessage, q: URLSearchParams, op: 'read' | 'write'): string | undefined => {
+    const token = state.accessToken;
+    if (!token) return undefined;
+    if (req.headers['x-access-token'] !== undefined) return tokenOk(req) ? undefined : UNAUTHORIZED;
+    const sig = q.get('signature');
+    if (!sig) return 'missing signature query parameter';
+    const expRaw = q.get('signature_expiration');
+    const exp = expRaw === null ? undefined : Number(expRaw);
+    if (exp !== undefined && !Number.isInteger(exp)) return 'invalid signature expiration';
+    const want = fileSignature(q.get('path') ?? '', op, q.get('username') ?? '', token, exp);
+    if (!safeEqual(sig, want)) return 'invalid signature';
+    if (exp !== undefined && exp < Math.floor(Date.now() / 1000)) return 'signature is already expired';
+    return undefined;
+  };
+
+  const handleInit = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    if (state.accessToken && !tokenOk(req)) {
+      sendError(res, 401, UNAUTHORIZED);
+      return;
+    }
+    let body: {
+      envVars?: Record<string, string>;
+      accessToken?: string;
+      defaultUser?: string;
+      defaultWorkdir?: string;
+      timestamp?: string;
+    };
+    try {
+      const raw = await readBody(req);
+      const parsed: unknown = raw.length ? JSON.parse(raw.toString('utf8')) : {};
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+        throw new TypeError('body must be a JSON object');
+      body = parsed;
+    } catch (e) {
+      sendError(res, 400, `invalid /init body: ${(e as Error).message}`);
+      return;
+    }
+    const ts = body.timestamp ? Date.parse(body.timestamp) : NaN;
+    if (Number.isFinite(ts) && ts < state.lastInitMs) {
+      res.writeHead(204, { 'x-envd-version': ENVD_VERSION }).end(); // a replay: ignore
+      return;
+    }
+    if (body.defaultUser) {
+      try {
+        await lookupUser(body.defaultUser);
+      } catch (e) {
+        sendError(res, 400, (e as Error).message);
+        return;
+      }
+      state.defaultUser = body.defaultUser;
+    }
+    if (body.envVars && typeof body.envVars === 'object') state.envVars = { ...body.envVars };
+    state.accessToken = body.accessToken || undefined;
+    if (body.defaultWorkdir) state.defaultWorkdir = body.defaultWorkdir;
+    if (Number.isFinite(ts)) {
+      state.lastInitMs = ts;
+      const skew = Date.now() - ts;
+      // A restored snapshot wakes with the clock it was saved with: set it from the host's.
+      if (opts.setClock && (skew < -50 || skew > 5000)) {
+        await new Promise<void>((r) => {
+          spawn('date', ['-u', '-s', `@${(ts / 1000).toFixed(3)}`], { stdio: 'ignore' })
+            .on('close', () => {
+              r();
+            })
+            .on('error', () => {
+              r();
+            });
+        });
+        log(`clock set from /init (was ${skew} ms off)`);
+      }
+    }
+    res.writeHead(204, { 'x-envd-version': ENVD_VERSION }).end();
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const url = new URL(req.url ?? '/', 'http://agent');
+    const p = url.pathname;
+    const m = req.method ?? 'GET';
+    if (p === '/health' && (m === 'GET' || m === 'HEAD')) {
+      res.writeHead(204, { 'cache-control': 'no-store' }).end();
+      return;
+    }
+    if (p === '/init' && m === 'POST') return handleInit(req, res);
+    if (p === '/files' && (m === 'GET' || m === 'POST')) {
+      const denied = filesAuth(req, url.searchParams, m === 'GET' ? 'read' : 'write');
+      if (denied) {
+        req.resume();
+        sendError(res, 401, denied);
+        return;
+      }
+      let user: GuestUser;
+      try {
+        user = await userNamed(url.searchParams.get('username') || undefined);
+      } catch (e) {
+        req.resume();
+        sendError(res, 401, `error looking up user: ${(e as Error).message}`);
+        return;
+      }
+      const deps = { user, workdir: state.defaultWorkdir };
+      return m === 'GET'
+        ? getFile(req, res, url.searchParams, deps)
+        : postFiles(req, res, url.searchParams, deps);
+    }
+    if (!tokenOk(req)) {
+      req.resume();
+      const isRpc = p.startsWith('/process.Process/') || p.startsWith('/filesystem.Filesystem/');
+      if (isRpc) sendJson(res, 401, { code: 'unauthenticated', message: UNAUTHORIZED });
+      else sendError(res, 401, UNAUTHORIZED);
+      return;
+    }
+    if (p === '/envs' && m === 'GET') {
+      sendJson(res, 200, state.envVars);
+      return;
+    }
+    if (p === '/metrics' && m === 'GET') {
+      sendJson(res, 200, await metrics());
+      return;
+    }
+    rpc(req, res);
+  };
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((e: unknown) => {
+      log(`request ${req.method ?? ''} ${req.url ?? ''} failed: ${(e as Error).message}`);
+      sendError(res, 500, (e as Error).message);
+    });
+  });
+  // Long Connect streams (commands, watches) must not be cut by server timeouts.
+  server.requestTimeout = 0;
+  server.headersTimeout = 60_000;
+  server.keepAliveTimeout = 650_000;
+
+  return {
+    server,
+    state,
+    processes,
+    close: async () => {
+      processes.killAll();
+      server.closeAllConnections();
+      await new Promise<void>((r) => {
+        server.close(() => {
+          r();
+        });
+      });
+    },
+  };
+}

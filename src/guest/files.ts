@@ -1,0 +1,190 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { chown, rename, rm, stat } from 'node:fs/promises';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { basename, dirname, join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip, createGzip } from 'node:zlib';
+import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import busboy from 'busboy';
+import {
+  AccessDeniedError,
+  NotADirectoryError,
+  checkCreate,
+  checkExisting,
+  resolveUserPath,
+} from './access.ts';
+import { mkdirFor } from './filesystem-service.ts';
+import { sendError, sendJson } from './http-util.ts';
+import type { GuestUser } from './users.ts';
+
+export interface FilesDeps {
+  user: GuestUser;
+  workdir: string | undefined;
+}
+
+class HttpError extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+function statusOf(e: unknown, path: string): HttpError {
+  if (e instanceof HttpError) return e;
+  if (e instanceof AccessDeniedError) return new HttpError(403, e.message);
+  if (e instanceof NotADirectoryError || e instanceof TypeError) return new HttpError(400, e.message);
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return new HttpError(404, `path '${path}' does not exist`);
+  if (code === 'ENOSPC') return new HttpError(507, `not enough disk space to write '${path}'`);
+  if (code === 'EISDIR') return new HttpError(400, `path '${path}' is a directory`);
+  if (code === 'ENOTDIR') return new HttpError(400, `path '${path}': a parent is not a directory`);
+  if (code === 'Z_DATA_ERROR' || code === 'Z_BUF_ERROR')
+    return new HttpError(400, `the gzip body is corrupt: ${(e as Error).message}`);
+  return new HttpError(500, `${path}: ${(e as Error).message}`);
+}
+
+const resolve = (p: string, d: FilesDeps): string => {
+  try {
+    return resolveUserPath(p, d.user, d.workdir);
+  } catch (e) {
+    throw new HttpError(400, (e as Error).message);
+  }
+};
+
+/** GET /files: the file's bytes (gzip only when the client asked for exactly that). */
+export async function getFile(
+  req: IncomingMessage,
+  res: ServerResponse,
+  query: URLSearchParams,
+  d: FilesDeps,
+): Promise<void> {
+  const path = resolve(query.get('path') ?? '', d);
+  try {
+    const real = await checkExisting(d.user, path, 'read');
+    const st = await stat(real);
+    if (st.isDirectory()) throw new HttpError(400, `path '${path}' is a directory`);
+    const gzip = (req.headers['accept-encoding'] ?? '').trim() === 'gzip';
+    const headers: Record<string, string | number> = {
+      'content-type': 'application/octet-stream',
+      'content-disposition': `inline; filename=${encodeURIComponent(basename(path))}`,
+      vary: 'Accept-Encoding',
+    };
+    if (gzip) headers['content-encoding'] = 'gzip';
+    else headers['content-length'] = st.size;
+    res.writeHead(200, headers);
+    const src = createReadStream(real);
+    await (gzip ? pipeline(src, createGzip({ level: 1 }), res) : pipeline(src, res));
+  } catch (e) {
+    const h = statusOf(e, path);
+    sendError(res, h.status, h.message);
+  }
+}
+
+interface Written {
+  name: string;
+  path: string;
+  type: 'file';
+}
+
+/**
+ * Writes one upload to `path` for the user: into a temp file beside it, renamed over the target
+ * only when complete, so an interrupted or failed upload (ENOSPC) never leaves a partial file
+ * that looks finished. Parents are created and, like the file, owned by the user.
+ */
+async function writeOne(path: string, body: Readable, gzip: boolean, d: FilesDeps): Promise<Written> {
+  const target = await checkCreate(d.user, path);
+  const existing = await stat(target).catch(() => undefined);
+  if (existing?.isDirectory()) throw new HttpError(400, `path '${path}' is a directory`);
+  await mkdirFor(d.user, dirname(target));
+  const tmp = join(dirname(target), `.${basename(target)}.kiln-upload-${randomBytes(6).toString('hex')}`);
+  try {
+    const out = createWriteStream(tmp, { mode: 0o644 });
+    await (gzip ? pipeline(body, createGunzip(), out) : pipeline(body, out));
+    await chown(tmp, d.user.uid, d.user.gid);
+    await rename(tmp, target);
+  } catch (e) {
+    body.resume();
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  return { name: basename(path), path, type: 'file' };
+}
+
+/** POST /files: multipart (field `file`, filename = destination when no `path`) or octet-stream. */
+export async function postFiles(
+  req: IncomingMessage,
+  res: ServerResponse,
+  query: URLSearchParams,
+  d: FilesDeps,
+): Promise<void> {
+  const ctype = (req.headers['content-type'] ?? '').toLowerCase();
+  const gzip = (req.headers['content-encoding'] ?? '').toLowerCase() === 'gzip';
+  const qpath = query.get('path');
+  let shown = qpath ?? '';
+  try {
+    if (ctype.startsWith('application/octet-stream')) {
+      if (!qpath)
+        throw new HttpError(400, 'the path query parameter is required for application/octet-stream uploads');
+      const path = resolve(qpath, d);
+      shown = path;
+      sendJson(res, 200, [await writeOne(path, req, gzip, d)]);
+      return;
+    }
+    if (!ctype.startsWith('multipart/form-data')) {
+      throw new HttpError(
+        400,
+        `unsupported content type '${ctype || '(none)'}': use multipart/form-data or application/octet-stream`,
+      );
+    }
+    const results: Written[] = [];
+    const seen = new Set<string>();
+    const pending: Promise<void>[] = [];
+    let failure: Error | undefined;
+    await new Promise<void>((done, fail) => {
+      const bb = busboy({ headers: req.headers });
+      bb.on('file', (field, stream, info) => {
+        if (field !== 'file' || failure) {
+          stream.resume();
+          return;
+        }
+        const dest = qpath ?? info.filename;
+        if (!dest) {
+          failure = new HttpError(400, 'a file part has no filename and no path query parameter was given');
+          stream.resume();
+          return;
+        }
+        const path = resolve(dest, d);
+        shown = path;
+        if (seen.has(path)) {
+          failure = new HttpError(400, `path '${path}' is written twice in one request`);
+          stream.resume();
+          return;
+        }
+        seen.add(path);
+        pending.push(
+          writeOne(path, stream, gzip, d).then(
+            (w) => {
+              results.push(w);
+            },
+            (e: unknown) => {
+              failure ??= statusOf(e, path);
+            },
+          ),
+        );
+      });
+      bb.on('error', fail);
+      bb.on('close', done);
+      req.pipe(bb);
+    });
+    await Promise.all(pending);
+    if (failure) throw failure;
+    if (results.length === 0) throw new HttpError(400, 'no "file" part in the multipart body');
+    sendJson(res, 200, results);
+  } catch (e) {
+    const h = statusOf(e, shown);
+    req.resume();
+    sendError(res, h.status, h.message);
+  }
+}

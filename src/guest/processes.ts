@@ -1,0 +1,287 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { stat } from 'node:fs/promises';
+import { constants as osConstants } from 'node:os';
+import type { Writable } from 'node:stream';
+import { resolveUserPath } from './access.ts';
+import { PTY_HELPER } from './pty-helper.ts';
+import type { GuestUser } from './users.ts';
+
+export interface ProcessConfigLike {
+  cmd: string;
+  args: string[];
+  envs: Record<string, string>;
+  cwd?: string | undefined;
+}
+
+export interface StartProcessOpts {
+  config: ProcessConfigLike;
+  user: GuestUser;
+  pty?: { cols: number; rows: number } | undefined;
+  tag?: string | undefined;
+  /** Open a stdin pipe (ignored for a PTY, whose input is the terminal). */
+  stdin: boolean;
+  /** Kill the process after this many ms (0 = never): E2B's Connect-Timeout-Ms on Start. */
+  timeoutMs: number;
+  /** Default environment from /init, below the request's own envs. */
+  baseEnv: Record<string, string>;
+  workdir?: string | undefined;
+}
+
+export type OutputStream = 'stdout' | 'stderr' | 'pty';
+export interface EndInfo {
+  exitCode: number;
+  exited: boolean;
+  status: string;
+  error?: string;
+}
+export type ProcEvent = { type: 'data'; stream: OutputStream; data: Buffer } | { type: 'end'; end: EndInfo };
+
+/** Failures the service maps to Connect codes. */
+export class ProcessError extends Error {
+  readonly kind: 'invalid_argument' | 'not_found' | 'failed_precondition' | 'internal';
+  constructor(kind: ProcessError['kind'], message: string) {
+    super(message);
+    this.kind = kind;
+  }
+}
+
+const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/** How long an exited process stays visible to Connect (so a late client still gets its end). */
+const RETAIN_MS = 30_000;
+/** Largest data event, as envd sends them. */
+const CHUNK = 32 * 1024;
+
+// Go's os.ProcessState wording, which E2B clients see in EndEvent.status/error.
+const SIGNAL_TEXT: Record<string, string> = {
+  SIGKILL: 'killed',
+  SIGTERM: 'terminated',
+  SIGINT: 'interrupt',
+  SIGHUP: 'hangup',
+  SIGQUIT: 'quit',
+  SIGPIPE: 'broken pipe',
+  SIGABRT: 'aborted',
+  SIGSEGV: 'segmentation fault',
+  SIGUSR1: 'user defined signal 1',
+  SIGUSR2: 'user defined signal 2',
+  SIGALRM: 'alarm clock',
+};
+
+export function endInfo(code: number | null, signal: NodeJS.Signals | null): EndInfo {
+  if (code !== null) {
+    const status = `exit status ${code}`;
+    return code === 0
+      ? { exitCode: 0, exited: true, status }
+      : { exitCode: code, exited: true, status, error: status };
+  }
+  const text = `signal: ${SIGNAL_TEXT[signal ?? ''] ?? signal ?? 'unknown'}`;
+  return { exitCode: -1, exited: false, status: text, error: text };
+}
+
+/** One process started through the agent; emits `event` (data, then exactly one end). */
+export class ManagedProcess extends EventEmitter<{ event: [ProcEvent] }> {
+  readonly pid: number;
+  readonly tag: string | undefined;
+  readonly config: ProcessConfigLike;
+  readonly isPty: boolean;
+  end: EndInfo | undefined;
+  readonly #child: ChildProcess;
+  #stdin: Writable | null;
+  readonly #ctl: Writable | null;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(child: ChildProcess, o: StartProcessOpts) {
+    super();
+    if (child.pid === undefined) throw new ProcessError('internal', `could not start ${o.config.cmd}`);
+    this.pid = child.pid;
+    this.tag = o.tag;
+    this.config = o.config;
+    this.isPty = o.pty !== undefined;
+    this.#child = child;
+    this.#stdin = child.stdin;
+    this.#ctl = this.isPty ? ((child.stdio[3] as Writable | null | undefined) ?? null) : null;
+    this.#stdin?.on('error', () => undefined);
+    this.#ctl?.on('error', () => undefined);
+    if (!o.stdin && !this.isPty) {
+      this.#stdin?.end();
+      this.#stdin = null;
+    }
+    const forward = (stream: OutputStream) => (d: Buffer) => {
+      for (let i = 0; i < d.length; i += CHUNK)
+        this.emit('event', { type: 'data', stream, data: d.subarray(i, i + CHUNK) });
+    };
+    let open = 0;
+    const outs: [NodeJS.ReadableStream | null, OutputStream][] = this.isPty
+      ? [[child.stdout, 'pty']]
+      : [
+          [child.stdout, 'stdout'],
+          [child.stderr, 'stderr'],
+        ];
+    let drained: () => void = () => undefined;
+    const allDrained = new Promise<void>((r) => (drained = r));
+    for (const [s, name] of outs) {
+      if (!s) continue;
+      open++;
+      s.on('data', forward(name));
+      s.on('end', () => {
+        if (--open === 0) drained();
+      });
+    }
+    if (open === 0) drained();
+    if (this.isPty) child.stderr?.resume();
+    child.on('exit', (code, signal) => {
+      clearTimeout(this.#timer);
+      // Output still in the pipes arrives shortly; a background grandchild holding the pipe
+      // open must not hold the end event back (envd does the same).
+      const grace = new Promise((r) => setTimeout(r, 100));
+      void Promise.race([allDrained, grace]).then(() => {
+        this.end = endInfo(code, signal);
+        this.emit('event', { type: 'end', end: this.end });
+        this.#ctl?.end();
+      });
+    });
+    if (o.timeoutMs > 0) {
+      this.#timer = setTimeout(() => {
+        this.signal('SIGKILL');
+      }, o.timeoutMs);
+      this.#timer.unref();
+    }
+  }
+
+  writeStdin(data: Uint8Array): void {
+    if (this.end) throw new ProcessError('not_found', `process with pid ${this.pid} has exited`);
+    if (this.isPty)
+      throw new ProcessError(
+        'internal',
+        'stdin not enabled or closed: this is a PTY process, send pty input',
+      );
+    if (!this.#stdin || this.#stdin.writableEnded)
+      throw new ProcessError('internal', 'stdin not enabled or closed');
+    this.#stdin.write(data);
+  }
+
+  writePty(data: Uint8Array): void {
+    if (this.end) throw new ProcessError('not_found', `process with pid ${this.pid} has exited`);
+    if (!this.isPty || !this.#stdin)
+      throw new ProcessError('internal', 'not a PTY process: send stdin input');
+    this.#stdin.write(data);
+  }
+
+  closeStdin(): void {
+    if (this.isPty)
+      throw new ProcessError(
+        'failed_precondition',
+        'cannot close stdin of a PTY process; send 0x04 (Ctrl-D)',
+      );
+    this.#stdin?.end();
+  }
+
+  resize(cols: number, rows: number): void {
+    if (!this.isPty || !this.#ctl) throw new ProcessError('internal', 'not a PTY process: nothing to resize');
+    this.#ctl.write(`resize ${cols} ${rows}\n`);
+  }
+
+  /** Signals the whole process group (the command and what it started). */
+  signal(sig: 'SIGKILL' | 'SIGTERM'): void {
+    try {
+      process.kill(-this.pid, sig);
+    } catch {
+      try {
+        this.#child.kill(sig);
+      } catch {
+        // already gone
+      }
+    }
+  }
+}
+
+/** Starts, finds and lists the agent's processes. */
+export class ProcessManager {
+  readonly #procs = new Map<number, ManagedProcess>();
+
+  async start(o: StartProcessOpts): Promise<ManagedProcess> {
+    let cwd: string;
+    try {
+      cwd = resolveUserPath(o.config.cwd ?? '', o.user, o.workdir);
+    } catch (e) {
+      throw new ProcessError('invalid_argument', (e as Error).message);
+    }
+    const st = await stat(cwd).catch(() => undefined);
+    if (!st?.isDirectory()) throw new ProcessError('invalid_argument', `cwd '${cwd}' does not exist`);
+    if (o.tag !== undefined && this.byTag(o.tag))
+      throw new ProcessError('invalid_argument', `a process with tag '${o.tag}' is running`);
+    const env: Record<string, string> = {
+      PATH: DEFAULT_PATH,
+      HOME: o.user.home,
+      USER: o.user.name,
+      LOGNAME: o.user.name,
+      ...o.baseEnv,
+      ...o.config.envs,
+    };
+    // Switch user with setpriv (util-linux, in every Debian): unlike a bare setuid it also sets
+    // the supplementary groups, and it execs, so the pid we report is the command's own.
+    const asUser =
+      process.getuid?.() === o.user.uid
+        ? [o.config.cmd, ...o.config.args]
+        : [
+            'setpriv',
+            `--reuid=${o.user.uid}`,
+            `--regid=${o.user.gid}`,
+            '--init-groups',
+            '--',
+            o.config.cmd,
+            ...o.config.args,
+          ];
+    let child: ChildProcess;
+    if (o.pty) {
+      env['TERM'] ??= 'xterm-256color';
+      child = spawn('python3', ['-u', '-c', PTY_HELPER, String(o.pty.cols), String(o.pty.rows), ...asUser], {
+        cwd,
+        env,
+        stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
+        detached: true,
+      });
+    } else {
+      const [bin, ...args] = asUser as [string, ...string[]];
+      child = spawn(bin, args, {
+        cwd,
+        env,
+        stdio: [o.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+        detached: true,
+      });
+    }
+    await new Promise<void>((resolve, reject) => {
+      child.once('spawn', resolve);
+      child.once('error', (e) => {
+        reject(new ProcessError('invalid_argument', `cannot start ${o.config.cmd}: ${e.message}`));
+      });
+    });
+    const p = new ManagedProcess(child, o);
+    this.#procs.set(p.pid, p);
+    p.on('event', (e) => {
+      if (e.type === 'end') setTimeout(() => this.#procs.delete(p.pid), RETAIN_MS).unref();
+    });
+    return p;
+  }
+
+  get(pid: number): ManagedProcess | undefined {
+    return this.#procs.get(pid);
+  }
+
+  byTag(tag: string): ManagedProcess | undefined {
+    for (const p of this.#procs.values()) if (p.tag === tag && !p.end) return p;
+    return undefined;
+  }
+
+  /** Processes still running. */
+  list(): ManagedProcess[] {
+    return [...this.#procs.values()].filter((p) => !p.end);
+  }
+
+  /** Kills everything (agent shutdown, tests). */
+  killAll(): void {
+    for (const p of this.list()) p.signal('SIGKILL');
+  }
+}
+
+export const SIGNALS = osConstants.signals;

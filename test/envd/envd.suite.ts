@@ -1,0 +1,376 @@
+/**
+ * One behaviour list for kiln's guest agent, driven through the official `e2b` SDK's own client
+ * paths. It runs against the agent in-process on the host (unit) and inside a real QEMU guest
+ * (integration). The target says which user the default is and where the suite may write.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
+import { after, before, describe, it } from 'node:test';
+import { CommandExitError, FileType, FilesystemEventType, Sandbox, type FilesystemEvent } from 'e2b';
+
+export interface EnvdTarget {
+  sandbox: Sandbox;
+  /** Base URL of the agent itself (for raw HTTP checks). */
+  agentUrl: string;
+  accessToken: string;
+  /** The user commands run as by default, and a scratch directory it owns. */
+  defaultUser: string;
+  dir: string;
+  /** A second user that exists in the guest (for ownership tests), or undefined. */
+  otherUser?: { name: string; home: string } | undefined;
+  close: () => Promise<void>;
+}
+
+const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function until<T>(fn: () => T | undefined | Promise<T | undefined>, ms = 15_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await sleep(50);
+  }
+}
+
+export function envdSuite(name: string, make: () => Promise<EnvdTarget>): void {
+  describe(`envd via the e2b SDK: ${name}`, { timeout: 600_000 }, () => {
+    let t: EnvdTarget;
+    let sbx: Sandbox;
+    before(async () => {
+      t = await make();
+      sbx = t.sandbox;
+    });
+    after(async () => {
+      await t.close();
+    });
+
+    describe('commands', () => {
+      it('run returns stdout, stderr and exit code 0, as the default user in bash -l', async () => {
+        const r = await sbx.commands.run('echo out; echo err >&2; whoami; echo "$0"');
+        assert.equal(r.exitCode, 0);
+        assert.equal(r.stdout, `out\n${t.defaultUser}\n/bin/bash\n`);
+        assert.equal(r.stderr, 'err\n');
+      });
+
+      it('honours cwd, envs and user root', async () => {
+        const r = await sbx.commands.run('pwd; echo "$KILN_T"; id -u', {
+          cwd: t.dir,
+          envs: { KILN_T: 'v1' },
+          user: 'root',
+        });
+        assert.equal(r.stdout, `${t.dir}\nv1\n0\n`);
+      });
+
+      it('a non-zero exit raises CommandExitError with the code and output', async () => {
+        await assert.rejects(sbx.commands.run('echo partial; exit 3'), (e: unknown) => {
+          assert.ok(e instanceof CommandExitError);
+          assert.equal(e.exitCode, 3);
+          assert.equal(e.stdout, 'partial\n');
+          assert.match(e.error ?? '', /exit status 3/);
+          return true;
+        });
+      });
+
+      it('a missing cwd is a clear error', async () => {
+        await assert.rejects(
+          sbx.commands.run('true', { cwd: '/no/such/dir' }),
+          /cwd '\/no\/such\/dir' does not exist/,
+        );
+      });
+
+      it('streams output through callbacks', async () => {
+        const seen: string[] = [];
+        await sbx.commands.run('for i in 1 2 3; do echo line$i; sleep 0.1; done', {
+          onStdout: (d) => void seen.push(d),
+        });
+        assert.equal(seen.join(''), 'line1\nline2\nline3\n');
+      });
+
+      it('background + stdin + closeStdin + wait', async () => {
+        const h = await sbx.commands.run('cat; echo done', { background: true, stdin: true });
+        assert.ok(h.pid > 0);
+        await sbx.commands.sendStdin(h.pid, 'hello ');
+        await sbx.commands.sendStdin(h.pid, 'world\n');
+        await sbx.commands.closeStdin(h.pid);
+        const r = await h.wait();
+        assert.equal(r.stdout, 'hello world\ndone\n');
+      });
+
+      it('list shows a running process; connect re-attaches by pid; kill ends it with CommandExitError', async () => {
+        const h = await sbx.commands.run('echo started; sleep 60', { background: true, timeoutMs: 0 });
+        const list = await sbx.commands.list();
+        const mine = list.find((p) => p.pid === h.pid);
+        assert.ok(mine, `pid ${h.pid} listed`);
+        assert.equal(mine.cmd, '/bin/bash');
+        assert.deepEqual(mine.args, ['-l', '-c', 'echo started; sleep 60']);
+        await h.disconnect();
+        const again = await sbx.commands.connect(h.pid);
+        assert.equal(again.pid, h.pid);
+        assert.equal(await sbx.commands.kill(h.pid), true);
+        await assert.rejects(again.wait(), (e: unknown) => {
+          assert.ok(e instanceof CommandExitError);
+          assert.equal(e.exitCode, -1);
+          assert.match(e.error ?? '', /signal: killed/);
+          return true;
+        });
+        await until(async () => !(await sbx.commands.list()).some((p) => p.pid === h.pid));
+        assert.equal(await sbx.commands.kill(h.pid), false, 'killing a gone process answers false');
+      });
+
+      it('the process outlives its stream; timeoutMs kills it at the deadline', async () => {
+        const marker = `${t.dir}/survivor`;
+        const h = await sbx.commands.run(`sleep 1; echo alive > ${marker}`, { background: true });
+        await h.disconnect();
+        assert.equal(await until(async () => ((await sbx.files.exists(marker)) ? true : undefined)), true);
+        const t0 = Date.now();
+        await assert.rejects(sbx.commands.run('sleep 30', { timeoutMs: 1500 }), /timeout|deadline|killed/i);
+        assert.ok(Date.now() - t0 < 10_000);
+        await until(async () => !(await sbx.commands.list()).some((p) => p.args.includes('sleep 30')));
+      });
+    });
+
+    describe('files', () => {
+      it('write and read text and bytes; ownership is the requesting user', async () => {
+        const info = await sbx.files.write(`${t.dir}/a/b/hello.txt`, 'hi there');
+        assert.equal(info.path, `${t.dir}/a/b/hello.txt`);
+        assert.equal(info.name, 'hello.txt');
+        assert.equal(await sbx.files.read(`${t.dir}/a/b/hello.txt`), 'hi there');
+        const bytes = new Uint8Array([0, 1, 2, 255, 254]);
+        await sbx.files.write(`${t.dir}/bin.dat`, bytes.buffer);
+        assert.deepEqual(await sbx.files.read(`${t.dir}/bin.dat`, { format: 'bytes' }), bytes);
+        const owner = await sbx.commands.run(`stat -c %U ${t.dir}/a/b/hello.txt ${t.dir}/a/b`);
+        assert.equal(owner.stdout, `${t.defaultUser}\n${t.defaultUser}\n`);
+        assert.equal(
+          await sbx.files.read(`${t.dir}/empty`, { format: 'text' }).catch(() => 'missing'),
+          'missing',
+        );
+        await sbx.files.write(`${t.dir}/empty`, '');
+        assert.equal(await sbx.files.read(`${t.dir}/empty`), '');
+      });
+
+      it('a 10 MB file round-trips byte-identical, plain and gzip', async () => {
+        const big = randomBytes(10 * 1024 * 1024);
+        await sbx.files.write(
+          `${t.dir}/big.bin`,
+          big.buffer.slice(big.byteOffset, big.byteOffset + big.byteLength),
+        );
+        const back = await sbx.files.read(`${t.dir}/big.bin`, { format: 'bytes' });
+        assert.equal(sha(back), sha(big));
+        await sbx.files.write(
+          `${t.dir}/big.gz.bin`,
+          big.buffer.slice(big.byteOffset, big.byteOffset + big.byteLength),
+          { gzip: true },
+        );
+        const back2 = await sbx.files.read(`${t.dir}/big.gz.bin`, { format: 'bytes', gzip: true });
+        assert.equal(sha(back2), sha(big));
+      });
+
+      it('list, exists, getInfo, makeDir, rename, remove', async () => {
+        assert.equal(await sbx.files.makeDir(`${t.dir}/d1/d2`), true);
+        assert.equal(await sbx.files.makeDir(`${t.dir}/d1/d2`), false, 'already there');
+        await sbx.files.write(`${t.dir}/d1/f.txt`, '12345');
+        const top = await sbx.files.list(`${t.dir}/d1`);
+        assert.deepEqual(
+          top.map((e) => [e.name, e.type]),
+          [
+            ['d2', FileType.DIR],
+            ['f.txt', FileType.FILE],
+          ],
+        );
+        const info = await sbx.files.getInfo(`${t.dir}/d1/f.txt`);
+        assert.equal(info.size, 5);
+        assert.equal(info.type, FileType.FILE);
+        assert.equal(info.path, `${t.dir}/d1/f.txt`);
+        assert.equal(info.owner, t.defaultUser);
+        assert.match(info.permissions, /^-rw/);
+        assert.ok(
+          info.modifiedTime instanceof Date && Math.abs(info.modifiedTime.getTime() - Date.now()) < 120_000,
+        );
+        await sbx.files.write(`${t.dir}/d1/d2/deep.txt`, 'x');
+        const deep = await sbx.files.list(`${t.dir}/d1`, { depth: 2 });
+        assert.ok(deep.some((e) => e.path === `${t.dir}/d1/d2/deep.txt`));
+        const moved = await sbx.files.rename(`${t.dir}/d1/f.txt`, `${t.dir}/d3/g.txt`);
+        assert.equal(moved.path, `${t.dir}/d3/g.txt`);
+        assert.equal(await sbx.files.exists(`${t.dir}/d1/f.txt`), false);
+        assert.equal(await sbx.files.read(`${t.dir}/d3/g.txt`), '12345');
+        await sbx.files.remove(`${t.dir}/d1`);
+        assert.equal(await sbx.files.exists(`${t.dir}/d1`), false);
+        await sbx.files.remove(`${t.dir}/never-existed`);
+      });
+
+      it('missing paths are FileNotFound / NotFound errors', async () => {
+        await assert.rejects(
+          sbx.files.read(`${t.dir}/nope.txt`),
+          (e: Error) => e.name === 'FileNotFoundError' || e.name === 'NotFoundError',
+        );
+        await assert.rejects(sbx.files.getInfo(`${t.dir}/nope.txt`), (e: Error) => /NotFound/.test(e.name));
+        await assert.rejects(sbx.files.list(`${t.dir}/nope`), (e: Error) => /NotFound/.test(e.name));
+        await assert.rejects(sbx.files.rename(`${t.dir}/nope`, `${t.dir}/x`), (e: Error) =>
+          /NotFound/.test(e.name),
+        );
+      });
+
+      it('watchDir reports creates, writes and removes, recursively', async () => {
+        await sbx.files.makeDir(`${t.dir}/w/sub`);
+        const events: FilesystemEvent[] = [];
+        const h = await sbx.files.watchDir(`${t.dir}/w`, (e) => void events.push(e), { recursive: true });
+        await sbx.files.write(`${t.dir}/w/new.txt`, 'a');
+        await sbx.files.write(`${t.dir}/w/sub/inner.txt`, 'b');
+        await sbx.files.remove(`${t.dir}/w/new.txt`);
+        await until(
+          () =>
+            events.some((e) => e.name === 'new.txt' && e.type === FilesystemEventType.REMOVE) || undefined,
+        );
+        await until(() => events.some((e) => e.name === 'sub/inner.txt') || undefined);
+        assert.ok(
+          events.some(
+            (e) =>
+              e.name === 'new.txt' &&
+              (e.type === FilesystemEventType.CREATE || e.type === FilesystemEventType.WRITE),
+          ),
+        );
+        await h.stop();
+      });
+
+      it('signed upload and download URLs work without the token header; a wrong signature is 401', async () => {
+        const up = await sbx.uploadUrl(`${t.dir}/signed.txt`, { useSignatureExpiration: 60_000 });
+        const form = new FormData();
+        form.append('file', new Blob(['signed body']), `${t.dir}/signed.txt`);
+        const r = await fetch(up, { method: 'POST', body: form });
+        assert.equal(r.status, 200, await r.clone().text());
+        const down = await sbx.downloadUrl(`${t.dir}/signed.txt`);
+        assert.equal(await (await fetch(down)).text(), 'signed body');
+        const bad = down.replace(/signature=[^&]+/, 'signature=v1_forged');
+        const br = await fetch(bad);
+        assert.equal(br.status, 401);
+        assert.match(((await br.json()) as { message: string }).message, /invalid signature/);
+      });
+
+      it('raw octet-stream upload with gzip; a corrupt gzip body is 400 and leaves no file', async () => {
+        const url = `${t.agentUrl}/files?path=${encodeURIComponent(`${t.dir}/raw.txt`)}`;
+        const ok = await fetch(url, {
+          method: 'POST',
+          headers: {
+            'content-type': 'application/octet-stream',
+            'content-encoding': 'gzip',
+            'x-access-token': t.accessToken,
+          },
+          body: gzipSync('zipped'),
+        });
+        assert.equal(ok.status, 200);
+        assert.equal(await sbx.files.read(`${t.dir}/raw.txt`), 'zipped');
+        const bad = await fetch(`${t.agentUrl}/files?path=${encodeURIComponent(`${t.dir}/corrupt.txt`)}`, {
+          method: 'POST',
+          headers: {
+            'content-type': 'application/octet-stream',
+            'content-encoding': 'gzip',
+            'x-access-token': t.accessToken,
+          },
+          body: Buffer.from('this is not gzip'),
+        });
+        assert.equal(bad.status, 400);
+        assert.equal(await sbx.files.exists(`${t.dir}/corrupt.txt`), false);
+        const left = await sbx.commands.run(`ls -A ${t.dir} | grep kiln-upload || true`);
+        assert.equal(left.stdout, '', 'no temp upload file left');
+      });
+    });
+
+    describe('pty', () => {
+      it('create, sendInput, resize, and kill', async () => {
+        let out = '';
+        const dec = new TextDecoder();
+        const h = await sbx.pty.create({
+          cols: 80,
+          rows: 24,
+          onData: (d) => void (out += dec.decode(d)),
+          timeoutMs: 60_000,
+        });
+        await sbx.pty.sendInput(h.pid, new TextEncoder().encode('stty size; echo "tty=$(tty)"\n'));
+        await until(() => (/24 80/.test(out) && /tty=\/dev\/pts\//.test(out)) || undefined);
+        await sbx.pty.resize(h.pid, { cols: 120, rows: 40 });
+        await sbx.pty.sendInput(h.pid, new TextEncoder().encode('stty size\n'));
+        await until(() => /40 120/.test(out) || undefined);
+        assert.equal(await sbx.pty.kill(h.pid), true);
+        await assert.rejects(h.wait(), CommandExitError);
+      });
+    });
+
+    describe('protocol and security', () => {
+      it('requests without the access token are 401; a token is not accepted by another agent state', async () => {
+        const r = await fetch(`${t.agentUrl}/process.Process/List`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: '{}',
+        });
+        assert.equal(r.status, 401);
+        const w = await fetch(`${t.agentUrl}/envs`, { headers: { 'x-access-token': 'wrong' } });
+        assert.equal(w.status, 401);
+        const h = await fetch(`${t.agentUrl}/health`);
+        assert.equal(h.status, 204, '/health needs no token');
+      });
+
+      it('unknown methods, malformed JSON and a non-existent user get clear errors and the agent keeps serving', async () => {
+        const hdr = { 'content-type': 'application/json', 'x-access-token': t.accessToken };
+        const unknown = await fetch(`${t.agentUrl}/process.Process/Nope`, {
+          method: 'POST',
+          headers: hdr,
+          body: '{}',
+        });
+        assert.equal(unknown.status, 404);
+        const bad = await fetch(`${t.agentUrl}/filesystem.Filesystem/Stat`, {
+          method: 'POST',
+          headers: hdr,
+          body: '{not json',
+        });
+        assert.equal(bad.status, 400);
+        assert.equal(((await bad.json()) as { code: string }).code, 'invalid_argument');
+        const missing = await fetch(`${t.agentUrl}/filesystem.Filesystem/Stat`, {
+          method: 'POST',
+          headers: hdr,
+          body: '{"path":"/no/such"}',
+        });
+        assert.equal(missing.status, 404);
+        await assert.rejects(
+          sbx.commands.run('true', { user: 'nobody-here' }),
+          /invalid username|unauthenticated|Authentication/i,
+        );
+        const noUser = await fetch(`${t.agentUrl}/files?path=/etc/hostname&username=nobody-here`, {
+          headers: { 'x-access-token': t.accessToken },
+        });
+        assert.equal(noUser.status, 401);
+        const env = await fetch(`${t.agentUrl}/envs`, { headers: { 'x-access-token': t.accessToken } });
+        assert.equal(env.status, 200);
+        assert.equal(((await env.json()) as Record<string, string>)['KILN_INIT_VAR'], 'from-init');
+        const m = (await (
+          await fetch(`${t.agentUrl}/metrics`, { headers: { 'x-access-token': t.accessToken } })
+        ).json()) as Record<string, number>;
+        assert.ok((m['mem_total'] ?? 0) > 0 && (m['disk_total'] ?? 0) > 0 && (m['cpu_count'] ?? 0) >= 1);
+        assert.equal(
+          (await sbx.commands.run('echo $KILN_INIT_VAR')).stdout,
+          'from-init\n',
+          '/init env vars reach commands',
+        );
+      });
+
+      it('paths cannot escape what the user may read', async () => {
+        if (!t.otherUser) return;
+        await assert.rejects(
+          sbx.files.read('/etc/shadow', { user: t.otherUser.name }),
+          /permission denied|403/i,
+        );
+        await assert.rejects(
+          sbx.files.write('/etc/kiln-evil', 'x', { user: t.otherUser.name }),
+          /permission denied|403/i,
+        );
+        await sbx.commands.run(`ln -sfn /root ${t.otherUser.home}/rootlink`, { user: 'root' });
+        await assert.rejects(
+          sbx.files.list(`${t.otherUser.home}/rootlink`, { user: t.otherUser.name }),
+          /permission denied/i,
+        );
+      });
+    });
+  });
+}

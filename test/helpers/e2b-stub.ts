@@ -1,0 +1,34 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/**
+ * The smallest control plane the `e2b` SDK needs to reach one envd: it answers
+ * `POST /v2/sandboxes/{id}/connect` with the sandbox's envd version and access token. Used to
+ * drive a guest agent directly with the real SDK before the daemon exists (and in agent tests).
+ */
+export async function startE2bStub(envd: {
+  envdAccessToken?: string;
+  envdVersion?: string;
+}): Promise<{ url: string; server: Server }> {
+  const server = createServer((req, res) => {
+    const m = /^\/v2\/sandboxes\/([^/]+)\/connect$/.exec(req.url ?? '');
+    req.resume();
+    if (req.method === 'POST' && m?.[1]) {
+      res.writeHead(201, { 'content-type': 'application/json' });
+      res.end(
+        JSON.stringify({
+          sandboxID: decodeURIComponent(m[1]),
+          templateID: 'base',
+          clientID: 'kiln',
+          envdVersion: envd.envdVersion ?? '0.6.13',
+          ...(envd.envdAccessToken ? { envdAccessToken: envd.envdAccessToken } : {}),
+        }),
+      );
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ code: 404, message: `stub: no route ${req.method ?? ''} ${req.url ?? ''}` }));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
+}
