@@ -94,10 +94,16 @@ interface Written {
  * that looks finished. Parents are created and, like the file, owned by the user.
  */
 async function writeOne(path: string, body: Readable, gzip: boolean, d: FilesDeps): Promise<Written> {
-  const target = await checkCreate(d.user, path);
-  const existing = await stat(target).catch(() => undefined);
-  if (existing?.isDirectory()) throw new HttpError(400, `path '${path}' is a directory`);
-  await mkdirFor(d.user, dirname(target));
+  let target: string;
+  try {
+    target = await checkCreate(d.user, path);
+    const existing = await stat(target).catch(() => undefined);
+    if (existing?.isDirectory()) throw new HttpError(400, `path '${path}' is a directory`);
+    await mkdirFor(d.user, dirname(target));
+  } catch (e) {
+    body.resume(); // drain it, or the multipart parser (and the request) stalls
+    throw e;
+  }
   const tmp = join(dirname(target), `.${basename(target)}.kiln-upload-${randomBytes(6).toString('hex')}`);
   try {
     const out = createWriteStream(tmp, { mode: 0o644 });

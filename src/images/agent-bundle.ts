@@ -16,7 +16,10 @@ export async function bundleAgent(): Promise<string> {
     write: false,
     legalComments: 'none',
     logLevel: 'silent',
-    banner: { js: '// kiln guest agent (bundled; do not edit)' },
+    // CommonJS dependencies (busboy) call require() for Node built-ins; give the ES module one.
+    banner: {
+      js: "// kiln guest agent (bundled; do not edit)\nimport { createRequire as __kilnCreateRequire } from 'node:module';\nconst require = __kilnCreateRequire(import.meta.url);",
+    },
   });
   const file = out.outputFiles[0];
   if (!file) throw new Error('esbuild produced no output for the guest agent');

@@ -227,7 +227,13 @@ export async function buildImage(opts: BuildOpts): Promise<BuildResult> {
         failCode: 'image_build_failed',
         signal: opts.signal,
         onLine: (l) => {
-          if (l.startsWith('I: ') && !/^I: (Retrieving|Validating|Extracting|Unpacking) /.test(l)) {
+          // Report debootstrap's stages, not each of its ~200 packages.
+          if (
+            l.startsWith('I: ') &&
+            !/^I: (Retrieving|Validating|Extracting|Unpacking|Configuring) (?!(required|base) packages)/.test(
+              l,
+            )
+          ) {
             progress('rootfs', 'detail', l.slice(3));
           }
         },
