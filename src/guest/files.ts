@@ -3,6 +3,7 @@ import { chown, rename, rm, stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { basename, dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import { once } from 'node:events';
 import { createGunzip, createGzip } from 'node:zlib';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -89,6 +90,39 @@ interface Written {
 }
 
 /**
+ * Copies an upload body into a new file. Unlike `pipeline`, a failure (ENOSPC, bad gzip) does not
+ * destroy the body: it is drained instead, so the request (and a multipart parser reading it)
+ * runs to its end and the client gets an answer rather than a reset connection.
+ */
+function copyInto(body: Readable, file: string, gzip: boolean): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const out = createWriteStream(file, { mode: 0o644 });
+    const gunzip = gzip ? createGunzip() : undefined;
+    let failed = false;
+    const fail = (e: Error): void => {
+      if (failed) return;
+      failed = true;
+      body.unpipe();
+      gunzip?.unpipe();
+      body.resume();
+      out.destroy();
+      reject(e);
+    };
+    out.on('error', fail);
+    out.on('finish', () => {
+      if (!failed) resolve();
+    });
+    body.on('error', fail);
+    if (gunzip) {
+      gunzip.on('error', fail);
+      body.pipe(gunzip).pipe(out);
+    } else {
+      body.pipe(out);
+    }
+  });
+}
+
+/**
  * Writes one upload to `path` for the user: into a temp file beside it, renamed over the target
  * only when complete, so an interrupted or failed upload (ENOSPC) never leaves a partial file
  * that looks finished. Parents are created and, like the file, owned by the user.
@@ -106,8 +140,7 @@ async function writeOne(path: string, body: Readable, gzip: boolean, d: FilesDep
   }
   const tmp = join(dirname(target), `.${basename(target)}.kiln-upload-${randomBytes(6).toString('hex')}`);
   try {
-    const out = createWriteStream(tmp, { mode: 0o644 });
-    await (gzip ? pipeline(body, createGunzip(), out) : pipeline(body, out));
+    await copyInto(body, tmp, gzip);
     await chown(tmp, d.user.uid, d.user.gid);
     await rename(tmp, target);
   } catch (e) {
@@ -190,7 +223,11 @@ export async function postFiles(
     sendJson(res, 200, results);
   } catch (e) {
     const h = statusOf(e, shown);
-    req.resume();
+    // Answer once the client has sent everything: an early answer would look like a reset.
+    if (!req.readableEnded) {
+      req.resume();
+      await Promise.race([once(req, 'end'), once(req, 'close'), new Promise((r) => setTimeout(r, 120_000))]);
+    }
     sendError(res, h.status, h.message);
   }
 }

@@ -7,7 +7,14 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
-import { CommandExitError, FileType, FilesystemEventType, Sandbox, type FilesystemEvent } from 'e2b';
+import {
+  CommandExitError,
+  FileType,
+  FilesystemEventType,
+  NotEnoughSpaceError,
+  Sandbox,
+  type FilesystemEvent,
+} from 'e2b';
 
 export interface EnvdTarget {
   sandbox: Sandbox;
@@ -19,6 +26,8 @@ export interface EnvdTarget {
   dir: string;
   /** A second user that exists in the guest (for ownership tests), or undefined. */
   otherUser?: { name: string; home: string } | undefined;
+  /** The target's root disk may be filled up (a VM's, never the test host's). */
+  fillableDisk?: boolean;
   close: () => Promise<void>;
 }
 
@@ -247,6 +256,38 @@ export function envdSuite(name: string, make: () => Promise<EnvdTarget>): void {
         const br = await fetch(bad);
         assert.equal(br.status, 401);
         assert.match(((await br.json()) as { message: string }).message, /invalid signature/);
+      });
+
+      it('an upload to a full disk is NotEnoughSpaceError and leaves nothing partial; the agent keeps serving', async (c) => {
+        if (!t.fillableDisk) {
+          c.skip("only on a VM's own disk");
+          return;
+        }
+        const fill = '/var/tmp/kiln-fill';
+        try {
+          // Fill what even root may use: most of it at once, the rest (ext4 keeps some clusters
+          // in reserve) by writing until the disk refuses.
+          await sbx.commands.run(
+            `free=$(( $(stat -f -c '%f*%S' /) )); fallocate -l $(( free - 64*1024*1024 )) ${fill}; dd if=/dev/zero of=${fill}.2 bs=1M 2>/dev/null; sync; true`,
+            { user: 'root', timeoutMs: 120_000 },
+          );
+          const big = randomBytes(40 * 1024 * 1024);
+          await assert.rejects(
+            sbx.files.write(
+              `${t.dir}/toolarge.bin`,
+              big.buffer.slice(big.byteOffset, big.byteOffset + big.byteLength),
+            ),
+            (e: Error) => e instanceof NotEnoughSpaceError,
+          );
+          assert.equal(await sbx.files.exists(`${t.dir}/toolarge.bin`), false);
+          assert.equal(
+            (await sbx.commands.run(`ls -A ${t.dir} | grep -c kiln-upload || true`)).stdout,
+            '0\n',
+          );
+        } finally {
+          await sbx.commands.run(`rm -f ${fill} ${fill}.2`, { user: 'root' });
+        }
+        assert.equal((await sbx.commands.run('echo still-serving')).stdout, 'still-serving\n');
       });
 
       it('raw octet-stream upload with gzip; a corrupt gzip body is 400 and leaves no file', async () => {

@@ -68,6 +68,7 @@ envdSuite('agent in a QEMU guest (TCG), user "user"', async () => {
     defaultUser: 'user',
     dir,
     otherUser: { name: 'user', home: '/home/user' },
+    fillableDisk: true,
     close: async () => {
       stub.server.close();
       await stop();

@@ -1,0 +1,115 @@
+/**
+ * bench/exec: against one guest, p50/p99 of `commands.run('true')` through the guest agent (the
+ * real `e2b` SDK, as users call it) beside a bare HTTP GET round trip to the same forwarded port
+ * (GET /health), interleaved. Target: ratio <= 1.3.
+ *
+ *   scripts/node bench/exec.ts [--runs N] [--json]
+ */
+import { request } from 'node:http';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { Sandbox } from 'e2b';
+import { defaultCacheDir } from '../src/core/paths.ts';
+import { buildImage } from '../src/images/build.ts';
+import { resolveImage } from '../src/images/registry.ts';
+import { defaultImageSpec } from '../src/images/spec.ts';
+import { waitForHttp } from '../src/vmm/health.ts';
+import { AGENT_PORT } from '../src/vmm/qemu/args.ts';
+import { QemuDriver } from '../src/vmm/qemu/qemu-driver.ts';
+import { startE2bStub } from '../test/helpers/e2b-stub.ts';
+
+const { values } = parseArgs({
+  options: { runs: { type: 'string', default: '200' }, json: { type: 'boolean', default: false } },
+});
+const runs = Number(values.runs);
+
+/** One GET on a kept-alive connection (as the SDK's own HTTP client does). */
+function get(url: string, agent: import('node:http').Agent): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { agent }, (res) => {
+      res.resume();
+      res.on('end', resolve);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+const pct = (xs: number[], p: number): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? 0;
+};
+
+async function main(): Promise<void> {
+  const cacheDir = defaultCacheDir();
+  await buildImage({ spec: defaultImageSpec(), cacheDir });
+  const img = await resolveImage(cacheDir, 'default');
+  const root = await mkdtemp('/tmp/kiln-bench-');
+  const driver = new QemuDriver({ runDir: `${root}/vms` });
+  const info = await driver.start({
+    id: 'bench',
+    kernel: img.kernel,
+    initrd: img.initrd,
+    rootfs: img.rootfs,
+    memoryMiB: 512,
+    vcpus: 1,
+  });
+  const agentUrl = `http://127.0.0.1:${info.ports[AGENT_PORT] ?? 0}`;
+  const stub = await startE2bStub({ envdAccessToken: 'bench-token' });
+  try {
+    await waitForHttp(`${agentUrl}/health`, { timeoutMs: 180_000 });
+    await fetch(`${agentUrl}/init`, {
+      method: 'POST',
+      body: JSON.stringify({ accessToken: 'bench-token', defaultUser: 'user' }),
+    });
+    const sbx = await Sandbox.connect('bench', {
+      apiUrl: stub.url,
+      sandboxUrl: agentUrl,
+      apiKey: 'e2b_bench',
+    });
+    const { Agent } = await import('node:http');
+    const keep = new Agent({ keepAlive: true, maxSockets: 1 });
+    for (let i = 0; i < 10; i++) {
+      await sbx.commands.run('true');
+      await get(`${agentUrl}/health`, keep);
+    }
+    const run: number[] = [];
+    const http: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      let t0 = performance.now();
+      await get(`${agentUrl}/health`, keep);
+      http.push(performance.now() - t0);
+      t0 = performance.now();
+      await sbx.commands.run('true');
+      run.push(performance.now() - t0);
+    }
+    keep.destroy();
+    const res = {
+      bench: 'exec',
+      accel: info.accel,
+      runs,
+      httpP50Ms: +pct(http, 50).toFixed(2),
+      httpP99Ms: +pct(http, 99).toFixed(2),
+      runP50Ms: +pct(run, 50).toFixed(2),
+      runP99Ms: +pct(run, 99).toFixed(2),
+      ratioP50: +(pct(run, 50) / pct(http, 50)).toFixed(2),
+      target: 1.3,
+    };
+    if (values.json) console.log(JSON.stringify(res));
+    else {
+      console.log(
+        `bench/exec (${info.accel}, ${runs} runs, one guest): latency through the forwarded agent port`,
+      );
+      console.log(`  bare HTTP GET /health            p50 ${res.httpP50Ms} ms   p99 ${res.httpP99Ms} ms`);
+      console.log(`  e2b commands.run('true')         p50 ${res.runP50Ms} ms   p99 ${res.runP99Ms} ms`);
+      console.log(`  ratio run/GET at p50             ${res.ratioP50}   (target <= ${res.target})`);
+    }
+  } finally {
+    stub.server.close();
+    await driver.kill('bench');
+    await driver.close();
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+await main();
