@@ -40,6 +40,7 @@ envdSuite('agent in a QEMU guest (TCG), user "user"', async () => {
     await stop();
     throw new Error(
       `the guest agent did not come up: ${(e as Error).message}\n--- serial console (tail) ---\n${serial.slice(-3000)}`,
+      { cause: e },
     );
   }
   const accessToken = 'vm-' + Math.random().toString(36).slice(2);
