@@ -84,6 +84,22 @@ async function main(): Promise<void> {
       run.push(performance.now() - t0);
     }
     keep.destroy();
+    // The floor under emulation: the same spawn (setpriv + bash -l -c true as user), timed inside
+    // the guest, with no agent or network in the way.
+    const floor = await sbx.commands.run(
+      `python3 -c "
+import subprocess, time
+xs = []
+for i in range(30):
+    t = time.perf_counter()
+    subprocess.run(['setpriv', '--reuid=1000', '--regid=1000', '--init-groups', '--', '/bin/bash', '-l', '-c', 'true'])
+    xs.append((time.perf_counter() - t) * 1000)
+xs.sort()
+print(xs[len(xs) // 2])
+"`,
+      { user: 'root', timeoutMs: 120_000 },
+    );
+    const guestSpawnP50 = Number(floor.stdout.trim());
     const res = {
       bench: 'exec',
       accel: info.accel,
@@ -94,6 +110,8 @@ async function main(): Promise<void> {
       runP99Ms: +pct(run, 99).toFixed(2),
       ratioP50: +(pct(run, 50) / pct(http, 50)).toFixed(2),
       target: 1.3,
+      guestSpawnP50Ms: +guestSpawnP50.toFixed(2),
+      agentOverheadP50Ms: +(pct(run, 50) - guestSpawnP50).toFixed(2),
     };
     if (values.json) console.log(JSON.stringify(res));
     else {
@@ -103,6 +121,8 @@ async function main(): Promise<void> {
       console.log(`  bare HTTP GET /health            p50 ${res.httpP50Ms} ms   p99 ${res.httpP99Ms} ms`);
       console.log(`  e2b commands.run('true')         p50 ${res.runP50Ms} ms   p99 ${res.runP99Ms} ms`);
       console.log(`  ratio run/GET at p50             ${res.ratioP50}   (target <= ${res.target})`);
+      console.log(`  in-guest spawn of the same command (no agent)   p50 ${res.guestSpawnP50Ms} ms`);
+      console.log(`  => agent + SDK + network share of run('true')   p50 ${res.agentOverheadP50Ms} ms`);
     }
   } finally {
     stub.server.close();

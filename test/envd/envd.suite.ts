@@ -284,6 +284,32 @@ export function envdSuite(name: string, make: () => Promise<EnvdTarget>): void {
             (await sbx.commands.run(`ls -A ${t.dir} | grep -c kiln-upload || true`)).stdout,
             '0\n',
           );
+          // A declared 1 GB upload is refused at once, before its body is sent.
+          const t0 = Date.now();
+          let sent = 0;
+          const body = new ReadableStream<Uint8Array>({
+            pull(ctl) {
+              if (sent >= 2 ** 30) ctl.close();
+              else {
+                sent += 1 << 20;
+                ctl.enqueue(new Uint8Array(1 << 20));
+              }
+            },
+          });
+          const r = await fetch(`${t.agentUrl}/files?path=${encodeURIComponent(`${t.dir}/huge.bin`)}`, {
+            method: 'POST',
+            headers: {
+              'content-type': 'application/octet-stream',
+              'content-length': String(2 ** 30),
+              'x-access-token': t.accessToken,
+            },
+            body,
+            duplex: 'half',
+          } as RequestInit);
+          assert.equal(r.status, 507);
+          assert.match(((await r.json()) as { message: string }).message, /not enough disk space/);
+          assert.ok(Date.now() - t0 < 30_000, 'refused without reading the gigabyte');
+          assert.equal(await sbx.files.exists(`${t.dir}/huge.bin`), false);
         } finally {
           await sbx.commands.run(`rm -f ${fill} ${fill}.2`, { user: 'root' });
         }
@@ -368,6 +394,20 @@ export function envdSuite(name: string, make: () => Promise<EnvdTarget>): void {
         });
         assert.equal(bad.status, 400);
         assert.equal(((await bad.json()) as { code: string }).code, 'invalid_argument');
+        const badProto = await fetch(`${t.agentUrl}/filesystem.Filesystem/Stat`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/proto', 'x-access-token': t.accessToken },
+          body: new Uint8Array([0x0a, 0xff, 0xff, 0xff, 0x0f]),
+        });
+        assert.ok(badProto.status >= 400, `malformed protobuf refused (${badProto.status})`);
+        assert.match(((await badProto.json()) as { message: string }).message, /parse binary/);
+        const goodProto = await fetch(`${t.agentUrl}/filesystem.Filesystem/Stat`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/proto', 'x-access-token': t.accessToken },
+          body: new Uint8Array([0x0a, 0x01, 0x2f]), // StatRequest{path: "/"}
+        });
+        assert.equal(goodProto.status, 200, 'the binary encoding works too');
+        assert.equal(goodProto.headers.get('content-type'), 'application/proto');
         const missing = await fetch(`${t.agentUrl}/filesystem.Filesystem/Stat`, {
           method: 'POST',
           headers: hdr,
