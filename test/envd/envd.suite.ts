@@ -305,7 +305,7 @@ export function envdSuite(name: string, make: () => Promise<EnvdTarget>): void {
             },
             body,
             duplex: 'half',
-          } as RequestInit);
+          });
           assert.equal(r.status, 507);
           assert.match(((await r.json()) as { message: string }).message, /not enough disk space/);
           assert.ok(Date.now() - t0 < 30_000, 'refused without reading the gigabyte');
