@@ -9,11 +9,9 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { parseArgs } from 'node:util';
-import { defaultCacheDir } from '../src/core/paths.ts';
 import { waitPidExit } from '../src/core/proc.ts';
-import { buildImage } from '../src/images/build.ts';
-import { resolveImage, type Image } from '../src/images/registry.ts';
-import { defaultImageSpec } from '../src/images/spec.ts';
+import type { Image } from '../src/images/registry.ts';
+import { ensureDefaultImage } from '../test/helpers/image.ts';
 import { waitForHttp } from '../src/vmm/health.ts';
 import { AGENT_PORT } from '../src/vmm/qemu/args.ts';
 import { hostTscKhz } from '../src/vmm/qemu/host.ts';
@@ -90,9 +88,7 @@ const median = (xs: number[]): number => {
 };
 
 async function main(): Promise<void> {
-  const cacheDir = defaultCacheDir();
-  await buildImage({ spec: defaultImageSpec(), cacheDir });
-  const img = await resolveImage(cacheDir, 'default');
+  const img = await ensureDefaultImage();
   const root = await mkdtemp('/tmp/kiln-bench-');
   const driver = new QemuDriver({ runDir: `${root}/vms` });
   const accel = (await driver.accel(img)).accel;

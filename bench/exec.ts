@@ -6,17 +6,8 @@
  *   scripts/node bench/exec.ts [--runs N] [--json]
  */
 import { request } from 'node:http';
-import { mkdtemp, rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { Sandbox } from 'e2b';
-import { defaultCacheDir } from '../src/core/paths.ts';
-import { buildImage } from '../src/images/build.ts';
-import { resolveImage } from '../src/images/registry.ts';
-import { defaultImageSpec } from '../src/images/spec.ts';
-import { waitForHttp } from '../src/vmm/health.ts';
-import { AGENT_PORT } from '../src/vmm/qemu/args.ts';
-import { QemuDriver } from '../src/vmm/qemu/qemu-driver.ts';
-import { startE2bStub } from '../test/helpers/e2b-stub.ts';
+import { bootAgentVm } from '../test/helpers/guest.ts';
 
 const { values } = parseArgs({
   options: { runs: { type: 'string', default: '200' }, json: { type: 'boolean', default: false } },
@@ -41,32 +32,9 @@ const pct = (xs: number[], p: number): number => {
 };
 
 async function main(): Promise<void> {
-  const cacheDir = defaultCacheDir();
-  await buildImage({ spec: defaultImageSpec(), cacheDir });
-  const img = await resolveImage(cacheDir, 'default');
-  const root = await mkdtemp('/tmp/kiln-bench-');
-  const driver = new QemuDriver({ runDir: `${root}/vms` });
-  const info = await driver.start({
-    id: 'bench',
-    kernel: img.kernel,
-    initrd: img.initrd,
-    rootfs: img.rootfs,
-    memoryMiB: 512,
-    vcpus: 1,
-  });
-  const agentUrl = `http://127.0.0.1:${info.ports[AGENT_PORT] ?? 0}`;
-  const stub = await startE2bStub({ envdAccessToken: 'bench-token' });
+  const vm = await bootAgentVm({ memoryMiB: 512 });
+  const { agentUrl, sandbox: sbx, info } = vm;
   try {
-    await waitForHttp(`${agentUrl}/health`, { timeoutMs: 180_000 });
-    await fetch(`${agentUrl}/init`, {
-      method: 'POST',
-      body: JSON.stringify({ accessToken: 'bench-token', defaultUser: 'user' }),
-    });
-    const sbx = await Sandbox.connect('bench', {
-      apiUrl: stub.url,
-      sandboxUrl: agentUrl,
-      apiKey: 'e2b_bench',
-    });
     const { Agent } = await import('node:http');
     const keep = new Agent({ keepAlive: true, maxSockets: 1 });
     for (let i = 0; i < 10; i++) {
@@ -125,10 +93,7 @@ print(xs[len(xs) // 2])
       console.log(`  => agent + SDK + network share of run('true')   p50 ${res.agentOverheadP50Ms} ms`);
     }
   } finally {
-    stub.server.close();
-    await driver.kill('bench');
-    await driver.close();
-    await rm(root, { recursive: true, force: true });
+    await vm.close();
   }
 }
 

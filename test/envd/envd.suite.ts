@@ -26,8 +26,8 @@ export interface EnvdTarget {
   dir: string;
   /** A second user that exists in the guest (for ownership tests), or undefined. */
   otherUser?: { name: string; home: string } | undefined;
-  /** The target's root disk may be filled up (a VM's, never the test host's). */
-  fillableDisk?: boolean;
+  /** The target is a throwaway VM: its disk may be filled and its clock set (never the test host's). */
+  disposable?: boolean;
   close: () => Promise<void>;
 }
 
@@ -259,8 +259,8 @@ export function envdSuite(name: string, make: () => Promise<EnvdTarget>): void {
       });
 
       it('an upload to a full disk is NotEnoughSpaceError and leaves nothing partial; the agent keeps serving', async (c) => {
-        if (!t.fillableDisk) {
-          c.skip("only on a VM's own disk");
+        if (!t.disposable) {
+          c.skip("only on a throwaway VM's own disk");
           return;
         }
         const fill = '/var/tmp/kiln-fill';
@@ -434,6 +434,40 @@ export function envdSuite(name: string, make: () => Promise<EnvdTarget>): void {
           'from-init\n',
           '/init env vars reach commands',
         );
+      });
+
+      it('/init sets the guest clock from the host time it carries (as after a snapshot restore)', async (c) => {
+        if (!t.disposable) {
+          c.skip("only on a throwaway VM's own clock");
+          return;
+        }
+        const ahead = Date.now() + 3 * 3600_000; // pretend the host is 3 h ahead of the guest
+        const r = await fetch(`${t.agentUrl}/init`, {
+          method: 'POST',
+          headers: { 'x-access-token': t.accessToken },
+          body: JSON.stringify({
+            accessToken: t.accessToken,
+            envVars: { KILN_INIT_VAR: 'from-init' },
+            timestamp: new Date(ahead).toISOString(),
+          }),
+        });
+        assert.equal(r.status, 204);
+        const guest = Number((await sbx.commands.run('date +%s')).stdout.trim()) * 1000;
+        assert.ok(
+          Math.abs(guest - ahead) < 120_000,
+          `guest clock ${new Date(guest).toISOString()} ~ ${new Date(ahead).toISOString()}`,
+        );
+        const replay = await fetch(`${t.agentUrl}/init`, {
+          method: 'POST',
+          headers: { 'x-access-token': t.accessToken },
+          body: JSON.stringify({
+            accessToken: 'stolen',
+            timestamp: new Date(Date.now() - 3600_000).toISOString(),
+          }),
+        });
+        assert.equal(replay.status, 204);
+        const still = await fetch(`${t.agentUrl}/envs`, { headers: { 'x-access-token': t.accessToken } });
+        assert.equal(still.status, 200, 'an older /init (a replay) changed nothing');
       });
 
       it('paths cannot escape what the user may read (needs a non-root user)', async (c) => {

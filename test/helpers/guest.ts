@@ -1,0 +1,86 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { Sandbox } from 'e2b';
+import { waitForHttp } from '../../src/vmm/health.ts';
+import { AGENT_PORT } from '../../src/vmm/qemu/args.ts';
+import { QemuDriver } from '../../src/vmm/qemu/qemu-driver.ts';
+import type { VmInfo } from '../../src/vmm/driver.ts';
+import { startE2bStub } from './e2b-stub.ts';
+import { ensureDefaultImage } from './image.ts';
+
+export interface AgentVm {
+  info: VmInfo;
+  agentUrl: string;
+  accessToken: string;
+  /** The real `e2b` SDK connected to the guest's agent. */
+  sandbox: Sandbox;
+  close: () => Promise<void>;
+}
+
+/**
+ * Boots a real guest from the default image, waits for its agent, /init's it (token, default
+ * user `user`, env vars, host time) and connects the `e2b` SDK to it through a stub control
+ * plane. On any failure the VM is killed and the serial console's tail is in the error.
+ */
+export async function bootAgentVm(
+  o: { memoryMiB?: number; envVars?: Record<string, string> } = {},
+): Promise<AgentVm> {
+  const img = await ensureDefaultImage();
+  const root = await mkdtemp('/tmp/kiln-guest-');
+  const driver = new QemuDriver({ runDir: `${root}/vms` });
+  const info = await driver.start({
+    id: 'guest',
+    kernel: img.kernel,
+    initrd: img.initrd,
+    rootfs: img.rootfs,
+    memoryMiB: o.memoryMiB ?? 1024,
+    vcpus: 1,
+  });
+  const agentUrl = `http://127.0.0.1:${info.ports[AGENT_PORT] ?? 0}`;
+  const stopVm = async (): Promise<void> => {
+    await driver.kill('guest');
+    await driver.close();
+    await rm(root, { recursive: true, force: true });
+  };
+  try {
+    await waitForHttp(`${agentUrl}/health`, {
+      timeoutMs: 180_000,
+      alive: async () => (await driver.status('guest')).state !== 'stopped',
+    });
+    const accessToken = 'vm-' + Math.random().toString(36).slice(2);
+    const init = await fetch(`${agentUrl}/init`, {
+      method: 'POST',
+      body: JSON.stringify({
+        accessToken,
+        defaultUser: 'user',
+        envVars: o.envVars ?? {},
+        timestamp: new Date().toISOString(),
+      }),
+    });
+    if (init.status !== 204) throw new Error(`/init answered ${init.status}: ${await init.text()}`);
+    const stub = await startE2bStub({ envdAccessToken: accessToken });
+    const sandbox = await Sandbox.connect('sbx-vm', {
+      apiUrl: stub.url,
+      sandboxUrl: agentUrl,
+      apiKey: 'e2b_kiln_test',
+    });
+    return {
+      info,
+      agentUrl,
+      accessToken,
+      sandbox,
+      close: async () => {
+        stub.server.close();
+        await stopVm();
+      },
+    };
+  } catch (e) {
+    const serial = await readFile(info.serialLog, 'utf8').catch(() => '');
+    await stopVm();
+    throw new Error(
+      `the guest agent did not come up: ${(e as Error).message}\n--- serial console (tail) ---\n${serial.slice(-3000)}`,
+      {
+        cause: e,
+      },
+    );
+  }
+}
