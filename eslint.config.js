@@ -37,7 +37,7 @@ const layerRules = Object.entries(layers).map(([layer, banned]) => ({
 }));
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'dist/**', 'src/guest/gen/**'] },
+  { ignores: ['node_modules/**', 'dist/**', 'src/core/envd/**'] },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {

@@ -3,7 +3,7 @@ import type { Stats } from 'node:fs';
 import { basename, join } from 'node:path';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import { FileType, type EntryInfoSchema } from './gen/filesystem/filesystem_pb.js';
+import { FileType, type EntryInfoSchema } from '../core/envd/filesystem/filesystem_pb.js';
 import { idNames } from './users.ts';
 
 export type EntryInit = MessageInitShape<typeof EntryInfoSchema>;

@@ -18,7 +18,7 @@ import {
   FileType,
   Filesystem,
   type FilesystemEventSchema,
-} from './gen/filesystem/filesystem_pb.js';
+} from '../core/envd/filesystem/filesystem_pb.js';
 import type { AgentState } from './state.ts';
 import type { GuestUser } from './users.ts';
 

@@ -1,7 +1,12 @@
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from '@connectrpc/connect';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { Channel } from './channel.ts';
-import { Process, Signal, type ProcessEventSchema, type ProcessSelector } from './gen/process/process_pb.js';
+import {
+  Process,
+  Signal,
+  type ProcessEventSchema,
+  type ProcessSelector,
+} from '../core/envd/process/process_pb.js';
 import { ProcessError, type ManagedProcess, type ProcEvent, type ProcessManager } from './processes.ts';
 import type { GuestUser } from './users.ts';
 import type { AgentState } from './state.ts';

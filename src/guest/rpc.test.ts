@@ -12,8 +12,8 @@ import { after, before, test } from 'node:test';
 import { createClient, type Client } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import { createAgent, type Agent } from './agent.ts';
-import { EventType, Filesystem } from './gen/filesystem/filesystem_pb.js';
-import { Process, Signal, type StartResponse } from './gen/process/process_pb.js';
+import { EventType, Filesystem } from '../core/envd/filesystem/filesystem_pb.js';
+import { Process, Signal, type StartResponse } from '../core/envd/process/process_pb.js';
 
 type Events = AsyncIterator<StartResponse, unknown>;
 /** The next message of a process stream, or undefined at its end (typed, unlike IteratorResult). */

@@ -25,8 +25,8 @@ test('generated protobuf code matches proto/ (run `npm run gen` after editing a 
       stdio: 'pipe',
       env: { ...process.env, PATH: `${bin}:${process.env['PATH'] ?? ''}` },
     });
-    const fresh = join(out, 'src/guest/gen');
-    const committed = join(ROOT, 'src/guest/gen');
+    const fresh = join(out, 'src/core/envd');
+    const committed = join(ROOT, 'src/core/envd');
     assert.deepEqual(await files(fresh), await files(committed));
     for (const f of await files(committed)) {
       assert.equal(await readFile(join(fresh, f), 'utf8'), await readFile(join(committed, f), 'utf8'), f);

@@ -1,0 +1,123 @@
+/**
+ * kiln's durable records. The store keeps these; transient handles (pid, QMP socket, forwarded
+ * ports) are not here: they are rediscovered from the OS at start-up (banger's split).
+ */
+
+/** A sandbox's lifecycle. Legal moves are in SANDBOX_TRANSITIONS. */
+export type SandboxState = 'creating' | 'running' | 'pausing' | 'paused' | 'resuming' | 'killing' | 'dead';
+
+export const SANDBOX_TRANSITIONS: Record<SandboxState, readonly SandboxState[]> = {
+  creating: ['running', 'killing', 'dead'],
+  running: ['pausing', 'killing', 'dead'],
+  pausing: ['paused', 'running', 'killing', 'dead'],
+  paused: ['resuming', 'killing', 'dead'],
+  resuming: ['running', 'paused', 'killing', 'dead'],
+  killing: ['dead'],
+  dead: [],
+};
+
+export interface ArtifactRecord {
+  /** What the file is: guest RAM, device state, a frozen disk layer. */
+  kind: 'memory' | 'state' | 'disk';
+  /** Path relative to the snapshot's directory. */
+  path: string;
+  size: number;
+  sha256: string;
+}
+
+export interface TemplateRecord {
+  id: string;
+  name: string;
+  /** The guest image the template was booted from. */
+  imageKey: string;
+  memoryMiB: number;
+  vcpus: number;
+  /** The template snapshot every sandbox of this template restores. */
+  snapshotId: string | null;
+  createdAt: string;
+}
+
+export interface SandboxRecord {
+  id: string;
+  templateId: string;
+  state: SandboxState;
+  memoryMiB: number;
+  vcpus: number;
+  metadata: Record<string, string>;
+  envVars: Record<string, string>;
+  /** The guest agent's access token (envd's `envdAccessToken`). */
+  accessToken: string;
+  createdAt: string;
+  startedAt: string | null;
+  /** When the TTL reaper ends it (ISO time); extendable. */
+  endAt: string;
+  /** On timeout: pause instead of kill. */
+  autoPause: boolean;
+  allowInternet: boolean;
+  /** Why it is dead, when it is. */
+  endReason: string | null;
+  /** The snapshot whose layers this sandbox's disk and memory sit on (template or user snapshot). */
+  sourceSnapshotId: string | null;
+}
+
+export interface SnapshotRecord {
+  id: string;
+  /** The sandbox it was taken from (null for a template's own snapshot). */
+  sandboxId: string | null;
+  templateId: string;
+  memoryMiB: number;
+  vcpus: number;
+  /** A snapshot whose disk layer sits on top of this one's. */
+  parentId: string | null;
+  artifacts: ArtifactRecord[];
+  createdAt: string;
+}
+
+export type OperationKind = 'create' | 'kill' | 'snapshot' | 'restore' | 'pause' | 'resume' | 'template';
+export type OperationState = 'running' | 'done' | 'failed' | 'undone';
+
+/**
+ * How to take one completed step back after a crash: plain data, so a restarted daemon can act
+ * on it (kill a VM by id, remove a path, delete a record).
+ */
+export type UndoAction =
+  | { action: 'kill-vm'; vmId: string }
+  | { action: 'remove-path'; path: string }
+  | { action: 'delete-sandbox'; sandboxId: string }
+  | { action: 'delete-snapshot'; snapshotId: string }
+  | { action: 'none' };
+
+export interface OperationStep {
+  name: string;
+  undo: UndoAction;
+  at: string;
+}
+
+export interface OperationRecord {
+  id: string;
+  kind: OperationKind;
+  /** The sandbox/template/snapshot the operation is about. */
+  subject: string;
+  /** The op id minted at the API edge for the request that started it. */
+  requestId: string | null;
+  state: OperationState;
+  steps: OperationStep[];
+  error: string | null;
+  startedAt: string;
+  endedAt: string | null;
+}
+
+export type EventLevel = 'debug' | 'info' | 'warn' | 'error';
+
+export interface EventRecord {
+  /** Store-wide increasing sequence: the paging cursor. */
+  seq: number;
+  sandboxId: string;
+  at: string;
+  level: EventLevel;
+  message: string;
+  data: Record<string, unknown> | null;
+}
+
+/** Per-sandbox event retention (firkin keeps 1000). */
+export const EVENTS_PER_SANDBOX = 1000;

@@ -1,0 +1,73 @@
+/**
+ * Schema migrations, applied in order; `PRAGMA user_version` records how many ran. Append only:
+ * a released migration is never edited.
+ */
+export const MIGRATIONS: readonly string[] = [
+  // 1: templates, sandboxes, snapshots, operations journal, bounded events
+  `
+  CREATE TABLE templates (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    image_key   TEXT NOT NULL,
+    memory_mib  INTEGER NOT NULL CHECK (memory_mib > 0),
+    vcpus       INTEGER NOT NULL CHECK (vcpus > 0),
+    snapshot_id TEXT,
+    created_at  TEXT NOT NULL
+  ) STRICT;
+
+  CREATE TABLE snapshots (
+    id          TEXT PRIMARY KEY,
+    sandbox_id  TEXT,
+    template_id TEXT NOT NULL,
+    memory_mib  INTEGER NOT NULL,
+    vcpus       INTEGER NOT NULL,
+    parent_id   TEXT REFERENCES snapshots(id),
+    artifacts   TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+  ) STRICT;
+  CREATE INDEX snapshots_parent ON snapshots(parent_id);
+
+  CREATE TABLE sandboxes (
+    id                 TEXT PRIMARY KEY,
+    template_id        TEXT NOT NULL REFERENCES templates(id),
+    state              TEXT NOT NULL,
+    memory_mib         INTEGER NOT NULL CHECK (memory_mib > 0),
+    vcpus              INTEGER NOT NULL CHECK (vcpus > 0),
+    metadata           TEXT NOT NULL,
+    env_vars           TEXT NOT NULL,
+    access_token       TEXT NOT NULL,
+    created_at         TEXT NOT NULL,
+    started_at         TEXT,
+    end_at             TEXT NOT NULL,
+    auto_pause         INTEGER NOT NULL,
+    allow_internet     INTEGER NOT NULL,
+    end_reason         TEXT,
+    source_snapshot_id TEXT REFERENCES snapshots(id)
+  ) STRICT;
+  CREATE INDEX sandboxes_state ON sandboxes(state);
+  CREATE INDEX sandboxes_source ON sandboxes(source_snapshot_id);
+
+  CREATE TABLE operations (
+    id         TEXT PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    subject    TEXT NOT NULL,
+    request_id TEXT,
+    state      TEXT NOT NULL,
+    steps      TEXT NOT NULL,
+    error      TEXT,
+    started_at TEXT NOT NULL,
+    ended_at   TEXT
+  ) STRICT;
+  CREATE INDEX operations_open ON operations(state) WHERE state = 'running';
+
+  CREATE TABLE events (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    sandbox_id TEXT NOT NULL REFERENCES sandboxes(id) ON DELETE CASCADE,
+    at         TEXT NOT NULL,
+    level      TEXT NOT NULL,
+    message    TEXT NOT NULL,
+    data       TEXT
+  ) STRICT;
+  CREATE INDEX events_sandbox ON events(sandbox_id, seq);
+  `,
+];

@@ -1,0 +1,365 @@
+/**
+ * The behaviour every `Store` must show. Runs against SQLite in memory and on disk (where it also
+ * checks that what was committed is there after a reopen).
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import {
+  EVENTS_PER_SANDBOX,
+  type SandboxRecord,
+  type SnapshotRecord,
+  type TemplateRecord,
+} from '../core/domain.ts';
+import { KilnError } from '../core/errors.ts';
+import type { Store } from './store.ts';
+
+export interface StoreFixture {
+  open: () => Store;
+  /** Closes and opens the same store again (undefined for in-memory stores). */
+  reopen?: (s: Store) => Store;
+}
+
+const code = (fn: () => unknown): string => {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof KilnError, String(e));
+    return e.code;
+  }
+  return 'ok';
+};
+
+const T0 = '2026-01-01T00:00:00.000Z';
+export const template = (o: Partial<TemplateRecord> = {}): TemplateRecord => ({
+  id: 'tpl-1',
+  name: 'base',
+  imageKey: 'img-abc',
+  memoryMiB: 512,
+  vcpus: 1,
+  snapshotId: null,
+  createdAt: T0,
+  ...o,
+});
+export const sandbox = (o: Partial<SandboxRecord> = {}): SandboxRecord => ({
+  id: 'sbx-1',
+  templateId: 'tpl-1',
+  state: 'creating',
+  memoryMiB: 512,
+  vcpus: 1,
+  metadata: {},
+  envVars: {},
+  accessToken: 'tok',
+  createdAt: T0,
+  startedAt: null,
+  endAt: '2026-01-01T00:05:00.000Z',
+  autoPause: false,
+  allowInternet: true,
+  endReason: null,
+  sourceSnapshotId: null,
+  ...o,
+});
+const snapshot = (o: Partial<SnapshotRecord> = {}): SnapshotRecord => ({
+  id: 'snap-1',
+  sandboxId: null,
+  templateId: 'tpl-1',
+  memoryMiB: 512,
+  vcpus: 1,
+  parentId: null,
+  artifacts: [{ kind: 'memory', path: 'mem', size: 10, sha256: 'a'.repeat(64) }],
+  createdAt: T0,
+  ...o,
+});
+
+export function storeContract(name: string, fx: StoreFixture): void {
+  describe(`Store contract: ${name}`, () => {
+    it('templates: put, get by id or name, list, unique names, not_found', () => {
+      const s = fx.open();
+      s.putTemplate(template());
+      s.putTemplate(template({ id: 'tpl-2', name: 'python' }));
+      assert.deepEqual(s.getTemplate('tpl-1'), template());
+      assert.equal(s.getTemplate('python').id, 'tpl-2');
+      assert.deepEqual(
+        s.listTemplates().map((t) => t.name),
+        ['base', 'python'],
+      );
+      assert.equal(
+        code(() => {
+          s.putTemplate(template({ id: 'tpl-3', name: 'base' }));
+        }),
+        'already_exists',
+      );
+      s.putTemplate(template({ snapshotId: null, memoryMiB: 1024 })); // same id: an update
+      assert.equal(s.getTemplate('base').memoryMiB, 1024);
+      assert.equal(
+        code(() => s.getTemplate('nope')),
+        'not_found',
+      );
+      s.deleteTemplate('tpl-2');
+      assert.equal(
+        code(() => {
+          s.deleteTemplate('tpl-2');
+        }),
+        'not_found',
+      );
+      s.close();
+    });
+
+    it('sandboxes: insert and read back every field; duplicates and unknown templates refused', () => {
+      const s = fx.open();
+      s.putTemplate(template());
+      const full = sandbox({
+        metadata: { team: 'a', 'odd key"': 'v' },
+        envVars: { A: '1' },
+        autoPause: true,
+        allowInternet: false,
+      });
+      s.insertSandbox(full);
+      assert.deepEqual(s.getSandbox('sbx-1'), full);
+      assert.equal(
+        code(() => {
+          s.insertSandbox(full);
+        }),
+        'already_exists',
+      );
+      assert.equal(
+        code(() => {
+          s.insertSandbox(sandbox({ id: 'sbx-x', templateId: 'missing' }));
+        }),
+        'not_found',
+      );
+      assert.equal(
+        code(() => s.getSandbox('sbx-none')),
+        'not_found',
+      );
+      assert.equal(
+        code(() => {
+          s.deleteTemplate('tpl-1');
+        }),
+        'invalid_state',
+        'a template with sandboxes stays',
+      );
+      s.close();
+    });
+
+    it('sandboxes: list filters by state, template and every metadata pair, and pages by cursor', () => {
+      const s = fx.open();
+      s.putTemplate(template());
+      for (let i = 0; i < 7; i++) {
+        s.insertSandbox(
+          sandbox({
+            id: `sbx-${i}`,
+            state: i % 2 ? 'running' : 'creating',
+            metadata: { i: String(i), team: i < 4 ? 'a' : 'b' },
+          }),
+        );
+      }
+      const ids = (f: Parameters<Store['listSandboxes']>[0]): string[] =>
+        s.listSandboxes(f).items.map((x) => x.id);
+      assert.deepEqual(ids({ states: ['running'] }), ['sbx-1', 'sbx-3', 'sbx-5']);
+      assert.deepEqual(ids({ metadata: { team: 'a', i: '2' } }), ['sbx-2']);
+      assert.deepEqual(ids({ metadata: { team: 'b' }, states: ['creating'] }), ['sbx-4', 'sbx-6']);
+      assert.deepEqual(ids({ templateId: 'other' }), []);
+      const seen: string[] = [];
+      let cursor: string | undefined;
+      let pages = 0;
+      do {
+        const p = s.listSandboxes({}, { limit: 3, cursor });
+        seen.push(...p.items.map((x) => x.id));
+        cursor = p.next;
+        pages++;
+      } while (cursor);
+      assert.equal(pages, 3);
+      assert.deepEqual(seen, ['sbx-0', 'sbx-1', 'sbx-2', 'sbx-3', 'sbx-4', 'sbx-5', 'sbx-6']);
+      assert.equal(
+        code(() => s.listSandboxes({}, { limit: 0 })),
+        'invalid_argument',
+      );
+      assert.equal(
+        code(() => s.listSandboxes({}, { cursor: "1' OR 1=1" })),
+        'invalid_argument',
+      );
+      s.close();
+    });
+
+    it('sandboxes: state changes follow the state machine; expect is a compare-and-set', () => {
+      const s = fx.open();
+      s.putTemplate(template());
+      s.insertSandbox(sandbox());
+      assert.equal(
+        s.updateSandbox('sbx-1', { state: 'running', startedAt: T0 }, ['creating']).state,
+        'running',
+      );
+      assert.equal(
+        code(() => s.updateSandbox('sbx-1', { state: 'creating' })),
+        'invalid_state',
+        'no way back to creating',
+      );
+      assert.equal(
+        code(() => s.updateSandbox('sbx-1', { state: 'killing' }, ['paused'])),
+        'invalid_state',
+        'CAS mismatch',
+      );
+      assert.equal(s.getSandbox('sbx-1').state, 'running', 'a refused change changed nothing');
+      const ext = s.updateSandbox('sbx-1', { endAt: '2030-01-01T00:00:00.000Z', metadata: { k: 'v' } });
+      assert.equal(ext.endAt, '2030-01-01T00:00:00.000Z');
+      assert.deepEqual(s.getSandbox('sbx-1').metadata, { k: 'v' });
+      s.updateSandbox('sbx-1', { state: 'killing' }, ['running']);
+      s.updateSandbox('sbx-1', { state: 'dead', endReason: 'killed' });
+      assert.equal(
+        code(() => s.updateSandbox('sbx-1', { state: 'running' })),
+        'invalid_state',
+        'dead is final',
+      );
+      assert.equal(
+        code(() => s.updateSandbox('sbx-none', { endAt: T0 })),
+        'not_found',
+      );
+      s.close();
+    });
+
+    it('snapshots: parents and live restores pin a snapshot; deletion refused until they are gone', () => {
+      const s = fx.open();
+      s.putTemplate(template());
+      s.insertSnapshot(snapshot());
+      s.insertSnapshot(snapshot({ id: 'snap-2', parentId: 'snap-1', sandboxId: 'sbx-1' }));
+      assert.deepEqual(
+        s.getSnapshot('snap-2'),
+        snapshot({ id: 'snap-2', parentId: 'snap-1', sandboxId: 'sbx-1' }),
+      );
+      assert.equal(
+        code(() => {
+          s.insertSnapshot(snapshot());
+        }),
+        'already_exists',
+      );
+      assert.equal(
+        code(() => {
+          s.insertSnapshot(snapshot({ id: 'snap-9', parentId: 'nope' }));
+        }),
+        'not_found',
+      );
+      s.insertSandbox(sandbox({ id: 'clone', sourceSnapshotId: 'snap-2', state: 'running' }));
+      assert.deepEqual(s.snapshotDependents('snap-1'), { snapshots: ['snap-2'], sandboxes: [] });
+      assert.deepEqual(s.snapshotDependents('snap-2'), { snapshots: [], sandboxes: ['clone'] });
+      assert.equal(
+        code(() => {
+          s.deleteSnapshot('snap-1');
+        }),
+        'invalid_state',
+      );
+      assert.equal(
+        code(() => {
+          s.deleteSnapshot('snap-2');
+        }),
+        'invalid_state',
+      );
+      s.updateSandbox('clone', { state: 'dead' });
+      s.deleteSnapshot('snap-2');
+      assert.equal(s.getSandbox('clone').sourceSnapshotId, null);
+      s.deleteSnapshot('snap-1');
+      assert.deepEqual(s.listSnapshots(), []);
+      assert.equal(
+        code(() => {
+          s.deleteSnapshot('snap-1');
+        }),
+        'not_found',
+      );
+      s.close();
+    });
+
+    it('operations journal: begin, steps with undo, open list, finish once', () => {
+      const s = fx.open();
+      s.beginOperation({ id: 'op-1', kind: 'create', subject: 'sbx-1', requestId: 'req-9', startedAt: T0 });
+      s.addStep('op-1', { name: 'vm started', undo: { action: 'kill-vm', vmId: 'sbx-1' }, at: T0 });
+      s.addStep('op-1', { name: 'dir made', undo: { action: 'remove-path', path: '/x/y' }, at: T0 });
+      s.beginOperation({ id: 'op-2', kind: 'kill', subject: 'sbx-2', requestId: null, startedAt: T0 });
+      assert.deepEqual(
+        s.openOperations().map((o) => o.id),
+        ['op-1', 'op-2'],
+      );
+      const op = s.getOperation('op-1');
+      assert.deepEqual(
+        op.steps.map((x) => x.undo),
+        [
+          { action: 'kill-vm', vmId: 'sbx-1' },
+          { action: 'remove-path', path: '/x/y' },
+        ],
+      );
+      s.finishOperation('op-1', 'undone', 'boom');
+      assert.equal(s.getOperation('op-1').state, 'undone');
+      assert.equal(s.getOperation('op-1').error, 'boom');
+      assert.equal(
+        code(() => {
+          s.finishOperation('op-1', 'done');
+        }),
+        'invalid_state',
+      );
+      assert.equal(
+        code(() => {
+          s.addStep('op-1', { name: 'late', undo: { action: 'none' }, at: T0 });
+        }),
+        'invalid_state',
+      );
+      assert.equal(
+        code(() =>
+          s.beginOperation({ id: 'op-2', kind: 'kill', subject: 'x', requestId: null, startedAt: T0 }),
+        ),
+        'already_exists',
+      );
+      assert.deepEqual(
+        s.openOperations().map((o) => o.id),
+        ['op-2'],
+      );
+      s.close();
+    });
+
+    it(`events: bounded to ${EVENTS_PER_SANDBOX} per sandbox, paged by cursor, gone with their sandbox`, () => {
+      const s = fx.open();
+      s.putTemplate(template());
+      s.insertSandbox(sandbox({ id: 'a' }));
+      s.insertSandbox(sandbox({ id: 'b' }));
+      for (let i = 0; i < EVENTS_PER_SANDBOX + 5; i++) s.appendEvent('a', 'info', `m${i}`, { i });
+      s.appendEvent('b', 'warn', 'other');
+      const all: string[] = [];
+      let cursor: string | undefined;
+      do {
+        const p = s.listEvents('a', { limit: 400, cursor });
+        all.push(...p.items.map((e) => e.message));
+        cursor = p.next;
+      } while (cursor);
+      assert.equal(all.length, EVENTS_PER_SANDBOX);
+      assert.equal(all[0], 'm5', 'the oldest were dropped');
+      assert.equal(all.at(-1), `m${EVENTS_PER_SANDBOX + 4}`);
+      assert.deepEqual(
+        s.listEvents('b').items.map((e) => [e.level, e.message, e.data]),
+        [['warn', 'other', null]],
+      );
+      assert.equal(
+        code(() => s.appendEvent('nope', 'info', 'x')),
+        'not_found',
+      );
+      s.deleteSandbox('a');
+      assert.deepEqual(s.listEvents('a').items, []);
+      s.close();
+    });
+
+    if (fx.reopen) {
+      const reopen = fx.reopen;
+      it('what was committed is there after a reopen', () => {
+        const s = fx.open();
+        s.putTemplate(template());
+        s.insertSandbox(sandbox({ metadata: { keep: 'me' } }));
+        s.beginOperation({ id: 'op-r', kind: 'create', subject: 'sbx-1', requestId: null, startedAt: T0 });
+        s.appendEvent('sbx-1', 'info', 'hello');
+        const s2 = reopen(s);
+        assert.deepEqual(s2.getSandbox('sbx-1').metadata, { keep: 'me' });
+        assert.deepEqual(
+          s2.openOperations().map((o) => o.id),
+          ['op-r'],
+        );
+        assert.equal(s2.listEvents('sbx-1').items[0]?.message, 'hello');
+        s2.close();
+      });
+    }
+  });
+}

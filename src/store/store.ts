@@ -1,0 +1,81 @@
+import type {
+  EventLevel,
+  EventRecord,
+  OperationRecord,
+  OperationState,
+  OperationStep,
+  SandboxRecord,
+  SandboxState,
+  SnapshotRecord,
+  TemplateRecord,
+} from '../core/domain.ts';
+
+export interface Page<T> {
+  items: T[];
+  /** Pass back as `cursor` for the next page; undefined on the last page. */
+  next: string | undefined;
+}
+
+export interface PageOpts {
+  limit?: number;
+  cursor?: string | undefined;
+}
+
+export interface SandboxFilter {
+  states?: SandboxState[];
+  /** Every pair must match. */
+  metadata?: Record<string, string>;
+  templateId?: string;
+}
+
+export type SandboxPatch = Partial<Omit<SandboxRecord, 'id' | 'createdAt'>>;
+
+/**
+ * Durable state. Every method is atomic; a crash leaves either the old or the new state.
+ * Errors: `not_found`, `already_exists`, `invalid_state` (a state transition that is not legal or
+ * whose expected current state does not match), `invalid_argument`.
+ */
+export interface Store {
+  putTemplate(t: TemplateRecord): void;
+  getTemplate(idOrName: string): TemplateRecord;
+  listTemplates(): TemplateRecord[];
+  deleteTemplate(id: string): void;
+
+  insertSandbox(s: SandboxRecord): void;
+  getSandbox(id: string): SandboxRecord;
+  /** Sandboxes by creation order (oldest first), filtered, paged. */
+  listSandboxes(filter?: SandboxFilter, page?: PageOpts): Page<SandboxRecord>;
+  /**
+   * Changes a sandbox. A `state` change must be a legal transition; with `expect`, it applies
+   * only if the current state is one of them (compare-and-set), else `invalid_state`.
+   */
+  updateSandbox(id: string, patch: SandboxPatch, expect?: SandboxState[]): SandboxRecord;
+  deleteSandbox(id: string): void;
+
+  insertSnapshot(s: SnapshotRecord): void;
+  getSnapshot(id: string): SnapshotRecord;
+  listSnapshots(filter?: { sandboxId?: string; templateId?: string }): SnapshotRecord[];
+  /** Snapshots and sandboxes that depend on this snapshot's layers (children, restores). */
+  snapshotDependents(id: string): { snapshots: string[]; sandboxes: string[] };
+  deleteSnapshot(id: string): void;
+
+  /** Journals an operation before its first step runs. */
+  beginOperation(op: Omit<OperationRecord, 'state' | 'steps' | 'error' | 'endedAt'>): OperationRecord;
+  /** Records a completed step and how to undo it. */
+  addStep(opId: string, step: OperationStep): void;
+  finishOperation(opId: string, state: Exclude<OperationState, 'running'>, error?: string): void;
+  getOperation(opId: string): OperationRecord;
+  /** Operations a crash interrupted (state `running`), oldest first. */
+  openOperations(): OperationRecord[];
+
+  /** Appends to a sandbox's bounded log (oldest entries beyond the limit are dropped). */
+  appendEvent(
+    sandboxId: string,
+    level: EventLevel,
+    message: string,
+    data?: Record<string, unknown>,
+  ): EventRecord;
+  listEvents(sandboxId: string, page?: PageOpts): Page<EventRecord>;
+
+  close(): void;
+}
