@@ -3,6 +3,9 @@
  * tests) and QEMU (integration tests, real guests). A new driver passes this before it is used.
  */
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it, before, after } from 'node:test';
 import { KilnError } from '../core/errors.ts';
 import { waitForHttp } from './health.ts';
@@ -127,6 +130,23 @@ export function vmmDriverContract(name: string, make: () => Promise<DriverFixtur
         await rejectsWith(fx.driver.status(id), 'not_found');
         assert.deepEqual(await fx.driver.list(), []);
       });
+    });
+
+    it('saveState writes a state file and leaves the VM paused; resume continues it', async () => {
+      const d = fx.driver;
+      await d.start(fx.spec('contract-s'));
+      const dir = await mkdtemp(join(tmpdir(), 'kiln-save-'));
+      try {
+        const r = await d.saveState('contract-s', join(dir, 'state'));
+        assert.ok(r.bytes > 0 && (await stat(join(dir, 'state'))).size === r.bytes);
+        assert.equal((await d.status('contract-s')).state, 'paused');
+        await d.resume('contract-s');
+        assert.equal((await d.status('contract-s')).state, 'running');
+        await rejectsWith(d.saveState('nope', join(dir, 'x')), 'not_found');
+      } finally {
+        await d.kill('contract-s');
+        await rm(dir, { recursive: true, force: true });
+      }
     });
 
     it('kill ends a VM in any state and forgets it', async () => {

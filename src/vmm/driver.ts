@@ -26,6 +26,26 @@ export interface VmSpec {
   kernelArgs?: string[];
   /** Cut the guest's network egress (QEMU user-net `restrict=on`); forwards still work. */
   restrictNetwork?: boolean;
+  /**
+   * The disk the VM's private overlay sits on; default: `rootfs` (raw). A restored VM's overlay
+   * sits on the snapshot's frozen disk layer (qcow2), which itself sits on the base image.
+   */
+  disk?: { backing: string; format: 'raw' | 'qcow2' };
+  /**
+   * Guest RAM in a file. `share: true` writes guest memory to the file (a VM whose RAM becomes a
+   * template's); `share: false` maps it privately copy-on-write (restores of that template:
+   * pages are shared with every other restore until written).
+   */
+  memoryFile?: { path: string; share: boolean };
+  /** Restore: load device state from this file (saved by `saveState`) instead of booting. */
+  incoming?: { stateFile: string };
+}
+
+export interface SaveStateResult {
+  /** How long the vCPUs were stopped by the save (ms). */
+  pauseMs: number;
+  /** Bytes of device state (and RAM, when RAM is not in a shared file) written. */
+  bytes: number;
 }
 
 export interface VmInfo {
@@ -46,6 +66,11 @@ export interface OpOpts {
   timeoutMs?: number;
 }
 
+export interface StopOpts extends OpOpts {
+  /** Keep the VM's disk overlay: move it here once QEMU has exited (same filesystem). */
+  keepOverlayAs?: string;
+}
+
 export interface VmmDriver {
   /** Boots a new VM. Legal when no VM with `spec.id` exists. Resolves once the VM runs (not when the guest is ready). */
   start(spec: VmSpec, opts?: OpOpts): Promise<VmInfo>;
@@ -59,7 +84,13 @@ export interface VmmDriver {
    * Ends the VM: graceful (hypervisor quit), then SIGKILL after `timeoutMs`, then an error if the
    * process still lives. Legal in `running`, `paused` and `stopped` (then it only cleans up).
    */
-  stop(id: string, opts?: OpOpts): Promise<void>;
+  stop(id: string, opts?: StopOpts): Promise<void>;
+  /**
+   * Saves the VM's device state (and its RAM unless the RAM is a shared file) to `stateFile`.
+   * Legal in `running` and `paused`; leaves the VM `paused` so its disk and RAM file stay as saved
+   * until the caller resumes or stops it.
+   */
+  saveState(id: string, stateFile: string, opts?: OpOpts): Promise<SaveStateResult>;
   /** SIGKILLs the VM and cleans up. Legal in every state. */
   kill(id: string): Promise<void>;
   /** Ids of the VMs this driver's runtime directory holds (live or not yet cleaned). */

@@ -2,7 +2,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { KilnError, invalidArgument } from '../core/errors.ts';
 import { validateMemoryMiB, validateName, validateVcpus } from '../core/validate.ts';
-import type { OpOpts, VmInfo, VmmDriver, VmSpec, VmState } from './driver.ts';
+import { writeFile } from 'node:fs/promises';
+import type { OpOpts, SaveStateResult, VmInfo, VmmDriver, VmSpec, VmState } from './driver.ts';
 import { AGENT_PORT } from './qemu/args.ts';
 
 export type FakeWorld = Map<string, FakeVm>;
@@ -90,6 +91,16 @@ export class FakeDriver implements VmmDriver {
 
   resume(id: string): Promise<void> {
     return this.#transition(id, 'paused', 'running', 'resume');
+  }
+
+  async saveState(id: string, stateFile: string): Promise<SaveStateResult> {
+    const vm = this.#get(id);
+    if (vm.info.state === 'stopped')
+      throw new KilnError('invalid_state', `VM ${id} is stopped; saving needs running or paused`);
+    vm.info.state = 'paused';
+    const body = JSON.stringify({ fake: true, id });
+    await writeFile(stateFile, body);
+    return { pauseMs: 0, bytes: body.length };
   }
 
   /** Test hook: the "process" dies. */

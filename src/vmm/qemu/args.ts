@@ -34,14 +34,23 @@ export function qemuArgs(spec: VmSpec, o: QemuArgsOpts): string[] {
   ];
   const accel =
     o.accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', `tcg,tb-size=${o.tcgCacheMiB}`];
+  // Save and restore must agree on the machine: RAM backend, size and devices are built here only.
+  const machine = `microvm,x-option-roms=off,rtc=on${spec.memoryFile ? ',memory-backend=mem' : ''}`;
+  const memory = spec.memoryFile
+    ? [
+        '-object',
+        `memory-backend-file,id=mem,size=${spec.memoryMiB}M,mem-path=${spec.memoryFile.path},share=${spec.memoryFile.share ? 'on' : 'off'}`,
+      ]
+    : [];
   return [
     '-name',
     `kiln-${spec.id}`,
     '-M',
-    'microvm,x-option-roms=off,rtc=on',
+    machine,
     ...accel,
     '-m',
     `${spec.memoryMiB}M`,
+    ...memory,
     '-smp',
     String(spec.vcpus),
     '-nodefaults',
@@ -73,6 +82,7 @@ export function qemuArgs(spec: VmSpec, o: QemuArgsOpts): string[] {
     `unix:${o.qmpSocket},server=on,wait=off`,
     '-pidfile',
     o.pidFile,
+    ...(spec.incoming ? ['-incoming', 'defer'] : []),
     ...(o.daemonize ? ['-daemonize'] : []),
   ];
 }
