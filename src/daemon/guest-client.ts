@@ -1,0 +1,163 @@
+import { Code, ConnectError, createClient, type Client } from '@connectrpc/connect';
+import { createConnectTransport } from '@connectrpc/connect-node';
+import { KilnError } from '../core/errors.ts';
+import { Process } from '../core/envd/process/process_pb.js';
+
+export interface ExecOpts {
+  user?: string;
+  envs?: Record<string, string>;
+  cwd?: string;
+  /** Kill the command after this long (0 = never); E2B's Connect-Timeout-Ms. */
+  timeoutMs?: number;
+  onStdout?: (chunk: Uint8Array) => void;
+  onStderr?: (chunk: Uint8Array) => void;
+  signal?: AbortSignal;
+}
+
+export interface ExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  /** envd's end status, e.g. `exit status 1` or `signal: killed`. */
+  status: string;
+}
+
+export interface InitBody {
+  accessToken?: string;
+  envVars?: Record<string, string>;
+  defaultUser?: string;
+  defaultWorkdir?: string;
+  /** The host's time: the guest sets its clock from it (after every restore). */
+  timestamp: string;
+}
+
+/** How the daemon talks to one VM's guest agent. */
+export interface GuestClient {
+  /** Resolves when GET /health answers 2xx; `guest_agent_error` otherwise. */
+  health(timeoutMs?: number): Promise<void>;
+  /** POST /init. `currentToken` is the token the agent holds now (needed to change it). */
+  init(body: InitBody, currentToken?: string): Promise<void>;
+  /** Runs `/bin/bash -l -c cmd` and collects its output (streamed to the callbacks as it comes). */
+  exec(cmd: string, opts?: ExecOpts): Promise<ExecResult>;
+}
+
+export interface HttpGuestClientOpts {
+  /** `http://127.0.0.1:<forwarded port>` */
+  baseUrl: string;
+  accessToken?: string;
+  /** The request's op id, forwarded so guest-side logs can be matched to it. */
+  opId?: string;
+}
+
+/** GuestClient over HTTP/1.1: fetch for REST, connect-node (binary) for process.Process. */
+export class HttpGuestClient implements GuestClient {
+  readonly #o: HttpGuestClientOpts;
+  readonly #process: Client<typeof Process>;
+
+  constructor(o: HttpGuestClientOpts) {
+    this.#o = o;
+    this.#process = createClient(
+      Process,
+      createConnectTransport({ baseUrl: o.baseUrl, httpVersion: '1.1', useBinaryFormat: true }),
+    );
+  }
+
+  #headers(token = this.#o.accessToken): Record<string, string> {
+    const h: Record<string, string> = {};
+    if (token) h['x-access-token'] = token;
+    if (this.#o.opId) h['x-kiln-op-id'] = this.#o.opId;
+    return h;
+  }
+
+  async health(timeoutMs = 5000): Promise<void> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.#o.baseUrl}/health`, { signal: AbortSignal.timeout(timeoutMs) });
+    } catch (e) {
+      throw new KilnError(
+        'guest_agent_error',
+        `guest agent at ${this.#o.baseUrl} did not answer /health: ${(e as Error).message}`,
+        { cause: e },
+      );
+    }
+    if (res.status < 200 || res.status > 299) {
+      throw new KilnError('guest_agent_error', `guest agent /health answered ${res.status}`);
+    }
+  }
+
+  async init(body: InitBody, currentToken?: string): Promise<void> {
+    const res = await fetch(`${this.#o.baseUrl}/init`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...this.#headers(currentToken) },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(15_000),
+    }).catch((e: unknown) => {
+      throw new KilnError('guest_agent_error', `guest agent /init failed: ${(e as Error).message}`, {
+        cause: e,
+      });
+    });
+    if (res.status !== 204) {
+      throw new KilnError(
+        'guest_agent_error',
+        `guest agent /init answered ${res.status}: ${await res.text()}`,
+      );
+    }
+  }
+
+  async exec(cmd: string, opts: ExecOpts = {}): Promise<ExecResult> {
+    const headers = this.#headers();
+    if (opts.user) headers['authorization'] = `Basic ${Buffer.from(`${opts.user}:`).toString('base64')}`;
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let end: { exitCode: number; status: string } | undefined;
+    try {
+      const stream = this.#process.start(
+        {
+          process: {
+            cmd: '/bin/bash',
+            args: ['-l', '-c', cmd],
+            envs: opts.envs ?? {},
+            ...(opts.cwd ? { cwd: opts.cwd } : {}),
+          },
+          stdin: false,
+        },
+        { headers, timeoutMs: opts.timeoutMs ?? 0, ...(opts.signal ? { signal: opts.signal } : {}) },
+      );
+      for await (const m of stream) {
+        const ev = m.event?.event;
+        if (ev?.case === 'data') {
+          const o = ev.value.output;
+          if (o.case === 'stdout') {
+            out.push(Buffer.from(o.value));
+            opts.onStdout?.(o.value);
+          } else if (o.case === 'stderr') {
+            err.push(Buffer.from(o.value));
+            opts.onStderr?.(o.value);
+          }
+        } else if (ev?.case === 'end') {
+          end = { exitCode: ev.value.exitCode, status: ev.value.status };
+        }
+      }
+    } catch (e) {
+      const ce = ConnectError.from(e);
+      if (ce.code === Code.DeadlineExceeded)
+        throw new KilnError('timeout', `command timed out after ${opts.timeoutMs ?? 0} ms: ${cmd}`);
+      if (ce.code === Code.Canceled) throw new KilnError('cancelled', `command cancelled: ${cmd}`);
+      if (ce.code === Code.InvalidArgument) throw new KilnError('invalid_argument', ce.rawMessage);
+      throw new KilnError('guest_agent_error', `running a command in the guest failed: ${ce.rawMessage}`, {
+        cause: e,
+      });
+    }
+    if (!end)
+      throw new KilnError(
+        'guest_agent_error',
+        `the guest agent ended the command stream without an exit status: ${cmd}`,
+      );
+    return {
+      exitCode: end.exitCode,
+      status: end.status,
+      stdout: Buffer.concat(out).toString('utf8'),
+      stderr: Buffer.concat(err).toString('utf8'),
+    };
+  }
+}
