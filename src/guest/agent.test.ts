@@ -39,7 +39,7 @@ envdSuite('agent in-process (host, root)', async () => {
     accessToken,
     defaultUser: 'root',
     dir,
-    otherUser: undefined,
+    otherUser: { name: 'nobody' },
     close: async () => {
       await agent.close();
       stub.server.close();

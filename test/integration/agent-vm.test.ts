@@ -16,7 +16,7 @@ envdSuite('agent in a QEMU guest (TCG), user "user"', async () => {
     accessToken: vm.accessToken,
     defaultUser: 'user',
     dir,
-    otherUser: { name: 'user', home: '/home/user' },
+    otherUser: { name: 'user' },
     disposable: true,
     close: vm.close,
   };
