@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { KilnError, invalidArgument } from '../core/errors.ts';
 import { validateMemoryMiB, validateName, validateVcpus } from '../core/validate.ts';
 import { writeFile } from 'node:fs/promises';
-import type { OpOpts, SaveStateResult, VmInfo, VmmDriver, VmSpec, VmState } from './driver.ts';
+import type { OpOpts, SaveStateResult, StopOpts, VmInfo, VmmDriver, VmSpec, VmState } from './driver.ts';
 import { AGENT_PORT } from './qemu/args.ts';
 
 export type FakeWorld = Map<string, FakeVm>;
@@ -42,6 +42,7 @@ export class FakeDriver implements VmmDriver {
     if (spec.kernel.includes('missing'))
       throw new KilnError('not_found', `kernel ${spec.kernel} does not exist`);
     if (this.#vms.has(spec.id)) throw new KilnError('already_exists', `VM ${spec.id} already exists`);
+    if (spec.memoryFile?.share) await writeFile(spec.memoryFile.path, `fake RAM of ${spec.id}`);
     const servers: Server[] = [];
     const ports: Record<number, number> = {};
     for (const gp of spec.guestPorts ?? [AGENT_PORT]) {
@@ -108,8 +109,9 @@ export class FakeDriver implements VmmDriver {
     this.#get(id).info.state = 'stopped';
   }
 
-  async stop(id: string): Promise<void> {
+  async stop(id: string, opts: StopOpts = {}): Promise<void> {
     const vm = this.#get(id);
+    if (opts.keepOverlayAs) await writeFile(opts.keepOverlayAs, `fake disk of ${id}`);
     for (const s of vm.servers) await new Promise((r) => s.close(r));
     this.#vms.delete(id);
   }

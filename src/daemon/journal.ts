@@ -1,0 +1,82 @@
+import { rm } from 'node:fs/promises';
+import type { Logger } from 'pino';
+import { newId } from '../core/ids.ts';
+import { KilnError } from '../core/errors.ts';
+import type { OperationKind, OperationRecord, UndoAction } from '../core/domain.ts';
+import type { Store } from '../store/store.ts';
+import type { VmmDriver } from '../vmm/driver.ts';
+
+/** Carries out one journalled undo step. Idempotent: a step may run again after a crash. */
+export async function runUndo(a: UndoAction, deps: { store: Store; driver: VmmDriver }): Promise<void> {
+  switch (a.action) {
+    case 'kill-vm':
+      await deps.driver.kill(a.vmId).catch((e: unknown) => {
+        if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
+      });
+      return;
+    case 'remove-path':
+      await rm(a.path, { recursive: true, force: true });
+      return;
+    case 'delete-sandbox': {
+      const s = deps.store.getSandbox(a.sandboxId);
+      if (s.state !== 'dead')
+        deps.store.updateSandbox(a.sandboxId, { state: 'dead', endReason: 'failed to start' });
+      return;
+    }
+    case 'delete-snapshot':
+      try {
+        deps.store.deleteSnapshot(a.snapshotId);
+      } catch (e) {
+        if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
+      }
+      return;
+    case 'none':
+      return;
+  }
+}
+
+/**
+ * One journalled operation: recorded before its first step, each completed step adds its undo
+ * (as data, so a restarted daemon can run it), and it ends done or unwound. Undo steps are not
+ * cancelled by the caller's abort and one failing undo does not stop the rest.
+ */
+export class OpRun {
+  readonly op: OperationRecord;
+  readonly #deps: { store: Store; driver: VmmDriver; log: Logger };
+  readonly #undo: UndoAction[] = [];
+
+  constructor(
+    deps: { store: Store; driver: VmmDriver; log: Logger },
+    kind: OperationKind,
+    subject: string,
+    requestId: string | undefined,
+  ) {
+    this.#deps = deps;
+    this.op = deps.store.beginOperation({
+      id: newId('op'),
+      kind,
+      subject,
+      requestId: requestId ?? null,
+      startedAt: new Date().toISOString(),
+    });
+  }
+
+  step(name: string, undo: UndoAction): void {
+    this.#deps.store.addStep(this.op.id, { name, undo, at: new Date().toISOString() });
+    this.#undo.push(undo);
+  }
+
+  done(): void {
+    this.#deps.store.finishOperation(this.op.id, 'done');
+  }
+
+  /** Unwinds every recorded step, newest first, then marks the operation undone. */
+  async fail(err: unknown): Promise<void> {
+    for (const u of [...this.#undo].reverse()) {
+      await runUndo(u, this.#deps).catch((e: unknown) => {
+        this.#deps.log.warn({ err: e, undo: u, opId: this.op.id }, 'undo step failed');
+      });
+    }
+    this.#deps.store.finishOperation(this.op.id, 'undone', err instanceof Error ? err.message : String(err));
+  }
+}

@@ -1,0 +1,236 @@
+/**
+ * SandboxService over the fake driver and a recording guest client: lifecycle, validation,
+ * journal unwinding, capacity, TTL, liveness and start-up reconciliation. The same service runs
+ * on real QEMU guests in test/integration/sandbox-service.test.ts.
+ */
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { nullLogger } from '../core/log.ts';
+import { SqliteStore } from '../store/sqlite-store.ts';
+import { FakeDriver, type FakeWorld } from '../vmm/fake-driver.ts';
+import type { ExecResult, GuestClient, InitBody } from './guest-client.ts';
+import { SandboxService, type SandboxServiceDeps } from './sandbox-service.ts';
+
+class RecordingGuest implements GuestClient {
+  static inits: InitBody[] = [];
+  static failInit = false;
+  health(): Promise<void> {
+    return Promise.resolve();
+  }
+  init(body: InitBody): Promise<void> {
+    if (RecordingGuest.failInit) return Promise.reject(new Error('agent said no'));
+    RecordingGuest.inits.push(body);
+    return Promise.resolve();
+  }
+  exec(cmd: string): Promise<ExecResult> {
+    return Promise.resolve({ exitCode: 0, stdout: `ran ${cmd}\n`, stderr: '', status: 'exit status 0' });
+  }
+}
+
+const IMAGE = { key: 'img-1', kernel: '/img/vmlinuz', initrd: '/img/initrd.img', rootfs: '/img/rootfs.ext4' };
+
+describe('SandboxService (fake driver)', () => {
+  let dir: string;
+  let store: SqliteStore;
+  let world: FakeWorld;
+  let driver: FakeDriver;
+  let now: number;
+  let deps: SandboxServiceDeps;
+  let svc: SandboxService;
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'kiln-svc-'));
+    store = new SqliteStore(join(dir, 'state.db'));
+    world = new Map();
+    driver = new FakeDriver(world);
+    now = Date.parse('2026-06-01T00:00:00Z');
+    RecordingGuest.inits = [];
+    RecordingGuest.failInit = false;
+    deps = {
+      store,
+      driver,
+      guest: () => new RecordingGuest(),
+      image: () => Promise.resolve(IMAGE),
+      dataDir: dir,
+      log: nullLogger,
+      now: () => now,
+    };
+    svc = new SandboxService(deps);
+    await svc.buildTemplate('base', IMAGE, { memoryMiB: 512, vcpus: 1 }, { opId: 'req-t' });
+  });
+  afterEach(async () => {
+    for (const id of await driver.list()) await driver.kill(id);
+    store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('builds a template: a content-addressed snapshot with RAM, state and disk, nothing staged left', () => {
+    const tpl = store.getTemplate('base');
+    assert.ok(tpl.snapshotId);
+    const snap = store.getSnapshot(tpl.snapshotId);
+    assert.deepEqual(
+      snap.artifacts.map((a) => a.kind),
+      ['memory', 'state', 'disk'],
+    );
+    for (const a of snap.artifacts) assert.ok(existsSync(join(dir, 'snapshots', snap.id, a.path)), a.path);
+    assert.deepEqual(store.openOperations(), []);
+    assert.equal(existsSync(join(dir, 'snapshots', `.staging-x`)), false);
+  });
+
+  it('creates a sandbox from the template: restore, /init with token, env and host time, running', async () => {
+    const s = await svc.create(
+      { template: 'base', metadata: { team: 'a' }, envVars: { A: '1' } },
+      { opId: 'req-1' },
+    );
+    assert.equal(s.state, 'running');
+    assert.equal(s.endAt, new Date(now + 300_000).toISOString());
+    assert.equal(s.accessToken.length, 48);
+    assert.deepEqual(RecordingGuest.inits, [
+      {
+        accessToken: s.accessToken,
+        envVars: { A: '1' },
+        defaultUser: 'user',
+        timestamp: new Date(now).toISOString(),
+      },
+    ]);
+    assert.deepEqual(await driver.list(), [s.id]);
+    assert.deepEqual(
+      svc.list({ metadata: { team: 'a' } }).items.map((x) => x.id),
+      [s.id],
+    );
+    assert.equal((await svc.exec(s.id, 'echo hi')).stdout, 'ran echo hi\n');
+    assert.equal(store.listEvents(s.id).items[0]?.message, 'sandbox created');
+  });
+
+  it('refuses bad requests before creating anything', async () => {
+    const bad: [Parameters<SandboxService['create']>[0], string, RegExp][] = [
+      [{ template: 'nope' }, 'not_found', /template "nope"/],
+      [{ template: '../x' }, 'invalid_argument', /template/],
+      [
+        { template: 'base', memoryMiB: 1024 },
+        'invalid_argument',
+        /memoryMiB: must be the template's 512 MiB/,
+      ],
+      [{ template: 'base', vcpus: 0 }, 'invalid_argument', /vcpus/],
+      [{ template: 'base', timeoutS: 0 }, 'invalid_argument', /timeout/],
+      [{ template: 'base', timeoutS: 10 ** 9 }, 'invalid_argument', /timeout/],
+      [{ template: 'base', metadata: { a: 1 as unknown as string } }, 'invalid_argument', /metadata/],
+    ];
+    for (const [req, code, re] of bad) {
+      await assert.rejects(svc.create(req), (e: Error & { code?: string }) => {
+        assert.equal(e.code, code, e.message);
+        assert.match(e.message, re);
+        return true;
+      });
+    }
+    assert.deepEqual(svc.list().items, []);
+    assert.deepEqual(await driver.list(), []);
+    await assert.rejects(
+      Promise.resolve().then(() => svc.get('a/b')),
+      { code: 'invalid_argument' },
+    );
+  });
+
+  it('a failed start unwinds: VM killed, sandbox dead, operation undone', async () => {
+    RecordingGuest.failInit = true;
+    await assert.rejects(svc.create({ template: 'base' }), /agent said no/);
+    assert.deepEqual(await driver.list(), []);
+    const only = svc.list().items;
+    assert.deepEqual(
+      only.map((x) => [x.state, x.endReason]),
+      [['dead', 'failed to start']],
+    );
+    assert.deepEqual(store.openOperations(), []);
+  });
+
+  it('admits creates only within the host memory budget', async () => {
+    svc = new SandboxService({ ...deps, capacity: { hostMemoryMiB: 1024, overcommitRatio: 1 } });
+    await svc.create({ template: 'base' });
+    const b = await svc.create({ template: 'base' });
+    await assert.rejects(svc.create({ template: 'base' }), {
+      code: 'capacity',
+      message: /1024 MiB committed to 2 sandboxes/,
+    });
+    await svc.kill(b.id);
+    await svc.create({ template: 'base' });
+  });
+
+  it('kill: once; a second kill is refused; a concurrent one is a conflict', async () => {
+    const s = await svc.create({ template: 'base' });
+    const [r1, r2] = await Promise.allSettled([svc.kill(s.id), svc.kill(s.id)]);
+    assert.equal(r1.status, 'fulfilled');
+    assert.equal(r2.status, 'rejected');
+    assert.equal((r2.reason as { code?: string }).code, 'conflict');
+    assert.equal(svc.get(s.id).state, 'dead');
+    await assert.rejects(svc.kill(s.id), { code: 'invalid_state', message: /already dead/ });
+    assert.deepEqual(await driver.list(), []);
+  });
+
+  it('TTL: setTimeout moves the end; the reaper kills what expired', async () => {
+    const a = await svc.create({ template: 'base', timeoutS: 60 });
+    const b = await svc.create({ template: 'base', timeoutS: 60 });
+    svc.setTimeout(b.id, 3600);
+    now += 61_000;
+    assert.deepEqual(await svc.reapExpired(), [a.id]);
+    assert.equal(svc.get(a.id).endReason, 'timeout');
+    assert.equal(svc.get(b.id).state, 'running');
+    assert.throws(() => svc.setTimeout(a.id, 10), { code: 'invalid_state' });
+  });
+
+  it('a VM that died by itself is marked dead by the liveness check', async () => {
+    const s = await svc.create({ template: 'base' });
+    driver.crash(s.id);
+    assert.deepEqual(await svc.checkLiveness(), [s.id]);
+    assert.equal(svc.get(s.id).endReason, 'vm exited');
+  });
+
+  it('reconcile after a crash: adopts live sandboxes, unwinds interrupted ops, kills orphans', async () => {
+    const live = await svc.create({ template: 'base' });
+    const lost = await svc.create({ template: 'base' });
+    await driver.kill(lost.id); // its VM vanished while the daemon was down
+    // An interrupted create: record + VM made, never finished.
+    const tpl = store.getTemplate('base');
+    store.insertSandbox({
+      ...svc.get(live.id),
+      id: 'sbx-half',
+      state: 'creating',
+      sourceSnapshotId: tpl.snapshotId,
+    });
+    store.beginOperation({
+      id: 'op-half',
+      kind: 'create',
+      subject: 'sbx-half',
+      requestId: 'req-x',
+      startedAt: new Date(now).toISOString(),
+    });
+    store.addStep('op-half', {
+      name: 'sandbox record',
+      undo: { action: 'delete-sandbox', sandboxId: 'sbx-half' },
+      at: new Date(now).toISOString(),
+    });
+    store.addStep('op-half', {
+      name: 'vm',
+      undo: { action: 'kill-vm', vmId: 'sbx-half' },
+      at: new Date(now).toISOString(),
+    });
+    await driver.start({ id: 'sbx-half', ...IMAGE, memoryMiB: 512, vcpus: 1 });
+    await driver.start({ id: 'stray', ...IMAGE, memoryMiB: 512, vcpus: 1 });
+    await mkdir(join(dir, 'snapshots', '.staging-op-dead'), { recursive: true });
+
+    const restarted = new SandboxService({ ...deps, driver: new FakeDriver(world) });
+    const r = await restarted.reconcile();
+    assert.deepEqual(r.adopted, [live.id]);
+    assert.deepEqual(r.unwound, ['op-half']);
+    assert.deepEqual(r.dead.sort(), [lost.id].sort());
+    assert.deepEqual(r.orphans, ['stray']);
+    assert.equal(restarted.get('sbx-half').state, 'dead');
+    assert.equal(restarted.get(lost.id).endReason, 'lost in a daemon restart');
+    assert.deepEqual(await driver.list(), [live.id]);
+    assert.deepEqual(store.openOperations(), []);
+    assert.equal(existsSync(join(dir, 'snapshots', '.staging-op-dead')), false);
+  });
+});

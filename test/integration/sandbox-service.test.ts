@@ -1,0 +1,105 @@
+/**
+ * SandboxService on real QEMU guests: a template built from the default image, sandboxes
+ * restored from it, commands through the guest agent, a daemon "restart" that re-adopts running
+ * sandboxes, a VM killed from outside, and kills that leave no VM behind.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { after, before, describe, it } from 'node:test';
+import { nullLogger } from '../../src/core/log.ts';
+import { pidAlive, sleep } from '../../src/core/proc.ts';
+import { HttpGuestClient } from '../../src/daemon/guest-client.ts';
+import { SandboxService, type BootImage } from '../../src/daemon/sandbox-service.ts';
+import { SqliteStore } from '../../src/store/sqlite-store.ts';
+import { QemuDriver } from '../../src/vmm/qemu/qemu-driver.ts';
+import { ensureDefaultImage } from '../helpers/image.ts';
+
+describe('SandboxService with real guests', { timeout: 900_000 }, () => {
+  let root: string;
+  let image: BootImage;
+  let store: SqliteStore;
+  let driver: QemuDriver;
+  let svc: SandboxService;
+  const make = (): SandboxService =>
+    new SandboxService({
+      store,
+      driver,
+      guest: (o) => new HttpGuestClient(o),
+      image: () => Promise.resolve(image),
+      dataDir: `${root}/data`,
+      log: nullLogger,
+    });
+
+  before(async () => {
+    const img = await ensureDefaultImage();
+    image = { key: img.key, kernel: img.kernel, initrd: img.initrd, rootfs: img.rootfs };
+    root = await mkdtemp('/tmp/kiln-svc-');
+    store = new SqliteStore(`${root}/state.db`);
+    driver = new QemuDriver({ runDir: `${root}/vms` });
+    svc = make();
+  });
+  after(async () => {
+    for (const id of await driver.list()) await driver.kill(id);
+    await driver.close();
+    store.close();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('builds a template snapshot from the image', async () => {
+    const tpl = await svc.buildTemplate('base', image, { memoryMiB: 512, vcpus: 1 });
+    assert.ok(tpl.snapshotId);
+    assert.deepEqual(await driver.list(), [], 'the template VM is gone');
+  });
+
+  let a = '';
+  let b = '';
+  it('creates two sandboxes at once; commands run in each as user with the env asked for', async () => {
+    const [sa, sb] = await Promise.all([
+      svc.create({ template: 'base', envVars: { WHO: 'a' } }),
+      svc.create({ template: 'base', envVars: { WHO: 'b' } }),
+    ]);
+    a = sa.id;
+    b = sb.id;
+    assert.equal((await svc.exec(a, 'echo "$WHO"; whoami')).stdout, 'a\nuser\n');
+    assert.equal((await svc.exec(b, 'echo "$WHO"; whoami')).stdout, 'b\nuser\n');
+    const r = await svc.exec(a, 'exit 7');
+    assert.equal(r.exitCode, 7);
+  });
+
+  it('a restarted daemon re-adopts running sandboxes', async () => {
+    // What a kill -9 leaves: no in-memory state, VMs still running. A new driver and service.
+    await driver.close();
+    driver = new QemuDriver({ runDir: `${root}/vms` });
+    svc = make();
+    const r = await svc.reconcile();
+    assert.deepEqual(r.adopted.sort(), [a, b].sort());
+    assert.deepEqual(r.dead, []);
+    assert.equal((await svc.exec(a, 'echo still')).stdout, 'still\n');
+  });
+
+  it('a VM killed from outside is marked dead within 2 s and cleaned up', async () => {
+    const pid = (await driver.status(b)).pid;
+    svc.startBackground({ livenessEveryMs: 250, reapEveryMs: 1000 });
+    try {
+      process.kill(pid, 'SIGKILL');
+      const t0 = Date.now();
+      while (svc.get(b).state !== 'dead') {
+        assert.ok(Date.now() - t0 < 2000, 'seen dead within 2 s');
+        await sleep(50);
+      }
+      assert.equal(svc.get(b).endReason, 'vm exited');
+    } finally {
+      svc.stopBackground();
+    }
+    assert.ok(!(await driver.list()).includes(b));
+  });
+
+  it('kill ends the sandbox and its VM', async () => {
+    const pid = (await driver.status(a)).pid;
+    await svc.kill(a);
+    assert.equal(svc.get(a).state, 'dead');
+    assert.equal(pidAlive(pid), false);
+    assert.deepEqual(await driver.list(), []);
+    assert.deepEqual(store.openOperations(), []);
+  });
+});
