@@ -16,9 +16,9 @@ const layers = {
   api: ['sdk', 'cli', 'guest'],
   sdk: ['store', 'vmm', 'images', 'daemon', 'api', 'cli', 'guest'],
   guest: ['store', 'vmm', 'images', 'daemon', 'api', 'sdk', 'cli'],
-  // cli -> sdk. Exception until the daemon exists (issue 4): `kiln image build` and `kiln run`
-  // drive images/ and vmm/ in-process, so those two are not banned yet.
-  cli: ['store', 'daemon', 'api', 'guest'],
+  // cli -> sdk; `kiln image build` runs the image build in-process (root, local cache), so
+  // images/ is the one lower layer the cli may use.
+  cli: ['store', 'vmm', 'daemon', 'api', 'guest'],
 };
 /** One override per layer: `no-restricted-imports` with the banned layers' folders. */
 // Tests may cross layers to build fixtures (a daemon test runs the real guest agent in-process);

@@ -1,36 +1,44 @@
 /**
  * The `kiln` command line. Run it from a checkout as `./kiln ...` (which sets the machine up on
- * first use). Tables for people, `--json` for programs.
+ * first use). Everything but `image build` goes through the daemon's API (the sdk), starting the
+ * daemon when none runs. Tables for people, `--json` for programs.
  */
-import { parseArgs } from 'node:util';
+import { spawn } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import { invalidArgument, isKilnError } from '../core/errors.ts';
 import { createLogger } from '../core/log.ts';
-import { newId } from '../core/ids.ts';
-import { validateMemoryMiB, validateName, validateVcpus } from '../core/validate.ts';
 import { defaultCacheDir, defaultStateDir } from '../core/paths.ts';
+import { validateName } from '../core/validate.ts';
 import { buildImage, type BuildProgress } from '../images/build.ts';
 import { imagesDir, resolveImage } from '../images/registry.ts';
-import { defaultImageSpec, DEFAULT_PACKAGES, validateImageSpec } from '../images/spec.ts';
-import { QemuDriver } from '../vmm/qemu/qemu-driver.ts';
-import { AGENT_PORT } from '../vmm/qemu/args.ts';
-import { waitForHttp } from '../vmm/health.ts';
+import { DEFAULT_PACKAGES, defaultImageSpec, validateImageSpec } from '../images/spec.ts';
+import type { KilnClient } from '../sdk/client.ts';
+import { KILND_MAIN, connectOrStart, socketPathOf, startDetached, stopDaemon } from './daemon-control.ts';
 
 const USAGE = `kiln — microVM sandboxes on one host
 
 usage:
-  kiln run [--image NAME] [--memory MiB] [--vcpus N] [--json]
-      build the default image if needed, boot a microVM from it, wait for its guest agent,
-      report, and stop it (leaving nothing behind)
+  kiln run [--template T] [--timeout S] [--env K=V]... -- CMD [ARG...]
+      run a command in a throwaway sandbox: create, stream output, kill; exits with its code
+  kiln sandbox create [--template T] [--timeout S] [--metadata K=V]... [--env K=V]... [--json]
+  kiln sandbox list [--state S] [--metadata K=V]... [--json]
+  kiln sandbox get|kill|stats ID [--json]
+  kiln sandbox logs ID [--json]
+  kiln sandbox exec ID -- CMD [ARG...]
+  kiln sandbox timeout ID SECONDS
+  kiln template list [--json]
+  kiln template build [--name N] [--memory MiB] [--vcpus N] [--json]
   kiln image build [--name NAME] [--package PKG]... [--force] [--json]
-      build a guest image from Debian packages (cached by content; --force rebuilds)
   kiln image list [--json]
+  kiln daemon [--detach]        run kilnd in the foreground (or start it in the background)
+  kiln daemon stop
   kiln help
 
-environment:
-  KILN_CACHE_DIR   images and downloads (default ~/.cache/kiln)
-  KILN_STATE_DIR   VM runtime directories (default ~/.local/state/kiln)
+The daemon starts by itself when a command needs it. Environment:
+  KILN_STATE_DIR   state, sockets, VMs (default ~/.local/state/kiln)
+  KILN_CACHE_DIR   images, Node, downloads (default ~/.cache/kiln)
   KILN_ACCEL       kvm | tcg | auto (default auto: KVM only if a probe guest boots fast)
 `;
 
@@ -44,70 +52,26 @@ process.on('SIGINT', () => {
   process.stderr.write('\nkiln: interrupted, cleaning up (Ctrl-C again to force)\n');
   controller.abort();
 });
-process.on('SIGTERM', () => {
-  controller.abort();
-});
 
-function progressPrinter(json: boolean): (p: BuildProgress) => void {
-  return (p) => {
-    if (json) return;
-    const secs = (p.elapsedMs / 1000).toFixed(1).padStart(6);
-    const mark = p.phase === 'start' ? '..' : p.phase === 'done' ? 'ok' : '  ';
-    process.stderr.write(`[${p.index}/${p.total}] ${secs}s ${mark} ${p.step}: ${p.message}\n`);
-  };
+const say = (s: string): void => {
+  process.stderr.write(`kiln: ${s}\n`);
+};
+const stateDir = defaultStateDir();
+
+function pairs(field: string, list: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const p of list) {
+    const i = p.indexOf('=');
+    if (i <= 0) throw invalidArgument(field, `"${p}" must be KEY=VALUE`);
+    out[p.slice(0, i)] = p.slice(i + 1);
+  }
+  return out;
 }
 
-async function imageBuild(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      name: { type: 'string', default: 'default' },
-      package: { type: 'string', multiple: true, default: [] },
-      force: { type: 'boolean', default: false },
-      json: { type: 'boolean', default: false },
-    },
-  });
-  const spec = validateImageSpec(
-    defaultImageSpec({ name: values.name, packages: [...DEFAULT_PACKAGES, ...values.package] }),
-  );
-  const res = await buildImage({
-    spec,
-    cacheDir: defaultCacheDir(),
-    debCacheDir: process.env['KILN_DEB_CACHE_DIR'],
-    force: values.force,
-    signal: controller.signal,
-    onProgress: progressPrinter(values.json),
-    log: createLogger({ level: 'warn' }),
-  });
-  if (values.json) console.log(JSON.stringify({ cached: res.cached, manifest: res.manifest }, null, 2));
-  else console.log(`image ${res.manifest.name} = ${res.manifest.key}${res.cached ? ' (cached)' : ''}`);
-}
-
-async function imageList(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean', default: false } } });
-  const names = (await readdir(join(imagesDir(defaultCacheDir()), 'by-name')).catch(() => [] as string[]))
-    .filter((f) => f.endsWith('.json'))
-    .map((f) => f.slice(0, -5));
-  const rows = [];
-  for (const n of names.sort()) {
-    const img = await resolveImage(defaultCacheDir(), n).catch(() => undefined);
-    if (img)
-      rows.push({
-        name: n,
-        key: img.key,
-        kernel: img.manifest.kernel.release,
-        createdAt: img.manifest.createdAt,
-        rootfsBytes: img.manifest.files.rootfs.size,
-      });
-  }
-  if (values.json) {
-    console.log(JSON.stringify(rows, null, 2));
-    return;
-  }
-  table(
-    ['NAME', 'KEY', 'KERNEL', 'CREATED'],
-    rows.map((r) => [r.name, r.key, r.kernel, r.createdAt]),
-  );
+function intArg(field: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^-?\d+$/.test(text.trim())) throw invalidArgument(field, `must be an integer, got "${text}"`);
+  return Number(text);
 }
 
 function table(head: string[], rows: string[][]): void {
@@ -121,96 +85,312 @@ function table(head: string[], rows: string[][]): void {
   for (const r of rows) console.log(line(r));
 }
 
-/** A command-line integer; anything else is `invalid_argument` quoting what was typed. */
-function intArg(field: string, text: string): number {
-  if (!/^-?\d+$/.test(text.trim())) throw invalidArgument(field, `must be an integer, got "${text}"`);
-  return Number(text);
+/** Splits `args -- cmd...` into the options part and the command words. */
+function splitCommand(argv: string[]): [string[], string[]] {
+  const i = argv.indexOf('--');
+  return i < 0 ? [argv, []] : [argv.slice(0, i), argv.slice(i + 1)];
 }
 
-async function runCmd(argv: string[]): Promise<void> {
+const shellJoin = (words: string[]): string =>
+  words.length === 1
+    ? (words[0] ?? '')
+    : words.map((w) => (/^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`)).join(' ');
+
+/** Makes sure the template exists, building `base` on first use. */
+async function ensureTemplate(c: KilnClient, name: string, json: boolean): Promise<void> {
+  const { items } = await c.listTemplates();
+  if (items.some((t) => t.name === name && t.snapshotId)) return;
+  if (name !== 'base')
+    throw invalidArgument('template', `"${name}" does not exist (kiln template build --name ${name})`);
+  if (!json) say('building the base template (first run only: image build, boot, snapshot)');
+  await c.buildTemplate({ name });
+}
+
+async function run(argv: string[]): Promise<number> {
+  const [opts, words] = splitCommand(argv);
+  const { values } = parseArgs({
+    args: opts,
+    options: {
+      template: { type: 'string', default: 'base' },
+      timeout: { type: 'string' },
+      env: { type: 'string', multiple: true, default: [] },
+      json: { type: 'boolean', default: false },
+    },
+  });
+  if (words.length === 0)
+    throw new UsageError('kiln run needs a command after --, e.g. kiln run -- uname -a');
+  validateName('template', values.template);
+  const envVars = pairs('env', values.env);
+  const timeoutS = intArg('timeout', values.timeout);
+  const c = await connectOrStart(stateDir, say);
+  await ensureTemplate(c, values.template, values.json);
+  const s = await c.createSandbox({
+    template: values.template,
+    envVars,
+    ...(timeoutS === undefined ? {} : { timeoutS }),
+  });
+  try {
+    const r = await c.exec(s.sandboxId, shellJoin(words), {
+      onStdout: (b) => process.stdout.write(b),
+      onStderr: (b) => process.stderr.write(b),
+    });
+    return r.exitCode < 0 ? 128 + 9 : r.exitCode;
+  } finally {
+    await c.killSandbox(s.sandboxId).catch(() => undefined);
+  }
+}
+
+async function sandbox(sub: string | undefined, argv: string[]): Promise<number> {
+  const [opts, words] = splitCommand(argv);
+  const { values, positionals } = parseArgs({
+    args: opts,
+    allowPositionals: true,
+    options: {
+      template: { type: 'string', default: 'base' },
+      timeout: { type: 'string' },
+      metadata: { type: 'string', multiple: true, default: [] },
+      env: { type: 'string', multiple: true, default: [] },
+      state: { type: 'string', multiple: true, default: [] },
+      json: { type: 'boolean', default: false },
+    },
+  });
+  const c = await connectOrStart(stateDir, say);
+  const id = positionals[0];
+  const needId = (): string => {
+    if (!id) throw new UsageError(`kiln sandbox ${sub ?? ''} needs a sandbox id`);
+    return id;
+  };
+  const out = (v: unknown, rows: () => void): void => {
+    if (values.json) console.log(JSON.stringify(v, null, 2));
+    else rows();
+  };
+  switch (sub) {
+    case 'create': {
+      await ensureTemplate(c, values.template, values.json);
+      const timeoutS = intArg('timeout', values.timeout);
+      const s = await c.createSandbox({
+        template: values.template,
+        metadata: pairs('metadata', values.metadata),
+        envVars: pairs('env', values.env),
+        ...(timeoutS === undefined ? {} : { timeoutS }),
+      });
+      out(s, () => {
+        console.log(s.sandboxId);
+      });
+      return 0;
+    }
+    case 'list': {
+      const r = await c.listSandboxes({ states: values.state, metadata: pairs('metadata', values.metadata) });
+      out(r.items, () => {
+        table(
+          ['ID', 'TEMPLATE', 'STATE', 'MEMORY', 'ENDS'],
+          r.items.map((s) => [s.sandboxId, s.templateId, s.state, `${s.memoryMiB} MiB`, s.endAt]),
+        );
+      });
+      return 0;
+    }
+    case 'get': {
+      const s = await c.getSandbox(needId());
+      out(s, () => {
+        table(
+          ['FIELD', 'VALUE'],
+          Object.entries(s).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]),
+        );
+      });
+      return 0;
+    }
+    case 'kill':
+      await c.killSandbox(needId());
+      return 0;
+    case 'timeout': {
+      const secs = intArg('seconds', positionals[1]);
+      if (secs === undefined) throw new UsageError('kiln sandbox timeout ID SECONDS');
+      const s = await c.setTimeout(needId(), secs);
+      out(s, () => {
+        console.log(`ends at ${s.endAt}`);
+      });
+      return 0;
+    }
+    case 'stats': {
+      const s = await c.stats(needId());
+      out(s, () => {
+        table(
+          ['ID', 'CPU%', 'RSS', 'PSS', 'DISK'],
+          [[s.sandboxId, s.cpuPct.toFixed(1), mib(s.rssBytes), mib(s.pssBytes), mib(s.diskBytes)]],
+        );
+      });
+      return 0;
+    }
+    case 'logs': {
+      const r = await c.logs(needId(), { limit: 1000 });
+      out(r.items, () => {
+        table(
+          ['TIME', 'LEVEL', 'MESSAGE'],
+          r.items.map((e) => [e.at, e.level, e.message]),
+        );
+      });
+      return 0;
+    }
+    case 'exec': {
+      if (words.length === 0) throw new UsageError('kiln sandbox exec ID -- CMD');
+      const r = await c.exec(needId(), shellJoin(words), {
+        onStdout: (b) => process.stdout.write(b),
+        onStderr: (b) => process.stderr.write(b),
+      });
+      return r.exitCode < 0 ? 137 : r.exitCode;
+    }
+    default:
+      throw new UsageError(`unknown command "kiln sandbox ${sub ?? ''}"`);
+  }
+}
+
+const mib = (b: number): string => `${(b / 2 ** 20).toFixed(1)} MiB`;
+
+async function template(sub: string | undefined, argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      image: { type: 'string', default: 'default' },
+      name: { type: 'string', default: 'base' },
       memory: { type: 'string', default: '512' },
       vcpus: { type: 'string', default: '1' },
       json: { type: 'boolean', default: false },
     },
   });
-  // Check what the user typed before building or booting anything.
-  const memoryMiB = validateMemoryMiB(intArg('memoryMiB', values.memory));
-  const vcpus = validateVcpus(intArg('vcpus', values.vcpus));
-  validateName('image', values.image);
-  const cacheDir = defaultCacheDir();
-  let image = await resolveImage(cacheDir, values.image).catch(() => undefined);
-  if (!image) {
-    if (values.image !== 'default') await resolveImage(cacheDir, values.image); // throws not_found
-    if (!values.json) process.stderr.write('kiln: building the default guest image (first run only)\n');
-    await buildImage({
-      spec: defaultImageSpec(),
-      cacheDir,
-      signal: controller.signal,
-      onProgress: progressPrinter(values.json),
-    });
-    image = await resolveImage(cacheDir, values.image);
-  }
-  const driver = new QemuDriver({
-    runDir: join(defaultStateDir(), 'vms'),
-    log: createLogger({ level: 'warn' }),
-  });
-  const id = newId('vm');
-  const t0 = Date.now();
-  const info = await driver.start(
-    {
-      id,
-      kernel: image.kernel,
-      initrd: image.initrd,
-      rootfs: image.rootfs,
-      memoryMiB,
-      vcpus,
-    },
-    { signal: controller.signal },
-  );
-  try {
-    const port = info.ports[AGENT_PORT];
-    if (!values.json)
-      process.stderr.write(
-        `kiln: VM ${id} booting (pid ${info.pid}, ${info.accel}), agent on 127.0.0.1:${port}\n`,
-      );
-    await waitForHttp(`http://127.0.0.1:${port}/health`, {
-      timeoutMs: 120_000,
-      signal: controller.signal,
-      alive: async () => (await driver.status(id)).state !== 'stopped',
-    });
-    const readyMs = Date.now() - t0;
-    if (values.json)
-      console.log(
-        JSON.stringify({ id, image: image.key, accel: info.accel, pid: info.pid, agentPort: port, readyMs }),
-      );
+  if (sub !== 'list' && sub !== 'build') throw new UsageError(`unknown command "kiln template ${sub ?? ''}"`);
+  // Check what was typed before starting a daemon.
+  validateName('template', values.name);
+  const memoryMiB = intArg('memory', values.memory) ?? 512;
+  const vcpus = intArg('vcpus', values.vcpus) ?? 1;
+  const c = await connectOrStart(stateDir, say);
+  if (sub === 'list') {
+    const { items } = await c.listTemplates();
+    if (values.json) console.log(JSON.stringify(items, null, 2));
     else
-      console.log(
-        `VM ${id} is up: guest agent answered /health after ${(readyMs / 1000).toFixed(2)} s (${info.accel})`,
+      table(
+        ['NAME', 'ID', 'MEMORY', 'VCPUS', 'SNAPSHOT'],
+        items.map((t) => [t.name, t.id, `${t.memoryMiB} MiB`, String(t.vcpus), t.snapshotId ?? '-']),
       );
-  } finally {
-    await driver.stop(id);
-    await driver.close();
+    return 0;
   }
+  if (!values.json) say(`building template ${values.name} (boot, wait for the agent, snapshot)`);
+  const t = await c.buildTemplate({ name: values.name, memoryMiB, vcpus });
+  if (values.json) console.log(JSON.stringify(t, null, 2));
+  else console.log(`template ${t.name} = ${t.snapshotId ?? '?'}`);
+  return 0;
 }
 
-async function main(argv: string[]): Promise<void> {
-  const [cmd, sub, ...rest] = argv;
-  if (cmd === undefined || cmd === 'help' || cmd === '--help' || cmd === '-h') {
-    console.log(USAGE);
-    return;
+function progressPrinter(json: boolean): (p: BuildProgress) => void {
+  return (p) => {
+    if (json) return;
+    const secs = (p.elapsedMs / 1000).toFixed(1).padStart(6);
+    const mark = p.phase === 'start' ? '..' : p.phase === 'done' ? 'ok' : '  ';
+    process.stderr.write(`[${p.index}/${p.total}] ${secs}s ${mark} ${p.step}: ${p.message}\n`);
+  };
+}
+
+async function image(sub: string | undefined, argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      name: { type: 'string', default: 'default' },
+      package: { type: 'string', multiple: true, default: [] },
+      force: { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+    },
+  });
+  if (sub === 'build') {
+    const spec = validateImageSpec(
+      defaultImageSpec({ name: values.name, packages: [...DEFAULT_PACKAGES, ...values.package] }),
+    );
+    const res = await buildImage({
+      spec,
+      cacheDir: defaultCacheDir(),
+      debCacheDir: process.env['KILN_DEB_CACHE_DIR'],
+      force: values.force,
+      signal: controller.signal,
+      onProgress: progressPrinter(values.json),
+      log: createLogger({ level: 'warn' }),
+    });
+    if (values.json) console.log(JSON.stringify({ cached: res.cached, manifest: res.manifest }, null, 2));
+    else console.log(`image ${res.manifest.name} = ${res.manifest.key}${res.cached ? ' (cached)' : ''}`);
+    return 0;
   }
-  if (cmd === 'run') return runCmd(argv.slice(1));
-  if (cmd === 'image' && sub === 'build') return imageBuild(rest);
-  if (cmd === 'image' && (sub === 'list' || sub === 'ls')) return imageList(rest);
-  throw new UsageError(`unknown command "${argv.join(' ')}"`);
+  if (sub === 'list' || sub === 'ls') {
+    const names = (await readdir(join(imagesDir(defaultCacheDir()), 'by-name')).catch(() => [] as string[]))
+      .filter((f) => f.endsWith('.json'))
+      .map((f) => f.slice(0, -5));
+    const rows = [];
+    for (const n of names.sort()) {
+      const img = await resolveImage(defaultCacheDir(), n).catch(() => undefined);
+      if (img)
+        rows.push({
+          name: n,
+          key: img.key,
+          kernel: img.manifest.kernel.release,
+          createdAt: img.manifest.createdAt,
+        });
+    }
+    if (values.json) console.log(JSON.stringify(rows, null, 2));
+    else
+      table(
+        ['NAME', 'KEY', 'KERNEL', 'CREATED'],
+        rows.map((r) => [r.name, r.key, r.kernel, r.createdAt]),
+      );
+    return 0;
+  }
+  throw new UsageError(`unknown command "kiln image ${sub ?? ''}"`);
+}
+
+async function daemon(argv: string[]): Promise<number> {
+  if (argv[0] === 'stop') {
+    const stopped = await stopDaemon(stateDir);
+    say(stopped ? 'kilnd stopped' : 'no kilnd was running');
+    return 0;
+  }
+  const { values } = parseArgs({ args: argv, options: { detach: { type: 'boolean', default: false } } });
+  if (values.detach) {
+    await startDetached(stateDir, say);
+    say(`kilnd is up on ${socketPathOf(stateDir)}`);
+    return 0;
+  }
+  const child = spawn(process.execPath, [KILND_MAIN], { stdio: 'inherit', env: process.env });
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    process.removeAllListeners(sig);
+    process.on(sig, () => child.kill(sig));
+  }
+  return new Promise((r) =>
+    child.on('exit', (code) => {
+      r(code ?? 1);
+    }),
+  );
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, sub, ...rest] = argv;
+  switch (cmd) {
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      console.log(USAGE);
+      return 0;
+    case 'run':
+      return run(argv.slice(1));
+    case 'sandbox':
+      return sandbox(sub, rest);
+    case 'template':
+      return template(sub, rest);
+    case 'image':
+      return image(sub, rest);
+    case 'daemon':
+      return daemon(argv.slice(1));
+    default:
+      throw new UsageError(`unknown command "${argv.join(' ')}"`);
+  }
 }
 
 main(process.argv.slice(2)).then(
-  () => process.exit(0),
+  (code) => process.exit(code),
   (e: unknown) => {
     if (
       e instanceof UsageError ||
@@ -220,10 +400,11 @@ main(process.argv.slice(2)).then(
       process.exit(2);
     }
     if (isKilnError(e)) {
-      console.error(`kiln: ${e.code}: ${e.message}`);
+      const op = typeof e.details?.['opId'] === 'string' ? ` (op ${e.details['opId']})` : '';
+      console.error(`kiln: ${e.code}: ${e.message}${op}`);
       process.exit(e.code === 'cancelled' ? 130 : e.code === 'invalid_argument' ? 2 : 1);
     }
-    console.error(`kiln: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    console.error(`kiln: ${e instanceof Error ? e.message : String(e)}`);
     process.exit(1);
   },
 );

@@ -37,3 +37,32 @@ export async function waitPidExit(pid: number, timeoutMs: number): Promise<boole
   }
   return true;
 }
+
+export interface ProcUsage {
+  /** User + system CPU time in clock ticks (USER_HZ, 100 on Linux). */
+  cpuTicks: number;
+  rssBytes: number;
+  /** Proportional set size: shared pages (a template's RAM) divided among their users. */
+  pssBytes: number;
+}
+
+/** CPU time and memory of a process from /proc, or undefined when it is gone. */
+export function procUsage(pid: number): ProcUsage | undefined {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    const cpuTicks = Number(f[11]) + Number(f[12]);
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const rss = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0) * 1024;
+    let pss = rss;
+    try {
+      pss =
+        Number(/^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1] ?? 0) * 1024;
+    } catch {
+      // older kernels: fall back to RSS
+    }
+    return { cpuTicks, rssBytes: rss, pssBytes: pss };
+  } catch {
+    return undefined;
+  }
+}

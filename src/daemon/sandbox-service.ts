@@ -3,9 +3,16 @@ import { createReadStream } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type { ArtifactRecord, SandboxRecord, SnapshotRecord, TemplateRecord } from '../core/domain.ts';
+import type {
+  ArtifactRecord,
+  EventRecord,
+  SandboxRecord,
+  SnapshotRecord,
+  TemplateRecord,
+} from '../core/domain.ts';
 import { KilnError, invalidArgument } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
+import { procUsage } from '../core/proc.ts';
 import { validateInt, validateMemoryMiB, validateName, validateVcpus } from '../core/validate.ts';
 import type { Page, PageOpts, SandboxFilter, Store } from '../store/store.ts';
 import type { VmmDriver, VmSpec } from '../vmm/driver.ts';
@@ -56,6 +63,16 @@ export interface OpCtx {
   opId?: string;
 }
 
+export interface SandboxStats {
+  sandboxId: string;
+  cpuPct: number;
+  rssBytes: number;
+  pssBytes: number;
+  diskBytes: number;
+  memoryMiB: number;
+  at: string;
+}
+
 export const DEFAULT_TIMEOUT_S = 300;
 export const MAX_TIMEOUT_S = 24 * 3600;
 const LIVE = ['creating', 'running', 'pausing', 'paused', 'resuming', 'killing'] as const;
@@ -84,6 +101,7 @@ export class SandboxService {
   readonly #d: SandboxServiceDeps;
   readonly #locks = new KeyedLock();
   readonly #now: () => number;
+  readonly #samples = new Map<string, { ticks: number; at: number }>();
   #timers: NodeJS.Timeout[] = [];
 
   constructor(deps: SandboxServiceDeps) {
@@ -304,6 +322,15 @@ export class SandboxService {
     }
   }
 
+  templates(): TemplateRecord[] {
+    return this.#d.store.listTemplates();
+  }
+
+  logs(id: string, page?: PageOpts): Page<EventRecord> {
+    this.get(id);
+    return this.#d.store.listEvents(id, page);
+  }
+
   get(id: string): SandboxRecord {
     validateName('sandboxId', id);
     return this.#d.store.getSandbox(id);
@@ -346,6 +373,33 @@ export class SandboxService {
         throw e;
       }
     });
+  }
+
+  /**
+   * CPU (% of one core since the previous call, or since start on the first), memory (RSS and
+   * PSS of its QEMU process) and disk (bytes its overlay holds) of a live sandbox.
+   */
+  async stats(id: string): Promise<SandboxStats> {
+    const s = this.get(id);
+    if (s.state === 'dead') throw new KilnError('invalid_state', `sandbox ${id} is dead`);
+    const info = await this.#d.driver.status(id);
+    const u = procUsage(info.pid);
+    if (!u || info.state === 'stopped')
+      throw new KilnError('invalid_state', `sandbox ${id} has no running VM`);
+    const t = this.#now();
+    const prev = this.#samples.get(id) ?? { ticks: 0, at: Date.parse(info.startedAt) };
+    this.#samples.set(id, { ticks: u.cpuTicks, at: t });
+    const cpuPct = t > prev.at ? ((u.cpuTicks - prev.ticks) / 100 / ((t - prev.at) / 1000)) * 100 : 0;
+    const disk = await stat(join(info.dir, 'overlay.qcow2')).catch(() => undefined);
+    return {
+      sandboxId: id,
+      cpuPct: Math.round(cpuPct * 100) / 100,
+      rssBytes: u.rssBytes,
+      pssBytes: u.pssBytes,
+      diskBytes: disk ? disk.blocks * 512 : 0,
+      memoryMiB: s.memoryMiB,
+      at: new Date(t).toISOString(),
+    };
   }
 
   /** Sets the sandbox to end `timeoutS` seconds from now (E2B's setTimeout). */

@@ -84,3 +84,28 @@ export async function resolveImage(cacheDir: string, name: string): Promise<Imag
     manifest,
   };
 }
+
+/** The image built under `key` (what a template records), with absolute paths. */
+export async function imageByKey(cacheDir: string, key: string): Promise<Image> {
+  if (!/^[0-9a-f]{16,64}$/.test(key)) throw new KilnError('invalid_argument', `"${key}" is not an image key`);
+  const dir = join(imagesDir(cacheDir), key);
+  let manifest: ImageManifest;
+  try {
+    manifest = await readManifest(dir);
+  } catch (e) {
+    throw new KilnError(
+      'not_found',
+      `image ${key} is missing or damaged; rebuild it with: kiln image build`,
+      { cause: e },
+    );
+  }
+  return {
+    name: manifest.name,
+    key,
+    dir,
+    kernel: join(dir, manifest.files.kernel.path),
+    initrd: join(dir, manifest.files.initrd.path),
+    rootfs: join(dir, manifest.files.rootfs.path),
+    manifest,
+  };
+}

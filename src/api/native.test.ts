@@ -1,0 +1,218 @@
+/**
+ * The native API in-process (a loopback server around the router), over the sandbox service
+ * with the fake driver: exact status codes and JSON bodies, op ids, and docs/openapi.json kept
+ * in step with the routes.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { nullLogger } from '../core/log.ts';
+import type { GuestClient } from '../daemon/guest-client.ts';
+import { SandboxService } from '../daemon/sandbox-service.ts';
+import { SqliteStore } from '../store/sqlite-store.ts';
+import { FakeDriver } from '../vmm/fake-driver.ts';
+import { createRouter } from './http.ts';
+import { nativeRoutes } from './native.ts';
+
+const IMAGE = { key: 'img-1', kernel: '/i/k', initrd: '/i/i', rootfs: '/i/r' };
+const guest: GuestClient = {
+  health: () => Promise.resolve(),
+  init: () => Promise.resolve(),
+  exec: (cmd) =>
+    Promise.resolve({
+      exitCode: cmd.includes('fail') ? 4 : 0,
+      stdout: '',
+      stderr: '',
+      status: 'exit status 0',
+    }),
+};
+
+describe('native API', () => {
+  let dir: string;
+  let store: SqliteStore;
+  let server: Server;
+  let base: string;
+  const driver = new FakeDriver();
+  let svc: SandboxService;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'kiln-api-'));
+    store = new SqliteStore(':memory:');
+    svc = new SandboxService({
+      store,
+      driver,
+      guest: () => ({
+        ...guest,
+        exec: async (cmd, o) => {
+          o?.onStdout?.(new TextEncoder().encode(`out:${cmd}\n`));
+          return guest.exec(cmd, o);
+        },
+      }),
+      image: () => Promise.resolve(IMAGE),
+      dataDir: dir,
+      log: nullLogger,
+    });
+    await svc.buildTemplate('base', IMAGE, { memoryMiB: 512, vcpus: 1 });
+    const routes = nativeRoutes({
+      svc,
+      version: '9.9.9',
+      buildTemplate: (n, r) => svc.buildTemplate(n, IMAGE, r),
+    });
+    server = createServer(createRouter(routes, nullLogger));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    for (const id of await driver.list()) await driver.kill(id);
+    server.closeAllConnections();
+    server.close();
+    store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const call = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
+    const r = await fetch(base + path, {
+      method,
+      headers: { 'content-type': 'application/json', ...headers },
+      ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
+    });
+    const text = await r.text();
+    const isJson = (r.headers.get('content-type') ?? '').startsWith('application/json');
+    return {
+      status: r.status,
+      opId: r.headers.get('x-kiln-op-id'),
+      json: isJson ? (JSON.parse(text) as Record<string, unknown>) : undefined,
+      text,
+    };
+  };
+
+  it('health', async () => {
+    const r = await call('GET', '/v1/health');
+    assert.deepEqual([r.status, r.json], [200, { ok: true, version: '9.9.9' }]);
+    assert.match(r.opId ?? '', /^req-/);
+  });
+
+  it('bad input: exact error bodies with the op id, status from the code', async () => {
+    const cases: [string, string, unknown, number, string, RegExp][] = [
+      ['POST', '/v1/sandboxes', '{"template": ', 400, 'invalid_argument', /^body: malformed JSON/],
+      ['POST', '/v1/sandboxes', '[1]', 400, 'invalid_argument', /^body: must be a JSON object$/],
+      ['POST', '/v1/sandboxes', {}, 400, 'invalid_argument', /^template: is required$/],
+      ['POST', '/v1/sandboxes', { template: 'nope' }, 404, 'not_found', /^template "nope" does not exist$/],
+      [
+        'POST',
+        '/v1/sandboxes',
+        { template: 'base', memoryMiB: 10 ** 7 },
+        400,
+        'invalid_argument',
+        /^memoryMiB:/,
+      ],
+      ['POST', '/v1/sandboxes', { template: 'base', timeoutS: -1 }, 400, 'invalid_argument', /^timeout:/],
+      [
+        'POST',
+        '/v1/sandboxes',
+        { template: 'base', vcpus: 'two' },
+        400,
+        'invalid_argument',
+        /^vcpus: must be an integer/,
+      ],
+      ['GET', '/v1/sandboxes/a%2Fb', undefined, 400, 'invalid_argument', /^sandboxId:/],
+      ['GET', '/v1/sandboxes/a..b', undefined, 400, 'invalid_argument', /^sandboxId:/],
+      ['GET', '/v1/sandboxes/sbx-nope', undefined, 404, 'not_found', /^sandbox "sbx-nope" does not exist$/],
+      [
+        'GET',
+        '/v1/sandboxes?state=zombie',
+        undefined,
+        400,
+        'invalid_argument',
+        /^state: "zombie" is not a sandbox state$/,
+      ],
+      ['GET', '/v1/nope', undefined, 404, 'not_found', /^no route GET \/v1\/nope$/],
+    ];
+    for (const [method, path, body, status, code, re] of cases) {
+      const r = await call(method, path, body, { 'x-kiln-op-id': 'op-from-client' });
+      assert.equal(r.status, status, `${method} ${path}: ${r.text}`);
+      const j = r.json ?? {};
+      assert.equal(j['code'], code, `${method} ${path}`);
+      assert.match(String(j['message']), re, `${method} ${path}`);
+      assert.equal(j['opId'], 'op-from-client');
+      assert.equal(r.opId, 'op-from-client');
+    }
+    assert.equal((await call('GET', '/v1/health')).status, 200, 'still serving');
+    assert.deepEqual(
+      (await call('GET', '/v1/sandboxes')).json,
+      { items: [], next: null },
+      'nothing was created',
+    );
+  });
+
+  it('create, get, list with filters, timeout, exec stream, kill, and kill again', async () => {
+    const c = await call('POST', '/v1/sandboxes', {
+      template: 'base',
+      metadata: { team: 'a' },
+      timeoutS: 60,
+    });
+    assert.equal(c.status, 201);
+    const id = String(c.json?.['sandboxId']);
+    assert.deepEqual(Object.keys(c.json ?? {}).sort(), [
+      'createdAt', 'endAt', 'endReason', 'envdAccessToken', 'memoryMiB', 'metadata', 'sandboxId', 'startedAt', 'state', 'templateId', 'vcpus',
+    ]); // prettier-ignore
+    assert.equal(c.json?.['state'], 'running');
+    assert.deepEqual((await call('GET', `/v1/sandboxes/${id}`)).json, c.json);
+    assert.deepEqual(
+      ((await call('GET', '/v1/sandboxes?metadata.team=a&state=running')).json?.['items'] as unknown[])
+        .length,
+      1,
+    );
+    assert.deepEqual(
+      ((await call('GET', '/v1/sandboxes?metadata.team=b')).json?.['items'] as unknown[]).length,
+      0,
+    );
+    const t = await call('POST', `/v1/sandboxes/${id}/timeout`, { timeoutS: 3600 });
+    assert.ok(Date.parse(String(t.json?.['endAt'])) > Date.now() + 3500_000);
+    const ex = await call('POST', `/v1/sandboxes/${id}/exec`, { cmd: 'echo hi' });
+    assert.equal(ex.status, 200);
+    assert.deepEqual(
+      ex.text
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as unknown),
+      [
+        { stdout: Buffer.from('out:echo hi\n').toString('base64') },
+        { exit: { exitCode: 0, status: 'exit status 0' } },
+      ],
+    );
+    assert.equal((await call('POST', `/v1/sandboxes/${id}/exec`, {})).status, 400);
+    const kills = await Promise.all([
+      call('DELETE', `/v1/sandboxes/${id}`),
+      call('DELETE', `/v1/sandboxes/${id}`),
+    ]);
+    assert.deepEqual(kills.map((k) => k.status).sort(), [204, 409]);
+    const again = await call('DELETE', `/v1/sandboxes/${id}`);
+    assert.deepEqual([again.status, again.json?.['code']], [409, 'invalid_state']);
+    assert.equal((await call('GET', `/v1/sandboxes/${id}`)).json?.['state'], 'dead');
+    const logs = await call('GET', `/v1/sandboxes/${id}/logs`);
+    assert.deepEqual(
+      (logs.json?.['items'] as { message: string }[]).map((e) => e.message),
+      ['sandbox created', 'sandbox ended: killed'],
+    );
+  });
+
+  it('docs/openapi.json documents exactly the routes the server has', () => {
+    const doc = JSON.parse(readFileSync(new URL('../../docs/openapi.json', import.meta.url), 'utf8')) as {
+      paths: Record<string, Record<string, unknown>>;
+    };
+    const documented = Object.entries(doc.paths).flatMap(([p, ops]) =>
+      Object.keys(ops).map((m) => `${m.toUpperCase()} ${p}`),
+    );
+    const routes = nativeRoutes({
+      svc,
+      version: '',
+      buildTemplate: () => Promise.reject(new Error('unused')),
+    }).map((r) => `${r.method} ${r.path.replace(/:([a-zA-Z]+)/g, '{$1}')}`);
+    assert.deepEqual(documented.sort(), routes.sort());
+  });
+});

@@ -1,0 +1,215 @@
+import type { SandboxRecord, SandboxState, TemplateRecord } from '../core/domain.ts';
+import { KilnError, asKilnError, invalidArgument } from '../core/errors.ts';
+import type { SandboxService } from '../daemon/sandbox-service.ts';
+import type { Route } from './http.ts';
+
+export const API_VERSION = 'v1';
+
+/** Builds (or rebuilds) a template; the daemon supplies the image side. */
+export type TemplateBuilder = (
+  name: string,
+  res: { memoryMiB: number; vcpus: number },
+  opId: string,
+) => Promise<TemplateRecord>;
+
+/** The public view of a sandbox (the same names the E2B API uses where they overlap). */
+export function sandboxView(s: SandboxRecord): Record<string, unknown> {
+  return {
+    sandboxId: s.id,
+    templateId: s.templateId,
+    state: s.state,
+    memoryMiB: s.memoryMiB,
+    vcpus: s.vcpus,
+    metadata: s.metadata,
+    createdAt: s.createdAt,
+    startedAt: s.startedAt,
+    endAt: s.endAt,
+    endReason: s.endReason,
+    envdAccessToken: s.accessToken,
+  };
+}
+
+const STATES: SandboxState[] = ['creating', 'running', 'pausing', 'paused', 'resuming', 'killing', 'dead'];
+
+function optInt(body: Record<string, unknown>, field: string): number | undefined {
+  const v = body[field];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isInteger(v))
+    throw invalidArgument(field, `must be an integer, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function optString(body: Record<string, unknown>, field: string): string | undefined {
+  const v = body[field];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string') throw invalidArgument(field, `must be a string, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function optBool(body: Record<string, unknown>, field: string): boolean | undefined {
+  const v = body[field];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'boolean') throw invalidArgument(field, `must be true or false, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/** kiln's native API (documented in docs/openapi.json; a test keeps the two in step). */
+export function nativeRoutes(d: {
+  svc: SandboxService;
+  buildTemplate: TemplateBuilder;
+  version: string;
+}): Route[] {
+  const { svc } = d;
+  return [
+    { method: 'GET', path: '/v1/health', handler: () => Promise.resolve({ ok: true, version: d.version }) },
+    {
+      method: 'GET',
+      path: '/v1/templates',
+      handler: () => Promise.resolve({ items: svc.templates() }),
+    },
+    {
+      method: 'POST',
+      path: '/v1/templates',
+      status: 201,
+      handler: async (c) => {
+        const b = await c.body();
+        const name = optString(b, 'name') ?? 'base';
+        return d.buildTemplate(
+          name,
+          { memoryMiB: optInt(b, 'memoryMiB') ?? 512, vcpus: optInt(b, 'vcpus') ?? 1 },
+          c.opId,
+        );
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/sandboxes',
+      status: 201,
+      handler: async (c) => {
+        const b = await c.body();
+        const template = optString(b, 'template');
+        if (template === undefined) throw invalidArgument('template', 'is required');
+        const s = await svc.create(
+          {
+            template,
+            ...(b['timeoutS'] === undefined ? {} : { timeoutS: optInt(b, 'timeoutS') ?? 0 }),
+            metadata: b['metadata'] as Record<string, string> | undefined,
+            envVars: b['envVars'] as Record<string, string> | undefined,
+            ...(b['memoryMiB'] === undefined ? {} : { memoryMiB: optInt(b, 'memoryMiB') ?? 0 }),
+            ...(b['vcpus'] === undefined ? {} : { vcpus: optInt(b, 'vcpus') ?? 0 }),
+            autoPause: optBool(b, 'autoPause') ?? false,
+            allowInternet: optBool(b, 'allowInternet') ?? true,
+          },
+          { opId: c.opId },
+        );
+        return sandboxView(s);
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/sandboxes',
+      handler: (c) => {
+        const states = c.query.getAll('state').flatMap((s) => s.split(','));
+        for (const s of states)
+          if (!STATES.includes(s as SandboxState))
+            throw invalidArgument('state', `"${s}" is not a sandbox state`);
+        const metadata: Record<string, string> = {};
+        for (const [k, v] of c.query)
+          if (k.startsWith('metadata.')) metadata[k.slice('metadata.'.length)] = v;
+        const limit = c.query.get('limit');
+        const page = svc.list(
+          { ...(states.length ? { states: states as SandboxState[] } : {}), metadata },
+          { ...(limit ? { limit: Number(limit) } : {}), cursor: c.query.get('cursor') ?? undefined },
+        );
+        return Promise.resolve({ items: page.items.map(sandboxView), next: page.next ?? null });
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/sandboxes/:id',
+      handler: (c) => Promise.resolve(sandboxView(svc.get(c.params['id'] ?? ''))),
+    },
+    {
+      method: 'DELETE',
+      path: '/v1/sandboxes/:id',
+      status: 204,
+      handler: async (c) => {
+        await svc.kill(c.params['id'] ?? '', { opId: c.opId });
+        return null;
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/sandboxes/:id/timeout',
+      handler: async (c) => {
+        const t = optInt(await c.body(), 'timeoutS');
+        if (t === undefined) throw invalidArgument('timeoutS', 'is required');
+        return sandboxView(svc.setTimeout(c.params['id'] ?? '', t));
+      },
+    },
+    { method: 'GET', path: '/v1/sandboxes/:id/stats', handler: (c) => svc.stats(c.params['id'] ?? '') },
+    {
+      method: 'GET',
+      path: '/v1/sandboxes/:id/logs',
+      handler: (c) => {
+        const limit = c.query.get('limit');
+        const p = svc.logs(c.params['id'] ?? '', {
+          ...(limit ? { limit: Number(limit) } : {}),
+          cursor: c.query.get('cursor') ?? undefined,
+        });
+        return Promise.resolve({ items: p.items, next: p.next ?? null });
+      },
+    },
+    {
+      // Streams newline-delimited JSON: {"stdout":b64} / {"stderr":b64} lines, then {"exit":{...}}.
+      method: 'POST',
+      path: '/v1/sandboxes/:id/exec',
+      handler: async (c) => {
+        const id = c.params['id'] ?? '';
+        const b = await c.body();
+        const cmd = optString(b, 'cmd');
+        if (!cmd) throw invalidArgument('cmd', 'is required');
+        const s = svc.get(id);
+        if (s.state !== 'running')
+          throw new KilnError('invalid_state', `sandbox ${id} is ${s.state}; exec needs running`);
+        const user = optString(b, 'user');
+        const cwd = optString(b, 'cwd');
+        const timeoutMs = optInt(b, 'timeoutMs');
+        const ac = new AbortController();
+        c.res.on('close', () => {
+          if (!c.res.writableFinished) ac.abort();
+        });
+        c.res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        const line = (v: unknown): void => {
+          c.res.write(JSON.stringify(v) + '\n');
+        };
+        try {
+          const r = await svc.exec(
+            id,
+            cmd,
+            {
+              ...(user ? { user } : {}),
+              ...(cwd ? { cwd } : {}),
+              ...(timeoutMs === undefined ? {} : { timeoutMs }),
+              envs: (b['envs'] as Record<string, string> | undefined) ?? {},
+              onStdout: (x) => {
+                line({ stdout: Buffer.from(x).toString('base64') });
+              },
+              onStderr: (x) => {
+                line({ stderr: Buffer.from(x).toString('base64') });
+              },
+              signal: ac.signal,
+            },
+            { opId: c.opId },
+          );
+          line({ exit: { exitCode: r.exitCode, status: r.status } });
+        } catch (e) {
+          const k = asKilnError(e);
+          line({ error: { code: k.code, message: k.message, opId: c.opId } });
+        }
+        c.res.end();
+        return null;
+      },
+    },
+  ];
+}
