@@ -93,6 +93,8 @@ export class KilnClient {
           socketPath: this.socketPath,
           method,
           path,
+          // A fresh connection per call: a restarted daemon must not meet a stale pooled socket.
+          agent: false,
           headers: data
             ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) }
             : {},
