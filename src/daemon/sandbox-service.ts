@@ -249,9 +249,11 @@ export class SandboxService {
         });
         run.step('sandbox record', { action: 'delete-sandbox', sandboxId: id });
         run.step('vm', { action: 'kill-vm', vmId: id });
+        const t0 = performance.now();
         const info = await this.#d.driver.start(
           this.#restoreSpec(id, image, snap, req.allowInternet ?? true),
         );
+        const tRestored = performance.now();
         const guest = this.#d.guest({
           baseUrl: `http://127.0.0.1:${info.ports[AGENT_PORT] ?? 0}`,
           accessToken: token,
@@ -259,14 +261,17 @@ export class SandboxService {
         });
         await waitForHttp(`http://127.0.0.1:${info.ports[AGENT_PORT] ?? 0}/health`, {
           timeoutMs: this.#d.readyTimeoutMs ?? 60_000,
+          intervalMs: 10,
           alive: async () => (await this.#d.driver.status(id)).state !== 'stopped',
         });
+        const tReady = performance.now();
         await guest.init({
           accessToken: token,
           envVars,
           defaultUser: 'user',
           timestamp: new Date(this.#now()).toISOString(),
         });
+        const tInit = performance.now();
         const rec = this.#d.store.updateSandbox(
           id,
           { state: 'running', startedAt: new Date(this.#now()).toISOString() },
@@ -277,7 +282,16 @@ export class SandboxService {
           template: tpl.name,
           opId: ctx.opId ?? null,
         });
-        log.info({ template: tpl.name }, 'sandbox created');
+        const ms = (a: number, b: number): number => Math.round(b - a);
+        log.info(
+          {
+            template: tpl.name,
+            restoreMs: ms(t0, tRestored),
+            readyMs: ms(tRestored, tReady),
+            initMs: ms(tReady, tInit),
+          },
+          'sandbox created',
+        );
         return rec;
       } catch (e) {
         log.warn({ err: e }, 'create failed; unwinding');

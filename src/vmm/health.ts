@@ -9,6 +9,8 @@ export interface WaitHttpOpts {
   alive?: () => boolean | Promise<boolean>;
   /** Per-attempt timeout (default 2 s). */
   attemptTimeoutMs?: number;
+  /** Pause between attempts (default 50 ms). */
+  intervalMs?: number;
 }
 
 /** One GET; resolves with the status code, rejects on connection errors and timeouts. */
@@ -49,6 +51,6 @@ export async function waitForHttp(url: string, opts: WaitHttpOpts = {}): Promise
     if (Date.now() - t0 > timeoutMs) {
       throw new KilnError('timeout', `${url} did not answer within ${timeoutMs} ms (last: ${last})`);
     }
-    await sleep(50);
+    await sleep(opts.intervalMs ?? 50);
   }
 }

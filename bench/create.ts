@@ -1,0 +1,210 @@
+/**
+ * bench/create, in one run:
+ * 1. create-to-first-exec: kiln (API call until a command's output is back: create through the
+ *    daemon's API, then exec) beside raw QEMU restoring the same template snapshot until the
+ *    guest agent answers; median of N (default 10), interleaved. Target kiln <= 1.15x raw.
+ * 2. density: 20 idle sandboxes; host memory (PSS) and host CPU per idle sandbox.
+ *    Targets <= 100 MB and <= 2% of a core each.
+ *
+ *   scripts/node bench/create.ts [--runs N] [--idle N] [--json]
+ */
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { startKilnd } from '../src/api/kilnd.ts';
+import { createLogger } from '../src/core/log.ts';
+import { defaultCacheDir } from '../src/core/paths.ts';
+import { procUsage, sleep, waitPidExit } from '../src/core/proc.ts';
+import { KilnClient } from '../src/sdk/client.ts';
+import { waitForHttp } from '../src/vmm/health.ts';
+import { qemuArgs } from '../src/vmm/qemu/args.ts';
+import { hostTscKhz } from '../src/vmm/qemu/host.ts';
+import { QmpClient } from '../src/vmm/qemu/qmp.ts';
+import { ensureDefaultImage } from '../test/helpers/image.ts';
+
+const { values } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '10' },
+    idle: { type: 'string', default: '20' },
+    json: { type: 'boolean', default: false },
+  },
+});
+const runs = Number(values.runs);
+const idleCount = Number(values.idle);
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[m] ?? 0) : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2;
+};
+
+async function main(): Promise<void> {
+  const img = await ensureDefaultImage();
+  const root = await mkdtemp('/tmp/kiln-bc-');
+  const kilnd = await startKilnd({
+    stateDir: root,
+    cacheDir: defaultCacheDir(),
+    log: createLogger({ level: 'warn' }),
+  });
+  const c = new KilnClient({ socketPath: kilnd.socketPath });
+  const tpl = await c.buildTemplate({ name: 'base', memoryMiB: 512, vcpus: 1 });
+  const snapDir = `${root}/data/snapshots/${tpl.snapshotId ?? ''}`;
+  let n = 0;
+
+  /** Raw QEMU: restore the same snapshot (same machine) until the agent answers. */
+  const raw = async (): Promise<number> => {
+    const dir = await mkdtemp('/tmp/kiln-raw-');
+    const overlay = `${dir}/overlay.qcow2`;
+    await new Promise((r) =>
+      spawn('qemu-img', [
+        'create',
+        '-q',
+        '-f',
+        'qcow2',
+        '-b',
+        `${snapDir}/disk.qcow2`,
+        '-F',
+        'qcow2',
+        overlay,
+      ]).on('close', r),
+    );
+    const spec = {
+      id: `raw-${n++}`,
+      kernel: img.kernel,
+      initrd: img.initrd,
+      rootfs: img.rootfs,
+      memoryMiB: 512,
+      vcpus: 1,
+      memoryFile: { path: `${snapDir}/memory`, share: false },
+      incoming: { stateFile: `${snapDir}/state` },
+    };
+    const args = qemuArgs(spec, {
+      accel: 'tcg',
+      tcgCacheMiB: 64,
+      tscKhz: hostTscKhz(),
+      overlay,
+      qmpSocket: `${dir}/qmp.sock`,
+      serialLog: `${dir}/serial.log`,
+      pidFile: `${dir}/qemu.pid`,
+      daemonize: false,
+    });
+    const t0 = performance.now();
+    const q = spawn('qemu-system-x86_64', args, { stdio: 'ignore' });
+    try {
+      let qmp: QmpClient | undefined;
+      for (let i = 0; i < 200 && !qmp; i++) {
+        qmp = await QmpClient.connect(`${dir}/qmp.sock`, { timeoutMs: 2000 }).catch(async () => {
+          await sleep(5);
+          return undefined;
+        });
+      }
+      if (!qmp) throw new Error('raw QEMU never opened its QMP socket');
+      await qmp.execute('migrate-set-capabilities', {
+        capabilities: [{ capability: 'x-ignore-shared', state: true }],
+      });
+      await qmp.execute('migrate-incoming', { uri: `exec:cat '${snapDir}/state'` });
+      for (;;) {
+        const st = await qmp.execute<{ status: string; running: boolean }>('query-status');
+        if (st.running) break;
+        if (st.status === 'paused') {
+          await qmp.execute('cont');
+          break;
+        }
+        await sleep(2);
+      }
+      const fwd = await qmp.execute<string>('human-monitor-command', { 'command-line': 'info usernet' });
+      const port = Number(/HOST_FORWARD\]\s+\d+\s+\S+\s+(\d+)/.exec(fwd)?.[1]);
+      await waitForHttp(`http://127.0.0.1:${port}/health`, { timeoutMs: 60_000, attemptTimeoutMs: 1000 });
+      const ms = performance.now() - t0;
+      qmp.close();
+      return ms;
+    } finally {
+      q.kill('SIGKILL');
+      if (q.pid) await waitPidExit(q.pid, 5000);
+      await rm(dir, { recursive: true, force: true });
+    }
+  };
+
+  /** kiln: API create until the first command's output is back. */
+  const viaKiln = async (): Promise<number> => {
+    const t0 = performance.now();
+    const s = await c.createSandbox({ template: 'base' });
+    let out = '';
+    await c.exec(s.sandboxId, 'echo ready', { onStdout: (b) => (out += b.toString()) });
+    const ms = performance.now() - t0;
+    if (out !== 'ready\n') throw new Error(`unexpected output ${out}`);
+    await c.killSandbox(s.sandboxId);
+    return ms;
+  };
+
+  const rawMs: number[] = [];
+  const kilnMs: number[] = [];
+  let density: Record<string, number>;
+  try {
+    await raw();
+    await viaKiln(); // warm both paths once
+    for (let i = 0; i < runs; i++) {
+      rawMs.push(await raw());
+      kilnMs.push(await viaKiln());
+      if (!values.json)
+        process.stderr.write(
+          `run ${i + 1}/${runs}: raw ${rawMs.at(-1)?.toFixed(0)} ms, kiln ${kilnMs.at(-1)?.toFixed(0)} ms\n`,
+        );
+    }
+    // Density: N idle sandboxes.
+    const ids: string[] = [];
+    for (let i = 0; i < idleCount; i++)
+      ids.push((await c.createSandbox({ template: 'base', timeoutS: 3600 })).sandboxId);
+    await sleep(10_000); // let restores settle
+    const before = ids.map((id) => ({ id, u: procUsage(pidOf(root, id)) }));
+    const t0 = Date.now();
+    await sleep(10_000);
+    const after = ids.map((id) => procUsage(pidOf(root, id)));
+    const secs = (Date.now() - t0) / 1000;
+    const cpuPct = before.map(
+      (b, i) => (((after[i]?.cpuTicks ?? 0) - (b.u?.cpuTicks ?? 0)) / 100 / secs) * 100,
+    );
+    const pss = after.map((u) => u?.pssBytes ?? 0);
+    density = {
+      idleSandboxes: ids.length,
+      pssPerSandboxMB: +(pss.reduce((a, b) => a + b, 0) / ids.length / 1e6).toFixed(1),
+      cpuPctPerIdleSandbox: +(cpuPct.reduce((a, b) => a + b, 0) / ids.length).toFixed(2),
+    };
+    for (const id of ids) await c.killSandbox(id);
+  } finally {
+    await kilnd.close();
+    await rm(root, { recursive: true, force: true });
+  }
+  const res = {
+    bench: 'create',
+    runs,
+    rawRestoreToAgentMedianMs: Math.round(median(rawMs)),
+    kilnCreateToFirstExecMedianMs: Math.round(median(kilnMs)),
+    ratio: +(median(kilnMs) / median(rawMs)).toFixed(3),
+    target: 1.15,
+    rawMs: rawMs.map(Math.round),
+    kilnMs: kilnMs.map(Math.round),
+    ...density,
+  };
+  if (values.json) {
+    console.log(JSON.stringify(res));
+    return;
+  }
+  console.log(`bench/create (TCG, 512 MiB template, median of ${runs}, interleaved)`);
+  console.log(
+    `  raw QEMU restore of the template snapshot -> agent answers   ${res.rawRestoreToAgentMedianMs} ms   ${res.rawMs.join(' ')}`,
+  );
+  console.log(
+    `  kiln API create -> first exec output back                   ${res.kilnCreateToFirstExecMedianMs} ms   ${res.kilnMs.join(' ')}`,
+  );
+  console.log(`  ratio kiln/raw ${res.ratio}   (target <= ${res.target})`);
+  console.log(
+    `  ${idleCount} idle sandboxes: PSS ${String(density['pssPerSandboxMB'])} MB each (target <= 100), CPU ${String(density['cpuPctPerIdleSandbox'])}% of a core each (target <= 2)`,
+  );
+}
+
+function pidOf(root: string, id: string): number {
+  return (JSON.parse(readFileSync(`${root}/vms/${id}/vm.json`, 'utf8')) as { pid: number }).pid;
+}
+
+await main();
