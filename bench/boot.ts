@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { parseArgs } from 'node:util';
+import { median } from './stats.ts';
 import { waitPidExit } from '../src/core/proc.ts';
 import type { Image } from '../src/images/registry.ts';
 import { ensureDefaultImage } from '../test/helpers/image.ts';
@@ -80,12 +81,6 @@ async function kilnBoot(driver: QemuDriver, img: Image, i: number): Promise<numb
     await driver.kill(id);
   }
 }
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[m] ?? 0) : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2;
-};
 
 async function main(): Promise<void> {
   const img = await ensureDefaultImage();

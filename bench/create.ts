@@ -12,6 +12,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import { median } from './stats.ts';
 import { startKilnd } from '../src/api/kilnd.ts';
 import { createLogger } from '../src/core/log.ts';
 import { defaultCacheDir } from '../src/core/paths.ts';
@@ -32,11 +33,6 @@ const { values } = parseArgs({
 });
 const runs = Number(values.runs);
 const idleCount = Number(values.idle);
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[m] ?? 0) : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2;
-};
 
 async function main(): Promise<void> {
   const img = await ensureDefaultImage();

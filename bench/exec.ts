@@ -7,6 +7,7 @@
  */
 import { request } from 'node:http';
 import { parseArgs } from 'node:util';
+import { percentile } from './stats.ts';
 import { bootAgentVm } from '../test/helpers/guest.ts';
 
 const { values } = parseArgs({
@@ -25,11 +26,6 @@ function get(url: string, agent: import('node:http').Agent): Promise<void> {
     req.end();
   });
 }
-
-const pct = (xs: number[], p: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? 0;
-};
 
 async function main(): Promise<void> {
   const vm = await bootAgentVm({ memoryMiB: 512 });
@@ -72,14 +68,14 @@ print(xs[len(xs) // 2])
       bench: 'exec',
       accel: info.accel,
       runs,
-      httpP50Ms: +pct(http, 50).toFixed(2),
-      httpP99Ms: +pct(http, 99).toFixed(2),
-      runP50Ms: +pct(run, 50).toFixed(2),
-      runP99Ms: +pct(run, 99).toFixed(2),
-      ratioP50: +(pct(run, 50) / pct(http, 50)).toFixed(2),
+      httpP50Ms: +percentile(http, 50).toFixed(2),
+      httpP99Ms: +percentile(http, 99).toFixed(2),
+      runP50Ms: +percentile(run, 50).toFixed(2),
+      runP99Ms: +percentile(run, 99).toFixed(2),
+      ratioP50: +(percentile(run, 50) / percentile(http, 50)).toFixed(2),
       target: 1.3,
       guestSpawnP50Ms: +guestSpawnP50.toFixed(2),
-      agentOverheadP50Ms: +(pct(run, 50) - guestSpawnP50).toFixed(2),
+      agentOverheadP50Ms: +(percentile(run, 50) - guestSpawnP50).toFixed(2),
     };
     if (values.json) console.log(JSON.stringify(res));
     else {

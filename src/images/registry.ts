@@ -1,5 +1,5 @@
 import { readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { KilnError } from '../core/errors.ts';
 import { validateName } from '../core/validate.ts';
 import type { ImageSpec } from './spec.ts';
@@ -61,22 +61,24 @@ export async function resolveImage(cacheDir: string, name: string): Promise<Imag
       },
     );
   }
-  const dir = join(root, key);
+  return loadImage(
+    join(root, key),
+    name,
+    `image "${name}" (${key}) is incomplete or damaged; rebuild it with: kiln image build --force`,
+  );
+}
+
+/** Reads an image directory into an Image; `not_found` with `missing` when it is absent or damaged. */
+async function loadImage(dir: string, name: string | undefined, missing: string): Promise<Image> {
   let manifest: ImageManifest;
   try {
     manifest = await readManifest(dir);
   } catch (e) {
-    throw new KilnError(
-      'not_found',
-      `image "${name}" (${key}) is incomplete or damaged; rebuild it with: kiln image build --force`,
-      {
-        cause: e,
-      },
-    );
+    throw new KilnError('not_found', missing, { cause: e });
   }
   return {
-    name,
-    key,
+    name: name ?? manifest.name,
+    key: basename(dir),
     dir,
     kernel: join(dir, manifest.files.kernel.path),
     initrd: join(dir, manifest.files.initrd.path),
@@ -88,24 +90,9 @@ export async function resolveImage(cacheDir: string, name: string): Promise<Imag
 /** The image built under `key` (what a template records), with absolute paths. */
 export async function imageByKey(cacheDir: string, key: string): Promise<Image> {
   if (!/^[0-9a-f]{16,64}$/.test(key)) throw new KilnError('invalid_argument', `"${key}" is not an image key`);
-  const dir = join(imagesDir(cacheDir), key);
-  let manifest: ImageManifest;
-  try {
-    manifest = await readManifest(dir);
-  } catch (e) {
-    throw new KilnError(
-      'not_found',
-      `image ${key} is missing or damaged; rebuild it with: kiln image build`,
-      { cause: e },
-    );
-  }
-  return {
-    name: manifest.name,
-    key,
-    dir,
-    kernel: join(dir, manifest.files.kernel.path),
-    initrd: join(dir, manifest.files.initrd.path),
-    rootfs: join(dir, manifest.files.rootfs.path),
-    manifest,
-  };
+  return loadImage(
+    join(imagesDir(cacheDir), key),
+    undefined,
+    `image ${key} is missing or damaged; rebuild it with: kiln image build`,
+  );
 }

@@ -28,6 +28,39 @@ const num = (v: SQLInputValue | undefined): number => Number(v);
 
 const MAX_PAGE = 1000;
 
+/** The sandbox columns an insert and an update both write, in the order of sandboxValues. */
+const SANDBOX_COLUMNS = [
+  'state',
+  'memory_mib',
+  'vcpus',
+  'metadata',
+  'env_vars',
+  'access_token',
+  'started_at',
+  'end_at',
+  'auto_pause',
+  'allow_internet',
+  'end_reason',
+  'source_snapshot_id',
+] as const;
+
+function sandboxValues(s: SandboxRecord): SQLInputValue[] {
+  return [
+    s.state,
+    s.memoryMiB,
+    s.vcpus,
+    JSON.stringify(s.metadata),
+    JSON.stringify(s.envVars),
+    s.accessToken,
+    s.startedAt,
+    s.endAt,
+    s.autoPause ? 1 : 0,
+    s.allowInternet ? 1 : 0,
+    s.endReason,
+    s.sourceSnapshotId,
+  ];
+}
+
 function pageLimit(p: PageOpts | undefined, dflt: number): number {
   const l = p?.limit ?? dflt;
   if (!Number.isInteger(l) || l < 1 || l > MAX_PAGE)
@@ -170,26 +203,9 @@ export class SqliteStore implements Store {
   insertSandbox(s: SandboxRecord): void {
     try {
       this.#q(
-        `INSERT INTO sandboxes (id, template_id, state, memory_mib, vcpus, metadata, env_vars, access_token, created_at,
-           started_at, end_at, auto_pause, allow_internet, end_reason, source_snapshot_id)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      ).run(
-        s.id,
-        s.templateId,
-        s.state,
-        s.memoryMiB,
-        s.vcpus,
-        JSON.stringify(s.metadata),
-        JSON.stringify(s.envVars),
-        s.accessToken,
-        s.createdAt,
-        s.startedAt,
-        s.endAt,
-        s.autoPause ? 1 : 0,
-        s.allowInternet ? 1 : 0,
-        s.endReason,
-        s.sourceSnapshotId,
-      );
+        `INSERT INTO sandboxes (id, template_id, ${SANDBOX_COLUMNS.join(', ')}, created_at)
+         VALUES (?, ?, ${SANDBOX_COLUMNS.map(() => '?').join(', ')}, ?)`,
+      ).run(s.id, s.templateId, ...sandboxValues(s), s.createdAt);
     } catch (e) {
       if (isConstraint(e, 'PRIMARYKEY') || isConstraint(e, 'UNIQUE')) {
         throw new KilnError('already_exists', `sandbox "${s.id}" already exists`);
@@ -280,24 +296,8 @@ export class SqliteStore implements Store {
       }
       const next: SandboxRecord = { ...cur, ...patch, id: cur.id, createdAt: cur.createdAt };
       this.#q(
-        `UPDATE sandboxes SET template_id = ?, state = ?, memory_mib = ?, vcpus = ?, metadata = ?, env_vars = ?, access_token = ?,
-           started_at = ?, end_at = ?, auto_pause = ?, allow_internet = ?, end_reason = ?, source_snapshot_id = ? WHERE id = ?`,
-      ).run(
-        next.templateId,
-        next.state,
-        next.memoryMiB,
-        next.vcpus,
-        JSON.stringify(next.metadata),
-        JSON.stringify(next.envVars),
-        next.accessToken,
-        next.startedAt,
-        next.endAt,
-        next.autoPause ? 1 : 0,
-        next.allowInternet ? 1 : 0,
-        next.endReason,
-        next.sourceSnapshotId,
-        id,
-      );
+        `UPDATE sandboxes SET template_id = ?, ${SANDBOX_COLUMNS.map((c) => `${c} = ?`).join(', ')} WHERE id = ?`,
+      ).run(next.templateId, ...sandboxValues(next), id);
       return next;
     });
   }
