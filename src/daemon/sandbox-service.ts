@@ -74,6 +74,8 @@ export interface SandboxStats {
 }
 
 export const DEFAULT_TIMEOUT_S = 300;
+/** How often the background samples every sandbox's CPU, memory and disk. */
+export const STATS_EVERY_MS = 5000;
 export const MAX_TIMEOUT_S = 24 * 3600;
 const LIVE = ['creating', 'running', 'pausing', 'paused', 'resuming', 'killing'] as const;
 
@@ -102,6 +104,7 @@ export class SandboxService {
   readonly #locks = new KeyedLock();
   readonly #now: () => number;
   readonly #samples = new Map<string, { ticks: number; at: number }>();
+  readonly #latestStats = new Map<string, SandboxStats>();
   #timers: NodeJS.Timeout[] = [];
 
   constructor(deps: SandboxServiceDeps) {
@@ -394,6 +397,14 @@ export class SandboxService {
    * PSS of its QEMU process) and disk (bytes its overlay holds) of a live sandbox.
    */
   async stats(id: string): Promise<SandboxStats> {
+    const latest = this.#latestStats.get(id);
+    // The background sampler keeps a recent sample; a fresh one is taken when it has none.
+    if (latest && this.#now() - Date.parse(latest.at) < STATS_EVERY_MS * 2 && this.get(id).state !== 'dead')
+      return latest;
+    return this.#sampleStats(id);
+  }
+
+  async #sampleStats(id: string): Promise<SandboxStats> {
     const s = this.get(id);
     if (s.state === 'dead') throw new KilnError('invalid_state', `sandbox ${id} is dead`);
     const info = await this.#d.driver.status(id);
@@ -405,7 +416,7 @@ export class SandboxService {
     this.#samples.set(id, { ticks: u.cpuTicks, at: t });
     const cpuPct = t > prev.at ? ((u.cpuTicks - prev.ticks) / 100 / ((t - prev.at) / 1000)) * 100 : 0;
     const disk = await stat(join(info.dir, 'overlay.qcow2')).catch(() => undefined);
-    return {
+    const sample: SandboxStats = {
       sandboxId: id,
       cpuPct: Math.round(cpuPct * 100) / 100,
       rssBytes: u.rssBytes,
@@ -414,6 +425,16 @@ export class SandboxService {
       memoryMiB: s.memoryMiB,
       at: new Date(t).toISOString(),
     };
+    this.#latestStats.set(id, sample);
+    return sample;
+  }
+
+  /** Samples every running sandbox (the background does this every STATS_EVERY_MS). */
+  async sampleAll(): Promise<void> {
+    const live = this.#d.store.listSandboxes({ states: ['running', 'paused'] }, { limit: 1000 }).items;
+    const ids = new Set(live.map((s) => s.id));
+    for (const id of this.#latestStats.keys()) if (!ids.has(id)) this.#latestStats.delete(id);
+    for (const id of ids) await this.#sampleStats(id).catch(() => undefined);
   }
 
   /** Sets the sandbox to end `timeoutS` seconds from now (E2B's setTimeout). */
@@ -546,6 +567,7 @@ export class SandboxService {
     };
     this.#timers.push(loop(opts.reapEveryMs ?? 1000, () => this.reapExpired()));
     this.#timers.push(loop(opts.livenessEveryMs ?? 1000, () => this.checkLiveness()));
+    this.#timers.push(loop(STATS_EVERY_MS, () => this.sampleAll()));
   }
 
   stopBackground(): void {

@@ -64,6 +64,12 @@ describe('SandboxService with real guests', { timeout: 900_000 }, () => {
     assert.equal((await svc.exec(b, 'echo "$WHO"; whoami')).stdout, 'b\nuser\n');
     const r = await svc.exec(a, 'exit 7');
     assert.equal(r.exitCode, 7);
+    // Stats: sampled in the background; the API answers with the latest sample.
+    await svc.sampleAll();
+    const s1 = await svc.stats(a);
+    assert.ok(s1.rssBytes > 50 * 2 ** 20 && s1.pssBytes > 0 && s1.diskBytes > 0, JSON.stringify(s1));
+    assert.ok(s1.cpuPct >= 0);
+    assert.equal((await svc.stats(a)).at, s1.at, 'a recent background sample is reused');
   });
 
   it('a restarted daemon re-adopts running sandboxes', async () => {
