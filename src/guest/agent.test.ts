@@ -7,9 +7,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Sandbox } from 'e2b';
 import { envdSuite } from '../../test/envd/envd.suite.ts';
-import { startE2bStub } from '../../test/helpers/e2b-stub.ts';
+import { connectE2b } from '../../test/helpers/e2b-stub.ts';
 import { createAgent } from './agent.ts';
 
 envdSuite('agent in-process (host, root)', async () => {
@@ -17,22 +16,11 @@ envdSuite('agent in-process (host, root)', async () => {
   await new Promise<void>((r) => agent.server.listen(0, '127.0.0.1', r));
   const agentUrl = `http://127.0.0.1:${(agent.server.address() as AddressInfo).port}`;
   const accessToken = 'tok-' + Math.random().toString(36).slice(2);
-  const init = await fetch(`${agentUrl}/init`, {
-    method: 'POST',
-    body: JSON.stringify({
-      accessToken,
-      envVars: { KILN_INIT_VAR: 'from-init' },
-      timestamp: new Date().toISOString(),
-    }),
+  const { sandbox, close } = await connectE2b(agentUrl, {
+    accessToken,
+    envVars: { KILN_INIT_VAR: 'from-init' },
   });
-  if (init.status !== 204) throw new Error(`/init answered ${init.status}`);
-  const stub = await startE2bStub({ envdAccessToken: accessToken });
   const dir = await mkdtemp(join(tmpdir(), 'kiln-agent-'));
-  const sandbox = await Sandbox.connect('sbx-local', {
-    apiUrl: stub.url,
-    sandboxUrl: agentUrl,
-    apiKey: 'e2b_kiln_test',
-  });
   return {
     sandbox,
     agentUrl,
@@ -42,7 +30,7 @@ envdSuite('agent in-process (host, root)', async () => {
     otherUser: { name: 'nobody' },
     close: async () => {
       await agent.close();
-      stub.server.close();
+      close();
       await rm(dir, { recursive: true, force: true });
     },
   };

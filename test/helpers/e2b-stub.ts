@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Sandbox } from 'e2b';
 
 /**
  * The smallest control plane the `e2b` SDK needs to reach one envd: it answers
@@ -31,4 +32,33 @@ export async function startE2bStub(envd: {
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
+}
+
+/**
+ * Connects the real `e2b` SDK to one guest agent: optionally /init's it first (token, env,
+ * default user, host time), then hands the SDK the agent's address through a stub control plane.
+ */
+export async function connectE2b(
+  agentUrl: string,
+  init?: { accessToken?: string; defaultUser?: string; envVars?: Record<string, string> },
+): Promise<{ sandbox: Sandbox; close: () => void }> {
+  if (init) {
+    const r = await fetch(`${agentUrl}/init`, {
+      method: 'POST',
+      body: JSON.stringify({ ...init, timestamp: new Date().toISOString() }),
+    });
+    if (r.status !== 204) throw new Error(`/init answered ${r.status}: ${await r.text()}`);
+  }
+  const stub = await startE2bStub(init?.accessToken ? { envdAccessToken: init.accessToken } : {});
+  const sandbox = await Sandbox.connect('sbx-kiln', {
+    apiUrl: stub.url,
+    sandboxUrl: agentUrl,
+    apiKey: 'e2b_kiln_test',
+  });
+  return {
+    sandbox,
+    close: () => {
+      stub.server.close();
+    },
+  };
 }

@@ -1,10 +1,10 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { Sandbox } from 'e2b';
+import type { Sandbox } from 'e2b';
 import { waitForHttp } from '../../src/vmm/health.ts';
 import { AGENT_PORT } from '../../src/vmm/qemu/args.ts';
 import { QemuDriver } from '../../src/vmm/qemu/qemu-driver.ts';
 import type { VmInfo } from '../../src/vmm/driver.ts';
-import { startE2bStub } from './e2b-stub.ts';
+import { connectE2b } from './e2b-stub.ts';
 import { ensureDefaultImage } from './image.ts';
 
 export interface AgentVm {
@@ -47,21 +47,10 @@ export async function bootAgentVm(
       alive: async () => (await driver.status('guest')).state !== 'stopped',
     });
     const accessToken = 'vm-' + Math.random().toString(36).slice(2);
-    const init = await fetch(`${agentUrl}/init`, {
-      method: 'POST',
-      body: JSON.stringify({
-        accessToken,
-        defaultUser: 'user',
-        envVars: o.envVars ?? {},
-        timestamp: new Date().toISOString(),
-      }),
-    });
-    if (init.status !== 204) throw new Error(`/init answered ${init.status}: ${await init.text()}`);
-    const stub = await startE2bStub({ envdAccessToken: accessToken });
-    const sandbox = await Sandbox.connect('sbx-vm', {
-      apiUrl: stub.url,
-      sandboxUrl: agentUrl,
-      apiKey: 'e2b_kiln_test',
+    const { sandbox, close } = await connectE2b(agentUrl, {
+      accessToken,
+      defaultUser: 'user',
+      envVars: o.envVars ?? {},
     });
     return {
       info,
@@ -69,7 +58,7 @@ export async function bootAgentVm(
       accessToken,
       sandbox,
       close: async () => {
-        stub.server.close();
+        close();
         await stopVm();
       },
     };

@@ -8,26 +8,16 @@
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
-import { Sandbox } from 'e2b';
+import type { Sandbox } from 'e2b';
 import { sha256File } from '../../src/images/build.ts';
 import type { VmSpec } from '../../src/vmm/driver.ts';
 import { waitForHttp } from '../../src/vmm/health.ts';
 import { AGENT_PORT } from '../../src/vmm/qemu/args.ts';
 import { QemuDriver } from '../../src/vmm/qemu/qemu-driver.ts';
-import { startE2bStub } from '../helpers/e2b-stub.ts';
+import { connectE2b } from '../helpers/e2b-stub.ts';
 import { ensureDefaultImage } from '../helpers/image.ts';
 
 const MEM = 512;
-
-async function connectSdk(agentUrl: string, token?: string): Promise<{ sbx: Sandbox; close: () => void }> {
-  const stub = await startE2bStub(token ? { envdAccessToken: token } : {});
-  const sbx = await Sandbox.connect('sbx-snap', {
-    apiUrl: stub.url,
-    sandboxUrl: agentUrl,
-    apiKey: 'e2b_kiln_test',
-  });
-  return { sbx, close: () => stub.server.close() };
-}
 
 describe('template snapshot and restore (real guests)', { timeout: 600_000 }, () => {
   let root: string;
@@ -57,7 +47,7 @@ describe('template snapshot and restore (real guests)', { timeout: 600_000 }, ()
     });
     const url = `http://127.0.0.1:${info.ports[AGENT_PORT] ?? 0}`;
     await waitForHttp(`${url}/health`, { timeoutMs: 180_000 });
-    const { sbx, close } = await connectSdk(url);
+    const { sandbox: sbx, close } = await connectE2b(url);
     await sbx.files.write('/home/user/marker', 'before');
     const h = await sbx.commands.run('sleep 3000', { background: true, timeoutMs: 0 });
     bgPid = h.pid;
@@ -90,15 +80,10 @@ describe('template snapshot and restore (real guests)', { timeout: 600_000 }, ()
     for (const [i, vm] of [a, b].entries()) {
       const url = `http://127.0.0.1:${vm.ports[AGENT_PORT] ?? 0}`;
       await waitForHttp(`${url}/health`, { timeoutMs: 60_000 });
-      const token = `clone-${i}-token`;
-      const init = await fetch(`${url}/init`, {
-        method: 'POST',
-        body: JSON.stringify({ accessToken: token, timestamp: new Date().toISOString() }),
-      });
-      assert.equal(init.status, 204);
-      sdks.push(await connectSdk(url, token));
+      // /init re-syncs the clock and gives each clone its own token.
+      sdks.push(await connectE2b(url, { accessToken: `clone-${i}-token` }));
     }
-    const [ca, cb] = sdks.map((s) => s.sbx) as [Sandbox, Sandbox];
+    const [ca, cb] = sdks.map((s) => s.sandbox) as [Sandbox, Sandbox];
     for (const c of [ca, cb]) {
       assert.equal(await c.files.read('/home/user/marker'), 'before', 'the file written before the save');
       const procs = await c.commands.list();
