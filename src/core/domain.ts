@@ -17,8 +17,11 @@ export const SANDBOX_TRANSITIONS: Record<SandboxState, readonly SandboxState[]> 
 };
 
 export interface ArtifactRecord {
-  /** What the file is: guest RAM, device state, a frozen disk layer. */
-  kind: 'memory' | 'state' | 'disk';
+  /**
+   * What the file is: guest RAM, device state, a frozen disk layer; an imported snapshot also
+   * carries the kernel and initrd it was booted with.
+   */
+  kind: 'memory' | 'state' | 'disk' | 'kernel' | 'initrd';
   /** Path relative to the snapshot's directory. */
   path: string;
   size: number;
@@ -53,15 +56,30 @@ export interface SandboxRecord {
   endAt: string;
   /** On timeout: pause instead of kill. */
   autoPause: boolean;
+  /** A paused sandbox resumes when traffic for it arrives (E2B's autoResume). */
+  autoResume: boolean;
   allowInternet: boolean;
   /** Why it is dead, when it is. */
   endReason: string | null;
-  /** The snapshot whose layers this sandbox's disk and memory sit on (template or user snapshot). */
+  /**
+   * The snapshot whose layers this sandbox's disk and memory sit on (template or user snapshot);
+   * while paused, the pause snapshot it resumes from.
+   */
   sourceSnapshotId: string | null;
 }
 
+/**
+ * `template`: a template's own (booted once, RAM in a shared file); `snapshot`: taken from a
+ * running sandbox on request (restorable into new sandboxes); `pause`: a paused sandbox's state,
+ * resumed under the same sandbox id and removed once nothing depends on it.
+ */
+export type SnapshotKind = 'template' | 'snapshot' | 'pause';
+
 export interface SnapshotRecord {
   id: string;
+  /** An optional unique name (E2B's snapshot names); usable wherever the id is. */
+  name: string | null;
+  kind: SnapshotKind;
   /** The sandbox it was taken from (null for a template's own snapshot). */
   sandboxId: string | null;
   templateId: string;
@@ -70,10 +88,35 @@ export interface SnapshotRecord {
   /** A snapshot whose disk layer sits on top of this one's. */
   parentId: string | null;
   artifacts: ArtifactRecord[];
+  /** The access token the guest agent inside the snapshot holds (to re-/init a restore). */
+  guestToken: string | null;
+  /** How long the source's vCPUs were stopped to take it (ms); null for templates. */
+  pauseMs: number | null;
   createdAt: string;
 }
 
-export type OperationKind = 'create' | 'kill' | 'snapshot' | 'restore' | 'pause' | 'resume' | 'template';
+/** An API key kiln issued (E2B's `X-API-KEY`); only a hash of the key is stored. */
+export interface ApiKeyRecord {
+  id: string;
+  name: string;
+  /** SHA-256 (hex) of the key. */
+  keyHash: string;
+  /** The key's first characters, to tell keys apart in listings. */
+  prefix: string;
+  createdAt: string;
+  lastUsedAt: string | null;
+}
+
+export type OperationKind =
+  | 'create'
+  | 'kill'
+  | 'snapshot'
+  | 'restore'
+  | 'pause'
+  | 'resume'
+  | 'template'
+  | 'delete-snapshot'
+  | 'import';
 export type OperationState = 'running' | 'done' | 'failed' | 'undone';
 
 /**

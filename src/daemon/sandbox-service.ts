@@ -55,6 +55,8 @@ export interface CreateRequest {
   memoryMiB?: number;
   vcpus?: number;
   autoPause?: boolean;
+  /** With autoPause: traffic for the paused sandbox resumes it. */
+  autoResume?: boolean;
   allowInternet?: boolean;
 }
 
@@ -183,12 +185,16 @@ export class SandboxService {
       };
       const snap: SnapshotRecord = {
         id: snapId,
+        name: null,
+        kind: 'template',
         sandboxId: null,
         templateId: tpl.id,
         memoryMiB: res.memoryMiB,
         vcpus: res.vcpus,
         parentId: null,
         artifacts,
+        guestToken: null,
+        pauseMs: null,
         createdAt: tpl.createdAt,
       };
       this.#d.store.insertSnapshot(snap);
@@ -246,6 +252,7 @@ export class SandboxService {
           startedAt: null,
           endAt: new Date(now + timeoutS * 1000).toISOString(),
           autoPause: req.autoPause ?? false,
+          autoResume: req.autoResume ?? false,
           allowInternet: req.allowInternet ?? true,
           endReason: null,
           sourceSnapshotId: snap.id,

@@ -70,4 +70,23 @@ export const MIGRATIONS: readonly string[] = [
   ) STRICT;
   CREATE INDEX events_sandbox ON events(sandbox_id, seq);
   `,
+  // 2: named, kinded snapshots that remember the guest agent's token; auto-resume; API keys
+  `
+  ALTER TABLE snapshots ADD COLUMN name TEXT;
+  ALTER TABLE snapshots ADD COLUMN kind TEXT NOT NULL DEFAULT 'template';
+  ALTER TABLE snapshots ADD COLUMN guest_token TEXT;
+  ALTER TABLE snapshots ADD COLUMN pause_ms REAL;
+  CREATE UNIQUE INDEX snapshots_name ON snapshots(name) WHERE name IS NOT NULL;
+
+  ALTER TABLE sandboxes ADD COLUMN auto_resume INTEGER NOT NULL DEFAULT 0;
+
+  CREATE TABLE api_keys (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    key_hash     TEXT NOT NULL UNIQUE,
+    prefix       TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    last_used_at TEXT
+  ) STRICT;
+  `,
 ];

@@ -39,6 +39,7 @@ const SANDBOX_COLUMNS = [
   'started_at',
   'end_at',
   'auto_pause',
+  'auto_resume',
   'allow_internet',
   'end_reason',
   'source_snapshot_id',
@@ -55,6 +56,7 @@ function sandboxValues(s: SandboxRecord): SQLInputValue[] {
     s.startedAt,
     s.endAt,
     s.autoPause ? 1 : 0,
+    s.autoResume ? 1 : 0,
     s.allowInternet ? 1 : 0,
     s.endReason,
     s.sourceSnapshotId,
@@ -230,6 +232,7 @@ export class SqliteStore implements Store {
       startedAt: optStr(r['started_at']),
       endAt: str(r['end_at']),
       autoPause: num(r['auto_pause']) === 1,
+      autoResume: num(r['auto_resume']) === 1,
       allowInternet: num(r['allow_internet']) === 1,
       endReason: optStr(r['end_reason']),
       sourceSnapshotId: optStr(r['source_snapshot_id']),
@@ -312,21 +315,27 @@ export class SqliteStore implements Store {
   insertSnapshot(s: SnapshotRecord): void {
     try {
       this.#q(
-        `INSERT INTO snapshots (id, sandbox_id, template_id, memory_mib, vcpus, parent_id, artifacts, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO snapshots (id, name, kind, sandbox_id, template_id, memory_mib, vcpus, parent_id, artifacts, guest_token, pause_ms, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ).run(
         s.id,
+        s.name,
+        s.kind,
         s.sandboxId,
         s.templateId,
         s.memoryMiB,
         s.vcpus,
         s.parentId,
         JSON.stringify(s.artifacts),
+        s.guestToken,
+        s.pauseMs,
         s.createdAt,
       );
     } catch (e) {
-      if (isConstraint(e, 'PRIMARYKEY') || isConstraint(e, 'UNIQUE'))
+      if (isConstraint(e, 'PRIMARYKEY'))
         throw new KilnError('already_exists', `snapshot "${s.id}" already exists`);
+      if (isConstraint(e, 'UNIQUE'))
+        throw new KilnError('already_exists', `a snapshot named "${s.name ?? ''}" already exists`);
       if (isConstraint(e, 'FOREIGNKEY'))
         throw new KilnError('not_found', `parent snapshot "${s.parentId ?? ''}" does not exist`);
       throw e;
@@ -336,18 +345,23 @@ export class SqliteStore implements Store {
   #snapshot(r: Row): SnapshotRecord {
     return {
       id: str(r['id']),
+      name: optStr(r['name']),
+      kind: str(r['kind']) as SnapshotRecord['kind'],
       sandboxId: optStr(r['sandbox_id']),
       templateId: str(r['template_id']),
       memoryMiB: num(r['memory_mib']),
       vcpus: num(r['vcpus']),
       parentId: optStr(r['parent_id']),
       artifacts: JSON.parse(str(r['artifacts'])) as SnapshotRecord['artifacts'],
+      guestToken: optStr(r['guest_token']),
+      pauseMs: r['pause_ms'] === null || r['pause_ms'] === undefined ? null : num(r['pause_ms']),
       createdAt: str(r['created_at']),
     };
   }
 
-  getSnapshot(id: string): SnapshotRecord {
-    const r = this.#q('SELECT * FROM snapshots WHERE id = ?').get(id) as Row | undefined;
+  getSnapshot(idOrName: string): SnapshotRecord {
+    const id = idOrName;
+    const r = this.#q('SELECT * FROM snapshots WHERE id = ?1 OR name = ?1').get(id) as Row | undefined;
     if (!r)
       throw new KilnError('not_found', `snapshot "${id}" does not exist`, { details: { snapshotId: id } });
     return this.#snapshot(r);

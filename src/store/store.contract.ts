@@ -53,6 +53,7 @@ export const sandbox = (o: Partial<SandboxRecord> = {}): SandboxRecord => ({
   startedAt: null,
   endAt: '2026-01-01T00:05:00.000Z',
   autoPause: false,
+  autoResume: false,
   allowInternet: true,
   endReason: null,
   sourceSnapshotId: null,
@@ -60,12 +61,16 @@ export const sandbox = (o: Partial<SandboxRecord> = {}): SandboxRecord => ({
 });
 const snapshot = (o: Partial<SnapshotRecord> = {}): SnapshotRecord => ({
   id: 'snap-1',
+  name: null,
+  kind: 'template',
   sandboxId: null,
   templateId: 'tpl-1',
   memoryMiB: 512,
   vcpus: 1,
   parentId: null,
   artifacts: [{ kind: 'memory', path: 'mem', size: 10, sha256: 'a'.repeat(64) }],
+  guestToken: null,
+  pauseMs: null,
   createdAt: T0,
   ...o,
 });
@@ -212,6 +217,38 @@ export function storeContract(name: string, fx: StoreFixture): void {
       );
       assert.equal(
         code(() => s.updateSandbox('sbx-none', { endAt: T0 })),
+        'not_found',
+      );
+      s.close();
+    });
+
+    it('snapshots: found by id or name; names unique; kind, token and pause time kept', () => {
+      const s = fx.open();
+      s.putTemplate(template());
+      const named = snapshot({
+        id: 'snap-a',
+        name: 'my-snap',
+        kind: 'snapshot',
+        sandboxId: 'sbx-1',
+        guestToken: 'tok-a',
+        pauseMs: 12.5,
+      });
+      s.insertSnapshot(named);
+      assert.deepEqual(s.getSnapshot('my-snap'), named);
+      assert.deepEqual(s.getSnapshot('snap-a'), named);
+      assert.equal(
+        code(() => {
+          s.insertSnapshot(snapshot({ id: 'snap-b', name: 'my-snap' }));
+        }),
+        'already_exists',
+      );
+      s.insertSnapshot(snapshot({ id: 'snap-c' }));
+      assert.deepEqual(
+        s.listSnapshots().map((x) => x.id),
+        ['snap-a', 'snap-c'],
+      );
+      assert.equal(
+        code(() => s.getSnapshot('nope')),
         'not_found',
       );
       s.close();
