@@ -257,6 +257,39 @@ describe('SandboxService (fake driver)', () => {
     );
   });
 
+  it('refuses snapshot, pause, resume and fork in the wrong state, changing nothing', async () => {
+    const s = await svc.create({ template: 'base' });
+    const dead = await svc.create({ template: 'base' });
+    await svc.kill(dead.id);
+    const code = async (p: Promise<unknown>, c: string, re: RegExp): Promise<void> => {
+      await assert.rejects(p, (e: unknown) => {
+        assert.equal((e as { code?: string }).code, c);
+        assert.match((e as Error).message, re);
+        return true;
+      });
+    };
+    await code(svc.snapshot(dead.id), 'invalid_state', /is dead; a snapshot needs running/);
+    await code(svc.pause(dead.id), 'invalid_state', /is dead; pausing needs running/);
+    await code(svc.resume(s.id), 'invalid_state', /is running; resume needs paused/);
+    await code(svc.fork('sbx-nope', { count: 2 }), 'not_found', /sbx-nope/);
+    await code(svc.fork(s.id, { count: 33 }), 'invalid_argument', /count/);
+    await code(svc.restore('snap-nope'), 'not_found', /snap-nope/);
+    await code(
+      svc.deleteSnapshot(store.getTemplate('base').snapshotId ?? ''),
+      'invalid_state',
+      /template "base"/,
+    );
+    await svc.pause(s.id);
+    const pauseSnap = svc.get(s.id).sourceSnapshotId ?? '';
+    await code(svc.restore(pauseSnap), 'invalid_state', /resume that sandbox instead/);
+    await code(svc.create({ template: pauseSnap }), 'not_found', /does not exist/);
+    assert.deepEqual(
+      store.listSnapshots().map((x) => x.kind),
+      ['template', 'pause'],
+    );
+    assert.deepEqual(store.openOperations(), []);
+  });
+
   it('a snapshot that fails before its disk froze is undone: no files, source running', async () => {
     const s = await svc.create({ template: 'base' });
     class FreezeFails extends FakeDriver {
