@@ -267,11 +267,7 @@ export function nativeRoutes(d: {
       handler: async (c) => {
         const id = c.params['id'] ?? '';
         const snap = svc.getSnapshot(id);
-        let started = false;
         const out = new PassThrough();
-        out.once('data', () => {
-          started = true;
-        });
         const done = svc.exportSnapshot(snap.id, out, { opId: c.opId });
         // Headers go out with the first byte, so a failure before it is still a JSON error.
         await new Promise<void>((resolve, reject) => {
@@ -284,7 +280,7 @@ export function nativeRoutes(d: {
         });
         out.pipe(c.res);
         await done.catch((e: unknown) => {
-          c.log.warn({ err: e, started }, 'export failed mid-stream');
+          c.log.warn({ err: e }, 'export failed mid-stream');
           c.res.destroy();
         });
         return null;

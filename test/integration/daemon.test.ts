@@ -191,7 +191,7 @@ describe('kilnd end to end (real guests)', { timeout: 900_000 }, () => {
     assert.ok(statSync(tar).size > 100 * 2 ** 20);
     const dup = kiln('snapshot', 'import', tar);
     assert.equal(dup.status, 1);
-    assert.match(dup.stderr, /already_exists: snapshot snap-[a-z0-9]+ already exists on this host/);
+    assert.match(dup.stderr, /already_exists: a snapshot named "cli" already exists/);
     const busy = kiln('snapshot', 'rm', 'cli');
     assert.equal(busy.status, 1);
     assert.match(busy.stderr, /invalid_state: snapshot "snap-[a-z0-9]+" is still used by/);
