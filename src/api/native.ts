@@ -1,5 +1,7 @@
 import type { SandboxRecord, SandboxState, TemplateRecord } from '../core/domain.ts';
 import { KilnError, asKilnError, invalidArgument } from '../core/errors.ts';
+import type { ApiKeyRecord } from '../core/domain.ts';
+import type { ApiKeyService } from '../daemon/api-keys.ts';
 import type { SandboxService } from '../daemon/sandbox-service.ts';
 import type { Route } from './http.ts';
 
@@ -28,6 +30,22 @@ export function sandboxView(s: SandboxRecord): Record<string, unknown> {
     envdAccessToken: s.accessToken,
   };
 }
+
+/** What `kiln e2b env` prints: where the E2B API and the envd proxy listen, and a key for them. */
+export interface E2bEnv {
+  apiUrl: string;
+  sandboxUrl: string;
+  apiKey: string;
+}
+
+/** An API key as listed: never the key itself (only its hash is kept), its prefix instead. */
+const apiKeyView = (k: ApiKeyRecord): Record<string, unknown> => ({
+  id: k.id,
+  name: k.name,
+  prefix: k.prefix,
+  createdAt: k.createdAt,
+  lastUsedAt: k.lastUsedAt,
+});
 
 const STATES: SandboxState[] = ['creating', 'running', 'pausing', 'paused', 'resuming', 'killing', 'dead'];
 
@@ -58,9 +76,36 @@ export function nativeRoutes(d: {
   svc: SandboxService;
   buildTemplate: TemplateBuilder;
   version: string;
+  keys: ApiKeyService;
+  e2bEnv: () => Promise<E2bEnv>;
 }): Route[] {
   const { svc } = d;
   return [
+    {
+      method: 'POST',
+      path: '/v1/api-keys',
+      status: 201,
+      handler: async (c) => {
+        const name = optString(await c.body(), 'name') ?? 'default';
+        const { record, key } = d.keys.create(name);
+        return { ...apiKeyView(record), key };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/api-keys',
+      handler: () => Promise.resolve({ items: d.keys.list().map(apiKeyView) }),
+    },
+    {
+      method: 'DELETE',
+      path: '/v1/api-keys/:id',
+      status: 204,
+      handler: (c) => {
+        d.keys.delete(c.params['id'] ?? '');
+        return Promise.resolve(null);
+      },
+    },
+    { method: 'POST', path: '/v1/e2b/env', handler: () => d.e2bEnv() },
     { method: 'GET', path: '/v1/health', handler: () => Promise.resolve({ ok: true, version: d.version }) },
     {
       method: 'GET',
