@@ -8,20 +8,16 @@
  *
  *   scripts/node bench/create.ts [--runs N] [--idle N] [--json]
  */
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import { rawRestoreMs } from './raw-restore.ts';
 import { median } from './stats.ts';
 import { startKilnd } from '../src/api/kilnd.ts';
 import { createLogger } from '../src/core/log.ts';
 import { defaultCacheDir } from '../src/core/paths.ts';
-import { procUsage, sleep, waitPidExit } from '../src/core/proc.ts';
+import { procUsage, sleep } from '../src/core/proc.ts';
 import { KilnClient } from '../src/sdk/client.ts';
-import { waitForHttp } from '../src/vmm/health.ts';
-import { qemuArgs } from '../src/vmm/qemu/args.ts';
-import { hostTscKhz } from '../src/vmm/qemu/host.ts';
-import { QmpClient } from '../src/vmm/qemu/qmp.ts';
 import { ensureDefaultImage } from '../test/helpers/image.ts';
 
 const { values } = parseArgs({
@@ -47,79 +43,7 @@ async function main(): Promise<void> {
   const snapDir = `${root}/data/snapshots/${tpl.snapshotId ?? ''}`;
   let n = 0;
 
-  /** Raw QEMU: restore the same snapshot (same machine) until the agent answers. */
-  const raw = async (): Promise<number> => {
-    const dir = await mkdtemp('/tmp/kiln-raw-');
-    const overlay = `${dir}/overlay.qcow2`;
-    await new Promise((r) =>
-      spawn('qemu-img', [
-        'create',
-        '-q',
-        '-f',
-        'qcow2',
-        '-b',
-        `${snapDir}/disk.qcow2`,
-        '-F',
-        'qcow2',
-        overlay,
-      ]).on('close', r),
-    );
-    const spec = {
-      id: `raw-${n++}`,
-      kernel: img.kernel,
-      initrd: img.initrd,
-      rootfs: img.rootfs,
-      memoryMiB: 512,
-      vcpus: 1,
-      memoryFile: { path: `${snapDir}/memory`, share: false },
-      incoming: { stateFile: `${snapDir}/state` },
-    };
-    const args = qemuArgs(spec, {
-      accel: 'tcg',
-      tcgCacheMiB: 64,
-      tscKhz: hostTscKhz(),
-      overlay,
-      qmpSocket: `${dir}/qmp.sock`,
-      serialLog: `${dir}/serial.log`,
-      pidFile: `${dir}/qemu.pid`,
-      daemonize: false,
-    });
-    const t0 = performance.now();
-    const q = spawn('qemu-system-x86_64', args, { stdio: 'ignore' });
-    try {
-      let qmp: QmpClient | undefined;
-      for (let i = 0; i < 200 && !qmp; i++) {
-        qmp = await QmpClient.connect(`${dir}/qmp.sock`, { timeoutMs: 2000 }).catch(async () => {
-          await sleep(5);
-          return undefined;
-        });
-      }
-      if (!qmp) throw new Error('raw QEMU never opened its QMP socket');
-      await qmp.execute('migrate-set-capabilities', {
-        capabilities: [{ capability: 'x-ignore-shared', state: true }],
-      });
-      await qmp.execute('migrate-incoming', { uri: `exec:cat '${snapDir}/state'` });
-      for (;;) {
-        const st = await qmp.execute<{ status: string; running: boolean }>('query-status');
-        if (st.running) break;
-        if (st.status === 'paused') {
-          await qmp.execute('cont');
-          break;
-        }
-        await sleep(2);
-      }
-      const fwd = await qmp.execute<string>('human-monitor-command', { 'command-line': 'info usernet' });
-      const port = Number(/HOST_FORWARD\]\s+\d+\s+\S+\s+(\d+)/.exec(fwd)?.[1]);
-      await waitForHttp(`http://127.0.0.1:${port}/health`, { timeoutMs: 60_000, attemptTimeoutMs: 1000 });
-      const ms = performance.now() - t0;
-      qmp.close();
-      return ms;
-    } finally {
-      q.kill('SIGKILL');
-      if (q.pid) await waitPidExit(q.pid, 5000);
-      await rm(dir, { recursive: true, force: true });
-    }
-  };
+  const raw = (): Promise<number> => rawRestoreMs(img, snapDir, `raw-${n++}`);
 
   /** kiln: API create until the first command's output is back. */
   const viaKiln = async (): Promise<number> => {

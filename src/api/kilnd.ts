@@ -182,14 +182,27 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
   // Connect streams (commands, watches) live as long as the guest keeps them.
   envdProxy.requestTimeout = 0;
   envdProxy.keepAliveTimeout = 650_000;
-  const apiPort = await listenTcp(e2bApi, o.e2bApiPort, 'KILN_E2B_API_PORT', DEFAULT_E2B_API_PORT, log);
-  const sandboxPort = await listenTcp(
-    envdProxy,
-    o.e2bSandboxPort,
-    'KILN_E2B_SANDBOX_PORT',
-    DEFAULT_E2B_SANDBOX_PORT,
-    log,
-  );
+  let apiPort: number;
+  let sandboxPort: number;
+  try {
+    apiPort = await listenTcp(e2bApi, o.e2bApiPort, 'KILN_E2B_API_PORT', DEFAULT_E2B_API_PORT, log);
+    sandboxPort = await listenTcp(
+      envdProxy,
+      o.e2bSandboxPort,
+      'KILN_E2B_SANDBOX_PORT',
+      DEFAULT_E2B_SANDBOX_PORT,
+      log,
+    );
+  } catch (e) {
+    // Leave nothing open: the daemon did not start.
+    svc.stopBackground();
+    e2bApi.close();
+    envdProxy.close();
+    proxy.close();
+    await driver.close();
+    store.close();
+    throw e;
+  }
   const e2bApiUrl = `http://127.0.0.1:${apiPort}`;
   const e2bSandboxUrl = `http://127.0.0.1:${sandboxPort}`;
   const e2bFile = join(o.stateDir, 'e2b.json');
