@@ -167,7 +167,7 @@ async function main(): Promise<void> {
     return;
   }
   const row = (label: string, x: { p50: number; p99: number }): string =>
-    `  ${label.padEnd(64)} p50 ${String(x.p50).padStart(7)} ms   p99 ${String(x.p99).padStart(7)} ms`;
+    `  ${label.padEnd(70)} p50 ${String(x.p50).padStart(7)} ms   p99 ${String(x.p99).padStart(7)} ms`;
   console.log(`bench/sdk (TCG, 512 MiB template; ${runs} creates and ${execs} runs, interleaved)`);
   console.log(row('raw QEMU restore -> agent answers (bench/create baseline)', res.create.rawRestoreToAgent));
   console.log(
