@@ -122,9 +122,13 @@ describe('E2B API and envd proxy (fake driver, real e2b SDK)', () => {
     assert.equal(builds, 0, 'nothing was built for an unauthenticated request');
   });
 
-  it('create "base" builds the template on first use; info, metrics, timeout and kill through the SDK', async () => {
-    const sbx = await Sandbox.create('base', { ...opts(), metadata: { team: 'a' }, timeoutMs: 60_000 });
-    assert.equal(builds, 1);
+  it('create "base" builds the template once on first use; info, metrics, timeout and kill through the SDK', async () => {
+    const [sbx, twin] = await Promise.all([
+      Sandbox.create('base', { ...opts(), metadata: { team: 'a' }, timeoutMs: 60_000 }),
+      Sandbox.create('base', opts()),
+    ]);
+    assert.equal(builds, 1, 'two first creates wait for one build');
+    await twin.kill();
     assert.match(sbx.sandboxId, /^sbx-/);
     const rec = svc.get(sbx.sandboxId);
     const info = await sbx.getInfo();

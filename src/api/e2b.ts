@@ -144,10 +144,15 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
     lifecycle: { autoResume: s.autoResume, onTimeout: s.autoPause ? 'pause' : 'kill' },
   });
 
-  /** `base` is built on first use, as `kiln run` does; other names must exist. */
+  /** `base` is built on first use, as `kiln run` does (once, however many creates wait); others must exist. */
+  let building: Promise<unknown> | undefined;
   const resolveTemplate = async (name: string, opId: string): Promise<string> => {
-    if (name === DEFAULT_TEMPLATE && !svc.templates().some((t) => t.name === name && t.snapshotId))
-      await d.buildTemplate(DEFAULT_TEMPLATE, DEFAULT_TEMPLATE_RES, opId);
+    if (name === DEFAULT_TEMPLATE && !svc.templates().some((t) => t.name === name && t.snapshotId)) {
+      building ??= d.buildTemplate(DEFAULT_TEMPLATE, DEFAULT_TEMPLATE_RES, opId).finally(() => {
+        building = undefined;
+      });
+      await building;
+    }
     return name;
   };
 
