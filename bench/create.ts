@@ -11,7 +11,7 @@
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { rawRestoreMs } from './raw-restore.ts';
+import { rawRestore } from './raw-qemu.ts';
 import { median } from './stats.ts';
 import { startKilnd } from '../src/api/kilnd.ts';
 import { createLogger } from '../src/core/log.ts';
@@ -41,9 +41,19 @@ async function main(): Promise<void> {
   const c = new KilnClient({ socketPath: kilnd.socketPath });
   const tpl = await c.buildTemplate({ name: 'base', memoryMiB: 512, vcpus: 1 });
   const snapDir = `${root}/data/snapshots/${tpl.snapshotId ?? ''}`;
-  let n = 0;
 
-  const raw = (): Promise<number> => rawRestoreMs(img, snapDir, `raw-${n++}`);
+  /** Raw QEMU: restore the same snapshot (same machine) until the agent answers. */
+  const raw = async (): Promise<number> => {
+    const vm = await rawRestore(img, {
+      memory: `${snapDir}/memory`,
+      state: `${snapDir}/state`,
+      disk: `${snapDir}/disk.qcow2`,
+      memoryMiB: 512,
+    });
+    vm.qmp.close();
+    await vm.stop();
+    return vm.readyMs;
+  };
 
   /** kiln: API create until the first command's output is back. */
   const viaKiln = async (): Promise<number> => {

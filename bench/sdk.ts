@@ -14,7 +14,7 @@ import { Agent, request } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { Sandbox } from 'e2b';
-import { rawRestoreMs } from './raw-restore.ts';
+import { rawRestore } from './raw-qemu.ts';
 import { percentile } from './stats.ts';
 import { startKilnd } from '../src/api/kilnd.ts';
 import { createLogger } from '../src/core/log.ts';
@@ -64,7 +64,18 @@ async function main(): Promise<void> {
   const snapDir = `${root}/data/snapshots/${tpl.snapshotId ?? ''}`;
   const { key } = await c.createApiKey('bench');
   const o = { apiUrl: kilnd.e2bApiUrl, sandboxUrl: kilnd.e2bSandboxUrl, apiKey: key };
-  let n = 0;
+  /** Raw QEMU: restore the template snapshot (same machine) until the agent answers. */
+  const rawMs = async (): Promise<number> => {
+    const vm = await rawRestore(img, {
+      memory: `${snapDir}/memory`,
+      state: `${snapDir}/state`,
+      disk: `${snapDir}/disk.qcow2`,
+      memoryMiB: 512,
+    });
+    vm.qmp.close();
+    await vm.stop();
+    return vm.readyMs;
+  };
 
   const viaNative = async (): Promise<number> => {
     const t0 = performance.now();
@@ -93,11 +104,11 @@ async function main(): Promise<void> {
   const proxied: number[] = [];
   const bare: number[] = [];
   try {
-    await rawRestoreMs(img, snapDir, `raw-${n++}`);
+    await rawMs();
     await viaNative();
     await viaSdk(); // warm every path once
     for (let i = 0; i < runs; i++) {
-      raw.push(await rawRestoreMs(img, snapDir, `raw-${n++}`));
+      raw.push(await rawMs());
       native.push(await viaNative());
       sdk.push(await viaSdk());
       if (!values.json)

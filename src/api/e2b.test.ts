@@ -213,7 +213,7 @@ describe('E2B API and envd proxy (fake driver, real e2b SDK)', () => {
     const cases: [string, string, unknown, number, RegExp][] = [
       ['POST', '/v2/sandboxes', '{"templateID": ', 400, /^body: malformed JSON/],
       ['POST', '/v2/sandboxes', {}, 400, /^templateID: is required/],
-      ['POST', '/v2/sandboxes', { templateID: 'nope' }, 404, /^template "nope" does not exist$/],
+      ['POST', '/v2/sandboxes', { templateID: 'nope' }, 404, /^template or snapshot "nope" does not exist$/],
       ['POST', '/v2/sandboxes', { templateID: 'base', timeout: -1 }, 400, /^timeout: must be between/],
       ['POST', '/v2/sandboxes', { templateID: 'base', timeout: 'x' }, 400, /^timeout: must be an integer/],
       ['POST', '/v2/sandboxes', { templateID: 'base', metadata: { a: 1 } }, 400, /^metadata: value of "a"/],

@@ -116,7 +116,14 @@ describe('native API', () => {
       ['POST', '/v1/sandboxes', '{"template": ', 400, 'invalid_argument', /^body: malformed JSON/],
       ['POST', '/v1/sandboxes', '[1]', 400, 'invalid_argument', /^body: must be a JSON object$/],
       ['POST', '/v1/sandboxes', {}, 400, 'invalid_argument', /^template: is required$/],
-      ['POST', '/v1/sandboxes', { template: 'nope' }, 404, 'not_found', /^template "nope" does not exist$/],
+      [
+        'POST',
+        '/v1/sandboxes',
+        { template: 'nope' },
+        404,
+        'not_found',
+        /^template or snapshot "nope" does not exist$/,
+      ],
       [
         'POST',
         '/v1/sandboxes',
@@ -251,6 +258,52 @@ describe('native API', () => {
       sandboxUrl: 'http://127.0.0.1:2',
       apiKey: 'k',
     });
+  });
+
+  it('snapshots, pause/resume, fork and restore: status codes and shapes', async () => {
+    const created = await call('POST', '/v1/sandboxes', { template: 'base' });
+    const id = String(created.json?.['sandboxId']);
+    const snap = await call('POST', `/v1/sandboxes/${id}/snapshots`, { name: 'mine' });
+    assert.equal(snap.status, 201, snap.text);
+    const sj = snap.json ?? {};
+    assert.equal(sj['name'], 'mine');
+    assert.equal(sj['kind'], 'snapshot');
+    assert.equal(sj['sandboxId'], id);
+    assert.equal('guestToken' in sj, false, 'the guest token stays private');
+    const sid = String(sj['snapshotId']);
+    assert.equal((await call('GET', '/v1/snapshots/mine')).json?.['snapshotId'], sid);
+    const listed = await call('GET', '/v1/snapshots?kind=snapshot');
+    assert.deepEqual(
+      (listed.json?.['items'] as { snapshotId: string }[]).map((x) => x.snapshotId),
+      [sid],
+    );
+    const restored = await call('POST', `/v1/snapshots/mine/restore`, { metadata: { a: 'b' } });
+    assert.equal(restored.status, 201, restored.text);
+    assert.deepEqual(restored.json?.['metadata'], { a: 'b' });
+    const forked = await call('POST', `/v1/sandboxes/${id}/fork`, { count: 2 });
+    assert.equal(forked.status, 201, forked.text);
+    assert.equal((forked.json?.['results'] as unknown[]).length, 2);
+    const paused = await call('POST', `/v1/sandboxes/${id}/pause`);
+    assert.deepEqual([paused.status, paused.json?.['state']], [200, 'paused']);
+    const again = await call('POST', `/v1/sandboxes/${id}/pause`);
+    assert.deepEqual([again.status, again.json?.['code']], [409, 'invalid_state']);
+    const resumed = await call('POST', `/v1/sandboxes/${id}/resume`, { timeoutS: 60 });
+    assert.deepEqual([resumed.status, resumed.json?.['state']], [200, 'running']);
+    const busy = await call('DELETE', `/v1/snapshots/${sid}`);
+    assert.deepEqual([busy.status, busy.json?.['code']], [409, 'invalid_state']);
+    assert.match(String(busy.json?.['message']), /still used by/);
+    for (const [method, path, body, status, code] of [
+      ['GET', '/v1/snapshots/nope', undefined, 404, 'not_found'],
+      ['GET', '/v1/snapshots?kind=weird', undefined, 400, 'invalid_argument'],
+      ['POST', '/v1/snapshots/nope/restore', {}, 404, 'not_found'],
+      ['POST', `/v1/sandboxes/${id}/snapshots`, { name: 'mine' }, 409, 'already_exists'],
+      ['POST', `/v1/sandboxes/${id}/fork`, { count: 99 }, 400, 'invalid_argument'],
+      ['POST', '/v1/sandboxes/nope/pause', undefined, 404, 'not_found'],
+      ['POST', '/v1/snapshots/import', 'not a tar', 400, 'invalid_argument'],
+    ] as const) {
+      const r = await call(method, path, body);
+      assert.deepEqual([r.status, r.json?.['code']], [status, code], `${method} ${path}: ${r.text}`);
+    }
   });
 
   it('docs/openapi.json documents exactly the routes the server has', () => {

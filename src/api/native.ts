@@ -1,8 +1,15 @@
-import type { SandboxRecord, SandboxState, TemplateRecord } from '../core/domain.ts';
+import type {
+  SandboxRecord,
+  SandboxState,
+  SnapshotKind,
+  SnapshotRecord,
+  TemplateRecord,
+} from '../core/domain.ts';
 import { KilnError, asKilnError, invalidArgument } from '../core/errors.ts';
 import type { ApiKeyRecord } from '../core/domain.ts';
 import type { ApiKeyService } from '../daemon/api-keys.ts';
-import type { SandboxService } from '../daemon/sandbox-service.ts';
+import type { CreateRequest, SandboxService } from '../daemon/sandbox-service.ts';
+import { PassThrough } from 'node:stream';
 import type { Route } from './http.ts';
 
 export const API_VERSION = 'v1';
@@ -46,6 +53,38 @@ const apiKeyView = (k: ApiKeyRecord): Record<string, unknown> => ({
   createdAt: k.createdAt,
   lastUsedAt: k.lastUsedAt,
 });
+/** The public view of a snapshot (the guest token it holds stays private). */
+export function snapshotView(x: SnapshotRecord): Record<string, unknown> {
+  return {
+    snapshotId: x.id,
+    name: x.name,
+    kind: x.kind,
+    sandboxId: x.sandboxId,
+    templateId: x.templateId,
+    parentId: x.parentId,
+    memoryMiB: x.memoryMiB,
+    vcpus: x.vcpus,
+    pauseMs: x.pauseMs,
+    artifacts: x.artifacts,
+    createdAt: x.createdAt,
+  };
+}
+
+const KINDS: SnapshotKind[] = ['template', 'snapshot', 'pause', 'fork'];
+
+/** The create options shared by POST /v1/sandboxes and POST /v1/snapshots/:id/restore. */
+function createOpts(b: Record<string, unknown>): Omit<CreateRequest, 'template'> {
+  return {
+    ...(b['timeoutS'] === undefined ? {} : { timeoutS: optInt(b, 'timeoutS') ?? 0 }),
+    metadata: b['metadata'] as Record<string, string> | undefined,
+    envVars: b['envVars'] as Record<string, string> | undefined,
+    ...(b['memoryMiB'] === undefined ? {} : { memoryMiB: optInt(b, 'memoryMiB') ?? 0 }),
+    ...(b['vcpus'] === undefined ? {} : { vcpus: optInt(b, 'vcpus') ?? 0 }),
+    autoPause: optBool(b, 'autoPause') ?? false,
+    autoResume: optBool(b, 'autoResume') ?? false,
+    allowInternet: optBool(b, 'allowInternet') ?? true,
+  };
+}
 
 const STATES: SandboxState[] = ['creating', 'running', 'pausing', 'paused', 'resuming', 'killing', 'dead'];
 
@@ -134,20 +173,7 @@ export function nativeRoutes(d: {
         const b = await c.body();
         const template = optString(b, 'template');
         if (template === undefined) throw invalidArgument('template', 'is required');
-        const s = await svc.create(
-          {
-            template,
-            ...(b['timeoutS'] === undefined ? {} : { timeoutS: optInt(b, 'timeoutS') ?? 0 }),
-            metadata: b['metadata'] as Record<string, string> | undefined,
-            envVars: b['envVars'] as Record<string, string> | undefined,
-            ...(b['memoryMiB'] === undefined ? {} : { memoryMiB: optInt(b, 'memoryMiB') ?? 0 }),
-            ...(b['vcpus'] === undefined ? {} : { vcpus: optInt(b, 'vcpus') ?? 0 }),
-            autoPause: optBool(b, 'autoPause') ?? false,
-            allowInternet: optBool(b, 'allowInternet') ?? true,
-          },
-          { opId: c.opId },
-        );
-        return sandboxView(s);
+        return sandboxView(await svc.create({ template, ...createOpts(b) }, { opId: c.opId }));
       },
     },
     {
@@ -191,6 +217,128 @@ export function nativeRoutes(d: {
         if (t === undefined) throw invalidArgument('timeoutS', 'is required');
         return sandboxView(svc.setTimeout(c.params['id'] ?? '', t));
       },
+    },
+    {
+      method: 'POST',
+      path: '/v1/sandboxes/:id/snapshots',
+      status: 201,
+      handler: async (c) => {
+        const name = optString(await c.body(), 'name');
+        const snap = await svc.snapshot(c.params['id'] ?? '', name === undefined ? {} : { name }, {
+          opId: c.opId,
+        });
+        return snapshotView(snap);
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/sandboxes/:id/pause',
+      handler: async (c) => sandboxView(await svc.pause(c.params['id'] ?? '', { opId: c.opId })),
+    },
+    {
+      method: 'POST',
+      path: '/v1/sandboxes/:id/resume',
+      handler: async (c) => {
+        const t = optInt(await c.body(), 'timeoutS');
+        return sandboxView(
+          await svc.resume(c.params['id'] ?? '', t === undefined ? {} : { timeoutS: t }, { opId: c.opId }),
+        );
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/sandboxes/:id/fork',
+      status: 201,
+      handler: async (c) => {
+        const b = await c.body();
+        const count = optInt(b, 'count') ?? 1;
+        const t = optInt(b, 'timeoutS');
+        const r = await svc.fork(
+          c.params['id'] ?? '',
+          { count, ...(t === undefined ? {} : { timeoutS: t }) },
+          { opId: c.opId },
+        );
+        return {
+          snapshotId: r.snapshot.id,
+          results: r.results.map((x) =>
+            'sandbox' in x
+              ? { sandbox: sandboxView(x.sandbox) }
+              : { error: { code: x.error.code, message: x.error.message } },
+          ),
+        };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/snapshots',
+      handler: (c) => {
+        const kind = c.query.get('kind') ?? undefined;
+        if (kind !== undefined && !KINDS.includes(kind as SnapshotKind))
+          throw invalidArgument('kind', `"${kind}" is not one of ${KINDS.join(', ')}`);
+        const sandboxId = c.query.get('sandboxId') ?? undefined;
+        const items = svc.listSnapshots({
+          ...(kind ? { kind: kind as SnapshotKind } : {}),
+          ...(sandboxId ? { sandboxId } : {}),
+        });
+        return Promise.resolve({ items: items.map(snapshotView) });
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/snapshots/:id',
+      handler: (c) => Promise.resolve(snapshotView(svc.getSnapshot(c.params['id'] ?? ''))),
+    },
+    {
+      method: 'DELETE',
+      path: '/v1/snapshots/:id',
+      status: 204,
+      handler: async (c) => {
+        await svc.deleteSnapshot(c.params['id'] ?? '', { opId: c.opId });
+        return null;
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/snapshots/:id/restore',
+      status: 201,
+      handler: async (c) =>
+        sandboxView(await svc.restore(c.params['id'] ?? '', createOpts(await c.body()), { opId: c.opId })),
+    },
+    {
+      // Streams the archive (application/x-tar); errors before the first byte are JSON errors.
+      method: 'GET',
+      path: '/v1/snapshots/:id/export',
+      handler: async (c) => {
+        const id = c.params['id'] ?? '';
+        const snap = svc.getSnapshot(id);
+        let started = false;
+        const out = new PassThrough();
+        out.once('data', () => {
+          started = true;
+        });
+        const done = svc.exportSnapshot(snap.id, out, { opId: c.opId });
+        // Headers go out with the first byte, so a failure before it is still a JSON error.
+        await new Promise<void>((resolve, reject) => {
+          out.once('readable', resolve);
+          done.catch(reject);
+        });
+        c.res.writeHead(200, {
+          'content-type': 'application/x-tar',
+          'content-disposition': `attachment; filename="${snap.id}.tar"`,
+        });
+        out.pipe(c.res);
+        await done.catch((e: unknown) => {
+          c.log.warn({ err: e, started }, 'export failed mid-stream');
+          c.res.destroy();
+        });
+        return null;
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/snapshots/import',
+      status: 201,
+      handler: async (c) => snapshotView(await svc.importSnapshot(c.req, { opId: c.opId })),
     },
     { method: 'GET', path: '/v1/sandboxes/:id/stats', handler: (c) => svc.stats(c.params['id'] ?? '') },
     {

@@ -4,7 +4,8 @@
  * daemon when none runs. Tables for people, `--json` for programs.
  */
 import { spawn } from 'node:child_process';
-import { readdir } from 'node:fs/promises';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { invalidArgument, isKilnError } from '../core/errors.ts';
@@ -14,7 +15,7 @@ import { validateName } from '../core/validate.ts';
 import { buildImage, type BuildProgress } from '../images/build.ts';
 import { imagesDir, resolveImage } from '../images/registry.ts';
 import { DEFAULT_PACKAGES, defaultImageSpec, validateImageSpec } from '../images/spec.ts';
-import type { KilnClient } from '../sdk/client.ts';
+import type { KilnClient, SnapshotView } from '../sdk/client.ts';
 import { KILND_MAIN, connectOrStart, socketPathOf, startDetached, stopDaemon } from './daemon-control.ts';
 
 const USAGE = `kiln — microVM sandboxes on one host
@@ -28,6 +29,14 @@ usage:
   kiln sandbox logs ID [--json]
   kiln sandbox exec ID -- CMD [ARG...]
   kiln sandbox timeout ID SECONDS
+  kiln sandbox pause|resume ID [--timeout S] [--json]
+  kiln sandbox fork ID [--count N] [--timeout S] [--json]
+  kiln snapshot create SANDBOX [--name N] [--json]
+  kiln snapshot list [--kind K] [--json]
+  kiln snapshot get|rm SNAPSHOT [--json]
+  kiln snapshot restore SNAPSHOT [--timeout S] [--metadata K=V]... [--env K=V]... [--json]
+  kiln snapshot export SNAPSHOT -o FILE.tar
+  kiln snapshot import FILE.tar [--json]
   kiln template list [--json]
   kiln template build [--name N] [--memory MiB] [--vcpus N] [--json]
   kiln image build [--name NAME] [--package PKG]... [--force] [--json]
@@ -156,6 +165,7 @@ async function sandbox(sub: string | undefined, argv: string[]): Promise<number>
       metadata: { type: 'string', multiple: true, default: [] },
       env: { type: 'string', multiple: true, default: [] },
       state: { type: 'string', multiple: true, default: [] },
+      count: { type: 'string' },
       json: { type: 'boolean', default: false },
     },
   });
@@ -165,6 +175,7 @@ async function sandbox(sub: string | undefined, argv: string[]): Promise<number>
     if (!id) throw new UsageError(`kiln sandbox ${sub ?? ''} needs a sandbox id`);
     return id;
   };
+  const timeoutS = intArg('timeout', values.timeout);
   const out = (v: unknown, rows: () => void): void => {
     if (values.json) console.log(JSON.stringify(v, null, 2));
     else rows();
@@ -172,7 +183,6 @@ async function sandbox(sub: string | undefined, argv: string[]): Promise<number>
   switch (sub) {
     case 'create': {
       await ensureTemplate(c, values.template, values.json);
-      const timeoutS = intArg('timeout', values.timeout);
       const s = await c.createSandbox({
         template: values.template,
         metadata: pairs('metadata', values.metadata),
@@ -236,6 +246,32 @@ async function sandbox(sub: string | undefined, argv: string[]): Promise<number>
       });
       return 0;
     }
+    case 'pause':
+    case 'resume': {
+      const s =
+        sub === 'pause'
+          ? await c.pause(needId())
+          : await c.resume(needId(), timeoutS === undefined ? {} : { timeoutS });
+      out(s, () => {
+        console.log(`${s.sandboxId} ${s.state}`);
+      });
+      return 0;
+    }
+    case 'fork': {
+      const r = await c.fork(needId(), {
+        count: intArg('count', values.count) ?? 1,
+        ...(timeoutS === undefined ? {} : { timeoutS }),
+      });
+      out(r, () => {
+        table(
+          ['SANDBOX', 'STATE', 'ERROR'],
+          r.results.map((x) =>
+            'sandbox' in x ? [x.sandbox.sandboxId, x.sandbox.state, ''] : ['-', 'failed', x.error.message],
+          ),
+        );
+      });
+      return r.results.every((x) => 'sandbox' in x) ? 0 : 1;
+    }
     case 'exec': {
       if (words.length === 0) throw new UsageError('kiln sandbox exec ID -- CMD');
       const r = await c.exec(needId(), shellJoin(words), {
@@ -246,6 +282,112 @@ async function sandbox(sub: string | undefined, argv: string[]): Promise<number>
     }
     default:
       throw new UsageError(`unknown command "kiln sandbox ${sub ?? ''}"`);
+  }
+}
+
+async function snapshot(sub: string | undefined, argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      name: { type: 'string' },
+      kind: { type: 'string' },
+      timeout: { type: 'string' },
+      metadata: { type: 'string', multiple: true, default: [] },
+      env: { type: 'string', multiple: true, default: [] },
+      output: { type: 'string', short: 'o' },
+      json: { type: 'boolean', default: false },
+    },
+  });
+  const c = await connectOrStart(stateDir, say);
+  const arg = (what: string): string => {
+    const v = positionals[0];
+    if (!v) throw new UsageError(`kiln snapshot ${sub ?? ''} needs ${what}`);
+    return v;
+  };
+  const out = (v: unknown, rows: () => void): void => {
+    if (values.json) console.log(JSON.stringify(v, null, 2));
+    else rows();
+  };
+  const showSnapshot = (x: SnapshotView): void => {
+    out(x, () => {
+      table(
+        ['FIELD', 'VALUE'],
+        Object.entries(x).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]),
+      );
+    });
+  };
+  const progress = (verb: string): ((n: number) => void) => {
+    let last = 0;
+    return (n) => {
+      if (values.json || n - last < 64 * 2 ** 20) return;
+      last = n;
+      say(`${verb} ${mib(n)}`);
+    };
+  };
+  switch (sub) {
+    case 'create': {
+      showSnapshot(await c.snapshot(arg('a sandbox id'), values.name ? { name: values.name } : {}));
+      return 0;
+    }
+    case 'list': {
+      const r = await c.listSnapshots(values.kind ? { kind: values.kind } : {});
+      out(r.items, () => {
+        table(
+          ['ID', 'NAME', 'KIND', 'SANDBOX', 'PARENT', 'SIZE', 'PAUSE', 'CREATED'],
+          r.items.map((x) => [
+            x.snapshotId,
+            x.name ?? '-',
+            x.kind,
+            x.sandboxId ?? '-',
+            x.parentId ?? '-',
+            mib(x.artifacts.reduce((n, a) => n + a.size, 0)),
+            x.pauseMs === null ? '-' : `${x.pauseMs} ms`,
+            x.createdAt,
+          ]),
+        );
+      });
+      return 0;
+    }
+    case 'get':
+      showSnapshot(await c.getSnapshot(arg('a snapshot id or name')));
+      return 0;
+    case 'rm':
+      await c.deleteSnapshot(arg('a snapshot id or name'));
+      return 0;
+    case 'restore': {
+      const timeoutS = intArg('timeout', values.timeout);
+      const s = await c.restoreSnapshot(arg('a snapshot id or name'), {
+        metadata: pairs('metadata', values.metadata),
+        envVars: pairs('env', values.env),
+        ...(timeoutS === undefined ? {} : { timeoutS }),
+      });
+      out(s, () => {
+        console.log(s.sandboxId);
+      });
+      return 0;
+    }
+    case 'export': {
+      const id = arg('a snapshot id or name');
+      if (!values.output) throw new UsageError('kiln snapshot export SNAPSHOT -o FILE.tar');
+      const tmp = `${values.output}.part`;
+      try {
+        await c.exportSnapshot(id, createWriteStream(tmp, { flags: 'wx' }), progress('exported'));
+        await rename(tmp, values.output);
+      } catch (e) {
+        await rm(tmp, { force: true });
+        throw e;
+      }
+      say(`wrote ${values.output}`);
+      return 0;
+    }
+    case 'import': {
+      const file = arg('an archive file');
+      showSnapshot(await c.importSnapshot(createReadStream(file), progress('uploaded')));
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown command "kiln snapshot ${sub ?? ''}"`);
   }
 }
 
@@ -436,6 +578,8 @@ async function main(argv: string[]): Promise<number> {
       return run(argv.slice(1));
     case 'sandbox':
       return sandbox(sub, rest);
+    case 'snapshot':
+      return snapshot(sub, rest);
     case 'template':
       return template(sub, rest);
     case 'image':

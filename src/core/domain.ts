@@ -71,9 +71,10 @@ export interface SandboxRecord {
 /**
  * `template`: a template's own (booted once, RAM in a shared file); `snapshot`: taken from a
  * running sandbox on request (restorable into new sandboxes); `pause`: a paused sandbox's state,
- * resumed under the same sandbox id and removed once nothing depends on it.
+ * resumed under the same sandbox id; `fork`: the common state of a fork's clones. `pause` and
+ * `fork` snapshots are internal: removed once nothing depends on them.
  */
-export type SnapshotKind = 'template' | 'snapshot' | 'pause';
+export type SnapshotKind = 'template' | 'snapshot' | 'pause' | 'fork';
 
 export interface SnapshotRecord {
   id: string;
@@ -120,6 +121,8 @@ export type UndoAction =
   | { action: 'remove-path'; path: string }
   | { action: 'delete-sandbox'; sandboxId: string }
   | { action: 'delete-snapshot'; snapshotId: string }
+  | { action: 'resume-vm'; vmId: string }
+  | { action: 'delete-template'; templateId: string }
   | { action: 'none' };
 
 export interface OperationStep {

@@ -30,6 +30,19 @@ export async function runUndo(a: UndoAction, deps: { store: Store; driver: VmmDr
         if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
       }
       return;
+    case 'delete-template':
+      try {
+        deps.store.deleteTemplate(a.templateId);
+      } catch (e) {
+        if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
+      }
+      return;
+    case 'resume-vm':
+      // A source VM paused for a snapshot runs again (if it still exists and is paused).
+      await deps.driver.resume(a.vmId).catch((e: unknown) => {
+        if (!(e instanceof KilnError && (e.code === 'not_found' || e.code === 'invalid_state'))) throw e;
+      });
+      return;
     case 'none':
       return;
   }

@@ -120,12 +120,12 @@ describe('SandboxService (fake driver)', () => {
 
   it('refuses bad requests before creating anything', async () => {
     const bad: [Parameters<SandboxService['create']>[0], string, RegExp][] = [
-      [{ template: 'nope' }, 'not_found', /template "nope"/],
+      [{ template: 'nope' }, 'not_found', /template or snapshot "nope"/],
       [{ template: '../x' }, 'invalid_argument', /template/],
       [
         { template: 'base', memoryMiB: 1024 },
         'invalid_argument',
-        /memoryMiB: must be the template's 512 MiB/,
+        /memoryMiB: must be 512 MiB, the memory of "base"/,
       ],
       [{ template: 'base', vcpus: 0 }, 'invalid_argument', /vcpus/],
       [{ template: 'base', timeoutS: 0 }, 'invalid_argument', /timeout/],
@@ -244,5 +244,72 @@ describe('SandboxService (fake driver)', () => {
     assert.deepEqual(await driver.list(), [live.id]);
     assert.deepEqual(store.openOperations(), []);
     assert.equal(existsSync(join(dir, 'snapshots', '.staging-op-dead')), false);
+  });
+
+  it('autoPause: the reaper pauses instead of killing; a paused sandbox stays until resumed', async () => {
+    const s = await svc.create({ template: 'base', timeoutS: 60, autoPause: true });
+    now += 61_000;
+    assert.deepEqual(await svc.reapExpired(), [s.id]);
+    const paused = svc.get(s.id);
+    assert.equal(paused.state, 'paused');
+    assert.equal(store.getSnapshot(paused.sourceSnapshotId ?? '').kind, 'pause');
+    assert.deepEqual(await driver.list(), [], 'no VM while paused');
+    now += 3600_000;
+    assert.deepEqual(await svc.reapExpired(), [], 'paused sandboxes are not reaped');
+    assert.deepEqual(await svc.checkLiveness(), [], 'nor taken for dead');
+    const r = await svc.resume(s.id, { timeoutS: 30 });
+    assert.equal(r.state, 'running');
+    assert.equal(r.endAt, new Date(now + 30_000).toISOString());
+    assert.equal(RecordingGuest.inits.at(-1)?.accessToken, s.accessToken, 'same token after resume');
+    await svc.kill(s.id);
+    assert.deepEqual(
+      store.listSnapshots().map((x) => x.kind),
+      ['template'],
+      'the pause snapshot went with its sandbox',
+    );
+  });
+
+  it('a snapshot that fails before its disk froze is undone: no files, source running', async () => {
+    const s = await svc.create({ template: 'base' });
+    class FreezeFails extends FakeDriver {
+      override freezeDisk(): Promise<void> {
+        return Promise.reject(new Error('disk said no'));
+      }
+    }
+    const broken = new SandboxService({ ...deps, driver: new FreezeFails(world) });
+    await assert.rejects(broken.snapshot(s.id), /disk said no/);
+    assert.equal((await driver.status(s.id)).state, 'running', 'the source runs again');
+    assert.equal(svc.get(s.id).state, 'running');
+    assert.deepEqual(
+      store.listSnapshots().map((x) => x.kind),
+      ['template'],
+    );
+    assert.deepEqual(store.openOperations(), []);
+    const r = await svc.reconcile();
+    assert.deepEqual(r.orphanSnapshotDirs, [], 'nothing was left on disk');
+  });
+
+  it('a snapshot interrupted after its disk froze is finished at start-up', async () => {
+    const s = await svc.create({ template: 'base' });
+    class CrashAfterFreeze extends FakeDriver {
+      override resume(): Promise<void> {
+        return Promise.reject(new Error('daemon killed here'));
+      }
+    }
+    const dying = new SandboxService({ ...deps, driver: new CrashAfterFreeze(world) });
+    await assert.rejects(dying.snapshot(s.id, { name: 'late' }), /daemon killed here/);
+    assert.equal(store.openOperations().length, 1, 'past the point of no return the op stays open');
+    const restarted = new SandboxService({ ...deps, driver: new FakeDriver(world) });
+    const r = await restarted.reconcile();
+    assert.equal(r.finished.length, 1);
+    const snap = restarted.getSnapshot('late');
+    assert.equal(snap.sandboxId, s.id);
+    assert.equal(restarted.get(s.id).sourceSnapshotId, snap.id);
+    assert.equal((await driver.status(s.id)).state, 'running');
+    assert.deepEqual(r.adopted, [s.id]);
+    assert.deepEqual(store.openOperations(), []);
+    // Restorable like any other.
+    const clone = await restarted.restore('late');
+    assert.equal(clone.state, 'running');
   });
 });

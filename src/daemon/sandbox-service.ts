@@ -1,16 +1,22 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { copyFile, link, mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type {
   ArtifactRecord,
   EventRecord,
+  OperationRecord,
   SandboxRecord,
+  SnapshotKind,
   SnapshotRecord,
   TemplateRecord,
 } from '../core/domain.ts';
 import { KilnError, invalidArgument } from '../core/errors.ts';
+import { run as runTool } from '../core/exec.ts';
+import { writeFileAtomic } from '../core/fs-atomic.ts';
 import { newId } from '../core/ids.ts';
 import { procUsage } from '../core/proc.ts';
 import { validateInt, validateMemoryMiB, validateName, validateVcpus } from '../core/validate.ts';
@@ -21,6 +27,15 @@ import { AGENT_PORT } from '../vmm/qemu/args.ts';
 import type { ExecOpts, ExecResult, GuestClient, GuestMetrics, HttpGuestClientOpts } from './guest-client.ts';
 import { OpRun, runUndo } from './journal.ts';
 import { KeyedLock } from './locks.ts';
+import {
+  ARCHIVE_FILES,
+  ARCHIVE_FORMAT,
+  MANIFEST,
+  artifact,
+  packArchive,
+  unpackArchive,
+  type ArchiveManifest,
+} from './snapshot-archive.ts';
 
 /** The boot files of a guest image (what images/ builds). */
 export interface BootImage {
@@ -75,16 +90,56 @@ export interface SandboxStats {
   at: string;
 }
 
+export interface ReconcileReport {
+  /** Sandboxes kept: running with a live VM, or paused. */
+  adopted: string[];
+  dead: string[];
+  /** VMs no record explains, killed. */
+  orphans: string[];
+  /** Interrupted operations taken back. */
+  unwound: string[];
+  /** Interrupted snapshots finished (they were past their point of no return). */
+  finished: string[];
+  /** Snapshot directories no record explains, removed. */
+  orphanSnapshotDirs: string[];
+}
+
 export const DEFAULT_TIMEOUT_S = 300;
 /** How often the background samples every sandbox's CPU, memory and disk. */
 export const STATS_EVERY_MS = 5000;
 export const MAX_TIMEOUT_S = 24 * 3600;
 const LIVE = ['creating', 'running', 'pausing', 'paused', 'resuming', 'killing'] as const;
 
-async function sha256File(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const c of createReadStream(path)) h.update(c as Buffer);
-  return h.digest('hex');
+/** What a snapshot directory records about itself while it is being taken (for roll-forward). */
+interface SnapshotMeta {
+  id: string;
+  name: string | null;
+  kind: 'snapshot' | 'fork' | 'pause';
+  sandboxId: string | null;
+  templateId: string;
+  memoryMiB: number;
+  vcpus: number;
+  parentId: string | null;
+  guestToken: string | null;
+  pauseMs: number | null;
+}
+
+const META_FILE = 'snapshot.json';
+/** Device state + RAM as saved from a running sandbox, before the RAM moves into `memory`. */
+const FULL_STATE = 'state.full';
+const DISK_LAYER = 'disk.qcow2';
+/** A fork makes at most this many clones in one call. */
+export const MAX_FORK = 32;
+/** Disk chains longer than this (layers above the base image) are flattened. */
+export const MAX_DISK_CHAIN = 4;
+
+/** The records of a snapshot directory's memory, state and disk layer. */
+async function snapshotArtifacts(dir: string): Promise<ArtifactRecord[]> {
+  return [
+    await artifact(dir, 'memory', 'memory'),
+    await artifact(dir, 'state', 'state'),
+    await artifact(dir, 'disk', DISK_LAYER),
+  ];
 }
 
 function stringMap(field: string, v: unknown): Record<string, string> {
@@ -158,15 +213,7 @@ export class SandboxService {
       });
       const saved = await this.#d.driver.saveState(vmId, join(staging, 'state'));
       await this.#d.driver.stop(vmId, { keepOverlayAs: join(staging, 'disk.qcow2') });
-      const artifacts: ArtifactRecord[] = [];
-      for (const [kind, path] of [
-        ['memory', 'memory'],
-        ['state', 'state'],
-        ['disk', 'disk.qcow2'],
-      ] as const) {
-        const p = join(staging, path);
-        artifacts.push({ kind, path, size: (await stat(p)).size, sha256: await sha256File(p) });
-      }
+      const artifacts = await snapshotArtifacts(staging);
       const snapId =
         'snap-' +
         createHash('sha256')
@@ -213,27 +260,31 @@ export class SandboxService {
 
   // ---- sandboxes
 
+  /**
+   * Creates a sandbox by restoring `req.template`: a template (name or id) or a snapshot (id or
+   * name) taken from a sandbox. New id, new access token, clock re-synced.
+   */
   async create(req: CreateRequest, ctx: OpCtx = {}): Promise<SandboxRecord> {
-    const tpl = this.#d.store.getTemplate(validateName('template', req.template));
-    if (!tpl.snapshotId)
-      throw new KilnError('invalid_state', `template "${tpl.name}" has no snapshot yet; build it first`);
-    const snap = this.#d.store.getSnapshot(tpl.snapshotId);
-    // RAM and CPUs come back from the template's snapshot: they cannot differ from it.
-    if (req.memoryMiB !== undefined && validateMemoryMiB(req.memoryMiB) !== tpl.memoryMiB) {
+    const { tpl, snap } = this.#resolveSource(req.template);
+    // RAM and CPUs come back from the snapshot: they cannot differ from it.
+    if (req.memoryMiB !== undefined && validateMemoryMiB(req.memoryMiB) !== snap.memoryMiB) {
       throw invalidArgument(
         'memoryMiB',
-        `must be the template's ${tpl.memoryMiB} MiB (sandboxes restore its memory snapshot)`,
+        `must be ${snap.memoryMiB} MiB, the memory of "${req.template}" (sandboxes restore its memory snapshot)`,
       );
     }
-    if (req.vcpus !== undefined && validateVcpus(req.vcpus) !== tpl.vcpus) {
-      throw invalidArgument('vcpus', `must be the template's ${tpl.vcpus} (sandboxes restore its snapshot)`);
+    if (req.vcpus !== undefined && validateVcpus(req.vcpus) !== snap.vcpus) {
+      throw invalidArgument(
+        'vcpus',
+        `must be ${snap.vcpus}, as in "${req.template}" (sandboxes restore its snapshot)`,
+      );
     }
     const timeoutS =
       req.timeoutS === undefined ? DEFAULT_TIMEOUT_S : validateInt('timeout', req.timeoutS, 1, MAX_TIMEOUT_S);
     const metadata = stringMap('metadata', req.metadata);
-    const envVars = stringMap('envVars', req.envVars);
-    this.#admit(tpl.memoryMiB);
-    const image = await this.#d.image(tpl.imageKey);
+    const source = snap.sandboxId ? this.#d.store.getSandbox(snap.sandboxId) : undefined;
+    const envVars = { ...source?.envVars, ...stringMap('envVars', req.envVars) };
+    this.#admit(snap.memoryMiB);
     const id = newId('sbx', 16);
     const token = randomBytes(24).toString('hex');
     const log = this.#d.log.child({ opId: ctx.opId, sandboxId: id });
@@ -245,8 +296,8 @@ export class SandboxService {
           id,
           templateId: tpl.id,
           state: 'creating',
-          memoryMiB: tpl.memoryMiB,
-          vcpus: tpl.vcpus,
+          memoryMiB: snap.memoryMiB,
+          vcpus: snap.vcpus,
           metadata,
           envVars,
           accessToken: token,
@@ -260,30 +311,13 @@ export class SandboxService {
           sourceSnapshotId: snap.id,
         });
         run.step('sandbox record', { action: 'delete-sandbox', sandboxId: id });
-        run.step('vm', { action: 'kill-vm', vmId: id });
-        const t0 = performance.now();
-        const info = await this.#d.driver.start(
-          this.#restoreSpec(id, image, snap, req.allowInternet ?? true),
+        const times = await this.#bootFrom(
+          id,
+          snap,
+          { token, envVars, allowInternet: req.allowInternet ?? true },
+          run,
+          ctx,
         );
-        const tRestored = performance.now();
-        const guest = this.#d.guest({
-          baseUrl: `http://127.0.0.1:${info.ports[AGENT_PORT] ?? 0}`,
-          accessToken: token,
-          ...(ctx.opId ? { opId: ctx.opId } : {}),
-        });
-        await waitForHttp(`http://127.0.0.1:${info.ports[AGENT_PORT] ?? 0}/health`, {
-          timeoutMs: this.#d.readyTimeoutMs ?? 60_000,
-          intervalMs: 10,
-          alive: async () => (await this.#d.driver.status(id)).state !== 'stopped',
-        });
-        const tReady = performance.now();
-        await guest.init({
-          accessToken: token,
-          envVars,
-          defaultUser: 'user',
-          timestamp: new Date(this.#now()).toISOString(),
-        });
-        const tInit = performance.now();
         const rec = this.#d.store.updateSandbox(
           id,
           { state: 'running', startedAt: new Date(this.#now()).toISOString() },
@@ -292,18 +326,10 @@ export class SandboxService {
         run.done();
         this.#d.store.appendEvent(id, 'info', 'sandbox created', {
           template: tpl.name,
+          snapshot: snap.kind === 'template' ? null : snap.id,
           opId: ctx.opId ?? null,
         });
-        const ms = (a: number, b: number): number => Math.round(b - a);
-        log.info(
-          {
-            template: tpl.name,
-            restoreMs: ms(t0, tRestored),
-            readyMs: ms(tRestored, tReady),
-            initMs: ms(tReady, tInit),
-          },
-          'sandbox created',
-        );
+        log.info({ template: tpl.name, snapshot: snap.id, ...times }, 'sandbox created');
         return rec;
       } catch (e) {
         log.warn({ err: e }, 'create failed; unwinding');
@@ -313,13 +339,93 @@ export class SandboxService {
     });
   }
 
-  #restoreSpec(id: string, image: BootImage, snap: SnapshotRecord, allowInternet: boolean): VmSpec {
+  /** A template (name or id) or a restorable snapshot (id or name), and the template behind it. */
+  #resolveSource(ref: string): { tpl: TemplateRecord; snap: SnapshotRecord } {
+    validateName('template', ref);
+    let tpl: TemplateRecord | undefined;
+    try {
+      tpl = this.#d.store.getTemplate(ref);
+    } catch (e) {
+      if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
+    }
+    if (tpl) {
+      if (!tpl.snapshotId)
+        throw new KilnError('invalid_state', `template "${tpl.name}" has no snapshot yet; build it first`);
+      return { tpl, snap: this.#d.store.getSnapshot(tpl.snapshotId) };
+    }
+    let snap: SnapshotRecord | undefined;
+    try {
+      snap = this.#d.store.getSnapshot(ref);
+    } catch (e) {
+      if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
+    }
+    if (!snap || snap.kind === 'pause')
+      throw new KilnError('not_found', `template or snapshot "${ref}" does not exist`, {
+        details: { template: ref },
+      });
+    return { tpl: this.#d.store.getTemplate(snap.templateId), snap };
+  }
+
+  /**
+   * Restores `snap` into VM `id`, waits for its agent and /init's it (the new token, env, the
+   * host's clock). Journals the VM so a failure or crash kills it.
+   */
+  async #bootFrom(
+    id: string,
+    snap: SnapshotRecord,
+    g: { token: string; envVars: Record<string, string>; allowInternet: boolean },
+    run: OpRun,
+    ctx: OpCtx,
+  ): Promise<{ restoreMs: number; readyMs: number; initMs: number }> {
+    const spec = await this.#restoreSpec(id, snap, g.allowInternet);
+    run.step('vm', { action: 'kill-vm', vmId: id });
+    const t0 = performance.now();
+    const info = await this.#d.driver.start(spec);
+    const tRestored = performance.now();
+    const base = `http://127.0.0.1:${info.ports[AGENT_PORT] ?? 0}`;
+    await waitForHttp(`${base}/health`, {
+      timeoutMs: this.#d.readyTimeoutMs ?? 60_000,
+      intervalMs: 10,
+      alive: async () => (await this.#d.driver.status(id)).state !== 'stopped',
+    });
+    const tReady = performance.now();
+    const guest = this.#d.guest({
+      baseUrl: base,
+      accessToken: g.token,
+      ...(ctx.opId ? { opId: ctx.opId } : {}),
+    });
+    await guest.init(
+      {
+        accessToken: g.token,
+        envVars: g.envVars,
+        defaultUser: 'user',
+        timestamp: new Date(this.#now()).toISOString(),
+      },
+      snap.guestToken ?? undefined,
+    );
+    const tInit = performance.now();
+    const ms = (a: number, b: number): number => Math.round(b - a);
+    return { restoreMs: ms(t0, tRestored), readyMs: ms(tRestored, tReady), initMs: ms(tReady, tInit) };
+  }
+
+  async #restoreSpec(id: string, snap: SnapshotRecord, allowInternet: boolean): Promise<VmSpec> {
     const dir = this.#snapDir(snap.id);
-    const file = (kind: ArtifactRecord['kind']): string => {
+    const file = (kind: ArtifactRecord['kind']): string | undefined => {
       const a = snap.artifacts.find((x) => x.kind === kind);
-      if (!a) throw new KilnError('internal', `snapshot ${snap.id} has no ${kind} artifact`);
-      return join(dir, a.path);
+      return a ? join(dir, a.path) : undefined;
     };
+    const need = (kind: ArtifactRecord['kind']): string => {
+      const f = file(kind);
+      if (!f) throw new KilnError('internal', `snapshot ${snap.id} has no ${kind} artifact`);
+      return f;
+    };
+    // An imported snapshot carries its own kernel and initrd; others use their template's image.
+    const kernel = file('kernel');
+    const initrd = file('initrd');
+    const image =
+      kernel && initrd
+        ? { kernel, initrd, rootfs: need('disk') }
+        : await this.#d.image(this.#d.store.getTemplate(snap.templateId).imageKey);
     return {
       id,
       kernel: image.kernel,
@@ -327,11 +433,524 @@ export class SandboxService {
       rootfs: image.rootfs,
       memoryMiB: snap.memoryMiB,
       vcpus: snap.vcpus,
-      memoryFile: { path: file('memory'), share: false },
-      disk: { backing: file('disk'), format: 'qcow2' },
-      incoming: { stateFile: file('state') },
+      memoryFile: { path: need('memory'), share: false },
+      disk: { backing: need('disk'), format: 'qcow2' },
+      incoming: { stateFile: need('state') },
       restrictNetwork: !allowInternet,
     };
+  }
+
+  // ---- snapshots of running sandboxes
+
+  /**
+   * Snapshots a running sandbox: its vCPUs stop while device state and RAM are saved and its
+   * disk overlay is frozen (the VM goes on over a new overlay, no copy), then it runs again. The
+   * RAM is then moved into a memory file (by loading the saved state into a paused helper VM and
+   * saving it again), so restores map it copy-on-write like a template's.
+   */
+  async snapshot(id: string, opts: { name?: string } = {}, ctx: OpCtx = {}): Promise<SnapshotRecord> {
+    const name = opts.name === undefined ? null : validateName('name', opts.name);
+    if (name) this.#assertSnapshotNameFree(name);
+    this.get(id);
+    return this.#locks.run(id, () => this.#snapshotLocked(id, 'snapshot', name, ctx));
+  }
+
+  #assertSnapshotNameFree(name: string): void {
+    const taken = (() => {
+      try {
+        this.#d.store.getSnapshot(name);
+        return true;
+      } catch {
+        return false;
+      }
+    })();
+    if (taken) throw new KilnError('already_exists', `a snapshot named "${name}" already exists`);
+  }
+
+  async #snapshotLocked(
+    id: string,
+    kind: 'snapshot' | 'fork' | 'pause',
+    name: string | null,
+    ctx: OpCtx,
+  ): Promise<SnapshotRecord> {
+    const s = this.#d.store.getSandbox(id);
+    if (s.state !== 'running') {
+      throw new KilnError(
+        'invalid_state',
+        `sandbox ${id} is ${s.state}; ${kind === 'pause' ? 'pausing' : 'a snapshot'} needs running`,
+      );
+    }
+    const log = this.#d.log.child({ opId: ctx.opId, sandboxId: id });
+    const run = new OpRun(this.#d, kind === 'pause' ? 'pause' : 'snapshot', id, ctx.opId);
+    const meta: SnapshotMeta = {
+      id: newId('snap', 16),
+      name,
+      kind,
+      sandboxId: id,
+      templateId: s.templateId,
+      memoryMiB: s.memoryMiB,
+      vcpus: s.vcpus,
+      parentId: s.sourceSnapshotId,
+      guestToken: s.accessToken,
+      pauseMs: null,
+    };
+    const dir = this.#snapDir(meta.id);
+    let committed = false;
+    try {
+      if (kind === 'pause') this.#d.store.updateSandbox(id, { state: 'pausing' }, ['running']);
+      await mkdir(dir, { recursive: true });
+      run.step('snapshot dir', { action: 'remove-path', path: dir });
+      await writeFileAtomic(join(dir, META_FILE), JSON.stringify(meta, null, 2));
+      run.step('source paused', { action: 'resume-vm', vmId: id });
+      const t0 = performance.now();
+      await this.#d.driver.saveState(id, join(dir, FULL_STATE));
+      if (kind === 'pause') {
+        await this.#d.driver.stop(id, { keepOverlayAs: join(dir, DISK_LAYER) });
+        run.step('vm stopped', { action: 'none' });
+        committed = true;
+      } else {
+        await this.#d.driver.freezeDisk(id, join(dir, DISK_LAYER));
+        // From here the source's disk sits on the new layer: the snapshot is finished, not undone.
+        run.step('disk frozen', { action: 'none' });
+        committed = true;
+        await this.#d.driver.resume(id);
+      }
+      meta.pauseMs = Math.round((performance.now() - t0) * 10) / 10;
+      const snap = await this.#completeSnapshot(meta);
+      this.#d.store.updateSandbox(id, {
+        sourceSnapshotId: snap.id,
+        ...(kind === 'pause' ? { state: 'paused' as const } : {}),
+      });
+      run.done();
+      this.#d.store.appendEvent(id, 'info', kind === 'pause' ? 'sandbox paused' : 'snapshot taken', {
+        snapshotId: snap.id,
+        pauseMs: meta.pauseMs,
+        opId: ctx.opId ?? null,
+      });
+      log.info(
+        { snapshotId: snap.id, kind, pauseMs: meta.pauseMs },
+        kind === 'pause' ? 'sandbox paused' : 'snapshot taken',
+      );
+      await this.#collectInternalSnapshots();
+      return snap;
+    } catch (e) {
+      log.warn({ err: e, committed }, 'snapshot failed');
+      if (!committed) {
+        await run.fail(e);
+        if (kind === 'pause' && this.#d.store.getSandbox(id).state === 'pausing')
+          this.#d.store.updateSandbox(id, { state: 'running' });
+      } else {
+        // Past the point of no return: reconciliation finishes it (the op stays open).
+        this.#d.log.error(
+          { err: e, opId: run.op.id },
+          'snapshot could not be completed; the next start-up retries',
+        );
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Turns a snapshot directory holding the full saved state (device state + RAM) and the frozen
+   * disk into a restorable snapshot: RAM moved into a memory file, small device state, hashes,
+   * the record. Idempotent: start-up reconciliation re-runs it for an interrupted snapshot.
+   */
+  async #completeSnapshot(meta: SnapshotMeta): Promise<SnapshotRecord> {
+    const dir = this.#snapDir(meta.id);
+    const existing = this.#d.store
+      .listSnapshots({ sandboxId: meta.sandboxId ?? undefined })
+      .find((x) => x.id === meta.id);
+    if (existing) return existing;
+    if (existsSync(join(dir, FULL_STATE))) {
+      const tpl = this.#d.store.getTemplate(meta.templateId);
+      const image = await this.#d.image(tpl.imageKey);
+      const helper = `cmp-${meta.id.slice(5, 17)}`;
+      await runUndo({ action: 'kill-vm', vmId: helper }, this.#d);
+      await rm(join(dir, 'memory'), { force: true });
+      await rm(join(dir, 'state'), { force: true });
+      try {
+        await this.#d.driver.start({
+          id: helper,
+          kernel: image.kernel,
+          initrd: image.initrd,
+          rootfs: image.rootfs,
+          memoryMiB: meta.memoryMiB,
+          vcpus: meta.vcpus,
+          memoryFile: { path: join(dir, 'memory'), share: true },
+          disk: { backing: join(dir, DISK_LAYER), format: 'qcow2' },
+          incoming: { stateFile: join(dir, FULL_STATE), ramInStream: true, stayPaused: true },
+          restrictNetwork: true,
+        });
+        await this.#d.driver.saveState(helper, join(dir, 'state'));
+      } finally {
+        await runUndo({ action: 'kill-vm', vmId: helper }, this.#d);
+      }
+      await rm(join(dir, FULL_STATE));
+    }
+    const artifacts = await snapshotArtifacts(dir);
+    const snap: SnapshotRecord = {
+      id: meta.id,
+      name: meta.name,
+      kind: meta.kind,
+      sandboxId: meta.sandboxId,
+      templateId: meta.templateId,
+      memoryMiB: meta.memoryMiB,
+      vcpus: meta.vcpus,
+      parentId: meta.parentId,
+      artifacts,
+      guestToken: meta.guestToken,
+      pauseMs: meta.pauseMs,
+      createdAt: new Date(this.#now()).toISOString(),
+    };
+    this.#d.store.insertSnapshot(snap);
+    return snap;
+  }
+
+  /** Restores a snapshot (id or name) into a new sandbox. */
+  async restore(
+    snapshot: string,
+    req: Omit<CreateRequest, 'template'> = {},
+    ctx: OpCtx = {},
+  ): Promise<SandboxRecord> {
+    const snap = this.getSnapshot(snapshot);
+    if (snap.kind === 'pause')
+      throw new KilnError(
+        'invalid_state',
+        `snapshot ${snap.id} is a paused sandbox's state; resume that sandbox instead`,
+      );
+    return await this.create({ ...req, template: snap.id }, ctx);
+  }
+
+  /** Snapshot + `count` concurrent restores; each clone's outcome is reported on its own. */
+  async fork(
+    id: string,
+    opts: { count: number; timeoutS?: number },
+    ctx: OpCtx = {},
+  ): Promise<{ snapshot: SnapshotRecord; results: ({ sandbox: SandboxRecord } | { error: KilnError })[] }> {
+    const count = validateInt('count', opts.count, 1, MAX_FORK);
+    const src = this.get(id);
+    const snap = await this.#locks.run(id, () => this.#snapshotLocked(id, 'fork', null, ctx));
+    const settled = await Promise.allSettled(
+      Array.from({ length: count }, () =>
+        this.create(
+          {
+            template: snap.id,
+            ...(opts.timeoutS !== undefined ? { timeoutS: opts.timeoutS } : {}),
+            metadata: src.metadata,
+            allowInternet: src.allowInternet,
+          },
+          ctx,
+        ),
+      ),
+    );
+    const results = settled.map((r) =>
+      r.status === 'fulfilled'
+        ? { sandbox: r.value }
+        : { error: r.reason instanceof KilnError ? r.reason : new KilnError('internal', String(r.reason)) },
+    );
+    await this.#collectInternalSnapshots();
+    return { snapshot: snap, results };
+  }
+
+  /** Pause = snapshot + stop the VM; the sandbox keeps its id and resumes from that snapshot. */
+  async pause(id: string, ctx: OpCtx = {}): Promise<SandboxRecord> {
+    this.get(id);
+    await this.#locks.run(id, () => this.#snapshotLocked(id, 'pause', null, ctx));
+    return this.get(id);
+  }
+
+  /** Restores a paused sandbox under its own id and token; its end time restarts at `timeoutS`. */
+  async resume(id: string, opts: { timeoutS?: number } = {}, ctx: OpCtx = {}): Promise<SandboxRecord> {
+    const timeoutS =
+      opts.timeoutS === undefined
+        ? DEFAULT_TIMEOUT_S
+        : validateInt('timeout', opts.timeoutS, 1, MAX_TIMEOUT_S);
+    this.get(id);
+    const log = this.#d.log.child({ opId: ctx.opId, sandboxId: id });
+    return this.#locks.run(id, async () => {
+      const s = this.#d.store.getSandbox(id);
+      if (s.state !== 'paused')
+        throw new KilnError('invalid_state', `sandbox ${id} is ${s.state}; resume needs paused`);
+      if (!s.sourceSnapshotId) throw new KilnError('internal', `paused sandbox ${id} has no pause snapshot`);
+      const snap = this.#d.store.getSnapshot(s.sourceSnapshotId);
+      this.#admit(s.memoryMiB);
+      const run = new OpRun(this.#d, 'resume', id, ctx.opId);
+      try {
+        this.#d.store.updateSandbox(id, { state: 'resuming' }, ['paused']);
+        const times = await this.#bootFrom(
+          id,
+          snap,
+          { token: s.accessToken, envVars: s.envVars, allowInternet: s.allowInternet },
+          run,
+          ctx,
+        );
+        const rec = this.#d.store.updateSandbox(
+          id,
+          { state: 'running', endAt: new Date(this.#now() + timeoutS * 1000).toISOString() },
+          ['resuming'],
+        );
+        run.done();
+        this.#d.store.appendEvent(id, 'info', 'sandbox resumed', {
+          snapshotId: snap.id,
+          opId: ctx.opId ?? null,
+        });
+        log.info({ snapshotId: snap.id, ...times }, 'sandbox resumed');
+        return rec;
+      } catch (e) {
+        log.warn({ err: e }, 'resume failed; unwinding');
+        await run.fail(e);
+        if (this.#d.store.getSandbox(id).state === 'resuming')
+          this.#d.store.updateSandbox(id, { state: 'paused' });
+        throw e;
+      }
+    });
+  }
+
+  getSnapshot(idOrName: string): SnapshotRecord {
+    validateName('snapshot', idOrName);
+    return this.#d.store.getSnapshot(idOrName);
+  }
+
+  listSnapshots(filter: { sandboxId?: string; kind?: SnapshotKind } = {}): SnapshotRecord[] {
+    return this.#d.store
+      .listSnapshots(filter.sandboxId ? { sandboxId: filter.sandboxId } : {})
+      .filter((x) => !filter.kind || x.kind === filter.kind);
+  }
+
+  /**
+   * Deletes a snapshot and its files. Refused while a sandbox or another snapshot depends on its
+   * layers, and for a template's own snapshot.
+   */
+  async deleteSnapshot(idOrName: string, ctx: OpCtx = {}): Promise<void> {
+    const snap = this.getSnapshot(idOrName);
+    const owner = this.#d.store.listTemplates().find((t) => t.snapshotId === snap.id);
+    if (owner)
+      throw new KilnError(
+        'invalid_state',
+        `snapshot ${snap.id} is template "${owner.name}"'s; it goes with the template`,
+      );
+    await this.#locks.run(`snapshot:${snap.id}`, async () => {
+      this.#d.store.deleteSnapshot(snap.id);
+      // The record goes first: a crash before the files are gone leaves an orphan directory,
+      // which start-up reconciliation removes.
+      await rm(this.#snapDir(snap.id), { recursive: true, force: true });
+      this.#d.log.info({ opId: ctx.opId, snapshotId: snap.id }, 'snapshot deleted');
+    });
+  }
+
+  /**
+   * Writes a snapshot as one portable archive to `out`: memory, device state, the disk
+   * flattened to one standalone layer, kernel and initrd, and a manifest with SHA-256s.
+   */
+  async exportSnapshot(idOrName: string, out: NodeJS.WritableStream, ctx: OpCtx = {}): Promise<void> {
+    const snap = this.getSnapshot(idOrName);
+    if (snap.kind === 'pause')
+      throw new KilnError(
+        'invalid_state',
+        `snapshot ${snap.id} is a paused sandbox's state; it cannot be exported`,
+      );
+    const tmp = join(this.#d.dataDir, 'snapshots', `.staging-export-${newId('x', 12)}`);
+    const dir = this.#snapDir(snap.id);
+    const file = (kind: ArtifactRecord['kind']): string | undefined => {
+      const a = snap.artifacts.find((x) => x.kind === kind);
+      return a ? join(dir, a.path) : undefined;
+    };
+    try {
+      await mkdir(tmp, { recursive: true });
+      const tpl = this.#d.store.getTemplate(snap.templateId);
+      const image = file('kernel') ? undefined : await this.#d.image(tpl.imageKey);
+      const sources: Record<keyof typeof ARCHIVE_FILES, string | undefined> = {
+        memory: file('memory'),
+        state: file('state'),
+        disk: undefined,
+        kernel: file('kernel') ?? image?.kernel,
+        initrd: file('initrd') ?? image?.initrd,
+      };
+      for (const [kind, src] of Object.entries(sources)) {
+        // A hard link where possible: these files are immutable and can be large.
+        const dst = join(tmp, ARCHIVE_FILES[kind as keyof typeof ARCHIVE_FILES]);
+        if (src) await link(src, dst).catch(() => copyFile(src, dst));
+      }
+      // The disk chain (snapshot layers, template layer, base image) as one standalone layer.
+      await runTool(
+        'qemu-img',
+        ['convert', '-q', '-O', 'qcow2', file('disk') ?? '', join(tmp, ARCHIVE_FILES.disk)],
+        {
+          failCode: 'driver_error',
+        },
+      );
+      const files: ArtifactRecord[] = [];
+      for (const [kind, name] of Object.entries(ARCHIVE_FILES))
+        files.push(await artifact(tmp, kind as ArtifactRecord['kind'], name));
+      const manifest: ArchiveManifest = {
+        format: ARCHIVE_FORMAT,
+        snapshot: {
+          id: snap.id,
+          name: snap.name,
+          memoryMiB: snap.memoryMiB,
+          vcpus: snap.vcpus,
+          guestToken: snap.guestToken,
+          templateName: tpl.name,
+          imageKey: tpl.imageKey,
+          createdAt: snap.createdAt,
+        },
+        files,
+      };
+      await writeFileAtomic(join(tmp, MANIFEST), JSON.stringify(manifest, null, 2));
+      await pipeline(packArchive(tmp), out);
+      this.#d.log.info({ opId: ctx.opId, snapshotId: snap.id }, 'snapshot exported');
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Imports an archive written by exportSnapshot (from this or another host): verified entry by
+   * entry (names, sizes, SHA-256) before anything is recorded. Keeps the snapshot's id and name;
+   * an id or name already here is refused.
+   */
+  async importSnapshot(input: Readable, ctx: OpCtx = {}): Promise<SnapshotRecord> {
+    const run = new OpRun(this.#d, 'import', 'archive', ctx.opId);
+    try {
+      const tmp = join(this.#d.dataDir, 'snapshots', `.staging-${run.op.id}`);
+      await mkdir(tmp, { recursive: true });
+      run.step('staging dir', { action: 'remove-path', path: tmp });
+      const m = await unpackArchive(input, tmp);
+      const id = validateName('snapshot id', m.snapshot.id);
+      validateMemoryMiB(m.snapshot.memoryMiB);
+      validateVcpus(m.snapshot.vcpus);
+      if (m.snapshot.name !== null) this.#assertSnapshotNameFree(validateName('name', m.snapshot.name));
+      try {
+        this.#d.store.getSnapshot(id);
+        throw new KilnError('already_exists', `snapshot ${id} already exists on this host`);
+      } catch (e) {
+        if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
+      }
+      const tplName = validateName('templateName', m.snapshot.templateName);
+      let tpl = this.#d.store.listTemplates().find((t) => t.name === tplName);
+      if (!tpl) {
+        // The sandboxes it restores need a template record; the snapshot brings its own boot files.
+        tpl = {
+          id: newId('tpl'),
+          name: tplName,
+          imageKey: m.snapshot.imageKey,
+          memoryMiB: m.snapshot.memoryMiB,
+          vcpus: m.snapshot.vcpus,
+          snapshotId: null,
+          createdAt: new Date(this.#now()).toISOString(),
+        };
+        this.#d.store.putTemplate(tpl);
+        run.step('template record', { action: 'delete-template', templateId: tpl.id });
+      }
+      await rm(join(tmp, MANIFEST));
+      await rename(tmp, this.#snapDir(id));
+      run.step('snapshot dir', { action: 'remove-path', path: this.#snapDir(id) });
+      const snap: SnapshotRecord = {
+        id,
+        name: m.snapshot.name,
+        kind: 'snapshot',
+        sandboxId: null,
+        templateId: tpl.id,
+        memoryMiB: m.snapshot.memoryMiB,
+        vcpus: m.snapshot.vcpus,
+        parentId: null,
+        artifacts: m.files,
+        guestToken: m.snapshot.guestToken,
+        pauseMs: null,
+        createdAt: new Date(this.#now()).toISOString(),
+      };
+      this.#d.store.insertSnapshot(snap);
+      run.done();
+      this.#d.log.info({ opId: ctx.opId, snapshotId: id }, 'snapshot imported');
+      return snap;
+    } catch (e) {
+      await run.fail(e);
+      throw e;
+    }
+  }
+
+  /** Removes pause and fork snapshots nothing depends on any more (their sandboxes ended or moved on). */
+  async #collectInternalSnapshots(): Promise<string[]> {
+    const removed: string[] = [];
+    for (let again = true; again;) {
+      again = false;
+      for (const snap of this.#d.store.listSnapshots()) {
+        if (snap.kind !== 'pause' && snap.kind !== 'fork') continue;
+        const deps = this.#d.store.snapshotDependents(snap.id);
+        if (deps.snapshots.length || deps.sandboxes.length) continue;
+        await this.deleteSnapshot(snap.id).then(
+          () => {
+            removed.push(snap.id);
+            again = true;
+          },
+          (e: unknown) => {
+            this.#d.log.warn({ err: e, snapshotId: snap.id }, 'removing an unused snapshot failed');
+          },
+        );
+      }
+    }
+    return removed;
+  }
+
+  /** How many disk layers sit between a snapshot's disk and its template's base. */
+  #chain(snap: SnapshotRecord): SnapshotRecord[] {
+    const out = [snap];
+    for (let cur = snap; cur.parentId;) {
+      cur = this.#d.store.getSnapshot(cur.parentId);
+      out.push(cur);
+    }
+    return out;
+  }
+
+  /**
+   * Flattens disk chains longer than MAX_DISK_CHAIN: the snapshot's disk is rewritten as one
+   * layer over the chain's root (a template's layer) and re-parented there, so the layers in
+   * between can go. VMs already running keep the files they opened.
+   */
+  async flattenChains(): Promise<string[]> {
+    const done: string[] = [];
+    for (const snap of this.#d.store.listSnapshots()) {
+      // Leaves only: flattening one re-parents it and frees the layers below for collection.
+      if (this.#d.store.snapshotDependents(snap.id).snapshots.length) continue;
+      const chain = this.#chain(snap);
+      if (chain.length <= MAX_DISK_CHAIN) continue;
+      const root = chain[chain.length - 1];
+      if (!root) continue;
+      await this.#locks.run(`snapshot:${snap.id}`, async () => {
+        const dir = this.#snapDir(snap.id);
+        const disk = snap.artifacts.find((a) => a.kind === 'disk');
+        const rootDisk = root.artifacts.find((a) => a.kind === 'disk');
+        if (!disk || !rootDisk) return;
+        const tmp = join(dir, `${disk.path}.flat`);
+        await rm(tmp, { force: true });
+        await runTool(
+          'qemu-img',
+          [
+            'convert',
+            '-q',
+            '-O',
+            'qcow2',
+            '-B',
+            join(this.#snapDir(root.id), rootDisk.path),
+            '-F',
+            'qcow2',
+            join(dir, disk.path),
+            tmp,
+          ],
+          { failCode: 'driver_error' },
+        );
+        const flat = await artifact(dir, 'disk', `${disk.path}.flat`);
+        await rename(tmp, join(dir, disk.path));
+        this.#d.store.updateSnapshot(snap.id, {
+          parentId: root.id,
+          artifacts: snap.artifacts.map((a) => (a.kind === 'disk' ? { ...flat, path: disk.path } : a)),
+        });
+        done.push(snap.id);
+        this.#d.log.info({ snapshotId: snap.id, layers: chain.length }, 'disk chain flattened');
+      });
+    }
+    if (done.length) await this.#collectInternalSnapshots();
+    return done;
   }
 
   #admit(memoryMiB: number): void {
@@ -434,6 +1053,7 @@ export class SandboxService {
         const rec = this.#d.store.updateSandbox(id, { state: 'dead', endReason: reason });
         run.done();
         this.#d.store.appendEvent(id, 'info', `sandbox ended: ${reason}`, { opId: ctx.opId ?? null });
+        await this.#collectInternalSnapshots();
         return rec;
       } catch (e) {
         await run.fail(e);
@@ -449,14 +1069,19 @@ export class SandboxService {
   async stats(id: string): Promise<SandboxStats> {
     const latest = this.#latestStats.get(id);
     // The background sampler keeps a recent sample; a fresh one is taken when it has none.
-    if (latest && this.#now() - Date.parse(latest.at) < STATS_EVERY_MS * 2 && this.get(id).state !== 'dead')
+    if (
+      latest &&
+      this.#now() - Date.parse(latest.at) < STATS_EVERY_MS * 2 &&
+      this.get(id).state === 'running'
+    )
       return latest;
     return this.#sampleStats(id);
   }
 
   async #sampleStats(id: string): Promise<SandboxStats> {
     const s = this.get(id);
-    if (s.state === 'dead') throw new KilnError('invalid_state', `sandbox ${id} is dead`);
+    if (s.state !== 'running')
+      throw new KilnError('invalid_state', `sandbox ${id} is ${s.state}; stats need a running VM`);
     const info = await this.#d.driver.status(id);
     const u = procUsage(info.pid);
     if (!u || info.state === 'stopped')
@@ -465,7 +1090,7 @@ export class SandboxService {
     const prev = this.#samples.get(id) ?? { ticks: 0, at: Date.parse(info.startedAt) };
     this.#samples.set(id, { ticks: u.cpuTicks, at: t });
     const cpuPct = t > prev.at ? ((u.cpuTicks - prev.ticks) / 100 / ((t - prev.at) / 1000)) * 100 : 0;
-    const disk = await stat(join(info.dir, 'overlay.qcow2')).catch(() => undefined);
+    const disk = await stat(info.overlay).catch(() => undefined);
     const sample: SandboxStats = {
       sandboxId: id,
       cpuPct: Math.round(cpuPct * 100) / 100,
@@ -481,7 +1106,7 @@ export class SandboxService {
 
   /** Samples every running sandbox (the background does this every STATS_EVERY_MS). */
   async sampleAll(): Promise<void> {
-    const live = this.#d.store.listSandboxes({ states: ['running', 'paused'] }, { limit: 1000 }).items;
+    const live = this.#d.store.listSandboxes({ states: ['running'] }, { limit: 1000 }).items;
     const ids = new Set(live.map((s) => s.id));
     for (const id of this.#latestStats.keys()) if (!ids.has(id)) this.#latestStats.delete(id);
     for (const id of ids) await this.#sampleStats(id).catch(() => undefined);
@@ -495,15 +1120,18 @@ export class SandboxService {
     return this.#d.store.updateSandbox(id, { endAt: new Date(this.#now() + timeoutS * 1000).toISOString() });
   }
 
-  /** Kills every live sandbox whose end time has passed. */
+  /**
+   * Ends every running sandbox whose end time has passed: pauses it when it asked for that
+   * (autoPause), kills it otherwise. Paused sandboxes stay until resumed or killed (as in E2B).
+   */
   async reapExpired(): Promise<string[]> {
     const now = this.#now();
     const expired = this.#d.store
-      .listSandboxes({ states: ['running', 'paused'] }, { limit: 1000 })
+      .listSandboxes({ states: ['running'] }, { limit: 1000 })
       .items.filter((s) => Date.parse(s.endAt) <= now);
     const done: string[] = [];
     for (const s of expired) {
-      await this.kill(s.id, {}, 'timeout').then(
+      await (s.autoPause ? this.pause(s.id) : this.kill(s.id, {}, 'timeout')).then(
         () => done.push(s.id),
         (e: unknown) => {
           this.#d.log.warn({ err: e, sandboxId: s.id }, 'reaping failed');
@@ -516,7 +1144,7 @@ export class SandboxService {
   /** Marks running sandboxes whose VM died (killed from outside, crashed) dead, and cleans them. */
   async checkLiveness(): Promise<string[]> {
     const dead: string[] = [];
-    for (const s of this.#d.store.listSandboxes({ states: ['running', 'paused'] }, { limit: 1000 }).items) {
+    for (const s of this.#d.store.listSandboxes({ states: ['running'] }, { limit: 1000 }).items) {
       if (this.#locks.isHeld(s.id)) continue;
       const st = await this.#d.driver.status(s.id).then(
         (i) => i.state,
@@ -536,12 +1164,14 @@ export class SandboxService {
    * that got as far as a running sandbox), re-adopts sandboxes whose VM still runs, marks the
    * others dead, and kills VMs and removes staging files that no record explains.
    */
-  async reconcile(): Promise<{ adopted: string[]; dead: string[]; orphans: string[]; unwound: string[] }> {
-    const out = {
-      adopted: [] as string[],
-      dead: [] as string[],
-      orphans: [] as string[],
-      unwound: [] as string[],
+  async reconcile(): Promise<ReconcileReport> {
+    const out: ReconcileReport = {
+      adopted: [],
+      dead: [],
+      orphans: [],
+      unwound: [],
+      finished: [],
+      orphanSnapshotDirs: [],
     };
     const alive = async (id: string): Promise<boolean> =>
       this.#d.driver.status(id).then(
@@ -556,11 +1186,27 @@ export class SandboxService {
           continue;
         }
       }
+      if (
+        (op.kind === 'snapshot' || op.kind === 'pause') &&
+        op.steps.some((st) => st.name === 'disk frozen' || st.name === 'vm stopped')
+      ) {
+        // Past the point of no return: finish the snapshot rather than undo it.
+        if (await this.#rollForwardSnapshot(op)) {
+          this.#d.store.finishOperation(op.id, 'done');
+          out.finished.push(op.id);
+          continue;
+        }
+      }
       for (const step of [...op.steps].reverse()) {
         await runUndo(step.undo, this.#d).catch((e: unknown) => {
           this.#d.log.warn({ err: e, opId: op.id }, 'undo at start-up failed');
         });
       }
+      // An unwound pause or resume leaves the sandbox as it was before.
+      if (op.kind === 'pause' && this.#d.store.getSandbox(op.subject).state === 'pausing')
+        this.#d.store.updateSandbox(op.subject, { state: 'running' });
+      if (op.kind === 'resume' && this.#d.store.getSandbox(op.subject).state === 'resuming')
+        this.#d.store.updateSandbox(op.subject, { state: 'paused' });
       // A kill that was interrupted still means: this sandbox ends.
       if (op.kind === 'kill') {
         await runUndo({ action: 'kill-vm', vmId: op.subject }, this.#d);
@@ -574,7 +1220,13 @@ export class SandboxService {
     const known = new Set<string>();
     for (const s of this.#d.store.listSandboxes({ states: [...LIVE] }, { limit: 1000 }).items) {
       known.add(s.id);
-      if ((s.state === 'running' || s.state === 'paused') && (await alive(s.id))) {
+      if (s.state === 'running' && (await alive(s.id))) {
+        out.adopted.push(s.id);
+        continue;
+      }
+      // A paused sandbox has no VM: it lives in its pause snapshot.
+      if (s.state === 'paused' && s.sourceSnapshotId) {
+        if (await alive(s.id)) await runUndo({ action: 'kill-vm', vmId: s.id }, this.#d);
         out.adopted.push(s.id);
         continue;
       }
@@ -590,15 +1242,54 @@ export class SandboxService {
       await runUndo({ action: 'kill-vm', vmId: vm }, this.#d);
       out.orphans.push(vm);
     }
+    const recorded = new Set(this.#d.store.listSnapshots().map((x) => x.id));
     for (const f of await readdir(join(this.#d.dataDir, 'snapshots')).catch(() => [] as string[])) {
-      if (f.startsWith('.staging-'))
+      // Staging dirs of interrupted template builds and snapshot dirs no record explains.
+      if (f.startsWith('.staging-') || !recorded.has(f)) {
         await rm(join(this.#d.dataDir, 'snapshots', f), { recursive: true, force: true });
+        out.orphanSnapshotDirs.push(f);
+      }
     }
+    await this.#collectInternalSnapshots();
     return out;
   }
 
+  /**
+   * Finishes a snapshot (or pause) a crash interrupted after its point of no return: the source
+   * runs again (or, for a pause, stays stopped) and the snapshot is completed from its directory.
+   * False when there is nothing to finish from (then the op is unwound).
+   */
+  async #rollForwardSnapshot(op: OperationRecord): Promise<boolean> {
+    const dirStep = op.steps.find((st) => st.name === 'snapshot dir');
+    if (dirStep?.undo.action !== 'remove-path') return false;
+    let meta: SnapshotMeta;
+    try {
+      meta = JSON.parse(await readFile(join(dirStep.undo.path, META_FILE), 'utf8')) as SnapshotMeta;
+    } catch {
+      return false;
+    }
+    try {
+      if (meta.kind !== 'pause') await runUndo({ action: 'resume-vm', vmId: op.subject }, this.#d);
+      const snap = await this.#completeSnapshot(meta);
+      const s = this.#d.store.getSandbox(op.subject);
+      if (s.state !== 'dead') {
+        this.#d.store.updateSandbox(op.subject, {
+          sourceSnapshotId: snap.id,
+          ...(meta.kind === 'pause' && s.state === 'pausing' ? { state: 'paused' as const } : {}),
+        });
+      }
+      this.#d.log.info({ opId: op.id, snapshotId: snap.id }, 'interrupted snapshot finished at start-up');
+      return true;
+    } catch (e) {
+      this.#d.log.warn({ err: e, opId: op.id }, 'finishing an interrupted snapshot failed; unwinding it');
+      return false;
+    }
+  }
+
   /** Starts the reaper and the liveness watcher. */
-  startBackground(opts: { reapEveryMs?: number; livenessEveryMs?: number } = {}): void {
+  startBackground(
+    opts: { reapEveryMs?: number; livenessEveryMs?: number; flattenEveryMs?: number } = {},
+  ): void {
     const loop = (ms: number, fn: () => Promise<unknown>): NodeJS.Timeout => {
       let busy = false;
       const t = setInterval(() => {
@@ -618,6 +1309,7 @@ export class SandboxService {
     this.#timers.push(loop(opts.reapEveryMs ?? 1000, () => this.reapExpired()));
     this.#timers.push(loop(opts.livenessEveryMs ?? 1000, () => this.checkLiveness()));
     this.#timers.push(loop(STATS_EVERY_MS, () => this.sampleAll()));
+    this.#timers.push(loop(opts.flattenEveryMs ?? 30_000, () => this.flattenChains()));
   }
 
   stopBackground(): void {

@@ -1,4 +1,5 @@
 import { request } from 'node:http';
+import { pipeline } from 'node:stream/promises';
 import { ERROR_CODES, KilnError, type ErrorCode } from '../core/errors.ts';
 
 export interface SandboxView {
@@ -33,6 +34,25 @@ export interface CreateSandboxOpts {
   memoryMiB?: number;
   vcpus?: number;
   allowInternet?: boolean;
+}
+
+export interface SnapshotView {
+  snapshotId: string;
+  name: string | null;
+  kind: 'template' | 'snapshot' | 'pause' | 'fork';
+  sandboxId: string | null;
+  templateId: string;
+  parentId: string | null;
+  memoryMiB: number;
+  vcpus: number;
+  pauseMs: number | null;
+  artifacts: { kind: string; path: string; size: number; sha256: string }[];
+  createdAt: string;
+}
+
+export interface ForkView {
+  snapshotId: string;
+  results: ({ sandbox: SandboxView } | { error: { code: string; message: string } })[];
 }
 
 export interface ExecStreamOpts {
@@ -93,6 +113,21 @@ interface Raw {
   opId: string | undefined;
 }
 
+function apiError(body: string, status: number, opHeader: string | string[] | undefined): KilnApiError {
+  let err: { code?: string; message?: string; opId?: string } = {};
+  try {
+    err = JSON.parse(body) as typeof err;
+  } catch {
+    // not JSON: the raw text is the message
+  }
+  const code = (err.code && err.code in ERROR_CODES ? err.code : 'internal') as ErrorCode;
+  return new KilnApiError(
+    code,
+    err.message ?? (body || `HTTP ${status}`),
+    err.opId ?? (typeof opHeader === 'string' ? opHeader : undefined),
+  );
+}
+
 /** A typed client of kilnd's native API over its unix socket. */
 export class KilnClient {
   readonly socketPath: string;
@@ -137,14 +172,7 @@ export class KilnClient {
   async #json<T>(method: string, path: string, body?: unknown): Promise<T> {
     const r = await this.#send(method, path, body);
     if (r.status >= 200 && r.status < 300) return (r.body ? JSON.parse(r.body) : undefined) as T;
-    let err: { code?: string; message?: string; opId?: string } = {};
-    try {
-      err = JSON.parse(r.body) as typeof err;
-    } catch {
-      // not JSON: fall through with the raw text
-    }
-    const code = (err.code && err.code in ERROR_CODES ? err.code : 'internal') as ErrorCode;
-    throw new KilnApiError(code, err.message ?? (r.body || `HTTP ${r.status}`), err.opId ?? r.opId);
+    throw apiError(r.body, r.status, r.opId);
   }
 
   health(): Promise<{ ok: boolean; version: string }> {
@@ -193,6 +221,114 @@ export class KilnClient {
       'GET',
       `/v1/sandboxes/${encodeURIComponent(id)}/logs${q.size ? `?${q.toString()}` : ''}`,
     );
+  }
+
+  snapshot(id: string, o: { name?: string } = {}): Promise<SnapshotView> {
+    return this.#json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/snapshots`, o);
+  }
+
+  pause(id: string): Promise<SandboxView> {
+    return this.#json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/pause`);
+  }
+
+  resume(id: string, o: { timeoutS?: number } = {}): Promise<SandboxView> {
+    return this.#json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/resume`, o);
+  }
+
+  fork(id: string, o: { count: number; timeoutS?: number }): Promise<ForkView> {
+    return this.#json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/fork`, o);
+  }
+
+  listSnapshots(f: { kind?: string; sandboxId?: string } = {}): Promise<{ items: SnapshotView[] }> {
+    const q = new URLSearchParams();
+    if (f.kind) q.set('kind', f.kind);
+    if (f.sandboxId) q.set('sandboxId', f.sandboxId);
+    return this.#json('GET', `/v1/snapshots${q.size ? `?${q.toString()}` : ''}`);
+  }
+
+  getSnapshot(id: string): Promise<SnapshotView> {
+    return this.#json('GET', `/v1/snapshots/${encodeURIComponent(id)}`);
+  }
+
+  async deleteSnapshot(id: string): Promise<void> {
+    await this.#json('DELETE', `/v1/snapshots/${encodeURIComponent(id)}`);
+  }
+
+  restoreSnapshot(id: string, o: Omit<CreateSandboxOpts, 'template'> = {}): Promise<SandboxView> {
+    return this.#json('POST', `/v1/snapshots/${encodeURIComponent(id)}/restore`, o);
+  }
+
+  /** Streams snapshot `id`'s portable archive into `out`; `onProgress` gets the bytes so far. */
+  exportSnapshot(
+    id: string,
+    out: NodeJS.WritableStream,
+    onProgress?: (bytes: number) => void,
+  ): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const req = request(
+        {
+          socketPath: this.socketPath,
+          method: 'GET',
+          path: `/v1/snapshots/${encodeURIComponent(id)}/export`,
+          agent: false,
+        },
+        (res) => {
+          if (res.statusCode !== 200) {
+            let text = '';
+            res.setEncoding('utf8').on('data', (d: string) => (text += d));
+            res.on('end', () => {
+              reject(apiError(text, res.statusCode ?? 0, res.headers['x-kiln-op-id']));
+            });
+            return;
+          }
+          let n = 0;
+          res.on('data', (c: Buffer) => {
+            n += c.length;
+            onProgress?.(n);
+          });
+          pipeline(res, out).then(resolve, (e: unknown) => {
+            reject(
+              new KilnError(
+                'internal',
+                `export of ${id} broke off after ${n} bytes: ${(e as Error).message}`,
+              ),
+            );
+          });
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  /** Uploads a snapshot archive; resolves with the imported snapshot. */
+  importSnapshot(input: NodeJS.ReadableStream, onProgress?: (bytes: number) => void): Promise<SnapshotView> {
+    return new Promise((resolve, reject) => {
+      const req = request(
+        {
+          socketPath: this.socketPath,
+          method: 'POST',
+          path: '/v1/snapshots/import',
+          agent: false,
+          headers: { 'content-type': 'application/x-tar' },
+        },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8').on('data', (d: string) => (text += d));
+          res.on('end', () => {
+            if (res.statusCode === 201) resolve(JSON.parse(text) as SnapshotView);
+            else reject(apiError(text, res.statusCode ?? 0, res.headers['x-kiln-op-id']));
+          });
+        },
+      );
+      req.on('error', reject);
+      let n = 0;
+      input.on('data', (c: Buffer) => {
+        n += c.length;
+        onProgress?.(n);
+      });
+      pipeline(input, req).catch(reject);
+    });
   }
 
   listTemplates(): Promise<{ items: TemplateView[] }> {

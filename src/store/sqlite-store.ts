@@ -375,6 +375,25 @@ export class SqliteStore implements Store {
     return rows.map((r) => this.#snapshot(r));
   }
 
+  updateSnapshot(id: string, patch: Pick<SnapshotRecord, 'parentId' | 'artifacts'>): SnapshotRecord {
+    return this.#tx(() => {
+      const cur = this.getSnapshot(id);
+      if (patch.parentId === cur.id) throw invalidArgument('parentId', 'a snapshot cannot be its own parent');
+      try {
+        this.#q('UPDATE snapshots SET parent_id = ?, artifacts = ? WHERE id = ?').run(
+          patch.parentId,
+          JSON.stringify(patch.artifacts),
+          cur.id,
+        );
+      } catch (e) {
+        if (isConstraint(e, 'FOREIGNKEY'))
+          throw new KilnError('not_found', `parent snapshot "${patch.parentId ?? ''}" does not exist`);
+        throw e;
+      }
+      return { ...cur, ...patch };
+    });
+  }
+
   snapshotDependents(id: string): { snapshots: string[]; sandboxes: string[] } {
     const snaps = (this.#q('SELECT id FROM snapshots WHERE parent_id = ? ORDER BY id').all(id) as Row[]).map(
       (r) => str(r['id']),

@@ -244,6 +244,17 @@ export function storeContract(name: string, fx: StoreFixture): void {
         'already_exists',
       );
       s.insertSnapshot(snapshot({ id: 'snap-c' }));
+      const disk = [{ kind: 'disk' as const, path: 'disk.qcow2', size: 5, sha256: 'b'.repeat(64) }];
+      assert.deepEqual(s.updateSnapshot('my-snap', { parentId: 'snap-c', artifacts: disk }), {
+        ...named,
+        parentId: 'snap-c',
+        artifacts: disk,
+      });
+      assert.deepEqual(s.getSnapshot('snap-a').artifacts, disk);
+      assert.equal(
+        code(() => s.updateSnapshot('snap-a', { parentId: 'nope', artifacts: disk })),
+        'not_found',
+      );
       assert.deepEqual(
         s.listSnapshots().map((x) => x.id),
         ['snap-a', 'snap-c'],

@@ -56,6 +56,8 @@ export interface Store {
   insertSnapshot(s: SnapshotRecord): void;
   getSnapshot(id: string): SnapshotRecord;
   listSnapshots(filter?: { sandboxId?: string; templateId?: string }): SnapshotRecord[];
+  /** Re-points a snapshot's disk layer (after its chain was flattened). */
+  updateSnapshot(id: string, patch: Pick<SnapshotRecord, 'parentId' | 'artifacts'>): SnapshotRecord;
   /** Snapshots and sandboxes that depend on this snapshot's layers (children, restores). */
   snapshotDependents(id: string): { snapshots: string[]; sandboxes: string[] };
   deleteSnapshot(id: string): void;

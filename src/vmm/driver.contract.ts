@@ -149,6 +149,30 @@ export function vmmDriverContract(name: string, make: () => Promise<DriverFixtur
       }
     });
 
+    it('freezeDisk moves the overlay to a layer and the VM goes on over a new overlay', async () => {
+      const d = fx.driver;
+      const info = await d.start(fx.spec('contract-f'));
+      const dir = await mkdtemp(join(tmpdir(), 'kiln-freeze-'));
+      try {
+        await rejectsWith(d.freezeDisk('contract-f', join(dir, 'layer')), 'invalid_state', /needs paused/);
+        await d.pause('contract-f');
+        await d.freezeDisk('contract-f', join(dir, 'layer'));
+        assert.ok((await stat(join(dir, 'layer'))).size > 0);
+        const after = await d.status('contract-f');
+        assert.notEqual(after.overlay, info.overlay);
+        await rejectsWith(d.freezeDisk('contract-f', join(dir, 'layer')), 'already_exists');
+        assert.equal((await d.status('contract-f')).overlay, after.overlay);
+        await d.resume('contract-f');
+        await waitForHttp(`http://127.0.0.1:${after.ports[AGENT_PORT] ?? 0}/health`, {
+          timeoutMs: fx.bootTimeoutMs,
+        });
+        assert.equal((await d.status('contract-f')).state, 'running');
+      } finally {
+        await d.kill('contract-f');
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+
     it('kill ends a VM in any state and forgets it', async () => {
       const d = fx.driver;
       await d.start(fx.spec('contract-b'));

@@ -38,7 +38,16 @@ export interface VmSpec {
    */
   memoryFile?: { path: string; share: boolean };
   /** Restore: load device state from this file (saved by `saveState`) instead of booting. */
-  incoming?: { stateFile: string };
+  incoming?: {
+    stateFile: string;
+    /**
+     * The file also holds the guest RAM (it was saved from a VM whose RAM was not a shared file);
+     * with `memoryFile` (share on) the RAM is loaded into that file.
+     */
+    ramInStream?: boolean;
+    /** Stay paused once loaded (to save the state again, e.g. with RAM moved into a file). */
+    stayPaused?: boolean;
+  };
 }
 
 export interface SaveStateResult {
@@ -57,6 +66,8 @@ export interface VmInfo {
   ports: Record<number, number>;
   /** The VM's runtime directory (overlay, QMP socket, serial log, record). */
   dir: string;
+  /** The disk overlay the VM writes to now (it changes when `freezeDisk` runs). */
+  overlay: string;
   serialLog: string;
   startedAt: string;
 }
@@ -91,6 +102,13 @@ export interface VmmDriver {
    * until the caller resumes or stops it.
    */
   saveState(id: string, stateFile: string, opts?: OpOpts): Promise<SaveStateResult>;
+  /**
+   * Freezes the VM's disk as it is now: its current overlay moves to `layerPath` (same
+   * filesystem, must not exist) and becomes read-only, and the VM goes on writing to a new
+   * overlay on top of it (no data is copied). Legal in `paused`; the VM stays paused. On failure
+   * the VM keeps its old overlay and nothing is left at `layerPath`.
+   */
+  freezeDisk(id: string, layerPath: string, opts?: OpOpts): Promise<void>;
   /** SIGKILLs the VM and cleans up. Legal in every state. */
   kill(id: string): Promise<void>;
   /** Ids of the VMs this driver's runtime directory holds (live or not yet cleaned). */

@@ -58,6 +58,7 @@ export class FakeDriver implements VmmDriver {
       accel: 'tcg',
       ports,
       dir: `/fake/${spec.id}`,
+      overlay: `/fake/${spec.id}/overlay.qcow2`,
       serialLog: `/fake/${spec.id}/serial.log`,
       startedAt: new Date().toISOString(),
     };
@@ -102,6 +103,18 @@ export class FakeDriver implements VmmDriver {
     const body = JSON.stringify({ fake: true, id });
     await writeFile(stateFile, body);
     return { pauseMs: 0, bytes: body.length };
+  }
+
+  async freezeDisk(id: string, layerPath: string): Promise<void> {
+    const vm = this.#get(id);
+    if (vm.info.state !== 'paused')
+      throw new KilnError('invalid_state', `VM ${id} is ${vm.info.state}; freezing its disk needs paused`);
+    await writeFile(layerPath, `fake disk layer of ${id}`, { flag: 'wx' }).catch((e: unknown) => {
+      throw (e as NodeJS.ErrnoException).code === 'EEXIST'
+        ? new KilnError('already_exists', `${layerPath} already exists`)
+        : e;
+    });
+    vm.info.overlay = `${vm.info.dir}/overlay-${Date.now()}.qcow2`;
   }
 
   /** Test hook: the "process" dies. */

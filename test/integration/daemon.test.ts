@@ -128,6 +128,79 @@ describe('kilnd end to end (real guests)', { timeout: 900_000 }, () => {
     assert.deepEqual(readdirSync(`${state}/vms`), []);
   });
 
+  it('kill -9 of kilnd mid-snapshot and mid-pause: a restart finishes or undoes each, nothing leaks', async () => {
+    assert.equal(kiln('daemon', '--detach').status, 0);
+    const a = (await c.createSandbox({ template: 'base' })).sandboxId;
+    const b = (await c.createSandbox({ template: 'base' })).sandboxId;
+    await c.exec(a, 'echo kept > /home/user/f');
+    await c.exec(b, 'echo kept > /home/user/f');
+    const pid = Number(readFileSync(`${state}/kilnd.pid`, 'utf8'));
+    const snapping = c.snapshot(a, { name: 'crash' }).catch(() => undefined);
+    const pausing = c.pause(b).catch(() => undefined);
+    await sleep(900);
+    process.kill(pid, 'SIGKILL');
+    await Promise.all([snapping, pausing]);
+    assert.equal(kiln('daemon', '--detach').status, 0);
+    const cat = async (id: string): Promise<string> => {
+      let out = '';
+      await c.exec(id, 'cat /home/user/f', { onStdout: (x) => (out += x.toString()) });
+      return out;
+    };
+    // The source of the snapshot runs; the snapshot is complete (restorable) or absent.
+    assert.equal((await c.getSandbox(a)).state, 'running');
+    assert.equal(await cat(a), 'kept\n');
+    const snaps = (await c.listSnapshots({ kind: 'snapshot' })).items;
+    assert.ok(snaps.length <= 1);
+    if (snaps[0]) {
+      const r = await c.restoreSnapshot('crash');
+      assert.equal(await cat(r.sandboxId), 'kept\n');
+      await c.killSandbox(r.sandboxId);
+    }
+    // The paused one is paused (and resumes intact) or running again.
+    const sb = await c.getSandbox(b);
+    assert.ok(sb.state === 'paused' || sb.state === 'running', sb.state);
+    if (sb.state === 'paused') await c.resume(b);
+    assert.equal(await cat(b), 'kept\n');
+    const running = await liveIds();
+    assert.deepEqual(running, [a, b].sort());
+    assert.equal(qemuFor().length, 2, 'one QEMU per running sandbox, no helper or orphan');
+    assert.deepEqual(readdirSync(`${state}/vms`).sort(), running);
+    const recorded = (await c.listSnapshots()).items.map((x) => x.snapshotId).sort();
+    assert.deepEqual(
+      readdirSync(`${state}/data/snapshots`).sort(),
+      recorded,
+      'no snapshot dir without a record',
+    );
+
+    // The CLI on the same flows.
+    const made = kiln('snapshot', 'create', a, '--name', 'cli', '--json');
+    assert.equal(made.status, 0, made.stderr);
+    assert.equal((JSON.parse(made.stdout) as { name: string }).name, 'cli');
+    const listed = kiln('snapshot', 'list');
+    assert.match(listed.stdout, /cli\s+snapshot/);
+    const forked = kiln('sandbox', 'fork', a, '--count', '2', '--json');
+    assert.equal(forked.status, 0, forked.stderr);
+    const clones = (
+      JSON.parse(forked.stdout) as { results: { sandbox: { sandboxId: string } }[] }
+    ).results.map((r) => r.sandbox.sandboxId);
+    assert.equal(clones.length, 2);
+    for (const id of clones) assert.equal(await cat(id), 'kept\n');
+    const tar = `${state}/cli.tar`;
+    const exported = kiln('snapshot', 'export', 'cli', '-o', tar);
+    assert.equal(exported.status, 0, exported.stderr);
+    assert.ok(statSync(tar).size > 100 * 2 ** 20);
+    const dup = kiln('snapshot', 'import', tar);
+    assert.equal(dup.status, 1);
+    assert.match(dup.stderr, /already_exists: snapshot snap-[a-z0-9]+ already exists on this host/);
+    const busy = kiln('snapshot', 'rm', 'cli');
+    assert.equal(busy.status, 1);
+    assert.match(busy.stderr, /invalid_state: snapshot "snap-[a-z0-9]+" is still used by/);
+    for (const id of [...clones, a, b]) await c.killSandbox(id);
+    assert.equal(kiln('snapshot', 'rm', 'cli').status, 0);
+    assert.equal(kiln('daemon', 'stop').status, 0);
+    assert.deepEqual(qemuFor(), []);
+  });
+
   it('errors name what was wrong and carry the op id', () => {
     const r = kiln('sandbox', 'get', 'sbx-does-not-exist');
     assert.equal(r.status, 1);

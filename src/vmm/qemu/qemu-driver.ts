@@ -39,6 +39,8 @@ interface VmRecord {
   ports: Record<number, number>;
   startedAt: string;
   spec: VmSpec;
+  /** The overlay the VM writes to, relative to its directory (FILES.overlay until a freeze). */
+  overlay?: string;
 }
 
 const FILES = {
@@ -234,7 +236,7 @@ export class QemuDriver implements VmmDriver {
    */
   async #restoreState(qmp: QmpClient, spec: VmSpec, opts: OpOpts): Promise<void> {
     const stateFile = spec.incoming?.stateFile ?? '';
-    if (spec.memoryFile) {
+    if (spec.memoryFile && !spec.incoming?.ramInStream) {
       await qmp.execute('migrate-set-capabilities', {
         capabilities: [{ capability: 'x-ignore-shared', state: true }],
       });
@@ -249,7 +251,7 @@ export class QemuDriver implements VmmDriver {
         if (mig.status === 'failed')
           throw new KilnError('driver_error', `restoring ${stateFile} failed (QEMU migration failed)`);
         if (mig.status === 'completed' || mig.status === undefined) {
-          await qmp.execute('cont');
+          if (!spec.incoming?.stayPaused) await qmp.execute('cont');
           return;
         }
       }
@@ -291,6 +293,54 @@ export class QemuDriver implements VmmDriver {
     const pauseMs = performance.now() - t0;
     const bytes = (await stat(stateFile)).size;
     return { pauseMs, bytes };
+  }
+
+  async freezeDisk(id: string, layerPath: string, opts: OpOpts = {}): Promise<void> {
+    const rec = await this.#record(id);
+    const state = await this.#state(rec);
+    if (state !== 'paused')
+      throw new KilnError('invalid_state', `VM ${id} is ${state}; freezing its disk needs paused`);
+    if (!layerPath.startsWith('/'))
+      throw invalidArgument('layerPath', `must be an absolute path, got "${layerPath}"`);
+    if (existsSync(layerPath)) throw new KilnError('already_exists', `${layerPath} already exists`);
+    const dir = this.#dir(id);
+    const cur = join(dir, rec.overlay ?? FILES.overlay);
+    const n = Number(/^overlay-(\d+)\.qcow2$/.exec(rec.overlay ?? '')?.[1] ?? 0) + 1;
+    const nextName = `overlay-${n}.qcow2`;
+    const next = join(dir, nextName);
+    // QEMU keeps the old overlay open: moving its name does not disturb the VM.
+    try {
+      await rename(cur, layerPath);
+    } catch (e) {
+      throw new KilnError(
+        'driver_error',
+        `cannot move VM ${id}'s overlay to ${layerPath}: ${(e as Error).message} (it must be on the same filesystem as the run dir)`,
+        { cause: e },
+      );
+    }
+    try {
+      await run(
+        this.#o.qemuImgBinary,
+        ['create', '-q', '-f', 'qcow2', '-b', layerPath, '-F', 'qcow2', next],
+        {
+          failCode: 'driver_error',
+          signal: opts.signal,
+        },
+      );
+      // `existing`: QEMU opens our overlay, whose header names the layer's final path as its backing.
+      await (
+        await this.#client(id)
+      ).execute(
+        'blockdev-snapshot-sync',
+        { device: 'root', 'snapshot-file': next, format: 'qcow2', mode: 'existing' },
+        { timeoutMs: opts.timeoutMs ?? 30_000 },
+      );
+    } catch (e) {
+      await rm(next, { force: true });
+      await rename(layerPath, cur);
+      throw e;
+    }
+    await writeFileAtomic(join(dir, FILES.record), JSON.stringify({ ...rec, overlay: nextName }, null, 2));
   }
 
   /** Spawns QEMU with -daemonize; resolves with the daemon's pid once the parent exited 0. */
@@ -380,6 +430,7 @@ export class QemuDriver implements VmmDriver {
       accel: rec.accel,
       ports: rec.ports,
       dir: this.#dir(rec.id),
+      overlay: join(this.#dir(rec.id), rec.overlay ?? FILES.overlay),
       serialLog: join(this.#dir(rec.id), FILES.serial),
       startedAt: rec.startedAt,
     };
@@ -446,7 +497,7 @@ export class QemuDriver implements VmmDriver {
     }
     if (opts.keepOverlayAs) {
       // The disk as the VM left it becomes someone else's (a template's frozen layer).
-      await rename(join(this.#dir(id), FILES.overlay), opts.keepOverlayAs);
+      await rename(join(this.#dir(id), rec.overlay ?? FILES.overlay), opts.keepOverlayAs);
     }
     await this.#cleanup(id);
     log.info('vm stopped');

@@ -1,0 +1,163 @@
+/**
+ * bench/snapshot, in one run, kiln beside plain QEMU doing the same steps by hand (raw-qemu.ts):
+ * 1. pause of the source while a snapshot is taken: kiln's reported pause (stop, save state and
+ *    RAM, freeze the disk, run again) vs raw stop + migrate to a file + cont. Target <= 1.2x.
+ * 2. restore -> first exec: kiln API restore until a command's output is back vs raw restore of
+ *    the same snapshot files until the agent answers.
+ * 3. fork of 10: wall time until all 10 clones answer, and host memory (PSS) per clone, vs 10 raw
+ *    restores of the same snapshot started at once. Target PSS <= 100 MB per clone.
+ *
+ *   scripts/node bench/snapshot.ts [--runs N] [--fork N] [--json]
+ */
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { startKilnd } from '../src/api/kilnd.ts';
+import { createLogger } from '../src/core/log.ts';
+import { defaultCacheDir } from '../src/core/paths.ts';
+import { procUsage, sleep } from '../src/core/proc.ts';
+import { KilnClient, type SnapshotView } from '../src/sdk/client.ts';
+import { ensureDefaultImage } from '../test/helpers/image.ts';
+import { rawRestore, rawSave, type SnapshotFiles } from './raw-qemu.ts';
+import { median } from './stats.ts';
+
+const { values } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '5' },
+    fork: { type: 'string', default: '10' },
+    json: { type: 'boolean', default: false },
+  },
+});
+const runs = Number(values.runs);
+const forkN = Number(values.fork);
+const log = (s: string): void => {
+  if (!values.json) process.stderr.write(`${s}\n`);
+};
+const avg = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+
+async function main(): Promise<void> {
+  const img = await ensureDefaultImage();
+  const root = await mkdtemp('/tmp/kiln-bs-');
+  const kilnd = await startKilnd({
+    stateDir: root,
+    cacheDir: defaultCacheDir(),
+    log: createLogger({ level: 'warn' }),
+  });
+  const c = new KilnClient({ socketPath: kilnd.socketPath });
+  const files = (snap: SnapshotView): SnapshotFiles => {
+    const d = `${root}/data/snapshots/${snap.snapshotId}`;
+    return { memory: `${d}/memory`, state: `${d}/state`, disk: `${d}/disk.qcow2`, memoryMiB: snap.memoryMiB };
+  };
+  const pidOf = (id: string): number =>
+    (JSON.parse(readFileSync(`${root}/vms/${id}/vm.json`, 'utf8')) as { pid: number }).pid;
+  try {
+    const tpl = await c.buildTemplate({ name: 'base', memoryMiB: 512, vcpus: 1 });
+    const tplSnap = await c.getSnapshot(tpl.snapshotId ?? '');
+    const src = await c.createSandbox({ template: 'base', timeoutS: 3600 });
+    await c.exec(src.sandboxId, 'echo state > /home/user/f');
+    const rawSrc = await rawRestore(img, files(tplSnap));
+
+    // 1. pause during a snapshot
+    const rawPause: number[] = [];
+    const kilnPause: number[] = [];
+    const kilnWall: number[] = [];
+    let snap: SnapshotView | undefined;
+    for (let i = 0; i < runs; i++) {
+      rawPause.push((await rawSave(rawSrc, `${rawSrc.dir}/save`)).pauseMs);
+      const t0 = performance.now();
+      snap = await c.snapshot(src.sandboxId);
+      kilnWall.push(performance.now() - t0);
+      kilnPause.push(snap.pauseMs ?? NaN);
+      log(
+        `snapshot ${i + 1}/${runs}: raw pause ${rawPause.at(-1)?.toFixed(0)} ms, kiln pause ${snap.pauseMs} ms (call ${kilnWall.at(-1)?.toFixed(0)} ms)`,
+      );
+    }
+    await rawSrc.stop();
+    if (!snap) throw new Error('no snapshot taken');
+
+    // 2. restore -> first exec
+    const rawRestoreMs: number[] = [];
+    const kilnRestoreMs: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      const vm = await rawRestore(img, files(snap));
+      rawRestoreMs.push(vm.readyMs);
+      vm.qmp.close();
+      await vm.stop();
+      const t0 = performance.now();
+      const s = await c.restoreSnapshot(snap.snapshotId);
+      let out = '';
+      await c.exec(s.sandboxId, 'cat /home/user/f', { onStdout: (b) => (out += b.toString()) });
+      kilnRestoreMs.push(performance.now() - t0);
+      if (out !== 'state\n') throw new Error(`restored sandbox says ${out}`);
+      await c.killSandbox(s.sandboxId);
+      log(
+        `restore ${i + 1}/${runs}: raw ${rawRestoreMs.at(-1)?.toFixed(0)} ms, kiln ${kilnRestoreMs.at(-1)?.toFixed(0)} ms`,
+      );
+    }
+
+    // 3. fork of N
+    let t0 = performance.now();
+    const raws = await Promise.all(Array.from({ length: forkN }, () => rawRestore(img, files(snap))));
+    const rawForkMs = performance.now() - t0;
+    await sleep(5000);
+    const rawPss = raws.map((v) => procUsage(v.pid)?.pssBytes ?? 0);
+    for (const v of raws) {
+      v.qmp.close();
+      await v.stop();
+    }
+    log(`raw: ${forkN} restores at once ${rawForkMs.toFixed(0)} ms`);
+    t0 = performance.now();
+    const fork = await c.fork(src.sandboxId, { count: forkN, timeoutS: 3600 });
+    const kilnForkMs = performance.now() - t0;
+    const clones = fork.results.flatMap((r) => ('sandbox' in r ? [r.sandbox.sandboxId] : []));
+    if (clones.length !== forkN) throw new Error(`fork made ${clones.length} of ${forkN} clones`);
+    await sleep(5000);
+    const kilnPss = clones.map((id) => procUsage(pidOf(id))?.pssBytes ?? 0);
+    for (const id of clones) await c.killSandbox(id);
+    log(`kiln: fork of ${forkN} ${kilnForkMs.toFixed(0)} ms`);
+
+    const res = {
+      bench: 'snapshot',
+      runs,
+      rawSavePauseMedianMs: Math.round(median(rawPause)),
+      kilnSnapshotPauseMedianMs: Math.round(median(kilnPause)),
+      pauseRatio: +(median(kilnPause) / median(rawPause)).toFixed(3),
+      pauseTarget: 1.2,
+      kilnSnapshotCallMedianMs: Math.round(median(kilnWall)),
+      rawRestoreToAgentMedianMs: Math.round(median(rawRestoreMs)),
+      kilnRestoreToFirstExecMedianMs: Math.round(median(kilnRestoreMs)),
+      restoreRatio: +(median(kilnRestoreMs) / median(rawRestoreMs)).toFixed(3),
+      forkCount: forkN,
+      rawForkWallMs: Math.round(rawForkMs),
+      kilnForkWallMs: Math.round(kilnForkMs),
+      rawPssPerCloneMB: +(avg(rawPss) / 1e6).toFixed(1),
+      kilnPssPerCloneMB: +(avg(kilnPss) / 1e6).toFixed(1),
+      pssTargetMB: 100,
+    };
+    if (values.json) {
+      console.log(JSON.stringify(res));
+      return;
+    }
+    console.log(`bench/snapshot (TCG, 512 MiB guest, median of ${runs}; raw = plain QEMU over QMP)`);
+    console.log(
+      `  source pause during snapshot   raw stop+save+cont ${res.rawSavePauseMedianMs} ms   kiln ${res.kilnSnapshotPauseMedianMs} ms   ratio ${res.pauseRatio} (target <= 1.2)`,
+    );
+    console.log(
+      `  whole snapshot call (kiln)     ${res.kilnSnapshotCallMedianMs} ms (pause + moving RAM into a file + hashes)`,
+    );
+    console.log(
+      `  restore -> first exec          raw (agent answers) ${res.rawRestoreToAgentMedianMs} ms   kiln ${res.kilnRestoreToFirstExecMedianMs} ms   ratio ${res.restoreRatio}`,
+    );
+    console.log(
+      `  fork of ${forkN}                     raw ${res.rawForkWallMs} ms   kiln ${res.kilnForkWallMs} ms`,
+    );
+    console.log(
+      `  PSS per clone                  raw ${res.rawPssPerCloneMB} MB   kiln ${res.kilnPssPerCloneMB} MB (target <= 100)`,
+    );
+  } finally {
+    await kilnd.close();
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+await main();

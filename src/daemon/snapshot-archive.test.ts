@@ -1,0 +1,132 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, mkdtemp, readdir, rm, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { KilnError } from '../core/errors.ts';
+import {
+  ARCHIVE_FILES,
+  ARCHIVE_FORMAT,
+  MANIFEST,
+  artifact,
+  packArchive,
+  unpackArchive,
+  type ArchiveManifest,
+} from './snapshot-archive.ts';
+
+const refused = (p: Promise<unknown>, re: RegExp): Promise<void> =>
+  assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof KilnError, String(e));
+    assert.equal(e.code, 'invalid_argument');
+    assert.match(e.message, re);
+    return true;
+  });
+
+describe('snapshot archives', () => {
+  let root: string;
+  let src: string;
+  let good: string;
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'kiln-archive-'));
+    src = join(root, 'src');
+    await mkdir(src);
+    for (const [kind, name] of Object.entries(ARCHIVE_FILES))
+      await writeFile(join(src, name), `${kind} `.repeat(5000));
+    // Large enough that writing the file applies backpressure while the archive is read.
+    await writeFile(join(src, 'memory'), randomBytes(24 * 2 ** 20));
+    const files = [];
+    for (const [kind, name] of Object.entries(ARCHIVE_FILES))
+      files.push(await artifact(src, kind as keyof typeof ARCHIVE_FILES, name));
+    const m: ArchiveManifest = {
+      format: ARCHIVE_FORMAT,
+      snapshot: {
+        id: 'snap-1',
+        name: 'n',
+        memoryMiB: 512,
+        vcpus: 1,
+        guestToken: 't',
+        templateName: 'base',
+        imageKey: 'k',
+        createdAt: '2026-01-01T00:00:00.000Z',
+      },
+      files,
+    };
+    await writeFile(join(src, MANIFEST), JSON.stringify(m));
+    good = join(root, 'good.tar');
+    const chunks: Buffer[] = [];
+    for await (const c of packArchive(src)) chunks.push(c as Buffer);
+    await writeFile(good, Buffer.concat(chunks));
+  });
+  after(() => rm(root, { recursive: true, force: true }));
+
+  const fresh = async (): Promise<string> => mkdtemp(join(root, 'out-'));
+
+  it('round-trips: every file back with the manifest verified', async () => {
+    const out = await fresh();
+    const m = await unpackArchive(createReadStream(good), out);
+    assert.equal(m.snapshot.id, 'snap-1');
+    assert.deepEqual((await readdir(out)).sort(), [MANIFEST, ...Object.values(ARCHIVE_FILES)].sort());
+    // What is on disk is what was packed, byte for byte.
+    for (const f of m.files) assert.deepEqual(await artifact(out, f.kind, f.path), f);
+  });
+
+  it('refuses an entry outside the snapshot (path traversal) and names it', async () => {
+    const evil = join(root, 'evil.tar');
+    execFileSync('tar', [
+      '-cf',
+      evil,
+      '-C',
+      src,
+      '--transform',
+      's,^memory$,../../etc/evil,',
+      MANIFEST,
+      'memory',
+    ]);
+    const out = await fresh();
+    await refused(
+      unpackArchive(createReadStream(evil), out),
+      /"\.\.\/\.\.\/etc\/evil" is not part of a kiln snapshot/,
+    );
+    assert.deepEqual(await readdir(join(root, '..')).then((l) => l.includes('evil')), false);
+  });
+
+  it('refuses links and directories', async () => {
+    const dir = join(root, 'withlink');
+    await mkdir(dir);
+    execFileSync('ln', ['-s', '/etc/passwd', join(dir, 'memory')]);
+    const t = join(root, 'link.tar');
+    execFileSync('tar', ['-cf', t, '-C', dir, 'memory']);
+    await refused(unpackArchive(createReadStream(t), await fresh()), /"memory" is a SymbolicLink/);
+  });
+
+  it('refuses a truncated archive', async () => {
+    const t = join(root, 'trunc.tar');
+    execFileSync('cp', [good, t]);
+    await truncate(t, 20_000);
+    await refused(unpackArchive(createReadStream(t), await fresh()), /truncated/);
+  });
+
+  it('refuses a corrupted file (SHA-256 mismatch) and a missing manifest', async () => {
+    const dir = join(root, 'bad');
+    await mkdir(dir);
+    execFileSync('cp', ['-r', `${src}/.`, dir]);
+    await writeFile(join(dir, 'state'), 'state '.repeat(4999) + 'XXXXX ');
+    const chunks: Buffer[] = [];
+    for await (const c of packArchive(dir)) chunks.push(c as Buffer);
+    await refused(
+      unpackArchive(Readable.from([Buffer.concat(chunks)]), await fresh()),
+      /state does not match its SHA-256/,
+    );
+    const noManifest = join(root, 'nomanifest.tar');
+    execFileSync('tar', ['-cf', noManifest, '-C', src, 'memory']);
+    await refused(unpackArchive(createReadStream(noManifest), await fresh()), /no kiln-snapshot\.json/);
+    await refused(
+      unpackArchive(Readable.from([Buffer.from('not a tar at all')]), await fresh()),
+      /not a valid/,
+    );
+  });
+});

@@ -1,0 +1,268 @@
+/**
+ * Snapshots of running sandboxes on real QEMU guests: snapshot + two restores that see the
+ * file and the background process of the source and are isolated from it and from each other;
+ * pause/resume five times with a change between each; fork into 4; deletion refused while
+ * clones depend on a snapshot; disk chains flattened; bad input refused with nothing changed.
+ */
+import assert from 'node:assert/strict';
+import { createReadStream, createWriteStream, existsSync } from 'node:fs';
+import { mkdtemp, open, readdir, rm, stat, truncate } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { KilnError } from '../../src/core/errors.ts';
+import { nullLogger } from '../../src/core/log.ts';
+import { sleep } from '../../src/core/proc.ts';
+import { HttpGuestClient } from '../../src/daemon/guest-client.ts';
+import { MAX_DISK_CHAIN, SandboxService, type BootImage } from '../../src/daemon/sandbox-service.ts';
+import { SqliteStore } from '../../src/store/sqlite-store.ts';
+import { QemuDriver } from '../../src/vmm/qemu/qemu-driver.ts';
+import { ensureDefaultImage } from '../helpers/image.ts';
+
+const rejectsCode = (p: Promise<unknown>, code: string, re?: RegExp): Promise<void> =>
+  assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof KilnError, String(e));
+    assert.equal(e.code, code, e.message);
+    if (re) assert.match(e.message, re);
+    return true;
+  });
+
+describe('snapshots, pause/resume and fork of running sandboxes', { timeout: 900_000 }, () => {
+  let root: string;
+  let image: BootImage;
+  let store: SqliteStore;
+  let driver: QemuDriver;
+  let svc: SandboxService;
+
+  before(async () => {
+    const img = await ensureDefaultImage();
+    image = { key: img.key, kernel: img.kernel, initrd: img.initrd, rootfs: img.rootfs };
+    root = await mkdtemp('/tmp/kiln-snap-');
+    store = new SqliteStore(`${root}/state.db`);
+    driver = new QemuDriver({ runDir: `${root}/vms` });
+    svc = new SandboxService({
+      store,
+      driver,
+      guest: (o) => new HttpGuestClient(o),
+      image: () => Promise.resolve(image),
+      dataDir: `${root}/data`,
+      log: nullLogger,
+    });
+    await svc.buildTemplate('base', image, { memoryMiB: 512, vcpus: 1 });
+  });
+  after(async () => {
+    for (const id of await driver.list()) await driver.kill(id);
+    await driver.close();
+    store.close();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  const out = async (id: string, cmd: string): Promise<string> => {
+    const r = await svc.exec(id, cmd);
+    assert.equal(r.exitCode, 0, `${cmd}: ${r.stderr}`);
+    return r.stdout.trim();
+  };
+  /** The counter the background process bumps: it must move while we watch. */
+  const counterMoves = async (id: string): Promise<void> => {
+    const a = Number(await out(id, 'cat /tmp/counter'));
+    await sleep(800);
+    const b = Number(await out(id, 'cat /tmp/counter'));
+    assert.ok(b > a, `background counter in ${id} stalled at ${a} -> ${b}`);
+  };
+
+  let src = '';
+  let snapId = '';
+  it('snapshots a running sandbox; the source keeps running and reports its pause', async () => {
+    src = (await svc.create({ template: 'base', envVars: { WHO: 'src' } })).id;
+    await out(src, 'echo v1 > /home/user/f');
+    await out(
+      src,
+      "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.1; done' >/dev/null 2>&1 < /dev/null & echo $! > /tmp/counter.pid",
+    );
+    await counterMoves(src);
+    const snap = await svc.snapshot(src, { name: 'first' });
+    snapId = snap.id;
+    assert.equal(snap.kind, 'snapshot');
+    assert.equal(snap.sandboxId, src);
+    assert.ok(snap.pauseMs !== null && snap.pauseMs > 0 && snap.pauseMs < 10_000, String(snap.pauseMs));
+    assert.deepEqual(snap.artifacts.map((a) => a.kind).sort(), ['disk', 'memory', 'state']);
+    for (const a of snap.artifacts) assert.match(a.sha256, /^[0-9a-f]{64}$/);
+    assert.equal(svc.get(src).state, 'running');
+    assert.equal(svc.get(src).sourceSnapshotId, snap.id, 'the source now sits on the frozen layer');
+    assert.equal(await out(src, 'cat /home/user/f'), 'v1');
+    await counterMoves(src);
+    assert.deepEqual(svc.getSnapshot('first'), snap);
+  });
+
+  let c1 = '';
+  let c2 = '';
+  it('restores it twice at once: both see the file and the process; writes stay apart', async () => {
+    const [a, b] = await Promise.all([svc.restore(snapId), svc.restore('first')]);
+    c1 = a.id;
+    c2 = b.id;
+    assert.notEqual(a.accessToken, b.accessToken);
+    for (const c of [c1, c2]) {
+      assert.equal(await out(c, 'cat /home/user/f'), 'v1');
+      assert.equal(await out(c, 'echo $WHO; whoami'), 'src\nuser', 'env of the source, default user');
+      await counterMoves(c);
+      // The clock was re-synced on restore.
+      const t0 = Date.now() / 1000;
+      const guestNow = Number(await out(c, 'date +%s'));
+      const t1 = Date.now() / 1000;
+      assert.ok(
+        guestNow >= Math.floor(t0) - 2 && guestNow <= t1 + 2,
+        `guest clock ${guestNow} outside host [${t0}, ${t1}]`,
+      );
+    }
+    await out(c1, 'echo c1 > /home/user/f; sync');
+    await out(src, 'echo src2 > /home/user/f; sync');
+    assert.equal(await out(c1, 'cat /home/user/f'), 'c1');
+    assert.equal(await out(c2, 'cat /home/user/f'), 'v1');
+    assert.equal(await out(src, 'cat /home/user/f'), 'src2');
+  });
+
+  it('refuses bad input and changes nothing', async () => {
+    const before = { snaps: svc.listSnapshots().length, vms: (await driver.list()).length };
+    await rejectsCode(svc.restore('snap-nope'), 'not_found', /snap-nope/);
+    await rejectsCode(svc.snapshot(src, { name: 'first' }), 'already_exists', /first/);
+    await rejectsCode(svc.snapshot(src, { name: '../x' }), 'invalid_argument', /name/);
+    await rejectsCode(svc.snapshot('sbx-nope'), 'not_found');
+    await rejectsCode(svc.fork(src, { count: 0 }), 'invalid_argument', /count/);
+    await rejectsCode(svc.deleteSnapshot(snapId), 'invalid_state', /still used/);
+    assert.equal(svc.listSnapshots().length, before.snaps);
+    assert.equal((await driver.list()).length, before.vms);
+  });
+
+  it('pause/resume 5 times with a change between each: nothing lost, same id and token', async () => {
+    const token = svc.get(c2).accessToken;
+    const pid = await out(c2, 'cat /tmp/counter.pid');
+    for (let i = 1; i <= 5; i++) {
+      await out(c2, `echo round${i} >> /home/user/log; echo ${i} > /home/user/f`);
+      const p = await svc.pause(c2);
+      assert.equal(p.state, 'paused');
+      assert.ok(!(await driver.list()).includes(c2), 'a paused sandbox has no VM');
+      await rejectsCode(svc.exec(c2, 'true'), 'invalid_state', /paused/);
+      if (i === 1) await rejectsCode(svc.snapshot(c2), 'invalid_state', /paused/);
+      const r = await svc.resume(c2);
+      assert.equal(r.state, 'running');
+      assert.equal(r.accessToken, token);
+      assert.equal(await out(c2, 'cat /home/user/f'), String(i));
+      assert.equal(await out(c2, 'wc -l < /home/user/log'), String(i));
+      assert.equal(await out(c2, 'cat /tmp/counter.pid'), pid);
+      assert.equal(await out(c2, `kill -0 ${pid} && echo alive`), 'alive');
+    }
+    await counterMoves(c2);
+    // Each pause's disk layer sits on the previous one: a chain longer than the limit.
+    assert.equal(svc.listSnapshots({ kind: 'pause' }).length, 5);
+    assert.ok(5 + 2 > MAX_DISK_CHAIN);
+  });
+
+  it('flattens long disk chains and the sandbox still pauses and resumes', async () => {
+    const flattened = await svc.flattenChains();
+    const s = svc.get(c2);
+    const snap = svc.getSnapshot(s.sourceSnapshotId ?? '');
+    assert.ok(flattened.length > 0, 'a chain of 6 layers is flattened');
+    assert.equal(snap.parentId, svc.getSnapshot('first').parentId, 'now one layer over the template');
+    assert.equal(svc.listSnapshots({ kind: 'pause' }).length, 1, 'unused pause layers were removed');
+    await svc.pause(c2);
+    await svc.resume(c2);
+    assert.equal(await out(c2, 'cat /home/user/f; wc -l < /home/user/log'), '5\n5');
+  });
+
+  it('forks into 4: every clone has the state, the source goes on', async () => {
+    await out(src, 'echo forked > /home/user/g');
+    const r = await svc.fork(src, { count: 4 });
+    assert.equal(r.results.length, 4);
+    const ids = r.results.map((x) => {
+      assert.ok('sandbox' in x, 'error' in x ? x.error.message : '');
+      return x.sandbox.id;
+    });
+    assert.equal(new Set(ids).size, 4);
+    for (const id of ids) {
+      assert.equal(await out(id, 'cat /home/user/g /home/user/f'), 'forked\nsrc2');
+      await counterMoves(id);
+    }
+    assert.equal(svc.get(src).state, 'running');
+    for (const id of ids) await svc.kill(id);
+  });
+
+  it('exports a snapshot to one archive that another host imports and restores', async () => {
+    const archive = join(root, 'first.tar');
+    await svc.exportSnapshot('first', createWriteStream(archive));
+    // "Another host": its own state, data and VMs, and no template yet.
+    const store2 = new SqliteStore(`${root}/host2/state.db`);
+    const driver2 = new QemuDriver({ runDir: `${root}/host2/vms` });
+    const svc2 = new SandboxService({
+      store: store2,
+      driver: driver2,
+      guest: (o) => new HttpGuestClient(o),
+      image: () => Promise.reject(new KilnError('not_found', 'host2 has no images')),
+      dataDir: `${root}/host2/data`,
+      log: nullLogger,
+    });
+    try {
+      const imported = await svc2.importSnapshot(createReadStream(archive));
+      assert.equal(imported.id, snapId);
+      assert.equal(imported.name, 'first');
+      assert.deepEqual(imported.artifacts.map((a) => a.kind).sort(), [
+        'disk',
+        'initrd',
+        'kernel',
+        'memory',
+        'state',
+      ]);
+      const c = await svc2.restore('first');
+      assert.equal((await svc2.exec(c.id, 'cat /home/user/f')).stdout, 'v1\n');
+      await svc2.kill(c.id);
+      await rejectsCode(svc2.importSnapshot(createReadStream(archive)), 'already_exists', /first|snap-/);
+      // Damage one byte in the middle: refused, and nothing is recorded or left behind.
+      const size = (await stat(archive)).size;
+      const fh = await open(archive, 'r+');
+      const b = Buffer.alloc(1);
+      await fh.read(b, 0, 1, Math.floor(size / 2));
+      b[0] = (b[0] ?? 0) ^ 0xff;
+      await fh.write(b, 0, 1, Math.floor(size / 2));
+      await fh.close();
+      const store3 = new SqliteStore(`${root}/host3/state.db`);
+      const svc3 = new SandboxService({
+        store: store3,
+        driver: driver2,
+        guest: (o) => new HttpGuestClient(o),
+        image: () => Promise.reject(new KilnError('not_found', 'no images')),
+        dataDir: `${root}/host3/data`,
+        log: nullLogger,
+      });
+      await rejectsCode(
+        svc3.importSnapshot(createReadStream(archive)),
+        'invalid_argument',
+        /SHA-256|damaged/,
+      );
+      await truncate(archive, Math.floor(size / 3));
+      await rejectsCode(svc3.importSnapshot(createReadStream(archive)), 'invalid_argument', /truncated/);
+      assert.deepEqual(svc3.listSnapshots(), []);
+      assert.deepEqual(await readdir(`${root}/host3/data/snapshots`), []);
+      assert.deepEqual(store3.openOperations(), []);
+      store3.close();
+    } finally {
+      for (const id of await driver2.list()) await driver2.kill(id);
+      await driver2.close();
+      store2.close();
+      await rm(archive, { force: true });
+    }
+  });
+
+  it('deletes a snapshot once no clone depends on it; its files go with it', async () => {
+    await svc.kill(c1);
+    await svc.kill(c2);
+    await svc.kill(src);
+    await svc.deleteSnapshot('first');
+    await rejectsCode(svc.restore('first'), 'not_found');
+    assert.ok(!existsSync(join(root, 'data', 'snapshots', snapId)));
+    // Only the template's own snapshot is left: internal snapshots went with their sandboxes.
+    assert.deepEqual(
+      svc.listSnapshots().map((x) => x.kind),
+      ['template'],
+    );
+    assert.equal((await readdir(join(root, 'data', 'snapshots'))).length, 1);
+    assert.deepEqual(await driver.list(), []);
+  });
+});
