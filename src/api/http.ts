@@ -59,6 +59,13 @@ export function sendJson(res: ServerResponse, status: number, value: unknown): v
   res.end(body);
 }
 
+export interface RouterOpts {
+  /** Shapes an error's body (default: `{code, message, opId}`). The status is always the code's. */
+  errorBody?: (e: KilnError, opId: string) => unknown;
+  /** Runs before any route is matched (e.g. the API key check); throwing refuses the request. */
+  authenticate?: (req: IncomingMessage) => void;
+}
+
 /**
  * A small router: one op id per request (minted here, or taken from X-Kiln-Op-Id), sent back in
  * a header and in every error body, and bound to every log line of the request. Errors become
@@ -67,6 +74,7 @@ export function sendJson(res: ServerResponse, status: number, value: unknown): v
 export function createRouter(
   routes: Route[],
   log: Logger,
+  opts: RouterOpts = {},
 ): (req: IncomingMessage, res: ServerResponse) => void {
   const compiled = routes.map((r) => {
     const names: string[] = [];
@@ -95,8 +103,21 @@ export function createRouter(
         res.destroy();
         return;
       }
-      sendJson(res, ERROR_CODES[k.code].status, { ...k.toJSON(), opId });
+      sendJson(
+        res,
+        ERROR_CODES[k.code].status,
+        opts.errorBody ? opts.errorBody(k, opId) : { ...k.toJSON(), opId },
+      );
     };
+    if (opts.authenticate) {
+      try {
+        opts.authenticate(req);
+      } catch (e) {
+        req.resume();
+        fail(e);
+        return;
+      }
+    }
     const pathMatches = compiled.filter((r) => r.re.test(url.pathname));
     const route = pathMatches.find((r) => r.method === req.method);
     if (!route) {

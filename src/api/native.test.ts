@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { nullLogger } from '../core/log.ts';
+import { ApiKeyService } from '../daemon/api-keys.ts';
 import type { GuestClient } from '../daemon/guest-client.ts';
 import { SandboxService } from '../daemon/sandbox-service.ts';
 import { SqliteStore } from '../store/sqlite-store.ts';
@@ -29,6 +30,17 @@ const guest: GuestClient = {
       stdout: '',
       stderr: '',
       status: 'exit status 0',
+    }),
+  metrics: () =>
+    Promise.resolve({
+      ts: 1,
+      cpu_count: 1,
+      cpu_used_pct: 0,
+      mem_total: 1,
+      mem_used: 1,
+      mem_cache: 0,
+      disk_used: 1,
+      disk_total: 2,
     }),
 };
 
@@ -61,6 +73,9 @@ describe('native API', () => {
       svc,
       version: '9.9.9',
       buildTemplate: (n, r) => svc.buildTemplate(n, IMAGE, r),
+      keys: new ApiKeyService({ store }),
+      e2bEnv: () =>
+        Promise.resolve({ apiUrl: 'http://127.0.0.1:1', sandboxUrl: 'http://127.0.0.1:2', apiKey: 'k' }),
     });
     server = createServer(createRouter(routes, nullLogger));
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -208,6 +223,43 @@ describe('native API', () => {
     );
   });
 
+  it('API keys: created with the key shown once, listed by prefix only, revoked', async () => {
+    const c = await call('POST', '/v1/api-keys', { name: 'ci' });
+    assert.equal(c.status, 201);
+    const cj = c.json ?? {};
+    const key = String(cj['key']);
+    assert.match(key, /^e2b_[0-9a-f]{40}$/);
+    assert.deepEqual(Object.keys(c.json ?? {}).sort(), [
+      'createdAt',
+      'id',
+      'key',
+      'lastUsedAt',
+      'name',
+      'prefix',
+    ]);
+    assert.equal(cj['prefix'], key.slice(0, 10));
+    const list = await call('GET', '/v1/api-keys');
+    const items = list.json?.['items'] as Record<string, unknown>[];
+    assert.deepEqual(
+      items.map((k) => [k['id'], k['name'], k['key']]),
+      [[cj['id'], 'ci', undefined]],
+      'the key itself is never listed',
+    );
+    assert.ok(!list.text.includes(key));
+    const bad = await call('POST', '/v1/api-keys', { name: 'Bad Name' });
+    assert.deepEqual([bad.status, bad.json?.['code']], [400, 'invalid_argument']);
+    assert.equal((await call('DELETE', `/v1/api-keys/${String(cj['id'])}`)).status, 204);
+    const again = await call('DELETE', `/v1/api-keys/${String(cj['id'])}`);
+    assert.deepEqual([again.status, again.json?.['code']], [404, 'not_found']);
+    assert.deepEqual((await call('GET', '/v1/api-keys')).json, { items: [] });
+    const env = await call('POST', '/v1/e2b/env');
+    assert.deepEqual(env.json, {
+      apiUrl: 'http://127.0.0.1:1',
+      sandboxUrl: 'http://127.0.0.1:2',
+      apiKey: 'k',
+    });
+  });
+
   it('snapshots, pause/resume, fork and restore: status codes and shapes', async () => {
     const created = await call('POST', '/v1/sandboxes', { template: 'base' });
     const id = String(created.json?.['sandboxId']);
@@ -265,6 +317,8 @@ describe('native API', () => {
       svc,
       version: '',
       buildTemplate: () => Promise.reject(new Error('unused')),
+      keys: new ApiKeyService({ store }),
+      e2bEnv: () => Promise.reject(new Error('unused')),
     }).map((r) => `${r.method} ${r.path.replace(/:([a-zA-Z]+)/g, '{$1}')}`);
     assert.deepEqual(documented.sort(), routes.sort());
   });

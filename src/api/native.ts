@@ -6,6 +6,8 @@ import type {
   TemplateRecord,
 } from '../core/domain.ts';
 import { KilnError, asKilnError, invalidArgument } from '../core/errors.ts';
+import type { ApiKeyRecord } from '../core/domain.ts';
+import type { ApiKeyService } from '../daemon/api-keys.ts';
 import type { CreateRequest, SandboxService } from '../daemon/sandbox-service.ts';
 import { PassThrough } from 'node:stream';
 import type { Route } from './http.ts';
@@ -36,6 +38,21 @@ export function sandboxView(s: SandboxRecord): Record<string, unknown> {
   };
 }
 
+/** What `kiln e2b env` prints: where the E2B API and the envd proxy listen, and a key for them. */
+export interface E2bEnv {
+  apiUrl: string;
+  sandboxUrl: string;
+  apiKey: string;
+}
+
+/** An API key as listed: never the key itself (only its hash is kept), its prefix instead. */
+const apiKeyView = (k: ApiKeyRecord): Record<string, unknown> => ({
+  id: k.id,
+  name: k.name,
+  prefix: k.prefix,
+  createdAt: k.createdAt,
+  lastUsedAt: k.lastUsedAt,
+});
 /** The public view of a snapshot (the guest token it holds stays private). */
 export function snapshotView(x: SnapshotRecord): Record<string, unknown> {
   return {
@@ -98,9 +115,36 @@ export function nativeRoutes(d: {
   svc: SandboxService;
   buildTemplate: TemplateBuilder;
   version: string;
+  keys: ApiKeyService;
+  e2bEnv: () => Promise<E2bEnv>;
 }): Route[] {
   const { svc } = d;
   return [
+    {
+      method: 'POST',
+      path: '/v1/api-keys',
+      status: 201,
+      handler: async (c) => {
+        const name = optString(await c.body(), 'name') ?? 'default';
+        const { record, key } = d.keys.create(name);
+        return { ...apiKeyView(record), key };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/api-keys',
+      handler: () => Promise.resolve({ items: d.keys.list().map(apiKeyView) }),
+    },
+    {
+      method: 'DELETE',
+      path: '/v1/api-keys/:id',
+      status: 204,
+      handler: (c) => {
+        d.keys.delete(c.params['id'] ?? '');
+        return Promise.resolve(null);
+      },
+    },
+    { method: 'POST', path: '/v1/e2b/env', handler: () => d.e2bEnv() },
     { method: 'GET', path: '/v1/health', handler: () => Promise.resolve({ ok: true, version: d.version }) },
     {
       method: 'GET',

@@ -41,6 +41,11 @@ usage:
   kiln template build [--name N] [--memory MiB] [--vcpus N] [--json]
   kiln image build [--name NAME] [--package PKG]... [--force] [--json]
   kiln image list [--json]
+  kiln api-key create [--name N] [--json]   issue a key for the E2B API (shown once)
+  kiln api-key list [--json]
+  kiln api-key delete ID
+  kiln e2b env                  print the exports that point the e2b SDK at this kiln:
+                                eval "$(kiln e2b env)"
   kiln daemon [--detach]        run kilnd in the foreground (or start it in the background)
   kiln daemon stop
   kiln help
@@ -483,6 +488,59 @@ async function image(sub: string | undefined, argv: string[]): Promise<number> {
   throw new UsageError(`unknown command "kiln image ${sub ?? ''}"`);
 }
 
+async function apiKey(sub: string | undefined, argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { name: { type: 'string', default: 'default' }, json: { type: 'boolean', default: false } },
+  });
+  switch (sub) {
+    case 'create': {
+      validateName('name', values.name);
+      const c = await connectOrStart(stateDir, say);
+      const k = await c.createApiKey(values.name);
+      if (values.json) console.log(JSON.stringify(k, null, 2));
+      else {
+        console.log(k.key);
+        say(`API key ${k.id} ("${k.name}") created; it is shown only now`);
+      }
+      return 0;
+    }
+    case 'list': {
+      const c = await connectOrStart(stateDir, say);
+      const { items } = await c.listApiKeys();
+      if (values.json) console.log(JSON.stringify(items, null, 2));
+      else
+        table(
+          ['ID', 'NAME', 'PREFIX', 'CREATED', 'LAST USED'],
+          items.map((k) => [k.id, k.name, `${k.prefix}…`, k.createdAt, k.lastUsedAt ?? '-']),
+        );
+      return 0;
+    }
+    case 'delete': {
+      const id = positionals[0];
+      if (!id) throw new UsageError('kiln api-key delete needs the key id (kiln api-key list)');
+      const c = await connectOrStart(stateDir, say);
+      await c.deleteApiKey(id);
+      say(`API key ${id} revoked`);
+      return 0;
+    }
+  }
+  throw new UsageError(`unknown command "kiln api-key ${sub ?? ''}"`);
+}
+
+const shellQuote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+
+async function e2b(sub: string | undefined): Promise<number> {
+  if (sub !== 'env') throw new UsageError(`unknown command "kiln e2b ${sub ?? ''}"`);
+  const c = await connectOrStart(stateDir, say);
+  const e = await c.e2bEnv();
+  console.log(
+    `export E2B_API_URL=${shellQuote(e.apiUrl)} E2B_SANDBOX_URL=${shellQuote(e.sandboxUrl)} E2B_API_KEY=${shellQuote(e.apiKey)}`,
+  );
+  return 0;
+}
+
 async function daemon(argv: string[]): Promise<number> {
   if (argv[0] === 'stop') {
     const stopped = await stopDaemon(stateDir);
@@ -526,6 +584,10 @@ async function main(argv: string[]): Promise<number> {
       return template(sub, rest);
     case 'image':
       return image(sub, rest);
+    case 'api-key':
+      return apiKey(sub, rest);
+    case 'e2b':
+      return e2b(sub);
     case 'daemon':
       return daemon(argv.slice(1));
     default:

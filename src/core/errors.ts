@@ -7,6 +7,7 @@
 /** Stable codes, their HTTP status and what they mean. Append only: codes are API. */
 export const ERROR_CODES = {
   invalid_argument: { status: 400, summary: 'A parameter is malformed or out of range.' },
+  unauthenticated: { status: 401, summary: 'The request carries no valid credentials (API key).' },
   not_found: { status: 404, summary: 'The named object does not exist.' },
   already_exists: { status: 409, summary: 'An object with that name or id already exists.' },
   invalid_state: { status: 409, summary: 'The object is not in a state where the action is legal.' },

@@ -39,6 +39,20 @@ export interface GuestClient {
   init(body: InitBody, currentToken?: string): Promise<void>;
   /** Runs `/bin/bash -l -c cmd` and collects its output (streamed to the callbacks as it comes). */
   exec(cmd: string, opts?: ExecOpts): Promise<ExecResult>;
+  /** GET /metrics: the guest's own view of CPU, memory and root disk (envd's field names). */
+  metrics(): Promise<GuestMetrics>;
+}
+
+/** envd's GET /metrics body. */
+export interface GuestMetrics {
+  ts: number;
+  cpu_count: number;
+  cpu_used_pct: number;
+  mem_total: number;
+  mem_used: number;
+  mem_cache: number;
+  disk_used: number;
+  disk_total: number;
 }
 
 export interface HttpGuestClientOpts {
@@ -102,6 +116,23 @@ export class HttpGuestClient implements GuestClient {
         `guest agent /init answered ${res.status}: ${await res.text()}`,
       );
     }
+  }
+
+  async metrics(): Promise<GuestMetrics> {
+    const res = await fetch(`${this.#o.baseUrl}/metrics`, {
+      headers: this.#headers(),
+      signal: AbortSignal.timeout(10_000),
+    }).catch((e: unknown) => {
+      throw new KilnError('guest_agent_error', `guest agent /metrics failed: ${(e as Error).message}`, {
+        cause: e,
+      });
+    });
+    if (res.status !== 200)
+      throw new KilnError(
+        'guest_agent_error',
+        `guest agent /metrics answered ${res.status}: ${await res.text()}`,
+      );
+    return (await res.json()) as GuestMetrics;
   }
 
   async exec(cmd: string, opts: ExecOpts = {}): Promise<ExecResult> {

@@ -12,7 +12,7 @@ import { afterEach, beforeEach, describe, it } from 'node:test';
 import { nullLogger } from '../core/log.ts';
 import { SqliteStore } from '../store/sqlite-store.ts';
 import { FakeDriver, type FakeWorld } from '../vmm/fake-driver.ts';
-import type { ExecResult, GuestClient, InitBody } from './guest-client.ts';
+import type { ExecResult, GuestClient, GuestMetrics, InitBody } from './guest-client.ts';
 import { SandboxService, type SandboxServiceDeps } from './sandbox-service.ts';
 
 class RecordingGuest implements GuestClient {
@@ -28,6 +28,18 @@ class RecordingGuest implements GuestClient {
   }
   exec(cmd: string): Promise<ExecResult> {
     return Promise.resolve({ exitCode: 0, stdout: `ran ${cmd}\n`, stderr: '', status: 'exit status 0' });
+  }
+  metrics(): Promise<GuestMetrics> {
+    return Promise.resolve({
+      ts: 1,
+      cpu_count: 1,
+      cpu_used_pct: 12.5,
+      mem_total: 512 * 2 ** 20,
+      mem_used: 100 * 2 ** 20,
+      mem_cache: 10 * 2 ** 20,
+      disk_used: 2 ** 30,
+      disk_total: 2 ** 31,
+    });
   }
 }
 

@@ -24,7 +24,7 @@ import type { Page, PageOpts, SandboxFilter, Store } from '../store/store.ts';
 import type { VmmDriver, VmSpec } from '../vmm/driver.ts';
 import { waitForHttp } from '../vmm/health.ts';
 import { AGENT_PORT } from '../vmm/qemu/args.ts';
-import type { ExecOpts, ExecResult, GuestClient, HttpGuestClientOpts } from './guest-client.ts';
+import type { ExecOpts, ExecResult, GuestClient, GuestMetrics, HttpGuestClientOpts } from './guest-client.ts';
 import { OpRun, runUndo } from './journal.ts';
 import { KeyedLock } from './locks.ts';
 import {
@@ -162,6 +162,8 @@ export class SandboxService {
   readonly #now: () => number;
   readonly #samples = new Map<string, { ticks: number; at: number }>();
   readonly #latestStats = new Map<string, SandboxStats>();
+  /** Sandbox id -> its agent's forwarded host port, for the VM started at `startedAt`. */
+  readonly #agentPorts = new Map<string, { port: number; startedAt: string | null }>();
   #timers: NodeJS.Timeout[] = [];
 
   constructor(deps: SandboxServiceDeps) {
@@ -996,6 +998,46 @@ export class SandboxService {
     return guest.exec(cmd, opts);
   }
 
+  /**
+   * Where a running sandbox's guest agent answers (`http://127.0.0.1:<forwarded port>`), for the
+   * envd proxy. The port is cached per VM; `forgetAgent` drops it when a connection fails.
+   * `not_found` for an unknown sandbox, `invalid_state` for one that is not running.
+   */
+  async agent(id: string): Promise<{ sandbox: SandboxRecord; baseUrl: string }> {
+    const s = this.get(id);
+    if (s.state !== 'running') {
+      this.#agentPorts.delete(id);
+      throw new KilnError('invalid_state', `sandbox ${id} is ${s.state}`, {
+        details: { sandboxId: id, state: s.state },
+      });
+    }
+    let c = this.#agentPorts.get(id);
+    if (!c || c.startedAt !== s.startedAt) {
+      const info = await this.#d.driver.status(id);
+      const port = info.ports[AGENT_PORT];
+      if (info.state === 'stopped' || !port)
+        throw new KilnError('invalid_state', `sandbox ${id} has no running VM`, {
+          details: { sandboxId: id, state: 'dead' },
+        });
+      c = { port, startedAt: s.startedAt };
+      this.#agentPorts.set(id, c);
+    }
+    return { sandbox: s, baseUrl: `http://127.0.0.1:${c.port}` };
+  }
+
+  /** Drops the cached agent address of a sandbox (its VM may have changed). */
+  forgetAgent(id: string): void {
+    this.#agentPorts.delete(id);
+  }
+
+  /** The guest's own CPU, memory and disk figures (envd's /metrics) of a running sandbox. */
+  async guestMetrics(id: string, ctx: OpCtx = {}): Promise<GuestMetrics> {
+    const { sandbox, baseUrl } = await this.agent(id);
+    return this.#d
+      .guest({ baseUrl, accessToken: sandbox.accessToken, ...(ctx.opId ? { opId: ctx.opId } : {}) })
+      .metrics();
+  }
+
   /** Ends a sandbox. A second kill while one runs is `conflict`; a dead one is `invalid_state`. */
   async kill(id: string, ctx: OpCtx = {}, reason = 'killed'): Promise<SandboxRecord> {
     this.get(id);
@@ -1006,6 +1048,7 @@ export class SandboxService {
       const run = new OpRun(this.#d, 'kill', id, ctx.opId);
       try {
         this.#d.store.updateSandbox(id, { state: 'killing' });
+        this.#agentPorts.delete(id);
         await runUndo({ action: 'kill-vm', vmId: id }, this.#d);
         const rec = this.#d.store.updateSandbox(id, { state: 'dead', endReason: reason });
         run.done();

@@ -10,11 +10,10 @@ import { basicUser, readBody, sendError, sendJson } from './http-util.ts';
 import { metrics } from './metrics.ts';
 import { processService } from './process-service.ts';
 import { ProcessManager } from './processes.ts';
-import { fileSignature, safeEqual, type AgentState } from './state.ts';
+import type { AgentState } from './state.ts';
+import { ENVD_VERSION, fileSignature, safeEqual } from '../core/envd-auth.ts';
 import { UnknownUserError, lookupUser, type GuestUser } from './users.ts';
 
-/** The envd version kiln's agent implements; >= 0.6.4 turns on every e2b SDK feature. */
-export const ENVD_VERSION = '0.6.13';
 export const AGENT_PORT = 49983;
 
 export interface AgentOpts {

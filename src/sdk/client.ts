@@ -82,6 +82,22 @@ export interface EventView {
   data: Record<string, unknown> | null;
 }
 
+export interface ApiKeyView {
+  id: string;
+  name: string;
+  /** The key's first characters (the key itself is shown only when created). */
+  prefix: string;
+  createdAt: string;
+  lastUsedAt: string | null;
+}
+
+/** What points the `e2b` SDK at this kilnd. */
+export interface E2bEnvView {
+  apiUrl: string;
+  sandboxUrl: string;
+  apiKey: string;
+}
+
 /** An error kiln answered with: the catalog code, the message and the request's op id. */
 export class KilnApiError extends KilnError {
   readonly opId: string | undefined;
@@ -321,6 +337,24 @@ export class KilnClient {
 
   buildTemplate(o: { name?: string; memoryMiB?: number; vcpus?: number } = {}): Promise<TemplateView> {
     return this.#json('POST', '/v1/templates', o);
+  }
+
+  /** Issues an API key for the E2B-compatible API; `key` is shown only in this answer. */
+  createApiKey(name?: string): Promise<ApiKeyView & { key: string }> {
+    return this.#json('POST', '/v1/api-keys', name === undefined ? {} : { name });
+  }
+
+  listApiKeys(): Promise<{ items: ApiKeyView[] }> {
+    return this.#json('GET', '/v1/api-keys');
+  }
+
+  async deleteApiKey(id: string): Promise<void> {
+    await this.#json('DELETE', `/v1/api-keys/${encodeURIComponent(id)}`);
+  }
+
+  /** The E2B API and envd proxy URLs and a key for them (created on first use, then reused). */
+  e2bEnv(): Promise<E2bEnvView> {
+    return this.#json('POST', '/v1/e2b/env');
   }
 
   /** Runs a command, streaming its output to the callbacks; resolves with the exit code. */

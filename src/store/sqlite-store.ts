@@ -4,6 +4,7 @@ import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlit
 import {
   EVENTS_PER_SANDBOX,
   SANDBOX_TRANSITIONS,
+  type ApiKeyRecord,
   type EventLevel,
   type EventRecord,
   type OperationRecord,
@@ -534,6 +535,52 @@ export class SqliteStore implements Store {
     }));
     const last = items.at(-1);
     return { items, next: more && last ? String(last.seq) : undefined };
+  }
+
+  // ---- API keys
+
+  insertApiKey(k: ApiKeyRecord): void {
+    try {
+      this.#q(
+        'INSERT INTO api_keys (id, name, key_hash, prefix, created_at, last_used_at) VALUES (?, ?, ?, ?, ?, ?)',
+      ).run(k.id, k.name, k.keyHash, k.prefix, k.createdAt, k.lastUsedAt);
+    } catch (e) {
+      if (isConstraint(e, 'PRIMARYKEY') || isConstraint(e, 'UNIQUE'))
+        throw new KilnError('already_exists', `API key "${k.id}" already exists`);
+      throw e;
+    }
+  }
+
+  #apiKey(r: Row): ApiKeyRecord {
+    return {
+      id: str(r['id']),
+      name: str(r['name']),
+      keyHash: str(r['key_hash']),
+      prefix: str(r['prefix']),
+      createdAt: str(r['created_at']),
+      lastUsedAt: optStr(r['last_used_at']),
+    };
+  }
+
+  getApiKeyByHash(keyHash: string): ApiKeyRecord {
+    const r = this.#q('SELECT * FROM api_keys WHERE key_hash = ?').get(keyHash) as Row | undefined;
+    if (!r) throw new KilnError('not_found', 'no such API key');
+    return this.#apiKey(r);
+  }
+
+  listApiKeys(): ApiKeyRecord[] {
+    return (this.#q('SELECT * FROM api_keys ORDER BY created_at, id').all() as Row[]).map((r) =>
+      this.#apiKey(r),
+    );
+  }
+
+  touchApiKey(id: string, at: string): void {
+    this.#q('UPDATE api_keys SET last_used_at = ? WHERE id = ?').run(at, id);
+  }
+
+  deleteApiKey(id: string): void {
+    const res = this.#q('DELETE FROM api_keys WHERE id = ?').run(id);
+    if (res.changes === 0) throw new KilnError('not_found', `API key "${id}" does not exist`);
   }
 
   close(): void {

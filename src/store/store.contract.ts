@@ -30,6 +30,7 @@ const code = (fn: () => unknown): string => {
 };
 
 const T0 = '2026-01-01T00:00:00.000Z';
+const T1 = '2026-01-02T00:00:00.000Z';
 export const template = (o: Partial<TemplateRecord> = {}): TemplateRecord => ({
   id: 'tpl-1',
   name: 'base',
@@ -388,6 +389,58 @@ export function storeContract(name: string, fx: StoreFixture): void {
       );
       s.deleteSandbox('a');
       assert.deepEqual(s.listEvents('a').items, []);
+      s.close();
+    });
+
+    it('API keys: insert, find by hash, list, touch, delete; ids and hashes unique', () => {
+      const s = fx.open();
+      const k = {
+        id: 'key-1',
+        name: 'ci',
+        keyHash: 'h'.repeat(64),
+        prefix: 'kiln_abc',
+        createdAt: T0,
+        lastUsedAt: null,
+      };
+      s.insertApiKey(k);
+      s.insertApiKey({ ...k, id: 'key-2', name: 'other', keyHash: 'g'.repeat(64), createdAt: T1 });
+      assert.deepEqual(s.getApiKeyByHash('h'.repeat(64)), k);
+      assert.equal(
+        code(() => s.getApiKeyByHash('x'.repeat(64))),
+        'not_found',
+      );
+      assert.equal(
+        code(() => {
+          s.insertApiKey({ ...k, id: 'key-3' });
+        }),
+        'already_exists',
+        'same hash',
+      );
+      assert.equal(
+        code(() => {
+          s.insertApiKey({ ...k, keyHash: 'z'.repeat(64) });
+        }),
+        'already_exists',
+        'same id',
+      );
+      s.touchApiKey('key-1', T1);
+      assert.equal(s.getApiKeyByHash('h'.repeat(64)).lastUsedAt, T1);
+      assert.deepEqual(
+        s.listApiKeys().map((x) => x.id),
+        ['key-1', 'key-2'],
+      );
+      s.deleteApiKey('key-1');
+      assert.equal(
+        code(() => {
+          s.deleteApiKey('key-1');
+        }),
+        'not_found',
+      );
+      assert.equal(
+        code(() => s.getApiKeyByHash('h'.repeat(64))),
+        'not_found',
+        'a revoked key is gone',
+      );
       s.close();
     });
 

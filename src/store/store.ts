@@ -1,4 +1,5 @@
 import type {
+  ApiKeyRecord,
   EventLevel,
   EventRecord,
   OperationRecord,
@@ -78,6 +79,17 @@ export interface Store {
     data?: Record<string, unknown>,
   ): EventRecord;
   listEvents(sandboxId: string, page?: PageOpts): Page<EventRecord>;
+
+  /** Records an issued API key (only its hash); `already_exists` for a known id or hash. */
+  insertApiKey(k: ApiKeyRecord): void;
+  /** The key whose SHA-256 is `keyHash`; `not_found` when none. */
+  getApiKeyByHash(keyHash: string): ApiKeyRecord;
+  /** Keys by creation time, oldest first. */
+  listApiKeys(): ApiKeyRecord[];
+  /** Records that the key was just used. */
+  touchApiKey(id: string, at: string): void;
+  /** Revokes a key; `not_found` when there is none with that id. */
+  deleteApiKey(id: string): void;
 
   close(): void;
 }

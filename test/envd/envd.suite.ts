@@ -18,8 +18,10 @@ import {
 
 export interface EnvdTarget {
   sandbox: Sandbox;
-  /** Base URL of the agent itself (for raw HTTP checks). */
+  /** Base URL of the agent (for raw HTTP checks): the agent itself, or kiln's envd proxy. */
   agentUrl: string;
+  /** Headers that route raw requests to this agent through a proxy (E2b-Sandbox-Id). */
+  routeHeaders?: Record<string, string>;
   accessToken: string;
   /** The user commands run as by default, and a scratch directory it owns. */
   defaultUser: string;
@@ -48,6 +50,12 @@ export function envdSuite(name: string, make: () => Promise<EnvdTarget>): void {
   describe(`envd via the e2b SDK: ${name}`, { timeout: 600_000 }, () => {
     let t: EnvdTarget;
     let sbx: Sandbox;
+    /** fetch on the agent's URL, with the target's routing headers. */
+    const agentFetch = (path: string, init: RequestInit = {}): Promise<Response> =>
+      fetch(t.agentUrl + path, {
+        ...init,
+        headers: { ...t.routeHeaders, ...(init.headers as Record<string, string> | undefined) },
+      });
     before(async () => {
       t = await make();
       sbx = t.sandbox;
@@ -296,7 +304,7 @@ export function envdSuite(name: string, make: () => Promise<EnvdTarget>): void {
               }
             },
           });
-          const r = await fetch(`${t.agentUrl}/files?path=${encodeURIComponent(`${t.dir}/huge.bin`)}`, {
+          const r = await agentFetch(`/files?path=${encodeURIComponent(`${t.dir}/huge.bin`)}`, {
             method: 'POST',
             headers: {
               'content-type': 'application/octet-stream',
@@ -317,8 +325,7 @@ export function envdSuite(name: string, make: () => Promise<EnvdTarget>): void {
       });
 
       it('raw octet-stream upload with gzip; a corrupt gzip body is 400 and leaves no file', async () => {
-        const url = `${t.agentUrl}/files?path=${encodeURIComponent(`${t.dir}/raw.txt`)}`;
-        const ok = await fetch(url, {
+        const ok = await agentFetch(`/files?path=${encodeURIComponent(`${t.dir}/raw.txt`)}`, {
           method: 'POST',
           headers: {
             'content-type': 'application/octet-stream',
@@ -329,7 +336,7 @@ export function envdSuite(name: string, make: () => Promise<EnvdTarget>): void {
         });
         assert.equal(ok.status, 200);
         assert.equal(await sbx.files.read(`${t.dir}/raw.txt`), 'zipped');
-        const bad = await fetch(`${t.agentUrl}/files?path=${encodeURIComponent(`${t.dir}/corrupt.txt`)}`, {
+        const bad = await agentFetch(`/files?path=${encodeURIComponent(`${t.dir}/corrupt.txt`)}`, {
           method: 'POST',
           headers: {
             'content-type': 'application/octet-stream',
@@ -367,48 +374,48 @@ export function envdSuite(name: string, make: () => Promise<EnvdTarget>): void {
 
     describe('protocol and security', () => {
       it('requests without the access token are 401; a token is not accepted by another agent state', async () => {
-        const r = await fetch(`${t.agentUrl}/process.Process/List`, {
+        const r = await agentFetch(`/process.Process/List`, {
           method: 'POST',
           headers: { 'content-type': 'application/json' },
           body: '{}',
         });
         assert.equal(r.status, 401);
-        const w = await fetch(`${t.agentUrl}/envs`, { headers: { 'x-access-token': 'wrong' } });
+        const w = await agentFetch(`/envs`, { headers: { 'x-access-token': 'wrong' } });
         assert.equal(w.status, 401);
-        const h = await fetch(`${t.agentUrl}/health`);
+        const h = await agentFetch(`/health`);
         assert.equal(h.status, 204, '/health needs no token');
       });
 
       it('unknown methods, malformed JSON and a non-existent user get clear errors and the agent keeps serving', async () => {
         const hdr = { 'content-type': 'application/json', 'x-access-token': t.accessToken };
-        const unknown = await fetch(`${t.agentUrl}/process.Process/Nope`, {
+        const unknown = await agentFetch(`/process.Process/Nope`, {
           method: 'POST',
           headers: hdr,
           body: '{}',
         });
         assert.equal(unknown.status, 404);
-        const bad = await fetch(`${t.agentUrl}/filesystem.Filesystem/Stat`, {
+        const bad = await agentFetch(`/filesystem.Filesystem/Stat`, {
           method: 'POST',
           headers: hdr,
           body: '{not json',
         });
         assert.equal(bad.status, 400);
         assert.equal(((await bad.json()) as { code: string }).code, 'invalid_argument');
-        const badProto = await fetch(`${t.agentUrl}/filesystem.Filesystem/Stat`, {
+        const badProto = await agentFetch(`/filesystem.Filesystem/Stat`, {
           method: 'POST',
           headers: { 'content-type': 'application/proto', 'x-access-token': t.accessToken },
           body: new Uint8Array([0x0a, 0xff, 0xff, 0xff, 0x0f]),
         });
         assert.ok(badProto.status >= 400, `malformed protobuf refused (${badProto.status})`);
         assert.match(((await badProto.json()) as { message: string }).message, /parse binary/);
-        const goodProto = await fetch(`${t.agentUrl}/filesystem.Filesystem/Stat`, {
+        const goodProto = await agentFetch(`/filesystem.Filesystem/Stat`, {
           method: 'POST',
           headers: { 'content-type': 'application/proto', 'x-access-token': t.accessToken },
           body: new Uint8Array([0x0a, 0x01, 0x2f]), // StatRequest{path: "/"}
         });
         assert.equal(goodProto.status, 200, 'the binary encoding works too');
         assert.equal(goodProto.headers.get('content-type'), 'application/proto');
-        const missing = await fetch(`${t.agentUrl}/filesystem.Filesystem/Stat`, {
+        const missing = await agentFetch(`/filesystem.Filesystem/Stat`, {
           method: 'POST',
           headers: hdr,
           body: '{"path":"/no/such"}',
@@ -418,15 +425,15 @@ export function envdSuite(name: string, make: () => Promise<EnvdTarget>): void {
           sbx.commands.run('true', { user: 'nobody-here' }),
           /invalid username|unauthenticated|Authentication/i,
         );
-        const noUser = await fetch(`${t.agentUrl}/files?path=/etc/hostname&username=nobody-here`, {
+        const noUser = await agentFetch(`/files?path=/etc/hostname&username=nobody-here`, {
           headers: { 'x-access-token': t.accessToken },
         });
         assert.equal(noUser.status, 401);
-        const env = await fetch(`${t.agentUrl}/envs`, { headers: { 'x-access-token': t.accessToken } });
+        const env = await agentFetch(`/envs`, { headers: { 'x-access-token': t.accessToken } });
         assert.equal(env.status, 200);
         assert.equal(((await env.json()) as Record<string, string>)['KILN_INIT_VAR'], 'from-init');
         const m = (await (
-          await fetch(`${t.agentUrl}/metrics`, { headers: { 'x-access-token': t.accessToken } })
+          await agentFetch(`/metrics`, { headers: { 'x-access-token': t.accessToken } })
         ).json()) as Record<string, number>;
         assert.ok((m['mem_total'] ?? 0) > 0 && (m['disk_total'] ?? 0) > 0 && (m['cpu_count'] ?? 0) >= 1);
         assert.equal(
@@ -442,7 +449,7 @@ export function envdSuite(name: string, make: () => Promise<EnvdTarget>): void {
           return;
         }
         const ahead = Date.now() + 3 * 3600_000; // pretend the host is 3 h ahead of the guest
-        const r = await fetch(`${t.agentUrl}/init`, {
+        const r = await agentFetch(`/init`, {
           method: 'POST',
           headers: { 'x-access-token': t.accessToken },
           body: JSON.stringify({
@@ -457,7 +464,7 @@ export function envdSuite(name: string, make: () => Promise<EnvdTarget>): void {
           Math.abs(guest - ahead) < 120_000,
           `guest clock ${new Date(guest).toISOString()} ~ ${new Date(ahead).toISOString()}`,
         );
-        const replay = await fetch(`${t.agentUrl}/init`, {
+        const replay = await agentFetch(`/init`, {
           method: 'POST',
           headers: { 'x-access-token': t.accessToken },
           body: JSON.stringify({
@@ -466,7 +473,7 @@ export function envdSuite(name: string, make: () => Promise<EnvdTarget>): void {
           }),
         });
         assert.equal(replay.status, 204);
-        const still = await fetch(`${t.agentUrl}/envs`, { headers: { 'x-access-token': t.accessToken } });
+        const still = await agentFetch(`/envs`, { headers: { 'x-access-token': t.accessToken } });
         assert.equal(still.status, 200, 'an older /init (a replay) changed nothing');
       });
 

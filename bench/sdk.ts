@@ -1,0 +1,201 @@
+/**
+ * bench/sdk: the official `e2b` SDK against kilnd's E2B API and envd proxy, beside the raw
+ * baselines of bench/create and bench/exec measured in the same run, interleaved:
+ * 1. create: `Sandbox.create('base')` -> first `commands.run` output, vs bench/create's two
+ *    figures (raw QEMU restore of the template snapshot until the agent answers; kiln's native
+ *    API create -> first exec output).
+ * 2. exec: `commands.run('true')` on a live sandbox through the envd proxy, vs bench/exec's
+ *    figure (the same SDK call straight to the guest agent's forwarded port) and a bare GET.
+ * Target: SDK figures <= 1.2x their baselines (p50).
+ *
+ *   scripts/node bench/sdk.ts [--runs N] [--execs N] [--json]
+ */
+import { Agent, request } from 'node:http';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { Sandbox } from 'e2b';
+import { rawRestore } from './raw-qemu.ts';
+import { percentile } from './stats.ts';
+import { startKilnd } from '../src/api/kilnd.ts';
+import { createLogger } from '../src/core/log.ts';
+import { defaultCacheDir } from '../src/core/paths.ts';
+import { KilnClient } from '../src/sdk/client.ts';
+import { startE2bStub } from '../test/helpers/e2b-stub.ts';
+import { ensureDefaultImage } from '../test/helpers/image.ts';
+
+const { values } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '10' },
+    execs: { type: 'string', default: '200' },
+    json: { type: 'boolean', default: false },
+  },
+});
+const runs = Number(values.runs);
+const execs = Number(values.execs);
+
+function get(url: string, agent: Agent): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { agent }, (res) => {
+      res.resume();
+      res.on('end', resolve);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+const stats = (xs: number[]): { p50: number; p99: number } => ({
+  p50: +percentile(xs, 50).toFixed(1),
+  p99: +percentile(xs, 99).toFixed(1),
+});
+
+async function main(): Promise<void> {
+  const img = await ensureDefaultImage();
+  const root = await mkdtemp('/tmp/kiln-bs-');
+  const kilnd = await startKilnd({
+    stateDir: root,
+    cacheDir: defaultCacheDir(),
+    log: createLogger({ level: 'warn' }),
+    e2bApiPort: 0,
+    e2bSandboxPort: 0,
+  });
+  const c = new KilnClient({ socketPath: kilnd.socketPath });
+  const tpl = await c.buildTemplate({ name: 'base', memoryMiB: 512, vcpus: 1 });
+  const snapDir = `${root}/data/snapshots/${tpl.snapshotId ?? ''}`;
+  const { key } = await c.createApiKey('bench');
+  const o = { apiUrl: kilnd.e2bApiUrl, sandboxUrl: kilnd.e2bSandboxUrl, apiKey: key };
+  /** Raw QEMU: restore the template snapshot (same machine) until the agent answers. */
+  const rawMs = async (): Promise<number> => {
+    const vm = await rawRestore(img, {
+      memory: `${snapDir}/memory`,
+      state: `${snapDir}/state`,
+      disk: `${snapDir}/disk.qcow2`,
+      memoryMiB: 512,
+    });
+    vm.qmp.close();
+    await vm.stop();
+    return vm.readyMs;
+  };
+
+  const viaNative = async (): Promise<number> => {
+    const t0 = performance.now();
+    const s = await c.createSandbox({ template: 'base' });
+    let out = '';
+    await c.exec(s.sandboxId, 'echo ready', { onStdout: (b) => (out += b.toString()) });
+    const ms = performance.now() - t0;
+    if (out !== 'ready\n') throw new Error(`unexpected output ${out}`);
+    await c.killSandbox(s.sandboxId);
+    return ms;
+  };
+  const viaSdk = async (): Promise<number> => {
+    const t0 = performance.now();
+    const s = await Sandbox.create('base', o);
+    const r = await s.commands.run('echo ready');
+    const ms = performance.now() - t0;
+    if (r.stdout !== 'ready\n') throw new Error(`unexpected output ${r.stdout}`);
+    await s.kill();
+    return ms;
+  };
+
+  const raw: number[] = [];
+  const native: number[] = [];
+  const sdk: number[] = [];
+  const direct: number[] = [];
+  const proxied: number[] = [];
+  const bare: number[] = [];
+  try {
+    await rawMs();
+    await viaNative();
+    await viaSdk(); // warm every path once
+    for (let i = 0; i < runs; i++) {
+      raw.push(await rawMs());
+      native.push(await viaNative());
+      sdk.push(await viaSdk());
+      if (!values.json)
+        process.stderr.write(
+          `create ${i + 1}/${runs}: raw ${raw.at(-1)?.toFixed(0)} ms, native ${native.at(-1)?.toFixed(0)} ms, sdk ${sdk.at(-1)?.toFixed(0)} ms\n`,
+        );
+    }
+    // One live sandbox; the SDK through kiln's proxy, and the SDK straight to its agent.
+    const s = await Sandbox.create('base', { ...o, timeoutMs: 3600_000 });
+    const token = (await kilnd.svc.agent(s.sandboxId)).sandbox.accessToken;
+    const agentUrl = (await kilnd.svc.agent(s.sandboxId)).baseUrl;
+    const stub = await startE2bStub({ envdAccessToken: token });
+    const straight = await Sandbox.connect(s.sandboxId, {
+      apiUrl: stub.url,
+      sandboxUrl: agentUrl,
+      apiKey: 'unused',
+    });
+    const keep = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      for (let i = 0; i < 10; i++) {
+        await s.commands.run('true');
+        await straight.commands.run('true');
+        await get(`${agentUrl}/health`, keep);
+      }
+      for (let i = 0; i < execs; i++) {
+        let t0 = performance.now();
+        await get(`${agentUrl}/health`, keep);
+        bare.push(performance.now() - t0);
+        t0 = performance.now();
+        await straight.commands.run('true');
+        direct.push(performance.now() - t0);
+        t0 = performance.now();
+        await s.commands.run('true');
+        proxied.push(performance.now() - t0);
+      }
+    } finally {
+      keep.destroy();
+      stub.server.close();
+      await s.kill();
+    }
+  } finally {
+    await kilnd.close();
+    await rm(root, { recursive: true, force: true });
+  }
+  const res = {
+    bench: 'sdk',
+    runs,
+    execs,
+    create: {
+      rawRestoreToAgent: stats(raw),
+      nativeCreateToFirstExec: stats(native),
+      sdkCreateToFirstRun: stats(sdk),
+      ratioSdkToNativeP50: +(percentile(sdk, 50) / percentile(native, 50)).toFixed(3),
+      ratioSdkToRawP50: +(percentile(sdk, 50) / percentile(raw, 50)).toFixed(3),
+    },
+    exec: {
+      bareGet: stats(bare),
+      sdkRunDirect: stats(direct),
+      sdkRunViaKiln: stats(proxied),
+      ratioP50: +(percentile(proxied, 50) / percentile(direct, 50)).toFixed(3),
+      ratioP99: +(percentile(proxied, 99) / percentile(direct, 99)).toFixed(3),
+    },
+    target: 1.2,
+  };
+  if (values.json) {
+    console.log(JSON.stringify(res));
+    return;
+  }
+  const row = (label: string, x: { p50: number; p99: number }): string =>
+    `  ${label.padEnd(70)} p50 ${String(x.p50).padStart(7)} ms   p99 ${String(x.p99).padStart(7)} ms`;
+  console.log(`bench/sdk (TCG, 512 MiB template; ${runs} creates and ${execs} runs, interleaved)`);
+  console.log(row('raw QEMU restore -> agent answers (bench/create baseline)', res.create.rawRestoreToAgent));
+  console.log(
+    row('kiln native API create -> first exec output (bench/create)', res.create.nativeCreateToFirstExec),
+  );
+  console.log(row("e2b Sandbox.create('base') -> first commands.run output", res.create.sdkCreateToFirstRun));
+  console.log(
+    `  ratio sdk/native ${res.create.ratioSdkToNativeP50}, sdk/raw ${res.create.ratioSdkToRawP50} at p50 (target <= ${res.target} vs native)`,
+  );
+  console.log(row('bare HTTP GET /health to the forwarded agent port', res.exec.bareGet));
+  console.log(
+    row("e2b commands.run('true') straight to the agent (bench/exec baseline)", res.exec.sdkRunDirect),
+  );
+  console.log(row("e2b commands.run('true') through kiln's envd proxy", res.exec.sdkRunViaKiln));
+  console.log(
+    `  ratio proxy/direct p50 ${res.exec.ratioP50}, p99 ${res.exec.ratioP99} (target <= ${res.target})`,
+  );
+}
+
+await main();

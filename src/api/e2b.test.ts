@@ -1,0 +1,304 @@
+/**
+ * The E2B-compatible API and the envd proxy in-process, over the sandbox service with the fake
+ * driver, driven by the real `e2b` SDK where it speaks to the control plane only (create, info,
+ * list, timeout, metrics, kill) and by raw HTTP for exact status codes and bodies. The envd side
+ * through real guests is test/integration/e2b-sdk.test.ts.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { AuthenticationError, Sandbox, SandboxNotFoundError } from 'e2b';
+import { fileSignature } from '../core/envd-auth.ts';
+import { nullLogger } from '../core/log.ts';
+import { ApiKeyService } from '../daemon/api-keys.ts';
+import type { GuestClient } from '../daemon/guest-client.ts';
+import { SandboxService } from '../daemon/sandbox-service.ts';
+import { SqliteStore } from '../store/sqlite-store.ts';
+import { FakeDriver } from '../vmm/fake-driver.ts';
+import { e2bRouterOpts, e2bRoutes } from './e2b.ts';
+import { createEnvdProxy } from './envd-proxy.ts';
+import { createRouter } from './http.ts';
+
+const IMAGE = { key: 'img-1', kernel: '/i/k', initrd: '/i/i', rootfs: '/i/r' };
+const guest: GuestClient = {
+  health: () => Promise.resolve(),
+  init: () => Promise.resolve(),
+  exec: () => Promise.resolve({ exitCode: 0, stdout: '', stderr: '', status: 'exit status 0' }),
+  metrics: () =>
+    Promise.resolve({
+      ts: 1_700_000_000,
+      cpu_count: 1,
+      cpu_used_pct: 7.5,
+      mem_total: 512 * 2 ** 20,
+      mem_used: 100 * 2 ** 20,
+      mem_cache: 3 * 2 ** 20,
+      disk_used: 2 ** 30,
+      disk_total: 2 ** 31,
+    }),
+};
+
+const listen = async (s: Server): Promise<string> => {
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  return `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
+};
+
+describe('E2B API and envd proxy (fake driver, real e2b SDK)', () => {
+  let dir: string;
+  let store: SqliteStore;
+  let svc: SandboxService;
+  let keys: ApiKeyService;
+  let api: Server;
+  let prox: Server;
+  let closeProxy: () => void;
+  let apiUrl: string;
+  let sandboxUrl: string;
+  let apiKey: string;
+  const driver = new FakeDriver();
+  let builds = 0;
+  const opts = (): { apiUrl: string; sandboxUrl: string; apiKey: string } => ({ apiUrl, sandboxUrl, apiKey });
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'kiln-e2b-'));
+    store = new SqliteStore(':memory:');
+    svc = new SandboxService({
+      store,
+      driver,
+      guest: () => guest,
+      image: () => Promise.resolve(IMAGE),
+      dataDir: dir,
+      log: nullLogger,
+    });
+    keys = new ApiKeyService({ store });
+    apiKey = keys.create('test').key;
+    const buildTemplate = (n: string, r: { memoryMiB: number; vcpus: number }) => {
+      builds++;
+      return svc.buildTemplate(n, IMAGE, r);
+    };
+    api = createServer(
+      createRouter(e2bRoutes({ svc, keys, buildTemplate }), nullLogger, e2bRouterOpts(keys)),
+    );
+    const p = createEnvdProxy({ svc, log: nullLogger });
+    closeProxy = p.close;
+    prox = createServer(p.handle);
+    apiUrl = await listen(api);
+    sandboxUrl = await listen(prox);
+  });
+  after(async () => {
+    for (const id of await driver.list()) await driver.kill(id);
+    for (const s of [api, prox]) {
+      s.closeAllConnections();
+      s.close();
+    }
+    closeProxy();
+    store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const raw = async (method: string, path: string, body?: unknown, key: string | null = apiKey) => {
+    const r = await fetch(apiUrl + path, {
+      method,
+      headers: { 'content-type': 'application/json', ...(key === null ? {} : { 'x-api-key': key }) },
+      ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
+    });
+    const text = await r.text();
+    return { status: r.status, headers: r.headers, json: text ? (JSON.parse(text) as unknown) : undefined };
+  };
+
+  it('a missing or wrong API key is 401 {code, message}; the SDK raises AuthenticationError', async () => {
+    const none = await raw('GET', '/v2/sandboxes', undefined, null);
+    assert.equal(none.status, 401);
+    assert.deepEqual(none.json, {
+      code: 401,
+      message: 'missing API key: set the X-API-KEY header (E2B_API_KEY)',
+    });
+    const wrong = await raw('GET', '/sandboxes/x', undefined, 'e2b_' + '0'.repeat(40));
+    assert.deepEqual([wrong.status, (wrong.json as { code: number }).code], [401, 401]);
+    await assert.rejects(Sandbox.create('base', { ...opts(), apiKey: 'e2b_wrong' }), AuthenticationError);
+    await assert.rejects(Sandbox.list({ ...opts(), apiKey: 'e2b_wrong' }).nextItems(), AuthenticationError);
+    assert.equal(builds, 0, 'nothing was built for an unauthenticated request');
+  });
+
+  it('create "base" builds the template once on first use; info, metrics, timeout and kill through the SDK', async () => {
+    const [sbx, twin] = await Promise.all([
+      Sandbox.create('base', { ...opts(), metadata: { team: 'a' }, timeoutMs: 60_000 }),
+      Sandbox.create('base', opts()),
+    ]);
+    assert.equal(builds, 1, 'two first creates wait for one build');
+    await twin.kill();
+    assert.match(sbx.sandboxId, /^sbx-/);
+    const rec = svc.get(sbx.sandboxId);
+    const info = await sbx.getInfo();
+    assert.equal(info.sandboxId, sbx.sandboxId);
+    assert.equal(info.templateId, rec.templateId);
+    assert.equal(info.name, 'base');
+    assert.deepEqual(info.metadata, { team: 'a' });
+    assert.equal(info.state, 'running');
+    assert.equal(info.envdVersion, '0.6.13');
+    assert.equal(info.cpuCount, 1);
+    assert.equal(info.memoryMB, 512);
+    assert.equal(info.allowInternetAccess, true);
+    assert.deepEqual(info.lifecycle, { autoResume: false, onTimeout: 'kill' });
+    assert.equal(info.endAt.getTime(), Date.parse(rec.endAt));
+    assert.ok(Math.abs(info.endAt.getTime() - Date.now() - 60_000) < 5000);
+    await sbx.setTimeout(3600_000);
+    assert.ok((await sbx.getInfo()).endAt.getTime() > Date.now() + 3500_000);
+    assert.deepEqual(await sbx.getMetrics(), [
+      {
+        timestamp: new Date(1_700_000_000_000),
+        cpuUsedPct: 7.5,
+        cpuCount: 1,
+        memUsed: 100 * 2 ** 20,
+        memTotal: 512 * 2 ** 20,
+        memCache: 3 * 2 ** 20,
+        diskUsed: 2 ** 30,
+        diskTotal: 2 ** 31,
+      },
+    ]);
+    const again = await Sandbox.create('base', opts());
+    assert.equal(builds, 1, 'built once');
+    assert.equal(await Sandbox.kill(again.sandboxId, opts()), true);
+    assert.equal(await Sandbox.kill(again.sandboxId, opts()), false, 'a dead sandbox is not found');
+    await assert.rejects(Sandbox.getInfo(again.sandboxId, opts()), SandboxNotFoundError);
+    await assert.rejects(Sandbox.connect(again.sandboxId, opts()), SandboxNotFoundError);
+    await assert.rejects(Sandbox.setTimeout('sbx-nope', 1000, opts()), SandboxNotFoundError);
+    await sbx.kill();
+  });
+
+  it('list: metadata and state filters as the SDK encodes them, X-Next-Token paging, dead ones left out', async () => {
+    const made = [];
+    for (let i = 0; i < 5; i++)
+      made.push(
+        await Sandbox.create('base', { ...opts(), metadata: { batch: 'L', 'odd key&=': `v ${i % 2}` } }),
+      );
+    await made[4]?.kill();
+    const pager = Sandbox.list({
+      ...opts(),
+      query: { metadata: { batch: 'L' }, state: ['running'] },
+      limit: 2,
+    });
+    const seen: string[] = [];
+    let pages = 0;
+    while (pager.hasNext) {
+      const items = await pager.nextItems();
+      pages++;
+      for (const s of items) {
+        assert.equal(s.state, 'running');
+        assert.equal(s.metadata['batch'], 'L');
+        seen.push(s.sandboxId);
+      }
+    }
+    assert.deepEqual(
+      seen,
+      made.slice(0, 4).map((s) => s.sandboxId),
+    );
+    assert.equal(pages, 2);
+    const odd = await Sandbox.list({ ...opts(), query: { metadata: { 'odd key&=': 'v 1' } } }).nextItems();
+    assert.deepEqual(
+      odd.map((s) => s.sandboxId),
+      [made[1]?.sandboxId, made[3]?.sandboxId],
+    );
+    const paused = await Sandbox.list({ ...opts(), query: { state: ['paused'] } }).nextItems();
+    assert.deepEqual(paused, []);
+    const page = await raw('GET', '/v2/sandboxes?metadata=batch%3DL&limit=3');
+    assert.equal(page.headers.get('x-next-token') !== null, true);
+    for (const s of made.slice(0, 4)) await s.kill();
+  });
+
+  it('bad input: E2B error bodies with the status of the catalog code; nothing is left behind', async () => {
+    const before = svc.list({}, { limit: 1000 }).items.length;
+    const cases: [string, string, unknown, number, RegExp][] = [
+      ['POST', '/v2/sandboxes', '{"templateID": ', 400, /^body: malformed JSON/],
+      ['POST', '/v2/sandboxes', {}, 400, /^templateID: is required/],
+      ['POST', '/v2/sandboxes', { templateID: 'nope' }, 404, /^template or snapshot "nope" does not exist$/],
+      ['POST', '/v2/sandboxes', { templateID: 'base', timeout: -1 }, 400, /^timeout: must be between/],
+      ['POST', '/v2/sandboxes', { templateID: 'base', timeout: 'x' }, 400, /^timeout: must be an integer/],
+      ['POST', '/v2/sandboxes', { templateID: 'base', metadata: { a: 1 } }, 400, /^metadata: value of "a"/],
+      ['POST', '/v2/sandboxes', { templateID: 'base', envVars: [1] }, 400, /^envVars: must be an object/],
+      [
+        'POST',
+        '/v2/sandboxes',
+        { templateID: 'base', autoResume: { enabled: true } },
+        400,
+        /^autoResume: needs autoPause/,
+      ],
+      [
+        'POST',
+        '/v2/sandboxes',
+        { templateID: 'base', network: { denyOut: ['0.0.0.0/0'] } },
+        400,
+        /^network: egress rules are not supported/,
+      ],
+      [
+        'POST',
+        '/v2/sandboxes',
+        { templateID: 'base', allow_internet_access: 'no' },
+        400,
+        /allow_internet_access/,
+      ],
+      ['GET', '/v2/sandboxes?state=zombie', undefined, 400, /^state: "zombie" is not a sandbox state/],
+      ['GET', '/v2/sandboxes?limit=0', undefined, 400, /^limit:/],
+      ['GET', '/v2/sandboxes?nextToken=abc', undefined, 400, /^cursor:/],
+      ['GET', '/sandboxes/sbx-nope', undefined, 404, /^sandbox "sbx-nope" does not exist$/],
+      ['GET', '/sandboxes/a..b', undefined, 400, /^sandboxId:/],
+      ['DELETE', '/sandboxes/sbx-nope', undefined, 404, /does not exist/],
+      ['POST', '/sandboxes/sbx-nope/timeout', {}, 400, /^timeout: is required/],
+      ['GET', '/nope', undefined, 404, /^no route GET \/nope$/],
+    ];
+    for (const [method, path, body, status, re] of cases) {
+      const r = await raw(method, path, body);
+      assert.equal(r.status, status, `${method} ${path}: ${JSON.stringify(r.json)}`);
+      const j = r.json as { code: unknown; message: unknown };
+      assert.deepEqual(Object.keys(j).sort(), ['code', 'message'], `${method} ${path}`);
+      assert.equal(j.code, status, `${method} ${path}`);
+      assert.match(String(j.message), re, `${method} ${path}`);
+    }
+    assert.equal(svc.list({}, { limit: 1000 }).items.length, before, 'no sandbox was created');
+    assert.deepEqual(
+      (await driver.list()).filter((id) => id.startsWith('sbx-')),
+      svc.list({ states: ['running'] }, { limit: 1000 }).items.map((s) => s.id),
+      'no VM without a running sandbox',
+    );
+  });
+
+  it('envd proxy: routes by E2b-Sandbox-Id or by URL signature; unknown, dead or unsigned get E2B error bodies', async () => {
+    const sbx = await Sandbox.create('base', opts());
+    const rec = svc.get(sbx.sandboxId);
+    const health = await fetch(`${sandboxUrl}/health`, {
+      headers: { 'e2b-sandbox-id': sbx.sandboxId, 'e2b-sandbox-port': '49983' },
+    });
+    assert.equal(health.status, 204, 'reached the (fake) guest');
+    const noHeader = await fetch(`${sandboxUrl}/health`);
+    assert.equal(noHeader.status, 400);
+    assert.match(((await noHeader.json()) as { message: string }).message, /missing E2b-Sandbox-Id/);
+    const unknown = await fetch(`${sandboxUrl}/health`, { headers: { 'e2b-sandbox-id': 'sbx-nope' } });
+    assert.equal(unknown.status, 502);
+    assert.deepEqual(Object.keys((await unknown.json()) as object).sort(), ['code', 'message', 'sandboxId']);
+    const port = await fetch(`${sandboxUrl}/health`, {
+      headers: { 'e2b-sandbox-id': sbx.sandboxId, 'e2b-sandbox-port': '8080' },
+    });
+    assert.equal(port.status, 502);
+    // A signed URL finds its sandbox by the token that signed it (the fake guest has no /files: 404).
+    const sig = encodeURIComponent(fileSignature('/tmp/x', 'read', '', rec.accessToken, 2_000_000_000));
+    const signed = await fetch(
+      `${sandboxUrl}/files?path=%2Ftmp%2Fx&signature=${sig}&signature_expiration=2000000000`,
+    );
+    assert.equal(signed.status, 404, 'routed to the sandbox that signed it');
+    const forged = await fetch(`${sandboxUrl}/files?path=%2Ftmp%2Fx&signature=v1_forged`);
+    assert.equal(forged.status, 401);
+    assert.deepEqual(await forged.json(), {
+      code: 401,
+      message: 'invalid signature: no running sandbox signed this URL',
+    });
+    await sbx.kill();
+    const dead = await fetch(`${sandboxUrl}/health`, { headers: { 'e2b-sandbox-id': sbx.sandboxId } });
+    assert.equal(dead.status, 502, 'a killed sandbox is not reachable');
+    const stale = await fetch(
+      `${sandboxUrl}/files?path=%2Ftmp%2Fx&signature=${sig}&signature_expiration=2000000000`,
+    );
+    assert.equal(stale.status, 401, "a dead sandbox's URLs no longer route");
+  });
+});

@@ -1,0 +1,187 @@
+/**
+ * The envd proxy: one origin (E2B_SANDBOX_URL) for every sandbox's guest agent. Each request is
+ * routed by its `E2b-Sandbox-Id` header (signed `/files` URLs, which carry none, by the sandbox
+ * whose token validates the signature) and piped both ways without buffering, so Connect server
+ * streams stay open as long as the guest keeps them. The proxy does not authenticate: the guest
+ * agent checks `X-Access-Token` (and URL signatures) itself, so one sandbox's token cannot reach
+ * another sandbox.
+ */
+import {
+  Agent,
+  request,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type ServerResponse,
+} from 'node:http';
+import type { Logger } from 'pino';
+import { fileSignature, safeEqual } from '../core/envd-auth.ts';
+import { ERROR_CODES, asKilnError } from '../core/errors.ts';
+import type { SandboxService } from '../daemon/sandbox-service.ts';
+import { sendJson } from './http.ts';
+
+export const ENVD_PORT = 49983;
+
+/** Hop-by-hop headers (RFC 9110 7.6.1) are the proxy's own business; they are not forwarded. */
+const HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'proxy-authenticate',
+  'te',
+  'trailer',
+  'upgrade',
+]);
+
+function forwardHeaders(h: IncomingHttpHeaders): IncomingHttpHeaders {
+  const out: IncomingHttpHeaders = {};
+  for (const [k, v] of Object.entries(h)) if (!HOP.has(k) && v !== undefined) out[k] = v;
+  return out;
+}
+
+export interface EnvdProxyDeps {
+  svc: SandboxService;
+  log: Logger;
+}
+
+export interface EnvdProxy {
+  handle: (req: IncomingMessage, res: ServerResponse) => void;
+  close: () => void;
+}
+
+/** E2B's proxy answers 502 for a sandbox it cannot reach; the SDK reads that as "not running". */
+function sendProxyError(res: ServerResponse, status: number, message: string, sandboxId?: string): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  sendJson(res, status, { code: status, message, ...(sandboxId ? { sandboxId } : {}) });
+}
+
+export function createEnvdProxy(d: EnvdProxyDeps): EnvdProxy {
+  // Connections to guests are kept open between requests: a new TCP connection through QEMU's
+  // user-mode network costs a round trip into the guest.
+  const agent = new Agent({ keepAlive: true, keepAliveMsecs: 30_000, maxFreeSockets: 16 });
+
+  /** The running sandbox whose token produced this `/files` URL's signature, if any. */
+  const bySignature = (q: URLSearchParams, method: string): string | undefined => {
+    const sig = q.get('signature');
+    if (!sig) return undefined;
+    const expRaw = q.get('signature_expiration');
+    const exp = expRaw === null ? undefined : Number(expRaw);
+    if (exp !== undefined && !Number.isInteger(exp)) return undefined;
+    const op = method === 'POST' ? 'write' : 'read';
+    const path = q.get('path') ?? '';
+    const user = q.get('username') ?? '';
+    let cursor: string | undefined;
+    do {
+      const page = d.svc.list({ states: ['running', 'paused'] }, { limit: 1000, cursor });
+      for (const s of page.items)
+        if (safeEqual(sig, fileSignature(path, op, user, s.accessToken, exp))) return s.id;
+      cursor = page.next;
+    } while (cursor);
+    return undefined;
+  };
+
+  const forward = (
+    req: IncomingMessage,
+    res: ServerResponse,
+    id: string,
+    baseUrl: string,
+    log: Logger,
+  ): void => {
+    const target = new URL(baseUrl);
+    const up = request({
+      host: target.hostname,
+      port: target.port,
+      method: req.method,
+      path: req.url,
+      headers: { ...forwardHeaders(req.headers), host: target.host },
+      agent,
+    });
+    let answered = false;
+    up.on('response', (ur) => {
+      answered = true;
+      res.writeHead(ur.statusCode ?? 502, forwardHeaders(ur.headers));
+      // Stream heads (Connect's first envelope) must reach the client now, not with the body.
+      res.flushHeaders();
+      ur.pipe(res);
+      ur.on('error', () => res.destroy());
+    });
+    up.on('error', (e: NodeJS.ErrnoException) => {
+      if (answered) {
+        res.destroy();
+        return;
+      }
+      // The VM behind the cached address may be gone (killed, restored elsewhere).
+      d.svc.forgetAgent(id);
+      log.info({ sandboxId: id, err: e.message }, 'envd proxy: guest unreachable');
+      sendProxyError(res, 502, `sandbox ${id} is not reachable: ${e.code ?? e.message}`, id);
+    });
+    // A client that goes away ends the upstream request too (the guest sees the stream close).
+    res.on('close', () => {
+      if (!res.writableFinished) up.destroy();
+    });
+    req.pipe(up);
+  };
+
+  const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const url = new URL(req.url ?? '/', 'http://proxy');
+    const hdr = req.headers['e2b-sandbox-id'];
+    let id = typeof hdr === 'string' && hdr !== '' ? hdr : undefined;
+    if (id === undefined && url.pathname === '/files')
+      id = bySignature(url.searchParams, req.method ?? 'GET');
+    if (id === undefined) {
+      req.resume();
+      const signed = url.pathname === '/files' && url.searchParams.has('signature');
+      sendProxyError(
+        res,
+        signed ? 401 : 400,
+        signed
+          ? 'invalid signature: no running sandbox signed this URL'
+          : 'missing E2b-Sandbox-Id header: set E2B_SANDBOX_URL and use the e2b SDK, or send the header',
+      );
+      return;
+    }
+    const port = req.headers['e2b-sandbox-port'];
+    if (port !== undefined && port !== String(ENVD_PORT)) {
+      req.resume();
+      sendProxyError(
+        res,
+        502,
+        `port ${String(port)} of sandbox ${id} is not exposed (only ${ENVD_PORT})`,
+        id,
+      );
+      return;
+    }
+    const log = d.log.child({ sandboxId: id });
+    let baseUrl: string;
+    try {
+      baseUrl = (await d.svc.agent(id)).baseUrl;
+    } catch (e) {
+      req.resume();
+      const k = asKilnError(e);
+      if (k.code === 'not_found' || k.code === 'invalid_state' || k.code === 'invalid_argument') {
+        // E2B's proxy answers 502 for sandboxes it does not know or that do not run.
+        sendProxyError(res, 502, `The sandbox ${id} was not found or is not running (${k.message})`, id);
+        return;
+      }
+      log.warn({ err: e }, 'envd proxy: routing failed');
+      sendProxyError(res, ERROR_CODES[k.code].status, k.message, id);
+      return;
+    }
+    forward(req, res, id, baseUrl, log);
+  };
+
+  return {
+    handle: (req, res) => {
+      route(req, res).catch((e: unknown) => {
+        d.log.error({ err: e }, 'envd proxy failed');
+        sendProxyError(res, 500, asKilnError(e).message);
+      });
+    },
+    close: () => {
+      agent.destroy();
+    },
+  };
+}

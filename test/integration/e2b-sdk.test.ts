@@ -1,0 +1,298 @@
+/**
+ * The official `e2b` SDK, unmodified, against a real kilnd with real QEMU guests. The daemon is
+ * started by the CLI; `kiln e2b env` prints the three variables and they are the only
+ * configuration the SDK gets (process.env, as `eval "$(kiln e2b env)"` would set them). The
+ * envd behaviour list (test/envd/envd.suite.ts) runs on a sandbox made by Sandbox.create, through
+ * the envd proxy; the control plane, API keys, token isolation and egress are checked after it.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { AuthenticationError, CommandExitError, Sandbox, SandboxNotFoundError } from 'e2b';
+import { defaultCacheDir } from '../../src/core/paths.ts';
+import { envdSuite } from '../envd/envd.suite.ts';
+
+const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+const PINNED = (
+  JSON.parse(await readFile(new URL('../../node_modules/e2b/package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  }
+).version;
+
+let state: string;
+let env: NodeJS.ProcessEnv;
+const kiln = (...args: string[]): { status: number | null; stdout: string; stderr: string } => {
+  const r = spawnSync(process.execPath, [CLI, ...args], { env, encoding: 'utf8', timeout: 600_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+};
+const qemus = (): string[] => {
+  try {
+    return execFileSync('pgrep', ['-f', `${state}/vms/`], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .filter(Boolean);
+  } catch {
+    return [];
+  }
+};
+
+/** A sandbox's envd access token, as the API's SandboxDetail reports it. */
+async function tokenOf(id: string): Promise<string> {
+  const r = await fetch(`${process.env['E2B_API_URL'] ?? ''}/sandboxes/${id}`, {
+    headers: { 'x-api-key': process.env['E2B_API_KEY'] ?? '' },
+  });
+  assert.equal(r.status, 200);
+  return ((await r.json()) as { envdAccessToken: string }).envdAccessToken;
+}
+
+describe('the e2b SDK against kilnd (real guests)', { timeout: 1_200_000 }, () => {
+  before(async () => {
+    state = await mkdtemp('/tmp/kiln-e2b-');
+    env = {
+      ...process.env,
+      KILN_STATE_DIR: state,
+      KILN_E2B_API_PORT: '0',
+      KILN_E2B_SANDBOX_PORT: '0',
+    };
+    // Nothing but the three variables `kiln e2b env` prints may steer the SDK.
+    delete process.env['E2B_DOMAIN'];
+    delete process.env['E2B_DEBUG'];
+    delete process.env['E2B_ACCESS_TOKEN'];
+    // What `eval "$(kiln e2b env)"` does, parsed here: the daemon starts on demand.
+    const r = kiln('e2b', 'env');
+    assert.equal(r.status, 0, r.stderr);
+    const m = /^export E2B_API_URL='([^']+)' E2B_SANDBOX_URL='([^']+)' E2B_API_KEY='([^']+)'\n$/.exec(
+      r.stdout,
+    );
+    assert.ok(m, `kiln e2b env printed: ${r.stdout}`);
+    process.env['E2B_API_URL'] = m[1];
+    process.env['E2B_SANDBOX_URL'] = m[2];
+    process.env['E2B_API_KEY'] = m[3];
+    assert.equal(kiln('e2b', 'env').stdout, r.stdout, 'the same key on every call');
+  });
+  after(async () => {
+    kiln('daemon', 'stop');
+    for (const pid of qemus()) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    await rm(state, { recursive: true, force: true });
+  });
+
+  envdSuite('through kilnd: Sandbox.create("base") and the envd proxy', async () => {
+    // The first create builds the base template (boot + snapshot), so it may take a while.
+    const sandbox = await Sandbox.create('base', {
+      envs: { KILN_INIT_VAR: 'from-init' },
+      requestTimeoutMs: 600_000,
+    });
+    const dir = '/home/user/kiln-test';
+    await sandbox.files.makeDir(dir);
+    return {
+      sandbox,
+      agentUrl: process.env['E2B_SANDBOX_URL'] ?? '',
+      routeHeaders: { 'e2b-sandbox-id': sandbox.sandboxId },
+      accessToken: await tokenOf(sandbox.sandboxId),
+      defaultUser: 'user',
+      dir,
+      otherUser: { name: 'user' },
+      disposable: true,
+      close: async () => {
+        await sandbox.kill();
+      },
+    };
+  });
+
+  describe('control plane, keys, isolation, egress', () => {
+    it('create with metadata and envs; getInfo, list by metadata, setTimeout, getMetrics, connect, kill', async () => {
+      const sbx = await Sandbox.create('base', {
+        metadata: { suite: 'e2e', n: '1' },
+        envs: { GREETING: 'hej' },
+      });
+      const other = await Sandbox.create({ metadata: { suite: 'e2e', n: '2' }, timeoutMs: 120_000 });
+      assert.equal((await sbx.commands.run('echo "$GREETING from $(whoami)"')).stdout, 'hej from user\n');
+      const info = await Sandbox.getInfo(sbx.sandboxId);
+      assert.equal(info.sandboxId, sbx.sandboxId);
+      assert.equal(info.name, 'base');
+      assert.equal(info.state, 'running');
+      assert.deepEqual(info.metadata, { suite: 'e2e', n: '1' });
+      assert.equal(info.envdVersion, '0.6.13');
+      const infoOther = await other.getInfo();
+      assert.ok(Math.abs(infoOther.endAt.getTime() - Date.now() - 120_000) < 10_000, 'timeoutMs honoured');
+      const listed = await Sandbox.list({ query: { metadata: { suite: 'e2e' } } }).nextItems();
+      assert.deepEqual(listed.map((s) => s.sandboxId).sort(), [sbx.sandboxId, other.sandboxId].sort());
+      const one = await Sandbox.list({
+        query: { metadata: { suite: 'e2e', n: '2' }, state: ['running'] },
+      }).nextItems();
+      assert.deepEqual(
+        one.map((s) => s.sandboxId),
+        [other.sandboxId],
+      );
+      const paged = Sandbox.list({ query: { metadata: { suite: 'e2e' } }, limit: 1 });
+      const first = await paged.nextItems();
+      assert.equal(first.length, 1);
+      assert.equal(paged.hasNext, true, 'X-Next-Token');
+      assert.equal((await paged.nextItems()).length, 1);
+      await sbx.setTimeout(1_800_000);
+      assert.ok((await sbx.getInfo()).endAt.getTime() > Date.now() + 1_700_000);
+      const [m] = await sbx.getMetrics();
+      assert.ok(m, 'one metrics sample');
+      assert.ok(m.memTotal > 100 * 2 ** 20 && m.memUsed > 0 && m.memUsed < m.memTotal, JSON.stringify(m));
+      assert.ok(m.diskTotal > 0 && m.diskUsed > 0 && m.cpuCount >= 1);
+      // connect: a second handle on the same sandbox sees the same files and processes.
+      await sbx.files.write('/tmp/shared.txt', 'from the first handle');
+      const again = await Sandbox.connect(sbx.sandboxId);
+      assert.equal(await again.files.read('/tmp/shared.txt'), 'from the first handle');
+      const bg = await sbx.commands.run('sleep 30', { background: true });
+      assert.ok((await again.commands.list()).some((p) => p.pid === bg.pid));
+      const attached = await again.commands.connect(bg.pid);
+      await again.commands.kill(bg.pid);
+      await assert.rejects(attached.wait(), CommandExitError);
+      await assert.rejects(
+        sbx.commands.run('exit 7'),
+        (e: unknown) => e instanceof CommandExitError && e.exitCode === 7,
+      );
+      await sbx.kill();
+      assert.equal(await Sandbox.kill(sbx.sandboxId), false, 'already gone');
+      await assert.rejects(Sandbox.getInfo(sbx.sandboxId), SandboxNotFoundError);
+      await assert.rejects(Sandbox.connect(sbx.sandboxId), SandboxNotFoundError);
+      await assert.rejects(
+        again.commands.run('true'),
+        SandboxNotFoundError,
+        'envd traffic of a killed sandbox',
+      );
+      const rest = await Sandbox.list({ query: { metadata: { suite: 'e2e' } } }).nextItems();
+      assert.deepEqual(
+        rest.map((s) => s.sandboxId),
+        [other.sandboxId],
+      );
+      await other.kill();
+    });
+
+    it('a wrong API key is AuthenticationError; a wrong sandbox id is SandboxNotFoundError; a revoked key stops working', async () => {
+      await assert.rejects(Sandbox.create('base', { apiKey: 'e2b_' + '1'.repeat(40) }), AuthenticationError);
+      await assert.rejects(Sandbox.list({ apiKey: 'nope' }).nextItems(), AuthenticationError);
+      await assert.rejects(Sandbox.connect('sbx-doesnotexist'), SandboxNotFoundError);
+      await assert.rejects(Sandbox.getInfo('sbx-doesnotexist'), SandboxNotFoundError);
+      const made = kiln('api-key', 'create', '--name', 'short-lived', '--json');
+      assert.equal(made.status, 0, made.stderr);
+      const k = JSON.parse(made.stdout) as { id: string; key: string };
+      assert.deepEqual(await Sandbox.list({ apiKey: k.key }).nextItems(), []);
+      const listed = kiln('api-key', 'list', '--json');
+      assert.ok(!listed.stdout.includes(k.key), 'keys are never listed');
+      assert.ok((JSON.parse(listed.stdout) as { id: string }[]).some((x) => x.id === k.id));
+      assert.equal(kiln('api-key', 'delete', k.id).status, 0);
+      await assert.rejects(Sandbox.list({ apiKey: k.key }).nextItems(), AuthenticationError);
+    });
+
+    it("one sandbox's access token cannot reach another sandbox; each signed URL reaches only its own", async () => {
+      const a = await Sandbox.create('base');
+      const b = await Sandbox.create('base');
+      try {
+        await a.files.write('/tmp/who', 'a');
+        await b.files.write('/tmp/who', 'b');
+        const [ta, tb] = [await tokenOf(a.sandboxId), await tokenOf(b.sandboxId)];
+        assert.notEqual(ta, tb);
+        const proxy = process.env['E2B_SANDBOX_URL'] ?? '';
+        const list = (id: string, token: string) =>
+          fetch(`${proxy}/process.Process/List`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', 'e2b-sandbox-id': id, 'x-access-token': token },
+            body: '{}',
+          });
+        assert.equal((await list(b.sandboxId, tb)).status, 200);
+        assert.equal((await list(b.sandboxId, ta)).status, 401, "a's token at b");
+        const read = (id: string, token: string) =>
+          fetch(`${proxy}/files?path=%2Ftmp%2Fwho`, {
+            headers: { 'e2b-sandbox-id': id, 'x-access-token': token },
+          });
+        assert.equal((await read(b.sandboxId, ta)).status, 401);
+        assert.equal(await (await read(b.sandboxId, tb)).text(), 'b');
+        // Signed URLs carry no sandbox header: each reaches the sandbox whose token signed it.
+        assert.equal(await (await fetch(await a.downloadUrl('/tmp/who'))).text(), 'a');
+        assert.equal(await (await fetch(await b.downloadUrl('/tmp/who'))).text(), 'b');
+        const forged = (await a.downloadUrl('/tmp/who')).replace(/signature=[^&]+/, 'signature=v1_x');
+        assert.equal((await fetch(forged)).status, 401);
+      } finally {
+        await a.kill();
+        await b.kill();
+      }
+    });
+
+    it('allow_internet_access: false cuts guest egress (the host stays unreachable); true keeps it', async () => {
+      const srv = createServer((_q, s) => s.end('host says hi'));
+      await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+      const port = (srv.address() as AddressInfo).port;
+      // 10.0.2.2 is the host's loopback as QEMU's user-mode network shows it to the guest.
+      const probe = `timeout 5 bash -c 'exec 3<>/dev/tcp/10.0.2.2/${port}; printf "GET / HTTP/1.0\\r\\n\\r\\n" >&3; tail -n1 <&3'`;
+      const open = await Sandbox.create('base', { allowInternetAccess: true });
+      const closed = await Sandbox.create('base', { allowInternetAccess: false });
+      try {
+        assert.equal((await open.commands.run(probe)).stdout, 'host says hi');
+        await assert.rejects(
+          closed.commands.run(probe),
+          (e: unknown) => e instanceof CommandExitError && e.exitCode !== 0,
+        );
+        assert.equal((await closed.getInfo()).allowInternetAccess, false);
+        assert.equal(
+          (await closed.commands.run('echo still served')).stdout,
+          'still served\n',
+          'the envd forward still works',
+        );
+      } finally {
+        await open.kill();
+        await closed.kill();
+        srv.close();
+      }
+    });
+
+    it('nothing is left behind: no live sandbox, one QEMU per live sandbox', async () => {
+      assert.deepEqual(await Sandbox.list().nextItems(), []);
+      assert.deepEqual(qemus(), []);
+    });
+  });
+
+  it(`the newest e2b on the registry (pinned: ${PINNED}) works too`, async (t) => {
+    const v = spawnSync('npm', ['view', 'e2b', 'version'], { encoding: 'utf8', timeout: 60_000 });
+    const latest = v.stdout.trim();
+    assert.match(latest, /^\d+\.\d+\.\d+$/, `npm view e2b version: ${v.stderr}`);
+    if (latest === PINNED) {
+      t.diagnostic(`the registry's newest e2b is ${latest}, the pinned version this file already ran`);
+      return;
+    }
+    const dir = join(defaultCacheDir(), 'e2b-sdk', latest);
+    if (!existsSync(join(dir, 'node_modules', 'e2b', 'package.json'))) {
+      await mkdir(dir, { recursive: true });
+      const i = spawnSync('npm', ['install', '--no-save', '--no-audit', '--no-fund', `e2b@${latest}`], {
+        cwd: dir,
+        encoding: 'utf8',
+        timeout: 300_000,
+      });
+      assert.equal(i.status, 0, i.stderr);
+    }
+    const smoke = `
+      import { Sandbox } from 'e2b';
+      const s = await Sandbox.create('base');
+      const r = await s.commands.run('echo latest-ok');
+      await s.files.write('/tmp/x.txt', 'x1');
+      const back = await s.files.read('/tmp/x.txt');
+      await s.kill();
+      console.log(JSON.stringify({ out: r.stdout, back }));`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', smoke], {
+      cwd: dir,
+      env: process.env,
+      encoding: 'utf8',
+      timeout: 300_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { out: 'latest-ok\n', back: 'x1' });
+  });
+});
