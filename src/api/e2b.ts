@@ -208,8 +208,14 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
         const b = await c.body();
         const timeoutS = optInt(b, 'timeout');
         let s = live(svc, id);
+        if (s.state === 'paused') {
+          // Connecting to a paused sandbox resumes it (201, as in E2B).
+          s = await svc.resume(id, timeoutS === undefined ? {} : { timeoutS }, { opId: c.opId });
+          c.res.statusCode = 201;
+          return sandboxBody(s);
+        }
         if (s.state !== 'running')
-          throw new KilnError('invalid_state', `sandbox ${id} is ${s.state}; connect needs it running`);
+          throw new KilnError('conflict', `sandbox ${id} is ${s.state}; retry in a moment`);
         // Connecting never shortens a sandbox's life (as in E2B).
         if (timeoutS !== undefined && Date.parse(s.endAt) < Date.now() + timeoutS * 1000)
           s = svc.setTimeout(id, timeoutS);
@@ -281,6 +287,93 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
         live(svc, id);
         svc.setTimeout(id, t);
         return null;
+      },
+    },
+    {
+      // body {memory}: kiln always keeps memory (a superset of a filesystem-only pause).
+      method: 'POST',
+      path: '/sandboxes/:id/pause',
+      status: 204,
+      handler: async (c) => {
+        const id = c.params['id'] ?? '';
+        const s = live(svc, id);
+        if (s.state === 'paused' || s.state === 'pausing')
+          throw new KilnError('invalid_state', `sandbox ${id} is already paused`);
+        await svc.pause(id, { opId: c.opId });
+        return null;
+      },
+    },
+    {
+      method: 'POST',
+      path: '/sandboxes/:id/snapshots',
+      status: 201,
+      handler: async (c) => {
+        const id = c.params['id'] ?? '';
+        const b = await c.body();
+        const name = b['name'];
+        if (name !== undefined && name !== null && typeof name !== 'string')
+          throw invalidArgument('name', `must be a string, got ${JSON.stringify(name)}`);
+        live(svc, id);
+        const snap = await svc.snapshot(id, typeof name === 'string' ? { name } : {}, { opId: c.opId });
+        return { snapshotID: snap.id, names: snap.name ? [snap.name] : [] };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/snapshots',
+      handler: (c) => {
+        const q = c.query;
+        const limitRaw = q.get('limit');
+        const limit = limitRaw === null ? MAX_LIST : Number(limitRaw);
+        if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST)
+          throw invalidArgument('limit', `must be an integer from 1 to ${MAX_LIST}`);
+        const token = q.get('nextToken');
+        const from = token ? Number(token) : 0;
+        if (!Number.isInteger(from) || from < 0)
+          throw invalidArgument('nextToken', `"${token ?? ''}" is not a token this server gave out`);
+        const sandboxId = q.get('sandboxID') ?? undefined;
+        const name = q.get('name');
+        const all = svc
+          .listSnapshots({ kind: 'snapshot', ...(sandboxId ? { sandboxId } : {}) })
+          .filter((x) => !name || x.name === name);
+        const page = all.slice(from, from + limit);
+        if (from + limit < all.length) c.res.setHeader('x-next-token', String(from + limit));
+        return Promise.resolve(page.map((x) => ({ snapshotID: x.id, names: x.name ? [x.name] : [] })));
+      },
+    },
+    {
+      // The SDK deletes snapshots through the templates route; kiln templates are not deleted here.
+      method: 'DELETE',
+      path: '/templates/:id',
+      status: 204,
+      handler: async (c) => {
+        const id = c.params['id'] ?? '';
+        const snap = svc.getSnapshot(id);
+        if (snap.kind !== 'snapshot')
+          throw new KilnError('not_found', `snapshot "${id}" does not exist`, {
+            details: { snapshotId: id },
+          });
+        await svc.deleteSnapshot(snap.id, { opId: c.opId });
+        return null;
+      },
+    },
+    {
+      method: 'POST',
+      path: '/sandboxes/:id/fork',
+      handler: async (c) => {
+        const id = c.params['id'] ?? '';
+        const b = await c.body();
+        const count = optInt(b, 'count') ?? 1;
+        const timeoutS = optInt(b, 'timeout');
+        live(svc, id);
+        const r = await svc.fork(
+          id,
+          { count, ...(timeoutS === undefined ? {} : { timeoutS }) },
+          { opId: c.opId },
+        );
+        return r.results.map((x) =>
+          'sandbox' in x ? { sandbox: sandboxBody(x.sandbox) } : { error: e2bErrorBody(x.error) },
+        );
       },
     },
     {

@@ -125,6 +125,25 @@ export function createEnvdProxy(d: EnvdProxyDeps): EnvdProxy {
     req.pipe(up);
   };
 
+  /** A paused sandbox created with autoResume resumes on its first request (once, however many wait). */
+  const resuming = new Map<string, Promise<unknown>>();
+  const resumeIfAsked = async (id: string): Promise<void> => {
+    const s = d.svc.get(id);
+    if (!s.autoResume || (s.state !== 'paused' && s.state !== 'pausing' && s.state !== 'resuming')) return;
+    let p = resuming.get(id);
+    if (!p) {
+      p = d.svc
+        .resume(id)
+        .catch((e: unknown) => {
+          // Someone else resumed it first: fine.
+          if (d.svc.get(id).state !== 'running') throw e;
+        })
+        .finally(() => resuming.delete(id));
+      resuming.set(id, p);
+    }
+    await p;
+  };
+
   const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const url = new URL(req.url ?? '/', 'http://proxy');
     const hdr = req.headers['e2b-sandbox-id'];
@@ -157,6 +176,7 @@ export function createEnvdProxy(d: EnvdProxyDeps): EnvdProxy {
     const log = d.log.child({ sandboxId: id });
     let baseUrl: string;
     try {
+      await resumeIfAsked(id);
       baseUrl = (await d.svc.agent(id)).baseUrl;
     } catch (e) {
       req.resume();

@@ -254,6 +254,80 @@ describe('the e2b SDK against kilnd (real guests)', { timeout: 1_200_000 }, () =
       }
     });
 
+    it('pause keeps files and processes; connect resumes; a second pause says false', async () => {
+      const sbx = await Sandbox.create('base');
+      await sbx.files.write('/home/user/p.txt', 'before pause');
+      const bg = await sbx.commands.run('sleep 1000', { background: true });
+      assert.equal(await sbx.pause(), true);
+      assert.equal(await sbx.pause(), false, 'already paused: 409 -> false');
+      assert.equal((await sbx.getInfo()).state, 'paused');
+      const paused = await Sandbox.list({ query: { state: ['paused'] } }).nextItems();
+      assert.deepEqual(
+        paused.map((x) => x.sandboxId),
+        [sbx.sandboxId],
+      );
+      await assert.rejects(sbx.commands.run('true'), 'no autoResume: a paused sandbox does not answer');
+      const again = await Sandbox.connect(sbx.sandboxId, { timeoutMs: 120_000 });
+      assert.equal(again.sandboxId, sbx.sandboxId);
+      assert.equal((await again.getInfo()).state, 'running');
+      assert.equal(await again.files.read('/home/user/p.txt'), 'before pause');
+      const procs = await again.commands.list();
+      assert.ok(
+        procs.some((p) => p.pid === bg.pid),
+        `background pid ${bg.pid} survived: ${JSON.stringify(procs)}`,
+      );
+      await again.kill();
+    });
+
+    it('autoPause on timeout, then the next request resumes it (autoResume)', async () => {
+      const sbx = await Sandbox.create('base', {
+        timeoutMs: 3000,
+        lifecycle: { onTimeout: 'pause', autoResume: true },
+      });
+      await sbx.files.write('/home/user/auto.txt', 'kept');
+      const deadline = Date.now() + 60_000;
+      while ((await sbx.getInfo()).state !== 'paused') {
+        assert.ok(Date.now() < deadline, 'the reaper paused it');
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      const r = await sbx.commands.run('cat /home/user/auto.txt');
+      assert.equal(r.stdout, 'kept');
+      assert.equal((await sbx.getInfo()).state, 'running');
+      await sbx.kill();
+    });
+
+    it('createSnapshot + Sandbox.create(snapshot); listSnapshots; fork into 2; deleteSnapshot', async () => {
+      const sbx = await Sandbox.create('base');
+      await sbx.files.write('/home/user/s.txt', 'snapped');
+      const snap = await sbx.createSnapshot({ name: 'e2e-snap' });
+      assert.deepEqual(snap.names, ['e2e-snap']);
+      assert.equal((await sbx.getInfo()).state, 'running', 'the source keeps running');
+      await sbx.files.write('/home/user/s.txt', 'changed after');
+      const fromSnap = await Sandbox.create(snap.snapshotId);
+      assert.equal(await fromSnap.files.read('/home/user/s.txt'), 'snapped');
+      const byName = await Sandbox.create('e2e-snap');
+      assert.equal(await byName.files.read('/home/user/s.txt'), 'snapped');
+      const listed = await Sandbox.listSnapshots().nextItems();
+      assert.deepEqual(
+        listed.map((x) => x.snapshotId),
+        [snap.snapshotId],
+      );
+      const forks = await Sandbox.fork(sbx.sandboxId, { count: 2 });
+      assert.equal(forks.length, 2);
+      for (const f of forks) {
+        assert.ok(f instanceof Sandbox, f instanceof Error ? f.message : 'not a sandbox');
+        assert.equal(await f.files.read('/home/user/s.txt'), 'changed after');
+        assert.notEqual(f.sandboxId, sbx.sandboxId);
+        await f.kill();
+      }
+      await assert.rejects(Sandbox.deleteSnapshot(snap.snapshotId), /still used/);
+      for (const x of [fromSnap, byName, sbx]) await x.kill();
+      assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), true);
+      assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), false, 'gone: 404 -> false');
+      await assert.rejects(Sandbox.createSnapshot('sbx-nope'), SandboxNotFoundError);
+      await assert.rejects(Sandbox.fork('sbx-nope', { count: 1 }), SandboxNotFoundError);
+    });
+
     it('nothing is left behind: no live sandbox, one QEMU per live sandbox', async () => {
       assert.deepEqual(await Sandbox.list().nextItems(), []);
       assert.deepEqual(qemus(), []);
