@@ -208,6 +208,50 @@ describe('E2B API and envd proxy (fake driver, real e2b SDK)', () => {
     for (const s of made.slice(0, 4)) await s.kill();
   });
 
+  it('pause (204, then 409), connect resumes (201) or just connects (200), snapshots and fork: exact shapes', async () => {
+    const created = await raw('POST', '/v2/sandboxes', { templateID: 'base' });
+    const id = (created.json as { sandboxID: string }).sandboxID;
+    const token = (created.json as { envdAccessToken: string }).envdAccessToken;
+    assert.equal((await raw('POST', `/sandboxes/${id}/pause`, {})).status, 204);
+    const again = await raw('POST', `/sandboxes/${id}/pause`, {});
+    assert.deepEqual(
+      [again.status, again.json],
+      [409, { code: 409, message: `sandbox ${id} is already paused` }],
+    );
+    assert.equal(((await raw('GET', `/sandboxes/${id}`)).json as { state: string }).state, 'paused');
+    const resumed = await raw('POST', `/v2/sandboxes/${id}/connect`, { timeout: 60 });
+    assert.equal(resumed.status, 201);
+    assert.equal((resumed.json as { envdAccessToken: string }).envdAccessToken, token, 'same token');
+    assert.equal((await raw('POST', `/v2/sandboxes/${id}/connect`, {})).status, 200);
+    const snap = await raw('POST', `/sandboxes/${id}/snapshots`, { name: 'api-snap' });
+    assert.equal(snap.status, 201);
+    const snapId = (snap.json as { snapshotID: string }).snapshotID;
+    assert.deepEqual(snap.json, { snapshotID: snapId, names: ['api-snap'] });
+    const listed = await raw('GET', `/snapshots?sandboxID=${id}`);
+    assert.deepEqual(listed.json, [{ snapshotID: snapId, names: ['api-snap'] }]);
+    const fromSnap = await raw('POST', '/v2/sandboxes', { templateID: 'api-snap' });
+    assert.equal(fromSnap.status, 201);
+    const forked = await raw('POST', `/sandboxes/${id}/fork`, { count: 2, timeout: 60 });
+    assert.equal(forked.status, 200);
+    const results = forked.json as { sandbox: { sandboxID: string; envdVersion: string } }[];
+    assert.equal(results.length, 2);
+    for (const r of results) assert.equal(r.sandbox.envdVersion, '0.6.13');
+    const busy = await raw('DELETE', `/templates/${snapId}`);
+    assert.equal(busy.status, 409);
+    for (const x of [
+      id,
+      (fromSnap.json as { sandboxID: string }).sandboxID,
+      ...results.map((r) => r.sandbox.sandboxID),
+    ])
+      assert.equal((await raw('DELETE', `/sandboxes/${x}`)).status, 204);
+    assert.equal((await raw('DELETE', `/templates/${snapId}`)).status, 204);
+    assert.equal((await raw('DELETE', `/templates/${snapId}`)).status, 404);
+    assert.equal((await raw('POST', '/sandboxes/sbx-nope/pause', {})).status, 404);
+    assert.equal((await raw('POST', '/sandboxes/sbx-nope/fork', { count: 1 })).status, 404);
+    assert.equal((await raw('POST', `/sandboxes/${id}/snapshots`, {})).status, 404, 'a dead sandbox is gone');
+    assert.equal((await raw('GET', '/snapshots?limit=0')).status, 400);
+  });
+
   it('bad input: E2B error bodies with the status of the catalog code; nothing is left behind', async () => {
     const before = svc.list({}, { limit: 1000 }).items.length;
     const cases: [string, string, unknown, number, RegExp][] = [

@@ -10,7 +10,7 @@ import { ENVD_VERSION } from '../core/envd-auth.ts';
 import { ERROR_CODES, KilnError, invalidArgument, isKilnError } from '../core/errors.ts';
 import type { ApiKeyService } from '../daemon/api-keys.ts';
 import type { SandboxService } from '../daemon/sandbox-service.ts';
-import type { Route, RouterOpts } from './http.ts';
+import { sendJson, type Route, type RouterOpts } from './http.ts';
 import type { TemplateBuilder } from './native.ts';
 
 /** The template name E2B's SDK uses by default; kiln builds its default image under it. */
@@ -211,8 +211,8 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
         if (s.state === 'paused') {
           // Connecting to a paused sandbox resumes it (201, as in E2B).
           s = await svc.resume(id, timeoutS === undefined ? {} : { timeoutS }, { opId: c.opId });
-          c.res.statusCode = 201;
-          return sandboxBody(s);
+          sendJson(c.res, 201, sandboxBody(s));
+          return null;
         }
         if (s.state !== 'running')
           throw new KilnError('conflict', `sandbox ${id} is ${s.state}; retry in a moment`);
