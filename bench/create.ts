@@ -8,10 +8,10 @@
  *
  *   scripts/node bench/create.ts [--runs N] [--idle N] [--json]
  */
-import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { rawRestore } from './raw-qemu.ts';
+import { createToFirstExecMs, vmPid } from './kiln-measure.ts';
+import { rawRestoreMs, snapshotFiles } from './raw-qemu.ts';
 import { median } from './stats.ts';
 import { startKilnd } from '../src/api/kilnd.ts';
 import { createLogger } from '../src/core/log.ts';
@@ -40,32 +40,10 @@ async function main(): Promise<void> {
   });
   const c = new KilnClient({ socketPath: kilnd.socketPath });
   const tpl = await c.buildTemplate({ name: 'base', memoryMiB: 512, vcpus: 1 });
-  const snapDir = `${root}/data/snapshots/${tpl.snapshotId ?? ''}`;
 
-  /** Raw QEMU: restore the same snapshot (same machine) until the agent answers. */
-  const raw = async (): Promise<number> => {
-    const vm = await rawRestore(img, {
-      memory: `${snapDir}/memory`,
-      state: `${snapDir}/state`,
-      disk: `${snapDir}/disk.qcow2`,
-      memoryMiB: 512,
-    });
-    vm.qmp.close();
-    await vm.stop();
-    return vm.readyMs;
-  };
-
-  /** kiln: API create until the first command's output is back. */
-  const viaKiln = async (): Promise<number> => {
-    const t0 = performance.now();
-    const s = await c.createSandbox({ template: 'base' });
-    let out = '';
-    await c.exec(s.sandboxId, 'echo ready', { onStdout: (b) => (out += b.toString()) });
-    const ms = performance.now() - t0;
-    if (out !== 'ready\n') throw new Error(`unexpected output ${out}`);
-    await c.killSandbox(s.sandboxId);
-    return ms;
-  };
+  const snap = snapshotFiles(root, tpl.snapshotId ?? '', 512);
+  const raw = (): Promise<number> => rawRestoreMs(img, snap);
+  const viaKiln = (): Promise<number> => createToFirstExecMs(c);
 
   const rawMs: number[] = [];
   const kilnMs: number[] = [];
@@ -86,10 +64,10 @@ async function main(): Promise<void> {
     for (let i = 0; i < idleCount; i++)
       ids.push((await c.createSandbox({ template: 'base', timeoutS: 3600 })).sandboxId);
     await sleep(10_000); // let restores settle
-    const before = ids.map((id) => ({ id, u: procUsage(pidOf(root, id)) }));
+    const before = ids.map((id) => ({ id, u: procUsage(vmPid(root, id)) }));
     const t0 = Date.now();
     await sleep(10_000);
-    const after = ids.map((id) => procUsage(pidOf(root, id)));
+    const after = ids.map((id) => procUsage(vmPid(root, id)));
     const secs = (Date.now() - t0) / 1000;
     const cpuPct = before.map(
       (b, i) => (((after[i]?.cpuTicks ?? 0) - (b.u?.cpuTicks ?? 0)) / 100 / secs) * 100,
@@ -131,10 +109,6 @@ async function main(): Promise<void> {
   console.log(
     `  ${idleCount} idle sandboxes: PSS ${String(density['pssPerSandboxMB'])} MB each (target <= 100), CPU ${String(density['cpuPctPerIdleSandbox'])}% of a core each (target <= 2)`,
   );
-}
-
-function pidOf(root: string, id: string): number {
-  return (JSON.parse(readFileSync(`${root}/vms/${id}/vm.json`, 'utf8')) as { pid: number }).pid;
 }
 
 await main();

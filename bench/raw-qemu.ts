@@ -126,3 +126,17 @@ export async function rawSave(vm: RawVm, file: string): Promise<{ pauseMs: numbe
   const pauseMs = performance.now() - t0;
   return { pauseMs, bytes: (await stat(file)).size };
 }
+
+/** The files of snapshot `id` under a kiln state dir (as kiln stores them). */
+export function snapshotFiles(stateDir: string, id: string, memoryMiB: number): SnapshotFiles {
+  const d = `${stateDir}/data/snapshots/${id}`;
+  return { memory: `${d}/memory`, state: `${d}/state`, disk: `${d}/disk.qcow2`, memoryMiB };
+}
+
+/** Raw restore of a snapshot until its agent answers, then stopped: the restore time (ms). */
+export async function rawRestoreMs(img: BootFiles, snap: SnapshotFiles): Promise<number> {
+  const vm = await rawRestore(img, snap);
+  vm.qmp.close();
+  await vm.stop();
+  return vm.readyMs;
+}

@@ -14,7 +14,8 @@ import { Agent, request } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { Sandbox } from 'e2b';
-import { rawRestore } from './raw-qemu.ts';
+import { createToFirstExecMs } from './kiln-measure.ts';
+import { rawRestoreMs, snapshotFiles } from './raw-qemu.ts';
 import { percentile } from './stats.ts';
 import { startKilnd } from '../src/api/kilnd.ts';
 import { createLogger } from '../src/core/log.ts';
@@ -61,32 +62,11 @@ async function main(): Promise<void> {
   });
   const c = new KilnClient({ socketPath: kilnd.socketPath });
   const tpl = await c.buildTemplate({ name: 'base', memoryMiB: 512, vcpus: 1 });
-  const snapDir = `${root}/data/snapshots/${tpl.snapshotId ?? ''}`;
   const { key } = await c.createApiKey('bench');
   const o = { apiUrl: kilnd.e2bApiUrl, sandboxUrl: kilnd.e2bSandboxUrl, apiKey: key };
-  /** Raw QEMU: restore the template snapshot (same machine) until the agent answers. */
-  const rawMs = async (): Promise<number> => {
-    const vm = await rawRestore(img, {
-      memory: `${snapDir}/memory`,
-      state: `${snapDir}/state`,
-      disk: `${snapDir}/disk.qcow2`,
-      memoryMiB: 512,
-    });
-    vm.qmp.close();
-    await vm.stop();
-    return vm.readyMs;
-  };
-
-  const viaNative = async (): Promise<number> => {
-    const t0 = performance.now();
-    const s = await c.createSandbox({ template: 'base' });
-    let out = '';
-    await c.exec(s.sandboxId, 'echo ready', { onStdout: (b) => (out += b.toString()) });
-    const ms = performance.now() - t0;
-    if (out !== 'ready\n') throw new Error(`unexpected output ${out}`);
-    await c.killSandbox(s.sandboxId);
-    return ms;
-  };
+  const snap = snapshotFiles(root, tpl.snapshotId ?? '', 512);
+  const rawMs = (): Promise<number> => rawRestoreMs(img, snap);
+  const viaNative = (): Promise<number> => createToFirstExecMs(c);
   const viaSdk = async (): Promise<number> => {
     const t0 = performance.now();
     const s = await Sandbox.create('base', o);

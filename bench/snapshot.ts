@@ -9,7 +9,6 @@
  *
  *   scripts/node bench/snapshot.ts [--runs N] [--fork N] [--json]
  */
-import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { startKilnd } from '../src/api/kilnd.ts';
@@ -18,7 +17,8 @@ import { defaultCacheDir } from '../src/core/paths.ts';
 import { procUsage, sleep } from '../src/core/proc.ts';
 import { KilnClient, type SnapshotView } from '../src/sdk/client.ts';
 import { ensureDefaultImage } from '../test/helpers/image.ts';
-import { rawRestore, rawSave, type SnapshotFiles } from './raw-qemu.ts';
+import { vmPid } from './kiln-measure.ts';
+import { rawRestore, rawRestoreMs, rawSave, snapshotFiles, type SnapshotFiles } from './raw-qemu.ts';
 import { median } from './stats.ts';
 
 const { values } = parseArgs({
@@ -44,12 +44,7 @@ async function main(): Promise<void> {
     log: createLogger({ level: 'warn' }),
   });
   const c = new KilnClient({ socketPath: kilnd.socketPath });
-  const files = (snap: SnapshotView): SnapshotFiles => {
-    const d = `${root}/data/snapshots/${snap.snapshotId}`;
-    return { memory: `${d}/memory`, state: `${d}/state`, disk: `${d}/disk.qcow2`, memoryMiB: snap.memoryMiB };
-  };
-  const pidOf = (id: string): number =>
-    (JSON.parse(readFileSync(`${root}/vms/${id}/vm.json`, 'utf8')) as { pid: number }).pid;
+  const files = (snap: SnapshotView): SnapshotFiles => snapshotFiles(root, snap.snapshotId, snap.memoryMiB);
   try {
     const tpl = await c.buildTemplate({ name: 'base', memoryMiB: 512, vcpus: 1 });
     const tplSnap = await c.getSnapshot(tpl.snapshotId ?? '');
@@ -76,13 +71,10 @@ async function main(): Promise<void> {
     if (!snap) throw new Error('no snapshot taken');
 
     // 2. restore -> first exec
-    const rawRestoreMs: number[] = [];
+    const rawRestoreTimes: number[] = [];
     const kilnRestoreMs: number[] = [];
     for (let i = 0; i < runs; i++) {
-      const vm = await rawRestore(img, files(snap));
-      rawRestoreMs.push(vm.readyMs);
-      vm.qmp.close();
-      await vm.stop();
+      rawRestoreTimes.push(await rawRestoreMs(img, files(snap)));
       const t0 = performance.now();
       const s = await c.restoreSnapshot(snap.snapshotId);
       let out = '';
@@ -91,7 +83,7 @@ async function main(): Promise<void> {
       if (out !== 'state\n') throw new Error(`restored sandbox says ${out}`);
       await c.killSandbox(s.sandboxId);
       log(
-        `restore ${i + 1}/${runs}: raw ${rawRestoreMs.at(-1)?.toFixed(0)} ms, kiln ${kilnRestoreMs.at(-1)?.toFixed(0)} ms`,
+        `restore ${i + 1}/${runs}: raw ${rawRestoreTimes.at(-1)?.toFixed(0)} ms, kiln ${kilnRestoreMs.at(-1)?.toFixed(0)} ms`,
       );
     }
 
@@ -112,7 +104,7 @@ async function main(): Promise<void> {
     const clones = fork.results.flatMap((r) => ('sandbox' in r ? [r.sandbox.sandboxId] : []));
     if (clones.length !== forkN) throw new Error(`fork made ${clones.length} of ${forkN} clones`);
     await sleep(5000);
-    const kilnPss = clones.map((id) => procUsage(pidOf(id))?.pssBytes ?? 0);
+    const kilnPss = clones.map((id) => procUsage(vmPid(root, id))?.pssBytes ?? 0);
     for (const id of clones) await c.killSandbox(id);
     log(`kiln: fork of ${forkN} ${kilnForkMs.toFixed(0)} ms`);
 
@@ -124,9 +116,9 @@ async function main(): Promise<void> {
       pauseRatio: +(median(kilnPause) / median(rawPause)).toFixed(3),
       pauseTarget: 1.2,
       kilnSnapshotCallMedianMs: Math.round(median(kilnWall)),
-      rawRestoreToAgentMedianMs: Math.round(median(rawRestoreMs)),
+      rawRestoreToAgentMedianMs: Math.round(median(rawRestoreTimes)),
       kilnRestoreToFirstExecMedianMs: Math.round(median(kilnRestoreMs)),
-      restoreRatio: +(median(kilnRestoreMs) / median(rawRestoreMs)).toFixed(3),
+      restoreRatio: +(median(kilnRestoreMs) / median(rawRestoreTimes)).toFixed(3),
       forkCount: forkN,
       rawForkWallMs: Math.round(rawForkMs),
       kilnForkWallMs: Math.round(kilnForkMs),
