@@ -252,6 +252,30 @@ describe('E2B API and envd proxy (fake driver, real e2b SDK)', () => {
     assert.equal((await raw('GET', '/snapshots?limit=0')).status, 400);
   });
 
+  it('envd proxy: a paused autoResume sandbox resumes on its next request; without autoResume it stays paused', async () => {
+    const mk = async (autoResume: boolean): Promise<string> => {
+      const r = await raw('POST', '/v2/sandboxes', {
+        templateID: 'base',
+        autoPause: true,
+        autoResume: { enabled: autoResume },
+      });
+      return (r.json as { sandboxID: string }).sandboxID;
+    };
+    const health = (id: string): Promise<Response> =>
+      fetch(`${sandboxUrl}/health`, { headers: { 'e2b-sandbox-id': id } });
+    const [auto, manual] = [await mk(true), await mk(false)];
+    for (const id of [auto, manual]) {
+      assert.equal((await health(id)).status, 204, 'the proxy knows its port');
+      await svc.pause(id);
+    }
+    const [a, b] = await Promise.all([health(auto), health(auto)]);
+    assert.deepEqual([a.status, b.status], [204, 204], 'resumed once, on a new port');
+    assert.equal(svc.get(auto).state, 'running');
+    assert.equal((await health(manual)).status, 502);
+    assert.equal(svc.get(manual).state, 'paused');
+    for (const id of [auto, manual]) await svc.kill(id);
+  });
+
   it('bad input: E2B error bodies with the status of the catalog code; nothing is left behind', async () => {
     const before = svc.list({}, { limit: 1000 }).items.length;
     const cases: [string, string, unknown, number, RegExp][] = [

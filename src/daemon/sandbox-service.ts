@@ -497,7 +497,10 @@ export class SandboxService {
     const dir = this.#snapDir(meta.id);
     let committed = false;
     try {
-      if (kind === 'pause') this.#d.store.updateSandbox(id, { state: 'pausing' }, ['running']);
+      if (kind === 'pause') {
+        this.#d.store.updateSandbox(id, { state: 'pausing' }, ['running']);
+        this.#agentPorts.delete(id);
+      }
       await mkdir(dir, { recursive: true });
       run.step('snapshot dir', { action: 'remove-path', path: dir });
       await writeFileAtomic(join(dir, META_FILE), JSON.stringify(meta, null, 2));
@@ -677,6 +680,8 @@ export class SandboxService {
       const run = new OpRun(this.#d, 'resume', id, ctx.opId);
       try {
         this.#d.store.updateSandbox(id, { state: 'resuming' }, ['paused']);
+        // The restored VM forwards the agent on a new host port.
+        this.#agentPorts.delete(id);
         const times = await this.#bootFrom(
           id,
           snap,
