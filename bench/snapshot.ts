@@ -105,7 +105,7 @@ async function main(): Promise<void> {
     if (clones.length !== forkN) throw new Error(`fork made ${clones.length} of ${forkN} clones`);
     await sleep(5000);
     const kilnPss = clones.map((id) => procUsage(vmPid(root, id))?.pssBytes ?? 0);
-    for (const id of clones) await c.killSandbox(id);
+    for (const id of [...clones, src.sandboxId]) await c.killSandbox(id);
     log(`kiln: fork of ${forkN} ${kilnForkMs.toFixed(0)} ms`);
 
     const res = {

@@ -1,7 +1,7 @@
-import { spawn } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Code, ConnectError, type HandlerContext } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
+import { ClockSetter } from './clock.ts';
 import { getFile, postFiles } from './files.ts';
 import { filesystemService } from './filesystem-service.ts';
 import { Filesystem } from '../core/envd/filesystem/filesystem_pb.js';
@@ -49,6 +49,9 @@ export function createAgent(opts: AgentOpts = {}): Agent {
     lastInitMs: 0,
   };
   const processes = new ProcessManager();
+  // Started now, so it is already running in every snapshot taken of this guest.
+  const clock = opts.setClock ? new ClockSetter() : undefined;
+  clock?.start();
 
   const userNamed = async (name: string | undefined): Promise<GuestUser> =>
     lookupUser(name ?? state.defaultUser);
@@ -135,17 +138,9 @@ export function createAgent(opts: AgentOpts = {}): Agent {
       state.lastInitMs = ts;
       const skew = Date.now() - ts;
       // A restored snapshot wakes with the clock it was saved with: set it from the host's.
-      if (opts.setClock && (skew < -50 || skew > 5000)) {
-        await new Promise<void>((r) => {
-          spawn('date', ['-u', '-s', `@${(ts / 1000).toFixed(3)}`], { stdio: 'ignore' })
-            .on('close', () => {
-              r();
-            })
-            .on('error', () => {
-              r();
-            });
-        });
-        log(`clock set from /init (was ${skew} ms off)`);
+      if (clock && (skew < -50 || skew > 5000)) {
+        const how = await clock.set(ts);
+        log(`clock set from /init by ${how} (was ${skew} ms off)`);
       }
     }
     res.writeHead(204, { 'x-envd-version': ENVD_VERSION }).end();
@@ -215,6 +210,7 @@ export function createAgent(opts: AgentOpts = {}): Agent {
     processes,
     close: async () => {
       processes.killAll();
+      clock?.stop();
       server.closeAllConnections();
       await new Promise<void>((r) => {
         server.close(() => {

@@ -25,7 +25,8 @@ describe('kilnd end to end (real guests)', { timeout: 900_000 }, () => {
   };
   const qemuFor = (): string[] => {
     try {
-      return execFileSync('pgrep', ['-f', `kiln-sbx-`], { encoding: 'utf8' })
+      // This test's VMs only (their paths are under its state dir), whatever else runs here.
+      return execFileSync('pgrep', ['-f', `${state}/vms/sbx-`], { encoding: 'utf8' })
         .trim()
         .split('\n')
         .filter(Boolean);
@@ -33,6 +34,11 @@ describe('kilnd end to end (real guests)', { timeout: 900_000 }, () => {
       return [];
     }
   };
+  /** What those QEMU processes are (for assertion messages). */
+  const whatAre = (pids: string[]): string =>
+    pids.length
+      ? execFileSync('ps', ['-o', 'pid,lstart,args', '-p', pids.join(',')], { encoding: 'utf8' })
+      : '';
   const liveIds = async (): Promise<string[]> =>
     (await c.listSandboxes({ states: ['creating', 'running', 'paused'] })).items
       .map((s) => s.sandboxId)
@@ -81,7 +87,7 @@ describe('kilnd end to end (real guests)', { timeout: 900_000 }, () => {
     assert.equal((JSON.parse(list.stdout) as unknown[]).length, 5);
     await Promise.all(made.map((s) => c.killSandbox(s.sandboxId)));
     assert.deepEqual(await liveIds(), []);
-    assert.deepEqual(qemuFor(), []);
+    assert.deepEqual(qemuFor(), [], whatAre(qemuFor()));
   });
 
   it('a sandbox past its timeout is killed by the reaper', async () => {
@@ -115,7 +121,11 @@ describe('kilnd end to end (real guests)', { timeout: 900_000 }, () => {
       const r = await c.exec(id, 'echo alive');
       assert.equal(r.exitCode, 0);
     }
-    assert.equal(qemuFor().length, live.length, 'one QEMU per live sandbox, no orphan');
+    assert.equal(
+      qemuFor().length,
+      live.length,
+      `one QEMU per live sandbox, no orphan: ${whatAre(qemuFor())}`,
+    );
     assert.deepEqual(readdirSync(`${state}/vms`).sort(), live, 'no VM directory without a sandbox');
     assert.deepEqual(
       readdirSync(`${state}/data/snapshots`).filter((f) => f.startsWith('.staging')),

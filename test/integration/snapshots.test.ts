@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { createReadStream, createWriteStream, existsSync } from 'node:fs';
-import { mkdtemp, open, readdir, rm, stat, truncate } from 'node:fs/promises';
+import { mkdtemp, open, readFile, readdir, rm, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { KilnError } from '../../src/core/errors.ts';
@@ -111,6 +111,11 @@ describe('snapshots, pause/resume and fork of running sandboxes', { timeout: 900
       assert.ok(
         guestNow >= Math.floor(t0) - 2 && guestNow <= t1 + 2,
         `guest clock ${guestNow} outside host [${t0}, ${t1}]`,
+      );
+      // By the agent's clock helper (already running in the snapshot), not a spawned `date`.
+      assert.match(
+        await readFile((await driver.status(c)).serialLog, 'utf8'),
+        /clock set from \/init by helper/,
       );
     }
     await out(c1, 'echo c1 > /home/user/f; sync');
