@@ -5,8 +5,8 @@
  *
  *   scripts/node bench/exec.ts [--runs N] [--json]
  */
-import { request } from 'node:http';
 import { parseArgs } from 'node:util';
+import { httpGet } from './kiln-measure.ts';
 import { percentile } from './stats.ts';
 import { bootAgentVm } from '../test/helpers/guest.ts';
 
@@ -14,18 +14,6 @@ const { values } = parseArgs({
   options: { runs: { type: 'string', default: '200' }, json: { type: 'boolean', default: false } },
 });
 const runs = Number(values.runs);
-
-/** One GET on a kept-alive connection (as the SDK's own HTTP client does). */
-function get(url: string, agent: import('node:http').Agent): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { agent }, (res) => {
-      res.resume();
-      res.on('end', resolve);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 async function main(): Promise<void> {
   const vm = await bootAgentVm({ memoryMiB: 512 });
@@ -35,13 +23,13 @@ async function main(): Promise<void> {
     const keep = new Agent({ keepAlive: true, maxSockets: 1 });
     for (let i = 0; i < 10; i++) {
       await sbx.commands.run('true');
-      await get(`${agentUrl}/health`, keep);
+      await httpGet(`${agentUrl}/health`, keep);
     }
     const run: number[] = [];
     const http: number[] = [];
     for (let i = 0; i < runs; i++) {
       let t0 = performance.now();
-      await get(`${agentUrl}/health`, keep);
+      await httpGet(`${agentUrl}/health`, keep);
       http.push(performance.now() - t0);
       t0 = performance.now();
       await sbx.commands.run('true');

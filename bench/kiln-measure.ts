@@ -1,5 +1,6 @@
 /** Measurements of kiln itself shared by the benchmarks. */
 import { readFileSync } from 'node:fs';
+import { request, type Agent } from 'node:http';
 import type { KilnClient } from '../src/sdk/client.ts';
 
 /** Native API create until a command's output is back, then killed: the time (ms). */
@@ -17,4 +18,16 @@ export async function createToFirstExecMs(c: KilnClient, template = 'base'): Pro
 /** The QEMU pid of a sandbox's VM (from its vm.json). */
 export function vmPid(stateDir: string, id: string): number {
   return (JSON.parse(readFileSync(`${stateDir}/vms/${id}/vm.json`, 'utf8')) as { pid: number }).pid;
+}
+
+/** One GET on a kept-alive connection (as the SDK's own HTTP client does); resolves at its end. */
+export function httpGet(url: string, agent: Agent): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { agent }, (res) => {
+      res.resume();
+      res.on('end', resolve);
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }

@@ -10,11 +10,11 @@
  *
  *   scripts/node bench/sdk.ts [--runs N] [--execs N] [--json]
  */
-import { Agent, request } from 'node:http';
+import { Agent } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { Sandbox } from 'e2b';
-import { createToFirstExecMs } from './kiln-measure.ts';
+import { createToFirstExecMs, httpGet } from './kiln-measure.ts';
 import { rawRestoreMs, snapshotFiles } from './raw-qemu.ts';
 import { percentile } from './stats.ts';
 import { startKilnd } from '../src/api/kilnd.ts';
@@ -33,17 +33,6 @@ const { values } = parseArgs({
 });
 const runs = Number(values.runs);
 const execs = Number(values.execs);
-
-function get(url: string, agent: Agent): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { agent }, (res) => {
-      res.resume();
-      res.on('end', resolve);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 const stats = (xs: number[]): { p50: number; p99: number } => ({
   p50: +percentile(xs, 50).toFixed(1),
@@ -111,11 +100,11 @@ async function main(): Promise<void> {
       for (let i = 0; i < 10; i++) {
         await s.commands.run('true');
         await straight.commands.run('true');
-        await get(`${agentUrl}/health`, keep);
+        await httpGet(`${agentUrl}/health`, keep);
       }
       for (let i = 0; i < execs; i++) {
         let t0 = performance.now();
-        await get(`${agentUrl}/health`, keep);
+        await httpGet(`${agentUrl}/health`, keep);
         bare.push(performance.now() - t0);
         t0 = performance.now();
         await straight.commands.run('true');

@@ -88,6 +88,20 @@ function intArg(field: string, text: string | undefined): number | undefined {
   return Number(text);
 }
 
+/** The options a new sandbox takes from --metadata, --env and --timeout. */
+function createOptions(v: { metadata: string[]; env: string[]; timeout?: string | undefined }): {
+  metadata: Record<string, string>;
+  envVars: Record<string, string>;
+  timeoutS?: number;
+} {
+  const timeoutS = intArg('timeout', v.timeout);
+  return {
+    metadata: pairs('metadata', v.metadata),
+    envVars: pairs('env', v.env),
+    ...(timeoutS === undefined ? {} : { timeoutS }),
+  };
+}
+
 function table(head: string[], rows: string[][]): void {
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (r: string[]): string =>
@@ -183,12 +197,7 @@ async function sandbox(sub: string | undefined, argv: string[]): Promise<number>
   switch (sub) {
     case 'create': {
       await ensureTemplate(c, values.template, values.json);
-      const s = await c.createSandbox({
-        template: values.template,
-        metadata: pairs('metadata', values.metadata),
-        envVars: pairs('env', values.env),
-        ...(timeoutS === undefined ? {} : { timeoutS }),
-      });
+      const s = await c.createSandbox({ template: values.template, ...createOptions(values) });
       out(s, () => {
         console.log(s.sandboxId);
       });
@@ -356,12 +365,7 @@ async function snapshot(sub: string | undefined, argv: string[]): Promise<number
       await c.deleteSnapshot(arg('a snapshot id or name'));
       return 0;
     case 'restore': {
-      const timeoutS = intArg('timeout', values.timeout);
-      const s = await c.restoreSnapshot(arg('a snapshot id or name'), {
-        metadata: pairs('metadata', values.metadata),
-        envVars: pairs('env', values.env),
-        ...(timeoutS === undefined ? {} : { timeoutS }),
-      });
+      const s = await c.restoreSnapshot(arg('a snapshot id or name'), createOptions(values));
       out(s, () => {
         console.log(s.sandboxId);
       });

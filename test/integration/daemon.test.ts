@@ -195,6 +195,32 @@ describe('kilnd end to end (real guests)', { timeout: 900_000 }, () => {
     ).results.map((r) => r.sandbox.sandboxId);
     assert.equal(clones.length, 2);
     for (const id of clones) assert.equal(await cat(id), 'kept\n');
+    const restoredCli = kiln(
+      'snapshot',
+      'restore',
+      'cli',
+      '--metadata',
+      'from=cli',
+      '--env',
+      'E=7',
+      '--json',
+    );
+    assert.equal(restoredCli.status, 0, restoredCli.stderr);
+    const restored = JSON.parse(restoredCli.stdout) as {
+      sandboxId: string;
+      metadata: Record<string, string>;
+    };
+    assert.deepEqual(restored.metadata, { from: 'cli' });
+    assert.equal(await cat(restored.sandboxId), 'kept\n');
+    let env7 = '';
+    await c.exec(restored.sandboxId, 'echo $E', { onStdout: (x) => (env7 += x.toString()) });
+    assert.equal(env7, '7\n');
+    clones.push(restored.sandboxId);
+    const createdCli = kiln('sandbox', 'create', '--metadata', 'k=v', '--timeout', '120', '--json');
+    assert.equal(createdCli.status, 0, createdCli.stderr);
+    const created = JSON.parse(createdCli.stdout) as { sandboxId: string; metadata: Record<string, string> };
+    assert.deepEqual(created.metadata, { k: 'v' });
+    clones.push(created.sandboxId);
     const tar = `${state}/cli.tar`;
     const exported = kiln('snapshot', 'export', 'cli', '-o', tar);
     assert.equal(exported.status, 0, exported.stderr);
