@@ -28,6 +28,8 @@ export interface Agent {
   server: Server;
   state: AgentState;
   processes: ProcessManager;
+  /** Resolves when the agent's helpers have started (listen after it). */
+  ready: Promise<void>;
   close(): Promise<void>;
 }
 
@@ -51,7 +53,7 @@ export function createAgent(opts: AgentOpts = {}): Agent {
   const processes = new ProcessManager();
   // Started now, so it is already running in every snapshot taken of this guest.
   const clock = opts.setClock ? new ClockSetter() : undefined;
-  clock?.start();
+  const ready = clock ? clock.start() : Promise.resolve();
 
   const userNamed = async (name: string | undefined): Promise<GuestUser> =>
     lookupUser(name ?? state.defaultUser);
@@ -208,6 +210,7 @@ export function createAgent(opts: AgentOpts = {}): Agent {
     server,
     state,
     processes,
+    ready,
     close: async () => {
       processes.killAll();
       clock?.stop();

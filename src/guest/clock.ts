@@ -11,6 +11,7 @@ import { createInterface } from 'node:readline';
 
 const SCRIPT = `
 import sys, time
+print("ready", flush=True)
 for line in sys.stdin:
     try:
         time.clock_settime(time.CLOCK_REALTIME, float(line))
@@ -23,11 +24,24 @@ export class ClockSetter {
   #proc: ChildProcessByStdio<Writable, Readable, null> | undefined;
   #waiting: ((line: string) => void)[] = [];
 
-  /** Starts the helper (call once, at agent start-up). */
-  start(): void {
+  /**
+   * Starts the helper (call once, at agent start-up). Resolves once it waits for input (or has
+   * failed, or after `timeoutMs`): a snapshot taken after that does not catch it mid-start-up,
+   * which would cost every restore the rest of Python's start-up.
+   */
+  start(timeoutMs = 20_000): Promise<void> {
     const p = spawn('python3', ['-u', '-c', SCRIPT], { stdio: ['pipe', 'pipe', 'ignore'] });
+    let ready: () => void = () => undefined;
+    const started = new Promise<void>((r) => (ready = r));
+    const timer = setTimeout(ready, timeoutMs);
+    timer.unref();
+    this.#waiting.push(() => {
+      clearTimeout(timer);
+      ready();
+    });
     p.on('error', () => {
       this.#proc = undefined;
+      ready();
     });
     p.on('exit', () => {
       this.#proc = undefined;
@@ -35,6 +49,7 @@ export class ClockSetter {
     });
     createInterface({ input: p.stdout }).on('line', (l) => this.#waiting.shift()?.(l));
     this.#proc = p;
+    return started;
   }
 
   /** Sets the clock to `ms` (Unix epoch milliseconds). Resolves either way; returns how. */

@@ -12,9 +12,14 @@ if (process.env['KILN_AGENT_MAIN'] === '1') {
     defaultUser: process.env['KILN_AGENT_DEFAULT_USER'] ?? 'user',
     setClock: true,
   });
-  agent.server.listen(port, process.env['KILN_AGENT_HOST'] ?? '0.0.0.0', () => {
-    const addr = agent.server.address();
-    process.stderr.write(`kiln-agent: listening on ${typeof addr === 'object' && addr ? addr.port : port}\n`);
+  // Answer /health only once the helpers are up: a template snapshot is taken right after.
+  void agent.ready.then(() => {
+    agent.server.listen(port, process.env['KILN_AGENT_HOST'] ?? '0.0.0.0', () => {
+      const addr = agent.server.address();
+      process.stderr.write(
+        `kiln-agent: listening on ${typeof addr === 'object' && addr ? addr.port : port}\n`,
+      );
+    });
   });
   process.on('uncaughtException', (e) => {
     process.stderr.write(`kiln-agent: uncaught: ${e.stack ?? e.message}\n`);
