@@ -182,6 +182,14 @@ describe('SandboxService (fake driver)', () => {
     assert.deepEqual(await driver.list(), []);
   });
 
+  it('a kill during a snapshot waits for it, then ends the sandbox', async () => {
+    const s = await svc.create({ template: 'base' });
+    const [snap, killed] = await Promise.all([svc.snapshot(s.id), svc.kill(s.id)]);
+    assert.equal(killed.state, 'dead');
+    assert.equal(store.getSnapshot(snap.id).sandboxId, s.id, 'the snapshot completed first');
+    assert.deepEqual(await driver.list(), []);
+  });
+
   it('TTL: setTimeout moves the end; the reaper kills what expired', async () => {
     const a = await svc.create({ template: 'base', timeoutS: 60 });
     const b = await svc.create({ template: 'base', timeoutS: 60 });
@@ -296,8 +304,11 @@ describe('SandboxService (fake driver)', () => {
     await code(svc.restore(pauseSnap), 'invalid_state', /resume that sandbox instead/);
     await code(svc.create({ template: pauseSnap }), 'not_found', /does not exist/);
     assert.deepEqual(
-      store.listSnapshots().map((x) => x.kind),
-      ['template', 'pause'],
+      store
+        .listSnapshots()
+        .map((x) => x.kind)
+        .sort(),
+      ['pause', 'template'],
     );
     assert.deepEqual(store.openOperations(), []);
   });

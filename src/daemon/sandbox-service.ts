@@ -163,6 +163,7 @@ export class SandboxService {
   readonly #samples = new Map<string, { ticks: number; at: number }>();
   readonly #latestStats = new Map<string, SandboxStats>();
   /** Sandbox id -> its agent's forwarded host port, for the VM started at `startedAt`. */
+  readonly #killing = new Set<string>();
   readonly #agentPorts = new Map<string, { port: number; startedAt: string | null }>();
   #timers: NodeJS.Timeout[] = [];
 
@@ -1046,7 +1047,19 @@ export class SandboxService {
   /** Ends a sandbox. A second kill while one runs is `conflict`; a dead one is `invalid_state`. */
   async kill(id: string, ctx: OpCtx = {}, reason = 'killed'): Promise<SandboxRecord> {
     this.get(id);
-    return this.#locks.tryRun(id, `kill ${id}`, async () => {
+    // A kill waits for a snapshot, pause or resume in progress; a second kill is refused.
+    if (this.#killing.has(id))
+      throw new KilnError('conflict', `kill ${id}: another kill of ${id} is in progress; retry later`);
+    this.#killing.add(id);
+    try {
+      return await this.#killLocked(id, ctx, reason);
+    } finally {
+      this.#killing.delete(id);
+    }
+  }
+
+  #killLocked(id: string, ctx: OpCtx, reason: string): Promise<SandboxRecord> {
+    return this.#locks.run(id, async () => {
       const s = this.#d.store.getSandbox(id);
       if (s.state === 'dead')
         throw new KilnError('invalid_state', `sandbox ${id} is already dead (${s.endReason ?? 'ended'})`);
