@@ -232,7 +232,7 @@ describe('E2B API and envd proxy (fake driver, real e2b SDK)', () => {
     const fromSnap = await raw('POST', '/v2/sandboxes', { templateID: 'api-snap' });
     assert.equal(fromSnap.status, 201);
     const forked = await raw('POST', `/sandboxes/${id}/fork`, { count: 2, timeout: 60 });
-    assert.equal(forked.status, 200);
+    assert.equal(forked.status, 201);
     const results = forked.json as { sandbox: { sandboxID: string; envdVersion: string } }[];
     assert.equal(results.length, 2);
     for (const r of results) assert.equal(r.sandbox.envdVersion, '0.6.13');
@@ -250,6 +250,7 @@ describe('E2B API and envd proxy (fake driver, real e2b SDK)', () => {
     assert.equal((await raw('POST', '/sandboxes/sbx-nope/fork', { count: 1 })).status, 404);
     assert.equal((await raw('POST', `/sandboxes/${id}/snapshots`, {})).status, 404, 'a dead sandbox is gone');
     assert.equal((await raw('GET', '/snapshots?limit=0')).status, 400);
+    assert.equal((await raw('DELETE', '/templates/not..valid')).status, 404, 'the SDK answers false');
   });
 
   it('envd proxy: a paused autoResume sandbox resumes on its next request; without autoResume it stays paused', async () => {

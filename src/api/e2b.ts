@@ -208,14 +208,19 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
         const b = await c.body();
         const timeoutS = optInt(b, 'timeout');
         let s = live(svc, id);
-        if (s.state === 'paused') {
-          // Connecting to a paused sandbox resumes it (201, as in E2B).
-          s = await svc.resume(id, timeoutS === undefined ? {} : { timeoutS }, { opId: c.opId });
+        if (s.state === 'paused' || s.state === 'pausing' || s.state === 'resuming') {
+          // Connecting to a paused sandbox resumes it (201, as in E2B); one being paused is resumed
+          // once that is done; one being resumed (by autoResume) is simply connected to.
+          try {
+            s = await svc.resume(id, timeoutS === undefined ? {} : { timeoutS }, { opId: c.opId });
+          } catch (e) {
+            if (!(isKilnError(e) && e.code === 'invalid_state' && svc.get(id).state === 'running')) throw e;
+            return sandboxBody(svc.get(id));
+          }
           sendJson(c.res, 201, sandboxBody(s));
           return null;
         }
-        if (s.state !== 'running')
-          throw new KilnError('conflict', `sandbox ${id} is ${s.state}; retry in a moment`);
+        if (s.state !== 'running') throw new KilnError('invalid_state', `sandbox ${id} is ${s.state}`);
         // Connecting never shortens a sandbox's life (as in E2B).
         if (timeoutS !== undefined && Date.parse(s.endAt) < Date.now() + timeoutS * 1000)
           s = svc.setTimeout(id, timeoutS);
@@ -348,7 +353,17 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
       status: 204,
       handler: async (c) => {
         const id = c.params['id'] ?? '';
-        const snap = svc.getSnapshot(id);
+        let snap;
+        try {
+          snap = svc.getSnapshot(id);
+        } catch (e) {
+          // Whatever is not a snapshot here is "not found" (the SDK then answers false).
+          if (isKilnError(e) && e.code === 'invalid_argument')
+            throw new KilnError('not_found', `snapshot "${id}" does not exist`, {
+              details: { snapshotId: id },
+            });
+          throw e;
+        }
         if (snap.kind !== 'snapshot')
           throw new KilnError('not_found', `snapshot "${id}" does not exist`, {
             details: { snapshotId: id },
@@ -360,6 +375,7 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
     {
       method: 'POST',
       path: '/sandboxes/:id/fork',
+      status: 201,
       handler: async (c) => {
         const id = c.params['id'] ?? '';
         const b = await c.body();

@@ -323,6 +323,10 @@ export function nativeRoutes(d: {
           'content-disposition': `attachment; filename="${snap.id}.tar"`,
         });
         out.pipe(c.res);
+        // A client that goes away ends the export (and its staging files) instead of stalling it.
+        c.res.on('close', () => {
+          if (!c.res.writableFinished) out.destroy(new Error('the client went away'));
+        });
         await done.catch((e: unknown) => {
           c.log.warn({ err: e }, 'export failed mid-stream');
           c.res.destroy();

@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
@@ -14,6 +15,14 @@ import { SqliteStore } from '../store/sqlite-store.ts';
 import { FakeDriver, type FakeWorld } from '../vmm/fake-driver.ts';
 import type { ExecResult, GuestClient, GuestMetrics, InitBody } from './guest-client.ts';
 import { SandboxService, type SandboxServiceDeps } from './sandbox-service.ts';
+import {
+  ARCHIVE_FILES,
+  ARCHIVE_FORMAT,
+  MANIFEST,
+  artifact,
+  packArchive,
+  type ArchiveManifest,
+} from './snapshot-archive.ts';
 
 class RecordingGuest implements GuestClient {
   static inits: InitBody[] = [];
@@ -355,5 +364,77 @@ describe('SandboxService (fake driver)', () => {
     // Restorable like any other.
     const clone = await restarted.restore('late');
     assert.equal(clone.state, 'running');
+  });
+
+  it('a crash in the middle of freezing the disk: start-up finishes the freeze and the snapshot', async () => {
+    const s = await svc.create({ template: 'base' });
+    class DiesInFreeze extends FakeDriver {
+      override freezeDisk(): Promise<void> {
+        return new Promise(() => undefined); // the daemon is killed here
+      }
+    }
+    const dying = new SandboxService({ ...deps, driver: new DiesInFreeze(world) });
+    void dying.snapshot(s.id, { name: 'mid' }).catch(() => undefined);
+    for (let i = 0; i < 200 && !store.openOperations()[0]?.steps.some((st) => st.name === 'disk frozen'); i++)
+      await new Promise((r) => setTimeout(r, 5));
+    assert.equal((await driver.status(s.id)).state, 'paused', 'the source is paused mid-snapshot');
+    const restarted = new SandboxService({ ...deps, driver: new FakeDriver(world) });
+    const r = await restarted.reconcile();
+    assert.equal(r.finished.length, 1);
+    assert.deepEqual(r.stuck, []);
+    assert.equal((await driver.status(s.id)).state, 'running', 'the source runs again');
+    assert.equal(restarted.get(s.id).sourceSnapshotId, restarted.getSnapshot('mid').id);
+    assert.deepEqual(r.orphanSnapshotDirs, []);
+    assert.deepEqual(store.openOperations(), []);
+  });
+
+  it('import refuses a disk that is not one standalone qcow2 (a backing file would read host files)', async () => {
+    const src = join(dir, 'evil');
+    await mkdir(src);
+    execFileSync('qemu-img', [
+      'create',
+      '-q',
+      '-f',
+      'qcow2',
+      '-b',
+      '/etc/passwd',
+      '-F',
+      'raw',
+      join(src, 'disk.qcow2'),
+    ]);
+    for (const [kind, name] of Object.entries(ARCHIVE_FILES))
+      if (kind !== 'disk') await writeFile(join(src, name), kind);
+    const files = [];
+    for (const [kind, name] of Object.entries(ARCHIVE_FILES))
+      files.push(await artifact(src, kind as keyof typeof ARCHIVE_FILES, name));
+    const manifest: ArchiveManifest = {
+      format: ARCHIVE_FORMAT,
+      snapshot: {
+        id: 'snap-evil',
+        name: null,
+        memoryMiB: 512,
+        vcpus: 1,
+        guestToken: null,
+        templateName: 'base',
+        imageKey: 'img-1',
+        createdAt: new Date(now).toISOString(),
+      },
+      files,
+    };
+    await writeFile(join(src, MANIFEST), JSON.stringify(manifest));
+    await assert.rejects(svc.importSnapshot(packArchive(src)), {
+      code: 'invalid_argument',
+      message:
+        /must be a standalone qcow2 image \(no backing or data file\); it is qcow2 backed by \/etc\/passwd/,
+    });
+    assert.deepEqual(
+      store.listSnapshots().map((x) => x.kind),
+      ['template'],
+    );
+    assert.deepEqual(store.openOperations(), []);
+    assert.deepEqual(
+      (await readdir(join(dir, 'snapshots'))).filter((f) => f.startsWith('.staging')),
+      [],
+    );
   });
 });

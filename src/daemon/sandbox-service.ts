@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { copyFile, link, mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { Logger } from 'pino';
 import type {
   ArtifactRecord,
@@ -102,6 +102,16 @@ export interface ReconcileReport {
   finished: string[];
   /** Snapshot directories no record explains, removed. */
   orphanSnapshotDirs: string[];
+  /** Snapshots past their point of no return that could not be finished (kept for the next start). */
+  stuck: string[];
+}
+
+/** True when a snapshot or pause op got past its point of no return (it is finished, not undone). */
+function pastPointOfNoReturn(op: OperationRecord): boolean {
+  return (
+    (op.kind === 'snapshot' && op.steps.some((st) => st.name === POINT_OF_NO_RETURN.snapshot)) ||
+    (op.kind === 'pause' && op.steps.some((st) => st.name === POINT_OF_NO_RETURN.pause))
+  );
 }
 
 export const DEFAULT_TIMEOUT_S = 300;
@@ -125,6 +135,8 @@ interface SnapshotMeta {
 }
 
 const META_FILE = 'snapshot.json';
+/** The journal step after which a snapshot (or pause) is finished, never undone. */
+const POINT_OF_NO_RETURN = { snapshot: 'disk frozen', pause: 'vm stopped' } as const;
 /** Device state + RAM as saved from a running sandbox, before the RAM moves into `memory`. */
 const FULL_STATE = 'state.full';
 const DISK_LAYER = 'disk.qcow2';
@@ -481,6 +493,8 @@ export class SandboxService {
         `sandbox ${id} is ${s.state}; ${kind === 'pause' ? 'pausing' : 'a snapshot'} needs running`,
       );
     }
+    // Again under the lock: two snapshots of one sandbox may have asked for the same name.
+    if (name) this.#assertSnapshotNameFree(name);
     const log = this.#d.log.child({ opId: ctx.opId, sandboxId: id });
     const run = new OpRun(this.#d, kind === 'pause' ? 'pause' : 'snapshot', id, ctx.opId);
     const meta: SnapshotMeta = {
@@ -508,14 +522,16 @@ export class SandboxService {
       run.step('source paused', { action: 'resume-vm', vmId: id });
       const t0 = performance.now();
       await this.#d.driver.saveState(id, join(dir, FULL_STATE));
+      // The point of no return is journalled before the step that crosses it: a crash inside
+      // that step is finished at start-up (stop and freezeDisk pick up where they were).
       if (kind === 'pause') {
+        run.step(POINT_OF_NO_RETURN.pause, { action: 'none' });
         await this.#d.driver.stop(id, { keepOverlayAs: join(dir, DISK_LAYER) });
-        run.step('vm stopped', { action: 'none' });
         committed = true;
       } else {
+        run.step(POINT_OF_NO_RETURN.snapshot, { action: 'none' });
         await this.#d.driver.freezeDisk(id, join(dir, DISK_LAYER));
         // From here the source's disk sits on the new layer: the snapshot is finished, not undone.
-        run.step('disk frozen', { action: 'none' });
         committed = true;
         await this.#d.driver.resume(id);
       }
@@ -540,16 +556,18 @@ export class SandboxService {
     } catch (e) {
       log.warn({ err: e, committed }, 'snapshot failed');
       if (!committed) {
+        // The stop or freeze failed and took itself back: undo the rest.
         await run.fail(e);
         if (kind === 'pause' && this.#d.store.getSandbox(id).state === 'pausing')
           this.#d.store.updateSandbox(id, { state: 'running' });
-      } else {
-        // Past the point of no return: reconciliation finishes it (the op stays open).
-        this.#d.log.error(
-          { err: e, opId: run.op.id },
-          'snapshot could not be completed; the next start-up retries',
-        );
+        throw e;
       }
+      // Past the point of no return: finish it now if possible, else at the next start-up.
+      if (await this.#rollForwardSnapshot(this.#d.store.getOperation(run.op.id))) {
+        this.#d.store.finishOperation(run.op.id, 'done');
+        return this.#d.store.getSnapshot(meta.id);
+      }
+      log.error({ err: e, opId: run.op.id }, 'snapshot could not be completed; the next start-up retries');
       throw e;
     }
   }
@@ -565,9 +583,27 @@ export class SandboxService {
       .listSnapshots({ sandboxId: meta.sandboxId ?? undefined })
       .find((x) => x.id === meta.id);
     if (existing) return existing;
+    // A snapshot of a sandbox restored from an imported snapshot keeps that one's boot files.
+    const parent = meta.parentId ? this.#d.store.getSnapshot(meta.parentId) : undefined;
+    const carried = (['kernel', 'initrd'] as const).flatMap((kind) => {
+      const a = parent?.artifacts.find((x) => x.kind === kind);
+      return a && parent
+        ? [{ kind, from: join(this.#snapDir(parent.id), a.path), path: ARCHIVE_FILES[kind] }]
+        : [];
+    });
+    for (const c of carried) {
+      const to = join(dir, c.path);
+      if (!existsSync(to)) await link(c.from, to).catch(() => copyFile(c.from, to));
+    }
     if (existsSync(join(dir, FULL_STATE))) {
-      const tpl = this.#d.store.getTemplate(meta.templateId);
-      const image = await this.#d.image(tpl.imageKey);
+      const image =
+        carried.length === 2
+          ? {
+              kernel: join(dir, ARCHIVE_FILES.kernel),
+              initrd: join(dir, ARCHIVE_FILES.initrd),
+              rootfs: join(dir, DISK_LAYER),
+            }
+          : await this.#d.image(this.#d.store.getTemplate(meta.templateId).imageKey);
       const helper = `cmp-${meta.id.slice(5, 17)}`;
       await runUndo({ action: 'kill-vm', vmId: helper }, this.#d);
       await rm(join(dir, 'memory'), { force: true });
@@ -592,6 +628,7 @@ export class SandboxService {
       await rm(join(dir, FULL_STATE));
     }
     const artifacts = await snapshotArtifacts(dir);
+    for (const c of carried) artifacts.push(await artifact(dir, c.kind, c.path));
     const snap: SnapshotRecord = {
       id: meta.id,
       name: meta.name,
@@ -692,7 +729,11 @@ export class SandboxService {
         );
         const rec = this.#d.store.updateSandbox(
           id,
-          { state: 'running', endAt: new Date(this.#now() + timeoutS * 1000).toISOString() },
+          {
+            state: 'running',
+            startedAt: new Date(this.#now()).toISOString(),
+            endAt: new Date(this.#now() + timeoutS * 1000).toISOString(),
+          },
           ['resuming'],
         );
         run.done();
@@ -832,6 +873,23 @@ export class SandboxService {
       } catch (e) {
         if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
       }
+      // The disk is untrusted input to QEMU: one standalone qcow2, no backing or data file.
+      const info = JSON.parse(
+        (
+          await runTool('qemu-img', ['info', '--output=json', join(tmp, ARCHIVE_FILES.disk)], {
+            failCode: 'invalid_argument',
+          })
+        ).stdout,
+      ) as {
+        format?: string;
+        'backing-filename'?: string;
+        'format-specific'?: { data?: { 'data-file'?: string } };
+      };
+      if (info.format !== 'qcow2' || info['backing-filename'] || info['format-specific']?.data?.['data-file'])
+        throw invalidArgument(
+          'archive',
+          `${ARCHIVE_FILES.disk} must be a standalone qcow2 image (no backing or data file); it is ${info.format ?? 'unknown'}${info['backing-filename'] ? ` backed by ${info['backing-filename']}` : ''}`,
+        );
       const tplName = validateName('templateName', m.snapshot.templateName);
       let tpl = this.#d.store.listTemplates().find((t) => t.name === tplName);
       if (!tpl) {
@@ -866,6 +924,7 @@ export class SandboxService {
         createdAt: new Date(this.#now()).toISOString(),
       };
       this.#d.store.insertSnapshot(snap);
+      run.step('snapshot record', { action: 'delete-snapshot', snapshotId: id });
       run.done();
       this.#d.log.info({ opId: ctx.opId, snapshotId: id }, 'snapshot imported');
       return snap;
@@ -1190,6 +1249,7 @@ export class SandboxService {
       unwound: [],
       finished: [],
       orphanSnapshotDirs: [],
+      stuck: [],
     };
     const alive = async (id: string): Promise<boolean> =>
       this.#d.driver.status(id).then(
@@ -1204,16 +1264,23 @@ export class SandboxService {
           continue;
         }
       }
-      if (
-        (op.kind === 'snapshot' || op.kind === 'pause') &&
-        op.steps.some((st) => st.name === 'disk frozen' || st.name === 'vm stopped')
-      ) {
-        // Past the point of no return: finish the snapshot rather than undo it.
+      if (op.kind === 'resume') {
+        const s = this.#d.store.getSandbox(op.subject);
+        if (s.state === 'running' && (await alive(s.id))) {
+          this.#d.store.finishOperation(op.id, 'done');
+          continue;
+        }
+      }
+      if (pastPointOfNoReturn(op)) {
+        // Finish the snapshot rather than undo it; if that fails, keep its files and the open
+        // op for the next start-up (undoing would delete a layer the source's disk sits on).
         if (await this.#rollForwardSnapshot(op)) {
           this.#d.store.finishOperation(op.id, 'done');
           out.finished.push(op.id);
-          continue;
+        } else {
+          out.stuck.push(op.id);
         }
+        continue;
       }
       for (const step of [...op.steps].reverse()) {
         await runUndo(step.undo, this.#d).catch((e: unknown) => {
@@ -1261,6 +1328,11 @@ export class SandboxService {
       out.orphans.push(vm);
     }
     const recorded = new Set(this.#d.store.listSnapshots().map((x) => x.id));
+    // The directories of snapshots still to be finished are not orphans.
+    for (const op of this.#d.store.openOperations()) {
+      const dirStep = op.steps.find((st) => st.name === 'snapshot dir');
+      if (dirStep?.undo.action === 'remove-path') recorded.add(basename(dirStep.undo.path));
+    }
     for (const f of await readdir(join(this.#d.dataDir, 'snapshots')).catch(() => [] as string[])) {
       // Staging dirs of interrupted template builds and snapshot dirs no record explains.
       if (f.startsWith('.staging-') || !recorded.has(f)) {
@@ -1286,8 +1358,22 @@ export class SandboxService {
     } catch {
       return false;
     }
+    const layer = join(dirStep.undo.path, DISK_LAYER);
     try {
-      if (meta.kind !== 'pause') await runUndo({ action: 'resume-vm', vmId: op.subject }, this.#d);
+      const vm = await this.#d.driver.status(op.subject).then(
+        (i) => i.state,
+        () => 'gone' as const,
+      );
+      if (meta.kind === 'pause') {
+        // Stopping keeps the overlay as the layer; it picks up a stop that was cut short.
+        if (!existsSync(layer) && vm !== 'gone')
+          await this.#d.driver.stop(op.subject, { keepOverlayAs: layer });
+      } else if (vm === 'paused') {
+        // The freeze may have been cut short: freezeDisk finishes it (or sees it done).
+        await this.#d.driver.freezeDisk(op.subject, layer);
+        await this.#d.driver.resume(op.subject);
+      }
+      if (!existsSync(layer)) return false;
       const snap = await this.#completeSnapshot(meta);
       const s = this.#d.store.getSandbox(op.subject);
       if (s.state !== 'dead') {
@@ -1299,7 +1385,7 @@ export class SandboxService {
       this.#d.log.info({ opId: op.id, snapshotId: snap.id }, 'interrupted snapshot finished at start-up');
       return true;
     } catch (e) {
-      this.#d.log.warn({ err: e, opId: op.id }, 'finishing an interrupted snapshot failed; unwinding it');
+      this.#d.log.warn({ err: e, opId: op.id }, 'finishing an interrupted snapshot failed');
       return false;
     }
   }

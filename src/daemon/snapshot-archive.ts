@@ -130,6 +130,17 @@ export async function unpackArchive(input: Readable, dir: string): Promise<Archi
     throw corrupt(`${MANIFEST} is not JSON (${(e as Error).message})`);
   }
   if (m.format !== ARCHIVE_FORMAT) throw corrupt(`format ${String(m.format)} is not ${ARCHIVE_FORMAT}`);
+  const snap = (m as Partial<ArchiveManifest>).snapshot;
+  if (
+    typeof snap !== 'object' ||
+    typeof snap.id !== 'string' ||
+    typeof snap.templateName !== 'string' ||
+    typeof snap.imageKey !== 'string' ||
+    (snap.name !== null && typeof snap.name !== 'string') ||
+    (snap.guestToken !== null && typeof snap.guestToken !== 'string') ||
+    !Array.isArray(m.files)
+  )
+    throw corrupt(`${MANIFEST} lacks the snapshot's id, name, template, image key, token or file list`);
   for (const [kind, name] of Object.entries(ARCHIVE_FILES)) {
     const want = m.files.find((f) => f.kind === kind);
     if (want?.path !== name) throw corrupt(`the manifest lists no ${kind} file "${name}"`);

@@ -106,7 +106,8 @@ export interface VmmDriver {
    * Freezes the VM's disk as it is now: its current overlay moves to `layerPath` (same
    * filesystem, must not exist) and becomes read-only, and the VM goes on writing to a new
    * overlay on top of it (no data is copied). Legal in `paused`; the VM stays paused. On failure
-   * the VM keeps its old overlay and nothing is left at `layerPath`.
+   * the VM keeps its old overlay and nothing is left at `layerPath`. Repeating the call with the
+   * same layer after a crash interrupted it finishes it (or finds it done).
    */
   freezeDisk(id: string, layerPath: string, opts?: OpOpts): Promise<void>;
   /** SIGKILLs the VM and cleans up. Legal in every state. */

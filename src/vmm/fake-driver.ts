@@ -11,6 +11,8 @@ export type FakeWorld = Map<string, FakeVm>;
 interface FakeVm {
   info: VmInfo;
   servers: Server[];
+  /** The layer its disk was last frozen into (a repeat for the same layer is a no-op). */
+  frozenInto: string | undefined;
 }
 
 /**
@@ -62,7 +64,7 @@ export class FakeDriver implements VmmDriver {
       serialLog: `/fake/${spec.id}/serial.log`,
       startedAt: new Date().toISOString(),
     };
-    this.#vms.set(spec.id, { info, servers });
+    this.#vms.set(spec.id, { info, servers, frozenInto: undefined });
     return { ...info };
   }
 
@@ -109,6 +111,8 @@ export class FakeDriver implements VmmDriver {
     const vm = this.#get(id);
     if (vm.info.state !== 'paused')
       throw new KilnError('invalid_state', `VM ${id} is ${vm.info.state}; freezing its disk needs paused`);
+    if (vm.frozenInto === layerPath) return; // a repeat (after a crash): already done
+    vm.frozenInto = layerPath;
     await writeFile(layerPath, `fake disk layer of ${id}`, { flag: 'wx' }).catch((e: unknown) => {
       throw (e as NodeJS.ErrnoException).code === 'EEXIST'
         ? new KilnError('already_exists', `${layerPath} already exists`)

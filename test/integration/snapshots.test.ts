@@ -217,6 +217,11 @@ describe('snapshots, pause/resume and fork of running sandboxes', { timeout: 900
       ]);
       const c = await svc2.restore('first');
       assert.equal((await svc2.exec(c.id, 'cat /home/user/f')).stdout, 'v1\n');
+      // Its clones pause and resume there too: their snapshots carry the imported boot files.
+      await svc2.exec(c.id, 'echo on-host2 > /home/user/h');
+      await svc2.pause(c.id);
+      await svc2.resume(c.id);
+      assert.equal((await svc2.exec(c.id, 'cat /home/user/f /home/user/h')).stdout, 'v1\non-host2\n');
       await svc2.kill(c.id);
       await rejectsCode(svc2.importSnapshot(createReadStream(archive)), 'already_exists', /first|snap-/);
       // Damage one byte in the middle: refused, and nothing is recorded or left behind.

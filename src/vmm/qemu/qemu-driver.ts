@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { KilnError, invalidArgument } from '../../core/errors.ts';
 import { run } from '../../core/exec.ts';
@@ -302,23 +302,39 @@ export class QemuDriver implements VmmDriver {
       throw new KilnError('invalid_state', `VM ${id} is ${state}; freezing its disk needs paused`);
     if (!layerPath.startsWith('/'))
       throw invalidArgument('layerPath', `must be an absolute path, got "${layerPath}"`);
-    if (existsSync(layerPath)) throw new KilnError('already_exists', `${layerPath} already exists`);
     const dir = this.#dir(id);
+    const q = await this.#client(id);
     const cur = join(dir, rec.overlay ?? FILES.overlay);
     const n = Number(/^overlay-(\d+)\.qcow2$/.exec(rec.overlay ?? '')?.[1] ?? 0) + 1;
     const nextName = `overlay-${n}.qcow2`;
     const next = join(dir, nextName);
-    // QEMU keeps the old overlay open: moving its name does not disturb the VM.
-    try {
-      await rename(cur, layerPath);
-    } catch (e) {
-      throw new KilnError(
-        'driver_error',
-        `cannot move VM ${id}'s overlay to ${layerPath}: ${(e as Error).message} (it must be on the same filesystem as the run dir)`,
-        { cause: e },
-      );
+    const record = (name: string): Promise<void> =>
+      writeFileAtomic(join(dir, FILES.record), JSON.stringify({ ...rec, overlay: name }, null, 2));
+    // Finishing a freeze a crash interrupted (same VM, same layer): see how far it got.
+    const active = await activeImage(q);
+    if (existsSync(layerPath)) {
+      if (active !== cur && dirname(active) === dir) {
+        await record(basename(active)); // switched already; only the record was missing
+        return;
+      }
+      // Done and recorded: the overlay the VM writes to sits on this layer.
+      if (existsSync(cur) && (await this.#backingOf(cur)) === layerPath) return;
+      if (existsSync(cur)) throw new KilnError('already_exists', `${layerPath} already exists`);
+      // The overlay was moved to the layer but the VM was not switched yet: go on from there.
+    } else {
+      // QEMU keeps the old overlay open: moving its name does not disturb the VM.
+      try {
+        await rename(cur, layerPath);
+      } catch (e) {
+        throw new KilnError(
+          'driver_error',
+          `cannot move VM ${id}'s overlay to ${layerPath}: ${(e as Error).message} (it must be on the same filesystem as the run dir)`,
+          { cause: e },
+        );
+      }
     }
     try {
+      await rm(next, { force: true });
       await run(
         this.#o.qemuImgBinary,
         ['create', '-q', '-f', 'qcow2', '-b', layerPath, '-F', 'qcow2', next],
@@ -328,9 +344,7 @@ export class QemuDriver implements VmmDriver {
         },
       );
       // `existing`: QEMU opens our overlay, whose header names the layer's final path as its backing.
-      await (
-        await this.#client(id)
-      ).execute(
+      await q.execute(
         'blockdev-snapshot-sync',
         { device: 'root', 'snapshot-file': next, format: 'qcow2', mode: 'existing' },
         { timeoutMs: opts.timeoutMs ?? 30_000 },
@@ -340,7 +354,15 @@ export class QemuDriver implements VmmDriver {
       await rename(layerPath, cur);
       throw e;
     }
-    await writeFileAtomic(join(dir, FILES.record), JSON.stringify({ ...rec, overlay: nextName }, null, 2));
+    await record(nextName);
+  }
+
+  /** The backing file named in a qcow2 header (read while QEMU holds the image: -U). */
+  async #backingOf(image: string): Promise<string | undefined> {
+    const r = await run(this.#o.qemuImgBinary, ['info', '-U', '--output=json', image], {
+      failCode: 'driver_error',
+    });
+    return (JSON.parse(r.stdout) as { 'backing-filename'?: string })['backing-filename'];
   }
 
   /** Spawns QEMU with -daemonize; resolves with the daemon's pid once the parent exited 0. */
@@ -470,7 +492,18 @@ export class QemuDriver implements VmmDriver {
     const rec = await this.#record(id);
     const state = await this.#state(rec);
     if (state !== 'paused') throw new KilnError('invalid_state', `VM ${id} is ${state}; resume needs paused`);
-    await (await this.#client(id)).execute('cont', undefined, { timeoutMs: opts.timeoutMs ?? 10_000 });
+    const q = await this.#client(id);
+    // A save still streaming out would stop the VM again when it completes: cancel it first.
+    const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
+    for (;;) {
+      const m = await q.execute<{ status?: string }>('query-migrate');
+      if (!m.status || !['setup', 'active', 'pre-switchover', 'device', 'cancelling'].includes(m.status))
+        break;
+      if (m.status !== 'cancelling') await q.execute('migrate_cancel');
+      if (Date.now() > deadline) throw new KilnError('timeout', `VM ${id}: an outgoing save would not stop`);
+      await sleep(5);
+    }
+    await q.execute('cont', undefined, { timeoutMs: opts.timeoutMs ?? 10_000 });
   }
 
   async stop(id: string, opts: StopOpts = {}): Promise<void> {
@@ -550,6 +583,15 @@ export class QemuDriver implements VmmDriver {
     for (const id of [...this.#qmp.keys()]) this.#forget(id);
     await sleep(0);
   }
+}
+
+/** The file the VM's root disk writes to now (QMP query-block). */
+async function activeImage(q: QmpClient): Promise<string> {
+  const blocks =
+    await q.execute<{ device: string; inserted?: { image: { filename: string } } }[]>('query-block');
+  const file = blocks.find((b) => b.device === 'root')?.inserted?.image.filename;
+  if (!file) throw new KilnError('driver_error', 'QEMU reports no root disk');
+  return file;
 }
 
 /** Quotes a path for the shell QEMU runs `exec:` migration URIs with. */
