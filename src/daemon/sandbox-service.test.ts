@@ -302,6 +302,7 @@ describe('SandboxService (fake driver)', () => {
     await code(svc.resume(s.id), 'invalid_state', /is running; resume needs paused/);
     await code(svc.fork('sbx-nope', { count: 2 }), 'not_found', /sbx-nope/);
     await code(svc.fork(s.id, { count: 33 }), 'invalid_argument', /count/);
+    await code(svc.snapshot(s.id, { name: 'base' }), 'already_exists', /template's name/);
     await code(svc.restore('snap-nope'), 'not_found', /snap-nope/);
     await code(
       svc.deleteSnapshot(store.getTemplate('base').snapshotId ?? ''),

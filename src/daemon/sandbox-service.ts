@@ -478,6 +478,9 @@ export class SandboxService {
       }
     })();
     if (taken) throw new KilnError('already_exists', `a snapshot named "${name}" already exists`);
+    // Names share one namespace with templates (both are what a create restores).
+    if (this.#d.store.listTemplates().some((t) => t.name === name || t.id === name))
+      throw new KilnError('already_exists', `"${name}" is a template's name; pick another snapshot name`);
   }
 
   async #snapshotLocked(
