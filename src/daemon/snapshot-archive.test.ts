@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rm, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -92,6 +92,62 @@ describe('snapshot archives', () => {
       /"\.\.\/\.\.\/etc\/evil" is not part of a kiln snapshot/,
     );
     assert.deepEqual(await readdir(join(root, '..')).then((l) => l.includes('evil')), false);
+  });
+
+  /** The good archive's files with the manifest's file list changed by `edit`. */
+  const withManifest = async (edit: (m: ArchiveManifest) => void): Promise<Readable> => {
+    const dir = await mkdtemp(join(root, 'man-'));
+    execFileSync('cp', ['-r', `${src}/.`, dir]);
+    const m = JSON.parse(await readFile(join(dir, MANIFEST), 'utf8')) as ArchiveManifest;
+    edit(m);
+    await writeFile(join(dir, MANIFEST), JSON.stringify(m));
+    const chunks: Buffer[] = [];
+    for await (const c of packArchive(dir)) chunks.push(c as Buffer);
+    return Readable.from([Buffer.concat(chunks)]);
+  };
+  const disk = (m: ArchiveManifest): ArchiveManifest['files'][number] => {
+    const d = m.files.find((f) => f.kind === 'disk');
+    assert.ok(d);
+    return d;
+  };
+
+  it('refuses a manifest listing extra artifacts: traversal, absolute, unknown kind, duplicate kind', async () => {
+    const cases: [string, (m: ArchiveManifest) => void, RegExp][] = [
+      [
+        'extra traversal',
+        (m) => m.files.push({ ...disk(m), path: '../../../../etc/shadow' }),
+        /the manifest lists the disk file twice/,
+      ],
+      [
+        'traversal in place of a file',
+        (m) => (disk(m).path = '../../../../etc/shadow'),
+        /disk file path "\.\.\/\.\.\/\.\.\/\.\.\/etc\/shadow" leaves the snapshot/,
+      ],
+      ['absolute path', (m) => (disk(m).path = '/etc/shadow'), /"\/etc\/shadow" leaves the snapshot/],
+      ['other name', (m) => (disk(m).path = 'memory'), /disk file must be "disk\.qcow2", not "memory"/],
+      [
+        'unknown kind',
+        (m) => m.files.push({ ...disk(m), kind: 'shadow' as 'disk', path: '../../etc/shadow' }),
+        /has kind "shadow", not one of memory, state, disk, kernel, initrd/,
+      ],
+      ['missing file', (m) => m.files.pop(), /lists 4 files; a snapshot has exactly 5/],
+      ['not an object', (m) => (m.files as unknown[]).push('x'), /manifest file 5 is not an object/],
+      ['bad hash', (m) => (disk(m).sha256 = 'zz'), /disk file has no valid SHA-256/],
+    ];
+    for (const [what, edit, re] of cases) {
+      const out = await fresh();
+      await refused(unpackArchive(await withManifest(edit), out), re).catch((e: unknown) => {
+        throw new Error(`${what}: ${String(e)}`);
+      });
+    }
+  });
+
+  it('keeps only the known fields of each listed file', async () => {
+    const m = await unpackArchive(
+      await withManifest((x) => Object.assign(disk(x), { extra: '../../etc/shadow' })),
+      await fresh(),
+    );
+    assert.deepEqual(Object.keys(disk(m)).sort(), ['kind', 'path', 'sha256', 'size']);
   });
 
   it('refuses links and directories', async () => {

@@ -88,7 +88,7 @@ export async function unpackArchive(input: Readable, dir: string): Promise<Archi
       }
       const h = createHash('sha256');
       let size = 0;
-      const out = createWriteStream(join(dir, p), { flags: 'wx', mode: 0o644 });
+      const out = createWriteStream(join(dir, p), { flags: 'wx', mode: 0o600 });
       // One consumer writes and hashes, pausing the entry while the file catches up.
       entry.on('data', (c: Buffer) => {
         h.update(c);
@@ -141,8 +141,9 @@ export async function unpackArchive(input: Readable, dir: string): Promise<Archi
     !Array.isArray(m.files)
   )
     throw corrupt(`${MANIFEST} lacks the snapshot's id, name, template, image key, token or file list`);
+  const files = manifestFiles(m.files);
   for (const [kind, name] of Object.entries(ARCHIVE_FILES)) {
-    const want = m.files.find((f) => f.kind === kind);
+    const want = files.find((f) => f.kind === kind);
     if (want?.path !== name) throw corrupt(`the manifest lists no ${kind} file "${name}"`);
     const got = seen.get(name);
     if (!got) throw corrupt(`${name} is missing (the archive may be truncated)`);
@@ -152,7 +153,45 @@ export async function unpackArchive(input: Readable, dir: string): Promise<Archi
       throw corrupt(`${name} has ${got.size} bytes, the manifest says ${want.size} (truncated?)`);
     if (got.sha256 !== want.sha256) throw corrupt(`${name} does not match its SHA-256 (corrupted)`);
   }
-  return m;
+  return { ...m, files };
+}
+
+const SHA256 = /^[0-9a-f]{64}$/;
+
+/**
+ * The manifest's file list, checked before anything reads it: exactly the files of
+ * ARCHIVE_FILES, each kind once, each under its own name (no other path, no `..`, no absolute
+ * path), a size and a SHA-256. Only those fields are kept, so nothing else a manifest carries
+ * can reach the snapshot's record.
+ */
+export function manifestFiles(list: unknown[]): ArtifactRecord[] {
+  const out: ArtifactRecord[] = [];
+  const kinds = Object.keys(ARCHIVE_FILES);
+  for (const [i, raw] of list.entries()) {
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+      throw corrupt(`manifest file ${i} is not an object`);
+    const f = raw as Record<string, unknown>;
+    const { kind, path, size, sha256 } = f;
+    if (typeof kind !== 'string' || !kinds.includes(kind))
+      throw corrupt(`manifest file ${i} has kind ${JSON.stringify(kind)}, not one of ${kinds.join(', ')}`);
+    const k = kind as keyof typeof ARCHIVE_FILES;
+    if (out.some((x) => x.kind === k)) throw corrupt(`the manifest lists the ${k} file twice`);
+    if (typeof path !== 'string') throw corrupt(`the manifest's ${k} file has no path`);
+    if (path.startsWith('/') || path.split(/[\\/]/).includes('..'))
+      throw corrupt(`the manifest's ${k} file path "${path}" leaves the snapshot (absolute or ..)`);
+    if (path !== ARCHIVE_FILES[k])
+      throw corrupt(`the manifest's ${k} file must be "${ARCHIVE_FILES[k]}", not "${path}"`);
+    if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0)
+      throw corrupt(`the manifest's ${k} file has no valid size`);
+    if (typeof sha256 !== 'string' || !SHA256.test(sha256))
+      throw corrupt(`the manifest's ${k} file has no valid SHA-256`);
+    out.push({ kind: k, path, size, sha256 });
+  }
+  if (out.length !== kinds.length)
+    throw corrupt(
+      `the manifest lists ${out.length} files; a snapshot has exactly ${kinds.length} (${kinds.join(', ')})`,
+    );
+  return out;
 }
 
 export async function sha256File(path: string): Promise<string> {
