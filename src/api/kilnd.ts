@@ -4,6 +4,7 @@ import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { KilnError, isKilnError } from '../core/errors.ts';
+import { failpointAt } from '../core/failpoint.ts';
 import { writeFileAtomic } from '../core/fs-atomic.ts';
 import { ApiKeyService } from '../daemon/api-keys.ts';
 import { createLogger } from '../core/log.ts';
@@ -36,6 +37,11 @@ export interface KilndOpts {
    */
   e2bApiPort?: number;
   e2bSandboxPort?: number;
+  /**
+   * Crash tests: `at` is `<op kind>:<journal step>` (or `qemu:overlay kept`), from
+   * $KILN_FAILPOINT; `hit` ends the process there at once (the entry passes a SIGKILL of itself).
+   */
+  failpoint?: { at: string; hit: () => void };
 }
 
 export const DEFAULT_E2B_API_PORT = 7480;
@@ -148,8 +154,13 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
     );
   }
   await unlink(socketPath).catch(() => undefined);
+  const failpoint = failpointAt(o.failpoint?.at, (where) => {
+    log.error({ failpoint: where }, `failpoint ${where} hit: kilnd dies here`);
+    o.failpoint?.hit();
+  });
+  if (failpoint) log.warn({ failpoint: o.failpoint?.at }, 'failpoint armed (crash test)');
   const store = new SqliteStore(join(o.stateDir, 'kiln.db'));
-  const driver = new QemuDriver({ runDir: join(o.stateDir, 'vms'), log });
+  const driver = new QemuDriver({ runDir: join(o.stateDir, 'vms'), log, failpoint });
   const svc = new SandboxService({
     store,
     driver,
@@ -158,6 +169,7 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
     dataDir: join(o.stateDir, 'data'),
     log,
     capacity: { hostMemoryMiB: hostMemoryMiB(), overcommitRatio: o.overcommitRatio ?? 1.5 },
+    failpoint,
   });
   const rec = await svc.reconcile();
   log.info(rec, 'reconciled');

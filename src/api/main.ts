@@ -9,7 +9,14 @@ import { startKilnd } from './kilnd.ts';
 
 const log = createLogger({ bindings: { component: 'kilnd' } });
 try {
-  const k = await startKilnd({ stateDir: defaultStateDir(), cacheDir: defaultCacheDir(), log });
+  const failpoint = process.env['KILN_FAILPOINT'];
+  const k = await startKilnd({
+    stateDir: defaultStateDir(),
+    cacheDir: defaultCacheDir(),
+    log,
+    // A crash test's failpoint ends kilnd as kill -9 would: no clean-up, no exit handlers.
+    ...(failpoint ? { failpoint: { at: failpoint, hit: () => process.kill(process.pid, 'SIGKILL') } } : {}),
+  });
   let stopping = false;
   const stop = (): void => {
     if (stopping) return;

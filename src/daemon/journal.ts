@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { newId } from '../core/ids.ts';
 import { KilnError } from '../core/errors.ts';
 import type { OperationKind, OperationRecord, UndoAction } from '../core/domain.ts';
+import type { Failpoint } from '../core/failpoint.ts';
 import type { Store } from '../store/store.ts';
 import type { VmmDriver } from '../vmm/driver.ts';
 
@@ -48,6 +49,14 @@ export async function runUndo(a: UndoAction, deps: { store: Store; driver: VmmDr
   }
 }
 
+export interface OpRunDeps {
+  store: Store;
+  driver: VmmDriver;
+  log: Logger;
+  /** Called as `(op kind, step name)` right after each step is recorded (crash tests). */
+  failpoint?: Failpoint | undefined;
+}
+
 /**
  * One journalled operation: recorded before its first step, each completed step adds its undo
  * (as data, so a restarted daemon can run it), and it ends done or unwound. Undo steps are not
@@ -55,15 +64,10 @@ export async function runUndo(a: UndoAction, deps: { store: Store; driver: VmmDr
  */
 export class OpRun {
   readonly op: OperationRecord;
-  readonly #deps: { store: Store; driver: VmmDriver; log: Logger };
+  readonly #deps: OpRunDeps;
   readonly #undo: UndoAction[] = [];
 
-  constructor(
-    deps: { store: Store; driver: VmmDriver; log: Logger },
-    kind: OperationKind,
-    subject: string,
-    requestId: string | undefined,
-  ) {
+  constructor(deps: OpRunDeps, kind: OperationKind, subject: string, requestId: string | undefined) {
     this.#deps = deps;
     this.op = deps.store.beginOperation({
       id: newId('op'),
@@ -77,6 +81,7 @@ export class OpRun {
   step(name: string, undo: UndoAction): void {
     this.#deps.store.addStep(this.op.id, { name, undo, at: new Date().toISOString() });
     this.#undo.push(undo);
+    this.#deps.failpoint?.(this.op.kind, name);
   }
 
   done(): void {

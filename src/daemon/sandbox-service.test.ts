@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { nullLogger } from '../core/log.ts';
 import { SqliteStore } from '../store/sqlite-store.ts';
+import type { StopOpts } from '../vmm/driver.ts';
 import { FakeDriver, type FakeWorld } from '../vmm/fake-driver.ts';
 import type { ExecResult, GuestClient, GuestMetrics, InitBody } from './guest-client.ts';
 import { SandboxService, type SandboxServiceDeps } from './sandbox-service.ts';
@@ -387,6 +388,52 @@ describe('SandboxService (fake driver)', () => {
     assert.equal(restarted.get(s.id).sourceSnapshotId, restarted.getSnapshot('mid').id);
     assert.deepEqual(r.orphanSnapshotDirs, []);
     assert.deepEqual(store.openOperations(), []);
+  });
+
+  it('journals a pause as snapshot dir, source paused, vm stopped, each reaching the failpoint', async () => {
+    const hits: string[] = [];
+    const s = await svc.create({ template: 'base' });
+    const traced = new SandboxService({ ...deps, failpoint: (kind, step) => hits.push(`${kind}:${step}`) });
+    await traced.pause(s.id);
+    await traced.resume(s.id);
+    assert.deepEqual(hits, ['pause:snapshot dir', 'pause:source paused', 'pause:vm stopped', 'resume:vm']);
+  });
+
+  it('a crash after a pause kept the disk but before the VM directory went: start-up removes it, resume works', async () => {
+    const s = await svc.create({ template: 'base' });
+    await svc.exec(s.id, 'true');
+    class DiesInStop extends FakeDriver {
+      override async stop(id: string, opts: StopOpts = {}): Promise<void> {
+        // QEMU has exited and the overlay is kept as the layer; the daemon dies before cleaning up.
+        if (opts.keepOverlayAs) await writeFile(opts.keepOverlayAs, `fake disk of ${id}`);
+        this.crash(id);
+        return new Promise(() => undefined);
+      }
+    }
+    const dying = new SandboxService({ ...deps, driver: new DiesInStop(world) });
+    void dying.pause(s.id).catch(() => undefined);
+    for (let i = 0; i < 200 && world.get(s.id)?.info.state !== 'stopped'; i++)
+      await new Promise((r) => setTimeout(r, 5));
+    assert.equal(world.get(s.id)?.info.state, 'stopped', 'the pause got as far as the kept layer');
+    const restarted = new SandboxService({ ...deps, driver: new FakeDriver(world) });
+    const r = await restarted.reconcile();
+    assert.equal(r.finished.length, 1);
+    assert.equal(restarted.get(s.id).state, 'paused');
+    assert.deepEqual(await driver.list(), [], 'no VM left behind for the paused sandbox');
+    const back = await restarted.resume(s.id);
+    assert.equal(back.state, 'running');
+  });
+
+  it('start-up removes a stale VM of a paused sandbox even when no pause was in progress', async () => {
+    const s = await svc.create({ template: 'base' });
+    await svc.pause(s.id);
+    // A leftover of an earlier crash: a dead VM under the paused sandbox's id.
+    await driver.start({ id: s.id, ...IMAGE, memoryMiB: 512, vcpus: 1 });
+    driver.crash(s.id);
+    const r = await new SandboxService({ ...deps, driver: new FakeDriver(world) }).reconcile();
+    assert.deepEqual(r.adopted, [s.id]);
+    assert.deepEqual(await driver.list(), []);
+    assert.equal((await svc.resume(s.id)).state, 'running');
   });
 
   it('import refuses a disk that is not one standalone qcow2 (a backing file would read host files)', async () => {

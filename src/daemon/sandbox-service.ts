@@ -15,6 +15,7 @@ import type {
   TemplateRecord,
 } from '../core/domain.ts';
 import { KilnError, invalidArgument } from '../core/errors.ts';
+import type { Failpoint } from '../core/failpoint.ts';
 import { run as runTool } from '../core/exec.ts';
 import { writeFileAtomic } from '../core/fs-atomic.ts';
 import { newId } from '../core/ids.ts';
@@ -59,6 +60,8 @@ export interface SandboxServiceDeps {
   capacity?: { hostMemoryMiB: number; overcommitRatio: number };
   /** How long a restored guest may take to answer (default 60 s). */
   readyTimeoutMs?: number;
+  /** Crash tests: called after every journalled step (see core/failpoint.ts). */
+  failpoint?: Failpoint | undefined;
 }
 
 export interface CreateRequest {
@@ -1314,7 +1317,8 @@ export class SandboxService {
       }
       // A paused sandbox has no VM: it lives in its pause snapshot.
       if (s.state === 'paused' && s.sourceSnapshotId) {
-        if (await alive(s.id)) await runUndo({ action: 'kill-vm', vmId: s.id }, this.#d);
+        // Whatever VM (or leftover directory of one) carries its id is stale.
+        await runUndo({ action: 'kill-vm', vmId: s.id }, this.#d);
         out.adopted.push(s.id);
         continue;
       }
@@ -1371,6 +1375,9 @@ export class SandboxService {
         // Stopping keeps the overlay as the layer; it picks up a stop that was cut short.
         if (!existsSync(layer) && vm !== 'gone')
           await this.#d.driver.stop(op.subject, { keepOverlayAs: layer });
+        // The layer is kept only once QEMU has exited, but a crash before the stop removed the
+        // VM's directory leaves it behind, and a resume would find the VM "already exists".
+        if (existsSync(layer)) await runUndo({ action: 'kill-vm', vmId: op.subject }, this.#d);
       } else if (vm === 'paused') {
         // The freeze may have been cut short: freezeDisk finishes it (or sees it done).
         await this.#d.driver.freezeDisk(op.subject, layer);

@@ -4,6 +4,7 @@ import { mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { KilnError, invalidArgument } from '../../core/errors.ts';
+import type { Failpoint } from '../../core/failpoint.ts';
 import { run } from '../../core/exec.ts';
 import { writeFileAtomic } from '../../core/fs-atomic.ts';
 import { nullLogger } from '../../core/log.ts';
@@ -27,6 +28,8 @@ export interface QemuDriverOpts {
   accelCacheFile?: string;
   tcgCacheMiB?: number;
   log?: Logger;
+  /** Crash tests: `qemu:overlay kept` fires in `stop` between keeping the overlay and cleaning up. */
+  failpoint?: Failpoint | undefined;
 }
 
 /** What a VM's directory records so that a later process can re-attach (`vm.json`). */
@@ -60,8 +63,9 @@ const MAX_SOCKET_PATH = 107;
  * driver re-attach (pid + start time + QMP socket). Each VM writes only to its own qcow2 overlay.
  */
 export class QemuDriver implements VmmDriver {
-  readonly #o: Required<Omit<QemuDriverOpts, 'accel'>> & { accel: AccelChoice };
+  readonly #o: Required<Omit<QemuDriverOpts, 'accel' | 'failpoint'>> & { accel: AccelChoice };
   readonly #log: Logger;
+  readonly #failpoint: Failpoint | undefined;
   readonly #qmp = new Map<string, Promise<QmpClient>>();
   #verdict: Promise<AccelVerdict> | undefined;
 
@@ -78,6 +82,7 @@ export class QemuDriver implements VmmDriver {
       log: opts.log ?? nullLogger,
     };
     this.#log = this.#o.log.child({ component: 'qemu' });
+    this.#failpoint = opts.failpoint;
   }
 
   /** The accelerator verdict (probing once if needed). */
@@ -531,6 +536,7 @@ export class QemuDriver implements VmmDriver {
     if (opts.keepOverlayAs) {
       // The disk as the VM left it becomes someone else's (a template's frozen layer).
       await rename(join(this.#dir(id), rec.overlay ?? FILES.overlay), opts.keepOverlayAs);
+      this.#failpoint?.('qemu', 'overlay kept');
     }
     await this.#cleanup(id);
     log.info('vm stopped');
