@@ -1,4 +1,4 @@
-import { chmod, mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { chmod, readFile, unlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -10,9 +10,9 @@ import { ApiKeyService } from '../daemon/api-keys.ts';
 import { createLogger } from '../core/log.ts';
 import { HttpGuestClient } from '../daemon/guest-client.ts';
 import { SandboxService } from '../daemon/sandbox-service.ts';
-import { buildImage } from '../images/build.ts';
+import { secureStateDir } from '../daemon/state-dir.ts';
+import { buildDefaultImageInChild } from '../images/build-child.ts';
 import { imageByKey, resolveImage } from '../images/registry.ts';
-import { defaultImageSpec } from '../images/spec.ts';
 import { SqliteStore } from '../store/sqlite-store.ts';
 import { hostMemoryMiB } from '../vmm/qemu/host.ts';
 import { QemuDriver } from '../vmm/qemu/qemu-driver.ts';
@@ -146,7 +146,8 @@ async function envForCli(
 export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
   const log = o.log ?? createLogger({ bindings: { component: 'kilnd' } });
   const socketPath = o.socketPath ?? defaultSocketPath(o.stateDir);
-  await mkdir(o.stateDir, { recursive: true, mode: 0o700 });
+  // Before anything opens a file in it: the state dir and what it holds are private.
+  await secureStateDir(o.stateDir, log);
   if (await socketAnswers(socketPath)) {
     throw new KilnError(
       'conflict',
@@ -175,7 +176,8 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
   log.info(rec, 'reconciled');
   svc.startBackground();
   const buildTemplate = async (name: string, res: { memoryMiB: number; vcpus: number }, opId: string) => {
-    await buildImage({ spec: defaultImageSpec(), cacheDir: o.cacheDir, log: log.child({ opId }) });
+    log.info({ opId }, 'building or finding the default image');
+    await buildDefaultImageInChild(o.cacheDir);
     const img = await resolveImage(o.cacheDir, 'default');
     return svc.buildTemplate(
       name,

@@ -7,6 +7,9 @@ import { createLogger } from '../core/log.ts';
 import { defaultCacheDir, defaultStateDir } from '../core/paths.ts';
 import { startKilnd } from './kilnd.ts';
 
+// kilnd's state holds secrets (tokens, env vars, guest memory): every file it, QEMU or qemu-img
+// creates is private to kilnd's user. Image builds run in a child with the usual 022.
+process.umask(0o077);
 const log = createLogger({ bindings: { component: 'kilnd' } });
 try {
   const failpoint = process.env['KILN_FAILPOINT'];

@@ -34,7 +34,8 @@ export async function startDetached(stateDir: string, say: (s: string) => void):
   const c = new KilnClient({ socketPath: socketPathOf(stateDir) });
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
   const logPath = join(stateDir, 'kilnd.log');
-  const fd = openSync(logPath, 'a');
+  // The log may name sandboxes and keys' ids: private like the rest of the state dir.
+  const fd = openSync(logPath, 'a', 0o600);
   say(`starting kilnd in the background (log: ${logPath})`);
   const child = spawn(process.execPath, [KILND_MAIN], {
     detached: true,

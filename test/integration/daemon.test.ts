@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -81,6 +81,24 @@ describe('kilnd end to end (real guests)', { timeout: 900_000 }, () => {
       assert.deepEqual([r.exitCode, out], [0, '42\n']);
     }
     assert.equal((await c.listSandboxes({ metadata: { n: '3' } })).items.length, 1);
+    // Secrets at rest: the database, VM dirs, overlays (written by qemu-img), serial logs and QMP
+    // sockets (QEMU's), snapshot files: nothing under the state dir is open to group or others.
+    const open: string[] = [];
+    const walk = (rel: string): void => {
+      for (const name of readdirSync(`${state}/${rel}`)) {
+        const p = rel ? `${rel}/${name}` : name;
+        const st = lstatSync(`${state}/${p}`);
+        if (st.mode & 0o077) open.push(`${p} ${(st.mode & 0o777).toString(8)}`);
+        if (st.isDirectory()) walk(p);
+      }
+    };
+    walk('');
+    assert.equal(statSync(state).mode & 0o777, 0o700);
+    for (const s of made) {
+      assert.equal(statSync(`${state}/vms/${s.sandboxId}`).mode & 0o777, 0o700);
+      assert.equal(statSync(`${state}/vms/${s.sandboxId}/overlay.qcow2`).mode & 0o777, 0o600);
+    }
+    assert.deepEqual(open, [], 'no group or other bits under the state dir');
     const st = await c.stats(made[0]?.sandboxId ?? '');
     assert.ok(st.rssBytes > 0 && st.pssBytes > 0);
     const list = kiln('sandbox', 'list', '--state', 'running', '--json');

@@ -1,0 +1,40 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { KilnError, type ErrorCode } from '../core/errors.ts';
+
+const BUILD_MAIN = fileURLToPath(new URL('./build-main.ts', import.meta.url));
+
+/**
+ * Builds (or finds in the cache) the default image in a child process with umask 022 (see
+ * build-main.ts), whatever the caller's umask. Its log lines go to this process's stderr; its
+ * error comes back with its own code.
+ */
+export function buildDefaultImageInChild(cacheDir: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BUILD_MAIN, cacheDir], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.on('error', (e) => {
+      reject(new KilnError('image_build_failed', `cannot start the image build: ${e.message}`, { cause: e }));
+    });
+    child.on('close', (code, sig) => {
+      if (code === 0) {
+        resolve();
+        return;
+      }
+      let err: { code?: ErrorCode; message?: string } | undefined;
+      try {
+        err = (JSON.parse(out.trim().split('\n').at(-1) ?? '') as { error?: typeof err }).error;
+      } catch {
+        // no answer: it died
+      }
+      reject(
+        new KilnError(
+          err?.code ?? 'image_build_failed',
+          err?.message ??
+            `the image build ended with ${code === null ? `signal ${sig ?? '?'}` : `exit code ${code}`}`,
+        ),
+      );
+    });
+  });
+}

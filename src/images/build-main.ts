@@ -1,0 +1,23 @@
+/**
+ * Builds the default guest image in a process of its own: `node src/images/build-main.ts
+ * <cacheDir>`. kilnd runs with umask 077 (its state holds secrets), which the tools that build
+ * the guest's filesystem would inherit (debootstrap, dpkg's scripts, files written here): the
+ * guest's /etc/resolv.conf or /opt/kiln would end up unreadable to its user. This process uses
+ * the usual 022. Logs go to stderr as JSON lines; a failure ends with `{"error": {code, message}}`
+ * on stdout.
+ */
+import { asKilnError } from '../core/errors.ts';
+import { createLogger } from '../core/log.ts';
+import { buildImage } from './build.ts';
+import { defaultImageSpec } from './spec.ts';
+
+process.umask(0o022);
+const log = createLogger({ bindings: { component: 'image-build' } });
+try {
+  const cacheDir = process.argv[2];
+  if (!cacheDir) throw new Error('usage: build-main.ts <cacheDir>');
+  await buildImage({ spec: defaultImageSpec(), cacheDir, log });
+} catch (e) {
+  process.stdout.write(JSON.stringify({ error: asKilnError(e).toJSON() }) + '\n');
+  process.exitCode = 1;
+}
