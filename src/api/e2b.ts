@@ -10,7 +10,8 @@ import { ENVD_VERSION } from '../core/envd-auth.ts';
 import { ERROR_CODES, KilnError, invalidArgument, isKilnError } from '../core/errors.ts';
 import type { ApiKeyService } from '../daemon/api-keys.ts';
 import type { SandboxService } from '../daemon/sandbox-service.ts';
-import { sendJson, type Route, type RouterOpts } from './http.ts';
+import { sees, type Caller } from '../daemon/scope.ts';
+import { sendJson, type Ctx, type Route, type RouterOpts } from './http.ts';
 import type { TemplateBuilder } from './native.ts';
 
 /** The template name E2B's SDK uses by default; kiln builds its default image under it. */
@@ -72,12 +73,20 @@ function optStringMap(body: Record<string, unknown>, field: string): Record<stri
   return v as Record<string, string>;
 }
 
+/** What the store answers for a sandbox that does not exist (another key's answers the same). */
+const noSandbox = (id: string): KilnError =>
+  new KilnError('not_found', `sandbox "${id}" does not exist`, { details: { sandboxId: id } });
+const noSnapshot = (id: string): KilnError =>
+  new KilnError('not_found', `snapshot "${id}" does not exist`, { details: { snapshotId: id } });
+
 /**
- * A live sandbox, or `not_found`: E2B forgets sandboxes once they end, so a dead one answers 404
- * like one that never existed.
+ * A live sandbox the caller may see, or `not_found`: another key's sandbox answers exactly as
+ * one that does not exist (no existence oracle), and E2B forgets sandboxes once they end, so a
+ * dead one answers 404 too.
  */
-function live(svc: SandboxService, id: string): SandboxRecord {
+function live(svc: SandboxService, id: string, caller: Caller): SandboxRecord {
   const s = svc.get(id);
+  if (!sees(caller, s.ownerKeyId)) throw noSandbox(id);
   if (s.state === 'dead' || s.state === 'killing')
     throw new KilnError(
       'not_found',
@@ -91,6 +100,12 @@ function live(svc: SandboxService, id: string): SandboxRecord {
 
 export function e2bRoutes(d: E2bApiDeps): Route[] {
   const { svc } = d;
+  /** The key of the request (the router checked it already): whose objects it sees and makes. */
+  const callerOf = (c: Ctx): Caller => {
+    const k = c.req.headers['x-api-key'];
+    const rec = d.keys.verify(typeof k === 'string' ? k : undefined);
+    return { keyId: rec.id, admin: rec.admin };
+  };
   const templates = new Map<string, TemplateRecord>();
   const templateOf = (id: string): TemplateRecord | undefined => {
     let t = templates.get(id);
@@ -185,6 +200,7 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
         if (autoResume && !autoPause)
           throw invalidArgument('autoResume', 'needs autoPause: a sandbox resumes only from a pause');
         const timeoutS = optInt(b, 'timeout');
+        const caller = callerOf(c);
         const s = await svc.create(
           {
             template: await resolveTemplate(tplId, c.opId),
@@ -195,7 +211,7 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
             autoResume,
             allowInternet: optBool(b, 'allow_internet_access') ?? true,
           },
-          { opId: c.opId },
+          { opId: c.opId, caller },
         );
         return sandboxBody(s);
       },
@@ -207,7 +223,7 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
         const id = c.params['id'] ?? '';
         const b = await c.body();
         const timeoutS = optInt(b, 'timeout');
-        let s = live(svc, id);
+        let s = live(svc, id, callerOf(c));
         if (s.state === 'paused' || s.state === 'pausing' || s.state === 'resuming') {
           // Connecting to a paused sandbox resumes it (201, as in E2B); one being paused is resumed
           // once that is done; one being resumed (by autoResume) is simply connected to.
@@ -254,10 +270,12 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
         const limit = limitRaw === null ? MAX_LIST : Number(limitRaw);
         if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST)
           throw invalidArgument('limit', `must be an integer from 1 to ${MAX_LIST}`);
+        const caller = callerOf(c);
         const page = svc.list(
           {
             states: states.length ? states : [...RUNNING, ...PAUSED],
             metadata,
+            ...(caller.admin ? {} : { ownerKeyId: caller.keyId }),
           },
           { limit, cursor: q.get('nextToken') ?? undefined },
         );
@@ -268,7 +286,7 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
     {
       method: 'GET',
       path: '/sandboxes/:id',
-      handler: (c) => Promise.resolve(detailBody(live(svc, c.params['id'] ?? ''))),
+      handler: (c) => Promise.resolve(detailBody(live(svc, c.params['id'] ?? '', callerOf(c)))),
     },
     {
       method: 'DELETE',
@@ -276,7 +294,7 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
       status: 204,
       handler: async (c) => {
         const id = c.params['id'] ?? '';
-        live(svc, id);
+        live(svc, id, callerOf(c));
         await svc.kill(id, { opId: c.opId });
         return null;
       },
@@ -289,7 +307,7 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
         const id = c.params['id'] ?? '';
         const t = optInt(await c.body(), 'timeout');
         if (t === undefined) throw invalidArgument('timeout', 'is required (seconds from now)');
-        live(svc, id);
+        live(svc, id, callerOf(c));
         svc.setTimeout(id, t);
         return null;
       },
@@ -301,10 +319,11 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
       status: 204,
       handler: async (c) => {
         const id = c.params['id'] ?? '';
-        const s = live(svc, id);
+        const caller = callerOf(c);
+        const s = live(svc, id, caller);
         if (s.state === 'paused' || s.state === 'pausing')
           throw new KilnError('invalid_state', `sandbox ${id} is already paused`);
-        await svc.pause(id, { opId: c.opId });
+        await svc.pause(id, { opId: c.opId, caller });
         return null;
       },
     },
@@ -318,8 +337,12 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
         const name = b['name'];
         if (name !== undefined && name !== null && typeof name !== 'string')
           throw invalidArgument('name', `must be a string, got ${JSON.stringify(name)}`);
-        live(svc, id);
-        const snap = await svc.snapshot(id, typeof name === 'string' ? { name } : {}, { opId: c.opId });
+        const caller = callerOf(c);
+        live(svc, id, caller);
+        const snap = await svc.snapshot(id, typeof name === 'string' ? { name } : {}, {
+          opId: c.opId,
+          caller,
+        });
         return { snapshotID: snap.id, names: snap.name ? [snap.name] : [] };
       },
     },
@@ -338,9 +361,10 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
           throw invalidArgument('nextToken', `"${token ?? ''}" is not a token this server gave out`);
         const sandboxId = q.get('sandboxID') ?? undefined;
         const name = q.get('name');
+        const caller = callerOf(c);
         const all = svc
           .listSnapshots({ kind: 'snapshot', ...(sandboxId ? { sandboxId } : {}) })
-          .filter((x) => !name || x.name === name);
+          .filter((x) => sees(caller, x.ownerKeyId) && (!name || x.name === name));
         const page = all.slice(from, from + limit);
         if (from + limit < all.length) c.res.setHeader('x-next-token', String(from + limit));
         return Promise.resolve(page.map((x) => ({ snapshotID: x.id, names: x.name ? [x.name] : [] })));
@@ -358,16 +382,11 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
           snap = svc.getSnapshot(id);
         } catch (e) {
           // Whatever is not a snapshot here is "not found" (the SDK then answers false).
-          if (isKilnError(e) && e.code === 'invalid_argument')
-            throw new KilnError('not_found', `snapshot "${id}" does not exist`, {
-              details: { snapshotId: id },
-            });
+          if (isKilnError(e) && e.code === 'invalid_argument') throw noSnapshot(id);
           throw e;
         }
-        if (snap.kind !== 'snapshot')
-          throw new KilnError('not_found', `snapshot "${id}" does not exist`, {
-            details: { snapshotId: id },
-          });
+        // Another key's snapshot is not found, exactly like one that does not exist.
+        if (snap.kind !== 'snapshot' || !sees(callerOf(c), snap.ownerKeyId)) throw noSnapshot(id);
         await svc.deleteSnapshot(snap.id, { opId: c.opId });
         return null;
       },
@@ -381,11 +400,12 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
         const b = await c.body();
         const count = optInt(b, 'count') ?? 1;
         const timeoutS = optInt(b, 'timeout');
-        live(svc, id);
+        const caller = callerOf(c);
+        live(svc, id, caller);
         const r = await svc.fork(
           id,
           { count, ...(timeoutS === undefined ? {} : { timeoutS }) },
-          { opId: c.opId },
+          { opId: c.opId, caller },
         );
         return r.results.map((x) =>
           'sandbox' in x ? { sandbox: sandboxBody(x.sandbox) } : { error: e2bErrorBody(x.error) },
@@ -397,7 +417,7 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
       path: '/sandboxes/:id/metrics',
       handler: async (c) => {
         const id = c.params['id'] ?? '';
-        const s = live(svc, id);
+        const s = live(svc, id, callerOf(c));
         if (s.state !== 'running') return [];
         const m = await svc.guestMetrics(id, { opId: c.opId }).catch((e: unknown) => {
           // A sandbox that stops between the check and the call simply has no metrics.

@@ -133,7 +133,8 @@ async function envForCli(
       if (!isKilnError(e) || e.code !== 'unauthenticated') throw e;
     }
   }
-  const { key } = keys.create('e2b-env');
+  // The local user's key: an admin key, it sees every sandbox (as `kiln` on the socket does).
+  const { key } = keys.create('e2b-env', { admin: true });
   await writeFileAtomic(file, key + '\n', 0o600);
   return { apiUrl, sandboxUrl, apiKey: key };
 }

@@ -180,9 +180,10 @@ describe('native API', () => {
     assert.equal(c.status, 201);
     const id = String(c.json?.['sandboxId']);
     assert.deepEqual(Object.keys(c.json ?? {}).sort(), [
-      'createdAt', 'endAt', 'endReason', 'envdAccessToken', 'memoryMiB', 'metadata', 'sandboxId', 'startedAt', 'state', 'templateId', 'vcpus',
+      'createdAt', 'endAt', 'endReason', 'envdAccessToken', 'memoryMiB', 'metadata', 'ownerKeyId', 'sandboxId', 'startedAt', 'state', 'templateId', 'vcpus',
     ]); // prettier-ignore
-    assert.equal(c.json?.['state'], 'running');
+    assert.equal(c.json?.['ownerKeyId'], null, 'made on the socket: no key owns it');
+    assert.equal(c.json['state'], 'running');
     assert.deepEqual((await call('GET', `/v1/sandboxes/${id}`)).json, c.json);
     assert.deepEqual(
       ((await call('GET', '/v1/sandboxes?metadata.team=a&state=running')).json?.['items'] as unknown[])
@@ -230,6 +231,7 @@ describe('native API', () => {
     const key = String(cj['key']);
     assert.match(key, /^e2b_[0-9a-f]{40}$/);
     assert.deepEqual(Object.keys(c.json ?? {}).sort(), [
+      'admin',
       'createdAt',
       'id',
       'key',
@@ -237,6 +239,7 @@ describe('native API', () => {
       'name',
       'prefix',
     ]);
+    assert.equal(cj['admin'], false);
     assert.equal(cj['prefix'], key.slice(0, 10));
     const list = await call('GET', '/v1/api-keys');
     const items = list.json?.['items'] as Record<string, unknown>[];
@@ -245,6 +248,21 @@ describe('native API', () => {
       [[cj['id'], 'ci', undefined]],
       'the key itself is never listed',
     );
+    const adm = await call('POST', '/v1/api-keys', { name: 'ops', admin: true });
+    assert.deepEqual([adm.status, adm.json?.['admin']], [201, true]);
+    assert.deepEqual(
+      ((await call('GET', '/v1/api-keys')).json?.['items'] as Record<string, unknown>[]).map((k) => [
+        k['name'],
+        k['admin'],
+      ]),
+      [
+        ['ci', false],
+        ['ops', true],
+      ],
+    );
+    const notBool = await call('POST', '/v1/api-keys', { name: 'x', admin: 'yes' });
+    assert.deepEqual([notBool.status, notBool.json?.['code']], [400, 'invalid_argument']);
+    assert.equal((await call('DELETE', `/v1/api-keys/${String(adm.json?.['id'])}`)).status, 204);
     assert.ok(!list.text.includes(key));
     const bad = await call('POST', '/v1/api-keys', { name: 'Bad Name' });
     assert.deepEqual([bad.status, bad.json?.['code']], [400, 'invalid_argument']);

@@ -35,6 +35,7 @@ export function sandboxView(s: SandboxRecord): Record<string, unknown> {
     endAt: s.endAt,
     endReason: s.endReason,
     envdAccessToken: s.accessToken,
+    ownerKeyId: s.ownerKeyId,
   };
 }
 
@@ -52,6 +53,7 @@ const apiKeyView = (k: ApiKeyRecord): Record<string, unknown> => ({
   prefix: k.prefix,
   createdAt: k.createdAt,
   lastUsedAt: k.lastUsedAt,
+  admin: k.admin,
 });
 /** The public view of a snapshot (the guest token it holds stays private). */
 export function snapshotView(x: SnapshotRecord): Record<string, unknown> {
@@ -67,6 +69,7 @@ export function snapshotView(x: SnapshotRecord): Record<string, unknown> {
     pauseMs: x.pauseMs,
     artifacts: x.artifacts,
     createdAt: x.createdAt,
+    ownerKeyId: x.ownerKeyId,
   };
 }
 
@@ -125,8 +128,9 @@ export function nativeRoutes(d: {
       path: '/v1/api-keys',
       status: 201,
       handler: async (c) => {
-        const name = optString(await c.body(), 'name') ?? 'default';
-        const { record, key } = d.keys.create(name);
+        const b = await c.body();
+        const name = optString(b, 'name') ?? 'default';
+        const { record, key } = d.keys.create(name, { admin: optBool(b, 'admin') ?? false });
         return { ...apiKeyView(record), key };
       },
     },

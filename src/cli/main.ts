@@ -41,7 +41,9 @@ usage:
   kiln template build [--name N] [--memory MiB] [--vcpus N] [--json]
   kiln image build [--name NAME] [--package PKG]... [--force] [--json]
   kiln image list [--json]
-  kiln api-key create [--name N] [--json]   issue a key for the E2B API (shown once)
+  kiln api-key create [--name N] [--admin] [--json]
+                                issue a key for the E2B API (shown once); it sees only the
+                                sandboxes, snapshots and templates it creates, --admin: all
   kiln api-key list [--json]
   kiln api-key delete ID
   kiln e2b env                  print the exports that point the e2b SDK at this kiln:
@@ -496,17 +498,23 @@ async function apiKey(sub: string | undefined, argv: string[]): Promise<number> 
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { name: { type: 'string', default: 'default' }, json: { type: 'boolean', default: false } },
+    options: {
+      name: { type: 'string', default: 'default' },
+      admin: { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+    },
   });
   switch (sub) {
     case 'create': {
       validateName('name', values.name);
       const c = await connectOrStart(stateDir, say);
-      const k = await c.createApiKey(values.name);
+      const k = await c.createApiKey(values.name, { admin: values.admin });
       if (values.json) console.log(JSON.stringify(k, null, 2));
       else {
         console.log(k.key);
-        say(`API key ${k.id} ("${k.name}") created; it is shown only now`);
+        say(
+          `${k.admin ? 'admin ' : ''}API key ${k.id} ("${k.name}") created; it is shown only now${k.admin ? '' : ' (it sees only what it creates)'}`,
+        );
       }
       return 0;
     }
@@ -516,8 +524,15 @@ async function apiKey(sub: string | undefined, argv: string[]): Promise<number> 
       if (values.json) console.log(JSON.stringify(items, null, 2));
       else
         table(
-          ['ID', 'NAME', 'PREFIX', 'CREATED', 'LAST USED'],
-          items.map((k) => [k.id, k.name, `${k.prefix}…`, k.createdAt, k.lastUsedAt ?? '-']),
+          ['ID', 'NAME', 'PREFIX', 'ADMIN', 'CREATED', 'LAST USED'],
+          items.map((k) => [
+            k.id,
+            k.name,
+            `${k.prefix}…`,
+            k.admin ? 'yes' : 'no',
+            k.createdAt,
+            k.lastUsedAt ?? '-',
+          ]),
         );
       return 0;
     }

@@ -38,6 +38,8 @@ export interface TemplateRecord {
   /** The template snapshot every sandbox of this template restores. */
   snapshotId: string | null;
   createdAt: string;
+  /** The API key whose template it is; null for kiln's own (built by kiln): every key may use those. */
+  ownerKeyId: string | null;
 }
 
 export interface SandboxRecord {
@@ -66,6 +68,11 @@ export interface SandboxRecord {
    * while paused, the pause snapshot it resumes from.
    */
   sourceSnapshotId: string | null;
+  /**
+   * The API key that created it (E2B API); only that key and admin keys see it. Null: made
+   * through the native API (or before keys were scoped): admin keys only.
+   */
+  ownerKeyId: string | null;
 }
 
 /**
@@ -94,6 +101,11 @@ export interface SnapshotRecord {
   /** How long the source's vCPUs were stopped to take it (ms); null for templates. */
   pauseMs: number | null;
   createdAt: string;
+  /**
+   * The API key it belongs to (the one that took it, or its sandbox's); only that key and admin
+   * keys see it. Null: admin keys only (templates' own snapshots go with their template).
+   */
+  ownerKeyId: string | null;
 }
 
 /** An API key kiln issued (E2B's `X-API-KEY`); only a hash of the key is stored. */
@@ -106,6 +118,8 @@ export interface ApiKeyRecord {
   prefix: string;
   createdAt: string;
   lastUsedAt: string | null;
+  /** An admin key sees and acts on every sandbox, snapshot and template; others only their own. */
+  admin: boolean;
 }
 
 export type OperationKind =

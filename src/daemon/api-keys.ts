@@ -24,8 +24,11 @@ export class ApiKeyService {
     this.#now = deps.now ?? Date.now;
   }
 
-  /** Issues a key; the returned `key` is the only copy of it. */
-  create(name: string): { record: ApiKeyRecord; key: string } {
+  /**
+   * Issues a key; the returned `key` is the only copy of it. An admin key sees and acts on every
+   * sandbox, snapshot and template; another key only on those it created.
+   */
+  create(name: string, opts: { admin?: boolean } = {}): { record: ApiKeyRecord; key: string } {
     validateName('name', name);
     const key = 'e2b_' + randomBytes(20).toString('hex');
     const record: ApiKeyRecord = {
@@ -35,6 +38,7 @@ export class ApiKeyService {
       prefix: key.slice(0, 10),
       createdAt: new Date(this.#now()).toISOString(),
       lastUsedAt: null,
+      admin: opts.admin ?? false,
     };
     this.#store.insertApiKey(record);
     return { record, key };

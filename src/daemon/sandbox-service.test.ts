@@ -390,6 +390,33 @@ describe('SandboxService (fake driver)', () => {
     assert.deepEqual(store.openOperations(), []);
   });
 
+  it("owners: what a key makes is its own; kiln and the socket act for the sandbox's key; others cannot restore it", async () => {
+    const a = { keyId: 'key-a', admin: false };
+    const s = await svc.create({ template: 'base' }, { caller: a });
+    assert.equal(s.ownerKeyId, 'key-a');
+    assert.equal((await svc.create({ template: 'base' })).ownerKeyId, null, 'the socket: no owner');
+    const snap = await svc.snapshot(s.id, { name: 'mine' }, { caller: a });
+    assert.equal(snap.ownerKeyId, 'key-a');
+    // The reaper's pause and a fork on the socket act for the sandbox's key.
+    await svc.pause(s.id);
+    assert.equal(store.getSnapshot(svc.get(s.id).sourceSnapshotId ?? '').ownerKeyId, 'key-a');
+    await svc.resume(s.id);
+    const f = await svc.fork(s.id, { count: 1 });
+    const clone = f.results[0];
+    assert.ok(clone && 'sandbox' in clone);
+    assert.equal(clone.sandbox.ownerKeyId, 'key-a');
+    assert.equal(f.snapshot.ownerKeyId, 'key-a');
+    for (const ref of ['mine', snap.id])
+      await assert.rejects(svc.create({ template: ref }, { caller: { keyId: 'key-b', admin: false } }), {
+        code: 'not_found',
+        message: `template or snapshot "${ref}" does not exist`,
+      });
+    const byB = await svc.create({ template: 'base' }, { caller: { keyId: 'key-b', admin: false } });
+    assert.equal(byB.ownerKeyId, 'key-b', "kiln's templates are everyone's");
+    const byAdmin = await svc.create({ template: 'mine' }, { caller: { keyId: 'key-r', admin: true } });
+    assert.equal(byAdmin.ownerKeyId, 'key-r');
+  });
+
   it('journals a pause as snapshot dir, source paused, vm stopped, each reaching the failpoint', async () => {
     const hits: string[] = [];
     const s = await svc.create({ template: 'base' });

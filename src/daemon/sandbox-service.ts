@@ -28,6 +28,7 @@ import { AGENT_PORT } from '../vmm/qemu/args.ts';
 import type { ExecOpts, ExecResult, GuestClient, GuestMetrics, HttpGuestClientOpts } from './guest-client.ts';
 import { OpRun, runUndo } from './journal.ts';
 import { KeyedLock } from './locks.ts';
+import { sees, seesTemplate, type Caller } from './scope.ts';
 import {
   ARCHIVE_FILES,
   ARCHIVE_FORMAT,
@@ -81,6 +82,8 @@ export interface CreateRequest {
 export interface OpCtx {
   /** The request's op id, minted at the API edge. */
   opId?: string;
+  /** The API key acting (E2B API): what it creates is its own, it sees only its own unless admin. */
+  caller?: Caller | undefined;
 }
 
 export interface SandboxStats {
@@ -135,6 +138,8 @@ interface SnapshotMeta {
   parentId: string | null;
   guestToken: string | null;
   pauseMs: number | null;
+  /** Absent in directories written before keys were scoped. */
+  ownerKeyId?: string | null;
 }
 
 const META_FILE = 'snapshot.json';
@@ -247,6 +252,8 @@ export class SandboxService {
         vcpus: res.vcpus,
         snapshotId: snapId,
         createdAt: new Date(this.#now()).toISOString(),
+        // Built by kiln itself: every key may create from it.
+        ownerKeyId: existing?.ownerKeyId ?? null,
       };
       const snap: SnapshotRecord = {
         id: snapId,
@@ -261,6 +268,7 @@ export class SandboxService {
         guestToken: null,
         pauseMs: null,
         createdAt: tpl.createdAt,
+        ownerKeyId: null,
       };
       this.#d.store.insertSnapshot(snap);
       run.step('snapshot record', { action: 'delete-snapshot', snapshotId: snapId });
@@ -281,7 +289,7 @@ export class SandboxService {
    * name) taken from a sandbox. New id, new access token, clock re-synced.
    */
   async create(req: CreateRequest, ctx: OpCtx = {}): Promise<SandboxRecord> {
-    const { tpl, snap } = this.#resolveSource(req.template);
+    const { tpl, snap } = this.#resolveSource(req.template, ctx.caller);
     // RAM and CPUs come back from the snapshot: they cannot differ from it.
     if (req.memoryMiB !== undefined && validateMemoryMiB(req.memoryMiB) !== snap.memoryMiB) {
       throw invalidArgument(
@@ -325,6 +333,7 @@ export class SandboxService {
           allowInternet: req.allowInternet ?? true,
           endReason: null,
           sourceSnapshotId: snap.id,
+          ownerKeyId: ctx.caller?.keyId ?? null,
         });
         run.step('sandbox record', { action: 'delete-sandbox', sandboxId: id });
         const times = await this.#bootFrom(
@@ -355,8 +364,11 @@ export class SandboxService {
     });
   }
 
-  /** A template (name or id) or a restorable snapshot (id or name), and the template behind it. */
-  #resolveSource(ref: string): { tpl: TemplateRecord; snap: SnapshotRecord } {
+  /**
+   * A template (name or id) or a restorable snapshot (id or name), and the template behind it.
+   * Another key's template or snapshot is not found, exactly like one that does not exist.
+   */
+  #resolveSource(ref: string, caller: Caller | undefined): { tpl: TemplateRecord; snap: SnapshotRecord } {
     validateName('template', ref);
     let tpl: TemplateRecord | undefined;
     try {
@@ -364,6 +376,7 @@ export class SandboxService {
     } catch (e) {
       if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
     }
+    if (tpl && !seesTemplate(caller, tpl)) tpl = undefined;
     if (tpl) {
       if (!tpl.snapshotId)
         throw new KilnError('invalid_state', `template "${tpl.name}" has no snapshot yet; build it first`);
@@ -375,7 +388,7 @@ export class SandboxService {
     } catch (e) {
       if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
     }
-    if (!snap || snap.kind === 'pause')
+    if (!snap || snap.kind === 'pause' || !sees(caller, snap.ownerKeyId))
       throw new KilnError('not_found', `template or snapshot "${ref}" does not exist`, {
         details: { template: ref },
       });
@@ -514,6 +527,8 @@ export class SandboxService {
       parentId: s.sourceSnapshotId,
       guestToken: s.accessToken,
       pauseMs: null,
+      // The key that takes it owns it; kiln's own (the reaper's pause) or the native API's: the sandbox's key.
+      ownerKeyId: ctx.caller?.keyId ?? s.ownerKeyId,
     };
     const dir = this.#snapDir(meta.id);
     let committed = false;
@@ -648,6 +663,7 @@ export class SandboxService {
       guestToken: meta.guestToken,
       pauseMs: meta.pauseMs,
       createdAt: new Date(this.#now()).toISOString(),
+      ownerKeyId: meta.ownerKeyId ?? null,
     };
     this.#d.store.insertSnapshot(snap);
     return snap;
@@ -677,6 +693,11 @@ export class SandboxService {
     const count = validateInt('count', opts.count, 1, MAX_FORK);
     const src = this.get(id);
     const snap = await this.#locks.run(id, () => this.#snapshotLocked(id, 'fork', null, ctx));
+    // The clones belong to the key that forks, else (native API) to the source's key.
+    const cloneCtx: OpCtx = {
+      ...ctx,
+      caller: ctx.caller ?? (src.ownerKeyId ? { keyId: src.ownerKeyId, admin: false } : undefined),
+    };
     const settled = await Promise.allSettled(
       Array.from({ length: count }, () =>
         this.create(
@@ -686,7 +707,7 @@ export class SandboxService {
             metadata: src.metadata,
             allowInternet: src.allowInternet,
           },
-          ctx,
+          cloneCtx,
         ),
       ),
     );
@@ -908,6 +929,7 @@ export class SandboxService {
           vcpus: m.snapshot.vcpus,
           snapshotId: null,
           createdAt: new Date(this.#now()).toISOString(),
+          ownerKeyId: null,
         };
         this.#d.store.putTemplate(tpl);
         run.step('template record', { action: 'delete-template', templateId: tpl.id });
@@ -928,6 +950,8 @@ export class SandboxService {
         guestToken: m.snapshot.guestToken,
         pauseMs: null,
         createdAt: new Date(this.#now()).toISOString(),
+        // Imported through the native API: admin keys only.
+        ownerKeyId: null,
       };
       this.#d.store.insertSnapshot(snap);
       run.step('snapshot record', { action: 'delete-snapshot', snapshotId: id });

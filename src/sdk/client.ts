@@ -14,6 +14,8 @@ export interface SandboxView {
   endAt: string;
   endReason: string | null;
   envdAccessToken: string;
+  /** The API key that created it through the E2B API (null: the native API). */
+  ownerKeyId: string | null;
 }
 
 export interface TemplateView {
@@ -24,6 +26,8 @@ export interface TemplateView {
   vcpus: number;
   snapshotId: string | null;
   createdAt: string;
+  /** Null for templates kiln built (every key may use them). */
+  ownerKeyId: string | null;
 }
 
 export interface CreateSandboxOpts {
@@ -48,6 +52,8 @@ export interface SnapshotView {
   pauseMs: number | null;
   artifacts: { kind: string; path: string; size: number; sha256: string }[];
   createdAt: string;
+  /** The API key it belongs to (null: admin keys only). */
+  ownerKeyId: string | null;
 }
 
 export interface ForkView {
@@ -89,6 +95,8 @@ export interface ApiKeyView {
   prefix: string;
   createdAt: string;
   lastUsedAt: string | null;
+  /** Sees and acts on every sandbox, snapshot and template (else only those it created). */
+  admin: boolean;
 }
 
 /** What points the `e2b` SDK at this kilnd. */
@@ -340,8 +348,11 @@ export class KilnClient {
   }
 
   /** Issues an API key for the E2B-compatible API; `key` is shown only in this answer. */
-  createApiKey(name?: string): Promise<ApiKeyView & { key: string }> {
-    return this.#json('POST', '/v1/api-keys', name === undefined ? {} : { name });
+  createApiKey(name?: string, o: { admin?: boolean } = {}): Promise<ApiKeyView & { key: string }> {
+    return this.#json('POST', '/v1/api-keys', {
+      ...(name === undefined ? {} : { name }),
+      ...(o.admin ? { admin: true } : {}),
+    });
   }
 
   listApiKeys(): Promise<{ items: ApiKeyView[] }> {

@@ -89,4 +89,15 @@ export const MIGRATIONS: readonly string[] = [
     last_used_at TEXT
   ) STRICT;
   `,
+  // 3: API keys are scoped: objects remember the key that made them; admin keys see everything.
+  // The key \`kiln e2b env\` made for the local user becomes an admin key; other keys do not.
+  // Objects made before have no owner: admin keys (and the native API) only.
+  `
+  ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
+  UPDATE api_keys SET admin = 1 WHERE name = 'e2b-env';
+  ALTER TABLE sandboxes ADD COLUMN owner_key_id TEXT;
+  ALTER TABLE snapshots ADD COLUMN owner_key_id TEXT;
+  ALTER TABLE templates ADD COLUMN owner_key_id TEXT;
+  CREATE INDEX sandboxes_owner ON sandboxes(owner_key_id);
+  `,
 ];

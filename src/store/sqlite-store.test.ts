@@ -48,3 +48,37 @@ test('a database from a newer kiln is refused with a clear error', () => {
     message: /newer than this kiln understands/,
   });
 });
+
+test('migration 3: the e2b-env key becomes admin, other keys do not; older objects have no owner', () => {
+  const path = join(dir, 'v2.db');
+  const raw = new DatabaseSync(path);
+  const v2 = MIGRATIONS.findIndex((m) => m.includes('ADD COLUMN admin'));
+  assert.ok(v2 > 0, 'a migration adds the admin flag');
+  for (const m of MIGRATIONS.slice(0, v2)) raw.exec(m);
+  raw.exec(`PRAGMA user_version = ${v2}`);
+  const key = raw.prepare(
+    'INSERT INTO api_keys (id, name, key_hash, prefix, created_at) VALUES (?, ?, ?, ?, ?)',
+  );
+  key.run('key-env', 'e2b-env', 'e'.repeat(64), 'e2b_e', '2026-01-01T00:00:00.000Z');
+  key.run('key-ci', 'ci', 'c'.repeat(64), 'e2b_c', '2026-01-02T00:00:00.000Z');
+  raw.exec(
+    `INSERT INTO templates (id, name, image_key, memory_mib, vcpus, snapshot_id, created_at) VALUES ('tpl-1', 'base', 'k', 512, 1, NULL, 't')`,
+  );
+  raw.exec(
+    `INSERT INTO sandboxes (id, template_id, state, memory_mib, vcpus, metadata, env_vars, access_token, created_at, end_at, auto_pause, allow_internet)
+     VALUES ('sbx-old', 'tpl-1', 'running', 512, 1, '{}', '{}', 'tok', 't', 't', 0, 1)`,
+  );
+  raw.close();
+  const s = new SqliteStore(path);
+  assert.equal(s.schemaVersion, MIGRATIONS.length);
+  assert.deepEqual(
+    s.listApiKeys().map((k) => [k.name, k.admin]),
+    [
+      ['e2b-env', true],
+      ['ci', false],
+    ],
+  );
+  assert.equal(s.getSandbox('sbx-old').ownerKeyId, null);
+  assert.equal(s.getTemplate('base').ownerKeyId, null);
+  s.close();
+});

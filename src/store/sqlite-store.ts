@@ -150,10 +150,10 @@ export class SqliteStore implements Store {
   putTemplate(t: TemplateRecord): void {
     try {
       this.#q(
-        `INSERT INTO templates (id, name, image_key, memory_mib, vcpus, snapshot_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO templates (id, name, image_key, memory_mib, vcpus, snapshot_id, created_at, owner_key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT(id) DO UPDATE SET name = excluded.name, image_key = excluded.image_key, memory_mib = excluded.memory_mib,
            vcpus = excluded.vcpus, snapshot_id = excluded.snapshot_id`,
-      ).run(t.id, t.name, t.imageKey, t.memoryMiB, t.vcpus, t.snapshotId, t.createdAt);
+      ).run(t.id, t.name, t.imageKey, t.memoryMiB, t.vcpus, t.snapshotId, t.createdAt, t.ownerKeyId);
     } catch (e) {
       if (isConstraint(e, 'UNIQUE'))
         throw new KilnError('already_exists', `a template named "${t.name}" already exists`);
@@ -170,6 +170,7 @@ export class SqliteStore implements Store {
       vcpus: num(r['vcpus']),
       snapshotId: optStr(r['snapshot_id']),
       createdAt: str(r['created_at']),
+      ownerKeyId: optStr(r['owner_key_id']),
     };
   }
 
@@ -206,9 +207,9 @@ export class SqliteStore implements Store {
   insertSandbox(s: SandboxRecord): void {
     try {
       this.#q(
-        `INSERT INTO sandboxes (id, template_id, ${SANDBOX_COLUMNS.join(', ')}, created_at)
-         VALUES (?, ?, ${SANDBOX_COLUMNS.map(() => '?').join(', ')}, ?)`,
-      ).run(s.id, s.templateId, ...sandboxValues(s), s.createdAt);
+        `INSERT INTO sandboxes (id, template_id, ${SANDBOX_COLUMNS.join(', ')}, created_at, owner_key_id)
+         VALUES (?, ?, ${SANDBOX_COLUMNS.map(() => '?').join(', ')}, ?, ?)`,
+      ).run(s.id, s.templateId, ...sandboxValues(s), s.createdAt, s.ownerKeyId);
     } catch (e) {
       if (isConstraint(e, 'PRIMARYKEY') || isConstraint(e, 'UNIQUE')) {
         throw new KilnError('already_exists', `sandbox "${s.id}" already exists`);
@@ -237,6 +238,7 @@ export class SqliteStore implements Store {
       allowInternet: num(r['allow_internet']) === 1,
       endReason: optStr(r['end_reason']),
       sourceSnapshotId: optStr(r['source_snapshot_id']),
+      ownerKeyId: optStr(r['owner_key_id']),
     };
   }
 
@@ -258,6 +260,10 @@ export class SqliteStore implements Store {
     if (filter.templateId) {
       where.push('template_id = ?');
       args.push(filter.templateId);
+    }
+    if (filter.ownerKeyId !== undefined) {
+      where.push('owner_key_id = ?');
+      args.push(filter.ownerKeyId);
     }
     for (const [k, v] of Object.entries(filter.metadata ?? {})) {
       where.push('EXISTS (SELECT 1 FROM json_each(sandboxes.metadata) WHERE key = ? AND value = ?)');
@@ -298,7 +304,13 @@ export class SqliteStore implements Store {
           },
         );
       }
-      const next: SandboxRecord = { ...cur, ...patch, id: cur.id, createdAt: cur.createdAt };
+      const next: SandboxRecord = {
+        ...cur,
+        ...patch,
+        id: cur.id,
+        createdAt: cur.createdAt,
+        ownerKeyId: cur.ownerKeyId,
+      };
       this.#q(
         `UPDATE sandboxes SET template_id = ?, ${SANDBOX_COLUMNS.map((c) => `${c} = ?`).join(', ')} WHERE id = ?`,
       ).run(next.templateId, ...sandboxValues(next), id);
@@ -316,8 +328,8 @@ export class SqliteStore implements Store {
   insertSnapshot(s: SnapshotRecord): void {
     try {
       this.#q(
-        `INSERT INTO snapshots (id, name, kind, sandbox_id, template_id, memory_mib, vcpus, parent_id, artifacts, guest_token, pause_ms, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO snapshots (id, name, kind, sandbox_id, template_id, memory_mib, vcpus, parent_id, artifacts, guest_token, pause_ms, created_at, owner_key_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ).run(
         s.id,
         s.name,
@@ -331,6 +343,7 @@ export class SqliteStore implements Store {
         s.guestToken,
         s.pauseMs,
         s.createdAt,
+        s.ownerKeyId,
       );
     } catch (e) {
       if (isConstraint(e, 'PRIMARYKEY'))
@@ -357,6 +370,7 @@ export class SqliteStore implements Store {
       guestToken: optStr(r['guest_token']),
       pauseMs: r['pause_ms'] === null || r['pause_ms'] === undefined ? null : num(r['pause_ms']),
       createdAt: str(r['created_at']),
+      ownerKeyId: optStr(r['owner_key_id']),
     };
   }
 
@@ -542,8 +556,8 @@ export class SqliteStore implements Store {
   insertApiKey(k: ApiKeyRecord): void {
     try {
       this.#q(
-        'INSERT INTO api_keys (id, name, key_hash, prefix, created_at, last_used_at) VALUES (?, ?, ?, ?, ?, ?)',
-      ).run(k.id, k.name, k.keyHash, k.prefix, k.createdAt, k.lastUsedAt);
+        'INSERT INTO api_keys (id, name, key_hash, prefix, created_at, last_used_at, admin) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      ).run(k.id, k.name, k.keyHash, k.prefix, k.createdAt, k.lastUsedAt, k.admin ? 1 : 0);
     } catch (e) {
       if (isConstraint(e, 'PRIMARYKEY') || isConstraint(e, 'UNIQUE'))
         throw new KilnError('already_exists', `API key "${k.id}" already exists`);
@@ -559,6 +573,7 @@ export class SqliteStore implements Store {
       prefix: str(r['prefix']),
       createdAt: str(r['created_at']),
       lastUsedAt: optStr(r['last_used_at']),
+      admin: num(r['admin']) === 1,
     };
   }
 

@@ -39,6 +39,7 @@ export const template = (o: Partial<TemplateRecord> = {}): TemplateRecord => ({
   vcpus: 1,
   snapshotId: null,
   createdAt: T0,
+  ownerKeyId: null,
   ...o,
 });
 export const sandbox = (o: Partial<SandboxRecord> = {}): SandboxRecord => ({
@@ -58,6 +59,7 @@ export const sandbox = (o: Partial<SandboxRecord> = {}): SandboxRecord => ({
   allowInternet: true,
   endReason: null,
   sourceSnapshotId: null,
+  ownerKeyId: null,
   ...o,
 });
 const snapshot = (o: Partial<SnapshotRecord> = {}): SnapshotRecord => ({
@@ -73,6 +75,7 @@ const snapshot = (o: Partial<SnapshotRecord> = {}): SnapshotRecord => ({
   guestToken: null,
   pauseMs: null,
   createdAt: T0,
+  ownerKeyId: null,
   ...o,
 });
 
@@ -392,6 +395,54 @@ export function storeContract(name: string, fx: StoreFixture): void {
       s.close();
     });
 
+    it('owners: sandboxes, snapshots and templates keep the key that made them; lists filter by it; keys keep admin', () => {
+      const s = fx.open();
+      s.putTemplate(template({ ownerKeyId: 'key-a' }));
+      s.putTemplate(template({ id: 'tpl-2', name: 'kilns' }));
+      assert.equal(s.getTemplate('base').ownerKeyId, 'key-a');
+      assert.equal(s.getTemplate('kilns').ownerKeyId, null);
+      s.insertSandbox(sandbox({ id: 'a1', ownerKeyId: 'key-a' }));
+      s.insertSandbox(sandbox({ id: 'b1', ownerKeyId: 'key-b' }));
+      s.insertSandbox(sandbox({ id: 'a2', ownerKeyId: 'key-a' }));
+      s.insertSandbox(sandbox({ id: 'n1' }));
+      assert.deepEqual(
+        s.listSandboxes({ ownerKeyId: 'key-a' }).items.map((x) => x.id),
+        ['a1', 'a2'],
+      );
+      assert.deepEqual(
+        s.listSandboxes({ ownerKeyId: 'key-a' }, { limit: 1 }).items.map((x) => x.id),
+        ['a1'],
+        'pages within the owner',
+      );
+      assert.deepEqual(
+        s.listSandboxes().items.map((x) => x.ownerKeyId),
+        ['key-a', 'key-b', 'key-a', null],
+      );
+      // The owner is fixed at creation: updates do not move it.
+      assert.equal(s.updateSandbox('a1', { state: 'running', ownerKeyId: 'key-b' }).ownerKeyId, 'key-a');
+      assert.equal(s.getSandbox('a1').ownerKeyId, 'key-a');
+      s.insertSnapshot(snapshot({ id: 'snap-a', kind: 'snapshot', sandboxId: 'a1', ownerKeyId: 'key-a' }));
+      assert.equal(s.getSnapshot('snap-a').ownerKeyId, 'key-a');
+      assert.equal(s.listSnapshots({ sandboxId: 'a1' })[0]?.ownerKeyId, 'key-a');
+      const k = {
+        id: 'key-adm',
+        name: 'root',
+        keyHash: 'r'.repeat(64),
+        prefix: 'e2b_r',
+        createdAt: T0,
+        lastUsedAt: null,
+        admin: true,
+      };
+      s.insertApiKey(k);
+      s.insertApiKey({ ...k, id: 'key-usr', keyHash: 'u'.repeat(64), admin: false });
+      assert.equal(s.getApiKeyByHash('r'.repeat(64)).admin, true);
+      assert.deepEqual(
+        s.listApiKeys().map((x) => x.admin),
+        [true, false],
+      );
+      s.close();
+    });
+
     it('API keys: insert, find by hash, list, touch, delete; ids and hashes unique', () => {
       const s = fx.open();
       const k = {
@@ -401,6 +452,7 @@ export function storeContract(name: string, fx: StoreFixture): void {
         prefix: 'kiln_abc',
         createdAt: T0,
         lastUsedAt: null,
+        admin: false,
       };
       s.insertApiKey(k);
       s.insertApiKey({ ...k, id: 'key-2', name: 'other', keyHash: 'g'.repeat(64), createdAt: T1 });

@@ -27,6 +27,8 @@ export interface SandboxFilter {
   /** Every pair must match. */
   metadata?: Record<string, string>;
   templateId?: string;
+  /** Only sandboxes this API key created. */
+  ownerKeyId?: string;
 }
 
 export type SandboxPatch = Partial<Omit<SandboxRecord, 'id' | 'createdAt'>>;

@@ -10,7 +10,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { DatabaseSync } from 'node:sqlite';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { pidAlive, sleep } from '../../src/core/proc.ts';
 import { KilnClient } from '../../src/sdk/client.ts';
@@ -112,6 +112,10 @@ describe('kill -9 at every journalled step (failpoints, real guests)', { timeout
     sbx = (await c.createSandbox({ template: 'base', timeoutS: 3600 })).sandboxId;
     await c.exec(sbx, 'echo kept > /home/user/f');
   });
+  // A failed test must not leave its daemon to the next one.
+  afterEach(() => {
+    stop();
+  });
   after(async () => {
     spawnSync(process.execPath, [CLI, 'daemon', 'stop'], { env: baseEnv() });
     for (const pid of qemus()) {
@@ -159,8 +163,8 @@ describe('kill -9 at every journalled step (failpoints, real guests)', { timeout
       if (outcome === 'paused') {
         assert.deepEqual(vmDirs(), [], 'a paused sandbox has no VM directory');
         assert.deepEqual(qemus(), [], 'and no QEMU');
-        const kinds = (await c.listSnapshots({ sandboxId: sbx })).items.map((x) => x.kind);
-        assert.deepEqual(kinds, ['pause'], 'its pause snapshot, complete');
+        assert.equal(openOps(), 0, 'the pause was finished');
+        // Its pause snapshot is complete: the sandbox resumes from it with its file.
         await c.resume(sbx);
       }
       await assertOnlySandboxRuns();
