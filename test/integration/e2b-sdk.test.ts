@@ -193,6 +193,49 @@ describe('the e2b SDK against kilnd (real guests)', { timeout: 1_200_000 }, () =
       await assert.rejects(Sandbox.list({ apiKey: k.key }).nextItems(), AuthenticationError);
     });
 
+    it("API keys are scoped: key B neither lists, connects to, reads nor kills key A's sandbox; the e2b env key (admin) sees it", async () => {
+      const mk = (name: string, ...flags: string[]): { id: string; key: string; admin: boolean } => {
+        const r = kiln('api-key', 'create', '--name', name, ...flags, '--json');
+        assert.equal(r.status, 0, r.stderr);
+        return JSON.parse(r.stdout) as { id: string; key: string; admin: boolean };
+      };
+      const A = mk('key-a');
+      const B = mk('key-b');
+      assert.deepEqual([A.admin, B.admin], [false, false]);
+      const a = await Sandbox.create('base', { apiKey: A.key, metadata: { owner: 'a' } });
+      try {
+        const ids = async (apiKey: string): Promise<string[]> =>
+          (await Sandbox.list({ apiKey, query: { metadata: { owner: 'a' } } }).nextItems()).map(
+            (x) => x.sandboxId,
+          );
+        assert.deepEqual(await ids(B.key), []);
+        assert.deepEqual(await ids(A.key), [a.sandboxId]);
+        assert.deepEqual(
+          await ids(process.env['E2B_API_KEY'] ?? ''),
+          [a.sandboxId],
+          'the e2b env key is admin',
+        );
+        await assert.rejects(Sandbox.connect(a.sandboxId, { apiKey: B.key }), SandboxNotFoundError);
+        await assert.rejects(Sandbox.getInfo(a.sandboxId, { apiKey: B.key }), SandboxNotFoundError);
+        assert.equal(await Sandbox.kill(a.sandboxId, { apiKey: B.key }), false, 'not found for B');
+        assert.equal((await Sandbox.getInfo(a.sandboxId, { apiKey: A.key })).state, 'running', 'untouched');
+        const listed = JSON.parse(kiln('api-key', 'list', '--json').stdout) as {
+          name: string;
+          admin: boolean;
+        }[];
+        assert.deepEqual(
+          listed.filter((k) => ['e2b-env', 'key-a'].includes(k.name)).map((k) => [k.name, k.admin]),
+          [
+            ['e2b-env', true],
+            ['key-a', false],
+          ],
+        );
+      } finally {
+        assert.equal(await Sandbox.kill(a.sandboxId, { apiKey: A.key }), true);
+        for (const k of [A, B]) assert.equal(kiln('api-key', 'delete', k.id).status, 0);
+      }
+    });
+
     it("one sandbox's access token cannot reach another sandbox; each signed URL reaches only its own", async () => {
       const a = await Sandbox.create('base');
       const b = await Sandbox.create('base');
