@@ -5,6 +5,12 @@ import { KilnError, isNoSpace, NO_SPACE_ADVICE } from '../core/errors.ts';
 /** SQLite's primary result code SQLITE_BUSY: another connection holds the lock. */
 const SQLITE_BUSY = 5;
 
+/**
+ * The connections holding locks. A DatabaseSync that nothing references is closed when it is
+ * garbage-collected, which would drop its lock: until released, a lock is referenced from here.
+ */
+const HELD = new Set<DatabaseSync>();
+
 /** An exclusive lock on a state dir, held until {@link StateLock.release} or the process ends. */
 export interface StateLock {
   readonly path: string;
@@ -77,12 +83,14 @@ export function acquireStateLock(path: string, what = 'a kiln daemon'): StateLoc
     throw new KilnError('internal', `cannot take the lock ${path}: ${(e as Error).message}`, { cause: e });
   }
   const held = db;
+  HELD.add(held);
   let released = false;
   return {
     path,
     release(): void {
       if (released) return;
       released = true;
+      HELD.delete(held);
       try {
         held.exec('ROLLBACK');
       } finally {
