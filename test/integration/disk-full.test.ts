@@ -155,7 +155,7 @@ describe('a full state disk (tmpfs filled from inside a guest)', { timeout: 900_
       code: 'no_space',
       message: /not enough free disk space for a new sandbox: 0 MiB free.*free disk space .* and retry/,
     });
-    const e2b = await fetch(`${k?.e2bApiUrl ?? ''}/sandboxes`, {
+    const e2b = await fetch(`${k?.e2bApiUrl ?? ''}/v2/sandboxes`, {
       method: 'POST',
       headers: { 'X-API-KEY': key, 'content-type': 'application/json' },
       body: JSON.stringify({ templateID: 'base' }),
