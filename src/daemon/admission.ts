@@ -1,5 +1,6 @@
-import { readdirSync, statSync, statfsSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { freeBytes } from '../core/disk-space.ts';
 import { KilnError, NO_SPACE_ADVICE } from '../core/errors.ts';
 import { diskVirtualSize, overlayWorstCaseBytes } from '../vmm/qemu/qcow2.ts';
 
@@ -31,11 +32,6 @@ export interface LiveDisk {
 
 export const DEFAULT_DISK_RESERVE_MIB = 256;
 
-const statfsFree = (dir: string): number => {
-  const s = statfsSync(dir);
-  return s.bavail * s.bsize;
-};
-
 /**
  * Disk admission: a sandbox's disk is a qcow2 overlay over its source snapshot's layers, so it
  * can grow on the host by at most the guest disk's virtual size (plus qcow2 metadata): that is
@@ -56,7 +52,7 @@ export class DiskAdmission {
     if (!(o.reserveMiB >= 0))
       throw new KilnError('invalid_argument', `disk reserve must be >= 0 MiB, got ${o.reserveMiB}`);
     this.#o = o;
-    this.#freeBytes = o.freeBytes ?? statfsFree;
+    this.#freeBytes = o.freeBytes ?? freeBytes;
   }
 
   /** The guest disk size (virtual size, bytes) of a sandbox whose overlay sits on `layer`. */
