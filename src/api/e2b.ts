@@ -143,7 +143,7 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
       endAt: s.endAt,
       cpuCount: s.vcpus,
       memoryMB: s.memoryMiB,
-      diskSizeMB: 0,
+      diskSizeMB: svc.diskSizeMiB(s) ?? 0,
       metadata: s.metadata,
       state: e2bState(s.state),
       envdVersion: ENVD_VERSION,

@@ -6,6 +6,8 @@ import type { Logger } from 'pino';
 import { KilnError, isKilnError } from '../core/errors.ts';
 import { failpointAt } from '../core/failpoint.ts';
 import { writeFileAtomic } from '../core/fs-atomic.ts';
+import { UndoStack } from '../core/undo.ts';
+import { DEFAULT_DISK_RESERVE_MIB, DiskAdmission } from '../daemon/admission.ts';
 import { ApiKeyService } from '../daemon/api-keys.ts';
 import { createLogger } from '../core/log.ts';
 import { HttpGuestClient } from '../daemon/guest-client.ts';
@@ -14,6 +16,7 @@ import { secureStateDir } from '../daemon/state-dir.ts';
 import { buildDefaultImageInChild } from '../images/build-child.ts';
 import { imageByKey, resolveImage } from '../images/registry.ts';
 import { SqliteStore } from '../store/sqlite-store.ts';
+import { acquireStateLock } from '../store/state-lock.ts';
 import { hostMemoryMiB } from '../vmm/qemu/host.ts';
 import { QemuDriver } from '../vmm/qemu/qemu-driver.ts';
 import { e2bRouterOpts, e2bRoutes } from './e2b.ts';
@@ -37,6 +40,16 @@ export interface KilndOpts {
    */
   e2bApiPort?: number;
   e2bSandboxPort?: number;
+  /**
+   * Free disk space kept whatever sandboxes may write (MiB); default $KILN_DISK_RESERVE_MIB,
+   * else 256. See daemon/admission.ts.
+   */
+  diskReserveMiB?: number;
+  /**
+   * Sandbox disks' worst-case growth is divided by this at admission (1 = each may fill its
+   * whole disk); default $KILN_DISK_OVERCOMMIT_RATIO, else 1.
+   */
+  diskOvercommitRatio?: number;
   /**
    * Crash tests: `at` is `<op kind>:<journal step>` (or `qemu:overlay kept`), from
    * $KILN_FAILPOINT; `hit` ends the process there at once (the entry passes a SIGKILL of itself).
@@ -139,128 +152,169 @@ async function envForCli(
   return { apiUrl, sandboxUrl, apiKey: key };
 }
 
+/** Closes a server and every connection it holds; a server that never listened is fine too. */
+function closeServer(s: Server): Promise<void> {
+  s.closeAllConnections();
+  return new Promise<void>((r) => {
+    s.close(() => {
+      r();
+    });
+  });
+}
+
+/** A number from `given`, else from the environment variable `envName`, else `dflt`; checked. */
+function numberOpt(given: number | undefined, envName: string, dflt: number, min: number): number {
+  const env = process.env[envName];
+  const v = given ?? (env === undefined || env === '' ? dflt : Number(env));
+  if (!Number.isFinite(v) || v < min)
+    throw new KilnError(
+      'invalid_argument',
+      `${envName}: must be a number >= ${min}, got "${String(given ?? env)}"`,
+    );
+  return v;
+}
+
 /**
- * Starts kilnd: opens the state, re-adopts or cleans up every VM (reconciliation), starts the
- * reaper and liveness watcher, and serves the native API on a unix socket (mode 0600). The
- * socket is also the lock: a second daemon on the same state dir is refused.
+ * Starts kilnd. First of all it takes the state dir's lock (`<state>/kilnd.lock`, see
+ * store/state-lock.ts): a second daemon on the same state dir is refused with `conflict` naming
+ * the pid that holds it. Then it opens the state, re-adopts or cleans up every VM
+ * (reconciliation), starts the reaper and liveness watcher, and serves the E2B API, the envd
+ * proxy and the native API on a unix socket (mode 0600).
+ *
+ * Start-up is one unwindable sequence: every step that opened something registers how to close
+ * it, and a step that fails unwinds them all (ports, socket, loops, store, lock, files), so a
+ * failed start leaves nothing behind. `close()` runs the same undo steps.
  */
 export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
   const log = o.log ?? createLogger({ bindings: { component: 'kilnd' } });
   const socketPath = o.socketPath ?? defaultSocketPath(o.stateDir);
   // Before anything opens a file in it: the state dir and what it holds are private.
   await secureStateDir(o.stateDir, log);
-  if (await socketAnswers(socketPath)) {
-    throw new KilnError(
-      'conflict',
-      `a kiln daemon already serves ${socketPath}; stop it first (kiln daemon stop)`,
-    );
-  }
-  await unlink(socketPath).catch(() => undefined);
-  const failpoint = failpointAt(o.failpoint?.at, (where) => {
-    log.error({ failpoint: where }, `failpoint ${where} hit: kilnd dies here`);
-    o.failpoint?.hit();
-  });
-  if (failpoint) log.warn({ failpoint: o.failpoint?.at }, 'failpoint armed (crash test)');
-  const store = new SqliteStore(join(o.stateDir, 'kiln.db'));
-  const driver = new QemuDriver({ runDir: join(o.stateDir, 'vms'), log, failpoint });
-  const svc = new SandboxService({
-    store,
-    driver,
-    guest: (g) => new HttpGuestClient(g),
-    image: async (key) => imageByKey(o.cacheDir, key),
-    dataDir: join(o.stateDir, 'data'),
-    log,
-    capacity: { hostMemoryMiB: hostMemoryMiB(), overcommitRatio: o.overcommitRatio ?? 1.5 },
-    failpoint,
-  });
-  const rec = await svc.reconcile();
-  log.info(rec, 'reconciled');
-  svc.startBackground();
-  const buildTemplate = async (name: string, res: { memoryMiB: number; vcpus: number }, opId: string) => {
-    log.info({ opId }, 'building or finding the default image');
-    await buildDefaultImageInChild(o.cacheDir);
-    const img = await resolveImage(o.cacheDir, 'default');
-    return svc.buildTemplate(
-      name,
-      { key: img.key, kernel: img.kernel, initrd: img.initrd, rootfs: img.rootfs },
-      res,
-      { opId },
-    );
-  };
-  const keys = new ApiKeyService({ store });
-  const e2bApi = createServer(
-    createRouter(e2bRoutes({ svc, keys, buildTemplate }), log.child({ api: 'e2b' }), e2bRouterOpts(keys)),
-  );
-  e2bApi.requestTimeout = 0; // a first create builds the base template
-  const proxy = createEnvdProxy({ svc, log: log.child({ api: 'envd-proxy' }) });
-  const envdProxy = createServer(proxy.handle);
-  // Connect streams (commands, watches) live as long as the guest keeps them.
-  envdProxy.requestTimeout = 0;
-  envdProxy.keepAliveTimeout = 650_000;
-  let apiPort: number;
-  let sandboxPort: number;
+  const undo = new UndoStack();
   try {
-    apiPort = await listenTcp(e2bApi, o.e2bApiPort, 'KILN_E2B_API_PORT', DEFAULT_E2B_API_PORT, log);
-    sandboxPort = await listenTcp(
+    const lock = acquireStateLock(join(o.stateDir, 'kilnd.lock'));
+    undo.push('release the state dir lock', () => {
+      lock.release();
+    });
+    // The lock is the guard; a daemon of an older kiln took no lock, but its socket answers.
+    if (await socketAnswers(socketPath)) {
+      throw new KilnError(
+        'conflict',
+        `a kiln daemon already serves ${socketPath}; stop it first (kiln daemon stop)`,
+      );
+    }
+    await unlink(socketPath).catch(() => undefined);
+    const pidFile = join(o.stateDir, 'kilnd.pid');
+    await writeFile(pidFile, `${process.pid}\n`);
+    undo.push('remove the pid file', () => unlink(pidFile).catch(() => undefined));
+    const disk = new DiskAdmission({
+      stateDir: o.stateDir,
+      runDir: join(o.stateDir, 'vms'),
+      reserveMiB: numberOpt(o.diskReserveMiB, 'KILN_DISK_RESERVE_MIB', DEFAULT_DISK_RESERVE_MIB, 0),
+      overcommitRatio: numberOpt(o.diskOvercommitRatio, 'KILN_DISK_OVERCOMMIT_RATIO', 1, 1),
+    });
+    const store = new SqliteStore(join(o.stateDir, 'kiln.db'));
+    undo.push('close the store', () => {
+      store.close();
+    });
+    const failpoint = failpointAt(o.failpoint?.at, (where) => {
+      log.error({ failpoint: where }, `failpoint ${where} hit: kilnd dies here`);
+      o.failpoint?.hit();
+    });
+    if (failpoint) log.warn({ failpoint: o.failpoint?.at }, 'failpoint armed (crash test)');
+    const driver = new QemuDriver({ runDir: join(o.stateDir, 'vms'), log, failpoint });
+    undo.push('close the driver', () => driver.close());
+    const svc = new SandboxService({
+      store,
+      driver,
+      guest: (g) => new HttpGuestClient(g),
+      image: async (key) => imageByKey(o.cacheDir, key),
+      dataDir: join(o.stateDir, 'data'),
+      log,
+      capacity: { hostMemoryMiB: hostMemoryMiB(), overcommitRatio: o.overcommitRatio ?? 1.5 },
+      disk,
+      failpoint,
+    });
+    const rec = await svc.reconcile();
+    log.info(rec, 'reconciled');
+    svc.startBackground();
+    undo.push('stop the background loops', () => {
+      svc.stopBackground();
+    });
+    const buildTemplate = async (name: string, res: { memoryMiB: number; vcpus: number }, opId: string) => {
+      log.info({ opId }, 'building or finding the default image');
+      await buildDefaultImageInChild(o.cacheDir);
+      const img = await resolveImage(o.cacheDir, 'default');
+      return svc.buildTemplate(
+        name,
+        { key: img.key, kernel: img.kernel, initrd: img.initrd, rootfs: img.rootfs },
+        res,
+        { opId },
+      );
+    };
+    const keys = new ApiKeyService({ store });
+    const e2bApi = createServer(
+      createRouter(e2bRoutes({ svc, keys, buildTemplate }), log.child({ api: 'e2b' }), e2bRouterOpts(keys)),
+    );
+    e2bApi.requestTimeout = 0; // a first create builds the base template
+    const proxy = createEnvdProxy({ svc, log: log.child({ api: 'envd-proxy' }) });
+    undo.push('close the envd proxy', () => {
+      proxy.close();
+    });
+    const envdProxy = createServer(proxy.handle);
+    // Connect streams (commands, watches) live as long as the guest keeps them.
+    envdProxy.requestTimeout = 0;
+    envdProxy.keepAliveTimeout = 650_000;
+    undo.push('close the E2B API', () => closeServer(e2bApi));
+    const apiPort = await listenTcp(e2bApi, o.e2bApiPort, 'KILN_E2B_API_PORT', DEFAULT_E2B_API_PORT, log);
+    undo.push('close the envd proxy port', () => closeServer(envdProxy));
+    const sandboxPort = await listenTcp(
       envdProxy,
       o.e2bSandboxPort,
       'KILN_E2B_SANDBOX_PORT',
       DEFAULT_E2B_SANDBOX_PORT,
       log,
     );
+    const e2bApiUrl = `http://127.0.0.1:${apiPort}`;
+    const e2bSandboxUrl = `http://127.0.0.1:${sandboxPort}`;
+    const e2bFile = join(o.stateDir, 'e2b.json');
+    undo.push('remove e2b.json', () => unlink(e2bFile).catch(() => undefined));
+    await writeFileAtomic(e2bFile, JSON.stringify({ apiUrl: e2bApiUrl, sandboxUrl: e2bSandboxUrl }) + '\n');
+    const e2bEnv = (): Promise<E2bEnv> => envForCli(o.stateDir, keys, e2bApiUrl, e2bSandboxUrl);
+    const server = createServer(
+      createRouter(nativeRoutes({ svc, buildTemplate, version: KILN_VERSION, keys, e2bEnv }), log),
+    );
+    server.requestTimeout = 0; // template builds and long execs
+    undo.push('close the unix socket', async () => {
+      await closeServer(server);
+      await unlink(socketPath).catch(() => undefined);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(socketPath, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    await chmod(socketPath, 0o600);
+    log.info({ socketPath, version: KILN_VERSION }, 'kilnd listening');
+    let closing: Promise<void> | undefined;
+    return {
+      socketPath,
+      e2bApiUrl,
+      e2bSandboxUrl,
+      keys,
+      svc,
+      server,
+      close: () =>
+        (closing ??= (async () => {
+          await undo.unwind(log);
+          log.info('kilnd stopped (VMs keep running and are re-adopted at the next start)');
+        })()),
+    };
   } catch (e) {
-    // Leave nothing open: the daemon did not start.
-    svc.stopBackground();
-    e2bApi.close();
-    envdProxy.close();
-    proxy.close();
-    await driver.close();
-    store.close();
+    // Leave nothing open or half-written: the daemon did not start.
+    await undo.unwind(log);
     throw e;
   }
-  const e2bApiUrl = `http://127.0.0.1:${apiPort}`;
-  const e2bSandboxUrl = `http://127.0.0.1:${sandboxPort}`;
-  const e2bFile = join(o.stateDir, 'e2b.json');
-  await writeFileAtomic(e2bFile, JSON.stringify({ apiUrl: e2bApiUrl, sandboxUrl: e2bSandboxUrl }) + '\n');
-  const e2bEnv = (): Promise<E2bEnv> => envForCli(o.stateDir, keys, e2bApiUrl, e2bSandboxUrl);
-  const server = createServer(
-    createRouter(nativeRoutes({ svc, buildTemplate, version: KILN_VERSION, keys, e2bEnv }), log),
-  );
-  server.requestTimeout = 0; // template builds and long execs
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(socketPath, () => {
-      resolve();
-    });
-  });
-  await chmod(socketPath, 0o600);
-  const pidFile = join(o.stateDir, 'kilnd.pid');
-  await writeFile(pidFile, `${process.pid}\n`);
-  log.info({ socketPath, version: KILN_VERSION }, 'kilnd listening');
-  return {
-    socketPath,
-    e2bApiUrl,
-    e2bSandboxUrl,
-    keys,
-    svc,
-    server,
-    close: async () => {
-      svc.stopBackground();
-      for (const s of [server, e2bApi, envdProxy]) {
-        s.closeAllConnections();
-        await new Promise<void>((r) => {
-          s.close(() => {
-            r();
-          });
-        });
-      }
-      proxy.close();
-      await unlink(e2bFile).catch(() => undefined);
-      await driver.close();
-      store.close();
-      await unlink(socketPath).catch(() => undefined);
-      await unlink(pidFile).catch(() => undefined);
-      log.info('kilnd stopped (VMs keep running and are re-adopted at the next start)');
-    },
-  };
 }

@@ -1,11 +1,17 @@
 /**
  * kilnd's process entry: `node src/api/main.ts` (what `kiln daemon` runs). Logs JSON lines to
- * stderr; SIGTERM/SIGINT stop it cleanly (VMs keep running and are re-adopted next time).
+ * stderr; SIGTERM/SIGINT stop it cleanly (VMs keep running and are re-adopted next time). A
+ * start that fails has already closed everything it opened; the process exits with status 1.
  */
 import { isKilnError } from '../core/errors.ts';
 import { createLogger } from '../core/log.ts';
 import { defaultCacheDir, defaultStateDir } from '../core/paths.ts';
 import { startKilnd } from './kilnd.ts';
+
+// The detached daemon's stdout/stderr is <state>/kilnd.log: a full disk (ENOSPC) or a reader
+// that went away (EPIPE) must not end kilnd through an unhandled 'error' (the logger itself
+// drops lines it cannot write: core/log.ts fdDestination).
+for (const s of [process.stdout, process.stderr]) s.on('error', () => undefined);
 
 // kilnd's state holds secrets (tokens, env vars, guest memory): every file it, QEMU or qemu-img
 // creates is private to kilnd's user. Image builds run in a child with the usual 022.
@@ -31,6 +37,12 @@ try {
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
 } catch (e) {
-  log.error({ err: e }, isKilnError(e) ? e.message : 'kilnd failed to start');
+  log.error({ err: e }, isKilnError(e) ? `kilnd did not start: ${e.message}` : 'kilnd failed to start');
   process.exitCode = 1;
+  // startKilnd closed everything it opened, so the process ends now by itself. Should a handle
+  // still hold it (a bug), end it anyway: a daemon that did not start must not linger.
+  setTimeout(() => {
+    // eslint-disable-next-line no-restricted-properties -- the process entry of a failed start
+    process.exit(1);
+  }, 2000).unref();
 }

@@ -28,3 +28,31 @@ test('asKilnError keeps KilnErrors and wraps anything else', () => {
   assert.equal(w.message, 'boom');
   assert.equal(asKilnError('str').code, 'internal');
 });
+
+test('a full disk becomes no_space by its code: errno ENOSPC/EDQUOT, SQLITE_FULL, also wrapped in a vague code', () => {
+  const enospc = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+  const full = Object.assign(new Error('database or disk is full'), {
+    code: 'ERR_SQLITE_ERROR',
+    errcode: 13,
+    errstr: 'database or disk is full',
+  });
+  for (const e of [
+    enospc,
+    Object.assign(new Error('quota'), { code: 'EDQUOT' }),
+    full,
+    new KilnError('driver_error', 'cannot move the overlay', { cause: enospc }),
+    new KilnError('internal', 'journal write failed', { cause: full }),
+  ]) {
+    const k = asKilnError(e);
+    assert.equal(k.code, 'no_space', e.message);
+    assert.equal(k.status, 507);
+    assert.match(k.message, /free disk space .* and retry/, 'says what to do');
+  }
+  // Other SQLite errors, other errnos and precise codes are left alone; the text alone decides nothing.
+  const busy = Object.assign(new Error('database is locked'), { code: 'ERR_SQLITE_ERROR', errcode: 5 });
+  assert.equal(asKilnError(busy).code, 'internal');
+  assert.equal(asKilnError(Object.assign(new Error('x'), { code: 'EACCES' })).code, 'internal');
+  assert.equal(asKilnError(new Error('database or disk is full')).code, 'internal');
+  const precise = new KilnError('conflict', 'busy', { cause: enospc });
+  assert.equal(asKilnError(precise), precise);
+});

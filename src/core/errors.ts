@@ -60,10 +60,44 @@ export class KilnError extends Error {
 
 export const isKilnError = (e: unknown): e is KilnError => e instanceof KilnError;
 
-/** Wraps anything thrown into a KilnError, keeping KilnErrors as they are. */
+/** What to do about a full disk; every `no_space` kiln raises for one says it. */
+export const NO_SPACE_ADVICE =
+  "free disk space on the filesystem of kiln's state dir (kill sandboxes, delete snapshots and templates you no longer need) and retry";
+
+/** SQLite's primary result code SQLITE_FULL ("database or disk is full"). */
+const SQLITE_FULL = 13;
+
+/**
+ * True when `e` or an error in its `cause` chain says a disk is full: errno ENOSPC or EDQUOT
+ * (fs calls), SQLite's SQLITE_FULL (node:sqlite's `errcode`; extended codes keep the primary
+ * code in the low byte). Decided by codes, never by message text.
+ */
+export function isNoSpace(e: unknown): boolean {
+  for (let x: unknown = e, depth = 0; x && typeof x === 'object' && depth < 8; depth++) {
+    const o = x as { code?: unknown; errcode?: unknown; cause?: unknown };
+    if (o instanceof KilnError && o.code === 'no_space') return true;
+    if (o.code === 'ENOSPC' || o.code === 'EDQUOT') return true;
+    if (o.code === 'ERR_SQLITE_ERROR' && typeof o.errcode === 'number' && (o.errcode & 0xff) === SQLITE_FULL)
+      return true;
+    x = o.cause;
+  }
+  return false;
+}
+
+/** Codes that only say "something failed": a full disk behind one is reported as `no_space`. */
+const VAGUE: readonly ErrorCode[] = ['internal', 'driver_error', 'image_build_failed'];
+
+/**
+ * Wraps anything thrown into a KilnError, keeping KilnErrors as they are, except that a full disk
+ * (see {@link isNoSpace}) becomes `no_space` with {@link NO_SPACE_ADVICE}, also when it arrives
+ * wrapped in a vague code (`internal`, `driver_error`, `image_build_failed`).
+ */
 export function asKilnError(e: unknown, code: ErrorCode = 'internal'): KilnError {
-  if (e instanceof KilnError) return e;
+  if (e instanceof KilnError && (e.code === 'no_space' || !VAGUE.includes(e.code) || !isNoSpace(e.cause)))
+    return e;
   const msg = e instanceof Error ? e.message : String(e);
+  if (isNoSpace(e))
+    return new KilnError('no_space', `no space left on device (${msg}): ${NO_SPACE_ADVICE}`, { cause: e });
   return new KilnError(code, msg, { cause: e });
 }
 

@@ -1,5 +1,5 @@
 import { spawn, type SpawnOptions } from 'node:child_process';
-import { KilnError, type ErrorCode } from './errors.ts';
+import { KilnError, NO_SPACE_ADVICE, type ErrorCode } from './errors.ts';
 
 export interface RunOpts {
   cwd?: string;
@@ -104,8 +104,9 @@ export function run(cmd: string, args: readonly string[], opts: RunOpts = {}): P
       const errCode: ErrorCode = /No space left on device/i.test(stderr)
         ? 'no_space'
         : (opts.failCode ?? 'internal');
+      const advice = errCode === 'no_space' ? ` — ${NO_SPACE_ADVICE}` : '';
       reject(
-        new KilnError(errCode, `${cmd} ${args.slice(0, 3).join(' ')} failed (${how}): ${tail}`, {
+        new KilnError(errCode, `${cmd} ${args.slice(0, 3).join(' ')} failed (${how}): ${tail}${advice}`, {
           details: { cmd, exitCode: code },
         }),
       );

@@ -1,4 +1,4 @@
-import { open, rename, mkdir } from 'node:fs/promises';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 
 /** fsyncs a directory so a rename inside it survives a crash. */
@@ -13,19 +13,26 @@ export async function fsyncDir(dir: string): Promise<void> {
 
 /**
  * Writes a file so that readers see either the old or the new content, never a torn one, even
- * after a crash: write to a temp file, fsync, rename over the target, fsync the directory.
+ * after a crash: write to a temp file, fsync, rename over the target, fsync the directory. A
+ * failure (a full disk, a directory in the way) removes the temp file and leaves the target as
+ * it was.
  */
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
   const dir = dirname(path);
   await mkdir(dir, { recursive: true });
   const tmp = join(dir, `.${basename(path)}.tmp-${process.pid}-${Date.now()}`);
-  const fh = await open(tmp, 'w', mode);
   try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
+    const fh = await open(tmp, 'w', mode);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (e) {
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw e;
   }
-  await rename(tmp, path);
   await fsyncDir(dir);
 }

@@ -14,6 +14,8 @@ import { nullLogger } from '../core/log.ts';
 import { SqliteStore } from '../store/sqlite-store.ts';
 import type { StopOpts } from '../vmm/driver.ts';
 import { FakeDriver, type FakeWorld } from '../vmm/fake-driver.ts';
+import { diskVirtualSize, overlayWorstCaseBytes } from '../vmm/qemu/qcow2.ts';
+import { DiskAdmission } from './admission.ts';
 import type { ExecResult, GuestClient, GuestMetrics, InitBody } from './guest-client.ts';
 import { SandboxService, type SandboxServiceDeps } from './sandbox-service.ts';
 import {
@@ -179,6 +181,41 @@ describe('SandboxService (fake driver)', () => {
     });
     await svc.kill(b.id);
     await svc.create({ template: 'base' });
+  });
+
+  it('admits creates and resumes only while the state disk has room for their disks (no_space)', async () => {
+    // The fake template's disk layer is a small plain file: its size is the guest disk's size.
+    let free = 0;
+    const disk = new DiskAdmission({
+      stateDir: dir,
+      runDir: join(dir, 'no-vms'),
+      reserveMiB: 1,
+      overcommitRatio: 1,
+      freeBytes: () => free,
+    });
+    svc = new SandboxService({ ...deps, disk });
+    const snap = store.getSnapshot(store.getTemplate('base').snapshotId ?? '');
+    const worst = overlayWorstCaseBytes(diskVirtualSize(join(dir, 'snapshots', snap.id, 'disk.qcow2')));
+    // Short of two disks + the reserve (fake layers of a few dozen bytes differ by a few bytes).
+    free = 2 * worst + 2 ** 20 - 1000;
+    const a = await svc.create({ template: 'base' });
+    assert.equal(svc.diskSizeMiB(a), 0);
+    await svc.create({ template: 'base' }).then(
+      () => assert.fail('a second disk does not fit next to the first'),
+      (e: unknown) => {
+        assert.equal((e as { code?: string }).code, 'no_space');
+        assert.match((e as Error).message, /1 live sandboxes may still write.*free disk space/);
+      },
+    );
+    assert.equal(svc.list({ states: ['creating', 'running'] }).items.length, 1, 'nothing recorded');
+    assert.deepEqual(store.openOperations(), []);
+    // A paused sandbox writes nothing, but its resume needs room again.
+    await svc.pause(a.id);
+    const b = await svc.create({ template: 'base' });
+    await assert.rejects(svc.resume(a.id), { code: 'no_space' });
+    assert.equal(svc.get(a.id).state, 'paused');
+    await svc.kill(b.id);
+    assert.equal((await svc.resume(a.id)).state, 'running');
   });
 
   it('kill: once; a second kill is refused; a concurrent one is a conflict', async () => {

@@ -14,7 +14,7 @@ import type {
   SnapshotRecord,
   TemplateRecord,
 } from '../core/domain.ts';
-import { KilnError, invalidArgument } from '../core/errors.ts';
+import { KilnError, asKilnError, invalidArgument } from '../core/errors.ts';
 import type { Failpoint } from '../core/failpoint.ts';
 import { run as runTool } from '../core/exec.ts';
 import { writeFileAtomic } from '../core/fs-atomic.ts';
@@ -27,6 +27,7 @@ import { waitForHttp } from '../vmm/health.ts';
 import { AGENT_PORT } from '../vmm/qemu/args.ts';
 import type { ExecOpts, ExecResult, GuestClient, GuestMetrics, HttpGuestClientOpts } from './guest-client.ts';
 import { OpRun, runUndo } from './journal.ts';
+import type { DiskAdmission } from './admission.ts';
 import { KeyedLock } from './locks.ts';
 import { sees, seesTemplate, type Caller } from './scope.ts';
 import {
@@ -59,6 +60,8 @@ export interface SandboxServiceDeps {
   now?: () => number;
   /** Refuse creates once live guests' memory would pass hostMemoryMiB x overcommitRatio. */
   capacity?: { hostMemoryMiB: number; overcommitRatio: number };
+  /** Refuse creates and resumes whose disk could not grow to its size (src/daemon/admission.ts). */
+  disk?: DiskAdmission;
   /** How long a restored guest may take to answer (default 60 s). */
   readyTimeoutMs?: number;
   /** Crash tests: called after every journalled step (see core/failpoint.ts). */
@@ -308,7 +311,7 @@ export class SandboxService {
     const metadata = stringMap('metadata', req.metadata);
     const source = snap.sandboxId ? this.#d.store.getSandbox(snap.sandboxId) : undefined;
     const envVars = { ...source?.envVars, ...stringMap('envVars', req.envVars) };
-    this.#admit(snap.memoryMiB);
+    this.#admit(snap.memoryMiB, snap);
     const id = newId('sbx', 16);
     const token = randomBytes(24).toString('hex');
     const log = this.#d.log.child({ opId: ctx.opId, sandboxId: id });
@@ -712,9 +715,7 @@ export class SandboxService {
       ),
     );
     const results = settled.map((r) =>
-      r.status === 'fulfilled'
-        ? { sandbox: r.value }
-        : { error: r.reason instanceof KilnError ? r.reason : new KilnError('internal', String(r.reason)) },
+      r.status === 'fulfilled' ? { sandbox: r.value } : { error: asKilnError(r.reason) },
     );
     await this.#collectInternalSnapshots();
     return { snapshot: snap, results };
@@ -741,7 +742,7 @@ export class SandboxService {
         throw new KilnError('invalid_state', `sandbox ${id} is ${s.state}; resume needs paused`);
       if (!s.sourceSnapshotId) throw new KilnError('internal', `paused sandbox ${id} has no pause snapshot`);
       const snap = this.#d.store.getSnapshot(s.sourceSnapshotId);
-      this.#admit(s.memoryMiB);
+      this.#admit(s.memoryMiB, snap);
       const run = new OpRun(this.#d, 'resume', id, ctx.opId);
       try {
         this.#d.store.updateSandbox(id, { state: 'resuming' }, ['paused']);
@@ -1048,10 +1049,21 @@ export class SandboxService {
     return done;
   }
 
-  #admit(memoryMiB: number): void {
+  #admit(memoryMiB: number, source: SnapshotRecord): void {
     const cap = this.#d.capacity;
-    if (!cap) return;
     const live = this.#d.store.listSandboxes({ states: [...LIVE] }, { limit: 1000 }).items;
+    this.#d.disk?.admit(
+      this.#diskLayer(source),
+      live.flatMap((s) => {
+        if (s.state === 'paused' || !s.sourceSnapshotId) return []; // no VM, nothing written
+        try {
+          return [{ id: s.id, layer: this.#diskLayer(s.sourceSnapshotId) }];
+        } catch {
+          return [];
+        }
+      }),
+    );
+    if (!cap) return;
     const used = live.reduce((n, s) => n + s.memoryMiB, 0);
     const limit = Math.floor(cap.hostMemoryMiB * cap.overcommitRatio);
     if (used + memoryMiB > limit) {
@@ -1059,6 +1071,22 @@ export class SandboxService {
         'capacity',
         `not enough host memory: ${used} MiB committed to ${live.length} sandboxes + ${memoryMiB} MiB would pass the limit of ${limit} MiB (${cap.hostMemoryMiB} MiB x ${cap.overcommitRatio}); kill a sandbox or raise the overcommit ratio`,
       );
+    }
+  }
+
+  /** The disk layer a sandbox restored from `snap` (a record or its id) has its overlay on. */
+  #diskLayer(snap: SnapshotRecord | string): string {
+    const rec = typeof snap === 'string' ? this.#d.store.getSnapshot(snap) : snap;
+    return join(this.#snapDir(rec.id), rec.artifacts.find((a) => a.kind === 'disk')?.path ?? DISK_LAYER);
+  }
+
+  /** The size of a sandbox's disk as its guest sees it (MiB; the most its overlay can hold), if known. */
+  diskSizeMiB(s: SandboxRecord): number | undefined {
+    if (!this.#d.disk || !s.sourceSnapshotId) return undefined;
+    try {
+      return Math.round(this.#d.disk.diskBytes(this.#diskLayer(s.sourceSnapshotId)) / 2 ** 20);
+    } catch {
+      return undefined;
     }
   }
 

@@ -12,6 +12,7 @@ const KNOWN_FILES = [
   'e2b.json',
   'kilnd.log',
   'kilnd.pid',
+  'kilnd.lock',
   'kilnd.sock',
   'accel.json',
 ];

@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { asKilnError, isNoSpace } from '../core/errors.ts';
 import { MIGRATIONS } from './migrations.ts';
 import { SqliteStore } from './sqlite-store.ts';
-import { storeContract } from './store.contract.ts';
+import { sandbox, storeContract, template } from './store.contract.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'kiln-store-'));
 let n = 0;
@@ -81,4 +83,59 @@ test('migration 3: the e2b-env key becomes admin, other keys do not; older objec
   assert.equal(s.getSandbox('sbx-old').ownerKeyId, null);
   assert.equal(s.getTemplate('base').ownerKeyId, null);
   s.close();
+});
+
+test('a full disk (SQLITE_FULL on a tiny tmpfs) fails the write as no_space; the store keeps working', () => {
+  const mnt = mkdtempSync(join(tmpdir(), 'kiln-full-'));
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]);
+  let s: SqliteStore | undefined;
+  try {
+    s = new SqliteStore(join(mnt, 'kiln.db'));
+    s.putTemplate(template());
+    s.insertSandbox(sandbox());
+    // Fill the filesystem to the last block.
+    const filler = join(mnt, 'filler');
+    assert.throws(
+      () => {
+        for (let i = 0; i < 1024; i++) appendFileSync(filler, Buffer.alloc(4096));
+      },
+      { code: 'ENOSPC' },
+    );
+    const big = { blob: 'x'.repeat(256 * 1024) };
+    // updateSandbox runs in a BEGIN IMMEDIATE transaction that SQLite rolls back by itself.
+    const store = s;
+    const err = ((): unknown => {
+      try {
+        store.updateSandbox('sbx-1', { metadata: big });
+      } catch (e) {
+        return e;
+      }
+      return undefined;
+    })();
+    assert.equal(
+      (err as { errcode?: number }).errcode,
+      13,
+      `SQLITE_FULL, not a failed ROLLBACK: ${String(err)}`,
+    );
+    assert.ok(isNoSpace(err));
+    const k = asKilnError(err);
+    assert.equal(k.code, 'no_space');
+    assert.equal(k.status, 507);
+    assert.throws(
+      () => {
+        store.insertSandbox(sandbox({ id: 'sbx-2', metadata: big }));
+      },
+      (e) => asKilnError(e).code === 'no_space',
+    );
+    // Reads still work and show the state before the failed writes.
+    assert.deepEqual(store.getSandbox('sbx-1').metadata, {});
+    assert.equal(store.listSandboxes().items.length, 1);
+    // Space freed: writes work again on the same connection.
+    rmSync(filler);
+    assert.deepEqual(store.updateSandbox('sbx-1', { metadata: big }).metadata, big);
+  } finally {
+    s?.close();
+    execFileSync('umount', [mnt]);
+    rmSync(mnt, { recursive: true, force: true });
+  }
 });

@@ -140,7 +140,9 @@ export class SqliteStore implements Store {
       this.#db.exec('COMMIT');
       return r;
     } catch (e) {
-      this.#db.exec('ROLLBACK');
+      // SQLite rolls back by itself on some errors (SQLITE_FULL among them); a second ROLLBACK
+      // would then throw and hide the error that matters.
+      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
       throw e;
     }
   }

@@ -3,7 +3,8 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
-import { KilnError, invalidArgument } from '../../core/errors.ts';
+import { diskFull } from '../../core/disk-space.ts';
+import { KilnError, NO_SPACE_ADVICE, invalidArgument } from '../../core/errors.ts';
 import type { Failpoint } from '../../core/failpoint.ts';
 import { run } from '../../core/exec.ts';
 import { writeFileAtomic } from '../../core/fs-atomic.ts';
@@ -290,7 +291,12 @@ export class QemuDriver implements VmmDriver {
       const m = await q.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
       if (m.status === 'completed') break;
       if (m.status === 'failed' || m.status === 'cancelled') {
-        throw new KilnError('driver_error', `saving VM ${id} failed: ${m['error-desc'] ?? m.status}`);
+        // `cat` dying on ENOSPC reaches QEMU as a broken pipe: look at the disk itself.
+        const full = diskFull(dirname(stateFile));
+        throw new KilnError(
+          full ? 'no_space' : 'driver_error',
+          `saving VM ${id} failed: ${m['error-desc'] ?? m.status}${full ? ` (the disk of ${stateFile} is full): ${NO_SPACE_ADVICE}` : ''}`,
+        );
       }
       if (Date.now() > deadline) throw new KilnError('timeout', `saving VM ${id} did not finish in time`);
       await sleep(2);

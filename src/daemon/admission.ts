@@ -1,0 +1,116 @@
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { freeBytes } from '../core/disk-space.ts';
+import { KilnError, NO_SPACE_ADVICE } from '../core/errors.ts';
+import { diskVirtualSize, overlayWorstCaseBytes } from '../vmm/qemu/qcow2.ts';
+
+const MiB = 2 ** 20;
+
+export interface DiskAdmissionOpts {
+  /** The directory whose filesystem holds VM overlays, snapshots and the database (the state dir). */
+  stateDir: string;
+  /** Where each VM's directory (and its overlay) lives: `<runDir>/<sandbox id>/`. */
+  runDir: string;
+  /** Free space kept for the database, logs and snapshots, whatever sandboxes may take (MiB). */
+  reserveMiB: number;
+  /**
+   * The worst-case growth of sandbox disks is divided by this (1 = every sandbox may fill its
+   * whole disk; 4 = sandboxes are expected to use a quarter of theirs at most). Like memory's
+   * overcommit ratio.
+   */
+  overcommitRatio: number;
+  /** Free bytes available to kiln on the filesystem of `dir` (statfs f_bavail x f_bsize). */
+  freeBytes?: (dir: string) => number;
+}
+
+/** A live sandbox as admission sees it: its id and the disk layer its overlay sits on. */
+export interface LiveDisk {
+  id: string;
+  /** Absolute path of the layer the sandbox's overlay sits on (its size is the guest disk's size). */
+  layer: string;
+}
+
+export const DEFAULT_DISK_RESERVE_MIB = 256;
+
+/**
+ * Disk admission: a sandbox's disk is a qcow2 overlay over its source snapshot's layers, so it
+ * can grow on the host by at most the guest disk's virtual size (plus qcow2 metadata): that is
+ * the per-sandbox disk limit. A create (or resume) is admitted only when the state dir's free
+ * space covers, after dividing by the overcommit ratio, the new sandbox's worst-case growth plus
+ * what running sandboxes may still write (their worst case minus what their overlays already
+ * hold), plus the reserve. Otherwise `no_space`, saying how much is missing and what to do.
+ */
+export class DiskAdmission {
+  readonly #o: DiskAdmissionOpts;
+  readonly #freeBytes: (dir: string) => number;
+  /** Layer path -> virtual size; snapshot layers are immutable. */
+  readonly #sizes = new Map<string, number>();
+
+  constructor(o: DiskAdmissionOpts) {
+    if (!(o.overcommitRatio >= 1))
+      throw new KilnError('invalid_argument', `disk overcommit ratio must be >= 1, got ${o.overcommitRatio}`);
+    if (!(o.reserveMiB >= 0))
+      throw new KilnError('invalid_argument', `disk reserve must be >= 0 MiB, got ${o.reserveMiB}`);
+    this.#o = o;
+    this.#freeBytes = o.freeBytes ?? freeBytes;
+  }
+
+  /** The guest disk size (virtual size, bytes) of a sandbox whose overlay sits on `layer`. */
+  diskBytes(layer: string): number {
+    let v = this.#sizes.get(layer);
+    if (v === undefined) {
+      v = diskVirtualSize(layer);
+      this.#sizes.set(layer, v);
+    }
+    return v;
+  }
+
+  /** What a running sandbox may still write to its overlay (bytes): its worst case minus its use. */
+  remainingBytes(s: LiveDisk): number {
+    const dir = join(this.#o.runDir, s.id);
+    let overlays: string[];
+    try {
+      overlays = readdirSync(dir).filter((f) => /^overlay(-\d+)?\.qcow2$/.test(f));
+    } catch {
+      overlays = [];
+    }
+    // No overlay yet (being created) or none any more: count its whole worst case.
+    const used = overlays.reduce((n, f) => {
+      try {
+        return n + statSync(join(dir, f)).blocks * 512;
+      } catch {
+        return n;
+      }
+    }, 0);
+    return Math.max(0, overlayWorstCaseBytes(this.diskBytes(s.layer)) - used);
+  }
+
+  /**
+   * Admits a new sandbox whose overlay will sit on `layer`, next to the `live` ones (those that
+   * have or are getting a VM; paused sandboxes write nothing). `no_space` when it does not fit.
+   */
+  admit(layer: string, live: readonly LiveDisk[]): void {
+    const o = this.#o;
+    const mine = overlayWorstCaseBytes(this.diskBytes(layer));
+    let others = 0;
+    for (const s of live) {
+      try {
+        others += this.remainingBytes(s);
+      } catch {
+        // A layer that vanished (its sandbox is ending): nothing more will be written there.
+      }
+    }
+    const need = (mine + others) / o.overcommitRatio + o.reserveMiB * MiB;
+    const free = this.#freeBytes(o.stateDir);
+    if (free < need) {
+      const mb = (b: number): number => Math.ceil(b / MiB);
+      throw new KilnError(
+        'no_space',
+        `not enough free disk space for a new sandbox: ${mb(free)} MiB free in ${o.stateDir}, ${mb(need)} MiB needed ` +
+          `(its ${mb(mine)} MiB disk + ${mb(others)} MiB that ${live.length} live sandboxes may still write` +
+          `${o.overcommitRatio === 1 ? '' : `, divided by the overcommit ratio ${o.overcommitRatio}`}, + ${o.reserveMiB} MiB reserve); ${NO_SPACE_ADVICE}`,
+        { details: { freeMiB: mb(free), neededMiB: mb(need) } },
+      );
+    }
+  }
+}
