@@ -530,8 +530,9 @@ export class SandboxService {
       parentId: s.sourceSnapshotId,
       guestToken: s.accessToken,
       pauseMs: null,
-      // The key that takes it owns it; kiln's own (the reaper's pause) or the native API's: the sandbox's key.
-      ownerKeyId: ctx.caller?.keyId ?? s.ownerKeyId,
+      // A pause stays the sandbox's; a snapshot or fork is the key's that takes it (kiln's own or
+      // the native API's: the sandbox's key's).
+      ownerKeyId: kind === 'pause' ? s.ownerKeyId : (ctx.caller?.keyId ?? s.ownerKeyId),
     };
     const dir = this.#snapDir(meta.id);
     let committed = false;

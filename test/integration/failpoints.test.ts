@@ -111,6 +111,7 @@ describe('kill -9 at every journalled step (failpoints, real guests)', { timeout
     await c.buildTemplate({ name: 'base' });
     sbx = (await c.createSandbox({ template: 'base', timeoutS: 3600 })).sandboxId;
     await c.exec(sbx, 'echo kept > /home/user/f');
+    stop(); // each test starts the daemon it needs
   });
   // A failed test must not leave its daemon to the next one.
   afterEach(() => {
@@ -129,6 +130,7 @@ describe('kill -9 at every journalled step (failpoints, real guests)', { timeout
   });
 
   it('the steps covered are exactly the steps a pause and a snapshot journal', async () => {
+    start();
     await c.pause(sbx);
     await c.resume(sbx);
     await c.snapshot(sbx, { name: 'probe' });

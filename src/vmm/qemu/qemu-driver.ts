@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { diskFull } from '../../core/disk-space.ts';
@@ -210,6 +210,13 @@ export class QemuDriver implements VmmDriver {
       qmp.once('close', () => {
         this.#qmp.delete(spec.id);
       });
+      // QEMU's -daemonize sets umask 027: what it made since is group-readable. The VM's RAM and
+      // serial log are private (its directory is 0700 anyway).
+      await privateFiles([
+        join(dir, FILES.qmp),
+        join(dir, FILES.serial),
+        spec.memoryFile?.share ? spec.memoryFile.path : undefined,
+      ]);
       if (spec.incoming) await this.#restoreState(qmp, spec, opts);
       const usernet = await qmp.execute<string>('human-monitor-command', { 'command-line': 'info usernet' });
       const ports = parseUsernetForwards(usernet);
@@ -285,7 +292,8 @@ export class QemuDriver implements VmmDriver {
     });
     // The default 128 MiB/s throttle makes a local save several times slower than the disk.
     await q.execute('migrate-set-parameters', { 'max-bandwidth': 64 * 2 ** 30 });
-    await q.execute('migrate', { uri: `exec:cat > ${shellQuote(stateFile)}` });
+    // The shell QEMU runs has its umask (027 once daemonized): the saved state is private.
+    await q.execute('migrate', { uri: `exec:umask 077 && cat > ${shellQuote(stateFile)}` });
     const deadline = Date.now() + (opts.timeoutMs ?? 120_000);
     for (;;) {
       const m = await q.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
@@ -604,6 +612,11 @@ async function activeImage(q: QmpClient): Promise<string> {
   const file = blocks.find((b) => b.device === 'root')?.inserted?.image.filename;
   if (!file) throw new KilnError('driver_error', 'QEMU reports no root disk');
   return file;
+}
+
+/** Removes group and other bits from files that exist (QEMU made them under its own umask). */
+async function privateFiles(paths: (string | undefined)[]): Promise<void> {
+  for (const p of paths) if (p) await chmod(p, 0o600).catch(() => undefined);
 }
 
 /** Quotes a path for the shell QEMU runs `exec:` migration URIs with. */
