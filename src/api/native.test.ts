@@ -180,7 +180,7 @@ describe('native API', () => {
     assert.equal(c.status, 201);
     const id = String(c.json?.['sandboxId']);
     assert.deepEqual(Object.keys(c.json ?? {}).sort(), [
-      'createdAt', 'endAt', 'endReason', 'envdAccessToken', 'memoryMiB', 'metadata', 'sandboxId', 'startedAt', 'state', 'templateId', 'vcpus',
+      'condition', 'createdAt', 'endAt', 'endReason', 'envdAccessToken', 'memoryMiB', 'metadata', 'sandboxId', 'startedAt', 'state', 'templateId', 'vcpus',
     ]); // prettier-ignore
     assert.equal(c.json?.['state'], 'running');
     assert.deepEqual((await call('GET', `/v1/sandboxes/${id}`)).json, c.json);

@@ -89,4 +89,8 @@ export const MIGRATIONS: readonly string[] = [
     last_used_at TEXT
   ) STRICT;
   `,
+  // 3: a sandbox's condition (unresponsive, disk_full, vm_stopped) as JSON, or NULL
+  `
+  ALTER TABLE sandboxes ADD COLUMN condition TEXT;
+  `,
 ];

@@ -83,13 +83,17 @@ export class FakeDriver implements VmmDriver {
       throw new KilnError(
         'not_found',
         `VM ${id} has no record but its process ${vm.info.pid} still runs; it can only be killed`,
+        { details: { id, pids: [vm.info.pid] } },
       );
     return vm;
   }
 
   #checkIo(): void {
     if (this.#ioFailure)
-      throw new KilnError('driver_error', `reading VM state failed (${this.#ioFailure}); the VM's state is unknown`);
+      throw new KilnError(
+        'driver_error',
+        `reading VM state failed (${this.#ioFailure}); the VM's state is unknown`,
+      );
   }
 
   async status(id: string): Promise<VmInfo> {

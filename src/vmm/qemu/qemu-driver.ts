@@ -662,19 +662,11 @@ export class QemuDriver implements VmmDriver {
       if (!(await this.#dirExists(id))) throw new KilnError('not_found', `VM ${id} does not exist`);
       return [];
     }
-    return (
-      text
-        .split(/\r?\n/)
-        // eslint-disable-next-line no-control-regex
-        .map((l) =>
-          l
-            .replace(/\u001b\[[0-9;?]*[A-Za-z]/g, '')
-            .replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, '')
-            .trimEnd(),
-        )
-        .filter((l) => l !== '')
-        .slice(-maxLines)
-    );
+    return text
+      .split(/\r?\n/)
+      .map(printable)
+      .filter((l) => l !== '')
+      .slice(-maxLines);
   }
 
   async #dirExists(id: string): Promise<boolean> {
@@ -799,6 +791,16 @@ async function activeImage(q: QmpClient): Promise<string> {
   const file = blocks.find((b) => b.device === 'root')?.inserted?.image.filename;
   if (!file) throw new KilnError('driver_error', 'QEMU reports no root disk');
   return file;
+}
+
+/** A console line without terminal escapes and control characters. */
+function printable(line: string): string {
+  /* eslint-disable no-control-regex -- removing control characters is the point */
+  return line
+    .replace(/\u001b\[[0-9;?]*[A-Za-z]/g, '')
+    .replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, '')
+    .trimEnd();
+  /* eslint-enable no-control-regex */
 }
 
 /** Quotes a path for the shell QEMU runs `exec:` migration URIs with. */
