@@ -221,15 +221,20 @@ describe('SandboxService (fake driver)', () => {
   it("a VM that died by itself is marked dead by the liveness check, with its console's last words", async () => {
     const s = await svc.create({ template: 'base' });
     const panic = 'Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000009';
+    // As a real panic looks: the cause, the panic line, a long stack dump, and the VM is gone.
+    const dump = Array.from({ length: 45 }, (_, i) => `[   12.4]  ? frame_${i}+0x1/0x2`);
     driver.crash(s.id, [
       '[   12.3] Out of memory: Killed process 77 (node)',
       `[   12.4] ${panic}`,
-      '[   12.4] ---[ end ]---',
+      ...dump,
+      '[   12.5] Kernel Offset: 0x37e00000 from 0xffffffff81000000',
     ]);
     assert.deepEqual(await svc.checkLiveness(), [s.id]);
     assert.equal(svc.get(s.id).endReason, `vm exited: ${panic}`);
     const ev = svc.logs(s.id).items.find((e) => e.message === `vm exited: ${panic}`);
-    assert.deepEqual((ev?.data?.['console'] as string[]).length, 3, 'the event carries the console tail');
+    const excerpt = ev?.data?.['console'] as string[];
+    assert.equal(excerpt[0], '[   12.3] Out of memory: Killed process 77 (node)', 'what led to the panic');
+    assert.equal(excerpt.length, 26, 'the event carries the panic and the start of its dump');
     // Without a panic line, the last line the guest wrote; with an empty console, a bare exit.
     const t = await svc.create({ template: 'base' });
     driver.crash(t.id, ['booted', 'agent: listening']);

@@ -33,7 +33,7 @@ import type {
   HttpGuestClientOpts,
 } from './guest-client.ts';
 import { OpRun, runUndo } from './journal.ts';
-import { LivenessWatcher, exitReason, type LivenessOpts } from './liveness.ts';
+import { CONSOLE_LINES, LivenessWatcher, consoleExcerpt, exitReason, type LivenessOpts } from './liveness.ts';
 import { KeyedLock } from './locks.ts';
 import {
   ARCHIVE_FILES,
@@ -1405,8 +1405,9 @@ export class SandboxService {
     try {
       const info = await this.#d.driver.status(id);
       if (info.state !== 'stopped') return { state: 'up' };
-      const lines = await this.#d.driver.consoleTail(id).catch(() => [] as string[]);
-      if (lines.length) this.#d.store.appendEvent(id, 'warn', exitReason(lines), { console: lines });
+      const lines = await this.#d.driver.consoleTail(id, CONSOLE_LINES).catch(() => [] as string[]);
+      if (lines.length)
+        this.#d.store.appendEvent(id, 'warn', exitReason(lines), { console: consoleExcerpt(lines) });
       return { state: 'gone', reason: `lost in a daemon restart (${exitReason(lines)})` };
     } catch (e) {
       if (!(e instanceof KilnError && e.code === 'not_found')) return { state: 'unknown', error: e };
