@@ -11,6 +11,7 @@ import { DEFAULT_DISK_RESERVE_MIB, DiskAdmission } from '../daemon/admission.ts'
 import { ApiKeyService } from '../daemon/api-keys.ts';
 import { createLogger } from '../core/log.ts';
 import { HttpGuestClient } from '../daemon/guest-client.ts';
+import type { LivenessOpts } from '../daemon/liveness.ts';
 import { SandboxService } from '../daemon/sandbox-service.ts';
 import { secureStateDir } from '../daemon/state-dir.ts';
 import { buildDefaultImageInChild } from '../images/build-child.ts';
@@ -55,6 +56,8 @@ export interface KilndOpts {
    * $KILN_FAILPOINT; `hit` ends the process there at once (the entry passes a SIGKILL of itself).
    */
   failpoint?: { at: string; hit: () => void };
+  /** How the liveness watcher probes guests and retries VMs stopped on a full disk. */
+  liveness?: LivenessOpts;
 }
 
 export const DEFAULT_E2B_API_PORT = 7480;
@@ -234,6 +237,7 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
       capacity: { hostMemoryMiB: hostMemoryMiB(), overcommitRatio: o.overcommitRatio ?? 1.5 },
       disk,
       failpoint,
+      ...(o.liveness ? { liveness: o.liveness } : {}),
     });
     const rec = await svc.reconcile();
     log.info(rec, 'reconciled');

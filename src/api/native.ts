@@ -34,6 +34,7 @@ export function sandboxView(s: SandboxRecord): Record<string, unknown> {
     startedAt: s.startedAt,
     endAt: s.endAt,
     endReason: s.endReason,
+    condition: s.condition,
     envdAccessToken: s.accessToken,
     ownerKeyId: s.ownerKeyId,
   };

@@ -209,8 +209,15 @@ async function sandbox(sub: string | undefined, argv: string[]): Promise<number>
       const r = await c.listSandboxes({ states: values.state, metadata: pairs('metadata', values.metadata) });
       out(r.items, () => {
         table(
-          ['ID', 'TEMPLATE', 'STATE', 'MEMORY', 'ENDS'],
-          r.items.map((s) => [s.sandboxId, s.templateId, s.state, `${s.memoryMiB} MiB`, s.endAt]),
+          ['ID', 'TEMPLATE', 'STATE', 'CONDITION', 'MEMORY', 'ENDS'],
+          r.items.map((s) => [
+            s.sandboxId,
+            s.templateId,
+            s.state,
+            s.condition?.code ?? '-',
+            `${s.memoryMiB} MiB`,
+            s.endAt,
+          ]),
         );
       });
       return 0;
@@ -220,7 +227,14 @@ async function sandbox(sub: string | undefined, argv: string[]): Promise<number>
       out(s, () => {
         table(
           ['FIELD', 'VALUE'],
-          Object.entries(s).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]),
+          Object.entries(s).map(([k, v]) => [
+            k,
+            k === 'condition' && s.condition
+              ? `${s.condition.code} since ${s.condition.since}: ${s.condition.message}`
+              : typeof v === 'string'
+                ? v
+                : JSON.stringify(v),
+          ]),
         );
       });
       return 0;

@@ -42,6 +42,22 @@ export interface TemplateRecord {
   ownerKeyId: string | null;
 }
 
+/**
+ * Something wrong with a sandbox that is otherwise in its state (kept `running`): `unresponsive`
+ * = its guest agent stopped answering; `disk_full` = the hypervisor stopped the VM because the
+ * host had no space left for its disk; `vm_stopped` = the VM's vCPUs are stopped for another
+ * reason (an I/O error, a pause kiln did not ask for). Cleared when the condition ends.
+ */
+export type SandboxConditionCode = 'unresponsive' | 'disk_full' | 'vm_stopped';
+
+export interface SandboxCondition {
+  code: SandboxConditionCode;
+  /** What is wrong and what to do, for people. */
+  message: string;
+  /** When it was first seen (ISO time). */
+  since: string;
+}
+
 export interface SandboxRecord {
   id: string;
   templateId: string;
@@ -73,6 +89,8 @@ export interface SandboxRecord {
    * through the native API (or before keys were scoped): admin keys only.
    */
   ownerKeyId: string | null;
+  /** What is wrong with it now, if anything (see SandboxCondition); a dead sandbox keeps its last. */
+  condition: SandboxCondition | null;
 }
 
 /**

@@ -19,6 +19,11 @@ export function procStat(pid: number): { state: string; startTime: number } | un
   } catch {
     return undefined;
   }
+  return parseProcStat(s);
+}
+
+/** State letter and start time from the text of /proc/PID/stat. */
+export function parseProcStat(s: string): { state: string; startTime: number } {
   // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
   const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
   const state = rest[0] ?? '?';

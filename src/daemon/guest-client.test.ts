@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import type { AddressInfo } from 'node:net';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { after, before, test } from 'node:test';
 import { createAgent, type Agent } from '../guest/agent.ts';
 import { HttpGuestClient } from './guest-client.ts';
@@ -57,4 +57,45 @@ test('an agent that is not there is guest_agent_error', async () => {
   await assert.rejects(new HttpGuestClient({ baseUrl: 'http://127.0.0.1:9' }).health(1000), {
     code: 'guest_agent_error',
   });
+});
+
+test('a quiet command outlives the idle deadline: the agent sends keep-alives', async () => {
+  const c = new HttpGuestClient({ baseUrl, accessToken: 'rotated', timeouts: { execIdleMs: 1500 } });
+  const r = await c.exec('sleep 3.5; echo done');
+  assert.deepEqual([r.exitCode, r.stdout], [0, 'done\n']);
+});
+
+test('a guest that accepts connections but never answers fails every call within its deadline', async () => {
+  // What a stopped VM looks like from the host: QEMU's forward accepts, nothing ever answers.
+  const held = new Set<Socket>();
+  const mute = createServer((s) => held.add(s));
+  await new Promise<void>((r) => mute.listen(0, '127.0.0.1', r));
+  const c = new HttpGuestClient({
+    baseUrl: `http://127.0.0.1:${(mute.address() as AddressInfo).port}`,
+    accessToken: 't',
+    timeouts: { execIdleMs: 600, initMs: 400, metricsMs: 400, healthMs: 400 },
+  });
+  try {
+    const within = async (p: Promise<unknown>, ms: number, message: RegExp): Promise<void> => {
+      const t0 = Date.now();
+      await assert.rejects(p, { code: 'guest_agent_error', message });
+      assert.ok(Date.now() - t0 < ms, `failed after ${Date.now() - t0} ms`);
+    };
+    await within(c.exec('echo hi'), 3000, /not responding.*nothing, not even a keep-alive, for 600 ms/);
+    await within(c.health(), 2000, /did not answer \/health: no answer within 400 ms/);
+    await within(
+      c.init({ timestamp: new Date().toISOString() }),
+      2000,
+      /\/init failed: no answer within 400 ms/,
+    );
+    await within(c.metrics(), 2000, /\/metrics failed: no answer within 400 ms/);
+    // The caller's own cancel still wins over the deadline.
+    const ac = new AbortController();
+    const p = c.exec('echo hi', { signal: ac.signal });
+    ac.abort();
+    await assert.rejects(p, { code: 'cancelled' });
+  } finally {
+    for (const s of held) s.destroy();
+    mute.close();
+  }
 });

@@ -55,21 +55,56 @@ export interface GuestMetrics {
   disk_total: number;
 }
 
+/**
+ * Server-side deadlines of every call into a guest (ms): a guest that stops answering fails the
+ * call with `guest_agent_error` instead of hanging the caller.
+ */
+export interface GuestTimeouts {
+  /** GET /health (a caller may ask for a shorter one). */
+  healthMs: number;
+  /** POST /init. */
+  initMs: number;
+  /** GET /metrics. */
+  metricsMs: number;
+  /**
+   * A command stream that brings nothing, not even the agent's keep-alive (asked for every
+   * third of this), for this long fails. The command's own run time is not limited by it.
+   */
+  execIdleMs: number;
+}
+
+export const DEFAULT_GUEST_TIMEOUTS: GuestTimeouts = {
+  healthMs: 5000,
+  initMs: 15_000,
+  metricsMs: 10_000,
+  execIdleMs: 30_000,
+};
+
 export interface HttpGuestClientOpts {
   /** `http://127.0.0.1:<forwarded port>` */
   baseUrl: string;
   accessToken?: string;
   /** The request's op id, forwarded so guest-side logs can be matched to it. */
   opId?: string;
+  /** Deadlines; each missing one is DEFAULT_GUEST_TIMEOUTS'. */
+  timeouts?: Partial<GuestTimeouts>;
+}
+
+/** Why a fetch to the guest failed, in words: a deadline says how long it waited. */
+function fetchFailure(e: unknown, ms: number): string {
+  const err = e as Error;
+  return err.name === 'TimeoutError' ? `no answer within ${ms} ms` : err.message;
 }
 
 /** GuestClient over HTTP/1.1: fetch for REST, connect-node (binary) for process.Process. */
 export class HttpGuestClient implements GuestClient {
   readonly #o: HttpGuestClientOpts;
+  readonly #t: GuestTimeouts;
   readonly #process: Client<typeof Process>;
 
   constructor(o: HttpGuestClientOpts) {
     this.#o = o;
+    this.#t = { ...DEFAULT_GUEST_TIMEOUTS, ...o.timeouts };
     this.#process = createClient(
       Process,
       createConnectTransport({ baseUrl: o.baseUrl, httpVersion: '1.1', useBinaryFormat: true }),
@@ -83,14 +118,15 @@ export class HttpGuestClient implements GuestClient {
     return h;
   }
 
-  async health(timeoutMs = 5000): Promise<void> {
+  async health(timeoutMs = this.#t.healthMs): Promise<void> {
     let res: Response;
     try {
       res = await fetch(`${this.#o.baseUrl}/health`, { signal: AbortSignal.timeout(timeoutMs) });
+      await res.arrayBuffer();
     } catch (e) {
       throw new KilnError(
         'guest_agent_error',
-        `guest agent at ${this.#o.baseUrl} did not answer /health: ${(e as Error).message}`,
+        `guest agent at ${this.#o.baseUrl} did not answer /health: ${fetchFailure(e, timeoutMs)}`,
         { cause: e },
       );
     }
@@ -100,39 +136,40 @@ export class HttpGuestClient implements GuestClient {
   }
 
   async init(body: InitBody, currentToken?: string): Promise<void> {
+    const ms = this.#t.initMs;
+    const fail = (e: unknown): never => {
+      throw new KilnError('guest_agent_error', `guest agent /init failed: ${fetchFailure(e, ms)}`, {
+        cause: e,
+      });
+    };
+    // One deadline for the answer and its body: a guest may stop half-way through either.
     const res = await fetch(`${this.#o.baseUrl}/init`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...this.#headers(currentToken) },
       body: JSON.stringify(body),
-      signal: AbortSignal.timeout(15_000),
-    }).catch((e: unknown) => {
-      throw new KilnError('guest_agent_error', `guest agent /init failed: ${(e as Error).message}`, {
-        cause: e,
-      });
-    });
+      signal: AbortSignal.timeout(ms),
+    }).catch(fail);
+    const text = await res.text().catch(fail);
     if (res.status !== 204) {
-      throw new KilnError(
-        'guest_agent_error',
-        `guest agent /init answered ${res.status}: ${await res.text()}`,
-      );
+      throw new KilnError('guest_agent_error', `guest agent /init answered ${res.status}: ${text}`);
     }
   }
 
   async metrics(): Promise<GuestMetrics> {
-    const res = await fetch(`${this.#o.baseUrl}/metrics`, {
-      headers: this.#headers(),
-      signal: AbortSignal.timeout(10_000),
-    }).catch((e: unknown) => {
-      throw new KilnError('guest_agent_error', `guest agent /metrics failed: ${(e as Error).message}`, {
+    const ms = this.#t.metricsMs;
+    const fail = (e: unknown): never => {
+      throw new KilnError('guest_agent_error', `guest agent /metrics failed: ${fetchFailure(e, ms)}`, {
         cause: e,
       });
-    });
+    };
+    const res = await fetch(`${this.#o.baseUrl}/metrics`, {
+      headers: this.#headers(),
+      signal: AbortSignal.timeout(ms),
+    }).catch(fail);
+    const text = await res.text().catch(fail);
     if (res.status !== 200)
-      throw new KilnError(
-        'guest_agent_error',
-        `guest agent /metrics answered ${res.status}: ${await res.text()}`,
-      );
-    return (await res.json()) as GuestMetrics;
+      throw new KilnError('guest_agent_error', `guest agent /metrics answered ${res.status}: ${text}`);
+    return JSON.parse(text) as GuestMetrics;
   }
 
   async exec(cmd: string, opts: ExecOpts = {}): Promise<ExecResult> {
@@ -141,6 +178,26 @@ export class HttpGuestClient implements GuestClient {
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let end: { exitCode: number; status: string } | undefined;
+    // The idle deadline: every message (data, keep-alive, end) re-arms it. The agent is asked for
+    // keep-alives three times per deadline, so a quiet command stays alive and a mute guest fails.
+    const idleMs = this.#t.execIdleMs;
+    headers['keepalive-ping-interval'] = String(Math.max(1, Math.floor(idleMs / 3000)));
+    const ac = new AbortController();
+    const idle = { hit: false };
+    let timer: NodeJS.Timeout | undefined;
+    const arm = (): void => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        idle.hit = true;
+        ac.abort();
+      }, idleMs);
+    };
+    const onAbort = (): void => {
+      ac.abort();
+    };
+    if (opts.signal?.aborted) ac.abort();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    arm();
     try {
       const stream = this.#process.start(
         {
@@ -152,9 +209,10 @@ export class HttpGuestClient implements GuestClient {
           },
           stdin: false,
         },
-        { headers, timeoutMs: opts.timeoutMs ?? 0, ...(opts.signal ? { signal: opts.signal } : {}) },
+        { headers, timeoutMs: opts.timeoutMs ?? 0, signal: ac.signal },
       );
       for await (const m of stream) {
+        arm();
         const ev = m.event?.event;
         if (ev?.case === 'data') {
           const o = ev.value.output;
@@ -170,6 +228,12 @@ export class HttpGuestClient implements GuestClient {
         }
       }
     } catch (e) {
+      if (idle.hit)
+        throw new KilnError(
+          'guest_agent_error',
+          `the sandbox is not responding: its guest agent sent nothing, not even a keep-alive, for ${idleMs} ms while running: ${cmd}`,
+          { cause: e, details: { idleMs } },
+        );
       const ce = ConnectError.from(e);
       if (ce.code === Code.DeadlineExceeded)
         throw new KilnError('timeout', `command timed out after ${opts.timeoutMs ?? 0} ms: ${cmd}`);
@@ -178,6 +242,9 @@ export class HttpGuestClient implements GuestClient {
       throw new KilnError('guest_agent_error', `running a command in the guest failed: ${ce.rawMessage}`, {
         cause: e,
       });
+    } finally {
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
     }
     if (!end)
       throw new KilnError(

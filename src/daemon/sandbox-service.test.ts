@@ -10,6 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
+import { KilnError } from '../core/errors.ts';
 import { nullLogger } from '../core/log.ts';
 import { SqliteStore } from '../store/sqlite-store.ts';
 import type { StopOpts } from '../vmm/driver.ts';
@@ -30,7 +31,13 @@ import {
 class RecordingGuest implements GuestClient {
   static inits: InitBody[] = [];
   static failInit = false;
+  /** The guest agent stopped answering. */
+  static hung = false;
   health(): Promise<void> {
+    if (RecordingGuest.hung)
+      return Promise.reject(
+        new KilnError('guest_agent_error', 'did not answer /health: no answer within 3000 ms'),
+      );
     return Promise.resolve();
   }
   init(body: InitBody): Promise<void> {
@@ -74,6 +81,7 @@ describe('SandboxService (fake driver)', () => {
     now = Date.parse('2026-06-01T00:00:00Z');
     RecordingGuest.inits = [];
     RecordingGuest.failInit = false;
+    RecordingGuest.hung = false;
     deps = {
       store,
       driver,
@@ -248,11 +256,135 @@ describe('SandboxService (fake driver)', () => {
     assert.throws(() => svc.setTimeout(a.id, 10), { code: 'invalid_state' });
   });
 
-  it('a VM that died by itself is marked dead by the liveness check', async () => {
+  it("a VM that died by itself is marked dead by the liveness check, with its console's last words", async () => {
     const s = await svc.create({ template: 'base' });
-    driver.crash(s.id);
+    const panic = 'Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000009';
+    // As a real panic looks: the cause, the panic line, a long stack dump, and the VM is gone.
+    const dump = Array.from({ length: 45 }, (_, i) => `[   12.4]  ? frame_${i}+0x1/0x2`);
+    driver.crash(s.id, [
+      '[   12.3] Out of memory: Killed process 77 (node)',
+      `[   12.4] ${panic}`,
+      ...dump,
+      '[   12.5] Kernel Offset: 0x37e00000 from 0xffffffff81000000',
+    ]);
     assert.deepEqual(await svc.checkLiveness(), [s.id]);
-    assert.equal(svc.get(s.id).endReason, 'vm exited');
+    assert.equal(svc.get(s.id).endReason, `vm exited: ${panic}`);
+    const ev = svc.logs(s.id).items.find((e) => e.message === `vm exited: ${panic}`);
+    const excerpt = ev?.data?.['console'] as string[];
+    assert.equal(excerpt[0], '[   12.3] Out of memory: Killed process 77 (node)', 'what led to the panic');
+    assert.equal(excerpt.length, 26, 'the event carries the panic and the start of its dump');
+    // Without a panic line, the last line the guest wrote; with an empty console, a bare exit.
+    const t = await svc.create({ template: 'base' });
+    driver.crash(t.id, ['booted', 'agent: listening']);
+    const u = await svc.create({ template: 'base' });
+    driver.crash(u.id);
+    assert.deepEqual((await svc.checkLiveness()).sort(), [t.id, u.id].sort());
+    assert.equal(svc.get(t.id).endReason, "vm exited; the guest's last console line: agent: listening");
+    assert.equal(svc.get(u.id).endReason, 'vm exited');
+  });
+
+  it('a host error reading the VM (EMFILE) is not death: liveness and reconcile leave the sandbox alone', async () => {
+    const s = await svc.create({ template: 'base' });
+    driver.failIo('EMFILE');
+    assert.deepEqual(await svc.checkLiveness(), []);
+    assert.deepEqual([svc.get(s.id).state, svc.get(s.id).endReason], ['running', null]);
+    const restarted = new SandboxService({ ...deps, driver });
+    const r = await restarted.reconcile().finally(() => {
+      driver.failIo(undefined);
+    });
+    assert.deepEqual([r.unchecked, r.adopted, r.dead], [[s.id], [], []]);
+    assert.equal(svc.get(s.id).state, 'running');
+    assert.deepEqual(await driver.list(), [s.id], 'its VM was neither killed nor cleaned up');
+    assert.deepEqual(await svc.checkLiveness(), []);
+    assert.equal((await svc.exec(s.id, 'true')).exitCode, 0);
+  });
+
+  it('a VM whose directory vanished is killed (it cannot be re-adopted) and the reason recorded', async () => {
+    const a = await svc.create({ template: 'base' });
+    const b = await svc.create({ template: 'base' });
+    driver.loseDir(a.id);
+    assert.deepEqual(await svc.checkLiveness(), [a.id]);
+    assert.match(
+      svc.get(a.id).endReason ?? '',
+      /^vm lost: VM sbx-\w+ has no record but its process \d+ still runs/,
+    );
+    assert.equal(driver.processAlive(a.id), false, 'its process was killed');
+    // At start-up too.
+    driver.loseDir(b.id);
+    const r = await new SandboxService({ ...deps, driver }).reconcile();
+    assert.deepEqual(r.dead, [b.id]);
+    assert.match(
+      svc.get(b.id).endReason ?? '',
+      /could not be re-adopted without its QMP socket, so it was killed/,
+    );
+    assert.equal(driver.processAlive(b.id), false);
+  });
+
+  it('a guest agent that stops answering is flagged unresponsive; exec fails at once; it clears when it answers', async () => {
+    svc = new SandboxService({ ...deps, liveness: { probeEveryMs: 1000, failuresToFlag: 2 } });
+    const s = await svc.create({ template: 'base' });
+    RecordingGuest.hung = true;
+    await svc.checkLiveness();
+    assert.equal(svc.get(s.id).condition, null, 'one failed probe is not enough');
+    await svc.checkLiveness();
+    assert.equal(svc.get(s.id).condition, null, 'probes are spaced');
+    now += 1000;
+    await svc.checkLiveness();
+    const c = svc.get(s.id).condition;
+    assert.ok(c);
+    assert.equal(c.code, 'unresponsive');
+    assert.match(c.message, /has not answered \/health 2 times in a row/);
+    assert.equal(c.since, new Date(now).toISOString());
+    assert.equal(svc.get(s.id).state, 'running', 'the state stays truthful');
+    await assert.rejects(svc.exec(s.id, 'true'), {
+      code: 'guest_agent_error',
+      message: new RegExp(`sandbox ${s.id} is not responding \\(since ${c.since}\\)`),
+    });
+    await assert.rejects(svc.agent(s.id), { code: 'guest_agent_error' });
+    // It answers again: the next call re-probes, clears the mark and goes through.
+    RecordingGuest.hung = false;
+    assert.equal((await svc.exec(s.id, 'true')).exitCode, 0);
+    assert.equal(svc.get(s.id).condition, null);
+    assert.ok(svc.logs(s.id).items.some((e) => e.message.startsWith('sandbox unresponsive no more')));
+  });
+
+  it('QEMU stopped the VM on a full disk: disk_full while running, exec fails with no_space, resumed once due', async () => {
+    svc = new SandboxService({ ...deps, liveness: { diskRetryEveryMs: 30_000 } });
+    const s = await svc.create({ template: 'base' });
+    driver.ioError(s.id);
+    await svc.checkLiveness();
+    const c = svc.get(s.id).condition;
+    assert.ok(c);
+    assert.equal(c.code, 'disk_full');
+    assert.match(c.message, /no space left for this sandbox's disk.*No space left on device.*every 30 s/);
+    assert.equal(svc.get(s.id).state, 'running');
+    await assert.rejects(svc.exec(s.id, 'true'), { code: 'no_space', message: /is stopped.*no space left/ });
+    now += 30_000;
+    await svc.checkLiveness(); // kiln retries: `cont`
+    assert.equal((await driver.status(s.id)).state, 'running');
+    await svc.checkLiveness();
+    assert.equal(svc.get(s.id).condition, null);
+    assert.equal((await svc.exec(s.id, 'true')).exitCode, 0);
+    // Another I/O error than a full disk is vm_stopped, and not retried.
+    driver.ioError(s.id, false);
+    await svc.checkLiveness();
+    assert.equal(svc.get(s.id).condition?.code, 'vm_stopped');
+    await assert.rejects(svc.exec(s.id, 'true'), {
+      code: 'invalid_state',
+      message: /VM is stopped.*Input\/output error/,
+    });
+  });
+
+  it('a VM paused outside kiln is vm_stopped after two checks (one may be a snapshot in progress)', async () => {
+    const s = await svc.create({ template: 'base' });
+    await driver.pause(s.id);
+    await svc.checkLiveness();
+    assert.equal(svc.get(s.id).condition, null);
+    await svc.checkLiveness();
+    assert.equal(svc.get(s.id).condition?.code, 'vm_stopped');
+    await driver.resume(s.id);
+    await svc.checkLiveness();
+    assert.equal(svc.get(s.id).condition, null);
   });
 
   it('reconcile after a crash: adopts live sandboxes, unwinds interrupted ops, kills orphans', async () => {

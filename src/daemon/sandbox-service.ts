@@ -25,9 +25,17 @@ import type { Page, PageOpts, SandboxFilter, Store } from '../store/store.ts';
 import type { VmmDriver, VmSpec } from '../vmm/driver.ts';
 import { waitForHttp } from '../vmm/health.ts';
 import { AGENT_PORT } from '../vmm/qemu/args.ts';
-import type { ExecOpts, ExecResult, GuestClient, GuestMetrics, HttpGuestClientOpts } from './guest-client.ts';
+import type {
+  ExecOpts,
+  ExecResult,
+  GuestClient,
+  GuestMetrics,
+  GuestTimeouts,
+  HttpGuestClientOpts,
+} from './guest-client.ts';
 import { OpRun, runUndo } from './journal.ts';
 import type { DiskAdmission } from './admission.ts';
+import { CONSOLE_LINES, LivenessWatcher, consoleExcerpt, exitReason, type LivenessOpts } from './liveness.ts';
 import { KeyedLock } from './locks.ts';
 import { sees, seesTemplate, type Caller } from './scope.ts';
 import {
@@ -66,6 +74,10 @@ export interface SandboxServiceDeps {
   readyTimeoutMs?: number;
   /** Crash tests: called after every journalled step (see core/failpoint.ts). */
   failpoint?: Failpoint | undefined;
+  /** Deadlines of calls into guests (defaults: guest-client's DEFAULT_GUEST_TIMEOUTS). */
+  guestTimeouts?: Partial<GuestTimeouts>;
+  /** How the liveness watcher probes guests and retries VMs stopped on a full disk. */
+  liveness?: LivenessOpts;
 }
 
 export interface CreateRequest {
@@ -113,6 +125,11 @@ export interface ReconcileReport {
   orphanSnapshotDirs: string[];
   /** Snapshots past their point of no return that could not be finished (kept for the next start). */
   stuck: string[];
+  /**
+   * Live sandboxes whose VM could not be checked (a host error such as EMFILE, a QEMU that does
+   * not answer): left as they are for the liveness watcher, never declared dead on that.
+   */
+  unchecked: string[];
 }
 
 /** True when a snapshot or pause op got past its point of no return (it is finished, not undone). */
@@ -189,10 +206,27 @@ export class SandboxService {
   readonly #killing = new Set<string>();
   readonly #agentPorts = new Map<string, { port: number; startedAt: string | null }>();
   #timers: NodeJS.Timeout[] = [];
+  readonly #liveness: LivenessWatcher;
 
   constructor(deps: SandboxServiceDeps) {
-    this.#d = deps;
+    // Every guest client gets the configured deadlines.
+    this.#d = deps.guestTimeouts
+      ? { ...deps, guest: (o) => deps.guest({ timeouts: deps.guestTimeouts, ...o }) }
+      : deps;
     this.#now = deps.now ?? Date.now;
+    this.#liveness = new LivenessWatcher(
+      {
+        store: deps.store,
+        driver: deps.driver,
+        guest: this.#d.guest,
+        log: deps.log,
+        now: this.#now,
+        agentUrl: (info) => `http://127.0.0.1:${info.ports[AGENT_PORT] ?? 0}`,
+        isHeld: (id) => this.#locks.isHeld(id),
+        kill: (id, reason) => this.kill(id, {}, reason),
+      },
+      deps.liveness,
+    );
   }
 
   #snapDir(id: string): string {
@@ -337,6 +371,7 @@ export class SandboxService {
           endReason: null,
           sourceSnapshotId: snap.id,
           ownerKeyId: ctx.caller?.keyId ?? null,
+          condition: null,
         });
         run.step('sandbox record', { action: 'delete-sandbox', sandboxId: id });
         const times = await this.#bootFrom(
@@ -762,6 +797,7 @@ export class SandboxService {
             state: 'running',
             startedAt: new Date(this.#now()).toISOString(),
             endAt: new Date(this.#now() + timeoutS * 1000).toISOString(),
+            condition: null,
           },
           ['resuming'],
         );
@@ -1113,9 +1149,10 @@ export class SandboxService {
     const s = this.get(id);
     if (s.state !== 'running')
       throw new KilnError('invalid_state', `sandbox ${id} is ${s.state}; exec needs running`);
-    const info = await this.#d.driver.status(id);
+    // The cached agent address: a hung QEMU does not answer the driver either.
+    const { baseUrl } = await this.agent(id);
     const guest = this.#d.guest({
-      baseUrl: `http://127.0.0.1:${info.ports[AGENT_PORT] ?? 0}`,
+      baseUrl,
       accessToken: s.accessToken,
       ...(ctx.opId ? { opId: ctx.opId } : {}),
     });
@@ -1146,6 +1183,8 @@ export class SandboxService {
       c = { port, startedAt: s.startedAt };
       this.#agentPorts.set(id, c);
     }
+    // A sandbox marked unresponsive or stopped fails now, with why, instead of hanging the caller.
+    await this.#liveness.assertUsable(s, `http://127.0.0.1:${c.port}`);
     return { sandbox: s, baseUrl: `http://127.0.0.1:${c.port}` };
   }
 
@@ -1277,22 +1316,13 @@ export class SandboxService {
     return done;
   }
 
-  /** Marks running sandboxes whose VM died (killed from outside, crashed) dead, and cleans them. */
+  /**
+   * Marks running sandboxes whose VM died (killed from outside, crashed) dead, with the reason
+   * its console gives, and cleans them; sets or clears conditions (unresponsive agent, VM stopped
+   * on a full disk). See LivenessWatcher. Resolves with the ids found dead.
+   */
   async checkLiveness(): Promise<string[]> {
-    const dead: string[] = [];
-    for (const s of this.#d.store.listSandboxes({ states: ['running'] }, { limit: 1000 }).items) {
-      if (this.#locks.isHeld(s.id)) continue;
-      const st = await this.#d.driver.status(s.id).then(
-        (i) => i.state,
-        () => 'stopped' as const,
-      );
-      if (st !== 'stopped') continue;
-      await this.kill(s.id, {}, 'vm exited').then(
-        () => dead.push(s.id),
-        () => undefined,
-      );
-    }
-    return dead;
+    return this.#liveness.check();
   }
 
   /**
@@ -1309,11 +1339,16 @@ export class SandboxService {
       finished: [],
       orphanSnapshotDirs: [],
       stuck: [],
+      unchecked: [],
     };
+    // False only when the driver saw the VM gone; a host error propagates (nothing is undone on it).
     const alive = async (id: string): Promise<boolean> =>
       this.#d.driver.status(id).then(
         (i) => i.state !== 'stopped',
-        () => false,
+        (e: unknown) => {
+          if (e instanceof KilnError && e.code === 'not_found') return false;
+          throw e;
+        },
       );
     for (const op of this.#d.store.openOperations()) {
       if (op.kind === 'create') {
@@ -1364,7 +1399,13 @@ export class SandboxService {
     const known = new Set<string>();
     for (const s of this.#d.store.listSandboxes({ states: [...LIVE] }, { limit: 1000 }).items) {
       known.add(s.id);
-      if (s.state === 'running' && (await alive(s.id))) {
+      const vm = await this.#vmAtStartUp(s.id);
+      if (vm.state === 'unknown') {
+        this.#d.log.warn({ err: vm.error, sandboxId: s.id }, 'cannot check the VM at start-up; left as is');
+        out.unchecked.push(s.id);
+        continue;
+      }
+      if (s.state === 'running' && vm.state === 'up') {
         out.adopted.push(s.id);
         continue;
       }
@@ -1378,11 +1419,17 @@ export class SandboxService {
       await runUndo({ action: 'kill-vm', vmId: s.id }, this.#d);
       this.#d.store.updateSandbox(s.id, {
         state: 'dead',
-        endReason: s.state === 'killing' ? 'killed' : 'lost in a daemon restart',
+        endReason:
+          s.state === 'killing' ? 'killed' : vm.state === 'gone' ? vm.reason : 'lost in a daemon restart',
       });
       out.dead.push(s.id);
     }
-    for (const vm of await this.#d.driver.list()) {
+    // A host error listing VMs skips the sweep (nothing is killed on a guess); the next start redoes it.
+    const vms = await this.#d.driver.list().catch((e: unknown) => {
+      this.#d.log.warn({ err: e }, 'cannot list VMs at start-up; orphan VMs are left for the next start');
+      return [] as string[];
+    });
+    for (const vm of vms) {
       if (known.has(vm)) continue;
       await runUndo({ action: 'kill-vm', vmId: vm }, this.#d);
       out.orphans.push(vm);
@@ -1402,6 +1449,33 @@ export class SandboxService {
     }
     await this.#collectInternalSnapshots();
     return out;
+  }
+
+  /**
+   * What start-up finds of a sandbox's VM: `up` (re-adoptable), or gone with the reason to record
+   * (the console's last words when it exited; a QEMU whose directory vanished is killed, as it
+   * cannot be re-adopted without its QMP socket), or `unknown` on a host error.
+   */
+  async #vmAtStartUp(
+    id: string,
+  ): Promise<{ state: 'up' } | { state: 'gone'; reason: string } | { state: 'unknown'; error: unknown }> {
+    try {
+      const info = await this.#d.driver.status(id);
+      if (info.state !== 'stopped') return { state: 'up' };
+      const lines = await this.#d.driver.consoleTail(id, CONSOLE_LINES).catch(() => [] as string[]);
+      if (lines.length)
+        this.#d.store.appendEvent(id, 'warn', exitReason(lines), { console: consoleExcerpt(lines) });
+      return { state: 'gone', reason: `lost in a daemon restart (${exitReason(lines)})` };
+    } catch (e) {
+      if (!(e instanceof KilnError && e.code === 'not_found')) return { state: 'unknown', error: e };
+      const pids = e.details?.['pids'];
+      return {
+        state: 'gone',
+        reason: Array.isArray(pids)
+          ? `lost in a daemon restart: its VM directory was gone and its QEMU (pid ${pids.join(', ')}) could not be re-adopted without its QMP socket, so it was killed`
+          : 'lost in a daemon restart',
+      };
+    }
   }
 
   /**
@@ -1474,7 +1548,15 @@ export class SandboxService {
       return t;
     };
     this.#timers.push(loop(opts.reapEveryMs ?? 1000, () => this.reapExpired()));
-    this.#timers.push(loop(opts.livenessEveryMs ?? 1000, () => this.checkLiveness()));
+    // No busy guard: the watcher skips sandboxes still being checked, so one hung VM never
+    // delays the others.
+    const liveness = setInterval(() => {
+      this.checkLiveness().catch((e: unknown) => {
+        this.#d.log.warn({ err: e }, 'liveness check failed');
+      });
+    }, opts.livenessEveryMs ?? 1000);
+    liveness.unref();
+    this.#timers.push(liveness);
     this.#timers.push(loop(STATS_EVERY_MS, () => this.sampleAll()));
     this.#timers.push(loop(opts.flattenEveryMs ?? 30_000, () => this.flattenChains()));
   }

@@ -13,6 +13,8 @@ export interface SandboxView {
   startedAt: string | null;
   endAt: string;
   endReason: string | null;
+  /** What is wrong with it now (the guest does not answer, the host's disk is full...), or null. */
+  condition: { code: 'unresponsive' | 'disk_full' | 'vm_stopped'; message: string; since: string } | null;
   envdAccessToken: string;
   /** The API key that created it through the E2B API (null: the native API). */
   ownerKeyId: string | null;

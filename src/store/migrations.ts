@@ -100,4 +100,8 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE templates ADD COLUMN owner_key_id TEXT;
   CREATE INDEX sandboxes_owner ON sandboxes(owner_key_id);
   `,
+  // 4: a sandbox's condition (unresponsive, disk_full, vm_stopped) as JSON, or NULL
+  `
+  ALTER TABLE sandboxes ADD COLUMN condition TEXT;
+  `,
 ];

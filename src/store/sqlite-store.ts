@@ -10,6 +10,7 @@ import {
   type OperationRecord,
   type OperationState,
   type OperationStep,
+  type SandboxCondition,
   type SandboxRecord,
   type SandboxState,
   type SnapshotRecord,
@@ -44,6 +45,7 @@ const SANDBOX_COLUMNS = [
   'allow_internet',
   'end_reason',
   'source_snapshot_id',
+  'condition',
 ] as const;
 
 function sandboxValues(s: SandboxRecord): SQLInputValue[] {
@@ -61,6 +63,7 @@ function sandboxValues(s: SandboxRecord): SQLInputValue[] {
     s.allowInternet ? 1 : 0,
     s.endReason,
     s.sourceSnapshotId,
+    s.condition === null ? null : JSON.stringify(s.condition),
   ];
 }
 
@@ -241,6 +244,10 @@ export class SqliteStore implements Store {
       endReason: optStr(r['end_reason']),
       sourceSnapshotId: optStr(r['source_snapshot_id']),
       ownerKeyId: optStr(r['owner_key_id']),
+      condition:
+        r['condition'] === null || r['condition'] === undefined
+          ? null
+          : (JSON.parse(str(r['condition'])) as SandboxCondition),
     };
   }
 

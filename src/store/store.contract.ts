@@ -60,6 +60,7 @@ export const sandbox = (o: Partial<SandboxRecord> = {}): SandboxRecord => ({
   endReason: null,
   sourceSnapshotId: null,
   ownerKeyId: null,
+  condition: null,
   ...o,
 });
 const snapshot = (o: Partial<SnapshotRecord> = {}): SnapshotRecord => ({
@@ -121,6 +122,7 @@ export function storeContract(name: string, fx: StoreFixture): void {
         envVars: { A: '1' },
         autoPause: true,
         allowInternet: false,
+        condition: { code: 'disk_full', message: 'no space', since: T0 },
       });
       s.insertSandbox(full);
       assert.deepEqual(s.getSandbox('sbx-1'), full);
@@ -212,6 +214,13 @@ export function storeContract(name: string, fx: StoreFixture): void {
       const ext = s.updateSandbox('sbx-1', { endAt: '2030-01-01T00:00:00.000Z', metadata: { k: 'v' } });
       assert.equal(ext.endAt, '2030-01-01T00:00:00.000Z');
       assert.deepEqual(s.getSandbox('sbx-1').metadata, { k: 'v' });
+      // A condition is set and cleared without touching the rest.
+      const cond = { code: 'unresponsive' as const, message: 'the guest agent does not answer', since: T0 };
+      assert.deepEqual(s.updateSandbox('sbx-1', { condition: cond }).condition, cond);
+      assert.deepEqual(s.getSandbox('sbx-1').condition, cond);
+      assert.equal(s.getSandbox('sbx-1').state, 'running');
+      assert.equal(s.updateSandbox('sbx-1', { condition: null }).condition, null);
+      assert.equal(s.getSandbox('sbx-1').condition, null);
       s.updateSandbox('sbx-1', { state: 'killing' }, ['running']);
       s.updateSandbox('sbx-1', { state: 'dead', endReason: 'killed' });
       assert.equal(

@@ -21,6 +21,12 @@ export interface DriverFixture {
   spec: (id: string) => VmSpec;
   /** How long a guest may take to answer /health. */
   bootTimeoutMs: number;
+  /** Removes the VM's runtime directory behind the driver's back (its process runs on). */
+  loseDir: (id: string) => Promise<void>;
+  /** Whether the VM's process (pid) still exists, asked of the OS (or the fake's world). */
+  processAlive: (id: string, pid: number) => boolean;
+  /** Makes the driver's host reads fail with `errno` (e.g. EMFILE) until called with undefined. */
+  failIo: (errno: string | undefined) => void;
   cleanup: () => Promise<void>;
 }
 
@@ -175,6 +181,38 @@ export function vmmDriverContract(name: string, make: () => Promise<DriverFixtur
         await d.kill('contract-f');
         await rm(dir, { recursive: true, force: true });
       }
+    });
+
+    it('a host read error (EMFILE) is an error: the VM is neither stopped nor forgotten', async () => {
+      const d = fx.driver;
+      const info = await d.start(fx.spec('contract-io'));
+      fx.failIo('EMFILE');
+      try {
+        await rejectsWith(d.status('contract-io'), 'driver_error', /EMFILE/);
+        await rejectsWith(d.kill('contract-io'), 'driver_error', /EMFILE/);
+        await rejectsWith(d.stop('contract-io'), 'driver_error', /EMFILE/);
+        await rejectsWith(d.list(), 'driver_error', /EMFILE/);
+      } finally {
+        fx.failIo(undefined);
+      }
+      assert.equal(fx.processAlive('contract-io', info.pid), true, 'the VM still runs');
+      const after = await d.status('contract-io');
+      assert.deepEqual([after.state, after.pid], ['running', info.pid]);
+      await d.kill('contract-io');
+      assert.equal(fx.processAlive('contract-io', info.pid), false);
+    });
+
+    it('a VM whose directory vanished stays listed, is not_found, and kill ends its process', async () => {
+      const d = fx.driver;
+      const info = await d.start(fx.spec('contract-l'));
+      await fx.loseDir('contract-l');
+      assert.deepEqual(await d.list(), ['contract-l']);
+      await rejectsWith(d.status('contract-l'), 'not_found', new RegExp(`${info.pid}.*still runs`));
+      assert.equal(fx.processAlive('contract-l', info.pid), true);
+      await d.kill('contract-l');
+      assert.equal(fx.processAlive('contract-l', info.pid), false, 'its process was killed');
+      assert.deepEqual(await d.list(), []);
+      await rejectsWith(d.kill('contract-l'), 'not_found');
     });
 
     it('kill ends a VM in any state and forgets it', async () => {

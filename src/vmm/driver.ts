@@ -6,6 +6,11 @@
  * States: a live VM is `running` or `paused`; a VM whose process died (and that nobody has cleaned
  * up yet) is `stopped`. `stop` and `kill` end the VM and remove every file the driver made for
  * it; afterwards the driver no longer knows the id (`not_found`).
+ *
+ * Only a positive observation makes a VM `stopped` or unknown: its process is gone (or the pid
+ * now belongs to another process), or its record does not exist. A host error that leaves this
+ * open (EMFILE, EIO, EACCES, a hypervisor that does not answer) is a `driver_error` or `timeout`,
+ * and nothing is removed: the files of a VM whose process may live are never deleted.
  */
 
 export type VmState = 'running' | 'paused' | 'stopped';
@@ -70,6 +75,11 @@ export interface VmInfo {
   overlay: string;
   serialLog: string;
   startedAt: string;
+  /**
+   * Set when the hypervisor stopped the vCPUs by itself (state `paused` without a pause request):
+   * `io_error` = a disk write failed; `nospace` when the host's disk was full.
+   */
+  fault?: { kind: 'io_error'; nospace: boolean; message: string };
 }
 
 export interface OpOpts {
@@ -85,7 +95,11 @@ export interface StopOpts extends OpOpts {
 export interface VmmDriver {
   /** Boots a new VM. Legal when no VM with `spec.id` exists. Resolves once the VM runs (not when the guest is ready). */
   start(spec: VmSpec, opts?: OpOpts): Promise<VmInfo>;
-  /** The VM's current facts. Legal in every state; a VM whose process died reports `stopped`. `not_found` after stop/kill. */
+  /**
+   * The VM's current facts. Legal in every state; a VM whose process died reports `stopped`.
+   * `not_found` after stop/kill, and for a VM whose record is gone even if its process still runs
+   * (the message says so; `kill` ends that process).
+   */
   status(id: string): Promise<VmInfo>;
   /** Freezes the vCPUs. Legal in `running`. */
   pause(id: string, opts?: OpOpts): Promise<void>;
@@ -110,10 +124,22 @@ export interface VmmDriver {
    * same layer after a crash interrupted it finishes it (or finds it done).
    */
   freezeDisk(id: string, layerPath: string, opts?: OpOpts): Promise<void>;
-  /** SIGKILLs the VM and cleans up. Legal in every state. */
+  /**
+   * SIGKILLs the VM and cleans up. Legal in every state, and for a VM whose record or directory
+   * is gone while its process still runs (found by its command line).
+   */
   kill(id: string): Promise<void>;
-  /** Ids of the VMs this driver's runtime directory holds (live or not yet cleaned). */
+  /**
+   * Ids of the VMs this driver's runtime directory holds (live or not yet cleaned), and of VM
+   * processes of this runtime directory that still run although their directory is gone.
+   */
   list(): Promise<string[]>;
+  /**
+   * The last lines (at most `maxLines`) the guest wrote to its console: kernel messages, init,
+   * agent logs. For telling why a VM ended: read it before `stop`/`kill` removes it. Legal in
+   * every state; `not_found` after stop/kill.
+   */
+  consoleTail(id: string, maxLines?: number): Promise<string[]>;
   /**
    * Drops in-memory handles (QMP connections); VMs keep running and a new driver instance (a
    * restarted daemon) re-attaches. One driver instance owns a VM's control channel at a time.

@@ -16,6 +16,14 @@ vmmDriverContract('FakeDriver', () => {
       vcpus: 1,
     }),
     bootTimeoutMs: 2000,
+    loseDir: (id: string) => {
+      driver.loseDir(id);
+      return Promise.resolve();
+    },
+    processAlive: (id: string) => driver.processAlive(id),
+    failIo: (errno: string | undefined) => {
+      driver.failIo(errno);
+    },
     cleanup: async () => {
       for (const id of await driver.list()) await driver.kill(id);
     },

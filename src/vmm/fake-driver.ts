@@ -13,6 +13,10 @@ interface FakeVm {
   servers: Server[];
   /** The layer its disk was last frozen into (a repeat for the same layer is a no-op). */
   frozenInto: string | undefined;
+  /** What the guest wrote to its console (see `crash`). */
+  console: string[];
+  /** Its runtime directory was removed while the "process" runs (see `loseDir`). */
+  dirLost: boolean;
 }
 
 /**
@@ -24,6 +28,8 @@ interface FakeVm {
 export class FakeDriver implements VmmDriver {
   readonly #vms: Map<string, FakeVm>;
   #nextPid = 10_000;
+  /** While set, every call fails as a host read would with this errno (see `failIo`). */
+  #ioFailure: string | undefined;
 
   /** Instances sharing one `world` model a second process re-attaching to the same VMs. */
   constructor(world: FakeWorld = new Map()) {
@@ -64,20 +70,40 @@ export class FakeDriver implements VmmDriver {
       serialLog: `/fake/${spec.id}/serial.log`,
       startedAt: new Date().toISOString(),
     };
-    this.#vms.set(spec.id, { info, servers, frozenInto: undefined });
+    this.#vms.set(spec.id, { info, servers, frozenInto: undefined, console: [], dirLost: false });
     return { ...info };
   }
 
   #get(id: string): FakeVm {
     validateName('id', id);
+    this.#checkIo();
     const vm = this.#vms.get(id);
     if (!vm) throw new KilnError('not_found', `VM ${id} does not exist`);
+    if (vm.dirLost)
+      throw new KilnError(
+        'not_found',
+        `VM ${id} has no record but its process ${vm.info.pid} still runs; it can only be killed`,
+        { details: { id, pids: [vm.info.pid] } },
+      );
     return vm;
+  }
+
+  #checkIo(): void {
+    if (this.#ioFailure)
+      throw new KilnError(
+        'driver_error',
+        `reading VM state failed (${this.#ioFailure}); the VM's state is unknown`,
+      );
   }
 
   async status(id: string): Promise<VmInfo> {
     await Promise.resolve();
     return { ...this.#get(id).info };
+  }
+
+  async consoleTail(id: string, maxLines = 30): Promise<string[]> {
+    await Promise.resolve();
+    return this.#get(id).console.slice(-maxLines);
   }
 
   async #transition(id: string, from: VmState, to: VmState, action: string): Promise<void> {
@@ -93,8 +119,9 @@ export class FakeDriver implements VmmDriver {
     return this.#transition(id, 'running', 'paused', 'pause');
   }
 
-  resume(id: string): Promise<void> {
-    return this.#transition(id, 'paused', 'running', 'resume');
+  async resume(id: string): Promise<void> {
+    await this.#transition(id, 'paused', 'running', 'resume');
+    delete this.#get(id).info.fault;
   }
 
   async saveState(id: string, stateFile: string): Promise<SaveStateResult> {
@@ -121,9 +148,38 @@ export class FakeDriver implements VmmDriver {
     vm.info.overlay = `${vm.info.dir}/overlay-${Date.now()}.qcow2`;
   }
 
-  /** Test hook: the "process" dies. */
-  crash(id: string): void {
-    this.#get(id).info.state = 'stopped';
+  /** Test hook: the "process" dies, having written `console` to its console. */
+  crash(id: string, console: string[] = []): void {
+    const vm = this.#get(id);
+    vm.info.state = 'stopped';
+    vm.console.push(...console);
+  }
+
+  /** Test hook: the hypervisor stops the vCPUs on a failed disk write (`nospace`: the host's disk is full). */
+  ioError(id: string, nospace = true): void {
+    const vm = this.#get(id);
+    vm.info.state = 'paused';
+    vm.info.fault = {
+      kind: 'io_error',
+      nospace,
+      message: `QEMU stopped the VM: a write to its disk failed (${nospace ? 'No space left on device' : 'Input/output error'})`,
+    };
+  }
+
+  /** Test hook: the VM's runtime directory is removed while its process runs on. */
+  loseDir(id: string): void {
+    this.#get(id).dirLost = true;
+  }
+
+  /** Test hook: host reads fail with `errno` (e.g. EMFILE) until called with undefined. */
+  failIo(errno: string | undefined): void {
+    this.#ioFailure = errno;
+  }
+
+  /** Test hook: whether the "process" of VM `id` still exists (even without its directory). */
+  processAlive(id: string): boolean {
+    const vm = this.#vms.get(id);
+    return vm !== undefined && vm.info.state !== 'stopped';
   }
 
   async stop(id: string, opts: StopOpts = {}): Promise<void> {
@@ -134,11 +190,17 @@ export class FakeDriver implements VmmDriver {
   }
 
   async kill(id: string): Promise<void> {
+    validateName('id', id);
+    this.#checkIo();
+    const vm = this.#vms.get(id);
+    if (vm?.dirLost) vm.dirLost = false; // found by its command line, killed
     await this.stop(id);
   }
 
-  list(): Promise<string[]> {
-    return Promise.resolve([...this.#vms.keys()].sort());
+  async list(): Promise<string[]> {
+    await Promise.resolve();
+    this.#checkIo();
+    return [...this.#vms.keys()].sort();
   }
 
   close(): Promise<void> {

@@ -13,6 +13,7 @@ import { vmmDriverContract } from '../../src/vmm/driver.contract.ts';
 import type { VmSpec } from '../../src/vmm/driver.ts';
 import { httpGetStatus, waitForHttp } from '../../src/vmm/health.ts';
 import { AGENT_PORT } from '../../src/vmm/qemu/args.ts';
+import { faultyIo } from '../../src/vmm/qemu/host-io.ts';
 import { QemuDriver } from '../../src/vmm/qemu/qemu-driver.ts';
 import { ensureDefaultImage } from '../helpers/image.ts';
 
@@ -48,9 +49,12 @@ const portClosed = (port: number): Promise<boolean> =>
     });
   });
 
-const qemuPids = (): number[] => {
+/** This test's QEMU processes only (their pid files sit under `runDir`): other runs may share the host. */
+const qemuPids = (runDir: string): number[] => {
   try {
-    return execFileSync('pgrep', ['-f', 'qemu-system-x86_64 -name kiln-'], { encoding: 'utf8' })
+    return execFileSync('pgrep', ['-f', `qemu-system-x86_64 -name kiln-.* -pidfile ${runDir}/`], {
+      encoding: 'utf8',
+    })
       .trim()
       .split('\n')
       .filter(Boolean)
@@ -62,12 +66,18 @@ const qemuPids = (): number[] => {
 
 vmmDriverContract('QemuDriver (real guests)', async () => {
   const f = await fixture();
-  const driver = new QemuDriver({ runDir: f.runDir });
+  const faults = faultyIo();
+  const driver = new QemuDriver({ runDir: f.runDir, io: faults.io });
   return {
     driver,
     reattach: () => new QemuDriver({ runDir: f.runDir }),
     spec: f.spec,
     bootTimeoutMs: BOOT_TIMEOUT_MS,
+    loseDir: (id) => rm(`${f.runDir}/${id}`, { recursive: true, force: true }),
+    processAlive: (_id, pid) => pidAlive(pid),
+    failIo: (errno) => {
+      faults.fail(errno);
+    },
     cleanup: async () => {
       for (const id of await driver.list()) await driver.kill(id);
       await driver.close();
@@ -90,18 +100,18 @@ describe('QemuDriver with real guests', () => {
   });
 
   it('boots, the guest agent answers /health through the forward, and stop leaves nothing behind', async () => {
-    const before = qemuPids();
+    const before = qemuPids(f.runDir);
     const info = await driver.start(f.spec('health'));
     const port = info.ports[AGENT_PORT] ?? 0;
     await waitForHttp(`http://127.0.0.1:${port}/health`, { timeoutMs: BOOT_TIMEOUT_MS });
     assert.equal(await httpGetStatus(`http://127.0.0.1:${port}/health`, 5000), 204);
     assert.ok(existsSync(`${info.dir}/overlay.qcow2`) && existsSync(`${info.dir}/qmp.sock`));
-    assert.ok(qemuPids().includes(info.pid));
+    assert.ok(qemuPids(f.runDir).includes(info.pid));
     await driver.stop('health');
     assert.equal(pidAlive(info.pid), false, 'no QEMU process');
     assert.equal(existsSync(info.dir), false, 'no socket, overlay, log or record');
     assert.equal(await portClosed(port), true, 'the forwarded port is released');
-    assert.deepEqual(qemuPids().sort(), before.sort());
+    assert.deepEqual(qemuPids(f.runDir).sort(), before.sort());
   });
 
   it('boots two VMs at once from one base image without interference', async () => {

@@ -93,7 +93,8 @@ describe('SandboxService with real guests', { timeout: 900_000 }, () => {
         assert.ok(Date.now() - t0 < 2000, 'seen dead within 2 s');
         await sleep(50);
       }
-      assert.equal(svc.get(b).endReason, 'vm exited');
+      // Killed from outside: no panic; the reason carries the guest's last console line.
+      assert.match(svc.get(b).endReason ?? '', /^vm exited(; the guest's last console line: .+)?$/);
     } finally {
       svc.stopBackground();
     }

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { chmod, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { diskFull } from '../../core/disk-space.ts';
 import { KilnError, NO_SPACE_ADVICE, invalidArgument } from '../../core/errors.ts';
@@ -9,13 +9,14 @@ import type { Failpoint } from '../../core/failpoint.ts';
 import { run } from '../../core/exec.ts';
 import { writeFileAtomic } from '../../core/fs-atomic.ts';
 import { nullLogger } from '../../core/log.ts';
-import { pidAlive, procStat, sleep, waitPidExit } from '../../core/proc.ts';
+import { parseProcStat, sleep } from '../../core/proc.ts';
 import { UndoStack } from '../../core/undo.ts';
 import { validateMemoryMiB, validateName, validateVcpus } from '../../core/validate.ts';
 import type { OpOpts, SaveStateResult, StopOpts, VmInfo, VmmDriver, VmSpec, VmState } from '../driver.ts';
 import { resolveAccel, type Accel, type AccelChoice, type AccelVerdict } from './accel.ts';
 import { AGENT_PORT, parseUsernetForwards, qemuArgs } from './args.ts';
 import { hostMemoryMiB, hostTscKhz } from './host.ts';
+import { hostIo, ioError, isAbsent, type HostIo } from './host-io.ts';
 import { QmpClient } from './qmp.ts';
 
 export interface QemuDriverOpts {
@@ -31,6 +32,8 @@ export interface QemuDriverOpts {
   log?: Logger;
   /** Crash tests: `qemu:overlay kept` fires in `stop` between keeping the overlay and cleaning up. */
   failpoint?: Failpoint | undefined;
+  /** Host reads (records, /proc, console log); tests inject failures here. */
+  io?: HostIo;
 }
 
 /** What a VM's directory records so that a later process can re-attach (`vm.json`). */
@@ -68,6 +71,8 @@ export class QemuDriver implements VmmDriver {
   readonly #log: Logger;
   readonly #failpoint: Failpoint | undefined;
   readonly #qmp = new Map<string, Promise<QmpClient>>();
+  /** The last disk I/O error QEMU reported per VM (QMP BLOCK_IO_ERROR): why it stopped a VM. */
+  readonly #ioErrors = new Map<string, { nospace: boolean; reason: string; operation: string }>();
   #verdict: Promise<AccelVerdict> | undefined;
 
   constructor(opts: QemuDriverOpts) {
@@ -81,6 +86,7 @@ export class QemuDriver implements VmmDriver {
       accelCacheFile: opts.accelCacheFile ?? join(opts.runDir, '..', 'accel.json'),
       tcgCacheMiB: opts.tcgCacheMiB ?? 64,
       log: opts.log ?? nullLogger,
+      io: opts.io ?? hostIo,
     };
     this.#log = this.#o.log.child({ component: 'qemu' });
     this.#failpoint = opts.failpoint;
@@ -173,7 +179,11 @@ export class QemuDriver implements VmmDriver {
       }
       throw e;
     }
-    undo.push('remove VM directory', () => rm(dir, { recursive: true, force: true }));
+    undo.push('remove VM directory', async () => {
+      // Only once no QEMU of this VM can be running: the directory holds its disk.
+      await this.#killProcesses(spec.id);
+      await rm(dir, { recursive: true, force: true });
+    });
     try {
       const verdict = await this.accel(spec);
       const overlay = join(dir, FILES.overlay);
@@ -200,9 +210,11 @@ export class QemuDriver implements VmmDriver {
       const pid = await this.#spawnDaemon(args, join(dir, FILES.pid));
       undo.push('kill qemu', async () => {
         killQuiet(pid);
-        await waitPidExit(pid, 5000);
+        if (!(await this.#waitGone(pid, 0, spec.id, 5000)))
+          throw new KilnError('driver_error', `QEMU pid ${pid} of VM ${spec.id} survived SIGKILL`);
       });
       const qmp = await QmpClient.connect(join(dir, FILES.qmp), { timeoutMs: opts.timeoutMs ?? 10_000 });
+      this.#watch(spec.id, qmp);
       this.#qmp.set(spec.id, Promise.resolve(qmp));
       undo.push('close QMP', () => {
         this.#forget(spec.id);
@@ -227,7 +239,7 @@ export class QemuDriver implements VmmDriver {
       const rec: VmRecord = {
         id: spec.id,
         pid,
-        pidStartTime: procStat(pid)?.startTime ?? 0,
+        pidStartTime: this.#startTime(pid),
         accel: verdict.accel,
         ports,
         startedAt: new Date().toISOString(),
@@ -423,29 +435,165 @@ export class QemuDriver implements VmmDriver {
     });
   }
 
+  /**
+   * The VM's record. `not_found` only when it does not exist (ENOENT); any other read error
+   * (EMFILE, EACCES, EIO) is a `driver_error`: it says nothing about whether the VM lives.
+   */
   async #record(id: string): Promise<VmRecord> {
     validateName('id', id);
-    const dir = this.#dir(id);
+    const path = join(this.#dir(id), FILES.record);
     let text: string;
     try {
-      text = await readFile(join(dir, FILES.record), 'utf8');
-    } catch {
-      throw new KilnError('not_found', `VM ${id} does not exist`, { details: { id } });
+      text = await this.#o.io.readFile(path);
+    } catch (e) {
+      if (!isAbsent(e)) throw ioError(`reading VM ${id}'s record ${path}`, e);
+      throw await this.#notFound(id);
     }
-    return JSON.parse(text) as VmRecord;
+    try {
+      return JSON.parse(text) as VmRecord;
+    } catch (e) {
+      throw new KilnError('driver_error', `VM ${id}'s record ${path} is damaged: ${(e as Error).message}`, {
+        cause: e,
+      });
+    }
+  }
+
+  /** `not_found` for a VM without a record; the message names a process of it that still runs. */
+  async #notFound(id: string): Promise<KilnError> {
+    const live = await this.#processes(id);
+    if (live.length === 0) return new KilnError('not_found', `VM ${id} does not exist`, { details: { id } });
+    const pids = live.map((p) => p.pid);
+    return new KilnError(
+      'not_found',
+      `VM ${id} has no record (its directory ${this.#dir(id)} is gone or incomplete) but its QEMU process ${pids.join(', ')} still runs; without its QMP socket it cannot be re-adopted, only killed`,
+      { details: { id, pids } },
+    );
   }
 
   /** True when the recorded QEMU process still exists (and is the same process). */
   #alive(rec: VmRecord): boolean {
-    if (!pidAlive(rec.pid)) return false;
-    const st = procStat(rec.pid);
-    return st !== undefined && (rec.pidStartTime === 0 || st.startTime === rec.pidStartTime);
+    return this.#procAlive(rec.pid, rec.pidStartTime, rec.id);
+  }
+
+  /**
+   * Whether `pid` is still the process that was recorded (same start time; 0 = any). False only
+   * on a positive observation: no such process, a zombie, another start time (a recycled pid).
+   * A /proc read that fails otherwise throws a `driver_error`.
+   */
+  #procAlive(pid: number, startTime: number, id: string): boolean {
+    try {
+      process.kill(pid, 0);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false; // ESRCH: no such process
+    }
+    let text: string;
+    try {
+      text = this.#o.io.readFileSync(`/proc/${pid}/stat`);
+    } catch (e) {
+      if (isAbsent(e)) return false;
+      throw ioError(`checking VM ${id}'s QEMU process ${pid} (/proc/${pid}/stat)`, e);
+    }
+    const st = parseProcStat(text);
+    if (st.state === 'Z' || st.state === 'X') return false;
+    return startTime === 0 || st.startTime === startTime;
+  }
+
+  /** /proc/PID/stat's start time of a process just started (0 when it is already gone). */
+  #startTime(pid: number): number {
+    try {
+      return parseProcStat(this.#o.io.readFileSync(`/proc/${pid}/stat`)).startTime;
+    } catch (e) {
+      if (isAbsent(e)) return 0;
+      throw ioError(`reading /proc/${pid}/stat of a new QEMU`, e);
+    }
+  }
+
+  /** Polls until the process is gone (true) or the time is up (false). */
+  async #waitGone(pid: number, startTime: number, id: string, timeoutMs: number): Promise<boolean> {
+    const end = Date.now() + timeoutMs;
+    while (this.#procAlive(pid, startTime, id)) {
+      if (Date.now() >= end) return false;
+      await sleep(20);
+    }
+    return true;
+  }
+
+  /**
+   * Live QEMU processes of THIS run directory, found by their command line: `-name kiln-<id>`
+   * and `-pidfile <runDir>/<id>/qemu.pid` (so another daemon's or test's VMs never match), run
+   * by this driver's QEMU binary. Works when the VM's directory is gone.
+   */
+  async #processes(onlyId?: string): Promise<{ id: string; pid: number; startTime: number }[]> {
+    const io = this.#o.io;
+    let entries: string[];
+    try {
+      entries = await io.readdir('/proc');
+    } catch (e) {
+      throw ioError('listing processes (/proc)', e);
+    }
+    const exe = basename(this.#o.qemuBinary);
+    const runDir = resolve(this.#o.runDir);
+    const out: { id: string; pid: number; startTime: number }[] = [];
+    for (const ent of entries) {
+      if (!/^\d+$/.test(ent)) continue;
+      let argv: string[];
+      let stat: string;
+      try {
+        argv = io.readFileSync(`/proc/${ent}/cmdline`).split('\0');
+        if (basename(argv[0] ?? '') !== exe) continue;
+        stat = io.readFileSync(`/proc/${ent}/stat`);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (isAbsent(e) || code === 'EACCES' || code === 'EPERM') continue; // gone, or not ours
+        throw ioError(`reading /proc/${ent}`, e);
+      }
+      const arg = (flag: string): string | undefined => {
+        const i = argv.indexOf(flag);
+        return i < 0 ? undefined : argv[i + 1];
+      };
+      const name = arg('-name');
+      if (!name?.startsWith('kiln-')) continue;
+      const id = name.slice('kiln-'.length);
+      if (onlyId !== undefined && id !== onlyId) continue;
+      if (arg('-pidfile') !== join(runDir, id, FILES.pid)) continue;
+      const st = parseProcStat(stat);
+      if (st.state === 'Z' || st.state === 'X') continue;
+      out.push({ id, pid: Number(ent), startTime: st.startTime });
+    }
+    return out;
+  }
+
+  /** SIGKILLs every process of VM `id` found by command line; throws unless all are gone. */
+  async #killProcesses(id: string): Promise<number[]> {
+    const live = await this.#processes(id);
+    for (const p of live) killQuiet(p.pid);
+    for (const p of live) {
+      if (!(await this.#waitGone(p.pid, p.startTime, id, 5000)))
+        throw new KilnError('driver_error', `QEMU pid ${p.pid} of VM ${id} survived SIGKILL`);
+    }
+    return live.map((p) => p.pid);
+  }
+
+  /** Remembers the VM's last disk I/O error (QMP BLOCK_IO_ERROR), to say why QEMU stopped it. */
+  #watch(id: string, q: QmpClient): void {
+    q.on('event', (e) => {
+      if (e.event !== 'BLOCK_IO_ERROR') return;
+      const d = e.data ?? {};
+      const err = {
+        nospace: d['nospace'] === true,
+        reason: typeof d['reason'] === 'string' ? d['reason'] : 'I/O error',
+        operation: typeof d['operation'] === 'string' ? d['operation'] : 'write',
+      };
+      this.#ioErrors.set(id, err);
+      this.#log.warn({ vmId: id, ...err, action: d['action'] }, 'QEMU reports a disk I/O error');
+    });
   }
 
   #client(id: string): Promise<QmpClient> {
     let c = this.#qmp.get(id);
     if (!c) {
       c = QmpClient.connect(join(this.#dir(id), FILES.qmp)).then((q) => {
+        this.#watch(id, q);
         q.once('close', () => this.#qmp.delete(id));
         return q;
       });
@@ -463,8 +611,9 @@ export class QemuDriver implements VmmDriver {
     }).catch(() => undefined);
   }
 
-  #info(rec: VmRecord, state: VmState): VmInfo {
+  #info(rec: VmRecord, state: VmState, fault?: VmInfo['fault']): VmInfo {
     return {
+      ...(fault ? { fault } : {}),
       id: rec.id,
       state,
       pid: rec.pid,
@@ -478,25 +627,73 @@ export class QemuDriver implements VmmDriver {
   }
 
   async #state(rec: VmRecord): Promise<VmState> {
-    if (!this.#alive(rec)) return 'stopped';
+    return (await this.#runState(rec)).state;
+  }
+
+  async #runState(rec: VmRecord): Promise<{ state: VmState; fault?: VmInfo['fault'] }> {
+    if (!this.#alive(rec)) return { state: 'stopped' };
     try {
       const q = await this.#client(rec.id);
       const s = await q.execute<{ status: string; running: boolean }>('query-status', undefined, {
         timeoutMs: 5000,
       });
-      if (s.running) return 'running';
+      if (s.running) return { state: 'running' };
       if (s.status === 'shutdown' || s.status === 'guest-panicked' || s.status === 'internal-error')
-        return 'stopped';
-      return 'paused';
+        return { state: 'stopped' };
+      // QEMU's default werror=enospc stops the VM when a write to its disk fails for lack of space.
+      if (s.status === 'io-error') return { state: 'paused', fault: await this.#ioFault(rec.id, q) };
+      return { state: 'paused' };
     } catch (e) {
-      if (!this.#alive(rec)) return 'stopped';
+      if (!this.#alive(rec)) return { state: 'stopped' };
       throw e;
     }
   }
 
+  /** Why QEMU stopped a VM on a disk error: the last BLOCK_IO_ERROR event and query-block's io-status. */
+  async #ioFault(id: string, q: QmpClient): Promise<NonNullable<VmInfo['fault']>> {
+    const ev = this.#ioErrors.get(id);
+    const blocks = await q
+      .execute<{ device: string; 'io-status'?: string }[]>('query-block', undefined, { timeoutMs: 5000 })
+      .catch(() => []);
+    const nospace = ev?.nospace === true || blocks.some((b) => b['io-status'] === 'nospace');
+    const reason = ev?.reason ?? (nospace ? 'No space left on device' : 'I/O error');
+    return {
+      kind: 'io_error',
+      nospace,
+      message: `QEMU stopped the VM: a ${ev?.operation ?? 'write'} to its disk failed (${reason})`,
+    };
+  }
+
   async status(id: string): Promise<VmInfo> {
     const rec = await this.#record(id);
-    return this.#info(rec, await this.#state(rec));
+    const st = await this.#runState(rec);
+    return this.#info(rec, st.state, st.fault);
+  }
+
+  async consoleTail(id: string, maxLines = 30): Promise<string[]> {
+    validateName('id', id);
+    const path = join(this.#dir(id), FILES.serial);
+    let text: string;
+    try {
+      text = await this.#o.io.readTail(path, 64 * 1024);
+    } catch (e) {
+      if (!isAbsent(e)) throw ioError(`reading VM ${id}'s console log ${path}`, e);
+      if (!(await this.#dirExists(id))) throw new KilnError('not_found', `VM ${id} does not exist`);
+      return [];
+    }
+    return text
+      .split(/\r?\n/)
+      .map(printable)
+      .filter((l) => l !== '')
+      .slice(-maxLines);
+  }
+
+  async #dirExists(id: string): Promise<boolean> {
+    try {
+      return await this.#o.io.exists(this.#dir(id));
+    } catch (e) {
+      throw ioError(`looking for VM ${id}'s directory`, e);
+    }
   }
 
   async pause(id: string, opts: OpOpts = {}): Promise<void> {
@@ -539,10 +736,10 @@ export class QemuDriver implements VmmDriver {
       } catch (e) {
         log.warn({ err: e }, 'graceful quit failed; escalating');
       }
-      if (!(await waitPidExit(rec.pid, graceMs))) {
+      if (!(await this.#waitGone(rec.pid, rec.pidStartTime, id, graceMs))) {
         log.warn({ pid: rec.pid }, 'qemu ignored quit; sending SIGKILL');
         killQuiet(rec.pid);
-        if (!(await waitPidExit(rec.pid, 5000))) {
+        if (!(await this.#waitGone(rec.pid, rec.pidStartTime, id, 5000))) {
           throw new KilnError('driver_error', `QEMU pid ${rec.pid} of VM ${id} survived SIGKILL`);
         }
       }
@@ -557,46 +754,48 @@ export class QemuDriver implements VmmDriver {
   }
 
   async kill(id: string): Promise<void> {
-    const rec = await this.#record(id).catch(async (e: unknown) => {
-      // A directory without a record is a start that crashed half-way: kill by pid file.
-      if (e instanceof KilnError && e.code === 'not_found' && existsSync(this.#dir(id))) {
-        await this.#killPartial(id);
-        return undefined;
+    let rec: VmRecord | undefined;
+    try {
+      rec = await this.#record(id);
+    } catch (e) {
+      if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
+    }
+    if (rec) {
+      if (this.#alive(rec)) {
+        killQuiet(rec.pid);
+        if (!(await this.#waitGone(rec.pid, rec.pidStartTime, id, 5000))) {
+          throw new KilnError('driver_error', `QEMU pid ${rec.pid} of VM ${id} survived SIGKILL`);
+        }
       }
-      throw e;
-    });
-    if (rec && this.#alive(rec)) {
-      killQuiet(rec.pid);
-      if (!(await waitPidExit(rec.pid, 5000))) {
-        throw new KilnError('driver_error', `QEMU pid ${rec.pid} of VM ${id} survived SIGKILL`);
-      }
+    } else {
+      // No record: a start that crashed half-way, or a directory removed under a running VM.
+      // Its process is found by command line.
+      const dirExists = await this.#dirExists(id);
+      const pids = await this.#killProcesses(id);
+      if (!dirExists && pids.length === 0)
+        throw new KilnError('not_found', `VM ${id} does not exist`, { details: { id } });
+      if (pids.length) this.#log.warn({ vmId: id, pids }, 'killed a VM process that had no record');
     }
     await this.#cleanup(id);
   }
 
-  async #killPartial(id: string): Promise<void> {
-    const pid = Number((await readFile(join(this.#dir(id), FILES.pid), 'utf8').catch(() => '')).trim());
-    if (Number.isInteger(pid) && pid > 0 && pidAlive(pid)) {
-      const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-      if (cmdline.includes(`kiln-${id}`)) {
-        killQuiet(pid);
-        await waitPidExit(pid, 5000);
-      }
-    }
-  }
-
+  /** Forgets the VM and removes its directory: only once its process is known to be gone. */
   async #cleanup(id: string): Promise<void> {
     this.#forget(id);
+    this.#ioErrors.delete(id);
     await rm(this.#dir(id), { recursive: true, force: true });
   }
 
   async list(): Promise<string[]> {
-    if (!existsSync(this.#o.runDir)) return [];
-    const ents = await readdir(this.#o.runDir, { withFileTypes: true });
-    return ents
-      .filter((e) => e.isDirectory() && !e.name.startsWith('.'))
-      .map((e) => e.name)
-      .sort();
+    const ids = new Set<string>();
+    try {
+      for (const name of await this.#o.io.dirs(this.#o.runDir)) if (!name.startsWith('.')) ids.add(name);
+    } catch (e) {
+      if (!isAbsent(e)) throw ioError(`listing VM directories in ${this.#o.runDir}`, e);
+    }
+    // VMs whose directory is gone while QEMU still runs (removed from outside, a lost start).
+    for (const p of await this.#processes()) ids.add(p.id);
+    return [...ids].sort();
   }
 
   async close(): Promise<void> {
@@ -617,6 +816,16 @@ async function activeImage(q: QmpClient): Promise<string> {
 /** Removes group and other bits from files that exist (QEMU made them under its own umask). */
 async function privateFiles(paths: (string | undefined)[]): Promise<void> {
   for (const p of paths) if (p) await chmod(p, 0o600).catch(() => undefined);
+}
+
+/** A console line without terminal escapes and control characters. */
+function printable(line: string): string {
+  /* eslint-disable no-control-regex -- removing control characters is the point */
+  return line
+    .replace(/\u001b\[[0-9;?]*[A-Za-z]/g, '')
+    .replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, '')
+    .trimEnd();
+  /* eslint-enable no-control-regex */
 }
 
 /** Quotes a path for the shell QEMU runs `exec:` migration URIs with. */

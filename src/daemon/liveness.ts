@@ -1,0 +1,314 @@
+import type { Logger } from 'pino';
+import type { SandboxCondition, SandboxConditionCode, SandboxRecord } from '../core/domain.ts';
+import { KilnError, asKilnError } from '../core/errors.ts';
+import type { Store } from '../store/store.ts';
+import type { VmInfo, VmmDriver } from '../vmm/driver.ts';
+import type { GuestClient, HttpGuestClientOpts } from './guest-client.ts';
+
+export interface LivenessOpts {
+  /** How often each running sandbox's guest agent is probed (GET /health). Default 5000 ms. */
+  probeEveryMs?: number;
+  /** How long one probe may take. Default 3000 ms. */
+  probeTimeoutMs?: number;
+  /** Failed probes in a row before the sandbox is marked `unresponsive`. Default 3. */
+  failuresToFlag?: number;
+  /**
+   * How often kiln asks QEMU to run again a VM it stopped on a full disk (`cont`; the write is
+   * retried and the VM stops again if there is still no space). Default 30000 ms; 0 = never.
+   */
+  diskRetryEveryMs?: number;
+}
+
+export interface LivenessDeps {
+  store: Store;
+  driver: VmmDriver;
+  guest: (o: HttpGuestClientOpts) => GuestClient;
+  log: Logger;
+  now: () => number;
+  /** The guest agent's base URL of a VM. */
+  agentUrl: (info: VmInfo) => string;
+  /** True while an operation (snapshot, pause, kill...) holds the sandbox. */
+  isHeld: (id: string) => boolean;
+  /** Ends the sandbox with this reason (the service's kill). */
+  kill: (id: string, reason: string) => Promise<unknown>;
+}
+
+/**
+ * How many console lines are searched for why a VM ended: a panic's stack dump follows its
+ * "Kernel panic" line (some 40 lines), and the VM exits right after it.
+ */
+export const CONSOLE_LINES = 200;
+
+const panicLine = (l: string): boolean => l.includes('Kernel panic - not syncing');
+
+/**
+ * Why a VM ended, from the last lines of its console: the kernel's panic line when there is one
+ * (an agent that died, a kernel that crashed), else the last line the guest wrote.
+ */
+export function exitReason(consoleLines: string[]): string {
+  const panic = consoleLines.findLast(panicLine);
+  if (panic) return `vm exited: ${panic.slice(panic.indexOf('Kernel panic')).slice(0, 300)}`;
+  const last = consoleLines.at(-1);
+  return last ? `vm exited; the guest's last console line: ${last.slice(0, 300)}` : 'vm exited';
+}
+
+/** The console lines an exit event keeps: around the panic (what led to it), else the last 30. */
+export function consoleExcerpt(consoleLines: string[]): string[] {
+  const i = consoleLines.findLastIndex(panicLine);
+  return i < 0 ? consoleLines.slice(-30) : consoleLines.slice(Math.max(0, i - 15), i + 25);
+}
+
+interface Probe {
+  /** The VM the cached address belongs to. */
+  startedAt: string | null;
+  baseUrl: string | undefined;
+  lastProbeAt: number;
+  failures: number;
+  /** Polls that saw the VM paused without a fault (one may be a snapshot kiln itself took). */
+  pausedSeen: number;
+  lastDiskRetryAt: number;
+  /** The last driver error logged (logged once until it changes). */
+  lastVmError: string | undefined;
+}
+
+/**
+ * The liveness watcher: per running sandbox, the VM process (the driver's status), QEMU's run
+ * state (stopped on a full disk?) and the guest agent (/health). A VM that is positively gone is
+ * ended with the reason its console gives; a VM whose state cannot be read (host errors) is left
+ * alone and checked again; what is wrong but not fatal is the sandbox's `condition`, which exec
+ * and the envd proxy turn into a clear error at once. Sandboxes are checked concurrently and a
+ * slow one (a hung QEMU) never delays the others.
+ */
+export class LivenessWatcher {
+  readonly #d: LivenessDeps;
+  readonly #o: Required<LivenessOpts>;
+  readonly #probes = new Map<string, Probe>();
+  readonly #inflight = new Set<string>();
+  /** A re-probe in progress per sandbox (exec and the proxy share it). */
+  readonly #reprobes = new Map<string, Promise<boolean>>();
+
+  constructor(deps: LivenessDeps, opts: LivenessOpts = {}) {
+    this.#d = deps;
+    this.#o = {
+      probeEveryMs: opts.probeEveryMs ?? 5000,
+      probeTimeoutMs: opts.probeTimeoutMs ?? 3000,
+      failuresToFlag: opts.failuresToFlag ?? 3,
+      diskRetryEveryMs: opts.diskRetryEveryMs ?? 30_000,
+    };
+  }
+
+  /**
+   * Checks every running sandbox not already being checked and not held by an operation;
+   * resolves with the ids of those it found dead (and ended).
+   */
+  async check(): Promise<string[]> {
+    const running = this.#d.store.listSandboxes({ states: ['running'] }, { limit: 1000 }).items;
+    const ids = new Set(running.map((s) => s.id));
+    for (const id of this.#probes.keys()) if (!ids.has(id)) this.#probes.delete(id);
+    const checks = running
+      .filter((s) => !this.#inflight.has(s.id) && !this.#d.isHeld(s.id))
+      .map(async (s) => {
+        this.#inflight.add(s.id);
+        try {
+          return await this.#checkOne(s);
+        } catch (e) {
+          this.#d.log.warn({ err: e, sandboxId: s.id }, 'liveness check failed');
+          return false;
+        } finally {
+          this.#inflight.delete(s.id);
+        }
+      });
+    const dead = await Promise.all(checks);
+    return running.filter((_, i) => dead[i]).map((s) => s.id);
+  }
+
+  #probe(s: SandboxRecord): Probe {
+    let p = this.#probes.get(s.id);
+    if (!p || p.startedAt !== s.startedAt) {
+      p = {
+        startedAt: s.startedAt,
+        baseUrl: undefined,
+        lastProbeAt: 0,
+        failures: 0,
+        pausedSeen: 0,
+        lastDiskRetryAt: this.#d.now(),
+        lastVmError: undefined,
+      };
+      this.#probes.set(s.id, p);
+    }
+    return p;
+  }
+
+  /** True when the sandbox was found dead and ended. */
+  async #checkOne(s: SandboxRecord): Promise<boolean> {
+    const p = this.#probe(s);
+    let info: VmInfo | undefined;
+    let vmError: KilnError | undefined;
+    try {
+      info = await this.#d.driver.status(s.id);
+      p.lastVmError = undefined;
+    } catch (e) {
+      const k = asKilnError(e);
+      // Not found is an observation: the VM's record is gone (its process, if any, is killed).
+      if (k.code === 'not_found') return this.#end(s, `vm lost: ${k.message}`, []);
+      // Anything else (EMFILE, a QMP timeout) says nothing about the VM: look again later.
+      vmError = k;
+      if (p.lastVmError !== k.message)
+        this.#d.log.warn({ err: k, sandboxId: s.id }, 'cannot read the VM state; will retry');
+      p.lastVmError = k.message;
+    }
+    if (info?.state === 'stopped') {
+      const lines = await this.#d.driver.consoleTail(s.id, CONSOLE_LINES).catch((e: unknown) => {
+        this.#d.log.warn({ err: e, sandboxId: s.id }, 'cannot read the console of a VM that exited');
+        return [] as string[];
+      });
+      return this.#end(s, exitReason(lines), lines);
+    }
+    if (info?.state === 'paused') {
+      await this.#paused(s, info, p);
+      return false;
+    }
+    p.pausedSeen = 0;
+    if (info) {
+      p.baseUrl = this.#d.agentUrl(info);
+      // The VM runs again: a condition about its stopped vCPUs is over.
+      if (s.condition && s.condition.code !== 'unresponsive') this.#clear(s, 'the VM runs again');
+    }
+    if (this.#d.now() - p.lastProbeAt < this.#o.probeEveryMs || !p.baseUrl) return false;
+    p.lastProbeAt = this.#d.now();
+    try {
+      await this.#d.guest({ baseUrl: p.baseUrl }).health(this.#o.probeTimeoutMs);
+      p.failures = 0;
+      if (s.condition?.code === 'unresponsive') this.#clear(s, 'the guest agent answers again');
+    } catch (e) {
+      p.failures++;
+      if (p.failures >= this.#o.failuresToFlag) {
+        this.#set(
+          s,
+          'unresponsive',
+          `its guest agent has not answered /health ${p.failures} times in a row (${(e as Error).message})` +
+            (vmError ? `; QEMU does not answer either (${vmError.message})` : '') +
+            '; the guest may be overloaded or hung: wait, or kill it',
+        );
+      }
+    }
+    return false;
+  }
+
+  /** QEMU says the vCPUs are stopped though the sandbox should run. */
+  async #paused(s: SandboxRecord, info: VmInfo, p: Probe): Promise<void> {
+    const fault = info.fault;
+    if (fault?.kind === 'io_error') {
+      if (!fault.nospace) {
+        this.#set(s, 'vm_stopped', `${fault.message}; kill the sandbox`);
+        return;
+      }
+      const retry = this.#o.diskRetryEveryMs;
+      this.#set(
+        s,
+        'disk_full',
+        `the host has no space left for this sandbox's disk: ${fault.message}; free space on kiln's state disk` +
+          (retry > 0 ? ` (kiln resumes the VM by itself, trying every ${Math.round(retry / 1000)} s)` : ''),
+      );
+      if (retry > 0 && this.#d.now() - p.lastDiskRetryAt >= retry) {
+        p.lastDiskRetryAt = this.#d.now();
+        // `cont` retries the failed write; with no space yet, QEMU stops the VM again.
+        try {
+          await this.#d.driver.resume(s.id);
+          this.#d.log.info({ sandboxId: s.id }, 'resumed a VM stopped on a full disk');
+        } catch (e) {
+          this.#d.log.warn({ err: e, sandboxId: s.id }, 'resuming a VM stopped on a full disk failed');
+        }
+      }
+      return;
+    }
+    // Kiln's own snapshots pause the VM under the sandbox's lock; a pause seen twice with no lock
+    // held is not kiln's.
+    if (++p.pausedSeen < 2) return;
+    this.#set(
+      s,
+      'vm_stopped',
+      'QEMU reports the VM paused although the sandbox should run (paused outside kiln?); kill the sandbox, or resume the VM over QMP',
+    );
+  }
+
+  #set(s: SandboxRecord, code: SandboxConditionCode, message: string): void {
+    if (s.condition?.code === code) return;
+    // An operation that took the sandbox in the meantime owns its state.
+    if (this.#d.isHeld(s.id)) return;
+    const condition: SandboxCondition = { code, message, since: new Date(this.#d.now()).toISOString() };
+    try {
+      this.#d.store.updateSandbox(s.id, { condition }, ['running']);
+    } catch (e) {
+      if (e instanceof KilnError && e.code === 'invalid_state') return; // no longer running
+      throw e;
+    }
+    this.#d.store.appendEvent(s.id, 'warn', `sandbox ${code.replace('_', ' ')}: ${message}`, { condition });
+    this.#d.log.warn({ sandboxId: s.id, condition }, 'sandbox condition');
+  }
+
+  #clear(s: SandboxRecord, why: string): void {
+    const was = this.#d.store.getSandbox(s.id).condition;
+    if (!was) return;
+    this.#d.store.updateSandbox(s.id, { condition: null });
+    this.#d.store.appendEvent(s.id, 'info', `sandbox ${was.code.replace('_', ' ')} no more: ${why}`);
+    this.#d.log.info({ sandboxId: s.id, was: was.code }, 'sandbox condition cleared');
+  }
+
+  async #end(s: SandboxRecord, reason: string, consoleLines: string[]): Promise<boolean> {
+    this.#d.store.appendEvent(
+      s.id,
+      'warn',
+      reason,
+      consoleLines.length ? { console: consoleExcerpt(consoleLines) } : undefined,
+    );
+    try {
+      await this.#d.kill(s.id, reason);
+      return true;
+    } catch (e) {
+      this.#d.log.warn({ err: e, sandboxId: s.id }, 'ending a sandbox whose VM is gone failed');
+      return false;
+    }
+  }
+
+  /**
+   * Fails fast, with what is wrong, when a running sandbox has a condition; exec and the envd
+   * proxy call it before talking to the guest. An `unresponsive` sandbox is probed once more
+   * (shared by concurrent callers): if it answers now, the condition is cleared and the call goes on.
+   */
+  async assertUsable(s: SandboxRecord, baseUrl: string): Promise<void> {
+    const c = s.condition;
+    if (!c) return;
+    const details = { sandboxId: s.id, condition: c };
+    if (c.code === 'unresponsive') {
+      let p = this.#reprobes.get(s.id);
+      if (!p) {
+        p = this.#d
+          .guest({ baseUrl })
+          .health(this.#o.probeTimeoutMs)
+          .then(
+            () => true,
+            () => false,
+          )
+          .finally(() => this.#reprobes.delete(s.id));
+        this.#reprobes.set(s.id, p);
+      }
+      if (await p) {
+        this.#clear(s, 'the guest agent answers again');
+        return;
+      }
+      throw new KilnError(
+        'guest_agent_error',
+        `sandbox ${s.id} is not responding (since ${c.since}): ${c.message}`,
+        { details },
+      );
+    }
+    if (c.code === 'disk_full')
+      throw new KilnError('no_space', `sandbox ${s.id} is stopped (since ${c.since}): ${c.message}`, {
+        details,
+      });
+    throw new KilnError('invalid_state', `sandbox ${s.id}'s VM is stopped (since ${c.since}): ${c.message}`, {
+      details,
+    });
+  }
+}
