@@ -86,6 +86,17 @@ export class LivenessWatcher {
   readonly #inflight = new Set<string>();
   /** A re-probe in progress per sandbox (exec and the proxy share it). */
   readonly #reprobes = new Map<string, Promise<boolean>>();
+  /**
+   * What the watcher last saw per running sandbox (null: nothing wrong). It is the truth while
+   * kilnd runs; the store's copy is best effort, because the condition that matters most (a full
+   * state disk) is the one in which the store cannot be written.
+   */
+  readonly #seen = new Map<string, SandboxCondition | null>();
+
+  /** The sandbox's condition as last seen (the record's own when the watcher has seen none yet). */
+  conditionOf(s: SandboxRecord): SandboxCondition | null {
+    return this.#seen.has(s.id) ? (this.#seen.get(s.id) ?? null) : s.condition;
+  }
 
   constructor(deps: LivenessDeps, opts: LivenessOpts = {}) {
     this.#d = deps;
@@ -105,6 +116,7 @@ export class LivenessWatcher {
     const running = this.#d.store.listSandboxes({ states: ['running'] }, { limit: 1000 }).items;
     const ids = new Set(running.map((s) => s.id));
     for (const id of this.#probes.keys()) if (!ids.has(id)) this.#probes.delete(id);
+    for (const id of this.#seen.keys()) if (!ids.has(id)) this.#seen.delete(id);
     const checks = running
       .filter((s) => !this.#inflight.has(s.id) && !this.#d.isHeld(s.id))
       .map(async (s) => {
@@ -172,14 +184,15 @@ export class LivenessWatcher {
     if (info) {
       p.baseUrl = this.#d.agentUrl(info);
       // The VM runs again: a condition about its stopped vCPUs is over.
-      if (s.condition && s.condition.code !== 'unresponsive') this.#clear(s, 'the VM runs again');
+      const c = this.conditionOf(s);
+      if (c && c.code !== 'unresponsive') this.#clear(s, 'the VM runs again');
     }
     if (this.#d.now() - p.lastProbeAt < this.#o.probeEveryMs || !p.baseUrl) return false;
     p.lastProbeAt = this.#d.now();
     try {
       await this.#d.guest({ baseUrl: p.baseUrl }).health(this.#o.probeTimeoutMs);
       p.failures = 0;
-      if (s.condition?.code === 'unresponsive') this.#clear(s, 'the guest agent answers again');
+      if (this.conditionOf(s)?.code === 'unresponsive') this.#clear(s, 'the guest agent answers again');
     } catch (e) {
       p.failures++;
       if (p.failures >= this.#o.failuresToFlag) {
@@ -233,26 +246,40 @@ export class LivenessWatcher {
   }
 
   #set(s: SandboxRecord, code: SandboxConditionCode, message: string): void {
-    if (s.condition?.code === code) return;
+    if (this.conditionOf(s)?.code === code) return;
     // An operation that took the sandbox in the meantime owns its state.
     if (this.#d.isHeld(s.id)) return;
     const condition: SandboxCondition = { code, message, since: new Date(this.#d.now()).toISOString() };
-    try {
-      this.#d.store.updateSandbox(s.id, { condition }, ['running']);
-    } catch (e) {
-      if (e instanceof KilnError && e.code === 'invalid_state') return; // no longer running
-      throw e;
-    }
-    this.#d.store.appendEvent(s.id, 'warn', `sandbox ${code.replace('_', ' ')}: ${message}`, { condition });
+    this.#seen.set(s.id, condition);
     this.#d.log.warn({ sandboxId: s.id, condition }, 'sandbox condition');
+    this.#persist(s.id, condition, () => {
+      this.#d.store.appendEvent(s.id, 'warn', `sandbox ${code.replace('_', ' ')}: ${message}`, { condition });
+    });
   }
 
   #clear(s: SandboxRecord, why: string): void {
-    const was = this.#d.store.getSandbox(s.id).condition;
+    const was = this.conditionOf(s);
     if (!was) return;
-    this.#d.store.updateSandbox(s.id, { condition: null });
-    this.#d.store.appendEvent(s.id, 'info', `sandbox ${was.code.replace('_', ' ')} no more: ${why}`);
+    this.#seen.set(s.id, null);
     this.#d.log.info({ sandboxId: s.id, was: was.code }, 'sandbox condition cleared');
+    this.#persist(s.id, null, () => {
+      this.#d.store.appendEvent(s.id, 'info', `sandbox ${was.code.replace('_', ' ')} no more: ${why}`);
+    });
+  }
+
+  /** Records a condition in the store, best effort: a full disk must not hide it (see #seen). */
+  #persist(id: string, condition: SandboxCondition | null, event: () => void): void {
+    try {
+      this.#d.store.updateSandbox(id, { condition }, ['running']);
+      event();
+    } catch (e) {
+      const k = asKilnError(e);
+      if (k.code === 'invalid_state') {
+        this.#seen.delete(id); // no longer running: its record says what happened
+        return;
+      }
+      this.#d.log.warn({ err: k, sandboxId: id }, 'cannot record the sandbox condition; kept in memory');
+    }
   }
 
   async #end(s: SandboxRecord, reason: string, consoleLines: string[]): Promise<boolean> {
@@ -277,7 +304,7 @@ export class LivenessWatcher {
    * (shared by concurrent callers): if it answers now, the condition is cleared and the call goes on.
    */
   async assertUsable(s: SandboxRecord, baseUrl: string): Promise<void> {
-    const c = s.condition;
+    const c = this.conditionOf(s);
     if (!c) return;
     const details = { sandboxId: s.id, condition: c };
     if (c.code === 'unresponsive') {

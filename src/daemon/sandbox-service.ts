@@ -1138,11 +1138,19 @@ export class SandboxService {
 
   get(id: string): SandboxRecord {
     validateName('sandboxId', id);
-    return this.#d.store.getSandbox(id);
+    return this.#live(this.#d.store.getSandbox(id));
   }
 
   list(filter: SandboxFilter = {}, page?: PageOpts): Page<SandboxRecord> {
-    return this.#d.store.listSandboxes(filter, page);
+    const p = this.#d.store.listSandboxes(filter, page);
+    return { ...p, items: p.items.map((s) => this.#live(s)) };
+  }
+
+  /** A running sandbox's condition as the liveness watcher sees it now (the store may lag). */
+  #live(s: SandboxRecord): SandboxRecord {
+    if (s.state !== 'running') return s;
+    const condition = this.#liveness.conditionOf(s);
+    return condition === s.condition ? s : { ...s, condition };
   }
 
   async exec(id: string, cmd: string, opts: ExecOpts = {}, ctx: OpCtx = {}): Promise<ExecResult> {

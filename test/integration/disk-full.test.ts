@@ -119,7 +119,7 @@ describe('a full state disk (tmpfs filled from inside a guest)', { timeout: 900_
     // Admit sandboxes as if they used a thousandth of their disks, so one starts on this tmpfs.
     await start({ diskOvercommitRatio: 1000 });
     sbx = (await c.createSandbox({ template: 'base' })).sandboxId;
-    const key = k?.keys.create('e2b').key ?? '';
+    const key = k?.keys.create('e2b', { admin: true }).key ?? '';
     const detail = await fetch(`${k?.e2bApiUrl ?? ''}/sandboxes/${sbx}`, { headers: { 'X-API-KEY': key } });
     assert.equal(
       ((await detail.json()) as { diskSizeMB?: number }).diskSizeMB,
