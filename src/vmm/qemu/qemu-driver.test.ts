@@ -173,11 +173,20 @@ describe('QemuDriver bookkeeping (stand-in processes)', () => {
     const d = driver();
     await standIn('full', {
       qmp: {
-        answers: { 'query-status': { status: 'io-error', running: false }, 'query-block': [{ device: 'root' }] },
+        answers: {
+          'query-status': { status: 'io-error', running: false },
+          'query-block': [{ device: 'root' }],
+        },
         events: [
           {
             event: 'BLOCK_IO_ERROR',
-            data: { device: 'root', operation: 'write', action: 'stop', nospace: true, reason: 'No space left on device' },
+            data: {
+              device: 'root',
+              operation: 'write',
+              action: 'stop',
+              nospace: true,
+              reason: 'No space left on device',
+            },
             timestamp: { seconds: 1, microseconds: 0 },
           },
           { event: 'STOP', timestamp: { seconds: 1, microseconds: 0 } },
