@@ -24,8 +24,13 @@ import { createEnvdProxy } from './envd-proxy.ts';
 import { createRouter } from './http.ts';
 
 const IMAGE = { key: 'img-1', kernel: '/i/k', initrd: '/i/i', rootfs: '/i/r' };
+/** The (fake) guest agent stopped answering. */
+let guestHung = false;
 const guest: GuestClient = {
-  health: () => Promise.resolve(),
+  health: () =>
+    guestHung
+      ? Promise.reject(new Error('did not answer /health: no answer within 3000 ms'))
+      : Promise.resolve(),
   init: () => Promise.resolve(),
   exec: () => Promise.resolve({ exitCode: 0, stdout: '', stderr: '', status: 'exit status 0' }),
   metrics: () =>
@@ -458,5 +463,41 @@ describe('E2B API and envd proxy (fake driver, real e2b SDK)', () => {
       `${sandboxUrl}/files?path=%2Ftmp%2Fx&signature=${sig}&signature_expiration=2000000000`,
     );
     assert.equal(stale.status, 401, "a dead sandbox's URLs no longer route");
+  });
+
+  it('envd proxy: a sandbox marked unresponsive or stopped on a full disk is refused at once, saying why', async () => {
+    const r = await raw('POST', '/v2/sandboxes', { templateID: 'base' });
+    const id = (r.json as { sandboxID: string }).sandboxID;
+    const health = (): Promise<Response> =>
+      fetch(`${sandboxUrl}/health`, { headers: { 'e2b-sandbox-id': id } });
+    assert.equal((await health()).status, 204);
+    const since = new Date().toISOString();
+    guestHung = true;
+    try {
+      store.updateSandbox(id, {
+        condition: { code: 'unresponsive', message: 'its guest agent has not answered', since },
+      });
+      const hung = await health();
+      assert.equal(hung.status, 502);
+      assert.match(
+        ((await hung.json()) as { message: string }).message,
+        new RegExp(`sandbox ${id} is not responding`),
+      );
+      store.updateSandbox(id, {
+        condition: { code: 'disk_full', message: 'the host has no space left', since },
+      });
+      const full = await health();
+      assert.equal(full.status, 507);
+      assert.match(((await full.json()) as { message: string }).message, /is stopped .*no space left/);
+    } finally {
+      guestHung = false;
+    }
+    // It answers again: the mark is cleared on the next request, which goes through.
+    store.updateSandbox(id, {
+      condition: { code: 'unresponsive', message: 'its guest agent has not answered', since },
+    });
+    assert.equal((await health()).status, 204);
+    assert.equal(svc.get(id).condition, null);
+    await svc.kill(id);
   });
 });

@@ -113,6 +113,9 @@ export class LivenessWatcher {
    * resolves with the ids of those it found dead (and ended).
    */
   async check(): Promise<string[]> {
+    // A paused sandbox has no VM: what was wrong with the one it had is over.
+    for (const s of this.#d.store.listSandboxes({ states: ['paused'] }, { limit: 1000 }).items)
+      if (s.condition && !this.#d.isHeld(s.id)) this.#clear(s, 'the sandbox is paused (its VM is gone)');
     const running = this.#d.store.listSandboxes({ states: ['running'] }, { limit: 1000 }).items;
     const ids = new Set(running.map((s) => s.id));
     for (const id of this.#probes.keys()) if (!ids.has(id)) this.#probes.delete(id);

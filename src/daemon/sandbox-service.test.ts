@@ -373,6 +373,11 @@ describe('SandboxService (fake driver)', () => {
       code: 'invalid_state',
       message: /VM is stopped.*Input\/output error/,
     });
+    // Paused by kiln, the sandbox has no VM: the mark goes.
+    await driver.resume(s.id);
+    await svc.pause(s.id);
+    await svc.checkLiveness();
+    assert.equal(svc.get(s.id).condition, null);
   });
 
   it('a VM paused outside kiln is vm_stopped after two checks (one may be a snapshot in progress)', async () => {

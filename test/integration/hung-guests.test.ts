@@ -5,7 +5,8 @@
  * (service options) so the test stays quick.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { nullLogger } from '../../src/core/log.ts';
 import { sleep } from '../../src/core/proc.ts';
@@ -51,8 +52,10 @@ describe('hung and dying guests (real VMs)', { timeout: 600_000 }, () => {
     await svc.buildTemplate('base', image, { memoryMiB: 512, vcpus: 1 });
     svc.startBackground({ livenessEveryMs: 250, reapEveryMs: 60_000 });
   });
+  let smallDisk: string | undefined;
   after(async () => {
     svc.stopBackground();
+    if (smallDisk) execFileSync('umount', ['-l', smallDisk]);
     for (const id of await driver.list()) await driver.kill(id);
     await driver.close();
     store.close();
@@ -108,5 +111,67 @@ describe('hung and dying guests (real VMs)', { timeout: 600_000 }, () => {
     );
     assert.deepEqual(await driver.list(), [], 'the VM directory was removed after it was read');
     await crash;
+  });
+
+  it('QEMU stopped on a full host disk: disk_full while running, exec fails fast, resumed once there is space', async () => {
+    // This service's watcher would see the other service's VMs as lost: only one watches now.
+    svc.stopBackground();
+    smallDisk = `${root}/small`;
+    await mkdir(smallDisk);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=48m', 'kiln-test', smallDisk]);
+    const small = new QemuDriver({ runDir: `${smallDisk}/vms` });
+    const svc2 = new SandboxService({
+      store,
+      driver: small,
+      guest: (o) => new HttpGuestClient(o),
+      image: () => Promise.resolve(image),
+      dataDir: `${root}/data`,
+      log: nullLogger,
+      guestTimeouts: { execIdleMs: 3000 },
+      liveness: { probeEveryMs: 500, probeTimeoutMs: 1000, failuresToFlag: 2, diskRetryEveryMs: 1000 },
+    });
+    svc2.startBackground({ livenessEveryMs: 250, reapEveryMs: 60_000 });
+    try {
+      const s = await svc2.create({ template: 'base' });
+      // The guest's disk has room; the host's (the overlay's tmpfs) has not.
+      const fill = svc2
+        .exec(
+          s.id,
+          'dd if=/dev/zero of=/home/user/fill bs=1M count=100 conv=fsync 2>&1 && touch /home/user/fill.done',
+        )
+        .catch((e: unknown) => e);
+      await until('flagged disk_full', 60_000, () => svc2.get(s.id).condition?.code === 'disk_full');
+      const c = svc2.get(s.id).condition;
+      assert.match(c?.message ?? '', /no space left for this sandbox's disk.*No space left on device/);
+      assert.equal(svc2.get(s.id).state, 'running', 'the state stays what it is; the condition says why');
+      assert.equal((await small.status(s.id)).fault?.nospace, true);
+      let t0 = Date.now();
+      await assert.rejects(svc2.exec(s.id, 'true'), { code: 'no_space', message: /is stopped/ });
+      assert.ok(Date.now() - t0 < 1000, 'exec fails at once');
+      // The command that was running when the VM stopped fails on its idle deadline.
+      t0 = Date.now();
+      const stalled = await fill;
+      assert.ok(stalled instanceof Error && /not responding/.test(stalled.message), String(stalled));
+      // Space returns: the watcher's retry resumes the VM and the mark goes.
+      execFileSync('mount', ['-o', 'remount,size=512m', smallDisk]);
+      await until('the disk_full mark cleared', 30_000, () => svc2.get(s.id).condition === null);
+      assert.equal(
+        (
+          await svc2.exec(
+            s.id,
+            'while [ ! -e /home/user/fill.done ]; do sleep 0.2; done; stat -c %s /home/user/fill',
+          )
+        ).stdout,
+        `${100 * 2 ** 20}\n`,
+        'the write that failed was retried and the guest went on',
+      );
+      await svc2.kill(s.id);
+    } finally {
+      svc2.stopBackground();
+      for (const id of await small.list()) await small.kill(id);
+      await small.close();
+      execFileSync('umount', [smallDisk]);
+      smallDisk = undefined;
+    }
   });
 });

@@ -555,7 +555,8 @@ export class QemuDriver implements VmmDriver {
       if (!name?.startsWith('kiln-')) continue;
       const id = name.slice('kiln-'.length);
       if (onlyId !== undefined && id !== onlyId) continue;
-      if (arg('-pidfile') !== join(runDir, id, FILES.pid)) continue;
+      const pidFile = arg('-pidfile');
+      if (pidFile === undefined || resolve(pidFile) !== join(runDir, id, FILES.pid)) continue;
       const st = parseProcStat(stat);
       if (st.state === 'Z' || st.state === 'X') continue;
       out.push({ id, pid: Number(ent), startTime: st.startTime });
