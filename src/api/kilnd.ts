@@ -1,10 +1,11 @@
 import { chmod, mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { KilnError, isKilnError } from '../core/errors.ts';
+import { ERROR_CODES, KilnError, isKilnError } from '../core/errors.ts';
 import { writeFileAtomic } from '../core/fs-atomic.ts';
+import { validateMemoryMiB, validateName, validateVcpus } from '../core/validate.ts';
 import { ApiKeyService } from '../daemon/api-keys.ts';
 import { createLogger } from '../core/log.ts';
 import { HttpGuestClient } from '../daemon/guest-client.ts';
@@ -15,9 +16,17 @@ import { defaultImageSpec } from '../images/spec.ts';
 import { SqliteStore } from '../store/sqlite-store.ts';
 import { hostMemoryMiB } from '../vmm/qemu/host.ts';
 import { QemuDriver } from '../vmm/qemu/qemu-driver.ts';
-import { e2bRouterOpts, e2bRoutes } from './e2b.ts';
+import { e2bErrorBody, e2bRouterOpts, e2bRoutes } from './e2b.ts';
 import { createEnvdProxy } from './envd-proxy.ts';
 import { createRouter } from './http.ts';
+import {
+  FALLBACK_NOFILE,
+  planListeners,
+  readNofile,
+  type ListenerName,
+  type ListenersPlan,
+} from './limits.ts';
+import { createListener, type ListenerLimits } from './listener.ts';
 import { nativeRoutes, type E2bEnv } from './native.ts';
 
 export const KILN_VERSION = '0.1.0';
@@ -36,6 +45,11 @@ export interface KilndOpts {
    */
   e2bApiPort?: number;
   e2bSandboxPort?: number;
+  /**
+   * Per-listener limits replacing the planned ones (see limits.ts): connection caps, head and
+   * request deadlines, keep-alive. The plan is sized from this process's descriptor limit.
+   */
+  listeners?: Partial<Record<ListenerName, Partial<ListenerLimits>>>;
 }
 
 export const DEFAULT_E2B_API_PORT = 7480;
@@ -49,6 +63,8 @@ export interface Kilnd {
   keys: ApiKeyService;
   svc: SandboxService;
   server: Server;
+  /** The limits each listener was given. */
+  limits: ListenersPlan;
   close(): Promise<void>;
 }
 
@@ -133,6 +149,30 @@ async function envForCli(
 }
 
 /**
+ * The listeners' limits, sized from the descriptors this process has (Node raises its soft limit
+ * to the hard one at start-up; a soft limit still below it is worth a warning).
+ */
+function listenerPlan(log: Logger, overrides: KilndOpts['listeners']): ListenersPlan {
+  const nofile = readNofile();
+  if (nofile && nofile.soft < nofile.hard)
+    log.warn(nofile, 'the open-files soft limit is below the hard limit; kilnd serves fewer connections');
+  const plan = planListeners(nofile?.soft ?? FALLBACK_NOFILE, overrides);
+  log.info(
+    {
+      nofile: plan.nofile,
+      reserve: plan.reserve,
+      maxConnections: {
+        native: plan.native.maxConnections,
+        e2bApi: plan.e2bApi.maxConnections,
+        envdProxy: plan.envdProxy.maxConnections,
+      },
+    },
+    'listener limits',
+  );
+  return plan;
+}
+
+/**
  * Starts kilnd: opens the state, re-adopts or cleans up every VM (reconciliation), starts the
  * reaper and liveness watcher, and serves the native API on a unix socket (mode 0600). The
  * socket is also the lock: a second daemon on the same state dir is refused.
@@ -163,6 +203,10 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
   log.info(rec, 'reconciled');
   svc.startBackground();
   const buildTemplate = async (name: string, res: { memoryMiB: number; vcpus: number }, opId: string) => {
+    // Refuse bad input before the image cache check, which takes seconds.
+    validateName('template', name);
+    validateMemoryMiB(res.memoryMiB);
+    validateVcpus(res.vcpus);
     await buildImage({ spec: defaultImageSpec(), cacheDir: o.cacheDir, log: log.child({ opId }) });
     const img = await resolveImage(o.cacheDir, 'default');
     return svc.buildTemplate(
@@ -173,15 +217,19 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
     );
   };
   const keys = new ApiKeyService({ store });
-  const e2bApi = createServer(
+  const limits = listenerPlan(log, o.listeners);
+  const e2bApi = createListener(
     createRouter(e2bRoutes({ svc, keys, buildTemplate }), log.child({ api: 'e2b' }), e2bRouterOpts(keys)),
+    { name: 'e2b-api', limits: limits.e2bApi, log, errorBody: e2bErrorBody },
   );
-  e2bApi.requestTimeout = 0; // a first create builds the base template
   const proxy = createEnvdProxy({ svc, log: log.child({ api: 'envd-proxy' }) });
-  const envdProxy = createServer(proxy.handle);
-  // Connect streams (commands, watches) live as long as the guest keeps them.
-  envdProxy.requestTimeout = 0;
-  envdProxy.keepAliveTimeout = 650_000;
+  // Connect streams (commands, watches) live as long as the guest keeps them: no request deadline.
+  const envdProxy = createListener(proxy.handle, {
+    name: 'envd-proxy',
+    limits: limits.envdProxy,
+    log,
+    errorBody: (k) => ({ code: ERROR_CODES[k.code].status, message: k.message }),
+  });
   let apiPort: number;
   let sandboxPort: number;
   try {
@@ -208,10 +256,10 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
   const e2bFile = join(o.stateDir, 'e2b.json');
   await writeFileAtomic(e2bFile, JSON.stringify({ apiUrl: e2bApiUrl, sandboxUrl: e2bSandboxUrl }) + '\n');
   const e2bEnv = (): Promise<E2bEnv> => envForCli(o.stateDir, keys, e2bApiUrl, e2bSandboxUrl);
-  const server = createServer(
+  const server = createListener(
     createRouter(nativeRoutes({ svc, buildTemplate, version: KILN_VERSION, keys, e2bEnv }), log),
+    { name: 'native', limits: limits.native, log, errorBody: (k, opId) => ({ ...k.toJSON(), opId }) },
   );
-  server.requestTimeout = 0; // template builds and long execs
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(socketPath, () => {
@@ -229,6 +277,7 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
     keys,
     svc,
     server,
+    limits,
     close: async () => {
       svc.stopBackground();
       for (const s of [server, e2bApi, envdProxy]) {

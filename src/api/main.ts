@@ -1,13 +1,17 @@
 /**
  * kilnd's process entry: `node src/api/main.ts` (what `kiln daemon` runs). Logs JSON lines to
- * stderr; SIGTERM/SIGINT stop it cleanly (VMs keep running and are re-adopted next time).
+ * stderr; SIGTERM/SIGINT stop it cleanly (VMs keep running and are re-adopted next time). An
+ * uncaught exception or unhandled rejection is logged and kilnd keeps serving (process-guard.ts).
  */
 import { isKilnError } from '../core/errors.ts';
 import { createLogger } from '../core/log.ts';
 import { defaultCacheDir, defaultStateDir } from '../core/paths.ts';
 import { startKilnd } from './kilnd.ts';
+import { installProcessGuard } from './process-guard.ts';
 
 const log = createLogger({ bindings: { component: 'kilnd' } });
+let storm: (() => void) | undefined;
+installProcessGuard({ log, onStorm: () => storm?.() });
 try {
   const k = await startKilnd({ stateDir: defaultStateDir(), cacheDir: defaultCacheDir(), log });
   let stopping = false;
@@ -15,8 +19,12 @@ try {
     if (stopping) return;
     stopping = true;
     void k.close().finally(() => {
-      process.exitCode = 0;
+      process.exitCode ??= 0;
     });
+  };
+  storm = () => {
+    process.exitCode = 1;
+    stop();
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
