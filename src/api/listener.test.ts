@@ -136,7 +136,7 @@ describe('hardened listener', () => {
     const served = response(await rawRequest({ port }, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
     assert.equal(served.status, 200);
     assert.equal(busy.destroyed, false, 'a connection with a request in progress is never closed');
-    // The ten oldest idle ones were closed to make room (they are seen closing, in order).
+    // The oldest idle ones were closed to make room.
     await Promise.all(idle.slice(0, 10).map(closed));
     const server = servers.at(-1);
     const count = await new Promise<number>((r, j) =>
