@@ -63,7 +63,8 @@ export interface Kilnd {
   keys: ApiKeyService;
   svc: SandboxService;
   server: Server;
-  /** The limits each listener was given. */
+  /** The three listeners (`server` is the native one) and the limits each was given. */
+  listeners: Record<ListenerName, Server>;
   limits: ListenersPlan;
   close(): Promise<void>;
 }
@@ -277,6 +278,7 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
     keys,
     svc,
     server,
+    listeners: { native: server, e2bApi, envdProxy },
     limits,
     close: async () => {
       svc.stopBackground();
