@@ -18,71 +18,18 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
   corpus,
+  fire,
   generate,
   prng,
   type HostileRequest,
   type Listener,
 } from '../../test/helpers/hostile-corpus.ts';
 import { captureLog } from '../../test/helpers/log-capture.ts';
-import { openIdle, pool, rawRequest, type RawOutcome, type RawTarget } from '../../test/helpers/raw-http.ts';
+import { openIdle, rawRequest, type RawTarget } from '../../test/helpers/raw-http.ts';
 import { startKilnd, type Kilnd } from './kilnd.ts';
 
 const SEED = Number(process.env['KILN_HOSTILE_SEED'] ?? 20261201);
 const PER_LISTENER = 3400;
-
-/**
- * The one 5xx a listener may answer: the envd proxy's 502 for a sandbox it does not know or that
- * does not run (E2B's proxy does the same; the SDK reads it as "not running"), or for a port it
- * does not expose. Everything else in 5xx is a kiln bug.
- */
-export function legitimate5xx(listener: Listener, status: number, body: string, head: boolean): boolean {
-  if (listener !== 'envdProxy' || status !== 502) return false;
-  // An answer to HEAD has no body to tell which 502 it is.
-  if (head) return body === '';
-  let b: unknown;
-  try {
-    b = JSON.parse(body);
-  } catch {
-    return false;
-  }
-  const { code, message } = b as { code?: unknown; message?: unknown };
-  return (
-    code === 502 &&
-    typeof message === 'string' &&
-    /^(The sandbox .* was not found or is not running|port .* of sandbox .* is not exposed)/.test(message)
-  );
-}
-
-/** Outcomes by listener: `<status>` for answers, `closed`/`reset`/`timeout` otherwise. */
-type Tally = Record<Listener, Record<string, number>>;
-
-export async function fire(
-  reqs: HostileRequest[],
-  targets: Record<Listener, RawTarget>,
-  concurrency: number,
-): Promise<{ tally: Tally; bad: string[] }> {
-  const tally: Tally = { native: {}, e2bApi: {}, envdProxy: {} };
-  const bad: string[] = [];
-  await pool(reqs, concurrency, async (q) => {
-    const o: RawOutcome = await rawRequest(targets[q.listener], q.bytes, { head: q.head, timeoutMs: 10_000 });
-    const key = o.kind === 'response' ? String(o.res.status) : o.kind;
-    const t = tally[q.listener];
-    t[key] = (t[key] ?? 0) + 1;
-    if (
-      o.kind === 'response' &&
-      o.res.status >= 500 &&
-      !legitimate5xx(q.listener, o.res.status, o.res.body, q.head)
-    )
-      bad.push(
-        `${q.label}: ${o.res.status} ${o.res.body.slice(0, 300)}\n  request: ${JSON.stringify(q.bytes.subarray(0, 300).toString('latin1'))}`,
-      );
-    if (o.kind === 'timeout')
-      bad.push(
-        `${q.label}: no answer and no close within 10 s\n  request: ${JSON.stringify(q.bytes.subarray(0, 300).toString('latin1'))}`,
-      );
-  });
-  return { tally, bad };
-}
 
 const connections = (s: Server): Promise<number> =>
   new Promise((resolve, reject) => {

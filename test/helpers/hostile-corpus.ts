@@ -8,6 +8,7 @@
  * gets a bad name or bad JSON) and no E2B create of `base` (which builds the base template); other
  * routes only see ids that do not exist.
  */
+import { pool, rawRequest, type RawOutcome, type RawTarget } from './raw-http.ts';
 
 export type Listener = 'native' | 'e2bApi' | 'envdProxy';
 
@@ -301,6 +302,7 @@ function headersFor(
   listener: Listener,
   apiKey: string,
   sandboxId: string | undefined,
+  accessToken: string | undefined,
 ): string[] {
   const h: string[] = [];
   if (r() < 0.93)
@@ -320,7 +322,10 @@ function headersFor(
     else if (k < 0.65) h.push(`E2b-Sandbox-Id: ${pick(r, SEGMENTS)}`);
     else if (k < 0.7) h.push('E2b-Sandbox-Id: a\r\nE2b-Sandbox-Id: b');
     if (r() < 0.2) h.push(`E2b-Sandbox-Port: ${pick(r, ['49983', '8080', '-1', 'x', '', '49983, 49983'])}`);
-    if (r() < 0.3) h.push(`X-Access-Token: ${pick(r, ['', 'nope', 'a'.repeat(500)])}`);
+    // The sandbox's real token on some, so junk also gets past the agent's check.
+    const tok = r();
+    if (accessToken && tok < 0.35) h.push(`X-Access-Token: ${accessToken}`);
+    else if (tok < 0.5) h.push(`X-Access-Token: ${pick(r, ['', 'nope', 'a'.repeat(500)])}`);
     if (r() < 0.2)
       h.push(
         `Content-Type: ${pick(r, ['application/json', 'application/connect+json', 'application/proto', 'multipart/form-data; boundary=x', 'x'])}`,
@@ -360,6 +365,7 @@ export function generate(
   apiKey: string,
   sandboxId: string | undefined,
   label: string,
+  accessToken?: string,
 ): HostileRequest {
   let target: string;
   let path: string;
@@ -381,7 +387,7 @@ export function generate(
   }
   const method = r() < 0.95 ? pick(r, METHODS) : pick(r, BAD_METHODS);
   const version = r() < 0.92 ? 'HTTP/1.1' : pick(r, VERSIONS);
-  const headers = headersFor(r, listener, apiKey, sandboxId);
+  const headers = headersFor(r, listener, apiKey, sandboxId, accessToken);
   const b =
     method === 'GET' || method === 'HEAD'
       ? r() < 0.1
@@ -564,4 +570,58 @@ export function corpus(listener: Listener, apiKey: string, sandboxId: string | u
     head: false,
     label: `corpus ${listener}: ${label}`,
   }));
+}
+
+/**
+ * The one 5xx a listener may answer: the envd proxy's 502 for a sandbox it does not know or that
+ * does not run (E2B's proxy does the same; the SDK reads it as "not running"), or for a port it
+ * does not expose. Everything else in 5xx is a kiln bug.
+ */
+export function legitimate5xx(listener: Listener, status: number, body: string, head: boolean): boolean {
+  if (listener !== 'envdProxy' || status !== 502) return false;
+  // An answer to HEAD has no body to tell which 502 it is.
+  if (head) return body === '';
+  let b: unknown;
+  try {
+    b = JSON.parse(body);
+  } catch {
+    return false;
+  }
+  const { code, message } = b as { code?: unknown; message?: unknown };
+  return (
+    code === 502 &&
+    typeof message === 'string' &&
+    /^(The sandbox .* was not found or is not running|port .* of sandbox .* is not exposed)/.test(message)
+  );
+}
+
+/** Outcomes by listener: `<status>` for answers, `closed`/`reset`/`timeout` otherwise. */
+type Tally = Record<Listener, Record<string, number>>;
+
+export async function fire(
+  reqs: HostileRequest[],
+  targets: Record<Listener, RawTarget>,
+  concurrency: number,
+): Promise<{ tally: Tally; bad: string[] }> {
+  const tally: Tally = { native: {}, e2bApi: {}, envdProxy: {} };
+  const bad: string[] = [];
+  await pool(reqs, concurrency, async (q) => {
+    const o: RawOutcome = await rawRequest(targets[q.listener], q.bytes, { head: q.head, timeoutMs: 10_000 });
+    const key = o.kind === 'response' ? String(o.res.status) : o.kind;
+    const t = tally[q.listener];
+    t[key] = (t[key] ?? 0) + 1;
+    if (
+      o.kind === 'response' &&
+      o.res.status >= 500 &&
+      !legitimate5xx(q.listener, o.res.status, o.res.body, q.head)
+    )
+      bad.push(
+        `${q.label}: ${o.res.status} ${o.res.body.slice(0, 300)}\n  request: ${JSON.stringify(q.bytes.subarray(0, 300).toString('latin1'))}`,
+      );
+    if (o.kind === 'timeout')
+      bad.push(
+        `${q.label}: no answer and no close within 10 s\n  request: ${JSON.stringify(q.bytes.subarray(0, 300).toString('latin1'))}`,
+      );
+  });
+  return { tally, bad };
 }
