@@ -153,6 +153,20 @@ describe('hostile input against a real kilnd (no VM)', { timeout: 120_000 }, () 
     await stillServing();
   });
 
+  it('concurrent first calls of POST /v1/e2b/env (found by this suite) all get the one kept key', async () => {
+    await rm(join(state, 'state', 'e2b-env.key'), { force: true });
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        rawRequest(targets.native, 'POST /v1/e2b/env HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n'),
+      ),
+    );
+    const keys = answers.map((a) => {
+      assert.equal(a.kind === 'response' && a.res.status, 200, JSON.stringify(a));
+      return a.kind === 'response' ? (JSON.parse(a.res.body) as { apiKey: string }).apiKey : '';
+    });
+    assert.equal(new Set(keys).size, 1);
+  });
+
   it('the listeners got caps sized from the descriptor limit', () => {
     const p = k.limits;
     assert.ok(p.nofile > 0);

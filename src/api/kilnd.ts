@@ -256,7 +256,12 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
   const e2bSandboxUrl = `http://127.0.0.1:${sandboxPort}`;
   const e2bFile = join(o.stateDir, 'e2b.json');
   await writeFileAtomic(e2bFile, JSON.stringify({ apiUrl: e2bApiUrl, sandboxUrl: e2bSandboxUrl }) + '\n');
-  const e2bEnv = (): Promise<E2bEnv> => envForCli(o.stateDir, keys, e2bApiUrl, e2bSandboxUrl);
+  // One at a time: concurrent first calls would each create a key and race to keep theirs.
+  let envInFlight: Promise<E2bEnv> | undefined;
+  const e2bEnv = (): Promise<E2bEnv> =>
+    (envInFlight ??= envForCli(o.stateDir, keys, e2bApiUrl, e2bSandboxUrl).finally(() => {
+      envInFlight = undefined;
+    }));
   const server = createListener(
     createRouter(nativeRoutes({ svc, buildTemplate, version: KILN_VERSION, keys, e2bEnv }), log),
     { name: 'native', limits: limits.native, log, errorBody: (k, opId) => ({ ...k.toJSON(), opId }) },

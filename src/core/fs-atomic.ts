@@ -1,4 +1,5 @@
 import { open, rename, mkdir } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { dirname, basename, join } from 'node:path';
 
 /** fsyncs a directory so a rename inside it survives a crash. */
@@ -18,8 +19,9 @@ export async function fsyncDir(dir: string): Promise<void> {
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
   const dir = dirname(path);
   await mkdir(dir, { recursive: true });
-  const tmp = join(dir, `.${basename(path)}.tmp-${process.pid}-${Date.now()}`);
-  const fh = await open(tmp, 'w', mode);
+  // Unique per call: two writers of one file in the same millisecond must not share a temp file.
+  const tmp = join(dir, `.${basename(path)}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+  const fh = await open(tmp, 'wx', mode);
   try {
     await fh.writeFile(data);
     await fh.sync();
