@@ -18,7 +18,7 @@ import type { ApiKeyRecord } from '../core/domain.ts';
 import type { ApiKeyService } from '../daemon/api-keys.ts';
 import type { CreateRequest, SandboxService } from '../daemon/sandbox-service.ts';
 import { PassThrough } from 'node:stream';
-import type { Route } from './http.ts';
+import { clientGone, type Route } from './http.ts';
 
 export const API_VERSION = 'v1';
 
@@ -335,7 +335,8 @@ export function nativeRoutes(d: {
           if (!c.res.writableFinished) out.destroy(new Error('the client went away'));
         });
         await done.catch((e: unknown) => {
-          c.log.warn({ err: e }, 'export failed mid-stream');
+          if (clientGone(c.req, c.res, e)) c.log.info('export ended: the client went away');
+          else c.log.warn({ err: e }, 'export failed mid-stream');
           c.res.destroy();
         });
         return null;
