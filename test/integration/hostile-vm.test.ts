@@ -18,6 +18,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { planListeners } from '../../src/api/limits.ts';
 import { KilnClient } from '../../src/sdk/client.ts';
 import { corpus, fire, generate, prng, type HostileRequest } from '../helpers/hostile-corpus.ts';
 import { openIdle, pool, rawRequest, type RawTarget } from '../helpers/raw-http.ts';
@@ -169,6 +170,9 @@ describe('hostile input and idle connections with a real sandbox', { timeout: 90
     t.diagnostic(
       `${IDLE} opened (${refused} refused at connect), ${open} still open; kilnd holds ${fds} of ${nofile} fds`,
     );
+    // The E2B API's cap bounds what idle clients cost (without it: one descriptor per client).
+    const cap = planListeners(nofile).e2bApi.maxConnections;
+    assert.ok(fds < cap + 300, `kilnd holds ${fds} descriptors; the E2B API's cap is ${cap}`);
     assert.ok(fds < nofile * 0.75, `kilnd holds ${fds} descriptors of ${nofile}`);
     // Served meanwhile: the API, exec, the proxy; twice, so the liveness watcher runs under the load.
     await sandboxServes();
