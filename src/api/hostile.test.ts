@@ -112,7 +112,7 @@ describe('hostile input against a real kilnd (no VM)', { timeout: 120_000 }, () 
       const answered = Object.entries(tally[l])
         .filter(([kind]) => /^\d+$/.test(kind))
         .reduce((a, [, n]) => a + n, 0);
-      assert.ok(answered > PER_LISTENER * 0.6, `${l}: only ${answered} answers`);
+      assert.ok(answered > PER_LISTENER * 0.5, `${l}: only ${answered} answers`);
     }
     await stillServing();
     const errors = cap.lines.filter((l) => (l['level'] as number) >= 50);
