@@ -8,6 +8,7 @@ import type { IncomingMessage } from 'node:http';
 import type { SandboxRecord, SandboxState, TemplateRecord } from '../core/domain.ts';
 import { ENVD_VERSION } from '../core/envd-auth.ts';
 import { ERROR_CODES, KilnError, invalidArgument, isKilnError } from '../core/errors.ts';
+import { validateName } from '../core/validate.ts';
 import type { ApiKeyService } from '../daemon/api-keys.ts';
 import type { SandboxService } from '../daemon/sandbox-service.ts';
 import { sees, type Caller } from '../daemon/scope.ts';
@@ -181,6 +182,8 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
         const tplId = b['templateID'];
         if (typeof tplId !== 'string' || tplId === '')
           throw invalidArgument('templateID', 'is required (a template name or id, e.g. "base")');
+        // Before anything slow (a first create builds the base template).
+        validateName('templateID', tplId);
         if (b['volumeMounts'] !== undefined)
           throw invalidArgument('volumeMounts', 'volumes are not supported by kiln');
         const net = b['network'];

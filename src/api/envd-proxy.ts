@@ -15,9 +15,9 @@ import {
 } from 'node:http';
 import type { Logger } from 'pino';
 import { fileSignature, safeEqual } from '../core/envd-auth.ts';
-import { ERROR_CODES, asKilnError } from '../core/errors.ts';
+import { ERROR_CODES, asKilnError, invalidArgument } from '../core/errors.ts';
 import type { SandboxService } from '../daemon/sandbox-service.ts';
-import { sendJson } from './http.ts';
+import { clientGone, parseTarget, sendJson } from './http.ts';
 
 export const ENVD_PORT = 49983;
 
@@ -86,31 +86,58 @@ export function createEnvdProxy(d: EnvdProxyDeps): EnvdProxy {
   const forward = (
     req: IncomingMessage,
     res: ServerResponse,
+    url: URL,
     id: string,
     baseUrl: string,
     log: Logger,
   ): void => {
     const target = new URL(baseUrl);
-    const up = request({
-      host: target.hostname,
-      port: target.port,
-      method: req.method,
-      path: req.url,
-      headers: { ...forwardHeaders(req.headers), host: target.host },
-      agent,
-    });
+    let up: ReturnType<typeof request>;
+    try {
+      up = request({
+        host: target.hostname,
+        port: target.port,
+        method: req.method,
+        // The parsed target, so the guest sees a plain path whatever form the client sent.
+        path: url.pathname + url.search,
+        headers: { ...forwardHeaders(req.headers), host: target.host },
+        agent,
+      });
+    } catch (e) {
+      req.resume();
+      sendProxyError(
+        res,
+        400,
+        invalidArgument('request', `cannot be forwarded: ${(e as Error).message}`).message,
+        id,
+      );
+      return;
+    }
     let answered = false;
     up.on('response', (ur) => {
       answered = true;
-      res.writeHead(ur.statusCode ?? 502, forwardHeaders(ur.headers));
-      // Stream heads (Connect's first envelope) must reach the client now, not with the body.
-      res.flushHeaders();
+      try {
+        res.writeHead(ur.statusCode ?? 502, forwardHeaders(ur.headers));
+        // Stream heads (Connect's first envelope) must reach the client now, not with the body.
+        res.flushHeaders();
+      } catch (e) {
+        // An answer Node cannot repeat (a status or header a guest should not send).
+        log.warn({ err: e }, 'envd proxy: the guest answered what cannot be passed on');
+        ur.resume();
+        sendProxyError(res, 502, `sandbox ${id} answered malformed HTTP`, id);
+        return;
+      }
       ur.pipe(res);
       ur.on('error', () => res.destroy());
     });
     up.on('error', (e: NodeJS.ErrnoException) => {
       if (answered) {
         res.destroy();
+        return;
+      }
+      if (clientGone(req, res)) {
+        // The client hung up first (and the upstream request was cut because of it).
+        log.debug({ sandboxId: id }, 'envd proxy: client went away');
         return;
       }
       // The VM behind the cached address may be gone (killed, restored elsewhere).
@@ -145,7 +172,14 @@ export function createEnvdProxy(d: EnvdProxyDeps): EnvdProxy {
   };
 
   const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const url = new URL(req.url ?? '/', 'http://proxy');
+    let url: URL;
+    try {
+      url = parseTarget(req.url);
+    } catch (e) {
+      req.resume();
+      sendProxyError(res, 400, asKilnError(e).message);
+      return;
+    }
     const hdr = req.headers['e2b-sandbox-id'];
     let id = typeof hdr === 'string' && hdr !== '' ? hdr : undefined;
     if (id === undefined && url.pathname === '/files')
@@ -190,15 +224,32 @@ export function createEnvdProxy(d: EnvdProxyDeps): EnvdProxy {
       sendProxyError(res, ERROR_CODES[k.code].status, k.message, id);
       return;
     }
-    forward(req, res, id, baseUrl, log);
+    forward(req, res, url, id, baseUrl, log);
   };
 
   return {
+    // The request's error boundary: whatever routing throws is answered (or the client is gone).
     handle: (req, res) => {
-      route(req, res).catch((e: unknown) => {
-        d.log.error({ err: e }, 'envd proxy failed');
-        sendProxyError(res, 500, asKilnError(e).message);
-      });
+      const failed = (e: unknown): void => {
+        try {
+          if (clientGone(req, res, e)) {
+            d.log.debug({ err: (e as Error | undefined)?.message }, 'envd proxy: client went away');
+            res.destroy();
+            return;
+          }
+          const k = asKilnError(e);
+          if (k.code === 'internal') d.log.error({ err: e }, 'envd proxy failed');
+          else d.log.info({ code: k.code, msg: k.message }, 'envd proxy: request refused');
+          sendProxyError(res, ERROR_CODES[k.code].status, k.message);
+        } catch {
+          res.destroy();
+        }
+      };
+      try {
+        route(req, res).catch(failed);
+      } catch (e) {
+        failed(e);
+      }
     },
     close: () => {
       agent.destroy();

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { ERROR_CODES, KilnError, asKilnError, invalidArgument } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
@@ -66,10 +67,74 @@ export interface RouterOpts {
   authenticate?: (req: IncomingMessage) => void;
 }
 
+/** At most this much of a client's input is echoed in an error message. */
+const ECHO_MAX = 120;
+
+const cut = (s: string): string => (s.length > ECHO_MAX ? s.slice(0, ECHO_MAX) + '…' : s);
+
+/** A piece of client input for an error message: JSON-quoted, cut to {@link ECHO_MAX} characters. */
+export const echo = (s: string): string => JSON.stringify(cut(s));
+
+/**
+ * Parses a request target: origin-form (`/path?query`) or absolute-form (`http://host/path`).
+ * Origin-form is appended to a fixed origin instead of being resolved against it, and a path
+ * that starts with `//` is refused: `new URL('//[/', base)` reads it as a host (and throws), and
+ * a guest agent behind the envd proxy would too. `invalid_argument` (field `url`) otherwise.
+ */
+export function parseTarget(raw: string | undefined): URL {
+  const t = raw ?? '/';
+  const bad = (why: string): KilnError =>
+    invalidArgument('url', `${echo(t)} is not a valid request target: ${why}`);
+  if (t.startsWith('//')) throw bad('a path must not start with "//"');
+  let u: URL;
+  try {
+    u = new URL(t.startsWith('/') ? 'http://kiln' + t : t);
+  } catch {
+    throw bad(t.startsWith('/') ? 'malformed path' : 'expected a path starting with "/"');
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw bad('only http(s) URLs');
+  return u;
+}
+
+/** `decodeURIComponent` that answers `invalid_argument` (naming `field`) instead of throwing URIError. */
+export function decodeParam(field: string, raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw invalidArgument(field, `${echo(raw)} is not valid percent-encoding (UTF-8 bytes as %XX)`);
+  }
+}
+
+/** A request's socket as it may be: null once Node has detached it. */
+const detachable = (req: IncomingMessage): { socket: Socket | null } => req;
+
+/**
+ * True when the client has gone away before its answer was complete: a closed connection is
+ * the client's doing (it hung up, timed out, was cancelled), not kiln's failure, and is logged
+ * as such rather than as an error.
+ */
+export function clientGone(req: IncomingMessage, res: ServerResponse, e?: unknown): boolean {
+  if (res.writableEnded) return false;
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  // Node detaches the socket from a request that was destroyed (a stream consumer that failed
+  // may do that): the response's socket, if any, is what counts.
+  const sock = res.socket ?? detachable(req).socket;
+  return (
+    (sock?.destroyed ?? false) ||
+    res.destroyed ||
+    code === 'ECONNRESET' ||
+    code === 'EPIPE' ||
+    code === 'ERR_STREAM_PREMATURE_CLOSE'
+  );
+}
+
 /**
  * A small router: one op id per request (minted here, or taken from X-Kiln-Op-Id), sent back in
  * a header and in every error body, and bound to every log line of the request. Errors become
  * `{code, message, opId}` with the status of their catalog code, never chosen by message text.
+ *
+ * It is the request's error boundary: whatever a parser, the authentication or a handler throws
+ * (synchronously or not) is answered here, so no request can throw out of the server.
  */
 export function createRouter(
   routes: Route[],
@@ -91,72 +156,79 @@ export function createRouter(
   return (req, res) => {
     const given = req.headers['x-kiln-op-id'];
     const opId = typeof given === 'string' && /^[a-zA-Z0-9_.-]{1,64}$/.test(given) ? given : newId('req');
-    res.setHeader('x-kiln-op-id', opId);
     const rlog = log.child({ opId });
-    const url = new URL(req.url ?? '/', 'http://kiln');
-    let cached: Promise<Record<string, unknown>> | undefined;
-    const fail = (e: unknown): void => {
-      const k = asKilnError(e);
-      if (k.code === 'internal') rlog.error({ err: e }, 'request failed');
-      else rlog.info({ code: k.code, msg: k.message }, 'request refused');
-      if (res.headersSent) {
-        res.destroy();
-        return;
-      }
-      sendJson(
-        res,
-        ERROR_CODES[k.code].status,
-        opts.errorBody ? opts.errorBody(k, opId) : { ...k.toJSON(), opId },
-      );
-    };
-    if (opts.authenticate) {
-      try {
-        opts.authenticate(req);
-      } catch (e) {
-        req.resume();
-        fail(e);
-        return;
-      }
-    }
-    const pathMatches = compiled.filter((r) => r.re.test(url.pathname));
-    const route = pathMatches.find((r) => r.method === req.method);
-    if (!route) {
-      req.resume();
-      fail(
-        pathMatches.length
-          ? new KilnError('invalid_argument', `method ${req.method ?? ''} is not allowed on ${url.pathname}`)
-          : new KilnError('not_found', `no route ${req.method ?? ''} ${url.pathname}`),
-      );
-      return;
-    }
-    const m = route.re.exec(url.pathname);
-    const params: Record<string, string> = {};
-    route.names.forEach((n, i) => (params[n] = decodeURIComponent(m?.[i + 1] ?? '')));
-    const ctx: Ctx = {
-      req,
-      res,
-      params,
-      query: url.searchParams,
-      opId,
-      log: rlog,
-      body: () => (cached ??= readJson(req)),
-    };
     const t0 = performance.now();
-    // Through a promise, so a handler that throws synchronously is answered like any other error.
-    Promise.resolve()
-      .then(() => route.handler(ctx))
-      .then((out) => {
-        if (!res.headersSent) sendJson(res, route.status ?? 200, out);
-        rlog.info(
-          {
-            method: req.method,
-            path: url.pathname,
-            status: res.statusCode,
-            ms: Math.round(performance.now() - t0),
-          },
-          'request',
-        );
-      })
-      .catch(fail);
+    let path = '';
+    const fail = (e: unknown): void => {
+      try {
+        if (clientGone(req, res, e)) {
+          rlog.info({ method: req.method, path, err: (e as Error | undefined)?.message }, 'client went away');
+          res.destroy();
+          return;
+        }
+        const k = asKilnError(e);
+        if (k.code === 'internal') rlog.error({ err: e }, 'request failed');
+        else rlog.info({ method: req.method, path, code: k.code, msg: k.message }, 'request refused');
+        if (res.headersSent) {
+          res.destroy();
+          return;
+        }
+        let body: unknown;
+        try {
+          body = opts.errorBody ? opts.errorBody(k, opId) : { ...k.toJSON(), opId };
+        } catch {
+          body = { code: k.code, message: k.message, opId };
+        }
+        sendJson(res, ERROR_CODES[k.code].status, body);
+      } catch (e2) {
+        // Answering failed too (the socket broke under us): drop the connection, keep the daemon.
+        rlog.warn({ err: e2 }, 'could not answer a failed request');
+        res.destroy();
+      }
+    };
+    try {
+      res.setHeader('x-kiln-op-id', opId);
+      const url = parseTarget(req.url);
+      path = url.pathname;
+      opts.authenticate?.(req);
+      const pathMatches = compiled.filter((r) => r.re.test(url.pathname));
+      const route = pathMatches.find((r) => r.method === req.method);
+      if (!route) {
+        throw pathMatches.length
+          ? new KilnError('invalid_argument', `method ${req.method ?? ''} is not allowed on ${url.pathname}`)
+          : new KilnError('not_found', `no route ${req.method ?? ''} ${cut(url.pathname)}`);
+      }
+      const m = route.re.exec(url.pathname);
+      const params: Record<string, string> = {};
+      route.names.forEach((n, i) => (params[n] = decodeParam(n, m?.[i + 1] ?? '')));
+      let cached: Promise<Record<string, unknown>> | undefined;
+      const ctx: Ctx = {
+        req,
+        res,
+        params,
+        query: url.searchParams,
+        opId,
+        log: rlog,
+        body: () => (cached ??= readJson(req)),
+      };
+      // Through a promise, so a handler that throws synchronously is answered like any other error.
+      Promise.resolve()
+        .then(() => route.handler(ctx))
+        .then((out) => {
+          if (!res.headersSent) sendJson(res, route.status ?? 200, out);
+          rlog.info(
+            {
+              method: req.method,
+              path: url.pathname,
+              status: res.statusCode,
+              ms: Math.round(performance.now() - t0),
+            },
+            'request',
+          );
+        })
+        .catch(fail);
+    } catch (e) {
+      fail(e);
+    }
   };
 }

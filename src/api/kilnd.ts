@@ -1,12 +1,13 @@
 import { chmod, readFile, unlink, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { KilnError, isKilnError } from '../core/errors.ts';
+import { ERROR_CODES, KilnError, isKilnError } from '../core/errors.ts';
 import { failpointAt } from '../core/failpoint.ts';
 import { writeFileAtomic } from '../core/fs-atomic.ts';
 import { UndoStack } from '../core/undo.ts';
+import { validateMemoryMiB, validateName, validateVcpus } from '../core/validate.ts';
 import { DEFAULT_DISK_RESERVE_MIB, DiskAdmission } from '../daemon/admission.ts';
 import { ApiKeyService } from '../daemon/api-keys.ts';
 import { createLogger } from '../core/log.ts';
@@ -20,9 +21,17 @@ import { SqliteStore } from '../store/sqlite-store.ts';
 import { acquireStateLock } from '../store/state-lock.ts';
 import { hostMemoryMiB } from '../vmm/qemu/host.ts';
 import { QemuDriver } from '../vmm/qemu/qemu-driver.ts';
-import { e2bRouterOpts, e2bRoutes } from './e2b.ts';
+import { e2bErrorBody, e2bRouterOpts, e2bRoutes } from './e2b.ts';
 import { createEnvdProxy } from './envd-proxy.ts';
 import { createRouter } from './http.ts';
+import {
+  FALLBACK_NOFILE,
+  planListeners,
+  readNofile,
+  type ListenerName,
+  type ListenersPlan,
+} from './limits.ts';
+import { createListener, type ListenerLimits } from './listener.ts';
 import { nativeRoutes, type E2bEnv } from './native.ts';
 
 export const KILN_VERSION = '0.1.0';
@@ -58,6 +67,11 @@ export interface KilndOpts {
   failpoint?: { at: string; hit: () => void };
   /** How the liveness watcher probes guests and retries VMs stopped on a full disk. */
   liveness?: LivenessOpts;
+  /**
+   * Per-listener limits replacing the planned ones (see limits.ts): connection caps, head and
+   * request deadlines, keep-alive. The plan is sized from this process's descriptor limit.
+   */
+  listeners?: Partial<Record<ListenerName, Partial<ListenerLimits>>>;
 }
 
 export const DEFAULT_E2B_API_PORT = 7480;
@@ -71,6 +85,9 @@ export interface Kilnd {
   keys: ApiKeyService;
   svc: SandboxService;
   server: Server;
+  /** The three listeners (`server` is the native one) and the limits each was given. */
+  listeners: Record<ListenerName, Server>;
+  limits: ListenersPlan;
   close(): Promise<void>;
 }
 
@@ -178,6 +195,30 @@ function numberOpt(given: number | undefined, envName: string, dflt: number, min
 }
 
 /**
+ * The listeners' limits, sized from the descriptors this process has (Node raises its soft limit
+ * to the hard one at start-up; a soft limit still below it is worth a warning).
+ */
+function listenerPlan(log: Logger, overrides: KilndOpts['listeners']): ListenersPlan {
+  const nofile = readNofile();
+  if (nofile && nofile.soft < nofile.hard)
+    log.warn(nofile, 'the open-files soft limit is below the hard limit; kilnd serves fewer connections');
+  const plan = planListeners(nofile?.soft ?? FALLBACK_NOFILE, overrides);
+  log.info(
+    {
+      nofile: plan.nofile,
+      reserve: plan.reserve,
+      maxConnections: {
+        native: plan.native.maxConnections,
+        e2bApi: plan.e2bApi.maxConnections,
+        envdProxy: plan.envdProxy.maxConnections,
+      },
+    },
+    'listener limits',
+  );
+  return plan;
+}
+
+/**
  * Starts kilnd. First of all it takes the state dir's lock (`<state>/kilnd.lock`, see
  * store/state-lock.ts): a second daemon on the same state dir is refused with `conflict` naming
  * the pid that holds it. Then it opens the state, re-adopts or cleans up every VM
@@ -246,6 +287,10 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
       svc.stopBackground();
     });
     const buildTemplate = async (name: string, res: { memoryMiB: number; vcpus: number }, opId: string) => {
+      // Refuse bad input before the image cache check, which takes seconds.
+      validateName('template', name);
+      validateMemoryMiB(res.memoryMiB);
+      validateVcpus(res.vcpus);
       log.info({ opId }, 'building or finding the default image');
       await buildDefaultImageInChild(o.cacheDir);
       const img = await resolveImage(o.cacheDir, 'default');
@@ -257,18 +302,22 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
       );
     };
     const keys = new ApiKeyService({ store });
-    const e2bApi = createServer(
+    const limits = listenerPlan(log, o.listeners);
+    const e2bApi = createListener(
       createRouter(e2bRoutes({ svc, keys, buildTemplate }), log.child({ api: 'e2b' }), e2bRouterOpts(keys)),
+      { name: 'e2b-api', limits: limits.e2bApi, log, errorBody: e2bErrorBody },
     );
-    e2bApi.requestTimeout = 0; // a first create builds the base template
     const proxy = createEnvdProxy({ svc, log: log.child({ api: 'envd-proxy' }) });
     undo.push('close the envd proxy', () => {
       proxy.close();
     });
-    const envdProxy = createServer(proxy.handle);
-    // Connect streams (commands, watches) live as long as the guest keeps them.
-    envdProxy.requestTimeout = 0;
-    envdProxy.keepAliveTimeout = 650_000;
+    // Connect streams (commands, watches) live as long as the guest keeps them: no request deadline.
+    const envdProxy = createListener(proxy.handle, {
+      name: 'envd-proxy',
+      limits: limits.envdProxy,
+      log,
+      errorBody: (k) => ({ code: ERROR_CODES[k.code].status, message: k.message }),
+    });
     undo.push('close the E2B API', () => closeServer(e2bApi));
     const apiPort = await listenTcp(e2bApi, o.e2bApiPort, 'KILN_E2B_API_PORT', DEFAULT_E2B_API_PORT, log);
     undo.push('close the envd proxy port', () => closeServer(envdProxy));
@@ -284,11 +333,16 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
     const e2bFile = join(o.stateDir, 'e2b.json');
     undo.push('remove e2b.json', () => unlink(e2bFile).catch(() => undefined));
     await writeFileAtomic(e2bFile, JSON.stringify({ apiUrl: e2bApiUrl, sandboxUrl: e2bSandboxUrl }) + '\n');
-    const e2bEnv = (): Promise<E2bEnv> => envForCli(o.stateDir, keys, e2bApiUrl, e2bSandboxUrl);
-    const server = createServer(
+    // One at a time: concurrent first calls would each create a key and race to keep theirs.
+    let envInFlight: Promise<E2bEnv> | undefined;
+    const e2bEnv = (): Promise<E2bEnv> =>
+      (envInFlight ??= envForCli(o.stateDir, keys, e2bApiUrl, e2bSandboxUrl).finally(() => {
+        envInFlight = undefined;
+      }));
+    const server = createListener(
       createRouter(nativeRoutes({ svc, buildTemplate, version: KILN_VERSION, keys, e2bEnv }), log),
+      { name: 'native', limits: limits.native, log, errorBody: (k, opId) => ({ ...k.toJSON(), opId }) },
     );
-    server.requestTimeout = 0; // template builds and long execs
     undo.push('close the unix socket', async () => {
       await closeServer(server);
       await unlink(socketPath).catch(() => undefined);
@@ -310,6 +364,8 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
       keys,
       svc,
       server,
+      listeners: { native: server, e2bApi, envdProxy },
+      limits,
       close: () =>
         (closing ??= (async () => {
           await undo.unwind(log);

@@ -1,12 +1,14 @@
 /**
  * kilnd's process entry: `node src/api/main.ts` (what `kiln daemon` runs). Logs JSON lines to
  * stderr; SIGTERM/SIGINT stop it cleanly (VMs keep running and are re-adopted next time). A
- * start that fails has already closed everything it opened; the process exits with status 1.
+ * start that fails has already closed everything it opened; the process exits with status 1. An
+ * uncaught exception or unhandled rejection is logged and kilnd keeps serving (process-guard.ts).
  */
 import { isKilnError } from '../core/errors.ts';
 import { createLogger } from '../core/log.ts';
 import { defaultCacheDir, defaultStateDir } from '../core/paths.ts';
 import { startKilnd } from './kilnd.ts';
+import { installProcessGuard } from './process-guard.ts';
 
 // The detached daemon's stdout/stderr is <state>/kilnd.log: a full disk (ENOSPC) or a reader
 // that went away (EPIPE) must not end kilnd through an unhandled 'error' (the logger itself
@@ -17,6 +19,8 @@ for (const s of [process.stdout, process.stderr]) s.on('error', () => undefined)
 // creates is private to kilnd's user. Image builds run in a child with the usual 022.
 process.umask(0o077);
 const log = createLogger({ bindings: { component: 'kilnd' } });
+let storm: (() => void) | undefined;
+installProcessGuard({ log, onStorm: () => storm?.() });
 try {
   const failpoint = process.env['KILN_FAILPOINT'];
   const k = await startKilnd({
@@ -31,8 +35,12 @@ try {
     if (stopping) return;
     stopping = true;
     void k.close().finally(() => {
-      process.exitCode = 0;
+      process.exitCode ??= 0;
     });
+  };
+  storm = () => {
+    process.exitCode = 1;
+    stop();
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

@@ -51,6 +51,8 @@ describe('native API', () => {
   let base: string;
   const driver = new FakeDriver();
   let svc: SandboxService;
+  /** Names the route handed to the (slow) template builder. */
+  const builds: string[] = [];
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'kiln-api-'));
     store = new SqliteStore(':memory:');
@@ -72,7 +74,10 @@ describe('native API', () => {
     const routes = nativeRoutes({
       svc,
       version: '9.9.9',
-      buildTemplate: (n, r) => svc.buildTemplate(n, IMAGE, r),
+      buildTemplate: (n, r) => {
+        builds.push(n);
+        return svc.buildTemplate(n, IMAGE, r);
+      },
       keys: new ApiKeyService({ store }),
       e2bEnv: () =>
         Promise.resolve({ apiUrl: 'http://127.0.0.1:1', sandboxUrl: 'http://127.0.0.1:2', apiKey: 'k' }),
@@ -169,6 +174,55 @@ describe('native API', () => {
       { items: [], next: null },
       'nothing was created',
     );
+  });
+
+  it('exec: envs, timeoutMs, user and cwd are checked (400 naming the field) before the sandbox is', async () => {
+    const c = await call('POST', '/v1/sandboxes', { template: 'base' });
+    const id = String(c.json?.['sandboxId']);
+    const cases: [Record<string, unknown>, string][] = [
+      [{ envs: 'x' }, 'envs: must be an object of strings, got "x"'],
+      [{ envs: [1, 2] }, 'envs: must be an object of strings, got [1,2]'],
+      [{ envs: null }, 'envs: must be an object of strings, got null'],
+      [{ envs: { a: 1 } }, 'envs: value of "a" must be a string, got 1'],
+      [{ timeoutMs: -1 }, 'timeoutMs: must be between 0 and 86400000, got -1'],
+      [{ timeoutMs: 1.5 }, 'timeoutMs: must be an integer, got 1.5'],
+      [{ timeoutMs: '10' }, 'timeoutMs: must be an integer, got "10"'],
+      [{ user: 7 }, 'user: must be a string, got 7'],
+      [{ cwd: {} }, 'cwd: must be a string, got {}'],
+    ];
+    for (const [extra, message] of cases) {
+      for (const target of [id, 'sbx-nope']) {
+        const r = await call('POST', `/v1/sandboxes/${target}/exec`, { cmd: 'true', ...extra });
+        assert.deepEqual(
+          [r.status, r.json?.['code'], r.json?.['message']],
+          [400, 'invalid_argument', message],
+          `${JSON.stringify(extra)} on ${target}`,
+        );
+      }
+    }
+    const ok = await call('POST', `/v1/sandboxes/${id}/exec`, {
+      cmd: 'true',
+      envs: { A: 'b' },
+      timeoutMs: 0,
+    });
+    assert.equal(ok.status, 200);
+    assert.match(ok.text, /"exit":\{"exitCode":0/);
+    await call('DELETE', `/v1/sandboxes/${id}`);
+  });
+
+  it('template build: the name, memory and vcpus are refused before the builder runs', async () => {
+    const n0 = builds.length;
+    for (const [body, message] of [
+      [{ name: 'Bad/Name' }, 'name: "Bad/Name" must not contain "/", "\\", ".." or NUL'],
+      [{ name: 'UPPER' }, 'name: "UPPER" must be lower-case letters, digits, "-", "_" and single dots'],
+      [{ name: '' }, 'name: must be a non-empty string'],
+      [{ name: 'ok', memoryMiB: 1 }, 'memoryMiB: must be between 128 and 65536, got 1'],
+      [{ name: 'ok', vcpus: 0 }, 'vcpus: must be between 1 and 32, got 0'],
+    ] as const) {
+      const r = await call('POST', '/v1/templates', body);
+      assert.deepEqual([r.status, r.json?.['code'], r.json?.['message']], [400, 'invalid_argument', message]);
+    }
+    assert.deepEqual(builds.slice(n0), [], 'the builder (an image cache check first, seconds) never ran');
   });
 
   it('create, get, list with filters, timeout, exec stream, kill, and kill again', async () => {

@@ -6,11 +6,19 @@ import type {
   TemplateRecord,
 } from '../core/domain.ts';
 import { KilnError, asKilnError, invalidArgument } from '../core/errors.ts';
+import {
+  MAX_EXEC_TIMEOUT_MS,
+  validateInt,
+  validateMemoryMiB,
+  validateName,
+  validateStringMap,
+  validateVcpus,
+} from '../core/validate.ts';
 import type { ApiKeyRecord } from '../core/domain.ts';
 import type { ApiKeyService } from '../daemon/api-keys.ts';
 import type { CreateRequest, SandboxService } from '../daemon/sandbox-service.ts';
 import { PassThrough } from 'node:stream';
-import type { Route } from './http.ts';
+import { clientGone, type Route } from './http.ts';
 
 export const API_VERSION = 'v1';
 
@@ -162,12 +170,11 @@ export function nativeRoutes(d: {
       status: 201,
       handler: async (c) => {
         const b = await c.body();
-        const name = optString(b, 'name') ?? 'base';
-        return d.buildTemplate(
-          name,
-          { memoryMiB: optInt(b, 'memoryMiB') ?? 512, vcpus: optInt(b, 'vcpus') ?? 1 },
-          c.opId,
-        );
+        // Checked before the build: it starts by checking the image cache, which takes seconds.
+        const name = validateName('name', optString(b, 'name') ?? 'base');
+        const memoryMiB = validateMemoryMiB(optInt(b, 'memoryMiB') ?? 512);
+        const vcpus = validateVcpus(optInt(b, 'vcpus') ?? 1);
+        return d.buildTemplate(name, { memoryMiB, vcpus }, c.opId);
       },
     },
     {
@@ -333,7 +340,8 @@ export function nativeRoutes(d: {
           if (!c.res.writableFinished) out.destroy(new Error('the client went away'));
         });
         await done.catch((e: unknown) => {
-          c.log.warn({ err: e }, 'export failed mid-stream');
+          if (clientGone(c.req, c.res, e)) c.log.info('export ended: the client went away');
+          else c.log.warn({ err: e }, 'export failed mid-stream');
           c.res.destroy();
         });
         return null;
@@ -367,12 +375,16 @@ export function nativeRoutes(d: {
         const b = await c.body();
         const cmd = optString(b, 'cmd');
         if (!cmd) throw invalidArgument('cmd', 'is required');
+        const user = optString(b, 'user');
+        const cwd = optString(b, 'cwd');
+        const timeoutMs =
+          b['timeoutMs'] === undefined
+            ? undefined
+            : validateInt('timeoutMs', b['timeoutMs'], 0, MAX_EXEC_TIMEOUT_MS);
+        const envs = validateStringMap('envs', b['envs']) ?? {};
         const s = svc.get(id);
         if (s.state !== 'running')
           throw new KilnError('invalid_state', `sandbox ${id} is ${s.state}; exec needs running`);
-        const user = optString(b, 'user');
-        const cwd = optString(b, 'cwd');
-        const timeoutMs = optInt(b, 'timeoutMs');
         const ac = new AbortController();
         c.res.on('close', () => {
           if (!c.res.writableFinished) ac.abort();
@@ -389,7 +401,7 @@ export function nativeRoutes(d: {
               ...(user ? { user } : {}),
               ...(cwd ? { cwd } : {}),
               ...(timeoutMs === undefined ? {} : { timeoutMs }),
-              envs: (b['envs'] as Record<string, string> | undefined) ?? {},
+              envs,
               onStdout: (x) => {
                 line({ stdout: Buffer.from(x).toString('base64') });
               },

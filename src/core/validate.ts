@@ -38,3 +38,21 @@ export const validateMemoryMiB = (v: unknown): number =>
   validateInt('memoryMiB', v, LIMITS.memoryMiB.min, LIMITS.memoryMiB.max);
 export const validateVcpus = (v: unknown): number =>
   validateInt('vcpus', v, LIMITS.vcpus.min, LIMITS.vcpus.max);
+
+/** An optional object of strings (environment variables, metadata); `invalid_argument` naming the field. */
+export function validateStringMap(field: string, value: unknown): Record<string, string> | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw invalidArgument(field, `must be an object of strings, got ${JSON.stringify(value)}`);
+  for (const [k, v] of Object.entries(value)) {
+    if (typeof v !== 'string')
+      throw invalidArgument(
+        field,
+        `value of ${JSON.stringify(k)} must be a string, got ${JSON.stringify(v)}`,
+      );
+  }
+  return value as Record<string, string>;
+}
+
+/** The longest command deadline (24 h); 0 means none. */
+export const MAX_EXEC_TIMEOUT_MS = 86_400_000;

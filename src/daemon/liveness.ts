@@ -273,7 +273,8 @@ export class LivenessWatcher {
   /** Records a condition in the store, best effort: a full disk must not hide it (see #seen). */
   #persist(id: string, condition: SandboxCondition | null, event: () => void): void {
     try {
-      this.#d.store.updateSandbox(id, { condition }, ['running']);
+      // A condition is set on running sandboxes only; one is cleared whatever the state.
+      this.#d.store.updateSandbox(id, { condition }, condition ? ['running'] : undefined);
       event();
     } catch (e) {
       const k = asKilnError(e);
