@@ -170,7 +170,8 @@ describe('hung and dying guests (real VMs)', { timeout: 600_000 }, () => {
       svc2.stopBackground();
       for (const id of await small.list()) await small.kill(id);
       await small.close();
-      execFileSync('umount', [smallDisk]);
+      // Lazily if still busy, so a failure above is reported rather than hidden by this one.
+      execFileSync('umount', ['-l', smallDisk]);
       smallDisk = undefined;
     }
   });
