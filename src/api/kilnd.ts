@@ -14,6 +14,7 @@ import { imageByKey, resolveImage } from '../images/registry.ts';
 import { defaultImageSpec } from '../images/spec.ts';
 import { SqliteStore } from '../store/sqlite-store.ts';
 import { hostMemoryMiB } from '../vmm/qemu/host.ts';
+import { applyAgentGuard } from '../vmm/qemu/agent-guard.ts';
 import { QemuDriver } from '../vmm/qemu/qemu-driver.ts';
 import { e2bRouterOpts, e2bRoutes } from './e2b.ts';
 import { createEnvdProxy } from './envd-proxy.ts';
@@ -36,6 +37,12 @@ export interface KilndOpts {
    */
   e2bApiPort?: number;
   e2bSandboxPort?: number;
+  /**
+   * Install the nftables rule that keeps every local user but kilnd's off guest agent ports
+   * (vmm/qemu/agent-guard.ts) before any VM runs; a failure refuses to start. Default: on,
+   * unless $KILN_AGENT_GUARD is `off` (only for hosts where every local user is trusted).
+   */
+  agentGuard?: boolean;
 }
 
 export const DEFAULT_E2B_API_PORT = 7480;
@@ -148,6 +155,9 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
     );
   }
   await unlink(socketPath).catch(() => undefined);
+  const guard = o.agentGuard ?? process.env['KILN_AGENT_GUARD'] !== 'off';
+  if (guard) await applyAgentGuard({ uid: process.getuid?.() ?? 0 });
+  else log.warn('KILN_AGENT_GUARD=off: any local user can connect to guest agent ports');
   const store = new SqliteStore(join(o.stateDir, 'kiln.db'));
   const driver = new QemuDriver({ runDir: join(o.stateDir, 'vms'), log });
   const svc = new SandboxService({
