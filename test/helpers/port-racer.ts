@@ -19,6 +19,8 @@ interface RacerOpts {
   prefix: string;
   /** Only ports of processes whose command line contains this (the test's own QEMUs). */
   marker: string;
+  /** Pause between attempts on one port, ms (default [10, 30]). */
+  intervalMs?: [number, number];
   /** Which requests to cycle through (default all). */
   kinds?: ('makedir' | 'start' | 'files' | 'init' | 'connect')[];
 }
@@ -148,7 +150,8 @@ const scan = setInterval(() => {
     const tick = (): void => {
       if (stopped || (refused.get(p) ?? 0) > 50) return;
       attack(p);
-      setTimeout(tick, 10 + Math.random() * 20).unref();
+      const [lo, hi] = o.intervalMs ?? [10, 30];
+      setTimeout(tick, lo + Math.random() * (hi - lo)).unref();
     };
     tick();
   }
