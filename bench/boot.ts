@@ -72,7 +72,7 @@ async function kilnBoot(driver: QemuDriver, img: Image, i: number): Promise<numb
     vcpus: 1,
   });
   try {
-    await waitForHttp(`http://127.0.0.1:${info.ports[AGENT_PORT] ?? 0}/health`, {
+    await waitForHttp(`http://${info.hostAddr}:${info.ports[AGENT_PORT] ?? 0}/health`, {
       timeoutMs: 180_000,
       attemptTimeoutMs: 1000,
     });

@@ -7,7 +7,7 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { sleep, waitPidExit } from '../src/core/proc.ts';
 import type { VmSpec } from '../src/vmm/driver.ts';
 import { waitForHttp } from '../src/vmm/health.ts';
-import { qemuArgs } from '../src/vmm/qemu/args.ts';
+import { FORWARD_HOST, qemuArgs } from '../src/vmm/qemu/args.ts';
 import { hostTscKhz } from '../src/vmm/qemu/host.ts';
 import { QmpClient } from '../src/vmm/qemu/qmp.ts';
 
@@ -63,6 +63,7 @@ export async function rawRestore(img: BootFiles, snap: SnapshotFiles): Promise<R
     serialLog: `${dir}/serial.log`,
     pidFile: `${dir}/qemu.pid`,
     daemonize: false,
+    forwardHost: FORWARD_HOST,
   });
   const t0 = performance.now();
   const q: ChildProcess = spawn('qemu-system-x86_64', args, { stdio: 'ignore' });
@@ -95,7 +96,10 @@ export async function rawRestore(img: BootFiles, snap: SnapshotFiles): Promise<R
     }
     const fwd = await qmp.execute<string>('human-monitor-command', { 'command-line': 'info usernet' });
     const port = Number(/HOST_FORWARD\]\s+\d+\s+\S+\s+(\d+)/.exec(fwd)?.[1]);
-    await waitForHttp(`http://127.0.0.1:${port}/health`, { timeoutMs: 120_000, attemptTimeoutMs: 1000 });
+    await waitForHttp(`http://${FORWARD_HOST}:${port}/health`, {
+      timeoutMs: 120_000,
+      attemptTimeoutMs: 1000,
+    });
     return { readyMs: performance.now() - t0, pid: q.pid ?? 0, qmp, dir, stop };
   } catch (e) {
     await stop();

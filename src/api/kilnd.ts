@@ -20,6 +20,7 @@ import { imageByKey, resolveImage } from '../images/registry.ts';
 import { SqliteStore } from '../store/sqlite-store.ts';
 import { acquireStateLock } from '../store/state-lock.ts';
 import { hostMemoryMiB } from '../vmm/qemu/host.ts';
+import { applyAgentGuard } from '../vmm/qemu/agent-guard.ts';
 import { QemuDriver } from '../vmm/qemu/qemu-driver.ts';
 import { e2bErrorBody, e2bRouterOpts, e2bRoutes } from './e2b.ts';
 import { createEnvdProxy } from './envd-proxy.ts';
@@ -72,6 +73,12 @@ export interface KilndOpts {
    * request deadlines, keep-alive. The plan is sized from this process's descriptor limit.
    */
   listeners?: Partial<Record<ListenerName, Partial<ListenerLimits>>>;
+  /**
+   * Install the nftables rule that keeps every local user but kilnd's off guest agent ports
+   * (vmm/qemu/agent-guard.ts) before any VM runs; a failure refuses to start. Default: on,
+   * unless $KILN_AGENT_GUARD is `off` (only for hosts where every local user is trusted).
+   */
+  agentGuard?: boolean;
 }
 
 export const DEFAULT_E2B_API_PORT = 7480;
@@ -257,6 +264,9 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
       reserveMiB: numberOpt(o.diskReserveMiB, 'KILN_DISK_RESERVE_MIB', DEFAULT_DISK_RESERVE_MIB, 0),
       overcommitRatio: numberOpt(o.diskOvercommitRatio, 'KILN_DISK_OVERCOMMIT_RATIO', 1, 1),
     });
+    const guard = o.agentGuard ?? process.env['KILN_AGENT_GUARD'] !== 'off';
+    if (guard) await applyAgentGuard({ uid: process.getuid?.() ?? 0 });
+    else log.warn('KILN_AGENT_GUARD=off: any local user can connect to guest agent ports');
     const store = new SqliteStore(join(o.stateDir, 'kiln.db'));
     undo.push('close the store', () => {
       store.close();

@@ -1,3 +1,4 @@
+import { Agent, request } from 'node:http';
 import { Code, ConnectError, createClient, type Client } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import { KilnError } from '../core/errors.ts';
@@ -81,7 +82,7 @@ export const DEFAULT_GUEST_TIMEOUTS: GuestTimeouts = {
 };
 
 export interface HttpGuestClientOpts {
-  /** `http://127.0.0.1:<forwarded port>` */
+  /** `http://<VmInfo.hostAddr>:<forwarded port>` */
   baseUrl: string;
   accessToken?: string;
   /** The request's op id, forwarded so guest-side logs can be matched to it. */
@@ -96,11 +97,23 @@ function fetchFailure(e: unknown, ms: number): string {
   return err.name === 'TimeoutError' ? `no answer within ${ms} ms` : err.message;
 }
 
-/** GuestClient over HTTP/1.1: fetch for REST, connect-node (binary) for process.Process. */
+interface RestResult {
+  status: number;
+  text: string;
+}
+
+/**
+ * GuestClient over HTTP/1.1: node:http for REST, connect-node (binary) for process.Process.
+ * REST calls of one client share ONE kept-alive connection: once `/health` has answered, the
+ * `/init` that follows needs no new connection, so it does not queue behind other connections
+ * to a busy guest (issue 10: a local process connecting every 10-30 ms kept a TCG guest's agent
+ * seconds behind, and every fresh connection of kilnd's waited its turn). Idle, it closes itself.
+ */
 export class HttpGuestClient implements GuestClient {
   readonly #o: HttpGuestClientOpts;
   readonly #t: GuestTimeouts;
   readonly #process: Client<typeof Process>;
+  readonly #http = new Agent({ keepAlive: true, maxSockets: 1, timeout: 20_000 });
 
   constructor(o: HttpGuestClientOpts) {
     this.#o = o;
@@ -118,11 +131,49 @@ export class HttpGuestClient implements GuestClient {
     return h;
   }
 
+  /** One REST request on this client's connection; rejects on connection errors and timeouts. */
+  #rest(
+    method: string,
+    path: string,
+    o: { headers?: Record<string, string>; body?: string; timeoutMs: number },
+  ): Promise<RestResult> {
+    return new Promise((resolve, reject) => {
+      const body = o.body === undefined ? undefined : Buffer.from(o.body);
+      const req = request(
+        `${this.#o.baseUrl}${path}`,
+        {
+          method,
+          agent: this.#http,
+          headers: { ...o.headers, ...(body ? { 'content-length': String(body.length) } : {}) },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            clearTimeout(timer);
+            resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') });
+          });
+          res.on('error', (e) => {
+            clearTimeout(timer);
+            reject(e);
+          });
+        },
+      );
+      const timer = setTimeout(() => {
+        req.destroy(new Error(`no answer within ${o.timeoutMs} ms`));
+      }, o.timeoutMs);
+      req.on('error', (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+      req.end(body);
+    });
+  }
+
   async health(timeoutMs = this.#t.healthMs): Promise<void> {
-    let res: Response;
+    let res: RestResult;
     try {
-      res = await fetch(`${this.#o.baseUrl}/health`, { signal: AbortSignal.timeout(timeoutMs) });
-      await res.arrayBuffer();
+      res = await this.#rest('GET', '/health', { timeoutMs });
     } catch (e) {
       throw new KilnError(
         'guest_agent_error',
@@ -136,40 +187,32 @@ export class HttpGuestClient implements GuestClient {
   }
 
   async init(body: InitBody, currentToken?: string): Promise<void> {
-    const ms = this.#t.initMs;
-    const fail = (e: unknown): never => {
-      throw new KilnError('guest_agent_error', `guest agent /init failed: ${fetchFailure(e, ms)}`, {
-        cause: e,
-      });
-    };
-    // One deadline for the answer and its body: a guest may stop half-way through either.
-    const res = await fetch(`${this.#o.baseUrl}/init`, {
-      method: 'POST',
+    const res = await this.#rest('POST', '/init', {
       headers: { 'content-type': 'application/json', ...this.#headers(currentToken) },
       body: JSON.stringify(body),
-      signal: AbortSignal.timeout(ms),
-    }).catch(fail);
-    const text = await res.text().catch(fail);
+      timeoutMs: this.#t.initMs,
+    }).catch((e: unknown) => {
+      throw new KilnError('guest_agent_error', `guest agent /init failed: ${(e as Error).message}`, {
+        cause: e,
+      });
+    });
     if (res.status !== 204) {
-      throw new KilnError('guest_agent_error', `guest agent /init answered ${res.status}: ${text}`);
+      throw new KilnError('guest_agent_error', `guest agent /init answered ${res.status}: ${res.text}`);
     }
   }
 
   async metrics(): Promise<GuestMetrics> {
-    const ms = this.#t.metricsMs;
-    const fail = (e: unknown): never => {
-      throw new KilnError('guest_agent_error', `guest agent /metrics failed: ${fetchFailure(e, ms)}`, {
+    const res = await this.#rest('GET', '/metrics', {
+      headers: this.#headers(),
+      timeoutMs: this.#t.metricsMs,
+    }).catch((e: unknown) => {
+      throw new KilnError('guest_agent_error', `guest agent /metrics failed: ${(e as Error).message}`, {
         cause: e,
       });
-    };
-    const res = await fetch(`${this.#o.baseUrl}/metrics`, {
-      headers: this.#headers(),
-      signal: AbortSignal.timeout(ms),
-    }).catch(fail);
-    const text = await res.text().catch(fail);
+    });
     if (res.status !== 200)
-      throw new KilnError('guest_agent_error', `guest agent /metrics answered ${res.status}: ${text}`);
-    return JSON.parse(text) as GuestMetrics;
+      throw new KilnError('guest_agent_error', `guest agent /metrics answered ${res.status}: ${res.text}`);
+    return JSON.parse(res.text) as GuestMetrics;
   }
 
   async exec(cmd: string, opts: ExecOpts = {}): Promise<ExecResult> {
@@ -257,5 +300,33 @@ export class HttpGuestClient implements GuestClient {
       stdout: Buffer.concat(out).toString('utf8'),
       stderr: Buffer.concat(err).toString('utf8'),
     };
+  }
+}
+
+/**
+ * Waits until a restored guest's agent answers `/health` on `guest`'s connection, which the
+ * `/init` that follows reuses. One attempt keeps its place for up to `attemptTimeoutMs` (a busy
+ * guest serves connections in turn; giving up early and reconnecting would start at the back of
+ * the queue again); `alive` is asked between attempts (false: the VM died, stop at once).
+ */
+export async function waitGuestReady(
+  guest: GuestClient,
+  o: { timeoutMs: number; alive: () => Promise<boolean>; attemptTimeoutMs?: number; what: string },
+): Promise<number> {
+  const t0 = Date.now();
+  let last: string;
+  for (;;) {
+    const left = o.timeoutMs - (Date.now() - t0);
+    try {
+      await guest.health(Math.max(1000, Math.min(left, o.attemptTimeoutMs ?? 20_000)));
+      return Date.now() - t0;
+    } catch (e) {
+      last = (e as Error).message;
+    }
+    if (!(await o.alive()))
+      throw new KilnError('guest_agent_error', `the VM died before ${o.what} answered (last: ${last})`);
+    if (Date.now() - t0 >= o.timeoutMs)
+      throw new KilnError('timeout', `${o.what} did not answer within ${o.timeoutMs} ms (last: ${last})`);
+    await new Promise((r) => setTimeout(r, 20));
   }
 }

@@ -14,6 +14,7 @@ import type {
   SnapshotRecord,
   TemplateRecord,
 } from '../core/domain.ts';
+import { BOOTSTRAP_KERNEL_ARG, tokenSha256 } from '../core/envd-auth.ts';
 import { KilnError, asKilnError, invalidArgument } from '../core/errors.ts';
 import type { Failpoint } from '../core/failpoint.ts';
 import { run as runTool } from '../core/exec.ts';
@@ -25,13 +26,14 @@ import type { Page, PageOpts, SandboxFilter, Store } from '../store/store.ts';
 import type { VmmDriver, VmSpec } from '../vmm/driver.ts';
 import { waitForHttp } from '../vmm/health.ts';
 import { AGENT_PORT } from '../vmm/qemu/args.ts';
-import type {
-  ExecOpts,
-  ExecResult,
-  GuestClient,
-  GuestMetrics,
-  GuestTimeouts,
-  HttpGuestClientOpts,
+import {
+  waitGuestReady,
+  type ExecOpts,
+  type ExecResult,
+  type GuestClient,
+  type GuestMetrics,
+  type GuestTimeouts,
+  type HttpGuestClientOpts,
 } from './guest-client.ts';
 import { OpRun, runUndo } from './journal.ts';
 import type { DiskAdmission } from './admission.ts';
@@ -182,6 +184,21 @@ async function snapshotArtifacts(dir: string): Promise<ArtifactRecord[]> {
   ];
 }
 
+/**
+ * A snapshot's agent must hold a token only kilnd knows until /init (issue 10). Templates built
+ * before bootstrap tokens existed hold none: they must be rebuilt.
+ */
+function assertGuestToken(snap: SnapshotRecord, tpl: TemplateRecord): void {
+  if (snap.guestToken) return;
+  throw new KilnError(
+    'invalid_state',
+    snap.kind === 'template'
+      ? `template "${tpl.name}" was built by an older kiln whose guest agent takes requests from anyone until it is set up; rebuild it: kiln template build --name ${tpl.name}`
+      : `snapshot ${snap.id} has no guest token, so its guest agent would take requests from anyone until it is set up; it cannot be restored`,
+    { details: { template: tpl.name, snapshotId: snap.id } },
+  );
+}
+
 function stringMap(field: string, v: unknown): Record<string, string> {
   if (v === undefined) return {};
   if (typeof v !== 'object' || v === null || Array.isArray(v))
@@ -204,7 +221,7 @@ export class SandboxService {
   readonly #latestStats = new Map<string, SandboxStats>();
   /** Sandbox id -> its agent's forwarded host port, for the VM started at `startedAt`. */
   readonly #killing = new Set<string>();
-  readonly #agentPorts = new Map<string, { port: number; startedAt: string | null }>();
+  readonly #agentPorts = new Map<string, { host: string; port: number; startedAt: string | null }>();
   #timers: NodeJS.Timeout[] = [];
   readonly #liveness: LivenessWatcher;
 
@@ -221,7 +238,7 @@ export class SandboxService {
         guest: this.#d.guest,
         log: deps.log,
         now: this.#now,
-        agentUrl: (info) => `http://127.0.0.1:${info.ports[AGENT_PORT] ?? 0}`,
+        agentUrl: (info) => `http://${info.hostAddr}:${info.ports[AGENT_PORT] ?? 0}`,
         isHeld: (id) => this.#locks.isHeld(id),
         kill: (id, reason) => this.kill(id, {}, reason),
       },
@@ -256,6 +273,9 @@ export class SandboxService {
       run.step('staging dir', { action: 'remove-path', path: staging });
       const vmId = `tplbuild-${run.op.id.slice(3, 15)}`;
       run.step('template VM', { action: 'kill-vm', vmId });
+      // The agent boots holding only this secret's hash (kernel command line): from its first
+      // instant to each sandbox's /init, which presents the secret, it obeys no one else.
+      const bootstrap = randomBytes(32).toString('hex');
       const info = await this.#d.driver.start({
         id: vmId,
         kernel: image.kernel,
@@ -264,8 +284,9 @@ export class SandboxService {
         memoryMiB: res.memoryMiB,
         vcpus: res.vcpus,
         memoryFile: { path: join(staging, 'memory'), share: true },
+        kernelArgs: [`${BOOTSTRAP_KERNEL_ARG}=${tokenSha256(bootstrap)}`],
       });
-      await waitForHttp(`http://127.0.0.1:${info.ports[AGENT_PORT] ?? 0}/health`, {
+      await waitForHttp(`http://${info.hostAddr}:${info.ports[AGENT_PORT] ?? 0}/health`, {
         timeoutMs: 180_000,
         alive: async () => (await this.#d.driver.status(vmId)).state !== 'stopped',
       });
@@ -302,7 +323,7 @@ export class SandboxService {
         vcpus: res.vcpus,
         parentId: null,
         artifacts,
-        guestToken: null,
+        guestToken: bootstrap,
         pauseMs: null,
         createdAt: tpl.createdAt,
         ownerKeyId: null,
@@ -327,6 +348,7 @@ export class SandboxService {
    */
   async create(req: CreateRequest, ctx: OpCtx = {}): Promise<SandboxRecord> {
     const { tpl, snap } = this.#resolveSource(req.template, ctx.caller);
+    assertGuestToken(snap, tpl);
     // RAM and CPUs come back from the snapshot: they cannot differ from it.
     if (req.memoryMiB !== undefined && validateMemoryMiB(req.memoryMiB) !== snap.memoryMiB) {
       throw invalidArgument(
@@ -449,18 +471,19 @@ export class SandboxService {
     const t0 = performance.now();
     const info = await this.#d.driver.start(spec);
     const tRestored = performance.now();
-    const base = `http://127.0.0.1:${info.ports[AGENT_PORT] ?? 0}`;
-    await waitForHttp(`${base}/health`, {
-      timeoutMs: this.#d.readyTimeoutMs ?? 60_000,
-      intervalMs: 10,
-      alive: async () => (await this.#d.driver.status(id)).state !== 'stopped',
-    });
-    const tReady = performance.now();
+    const base = `http://${info.hostAddr}:${info.ports[AGENT_PORT] ?? 0}`;
     const guest = this.#d.guest({
       baseUrl: base,
       accessToken: g.token,
       ...(ctx.opId ? { opId: ctx.opId } : {}),
     });
+    // Readiness and /init on one connection of the guest client (see waitGuestReady).
+    await waitGuestReady(guest, {
+      what: `${base}/health`,
+      timeoutMs: this.#d.readyTimeoutMs ?? 60_000,
+      alive: async () => (await this.#d.driver.status(id)).state !== 'stopped',
+    });
+    const tReady = performance.now();
     await guest.init(
       {
         accessToken: g.token,
@@ -955,6 +978,13 @@ export class SandboxService {
           'archive',
           `${ARCHIVE_FILES.disk} must be a standalone qcow2 image (no backing or data file); it is ${info.format ?? 'unknown'}${info['backing-filename'] ? ` backed by ${info['backing-filename']}` : ''}`,
         );
+      // Its agent holds this token until /init replaces it; without one it would obey anyone.
+      const guestToken: unknown = m.snapshot.guestToken;
+      if (typeof guestToken !== 'string' || !/^[\x21-\x7e]{16,256}$/.test(guestToken))
+        throw invalidArgument(
+          'archive',
+          'the manifest has no usable guestToken (16-256 printable characters): its guest agent would take requests from anyone until /init; export it again from a current kiln',
+        );
       const tplName = validateName('templateName', m.snapshot.templateName);
       let tpl = this.#d.store.listTemplates().find((t) => t.name === tplName);
       if (!tpl) {
@@ -1168,7 +1198,7 @@ export class SandboxService {
   }
 
   /**
-   * Where a running sandbox's guest agent answers (`http://127.0.0.1:<forwarded port>`), for the
+   * Where a running sandbox's guest agent answers (`http://<host>:<forwarded port>`), for the
    * envd proxy. The port is cached per VM; `forgetAgent` drops it when a connection fails.
    * `not_found` for an unknown sandbox, `invalid_state` for one that is not running.
    */
@@ -1188,12 +1218,13 @@ export class SandboxService {
         throw new KilnError('invalid_state', `sandbox ${id} has no running VM`, {
           details: { sandboxId: id, state: 'dead' },
         });
-      c = { port, startedAt: s.startedAt };
+      c = { host: info.hostAddr, port, startedAt: s.startedAt };
       this.#agentPorts.set(id, c);
     }
+    const baseUrl = `http://${c.host}:${c.port}`;
     // A sandbox marked unresponsive or stopped fails now, with why, instead of hanging the caller.
-    await this.#liveness.assertUsable(s, `http://127.0.0.1:${c.port}`);
-    return { sandbox: s, baseUrl: `http://127.0.0.1:${c.port}` };
+    await this.#liveness.assertUsable(s, baseUrl);
+    return { sandbox: s, baseUrl };
   }
 
   /** Drops the cached agent address of a sandbox (its VM may have changed). */

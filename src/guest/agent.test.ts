@@ -1,25 +1,36 @@
 /**
  * The guest agent in-process on the host, driven by the real `e2b` SDK (through a stub control
  * plane that only hands out the agent's address and token). Runs as root here; the same suite
- * runs inside a real guest in test/integration/agent-vm.test.ts.
+ * runs inside a real guest in test/integration/agent-vm.test.ts. Then the bootstrap lock: an
+ * agent that holds only its bootstrap token's hash answers nothing but /health to anyone else.
  */
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
 import { envdSuite } from '../../test/envd/envd.suite.ts';
 import { connectE2b } from '../../test/helpers/e2b-stub.ts';
-import { createAgent } from './agent.ts';
+import { fileSignature, tokenSha256 } from '../core/envd-auth.ts';
+import { createAgent, type Agent } from './agent.ts';
 
 envdSuite('agent in-process (host, root)', async () => {
-  const agent = createAgent({ defaultUser: 'root', log: () => undefined });
+  const bootstrap = 'boot-' + Math.random().toString(36).slice(2);
+  const agent = createAgent({
+    defaultUser: 'root',
+    log: () => undefined,
+    bootstrapTokenSha256: tokenSha256(bootstrap),
+  });
   await new Promise<void>((r) => agent.server.listen(0, '127.0.0.1', r));
   const agentUrl = `http://127.0.0.1:${(agent.server.address() as AddressInfo).port}`;
   const accessToken = 'tok-' + Math.random().toString(36).slice(2);
-  const { sandbox, close } = await connectE2b(agentUrl, {
-    accessToken,
-    envVars: { KILN_INIT_VAR: 'from-init' },
-  });
+  const { sandbox, close } = await connectE2b(
+    agentUrl,
+    { accessToken, envVars: { KILN_INIT_VAR: 'from-init' } },
+    bootstrap,
+  );
   const dir = await mkdtemp(join(tmpdir(), 'kiln-agent-'));
   return {
     sandbox,
@@ -34,4 +45,119 @@ envdSuite('agent in-process (host, root)', async () => {
       await rm(dir, { recursive: true, force: true });
     },
   };
+});
+
+describe('an agent holding only its bootstrap token', () => {
+  const BOOT = 'bootstrap-secret-0123456789abcdef';
+  let agent: Agent;
+  let base: string;
+  let dir: string;
+  before(async () => {
+    agent = createAgent({
+      defaultUser: 'root',
+      log: () => undefined,
+      bootstrapTokenSha256: tokenSha256(BOOT),
+    });
+    await new Promise<void>((r) => agent.server.listen(0, '127.0.0.1', r));
+    base = `http://127.0.0.1:${(agent.server.address() as AddressInfo).port}`;
+    dir = await mkdtemp(join(tmpdir(), 'kiln-boot-'));
+  });
+  after(async () => {
+    await agent.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const json = { 'content-type': 'application/json' };
+  /** Every route but /health, as a stranger would try them (with `token` if given). */
+  const attempts = (token?: string): [string, () => Promise<Response>][] => {
+    const h = (extra: Record<string, string> = {}): Record<string, string> => ({
+      ...extra,
+      ...(token === undefined ? {} : { 'x-access-token': token }),
+    });
+    const rpc = (path: string, body: unknown): Promise<Response> =>
+      fetch(`${base}${path}`, { method: 'POST', headers: h(json), body: JSON.stringify(body) });
+    const target = join(dir, 'made-by-stranger');
+    const sig = fileSignature(target, 'write', 'root', BOOT);
+    return [
+      ['POST /init', () => rpc('/init', { accessToken: 'stolen', envVars: { A: 'b' } })],
+      ['GET /envs', () => fetch(`${base}/envs`, { headers: h() })],
+      ['GET /metrics', () => fetch(`${base}/metrics`, { headers: h() })],
+      ['GET /files', () => fetch(`${base}/files?path=/etc/hostname`, { headers: h() })],
+      [
+        'POST /files',
+        () =>
+          fetch(`${base}/files?path=${encodeURIComponent(target)}`, {
+            method: 'POST',
+            headers: h({ 'content-type': 'application/octet-stream' }),
+            body: 'x',
+          }),
+      ],
+      [
+        'POST /files (signed with the bootstrap token)',
+        () =>
+          fetch(`${base}/files?path=${encodeURIComponent(target)}&username=root&signature=${sig}`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/octet-stream' },
+            body: 'x',
+          }),
+      ],
+      ['Filesystem.MakeDir', () => rpc('/filesystem.Filesystem/MakeDir', { path: target })],
+      [
+        'Process.Start',
+        () =>
+          rpc('/process.Process/Start', {
+            process: { cmd: '/bin/sh', args: ['-c', `touch ${target}`] },
+          }),
+      ],
+      ['Process.List', () => rpc('/process.Process/List', {})],
+      ['GET /nope', () => fetch(`${base}/nope`, { headers: h() })],
+    ];
+  };
+
+  it('answers /health and refuses everything else, with no token or a wrong one, changing nothing', async () => {
+    assert.equal((await fetch(`${base}/health`)).status, 204);
+    for (const token of [undefined, '', 'wrong', tokenSha256(BOOT)]) {
+      for (const [what, go] of attempts(token)) {
+        const res = await go();
+        assert.equal(res.status, 401, `${what} with token ${String(token)}: ${await res.text()}`);
+        assert.equal(res.headers.get('connection'), 'close', `${what}: a refusal closes the connection`);
+      }
+    }
+    assert.equal(existsSync(join(dir, 'made-by-stranger')), false, 'nothing was created');
+    assert.equal(agent.state.accessToken, undefined, 'no /init took effect');
+    assert.deepEqual(agent.state.envVars, {});
+  });
+
+  it('an /init presenting the bootstrap token without a new token keeps it locked', async () => {
+    const r = await fetch(`${base}/init`, {
+      method: 'POST',
+      headers: { ...json, 'x-access-token': BOOT },
+      body: JSON.stringify({ envVars: { A: '1' } }),
+    });
+    assert.equal(r.status, 204);
+    assert.equal((await fetch(`${base}/envs`)).status, 401, 'still needs a token');
+    assert.equal((await fetch(`${base}/envs`, { headers: { 'x-access-token': BOOT } })).status, 200);
+  });
+
+  it("kilnd's /init presents the bootstrap token and replaces it; the bootstrap token then stops working", async () => {
+    const r = await fetch(`${base}/init`, {
+      method: 'POST',
+      headers: { ...json, 'x-access-token': BOOT },
+      body: JSON.stringify({ accessToken: 'sandbox-token', envVars: { A: '2' } }),
+    });
+    assert.equal(r.status, 204);
+    const envs = await fetch(`${base}/envs`, { headers: { 'x-access-token': 'sandbox-token' } });
+    assert.deepEqual(await envs.json(), { A: '2' });
+    for (const [what, go] of attempts(BOOT))
+      assert.equal((await go()).status, 401, `${what} with the old bootstrap token`);
+    // An /init without a token never unlocks an agent that holds one.
+    const again = await fetch(`${base}/init`, {
+      method: 'POST',
+      headers: { ...json, 'x-access-token': 'sandbox-token' },
+      body: JSON.stringify({ accessToken: '' }),
+    });
+    assert.equal(again.status, 204);
+    assert.equal((await fetch(`${base}/envs`)).status, 401);
+    assert.equal(agent.state.accessToken, 'sandbox-token');
+  });
 });

@@ -11,7 +11,7 @@ import { metrics } from './metrics.ts';
 import { processService } from './process-service.ts';
 import { ProcessManager } from './processes.ts';
 import type { AgentState } from './state.ts';
-import { ENVD_VERSION, fileSignature, safeEqual } from '../core/envd-auth.ts';
+import { ENVD_VERSION, fileSignature, safeEqual, tokenSha256 } from '../core/envd-auth.ts';
 import { UnknownUserError, lookupUser, type GuestUser } from './users.ts';
 
 export const AGENT_PORT = 49983;
@@ -21,6 +21,13 @@ export interface AgentOpts {
   defaultUser?: string;
   /** Set the guest clock from /init's timestamp (only inside a VM; never on a test host). */
   setClock?: boolean;
+  /**
+   * SHA-256 (hex) of the bootstrap token: until a request presents that token (X-Access-Token)
+   * the agent answers nothing but `/health`; the `/init` that presents it sets the real token.
+   * Inside a VM it always comes from the kernel command line (main.ts). Without it the agent
+   * takes its first `/init` from anyone (in-process tests only).
+   */
+  bootstrapTokenSha256?: string;
   log?: (line: string) => void;
 }
 
@@ -45,6 +52,7 @@ export function createAgent(opts: AgentOpts = {}): Agent {
   const log = opts.log ?? ((l: string) => process.stderr.write(`kiln-agent: ${l}\n`));
   const state: AgentState = {
     accessToken: undefined,
+    bootstrapTokenSha256: opts.bootstrapTokenSha256,
     envVars: {},
     defaultUser: opts.defaultUser ?? 'user',
     defaultWorkdir: undefined,
@@ -75,17 +83,30 @@ export function createAgent(opts: AgentOpts = {}): Agent {
     requireConnectProtocolHeader: false,
   });
 
+  /** Whether requests need a token at all (false only before a test's first /init). */
+  const locked = (): boolean => state.accessToken !== undefined || state.bootstrapTokenSha256 !== undefined;
   const tokenOk = (req: IncomingMessage): boolean => {
-    if (!state.accessToken) return true;
     const h = req.headers['x-access-token'];
-    return typeof h === 'string' && safeEqual(h, state.accessToken);
+    if (state.accessToken !== undefined) return typeof h === 'string' && safeEqual(h, state.accessToken);
+    if (state.bootstrapTokenSha256 !== undefined)
+      return typeof h === 'string' && safeEqual(tokenSha256(h), state.bootstrapTokenSha256);
+    return true;
+  };
+  /** A refusal closes the connection: a client without the token gets nothing kept open. */
+  const refuse = (req: IncomingMessage, res: ServerResponse, rpc: boolean, message = UNAUTHORIZED): void => {
+    req.resume();
+    res.shouldKeepAlive = false;
+    if (rpc) sendJson(res, 401, { code: 'unauthenticated', message });
+    else sendError(res, 401, message);
   };
 
   /** /files accepts the access token header, or a signed URL (E2B SDK's uploadUrl/downloadUrl). */
   const filesAuth = (req: IncomingMessage, q: URLSearchParams, op: 'read' | 'write'): string | undefined => {
-    const token = state.accessToken;
-    if (!token) return undefined;
+    if (!locked()) return undefined;
     if (req.headers['x-access-token'] !== undefined) return tokenOk(req) ? undefined : UNAUTHORIZED;
+    // Before its first /init the agent only knows the bootstrap token's hash: no signed URLs.
+    const token = state.accessToken;
+    if (token === undefined) return UNAUTHORIZED;
     const sig = q.get('signature');
     if (!sig) return 'missing signature query parameter';
     const expRaw = q.get('signature_expiration');
@@ -98,8 +119,8 @@ export function createAgent(opts: AgentOpts = {}): Agent {
   };
 
   const handleInit = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    if (state.accessToken && !tokenOk(req)) {
-      sendError(res, 401, UNAUTHORIZED);
+    if (locked() && !tokenOk(req)) {
+      refuse(req, res, false);
       return;
     }
     let body: {
@@ -134,7 +155,11 @@ export function createAgent(opts: AgentOpts = {}): Agent {
       state.defaultUser = body.defaultUser;
     }
     if (body.envVars && typeof body.envVars === 'object') state.envVars = { ...body.envVars };
-    state.accessToken = body.accessToken || undefined;
+    // A token, once held, is only ever replaced: an /init without one keeps the current one.
+    if (typeof body.accessToken === 'string' && body.accessToken !== '') {
+      state.accessToken = body.accessToken;
+      state.bootstrapTokenSha256 = undefined;
+    }
     if (body.defaultWorkdir) state.defaultWorkdir = body.defaultWorkdir;
     if (Number.isFinite(ts)) {
       state.lastInitMs = ts;
@@ -160,8 +185,7 @@ export function createAgent(opts: AgentOpts = {}): Agent {
     if (p === '/files' && (m === 'GET' || m === 'POST')) {
       const denied = filesAuth(req, url.searchParams, m === 'GET' ? 'read' : 'write');
       if (denied) {
-        req.resume();
-        sendError(res, 401, denied);
+        refuse(req, res, false, denied);
         return;
       }
       let user: GuestUser;
@@ -178,10 +202,7 @@ export function createAgent(opts: AgentOpts = {}): Agent {
         : postFiles(req, res, url.searchParams, deps);
     }
     if (!tokenOk(req)) {
-      req.resume();
-      const isRpc = p.startsWith('/process.Process/') || p.startsWith('/filesystem.Filesystem/');
-      if (isRpc) sendJson(res, 401, { code: 'unauthenticated', message: UNAUTHORIZED });
-      else sendError(res, 401, UNAUTHORIZED);
+      refuse(req, res, p.startsWith('/process.Process/') || p.startsWith('/filesystem.Filesystem/'));
       return;
     }
     if (p === '/envs' && m === 'GET') {

@@ -100,7 +100,7 @@ export function vmmDriverContract(name: string, make: () => Promise<DriverFixtur
         const info = await fx.driver.status(id);
         const port = info.ports[AGENT_PORT];
         assert.ok(port !== undefined && port > 0, `agent port forwarded: ${JSON.stringify(info.ports)}`);
-        await waitForHttp(`http://127.0.0.1:${port}/health`, { timeoutMs: fx.bootTimeoutMs });
+        await waitForHttp(`http://${info.hostAddr}:${port}/health`, { timeoutMs: fx.bootTimeoutMs });
         assert.deepEqual(await fx.driver.list(), [id]);
       });
 
@@ -131,6 +131,7 @@ export function vmmDriverContract(name: string, make: () => Promise<DriverFixtur
         assert.equal(seen.pid, first.pid);
         assert.equal(seen.state, 'running');
         assert.deepEqual(seen.ports, first.ports);
+        assert.equal(seen.hostAddr, first.hostAddr);
         await d2.stop(id);
         await d2.close();
         await rejectsWith(fx.driver.status(id), 'not_found');
@@ -173,7 +174,7 @@ export function vmmDriverContract(name: string, make: () => Promise<DriverFixtur
         await rejectsWith(d.freezeDisk('contract-f', join(dir, 'taken')), 'already_exists');
         assert.equal((await d.status('contract-f')).overlay, after.overlay);
         await d.resume('contract-f');
-        await waitForHttp(`http://127.0.0.1:${after.ports[AGENT_PORT] ?? 0}/health`, {
+        await waitForHttp(`http://${after.hostAddr}:${after.ports[AGENT_PORT] ?? 0}/health`, {
           timeoutMs: fx.bootTimeoutMs,
         });
         assert.equal((await d.status('contract-f')).state, 'running');

@@ -25,7 +25,7 @@ export interface VmSpec {
   rootfs: string;
   memoryMiB: number;
   vcpus: number;
-  /** Guest TCP ports to forward to 127.0.0.1 (host port chosen by the host kernel). Default [49983]. */
+  /** Guest TCP ports to forward to the host (`VmInfo.hostAddr`, port chosen by the host kernel). Default [49983]. */
   guestPorts?: number[];
   /** Extra kernel command line words. */
   kernelArgs?: string[];
@@ -67,7 +67,12 @@ export interface VmInfo {
   state: VmState;
   pid: number;
   accel: 'kvm' | 'tcg';
-  /** Guest port -> host port on 127.0.0.1. */
+  /**
+   * The host address the guest ports are forwarded on (a loopback address of the driver's
+   * choosing; the QEMU driver's is 127.77.0.1, which kilnd's port guard keeps to its own uid).
+   */
+  hostAddr: string;
+  /** Guest port -> host port on `hostAddr`. */
   ports: Record<number, number>;
   /** The VM's runtime directory (overlay, QMP socket, serial log, record). */
   dir: string;

@@ -64,6 +64,7 @@ export class FakeDriver implements VmmDriver {
       state: 'running',
       pid: this.#nextPid++,
       accel: 'tcg',
+      hostAddr: '127.0.0.1',
       ports,
       dir: `/fake/${spec.id}`,
       overlay: `/fake/${spec.id}/overlay.qcow2`,

@@ -1,6 +1,8 @@
+import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Sandbox } from 'e2b';
+import { BOOTSTRAP_KERNEL_ARG, tokenSha256 } from '../../src/core/envd-auth.ts';
 
 /**
  * The smallest control plane the `e2b` SDK needs to reach one envd: it answers
@@ -36,15 +38,18 @@ export async function startE2bStub(envd: {
 
 /**
  * Connects the real `e2b` SDK to one guest agent: optionally /init's it first (token, env,
- * default user, host time), then hands the SDK the agent's address through a stub control plane.
+ * default user, host time), presenting `currentToken` (the token or bootstrap token the agent
+ * holds now), then hands the SDK the agent's address through a stub control plane.
  */
 export async function connectE2b(
   agentUrl: string,
   init?: { accessToken?: string; defaultUser?: string; envVars?: Record<string, string> },
+  currentToken?: string,
 ): Promise<{ sandbox: Sandbox; close: () => void }> {
   if (init) {
     const r = await fetch(`${agentUrl}/init`, {
       method: 'POST',
+      headers: currentToken ? { 'x-access-token': currentToken } : {},
       body: JSON.stringify({ ...init, timestamp: new Date().toISOString() }),
     });
     if (r.status !== 204) throw new Error(`/init answered ${r.status}: ${await r.text()}`);
@@ -61,4 +66,13 @@ export async function connectE2b(
       stub.server.close();
     },
   };
+}
+
+/**
+ * A bootstrap token for a guest booted directly (not by kilnd) and the kernel argument that
+ * hands its agent the token's hash: the agent obeys nothing but /health until it is presented.
+ */
+export function bootstrapToken(): { token: string; kernelArgs: string[] } {
+  const token = randomBytes(24).toString('hex');
+  return { token, kernelArgs: [`${BOOTSTRAP_KERNEL_ARG}=${tokenSha256(token)}`] };
 }

@@ -4,7 +4,7 @@ import { waitForHttp } from '../../src/vmm/health.ts';
 import { AGENT_PORT } from '../../src/vmm/qemu/args.ts';
 import { QemuDriver } from '../../src/vmm/qemu/qemu-driver.ts';
 import type { VmInfo } from '../../src/vmm/driver.ts';
-import { connectE2b } from './e2b-stub.ts';
+import { bootstrapToken, connectE2b } from './e2b-stub.ts';
 import { ensureDefaultImage } from './image.ts';
 
 export interface AgentVm {
@@ -27,6 +27,7 @@ export async function bootAgentVm(
   const img = await ensureDefaultImage();
   const root = await mkdtemp('/tmp/kiln-guest-');
   const driver = new QemuDriver({ runDir: `${root}/vms` });
+  const boot = bootstrapToken();
   const info = await driver.start({
     id: 'guest',
     kernel: img.kernel,
@@ -34,8 +35,9 @@ export async function bootAgentVm(
     rootfs: img.rootfs,
     memoryMiB: o.memoryMiB ?? 1024,
     vcpus: 1,
+    kernelArgs: boot.kernelArgs,
   });
-  const agentUrl = `http://127.0.0.1:${info.ports[AGENT_PORT] ?? 0}`;
+  const agentUrl = `http://${info.hostAddr}:${info.ports[AGENT_PORT] ?? 0}`;
   const stopVm = async (): Promise<void> => {
     await driver.kill('guest');
     await driver.close();
@@ -47,11 +49,11 @@ export async function bootAgentVm(
       alive: async () => (await driver.status('guest')).state !== 'stopped',
     });
     const accessToken = 'vm-' + Math.random().toString(36).slice(2);
-    const { sandbox, close } = await connectE2b(agentUrl, {
-      accessToken,
-      defaultUser: 'user',
-      envVars: o.envVars ?? {},
-    });
+    const { sandbox, close } = await connectE2b(
+      agentUrl,
+      { accessToken, defaultUser: 'user', envVars: o.envVars ?? {} },
+      boot.token,
+    );
     return {
       info,
       agentUrl,

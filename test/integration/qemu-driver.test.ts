@@ -37,9 +37,9 @@ async function fixture(): Promise<{ runDir: string; spec: (id: string) => VmSpec
   };
 }
 
-const portClosed = (port: number): Promise<boolean> =>
+const portClosed = (host: string, port: number): Promise<boolean> =>
   new Promise((resolve) => {
-    const s = connect(port, '127.0.0.1');
+    const s = connect(port, host);
     s.on('connect', () => {
       s.destroy();
       resolve(false);
@@ -103,14 +103,15 @@ describe('QemuDriver with real guests', () => {
     const before = qemuPids(f.runDir);
     const info = await driver.start(f.spec('health'));
     const port = info.ports[AGENT_PORT] ?? 0;
-    await waitForHttp(`http://127.0.0.1:${port}/health`, { timeoutMs: BOOT_TIMEOUT_MS });
-    assert.equal(await httpGetStatus(`http://127.0.0.1:${port}/health`, 5000), 204);
+    assert.equal(info.hostAddr, '127.77.0.1', "forwarded on kiln's own loopback address");
+    await waitForHttp(`http://${info.hostAddr}:${port}/health`, { timeoutMs: BOOT_TIMEOUT_MS });
+    assert.equal(await httpGetStatus(`http://${info.hostAddr}:${port}/health`, 5000), 204);
     assert.ok(existsSync(`${info.dir}/overlay.qcow2`) && existsSync(`${info.dir}/qmp.sock`));
     assert.ok(qemuPids(f.runDir).includes(info.pid));
     await driver.stop('health');
     assert.equal(pidAlive(info.pid), false, 'no QEMU process');
     assert.equal(existsSync(info.dir), false, 'no socket, overlay, log or record');
-    assert.equal(await portClosed(port), true, 'the forwarded port is released');
+    assert.equal(await portClosed(info.hostAddr, port), true, 'the forwarded port is released');
     assert.deepEqual(qemuPids(f.runDir).sort(), before.sort());
   });
 
@@ -123,8 +124,8 @@ describe('QemuDriver with real guests', () => {
     assert.notEqual(a.pid, b.pid);
     assert.notEqual(pa, pb);
     await Promise.all([
-      waitForHttp(`http://127.0.0.1:${pa}/health`, { timeoutMs: BOOT_TIMEOUT_MS }),
-      waitForHttp(`http://127.0.0.1:${pb}/health`, { timeoutMs: BOOT_TIMEOUT_MS }),
+      waitForHttp(`http://${a.hostAddr}:${pa}/health`, { timeoutMs: BOOT_TIMEOUT_MS }),
+      waitForHttp(`http://${b.hostAddr}:${pb}/health`, { timeoutMs: BOOT_TIMEOUT_MS }),
     ]);
     // Each VM writes only to its own overlay, backed by the untouched base image.
     for (const vm of [a, b]) {
@@ -139,7 +140,7 @@ describe('QemuDriver with real guests', () => {
     }
     await driver.stop('twin-a');
     assert.equal(
-      await httpGetStatus(`http://127.0.0.1:${pb}/health`, 5000),
+      await httpGetStatus(`http://${b.hostAddr}:${pb}/health`, 5000),
       204,
       'b still serves after a stopped',
     );

@@ -14,10 +14,11 @@ import type { VmSpec } from '../../src/vmm/driver.ts';
 import { waitForHttp } from '../../src/vmm/health.ts';
 import { AGENT_PORT } from '../../src/vmm/qemu/args.ts';
 import { QemuDriver } from '../../src/vmm/qemu/qemu-driver.ts';
-import { connectE2b } from '../helpers/e2b-stub.ts';
+import { bootstrapToken, connectE2b } from '../helpers/e2b-stub.ts';
 import { ensureDefaultImage } from '../helpers/image.ts';
 
 const MEM = 512;
+const TPL_TOKEN = 'template-token-0123456789';
 
 describe('template snapshot and restore (real guests)', { timeout: 600_000 }, () => {
   let root: string;
@@ -40,14 +41,16 @@ describe('template snapshot and restore (real guests)', { timeout: 600_000 }, ()
   });
 
   it('saves a booted guest: device state, RAM file and frozen disk', async () => {
+    const boot = bootstrapToken();
     const info = await driver.start({
       ...base,
       id: 'tpl',
       memoryFile: { path: `${tpl}/memory`, share: true },
+      kernelArgs: boot.kernelArgs,
     });
-    const url = `http://127.0.0.1:${info.ports[AGENT_PORT] ?? 0}`;
+    const url = `http://${info.hostAddr}:${info.ports[AGENT_PORT] ?? 0}`;
     await waitForHttp(`${url}/health`, { timeoutMs: 180_000 });
-    const { sandbox: sbx, close } = await connectE2b(url);
+    const { sandbox: sbx, close } = await connectE2b(url, { accessToken: TPL_TOKEN }, boot.token);
     await sbx.files.write('/home/user/marker', 'before');
     const h = await sbx.commands.run('sleep 3000', { background: true, timeoutMs: 0 });
     bgPid = h.pid;
@@ -78,10 +81,11 @@ describe('template snapshot and restore (real guests)', { timeout: 600_000 }, ()
     const [a, b] = await Promise.all([driver.start(restore('clone-a')), driver.start(restore('clone-b'))]);
     const sdks = [];
     for (const [i, vm] of [a, b].entries()) {
-      const url = `http://127.0.0.1:${vm.ports[AGENT_PORT] ?? 0}`;
+      const url = `http://${vm.hostAddr}:${vm.ports[AGENT_PORT] ?? 0}`;
       await waitForHttp(`${url}/health`, { timeoutMs: 60_000 });
-      // /init re-syncs the clock and gives each clone its own token.
-      sdks.push(await connectE2b(url, { accessToken: `clone-${i}-token` }));
+      // /init (with the token the template's agent held) re-syncs the clock and gives each
+      // clone its own token.
+      sdks.push(await connectE2b(url, { accessToken: `clone-${i}-token` }, TPL_TOKEN));
     }
     const [ca, cb] = sdks.map((s) => s.sandbox) as [Sandbox, Sandbox];
     for (const c of [ca, cb]) {

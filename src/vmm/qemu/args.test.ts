@@ -18,6 +18,7 @@ const base = {
   serialLog: '/r/vm-1/serial.log',
   pidFile: '/r/vm-1/qemu.pid',
   daemonize: true,
+  forwardHost: '127.77.0.1',
 };
 const after = (args: string[], flag: string): string[] =>
   args.flatMap((a, i) => (a === flag ? [args[i + 1] ?? ''] : []));
@@ -28,7 +29,8 @@ test('a TCG microvm with a bounded code cache, the TSC fix and a race-free agent
   assert.deepEqual(after(a, '-accel'), ['tcg,tb-size=64']);
   assert.match(after(a, '-append')[0] ?? '', /tsc_early_khz=2445404/);
   assert.match(after(a, '-append')[0] ?? '', /root=\/dev\/vda/);
-  assert.deepEqual(after(a, '-netdev'), ['user,id=n0,hostfwd=tcp:127.0.0.1:0-:49983']);
+  // Forwarded on kiln's own loopback address, which the port guard keeps to kilnd's uid.
+  assert.deepEqual(after(a, '-netdev'), ['user,id=n0,hostfwd=tcp:127.77.0.1:0-:49983']);
   assert.deepEqual(after(a, '-m'), ['256M']);
   assert.ok(a.includes('-daemonize') && a.includes('-no-reboot') && a.includes('-nodefaults'));
   assert.deepEqual(after(a, '-drive'), [
@@ -45,17 +47,20 @@ test('KVM uses the host CPU; restrictNetwork and extra ports reach the netdev', 
   assert.deepEqual(after(a, '-accel'), ['kvm']);
   assert.deepEqual(after(a, '-cpu'), ['host']);
   assert.deepEqual(after(a, '-netdev'), [
-    'user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:0-:49983,hostfwd=tcp:127.0.0.1:0-:8080',
+    'user,id=n0,restrict=on,hostfwd=tcp:127.77.0.1:0-:49983,hostfwd=tcp:127.77.0.1:0-:8080',
   ]);
   assert.doesNotMatch(after(a, '-append')[0] ?? '', /tsc_early_khz/);
 });
 
-test('parses the host forwards out of `info usernet`', () => {
+test('parses the host forwards (address and port) out of `info usernet`', () => {
   const text =
     'Hub -1 (n0):\r\n  Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ\r\n' +
-    '  TCP[HOST_FORWARD]  12       127.0.0.1 39533       10.0.2.15 49983     0     0\r\n' +
+    '  TCP[HOST_FORWARD]  12      127.77.0.1 39533       10.0.2.15 49983     0     0\r\n' +
     '  TCP[HOST_FORWARD]  13       127.0.0.1 40001       10.0.2.15  8080     0     0\r\n' +
-    '  TCP[ESTABLISHED]   14       127.0.0.1 50000       10.0.2.15 49983     0     0\r\n';
-  assert.deepEqual(parseUsernetForwards(text), { 49983: 39533, 8080: 40001 });
+    '  TCP[ESTABLISHED]   14      127.77.0.1 50000       10.0.2.15 49983     0     0\r\n';
+  assert.deepEqual(parseUsernetForwards(text), {
+    49983: { addr: '127.77.0.1', port: 39533 },
+    8080: { addr: '127.0.0.1', port: 40001 },
+  });
   assert.deepEqual(parseUsernetForwards(''), {});
 });

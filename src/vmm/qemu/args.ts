@@ -12,9 +12,21 @@ export interface QemuArgsOpts {
   pidFile: string;
   /** Detach (QEMU forks, the parent exits once the machine is set up). */
   daemonize: boolean;
+  /** The host loopback address the guest ports are forwarded on. */
+  forwardHost: string;
 }
 
 export const AGENT_PORT = 49983;
+
+/**
+ * Where guest ports are forwarded on the host: a loopback address of its own (all of 127/8 is
+ * local), so that one firewall rule can keep every other local user off guest agents (see
+ * agent-guard.ts). Guests cannot reach it: QEMU user-net maps the guest's 10.0.2.2 to host
+ * 127.0.0.1 only.
+ */
+export const FORWARD_HOST = '127.77.0.1';
+/** The block the port guard covers (FORWARD_HOST and room for more). */
+export const FORWARD_NET = '127.77.0.0/16';
 
 /**
  * The QEMU command line of a kiln microVM. Kept in one place so boot and (later) snapshot
@@ -22,7 +34,7 @@ export const AGENT_PORT = 49983;
  */
 export function qemuArgs(spec: VmSpec, o: QemuArgsOpts): string[] {
   const ports = spec.guestPorts ?? [AGENT_PORT];
-  const fwd = ports.map((p) => `hostfwd=tcp:127.0.0.1:0-:${p}`).join(',');
+  const fwd = ports.map((p) => `hostfwd=tcp:${o.forwardHost}:0-:${p}`).join(',');
   const kernelArgs = [
     'console=ttyS0',
     'root=/dev/vda',
@@ -87,13 +99,13 @@ export function qemuArgs(spec: VmSpec, o: QemuArgsOpts): string[] {
   ];
 }
 
-/** Parses `info usernet` (HMP) into guest port -> host port for the TCP host forwards. */
-export function parseUsernetForwards(text: string): Record<number, number> {
-  const out: Record<number, number> = {};
+/** Parses `info usernet` (HMP) into guest port -> host address and port of the TCP host forwards. */
+export function parseUsernetForwards(text: string): Record<number, { addr: string; port: number }> {
+  const out: Record<number, { addr: string; port: number }> = {};
   for (const line of text.split(/\r?\n/)) {
-    // TCP[HOST_FORWARD]  12       127.0.0.1 39533       10.0.2.15 49983     0     0
-    const m = /TCP\[HOST_FORWARD\]\s+\d+\s+\S+\s+(\d+)\s+\S+\s+(\d+)/.exec(line);
-    if (m?.[1] && m[2]) out[Number(m[2])] = Number(m[1]);
+    // TCP[HOST_FORWARD]  12      127.77.0.1 39533       10.0.2.15 49983     0     0
+    const m = /TCP\[HOST_FORWARD\]\s+\d+\s+(\S+)\s+(\d+)\s+\S+\s+(\d+)/.exec(line);
+    if (m?.[1] && m[2] && m[3]) out[Number(m[3])] = { addr: m[1], port: Number(m[2]) };
   }
   return out;
 }

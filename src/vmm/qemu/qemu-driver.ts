@@ -14,7 +14,7 @@ import { UndoStack } from '../../core/undo.ts';
 import { validateMemoryMiB, validateName, validateVcpus } from '../../core/validate.ts';
 import type { OpOpts, SaveStateResult, StopOpts, VmInfo, VmmDriver, VmSpec, VmState } from '../driver.ts';
 import { resolveAccel, type Accel, type AccelChoice, type AccelVerdict } from './accel.ts';
-import { AGENT_PORT, parseUsernetForwards, qemuArgs } from './args.ts';
+import { AGENT_PORT, FORWARD_HOST, parseUsernetForwards, qemuArgs } from './args.ts';
 import { hostMemoryMiB, hostTscKhz } from './host.ts';
 import { hostIo, ioError, isAbsent, type HostIo } from './host-io.ts';
 import { QmpClient } from './qmp.ts';
@@ -29,6 +29,8 @@ export interface QemuDriverOpts {
   /** Where the accelerator verdict is cached; default `<runDir>/../accel.json`. */
   accelCacheFile?: string;
   tcgCacheMiB?: number;
+  /** The host loopback address guest ports are forwarded on (default FORWARD_HOST, 127.77.0.1). */
+  forwardHost?: string;
   log?: Logger;
   /** Crash tests: `qemu:overlay kept` fires in `stop` between keeping the overlay and cleaning up. */
   failpoint?: Failpoint | undefined;
@@ -43,6 +45,8 @@ interface VmRecord {
   /** /proc/PID/stat start time: guards against a recycled pid. */
   pidStartTime: number;
   accel: Accel;
+  /** Host address of the forwards; records written before it existed forwarded on 127.0.0.1. */
+  hostAddr?: string;
   ports: Record<number, number>;
   startedAt: string;
   spec: VmSpec;
@@ -85,9 +89,15 @@ export class QemuDriver implements VmmDriver {
       accel,
       accelCacheFile: opts.accelCacheFile ?? join(opts.runDir, '..', 'accel.json'),
       tcgCacheMiB: opts.tcgCacheMiB ?? 64,
+      forwardHost: opts.forwardHost ?? FORWARD_HOST,
       log: opts.log ?? nullLogger,
       io: opts.io ?? hostIo,
     };
+    if (!/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(this.#o.forwardHost))
+      throw invalidArgument(
+        'forwardHost',
+        `must be an IPv4 loopback address (127.x.y.z), got "${this.#o.forwardHost}"`,
+      );
     this.#log = this.#o.log.child({ component: 'qemu' });
     this.#failpoint = opts.failpoint;
   }
@@ -205,6 +215,7 @@ export class QemuDriver implements VmmDriver {
         serialLog: join(dir, FILES.serial),
         pidFile: join(dir, FILES.pid),
         daemonize: true,
+        forwardHost: this.#o.forwardHost,
       });
       log.debug({ args }, 'spawning qemu');
       const pid = await this.#spawnDaemon(args, join(dir, FILES.pid));
@@ -231,16 +242,23 @@ export class QemuDriver implements VmmDriver {
       ]);
       if (spec.incoming) await this.#restoreState(qmp, spec, opts);
       const usernet = await qmp.execute<string>('human-monitor-command', { 'command-line': 'info usernet' });
-      const ports = parseUsernetForwards(usernet);
+      const forwards = parseUsernetForwards(usernet);
+      const ports: Record<number, number> = {};
       for (const p of spec.guestPorts ?? [AGENT_PORT]) {
-        if (!ports[p])
-          throw new KilnError('driver_error', `QEMU did not report a host forward for guest port ${p}`);
+        const f = forwards[p];
+        if (f?.addr !== this.#o.forwardHost)
+          throw new KilnError(
+            'driver_error',
+            `QEMU did not report a host forward on ${this.#o.forwardHost} for guest port ${p}`,
+          );
+        ports[p] = f.port;
       }
       const rec: VmRecord = {
         id: spec.id,
         pid,
         pidStartTime: this.#startTime(pid),
         accel: verdict.accel,
+        hostAddr: this.#o.forwardHost,
         ports,
         startedAt: new Date().toISOString(),
         spec,
@@ -619,6 +637,7 @@ export class QemuDriver implements VmmDriver {
       state,
       pid: rec.pid,
       accel: rec.accel,
+      hostAddr: rec.hostAddr ?? '127.0.0.1',
       ports: rec.ports,
       dir: this.#dir(rec.id),
       overlay: join(this.#dir(rec.id), rec.overlay ?? FILES.overlay),

@@ -1,0 +1,210 @@
+/**
+ * Issue 10, items 2 and 3, on real guests: between a sandbox's restore and kilnd's /init its
+ * guest agent obeys no one. Another local user (uid 65534) cannot even connect to the agent's
+ * forwarded port (the nftables guard); root without the token is refused (401) for every
+ * request, /init included; and a process hammering new agent ports every 10-30 ms does not make
+ * creates fail. A driver wrapper runs the racers right after the VM is restored and before the
+ * service's /init, so "before /init" is certain, not a matter of timing.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { after, before, describe, it } from 'node:test';
+import { nullLogger } from '../../src/core/log.ts';
+import { HttpGuestClient } from '../../src/daemon/guest-client.ts';
+import { SandboxService, type BootImage } from '../../src/daemon/sandbox-service.ts';
+import { SqliteStore } from '../../src/store/sqlite-store.ts';
+import type { OpOpts, VmInfo, VmmDriver, VmSpec } from '../../src/vmm/driver.ts';
+import { applyAgentGuard } from '../../src/vmm/qemu/agent-guard.ts';
+import { AGENT_PORT } from '../../src/vmm/qemu/args.ts';
+import { QemuDriver } from '../../src/vmm/qemu/qemu-driver.ts';
+import { ensureDefaultImage } from '../helpers/image.ts';
+
+const STRANGER = 65534;
+
+/** Connects as uid 65534 (bash's /dev/tcp): 'connected', or the error bash reports. */
+function strangerConnect(host: string, port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const p = spawn('/bin/bash', ['-c', `exec 3<>/dev/tcp/${host}/${port} && echo connected`], {
+      uid: STRANGER,
+      gid: STRANGER,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    p.on('error', reject);
+    p.on('close', () => {
+      resolve(out.trim());
+    });
+  });
+}
+
+/** One request without a token, as root; resolves with the status code. */
+function rootRequest(base: string, path: string, body: string, type = 'application/json'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      `${base}${path}`,
+      {
+        method: 'POST',
+        agent: false,
+        headers: { 'content-type': type, 'content-length': Buffer.byteLength(body) },
+      },
+      (res) => {
+        res.resume();
+        res.on('end', () => {
+          resolve(res.statusCode ?? 0);
+        });
+      },
+    );
+    req.setTimeout(60_000, () => req.destroy(new Error('no answer in 60 s')));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+describe('guest agents before /init (real guests)', { timeout: 1_500_000 }, () => {
+  let root: string;
+  let image: BootImage;
+  let store: SqliteStore;
+  let qemu: QemuDriver;
+  let svc: SandboxService;
+  /** Runs once a sandbox VM is restored, before the service /init's its agent. */
+  let beforeInit: ((info: VmInfo) => Promise<void>) | undefined;
+
+  before(async () => {
+    const img = await ensureDefaultImage();
+    image = { key: img.key, kernel: img.kernel, initrd: img.initrd, rootfs: img.rootfs };
+    // What kilnd does at start; the same table every time, so it is safe beside other kilnds.
+    await applyAgentGuard({ uid: process.getuid?.() ?? 0 });
+    root = await mkdtemp('/tmp/kiln-guard-');
+    store = new SqliteStore(`${root}/state.db`);
+    qemu = new QemuDriver({ runDir: `${root}/vms` });
+    const driver: VmmDriver = {
+      start: async (spec: VmSpec, opts?: OpOpts): Promise<VmInfo> => {
+        const info = await qemu.start(spec, opts);
+        if (spec.id.startsWith('sbx-') && beforeInit) await beforeInit(info);
+        return info;
+      },
+      status: (id) => qemu.status(id),
+      pause: (id, o) => qemu.pause(id, o),
+      resume: (id, o) => qemu.resume(id, o),
+      stop: (id, o) => qemu.stop(id, o),
+      saveState: (id, f, o) => qemu.saveState(id, f, o),
+      freezeDisk: (id, l, o) => qemu.freezeDisk(id, l, o),
+      kill: (id) => qemu.kill(id),
+      list: () => qemu.list(),
+      consoleTail: (id, n) => qemu.consoleTail(id, n),
+      close: () => qemu.close(),
+    };
+    svc = new SandboxService({
+      store,
+      driver,
+      guest: (o) => new HttpGuestClient(o),
+      image: () => Promise.resolve(image),
+      dataDir: `${root}/data`,
+      log: nullLogger,
+    });
+    await svc.buildTemplate('base', image, { memoryMiB: 512, vcpus: 1 });
+  });
+  after(async () => {
+    for (const id of await qemu.list()) await qemu.kill(id);
+    await qemu.close();
+    store.close();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('before /init: uid 65534 cannot connect, root without the token gets 401 everywhere; the create succeeds', async () => {
+    const seen: Record<string, number | string> = {};
+    beforeInit = async (info) => {
+      const port = info.ports[AGENT_PORT] ?? 0;
+      const base = `http://${info.hostAddr}:${port}`;
+      seen['stranger connect'] = await strangerConnect(info.hostAddr, port);
+      seen['MakeDir'] = await rootRequest(
+        base,
+        '/filesystem.Filesystem/MakeDir',
+        JSON.stringify({ path: '/root/racer-dir' }),
+      );
+      seen['Process.Start'] = await rootRequest(
+        base,
+        '/process.Process/Start',
+        JSON.stringify({ process: { cmd: '/bin/sh', args: ['-c', 'touch /root/racer-proc'] } }),
+      );
+      seen['POST /files'] = await rootRequest(
+        base,
+        `/files?path=${encodeURIComponent('/root/racer-file')}&username=root`,
+        'x',
+        'application/octet-stream',
+      );
+      seen['/init'] = await rootRequest(
+        base,
+        '/init',
+        JSON.stringify({ accessToken: 'stolen', envVars: { X: 'y' } }),
+      );
+    };
+    const s = await svc.create({ template: 'base', envVars: { OWNER: 'yes' } });
+    beforeInit = undefined;
+    assert.match(String(seen['stranger connect']), /Connection refused/, 'refused at connect by the guard');
+    assert.deepEqual(
+      { ...seen, 'stranger connect': 'refused' },
+      { 'stranger connect': 'refused', MakeDir: 401, 'Process.Start': 401, 'POST /files': 401, '/init': 401 },
+    );
+    const r = await svc.exec(s.id, 'ls -d /root/racer* 2>/dev/null | wc -l; echo "$OWNER $X"', {
+      user: 'root',
+    });
+    assert.equal(r.stdout, '0\nyes \n', "nothing of the racer's exists and its /init took no effect");
+    await svc.kill(s.id);
+  });
+
+  it('a root process hammering every new agent port every 10-30 ms makes no create fail', async () => {
+    const racer = spawn(
+      process.execPath,
+      [
+        join(import.meta.dirname, '../helpers/port-racer.ts'),
+        JSON.stringify({
+          host: '127.77.0.1',
+          prefix: '/root/racer',
+          marker: root,
+          intervalMs: JSON.parse(process.env['KILN_RACER_MS'] ?? '[10, 30]') as [number, number],
+        }),
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const lines = createInterface({ input: racer.stdout })[Symbol.asyncIterator]();
+    assert.equal((await lines.next()).value, 'ready');
+    const failures: string[] = [];
+    const leftovers: string[] = [];
+    try {
+      for (let i = 0; i < 6; i++) {
+        try {
+          const s = await svc.create({ template: 'base' });
+          const r = await svc.exec(s.id, 'ls -d /root/racer* 2>/dev/null | wc -l', { user: 'root' });
+          if (r.stdout.trim() !== '0') leftovers.push(`${s.id}: ${r.stdout.trim()}`);
+          await svc.kill(s.id);
+        } catch (e) {
+          failures.push((e as Error).message);
+        }
+      }
+    } finally {
+      racer.kill('SIGTERM');
+    }
+    const report = JSON.parse(String((await lines.next()).value)) as {
+      ports: number[];
+      attempts: number;
+      statuses: Record<string, number>;
+    };
+    assert.deepEqual(failures, [], 'every create succeeded');
+    assert.deepEqual(leftovers, [], 'the racer created nothing');
+    assert.ok(report.ports.length >= 6, `the racer found every new agent port: ${JSON.stringify(report)}`);
+    const answered = Object.entries(report.statuses);
+    assert.ok(
+      answered.reduce((n, [, c]) => n + c, 0) >= 100,
+      `the racer got answers: ${JSON.stringify(report)}`,
+    );
+    for (const [k] of answered)
+      assert.match(k, / 401$/, `the racer only ever got 401: ${JSON.stringify(report)}`);
+  });
+});
