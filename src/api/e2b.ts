@@ -163,7 +163,7 @@ export function e2bRoutes(d: E2bApiDeps): Route[] {
   /** `base` is built on first use, as `kiln run` does (once, however many creates wait); others must exist. */
   let building: Promise<unknown> | undefined;
   const resolveTemplate = async (name: string, opId: string): Promise<string> => {
-    if (name === DEFAULT_TEMPLATE && !svc.templates().some((t) => t.name === name && t.snapshotId)) {
+    if (name === DEFAULT_TEMPLATE && !svc.templates().some((t) => t.name === name && svc.templateReady(t))) {
       building ??= d.buildTemplate(DEFAULT_TEMPLATE, DEFAULT_TEMPLATE_RES, opId).finally(() => {
         building = undefined;
       });

@@ -162,7 +162,8 @@ export function nativeRoutes(d: {
     {
       method: 'GET',
       path: '/v1/templates',
-      handler: () => Promise.resolve({ items: svc.templates() }),
+      handler: () =>
+        Promise.resolve({ items: svc.templates().map((t) => ({ ...t, ready: svc.templateReady(t) })) }),
     },
     {
       method: 'POST',

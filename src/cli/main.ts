@@ -126,10 +126,11 @@ const shellJoin = (words: string[]): string =>
     ? (words[0] ?? '')
     : words.map((w) => (/^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`)).join(' ');
 
-/** Makes sure the template exists, building `base` on first use. */
+/** Makes sure the template exists, building `base` on first use (and again after an upgrade). */
 async function ensureTemplate(c: KilnClient, name: string, json: boolean): Promise<void> {
   const { items } = await c.listTemplates();
-  if (items.some((t) => t.name === name && t.snapshotId)) return;
+  // `ready` is missing from an older daemon's answer: then a snapshot is all it takes.
+  if (items.some((t) => t.name === name && t.snapshotId && t.ready !== false)) return;
   if (name !== 'base')
     throw invalidArgument('template', `"${name}" does not exist (kiln template build --name ${name})`);
   if (!json) say('building the base template (first run only: image build, boot, snapshot)');

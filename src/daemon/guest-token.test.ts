@@ -103,10 +103,13 @@ describe('bootstrap tokens of templates', () => {
   it('refuses to restore a template built before bootstrap tokens, saying how to rebuild it', async () => {
     await svc.buildTemplate('old', IMAGE, { memoryMiB: 512, vcpus: 1 });
     const tpl = store.getTemplate('old');
+    assert.equal(svc.templateReady(tpl), true);
     const snap = store.getSnapshot(tpl.snapshotId ?? '');
     // What an older kiln recorded: the same template, no token.
     store.deleteSnapshot(snap.id);
     store.insertSnapshot({ ...snap, guestToken: null });
+    // Not ready: `kiln run` and the E2B API rebuild `base` when they find it so.
+    assert.equal(svc.templateReady(tpl), false);
     await assert.rejects(svc.create({ template: 'old' }), {
       code: 'invalid_state',
       message: /template "old" was built by an older kiln .* rebuild it: kiln template build --name old/,

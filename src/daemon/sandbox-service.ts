@@ -1161,6 +1161,20 @@ export class SandboxService {
     return this.#d.store.listTemplates();
   }
 
+  /**
+   * True when sandboxes can be made from the template: it has a snapshot whose agent holds a
+   * bootstrap token (one built by an older kiln has none and must be rebuilt).
+   */
+  templateReady(t: TemplateRecord): boolean {
+    if (!t.snapshotId) return false;
+    try {
+      return this.#d.store.getSnapshot(t.snapshotId).guestToken !== null;
+    } catch (e) {
+      if (e instanceof KilnError && e.code === 'not_found') return false;
+      throw e;
+    }
+  }
+
   logs(id: string, page?: PageOpts): Page<EventRecord> {
     this.get(id);
     return this.#d.store.listEvents(id, page);

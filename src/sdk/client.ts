@@ -30,6 +30,8 @@ export interface TemplateView {
   createdAt: string;
   /** Null for templates kiln built (every key may use them). */
   ownerKeyId: string | null;
+  /** Sandboxes can be made from it (false: no snapshot yet, or built by an older kiln: rebuild). */
+  ready?: boolean;
 }
 
 export interface CreateSandboxOpts {
