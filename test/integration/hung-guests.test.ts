@@ -113,6 +113,23 @@ describe('hung and dying guests (real VMs)', { timeout: 600_000 }, () => {
     await crash;
   });
 
+  it('a fork bomb: the guest wedges, then dies, and its end reason is the panic line from the console', async () => {
+    const s = await svc.create({ template: 'base' });
+    // As root, unlimited: the guest fills its memory with shells; the OOM killer takes the
+    // biggest process, the guest agent, its init (tini) exits with it, and the kernel panics.
+    // Under TCG this takes two to three minutes.
+    const bomb = svc.exec(s.id, ':(){ :|:& };:', { user: 'root', timeoutMs: 0 }).catch((e: unknown) => e);
+    const ms = await until('the VM died and was marked dead', 300_000, () => svc.get(s.id).state === 'dead');
+    const r = svc.get(s.id).endReason ?? '';
+    process.stderr.write(`# fork bomb: marked dead after ${ms} ms: ${r}\n`);
+    assert.match(r, /^vm exited: Kernel panic - not syncing: /);
+    const ev = svc.logs(s.id).items.find((e) => e.message === r);
+    const excerpt = (ev?.data?.['console'] as string[] | undefined) ?? [];
+    assert.ok(excerpt.length > 0, 'the console lines around the panic are kept in an event');
+    assert.deepEqual(await driver.list(), [], 'the VM directory was removed after it was read');
+    await bomb;
+  });
+
   it('QEMU stopped on a full host disk: disk_full while running, exec fails fast, resumed once there is space', async () => {
     // This service's watcher would see the other service's VMs as lost: only one watches now.
     svc.stopBackground();
