@@ -56,6 +56,7 @@ The daemon starts by itself when a command needs it. Environment:
   KILN_STATE_DIR   state, sockets, VMs (default ~/.local/state/kiln)
   KILN_CACHE_DIR   images, Node, downloads (default ~/.cache/kiln)
   KILN_ACCEL       kvm | tcg | auto (default auto: KVM only if a probe guest boots fast)
+  (every KILN_* variable, with its default: README.md, "Environment")
 `;
 
 class UsageError extends Error {}
