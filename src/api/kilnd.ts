@@ -76,6 +76,17 @@ export interface KilndOpts {
    * $KILN_FAILPOINT; `hit` ends the process there at once (the entry passes a SIGKILL of itself).
    */
   failpoint?: { at: string; hit: () => void };
+  /** How long a restored guest may take to answer (default 60 s; $KILN_READY_TIMEOUT_MS). */
+  readyTimeoutMs?: number | undefined;
+  /**
+   * Background loop periods (defaults: reaper and liveness 1 s, chain flattening 30 s;
+   * $KILN_REAP_EVERY_MS / $KILN_LIVENESS_EVERY_MS / $KILN_FLATTEN_EVERY_MS).
+   */
+  loops?: {
+    reapEveryMs?: number | undefined;
+    livenessEveryMs?: number | undefined;
+    flattenEveryMs?: number | undefined;
+  };
   /** How the liveness watcher probes guests and retries VMs stopped on a full disk. */
   liveness?: LivenessOpts;
   /**
@@ -299,13 +310,14 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
       dataDir: join(o.stateDir, 'data'),
       log,
       capacity: { hostMemoryMiB: hostMemoryMiB(), overcommitRatio: o.overcommitRatio ?? 1.5 },
+      readyTimeoutMs: o.readyTimeoutMs,
       disk,
       failpoint,
       ...(o.liveness ? { liveness: o.liveness } : {}),
     });
     const rec = await svc.reconcile();
     log.info(rec, 'reconciled');
-    svc.startBackground();
+    svc.startBackground(o.loops);
     undo.push('stop the background loops', () => {
       svc.stopBackground();
     });

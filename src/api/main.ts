@@ -37,6 +37,12 @@ try {
     diskReserveMiB: config.diskReserveMiB,
     diskOvercommitRatio: config.diskOvercommitRatio,
     agentGuard: config.agentGuard,
+    readyTimeoutMs: config.readyTimeoutMs,
+    loops: {
+      reapEveryMs: config.reapEveryMs,
+      livenessEveryMs: config.livenessEveryMs,
+      flattenEveryMs: config.flattenEveryMs,
+    },
     log,
     // A crash test's failpoint ends kilnd as kill -9 would: no clean-up, no exit handlers.
     ...(failpoint ? { failpoint: { at: failpoint, hit: () => process.kill(process.pid, 'SIGKILL') } } : {}),

@@ -17,6 +17,10 @@ test('loadConfig: an empty environment gives the defaults', () => {
     overcommitRatio: undefined,
     diskReserveMiB: undefined,
     diskOvercommitRatio: undefined,
+    readyTimeoutMs: undefined,
+    reapEveryMs: undefined,
+    livenessEveryMs: undefined,
+    flattenEveryMs: undefined,
     agentGuard: true,
     failpoint: undefined,
   });
@@ -53,6 +57,10 @@ test('loadConfig: every variable is parsed', () => {
       KILN_OVERCOMMIT_RATIO: '0.75',
       KILN_DISK_RESERVE_MIB: '0',
       KILN_DISK_OVERCOMMIT_RATIO: '2.5',
+      KILN_READY_TIMEOUT_MS: '120000',
+      KILN_REAP_EVERY_MS: '500',
+      KILN_LIVENESS_EVERY_MS: '2000',
+      KILN_FLATTEN_EVERY_MS: '60000',
       KILN_AGENT_GUARD: 'off',
       KILN_FAILPOINT: 'create:vm started',
     },
@@ -69,6 +77,10 @@ test('loadConfig: every variable is parsed', () => {
     overcommitRatio: 0.75,
     diskReserveMiB: 0,
     diskOvercommitRatio: 2.5,
+    readyTimeoutMs: 120000,
+    reapEveryMs: 500,
+    livenessEveryMs: 2000,
+    flattenEveryMs: 60000,
     agentGuard: false,
     failpoint: 'create:vm started',
   });
@@ -90,6 +102,11 @@ test('loadConfig: a bad value is refused with invalid_argument naming the variab
     ['KILN_DISK_RESERVE_MIB', ' ', /KILN_DISK_RESERVE_MIB: must be a number >= 0/],
     ['KILN_DISK_OVERCOMMIT_RATIO', '0.5', /KILN_DISK_OVERCOMMIT_RATIO: must be a number >= 1, got "0.5"/],
     ['KILN_DISK_OVERCOMMIT_RATIO', 'Infinity', /KILN_DISK_OVERCOMMIT_RATIO: must be a number >= 1/],
+    ['KILN_READY_TIMEOUT_MS', '999', /KILN_READY_TIMEOUT_MS: must be a whole number >= 1000, got "999"/],
+    ['KILN_READY_TIMEOUT_MS', '1.5e4', /KILN_READY_TIMEOUT_MS: must be a whole number/],
+    ['KILN_REAP_EVERY_MS', '50', /KILN_REAP_EVERY_MS: must be a whole number >= 100, got "50"/],
+    ['KILN_LIVENESS_EVERY_MS', 'often', /KILN_LIVENESS_EVERY_MS: must be a whole number >= 100/],
+    ['KILN_FLATTEN_EVERY_MS', '10', /KILN_FLATTEN_EVERY_MS: must be a whole number >= 1000, got "10"/],
   ];
   for (const [name, value, message] of bad) {
     assert.throws(

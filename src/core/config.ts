@@ -33,6 +33,12 @@ export interface KilnConfig {
   diskReserveMiB: number | undefined;
   /** KILN_DISK_OVERCOMMIT_RATIO: disks' worst-case growth is divided by this (default 1). */
   diskOvercommitRatio: number | undefined;
+  /** KILN_READY_TIMEOUT_MS: how long a restored guest may take to answer (default 60000). */
+  readyTimeoutMs: number | undefined;
+  /** KILN_REAP_EVERY_MS / KILN_LIVENESS_EVERY_MS / KILN_FLATTEN_EVERY_MS: background loop periods. */
+  reapEveryMs: number | undefined;
+  livenessEveryMs: number | undefined;
+  flattenEveryMs: number | undefined;
   /** KILN_AGENT_GUARD: `on` (default) or `off` (skip the nftables rule on agent ports). */
   agentGuard: boolean;
   /** KILN_FAILPOINT: crash tests only, `<op kind>:<journal step>`; kilnd dies right after it. */
@@ -74,6 +80,16 @@ function num(env: Env, name: string, min: number, above = false): number | undef
   return n;
 }
 
+/** A whole number >= min (milliseconds). */
+function int(env: Env, name: string, min: number): number | undefined {
+  const v = str(env, name);
+  if (v === undefined) return undefined;
+  const n = /^\d+$/.test(v.trim()) ? Number(v) : NaN;
+  if (!Number.isSafeInteger(n) || n < min)
+    throw invalidArgument(name, `must be a whole number >= ${min}, got "${v}"`);
+  return n;
+}
+
 /** Reads and checks every KILN_* variable; call once, at start-up, in a process entry. */
 export function loadConfig(env: Env = process.env, home: string = homedir()): KilnConfig {
   return {
@@ -88,6 +104,10 @@ export function loadConfig(env: Env = process.env, home: string = homedir()): Ki
     overcommitRatio: num(env, 'KILN_OVERCOMMIT_RATIO', 0, true),
     diskReserveMiB: num(env, 'KILN_DISK_RESERVE_MIB', 0),
     diskOvercommitRatio: num(env, 'KILN_DISK_OVERCOMMIT_RATIO', 1),
+    readyTimeoutMs: int(env, 'KILN_READY_TIMEOUT_MS', 1000),
+    reapEveryMs: int(env, 'KILN_REAP_EVERY_MS', 100),
+    livenessEveryMs: int(env, 'KILN_LIVENESS_EVERY_MS', 100),
+    flattenEveryMs: int(env, 'KILN_FLATTEN_EVERY_MS', 1000),
     agentGuard: oneOf(env, 'KILN_AGENT_GUARD', ['on', 'off'], 'on') === 'on',
     failpoint: str(env, 'KILN_FAILPOINT'),
   };
