@@ -39,6 +39,21 @@ const layerRules = Object.entries(layers).map(([layer, banned]) => ({
   },
 }));
 
+const noExit = { object: 'process', property: 'exit', message: 'only cli/ exits' };
+/** Every KILN_* variable is read once by core/config.ts's loadConfig in a process entry. */
+const ENV_READERS = [
+  'src/core/config.ts',
+  'src/api/main.ts',
+  'src/cli/main.ts',
+  'src/images/build-main.ts',
+  'src/guest/main.ts',
+];
+const noEnv = {
+  object: 'process',
+  property: 'env',
+  message: 'read configuration in core/config.ts (loadConfig, called by a process entry) and pass it down',
+};
+
 export default tseslint.config(
   { ignores: ['node_modules/**', 'dist/**', 'src/core/envd/**'] },
   js.configs.recommended,
@@ -61,10 +76,7 @@ export default tseslint.config(
       '@typescript-eslint/restrict-template-expressions': ['error', { allowNumber: true }],
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_' }],
       'no-console': 'error',
-      'no-restricted-properties': [
-        'error',
-        { object: 'process', property: 'exit', message: 'only cli/ exits' },
-      ],
+      'no-restricted-properties': ['error', noExit, noEnv],
     },
   },
   ...layerRules,
@@ -72,6 +84,12 @@ export default tseslint.config(
   {
     // The CLI and benchmarks talk to people; tests may print diagnostics.
     files: ['src/cli/**', 'bench/**'],
-    rules: { 'no-console': 'off', 'no-restricted-properties': 'off' },
+    rules: { 'no-console': 'off', 'no-restricted-properties': ['error', noEnv] },
   },
+  {
+    // The environment is read by the config module, the process entries, tests and benches.
+    files: [...ENV_READERS, '**/*.test.ts', 'test/**', 'bench/**', 'scripts/**'],
+    rules: { 'no-restricted-properties': ['error', noExit] },
+  },
+  { files: ['src/cli/main.ts', 'bench/**'], rules: { 'no-restricted-properties': 'off' } },
 );

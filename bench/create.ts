@@ -15,7 +15,7 @@ import { rawRestoreMs, snapshotFiles } from './raw-qemu.ts';
 import { median } from './stats.ts';
 import { startKilnd } from '../src/api/kilnd.ts';
 import { createLogger } from '../src/core/log.ts';
-import { defaultCacheDir } from '../src/core/paths.ts';
+import { loadConfig } from '../src/core/config.ts';
 import { procUsage, sleep } from '../src/core/proc.ts';
 import { KilnClient } from '../src/sdk/client.ts';
 import { ensureDefaultImage } from '../test/helpers/image.ts';
@@ -35,7 +35,7 @@ async function main(): Promise<void> {
   const root = await mkdtemp('/tmp/kiln-bc-');
   const kilnd = await startKilnd({
     stateDir: root,
-    cacheDir: defaultCacheDir(),
+    cacheDir: loadConfig().cacheDir,
     log: createLogger({ level: 'warn' }),
   });
   const c = new KilnClient({ socketPath: kilnd.socketPath });

@@ -19,7 +19,7 @@ import { rawRestoreMs, snapshotFiles } from './raw-qemu.ts';
 import { percentile } from './stats.ts';
 import { startKilnd } from '../src/api/kilnd.ts';
 import { createLogger } from '../src/core/log.ts';
-import { defaultCacheDir } from '../src/core/paths.ts';
+import { loadConfig } from '../src/core/config.ts';
 import { KilnClient } from '../src/sdk/client.ts';
 import { startE2bStub } from '../test/helpers/e2b-stub.ts';
 import { ensureDefaultImage } from '../test/helpers/image.ts';
@@ -44,7 +44,7 @@ async function main(): Promise<void> {
   const root = await mkdtemp('/tmp/kiln-bs-');
   const kilnd = await startKilnd({
     stateDir: root,
-    cacheDir: defaultCacheDir(),
+    cacheDir: loadConfig().cacheDir,
     log: createLogger({ level: 'warn' }),
     e2bApiPort: 0,
     e2bSandboxPort: 0,

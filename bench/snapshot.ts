@@ -13,7 +13,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { startKilnd } from '../src/api/kilnd.ts';
 import { createLogger } from '../src/core/log.ts';
-import { defaultCacheDir } from '../src/core/paths.ts';
+import { loadConfig } from '../src/core/config.ts';
 import { procUsage, sleep } from '../src/core/proc.ts';
 import { KilnClient, type SnapshotView } from '../src/sdk/client.ts';
 import { ensureDefaultImage } from '../test/helpers/image.ts';
@@ -40,7 +40,7 @@ async function main(): Promise<void> {
   const root = await mkdtemp('/tmp/kiln-bs-');
   const kilnd = await startKilnd({
     stateDir: root,
-    cacheDir: defaultCacheDir(),
+    cacheDir: loadConfig().cacheDir,
     log: createLogger({ level: 'warn' }),
   });
   const c = new KilnClient({ socketPath: kilnd.socketPath });

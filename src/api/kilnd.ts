@@ -3,6 +3,7 @@ import type { Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import type { AccelSetting } from '../core/config.ts';
 import { ERROR_CODES, KilnError, isKilnError } from '../core/errors.ts';
 import { failpointAt } from '../core/failpoint.ts';
 import { writeFileAtomic } from '../core/fs-atomic.ts';
@@ -42,23 +43,32 @@ export interface KilndOpts {
   cacheDir: string;
   socketPath?: string;
   log?: Logger;
-  /** Guest memory may total host memory x this (default 1.5: restored guests share pages). */
+  /**
+   * Guest memory may total host memory x this (default 1.5: restored guests share pages);
+   * $KILN_OVERCOMMIT_RATIO through the config (core/config.ts).
+   */
   overcommitRatio?: number;
+  /** Image builds: the .deb cache and Debian mirror ($KILN_DEB_CACHE_DIR / $KILN_DEBIAN_MIRROR). */
+  debCacheDir?: string | undefined;
+  debianMirror?: string | undefined;
+  /** The accelerator ($KILN_ACCEL through the config): `auto` (default) probes, `kvm`/`tcg` force. */
+  accel?: AccelSetting;
   /**
    * TCP ports on 127.0.0.1 of the E2B-compatible API and the envd proxy (0 = any free port).
-   * Defaults: $KILN_E2B_API_PORT / $KILN_E2B_SANDBOX_PORT, else 7480 / 7481; a default port that
+   * Given: explicit, from $KILN_E2B_API_PORT / $KILN_E2B_SANDBOX_PORT through the config (core/config.ts).
+   * Default 7480 / 7481; a default port that
    * is taken falls back to a free one (the ports in use are recorded in `<state>/e2b.json`).
    */
   e2bApiPort?: number;
   e2bSandboxPort?: number;
   /**
-   * Free disk space kept whatever sandboxes may write (MiB); default $KILN_DISK_RESERVE_MIB,
-   * else 256. See daemon/admission.ts.
+   * Free disk space kept whatever sandboxes may write (MiB); $KILN_DISK_RESERVE_MIB through the
+   * config, default 256. See daemon/admission.ts.
    */
   diskReserveMiB?: number;
   /**
    * Sandbox disks' worst-case growth is divided by this at admission (1 = each may fill its
-   * whole disk); default $KILN_DISK_OVERCOMMIT_RATIO, else 1.
+   * whole disk); $KILN_DISK_OVERCOMMIT_RATIO through the config, default 1.
    */
   diskOvercommitRatio?: number;
   /**
@@ -66,6 +76,17 @@ export interface KilndOpts {
    * $KILN_FAILPOINT; `hit` ends the process there at once (the entry passes a SIGKILL of itself).
    */
   failpoint?: { at: string; hit: () => void };
+  /** How long a restored guest may take to answer (default 60 s; $KILN_READY_TIMEOUT_MS). */
+  readyTimeoutMs?: number | undefined;
+  /**
+   * Background loop periods (defaults: reaper and liveness 1 s, chain flattening 30 s;
+   * $KILN_REAP_EVERY_MS / $KILN_LIVENESS_EVERY_MS / $KILN_FLATTEN_EVERY_MS).
+   */
+  loops?: {
+    reapEveryMs?: number | undefined;
+    livenessEveryMs?: number | undefined;
+    flattenEveryMs?: number | undefined;
+  };
   /** How the liveness watcher probes guests and retries VMs stopped on a full disk. */
   liveness?: LivenessOpts;
   /**
@@ -75,8 +96,8 @@ export interface KilndOpts {
   listeners?: Partial<Record<ListenerName, Partial<ListenerLimits>>>;
   /**
    * Install the nftables rule that keeps every local user but kilnd's off guest agent ports
-   * (vmm/qemu/agent-guard.ts) before any VM runs; a failure refuses to start. Default: on,
-   * unless $KILN_AGENT_GUARD is `off` (only for hosts where every local user is trusted).
+   * (vmm/qemu/agent-guard.ts) before any VM runs; a failure refuses to start. Default: on;
+   * the entry passes $KILN_AGENT_GUARD=off as `false` (only for hosts where every local user is trusted).
    */
   agentGuard?: boolean;
 }
@@ -122,10 +143,12 @@ async function listenTcp(
   dflt: number,
   log: Logger,
 ): Promise<number> {
-  const env = process.env[envName];
-  const explicit = given ?? (env === undefined || env === '' ? undefined : Number(env));
+  const explicit = given;
   if (explicit !== undefined && (!Number.isInteger(explicit) || explicit < 0 || explicit > 65535))
-    throw new KilnError('invalid_argument', `${envName}: must be a TCP port (0-65535), got "${String(env)}"`);
+    throw new KilnError(
+      'invalid_argument',
+      `${envName}: must be a TCP port (0-65535), got "${String(given)}"`,
+    );
   const listen = (port: number): Promise<number> =>
     new Promise((resolve, reject) => {
       const onError = (e: Error): void => {
@@ -189,15 +212,11 @@ function closeServer(s: Server): Promise<void> {
   });
 }
 
-/** A number from `given`, else from the environment variable `envName`, else `dflt`; checked. */
+/** `given` (from the config variable `envName` or a caller), else `dflt`; checked. */
 function numberOpt(given: number | undefined, envName: string, dflt: number, min: number): number {
-  const env = process.env[envName];
-  const v = given ?? (env === undefined || env === '' ? dflt : Number(env));
+  const v = given ?? dflt;
   if (!Number.isFinite(v) || v < min)
-    throw new KilnError(
-      'invalid_argument',
-      `${envName}: must be a number >= ${min}, got "${String(given ?? env)}"`,
-    );
+    throw new KilnError('invalid_argument', `${envName}: must be a number >= ${min}, got "${String(v)}"`);
   return v;
 }
 
@@ -264,7 +283,7 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
       reserveMiB: numberOpt(o.diskReserveMiB, 'KILN_DISK_RESERVE_MIB', DEFAULT_DISK_RESERVE_MIB, 0),
       overcommitRatio: numberOpt(o.diskOvercommitRatio, 'KILN_DISK_OVERCOMMIT_RATIO', 1, 1),
     });
-    const guard = o.agentGuard ?? process.env['KILN_AGENT_GUARD'] !== 'off';
+    const guard = o.agentGuard ?? true;
     if (guard) await applyAgentGuard({ uid: process.getuid?.() ?? 0 });
     else log.warn('KILN_AGENT_GUARD=off: any local user can connect to guest agent ports');
     const store = new SqliteStore(join(o.stateDir, 'kiln.db'));
@@ -276,7 +295,12 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
       o.failpoint?.hit();
     });
     if (failpoint) log.warn({ failpoint: o.failpoint?.at }, 'failpoint armed (crash test)');
-    const driver = new QemuDriver({ runDir: join(o.stateDir, 'vms'), log, failpoint });
+    const driver = new QemuDriver({
+      runDir: join(o.stateDir, 'vms'),
+      log,
+      failpoint,
+      ...(o.accel ? { accel: o.accel } : {}),
+    });
     undo.push('close the driver', () => driver.close());
     const svc = new SandboxService({
       store,
@@ -286,13 +310,14 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
       dataDir: join(o.stateDir, 'data'),
       log,
       capacity: { hostMemoryMiB: hostMemoryMiB(), overcommitRatio: o.overcommitRatio ?? 1.5 },
+      readyTimeoutMs: o.readyTimeoutMs,
       disk,
       failpoint,
       ...(o.liveness ? { liveness: o.liveness } : {}),
     });
     const rec = await svc.reconcile();
     log.info(rec, 'reconciled');
-    svc.startBackground();
+    svc.startBackground(o.loops);
     undo.push('stop the background loops', () => {
       svc.stopBackground();
     });
@@ -302,7 +327,7 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
       validateMemoryMiB(res.memoryMiB);
       validateVcpus(res.vcpus);
       log.info({ opId }, 'building or finding the default image');
-      await buildDefaultImageInChild(o.cacheDir);
+      await buildDefaultImageInChild(o.cacheDir, { debCacheDir: o.debCacheDir, mirror: o.debianMirror });
       const img = await resolveImage(o.cacheDir, 'default');
       return svc.buildTemplate(
         name,

@@ -113,3 +113,27 @@ describe('kilnd keeps its state private (real process, no VMs)', () => {
       );
   });
 });
+
+describe('kilnd refuses a bad KILN_* variable (real process, no VMs)', () => {
+  it('exits 1 naming the variable, before it creates its state dir', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'kiln-main-'));
+    try {
+      const state = join(root, 'state');
+      const child = spawn(process.execPath, [MAIN], {
+        env: { ...process.env, KILN_STATE_DIR: state, KILN_DISK_RESERVE_MIB: 'plenty' },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let log = '';
+      child.stderr.setEncoding('utf8').on('data', (d: string) => (log += d));
+      const code = await new Promise<number | null>((r) => child.once('exit', r));
+      assert.equal(code, 1, log);
+      assert.match(
+        log,
+        /kilnd did not start: KILN_DISK_RESERVE_MIB: must be a number >= 0, got \\"plenty\\"/,
+      );
+      assert.deepEqual(await readdir(root), [], 'no state dir was made');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});

@@ -6,7 +6,7 @@
  */
 import { isKilnError } from '../core/errors.ts';
 import { createLogger } from '../core/log.ts';
-import { defaultCacheDir, defaultStateDir } from '../core/paths.ts';
+import { loadConfig } from '../core/config.ts';
 import { startKilnd } from './kilnd.ts';
 import { installProcessGuard } from './process-guard.ts';
 
@@ -22,10 +22,27 @@ const log = createLogger({ bindings: { component: 'kilnd' } });
 let storm: (() => void) | undefined;
 installProcessGuard({ log, onStorm: () => storm?.() });
 try {
-  const failpoint = process.env['KILN_FAILPOINT'];
+  // Every KILN_* variable, read and checked once; a bad one refuses the start, naming it.
+  const config = loadConfig();
+  const failpoint = config.failpoint;
   const k = await startKilnd({
-    stateDir: defaultStateDir(),
-    cacheDir: defaultCacheDir(),
+    stateDir: config.stateDir,
+    cacheDir: config.cacheDir,
+    debCacheDir: config.debCacheDir,
+    debianMirror: config.debianMirror,
+    accel: config.accel,
+    e2bApiPort: config.e2bApiPort,
+    e2bSandboxPort: config.e2bSandboxPort,
+    overcommitRatio: config.overcommitRatio,
+    diskReserveMiB: config.diskReserveMiB,
+    diskOvercommitRatio: config.diskOvercommitRatio,
+    agentGuard: config.agentGuard,
+    readyTimeoutMs: config.readyTimeoutMs,
+    loops: {
+      reapEveryMs: config.reapEveryMs,
+      livenessEveryMs: config.livenessEveryMs,
+      flattenEveryMs: config.flattenEveryMs,
+    },
     log,
     // A crash test's failpoint ends kilnd as kill -9 would: no clean-up, no exit handlers.
     ...(failpoint ? { failpoint: { at: failpoint, hit: () => process.kill(process.pid, 'SIGKILL') } } : {}),

@@ -40,7 +40,6 @@ export async function startDetached(stateDir: string, say: (s: string) => void):
   const child = spawn(process.execPath, [KILND_MAIN], {
     detached: true,
     stdio: ['ignore', fd, fd],
-    env: process.env,
   });
   child.unref();
   const t0 = Date.now();

@@ -9,7 +9,14 @@ import { fileURLToPath } from 'node:url';
 const CLI = fileURLToPath(new URL('./main.ts', import.meta.url));
 
 /** Runs the CLI with empty cache and state dirs, so any attempt to build or boot would show. */
-function kiln(...args: string[]): {
+function kiln(...args: string[]): ReturnType<typeof kilnWith> {
+  return kilnWith({}, ...args);
+}
+
+function kilnWith(
+  extraEnv: Record<string, string>,
+  ...args: string[]
+): {
   status: number | null;
   stderr: string;
   stdout: string;
@@ -19,7 +26,12 @@ function kiln(...args: string[]): {
   try {
     const r = spawnSync(process.execPath, [CLI, ...args], {
       encoding: 'utf8',
-      env: { ...process.env, KILN_CACHE_DIR: join(home, 'cache'), KILN_STATE_DIR: join(home, 'state') },
+      env: {
+        ...process.env,
+        KILN_CACHE_DIR: join(home, 'cache'),
+        KILN_STATE_DIR: join(home, 'state'),
+        ...extraEnv,
+      },
       timeout: 30_000,
     });
     return { status: r.status, stderr: r.stderr, stdout: r.stdout, touched: readdirSync(home) };
@@ -55,4 +67,14 @@ test('unknown commands print usage and exit 2', () => {
   assert.equal(r.status, 2);
   assert.match(r.stderr, /unknown command "frobnicate"/);
   assert.match(r.stderr, /usage:/);
+});
+
+test('a bad KILN_* variable is refused at start, naming the variable, before anything runs', () => {
+  const r = kilnWith({ KILN_ACCEL: 'fast' }, 'sandbox', 'list');
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(
+    r.stderr,
+    /^kiln: invalid_argument: KILN_ACCEL: must be one of auto \| kvm \| tcg, got "fast"$/m,
+  );
+  assert.deepEqual(r.touched, [], 'no daemon was started');
 });

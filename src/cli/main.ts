@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { invalidArgument, isKilnError } from '../core/errors.ts';
 import { createLogger } from '../core/log.ts';
-import { defaultCacheDir, defaultStateDir } from '../core/paths.ts';
+import { loadConfig, type KilnConfig } from '../core/config.ts';
 import { validateName } from '../core/validate.ts';
 import { buildImage, type BuildProgress } from '../images/build.ts';
 import { imagesDir, resolveImage } from '../images/registry.ts';
@@ -56,6 +56,7 @@ The daemon starts by itself when a command needs it. Environment:
   KILN_STATE_DIR   state, sockets, VMs (default ~/.local/state/kiln)
   KILN_CACHE_DIR   images, Node, downloads (default ~/.cache/kiln)
   KILN_ACCEL       kvm | tcg | auto (default auto: KVM only if a probe guest boots fast)
+  (every KILN_* variable, with its default: README.md, "Environment")
 `;
 
 class UsageError extends Error {}
@@ -72,7 +73,18 @@ process.on('SIGINT', () => {
 const say = (s: string): void => {
   process.stderr.write(`kiln: ${s}\n`);
 };
-const stateDir = defaultStateDir();
+/** Every KILN_* variable, read and checked once (core/config.ts); a bad one ends the command. */
+function configOrExit(): KilnConfig {
+  try {
+    return loadConfig();
+  } catch (e) {
+    if (!isKilnError(e)) throw e;
+    console.error(`kiln: ${e.code}: ${e.message}`);
+    process.exit(2);
+  }
+}
+const config = configOrExit();
+const stateDir = config.stateDir;
 
 function pairs(field: string, list: string[]): Record<string, string> {
   const out: Record<string, string> = {};
@@ -472,8 +484,9 @@ async function image(sub: string | undefined, argv: string[]): Promise<number> {
     );
     const res = await buildImage({
       spec,
-      cacheDir: defaultCacheDir(),
-      debCacheDir: process.env['KILN_DEB_CACHE_DIR'],
+      cacheDir: config.cacheDir,
+      debCacheDir: config.debCacheDir,
+      mirror: config.debianMirror,
       force: values.force,
       signal: controller.signal,
       onProgress: progressPrinter(values.json),
@@ -484,12 +497,12 @@ async function image(sub: string | undefined, argv: string[]): Promise<number> {
     return 0;
   }
   if (sub === 'list' || sub === 'ls') {
-    const names = (await readdir(join(imagesDir(defaultCacheDir()), 'by-name')).catch(() => [] as string[]))
+    const names = (await readdir(join(imagesDir(config.cacheDir), 'by-name')).catch(() => [] as string[]))
       .filter((f) => f.endsWith('.json'))
       .map((f) => f.slice(0, -5));
     const rows = [];
     for (const n of names.sort()) {
-      const img = await resolveImage(defaultCacheDir(), n).catch(() => undefined);
+      const img = await resolveImage(config.cacheDir, n).catch(() => undefined);
       if (img)
         rows.push({
           name: n,

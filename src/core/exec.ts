@@ -35,7 +35,7 @@ export function run(cmd: string, args: readonly string[], opts: RunOpts = {}): P
     // runs dpkg in a chroot, for example), not just the direct child.
     const so: SpawnOptions = {
       cwd: opts.cwd,
-      env: opts.env ?? process.env,
+      env: opts.env, // undefined: this process's environment
       stdio: ['pipe', 'pipe', 'pipe'],
       detached: true,
     };

@@ -6,12 +6,19 @@ const BUILD_MAIN = fileURLToPath(new URL('./build-main.ts', import.meta.url));
 
 /**
  * Builds (or finds in the cache) the default image in a child process with umask 022 (see
- * build-main.ts), whatever the caller's umask. Its log lines go to this process's stderr; its
+ * build-main.ts), whatever the caller's umask. The .deb cache and the mirror (the config's
+ * KILN_DEB_CACHE_DIR / KILN_DEBIAN_MIRROR) go to it as arguments. Its log lines go to this process's stderr; its
  * error comes back with its own code.
  */
-export function buildDefaultImageInChild(cacheDir: string): Promise<void> {
+export function buildDefaultImageInChild(
+  cacheDir: string,
+  o: { debCacheDir?: string | undefined; mirror?: string | undefined } = {},
+): Promise<void> {
+  const args = [BUILD_MAIN, cacheDir];
+  if (o.debCacheDir !== undefined) args.push('--deb-cache-dir', o.debCacheDir);
+  if (o.mirror !== undefined) args.push('--mirror', o.mirror);
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BUILD_MAIN, cacheDir], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
     child.on('error', (e) => {

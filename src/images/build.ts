@@ -55,6 +55,8 @@ export interface BuildOpts {
   cacheDir: string;
   /** Shared .deb download cache; default `<cacheDir>/debs`. */
   debCacheDir?: string | undefined;
+  /** debootstrap's mirror when the spec names none (the config's KILN_DEBIAN_MIRROR); default: the host's apt source. */
+  mirror?: string | undefined;
   onProgress?: (p: BuildProgress) => void;
   signal?: AbortSignal;
   log?: Logger;
@@ -212,7 +214,7 @@ export async function buildImage(opts: BuildOpts): Promise<BuildResult> {
     checkAbort();
 
     // 3. root filesystem
-    const mirror = spec.mirror ?? process.env['KILN_DEBIAN_MIRROR'] ?? (await detectMirror());
+    const mirror = spec.mirror ?? opts.mirror ?? (await detectMirror());
     progress('rootfs', 'start', `debootstrap ${spec.suite} from ${mirror} (about a minute)`);
     const rroot = join(tmp, 'rootfs');
     const dcache = join(debs, 'debootstrap');

@@ -1,4 +1,4 @@
-import { defaultCacheDir } from '../../src/core/paths.ts';
+import { loadConfig } from '../../src/core/config.ts';
 import { buildImage } from '../../src/images/build.ts';
 import { resolveImage, type Image } from '../../src/images/registry.ts';
 import { defaultImageSpec } from '../../src/images/spec.ts';
@@ -11,7 +11,7 @@ let cached: Promise<Image> | undefined;
  */
 export function ensureDefaultImage(): Promise<Image> {
   cached ??= (async () => {
-    const cacheDir = defaultCacheDir();
+    const cacheDir = loadConfig().cacheDir;
     await buildImage({
       spec: defaultImageSpec(),
       cacheDir,

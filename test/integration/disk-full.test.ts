@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { startKilnd, type Kilnd } from '../../src/api/kilnd.ts';
 import { createLogger, fdDestination, type Logger } from '../../src/core/log.ts';
-import { defaultCacheDir } from '../../src/core/paths.ts';
+import { loadConfig } from '../../src/core/config.ts';
 import { sleep } from '../../src/core/proc.ts';
 import { KilnClient } from '../../src/sdk/client.ts';
 import type { LivenessOpts } from '../../src/daemon/liveness.ts';
@@ -43,7 +43,7 @@ describe('a full state disk (tmpfs filled from inside a guest)', { timeout: 900_
   const start = async (o: { diskOvercommitRatio?: number; liveness?: LivenessOpts } = {}): Promise<Kilnd> => {
     k = await startKilnd({
       stateDir: state,
-      cacheDir: defaultCacheDir(),
+      cacheDir: loadConfig().cacheDir,
       log,
       e2bApiPort: 0,
       e2bSandboxPort: 0,

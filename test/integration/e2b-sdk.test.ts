@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { AuthenticationError, CommandExitError, Sandbox, SandboxNotFoundError } from 'e2b';
-import { defaultCacheDir } from '../../src/core/paths.ts';
+import { loadConfig } from '../../src/core/config.ts';
 import { envdSuite } from '../envd/envd.suite.ts';
 
 const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
@@ -385,7 +385,7 @@ describe('the e2b SDK against kilnd (real guests)', { timeout: 1_200_000 }, () =
       t.diagnostic(`the registry's newest e2b is ${latest}, the pinned version this file already ran`);
       return;
     }
-    const dir = join(defaultCacheDir(), 'e2b-sdk', latest);
+    const dir = join(loadConfig().cacheDir, 'e2b-sdk', latest);
     if (!existsSync(join(dir, 'node_modules', 'e2b', 'package.json'))) {
       await mkdir(dir, { recursive: true });
       const i = spawnSync('npm', ['install', '--no-save', '--no-audit', '--no-fund', `e2b@${latest}`], {

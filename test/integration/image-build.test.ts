@@ -10,7 +10,7 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { defaultCacheDir } from '../../src/core/paths.ts';
+import { loadConfig } from '../../src/core/config.ts';
 import { buildImage, sha256File } from '../../src/images/build.ts';
 import { imagesDir, resolveImage } from '../../src/images/registry.ts';
 import { DEFAULT_PACKAGES, defaultImageSpec } from '../../src/images/spec.ts';
@@ -24,7 +24,7 @@ const debugfs = (img: string, req: string): string => {
 
 describe('image build', () => {
   let cacheDir: string;
-  const debCacheDir = join(defaultCacheDir(), 'debs'); // downloads are shared; images are not
+  const debCacheDir = join(loadConfig().cacheDir, 'debs'); // downloads are shared; images are not
   const spec = defaultImageSpec({ name: 'it-img', packages: [...DEFAULT_PACKAGES, 'less'] });
   before(async () => {
     cacheDir = await mkdtemp('/var/tmp/kiln-imgtest-');

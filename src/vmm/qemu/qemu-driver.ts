@@ -24,7 +24,7 @@ export interface QemuDriverOpts {
   runDir: string;
   qemuBinary?: string;
   qemuImgBinary?: string;
-  /** `auto` probes (see accel.ts); `kvm`/`tcg` force. Default: $KILN_ACCEL or `auto`. */
+  /** `auto` probes (see accel.ts); `kvm`/`tcg` force. Default `auto` (kilnd passes $KILN_ACCEL). */
   accel?: AccelChoice;
   /** Where the accelerator verdict is cached; default `<runDir>/../accel.json`. */
   accelCacheFile?: string;
@@ -80,8 +80,7 @@ export class QemuDriver implements VmmDriver {
   #verdict: Promise<AccelVerdict> | undefined;
 
   constructor(opts: QemuDriverOpts) {
-    const envAccel = process.env['KILN_ACCEL'];
-    const accel = opts.accel ?? (envAccel === 'kvm' || envAccel === 'tcg' ? envAccel : 'auto');
+    const accel = opts.accel ?? 'auto';
     this.#o = {
       runDir: opts.runDir,
       qemuBinary: opts.qemuBinary ?? 'qemu-system-x86_64',

@@ -1,0 +1,114 @@
+/**
+ * kiln's configuration: every `KILN_*` environment variable is read here, once, by a process
+ * entry (api/main.ts for kilnd, cli/main.ts, images/build-main.ts), and the values are passed
+ * down explicitly (KilndOpts, QemuDriver's and buildImage's options). Library modules never read
+ * `process.env` (ESLint enforces it). A bad value is refused at start-up with `invalid_argument`
+ * naming the variable and what it may be. An unset or empty variable means "the default"; a
+ * numeric knob left unset is `undefined` here, so its default stays where it is used (noted).
+ * README.md, "Environment", lists them all.
+ */
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { invalidArgument } from './errors.ts';
+
+export type AccelSetting = 'auto' | 'kvm' | 'tcg';
+
+export interface KilnConfig {
+  /** KILN_STATE_DIR, else $XDG_STATE_HOME/kiln, else ~/.local/state/kiln. */
+  stateDir: string;
+  /** KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln. */
+  cacheDir: string;
+  /** KILN_DEB_CACHE_DIR: where image builds keep downloaded .debs (default `<cacheDir>/debs`). */
+  debCacheDir: string | undefined;
+  /** KILN_DEBIAN_MIRROR: debootstrap's mirror (default: the host's apt source). */
+  debianMirror: string | undefined;
+  /** KILN_ACCEL: `auto` (default) probes KVM; `kvm` / `tcg` force. */
+  accel: AccelSetting;
+  /** KILN_E2B_API_PORT / KILN_E2B_SANDBOX_PORT (0 = any free port; default 7480 / 7481). */
+  e2bApiPort: number | undefined;
+  e2bSandboxPort: number | undefined;
+  /** KILN_OVERCOMMIT_RATIO: guest memory may total host memory x this, > 0 (default 1.5). */
+  overcommitRatio: number | undefined;
+  /** KILN_DISK_RESERVE_MIB: free disk kept whatever sandboxes write (default 256). */
+  diskReserveMiB: number | undefined;
+  /** KILN_DISK_OVERCOMMIT_RATIO: disks' worst-case growth is divided by this (default 1). */
+  diskOvercommitRatio: number | undefined;
+  /** KILN_READY_TIMEOUT_MS: how long a restored guest may take to answer (default 60000). */
+  readyTimeoutMs: number | undefined;
+  /** KILN_REAP_EVERY_MS / KILN_LIVENESS_EVERY_MS / KILN_FLATTEN_EVERY_MS: background loop periods. */
+  reapEveryMs: number | undefined;
+  livenessEveryMs: number | undefined;
+  flattenEveryMs: number | undefined;
+  /** KILN_AGENT_GUARD: `on` (default) or `off` (skip the nftables rule on agent ports). */
+  agentGuard: boolean;
+  /** KILN_FAILPOINT: crash tests only, `<op kind>:<journal step>`; kilnd dies right after it. */
+  failpoint: string | undefined;
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** The variable's value, `undefined` when unset or empty. */
+function str(env: Env, name: string): string | undefined {
+  const v = env[name];
+  return v === undefined || v === '' ? undefined : v;
+}
+
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], dflt: T): T {
+  const v = str(env, name);
+  if (v === undefined) return dflt;
+  if (!(allowed as readonly string[]).includes(v))
+    throw invalidArgument(name, `must be one of ${allowed.join(' | ')}, got "${v}"`);
+  return v as T;
+}
+
+function port(env: Env, name: string): number | undefined {
+  const v = str(env, name);
+  if (v === undefined) return undefined;
+  const n = /^\d+$/.test(v.trim()) ? Number(v) : NaN;
+  if (!Number.isInteger(n) || n < 0 || n > 65535)
+    throw invalidArgument(name, `must be a TCP port (0-65535), got "${v}"`);
+  return n;
+}
+
+/** A number >= min (> min when `above`). */
+function num(env: Env, name: string, min: number, above = false): number | undefined {
+  const v = str(env, name);
+  if (v === undefined) return undefined;
+  const n = v.trim() === '' ? NaN : Number(v);
+  if (!Number.isFinite(n) || n < min || (above && n === min))
+    throw invalidArgument(name, `must be a number ${above ? '>' : '>='} ${min}, got "${v}"`);
+  return n;
+}
+
+/** A whole number >= min (milliseconds). */
+function int(env: Env, name: string, min: number): number | undefined {
+  const v = str(env, name);
+  if (v === undefined) return undefined;
+  const n = /^\d+$/.test(v.trim()) ? Number(v) : NaN;
+  if (!Number.isSafeInteger(n) || n < min)
+    throw invalidArgument(name, `must be a whole number >= ${min}, got "${v}"`);
+  return n;
+}
+
+/** Reads and checks every KILN_* variable; call once, at start-up, in a process entry. */
+export function loadConfig(env: Env = process.env, home: string = homedir()): KilnConfig {
+  return {
+    stateDir:
+      str(env, 'KILN_STATE_DIR') ?? join(str(env, 'XDG_STATE_HOME') ?? join(home, '.local', 'state'), 'kiln'),
+    cacheDir: str(env, 'KILN_CACHE_DIR') ?? join(str(env, 'XDG_CACHE_HOME') ?? join(home, '.cache'), 'kiln'),
+    debCacheDir: str(env, 'KILN_DEB_CACHE_DIR'),
+    debianMirror: str(env, 'KILN_DEBIAN_MIRROR'),
+    accel: oneOf(env, 'KILN_ACCEL', ['auto', 'kvm', 'tcg'], 'auto'),
+    e2bApiPort: port(env, 'KILN_E2B_API_PORT'),
+    e2bSandboxPort: port(env, 'KILN_E2B_SANDBOX_PORT'),
+    overcommitRatio: num(env, 'KILN_OVERCOMMIT_RATIO', 0, true),
+    diskReserveMiB: num(env, 'KILN_DISK_RESERVE_MIB', 0),
+    diskOvercommitRatio: num(env, 'KILN_DISK_OVERCOMMIT_RATIO', 1),
+    readyTimeoutMs: int(env, 'KILN_READY_TIMEOUT_MS', 1000),
+    reapEveryMs: int(env, 'KILN_REAP_EVERY_MS', 100),
+    livenessEveryMs: int(env, 'KILN_LIVENESS_EVERY_MS', 100),
+    flattenEveryMs: int(env, 'KILN_FLATTEN_EVERY_MS', 1000),
+    agentGuard: oneOf(env, 'KILN_AGENT_GUARD', ['on', 'off'], 'on') === 'on',
+    failpoint: str(env, 'KILN_FAILPOINT'),
+  };
+}
