@@ -15,48 +15,10 @@ import { validateName } from '../core/validate.ts';
 import { buildImage, type BuildProgress } from '../images/build.ts';
 import { imagesDir, resolveImage } from '../images/registry.ts';
 import { DEFAULT_PACKAGES, defaultImageSpec, validateImageSpec } from '../images/spec.ts';
-import type { KilnClient, SnapshotView } from '../sdk/client.ts';
+import type { KilnClient, SandboxView, SnapshotView } from '../sdk/client.ts';
 import { KILND_MAIN, connectOrStart, socketPathOf, startDetached, stopDaemon } from './daemon-control.ts';
-
-const USAGE = `kiln — microVM sandboxes on one host
-
-usage:
-  kiln run [--template T] [--timeout S] [--env K=V]... -- CMD [ARG...]
-      run a command in a throwaway sandbox: create, stream output, kill; exits with its code
-  kiln sandbox create [--template T] [--timeout S] [--metadata K=V]... [--env K=V]... [--json]
-  kiln sandbox list [--state S] [--metadata K=V]... [--json]
-  kiln sandbox get|kill|stats ID [--json]
-  kiln sandbox logs ID [--json]
-  kiln sandbox exec ID -- CMD [ARG...]
-  kiln sandbox timeout ID SECONDS
-  kiln sandbox pause|resume ID [--timeout S] [--json]
-  kiln sandbox fork ID [--count N] [--timeout S] [--json]
-  kiln snapshot create SANDBOX [--name N] [--json]
-  kiln snapshot list [--kind K] [--json]
-  kiln snapshot get|rm SNAPSHOT [--json]
-  kiln snapshot restore SNAPSHOT [--timeout S] [--metadata K=V]... [--env K=V]... [--json]
-  kiln snapshot export SNAPSHOT -o FILE.tar
-  kiln snapshot import FILE.tar [--json]
-  kiln template list [--json]
-  kiln template build [--name N] [--memory MiB] [--vcpus N] [--json]
-  kiln image build [--name NAME] [--package PKG]... [--force] [--json]
-  kiln image list [--json]
-  kiln api-key create [--name N] [--admin] [--json]
-                                issue a key for the E2B API (shown once); it sees only the
-                                sandboxes, snapshots and templates it creates, --admin: all
-  kiln api-key list [--json]
-  kiln api-key delete ID
-  kiln e2b env                  print the exports that point the e2b SDK at this kiln:
-                                eval "$(kiln e2b env)"
-  kiln daemon [--detach]        run kilnd in the foreground (or start it in the background)
-  kiln daemon stop
-  kiln help
-
-The daemon starts by itself when a command needs it. Environment:
-  KILN_STATE_DIR   state, sockets, VMs (default ~/.local/state/kiln)
-  KILN_CACHE_DIR   images, Node, downloads (default ~/.cache/kiln)
-  KILN_ACCEL       kvm | tcg | auto (default auto: KVM only if a probe guest boots fast)
-`;
+import { GROUPS, USAGE, helpFor } from './help.ts';
+import { childExitCode, commandExitCode, redact, table } from './output.ts';
 
 class UsageError extends Error {}
 
@@ -102,17 +64,6 @@ function createOptions(v: { metadata: string[]; env: string[]; timeout?: string 
     envVars: pairs('env', v.env),
     ...(timeoutS === undefined ? {} : { timeoutS }),
   };
-}
-
-function table(head: string[], rows: string[][]): void {
-  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (r: string[]): string =>
-    r
-      .map((c, i) => c.padEnd(w[i] ?? 0))
-      .join('  ')
-      .trimEnd();
-  console.log(line(head));
-  for (const r of rows) console.log(line(r));
 }
 
 /** Splits `args -- cmd...` into the options part and the command words. */
@@ -164,11 +115,18 @@ async function run(argv: string[]): Promise<number> {
       onStdout: (b) => process.stdout.write(b),
       onStderr: (b) => process.stderr.write(b),
     });
-    return r.exitCode < 0 ? 128 + 9 : r.exitCode;
+    return commandExitCode(r);
   } finally {
     await c.killSandbox(s.sandboxId).catch(() => undefined);
   }
 }
+
+/** The states `sandbox list` asks for: those given, all (--all: no filter), or every state but dead. */
+function listStates(given: string[], all: boolean): string[] {
+  if (given.length) return given;
+  return all ? [] : LIVE_STATES;
+}
+const LIVE_STATES = ['creating', 'running', 'pausing', 'paused', 'resuming', 'killing'];
 
 async function sandbox(sub: string | undefined, argv: string[]): Promise<number> {
   const [opts, words] = splitCommand(argv);
@@ -181,7 +139,9 @@ async function sandbox(sub: string | undefined, argv: string[]): Promise<number>
       metadata: { type: 'string', multiple: true, default: [] },
       env: { type: 'string', multiple: true, default: [] },
       state: { type: 'string', multiple: true, default: [] },
+      all: { type: 'boolean', default: false },
       count: { type: 'string' },
+      'show-token': { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
     },
   });
@@ -196,38 +156,47 @@ async function sandbox(sub: string | undefined, argv: string[]): Promise<number>
     if (values.json) console.log(JSON.stringify(v, null, 2));
     else rows();
   };
+  // The envd access token is a credential: shown only when asked for.
+  const view = (x: SandboxView): Partial<SandboxView> => redact(x, values['show-token']);
   switch (sub) {
     case 'create': {
       await ensureTemplate(c, values.template, values.json);
       const s = await c.createSandbox({ template: values.template, ...createOptions(values) });
-      out(s, () => {
+      out(view(s), () => {
         console.log(s.sandboxId);
       });
       return 0;
     }
     case 'list': {
-      const r = await c.listSandboxes({ states: values.state, metadata: pairs('metadata', values.metadata) });
-      out(r.items, () => {
-        table(
-          ['ID', 'TEMPLATE', 'STATE', 'CONDITION', 'MEMORY', 'ENDS'],
-          r.items.map((s) => [
-            s.sandboxId,
-            s.templateId,
-            s.state,
-            s.condition?.code ?? '-',
-            `${s.memoryMiB} MiB`,
-            s.endAt,
-          ]),
-        );
+      const r = await c.listSandboxes({
+        states: listStates(values.state, values.all),
+        metadata: pairs('metadata', values.metadata),
       });
+      // Never a token in a list, whatever the flags: one command must not print every credential.
+      out(
+        r.items.map((x) => redact(x)),
+        () => {
+          table(
+            ['ID', 'TEMPLATE', 'STATE', 'CONDITION', 'MEMORY', 'ENDS'],
+            r.items.map((s) => [
+              s.sandboxId,
+              s.templateId,
+              s.state,
+              s.condition?.code ?? '-',
+              `${s.memoryMiB} MiB`,
+              s.endAt,
+            ]),
+          );
+        },
+      );
       return 0;
     }
     case 'get': {
       const s = await c.getSandbox(needId());
-      out(s, () => {
+      out(view(s), () => {
         table(
           ['FIELD', 'VALUE'],
-          Object.entries(s).map(([k, v]) => [
+          Object.entries(view(s)).map(([k, v]) => [
             k,
             k === 'condition' && s.condition
               ? `${s.condition.code} since ${s.condition.since}: ${s.condition.message}`
@@ -246,7 +215,7 @@ async function sandbox(sub: string | undefined, argv: string[]): Promise<number>
       const secs = intArg('seconds', positionals[1]);
       if (secs === undefined) throw new UsageError('kiln sandbox timeout ID SECONDS');
       const s = await c.setTimeout(needId(), secs);
-      out(s, () => {
+      out(view(s), () => {
         console.log(`ends at ${s.endAt}`);
       });
       return 0;
@@ -277,7 +246,7 @@ async function sandbox(sub: string | undefined, argv: string[]): Promise<number>
         sub === 'pause'
           ? await c.pause(needId())
           : await c.resume(needId(), timeoutS === undefined ? {} : { timeoutS });
-      out(s, () => {
+      out(view(s), () => {
         console.log(`${s.sandboxId} ${s.state}`);
       });
       return 0;
@@ -287,7 +256,10 @@ async function sandbox(sub: string | undefined, argv: string[]): Promise<number>
         count: intArg('count', values.count) ?? 1,
         ...(timeoutS === undefined ? {} : { timeoutS }),
       });
-      out(r, () => {
+      const shown = {
+        results: r.results.map((x) => ('sandbox' in x ? { ...x, sandbox: view(x.sandbox) } : x)),
+      };
+      out(shown, () => {
         table(
           ['SANDBOX', 'STATE', 'ERROR'],
           r.results.map((x) =>
@@ -303,7 +275,7 @@ async function sandbox(sub: string | undefined, argv: string[]): Promise<number>
         onStdout: (b) => process.stdout.write(b),
         onStderr: (b) => process.stderr.write(b),
       });
-      return r.exitCode < 0 ? 137 : r.exitCode;
+      return commandExitCode(r);
     }
     default:
       throw new UsageError(`unknown command "kiln sandbox ${sub ?? ''}"`);
@@ -321,6 +293,7 @@ async function snapshot(sub: string | undefined, argv: string[]): Promise<number
       metadata: { type: 'string', multiple: true, default: [] },
       env: { type: 'string', multiple: true, default: [] },
       output: { type: 'string', short: 'o' },
+      'show-token': { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
     },
   });
@@ -382,7 +355,7 @@ async function snapshot(sub: string | undefined, argv: string[]): Promise<number
       return 0;
     case 'restore': {
       const s = await c.restoreSnapshot(arg('a snapshot id or name'), createOptions(values));
-      out(s, () => {
+      out(redact(s, values['show-token']), () => {
         console.log(s.sandboxId);
       });
       return 0;
@@ -592,19 +565,37 @@ async function daemon(argv: string[]): Promise<number> {
     process.on(sig, () => child.kill(sig));
   }
   return new Promise((r) =>
-    child.on('exit', (code) => {
-      r(code ?? 1);
+    child.on('exit', (code, signal) => {
+      r(childExitCode(code, signal));
     }),
   );
 }
 
+/**
+ * `kiln help [CMD [SUB]]` and `--help`/`-h` anywhere before `--` (after it, the words are the
+ * sandboxed command's): prints that command's help. Undefined when help was not asked for.
+ */
+function help(argv: string[]): number | undefined {
+  const [opts] = splitCommand(argv);
+  const asked = argv[0] === 'help' || opts.includes('--help') || opts.includes('-h');
+  if (!asked) return undefined;
+  const words = (argv[0] === 'help' ? opts.slice(1) : opts).filter((w) => !w.startsWith('-'));
+  const [cmd, sub] = words;
+  // Only the command words count: `kiln sandbox get ID --help` is the help of `sandbox get`.
+  const path =
+    cmd === undefined ? [] : (GROUPS[cmd]?.length ?? 0) > 0 && sub !== undefined ? [cmd, sub] : [cmd];
+  const text = helpFor(cmd === 'daemon' && sub !== 'stop' ? ['daemon'] : path);
+  if (text === undefined) throw new UsageError(`unknown command "${path.join(' ')}"`);
+  console.log(text);
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
+  const asked = help(argv);
+  if (asked !== undefined) return asked;
   const [cmd, sub, ...rest] = argv;
   switch (cmd) {
     case undefined:
-    case 'help':
-    case '--help':
-    case '-h':
       console.log(USAGE);
       return 0;
     case 'run':
