@@ -9,7 +9,10 @@ import { COMMANDS, GROUPS } from './help.ts';
 
 const CLI = fileURLToPath(new URL('./main.ts', import.meta.url));
 
-function kiln(home: string, args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+function kiln(
+  home: string,
+  args: string[],
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], {
       env: { ...process.env, KILN_CACHE_DIR: join(home, 'cache'), KILN_STATE_DIR: join(home, 'state') },
