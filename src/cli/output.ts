@@ -62,3 +62,6 @@ export function childExitCode(code: number | null, signal: NodeJS.Signals | null
   if (code !== null) return code;
   return signal ? signalExitCode(signal) : 1;
 }
+
+/** Bytes as MiB with one decimal. */
+export const mib = (b: number): string => `${(b / 2 ** 20).toFixed(1)} MiB`;
