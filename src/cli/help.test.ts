@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import type { CliContext } from './context.ts';
+import { dispatch } from './dispatch.ts';
 import { COMMANDS, GROUPS } from './help.ts';
 
 const CLI = fileURLToPath(new URL('./main.ts', import.meta.url));
@@ -27,20 +29,6 @@ function kiln(
       resolve({ status, stdout, stderr });
     });
   });
-}
-
-/** Runs the jobs a few at a time (two cores, shared). */
-async function pool<T, R>(items: T[], n: number, f: (x: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = [];
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await f(items[i] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: n }, worker));
-  return out;
 }
 
 // The commands the dispatcher knows; the help table must name exactly these.
@@ -77,42 +65,74 @@ const EXPECTED = [
   'help',
 ];
 
-test('every command and subcommand answers --help with its usage and options, exit 0, touching nothing', async () => {
+/** Runs the dispatcher in-process, capturing what it prints; any daemon use fails the test. */
+async function inProcess(args: string[]): Promise<{ code: number; stdout: string }> {
+  const printed: string[] = [];
+  const original = console.log;
+  console.log = (...a: unknown[]) => {
+    printed.push(a.map(String).join(' '));
+  };
+  try {
+    const ctx: CliContext = {
+      stateDir: '/nonexistent/state',
+      cacheDir: '/nonexistent/cache',
+      debCacheDir: undefined,
+      env: {},
+      signal: new AbortController().signal,
+      say: () => undefined,
+      connect: () => Promise.reject(new Error(`${args.join(' ')} reached for a daemon`)),
+    };
+    return { code: await dispatch(ctx, args), stdout: printed.join('\n') };
+  } finally {
+    console.log = original;
+  }
+}
+
+test('every command and subcommand answers --help with its usage and options, exit 0', async () => {
   assert.deepEqual(Object.keys(COMMANDS).sort(), [...EXPECTED].sort());
+  const runs: { args: string[]; names: string }[] = [];
+  for (const path of EXPECTED) {
+    const words = path.split(' ');
+    runs.push({ args: [...words, '--help'], names: `kiln ${path}` });
+    runs.push({ args: [...words, '-h'], names: `kiln ${path}` });
+    if (path !== 'help') runs.push({ args: ['help', ...words], names: `kiln ${path}` });
+  }
+  // Help wins over positionals and other options; aliases have the help of what they alias.
+  runs.push({ args: ['sandbox', 'get', 'sbx-1', '--json', '--help'], names: 'kiln sandbox get ID' });
+  runs.push({ args: ['image', 'ls', '--help'], names: 'kiln image list' });
+  for (const group of Object.keys(GROUPS)) runs.push({ args: [group, '--help'], names: `kiln ${group}` });
+  runs.push({ args: ['--help'], names: 'kiln sandbox list' });
+  runs.push({ args: ['help'], names: 'kiln sandbox list' });
+  const out: Record<string, string> = {};
+  for (const r of runs) {
+    const what = r.args.join(' ');
+    const res = await inProcess(r.args);
+    assert.equal(res.code, 0, what);
+    assert.ok(res.stdout.includes(r.names), `${what} names "${r.names}":\n${res.stdout}`);
+    assert.match(res.stdout, /usage:/, what);
+    out[what] = res.stdout;
+  }
+  // Options are listed with what they do; the exit codes are documented.
+  assert.match(out['sandbox create --help'] ?? '', /--template T\s+template to start from/);
+  assert.match(out['sandbox list --help'] ?? '', /--all\s+include ended \(dead\) sandboxes/);
+  assert.match(out['sandbox exec --help'] ?? '', /128\+N\s+run, sandbox exec, daemon: killed by signal N/);
+  assert.match(out['--help'] ?? '', /exit codes:/);
+});
+
+test('--help through the real entry point exits 0 and starts nothing', async () => {
   const home = mkdtempSync(join(tmpdir(), 'kiln-help-'));
   try {
-    const runs: { args: string[]; names: string }[] = [];
-    for (const path of EXPECTED) {
-      const words = path.split(' ');
-      runs.push({ args: [...words, '--help'], names: `kiln ${path}` });
+    const runs: [string[], string][] = [
+      [['sandbox', 'create', '--help'], 'usage: kiln sandbox create'],
+      [['daemon', 'stop', '--help'], 'usage: kiln daemon stop'],
+      [['help', 'snapshot', 'export'], 'usage: kiln snapshot export'],
+      [['--help'], 'exit codes:'],
+    ];
+    for (const [args, expected] of runs) {
+      const r = await kiln(home, args);
+      assert.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`);
+      assert.ok(r.stdout.includes(expected), args.join(' '));
     }
-    // `kiln help X Y` is the same dispatch (a few suffice: each spawn costs half a second).
-    runs.push({ args: ['help', 'sandbox', 'exec'], names: 'kiln sandbox exec' });
-    runs.push({ args: ['help', 'daemon', 'stop'], names: 'kiln daemon stop' });
-    // Help wins over positionals and other options, and -h is the same as --help.
-    runs.push({ args: ['sandbox', 'get', 'sbx-1', '--json', '--help'], names: 'kiln sandbox get ID' });
-    runs.push({ args: ['sandbox', 'create', '-h'], names: 'kiln sandbox create' });
-    runs.push({ args: ['image', 'ls', '--help'], names: 'kiln image list' });
-    for (const group of Object.keys(GROUPS)) runs.push({ args: [group, '--help'], names: `kiln ${group}` });
-    runs.push({ args: ['--help'], names: 'kiln sandbox list' });
-    runs.push({ args: ['help'], names: 'kiln sandbox list' });
-    const results = await pool(runs, 4, (r) => kiln(home, r.args));
-    runs.forEach((r, i) => {
-      const res = results[i];
-      const what = r.args.join(' ');
-      assert.equal(res?.status, 0, `${what}: ${res?.stderr ?? ''}`);
-      assert.ok(res.stdout.includes(r.names), `${what} names "${r.names}":\n${res.stdout}`);
-      assert.match(res.stdout, /usage:/, what);
-    });
-    // Options are listed with what they do.
-    const create = results[runs.findIndex((r) => r.args.join(' ') === 'sandbox create --help')];
-    assert.match(create?.stdout ?? '', /--template T\s+template to start from/);
-    const list = results[runs.findIndex((r) => r.args.join(' ') === 'sandbox list --help')];
-    assert.match(list?.stdout ?? '', /--all\s+include ended \(dead\) sandboxes/);
-    const exec = results[runs.findIndex((r) => r.args.join(' ') === 'sandbox exec --help')];
-    assert.match(exec?.stdout ?? '', /128\+N\s+run, sandbox exec, daemon: killed by signal N/);
-    const top = results[runs.findIndex((r) => r.args.join(' ') === '--help')];
-    assert.match(top?.stdout ?? '', /exit codes:/);
     assert.deepEqual(readdirSync(home), [], 'help started no daemon and built nothing');
   } finally {
     rmSync(home, { recursive: true, force: true });
