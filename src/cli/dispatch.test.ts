@@ -25,5 +25,6 @@ test('the dispatcher imports without side effects and runs in-process', async (t
   assert.match(String(log.mock.calls[0]?.arguments[0]), /^usage: kiln sandbox create/);
   await assert.rejects(dispatch(ctx, ['template', 'frob']), UsageError);
   await assert.rejects(dispatch(ctx, ['frob']), /unknown command "frob"/);
+  await assert.rejects(dispatch(ctx, ['sandbox', 'frob']), /unknown command "kiln sandbox frob"/);
   assert.deepEqual(connects, [], 'help and usage errors never reach for a daemon');
 });

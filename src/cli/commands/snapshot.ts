@@ -2,10 +2,43 @@
 import { createReadStream, createWriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import type { Writable } from 'node:stream';
 import type { SnapshotView } from '../../sdk/client.ts';
 import { UsageError, createOptions } from '../args.ts';
 import type { CliContext } from '../context.ts';
 import { mib, redact, table } from '../output.ts';
+
+function snapshotTable(r: { items: SnapshotView[] }, json: boolean): void {
+  if (json) {
+    console.log(JSON.stringify(r.items, null, 2));
+    return;
+  }
+  table(
+    ['ID', 'NAME', 'KIND', 'SANDBOX', 'PARENT', 'SIZE', 'PAUSE', 'CREATED'],
+    r.items.map((x) => [
+      x.snapshotId,
+      x.name ?? '-',
+      x.kind,
+      x.sandboxId ?? '-',
+      x.parentId ?? '-',
+      mib(x.artifacts.reduce((n, a) => n + a.size, 0)),
+      x.pauseMs === null ? '-' : `${x.pauseMs} ms`,
+      x.createdAt,
+    ]),
+  );
+}
+
+/** Writes `file` through `FILE.part`, renamed into place only when complete (removed on failure). */
+async function exportTo(file: string, write: (w: Writable) => Promise<unknown>): Promise<void> {
+  const tmp = `${file}.part`;
+  try {
+    await write(createWriteStream(tmp, { flags: 'wx' }));
+    await rename(tmp, file);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+}
 
 export async function snapshot(ctx: CliContext, sub: string | undefined, argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -53,25 +86,9 @@ export async function snapshot(ctx: CliContext, sub: string | undefined, argv: s
       showSnapshot(await c.snapshot(arg('a sandbox id'), values.name ? { name: values.name } : {}));
       return 0;
     }
-    case 'list': {
-      const r = await c.listSnapshots(values.kind ? { kind: values.kind } : {});
-      out(r.items, () => {
-        table(
-          ['ID', 'NAME', 'KIND', 'SANDBOX', 'PARENT', 'SIZE', 'PAUSE', 'CREATED'],
-          r.items.map((x) => [
-            x.snapshotId,
-            x.name ?? '-',
-            x.kind,
-            x.sandboxId ?? '-',
-            x.parentId ?? '-',
-            mib(x.artifacts.reduce((n, a) => n + a.size, 0)),
-            x.pauseMs === null ? '-' : `${x.pauseMs} ms`,
-            x.createdAt,
-          ]),
-        );
-      });
+    case 'list':
+      snapshotTable(await c.listSnapshots(values.kind ? { kind: values.kind } : {}), values.json);
       return 0;
-    }
     case 'get':
       showSnapshot(await c.getSnapshot(arg('a snapshot id or name')));
       return 0;
@@ -88,14 +105,7 @@ export async function snapshot(ctx: CliContext, sub: string | undefined, argv: s
     case 'export': {
       const id = arg('a snapshot id or name');
       if (!values.output) throw new UsageError('kiln snapshot export SNAPSHOT -o FILE.tar');
-      const tmp = `${values.output}.part`;
-      try {
-        await c.exportSnapshot(id, createWriteStream(tmp, { flags: 'wx' }), progress('exported'));
-        await rename(tmp, values.output);
-      } catch (e) {
-        await rm(tmp, { force: true });
-        throw e;
-      }
+      await exportTo(values.output, (w) => c.exportSnapshot(id, w, progress('exported')));
       ctx.say(`wrote ${values.output}`);
       return 0;
     }
