@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { CliContext } from './context.ts';
+import { offlineContext } from '../../test/helpers/cli.ts';
 
 test('the dispatcher imports without side effects and runs in-process', async (t) => {
   const listeners = process.listenerCount('SIGINT');
@@ -8,18 +8,7 @@ test('the dispatcher imports without side effects and runs in-process', async (t
   const { UsageError } = await import('./args.ts');
   assert.equal(process.listenerCount('SIGINT'), listeners, 'importing it wires no signal handler');
   const connects: string[] = [];
-  const ctx: CliContext = {
-    stateDir: '/nonexistent/state',
-    cacheDir: '/nonexistent/cache',
-    debCacheDir: undefined,
-    env: {},
-    signal: new AbortController().signal,
-    say: () => undefined,
-    connect: () => {
-      connects.push('connect');
-      return Promise.reject(new Error('no daemon in this test'));
-    },
-  };
+  const ctx = offlineContext(connects);
   const log = t.mock.method(console, 'log', () => undefined);
   assert.equal(await dispatch(ctx, ['sandbox', 'create', '--help']), 0);
   assert.match(String(log.mock.calls[0]?.arguments[0]), /^usage: kiln sandbox create/);

@@ -1,35 +1,11 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import type { CliContext } from './context.ts';
 import { dispatch } from './dispatch.ts';
+import { offlineContext, runCli as kiln } from '../../test/helpers/cli.ts';
 import { COMMANDS, GROUPS } from './help.ts';
-
-const CLI = fileURLToPath(new URL('./main.ts', import.meta.url));
-
-function kiln(
-  home: string,
-  args: string[],
-): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      env: { ...process.env, KILN_CACHE_DIR: join(home, 'cache'), KILN_STATE_DIR: join(home, 'state') },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-    child.on('error', reject);
-    child.on('close', (status) => {
-      resolve({ status, stdout, stderr });
-    });
-  });
-}
 
 // The commands the dispatcher knows; the help table must name exactly these.
 const EXPECTED = [
@@ -73,16 +49,10 @@ async function inProcess(args: string[]): Promise<{ code: number; stdout: string
     printed.push(a.map(String).join(' '));
   };
   try {
-    const ctx: CliContext = {
-      stateDir: '/nonexistent/state',
-      cacheDir: '/nonexistent/cache',
-      debCacheDir: undefined,
-      env: {},
-      signal: new AbortController().signal,
-      say: () => undefined,
-      connect: () => Promise.reject(new Error(`${args.join(' ')} reached for a daemon`)),
-    };
-    return { code: await dispatch(ctx, args), stdout: printed.join('\n') };
+    const connects: string[] = [];
+    const res = { code: await dispatch(offlineContext(connects), args), stdout: printed.join('\n') };
+    assert.deepEqual(connects, [], `${args.join(' ')} reached for a daemon`);
+    return res;
   } finally {
     console.log = original;
   }

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { runCli, type CliRun } from '../../test/helpers/cli.ts';
 
 const CLI = fileURLToPath(new URL('./main.ts', import.meta.url));
 
@@ -80,10 +81,7 @@ const SANDBOX = {
  */
 async function withFakeDaemon(
   routes: (path: string) => { status?: number; body: string } | undefined,
-  f: (
-    cli: (...args: string[]) => Promise<{ status: number | null; stdout: string; stderr: string }>,
-    seen: string[],
-  ) => Promise<void>,
+  f: (cli: (...args: string[]) => Promise<CliRun>, seen: string[]) => Promise<void>,
 ): Promise<void> {
   const home = mkdtempSync(join(tmpdir(), 'kiln-cli-'));
   const state = join(home, 'state');
@@ -98,21 +96,7 @@ async function withFakeDaemon(
     res.end(r?.body ?? JSON.stringify({ code: 'not_found', message: `no route ${path}` }));
   });
   await new Promise<void>((r) => server.listen(join(state, 'kilnd.sock'), r));
-  const cli = (...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> =>
-    new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [CLI, ...args], {
-        env: { ...process.env, KILN_CACHE_DIR: join(home, 'cache'), KILN_STATE_DIR: state },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-      child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-      child.on('error', reject);
-      child.on('close', (status) => {
-        resolve({ status, stdout, stderr });
-      });
-    });
+  const cli = (...args: string[]): Promise<CliRun> => runCli(home, args, state);
   try {
     await f(cli, seen);
   } finally {
