@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { runCli, type CliRun } from '../../test/helpers/cli.ts';
 
 const CLI = fileURLToPath(new URL('./main.ts', import.meta.url));
 
@@ -77,4 +79,124 @@ test('a bad KILN_* variable is refused at start, naming the variable, before any
     /^kiln: invalid_argument: KILN_ACCEL: must be one of auto \| kvm \| tcg, got "fast"$/m,
   );
   assert.deepEqual(r.touched, [], 'no daemon was started');
+});
+
+const SANDBOX = {
+  sandboxId: 'sbx-live',
+  templateId: 'tpl-base',
+  state: 'running',
+  memoryMiB: 512,
+  vcpus: 1,
+  metadata: {},
+  createdAt: '2026-01-01T00:00:00.000Z',
+  startedAt: '2026-01-01T00:00:01.000Z',
+  endAt: '2026-01-01T00:05:00.000Z',
+  endReason: null,
+  condition: null,
+  envdAccessToken: 'SECRET-envd-token',
+  ownerKeyId: null,
+};
+
+/**
+ * A stand-in for kilnd on the state dir's socket (no VM, no real daemon): records the request
+ * paths, answers from `routes`. The CLI runs asynchronously so this process can serve it.
+ */
+async function withFakeDaemon(
+  routes: (path: string) => { status?: number; body: string } | undefined,
+  f: (cli: (...args: string[]) => Promise<CliRun>, seen: string[]) => Promise<void>,
+): Promise<void> {
+  const home = mkdtempSync(join(tmpdir(), 'kiln-cli-'));
+  const state = join(home, 'state');
+  mkdirSync(state, { mode: 0o700 });
+  const seen: string[] = [];
+  const server = createServer((req, res) => {
+    const path = req.url ?? '';
+    seen.push(`${req.method ?? ''} ${path}`);
+    req.resume();
+    const r = path === '/v1/health' ? { body: JSON.stringify({ ok: true, version: 'fake' }) } : routes(path);
+    res.writeHead(r?.status ?? (r ? 200 : 404), { 'content-type': 'application/json' });
+    res.end(r?.body ?? JSON.stringify({ code: 'not_found', message: `no route ${path}` }));
+  });
+  await new Promise<void>((r) => server.listen(join(state, 'kilnd.sock'), r));
+  const cli = (...args: string[]): Promise<CliRun> => runCli(home, args, state);
+  try {
+    await f(cli, seen);
+  } finally {
+    await new Promise((r) => server.close(r));
+    rmSync(home, { recursive: true, force: true });
+  }
+}
+
+test('sandbox list asks for live sandboxes unless --all, and never prints a token', async () => {
+  await withFakeDaemon(
+    (path) =>
+      path.startsWith('/v1/sandboxes?') || path === '/v1/sandboxes'
+        ? { body: JSON.stringify({ items: [SANDBOX], next: null }) }
+        : undefined,
+    async (cli, seen) => {
+      const json = await cli('sandbox', 'list', '--json');
+      assert.equal(json.status, 0, json.stderr);
+      assert.doesNotMatch(json.stdout, /SECRET|envdAccessToken/);
+      const shown: Partial<typeof SANDBOX> = { ...SANDBOX };
+      delete shown.envdAccessToken;
+      assert.deepEqual(JSON.parse(json.stdout), [shown]);
+      const tableOut = await cli('sandbox', 'list');
+      assert.equal(tableOut.status, 0, tableOut.stderr);
+      assert.match(tableOut.stdout, /^ID\s+TEMPLATE\s+STATE.*\nsbx-live\s+tpl-base\s+running/);
+      assert.doesNotMatch(tableOut.stdout, /SECRET/);
+      const all = await cli('sandbox', 'list', '--all', '--show-token', '--json');
+      assert.doesNotMatch(all.stdout, /SECRET/, 'a list has no tokens, whatever the flags');
+      await cli('sandbox', 'list', '--state', 'dead', '--json');
+      const lists = seen.filter((s) => s.startsWith('GET /v1/sandboxes'));
+      assert.deepEqual(lists, [
+        `GET /v1/sandboxes?state=${encodeURIComponent('creating,running,pausing,paused,resuming,killing')}`,
+        `GET /v1/sandboxes?state=${encodeURIComponent('creating,running,pausing,paused,resuming,killing')}`,
+        'GET /v1/sandboxes',
+        'GET /v1/sandboxes?state=dead',
+      ]);
+    },
+  );
+});
+
+test('sandbox get shows the envd token only with --show-token', async () => {
+  await withFakeDaemon(
+    (path) => (path === '/v1/sandboxes/sbx-live' ? { body: JSON.stringify(SANDBOX) } : undefined),
+    async (cli) => {
+      const plain = await cli('sandbox', 'get', 'sbx-live', '--json');
+      assert.equal(plain.status, 0, plain.stderr);
+      assert.equal((JSON.parse(plain.stdout) as Record<string, unknown>)['envdAccessToken'], undefined);
+      const tableOut = await cli('sandbox', 'get', 'sbx-live');
+      assert.match(tableOut.stdout, /sandboxId\s+sbx-live/);
+      assert.doesNotMatch(tableOut.stdout, /SECRET|envdAccessToken/);
+      const shown = await cli('sandbox', 'get', 'sbx-live', '--show-token', '--json');
+      assert.equal(
+        (JSON.parse(shown.stdout) as Record<string, unknown>)['envdAccessToken'],
+        'SECRET-envd-token',
+      );
+    },
+  );
+});
+
+test('sandbox exec exits 128+N when signal N killed the command, else its own code', async () => {
+  const ends: Record<string, { exitCode: number; status: string }> = {
+    'sbx-killed': { exitCode: -1, status: 'signal: killed' },
+    'sbx-termed': { exitCode: -1, status: 'signal: terminated' },
+    'sbx-three': { exitCode: 3, status: 'exit status 3' },
+  };
+  await withFakeDaemon(
+    (path) => {
+      const id = /^\/v1\/sandboxes\/([^/]+)\/exec$/.exec(path)?.[1];
+      const end = id === undefined ? undefined : ends[id];
+      if (!end) return undefined;
+      const out = Buffer.from('hi\n').toString('base64');
+      return { body: `${JSON.stringify({ stdout: out })}\n${JSON.stringify({ exit: end })}\n` };
+    },
+    async (cli) => {
+      const killed = await cli('sandbox', 'exec', 'sbx-killed', '--', 'sleep', '100');
+      assert.equal(killed.stdout, 'hi\n');
+      assert.equal(killed.status, 137, killed.stderr);
+      assert.equal((await cli('sandbox', 'exec', 'sbx-termed', '--', 'x')).status, 143);
+      assert.equal((await cli('sandbox', 'exec', 'sbx-three', '--', 'x')).status, 3);
+    },
+  );
 });

@@ -1,0 +1,252 @@
+/**
+ * The CLI's help texts: one entry per command and subcommand, so `kiln X Y --help` and
+ * `kiln help X Y` print the usage and options of exactly that command. Pure data, no side effects.
+ */
+
+/** One command's help: its usage lines, what it does, its options. */
+interface CommandHelp {
+  usage: string[];
+  summary: string;
+  options?: [flag: string, meaning: string][];
+}
+
+const JSON_OPT: [string, string] = ['--json', 'print JSON for programs instead of a table'];
+const TIMEOUT_OPT: [string, string] = ['--timeout S', 'seconds until the sandbox is killed'];
+const METADATA_OPT: [string, string] = ['--metadata K=V', 'label the sandbox (repeatable)'];
+const ENV_OPT: [string, string] = ['--env K=V', "set a variable in the sandbox's commands (repeatable)"];
+const SHOW_TOKEN_OPT: [string, string] = [
+  '--show-token',
+  "include the sandbox's envd access token (hidden otherwise: it is a credential)",
+];
+
+/** Every command, keyed by its words (`sandbox create`); a group's subcommands follow it. */
+export const COMMANDS: Record<string, CommandHelp> = {
+  run: {
+    usage: ['kiln run [--template T] [--timeout S] [--env K=V]... -- CMD [ARG...]'],
+    summary:
+      'run a command in a throwaway sandbox: create, stream output, kill; exits with its code (128+N if signal N killed it)',
+    options: [
+      ['--template T', 'template to start from (default base, built on first use)'],
+      TIMEOUT_OPT,
+      ENV_OPT,
+    ],
+  },
+  'sandbox create': {
+    usage: ['kiln sandbox create [--template T] [--timeout S] [--metadata K=V]... [--env K=V]... [--json]'],
+    summary: 'start a sandbox and print its id',
+    options: [
+      ['--template T', 'template to start from (default base, built on first use)'],
+      TIMEOUT_OPT,
+      METADATA_OPT,
+      ENV_OPT,
+      SHOW_TOKEN_OPT,
+      JSON_OPT,
+    ],
+  },
+  'sandbox list': {
+    usage: ['kiln sandbox list [--all] [--state S]... [--metadata K=V]... [--json]'],
+    summary: 'list live sandboxes (every state but dead); never prints access tokens',
+    options: [
+      ['--all', 'include ended (dead) sandboxes'],
+      [
+        '--state S',
+        'only sandboxes in state S (repeatable): creating running pausing paused resuming killing dead',
+      ],
+      ['--metadata K=V', 'only sandboxes with this label (repeatable)'],
+      JSON_OPT,
+    ],
+  },
+  'sandbox get': {
+    usage: ['kiln sandbox get ID [--show-token] [--json]'],
+    summary: 'show one sandbox; its envd access token only with --show-token (the way to get it)',
+    options: [SHOW_TOKEN_OPT, JSON_OPT],
+  },
+  'sandbox kill': { usage: ['kiln sandbox kill ID'], summary: 'kill a sandbox and free its resources' },
+  'sandbox stats': {
+    usage: ['kiln sandbox stats ID [--json]'],
+    summary: "a sandbox's CPU, memory (RSS, PSS) and disk use",
+    options: [JSON_OPT],
+  },
+  'sandbox logs': {
+    usage: ['kiln sandbox logs ID [--json]'],
+    summary: "a sandbox's event log (last 1000 entries)",
+    options: [JSON_OPT],
+  },
+  'sandbox exec': {
+    usage: ['kiln sandbox exec ID -- CMD [ARG...]'],
+    summary:
+      'run a command in a sandbox, streaming its output; exits with its code (128+N if signal N killed it)',
+  },
+  'sandbox timeout': {
+    usage: ['kiln sandbox timeout ID SECONDS [--json]'],
+    summary: 'set the sandbox to end SECONDS from now',
+    options: [JSON_OPT],
+  },
+  'sandbox pause': {
+    usage: ['kiln sandbox pause ID [--json]'],
+    summary: 'pause a sandbox (snapshot its memory and disk, stop its VM)',
+    options: [JSON_OPT],
+  },
+  'sandbox resume': {
+    usage: ['kiln sandbox resume ID [--timeout S] [--json]'],
+    summary: 'resume a paused sandbox',
+    options: [TIMEOUT_OPT, JSON_OPT],
+  },
+  'sandbox fork': {
+    usage: ['kiln sandbox fork ID [--count N] [--timeout S] [--json]'],
+    summary: 'start N copies of a running sandbox; exits 1 if any copy failed',
+    options: [['--count N', 'how many copies (default 1)'], TIMEOUT_OPT, JSON_OPT],
+  },
+  'snapshot create': {
+    usage: ['kiln snapshot create SANDBOX [--name N] [--json]'],
+    summary: 'snapshot a running sandbox (it keeps running)',
+    options: [['--name N', 'a name to restore it by'], JSON_OPT],
+  },
+  'snapshot list': {
+    usage: ['kiln snapshot list [--kind K] [--json]'],
+    summary: 'list snapshots',
+    options: [['--kind K', 'only this kind: template snapshot pause fork'], JSON_OPT],
+  },
+  'snapshot get': {
+    usage: ['kiln snapshot get SNAPSHOT [--json]'],
+    summary: 'show one snapshot (by id or name)',
+    options: [JSON_OPT],
+  },
+  'snapshot rm': { usage: ['kiln snapshot rm SNAPSHOT'], summary: 'delete a snapshot (by id or name)' },
+  'snapshot restore': {
+    usage: ['kiln snapshot restore SNAPSHOT [--timeout S] [--metadata K=V]... [--env K=V]... [--json]'],
+    summary: 'start a new sandbox from a snapshot and print its id',
+    options: [TIMEOUT_OPT, METADATA_OPT, ENV_OPT, SHOW_TOKEN_OPT, JSON_OPT],
+  },
+  'snapshot export': {
+    usage: ['kiln snapshot export SNAPSHOT -o FILE.tar'],
+    summary: 'write a snapshot to a standalone archive',
+    options: [['-o, --output FILE', 'the archive to write']],
+  },
+  'snapshot import': {
+    usage: ['kiln snapshot import FILE.tar [--json]'],
+    summary: 'import a snapshot archive made by kiln snapshot export',
+    options: [JSON_OPT],
+  },
+  'template list': { usage: ['kiln template list [--json]'], summary: 'list templates', options: [JSON_OPT] },
+  'template build': {
+    usage: ['kiln template build [--name N] [--memory MiB] [--vcpus N] [--json]'],
+    summary: 'boot the image, wait for the agent and snapshot it as a template',
+    options: [
+      ['--name N', 'template name (default base)'],
+      ['--memory MiB', 'memory of its sandboxes (default 512)'],
+      ['--vcpus N', 'vCPUs of its sandboxes (default 1)'],
+      JSON_OPT,
+    ],
+  },
+  'image build': {
+    usage: ['kiln image build [--name NAME] [--package PKG]... [--force] [--json]'],
+    summary: 'build a guest image into the cache (runs here, not in the daemon)',
+    options: [
+      ['--name NAME', 'image name (default default)'],
+      ['--package PKG', 'a Debian package to add (repeatable)'],
+      ['--force', 'rebuild even if cached'],
+      JSON_OPT,
+    ],
+  },
+  'image list': { usage: ['kiln image list [--json]'], summary: 'list built images', options: [JSON_OPT] },
+  'api-key create': {
+    usage: ['kiln api-key create [--name N] [--admin] [--json]'],
+    summary:
+      'issue a key for the E2B API (shown once); it sees only the sandboxes, snapshots and templates it creates',
+    options: [['--name N', 'a label (default default)'], ['--admin', 'the key sees everything'], JSON_OPT],
+  },
+  'api-key list': {
+    usage: ['kiln api-key list [--json]'],
+    summary: 'list API keys (prefixes only)',
+    options: [JSON_OPT],
+  },
+  'api-key delete': { usage: ['kiln api-key delete ID'], summary: 'revoke an API key' },
+  'e2b env': {
+    usage: ['kiln e2b env'],
+    summary: 'print the exports that point the e2b SDK at this kiln: eval "$(kiln e2b env)"',
+  },
+  daemon: {
+    usage: ['kiln daemon [--detach]'],
+    summary: 'run kilnd in the foreground (or start it in the background)',
+    options: [['--detach', 'start it in the background and return']],
+  },
+  'daemon stop': { usage: ['kiln daemon stop'], summary: 'stop the running kilnd' },
+  help: { usage: ['kiln help [COMMAND [SUBCOMMAND]]'], summary: 'print help (same as --help)' },
+};
+
+/** Command groups: first word -> subcommand words (empty: the word is a command by itself). */
+export const GROUPS: Record<string, string[]> = {};
+for (const path of Object.keys(COMMANDS)) {
+  const [head = '', sub] = path.split(' ');
+  const subs = (GROUPS[head] ??= []);
+  if (sub) subs.push(sub);
+}
+
+/** Alternative spellings of subcommands. */
+const ALIASES: Record<string, string> = { 'image ls': 'image list' };
+
+export const EXIT_CODES = `exit codes:
+  0      success
+  1      the operation failed (kiln: CODE: message, with the daemon's op id)
+  2      bad usage or an invalid argument
+  130    interrupted (Ctrl-C) or cancelled
+  N      run, sandbox exec: the command's own exit code
+  128+N  run, sandbox exec, daemon: killed by signal N (e.g. 137 = SIGKILL, 143 = SIGTERM)`;
+
+export const USAGE = `kiln — microVM sandboxes on one host
+
+usage:
+${Object.values(COMMANDS)
+  .flatMap((c) => c.usage)
+  .map((u) => `  ${u}`)
+  .join('\n')}
+
+Every command takes --help (or: kiln help COMMAND [SUBCOMMAND]).
+
+${EXIT_CODES}
+
+The daemon starts by itself when a command needs it. Environment:
+  KILN_STATE_DIR   state, sockets, VMs (default ~/.local/state/kiln)
+  KILN_CACHE_DIR   images, Node, downloads (default ~/.cache/kiln)
+  KILN_ACCEL       kvm | tcg | auto (default auto: KVM only if a probe guest boots fast)
+`;
+
+function render(path: string, c: CommandHelp): string {
+  const w = Math.max(0, ...(c.options ?? []).map(([f]) => f.length));
+  const opts = (c.options ?? []).map(([f, m]) => `  ${f.padEnd(w)}  ${m}`);
+  return [
+    `usage: ${c.usage.join('\n       ')}`,
+    '',
+    c.summary,
+    ...(opts.length ? ['', 'options:', ...opts, `  ${'--help'.padEnd(w)}  print this help`] : []),
+    ...(path === 'run' || path === 'sandbox exec' || path === 'daemon' ? ['', EXIT_CODES] : []),
+    '',
+  ].join('\n');
+}
+
+/**
+ * The help for the command named by `words` (`['sandbox', 'create']`), for a group (`['sandbox']`:
+ * its subcommands' usage), or undefined when no such command exists.
+ */
+export function helpFor(words: string[]): string | undefined {
+  const [head, sub] = words;
+  if (head === undefined) return USAGE;
+  const subs = GROUPS[head];
+  if (!subs) return undefined;
+  if (sub !== undefined && subs.length > 0) {
+    const path = ALIASES[`${head} ${sub}`] ?? `${head} ${sub}`;
+    const c = COMMANDS[path];
+    return c ? render(path, c) : undefined;
+  }
+  const own = COMMANDS[head];
+  if (own) {
+    // `daemon` is a command with one subcommand: its help lists both.
+    const more = subs.map((s) => COMMANDS[`${head} ${s}`]?.usage.join('\n       ') ?? '');
+    return more.length
+      ? `${render(head, own)}\nalso:\n${more.map((m) => `  ${m}`).join('\n')}\n`
+      : render(head, own);
+  }
+  const lines = subs.flatMap((s) => (COMMANDS[`${head} ${s}`]?.usage ?? []).map((u) => `  ${u}`));
+  return `usage:\n${lines.join('\n')}\n\nkiln ${head} SUBCOMMAND --help for its options.\n`;
+}

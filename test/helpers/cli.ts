@@ -1,0 +1,48 @@
+/** Helpers for the CLI's unit tests: run `kiln` as a process, or build a context with no daemon. */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { CliContext } from '../../src/cli/context.ts';
+
+const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+
+export interface CliRun {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI asynchronously (so this process can serve a fake daemon) with its own dirs under `home`. */
+export function runCli(home: string, args: string[], stateDir = join(home, 'state')): Promise<CliRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], {
+      env: { ...process.env, KILN_CACHE_DIR: join(home, 'cache'), KILN_STATE_DIR: stateDir },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    child.on('error', reject);
+    child.on('close', (status) => {
+      resolve({ status, stdout, stderr });
+    });
+  });
+}
+
+/** A context whose daemon never answers: `connect` records the call and fails. */
+export function offlineContext(connects: string[] = []): CliContext {
+  return {
+    stateDir: '/nonexistent/state',
+    cacheDir: '/nonexistent/cache',
+    debCacheDir: undefined,
+    debianMirror: undefined,
+    env: {},
+    signal: new AbortController().signal,
+    say: () => undefined,
+    connect: () => {
+      connects.push('connect');
+      return Promise.reject(new Error('no daemon in this test'));
+    },
+  };
+}
