@@ -2,7 +2,10 @@ import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { freeBytes } from '../core/disk-space.ts';
 import { KilnError, NO_SPACE_ADVICE } from '../core/errors.ts';
+import type { SnapshotRecord } from '../core/domain.ts';
 import { diskVirtualSize, overlayWorstCaseBytes } from '../vmm/qemu/qcow2.ts';
+import { diskLayer, type ServiceContext } from './sandbox/context.ts';
+import { LIVE } from './sandbox/types.ts';
 
 const MiB = 2 ** 20;
 
@@ -112,5 +115,35 @@ export class DiskAdmission {
         { details: { freeMiB: mb(free), neededMiB: mb(need) } },
       );
     }
+  }
+}
+
+/**
+ * The admission policy of a create, restore, fork or resume whose VM restores `source` with
+ * `memoryMiB` of RAM: the disk check above (when configured) and the memory check (live
+ * sandboxes' memory + this one <= host MiB x overcommit ratio). `no_space` or `capacity`.
+ */
+export function admit(sc: ServiceContext, memoryMiB: number, source: SnapshotRecord): void {
+  const cap = sc.capacity;
+  const live = sc.store.listSandboxes({ states: [...LIVE] }, { limit: 1000 }).items;
+  sc.disk?.admit(
+    diskLayer(sc, source),
+    live.flatMap((s) => {
+      if (s.state === 'paused' || !s.sourceSnapshotId) return []; // no VM, nothing written
+      try {
+        return [{ id: s.id, layer: diskLayer(sc, s.sourceSnapshotId) }];
+      } catch {
+        return [];
+      }
+    }),
+  );
+  if (!cap) return;
+  const used = live.reduce((n, s) => n + s.memoryMiB, 0);
+  const limit = Math.floor(cap.hostMemoryMiB * cap.overcommitRatio);
+  if (used + memoryMiB > limit) {
+    throw new KilnError(
+      'capacity',
+      `not enough host memory: ${used} MiB committed to ${live.length} sandboxes + ${memoryMiB} MiB would pass the limit of ${limit} MiB (${cap.hostMemoryMiB} MiB x ${cap.overcommitRatio}); kill a sandbox or raise the overcommit ratio`,
+    );
   }
 }

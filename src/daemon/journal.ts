@@ -6,14 +6,17 @@ import type { OperationKind, OperationRecord, UndoAction } from '../core/domain.
 import type { Failpoint } from '../core/failpoint.ts';
 import type { Store } from '../store/store.ts';
 import type { VmmDriver } from '../vmm/driver.ts';
+import { killVm } from './sandbox/vm.ts';
 
-/** Carries out one journalled undo step. Idempotent: a step may run again after a crash. */
+/**
+ * The journal's undo interpreter: carries out one journalled undo step, when an operation fails
+ * (OpRun.fail) or when recovery replays an interrupted one. Idempotent: a step may run again
+ * after a crash. It replays steps only; a normal kill calls `killVm` itself.
+ */
 export async function runUndo(a: UndoAction, deps: { store: Store; driver: VmmDriver }): Promise<void> {
   switch (a.action) {
     case 'kill-vm':
-      await deps.driver.kill(a.vmId).catch((e: unknown) => {
-        if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
-      });
+      await killVm(deps, a.vmId);
       return;
     case 'remove-path':
       await rm(a.path, { recursive: true, force: true });

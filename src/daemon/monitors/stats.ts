@@ -1,0 +1,68 @@
+import { stat } from 'node:fs/promises';
+import type { SandboxRecord } from '../../core/domain.ts';
+import { KilnError } from '../../core/errors.ts';
+import { procUsage } from '../../core/proc.ts';
+import type { ServiceContext } from '../sandbox/context.ts';
+import { getSandbox } from '../sandbox/queries.ts';
+import { STATS_EVERY_MS, type SandboxStats } from '../sandbox/types.ts';
+
+/**
+ * The /proc statistics of running sandboxes: CPU (% of one core since the previous sample, or
+ * since start on the first), memory (RSS and PSS of its QEMU process) and disk (bytes its
+ * overlay holds). The background samples every sandbox every STATS_EVERY_MS.
+ */
+export class StatsSampler {
+  readonly #sc: ServiceContext;
+  readonly #samples = new Map<string, { ticks: number; at: number }>();
+  readonly #latest = new Map<string, SandboxStats>();
+
+  constructor(sc: ServiceContext) {
+    this.#sc = sc;
+  }
+
+  /** The background's recent sample, or a fresh one when it has none. */
+  async stats(id: string): Promise<SandboxStats> {
+    const latest = this.#latest.get(id);
+    if (
+      latest &&
+      this.#sc.now() - Date.parse(latest.at) < STATS_EVERY_MS * 2 &&
+      getSandbox(this.#sc, id).state === 'running'
+    )
+      return latest;
+    return this.#sample(id);
+  }
+
+  /** Samples every running sandbox (and forgets the others). */
+  async sampleAll(): Promise<void> {
+    const live = this.#sc.store.listSandboxes({ states: ['running'] }, { limit: 1000 }).items;
+    const ids = new Set(live.map((s) => s.id));
+    for (const id of this.#latest.keys()) if (!ids.has(id)) this.#latest.delete(id);
+    for (const id of ids) await this.#sample(id).catch(() => undefined);
+  }
+
+  async #sample(id: string): Promise<SandboxStats> {
+    const s: SandboxRecord = getSandbox(this.#sc, id);
+    if (s.state !== 'running')
+      throw new KilnError('invalid_state', `sandbox ${id} is ${s.state}; stats need a running VM`);
+    const info = await this.#sc.driver.status(id);
+    const u = procUsage(info.pid);
+    if (!u || info.state === 'stopped')
+      throw new KilnError('invalid_state', `sandbox ${id} has no running VM`);
+    const t = this.#sc.now();
+    const prev = this.#samples.get(id) ?? { ticks: 0, at: Date.parse(info.startedAt) };
+    this.#samples.set(id, { ticks: u.cpuTicks, at: t });
+    const cpuPct = t > prev.at ? ((u.cpuTicks - prev.ticks) / 100 / ((t - prev.at) / 1000)) * 100 : 0;
+    const disk = await stat(info.overlay).catch(() => undefined);
+    const sample: SandboxStats = {
+      sandboxId: id,
+      cpuPct: Math.round(cpuPct * 100) / 100,
+      rssBytes: u.rssBytes,
+      pssBytes: u.pssBytes,
+      diskBytes: disk ? disk.blocks * 512 : 0,
+      memoryMiB: s.memoryMiB,
+      at: new Date(t).toISOString(),
+    };
+    this.#latest.set(id, sample);
+    return sample;
+  }
+}

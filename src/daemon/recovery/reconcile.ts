@@ -1,0 +1,72 @@
+/**
+ * Start-up recovery (containerd's `restart.go`): after a crash or a restart of kilnd, bring the
+ * store, the VMs and the snapshot directories back into agreement.
+ *
+ * Assumptions it makes:
+ * - It runs once, before the API serves and before the background loops start: nothing else
+ *   holds a sandbox's lock or changes the store while it runs.
+ * - The journal (store `operations`) is the truth about what was in flight: every step of a
+ *   multi-step operation was recorded (with its undo, as data) before the step's effect could
+ *   outlive a crash, and every undo is idempotent (it may have run already, or half).
+ * - A snapshot or pause whose point of no return (`disk frozen`, `vm stopped`) is journalled is
+ *   finished, never undone: the source's disk may already sit on the new layer. Its directory
+ *   holds `snapshot.json` (written before the state is saved), so it can be finished from there
+ *   by the same completion step as an uninterrupted snapshot (`roll-forward.ts`).
+ * - A create or resume whose sandbox is `running` with a live VM got past its last step.
+ * - An interrupted kill still means the sandbox ends.
+ * - VMs outlive kilnd (QEMU is daemonized) and are re-adopted by id through the driver. Only a
+ *   positive observation (the driver says gone) ends a sandbox; a host error leaves it as it is
+ *   (`unchecked`) and an error listing VMs kills nothing.
+ * - Under `<dataDir>/snapshots`, a directory no snapshot record and no open operation explains,
+ *   and every `.staging-*` directory, is garbage.
+ */
+import type { ServiceContext } from '../sandbox/context.ts';
+import { collectInternalSnapshots } from '../sandbox/gc.ts';
+import { adoptSandboxes } from './adopt.ts';
+import { replayOperations } from './replay.ts';
+import { killOrphanVms, removeOrphanSnapshotDirs } from './sweep.ts';
+
+export interface ReconcileReport {
+  /** Sandboxes kept: running with a live VM, or paused. */
+  adopted: string[];
+  dead: string[];
+  /** VMs no record explains, killed. */
+  orphans: string[];
+  /** Interrupted operations taken back. */
+  unwound: string[];
+  /** Interrupted snapshots finished (they were past their point of no return). */
+  finished: string[];
+  /** Snapshot directories no record explains, removed. */
+  orphanSnapshotDirs: string[];
+  /** Snapshots past their point of no return that could not be finished (kept for the next start). */
+  stuck: string[];
+  /**
+   * Live sandboxes whose VM could not be checked (a host error such as EMFILE, a QEMU that does
+   * not answer): left as they are for the liveness watcher, never declared dead on that.
+   */
+  unchecked: string[];
+}
+
+/**
+ * Unwinds interrupted operations (or finishes those past their point of no return), re-adopts
+ * sandboxes whose VM still runs, marks the others dead, kills VMs and removes snapshot and
+ * staging directories that no record explains, then collects unused internal snapshots.
+ */
+export async function reconcile(sc: ServiceContext): Promise<ReconcileReport> {
+  const out: ReconcileReport = {
+    adopted: [],
+    dead: [],
+    orphans: [],
+    unwound: [],
+    finished: [],
+    orphanSnapshotDirs: [],
+    stuck: [],
+    unchecked: [],
+  };
+  await replayOperations(sc, out);
+  const known = await adoptSandboxes(sc, out);
+  await killOrphanVms(sc, known, out);
+  await removeOrphanSnapshotDirs(sc, out);
+  await collectInternalSnapshots(sc);
+  return out;
+}

@@ -1,0 +1,74 @@
+import type { OperationRecord } from '../../core/domain.ts';
+import { KilnError } from '../../core/errors.ts';
+import { runUndo } from '../journal.ts';
+import type { ServiceContext } from '../sandbox/context.ts';
+import { killVm } from '../sandbox/vm.ts';
+import { pastPointOfNoReturn } from '../sandbox/snapshot-files.ts';
+import { rollForwardSnapshot } from './roll-forward.ts';
+import type { ReconcileReport } from './reconcile.ts';
+
+/** False only when the driver saw the VM gone; a host error propagates (nothing is undone on it). */
+async function alive(sc: ServiceContext, id: string): Promise<boolean> {
+  return sc.driver.status(id).then(
+    (i) => i.state !== 'stopped',
+    (e: unknown) => {
+      if (e instanceof KilnError && e.code === 'not_found') return false;
+      throw e;
+    },
+  );
+}
+
+/** A create or resume that got as far as a running sandbox with a live VM: finished, not undone. */
+async function reachedRunning(sc: ServiceContext, op: OperationRecord): Promise<boolean> {
+  if (op.kind !== 'create' && op.kind !== 'resume') return false;
+  const s = sc.store.getSandbox(op.subject);
+  return s.state === 'running' && (await alive(sc, s.id));
+}
+
+/**
+ * Every operation the journal holds open: finished when it got far enough (a create or resume
+ * that reached running; a snapshot or pause past its point of no return), else unwound by
+ * replaying its undo steps, newest first.
+ */
+export async function replayOperations(sc: ServiceContext, out: ReconcileReport): Promise<void> {
+  for (const op of sc.store.openOperations()) {
+    if (await reachedRunning(sc, op)) {
+      sc.store.finishOperation(op.id, 'done');
+      continue;
+    }
+    if (pastPointOfNoReturn(op)) {
+      // Finish the snapshot rather than undo it; if that fails, keep its files and the open
+      // op for the next start-up (undoing would delete a layer the source's disk sits on).
+      if (await rollForwardSnapshot(sc, op)) {
+        sc.store.finishOperation(op.id, 'done');
+        out.finished.push(op.id);
+      } else {
+        out.stuck.push(op.id);
+      }
+      continue;
+    }
+    await unwind(sc, op);
+    out.unwound.push(op.id);
+  }
+}
+
+/** Replays an interrupted operation's undo steps and puts its sandbox back where it belongs. */
+async function unwind(sc: ServiceContext, op: OperationRecord): Promise<void> {
+  for (const step of [...op.steps].reverse()) {
+    await runUndo(step.undo, sc).catch((e: unknown) => {
+      sc.log.warn({ err: e, opId: op.id }, 'undo at start-up failed');
+    });
+  }
+  // An unwound pause or resume leaves the sandbox as it was before.
+  if (op.kind === 'pause' && sc.store.getSandbox(op.subject).state === 'pausing')
+    sc.store.updateSandbox(op.subject, { state: 'running' });
+  if (op.kind === 'resume' && sc.store.getSandbox(op.subject).state === 'resuming')
+    sc.store.updateSandbox(op.subject, { state: 'paused' });
+  // A kill that was interrupted still means: this sandbox ends.
+  if (op.kind === 'kill') {
+    await killVm(sc, op.subject);
+    const s = sc.store.getSandbox(op.subject);
+    if (s.state !== 'dead') sc.store.updateSandbox(op.subject, { state: 'dead', endReason: 'killed' });
+  }
+  sc.store.finishOperation(op.id, 'undone', 'interrupted by a daemon restart');
+}

@@ -1,0 +1,40 @@
+import { readdir, rm } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import type { ServiceContext } from '../sandbox/context.ts';
+import { killVm } from '../sandbox/vm.ts';
+import type { ReconcileReport } from './reconcile.ts';
+
+/** Kills the VMs no live sandbox explains. */
+export async function killOrphanVms(
+  sc: ServiceContext,
+  known: Set<string>,
+  out: ReconcileReport,
+): Promise<void> {
+  // A host error listing VMs skips the sweep (nothing is killed on a guess); the next start redoes it.
+  const vms = await sc.driver.list().catch((e: unknown) => {
+    sc.log.warn({ err: e }, 'cannot list VMs at start-up; orphan VMs are left for the next start');
+    return [] as string[];
+  });
+  for (const vm of vms) {
+    if (known.has(vm)) continue;
+    await killVm(sc, vm);
+    out.orphans.push(vm);
+  }
+}
+
+/** Removes staging directories and the snapshot directories no record (or open snapshot) explains. */
+export async function removeOrphanSnapshotDirs(sc: ServiceContext, out: ReconcileReport): Promise<void> {
+  const recorded = new Set(sc.store.listSnapshots().map((x) => x.id));
+  // The directories of snapshots still to be finished are not orphans.
+  for (const op of sc.store.openOperations()) {
+    const dirStep = op.steps.find((st) => st.name === 'snapshot dir');
+    if (dirStep?.undo.action === 'remove-path') recorded.add(basename(dirStep.undo.path));
+  }
+  for (const f of await readdir(join(sc.dataDir, 'snapshots')).catch(() => [] as string[])) {
+    // Staging dirs of interrupted template builds and snapshot dirs no record explains.
+    if (f.startsWith('.staging-') || !recorded.has(f)) {
+      await rm(join(sc.dataDir, 'snapshots', f), { recursive: true, force: true });
+      out.orphanSnapshotDirs.push(f);
+    }
+  }
+}

@@ -1,0 +1,179 @@
+import { randomBytes } from 'node:crypto';
+import type { SandboxRecord, SnapshotRecord, TemplateRecord } from '../../core/domain.ts';
+import { KilnError, invalidArgument } from '../../core/errors.ts';
+import { newId } from '../../core/ids.ts';
+import { validateInt, validateMemoryMiB, validateName, validateVcpus } from '../../core/validate.ts';
+import { admit } from '../admission.ts';
+import { OpRun } from '../journal.ts';
+import { sees, seesTemplate, type Caller } from '../scope.ts';
+import { bootFrom } from './boot.ts';
+import type { ServiceContext } from './context.ts';
+import { DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S, type CreateRequest, type OpCtx } from './types.ts';
+
+/** A create that passed validation and admission: what its locked part needs. */
+export interface CreatePlan {
+  id: string;
+  tpl: TemplateRecord;
+  snap: SnapshotRecord;
+  timeoutS: number;
+  metadata: Record<string, string>;
+  envVars: Record<string, string>;
+}
+
+/**
+ * A sandbox's agent must hold a token only kilnd knows until /init (issue 10). Templates built
+ * before bootstrap tokens existed hold none: they must be rebuilt.
+ */
+function assertGuestToken(snap: SnapshotRecord, tpl: TemplateRecord): void {
+  if (snap.guestToken) return;
+  throw new KilnError(
+    'invalid_state',
+    snap.kind === 'template'
+      ? `template "${tpl.name}" was built by an older kiln whose guest agent takes requests from anyone until it is set up; rebuild it: kiln template build --name ${tpl.name}`
+      : `snapshot ${snap.id} has no guest token, so its guest agent would take requests from anyone until it is set up; it cannot be restored`,
+    { details: { template: tpl.name, snapshotId: snap.id } },
+  );
+}
+
+function stringMap(field: string, v: unknown): Record<string, string> {
+  if (v === undefined) return {};
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    throw invalidArgument(field, 'must be an object of strings');
+  for (const [k, x] of Object.entries(v)) {
+    if (typeof x !== 'string') throw invalidArgument(field, `value of "${k}" must be a string`);
+  }
+  return v as Record<string, string>;
+}
+
+/**
+ * A template (name or id) or a restorable snapshot (id or name), and the template behind it.
+ * Another key's template or snapshot is not found, exactly like one that does not exist.
+ */
+function resolveSource(
+  sc: ServiceContext,
+  ref: string,
+  caller: Caller | undefined,
+): { tpl: TemplateRecord; snap: SnapshotRecord } {
+  validateName('template', ref);
+  let tpl: TemplateRecord | undefined;
+  try {
+    tpl = sc.store.getTemplate(ref);
+  } catch (e) {
+    if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
+  }
+  if (tpl && !seesTemplate(caller, tpl)) tpl = undefined;
+  if (tpl) {
+    if (!tpl.snapshotId)
+      throw new KilnError('invalid_state', `template "${tpl.name}" has no snapshot yet; build it first`);
+    return { tpl, snap: sc.store.getSnapshot(tpl.snapshotId) };
+  }
+  let snap: SnapshotRecord | undefined;
+  try {
+    snap = sc.store.getSnapshot(ref);
+  } catch (e) {
+    if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
+  }
+  if (!snap || snap.kind === 'pause' || !sees(caller, snap.ownerKeyId))
+    throw new KilnError('not_found', `template or snapshot "${ref}" does not exist`, {
+      details: { template: ref },
+    });
+  return { tpl: sc.store.getTemplate(snap.templateId), snap };
+}
+
+/**
+ * Validates a create (its source, resources, timeout, maps) and admits it (memory, disk); the
+ * new sandbox's id comes with the plan.
+ */
+export function planCreate(sc: ServiceContext, req: CreateRequest, ctx: OpCtx): CreatePlan {
+  const { tpl, snap } = resolveSource(sc, req.template, ctx.caller);
+  assertGuestToken(snap, tpl);
+  // RAM and CPUs come back from the snapshot: they cannot differ from it.
+  if (req.memoryMiB !== undefined && validateMemoryMiB(req.memoryMiB) !== snap.memoryMiB) {
+    throw invalidArgument(
+      'memoryMiB',
+      `must be ${snap.memoryMiB} MiB, the memory of "${req.template}" (sandboxes restore its memory snapshot)`,
+    );
+  }
+  if (req.vcpus !== undefined && validateVcpus(req.vcpus) !== snap.vcpus) {
+    throw invalidArgument(
+      'vcpus',
+      `must be ${snap.vcpus}, as in "${req.template}" (sandboxes restore its snapshot)`,
+    );
+  }
+  const timeoutS =
+    req.timeoutS === undefined ? DEFAULT_TIMEOUT_S : validateInt('timeout', req.timeoutS, 1, MAX_TIMEOUT_S);
+  const metadata = stringMap('metadata', req.metadata);
+  const source = snap.sandboxId ? sc.store.getSandbox(snap.sandboxId) : undefined;
+  const envVars = { ...source?.envVars, ...stringMap('envVars', req.envVars) };
+  admit(sc, snap.memoryMiB, snap);
+  return { id: newId('sbx', 16), tpl, snap, timeoutS, metadata, envVars };
+}
+
+/**
+ * Creates the planned sandbox by restoring its source snapshot: new access token, clock
+ * re-synced. Runs under the new sandbox's lock; journalled (record, VM), unwound on failure.
+ */
+export async function createSandbox(
+  sc: ServiceContext,
+  p: CreatePlan,
+  req: CreateRequest,
+  ctx: OpCtx,
+): Promise<SandboxRecord> {
+  const { id, tpl, snap } = p;
+  const token = randomBytes(24).toString('hex');
+  const log = sc.log.child({ opId: ctx.opId, sandboxId: id });
+  const run = new OpRun(sc, 'create', id, ctx.opId);
+  try {
+    insertCreating(sc, p, req, token, ctx);
+    run.step('sandbox record', { action: 'delete-sandbox', sandboxId: id });
+    const g = { token, envVars: p.envVars, allowInternet: req.allowInternet ?? true };
+    const times = await bootFrom(sc, id, snap, g, run, ctx);
+    const rec = sc.store.updateSandbox(
+      id,
+      { state: 'running', startedAt: new Date(sc.now()).toISOString() },
+      ['creating'],
+    );
+    run.done();
+    sc.store.appendEvent(id, 'info', 'sandbox created', {
+      template: tpl.name,
+      snapshot: snap.kind === 'template' ? null : snap.id,
+      opId: ctx.opId ?? null,
+    });
+    log.info({ template: tpl.name, snapshot: snap.id, ...times }, 'sandbox created');
+    return rec;
+  } catch (e) {
+    log.warn({ err: e }, 'create failed; unwinding');
+    await run.fail(e);
+    throw e;
+  }
+}
+
+function insertCreating(
+  sc: ServiceContext,
+  p: CreatePlan,
+  req: CreateRequest,
+  token: string,
+  ctx: OpCtx,
+): void {
+  const now = sc.now();
+  sc.store.insertSandbox({
+    id: p.id,
+    templateId: p.tpl.id,
+    state: 'creating',
+    memoryMiB: p.snap.memoryMiB,
+    vcpus: p.snap.vcpus,
+    metadata: p.metadata,
+    envVars: p.envVars,
+    accessToken: token,
+    createdAt: new Date(now).toISOString(),
+    startedAt: null,
+    endAt: new Date(now + p.timeoutS * 1000).toISOString(),
+    autoPause: req.autoPause ?? false,
+    autoResume: req.autoResume ?? false,
+    allowInternet: req.allowInternet ?? true,
+    endReason: null,
+    sourceSnapshotId: p.snap.id,
+    ownerKeyId: ctx.caller?.keyId ?? null,
+    condition: null,
+  });
+}

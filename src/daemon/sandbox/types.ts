@@ -1,0 +1,82 @@
+import type { Logger } from 'pino';
+import type { Failpoint } from '../../core/failpoint.ts';
+import type { Store } from '../../store/store.ts';
+import type { VmmDriver } from '../../vmm/driver.ts';
+import type { DiskAdmission } from '../admission.ts';
+import type { GuestClient, GuestTimeouts, HttpGuestClientOpts } from '../guest-client.ts';
+import type { LivenessOpts } from '../liveness.ts';
+import type { Caller } from '../scope.ts';
+
+/** The boot files of a guest image (what images/ builds). */
+export interface BootImage {
+  key: string;
+  kernel: string;
+  initrd: string;
+  rootfs: string;
+}
+
+export interface SandboxServiceDeps {
+  store: Store;
+  driver: VmmDriver;
+  guest: (o: HttpGuestClientOpts) => GuestClient;
+  /** Resolves an image key recorded on a template back to its files. */
+  image: (key: string) => Promise<BootImage>;
+  /** Holds snapshots/<id>/ (template RAM, device state, frozen disk). */
+  dataDir: string;
+  log: Logger;
+  now?: () => number;
+  /** Refuse creates once live guests' memory would pass hostMemoryMiB x overcommitRatio. */
+  capacity?: { hostMemoryMiB: number; overcommitRatio: number };
+  /** Refuse creates and resumes whose disk could not grow to its size (src/daemon/admission.ts). */
+  disk?: DiskAdmission;
+  /** How long a restored guest may take to answer (default 60 s). */
+  readyTimeoutMs?: number;
+  /** Crash tests: called after every journalled step (see core/failpoint.ts). */
+  failpoint?: Failpoint | undefined;
+  /** Deadlines of calls into guests (defaults: guest-client's DEFAULT_GUEST_TIMEOUTS). */
+  guestTimeouts?: Partial<GuestTimeouts>;
+  /** How the liveness watcher probes guests and retries VMs stopped on a full disk. */
+  liveness?: LivenessOpts;
+}
+
+export interface CreateRequest {
+  template: string;
+  /** Seconds until the reaper ends it (E2B default 300). */
+  timeoutS?: number;
+  metadata?: Record<string, string>;
+  envVars?: Record<string, string>;
+  memoryMiB?: number;
+  vcpus?: number;
+  autoPause?: boolean;
+  /** With autoPause: traffic for the paused sandbox resumes it. */
+  autoResume?: boolean;
+  allowInternet?: boolean;
+}
+
+export interface OpCtx {
+  /** The request's op id, minted at the API edge. */
+  opId?: string;
+  /** The API key acting (E2B API): what it creates is its own, it sees only its own unless admin. */
+  caller?: Caller | undefined;
+}
+
+export interface SandboxStats {
+  sandboxId: string;
+  cpuPct: number;
+  rssBytes: number;
+  pssBytes: number;
+  diskBytes: number;
+  memoryMiB: number;
+  at: string;
+}
+
+export const DEFAULT_TIMEOUT_S = 300;
+/** How often the background samples every sandbox's CPU, memory and disk. */
+export const STATS_EVERY_MS = 5000;
+export const MAX_TIMEOUT_S = 24 * 3600;
+/** A fork makes at most this many clones in one call. */
+export const MAX_FORK = 32;
+/** Disk chains longer than this (layers above the base image) are flattened. */
+export const MAX_DISK_CHAIN = 4;
+/** The states in which a sandbox still has (or is getting, or giving up) a VM or a pause snapshot. */
+export const LIVE = ['creating', 'running', 'pausing', 'paused', 'resuming', 'killing'] as const;
