@@ -271,20 +271,7 @@ export class HttpGuestClient implements GuestClient {
         }
       }
     } catch (e) {
-      if (idle.hit)
-        throw new KilnError(
-          'guest_agent_error',
-          `the sandbox is not responding: its guest agent sent nothing, not even a keep-alive, for ${idleMs} ms while running: ${cmd}`,
-          { cause: e, details: { idleMs } },
-        );
-      const ce = ConnectError.from(e);
-      if (ce.code === Code.DeadlineExceeded)
-        throw new KilnError('timeout', `command timed out after ${opts.timeoutMs ?? 0} ms: ${cmd}`);
-      if (ce.code === Code.Canceled) throw new KilnError('cancelled', `command cancelled: ${cmd}`);
-      if (ce.code === Code.InvalidArgument) throw new KilnError('invalid_argument', ce.rawMessage);
-      throw new KilnError('guest_agent_error', `running a command in the guest failed: ${ce.rawMessage}`, {
-        cause: e,
-      });
+      throw execFailure(e, cmd, idle.hit ? idleMs : undefined, opts.timeoutMs ?? 0);
     } finally {
       clearTimeout(timer);
       opts.signal?.removeEventListener('abort', onAbort);
@@ -301,6 +288,27 @@ export class HttpGuestClient implements GuestClient {
       stderr: Buffer.concat(err).toString('utf8'),
     };
   }
+}
+
+/**
+ * The error of a command stream that failed: the idle deadline hit (`idleMs` set: a mute guest),
+ * the command's own deadline, a cancel, a refused request, or another failure of the agent.
+ */
+function execFailure(e: unknown, cmd: string, idleMs: number | undefined, timeoutMs: number): KilnError {
+  if (idleMs !== undefined)
+    return new KilnError(
+      'guest_agent_error',
+      `the sandbox is not responding: its guest agent sent nothing, not even a keep-alive, for ${idleMs} ms while running: ${cmd}`,
+      { cause: e, details: { idleMs } },
+    );
+  const ce = ConnectError.from(e);
+  if (ce.code === Code.DeadlineExceeded)
+    return new KilnError('timeout', `command timed out after ${timeoutMs} ms: ${cmd}`);
+  if (ce.code === Code.Canceled) return new KilnError('cancelled', `command cancelled: ${cmd}`);
+  if (ce.code === Code.InvalidArgument) return new KilnError('invalid_argument', ce.rawMessage);
+  return new KilnError('guest_agent_error', `running a command in the guest failed: ${ce.rawMessage}`, {
+    cause: e,
+  });
 }
 
 /**

@@ -60,6 +60,33 @@ const corrupt = (why: string): KilnError =>
  * removes it.
  */
 export async function unpackArchive(input: Readable, dir: string): Promise<ArchiveManifest> {
+  const seen = await extractEntries(input, dir);
+  if (!seen.has(MANIFEST)) throw corrupt(`it has no ${MANIFEST}`);
+  const m = await readManifest(dir);
+  const files = manifestFiles(m.files);
+  for (const [kind, name] of Object.entries(ARCHIVE_FILES)) {
+    const want = files.find((f) => f.kind === kind);
+    if (want?.path !== name) throw corrupt(`the manifest lists no ${kind} file "${name}"`);
+    const got = seen.get(name);
+    if (!got) throw corrupt(`${name} is missing (the archive may be truncated)`);
+    const onDisk = (await stat(join(dir, name))).size;
+    if (onDisk !== got.size) throw corrupt(`${name} was written short (${onDisk} of ${got.size} bytes)`);
+    if (got.size !== want.size)
+      throw corrupt(`${name} has ${got.size} bytes, the manifest says ${want.size} (truncated?)`);
+    if (got.sha256 !== want.sha256) throw corrupt(`${name} does not match its SHA-256 (corrupted)`);
+  }
+  return { ...m, files };
+}
+
+/**
+ * Writes the archive's entries into `dir`, hashing each as it goes; refuses (after draining the
+ * input) any entry that is not the manifest or a listed file, appears twice, or is not a plain
+ * file. Resolves with each written file's size and SHA-256.
+ */
+async function extractEntries(
+  input: Readable,
+  dir: string,
+): Promise<Map<string, { size: number; sha256: string }>> {
   const allowed = new Set([MANIFEST, ...Object.values(ARCHIVE_FILES)]);
   const seen = new Map<string, { size: number; sha256: string }>();
   const writes: Promise<void>[] = [];
@@ -86,30 +113,9 @@ export async function unpackArchive(input: Readable, dir: string): Promise<Archi
         entry.resume();
         return;
       }
-      const h = createHash('sha256');
-      let size = 0;
-      const out = createWriteStream(join(dir, p), { flags: 'wx', mode: 0o600 });
-      // One consumer writes and hashes, pausing the entry while the file catches up.
-      entry.on('data', (c: Buffer) => {
-        h.update(c);
-        size += c.length;
-        if (!out.write(c)) {
-          entry.pause();
-          out.once('drain', () => {
-            entry.resume();
-          });
-        }
-      });
-      entry.on('end', () => {
-        out.end();
-      });
       writes.push(
-        new Promise<void>((resolve, reject) => {
-          out.once('error', reject);
-          out.once('finish', () => {
-            seen.set(p, { size, sha256: h.digest('hex') });
-            resolve();
-          });
+        writeEntry(entry, join(dir, p)).then((got) => {
+          seen.set(p, got);
         }),
       );
     },
@@ -122,7 +128,38 @@ export async function unpackArchive(input: Readable, dir: string): Promise<Archi
     throw corrupt(`it is truncated or damaged (${(e as Error).message})`);
   }
   if (refused) throw refused;
-  if (!seen.has(MANIFEST)) throw corrupt(`it has no ${MANIFEST}`);
+  return seen;
+}
+
+/** Writes one entry to the new file `path`, hashing it; resolves once the file is written. */
+function writeEntry(entry: ReadEntry, path: string): Promise<{ size: number; sha256: string }> {
+  const h = createHash('sha256');
+  let size = 0;
+  const out = createWriteStream(path, { flags: 'wx', mode: 0o600 });
+  // One consumer writes and hashes, pausing the entry while the file catches up.
+  entry.on('data', (c: Buffer) => {
+    h.update(c);
+    size += c.length;
+    if (!out.write(c)) {
+      entry.pause();
+      out.once('drain', () => {
+        entry.resume();
+      });
+    }
+  });
+  entry.on('end', () => {
+    out.end();
+  });
+  return new Promise((resolve, reject) => {
+    out.once('error', reject);
+    out.once('finish', () => {
+      resolve({ size, sha256: h.digest('hex') });
+    });
+  });
+}
+
+/** The manifest in `dir`, checked for its format and the snapshot's fields. */
+async function readManifest(dir: string): Promise<ArchiveManifest> {
   let m: ArchiveManifest;
   try {
     m = JSON.parse(await readFile(join(dir, MANIFEST), 'utf8')) as ArchiveManifest;
@@ -141,19 +178,7 @@ export async function unpackArchive(input: Readable, dir: string): Promise<Archi
     !Array.isArray(m.files)
   )
     throw corrupt(`${MANIFEST} lacks the snapshot's id, name, template, image key, token or file list`);
-  const files = manifestFiles(m.files);
-  for (const [kind, name] of Object.entries(ARCHIVE_FILES)) {
-    const want = files.find((f) => f.kind === kind);
-    if (want?.path !== name) throw corrupt(`the manifest lists no ${kind} file "${name}"`);
-    const got = seen.get(name);
-    if (!got) throw corrupt(`${name} is missing (the archive may be truncated)`);
-    const onDisk = (await stat(join(dir, name))).size;
-    if (onDisk !== got.size) throw corrupt(`${name} was written short (${onDisk} of ${got.size} bytes)`);
-    if (got.size !== want.size)
-      throw corrupt(`${name} has ${got.size} bytes, the manifest says ${want.size} (truncated?)`);
-    if (got.sha256 !== want.sha256) throw corrupt(`${name} does not match its SHA-256 (corrupted)`);
-  }
-  return { ...m, files };
+  return m;
 }
 
 const SHA256 = /^[0-9a-f]{64}$/;
