@@ -9,7 +9,6 @@ import type {
 import { validateInt, validateName } from '../core/validate.ts';
 import type { Page, PageOpts, SandboxFilter } from '../store/store.ts';
 import type { ExecOpts, ExecResult, GuestMetrics } from './guest-client.ts';
-import { LivenessWatcher } from './liveness.ts';
 import { KeyedLock } from './locks.ts';
 import { startLoops, type LoopOpts } from './monitors/loops.ts';
 import { reapExpired, setEndTime } from './monitors/reaper.ts';
@@ -17,7 +16,7 @@ import { StatsSampler } from './monitors/stats.ts';
 import { reconcile, type ReconcileReport } from './recovery/reconcile.ts';
 import { agent, exec, guestMetrics } from './sandbox/agent.ts';
 import { exportSnapshot, importSnapshot } from './sandbox/archive.ts';
-import type { ServiceContext } from './sandbox/context.ts';
+import { newServiceContext, type ServiceContext } from './sandbox/context.ts';
 import { createSandbox, planCreate } from './sandbox/create.ts';
 import { deleteSnapshot, flattenChains } from './sandbox/gc.ts';
 import { killSandbox } from './sandbox/kill.ts';
@@ -35,7 +34,6 @@ import {
   type SandboxServiceDeps,
   type SandboxStats,
 } from './sandbox/types.ts';
-import { agentUrl } from './sandbox/vm.ts';
 
 export type { BootImage, CreateRequest, OpCtx, ReconcileReport, SandboxServiceDeps, SandboxStats };
 export {
@@ -59,33 +57,7 @@ export class SandboxService {
   #timers: NodeJS.Timeout[] = [];
 
   constructor(deps: SandboxServiceDeps) {
-    const now = deps.now ?? Date.now;
-    // Every guest client gets the configured deadlines.
-    const guest: SandboxServiceDeps['guest'] = deps.guestTimeouts
-      ? (o) => deps.guest({ timeouts: deps.guestTimeouts, ...o })
-      : deps.guest;
-    const watcher = new LivenessWatcher(
-      {
-        store: deps.store,
-        driver: deps.driver,
-        guest,
-        log: deps.log,
-        now,
-        agentUrl,
-        isHeld: (id) => this.#locks.isHeld(id),
-        kill: (id, reason) => this.kill(id, {}, reason),
-      },
-      deps.liveness,
-    );
-    this.#sc = {
-      ...deps,
-      guest,
-      now,
-      locks: this.#locks,
-      agentPorts: new Map(),
-      killing: new Set(),
-      watcher,
-    };
+    this.#sc = newServiceContext(deps, this.#locks, (id, reason) => this.kill(id, {}, reason));
     this.#stats = new StatsSampler(this.#sc);
   }
 

@@ -18,7 +18,7 @@ import {
   unpackArchive,
   type ArchiveManifest,
 } from '../snapshot-archive.ts';
-import { snapDir, type ServiceContext } from './context.ts';
+import { artifactPath, snapDir, type ServiceContext } from './context.ts';
 import { assertSnapshotNameFree } from './queries.ts';
 import type { OpCtx } from './types.ts';
 
@@ -76,11 +76,7 @@ async function stageArchiveFiles(
   tpl: TemplateRecord,
   tmp: string,
 ): Promise<void> {
-  const dir = snapDir(sc, snap.id);
-  const file = (kind: ArtifactRecord['kind']): string | undefined => {
-    const a = snap.artifacts.find((x) => x.kind === kind);
-    return a ? join(dir, a.path) : undefined;
-  };
+  const file = (kind: ArtifactRecord['kind']): string | undefined => artifactPath(sc, snap, kind);
   const image = file('kernel') ? undefined : await sc.image(tpl.imageKey);
   const sources: Record<keyof typeof ARCHIVE_FILES, string | undefined> = {
     memory: file('memory'),

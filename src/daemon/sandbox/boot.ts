@@ -1,11 +1,10 @@
-import { join } from 'node:path';
 import type { ArtifactRecord, SnapshotRecord } from '../../core/domain.ts';
 import { KilnError } from '../../core/errors.ts';
 import type { VmSpec } from '../../vmm/driver.ts';
 import { waitGuestReady } from '../guest-client.ts';
 import type { OpRun } from '../journal.ts';
 import { agentUrl } from './vm.ts';
-import { snapDir, type ServiceContext } from './context.ts';
+import { artifactPath, type ServiceContext } from './context.ts';
 import type { OpCtx } from './types.ts';
 
 /** What a restored guest is set up with by /init. */
@@ -65,11 +64,7 @@ async function restoreSpec(
   snap: SnapshotRecord,
   allowInternet: boolean,
 ): Promise<VmSpec> {
-  const dir = snapDir(sc, snap.id);
-  const file = (kind: ArtifactRecord['kind']): string | undefined => {
-    const a = snap.artifacts.find((x) => x.kind === kind);
-    return a ? join(dir, a.path) : undefined;
-  };
+  const file = (kind: ArtifactRecord['kind']): string | undefined => artifactPath(sc, snap, kind);
   const need = (kind: ArtifactRecord['kind']): string => {
     const f = file(kind);
     if (!f) throw new KilnError('internal', `snapshot ${snap.id} has no ${kind} artifact`);

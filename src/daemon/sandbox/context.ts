@@ -1,9 +1,10 @@
 import { join } from 'node:path';
-import type { SnapshotRecord } from '../../core/domain.ts';
-import type { LivenessWatcher } from '../liveness.ts';
+import type { ArtifactRecord, SnapshotRecord } from '../../core/domain.ts';
+import { LivenessWatcher } from '../liveness.ts';
 import type { KeyedLock } from '../locks.ts';
 import { DISK_LAYER } from './snapshot-files.ts';
 import type { SandboxServiceDeps } from './types.ts';
+import { agentUrl } from './vm.ts';
 
 /** The forwarded host address of a sandbox's agent, for the VM started at `startedAt`. */
 export interface AgentAddr {
@@ -37,4 +38,44 @@ export function snapDir(sc: ServiceContext, id: string): string {
 export function diskLayer(sc: ServiceContext, snap: SnapshotRecord | string): string {
   const rec = typeof snap === 'string' ? sc.store.getSnapshot(snap) : snap;
   return join(snapDir(sc, rec.id), rec.artifacts.find((a) => a.kind === 'disk')?.path ?? DISK_LAYER);
+}
+
+/** The path of `snap`'s artifact of `kind`, if it has one. */
+export function artifactPath(
+  sc: ServiceContext,
+  snap: SnapshotRecord,
+  kind: ArtifactRecord['kind'],
+): string | undefined {
+  const a = snap.artifacts.find((x) => x.kind === kind);
+  return a ? join(snapDir(sc, snap.id), a.path) : undefined;
+}
+
+/**
+ * The context of a new service over `deps`: every guest client gets the configured deadlines,
+ * the clock defaults to Date.now, and the liveness watcher skips sandboxes `locks` holds and
+ * ends dead ones with `kill` (the facade's).
+ */
+export function newServiceContext(
+  deps: SandboxServiceDeps,
+  locks: KeyedLock,
+  kill: (id: string, reason: string) => Promise<unknown>,
+): ServiceContext {
+  const now = deps.now ?? Date.now;
+  const guest: SandboxServiceDeps['guest'] = deps.guestTimeouts
+    ? (o) => deps.guest({ timeouts: deps.guestTimeouts, ...o })
+    : deps.guest;
+  const watcher = new LivenessWatcher(
+    {
+      store: deps.store,
+      driver: deps.driver,
+      guest,
+      log: deps.log,
+      now,
+      agentUrl,
+      isHeld: (id) => locks.isHeld(id),
+      kill,
+    },
+    deps.liveness,
+  );
+  return { ...deps, guest, now, locks, agentPorts: new Map(), killing: new Set(), watcher };
 }
