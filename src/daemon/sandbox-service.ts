@@ -17,7 +17,6 @@ import type {
 import { BOOTSTRAP_KERNEL_ARG, tokenSha256 } from '../core/envd-auth.ts';
 import { KilnError, asKilnError, invalidArgument } from '../core/errors.ts';
 import type { Failpoint } from '../core/failpoint.ts';
-import { run as runTool } from '../core/exec.ts';
 import { writeFileAtomic } from '../core/fs-atomic.ts';
 import { newId } from '../core/ids.ts';
 import { procUsage } from '../core/proc.ts';
@@ -25,7 +24,6 @@ import { validateInt, validateMemoryMiB, validateName, validateVcpus } from '../
 import type { Page, PageOpts, SandboxFilter, Store } from '../store/store.ts';
 import type { VmmDriver, VmSpec } from '../vmm/driver.ts';
 import { waitForHttp } from '../vmm/health.ts';
-import { AGENT_PORT } from '../vmm/qemu/args.ts';
 import {
   waitGuestReady,
   type ExecOpts,
@@ -238,7 +236,7 @@ export class SandboxService {
         guest: this.#d.guest,
         log: deps.log,
         now: this.#now,
-        agentUrl: (info) => `http://${info.hostAddr}:${info.ports[AGENT_PORT] ?? 0}`,
+        agentUrl: (info) => `http://${info.agent.host}:${info.agent.port}`,
         isHeld: (id) => this.#locks.isHeld(id),
         kill: (id, reason) => this.kill(id, {}, reason),
       },
@@ -278,15 +276,17 @@ export class SandboxService {
       const bootstrap = randomBytes(32).toString('hex');
       const info = await this.#d.driver.start({
         id: vmId,
-        kernel: image.kernel,
-        initrd: image.initrd,
-        rootfs: image.rootfs,
-        memoryMiB: res.memoryMiB,
-        vcpus: res.vcpus,
-        memoryFile: { path: join(staging, 'memory'), share: true },
-        kernelArgs: [`${BOOTSTRAP_KERNEL_ARG}=${tokenSha256(bootstrap)}`],
+        boot: {
+          kernel: image.kernel,
+          initrd: image.initrd,
+          rootfs: image.rootfs,
+          kernelArgs: [`${BOOTSTRAP_KERNEL_ARG}=${tokenSha256(bootstrap)}`],
+        },
+        resources: { memoryMiB: res.memoryMiB, vcpus: res.vcpus },
+        network: { kind: 'open' },
+        ramFile: join(staging, 'memory'),
       });
-      await waitForHttp(`http://${info.hostAddr}:${info.ports[AGENT_PORT] ?? 0}/health`, {
+      await waitForHttp(`http://${info.agent.host}:${info.agent.port}/health`, {
         timeoutMs: 180_000,
         alive: async () => (await this.#d.driver.status(vmId)).state !== 'stopped',
       });
@@ -471,7 +471,7 @@ export class SandboxService {
     const t0 = performance.now();
     const info = await this.#d.driver.start(spec);
     const tRestored = performance.now();
-    const base = `http://${info.hostAddr}:${info.ports[AGENT_PORT] ?? 0}`;
+    const base = `http://${info.agent.host}:${info.agent.port}`;
     const guest = this.#d.guest({
       baseUrl: base,
       accessToken: g.token,
@@ -518,15 +518,11 @@ export class SandboxService {
         : await this.#d.image(this.#d.store.getTemplate(snap.templateId).imageKey);
     return {
       id,
-      kernel: image.kernel,
-      initrd: image.initrd,
-      rootfs: image.rootfs,
-      memoryMiB: snap.memoryMiB,
-      vcpus: snap.vcpus,
-      memoryFile: { path: need('memory'), share: false },
-      disk: { backing: need('disk'), format: 'qcow2' },
-      incoming: { stateFile: need('state') },
-      restrictNetwork: !allowInternet,
+      boot: { kernel: image.kernel, initrd: image.initrd, rootfs: image.rootfs },
+      resources: { memoryMiB: snap.memoryMiB, vcpus: snap.vcpus },
+      network: { kind: allowInternet ? 'open' : 'restricted' },
+      diskLayer: need('disk'),
+      restore: { snapshot: { stateFile: need('state'), ramFile: need('memory') } },
     };
   }
 
@@ -575,6 +571,9 @@ export class SandboxService {
     }
     // Again under the lock: two snapshots of one sandbox may have asked for the same name.
     if (name) this.#assertSnapshotNameFree(name);
+    const caps = this.#d.driver.capabilities();
+    if (!caps.memorySnapshots || !caps.cowRamSharing || (kind !== 'pause' && !caps.liveDiskFreeze))
+      throw new KilnError('invalid_state', `this host's VMM driver cannot ${kind} a running sandbox`);
     const log = this.#d.log.child({ opId: ctx.opId, sandboxId: id });
     const run = new OpRun(this.#d, kind === 'pause' ? 'pause' : 'snapshot', id, ctx.opId);
     const meta: SnapshotMeta = {
@@ -694,15 +693,13 @@ export class SandboxService {
       try {
         await this.#d.driver.start({
           id: helper,
-          kernel: image.kernel,
-          initrd: image.initrd,
-          rootfs: image.rootfs,
-          memoryMiB: meta.memoryMiB,
-          vcpus: meta.vcpus,
-          memoryFile: { path: join(dir, 'memory'), share: true },
-          disk: { backing: join(dir, DISK_LAYER), format: 'qcow2' },
-          incoming: { stateFile: join(dir, FULL_STATE), ramInStream: true, stayPaused: true },
-          restrictNetwork: true,
+          boot: { kernel: image.kernel, initrd: image.initrd, rootfs: image.rootfs },
+          resources: { memoryMiB: meta.memoryMiB, vcpus: meta.vcpus },
+          network: { kind: 'restricted' },
+          diskLayer: join(dir, DISK_LAYER),
+          // The full state's RAM is loaded into a new RAM file, then saved again without it.
+          ramFile: join(dir, 'memory'),
+          restore: { snapshot: { stateFile: join(dir, FULL_STATE) }, paused: true },
         });
         await this.#d.driver.saveState(helper, join(dir, 'state'));
       } finally {
@@ -907,13 +904,7 @@ export class SandboxService {
         if (src) await link(src, dst).catch(() => copyFile(src, dst));
       }
       // The disk chain (snapshot layers, template layer, base image) as one standalone layer.
-      await runTool(
-        'qemu-img',
-        ['convert', '-q', '-O', 'qcow2', file('disk') ?? '', join(tmp, ARCHIVE_FILES.disk)],
-        {
-          failCode: 'driver_error',
-        },
-      );
+      await this.#d.driver.disks.exportStandalone(file('disk') ?? '', join(tmp, ARCHIVE_FILES.disk));
       const files: ArtifactRecord[] = [];
       for (const [kind, name] of Object.entries(ARCHIVE_FILES))
         files.push(await artifact(tmp, kind as ArtifactRecord['kind'], name));
@@ -961,23 +952,8 @@ export class SandboxService {
       } catch (e) {
         if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
       }
-      // The disk is untrusted input to QEMU: one standalone qcow2, no backing or data file.
-      const info = JSON.parse(
-        (
-          await runTool('qemu-img', ['info', '--output=json', join(tmp, ARCHIVE_FILES.disk)], {
-            failCode: 'invalid_argument',
-          })
-        ).stdout,
-      ) as {
-        format?: string;
-        'backing-filename'?: string;
-        'format-specific'?: { data?: { 'data-file'?: string } };
-      };
-      if (info.format !== 'qcow2' || info['backing-filename'] || info['format-specific']?.data?.['data-file'])
-        throw invalidArgument(
-          'archive',
-          `${ARCHIVE_FILES.disk} must be a standalone qcow2 image (no backing or data file); it is ${info.format ?? 'unknown'}${info['backing-filename'] ? ` backed by ${info['backing-filename']}` : ''}`,
-        );
+      // The disk is untrusted input to the VMM: one standalone layer referring to no other file.
+      await this.#d.driver.disks.verifyImported(join(tmp, ARCHIVE_FILES.disk));
       // Its agent holds this token until /init replaces it; without one it would obey anyone.
       const guestToken: unknown = m.snapshot.guestToken;
       if (typeof guestToken !== 'string' || !/^[\x21-\x7e]{16,256}$/.test(guestToken))
@@ -1086,21 +1062,10 @@ export class SandboxService {
         if (!disk || !rootDisk) return;
         const tmp = join(dir, `${disk.path}.flat`);
         await rm(tmp, { force: true });
-        await runTool(
-          'qemu-img',
-          [
-            'convert',
-            '-q',
-            '-O',
-            'qcow2',
-            '-B',
-            join(this.#snapDir(root.id), rootDisk.path),
-            '-F',
-            'qcow2',
-            join(dir, disk.path),
-            tmp,
-          ],
-          { failCode: 'driver_error' },
+        await this.#d.driver.disks.flatten(
+          join(dir, disk.path),
+          join(this.#snapDir(root.id), rootDisk.path),
+          tmp,
         );
         const flat = await artifact(dir, 'disk', `${disk.path}.flat`);
         await rename(tmp, join(dir, disk.path));
@@ -1227,12 +1192,11 @@ export class SandboxService {
     let c = this.#agentPorts.get(id);
     if (!c || c.startedAt !== s.startedAt) {
       const info = await this.#d.driver.status(id);
-      const port = info.ports[AGENT_PORT];
-      if (info.state === 'stopped' || !port)
+      if (info.state === 'stopped' || !info.agent.port)
         throw new KilnError('invalid_state', `sandbox ${id} has no running VM`, {
           details: { sandboxId: id, state: 'dead' },
         });
-      c = { host: info.hostAddr, port, startedAt: s.startedAt };
+      c = { host: info.agent.host, port: info.agent.port, startedAt: s.startedAt };
       this.#agentPorts.set(id, c);
     }
     const baseUrl = `http://${c.host}:${c.port}`;

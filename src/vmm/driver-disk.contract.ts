@@ -69,7 +69,10 @@ export function diskLayerContract(fixture: () => DriverFixture): void {
       const fx = fixture();
       const d = fx.driver;
       const caps = d.capabilities();
-      if (!caps.memorySnapshots) return t.skip('this driver has no memory snapshots');
+      if (!caps.memorySnapshots) {
+        t.skip('this driver has no memory snapshots');
+        return;
+      }
       const dir = await mkdtemp(join(tmpdir(), 'kiln-memsnap-'));
       const ramFile = caps.cowRamSharing ? join(dir, 'memory') : undefined;
       try {

@@ -2,8 +2,9 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { KilnError, invalidArgument } from '../core/errors.ts';
 import { validateMemoryMiB, validateName, validateVcpus } from '../core/validate.ts';
-import { statSync } from 'node:fs';
-import { copyFile, readFile, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { basename } from 'node:path';
 import {
   AGENT_PORT,
   type DiskLayers,
@@ -35,11 +36,29 @@ interface FakeVm {
 
 /** A fake disk layer file: this line naming the layer it sits on; anything else is standalone. */
 const FAKE_LAYER = 'fake layer over ';
+/** A standalone fake disk written by `exportStandalone`: this line with its guest size. */
+const FAKE_STANDALONE = /^fake standalone disk of (\d+) bytes$/;
+/** The guest disk size of a chain whose bottom file does not exist (fake images). */
+const FAKE_DISK_BYTES = 64 * 1024;
+
+function firstLine(path: string): string {
+  return readFileSync(path, 'utf8').split('\n', 1)[0] ?? '';
+}
+
+/** A fake chain's guest size: its bottom file's size (FAKE_DISK_BYTES when that does not exist). */
+function fakeVirtualSize(layer: string): number {
+  const size = statSync(layer).size;
+  const head = firstLine(layer);
+  if (head.startsWith(FAKE_LAYER)) {
+    const base = head.slice(FAKE_LAYER.length);
+    return existsSync(base) ? fakeVirtualSize(base) : FAKE_DISK_BYTES;
+  }
+  return Number(FAKE_STANDALONE.exec(head)?.[1] ?? size);
+}
 
 /** Disk layers of the fake: plain files; a layer made over another names it on its first line. */
 const fakeDiskLayers: DiskLayers = {
-  // Every fake guest disk is 1 GiB (the file must exist).
-  virtualSize: (layer) => (statSync(layer), 2 ** 30),
+  virtualSize: fakeVirtualSize,
   maxWritableBytes: (virtualBytes) => virtualBytes + 2 ** 20,
   writtenBytes: () => 0,
   async flatten(layer, base, out) {
@@ -47,15 +66,14 @@ const fakeDiskLayers: DiskLayers = {
     await writeFile(out, `${FAKE_LAYER}${base}\n`, { flag: 'wx' });
   },
   async exportStandalone(layer, out) {
-    await copyFile(layer, out);
-    if ((await readFile(out, 'utf8')).startsWith(FAKE_LAYER)) await writeFile(out, `fake standalone disk\n`);
+    await writeFile(out, `fake standalone disk of ${fakeVirtualSize(layer)} bytes\n`, { flag: 'wx' });
   },
   async verifyImported(path) {
-    const head = (await readFile(path, 'utf8').catch(() => '')).split('\n')[0] ?? '';
+    const head = (await readFile(path, 'utf8')).split('\n', 1)[0] ?? '';
     if (head.startsWith(FAKE_LAYER))
       throw invalidArgument(
         'archive',
-        `${path} must be a standalone disk layer; it sits on ${head.slice(FAKE_LAYER.length)}`,
+        `${basename(path)} must be a standalone disk layer; it sits on ${head.slice(FAKE_LAYER.length)}`,
       );
   },
 };

@@ -84,8 +84,9 @@ export async function validateSpec(spec: VmSpec, runDir: string): Promise<void> 
   const hostMem = hostMemoryMiB();
   if (hostMem > 0 && spec.resources.memoryMiB > hostMem)
     throw invalidArgument('memoryMiB', `${spec.resources.memoryMiB} MiB exceeds this host's ${hostMem} MiB`);
-  if (spec.network.kind !== 'restricted' && spec.network.kind !== 'open')
-    throw invalidArgument('network.kind', `must be restricted or open, got "${String(spec.network.kind)}"`);
+  const kinds: readonly string[] = ['restricted', 'open'];
+  if (!kinds.includes(spec.network.kind))
+    throw invalidArgument('network.kind', `must be restricted or open, got "${spec.network.kind}"`);
   for (const p of spec.network.guestPorts ?? []) {
     if (!Number.isInteger(p) || p < 1 || p > 65535)
       throw invalidArgument('guestPorts', `${p} is not a TCP port`);
