@@ -20,24 +20,39 @@ const layers = {
   // images/ is the one lower layer the cli may use.
   cli: ['store', 'vmm', 'daemon', 'api', 'guest'],
 };
-/** One override per layer: `no-restricted-imports` with the banned layers' folders. */
+/**
+ * The QEMU driver is an implementation detail of src/vmm/qemu: the rest of the code speaks to
+ * the VMM-neutral seam (src/vmm/driver.ts). Only the composition root picks the driver.
+ */
+const QEMU_ROOTS = ['src/api/kilnd.ts'];
+const qemuBan = {
+  group: ['**/vmm/qemu/**', '**/vmm/qemu/*', './qemu/*', './qemu/**'],
+  message:
+    'only src/vmm/qemu and the composition root (src/api/kilnd.ts) import the QEMU driver; use the neutral seam in src/vmm/driver.ts',
+};
+/**
+ * One override per layer: `no-restricted-imports` with the banned layers' folders and the QEMU
+ * ban. (A second override with the same rule on the same files would replace these options in a
+ * flat config, so the QEMU ban is merged in here; the composition root gets the layer ban only.)
+ */
 // Tests may cross layers to build fixtures (a daemon test runs the real guest agent in-process);
 // the code under test may not.
-const layerRules = Object.entries(layers).map(([layer, banned]) => ({
-  files: [`src/${layer}/**/*.ts`],
-  ignores: ['**/*.test.ts'],
-  rules: {
-    'no-restricted-imports': [
-      'error',
-      {
-        patterns: banned.map((b) => ({
-          group: [`**/${b}/**`, `**/${b}/*`],
-          message: `layering: src/${layer} must not import src/${b} (see docs/ARCHITECTURE.md)`,
-        })),
-      },
-    ],
-  },
-}));
+const layerRules = Object.entries(layers).flatMap(([layer, banned]) => {
+  const patterns = banned.map((b) => ({
+    group: [`**/${b}/**`, `**/${b}/*`],
+    message: `layering: src/${layer} must not import src/${b} (see docs/ARCHITECTURE.md)`,
+  }));
+  const rules = (p) => ({ 'no-restricted-imports': ['error', { patterns: p }] });
+  const roots = QEMU_ROOTS.filter((f) => f.startsWith(`src/${layer}/`));
+  return [
+    {
+      files: [`src/${layer}/**/*.ts`],
+      ignores: ['**/*.test.ts', ...roots],
+      rules: rules([...patterns, qemuBan]),
+    },
+    ...(roots.length ? [{ files: roots, rules: rules(patterns) }] : []),
+  ];
+});
 
 const noExit = { object: 'process', property: 'exit', message: 'only cli/ exits' };
 /** Every KILN_* variable is read once by core/config.ts's loadConfig in a process entry. */

@@ -13,8 +13,8 @@ import { median } from './stats.ts';
 import { waitPidExit } from '../src/core/proc.ts';
 import type { Image } from '../src/images/registry.ts';
 import { ensureDefaultImage } from '../test/helpers/image.ts';
+import { AGENT_PORT } from '../src/vmm/driver.ts';
 import { waitForHttp } from '../src/vmm/health.ts';
-import { AGENT_PORT } from '../src/vmm/qemu/args.ts';
 import { hostTscKhz } from '../src/vmm/qemu/host.ts';
 import { QemuDriver } from '../src/vmm/qemu/qemu-driver.ts';
 
@@ -65,14 +65,12 @@ async function kilnBoot(driver: QemuDriver, img: Image, i: number): Promise<numb
   const t0 = performance.now();
   const info = await driver.start({
     id,
-    kernel: img.kernel,
-    initrd: img.initrd,
-    rootfs: img.rootfs,
-    memoryMiB: MEM,
-    vcpus: 1,
+    boot: { kernel: img.kernel, initrd: img.initrd, rootfs: img.rootfs },
+    resources: { memoryMiB: MEM, vcpus: 1 },
+    network: { kind: 'open' },
   });
   try {
-    await waitForHttp(`http://${info.hostAddr}:${info.ports[AGENT_PORT] ?? 0}/health`, {
+    await waitForHttp(`http://${info.agent.host}:${info.agent.port}/health`, {
       timeoutMs: 180_000,
       attemptTimeoutMs: 1000,
     });

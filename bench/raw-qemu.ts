@@ -5,9 +5,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { sleep, waitPidExit } from '../src/core/proc.ts';
-import type { VmSpec } from '../src/vmm/driver.ts';
 import { waitForHttp } from '../src/vmm/health.ts';
 import { FORWARD_HOST, qemuArgs } from '../src/vmm/qemu/args.ts';
+import { planVm } from '../src/vmm/qemu/plan.ts';
 import { hostTscKhz } from '../src/vmm/qemu/host.ts';
 import { QmpClient } from '../src/vmm/qemu/qmp.ts';
 
@@ -46,14 +46,14 @@ export async function rawRestore(img: BootFiles, snap: SnapshotFiles): Promise<R
       r,
     ),
   );
-  const spec: VmSpec = {
+  const spec = planVm({
     id: `raw-${seq++}`,
-    ...img,
-    memoryMiB: snap.memoryMiB,
-    vcpus: 1,
-    memoryFile: { path: snap.memory, share: false },
-    incoming: { stateFile: snap.state },
-  };
+    boot: img,
+    resources: { memoryMiB: snap.memoryMiB, vcpus: 1 },
+    network: { kind: 'open' },
+    diskLayer: snap.disk,
+    restore: { snapshot: { stateFile: snap.state, ramFile: snap.memory } },
+  });
   const args = qemuArgs(spec, {
     accel: 'tcg',
     tcgCacheMiB: 64,

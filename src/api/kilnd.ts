@@ -21,7 +21,8 @@ import { imageByKey, resolveImage } from '../images/registry.ts';
 import { SqliteStore } from '../store/sqlite-store.ts';
 import { acquireStateLock } from '../store/state-lock.ts';
 import { hostMemoryMiB } from '../vmm/qemu/host.ts';
-import { applyAgentGuard } from '../vmm/qemu/agent-guard.ts';
+import { agentGuardTable, applyAgentGuard, removeAgentGuard } from '../vmm/qemu/agent-guard.ts';
+import { QemuDiskLayers } from '../vmm/qemu/disk-layers.ts';
 import { QemuDriver } from '../vmm/qemu/qemu-driver.ts';
 import { e2bErrorBody, e2bRouterOpts, e2bRoutes } from './e2b.ts';
 import { createEnvdProxy } from './envd-proxy.ts';
@@ -279,12 +280,14 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
     undo.push('remove the pid file', () => unlink(pidFile).catch(() => undefined));
     const disk = new DiskAdmission({
       stateDir: o.stateDir,
-      runDir: join(o.stateDir, 'vms'),
+      layers: new QemuDiskLayers({ runDir: join(o.stateDir, 'vms') }),
       reserveMiB: numberOpt(o.diskReserveMiB, 'KILN_DISK_RESERVE_MIB', DEFAULT_DISK_RESERVE_MIB, 0),
       overcommitRatio: numberOpt(o.diskOvercommitRatio, 'KILN_DISK_OVERCOMMIT_RATIO', 1, 1),
     });
     const guard = o.agentGuard ?? true;
-    if (guard) await applyAgentGuard({ uid: process.getuid?.() ?? 0 });
+    // This kilnd's own table (named by its state dir): another kilnd's start or stop never touches it.
+    const guardTable = agentGuardTable(o.stateDir);
+    if (guard) await applyAgentGuard({ table: guardTable, uid: process.getuid?.() ?? 0 });
     else log.warn('KILN_AGENT_GUARD=off: any local user can connect to guest agent ports');
     const store = new SqliteStore(join(o.stateDir, 'kiln.db'));
     undo.push('close the store', () => {
@@ -302,6 +305,11 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
       ...(o.accel ? { accel: o.accel } : {}),
     });
     undo.push('close the driver', () => driver.close());
+    if (guard)
+      undo.push('remove the agent guard if no VM is left', async () => {
+        // VMs outlive kilnd: while any runs, its agent stays guarded until the next start.
+        if ((await driver.list()).length === 0) await removeAgentGuard({ table: guardTable });
+      });
     const svc = new SandboxService({
       store,
       driver,

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { diskVirtualSize, overlayWorstCaseBytes } from '../vmm/qemu/qcow2.ts';
+import { QemuDiskLayers } from '../vmm/qemu/disk-layers.ts';
 import { DiskAdmission } from './admission.ts';
 
 const MiB = 2 ** 20;
@@ -43,7 +44,7 @@ describe('disk admission', () => {
     let free = 0;
     const adm = new DiskAdmission({
       stateDir: dir,
-      runDir: join(dir, 'vms'),
+      layers: new QemuDiskLayers({ runDir: join(dir, 'vms') }),
       reserveMiB: 100,
       overcommitRatio: 1,
       freeBytes: () => free,
@@ -88,7 +89,7 @@ describe('disk admission', () => {
     const worst = overlayWorstCaseBytes(64 * MiB);
     const adm = new DiskAdmission({
       stateDir: dir,
-      runDir: join(dir, 'vms'),
+      layers: new QemuDiskLayers({ runDir: join(dir, 'vms') }),
       reserveMiB: 10,
       overcommitRatio: 4,
       freeBytes: () => worst / 4 + 10 * MiB,
@@ -100,7 +101,12 @@ describe('disk admission', () => {
   });
 
   it('refuses nonsense settings', () => {
-    const o = { stateDir: dir, runDir: dir, reserveMiB: 0, overcommitRatio: 1 };
+    const o = {
+      stateDir: dir,
+      layers: new QemuDiskLayers({ runDir: dir }),
+      reserveMiB: 0,
+      overcommitRatio: 1,
+    };
     assert.throws(() => new DiskAdmission({ ...o, overcommitRatio: 0.5 }), { code: 'invalid_argument' });
     assert.throws(() => new DiskAdmission({ ...o, reserveMiB: -1 }), { code: 'invalid_argument' });
     // The real statfs of the state dir: a sane number.

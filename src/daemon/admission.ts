@@ -1,9 +1,7 @@
-import { readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import { freeBytes } from '../core/disk-space.ts';
 import { KilnError, NO_SPACE_ADVICE } from '../core/errors.ts';
 import type { SnapshotRecord } from '../core/domain.ts';
-import { diskVirtualSize, overlayWorstCaseBytes } from '../vmm/qemu/qcow2.ts';
+import type { DiskLayers } from '../vmm/driver.ts';
 import { diskLayer, type ServiceContext } from './sandbox/context.ts';
 import { LIVE } from './sandbox/types.ts';
 
@@ -12,8 +10,8 @@ const MiB = 2 ** 20;
 export interface DiskAdmissionOpts {
   /** The directory whose filesystem holds VM overlays, snapshots and the database (the state dir). */
   stateDir: string;
-  /** Where each VM's directory (and its overlay) lives: `<runDir>/<sandbox id>/`. */
-  runDir: string;
+  /** The driver's disk layers: guest disk sizes, worst-case growth, what each VM wrote. */
+  layers: Pick<DiskLayers, 'virtualSize' | 'maxWritableBytes' | 'writtenBytes'>;
   /** Free space kept for the database, logs and snapshots, whatever sandboxes may take (MiB). */
   reserveMiB: number;
   /**
@@ -36,8 +34,9 @@ export interface LiveDisk {
 export const DEFAULT_DISK_RESERVE_MIB = 256;
 
 /**
- * Disk admission: a sandbox's disk is a qcow2 overlay over its source snapshot's layers, so it
- * can grow on the host by at most the guest disk's virtual size (plus qcow2 metadata): that is
+ * Disk admission: a sandbox's disk is a writable layer (QEMU: a qcow2 overlay) over its source
+ * snapshot's layers, so it can grow on the host by at most the guest disk's virtual size (plus
+ * the driver's metadata, `DiskLayers.maxWritableBytes`): that is
  * the per-sandbox disk limit. A create (or resume) is admitted only when the state dir's free
  * space covers, after dividing by the overcommit ratio, the new sandbox's worst-case growth plus
  * what running sandboxes may still write (their worst case minus what their overlays already
@@ -62,7 +61,7 @@ export class DiskAdmission {
   diskBytes(layer: string): number {
     let v = this.#sizes.get(layer);
     if (v === undefined) {
-      v = diskVirtualSize(layer);
+      v = this.#o.layers.virtualSize(layer);
       this.#sizes.set(layer, v);
     }
     return v;
@@ -70,22 +69,9 @@ export class DiskAdmission {
 
   /** What a running sandbox may still write to its overlay (bytes): its worst case minus its use. */
   remainingBytes(s: LiveDisk): number {
-    const dir = join(this.#o.runDir, s.id);
-    let overlays: string[];
-    try {
-      overlays = readdirSync(dir).filter((f) => /^overlay(-\d+)?\.qcow2$/.test(f));
-    } catch {
-      overlays = [];
-    }
-    // No overlay yet (being created) or none any more: count its whole worst case.
-    const used = overlays.reduce((n, f) => {
-      try {
-        return n + statSync(join(dir, f)).blocks * 512;
-      } catch {
-        return n;
-      }
-    }, 0);
-    return Math.max(0, overlayWorstCaseBytes(this.diskBytes(s.layer)) - used);
+    // No writable layer yet (being created) or none any more: its whole worst case counts.
+    const used = this.#o.layers.writtenBytes(s.id);
+    return Math.max(0, this.#o.layers.maxWritableBytes(this.diskBytes(s.layer)) - used);
   }
 
   /**
@@ -94,7 +80,7 @@ export class DiskAdmission {
    */
   admit(layer: string, live: readonly LiveDisk[]): void {
     const o = this.#o;
-    const mine = overlayWorstCaseBytes(this.diskBytes(layer));
+    const mine = this.#o.layers.maxWritableBytes(this.diskBytes(layer));
     let others = 0;
     for (const s of live) {
       try {

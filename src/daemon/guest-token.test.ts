@@ -83,7 +83,7 @@ describe('bootstrap tokens of templates', () => {
     const snap = store.getSnapshot(tpl.snapshotId ?? '');
     const token = snap.guestToken ?? '';
     assert.match(token, /^[0-9a-f]{64}$/, 'a 256-bit secret kept with the template');
-    assert.deepEqual(specs[0]?.kernelArgs, [`${BOOTSTRAP_KERNEL_ARG}=${tokenSha256(token)}`]);
+    assert.deepEqual(specs[0]?.boot.kernelArgs, [`${BOOTSTRAP_KERNEL_ARG}=${tokenSha256(token)}`]);
     assert.ok(!JSON.stringify(specs[0]).includes(token), 'the secret itself is not on the VM command line');
     const [a, b] = [await svc.create({ template: 'base' }), await svc.create({ template: 'base' })];
     assert.deepEqual(

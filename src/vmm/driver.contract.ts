@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { describe, it, before, after } from 'node:test';
 import { KilnError } from '../core/errors.ts';
 import { waitForHttp } from './health.ts';
-import type { VmmDriver, VmSpec } from './driver.ts';
-import { AGENT_PORT } from './qemu/args.ts';
+import { AGENT_PORT, type VmmDriver, type VmSpec } from './driver.ts';
+import { diskLayerContract } from './driver-disk.contract.ts';
 
 export interface DriverFixture {
   /** A driver bound to the fixture's runtime directory. */
@@ -55,24 +55,29 @@ export function vmmDriverContract(name: string, make: () => Promise<DriverFixtur
       await rejectsWith(d.start({ ...fx.spec('ok'), id: '../escape' }), 'invalid_argument', /id/);
       await rejectsWith(d.start({ ...fx.spec('ok'), id: 'a/b' }), 'invalid_argument', /id/);
       await rejectsWith(d.start(fx.spec('x'.repeat(200))), 'invalid_argument', /id/);
-      await rejectsWith(d.start({ ...fx.spec('mem'), memoryMiB: -1 }), 'invalid_argument', /memoryMiB/);
+      const res = (id: string, r: Partial<VmSpec['resources']>): VmSpec => {
+        const spec = fx.spec(id);
+        return { ...spec, resources: { ...spec.resources, ...r } };
+      };
+      const boot = (id: string, b: Partial<VmSpec['boot']>): VmSpec => {
+        const spec = fx.spec(id);
+        return { ...spec, boot: { ...spec.boot, ...b } };
+      };
+      await rejectsWith(d.start(res('mem', { memoryMiB: -1 })), 'invalid_argument', /memoryMiB/);
+      await rejectsWith(d.start(res('mem', { memoryMiB: 10_000_000 })), 'invalid_argument', /memoryMiB/);
+      await rejectsWith(d.start(res('cpu', { vcpus: 0 })), 'invalid_argument', /vcpus/);
+      await rejectsWith(d.start(res('cpu', { vcpus: 4096 })), 'invalid_argument', /vcpus/);
+      await rejectsWith(d.start(res('cpu', { vcpus: 1.5 })), 'invalid_argument', /vcpus/);
       await rejectsWith(
-        d.start({ ...fx.spec('mem'), memoryMiB: 10_000_000 }),
-        'invalid_argument',
-        /memoryMiB/,
-      );
-      await rejectsWith(d.start({ ...fx.spec('cpu'), vcpus: 0 }), 'invalid_argument', /vcpus/);
-      await rejectsWith(d.start({ ...fx.spec('cpu'), vcpus: 4096 }), 'invalid_argument', /vcpus/);
-      await rejectsWith(d.start({ ...fx.spec('cpu'), vcpus: 1.5 }), 'invalid_argument', /vcpus/);
-      await rejectsWith(
-        d.start({ ...fx.spec('k'), kernel: '/nonexistent/missing-vmlinuz' }),
+        d.start(boot('k', { kernel: '/nonexistent/missing-vmlinuz' })),
         'not_found',
         /kernel/,
       );
+      await rejectsWith(d.start(boot('k', { kernel: 'relative/vmlinuz' })), 'invalid_argument', /kernel/);
       await rejectsWith(
-        d.start({ ...fx.spec('k'), kernel: 'relative/vmlinuz' }),
+        d.start({ ...fx.spec('r'), restore: { snapshot: { stateFile: 'relative/state' } } }),
         'invalid_argument',
-        /kernel/,
+        /stateFile/,
       );
       assert.deepEqual(await d.list(), before, 'nothing was created');
     });
@@ -96,11 +101,13 @@ export function vmmDriverContract(name: string, make: () => Promise<DriverFixtur
         assert.ok(info.pid > 0);
       });
 
-      it('serves its guest agent on the forwarded port', async () => {
+      it('serves its guest agent on its agent endpoint', async () => {
         const info = await fx.driver.status(id);
-        const port = info.ports[AGENT_PORT];
-        assert.ok(port !== undefined && port > 0, `agent port forwarded: ${JSON.stringify(info.ports)}`);
-        await waitForHttp(`http://${info.hostAddr}:${port}/health`, { timeoutMs: fx.bootTimeoutMs });
+        assert.ok(info.agent.port > 0, `agent endpoint: ${JSON.stringify(info.agent)}`);
+        assert.deepEqual(info.endpoints[AGENT_PORT], info.agent);
+        await waitForHttp(`http://${info.agent.host}:${info.agent.port}/health`, {
+          timeoutMs: fx.bootTimeoutMs,
+        });
         assert.deepEqual(await fx.driver.list(), [id]);
       });
 
@@ -130,8 +137,8 @@ export function vmmDriverContract(name: string, make: () => Promise<DriverFixtur
         const seen = await d2.status(id);
         assert.equal(seen.pid, first.pid);
         assert.equal(seen.state, 'running');
-        assert.deepEqual(seen.ports, first.ports);
-        assert.equal(seen.hostAddr, first.hostAddr);
+        assert.deepEqual(seen.agent, first.agent);
+        assert.deepEqual(seen.endpoints, first.endpoints);
         await d2.stop(id);
         await d2.close();
         await rejectsWith(fx.driver.status(id), 'not_found');
@@ -174,7 +181,7 @@ export function vmmDriverContract(name: string, make: () => Promise<DriverFixtur
         await rejectsWith(d.freezeDisk('contract-f', join(dir, 'taken')), 'already_exists');
         assert.equal((await d.status('contract-f')).overlay, after.overlay);
         await d.resume('contract-f');
-        await waitForHttp(`http://${after.hostAddr}:${after.ports[AGENT_PORT] ?? 0}/health`, {
+        await waitForHttp(`http://${after.agent.host}:${after.agent.port}/health`, {
           timeoutMs: fx.bootTimeoutMs,
         });
         assert.equal((await d.status('contract-f')).state, 'running');
@@ -215,6 +222,8 @@ export function vmmDriverContract(name: string, make: () => Promise<DriverFixtur
       assert.deepEqual(await d.list(), []);
       await rejectsWith(d.kill('contract-l'), 'not_found');
     });
+
+    diskLayerContract(() => fx);
 
     it('kill ends a VM in any state and forgets it', async () => {
       const d = fx.driver;

@@ -15,44 +15,116 @@
 
 export type VmState = 'running' | 'paused' | 'stopped';
 
-/** What to boot. Paths are absolute; the root disk is never written (each VM gets an overlay). */
+/** The guest port the guest agent (envd) listens on; every driver exposes it as `VmInfo.agent`. */
+export const AGENT_PORT = 49983;
+
+/** What a fresh VM boots from. Paths are absolute; nothing here is ever written. */
+export interface BootSource {
+  kernel: string;
+  initrd: string;
+  /** The read-only base root filesystem image (raw ext4): the bottom of every disk layer chain. */
+  rootfs: string;
+  /** Extra kernel command line words. */
+  kernelArgs?: string[];
+}
+
+export interface Resources {
+  memoryMiB: number;
+  vcpus: number;
+}
+
+/**
+ * How the guest is attached to the network. `restricted`: no egress at all, only the host
+ * reaches the exposed guest ports; `open`: the guest may also reach out. (A tap-based driver
+ * would add kinds with a namespace and firewall; the QEMU driver uses user-mode networking.)
+ */
+export interface NetworkAttachment {
+  kind: 'restricted' | 'open';
+  /** Guest TCP ports the host reaches (`VmInfo.endpoints`), besides the agent's, always exposed. */
+  guestPorts?: number[];
+}
+
+/** Where the host reaches a guest port. */
+export interface Endpoint {
+  host: string;
+  port: number;
+}
+
+/**
+ * A VM's saved memory (see `saveState`): device state, and the guest RAM either inside
+ * `stateFile` or in `ramFile` (a VM started with `VmSpec.ramFile`; `capabilities().cowRamSharing`).
+ */
+export interface MemorySnapshot {
+  stateFile: string;
+  /** Guest RAM kept apart; restores map it copy-on-write and share its pages until written. */
+  ramFile?: string;
+}
+
+/**
+ * What to run: a VM booted from `boot`, or restored from `restore` (which must have been saved
+ * with the same boot source and resources). Its disk is a private writable layer over the disk
+ * layer chain topped by `diskLayer` (default: `boot.rootfs` alone); nothing below it is written.
+ */
 export interface VmSpec {
   /** A name-safe id (see core/validate `validateName`); also names the VM's runtime directory. */
   id: string;
-  kernel: string;
-  initrd: string;
-  /** The read-only base root filesystem (raw ext4). */
-  rootfs: string;
-  memoryMiB: number;
-  vcpus: number;
-  /** Guest TCP ports to forward to the host (`VmInfo.hostAddr`, port chosen by the host kernel). Default [49983]. */
-  guestPorts?: number[];
-  /** Extra kernel command line words. */
-  kernelArgs?: string[];
-  /** Cut the guest's network egress (QEMU user-net `restrict=on`); forwards still work. */
-  restrictNetwork?: boolean;
+  boot: BootSource;
+  resources: Resources;
+  network: NetworkAttachment;
   /**
-   * The disk the VM's private overlay sits on; default: `rootfs` (raw). A restored VM's overlay
-   * sits on the snapshot's frozen disk layer (qcow2), which itself sits on the base image.
+   * The frozen disk layer (made by `freezeDisk`, `stop({keepOverlayAs})`, `disks.flatten` or
+   * imported after `disks.verifyImported`) the VM's writable layer sits on; the layers below it
+   * are the ones it was made over.
    */
-  disk?: { backing: string; format: 'raw' | 'qcow2' };
+  diskLayer?: string;
   /**
-   * Guest RAM in a file. `share: true` writes guest memory to the file (a VM whose RAM becomes a
-   * template's); `share: false` maps it privately copy-on-write (restores of that template:
-   * pages are shared with every other restore until written).
+   * Keep the guest RAM in this new file (its directory must exist), so that `saveState` writes
+   * device state only and restores share the RAM copy-on-write. Needs `cowRamSharing`. With a
+   * `restore` whose RAM is inside the state file, the RAM is loaded into this file.
    */
-  memoryFile?: { path: string; share: boolean };
-  /** Restore: load device state from this file (saved by `saveState`) instead of booting. */
-  incoming?: {
-    stateFile: string;
-    /**
-     * The file also holds the guest RAM (it was saved from a VM whose RAM was not a shared file);
-     * with `memoryFile` (share on) the RAM is loaded into that file.
-     */
-    ramInStream?: boolean;
-    /** Stay paused once loaded (to save the state again, e.g. with RAM moved into a file). */
-    stayPaused?: boolean;
+  ramFile?: string;
+  /** Restore from a saved memory snapshot instead of booting (needs `memorySnapshots`). */
+  restore?: {
+    snapshot: MemorySnapshot;
+    /** Stay paused once loaded (to save the state again, e.g. with the RAM moved into a file). */
+    paused?: boolean;
   };
+}
+
+/** What a driver can do; the daemon asks before it relies on any of these. */
+export interface VmmCapabilities {
+  /** `saveState` and `VmSpec.restore`. */
+  memorySnapshots: boolean;
+  /** `VmSpec.ramFile` and `MemorySnapshot.ramFile`: restores of one snapshot share its RAM pages. */
+  cowRamSharing: boolean;
+  /** `freezeDisk` on a paused VM that then goes on over a new writable layer (no copy). */
+  liveDiskFreeze: boolean;
+}
+
+/**
+ * Disk layer files: frozen, immutable layers each standing on the one below, down to a boot
+ * source's rootfs. Their format is the driver's business (QEMU: qcow2, via qemu-img).
+ */
+export interface DiskLayers {
+  /** The size of the disk the guest sees (bytes) for a chain topped by `layer`. Cheap, synchronous. */
+  virtualSize(layer: string): number;
+  /** The most host bytes a VM's writable layer over a disk of `virtualBytes` can take. */
+  maxWritableBytes(virtualBytes: number): number;
+  /** Host bytes VM `id`'s writable layers hold now (0 when it has none). */
+  writtenBytes(id: string): number;
+  /**
+   * Writes `layer` and the layers between it and `base` as one new layer `out` standing directly
+   * on `base` (same guest-visible content). `out` must not be in use.
+   */
+  flatten(layer: string, base: string, out: string, opts?: OpOpts): Promise<void>;
+  /** Writes the whole chain topped by `layer` as one standalone layer `out` (no base: portable). */
+  exportStandalone(layer: string, out: string, opts?: OpOpts): Promise<void>;
+  /**
+   * Checks an untrusted layer file (from an imported archive) before any VM opens it: it must be
+   * one standalone layer of this driver's format referring to no other file; `invalid_argument`
+   * naming what is wrong otherwise. A verified layer can be a `VmSpec.diskLayer` and a rootfs.
+   */
+  verifyImported(path: string, opts?: OpOpts): Promise<void>;
 }
 
 export interface SaveStateResult {
@@ -68,15 +140,15 @@ export interface VmInfo {
   pid: number;
   accel: 'kvm' | 'tcg';
   /**
-   * The host address the guest ports are forwarded on (a loopback address of the driver's
-   * choosing; the QEMU driver's is 127.77.0.1, which kilnd's port guard keeps to its own uid).
+   * Where the host reaches the guest agent (the QEMU driver forwards it on a loopback address of
+   * its own, which kilnd's port guard keeps to its own uid).
    */
-  hostAddr: string;
-  /** Guest port -> host port on `hostAddr`. */
-  ports: Record<number, number>;
-  /** The VM's runtime directory (overlay, QMP socket, serial log, record). */
+  agent: Endpoint;
+  /** Guest port -> where the host reaches it (the agent's and `network.guestPorts`). */
+  endpoints: Record<number, Endpoint>;
+  /** The VM's runtime directory (writable layer, control socket, console log, record). */
   dir: string;
-  /** The disk overlay the VM writes to now (it changes when `freezeDisk` runs). */
+  /** The writable disk layer the VM writes to now (it changes when `freezeDisk` runs). */
   overlay: string;
   serialLog: string;
   startedAt: string;
@@ -93,11 +165,15 @@ export interface OpOpts {
 }
 
 export interface StopOpts extends OpOpts {
-  /** Keep the VM's disk overlay: move it here once QEMU has exited (same filesystem). */
+  /** Keep the VM's writable disk layer as a frozen layer here, once the VM has exited (same filesystem). */
   keepOverlayAs?: string;
 }
 
 export interface VmmDriver {
+  /** What this driver can do (constant for an instance). */
+  capabilities(): VmmCapabilities;
+  /** Operations on disk layer files (no VM involved). */
+  readonly disks: DiskLayers;
   /** Boots a new VM. Legal when no VM with `spec.id` exists. Resolves once the VM runs (not when the guest is ready). */
   start(spec: VmSpec, opts?: OpOpts): Promise<VmInfo>;
   /**
@@ -116,15 +192,16 @@ export interface VmmDriver {
    */
   stop(id: string, opts?: StopOpts): Promise<void>;
   /**
-   * Saves the VM's device state (and its RAM unless the RAM is a shared file) to `stateFile`.
+   * Saves the VM's device state (and its RAM unless it runs with `VmSpec.ramFile`) to `stateFile`:
+   * a `MemorySnapshot` with `ramFile` = the spec's when it had one. Needs `memorySnapshots`.
    * Legal in `running` and `paused`; leaves the VM `paused` so its disk and RAM file stay as saved
    * until the caller resumes or stops it.
    */
   saveState(id: string, stateFile: string, opts?: OpOpts): Promise<SaveStateResult>;
   /**
-   * Freezes the VM's disk as it is now: its current overlay moves to `layerPath` (same
+   * Freezes the VM's disk as it is now: its current writable layer moves to `layerPath` (same
    * filesystem, must not exist) and becomes read-only, and the VM goes on writing to a new
-   * overlay on top of it (no data is copied). Legal in `paused`; the VM stays paused. On failure
+   * writable layer on top of it (no data is copied). Needs `liveDiskFreeze`. Legal in `paused`; the VM stays paused. On failure
    * the VM keeps its old overlay and nothing is left at `layerPath`. Repeating the call with the
    * same layer after a crash interrupted it finishes it (or finds it done).
    */

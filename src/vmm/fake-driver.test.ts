@@ -9,11 +9,9 @@ vmmDriverContract('FakeDriver', () => {
     reattach: () => new FakeDriver(world),
     spec: (id: string) => ({
       id,
-      kernel: '/k/vmlinuz',
-      initrd: '/k/initrd.img',
-      rootfs: '/k/rootfs.ext4',
-      memoryMiB: 256,
-      vcpus: 1,
+      boot: { kernel: '/k/vmlinuz', initrd: '/k/initrd.img', rootfs: '/k/rootfs.ext4' },
+      resources: { memoryMiB: 256, vcpus: 1 },
+      network: { kind: 'restricted' },
     }),
     bootTimeoutMs: 2000,
     loseDir: (id: string) => {

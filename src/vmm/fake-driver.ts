@@ -2,9 +2,22 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { KilnError, invalidArgument } from '../core/errors.ts';
 import { validateMemoryMiB, validateName, validateVcpus } from '../core/validate.ts';
-import { writeFile } from 'node:fs/promises';
-import type { OpOpts, SaveStateResult, StopOpts, VmInfo, VmmDriver, VmSpec, VmState } from './driver.ts';
-import { AGENT_PORT } from './qemu/args.ts';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { basename } from 'node:path';
+import {
+  AGENT_PORT,
+  type DiskLayers,
+  type Endpoint,
+  type OpOpts,
+  type SaveStateResult,
+  type StopOpts,
+  type VmInfo,
+  type VmmCapabilities,
+  type VmmDriver,
+  type VmSpec,
+  type VmState,
+} from './driver.ts';
 
 export type FakeWorld = Map<string, FakeVm>;
 
@@ -17,7 +30,53 @@ interface FakeVm {
   console: string[];
   /** Its runtime directory was removed while the "process" runs (see `loseDir`). */
   dirLost: boolean;
+  /** The disk layer (or rootfs) its writable layer sits on. */
+  layer: string;
 }
+
+/** A fake disk layer file: this line naming the layer it sits on; anything else is standalone. */
+const FAKE_LAYER = 'fake layer over ';
+/** A standalone fake disk written by `exportStandalone`: this line with its guest size. */
+const FAKE_STANDALONE = /^fake standalone disk of (\d+) bytes$/;
+/** The guest disk size of a chain whose bottom file does not exist (fake images). */
+const FAKE_DISK_BYTES = 64 * 1024;
+
+function firstLine(path: string): string {
+  return readFileSync(path, 'utf8').split('\n', 1)[0] ?? '';
+}
+
+/** A fake chain's guest size: its bottom file's size (FAKE_DISK_BYTES when that does not exist). */
+function fakeVirtualSize(layer: string): number {
+  const size = statSync(layer).size;
+  const head = firstLine(layer);
+  if (head.startsWith(FAKE_LAYER)) {
+    const base = head.slice(FAKE_LAYER.length);
+    return existsSync(base) ? fakeVirtualSize(base) : FAKE_DISK_BYTES;
+  }
+  return Number(FAKE_STANDALONE.exec(head)?.[1] ?? size);
+}
+
+/** Disk layers of the fake: plain files; a layer made over another names it on its first line. */
+const fakeDiskLayers: DiskLayers = {
+  virtualSize: fakeVirtualSize,
+  maxWritableBytes: (virtualBytes) => virtualBytes + 2 ** 20,
+  writtenBytes: () => 0,
+  async flatten(layer, base, out) {
+    await readFile(layer);
+    await writeFile(out, `${FAKE_LAYER}${base}\n`, { flag: 'wx' });
+  },
+  async exportStandalone(layer, out) {
+    await writeFile(out, `fake standalone disk of ${fakeVirtualSize(layer)} bytes\n`, { flag: 'wx' });
+  },
+  async verifyImported(path) {
+    const head = (await readFile(path, 'utf8')).split('\n', 1)[0] ?? '';
+    if (head.startsWith(FAKE_LAYER))
+      throw invalidArgument(
+        'archive',
+        `${basename(path)} must be a standalone disk layer; it sits on ${head.slice(FAKE_LAYER.length)}`,
+      );
+  },
+};
 
 /**
  * An in-memory `VmmDriver` for unit tests of the layers above: no processes, but each "VM" serves
@@ -36,42 +95,69 @@ export class FakeDriver implements VmmDriver {
     this.#vms = world;
   }
 
+  readonly disks: DiskLayers = fakeDiskLayers;
+
+  capabilities(): VmmCapabilities {
+    return { memorySnapshots: true, cowRamSharing: true, liveDiskFreeze: true };
+  }
+
   async start(spec: VmSpec, _opts?: OpOpts): Promise<VmInfo> {
     validateName('id', spec.id);
-    validateMemoryMiB(spec.memoryMiB);
-    validateVcpus(spec.vcpus);
-    for (const [field, path] of [
-      ['kernel', spec.kernel],
-      ['initrd', spec.initrd],
-      ['rootfs', spec.rootfs],
-    ] as const) {
-      if (!path.startsWith('/')) throw invalidArgument(field, `must be an absolute path, got "${path}"`);
+    validateMemoryMiB(spec.resources.memoryMiB);
+    validateVcpus(spec.resources.vcpus);
+    const files: [string, string | undefined][] = [
+      ['kernel', spec.boot.kernel],
+      ['initrd', spec.boot.initrd],
+      ['rootfs', spec.boot.rootfs],
+      ['diskLayer', spec.diskLayer],
+      ['ramFile', spec.ramFile],
+      ['restore.snapshot.stateFile', spec.restore?.snapshot.stateFile],
+    ];
+    for (const [field, path] of files) {
+      if (path !== undefined && !path.startsWith('/'))
+        throw invalidArgument(field, `must be an absolute path, got "${path}"`);
     }
-    if (spec.kernel.includes('missing'))
-      throw new KilnError('not_found', `kernel ${spec.kernel} does not exist`);
+    if (spec.boot.kernel.includes('missing'))
+      throw new KilnError('not_found', `kernel ${spec.boot.kernel} does not exist`);
     if (this.#vms.has(spec.id)) throw new KilnError('already_exists', `VM ${spec.id} already exists`);
-    if (spec.memoryFile?.share) await writeFile(spec.memoryFile.path, `fake RAM of ${spec.id}`);
+    if (spec.restore)
+      await readFile(spec.restore.snapshot.stateFile).catch((e: unknown) => {
+        throw new KilnError(
+          'not_found',
+          `restore.snapshot.stateFile ${spec.restore?.snapshot.stateFile} does not exist`,
+          { cause: e },
+        );
+      });
+    if (spec.ramFile && !spec.restore?.snapshot.ramFile)
+      await writeFile(spec.ramFile, `fake RAM of ${spec.id}`);
     const servers: Server[] = [];
-    const ports: Record<number, number> = {};
-    for (const gp of spec.guestPorts ?? [AGENT_PORT]) {
+    const endpoints: Record<number, Endpoint> = {};
+    for (const gp of new Set([AGENT_PORT, ...(spec.network.guestPorts ?? [])])) {
       const srv = createServer((req, res) => res.writeHead(req.url === '/health' ? 204 : 404).end());
       await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
       servers.push(srv);
-      ports[gp] = (srv.address() as AddressInfo).port;
+      endpoints[gp] = { host: '127.0.0.1', port: (srv.address() as AddressInfo).port };
     }
     const info: VmInfo = {
       id: spec.id,
-      state: 'running',
+      state: spec.restore?.paused ? 'paused' : 'running',
       pid: this.#nextPid++,
       accel: 'tcg',
-      hostAddr: '127.0.0.1',
-      ports,
+      agent: endpoints[AGENT_PORT] ?? { host: '127.0.0.1', port: 0 },
+      endpoints,
       dir: `/fake/${spec.id}`,
       overlay: `/fake/${spec.id}/overlay.qcow2`,
       serialLog: `/fake/${spec.id}/serial.log`,
       startedAt: new Date().toISOString(),
     };
-    this.#vms.set(spec.id, { info, servers, frozenInto: undefined, console: [], dirLost: false });
+    this.#vms.set(spec.id, {
+      info,
+      servers,
+      frozenInto: undefined,
+      console: [],
+      dirLost: false,
+      layer: spec.diskLayer ?? spec.boot.rootfs,
+    });
     return { ...info };
   }
 
@@ -141,11 +227,12 @@ export class FakeDriver implements VmmDriver {
       throw new KilnError('invalid_state', `VM ${id} is ${vm.info.state}; freezing its disk needs paused`);
     if (vm.frozenInto === layerPath) return; // a repeat (after a crash): already done
     vm.frozenInto = layerPath;
-    await writeFile(layerPath, `fake disk layer of ${id}`, { flag: 'wx' }).catch((e: unknown) => {
+    await writeFile(layerPath, `${FAKE_LAYER}${vm.layer}\n`, { flag: 'wx' }).catch((e: unknown) => {
       throw (e as NodeJS.ErrnoException).code === 'EEXIST'
         ? new KilnError('already_exists', `${layerPath} already exists`)
         : e;
     });
+    vm.layer = layerPath;
     vm.info.overlay = `${vm.info.dir}/overlay-${Date.now()}.qcow2`;
   }
 
@@ -185,7 +272,7 @@ export class FakeDriver implements VmmDriver {
 
   async stop(id: string, opts: StopOpts = {}): Promise<void> {
     const vm = this.#get(id);
-    if (opts.keepOverlayAs) await writeFile(opts.keepOverlayAs, `fake disk of ${id}`);
+    if (opts.keepOverlayAs) await writeFile(opts.keepOverlayAs, `${FAKE_LAYER}${vm.layer}\n`);
     for (const s of vm.servers) await new Promise((r) => s.close(r));
     this.#vms.delete(id);
   }

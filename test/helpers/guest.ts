@@ -1,7 +1,6 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import type { Sandbox } from 'e2b';
 import { waitForHttp } from '../../src/vmm/health.ts';
-import { AGENT_PORT } from '../../src/vmm/qemu/args.ts';
 import { QemuDriver } from '../../src/vmm/qemu/qemu-driver.ts';
 import type { VmInfo } from '../../src/vmm/driver.ts';
 import { bootstrapToken, connectE2b } from './e2b-stub.ts';
@@ -30,14 +29,11 @@ export async function bootAgentVm(
   const boot = bootstrapToken();
   const info = await driver.start({
     id: 'guest',
-    kernel: img.kernel,
-    initrd: img.initrd,
-    rootfs: img.rootfs,
-    memoryMiB: o.memoryMiB ?? 1024,
-    vcpus: 1,
-    kernelArgs: boot.kernelArgs,
+    boot: { kernel: img.kernel, initrd: img.initrd, rootfs: img.rootfs, kernelArgs: boot.kernelArgs },
+    resources: { memoryMiB: o.memoryMiB ?? 1024, vcpus: 1 },
+    network: { kind: 'open' },
   });
-  const agentUrl = `http://${info.hostAddr}:${info.ports[AGENT_PORT] ?? 0}`;
+  const agentUrl = `http://${info.agent.host}:${info.agent.port}`;
   const stopVm = async (): Promise<void> => {
     await driver.kill('guest');
     await driver.close();

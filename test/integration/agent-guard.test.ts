@@ -18,8 +18,7 @@ import { HttpGuestClient } from '../../src/daemon/guest-client.ts';
 import { SandboxService, type BootImage } from '../../src/daemon/sandbox-service.ts';
 import { SqliteStore } from '../../src/store/sqlite-store.ts';
 import type { OpOpts, VmInfo, VmmDriver, VmSpec } from '../../src/vmm/driver.ts';
-import { applyAgentGuard } from '../../src/vmm/qemu/agent-guard.ts';
-import { AGENT_PORT } from '../../src/vmm/qemu/args.ts';
+import { agentGuardTable, applyAgentGuard, removeAgentGuard } from '../../src/vmm/qemu/agent-guard.ts';
 import { QemuDriver } from '../../src/vmm/qemu/qemu-driver.ts';
 import { ensureDefaultImage } from '../helpers/image.ts';
 
@@ -78,12 +77,14 @@ describe('guest agents before /init (real guests)', { timeout: 1_500_000 }, () =
   before(async () => {
     const img = await ensureDefaultImage();
     image = { key: img.key, kernel: img.kernel, initrd: img.initrd, rootfs: img.rootfs };
-    // What kilnd does at start; the same table every time, so it is safe beside other kilnds.
-    await applyAgentGuard({ uid: process.getuid?.() ?? 0 });
     root = await mkdtemp('/tmp/kiln-guard-');
+    // What kilnd does at start: a table of this instance's own, safe beside other kilnds.
+    await applyAgentGuard({ table: agentGuardTable(root), uid: process.getuid?.() ?? 0 });
     store = new SqliteStore(`${root}/state.db`);
     qemu = new QemuDriver({ runDir: `${root}/vms` });
     const driver: VmmDriver = {
+      capabilities: () => qemu.capabilities(),
+      disks: qemu.disks,
       start: async (spec: VmSpec, opts?: OpOpts): Promise<VmInfo> => {
         const info = await qemu.start(spec, opts);
         if (spec.id.startsWith('sbx-') && beforeInit) await beforeInit(info);
@@ -113,6 +114,7 @@ describe('guest agents before /init (real guests)', { timeout: 1_500_000 }, () =
   after(async () => {
     for (const id of await qemu.list()) await qemu.kill(id);
     await qemu.close();
+    await removeAgentGuard({ table: agentGuardTable(root) });
     store.close();
     await rm(root, { recursive: true, force: true });
   });
@@ -120,9 +122,9 @@ describe('guest agents before /init (real guests)', { timeout: 1_500_000 }, () =
   it('before /init: uid 65534 cannot connect, root without the token gets 401 everywhere; the create succeeds', async () => {
     const seen: Record<string, number | string> = {};
     beforeInit = async (info) => {
-      const port = info.ports[AGENT_PORT] ?? 0;
-      const base = `http://${info.hostAddr}:${port}`;
-      seen['stranger connect'] = await strangerConnect(info.hostAddr, port);
+      const { host, port } = info.agent;
+      const base = `http://${host}:${port}`;
+      seen['stranger connect'] = await strangerConnect(host, port);
       seen['MakeDir'] = await rootRequest(
         base,
         '/filesystem.Filesystem/MakeDir',

@@ -12,7 +12,6 @@ import { pidAlive, sleep } from '../../src/core/proc.ts';
 import { vmmDriverContract } from '../../src/vmm/driver.contract.ts';
 import type { VmSpec } from '../../src/vmm/driver.ts';
 import { httpGetStatus, waitForHttp } from '../../src/vmm/health.ts';
-import { AGENT_PORT } from '../../src/vmm/qemu/args.ts';
 import { faultyIo } from '../../src/vmm/qemu/host-io.ts';
 import { QemuDriver } from '../../src/vmm/qemu/qemu-driver.ts';
 import { ensureDefaultImage } from '../helpers/image.ts';
@@ -28,11 +27,9 @@ async function fixture(): Promise<{ runDir: string; spec: (id: string) => VmSpec
     runDir: `${root}/vms`,
     spec: (id) => ({
       id,
-      kernel: img.kernel,
-      initrd: img.initrd,
-      rootfs: img.rootfs,
-      memoryMiB: 256,
-      vcpus: 1,
+      boot: { kernel: img.kernel, initrd: img.initrd, rootfs: img.rootfs },
+      resources: { memoryMiB: 256, vcpus: 1 },
+      network: { kind: 'restricted' },
     }),
   };
 }
@@ -102,16 +99,16 @@ describe('QemuDriver with real guests', () => {
   it('boots, the guest agent answers /health through the forward, and stop leaves nothing behind', async () => {
     const before = qemuPids(f.runDir);
     const info = await driver.start(f.spec('health'));
-    const port = info.ports[AGENT_PORT] ?? 0;
-    assert.equal(info.hostAddr, '127.77.0.1', "forwarded on kiln's own loopback address");
-    await waitForHttp(`http://${info.hostAddr}:${port}/health`, { timeoutMs: BOOT_TIMEOUT_MS });
-    assert.equal(await httpGetStatus(`http://${info.hostAddr}:${port}/health`, 5000), 204);
+    const { host, port } = info.agent;
+    assert.equal(host, '127.77.0.1', "forwarded on kiln's own loopback address");
+    await waitForHttp(`http://${host}:${port}/health`, { timeoutMs: BOOT_TIMEOUT_MS });
+    assert.equal(await httpGetStatus(`http://${host}:${port}/health`, 5000), 204);
     assert.ok(existsSync(`${info.dir}/overlay.qcow2`) && existsSync(`${info.dir}/qmp.sock`));
     assert.ok(qemuPids(f.runDir).includes(info.pid));
     await driver.stop('health');
     assert.equal(pidAlive(info.pid), false, 'no QEMU process');
     assert.equal(existsSync(info.dir), false, 'no socket, overlay, log or record');
-    assert.equal(await portClosed(info.hostAddr, port), true, 'the forwarded port is released');
+    assert.equal(await portClosed(host, port), true, 'the forwarded port is released');
     assert.deepEqual(qemuPids(f.runDir).sort(), before.sort());
   });
 
@@ -119,13 +116,13 @@ describe('QemuDriver with real guests', () => {
     const img = await ensureDefaultImage();
     const baseBefore = statSync(img.rootfs);
     const [a, b] = await Promise.all([driver.start(f.spec('twin-a')), driver.start(f.spec('twin-b'))]);
-    const pa = a.ports[AGENT_PORT] ?? 0;
-    const pb = b.ports[AGENT_PORT] ?? 0;
+    const pa = a.agent.port;
+    const pb = b.agent.port;
     assert.notEqual(a.pid, b.pid);
     assert.notEqual(pa, pb);
     await Promise.all([
-      waitForHttp(`http://${a.hostAddr}:${pa}/health`, { timeoutMs: BOOT_TIMEOUT_MS }),
-      waitForHttp(`http://${b.hostAddr}:${pb}/health`, { timeoutMs: BOOT_TIMEOUT_MS }),
+      waitForHttp(`http://${a.agent.host}:${pa}/health`, { timeoutMs: BOOT_TIMEOUT_MS }),
+      waitForHttp(`http://${b.agent.host}:${pb}/health`, { timeoutMs: BOOT_TIMEOUT_MS }),
     ]);
     // Each VM writes only to its own overlay, backed by the untouched base image.
     for (const vm of [a, b]) {
@@ -140,7 +137,7 @@ describe('QemuDriver with real guests', () => {
     }
     await driver.stop('twin-a');
     assert.equal(
-      await httpGetStatus(`http://${b.hostAddr}:${pb}/health`, 5000),
+      await httpGetStatus(`http://${b.agent.host}:${pb}/health`, 5000),
       204,
       'b still serves after a stopped',
     );

@@ -12,7 +12,6 @@ import type { Sandbox } from 'e2b';
 import { sha256File } from '../../src/images/build.ts';
 import type { VmSpec } from '../../src/vmm/driver.ts';
 import { waitForHttp } from '../../src/vmm/health.ts';
-import { AGENT_PORT } from '../../src/vmm/qemu/args.ts';
 import { QemuDriver } from '../../src/vmm/qemu/qemu-driver.ts';
 import { bootstrapToken, connectE2b } from '../helpers/e2b-stub.ts';
 import { ensureDefaultImage } from '../helpers/image.ts';
@@ -32,7 +31,11 @@ describe('template snapshot and restore (real guests)', { timeout: 600_000 }, ()
     tpl = `${root}/tpl`;
     await mkdir(tpl);
     driver = new QemuDriver({ runDir: `${root}/vms` });
-    base = { kernel: img.kernel, initrd: img.initrd, rootfs: img.rootfs, memoryMiB: MEM, vcpus: 1 };
+    base = {
+      boot: { kernel: img.kernel, initrd: img.initrd, rootfs: img.rootfs },
+      resources: { memoryMiB: MEM, vcpus: 1 },
+      network: { kind: 'restricted' },
+    };
   });
   after(async () => {
     for (const id of await driver.list()) await driver.kill(id);
@@ -45,10 +48,10 @@ describe('template snapshot and restore (real guests)', { timeout: 600_000 }, ()
     const info = await driver.start({
       ...base,
       id: 'tpl',
-      memoryFile: { path: `${tpl}/memory`, share: true },
-      kernelArgs: boot.kernelArgs,
+      boot: { ...base.boot, kernelArgs: boot.kernelArgs },
+      ramFile: `${tpl}/memory`,
     });
-    const url = `http://${info.hostAddr}:${info.ports[AGENT_PORT] ?? 0}`;
+    const url = `http://${info.agent.host}:${info.agent.port}`;
     await waitForHttp(`${url}/health`, { timeoutMs: 180_000 });
     const { sandbox: sbx, close } = await connectE2b(url, { accessToken: TPL_TOKEN }, boot.token);
     await sbx.files.write('/home/user/marker', 'before');
@@ -74,14 +77,13 @@ describe('template snapshot and restore (real guests)', { timeout: 600_000 }, ()
     const restore = (id: string): VmSpec => ({
       ...base,
       id,
-      memoryFile: { path: `${tpl}/memory`, share: false },
-      disk: { backing: `${tpl}/disk.qcow2`, format: 'qcow2' },
-      incoming: { stateFile: `${tpl}/state` },
+      diskLayer: `${tpl}/disk.qcow2`,
+      restore: { snapshot: { stateFile: `${tpl}/state`, ramFile: `${tpl}/memory` } },
     });
     const [a, b] = await Promise.all([driver.start(restore('clone-a')), driver.start(restore('clone-b'))]);
     const sdks = [];
     for (const [i, vm] of [a, b].entries()) {
-      const url = `http://${vm.hostAddr}:${vm.ports[AGENT_PORT] ?? 0}`;
+      const url = `http://${vm.agent.host}:${vm.agent.port}`;
       await waitForHttp(`${url}/health`, { timeoutMs: 60_000 });
       // /init (with the token the template's agent held) re-syncs the clock and gives each
       // clone its own token.
@@ -115,19 +117,17 @@ describe('template snapshot and restore (real guests)', { timeout: 600_000 }, ()
       driver.start({
         ...base,
         id: 'bad',
-        memoryFile: { path: `${tpl}/memory`, share: false },
-        incoming: { stateFile: `${tpl}/nope` },
+        restore: { snapshot: { stateFile: `${tpl}/nope`, ramFile: `${tpl}/memory` } },
       }),
-      { code: 'not_found', message: /incoming\.stateFile/ },
+      { code: 'not_found', message: /restore\.snapshot\.stateFile/ },
     );
     await assert.rejects(
       driver.start({
         ...base,
         id: 'bad',
-        memoryFile: { path: `${tpl}/no-memory`, share: false },
-        incoming: { stateFile: `${tpl}/state` },
+        restore: { snapshot: { stateFile: `${tpl}/state`, ramFile: `${tpl}/no-memory` } },
       }),
-      { code: 'not_found', message: /memoryFile\.path/ },
+      { code: 'not_found', message: /restore\.snapshot\.ramFile/ },
     );
     assert.deepEqual(await driver.list(), before);
   });

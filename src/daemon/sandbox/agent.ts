@@ -30,7 +30,7 @@ export async function agent(
       throw new KilnError('invalid_state', `sandbox ${id} has no running VM`, {
         details: { sandboxId: id, state: 'dead' },
       });
-    c = { host: info.hostAddr, port, startedAt: s.startedAt };
+    c = { host: info.agent.host, port, startedAt: s.startedAt };
     sc.agentPorts.set(id, c);
   }
   const baseUrl = `http://${c.host}:${c.port}`;

@@ -4,7 +4,6 @@ import { pipeline } from 'node:stream/promises';
 import { join } from 'node:path';
 import type { ArtifactRecord, SnapshotRecord, TemplateRecord } from '../../core/domain.ts';
 import { KilnError, invalidArgument } from '../../core/errors.ts';
-import { run as runTool } from '../../core/exec.ts';
 import { writeFileAtomic } from '../../core/fs-atomic.ts';
 import { newId } from '../../core/ids.ts';
 import { validateMemoryMiB, validateName, validateVcpus } from '../../core/validate.ts';
@@ -91,13 +90,7 @@ async function stageArchiveFiles(
     if (src) await link(src, dst).catch(() => copyFile(src, dst));
   }
   // The disk chain (snapshot layers, template layer, base image) as one standalone layer.
-  await runTool(
-    'qemu-img',
-    ['convert', '-q', '-O', 'qcow2', file('disk') ?? '', join(tmp, ARCHIVE_FILES.disk)],
-    {
-      failCode: 'driver_error',
-    },
-  );
+  await sc.driver.disks.exportStandalone(file('disk') ?? '', join(tmp, ARCHIVE_FILES.disk));
 }
 
 /**
@@ -117,7 +110,8 @@ export async function importSnapshot(
     run.step('staging dir', { action: 'remove-path', path: tmp });
     const m = await unpackArchive(input, tmp);
     const id = checkImportedManifest(sc, m);
-    await checkImportedDisk(join(tmp, ARCHIVE_FILES.disk));
+    // The disk is untrusted input to the VMM: one standalone layer referring to no other file.
+    await sc.driver.disks.verifyImported(join(tmp, ARCHIVE_FILES.disk));
     checkImportedToken(m);
     const tpl = importTemplate(sc, run, m);
     await rm(join(tmp, MANIFEST));
@@ -172,22 +166,6 @@ function checkImportedToken(m: ArchiveManifest): void {
     throw invalidArgument(
       'archive',
       'the manifest has no usable guestToken (16-256 printable characters): its guest agent would take requests from anyone until /init; export it again from a current kiln',
-    );
-}
-
-/** The disk is untrusted input to QEMU: one standalone qcow2, no backing or data file. */
-async function checkImportedDisk(disk: string): Promise<void> {
-  const info = JSON.parse(
-    (await runTool('qemu-img', ['info', '--output=json', disk], { failCode: 'invalid_argument' })).stdout,
-  ) as {
-    format?: string;
-    'backing-filename'?: string;
-    'format-specific'?: { data?: { 'data-file'?: string } };
-  };
-  if (info.format !== 'qcow2' || info['backing-filename'] || info['format-specific']?.data?.['data-file'])
-    throw invalidArgument(
-      'archive',
-      `${ARCHIVE_FILES.disk} must be a standalone qcow2 image (no backing or data file); it is ${info.format ?? 'unknown'}${info['backing-filename'] ? ` backed by ${info['backing-filename']}` : ''}`,
     );
 }
 

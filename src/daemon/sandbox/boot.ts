@@ -79,14 +79,10 @@ async function restoreSpec(
       : await sc.image(sc.store.getTemplate(snap.templateId).imageKey);
   return {
     id,
-    kernel: image.kernel,
-    initrd: image.initrd,
-    rootfs: image.rootfs,
-    memoryMiB: snap.memoryMiB,
-    vcpus: snap.vcpus,
-    memoryFile: { path: need('memory'), share: false },
-    disk: { backing: need('disk'), format: 'qcow2' },
-    incoming: { stateFile: need('state') },
-    restrictNetwork: !allowInternet,
+    boot: { kernel: image.kernel, initrd: image.initrd, rootfs: image.rootfs },
+    resources: { memoryMiB: snap.memoryMiB, vcpus: snap.vcpus },
+    network: { kind: allowInternet ? 'open' : 'restricted' },
+    diskLayer: need('disk'),
+    restore: { snapshot: { stateFile: need('state'), ramFile: need('memory') } },
   };
 }

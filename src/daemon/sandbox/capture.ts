@@ -44,6 +44,9 @@ export function beginCapture(
   }
   // Again under the lock: two snapshots of one sandbox may have asked for the same name.
   if (name) assertSnapshotNameFree(sc, name);
+  const caps = sc.driver.capabilities();
+  if (!caps.memorySnapshots || !caps.cowRamSharing || (kind !== 'pause' && !caps.liveDiskFreeze))
+    throw new KilnError('invalid_state', `this host's VMM driver cannot ${kind} a running sandbox`);
   const log = sc.log.child({ opId: ctx.opId, sandboxId: id });
   const run = new OpRun(sc, kind === 'pause' ? 'pause' : 'snapshot', id, ctx.opId);
   const meta: SnapshotMeta = {

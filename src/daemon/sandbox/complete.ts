@@ -90,15 +90,13 @@ async function moveRamToMemoryFile(
   try {
     await sc.driver.start({
       id: helper,
-      kernel: image.kernel,
-      initrd: image.initrd,
-      rootfs: image.rootfs,
-      memoryMiB: meta.memoryMiB,
-      vcpus: meta.vcpus,
-      memoryFile: { path: join(dir, 'memory'), share: true },
-      disk: { backing: join(dir, DISK_LAYER), format: 'qcow2' },
-      incoming: { stateFile: join(dir, FULL_STATE), ramInStream: true, stayPaused: true },
-      restrictNetwork: true,
+      boot: { kernel: image.kernel, initrd: image.initrd, rootfs: image.rootfs },
+      resources: { memoryMiB: meta.memoryMiB, vcpus: meta.vcpus },
+      network: { kind: 'restricted' },
+      diskLayer: join(dir, DISK_LAYER),
+      // The full state's RAM is loaded into a new RAM file, then saved again without it.
+      ramFile: join(dir, 'memory'),
+      restore: { snapshot: { stateFile: join(dir, FULL_STATE) }, paused: true },
     });
     await sc.driver.saveState(helper, join(dir, 'state'));
   } finally {

@@ -2,7 +2,6 @@ import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SnapshotRecord } from '../../core/domain.ts';
 import { KilnError } from '../../core/errors.ts';
-import { run as runTool } from '../../core/exec.ts';
 import { artifact } from '../snapshot-archive.ts';
 import { snapDir, type ServiceContext } from './context.ts';
 import { MAX_DISK_CHAIN, type OpCtx } from './types.ts';
@@ -102,22 +101,7 @@ async function flattenOnto(sc: ServiceContext, snap: SnapshotRecord, root: Snaps
   if (!disk || !rootDisk) return false;
   const tmp = join(dir, `${disk.path}.flat`);
   await rm(tmp, { force: true });
-  await runTool(
-    'qemu-img',
-    [
-      'convert',
-      '-q',
-      '-O',
-      'qcow2',
-      '-B',
-      join(snapDir(sc, root.id), rootDisk.path),
-      '-F',
-      'qcow2',
-      join(dir, disk.path),
-      tmp,
-    ],
-    { failCode: 'driver_error' },
-  );
+  await sc.driver.disks.flatten(join(dir, disk.path), join(snapDir(sc, root.id), rootDisk.path), tmp);
   const flat = await artifact(dir, 'disk', `${disk.path}.flat`);
   await rename(tmp, join(dir, disk.path));
   sc.store.updateSnapshot(snap.id, {

@@ -72,13 +72,15 @@ async function bootAndSave(
   const bootstrap = randomBytes(32).toString('hex');
   const info = await sc.driver.start({
     id: vmId,
-    kernel: image.kernel,
-    initrd: image.initrd,
-    rootfs: image.rootfs,
-    memoryMiB: res.memoryMiB,
-    vcpus: res.vcpus,
-    memoryFile: { path: join(staging, 'memory'), share: true },
-    kernelArgs: [`${BOOTSTRAP_KERNEL_ARG}=${tokenSha256(bootstrap)}`],
+    boot: {
+      kernel: image.kernel,
+      initrd: image.initrd,
+      rootfs: image.rootfs,
+      kernelArgs: [`${BOOTSTRAP_KERNEL_ARG}=${tokenSha256(bootstrap)}`],
+    },
+    resources: { memoryMiB: res.memoryMiB, vcpus: res.vcpus },
+    network: { kind: 'open' },
+    ramFile: join(staging, 'memory'),
   });
   await waitForHttp(`${agentUrl(info)}/health`, {
     timeoutMs: 180_000,

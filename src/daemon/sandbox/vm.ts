@@ -1,6 +1,5 @@
 import { KilnError } from '../../core/errors.ts';
 import type { VmInfo, VmmDriver } from '../../vmm/driver.ts';
-import { AGENT_PORT } from '../../vmm/qemu/args.ts';
 
 /** What the sandbox operations, recovery and the journal need of a VM beyond the driver's calls. */
 
@@ -17,10 +16,10 @@ export async function killVm(deps: { driver: VmmDriver }, vmId: string): Promise
 
 /** The host port the guest agent of a VM is forwarded to, if it is. */
 export function agentPort(info: VmInfo): number | undefined {
-  return info.ports[AGENT_PORT];
+  return info.agent.port || undefined;
 }
 
 /** Where the guest agent of a VM answers: `http://<host>:<forwarded port>`. */
 export function agentUrl(info: VmInfo): string {
-  return `http://${info.hostAddr}:${agentPort(info) ?? 0}`;
+  return `http://${info.agent.host}:${info.agent.port}`;
 }

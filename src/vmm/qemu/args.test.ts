@@ -1,15 +1,16 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import type { VmSpec } from '../driver.ts';
 import { parseUsernetForwards, qemuArgs } from './args.ts';
+import { planVm } from './plan.ts';
 
-const spec = {
+const neutral: VmSpec = {
   id: 'vm-1',
-  kernel: '/i/vmlinuz',
-  initrd: '/i/initrd.img',
-  rootfs: '/i/rootfs.ext4',
-  memoryMiB: 256,
-  vcpus: 1,
+  boot: { kernel: '/i/vmlinuz', initrd: '/i/initrd.img', rootfs: '/i/rootfs.ext4' },
+  resources: { memoryMiB: 256, vcpus: 1 },
+  network: { kind: 'open' },
 };
+const spec = planVm(neutral);
 const base = {
   tcgCacheMiB: 64,
   tscKhz: 2445404,
@@ -39,11 +40,12 @@ test('a TCG microvm with a bounded code cache, the TSC fix and a race-free agent
   assert.ok(!a.join(' ').includes('rootfs.ext4'), 'the base image is only reached through the overlay');
 });
 
-test('KVM uses the host CPU; restrictNetwork and extra ports reach the netdev', () => {
-  const a = qemuArgs(
-    { ...spec, guestPorts: [49983, 8080], restrictNetwork: true },
-    { ...base, accel: 'kvm', tscKhz: undefined },
-  );
+test('KVM uses the host CPU; a restricted network and extra ports reach the netdev', () => {
+  const a = qemuArgs(planVm({ ...neutral, network: { kind: 'restricted', guestPorts: [8080, 49983] } }), {
+    ...base,
+    accel: 'kvm',
+    tscKhz: undefined,
+  });
   assert.deepEqual(after(a, '-accel'), ['kvm']);
   assert.deepEqual(after(a, '-cpu'), ['host']);
   assert.deepEqual(after(a, '-netdev'), [
@@ -63,4 +65,34 @@ test('parses the host forwards (address and port) out of `info usernet`', () => 
     8080: { addr: '127.0.0.1', port: 40001 },
   });
   assert.deepEqual(parseUsernetForwards(''), {});
+});
+
+test('a neutral spec in QEMU terms: raw rootfs or qcow2 layer, RAM file shared or copy-on-write, restore', () => {
+  assert.deepEqual(spec.backing, { path: '/i/rootfs.ext4', format: 'raw' });
+  assert.equal(spec.memoryFile, undefined);
+  assert.equal(spec.incoming, undefined);
+  assert.equal(spec.restrict, false);
+  // A template build: RAM in a shared file.
+  assert.deepEqual(planVm({ ...neutral, ramFile: '/s/memory' }).memoryFile, {
+    path: '/s/memory',
+    share: true,
+  });
+  // A restore of a snapshot with its RAM in a file: mapped privately, RAM not in the stream.
+  const r = planVm({
+    ...neutral,
+    diskLayer: '/s/disk.qcow2',
+    restore: { snapshot: { stateFile: '/s/state', ramFile: '/s/memory' } },
+  });
+  assert.deepEqual(r.backing, { path: '/s/disk.qcow2', format: 'qcow2' });
+  assert.deepEqual(r.memoryFile, { path: '/s/memory', share: false });
+  assert.deepEqual(r.incoming, { stateFile: '/s/state', ramInStream: false, stayPaused: false });
+  // A full state (RAM in the stream) loaded into a new shared RAM file, staying paused.
+  const c = planVm({
+    ...neutral,
+    ramFile: '/s/memory',
+    restore: { snapshot: { stateFile: '/s/full' }, paused: true },
+  });
+  assert.deepEqual(c.memoryFile, { path: '/s/memory', share: true });
+  assert.deepEqual(c.incoming, { stateFile: '/s/full', ramInStream: true, stayPaused: true });
+  assert.ok(qemuArgs(c, { ...base, accel: 'tcg' }).includes('-incoming'));
 });

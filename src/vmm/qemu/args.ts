@@ -1,4 +1,4 @@
-import type { VmSpec } from '../driver.ts';
+import type { QemuVm } from './plan.ts';
 
 export interface QemuArgsOpts {
   accel: 'kvm' | 'tcg';
@@ -16,8 +16,6 @@ export interface QemuArgsOpts {
   forwardHost: string;
 }
 
-export const AGENT_PORT = 49983;
-
 /**
  * Where guest ports are forwarded on the host: a loopback address of its own (all of 127/8 is
  * local), so that one firewall rule can keep every other local user off guest agents (see
@@ -32,8 +30,8 @@ export const FORWARD_NET = '127.77.0.0/16';
  * The QEMU command line of a kiln microVM. Kept in one place so boot and (later) snapshot
  * restore use the same machine shape: only the overlay, sockets, log and pid paths vary per VM.
  */
-export function qemuArgs(spec: VmSpec, o: QemuArgsOpts): string[] {
-  const ports = spec.guestPorts ?? [AGENT_PORT];
+export function qemuArgs(spec: QemuVm, o: QemuArgsOpts): string[] {
+  const ports = spec.guestPorts;
   const fwd = ports.map((p) => `hostfwd=tcp:${o.forwardHost}:0-:${p}`).join(',');
   const kernelArgs = [
     'console=ttyS0',
@@ -85,7 +83,7 @@ export function qemuArgs(spec: VmSpec, o: QemuArgsOpts): string[] {
     '-device',
     'virtio-blk-device,drive=root',
     '-netdev',
-    `user,id=n0${spec.restrictNetwork ? ',restrict=on' : ''},${fwd}`,
+    `user,id=n0${spec.restrict ? ',restrict=on' : ''},${fwd}`,
     '-device',
     'virtio-net-device,netdev=n0',
     '-device',
