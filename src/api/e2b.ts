@@ -16,21 +16,24 @@ import type { Route } from './http.ts';
 
 export { e2bErrorBody, e2bRouterOpts } from './e2b/errors.ts';
 
-export interface E2bApiDeps {
+export type E2bApiDeps = {
   svc: SandboxService;
   keys: ApiKeyService;
-  buildTemplate: TemplateBuilder;
-  /** Builds the default template on first use; pass the native API's so they share one build. */
-  templates?: TemplateEnsurer;
   /** Connect and autoResume policy; kilnd passes one on the service's clock. */
   connector?: SandboxConnector;
-}
+} & (
+  | {
+      /** Builds the default template on first use; kilnd passes the native API's (one build at a time). */
+      templates: TemplateEnsurer;
+    }
+  | { buildTemplate: TemplateBuilder }
+);
 
 export function e2bRoutes(o: E2bApiDeps): Route[] {
   const d = {
     svc: o.svc,
     keys: o.keys,
-    templates: o.templates ?? new TemplateEnsurer(o.svc, o.buildTemplate),
+    templates: 'templates' in o ? o.templates : new TemplateEnsurer(o.svc, o.buildTemplate),
     connector: o.connector ?? new SandboxConnector(o.svc),
     views: e2bViews(o.svc),
   };

@@ -215,8 +215,16 @@ export const CREATE_SANDBOX_FIELDS = {
 
 /** POST /v1/snapshots/{id}/restore: a create from that snapshot. */
 export type RestoreSnapshotRequest = Omit<CreateSandboxRequest, 'template'>;
-const { template: _template, ...restoreFields } = CREATE_SANDBOX_FIELDS;
-export const RESTORE_SNAPSHOT_FIELDS = restoreFields satisfies Fields<RestoreSnapshotRequest>;
+export const RESTORE_SNAPSHOT_FIELDS = {
+  timeoutS: true,
+  metadata: true,
+  envVars: true,
+  memoryMiB: true,
+  vcpus: true,
+  autoPause: true,
+  autoResume: true,
+  allowInternet: true,
+} as const satisfies Fields<RestoreSnapshotRequest>;
 
 /** POST /v1/templates. */
 export interface BuildTemplateRequest {

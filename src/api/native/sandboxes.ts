@@ -87,8 +87,12 @@ function logs(d: NativeDeps, c: Ctx): PageView<EventRecord> {
 
 export const sandboxRoutes = (d: NativeDeps): Route[] => [
   { method: 'POST', path: '/v1/sandboxes', status: 201, handler: (c) => create(d, c) },
-  { method: 'GET', path: '/v1/sandboxes', handler: async (c) => list(d, c) },
-  { method: 'GET', path: '/v1/sandboxes/:id', handler: async (c) => sandboxView(d.svc.get(idOf(c))) },
+  { method: 'GET', path: '/v1/sandboxes', handler: (c) => Promise.resolve(list(d, c)) },
+  {
+    method: 'GET',
+    path: '/v1/sandboxes/:id',
+    handler: (c) => Promise.resolve(sandboxView(d.svc.get(idOf(c)))),
+  },
   {
     method: 'DELETE',
     path: '/v1/sandboxes/:id',
@@ -107,5 +111,5 @@ export const sandboxRoutes = (d: NativeDeps): Route[] => [
   { method: 'POST', path: '/v1/sandboxes/:id/resume', handler: (c) => resume(d, c) },
   { method: 'POST', path: '/v1/sandboxes/:id/fork', status: 201, handler: (c) => fork(d, c) },
   { method: 'GET', path: '/v1/sandboxes/:id/stats', handler: (c) => d.svc.stats(idOf(c)) },
-  { method: 'GET', path: '/v1/sandboxes/:id/logs', handler: async (c) => logs(d, c) },
+  { method: 'GET', path: '/v1/sandboxes/:id/logs', handler: (c) => Promise.resolve(logs(d, c)) },
 ];
