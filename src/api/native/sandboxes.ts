@@ -1,8 +1,14 @@
 /** /v1/sandboxes: create, list, get, kill, timeout, pause, resume, fork, stats, logs. */
-import type { ForkView, PageView, RestoreSnapshotRequest, SandboxView } from '../../core/api-types.ts';
+import type {
+  EventView,
+  ForkView,
+  PageView,
+  RestoreSnapshotRequest,
+  SandboxView,
+  StatsView,
+} from '../../core/api-types.ts';
 import { DEFAULT_CREATE_FLAGS, DEFAULT_FORK_COUNT } from '../../core/defaults.ts';
 import type { SandboxState } from '../../core/domain.ts';
-import type { EventRecord } from '../../core/domain.ts';
 import type { Ctx, Route } from '../http.ts';
 import { queryEnum, required, type Fields } from '../parse.ts';
 import { fields, idOf, pageOf, type NativeDeps } from './deps.ts';
@@ -80,7 +86,7 @@ async function fork(d: NativeDeps, c: Ctx): Promise<ForkView> {
   };
 }
 
-function logs(d: NativeDeps, c: Ctx): PageView<EventRecord> {
+function logs(d: NativeDeps, c: Ctx): PageView<EventView> {
   const p = d.svc.logs(idOf(c), pageOf(c.query));
   return { items: p.items, next: p.next ?? null };
 }
@@ -110,6 +116,10 @@ export const sandboxRoutes = (d: NativeDeps): Route[] => [
   },
   { method: 'POST', path: '/v1/sandboxes/:id/resume', handler: (c) => resume(d, c) },
   { method: 'POST', path: '/v1/sandboxes/:id/fork', status: 201, handler: (c) => fork(d, c) },
-  { method: 'GET', path: '/v1/sandboxes/:id/stats', handler: (c) => d.svc.stats(idOf(c)) },
+  {
+    method: 'GET',
+    path: '/v1/sandboxes/:id/stats',
+    handler: (c): Promise<StatsView> => d.svc.stats(idOf(c)),
+  },
   { method: 'GET', path: '/v1/sandboxes/:id/logs', handler: (c) => Promise.resolve(logs(d, c)) },
 ];

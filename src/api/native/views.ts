@@ -38,7 +38,17 @@ export function snapshotView(x: SnapshotRecord): SnapshotView {
   };
 }
 
-export const templateView = (t: TemplateRecord, ready: boolean): TemplateView => ({ ...t, ready });
+export const templateView = (t: TemplateRecord, ready: boolean): TemplateView => ({
+  id: t.id,
+  name: t.name,
+  imageKey: t.imageKey,
+  memoryMiB: t.memoryMiB,
+  vcpus: t.vcpus,
+  snapshotId: t.snapshotId,
+  createdAt: t.createdAt,
+  ownerKeyId: t.ownerKeyId,
+  ready,
+});
 
 /** Never the key itself (only its hash is kept): its prefix instead. */
 export const apiKeyView = (k: ApiKeyRecord): ApiKeyView => ({
