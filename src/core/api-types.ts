@@ -5,7 +5,14 @@
  * and src/core/api-types.test.ts keeps the tables and docs/openapi.json identical, so the three
  * cannot drift apart.
  */
-import type { ArtifactRecord, EventLevel, SandboxCondition, SandboxState, SnapshotKind } from './domain.ts';
+import type {
+  ArtifactRecord,
+  EventRecord,
+  SandboxCondition,
+  SandboxState,
+  SnapshotKind,
+  TemplateRecord,
+} from './domain.ts';
 
 /** The field table of `T`: every key of `T`, nothing else. */
 type Fields<T> = Record<keyof T, true>;
@@ -46,16 +53,8 @@ export const SANDBOX_VIEW_FIELDS = {
   ownerKeyId: true,
 } as const satisfies Fields<SandboxView>;
 
-export interface TemplateView {
-  id: string;
-  name: string;
-  imageKey: string;
-  memoryMiB: number;
-  vcpus: number;
-  snapshotId: string | null;
-  createdAt: string;
-  /** Null for templates kiln built (every key may use them). */
-  ownerKeyId: string | null;
+/** A template record as it is (kiln keeps nothing private in it), and whether it can be used. */
+export interface TemplateView extends TemplateRecord {
   /** Sandboxes can be made from it (false: no snapshot yet, or built by an older kiln: rebuild). */
   ready: boolean;
 }
@@ -127,14 +126,8 @@ export const STATS_VIEW_FIELDS = {
   at: true,
 } as const satisfies Fields<StatsView>;
 
-export interface EventView {
-  seq: number;
-  sandboxId: string;
-  at: string;
-  level: EventLevel;
-  message: string;
-  data: Record<string, unknown> | null;
-}
+/** An entry of a sandbox's event log, as the store keeps it. */
+export type EventView = EventRecord;
 
 /** An API key as listed: never the key itself (only its hash is kept), its prefix instead. */
 export interface ApiKeyView {
@@ -215,16 +208,9 @@ export const CREATE_SANDBOX_FIELDS = {
 
 /** POST /v1/snapshots/{id}/restore: a create from that snapshot. */
 export type RestoreSnapshotRequest = Omit<CreateSandboxRequest, 'template'>;
-export const RESTORE_SNAPSHOT_FIELDS = {
-  timeoutS: true,
-  metadata: true,
-  envVars: true,
-  memoryMiB: true,
-  vcpus: true,
-  autoPause: true,
-  autoResume: true,
-  allowInternet: true,
-} as const satisfies Fields<RestoreSnapshotRequest>;
+export const RESTORE_SNAPSHOT_FIELDS: Fields<RestoreSnapshotRequest> = Object.fromEntries(
+  Object.entries(CREATE_SANDBOX_FIELDS).filter(([k]) => k !== 'template'),
+) as Fields<RestoreSnapshotRequest>;
 
 /** POST /v1/templates. */
 export interface BuildTemplateRequest {
