@@ -16,6 +16,7 @@ import {
 import type { Logger } from 'pino';
 import { fileSignature, safeEqual } from '../core/envd-auth.ts';
 import { ERROR_CODES, asKilnError, invalidArgument } from '../core/errors.ts';
+import { SandboxConnector } from '../daemon/connect.ts';
 import type { SandboxService } from '../daemon/sandbox-service.ts';
 import { clientGone, parseTarget, sendJson } from './http.ts';
 
@@ -42,6 +43,8 @@ function forwardHeaders(h: IncomingHttpHeaders): IncomingHttpHeaders {
 export interface EnvdProxyDeps {
   svc: SandboxService;
   log: Logger;
+  /** Resumes a paused autoResume sandbox on its first request (default: one on the wall clock). */
+  connector?: SandboxConnector;
 }
 
 export interface EnvdProxy {
@@ -58,201 +61,209 @@ function sendProxyError(res: ServerResponse, status: number, message: string, sa
   sendJson(res, status, { code: status, message, ...(sandboxId ? { sandboxId } : {}) });
 }
 
-export function createEnvdProxy(d: EnvdProxyDeps): EnvdProxy {
-  // Connections to guests are kept open between requests: a new TCP connection through QEMU's
-  // user-mode network costs a round trip into the guest.
-  const agent = new Agent({ keepAlive: true, keepAliveMsecs: 30_000, maxFreeSockets: 16 });
+/** The proxy's state: its deps, its connection pool to guests, the autoResume policy. */
+interface Proxy {
+  svc: SandboxService;
+  log: Logger;
+  agent: Agent;
+  connector: SandboxConnector;
+}
 
-  /** The running sandbox whose token produced this `/files` URL's signature, if any. */
-  const bySignature = (q: URLSearchParams, method: string): string | undefined => {
-    const sig = q.get('signature');
-    if (!sig) return undefined;
-    const expRaw = q.get('signature_expiration');
-    const exp = expRaw === null ? undefined : Number(expRaw);
-    if (exp !== undefined && !Number.isInteger(exp)) return undefined;
-    const op = method === 'POST' ? 'write' : 'read';
-    const path = q.get('path') ?? '';
-    const user = q.get('username') ?? '';
-    let cursor: string | undefined;
-    do {
-      const page = d.svc.list({ states: ['running', 'paused'] }, { limit: 1000, cursor });
-      for (const s of page.items)
-        if (safeEqual(sig, fileSignature(path, op, user, s.accessToken, exp))) return s.id;
-      cursor = page.next;
-    } while (cursor);
-    return undefined;
-  };
+/** The running sandbox whose token produced this `/files` URL's signature, if any. */
+function bySignature(svc: SandboxService, q: URLSearchParams, method: string): string | undefined {
+  const sig = q.get('signature');
+  if (!sig) return undefined;
+  const expRaw = q.get('signature_expiration');
+  const exp = expRaw === null ? undefined : Number(expRaw);
+  if (exp !== undefined && !Number.isInteger(exp)) return undefined;
+  const op = method === 'POST' ? 'write' : 'read';
+  const path = q.get('path') ?? '';
+  const user = q.get('username') ?? '';
+  let cursor: string | undefined;
+  do {
+    const page = svc.list({ states: ['running', 'paused'] }, { limit: 1000, cursor });
+    for (const s of page.items)
+      if (safeEqual(sig, fileSignature(path, op, user, s.accessToken, exp))) return s.id;
+    cursor = page.next;
+  } while (cursor);
+  return undefined;
+}
 
-  const forward = (
-    req: IncomingMessage,
-    res: ServerResponse,
-    url: URL,
-    id: string,
-    baseUrl: string,
-    log: Logger,
-  ): void => {
-    const target = new URL(baseUrl);
-    let up: ReturnType<typeof request>;
-    try {
-      up = request({
-        host: target.hostname,
-        port: target.port,
-        method: req.method,
-        // The parsed target, so the guest sees a plain path whatever form the client sent.
-        path: url.pathname + url.search,
-        headers: { ...forwardHeaders(req.headers), host: target.host },
-        agent,
-      });
-    } catch (e) {
-      req.resume();
-      sendProxyError(
-        res,
-        400,
-        invalidArgument('request', `cannot be forwarded: ${(e as Error).message}`).message,
-        id,
-      );
+/** Pipes the guest's answer back; an answer Node cannot repeat is a 502. */
+function relayAnswer(ur: IncomingMessage, res: ServerResponse, id: string, log: Logger): void {
+  try {
+    res.writeHead(ur.statusCode ?? 502, forwardHeaders(ur.headers));
+    // Stream heads (Connect's first envelope) must reach the client now, not with the body.
+    res.flushHeaders();
+  } catch (e) {
+    // An answer Node cannot repeat (a status or header a guest should not send).
+    log.warn({ err: e }, 'envd proxy: the guest answered what cannot be passed on');
+    ur.resume();
+    sendProxyError(res, 502, `sandbox ${id} answered malformed HTTP`, id);
+    return;
+  }
+  ur.pipe(res);
+  ur.on('error', () => res.destroy());
+}
+
+/** Sends the request to the guest agent at `baseUrl` and pipes both ways without buffering. */
+function forward(
+  p: Proxy,
+  req: IncomingMessage,
+  res: ServerResponse,
+  to: { url: URL; id: string; baseUrl: string },
+  log: Logger,
+): void {
+  const { url, id } = to;
+  const target = new URL(to.baseUrl);
+  let up: ReturnType<typeof request>;
+  try {
+    up = request({
+      host: target.hostname,
+      port: target.port,
+      method: req.method,
+      // The parsed target, so the guest sees a plain path whatever form the client sent.
+      path: url.pathname + url.search,
+      headers: { ...forwardHeaders(req.headers), host: target.host },
+      agent: p.agent,
+    });
+  } catch (e) {
+    req.resume();
+    sendProxyError(
+      res,
+      400,
+      invalidArgument('request', `cannot be forwarded: ${(e as Error).message}`).message,
+      id,
+    );
+    return;
+  }
+  let answered = false;
+  up.on('response', (ur) => {
+    answered = true;
+    relayAnswer(ur, res, id, log);
+  });
+  up.on('error', (e: NodeJS.ErrnoException) => {
+    if (answered) {
+      res.destroy();
       return;
     }
-    let answered = false;
-    up.on('response', (ur) => {
-      answered = true;
-      try {
-        res.writeHead(ur.statusCode ?? 502, forwardHeaders(ur.headers));
-        // Stream heads (Connect's first envelope) must reach the client now, not with the body.
-        res.flushHeaders();
-      } catch (e) {
-        // An answer Node cannot repeat (a status or header a guest should not send).
-        log.warn({ err: e }, 'envd proxy: the guest answered what cannot be passed on');
-        ur.resume();
-        sendProxyError(res, 502, `sandbox ${id} answered malformed HTTP`, id);
-        return;
-      }
-      ur.pipe(res);
-      ur.on('error', () => res.destroy());
-    });
-    up.on('error', (e: NodeJS.ErrnoException) => {
-      if (answered) {
+    if (clientGone(req, res)) {
+      // The client hung up first (and the upstream request was cut because of it).
+      log.debug({ sandboxId: id }, 'envd proxy: client went away');
+      return;
+    }
+    // The VM behind the cached address may be gone (killed, restored elsewhere).
+    p.svc.forgetAgent(id);
+    log.info({ sandboxId: id, err: e.message }, 'envd proxy: guest unreachable');
+    sendProxyError(res, 502, `sandbox ${id} is not reachable: ${e.code ?? e.message}`, id);
+  });
+  // A client that goes away ends the upstream request too (the guest sees the stream close).
+  res.on('close', () => {
+    if (!res.writableFinished) up.destroy();
+  });
+  req.pipe(up);
+}
+
+/**
+ * The sandbox a request is for (its header, or a signed `/files` URL's signer), or an answer
+ * saying why there is none (then undefined).
+ */
+function targetOf(p: Proxy, req: IncomingMessage, res: ServerResponse, url: URL): string | undefined {
+  const hdr = req.headers['e2b-sandbox-id'];
+  let id = typeof hdr === 'string' && hdr !== '' ? hdr : undefined;
+  if (id === undefined && url.pathname === '/files')
+    id = bySignature(p.svc, url.searchParams, req.method ?? 'GET');
+  if (id === undefined) {
+    req.resume();
+    const signed = url.pathname === '/files' && url.searchParams.has('signature');
+    sendProxyError(
+      res,
+      signed ? 401 : 400,
+      signed
+        ? 'invalid signature: no running sandbox signed this URL'
+        : 'missing E2b-Sandbox-Id header: set E2B_SANDBOX_URL and use the e2b SDK, or send the header',
+    );
+    return undefined;
+  }
+  const port = req.headers['e2b-sandbox-port'];
+  if (port !== undefined && port !== String(ENVD_PORT)) {
+    req.resume();
+    sendProxyError(res, 502, `port ${String(port)} of sandbox ${id} is not exposed (only ${ENVD_PORT})`, id);
+    return undefined;
+  }
+  return id;
+}
+
+async function route(p: Proxy, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  let url: URL;
+  try {
+    url = parseTarget(req.url);
+  } catch (e) {
+    req.resume();
+    sendProxyError(res, 400, asKilnError(e).message);
+    return;
+  }
+  const id = targetOf(p, req, res, url);
+  if (id === undefined) return;
+  const log = p.log.child({ sandboxId: id });
+  let baseUrl: string;
+  try {
+    await p.connector.resumeOnTraffic(id);
+    baseUrl = (await p.svc.agent(id)).baseUrl;
+  } catch (e) {
+    req.resume();
+    const k = asKilnError(e);
+    if (k.code === 'not_found' || k.code === 'invalid_state' || k.code === 'invalid_argument') {
+      // E2B's proxy answers 502 for sandboxes it does not know or that do not run.
+      sendProxyError(res, 502, `The sandbox ${id} was not found or is not running (${k.message})`, id);
+      return;
+    }
+    log.warn({ err: e }, 'envd proxy: routing failed');
+    sendProxyError(res, ERROR_CODES[k.code].status, k.message, id);
+    return;
+  }
+  forward(p, req, res, { url, id, baseUrl }, log);
+}
+
+/** The request's error boundary: whatever routing throws is answered (or the client is gone). */
+function handle(p: Proxy, req: IncomingMessage, res: ServerResponse): void {
+  const failed = (e: unknown): void => {
+    try {
+      if (clientGone(req, res, e)) {
+        p.log.debug({ err: (e as Error | undefined)?.message }, 'envd proxy: client went away');
         res.destroy();
         return;
       }
-      if (clientGone(req, res)) {
-        // The client hung up first (and the upstream request was cut because of it).
-        log.debug({ sandboxId: id }, 'envd proxy: client went away');
-        return;
-      }
-      // The VM behind the cached address may be gone (killed, restored elsewhere).
-      d.svc.forgetAgent(id);
-      log.info({ sandboxId: id, err: e.message }, 'envd proxy: guest unreachable');
-      sendProxyError(res, 502, `sandbox ${id} is not reachable: ${e.code ?? e.message}`, id);
-    });
-    // A client that goes away ends the upstream request too (the guest sees the stream close).
-    res.on('close', () => {
-      if (!res.writableFinished) up.destroy();
-    });
-    req.pipe(up);
-  };
-
-  /** A paused sandbox created with autoResume resumes on its first request (once, however many wait). */
-  const resuming = new Map<string, Promise<unknown>>();
-  const resumeIfAsked = async (id: string): Promise<void> => {
-    const s = d.svc.get(id);
-    if (!s.autoResume || (s.state !== 'paused' && s.state !== 'pausing' && s.state !== 'resuming')) return;
-    let p = resuming.get(id);
-    if (!p) {
-      p = d.svc
-        .resume(id)
-        .catch((e: unknown) => {
-          // Someone else resumed it first: fine.
-          if (d.svc.get(id).state !== 'running') throw e;
-        })
-        .finally(() => resuming.delete(id));
-      resuming.set(id, p);
-    }
-    await p;
-  };
-
-  const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    let url: URL;
-    try {
-      url = parseTarget(req.url);
-    } catch (e) {
-      req.resume();
-      sendProxyError(res, 400, asKilnError(e).message);
-      return;
-    }
-    const hdr = req.headers['e2b-sandbox-id'];
-    let id = typeof hdr === 'string' && hdr !== '' ? hdr : undefined;
-    if (id === undefined && url.pathname === '/files')
-      id = bySignature(url.searchParams, req.method ?? 'GET');
-    if (id === undefined) {
-      req.resume();
-      const signed = url.pathname === '/files' && url.searchParams.has('signature');
-      sendProxyError(
-        res,
-        signed ? 401 : 400,
-        signed
-          ? 'invalid signature: no running sandbox signed this URL'
-          : 'missing E2b-Sandbox-Id header: set E2B_SANDBOX_URL and use the e2b SDK, or send the header',
-      );
-      return;
-    }
-    const port = req.headers['e2b-sandbox-port'];
-    if (port !== undefined && port !== String(ENVD_PORT)) {
-      req.resume();
-      sendProxyError(
-        res,
-        502,
-        `port ${String(port)} of sandbox ${id} is not exposed (only ${ENVD_PORT})`,
-        id,
-      );
-      return;
-    }
-    const log = d.log.child({ sandboxId: id });
-    let baseUrl: string;
-    try {
-      await resumeIfAsked(id);
-      baseUrl = (await d.svc.agent(id)).baseUrl;
-    } catch (e) {
-      req.resume();
       const k = asKilnError(e);
-      if (k.code === 'not_found' || k.code === 'invalid_state' || k.code === 'invalid_argument') {
-        // E2B's proxy answers 502 for sandboxes it does not know or that do not run.
-        sendProxyError(res, 502, `The sandbox ${id} was not found or is not running (${k.message})`, id);
-        return;
-      }
-      log.warn({ err: e }, 'envd proxy: routing failed');
-      sendProxyError(res, ERROR_CODES[k.code].status, k.message, id);
-      return;
+      if (k.code === 'internal') p.log.error({ err: e }, 'envd proxy failed');
+      else p.log.info({ code: k.code, msg: k.message }, 'envd proxy: request refused');
+      sendProxyError(res, ERROR_CODES[k.code].status, k.message);
+    } catch {
+      res.destroy();
     }
-    forward(req, res, url, id, baseUrl, log);
   };
+  try {
+    route(p, req, res).catch(failed);
+  } catch (e) {
+    failed(e);
+  }
+}
 
+export function createEnvdProxy(d: EnvdProxyDeps): EnvdProxy {
+  const p: Proxy = {
+    svc: d.svc,
+    log: d.log,
+    // Connections to guests are kept open between requests: a new TCP connection through QEMU's
+    // user-mode network costs a round trip into the guest.
+    agent: new Agent({ keepAlive: true, keepAliveMsecs: 30_000, maxFreeSockets: 16 }),
+    connector: d.connector ?? new SandboxConnector(d.svc),
+  };
   return {
-    // The request's error boundary: whatever routing throws is answered (or the client is gone).
     handle: (req, res) => {
-      const failed = (e: unknown): void => {
-        try {
-          if (clientGone(req, res, e)) {
-            d.log.debug({ err: (e as Error | undefined)?.message }, 'envd proxy: client went away');
-            res.destroy();
-            return;
-          }
-          const k = asKilnError(e);
-          if (k.code === 'internal') d.log.error({ err: e }, 'envd proxy failed');
-          else d.log.info({ code: k.code, msg: k.message }, 'envd proxy: request refused');
-          sendProxyError(res, ERROR_CODES[k.code].status, k.message);
-        } catch {
-          res.destroy();
-        }
-      };
-      try {
-        route(req, res).catch(failed);
-      } catch (e) {
-        failed(e);
-      }
+      handle(p, req, res);
     },
     close: () => {
-      agent.destroy();
+      p.agent.destroy();
     },
   };
 }

@@ -128,6 +128,102 @@ export function clientGone(req: IncomingMessage, res: ServerResponse, e?: unknow
   );
 }
 
+interface CompiledRoute extends Route {
+  re: RegExp;
+  names: string[];
+}
+
+function compile(r: Route): CompiledRoute {
+  const names: string[] = [];
+  const re = new RegExp(
+    '^' +
+      r.path.replace(/:([a-zA-Z]+)/g, (_, n: string) => {
+        names.push(n);
+        return '([^/]+)';
+      }) +
+      '$',
+  );
+  return { ...r, re, names };
+}
+
+/** The client's X-Kiln-Op-Id when it is a plausible id, else a new one. */
+function opIdOf(req: IncomingMessage): string {
+  const given = req.headers['x-kiln-op-id'];
+  return typeof given === 'string' && /^[a-zA-Z0-9_.-]{1,64}$/.test(given) ? given : newId('req');
+}
+
+/** One request as the router sees it. */
+interface Exchange {
+  req: IncomingMessage;
+  res: ServerResponse;
+  opId: string;
+  log: Logger;
+  /** The path, once parsed (for logs). */
+  path: string;
+}
+
+/** Answers a failed request with its error (or drops it: the client is gone, the head is sent). */
+function answerFailure(x: Exchange, opts: RouterOpts, e: unknown): void {
+  const { req, res, opId, log } = x;
+  try {
+    if (clientGone(req, res, e)) {
+      log.info(
+        { method: req.method, path: x.path, err: (e as Error | undefined)?.message },
+        'client went away',
+      );
+      res.destroy();
+      return;
+    }
+    const k = asKilnError(e);
+    if (k.code === 'internal') log.error({ err: e }, 'request failed');
+    else log.info({ method: req.method, path: x.path, code: k.code, msg: k.message }, 'request refused');
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    let body: unknown;
+    try {
+      body = opts.errorBody ? opts.errorBody(k, opId) : { ...k.toJSON(), opId };
+    } catch {
+      body = { code: k.code, message: k.message, opId };
+    }
+    sendJson(res, ERROR_CODES[k.code].status, body);
+  } catch (e2) {
+    // Answering failed too (the socket broke under us): drop the connection, keep the daemon.
+    log.warn({ err: e2 }, 'could not answer a failed request');
+    res.destroy();
+  }
+}
+
+/** The route for this method and path, and its decoded parameters; `not_found` or a 400 if none. */
+function match(
+  compiled: CompiledRoute[],
+  method: string | undefined,
+  path: string,
+): { route: CompiledRoute; params: Record<string, string> } {
+  const pathMatches = compiled.filter((r) => r.re.test(path));
+  const route = pathMatches.find((r) => r.method === method);
+  if (!route) {
+    throw pathMatches.length
+      ? new KilnError('invalid_argument', `method ${method ?? ''} is not allowed on ${path}`)
+      : new KilnError('not_found', `no route ${method ?? ''} ${cut(path)}`);
+  }
+  const m = route.re.exec(path);
+  const params: Record<string, string> = {};
+  route.names.forEach((n, i) => (params[n] = decodeParam(n, m?.[i + 1] ?? '')));
+  return { route, params };
+}
+
+/** Runs the handler and sends what it returns (unless it answered itself). */
+async function serve(x: Exchange, route: CompiledRoute, ctx: Ctx, t0: number): Promise<void> {
+  const out = await route.handler(ctx);
+  if (!x.res.headersSent) sendJson(x.res, route.status ?? 200, out);
+  x.log.info(
+    { method: x.req.method, path: x.path, status: x.res.statusCode, ms: Math.round(performance.now() - t0) },
+    'request',
+  );
+}
+
 /**
  * A small router: one op id per request (minted here, or taken from X-Kiln-Op-Id), sent back in
  * a header and in every error body, and bound to every log line of the request. Errors become
@@ -141,66 +237,17 @@ export function createRouter(
   log: Logger,
   opts: RouterOpts = {},
 ): (req: IncomingMessage, res: ServerResponse) => void {
-  const compiled = routes.map((r) => {
-    const names: string[] = [];
-    const re = new RegExp(
-      '^' +
-        r.path.replace(/:([a-zA-Z]+)/g, (_, n: string) => {
-          names.push(n);
-          return '([^/]+)';
-        }) +
-        '$',
-    );
-    return { ...r, re, names };
-  });
+  const compiled = routes.map(compile);
   return (req, res) => {
-    const given = req.headers['x-kiln-op-id'];
-    const opId = typeof given === 'string' && /^[a-zA-Z0-9_.-]{1,64}$/.test(given) ? given : newId('req');
-    const rlog = log.child({ opId });
+    const opId = opIdOf(req);
+    const x: Exchange = { req, res, opId, log: log.child({ opId }), path: '' };
     const t0 = performance.now();
-    let path = '';
-    const fail = (e: unknown): void => {
-      try {
-        if (clientGone(req, res, e)) {
-          rlog.info({ method: req.method, path, err: (e as Error | undefined)?.message }, 'client went away');
-          res.destroy();
-          return;
-        }
-        const k = asKilnError(e);
-        if (k.code === 'internal') rlog.error({ err: e }, 'request failed');
-        else rlog.info({ method: req.method, path, code: k.code, msg: k.message }, 'request refused');
-        if (res.headersSent) {
-          res.destroy();
-          return;
-        }
-        let body: unknown;
-        try {
-          body = opts.errorBody ? opts.errorBody(k, opId) : { ...k.toJSON(), opId };
-        } catch {
-          body = { code: k.code, message: k.message, opId };
-        }
-        sendJson(res, ERROR_CODES[k.code].status, body);
-      } catch (e2) {
-        // Answering failed too (the socket broke under us): drop the connection, keep the daemon.
-        rlog.warn({ err: e2 }, 'could not answer a failed request');
-        res.destroy();
-      }
-    };
     try {
       res.setHeader('x-kiln-op-id', opId);
       const url = parseTarget(req.url);
-      path = url.pathname;
+      x.path = url.pathname;
       opts.authenticate?.(req);
-      const pathMatches = compiled.filter((r) => r.re.test(url.pathname));
-      const route = pathMatches.find((r) => r.method === req.method);
-      if (!route) {
-        throw pathMatches.length
-          ? new KilnError('invalid_argument', `method ${req.method ?? ''} is not allowed on ${url.pathname}`)
-          : new KilnError('not_found', `no route ${req.method ?? ''} ${cut(url.pathname)}`);
-      }
-      const m = route.re.exec(url.pathname);
-      const params: Record<string, string> = {};
-      route.names.forEach((n, i) => (params[n] = decodeParam(n, m?.[i + 1] ?? '')));
+      const { route, params } = match(compiled, req.method, url.pathname);
       let cached: Promise<Record<string, unknown>> | undefined;
       const ctx: Ctx = {
         req,
@@ -208,27 +255,17 @@ export function createRouter(
         params,
         query: url.searchParams,
         opId,
-        log: rlog,
+        log: x.log,
         body: () => (cached ??= readJson(req)),
       };
       // Through a promise, so a handler that throws synchronously is answered like any other error.
       Promise.resolve()
-        .then(() => route.handler(ctx))
-        .then((out) => {
-          if (!res.headersSent) sendJson(res, route.status ?? 200, out);
-          rlog.info(
-            {
-              method: req.method,
-              path: url.pathname,
-              status: res.statusCode,
-              ms: Math.round(performance.now() - t0),
-            },
-            'request',
-          );
-        })
-        .catch(fail);
+        .then(() => serve(x, route, ctx, t0))
+        .catch((e: unknown) => {
+          answerFailure(x, opts, e);
+        });
     } catch (e) {
-      fail(e);
+      answerFailure(x, opts, e);
     }
   };
 }

@@ -14,6 +14,8 @@ import { ApiKeyService } from '../daemon/api-keys.ts';
 import { createLogger } from '../core/log.ts';
 import { HttpGuestClient } from '../daemon/guest-client.ts';
 import type { LivenessOpts } from '../daemon/liveness.ts';
+import { SandboxConnector } from '../daemon/connect.ts';
+import { TemplateEnsurer, type TemplateBuilder } from '../daemon/ensure-template.ts';
 import { SandboxService } from '../daemon/sandbox-service.ts';
 import { secureStateDir } from '../daemon/state-dir.ts';
 import { buildDefaultImageInChild } from '../images/build-child.ts';
@@ -26,7 +28,7 @@ import { QemuDiskLayers } from '../vmm/qemu/disk-layers.ts';
 import { QemuDriver } from '../vmm/qemu/qemu-driver.ts';
 import { e2bErrorBody, e2bRouterOpts, e2bRoutes } from './e2b.ts';
 import { createEnvdProxy } from './envd-proxy.ts';
-import { createRouter } from './http.ts';
+import { createRouter, type Route } from './http.ts';
 import {
   FALLBACK_NOFILE,
   planListeners,
@@ -245,6 +247,207 @@ function listenerPlan(log: Logger, overrides: KilndOpts['listeners']): Listeners
   return plan;
 }
 
+/** Takes the state dir's lock, makes sure no other daemon serves the socket, writes the pid file. */
+async function claimStateDir(o: KilndOpts, socketPath: string, undo: UndoStack): Promise<void> {
+  const lock = acquireStateLock(join(o.stateDir, 'kilnd.lock'));
+  undo.push('release the state dir lock', () => {
+    lock.release();
+  });
+  // The lock is the guard; a daemon of an older kiln took no lock, but its socket answers.
+  if (await socketAnswers(socketPath)) {
+    throw new KilnError(
+      'conflict',
+      `a kiln daemon already serves ${socketPath}; stop it first (kiln daemon stop)`,
+    );
+  }
+  await unlink(socketPath).catch(() => undefined);
+  const pidFile = join(o.stateDir, 'kilnd.pid');
+  await writeFile(pidFile, `${process.pid}\n`);
+  undo.push('remove the pid file', () => unlink(pidFile).catch(() => undefined));
+}
+
+/**
+ * Opens the store, the driver and the sandbox service on `now` (the clock the connect policy
+ * shares), reconciles every VM and starts the background loops.
+ */
+async function openService(
+  o: KilndOpts,
+  log: Logger,
+  now: () => number,
+  undo: UndoStack,
+): Promise<{
+  store: SqliteStore;
+  svc: SandboxService;
+}> {
+  const disk = new DiskAdmission({
+    stateDir: o.stateDir,
+    layers: new QemuDiskLayers({ runDir: join(o.stateDir, 'vms') }),
+    reserveMiB: numberOpt(o.diskReserveMiB, 'KILN_DISK_RESERVE_MIB', DEFAULT_DISK_RESERVE_MIB, 0),
+    overcommitRatio: numberOpt(o.diskOvercommitRatio, 'KILN_DISK_OVERCOMMIT_RATIO', 1, 1),
+  });
+  const guard = o.agentGuard ?? true;
+  // This kilnd's own table (named by its state dir): another kilnd's start or stop never touches it.
+  const guardTable = agentGuardTable(o.stateDir);
+  if (guard) await applyAgentGuard({ table: guardTable, uid: process.getuid?.() ?? 0 });
+  else log.warn('KILN_AGENT_GUARD=off: any local user can connect to guest agent ports');
+  const store = new SqliteStore(join(o.stateDir, 'kiln.db'));
+  undo.push('close the store', () => {
+    store.close();
+  });
+  const failpoint = failpointAt(o.failpoint?.at, (where) => {
+    log.error({ failpoint: where }, `failpoint ${where} hit: kilnd dies here`);
+    o.failpoint?.hit();
+  });
+  if (failpoint) log.warn({ failpoint: o.failpoint?.at }, 'failpoint armed (crash test)');
+  const driver = new QemuDriver({
+    runDir: join(o.stateDir, 'vms'),
+    log,
+    failpoint,
+    ...(o.accel ? { accel: o.accel } : {}),
+  });
+  undo.push('close the driver', () => driver.close());
+  if (guard)
+    undo.push('remove the agent guard if no VM is left', async () => {
+      // VMs outlive kilnd: while any runs, its agent stays guarded until the next start.
+      if ((await driver.list()).length === 0) await removeAgentGuard({ table: guardTable });
+    });
+  const svc = new SandboxService({
+    store,
+    driver,
+    guest: (g) => new HttpGuestClient(g),
+    image: async (key) => imageByKey(o.cacheDir, key),
+    dataDir: join(o.stateDir, 'data'),
+    log,
+    now,
+    capacity: { hostMemoryMiB: hostMemoryMiB(), overcommitRatio: o.overcommitRatio ?? 1.5 },
+    readyTimeoutMs: o.readyTimeoutMs,
+    disk,
+    failpoint,
+    ...(o.liveness ? { liveness: o.liveness } : {}),
+  });
+  const rec = await svc.reconcile();
+  log.info(rec, 'reconciled');
+  svc.startBackground(o.loops);
+  undo.push('stop the background loops', () => {
+    svc.stopBackground();
+  });
+  return { store, svc };
+}
+
+/** Builds a template from the default image (built first if the cache has none). */
+function templateBuilder(o: KilndOpts, svc: SandboxService, log: Logger): TemplateBuilder {
+  return async (name, res, opId) => {
+    // Refuse bad input before the image cache check, which takes seconds.
+    validateName('template', name);
+    validateMemoryMiB(res.memoryMiB);
+    validateVcpus(res.vcpus);
+    log.info({ opId }, 'building or finding the default image');
+    await buildDefaultImageInChild(o.cacheDir, { debCacheDir: o.debCacheDir, mirror: o.debianMirror });
+    const img = await resolveImage(o.cacheDir, 'default');
+    return svc.buildTemplate(
+      name,
+      { key: img.key, kernel: img.kernel, initrd: img.initrd, rootfs: img.rootfs },
+      res,
+      { opId },
+    );
+  };
+}
+
+/** The E2B API and the envd proxy on their TCP ports; their URLs are recorded in `<state>/e2b.json`. */
+async function serveE2b(
+  o: KilndOpts,
+  log: Logger,
+  api: { svc: SandboxService; keys: ApiKeyService; templates: TemplateEnsurer; connector: SandboxConnector },
+  limits: ListenersPlan,
+  undo: UndoStack,
+): Promise<{ e2bApi: Server; envdProxy: Server; e2bApiUrl: string; e2bSandboxUrl: string }> {
+  const { svc, keys, templates, connector } = api;
+  const e2bApi = createListener(
+    createRouter(
+      e2bRoutes({
+        svc,
+        keys,
+        buildTemplate: () => Promise.reject(new Error('unused')),
+        templates,
+        connector,
+      }),
+      log.child({ api: 'e2b' }),
+      e2bRouterOpts(keys),
+    ),
+    { name: 'e2b-api', limits: limits.e2bApi, log, errorBody: e2bErrorBody },
+  );
+  const proxy = createEnvdProxy({ svc, log: log.child({ api: 'envd-proxy' }), connector });
+  undo.push('close the envd proxy', () => {
+    proxy.close();
+  });
+  // Connect streams (commands, watches) live as long as the guest keeps them: no request deadline.
+  const envdProxy = createListener(proxy.handle, {
+    name: 'envd-proxy',
+    limits: limits.envdProxy,
+    log,
+    errorBody: (k) => ({ code: ERROR_CODES[k.code].status, message: k.message }),
+  });
+  undo.push('close the E2B API', () => closeServer(e2bApi));
+  const apiPort = await listenTcp(e2bApi, o.e2bApiPort, 'KILN_E2B_API_PORT', DEFAULT_E2B_API_PORT, log);
+  undo.push('close the envd proxy port', () => closeServer(envdProxy));
+  const sandboxPort = await listenTcp(
+    envdProxy,
+    o.e2bSandboxPort,
+    'KILN_E2B_SANDBOX_PORT',
+    DEFAULT_E2B_SANDBOX_PORT,
+    log,
+  );
+  const e2bApiUrl = `http://127.0.0.1:${apiPort}`;
+  const e2bSandboxUrl = `http://127.0.0.1:${sandboxPort}`;
+  const e2bFile = join(o.stateDir, 'e2b.json');
+  undo.push('remove e2b.json', () => unlink(e2bFile).catch(() => undefined));
+  await writeFileAtomic(e2bFile, JSON.stringify({ apiUrl: e2bApiUrl, sandboxUrl: e2bSandboxUrl }) + '\n');
+  return { e2bApi, envdProxy, e2bApiUrl, e2bSandboxUrl };
+}
+
+/** The native API on the unix socket (mode 0600). */
+async function serveNative(
+  socketPath: string,
+  log: Logger,
+  routes: Route[],
+  limits: ListenersPlan,
+  undo: UndoStack,
+): Promise<Server> {
+  const server = createListener(createRouter(routes, log), {
+    name: 'native',
+    limits: limits.native,
+    log,
+    errorBody: (k, opId) => ({ ...k.toJSON(), opId }),
+  });
+  undo.push('close the unix socket', async () => {
+    await closeServer(server);
+    await unlink(socketPath).catch(() => undefined);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socketPath, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  await chmod(socketPath, 0o600);
+  return server;
+}
+
+/** `envForCli`, one call at a time: concurrent first calls would each create a key and race to keep theirs. */
+function e2bEnvOnce(
+  stateDir: string,
+  keys: ApiKeyService,
+  apiUrl: string,
+  sandboxUrl: string,
+): () => Promise<E2bEnv> {
+  let inFlight: Promise<E2bEnv> | undefined;
+  return () =>
+    (inFlight ??= envForCli(stateDir, keys, apiUrl, sandboxUrl).finally(() => {
+      inFlight = undefined;
+    }));
+}
+
 /**
  * Starts kilnd. First of all it takes the state dir's lock (`<state>/kilnd.lock`, see
  * store/state-lock.ts): a second daemon on the same state dir is refused with `conflict` naming
@@ -263,151 +466,30 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
   await secureStateDir(o.stateDir, log);
   const undo = new UndoStack();
   try {
-    const lock = acquireStateLock(join(o.stateDir, 'kilnd.lock'));
-    undo.push('release the state dir lock', () => {
-      lock.release();
-    });
-    // The lock is the guard; a daemon of an older kiln took no lock, but its socket answers.
-    if (await socketAnswers(socketPath)) {
-      throw new KilnError(
-        'conflict',
-        `a kiln daemon already serves ${socketPath}; stop it first (kiln daemon stop)`,
-      );
-    }
-    await unlink(socketPath).catch(() => undefined);
-    const pidFile = join(o.stateDir, 'kilnd.pid');
-    await writeFile(pidFile, `${process.pid}\n`);
-    undo.push('remove the pid file', () => unlink(pidFile).catch(() => undefined));
-    const disk = new DiskAdmission({
-      stateDir: o.stateDir,
-      layers: new QemuDiskLayers({ runDir: join(o.stateDir, 'vms') }),
-      reserveMiB: numberOpt(o.diskReserveMiB, 'KILN_DISK_RESERVE_MIB', DEFAULT_DISK_RESERVE_MIB, 0),
-      overcommitRatio: numberOpt(o.diskOvercommitRatio, 'KILN_DISK_OVERCOMMIT_RATIO', 1, 1),
-    });
-    const guard = o.agentGuard ?? true;
-    // This kilnd's own table (named by its state dir): another kilnd's start or stop never touches it.
-    const guardTable = agentGuardTable(o.stateDir);
-    if (guard) await applyAgentGuard({ table: guardTable, uid: process.getuid?.() ?? 0 });
-    else log.warn('KILN_AGENT_GUARD=off: any local user can connect to guest agent ports');
-    const store = new SqliteStore(join(o.stateDir, 'kiln.db'));
-    undo.push('close the store', () => {
-      store.close();
-    });
-    const failpoint = failpointAt(o.failpoint?.at, (where) => {
-      log.error({ failpoint: where }, `failpoint ${where} hit: kilnd dies here`);
-      o.failpoint?.hit();
-    });
-    if (failpoint) log.warn({ failpoint: o.failpoint?.at }, 'failpoint armed (crash test)');
-    const driver = new QemuDriver({
-      runDir: join(o.stateDir, 'vms'),
-      log,
-      failpoint,
-      ...(o.accel ? { accel: o.accel } : {}),
-    });
-    undo.push('close the driver', () => driver.close());
-    if (guard)
-      undo.push('remove the agent guard if no VM is left', async () => {
-        // VMs outlive kilnd: while any runs, its agent stays guarded until the next start.
-        if ((await driver.list()).length === 0) await removeAgentGuard({ table: guardTable });
-      });
-    const svc = new SandboxService({
-      store,
-      driver,
-      guest: (g) => new HttpGuestClient(g),
-      image: async (key) => imageByKey(o.cacheDir, key),
-      dataDir: join(o.stateDir, 'data'),
-      log,
-      capacity: { hostMemoryMiB: hostMemoryMiB(), overcommitRatio: o.overcommitRatio ?? 1.5 },
-      readyTimeoutMs: o.readyTimeoutMs,
-      disk,
-      failpoint,
-      ...(o.liveness ? { liveness: o.liveness } : {}),
-    });
-    const rec = await svc.reconcile();
-    log.info(rec, 'reconciled');
-    svc.startBackground(o.loops);
-    undo.push('stop the background loops', () => {
-      svc.stopBackground();
-    });
-    const buildTemplate = async (name: string, res: { memoryMiB: number; vcpus: number }, opId: string) => {
-      // Refuse bad input before the image cache check, which takes seconds.
-      validateName('template', name);
-      validateMemoryMiB(res.memoryMiB);
-      validateVcpus(res.vcpus);
-      log.info({ opId }, 'building or finding the default image');
-      await buildDefaultImageInChild(o.cacheDir, { debCacheDir: o.debCacheDir, mirror: o.debianMirror });
-      const img = await resolveImage(o.cacheDir, 'default');
-      return svc.buildTemplate(
-        name,
-        { key: img.key, kernel: img.kernel, initrd: img.initrd, rootfs: img.rootfs },
-        res,
-        { opId },
-      );
-    };
+    await claimStateDir(o, socketPath, undo);
+    // One clock for the service and the connect policy (timeouts are compared against it).
+    const now = Date.now;
+    const { store, svc } = await openService(o, log, now, undo);
+    const buildTemplate = templateBuilder(o, svc, log);
+    // One of each for both APIs: a first create on either builds `base` once.
+    const templates = new TemplateEnsurer(svc, buildTemplate);
+    const connector = new SandboxConnector(svc, now);
     const keys = new ApiKeyService({ store });
     const limits = listenerPlan(log, o.listeners);
-    const e2bApi = createListener(
-      createRouter(e2bRoutes({ svc, keys, buildTemplate }), log.child({ api: 'e2b' }), e2bRouterOpts(keys)),
-      { name: 'e2b-api', limits: limits.e2bApi, log, errorBody: e2bErrorBody },
-    );
-    const proxy = createEnvdProxy({ svc, log: log.child({ api: 'envd-proxy' }) });
-    undo.push('close the envd proxy', () => {
-      proxy.close();
-    });
-    // Connect streams (commands, watches) live as long as the guest keeps them: no request deadline.
-    const envdProxy = createListener(proxy.handle, {
-      name: 'envd-proxy',
-      limits: limits.envdProxy,
-      log,
-      errorBody: (k) => ({ code: ERROR_CODES[k.code].status, message: k.message }),
-    });
-    undo.push('close the E2B API', () => closeServer(e2bApi));
-    const apiPort = await listenTcp(e2bApi, o.e2bApiPort, 'KILN_E2B_API_PORT', DEFAULT_E2B_API_PORT, log);
-    undo.push('close the envd proxy port', () => closeServer(envdProxy));
-    const sandboxPort = await listenTcp(
-      envdProxy,
-      o.e2bSandboxPort,
-      'KILN_E2B_SANDBOX_PORT',
-      DEFAULT_E2B_SANDBOX_PORT,
-      log,
-    );
-    const e2bApiUrl = `http://127.0.0.1:${apiPort}`;
-    const e2bSandboxUrl = `http://127.0.0.1:${sandboxPort}`;
-    const e2bFile = join(o.stateDir, 'e2b.json');
-    undo.push('remove e2b.json', () => unlink(e2bFile).catch(() => undefined));
-    await writeFileAtomic(e2bFile, JSON.stringify({ apiUrl: e2bApiUrl, sandboxUrl: e2bSandboxUrl }) + '\n');
-    // One at a time: concurrent first calls would each create a key and race to keep theirs.
-    let envInFlight: Promise<E2bEnv> | undefined;
-    const e2bEnv = (): Promise<E2bEnv> =>
-      (envInFlight ??= envForCli(o.stateDir, keys, e2bApiUrl, e2bSandboxUrl).finally(() => {
-        envInFlight = undefined;
-      }));
-    const server = createListener(
-      createRouter(nativeRoutes({ svc, buildTemplate, version: KILN_VERSION, keys, e2bEnv }), log),
-      { name: 'native', limits: limits.native, log, errorBody: (k, opId) => ({ ...k.toJSON(), opId }) },
-    );
-    undo.push('close the unix socket', async () => {
-      await closeServer(server);
-      await unlink(socketPath).catch(() => undefined);
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(socketPath, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    await chmod(socketPath, 0o600);
+    const e2b = await serveE2b(o, log, { svc, keys, templates, connector }, limits, undo);
+    const e2bEnv = e2bEnvOnce(o.stateDir, keys, e2b.e2bApiUrl, e2b.e2bSandboxUrl);
+    const routes = nativeRoutes({ svc, buildTemplate, templates, version: KILN_VERSION, keys, e2bEnv });
+    const server = await serveNative(socketPath, log, routes, limits, undo);
     log.info({ socketPath, version: KILN_VERSION }, 'kilnd listening');
     let closing: Promise<void> | undefined;
     return {
       socketPath,
-      e2bApiUrl,
-      e2bSandboxUrl,
+      e2bApiUrl: e2b.e2bApiUrl,
+      e2bSandboxUrl: e2b.e2bSandboxUrl,
       keys,
       svc,
       server,
-      listeners: { native: server, e2bApi, envdProxy },
+      listeners: { native: server, e2bApi: e2b.e2bApi, envdProxy: e2b.envdProxy },
       limits,
       close: () =>
         (closing ??= (async () => {

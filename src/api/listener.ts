@@ -100,20 +100,10 @@ function throttled(everyMs: number, emit: (count: number) => void): () => void {
 }
 
 /**
- * Creates a hardened HTTP server around `handler` (not yet listening). `handler` should be an
- * error boundary itself (the router is); this one catches what a handler throws synchronously.
+ * The connections of a listener in accept order, with the requests in progress on each. Near the
+ * cap, each new connection closes the oldest idle ones (requests in progress are never touched).
  */
-export function createListener(
-  handler: (req: IncomingMessage, res: ServerResponse) => void,
-  o: ListenerOpts,
-): Server {
-  const l = o.limits;
-  const log = o.log.child({ listener: o.name });
-  // Node refuses a head deadline longer than the request deadline.
-  const headersTimeout =
-    l.requestTimeoutMs > 0 ? Math.min(l.headersTimeoutMs, l.requestTimeoutMs) : l.headersTimeoutMs;
-
-  /** Connections in accept order, with the number of requests in progress on each. */
+function connectionTracker(l: ListenerLimits, log: Logger) {
   const conns = new Map<Socket, number>();
   // Near the cap, idle connections give way; the margin keeps room for busy ones to come.
   const evictAt = Math.max(1, l.maxConnections - Math.max(1, Math.floor(l.maxConnections / 20)));
@@ -123,75 +113,38 @@ export function createListener(
       'connection cap near: closed the oldest idle connections',
     );
   });
-  const logDropped = throttled(10_000, (n) => {
-    log.warn({ dropped: n, max: l.maxConnections }, 'connection cap reached: refused new connections');
-  });
-
-  const answerError = (res: ServerResponse, e: unknown): void => {
-    const k = asKilnError(e);
-    const opId = newId('req');
-    if (k.code === 'internal') log.error({ err: e, opId }, 'request handler threw');
-    if (res.headersSent) {
-      res.destroy();
-      return;
-    }
-    res.setHeader('x-kiln-op-id', opId);
-    sendJson(res, ERROR_CODES[k.code].status, o.errorBody(k, opId));
-  };
-
-  const server = createServer(
-    {
-      headersTimeout,
-      requestTimeout: l.requestTimeoutMs,
-      keepAliveTimeout: l.keepAliveTimeoutMs,
-      connectionsCheckingInterval: checkEvery(l),
-      // Checked below, so that the answer carries the listener's error body.
-      requireHostHeader: false,
-    },
-    (req, res) => {
+  return {
+    /** A request began on its connection; it ends when its response closes. */
+    request(req: IncomingMessage, res: ServerResponse): void {
       const sock = req.socket;
       conns.set(sock, (conns.get(sock) ?? 0) + 1);
       res.once('close', () => {
         const n = conns.get(sock);
         if (n !== undefined) conns.set(sock, Math.max(0, n - 1));
       });
-      try {
-        if (req.httpVersion === '1.1' && req.headers.host === undefined) {
-          res.setHeader('connection', 'close');
-          throw invalidArgument('host', 'the Host header is required (HTTP/1.1)');
-        }
-        handler(req, res);
-      } catch (e) {
-        try {
-          if (clientGone(req, res, e)) res.destroy();
-          else answerError(res, e);
-        } catch {
-          res.destroy();
-        }
+    },
+    connection(sock: Socket): void {
+      conns.set(sock, 0);
+      sock.once('close', () => conns.delete(sock));
+      if (conns.size <= evictAt) return;
+      for (const [s, busy] of conns) {
+        if (conns.size <= evictAt) break;
+        if (busy > 0 || s === sock) continue;
+        s.destroy();
+        conns.delete(s);
+        logEvicted();
       }
     },
-  );
-  server.maxConnections = l.maxConnections;
-  server.maxRequestsPerSocket = l.maxRequestsPerSocket;
+  };
+}
 
-  server.on('connection', (sock: Socket) => {
-    conns.set(sock, 0);
-    sock.once('close', () => conns.delete(sock));
-    if (conns.size <= evictAt) return;
-    for (const [s, busy] of conns) {
-      if (conns.size <= evictAt) break;
-      if (busy > 0 || s === sock) continue;
-      s.destroy();
-      conns.delete(s);
-      logEvicted();
-    }
-  });
-  server.on('drop', () => {
-    logDropped();
-  });
-
+/** Answers what Node's HTTP parser refused (malformed HTTP, a head not sent in time). */
+function clientErrorHandler(
+  o: ListenerOpts,
+  log: Logger,
+): (err: NodeJS.ErrnoException, s: HttpConnection) => void {
   const answered = new WeakSet<Duplex>();
-  server.on('clientError', (err: NodeJS.ErrnoException, s: HttpConnection) => {
+  return (err, s) => {
     if (answered.has(s)) return;
     answered.add(s);
     // A response in progress on this connection, or one that cannot be written: just close it.
@@ -228,6 +181,74 @@ export function createListener(
     );
     // The client reads the answer and closes; one that does not is cut off shortly after.
     setTimeout(() => s.destroy(), 2000).unref();
+  };
+}
+
+/** Answers an error a handler threw synchronously (or the missing Host header). */
+function answerError(o: ListenerOpts, log: Logger, res: ServerResponse, e: unknown): void {
+  const k = asKilnError(e);
+  const opId = newId('req');
+  if (k.code === 'internal') log.error({ err: e, opId }, 'request handler threw');
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.setHeader('x-kiln-op-id', opId);
+  sendJson(res, ERROR_CODES[k.code].status, o.errorBody(k, opId));
+}
+
+/**
+ * Creates a hardened HTTP server around `handler` (not yet listening). `handler` should be an
+ * error boundary itself (the router is); this one catches what a handler throws synchronously.
+ */
+export function createListener(
+  handler: (req: IncomingMessage, res: ServerResponse) => void,
+  o: ListenerOpts,
+): Server {
+  const l = o.limits;
+  const log = o.log.child({ listener: o.name });
+  // Node refuses a head deadline longer than the request deadline.
+  const headersTimeout =
+    l.requestTimeoutMs > 0 ? Math.min(l.headersTimeoutMs, l.requestTimeoutMs) : l.headersTimeoutMs;
+  const tracker = connectionTracker(l, log);
+  const logDropped = throttled(10_000, (n) => {
+    log.warn({ dropped: n, max: l.maxConnections }, 'connection cap reached: refused new connections');
   });
+  const server = createServer(
+    {
+      headersTimeout,
+      requestTimeout: l.requestTimeoutMs,
+      keepAliveTimeout: l.keepAliveTimeoutMs,
+      connectionsCheckingInterval: checkEvery(l),
+      // Checked below, so that the answer carries the listener's error body.
+      requireHostHeader: false,
+    },
+    (req, res) => {
+      tracker.request(req, res);
+      try {
+        if (req.httpVersion === '1.1' && req.headers.host === undefined) {
+          res.setHeader('connection', 'close');
+          throw invalidArgument('host', 'the Host header is required (HTTP/1.1)');
+        }
+        handler(req, res);
+      } catch (e) {
+        try {
+          if (clientGone(req, res, e)) res.destroy();
+          else answerError(o, log, res, e);
+        } catch {
+          res.destroy();
+        }
+      }
+    },
+  );
+  server.maxConnections = l.maxConnections;
+  server.maxRequestsPerSocket = l.maxRequestsPerSocket;
+  server.on('connection', (sock: Socket) => {
+    tracker.connection(sock);
+  });
+  server.on('drop', () => {
+    logDropped();
+  });
+  server.on('clientError', clientErrorHandler(o, log));
   return server;
 }

@@ -2,6 +2,13 @@
  * The CLI's help texts: one entry per command and subcommand, so `kiln X Y --help` and
  * `kiln help X Y` print the usage and options of exactly that command. Pure data, no side effects.
  */
+import {
+  DEFAULT_API_KEY_NAME,
+  DEFAULT_FORK_COUNT,
+  DEFAULT_MEMORY_MIB,
+  DEFAULT_TEMPLATE,
+  DEFAULT_VCPUS,
+} from '../core/defaults.ts';
 
 /** One command's help: its usage lines, what it does, its options. */
 interface CommandHelp {
@@ -26,7 +33,7 @@ export const COMMANDS: Record<string, CommandHelp> = {
     summary:
       'run a command in a throwaway sandbox: create, stream output, kill; exits with its code (128+N if signal N killed it)',
     options: [
-      ['--template T', 'template to start from (default base, built on first use)'],
+      ['--template T', `template to start from (default ${DEFAULT_TEMPLATE}, built on first use)`],
       TIMEOUT_OPT,
       ENV_OPT,
     ],
@@ -35,7 +42,7 @@ export const COMMANDS: Record<string, CommandHelp> = {
     usage: ['kiln sandbox create [--template T] [--timeout S] [--metadata K=V]... [--env K=V]... [--json]'],
     summary: 'start a sandbox and print its id',
     options: [
-      ['--template T', 'template to start from (default base, built on first use)'],
+      ['--template T', `template to start from (default ${DEFAULT_TEMPLATE}, built on first use)`],
       TIMEOUT_OPT,
       METADATA_OPT,
       ENV_OPT,
@@ -95,7 +102,7 @@ export const COMMANDS: Record<string, CommandHelp> = {
   'sandbox fork': {
     usage: ['kiln sandbox fork ID [--count N] [--timeout S] [--json]'],
     summary: 'start N copies of a running sandbox; exits 1 if any copy failed',
-    options: [['--count N', 'how many copies (default 1)'], TIMEOUT_OPT, JSON_OPT],
+    options: [['--count N', `how many copies (default ${DEFAULT_FORK_COUNT})`], TIMEOUT_OPT, JSON_OPT],
   },
   'snapshot create': {
     usage: ['kiln snapshot create SANDBOX [--name N] [--json]'],
@@ -133,9 +140,9 @@ export const COMMANDS: Record<string, CommandHelp> = {
     usage: ['kiln template build [--name N] [--memory MiB] [--vcpus N] [--json]'],
     summary: 'boot the image, wait for the agent and snapshot it as a template',
     options: [
-      ['--name N', 'template name (default base)'],
-      ['--memory MiB', 'memory of its sandboxes (default 512)'],
-      ['--vcpus N', 'vCPUs of its sandboxes (default 1)'],
+      ['--name N', `template name (default ${DEFAULT_TEMPLATE})`],
+      ['--memory MiB', `memory of its sandboxes (default ${DEFAULT_MEMORY_MIB})`],
+      ['--vcpus N', `vCPUs of its sandboxes (default ${DEFAULT_VCPUS})`],
       JSON_OPT,
     ],
   },
@@ -154,7 +161,11 @@ export const COMMANDS: Record<string, CommandHelp> = {
     usage: ['kiln api-key create [--name N] [--admin] [--json]'],
     summary:
       'issue a key for the E2B API (shown once); it sees only the sandboxes, snapshots and templates it creates',
-    options: [['--name N', 'a label (default default)'], ['--admin', 'the key sees everything'], JSON_OPT],
+    options: [
+      ['--name N', `a label (default ${DEFAULT_API_KEY_NAME})`],
+      ['--admin', 'the key sees everything'],
+      JSON_OPT,
+    ],
   },
   'api-key list': {
     usage: ['kiln api-key list [--json]'],

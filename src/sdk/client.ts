@@ -2,112 +2,43 @@ import { request } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { ERROR_CODES, KilnError, type ErrorCode } from '../core/errors.ts';
 
-export interface SandboxView {
-  sandboxId: string;
-  templateId: string;
-  state: string;
-  memoryMiB: number;
-  vcpus: number;
-  metadata: Record<string, string>;
-  createdAt: string;
-  startedAt: string | null;
-  endAt: string;
-  endReason: string | null;
-  /** What is wrong with it now (the guest does not answer, the host's disk is full...), or null. */
-  condition: { code: 'unresponsive' | 'disk_full' | 'vm_stopped'; message: string; since: string } | null;
-  envdAccessToken: string;
-  /** The API key that created it through the E2B API (null: the native API). */
-  ownerKeyId: string | null;
-}
+import type {
+  ApiKeyView,
+  BuildTemplateRequest,
+  CreateSandboxRequest,
+  CreatedApiKeyView,
+  E2bEnvView,
+  EventView,
+  ExecLine,
+  ExecRequest,
+  ForkRequest,
+  ForkView,
+  HealthView,
+  PageView,
+  RestoreSnapshotRequest,
+  SandboxView,
+  SnapshotView,
+  StatsView,
+  TemplateView,
+} from '../core/api-types.ts';
 
-export interface TemplateView {
-  id: string;
-  name: string;
-  imageKey: string;
-  memoryMiB: number;
-  vcpus: number;
-  snapshotId: string | null;
-  createdAt: string;
-  /** Null for templates kiln built (every key may use them). */
-  ownerKeyId: string | null;
-  /** Sandboxes can be made from it (false: no snapshot yet, or built by an older kiln: rebuild). */
-  ready?: boolean;
-}
+export type {
+  ApiKeyView,
+  E2bEnvView,
+  EventView,
+  ForkView,
+  SandboxView,
+  SnapshotView,
+  StatsView,
+  TemplateView,
+} from '../core/api-types.ts';
 
-export interface CreateSandboxOpts {
-  template: string;
-  timeoutS?: number;
-  metadata?: Record<string, string>;
-  envVars?: Record<string, string>;
-  memoryMiB?: number;
-  vcpus?: number;
-  allowInternet?: boolean;
-}
+/** The options of a create (the native API's request body, core/api-types.ts). */
+export type CreateSandboxOpts = CreateSandboxRequest;
 
-export interface SnapshotView {
-  snapshotId: string;
-  name: string | null;
-  kind: 'template' | 'snapshot' | 'pause' | 'fork';
-  sandboxId: string | null;
-  templateId: string;
-  parentId: string | null;
-  memoryMiB: number;
-  vcpus: number;
-  pauseMs: number | null;
-  artifacts: { kind: string; path: string; size: number; sha256: string }[];
-  createdAt: string;
-  /** The API key it belongs to (null: admin keys only). */
-  ownerKeyId: string | null;
-}
-
-export interface ForkView {
-  snapshotId: string;
-  results: ({ sandbox: SandboxView } | { error: { code: string; message: string } })[];
-}
-
-export interface ExecStreamOpts {
-  user?: string;
-  cwd?: string;
-  envs?: Record<string, string>;
-  timeoutMs?: number;
+export interface ExecStreamOpts extends Omit<ExecRequest, 'cmd'> {
   onStdout?: (b: Buffer) => void;
   onStderr?: (b: Buffer) => void;
-}
-
-export interface StatsView {
-  sandboxId: string;
-  cpuPct: number;
-  rssBytes: number;
-  pssBytes: number;
-  diskBytes: number;
-  memoryMiB: number;
-  at: string;
-}
-
-export interface EventView {
-  seq: number;
-  at: string;
-  level: string;
-  message: string;
-  data: Record<string, unknown> | null;
-}
-
-export interface ApiKeyView {
-  id: string;
-  name: string;
-  /** The key's first characters (the key itself is shown only when created). */
-  prefix: string;
-  createdAt: string;
-  lastUsedAt: string | null;
-  /** Sees and acts on every sandbox, snapshot and template (else only those it created). */
-  admin: boolean;
-}
-
-/** What points the `e2b` SDK at this kilnd. */
-export interface E2bEnvView {
-  apiUrl: string;
-  sandboxUrl: string;
-  apiKey: string;
 }
 
 /** An error kiln answered with: the catalog code, the message and the request's op id. */
@@ -187,7 +118,7 @@ export class KilnClient {
     throw apiError(r.body, r.status, r.opId);
   }
 
-  health(): Promise<{ ok: boolean; version: string }> {
+  health(): Promise<HealthView> {
     return this.#json('GET', '/v1/health');
   }
 
@@ -197,7 +128,7 @@ export class KilnClient {
 
   async listSandboxes(
     f: { states?: string[]; metadata?: Record<string, string>; limit?: number; cursor?: string } = {},
-  ): Promise<{ items: SandboxView[]; next: string | null }> {
+  ): Promise<PageView<SandboxView>> {
     const q = new URLSearchParams();
     if (f.states?.length) q.set('state', f.states.join(','));
     for (const [k, v] of Object.entries(f.metadata ?? {})) q.set(`metadata.${k}`, v);
@@ -222,10 +153,7 @@ export class KilnClient {
     return this.#json('GET', `/v1/sandboxes/${encodeURIComponent(id)}/stats`);
   }
 
-  logs(
-    id: string,
-    page: { limit?: number; cursor?: string } = {},
-  ): Promise<{ items: EventView[]; next: string | null }> {
+  logs(id: string, page: { limit?: number; cursor?: string } = {}): Promise<PageView<EventView>> {
     const q = new URLSearchParams();
     if (page.limit) q.set('limit', String(page.limit));
     if (page.cursor) q.set('cursor', page.cursor);
@@ -247,7 +175,7 @@ export class KilnClient {
     return this.#json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/resume`, o);
   }
 
-  fork(id: string, o: { count: number; timeoutS?: number }): Promise<ForkView> {
+  fork(id: string, o: ForkRequest): Promise<ForkView> {
     return this.#json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/fork`, o);
   }
 
@@ -266,7 +194,7 @@ export class KilnClient {
     await this.#json('DELETE', `/v1/snapshots/${encodeURIComponent(id)}`);
   }
 
-  restoreSnapshot(id: string, o: Omit<CreateSandboxOpts, 'template'> = {}): Promise<SandboxView> {
+  restoreSnapshot(id: string, o: RestoreSnapshotRequest = {}): Promise<SandboxView> {
     return this.#json('POST', `/v1/snapshots/${encodeURIComponent(id)}/restore`, o);
   }
 
@@ -347,12 +275,12 @@ export class KilnClient {
     return this.#json('GET', '/v1/templates');
   }
 
-  buildTemplate(o: { name?: string; memoryMiB?: number; vcpus?: number } = {}): Promise<TemplateView> {
+  buildTemplate(o: BuildTemplateRequest = {}): Promise<TemplateView> {
     return this.#json('POST', '/v1/templates', o);
   }
 
   /** Issues an API key for the E2B-compatible API; `key` is shown only in this answer. */
-  createApiKey(name?: string, o: { admin?: boolean } = {}): Promise<ApiKeyView & { key: string }> {
+  createApiKey(name?: string, o: { admin?: boolean } = {}): Promise<CreatedApiKeyView> {
     return this.#json('POST', '/v1/api-keys', {
       ...(name === undefined ? {} : { name }),
       ...(o.admin ? { admin: true } : {}),
@@ -379,18 +307,13 @@ export class KilnClient {
     let failure: { code: string; message: string; opId?: string } | undefined;
     const onLine = (l: string): void => {
       if (!l.trim()) return;
-      const m = JSON.parse(l) as {
-        stdout?: string;
-        stderr?: string;
-        exit?: typeof exit;
-        error?: typeof failure;
-      };
-      if (m.stdout !== undefined) o.onStdout?.(Buffer.from(m.stdout, 'base64'));
-      if (m.stderr !== undefined) o.onStderr?.(Buffer.from(m.stderr, 'base64'));
-      if (m.exit) exit = m.exit;
-      if (m.error) failure = m.error;
+      const m = JSON.parse(l) as ExecLine;
+      if ('stdout' in m) o.onStdout?.(Buffer.from(m.stdout, 'base64'));
+      if ('stderr' in m) o.onStderr?.(Buffer.from(m.stderr, 'base64'));
+      if ('exit' in m) exit = m.exit;
+      if ('error' in m) failure = m.error;
     };
-    const body = { cmd, user: o.user, cwd: o.cwd, envs: o.envs, timeoutMs: o.timeoutMs };
+    const body: ExecRequest = { cmd, user: o.user, cwd: o.cwd, envs: o.envs, timeoutMs: o.timeoutMs };
     const r = await this.#send('POST', `/v1/sandboxes/${encodeURIComponent(id)}/exec`, body, (chunk) => {
       buf += chunk;
       let nl: number;

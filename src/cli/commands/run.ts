@@ -1,26 +1,26 @@
 /** `kiln run`: a command in a throwaway sandbox. */
 import { parseArgs } from 'node:util';
-import { invalidArgument } from '../../core/errors.ts';
+import { DEFAULT_TEMPLATE } from '../../core/defaults.ts';
 import { validateName } from '../../core/validate.ts';
 import type { KilnClient } from '../../sdk/client.ts';
 import { UsageError, intArg, pairs, shellJoin, splitCommand } from '../args.ts';
 import type { CliContext } from '../context.ts';
 import { commandExitCode } from '../output.ts';
 
-/** Makes sure the template exists, building `base` on first use (and again after an upgrade). */
-export async function ensureTemplate(
+/**
+ * Says so when a create is about to build the default template first: the daemon builds it on
+ * first use (daemon/ensure-template.ts); this only tells the person why the wait is long.
+ */
+export async function noteFirstBuild(
   ctx: CliContext,
   c: KilnClient,
   name: string,
   json: boolean,
 ): Promise<void> {
+  if (json || name !== DEFAULT_TEMPLATE) return;
   const { items } = await c.listTemplates();
-  // `ready` is missing from an older daemon's answer: then a snapshot is all it takes.
-  if (items.some((t) => t.name === name && t.snapshotId && t.ready !== false)) return;
-  if (name !== 'base')
-    throw invalidArgument('template', `"${name}" does not exist (kiln template build --name ${name})`);
-  if (!json) ctx.say('building the base template (first run only: image build, boot, snapshot)');
-  await c.buildTemplate({ name });
+  if (!items.some((t) => t.name === name && t.ready))
+    ctx.say('building the base template (first run only: image build, boot, snapshot)');
 }
 
 export async function run(ctx: CliContext, argv: string[]): Promise<number> {
@@ -28,7 +28,7 @@ export async function run(ctx: CliContext, argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: opts,
     options: {
-      template: { type: 'string', default: 'base' },
+      template: { type: 'string', default: DEFAULT_TEMPLATE },
       timeout: { type: 'string' },
       env: { type: 'string', multiple: true, default: [] },
       json: { type: 'boolean', default: false },
@@ -40,7 +40,7 @@ export async function run(ctx: CliContext, argv: string[]): Promise<number> {
   const envVars = pairs('env', values.env);
   const timeoutS = intArg('timeout', values.timeout);
   const c = await ctx.connect();
-  await ensureTemplate(ctx, c, values.template, values.json);
+  await noteFirstBuild(ctx, c, values.template, values.json);
   const s = await c.createSandbox({
     template: values.template,
     envVars,

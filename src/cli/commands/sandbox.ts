@@ -1,10 +1,11 @@
 /** `kiln sandbox ...`. */
 import { parseArgs } from 'node:util';
+import { DEFAULT_TEMPLATE } from '../../core/defaults.ts';
 import type { KilnClient, SandboxView } from '../../sdk/client.ts';
 import { UsageError, createOptions, intArg, pairs, shellJoin, splitCommand } from '../args.ts';
 import type { CliContext } from '../context.ts';
 import { commandExitCode, mib, redact, table } from '../output.ts';
-import { ensureTemplate } from './run.ts';
+import { noteFirstBuild } from './run.ts';
 
 /** The states `sandbox list` asks for: those given, all (--all: no filter), or every state but dead. */
 function listStates(given: string[], all: boolean): string[] {
@@ -18,7 +19,7 @@ function parse(opts: string[]) {
     args: opts,
     allowPositionals: true,
     options: {
-      template: { type: 'string', default: 'base' },
+      template: { type: 'string', default: DEFAULT_TEMPLATE },
       timeout: { type: 'string' },
       metadata: { type: 'string', multiple: true, default: [] },
       env: { type: 'string', multiple: true, default: [] },
@@ -50,7 +51,7 @@ interface Call {
 
 async function create(k: Call): Promise<number> {
   const { ctx, c, values, out, view } = k;
-  await ensureTemplate(ctx, c, values.template, values.json);
+  await noteFirstBuild(ctx, c, values.template, values.json);
   const s = await c.createSandbox({ template: values.template, ...createOptions(values) });
   out(view(s), () => {
     console.log(s.sandboxId);

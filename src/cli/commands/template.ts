@@ -1,5 +1,6 @@
 /** `kiln template list|build`. */
 import { parseArgs } from 'node:util';
+import { DEFAULT_MEMORY_MIB, DEFAULT_TEMPLATE, DEFAULT_VCPUS } from '../../core/defaults.ts';
 import { validateName } from '../../core/validate.ts';
 import { UsageError, intArg } from '../args.ts';
 import type { CliContext } from '../context.ts';
@@ -9,17 +10,17 @@ export async function template(ctx: CliContext, sub: string | undefined, argv: s
   const { values } = parseArgs({
     args: argv,
     options: {
-      name: { type: 'string', default: 'base' },
-      memory: { type: 'string', default: '512' },
-      vcpus: { type: 'string', default: '1' },
+      name: { type: 'string', default: DEFAULT_TEMPLATE },
+      memory: { type: 'string', default: String(DEFAULT_MEMORY_MIB) },
+      vcpus: { type: 'string', default: String(DEFAULT_VCPUS) },
       json: { type: 'boolean', default: false },
     },
   });
   if (sub !== 'list' && sub !== 'build') throw new UsageError(`unknown command "kiln template ${sub ?? ''}"`);
   // Check what was typed before starting a daemon.
   validateName('template', values.name);
-  const memoryMiB = intArg('memory', values.memory) ?? 512;
-  const vcpus = intArg('vcpus', values.vcpus) ?? 1;
+  const memoryMiB = intArg('memory', values.memory) ?? DEFAULT_MEMORY_MIB;
+  const vcpus = intArg('vcpus', values.vcpus) ?? DEFAULT_VCPUS;
   const c = await ctx.connect();
   if (sub === 'list') {
     const { items } = await c.listTemplates();

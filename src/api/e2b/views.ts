@@ -1,0 +1,99 @@
+/** The E2B API's response bodies, in the names of E2B's public OpenAPI spec. */
+import type { SandboxRecord, SandboxState, TemplateRecord } from '../../core/domain.ts';
+import { ENVD_VERSION } from '../../core/envd-auth.ts';
+import type { SandboxService } from '../../daemon/sandbox-service.ts';
+
+/** `Sandbox`: what create and connect answer. */
+export interface E2bSandbox {
+  sandboxID: string;
+  templateID: string;
+  alias?: string;
+  clientID: string;
+  envdVersion: string;
+  envdAccessToken: string;
+  trafficAccessToken: null;
+  domain: null;
+}
+
+/** `ListedSandbox`. */
+export interface E2bListedSandbox {
+  sandboxID: string;
+  templateID: string;
+  alias?: string;
+  clientID: string;
+  startedAt: string;
+  endAt: string;
+  cpuCount: number;
+  memoryMB: number;
+  diskSizeMB: number;
+  metadata: Record<string, string>;
+  state: 'running' | 'paused';
+  envdVersion: string;
+  volumeMounts: never[];
+}
+
+/** `SandboxDetail`: the listed fields plus the token, domain, network and lifecycle. */
+export interface E2bSandboxDetail extends E2bListedSandbox {
+  envdAccessToken: string;
+  domain: null;
+  allowInternetAccess: boolean;
+  lifecycle: { autoResume: boolean; onTimeout: 'pause' | 'kill' };
+}
+
+/** E2B knows two states; kiln's transitional ones map to where they are heading. */
+export const e2bState = (s: SandboxState): 'running' | 'paused' =>
+  s === 'paused' || s === 'pausing' ? 'paused' : 'running';
+
+export interface E2bViews {
+  sandbox: (s: SandboxRecord) => E2bSandbox;
+  listed: (s: SandboxRecord) => E2bListedSandbox;
+  detail: (s: SandboxRecord) => E2bSandboxDetail;
+}
+
+export function e2bViews(svc: SandboxService): E2bViews {
+  // Template names by id, for `alias` (templates are not renamed).
+  const templates = new Map<string, TemplateRecord>();
+  const alias = (id: string): { alias?: string } => {
+    let t = templates.get(id);
+    if (!t) {
+      t = svc.templates().find((x) => x.id === id);
+      if (t) templates.set(id, t);
+    }
+    return t ? { alias: t.name } : {};
+  };
+  const listed = (s: SandboxRecord): E2bListedSandbox => ({
+    sandboxID: s.id,
+    templateID: s.templateId,
+    ...alias(s.templateId),
+    clientID: 'kiln',
+    startedAt: s.startedAt ?? s.createdAt,
+    endAt: s.endAt,
+    cpuCount: s.vcpus,
+    memoryMB: s.memoryMiB,
+    diskSizeMB: svc.diskSizeMiB(s) ?? 0,
+    metadata: s.metadata,
+    state: e2bState(s.state),
+    envdVersion: ENVD_VERSION,
+    volumeMounts: [],
+  });
+  return {
+    sandbox: (s) => ({
+      sandboxID: s.id,
+      templateID: s.templateId,
+      ...alias(s.templateId),
+      clientID: 'kiln',
+      envdVersion: ENVD_VERSION,
+      envdAccessToken: s.accessToken,
+      trafficAccessToken: null,
+      domain: null,
+    }),
+    listed,
+    detail: (s) => ({
+      ...listed(s),
+      envdAccessToken: s.accessToken,
+      domain: null,
+      allowInternetAccess: s.allowInternet,
+      lifecycle: { autoResume: s.autoResume, onTimeout: s.autoPause ? 'pause' : 'kill' },
+    }),
+  };
+}

@@ -1,0 +1,266 @@
+/**
+ * The native API's request and response bodies (docs/openapi.json), shared by the API handlers
+ * (src/api/native) and the client (src/sdk). Each body type has a field table next to it: the
+ * `satisfies Record<keyof T, true>` makes the compiler keep the table and the type identical,
+ * and src/core/api-types.test.ts keeps the tables and docs/openapi.json identical, so the three
+ * cannot drift apart.
+ */
+import type {
+  ArtifactRecord,
+  EventRecord,
+  SandboxCondition,
+  SandboxState,
+  SnapshotKind,
+  TemplateRecord,
+} from './domain.ts';
+
+/** The field table of `T`: every key of `T`, nothing else. */
+type Fields<T> = Record<keyof T, true>;
+
+// ---- responses
+
+/** A sandbox (the same names the E2B API uses where they overlap). */
+export interface SandboxView {
+  sandboxId: string;
+  templateId: string;
+  state: SandboxState;
+  memoryMiB: number;
+  vcpus: number;
+  metadata: Record<string, string>;
+  createdAt: string;
+  startedAt: string | null;
+  endAt: string;
+  endReason: string | null;
+  /** What is wrong with it now (the guest does not answer, the host's disk is full...), or null. */
+  condition: SandboxCondition | null;
+  envdAccessToken: string;
+  /** The API key that created it through the E2B API (null: the native API). */
+  ownerKeyId: string | null;
+}
+export const SANDBOX_VIEW_FIELDS = {
+  sandboxId: true,
+  templateId: true,
+  state: true,
+  memoryMiB: true,
+  vcpus: true,
+  metadata: true,
+  createdAt: true,
+  startedAt: true,
+  endAt: true,
+  endReason: true,
+  condition: true,
+  envdAccessToken: true,
+  ownerKeyId: true,
+} as const satisfies Fields<SandboxView>;
+
+/** A template record as it is (kiln keeps nothing private in it), and whether it can be used. */
+export interface TemplateView extends TemplateRecord {
+  /** Sandboxes can be made from it (false: no snapshot yet, or built by an older kiln: rebuild). */
+  ready: boolean;
+}
+export const TEMPLATE_VIEW_FIELDS = {
+  id: true,
+  name: true,
+  imageKey: true,
+  memoryMiB: true,
+  vcpus: true,
+  snapshotId: true,
+  createdAt: true,
+  ownerKeyId: true,
+  ready: true,
+} as const satisfies Fields<TemplateView>;
+
+/** A snapshot (the guest token it holds stays private). */
+export interface SnapshotView {
+  snapshotId: string;
+  name: string | null;
+  kind: SnapshotKind;
+  sandboxId: string | null;
+  templateId: string;
+  parentId: string | null;
+  memoryMiB: number;
+  vcpus: number;
+  pauseMs: number | null;
+  artifacts: ArtifactRecord[];
+  createdAt: string;
+  /** The API key it belongs to (null: admin keys only). */
+  ownerKeyId: string | null;
+}
+export const SNAPSHOT_VIEW_FIELDS = {
+  snapshotId: true,
+  name: true,
+  kind: true,
+  sandboxId: true,
+  templateId: true,
+  parentId: true,
+  memoryMiB: true,
+  vcpus: true,
+  pauseMs: true,
+  artifacts: true,
+  createdAt: true,
+  ownerKeyId: true,
+} as const satisfies Fields<SnapshotView>;
+
+/** What a fork answers: the snapshot the clones came from and, per clone, a sandbox or an error. */
+export interface ForkView {
+  snapshotId: string;
+  results: ({ sandbox: SandboxView } | { error: { code: string; message: string } })[];
+}
+
+export interface StatsView {
+  sandboxId: string;
+  cpuPct: number;
+  rssBytes: number;
+  pssBytes: number;
+  diskBytes: number;
+  memoryMiB: number;
+  at: string;
+}
+export const STATS_VIEW_FIELDS = {
+  sandboxId: true,
+  cpuPct: true,
+  rssBytes: true,
+  pssBytes: true,
+  diskBytes: true,
+  memoryMiB: true,
+  at: true,
+} as const satisfies Fields<StatsView>;
+
+/** An entry of a sandbox's event log, as the store keeps it. */
+export type EventView = EventRecord;
+
+/** An API key as listed: never the key itself (only its hash is kept), its prefix instead. */
+export interface ApiKeyView {
+  id: string;
+  name: string;
+  /** The key's first characters (the key itself is shown only when created). */
+  prefix: string;
+  createdAt: string;
+  lastUsedAt: string | null;
+  /** Sees and acts on every sandbox, snapshot and template (else only those it created). */
+  admin: boolean;
+}
+export const API_KEY_VIEW_FIELDS = {
+  id: true,
+  name: true,
+  prefix: true,
+  createdAt: true,
+  lastUsedAt: true,
+  admin: true,
+} as const satisfies Fields<ApiKeyView>;
+
+/** A key just created: the one answer that carries the key itself. */
+export type CreatedApiKeyView = ApiKeyView & { key: string };
+
+/** What points the `e2b` SDK at this kilnd (what `kiln e2b env` prints). */
+export interface E2bEnvView {
+  apiUrl: string;
+  sandboxUrl: string;
+  apiKey: string;
+}
+
+export interface HealthView {
+  ok: boolean;
+  version: string;
+}
+
+/** A page of a list; `next` is the cursor of the following page (null: the last). */
+export interface PageView<T> {
+  items: T[];
+  next: string | null;
+}
+
+/** One line of the exec stream (newline-delimited JSON). */
+export type ExecLine =
+  | { stdout: string }
+  | { stderr: string }
+  | { exit: { exitCode: number; status: string } }
+  | { error: { code: string; message: string; opId: string } };
+
+// ---- requests
+
+/** POST /v1/sandboxes. */
+export interface CreateSandboxRequest {
+  /** A template (name or id) or a snapshot (id or name); the default template is built on first use. */
+  template: string;
+  timeoutS?: number;
+  metadata?: Record<string, string>;
+  envVars?: Record<string, string>;
+  memoryMiB?: number;
+  vcpus?: number;
+  /** At the timeout, pause instead of kill. */
+  autoPause?: boolean;
+  /** With autoPause: traffic for the paused sandbox resumes it. */
+  autoResume?: boolean;
+  allowInternet?: boolean;
+}
+export const CREATE_SANDBOX_FIELDS = {
+  template: true,
+  timeoutS: true,
+  metadata: true,
+  envVars: true,
+  memoryMiB: true,
+  vcpus: true,
+  autoPause: true,
+  autoResume: true,
+  allowInternet: true,
+} as const satisfies Fields<CreateSandboxRequest>;
+
+/** POST /v1/snapshots/{id}/restore: a create from that snapshot. */
+export type RestoreSnapshotRequest = Omit<CreateSandboxRequest, 'template'>;
+export const RESTORE_SNAPSHOT_FIELDS: Fields<RestoreSnapshotRequest> = Object.fromEntries(
+  Object.entries(CREATE_SANDBOX_FIELDS).filter(([k]) => k !== 'template'),
+) as Fields<RestoreSnapshotRequest>;
+
+/** POST /v1/templates. */
+export interface BuildTemplateRequest {
+  name?: string;
+  memoryMiB?: number;
+  vcpus?: number;
+}
+export const BUILD_TEMPLATE_FIELDS = {
+  name: true,
+  memoryMiB: true,
+  vcpus: true,
+} as const satisfies Fields<BuildTemplateRequest>;
+
+/** POST /v1/sandboxes/{id}/exec. */
+export interface ExecRequest {
+  cmd: string;
+  user?: string;
+  cwd?: string;
+  envs?: Record<string, string>;
+  /** 0 = no deadline. */
+  timeoutMs?: number;
+}
+export const EXEC_FIELDS = {
+  cmd: true,
+  user: true,
+  cwd: true,
+  envs: true,
+  timeoutMs: true,
+} as const satisfies Fields<ExecRequest>;
+
+/** POST /v1/sandboxes/{id}/timeout. */
+export interface SetTimeoutRequest {
+  timeoutS: number;
+}
+/** POST /v1/sandboxes/{id}/resume. */
+export interface ResumeRequest {
+  timeoutS?: number;
+}
+/** POST /v1/sandboxes/{id}/fork. */
+export interface ForkRequest {
+  count?: number;
+  timeoutS?: number;
+}
+export const FORK_FIELDS = { count: true, timeoutS: true } as const satisfies Fields<ForkRequest>;
+/** POST /v1/sandboxes/{id}/snapshots. */
+export interface SnapshotRequest {
+  name?: string;
+}
+/** POST /v1/api-keys. */
+export interface CreateApiKeyRequest {
+  name?: string;
+  admin?: boolean;
+}
