@@ -21,6 +21,7 @@ test('loadConfig: an empty environment gives the defaults', () => {
     reapEveryMs: undefined,
     livenessEveryMs: undefined,
     flattenEveryMs: undefined,
+    retentionS: undefined,
     agentGuard: true,
     failpoint: undefined,
   });
@@ -61,6 +62,7 @@ test('loadConfig: every variable is parsed', () => {
       KILN_REAP_EVERY_MS: '500',
       KILN_LIVENESS_EVERY_MS: '2000',
       KILN_FLATTEN_EVERY_MS: '60000',
+      KILN_RETENTION_S: '86400',
       KILN_AGENT_GUARD: 'off',
       KILN_FAILPOINT: 'create:vm started',
     },
@@ -81,6 +83,7 @@ test('loadConfig: every variable is parsed', () => {
     reapEveryMs: 500,
     livenessEveryMs: 2000,
     flattenEveryMs: 60000,
+    retentionS: 86400,
     agentGuard: false,
     failpoint: 'create:vm started',
   });
@@ -107,6 +110,7 @@ test('loadConfig: a bad value is refused with invalid_argument naming the variab
     ['KILN_REAP_EVERY_MS', '50', /KILN_REAP_EVERY_MS: must be a whole number >= 100, got "50"/],
     ['KILN_LIVENESS_EVERY_MS', 'often', /KILN_LIVENESS_EVERY_MS: must be a whole number >= 100/],
     ['KILN_FLATTEN_EVERY_MS', '10', /KILN_FLATTEN_EVERY_MS: must be a whole number >= 1000, got "10"/],
+    ['KILN_RETENTION_S', '7d', /KILN_RETENTION_S: must be a whole number >= 0, got "7d"/],
   ];
   for (const [name, value, message] of bad) {
     assert.throws(

@@ -39,6 +39,8 @@ export interface KilnConfig {
   reapEveryMs: number | undefined;
   livenessEveryMs: number | undefined;
   flattenEveryMs: number | undefined;
+  /** KILN_RETENTION_S: how long ended sandboxes' records and events are kept (default 7 days). */
+  retentionS: number | undefined;
   /** KILN_AGENT_GUARD: `on` (default) or `off` (skip the nftables rule on agent ports). */
   agentGuard: boolean;
   /** KILN_FAILPOINT: crash tests only, `<op kind>:<journal step>`; kilnd dies right after it. */
@@ -80,7 +82,7 @@ function num(env: Env, name: string, min: number, above = false): number | undef
   return n;
 }
 
-/** A whole number >= min (milliseconds). */
+/** A whole number >= min (milliseconds, seconds). */
 function int(env: Env, name: string, min: number): number | undefined {
   const v = str(env, name);
   if (v === undefined) return undefined;
@@ -108,6 +110,7 @@ export function loadConfig(env: Env = process.env, home: string = homedir()): Ki
     reapEveryMs: int(env, 'KILN_REAP_EVERY_MS', 100),
     livenessEveryMs: int(env, 'KILN_LIVENESS_EVERY_MS', 100),
     flattenEveryMs: int(env, 'KILN_FLATTEN_EVERY_MS', 1000),
+    retentionS: int(env, 'KILN_RETENTION_S', 0),
     agentGuard: oneOf(env, 'KILN_AGENT_GUARD', ['on', 'off'], 'on') === 'on',
     failpoint: str(env, 'KILN_FAILPOINT'),
   };

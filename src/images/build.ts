@@ -22,6 +22,7 @@ import { fsyncDir, writeFileAtomic } from '../core/fs-atomic.ts';
 import { nullLogger } from '../core/log.ts';
 import { pidAlive } from '../core/proc.ts';
 import { bundleAgent } from './agent-bundle.ts';
+import { downloadShared, publishDebCache, seedDebCache } from './deb-cache.ts';
 import { imagesDir, readManifest, type ImageManifest } from './registry.ts';
 import { validateImageSpec, type ImageSpec } from './spec.ts';
 
@@ -217,8 +218,11 @@ export async function buildImage(opts: BuildOpts): Promise<BuildResult> {
     const mirror = spec.mirror ?? opts.mirror ?? (await detectMirror());
     progress('rootfs', 'start', `debootstrap ${spec.suite} from ${mirror} (about a minute)`);
     const rroot = join(tmp, 'rootfs');
-    const dcache = join(debs, 'debootstrap');
-    await mkdir(dcache, { recursive: true });
+    // debootstrap writes into its cache dir in place: each build gets its own (links to the
+    // shared one's files), and what it fetched is shared once it is done.
+    const shared = join(debs, 'debootstrap');
+    const dcache = join(tmp, 'debootstrap-cache');
+    await seedDebCache(shared, dcache);
     await run(
       'debootstrap',
       [
@@ -245,6 +249,8 @@ export async function buildImage(opts: BuildOpts): Promise<BuildResult> {
         },
       },
     );
+    await publishDebCache(dcache, shared);
+    await rm(dcache, { recursive: true, force: true });
     progress('rootfs', 'done', 'debootstrap finished');
     checkAbort();
 
@@ -395,16 +401,18 @@ async function resolveKernel(pkg: string, signal?: AbortSignal): Promise<{ pkg: 
 }
 
 async function downloadDeb(pkg: string, version: string, dir: string, signal?: AbortSignal): Promise<string> {
-  const file = join(dir, `${pkg}_${version.replace(':', '%3a')}_amd64.deb`);
-  if (existsSync(file)) return file;
-  await run('apt-get', ['download', '-q', '-o', 'APT::Sandbox::User=root', `${pkg}=${version}`], {
-    cwd: dir,
-    failCode: 'image_build_failed',
-    signal,
+  const name = `${pkg}_${version.replace(':', '%3a')}_amd64.deb`;
+  if (existsSync(join(dir, name))) return join(dir, name);
+  // Into a private directory first: a concurrent build must not take a half-written file.
+  return downloadShared(dir, name, async (own) => {
+    await run('apt-get', ['download', '-q', '-o', 'APT::Sandbox::User=root', `${pkg}=${version}`], {
+      cwd: own,
+      failCode: 'image_build_failed',
+      signal,
+    });
+    if (!existsSync(join(own, name)))
+      throw new KilnError('image_build_failed', `kernel: apt-get download did not produce ${name}`);
   });
-  if (!existsSync(file))
-    throw new KilnError('image_build_failed', `kernel: apt-get download did not produce ${basename(file)}`);
-  return file;
 }
 
 interface ModuleRef {
@@ -549,7 +557,8 @@ async function removeStaleBuilds(root: string, log: Logger): Promise<void> {
     const m = /^\.tmp-[0-9a-f]+-(\d+)$/.exec(f);
     if (!m?.[1]) continue;
     const pid = Number(m[1]);
-    if (pid !== process.pid && pidAlive(pid)) continue;
+    // A live builder's (this process's included: builds of other images may run here too).
+    if (pidAlive(pid)) continue;
     log.info({ dir: f }, 'removing an interrupted build');
     await unmountUnder(join(root, f));
     await rm(join(root, f), { recursive: true, force: true });

@@ -104,4 +104,11 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE sandboxes ADD COLUMN condition TEXT;
   `,
+  // 5: when a sandbox became dead, for retention (purgeEnded). Sandboxes already dead get the
+  // time of the upgrade: they are purged one retention period after it.
+  `
+  ALTER TABLE sandboxes ADD COLUMN ended_at TEXT;
+  UPDATE sandboxes SET ended_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE state = 'dead';
+  CREATE INDEX sandboxes_ended ON sandboxes(ended_at) WHERE state = 'dead';
+  `,
 ];

@@ -8,7 +8,8 @@ import { after, test } from 'node:test';
 import { asKilnError, isNoSpace } from '../core/errors.ts';
 import { MIGRATIONS } from './migrations.ts';
 import { SqliteStore } from './sqlite-store.ts';
-import { sandbox, storeContract, template } from './store.contract.ts';
+import { storeJournalContract } from './store-journal.contract.ts';
+import { sandbox, storeContract, template, type StoreFixture } from './store.contract.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'kiln-store-'));
 let n = 0;
@@ -16,16 +17,22 @@ after(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-storeContract('SqliteStore in memory', { open: () => new SqliteStore(':memory:') });
-
-storeContract('SqliteStore on disk', {
+const inMemory: StoreFixture = { open: () => new SqliteStore(':memory:') };
+const onDisk: StoreFixture = {
   open: () => new SqliteStore(join(dir, `s${n++}.db`, 'state.db')),
   reopen: (s) => {
     const path = join(dir, `s${n - 1}.db`, 'state.db');
     s.close();
     return new SqliteStore(path);
   },
-});
+};
+for (const [name, fx] of [
+  ['SqliteStore in memory', inMemory],
+  ['SqliteStore on disk', onDisk],
+] as const) {
+  storeContract(name, fx);
+  storeJournalContract(name, fx);
+}
 
 test('a new database is migrated to the latest schema, in WAL mode with foreign keys', () => {
   const path = join(dir, 'fresh.db');
@@ -51,25 +58,36 @@ test('a database from a newer kiln is refused with a clear error', () => {
   });
 });
 
-test('migration 3: the e2b-env key becomes admin, other keys do not; older objects have no owner', () => {
-  const path = join(dir, 'v2.db');
+/** A database at `file` migrated up to (not including) the migration that contains `marker`. */
+function before(file: string, marker: string): { path: string; raw: DatabaseSync } {
+  const path = join(dir, file);
   const raw = new DatabaseSync(path);
-  const v2 = MIGRATIONS.findIndex((m) => m.includes('ADD COLUMN admin'));
-  assert.ok(v2 > 0, 'a migration adds the admin flag');
-  for (const m of MIGRATIONS.slice(0, v2)) raw.exec(m);
-  raw.exec(`PRAGMA user_version = ${v2}`);
+  const v = MIGRATIONS.findIndex((m) => m.includes(marker));
+  assert.ok(v > 0, `a migration has ${marker}`);
+  for (const m of MIGRATIONS.slice(0, v)) raw.exec(m);
+  raw.exec(`PRAGMA user_version = ${v}`);
+  raw.exec(
+    `INSERT INTO templates (id, name, image_key, memory_mib, vcpus, snapshot_id, created_at) VALUES ('tpl-1', 'base', 'k', 512, 1, NULL, 't')`,
+  );
+  return { path, raw };
+}
+
+/** Inserts a sandbox row as the first schema has it. */
+function oldSandbox(raw: DatabaseSync, id: string, state: string): void {
+  raw.exec(
+    `INSERT INTO sandboxes (id, template_id, state, memory_mib, vcpus, metadata, env_vars, access_token, created_at, end_at, auto_pause, allow_internet)
+     VALUES ('${id}', 'tpl-1', '${state}', 512, 1, '{}', '{}', 'tok', 't', 't', 0, 1)`,
+  );
+}
+
+test('migration 3: the e2b-env key becomes admin, other keys do not; older objects have no owner', () => {
+  const { path, raw } = before('v2.db', 'ADD COLUMN admin');
   const key = raw.prepare(
     'INSERT INTO api_keys (id, name, key_hash, prefix, created_at) VALUES (?, ?, ?, ?, ?)',
   );
   key.run('key-env', 'e2b-env', 'e'.repeat(64), 'e2b_e', '2026-01-01T00:00:00.000Z');
   key.run('key-ci', 'ci', 'c'.repeat(64), 'e2b_c', '2026-01-02T00:00:00.000Z');
-  raw.exec(
-    `INSERT INTO templates (id, name, image_key, memory_mib, vcpus, snapshot_id, created_at) VALUES ('tpl-1', 'base', 'k', 512, 1, NULL, 't')`,
-  );
-  raw.exec(
-    `INSERT INTO sandboxes (id, template_id, state, memory_mib, vcpus, metadata, env_vars, access_token, created_at, end_at, auto_pause, allow_internet)
-     VALUES ('sbx-old', 'tpl-1', 'running', 512, 1, '{}', '{}', 'tok', 't', 't', 0, 1)`,
-  );
+  oldSandbox(raw, 'sbx-old', 'running');
   raw.close();
   const s = new SqliteStore(path);
   assert.equal(s.schemaVersion, MIGRATIONS.length);
@@ -82,6 +100,19 @@ test('migration 3: the e2b-env key becomes admin, other keys do not; older objec
   );
   assert.equal(s.getSandbox('sbx-old').ownerKeyId, null);
   assert.equal(s.getTemplate('base').ownerKeyId, null);
+  s.close();
+});
+
+test('migration 5: sandboxes already dead count as ended at the upgrade (purged one retention period later)', () => {
+  const { path, raw } = before('v4.db', 'ADD COLUMN ended_at');
+  oldSandbox(raw, 'sbx-dead', 'dead');
+  oldSandbox(raw, 'sbx-live', 'running');
+  raw.close();
+  const past = new Date(Date.now() - 1000).toISOString();
+  const s = new SqliteStore(path);
+  assert.deepEqual(s.purgeEnded(past).sandboxes, []);
+  assert.deepEqual(s.purgeEnded(new Date(Date.now() + 1000).toISOString()).sandboxes, ['sbx-dead']);
+  assert.equal(s.getSandbox('sbx-live').state, 'running');
   s.close();
 });
 

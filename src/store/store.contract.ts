@@ -1,15 +1,11 @@
 /**
- * The behaviour every `Store` must show. Runs against SQLite in memory and on disk (where it also
- * checks that what was committed is there after a reopen).
+ * The behaviour every `Store` must show, part one: templates, sandboxes, snapshots and their
+ * owners, with the record builders both parts use. Part two (store-journal.contract.ts): the
+ * journal, events, API keys, retention and reopening. Both run against SQLite in memory and on disk.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import {
-  EVENTS_PER_SANDBOX,
-  type SandboxRecord,
-  type SnapshotRecord,
-  type TemplateRecord,
-} from '../core/domain.ts';
+import { type SandboxRecord, type SnapshotRecord, type TemplateRecord } from '../core/domain.ts';
 import { KilnError } from '../core/errors.ts';
 import type { Store } from './store.ts';
 
@@ -19,7 +15,7 @@ export interface StoreFixture {
   reopen?: (s: Store) => Store;
 }
 
-const code = (fn: () => unknown): string => {
+export const code = (fn: () => unknown): string => {
   try {
     fn();
   } catch (e) {
@@ -29,8 +25,8 @@ const code = (fn: () => unknown): string => {
   return 'ok';
 };
 
-const T0 = '2026-01-01T00:00:00.000Z';
-const T1 = '2026-01-02T00:00:00.000Z';
+export const T0 = '2026-01-01T00:00:00.000Z';
+export const T1 = '2026-01-02T00:00:00.000Z';
 export const template = (o: Partial<TemplateRecord> = {}): TemplateRecord => ({
   id: 'tpl-1',
   name: 'base',
@@ -63,7 +59,7 @@ export const sandbox = (o: Partial<SandboxRecord> = {}): SandboxRecord => ({
   condition: null,
   ...o,
 });
-const snapshot = (o: Partial<SnapshotRecord> = {}): SnapshotRecord => ({
+export const snapshot = (o: Partial<SnapshotRecord> = {}): SnapshotRecord => ({
   id: 'snap-1',
   name: null,
   kind: 'template',
@@ -328,82 +324,6 @@ export function storeContract(name: string, fx: StoreFixture): void {
       s.close();
     });
 
-    it('operations journal: begin, steps with undo, open list, finish once', () => {
-      const s = fx.open();
-      s.beginOperation({ id: 'op-1', kind: 'create', subject: 'sbx-1', requestId: 'req-9', startedAt: T0 });
-      s.addStep('op-1', { name: 'vm started', undo: { action: 'kill-vm', vmId: 'sbx-1' }, at: T0 });
-      s.addStep('op-1', { name: 'dir made', undo: { action: 'remove-path', path: '/x/y' }, at: T0 });
-      s.beginOperation({ id: 'op-2', kind: 'kill', subject: 'sbx-2', requestId: null, startedAt: T0 });
-      assert.deepEqual(
-        s.openOperations().map((o) => o.id),
-        ['op-1', 'op-2'],
-      );
-      const op = s.getOperation('op-1');
-      assert.deepEqual(
-        op.steps.map((x) => x.undo),
-        [
-          { action: 'kill-vm', vmId: 'sbx-1' },
-          { action: 'remove-path', path: '/x/y' },
-        ],
-      );
-      s.finishOperation('op-1', 'undone', 'boom');
-      assert.equal(s.getOperation('op-1').state, 'undone');
-      assert.equal(s.getOperation('op-1').error, 'boom');
-      assert.equal(
-        code(() => {
-          s.finishOperation('op-1', 'done');
-        }),
-        'invalid_state',
-      );
-      assert.equal(
-        code(() => {
-          s.addStep('op-1', { name: 'late', undo: { action: 'none' }, at: T0 });
-        }),
-        'invalid_state',
-      );
-      assert.equal(
-        code(() =>
-          s.beginOperation({ id: 'op-2', kind: 'kill', subject: 'x', requestId: null, startedAt: T0 }),
-        ),
-        'already_exists',
-      );
-      assert.deepEqual(
-        s.openOperations().map((o) => o.id),
-        ['op-2'],
-      );
-      s.close();
-    });
-
-    it(`events: bounded to ${EVENTS_PER_SANDBOX} per sandbox, paged by cursor, gone with their sandbox`, () => {
-      const s = fx.open();
-      s.putTemplate(template());
-      s.insertSandbox(sandbox({ id: 'a' }));
-      s.insertSandbox(sandbox({ id: 'b' }));
-      for (let i = 0; i < EVENTS_PER_SANDBOX + 5; i++) s.appendEvent('a', 'info', `m${i}`, { i });
-      s.appendEvent('b', 'warn', 'other');
-      const all: string[] = [];
-      let cursor: string | undefined;
-      do {
-        const p = s.listEvents('a', { limit: 400, cursor });
-        all.push(...p.items.map((e) => e.message));
-        cursor = p.next;
-      } while (cursor);
-      assert.equal(all.length, EVENTS_PER_SANDBOX);
-      assert.equal(all[0], 'm5', 'the oldest were dropped');
-      assert.equal(all.at(-1), `m${EVENTS_PER_SANDBOX + 4}`);
-      assert.deepEqual(
-        s.listEvents('b').items.map((e) => [e.level, e.message, e.data]),
-        [['warn', 'other', null]],
-      );
-      assert.equal(
-        code(() => s.appendEvent('nope', 'info', 'x')),
-        'not_found',
-      );
-      s.deleteSandbox('a');
-      assert.deepEqual(s.listEvents('a').items, []);
-      s.close();
-    });
-
     it('owners: sandboxes, snapshots and templates keep the key that made them; lists filter by it; keys keep admin', () => {
       const s = fx.open();
       s.putTemplate(template({ ownerKeyId: 'key-a' }));
@@ -451,77 +371,5 @@ export function storeContract(name: string, fx: StoreFixture): void {
       );
       s.close();
     });
-
-    it('API keys: insert, find by hash, list, touch, delete; ids and hashes unique', () => {
-      const s = fx.open();
-      const k = {
-        id: 'key-1',
-        name: 'ci',
-        keyHash: 'h'.repeat(64),
-        prefix: 'kiln_abc',
-        createdAt: T0,
-        lastUsedAt: null,
-        admin: false,
-      };
-      s.insertApiKey(k);
-      s.insertApiKey({ ...k, id: 'key-2', name: 'other', keyHash: 'g'.repeat(64), createdAt: T1 });
-      assert.deepEqual(s.getApiKeyByHash('h'.repeat(64)), k);
-      assert.equal(
-        code(() => s.getApiKeyByHash('x'.repeat(64))),
-        'not_found',
-      );
-      assert.equal(
-        code(() => {
-          s.insertApiKey({ ...k, id: 'key-3' });
-        }),
-        'already_exists',
-        'same hash',
-      );
-      assert.equal(
-        code(() => {
-          s.insertApiKey({ ...k, keyHash: 'z'.repeat(64) });
-        }),
-        'already_exists',
-        'same id',
-      );
-      s.touchApiKey('key-1', T1);
-      assert.equal(s.getApiKeyByHash('h'.repeat(64)).lastUsedAt, T1);
-      assert.deepEqual(
-        s.listApiKeys().map((x) => x.id),
-        ['key-1', 'key-2'],
-      );
-      s.deleteApiKey('key-1');
-      assert.equal(
-        code(() => {
-          s.deleteApiKey('key-1');
-        }),
-        'not_found',
-      );
-      assert.equal(
-        code(() => s.getApiKeyByHash('h'.repeat(64))),
-        'not_found',
-        'a revoked key is gone',
-      );
-      s.close();
-    });
-
-    if (fx.reopen) {
-      const reopen = fx.reopen;
-      it('what was committed is there after a reopen', () => {
-        const s = fx.open();
-        s.putTemplate(template());
-        s.insertSandbox(sandbox({ metadata: { keep: 'me' } }));
-        s.beginOperation({ id: 'op-r', kind: 'create', subject: 'sbx-1', requestId: null, startedAt: T0 });
-        s.appendEvent('sbx-1', 'info', 'hello');
-        const s2 = reopen(s);
-        assert.deepEqual(s2.getSandbox('sbx-1').metadata, { keep: 'me' });
-        assert.deepEqual(
-          s2.openOperations().map((o) => o.id),
-          ['op-r'],
-        );
-        assert.equal(s2.listEvents('sbx-1').items[0]?.message, 'hello');
-        s2.close();
-      });
-    }
   });
 }

@@ -31,6 +31,16 @@ export interface SandboxFilter {
   ownerKeyId?: string;
 }
 
+/** What `purgeEnded` deleted. */
+export interface PurgeResult {
+  /** The dead sandboxes whose records are gone. */
+  sandboxes: string[];
+  /** How many of their events went with them. */
+  events: number;
+  /** How many finished journal entries about them went with them. */
+  operations: number;
+}
+
 export type SandboxPatch = Partial<Omit<SandboxRecord, 'id' | 'createdAt'>>;
 
 /**
@@ -54,6 +64,12 @@ export interface Store {
    */
   updateSandbox(id: string, patch: SandboxPatch, expect?: SandboxState[]): SandboxRecord;
   deleteSandbox(id: string): void;
+  /**
+   * Retention: deletes the sandboxes that became `dead` before `endedBefore` (ISO time), with
+   * their events and finished journal entries. A dead sandbox that a snapshot was taken from (the
+   * snapshot's `sandboxId`) is kept while that snapshot exists. `invalid_argument` for a bad time.
+   */
+  purgeEnded(endedBefore: string): PurgeResult;
 
   insertSnapshot(s: SnapshotRecord): void;
   getSnapshot(id: string): SnapshotRecord;
