@@ -159,6 +159,86 @@ async function writeOne(path: string, body: Readable, gzip: boolean, d: FilesDep
   return { name: basename(path), path, type: 'file' };
 }
 
+/**
+ * Refuses an upload larger than the free space before a byte is read (answering 507 and closing
+ * the connection): draining a 1 GB body only to answer 507 would take minutes under emulation.
+ */
+async function refusedForSpace(
+  req: IncomingMessage,
+  res: ServerResponse,
+  qpath: string | null,
+  d: FilesDeps,
+): Promise<boolean> {
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  if (!Number.isFinite(declared) || declared <= 0) return false;
+  const where = qpath ? dirname(resolve(qpath, d)) : d.user.home;
+  const fs = await statfsNearest(where);
+  const free = fs ? fs.bfree * fs.bsize : Infinity;
+  if (declared <= free) return false;
+  res.setHeader('connection', 'close');
+  sendError(res, 507, `not enough disk space: the upload is ${declared} bytes, ${free} are free`);
+  res.on('finish', () => {
+    req.socket.destroySoon();
+  });
+  return true;
+}
+
+/**
+ * Writes each `file` part of a multipart body (to `qpath`, else to its filename). `onPath` hears
+ * each destination (for error messages). The first failure is thrown once the body has been read.
+ */
+async function writeParts(
+  req: IncomingMessage,
+  o: { qpath: string | null; gzip: boolean; onPath: (path: string) => void },
+  d: FilesDeps,
+): Promise<Written[]> {
+  const results: Written[] = [];
+  const seen = new Set<string>();
+  const pending: Promise<void>[] = [];
+  let failure: Error | undefined;
+  const skip = (stream: Readable, why?: string): void => {
+    if (why) failure = new HttpError(400, why);
+    stream.resume();
+  };
+  await new Promise<void>((done, fail) => {
+    const bb = busboy({ headers: req.headers });
+    bb.on('file', (field, stream, info) => {
+      if (field !== 'file' || failure) {
+        skip(stream);
+        return;
+      }
+      const dest = o.qpath ?? info.filename;
+      if (!dest) {
+        skip(stream, 'a file part has no filename and no path query parameter was given');
+        return;
+      }
+      const path = resolve(dest, d);
+      o.onPath(path);
+      if (seen.has(path)) {
+        skip(stream, `path '${path}' is written twice in one request`);
+        return;
+      }
+      seen.add(path);
+      const write = writeOne(path, stream, o.gzip, d).then(
+        (w) => {
+          results.push(w);
+        },
+        (e: unknown) => {
+          failure ??= statusOf(e, path);
+        },
+      );
+      pending.push(write);
+    });
+    bb.on('error', fail);
+    bb.on('close', done);
+    req.pipe(bb);
+  });
+  await Promise.all(pending);
+  if (failure) throw failure;
+  if (results.length === 0) throw new HttpError(400, 'no "file" part in the multipart body');
+  return results;
+}
+
 /** POST /files: multipart (field `file`, filename = destination when no `path`) or octet-stream. */
 export async function postFiles(
   req: IncomingMessage,
@@ -170,22 +250,7 @@ export async function postFiles(
   const gzip = (req.headers['content-encoding'] ?? '').toLowerCase() === 'gzip';
   const qpath = query.get('path');
   let shown = qpath ?? '';
-  // An upload larger than the free space is refused before a byte is read: draining a 1 GB
-  // body only to answer 507 would take minutes under emulation.
-  const declared = Number(req.headers['content-length'] ?? NaN);
-  if (Number.isFinite(declared) && declared > 0) {
-    const where = qpath ? dirname(resolve(qpath, d)) : d.user.home;
-    const fs = await statfsNearest(where);
-    const free = fs ? fs.bfree * fs.bsize : Infinity;
-    if (declared > free) {
-      res.setHeader('connection', 'close');
-      sendError(res, 507, `not enough disk space: the upload is ${declared} bytes, ${free} are free`);
-      res.on('finish', () => {
-        req.socket.destroySoon();
-      });
-      return;
-    }
-  }
+  if (await refusedForSpace(req, res, qpath, d)) return;
   try {
     if (ctype.startsWith('application/octet-stream')) {
       if (!qpath)
@@ -201,50 +266,10 @@ export async function postFiles(
         `unsupported content type '${ctype || '(none)'}': use multipart/form-data or application/octet-stream`,
       );
     }
-    const results: Written[] = [];
-    const seen = new Set<string>();
-    const pending: Promise<void>[] = [];
-    let failure: Error | undefined;
-    await new Promise<void>((done, fail) => {
-      const bb = busboy({ headers: req.headers });
-      bb.on('file', (field, stream, info) => {
-        if (field !== 'file' || failure) {
-          stream.resume();
-          return;
-        }
-        const dest = qpath ?? info.filename;
-        if (!dest) {
-          failure = new HttpError(400, 'a file part has no filename and no path query parameter was given');
-          stream.resume();
-          return;
-        }
-        const path = resolve(dest, d);
-        shown = path;
-        if (seen.has(path)) {
-          failure = new HttpError(400, `path '${path}' is written twice in one request`);
-          stream.resume();
-          return;
-        }
-        seen.add(path);
-        pending.push(
-          writeOne(path, stream, gzip, d).then(
-            (w) => {
-              results.push(w);
-            },
-            (e: unknown) => {
-              failure ??= statusOf(e, path);
-            },
-          ),
-        );
-      });
-      bb.on('error', fail);
-      bb.on('close', done);
-      req.pipe(bb);
-    });
-    await Promise.all(pending);
-    if (failure) throw failure;
-    if (results.length === 0) throw new HttpError(400, 'no "file" part in the multipart body');
-    sendJson(res, 200, results);
+    const onPath = (p: string): void => {
+      shown = p;
+    };
+    sendJson(res, 200, await writeParts(req, { qpath, gzip, onPath }, d));
   } catch (e) {
     const h = statusOf(e, shown);
     // Answer once the client has sent everything: an early answer would look like a reset.

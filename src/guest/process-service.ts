@@ -1,11 +1,16 @@
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from '@connectrpc/connect';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { Channel } from './channel.ts';
+import { keepaliveMs } from './keepalive.ts';
 import {
   Process,
   Signal,
   type ProcessEventSchema,
+  type ProcessInfoSchema,
+  type ProcessInput,
   type ProcessSelector,
+  type StartRequest,
+  type StartResponseSchema,
 } from '../core/envd/process/process_pb.js';
 import { ProcessError, type ManagedProcess, type ProcEvent, type ProcessManager } from './processes.ts';
 import type { GuestUser } from './users.ts';
@@ -20,9 +25,6 @@ export interface ProcessServiceDeps {
   userOf: (ctx: HandlerContext) => Promise<GuestUser>;
 }
 
-/** envd's keepalive default when the client names no interval (seconds). */
-const DEFAULT_KEEPALIVE_S = 90;
-
 export function toConnectError(e: unknown): ConnectError {
   if (e instanceof ConnectError) return e;
   if (e instanceof ProcessError) {
@@ -35,11 +37,6 @@ export function toConnectError(e: unknown): ConnectError {
     return new ConnectError(e.message, code);
   }
   return new ConnectError(e instanceof Error ? e.message : String(e), Code.Internal);
-}
-
-function keepaliveMs(ctx: HandlerContext): number {
-  const s = Number(ctx.requestHeader.get('keepalive-ping-interval'));
-  return (Number.isFinite(s) && s > 0 ? s : DEFAULT_KEEPALIVE_S) * 1000;
 }
 
 function eventInit(e: ProcEvent): EventInit {
@@ -94,81 +91,100 @@ async function* follow(p: ManagedProcess, ctx: HandlerContext): AsyncGenerator<E
   }
 }
 
-export function processService(d: ProcessServiceDeps): ServiceImpl<typeof Process> {
-  /** Finds a process; only Connect may see one that already ended (to fetch its end event). */
-  const select = (sel: ProcessSelector | undefined, allowEnded = false): ManagedProcess => {
-    const s = sel?.selector;
-    let p: ManagedProcess | undefined;
-    if (s?.case === 'pid') p = d.processes.get(s.value);
-    else if (s?.case === 'tag') p = d.processes.byTag(s.value);
-    else throw new ConnectError('process selector must name a pid or a tag', Code.Unimplemented);
-    if (!p || (p.end && !allowEnded))
-      throw new ConnectError(`process with ${s.case} ${String(s.value)} not found`, Code.NotFound);
-    return p;
-  };
-  const wrap = async <T>(fn: () => T | Promise<T>): Promise<T> => {
-    try {
-      return await fn();
-    } catch (e) {
-      throw toConnectError(e);
-    }
-  };
+/** Finds a process; only Connect may see one that already ended (to fetch its end event). */
+function selectProcess(
+  processes: ProcessManager,
+  sel: ProcessSelector | undefined,
+  allowEnded = false,
+): ManagedProcess {
+  const s = sel?.selector;
+  let p: ManagedProcess | undefined;
+  if (s?.case === 'pid') p = processes.get(s.value);
+  else if (s?.case === 'tag') p = processes.byTag(s.value);
+  else throw new ConnectError('process selector must name a pid or a tag', Code.Unimplemented);
+  if (!p || (p.end && !allowEnded))
+    throw new ConnectError(`process with ${s.case} ${String(s.value)} not found`, Code.NotFound);
+  return p;
+}
 
+/** Runs `fn`, turning what it throws into a ConnectError. */
+async function asConnect<T>(fn: () => T | Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    throw toConnectError(e);
+  }
+}
+
+/** Writes stdin or PTY bytes; `undefined` (an empty message) writes nothing. */
+async function writeInput(p: ManagedProcess, input: ProcessInput['input'] | undefined): Promise<void> {
+  await asConnect(() => {
+    if (input?.case === 'stdin') p.writeStdin(input.value);
+    else if (input?.case === 'pty') p.writePty(input.value);
+  });
+}
+
+/** Start: runs the command as the request's user and streams its events. */
+async function* startProcess(
+  d: ProcessServiceDeps,
+  req: StartRequest,
+  ctx: HandlerContext,
+): AsyncGenerator<MessageInitShape<typeof StartResponseSchema>> {
+  const user = await d.userOf(ctx);
+  const cfg = req.process;
+  if (!cfg) throw new ConnectError('process config is required', Code.InvalidArgument);
+  if (!cfg.cmd) throw new ConnectError('process.cmd is required', Code.InvalidArgument);
+  const size = req.pty?.size;
+  const p = await asConnect(() =>
+    d.processes.start({
+      config: { cmd: cfg.cmd, args: cfg.args, envs: cfg.envs, cwd: cfg.cwd },
+      user,
+      pty: req.pty ? { cols: size?.cols || 80, rows: size?.rows || 24 } : undefined,
+      tag: req.tag,
+      stdin: req.stdin ?? true,
+      // The deadline of the Start call is the process's lifetime (E2B's semantics).
+      timeoutMs: ctx.timeoutMs() ?? 0,
+      baseEnv: d.state.envVars,
+      workdir: d.state.defaultWorkdir,
+    }),
+  );
+  yield* withStart(p, ctx);
+}
+
+/** A process's `start` event, then its events until `end` (Start and Connect answer alike). */
+async function* withStart(p: ManagedProcess, ctx: HandlerContext): AsyncGenerator<{ event: EventInit }> {
+  const events = follow(p, ctx);
+  yield { event: { event: { case: 'start', value: { pid: p.pid } } } };
+  for await (const event of events) yield { event };
+}
+
+function processInfo(p: ManagedProcess): MessageInitShape<typeof ProcessInfoSchema> {
   return {
-    async *start(req, ctx) {
-      const user = await d.userOf(ctx);
-      const cfg = req.process;
-      if (!cfg) throw new ConnectError('process config is required', Code.InvalidArgument);
-      if (!cfg.cmd) throw new ConnectError('process.cmd is required', Code.InvalidArgument);
-      const size = req.pty?.size;
-      const p = await wrap(() =>
-        d.processes.start({
-          config: { cmd: cfg.cmd, args: cfg.args, envs: cfg.envs, cwd: cfg.cwd },
-          user,
-          pty: req.pty ? { cols: size?.cols || 80, rows: size?.rows || 24 } : undefined,
-          tag: req.tag,
-          stdin: req.stdin ?? true,
-          // The deadline of the Start call is the process's lifetime (E2B's semantics).
-          timeoutMs: ctx.timeoutMs() ?? 0,
-          baseEnv: d.state.envVars,
-          workdir: d.state.defaultWorkdir,
-        }),
-      );
-      const events = follow(p, ctx);
-      yield { event: { event: { case: 'start', value: { pid: p.pid } } } };
-      for await (const event of events) yield { event };
+    pid: p.pid,
+    ...(p.tag === undefined ? {} : { tag: p.tag }),
+    config: {
+      cmd: p.config.cmd,
+      args: p.config.args,
+      envs: p.config.envs,
+      ...(p.config.cwd === undefined ? {} : { cwd: p.config.cwd }),
     },
+  };
+}
 
-    async *connect(req, ctx) {
-      const p = select(req.process, true);
-      const events = follow(p, ctx);
-      yield { event: { event: { case: 'start', value: { pid: p.pid } } } };
-      for await (const event of events) yield { event };
-    },
-
-    list() {
-      return {
-        processes: d.processes.list().map((p) => ({
-          pid: p.pid,
-          ...(p.tag === undefined ? {} : { tag: p.tag }),
-          config: {
-            cmd: p.config.cmd,
-            args: p.config.args,
-            envs: p.config.envs,
-            ...(p.config.cwd === undefined ? {} : { cwd: p.config.cwd }),
-          },
-        })),
-      };
-    },
+export function processService(d: ProcessServiceDeps): ServiceImpl<typeof Process> {
+  const select = (sel: ProcessSelector | undefined, allowEnded = false): ManagedProcess =>
+    selectProcess(d.processes, sel, allowEnded);
+  return {
+    start: (req, ctx) => startProcess(d, req, ctx),
+    connect: (req, ctx) => withStart(select(req.process, true), ctx),
+    list: () => ({ processes: d.processes.list().map(processInfo) }),
 
     async sendInput(req) {
       const p = select(req.process);
       const input = req.input?.input;
-      await wrap(() => {
-        if (input?.case === 'stdin') p.writeStdin(input.value);
-        else if (input?.case === 'pty') p.writePty(input.value);
-        else throw new ConnectError('input must be stdin or pty bytes', Code.InvalidArgument);
-      });
+      if (input?.case !== 'stdin' && input?.case !== 'pty')
+        throw new ConnectError('input must be stdin or pty bytes', Code.InvalidArgument);
+      await writeInput(p, input);
       return {};
     },
 
@@ -180,12 +196,7 @@ export function processService(d: ProcessServiceDeps): ServiceImpl<typeof Proces
         else if (ev.case === 'data') {
           if (!p)
             throw new ConnectError('the first message must select the process', Code.FailedPrecondition);
-          const target = p;
-          const input = ev.value.input?.input;
-          await wrap(() => {
-            if (input?.case === 'stdin') target.writeStdin(input.value);
-            else if (input?.case === 'pty') target.writePty(input.value);
-          });
+          await writeInput(p, ev.value.input?.input);
         }
       }
       return {};
@@ -193,7 +204,7 @@ export function processService(d: ProcessServiceDeps): ServiceImpl<typeof Proces
 
     async closeStdin(req) {
       const p = select(req.process);
-      await wrap(() => {
+      await asConnect(() => {
         p.closeStdin();
       });
       return {};
@@ -215,7 +226,7 @@ export function processService(d: ProcessServiceDeps): ServiceImpl<typeof Proces
       const p = select(req.process);
       const size = req.pty?.size;
       if (!size) throw new ConnectError('pty.size is required', Code.InvalidArgument);
-      await wrap(() => {
+      await asConnect(() => {
         p.resize(size.cols, size.rows);
       });
       return {};

@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { moduleLoadOrder } from './build.ts';
+import { moduleLoadOrder } from './initramfs.ts';
 import { defaultImageSpec, validateImageSpec } from './spec.ts';
 
 test('the default spec is valid and carries the packages E2B users expect', () => {
