@@ -89,6 +89,8 @@ export interface KilndOpts {
     reapEveryMs?: number | undefined;
     livenessEveryMs?: number | undefined;
     flattenEveryMs?: number | undefined;
+    /** How long ended sandboxes' records are kept ($KILN_RETENTION_S; default 7 days). */
+    retentionMs?: number | undefined;
   };
   /** How the liveness watcher probes guests and retries VMs stopped on a full disk. */
   liveness?: LivenessOpts;

@@ -42,6 +42,7 @@ try {
       reapEveryMs: config.reapEveryMs,
       livenessEveryMs: config.livenessEveryMs,
       flattenEveryMs: config.flattenEveryMs,
+      retentionMs: config.retentionS === undefined ? undefined : config.retentionS * 1000,
     },
     log,
     // A crash test's failpoint ends kilnd as kill -9 would: no clean-up, no exit handlers.

@@ -34,6 +34,7 @@ import {
   type SandboxServiceDeps,
   type SandboxStats,
 } from './sandbox/types.ts';
+import { purgeEndedRecords } from './monitors/retention.ts';
 
 export type { BootImage, CreateRequest, OpCtx, ReconcileReport, SandboxServiceDeps, SandboxStats };
 export {
@@ -280,6 +281,11 @@ export class SandboxService {
           liveness: () => this.checkLiveness(),
           sampleStats: () => this.sampleAll(),
           flatten: () => this.flattenChains(),
+          purge: (retentionMs) => {
+            const r = purgeEndedRecords(this.#sc.store, this.#sc.now, retentionMs);
+            if (r.sandboxes.length) this.#sc.log.info(r, 'ended records purged');
+            return Promise.resolve();
+          },
         },
         opts,
       ),

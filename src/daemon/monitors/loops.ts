@@ -1,10 +1,16 @@
 import type { Logger } from 'pino';
 import { STATS_EVERY_MS } from '../sandbox/types.ts';
+import { DEFAULT_RETENTION_S } from './retention.ts';
+
+/** How often ended records past their retention are purged. */
+export const PURGE_EVERY_MS = 3600_000;
 
 export interface LoopOpts {
   reapEveryMs?: number;
   livenessEveryMs?: number;
   flattenEveryMs?: number;
+  /** How long ended sandboxes' records are kept (ms; default 7 days): see retention.ts. */
+  retentionMs?: number;
 }
 
 /** The background work of the service, each run by its own timer. */
@@ -13,10 +19,13 @@ export interface LoopTasks {
   liveness: () => Promise<unknown>;
   sampleStats: () => Promise<unknown>;
   flatten: () => Promise<unknown>;
+  /** Purges records that ended more than `retentionMs` ago. */
+  purge: (retentionMs: number) => Promise<unknown>;
 }
 
 /**
- * Starts the reaper, the liveness watcher, the stats sampler and chain flattening; returns the
+ * Starts the reaper, the liveness watcher, the stats sampler, chain flattening and the
+ * retention purge (at once, then hourly); returns the
  * timers (unref'd: they never keep the process alive). A task still running when its timer
  * fires again is skipped, except liveness, which keeps track of its own checks.
  */
@@ -49,5 +58,10 @@ export function startLoops(log: Logger, tasks: LoopTasks, opts: LoopOpts): NodeJ
   timers.push(liveness);
   timers.push(loop(STATS_EVERY_MS, tasks.sampleStats));
   timers.push(loop(opts.flattenEveryMs ?? 30_000, tasks.flatten));
+  const purge = (): Promise<unknown> => tasks.purge(opts.retentionMs ?? DEFAULT_RETENTION_S * 1000);
+  timers.push(loop(PURGE_EVERY_MS, purge));
+  purge().catch((e: unknown) => {
+    log.warn({ err: e }, 'purging ended records failed');
+  });
   return timers;
 }
