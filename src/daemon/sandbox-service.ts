@@ -281,11 +281,11 @@ export class SandboxService {
           liveness: () => this.checkLiveness(),
           sampleStats: () => this.sampleAll(),
           flatten: () => this.flattenChains(),
-          purge: (retentionMs) => {
-            const r = purgeEndedRecords(this.#sc.store, this.#sc.now, retentionMs);
-            if (r.sandboxes.length) this.#sc.log.info(r, 'ended records purged');
-            return Promise.resolve();
-          },
+          purge: (retentionMs) =>
+            Promise.resolve().then(() => {
+              const r = purgeEndedRecords(this.#sc.store, this.#sc.now, retentionMs);
+              if (r.sandboxes.length) this.#sc.log.info(r, 'ended records purged');
+            }),
         },
         opts,
       ),
