@@ -1,10 +1,9 @@
-import { chmod, readFile, unlink, writeFile } from 'node:fs/promises';
+import { chmod, unlink, writeFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
-import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { AccelSetting } from '../core/config.ts';
-import { ERROR_CODES, KilnError, isKilnError } from '../core/errors.ts';
+import { ERROR_CODES, KilnError } from '../core/errors.ts';
 import { failpointAt } from '../core/failpoint.ts';
 import { writeFileAtomic } from '../core/fs-atomic.ts';
 import { UndoStack } from '../core/undo.ts';
@@ -28,7 +27,9 @@ import { QemuDiskLayers } from '../vmm/qemu/disk-layers.ts';
 import { QemuDriver } from '../vmm/qemu/qemu-driver.ts';
 import { e2bErrorBody, e2bRouterOpts, e2bRoutes } from './e2b.ts';
 import { createEnvdProxy } from './envd-proxy.ts';
+import { e2bEnvOnce } from './e2b-env.ts';
 import { createRouter, type Route } from './http.ts';
+import { closeServer, listenTcp, socketAnswers } from './net.ts';
 import {
   FALLBACK_NOFILE,
   planListeners,
@@ -37,7 +38,7 @@ import {
   type ListenersPlan,
 } from './limits.ts';
 import { createListener, type ListenerLimits } from './listener.ts';
-import { nativeRoutes, type E2bEnv } from './native.ts';
+import { nativeRoutes } from './native.ts';
 
 export const KILN_VERSION = '0.1.0';
 
@@ -125,97 +126,6 @@ export interface Kilnd {
 }
 
 export const defaultSocketPath = (stateDir: string): string => join(stateDir, 'kilnd.sock');
-
-/** True when something answers on the unix socket. */
-function socketAnswers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect(path);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => {
-      resolve(false);
-    });
-  });
-}
-
-/** Listens on 127.0.0.1; a default port that is taken falls back to a free one. */
-async function listenTcp(
-  server: Server,
-  given: number | undefined,
-  envName: string,
-  dflt: number,
-  log: Logger,
-): Promise<number> {
-  const explicit = given;
-  if (explicit !== undefined && (!Number.isInteger(explicit) || explicit < 0 || explicit > 65535))
-    throw new KilnError(
-      'invalid_argument',
-      `${envName}: must be a TCP port (0-65535), got "${String(given)}"`,
-    );
-  const listen = (port: number): Promise<number> =>
-    new Promise((resolve, reject) => {
-      const onError = (e: Error): void => {
-        reject(e);
-      };
-      server.once('error', onError);
-      server.listen(port, '127.0.0.1', () => {
-        server.off('error', onError);
-        resolve((server.address() as AddressInfo).port);
-      });
-    });
-  try {
-    return await listen(explicit ?? dflt);
-  } catch (e) {
-    const inUse = (e as NodeJS.ErrnoException).code === 'EADDRINUSE';
-    if (explicit === undefined && inUse) {
-      log.warn({ port: dflt }, `${envName}: port ${dflt} is taken; using a free port (see kiln e2b env)`);
-      return listen(0);
-    }
-    throw new KilnError(
-      inUse ? 'conflict' : 'internal',
-      `cannot listen on 127.0.0.1:${explicit ?? dflt} (${envName}): ${(e as Error).message}`,
-      { cause: e },
-    );
-  }
-}
-
-/**
- * What `kiln e2b env` prints: the two URLs and an API key. The key is created on first use and
- * kept (mode 0600) in `<state>/e2b-env.key`, so every call prints the same one until it is revoked.
- */
-async function envForCli(
-  stateDir: string,
-  keys: ApiKeyService,
-  apiUrl: string,
-  sandboxUrl: string,
-): Promise<E2bEnv> {
-  const file = join(stateDir, 'e2b-env.key');
-  const kept = (await readFile(file, 'utf8').catch(() => '')).trim();
-  if (kept) {
-    try {
-      keys.verify(kept);
-      return { apiUrl, sandboxUrl, apiKey: kept };
-    } catch (e) {
-      if (!isKilnError(e) || e.code !== 'unauthenticated') throw e;
-    }
-  }
-  // The local user's key: an admin key, it sees every sandbox (as `kiln` on the socket does).
-  const { key } = keys.create('e2b-env', { admin: true });
-  await writeFileAtomic(file, key + '\n', 0o600);
-  return { apiUrl, sandboxUrl, apiKey: key };
-}
-
-/** Closes a server and every connection it holds; a server that never listened is fine too. */
-function closeServer(s: Server): Promise<void> {
-  s.closeAllConnections();
-  return new Promise<void>((r) => {
-    s.close(() => {
-      r();
-    });
-  });
-}
 
 /** `given` (from the config variable `envName` or a caller), else `dflt`; checked. */
 function numberOpt(given: number | undefined, envName: string, dflt: number, min: number): number {
@@ -434,20 +344,6 @@ async function serveNative(
   });
   await chmod(socketPath, 0o600);
   return server;
-}
-
-/** `envForCli`, one call at a time: concurrent first calls would each create a key and race to keep theirs. */
-function e2bEnvOnce(
-  stateDir: string,
-  keys: ApiKeyService,
-  apiUrl: string,
-  sandboxUrl: string,
-): () => Promise<E2bEnv> {
-  let inFlight: Promise<E2bEnv> | undefined;
-  return () =>
-    (inFlight ??= envForCli(stateDir, keys, apiUrl, sandboxUrl).finally(() => {
-      inFlight = undefined;
-    }));
 }
 
 /**

@@ -6,6 +6,7 @@ import type { DiskAdmission } from '../admission.ts';
 import type { GuestClient, GuestTimeouts, HttpGuestClientOpts } from '../guest-client.ts';
 import type { LivenessOpts } from '../liveness.ts';
 import type { Caller } from '../scope.ts';
+import type { CreateSandboxRequest } from '../../core/api-types.ts';
 
 /** The boot files of a guest image (what images/ builds). */
 export interface BootImage {
@@ -39,19 +40,8 @@ export interface SandboxServiceDeps {
   liveness?: LivenessOpts;
 }
 
-export interface CreateRequest {
-  template: string;
-  /** Seconds until the reaper ends it (E2B default 300). */
-  timeoutS?: number;
-  metadata?: Record<string, string>;
-  envVars?: Record<string, string>;
-  memoryMiB?: number;
-  vcpus?: number;
-  autoPause?: boolean;
-  /** With autoPause: traffic for the paused sandbox resumes it. */
-  autoResume?: boolean;
-  allowInternet?: boolean;
-}
+/** What a create asks for: the API's own request type (core/api-types.ts). */
+export type CreateRequest = CreateSandboxRequest;
 
 export interface OpCtx {
   /** The request's op id, minted at the API edge. */
@@ -70,10 +60,9 @@ export interface SandboxStats {
   at: string;
 }
 
-export const DEFAULT_TIMEOUT_S = 300;
 /** How often the background samples every sandbox's CPU, memory and disk. */
 export const STATS_EVERY_MS = 5000;
-export const MAX_TIMEOUT_S = 24 * 3600;
+export { DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S } from '../../core/defaults.ts';
 /** A fork makes at most this many clones in one call. */
 export const MAX_FORK = 32;
 /** Disk chains longer than this (layers above the base image) are flattened. */
