@@ -1,8 +1,9 @@
 import { existsSync } from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { KilnError } from '../core/errors.ts';
 import { run } from '../core/exec.ts';
+import { downloadShared } from './deb-cache.ts';
 
 /** A concrete Debian package version. */
 export interface PackageVersion {
@@ -34,18 +35,22 @@ export async function resolveKernel(pkg: string, signal?: AbortSignal): Promise<
   return found;
 }
 
-/** Downloads a package's .deb into `dir` (a cache: an existing file is reused). */
+/**
+ * Downloads a package's .deb into the shared cache `dir` (an existing file is reused). It lands in
+ * a private directory first: a concurrent build must not take a half-written file (deb-cache.ts).
+ */
 export async function downloadDeb(p: PackageVersion, dir: string, signal?: AbortSignal): Promise<string> {
-  const file = join(dir, `${p.pkg}_${p.version.replace(':', '%3a')}_amd64.deb`);
-  if (existsSync(file)) return file;
-  await run('apt-get', ['download', '-q', '-o', 'APT::Sandbox::User=root', `${p.pkg}=${p.version}`], {
-    cwd: dir,
-    failCode: 'image_build_failed',
-    signal,
+  const name = `${p.pkg}_${p.version.replace(':', '%3a')}_amd64.deb`;
+  if (existsSync(join(dir, name))) return join(dir, name);
+  return downloadShared(dir, name, async (own) => {
+    await run('apt-get', ['download', '-q', '-o', 'APT::Sandbox::User=root', `${p.pkg}=${p.version}`], {
+      cwd: own,
+      failCode: 'image_build_failed',
+      signal,
+    });
+    if (!existsSync(join(own, name)))
+      throw new KilnError('image_build_failed', `kernel: apt-get download did not produce ${name}`);
   });
-  if (!existsSync(file))
-    throw new KilnError('image_build_failed', `kernel: apt-get download did not produce ${basename(file)}`);
-  return file;
 }
 
 /** The host's Debian mirror (from its apt sources), else deb.debian.org. */

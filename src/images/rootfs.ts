@@ -13,7 +13,7 @@ export async function debootstrap(
     suite: string;
     packages: string[];
     mirror: string;
-    /** Shared download cache (concurrent builds may use it). */
+    /** debootstrap's package cache (it writes into it in place: a build's own, see build.ts). */
     cacheDir: string;
     onStage: (line: string) => void;
     signal?: AbortSignal | undefined;
