@@ -176,7 +176,10 @@ export function processService(d: ProcessServiceDeps): ServiceImpl<typeof Proces
     selectProcess(d.processes, sel, allowEnded);
   return {
     start: (req, ctx) => startProcess(d, req, ctx),
-    connect: (req, ctx) => withStart(select(req.process, true), ctx),
+    // A generator, so a bad selector fails the stream as before (not the call).
+    async *connect(req, ctx) {
+      yield* withStart(select(req.process, true), ctx);
+    },
     list: () => ({ processes: d.processes.list().map(processInfo) }),
 
     async sendInput(req) {

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { KilnError, asKilnError } from '../core/errors.ts';
 import { nullLogger } from '../core/log.ts';
 import { bundleAgent } from './agent-bundle.ts';
+import { publishDebCache, seedDebCache } from './deb-cache.ts';
 import { detectMirror, resolveKernel } from './host-apt.ts';
 import { discardWorkDir, pointName, publishImage, removeStaleBuilds, workDirFor } from './image-dir.ts';
 import { BUILDER_VERSION, imageKey, recipeDigest, sha256File, type ImageInputs } from './image-key.ts';
@@ -120,7 +121,6 @@ export async function buildImage(opts: BuildOpts): Promise<BuildResult> {
   steps.report('preflight', 'done', `building image ${key}`);
 
   const workDir = workDirFor(root, key);
-  await rm(workDir, { recursive: true, force: true });
   await mkdir(workDir);
   try {
     const manifest = await assemble({ ...opts, spec }, { inputs, key, root, workDir, debCacheDir }, steps);
@@ -174,7 +174,11 @@ async function assemble(
   const mirror = spec.mirror ?? opts.mirror ?? (await detectMirror());
   steps.report('rootfs', 'start', `debootstrap ${spec.suite} from ${mirror} (about a minute)`);
   const rootfs = join(b.workDir, 'rootfs');
-  const cacheDir = join(b.debCacheDir, 'debootstrap');
+  // debootstrap writes into its cache dir in place: each build gets its own (links to the
+  // shared one's files), and what it fetched is shared once it is done.
+  const shared = join(b.debCacheDir, 'debootstrap');
+  const cacheDir = join(b.workDir, 'debootstrap-cache');
+  await seedDebCache(shared, cacheDir);
   const onStage = (l: string): void => {
     steps.report('rootfs', 'detail', l);
   };
@@ -183,10 +187,11 @@ async function assemble(
     packages: spec.packages,
     mirror,
     cacheDir,
-    ownCacheDir: join(b.workDir, 'debootstrap-cache'),
     onStage,
     signal,
   });
+  await publishDebCache(cacheDir, shared);
+  await rm(cacheDir, { recursive: true, force: true });
   steps.done('rootfs', 'debootstrap finished');
 
   steps.report('customise', 'start', 'user, sudo, init, guest agent');

@@ -35,11 +35,13 @@ export async function resolveKernel(pkg: string, signal?: AbortSignal): Promise<
   return found;
 }
 
-/** Downloads a package's .deb into `dir` (a cache: an existing file is reused). */
+/**
+ * Downloads a package's .deb into the shared cache `dir` (an existing file is reused). It lands in
+ * a private directory first: a concurrent build must not take a half-written file (deb-cache.ts).
+ */
 export async function downloadDeb(p: PackageVersion, dir: string, signal?: AbortSignal): Promise<string> {
   const name = `${p.pkg}_${p.version.replace(':', '%3a')}_amd64.deb`;
   if (existsSync(join(dir, name))) return join(dir, name);
-  // Into a private directory first: a concurrent build must not take a half-written file.
   return downloadShared(dir, name, async (own) => {
     await run('apt-get', ['download', '-q', '-o', 'APT::Sandbox::User=root', `${p.pkg}=${p.version}`], {
       cwd: own,

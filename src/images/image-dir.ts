@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { chmod, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -10,8 +11,12 @@ import { readManifest, type ImageFile, type ImageManifest } from './registry.ts'
 /** The files of an image directory, as the manifest names them. */
 const IMAGE_FILES = { kernel: 'vmlinuz', initrd: 'initrd.img', rootfs: 'rootfs.ext4' } as const;
 
-/** Where a build of `key` by this process assembles its image (see `publishImage`). */
-export const workDirFor = (root: string, key: string): string => join(root, `.tmp-${key}-${process.pid}`);
+/**
+ * Where one build of `key` assembles its image (see `publishImage`): unique to the build, so two
+ * builds of one key, in two processes or in one, never share (or remove) each other's work.
+ */
+export const workDirFor = (root: string, key: string): string =>
+  join(root, `.tmp-${key}-${process.pid}-${randomBytes(4).toString('hex')}`);
 
 /**
  * Publishes the image assembled in `workDir`: hashes its files (made read-only), writes
@@ -86,11 +91,10 @@ export async function unmountUnder(dir: string): Promise<void> {
 /** Removes `.tmp-*` build directories whose builder process is gone (an interrupted build). */
 export async function removeStaleBuilds(root: string, log: Logger): Promise<void> {
   for (const f of await readdir(root).catch(() => [] as string[])) {
-    const m = /^\.tmp-[0-9a-f]+-(\d+)$/.exec(f);
+    const m = /^\.tmp-[0-9a-f]+-(\d+)(?:-[0-9a-f]+)?$/.exec(f);
     if (!m?.[1]) continue;
-    const pid = Number(m[1]);
     // A live builder's (this process's included: builds of other images may run here too).
-    if (pidAlive(pid)) continue;
+    if (pidAlive(Number(m[1]))) continue;
     log.info({ dir: f }, 'removing an interrupted build');
     await discardWorkDir(join(root, f));
   }

@@ -1,7 +1,6 @@
 import { chmod, copyFile, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run } from '../core/exec.ts';
-import { publishDebCache, seedDebCache } from './deb-cache.ts';
 
 /** debootstrap's stage lines worth reporting (not each of its ~200 packages). */
 const STAGE_LINE =
@@ -14,23 +13,19 @@ export async function debootstrap(
     suite: string;
     packages: string[];
     mirror: string;
-    /** Shared download cache (concurrent builds may use it). */
+    /** debootstrap's package cache (it writes into it in place: a build's own, see build.ts). */
     cacheDir: string;
-    /** This build's own working copy of the cache (debootstrap writes into its cache in place). */
-    ownCacheDir: string;
     onStage: (line: string) => void;
     signal?: AbortSignal | undefined;
   },
 ): Promise<void> {
-  // Each build gets its own cache dir (links to the shared one's files); what it fetched is
-  // shared once it is done.
-  await seedDebCache(o.cacheDir, o.ownCacheDir);
+  await mkdir(o.cacheDir, { recursive: true });
   await run(
     'debootstrap',
     [
       '--variant=minbase',
       `--include=${[...o.packages].sort().join(',')}`,
-      `--cache-dir=${o.ownCacheDir}`,
+      `--cache-dir=${o.cacheDir}`,
       o.suite,
       root,
       o.mirror,
@@ -43,8 +38,6 @@ export async function debootstrap(
       },
     },
   );
-  await publishDebCache(o.ownCacheDir, o.cacheDir);
-  await rm(o.ownCacheDir, { recursive: true, force: true });
 }
 
 /**
