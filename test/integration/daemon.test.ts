@@ -41,7 +41,8 @@ describe('kilnd end to end (real guests)', { timeout: 900_000 }, () => {
 
   before(async () => {
     state = await mkdtemp('/tmp/kiln-e2e-');
-    env = { ...process.env, KILN_STATE_DIR: state };
+    // Ports 0: another run's (or a user's) kilnd may hold the defaults.
+    env = { ...process.env, KILN_STATE_DIR: state, KILN_E2B_API_PORT: '0', KILN_E2B_SANDBOX_PORT: '0' };
     c = new KilnClient({ socketPath: `${state}/kilnd.sock` });
   });
   after(() => removeStateDir(env, state));
