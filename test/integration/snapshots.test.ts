@@ -6,17 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { createReadStream, createWriteStream, existsSync } from 'node:fs';
-import { mkdtemp, open, readFile, readdir, rm, stat, truncate } from 'node:fs/promises';
+import { open, readFile, readdir, rm, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { KilnError } from '../../src/core/errors.ts';
-import { nullLogger } from '../../src/core/log.ts';
-import { sleep } from '../../src/core/proc.ts';
-import { HttpGuestClient } from '../../src/daemon/guest-client.ts';
-import { MAX_DISK_CHAIN, SandboxService, type BootImage } from '../../src/daemon/sandbox-service.ts';
+import { MAX_DISK_CHAIN, type SandboxService } from '../../src/daemon/sandbox-service.ts';
 import { SqliteStore } from '../../src/store/sqlite-store.ts';
-import { QemuDriver } from '../../src/vmm/qemu/qemu-driver.ts';
-import { ensureDefaultImage } from '../helpers/image.ts';
+import { realHost, wireService, type RealHost } from '../helpers/service.ts';
 
 const rejectsCode = (p: Promise<unknown>, code: string, re?: RegExp): Promise<void> =>
   assert.rejects(p, (e: unknown) => {
@@ -27,46 +23,33 @@ const rejectsCode = (p: Promise<unknown>, code: string, re?: RegExp): Promise<vo
   });
 
 describe('snapshots, pause/resume and fork of running sandboxes', { timeout: 900_000 }, () => {
+  let host: RealHost;
   let root: string;
-  let image: BootImage;
-  let store: SqliteStore;
-  let driver: QemuDriver;
   let svc: SandboxService;
 
   before(async () => {
-    const img = await ensureDefaultImage();
-    image = { key: img.key, kernel: img.kernel, initrd: img.initrd, rootfs: img.rootfs };
-    root = await mkdtemp('/tmp/kiln-snap-');
-    store = new SqliteStore(`${root}/state.db`);
-    driver = new QemuDriver({ runDir: `${root}/vms` });
-    svc = new SandboxService({
-      store,
-      driver,
-      guest: (o) => new HttpGuestClient(o),
-      image: () => Promise.resolve(image),
-      dataDir: `${root}/data`,
-      log: nullLogger,
-    });
-    await svc.buildTemplate('base', image, { memoryMiB: 512, vcpus: 1 });
+    host = await realHost({ prefix: 'kiln-snap-' });
+    root = host.root;
+    svc = host.service();
+    await svc.buildTemplate('base', host.image, { memoryMiB: 512, vcpus: 1 });
   });
-  after(async () => {
-    for (const id of await driver.list()) await driver.kill(id);
-    await driver.close();
-    store.close();
-    await rm(root, { recursive: true, force: true });
-  });
+  after(() => host.close());
 
   const out = async (id: string, cmd: string): Promise<string> => {
     const r = await svc.exec(id, cmd);
     assert.equal(r.exitCode, 0, `${cmd}: ${r.stderr}`);
     return r.stdout.trim();
   };
-  /** The counter the background process bumps: it must move while we watch. */
+  /**
+   * The counter the background process bumps (every 0.1 s) must move: one command in the guest
+   * watches it and answers at its first change (or fails after 10 s of standing still).
+   */
   const counterMoves = async (id: string): Promise<void> => {
-    const a = Number(await out(id, 'cat /tmp/counter'));
-    await sleep(800);
-    const b = Number(await out(id, 'cat /tmp/counter'));
-    assert.ok(b > a, `background counter in ${id} stalled at ${a} -> ${b}`);
+    const r = await svc.exec(
+      id,
+      'a=$(cat /tmp/counter); b=$a; i=0; while [ $i -lt 200 ]; do b=$(cat /tmp/counter); [ "$b" -gt "$a" ] && exit 0; i=$((i+1)); sleep 0.05; done; echo "$a -> $b"; exit 1',
+    );
+    assert.equal(r.exitCode, 0, `background counter in ${id} stalled: ${r.stdout}${r.stderr}`);
   };
 
   let src = '';
@@ -117,7 +100,7 @@ describe('snapshots, pause/resume and fork of running sandboxes', { timeout: 900
       await counterMoves(c);
       // By the agent's clock helper (already running in the snapshot), not a spawned `date`.
       assert.match(
-        await readFile((await driver.status(c)).serialLog, 'utf8'),
+        await readFile((await host.driver.status(c)).serialLog, 'utf8'),
         /clock set from \/init by helper/,
       );
     }
@@ -129,7 +112,7 @@ describe('snapshots, pause/resume and fork of running sandboxes', { timeout: 900
   });
 
   it('refuses bad input and changes nothing', async () => {
-    const before = { snaps: svc.listSnapshots().length, vms: (await driver.list()).length };
+    const before = { snaps: svc.listSnapshots().length, vms: (await host.driver.list()).length };
     await rejectsCode(svc.restore('snap-nope'), 'not_found', /snap-nope/);
     await rejectsCode(svc.snapshot(src, { name: 'first' }), 'already_exists', /first/);
     await rejectsCode(svc.snapshot(src, { name: '../x' }), 'invalid_argument', /name/);
@@ -137,7 +120,7 @@ describe('snapshots, pause/resume and fork of running sandboxes', { timeout: 900
     await rejectsCode(svc.fork(src, { count: 0 }), 'invalid_argument', /count/);
     await rejectsCode(svc.deleteSnapshot(snapId), 'invalid_state', /still used/);
     assert.equal(svc.listSnapshots().length, before.snaps);
-    assert.equal((await driver.list()).length, before.vms);
+    assert.equal((await host.driver.list()).length, before.vms);
   });
 
   it('pause/resume 5 times with a change between each: nothing lost, same id and token', async () => {
@@ -147,7 +130,7 @@ describe('snapshots, pause/resume and fork of running sandboxes', { timeout: 900
       await out(c2, `echo round${i} >> /home/user/log; echo ${i} > /home/user/f`);
       const p = await svc.pause(c2);
       assert.equal(p.state, 'paused');
-      assert.ok(!(await driver.list()).includes(c2), 'a paused sandbox has no VM');
+      assert.ok(!(await host.driver.list()).includes(c2), 'a paused sandbox has no VM');
       await rejectsCode(svc.exec(c2, 'true'), 'invalid_state', /paused/);
       if (i === 1) await rejectsCode(svc.snapshot(c2), 'invalid_state', /paused/);
       const r = await svc.resume(c2);
@@ -197,16 +180,8 @@ describe('snapshots, pause/resume and fork of running sandboxes', { timeout: 900
     const archive = join(root, 'first.tar');
     await svc.exportSnapshot('first', createWriteStream(archive));
     // "Another host": its own state, data and VMs, and no template yet.
-    const store2 = new SqliteStore(`${root}/host2/state.db`);
-    const driver2 = new QemuDriver({ runDir: `${root}/host2/vms` });
-    const svc2 = new SandboxService({
-      store: store2,
-      driver: driver2,
-      guest: (o) => new HttpGuestClient(o),
-      image: () => Promise.reject(new KilnError('not_found', 'host2 has no images')),
-      dataDir: `${root}/host2/data`,
-      log: nullLogger,
-    });
+    const host2 = await realHost({ dir: `${root}/host2`, image: false });
+    const svc2 = host2.service();
     try {
       const imported = await svc2.importSnapshot(createReadStream(archive));
       assert.equal(imported.id, snapId);
@@ -236,13 +211,11 @@ describe('snapshots, pause/resume and fork of running sandboxes', { timeout: 900
       await fh.write(b, 0, 1, Math.floor(size / 2));
       await fh.close();
       const store3 = new SqliteStore(`${root}/host3/state.db`);
-      const svc3 = new SandboxService({
+      const svc3 = wireService({
         store: store3,
-        driver: driver2,
-        guest: (o) => new HttpGuestClient(o),
-        image: () => Promise.reject(new KilnError('not_found', 'no images')),
+        driver: host2.driver,
         dataDir: `${root}/host3/data`,
-        log: nullLogger,
+        image: undefined,
       });
       await rejectsCode(
         svc3.importSnapshot(createReadStream(archive)),
@@ -256,9 +229,7 @@ describe('snapshots, pause/resume and fork of running sandboxes', { timeout: 900
       assert.deepEqual(store3.openOperations(), []);
       store3.close();
     } finally {
-      for (const id of await driver2.list()) await driver2.kill(id);
-      await driver2.close();
-      store2.close();
+      await host2.close();
       await rm(archive, { force: true });
     }
   });
@@ -276,6 +247,6 @@ describe('snapshots, pause/resume and fork of running sandboxes', { timeout: 900
       ['template'],
     );
     assert.equal((await readdir(join(root, 'data', 'snapshots'))).length, 1);
-    assert.deepEqual(await driver.list(), []);
+    assert.deepEqual(await host.driver.list(), []);
   });
 });

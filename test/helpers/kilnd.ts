@@ -1,0 +1,52 @@
+/**
+ * For VM tests that drive a real kilnd in their own state dir: the CLI as a process, and this
+ * state dir's QEMU processes (found by their paths, which are under it). A test counts and kills
+ * only those: other test runs, other helpers' kilnds and a user's own may share the machine.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { rm } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+
+export const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+
+export interface CliResult {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `kiln args...` with `env` and waits for it (10 minutes at most: a first create builds the image). */
+export function kilnSync(env: NodeJS.ProcessEnv, ...args: string[]): CliResult {
+  const r = spawnSync(process.execPath, [CLI, ...args], { env, encoding: 'utf8', timeout: 600_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The pids of the QEMU processes (sandboxes and helper VMs) whose files are under `stateDir`. */
+export function ownQemus(stateDir: string): string[] {
+  try {
+    return execFileSync('pgrep', ['-f', `${stateDir}/vms/`], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .filter(Boolean);
+  } catch {
+    return []; // pgrep exits 1 when none match
+  }
+}
+
+/** SIGKILLs this state dir's QEMU processes (a test's clean-up; never anyone else's). */
+export function killOwnQemus(stateDir: string): void {
+  for (const pid of ownQemus(stateDir)) {
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** The end of a test that ran kilnd in `stateDir`: stop it, kill its VMs, remove the dir. */
+export async function removeStateDir(env: NodeJS.ProcessEnv, stateDir: string): Promise<void> {
+  kilnSync(env, 'daemon', 'stop');
+  killOwnQemus(stateDir);
+  await rm(stateDir, { recursive: true, force: true });
+}
