@@ -18,7 +18,7 @@ import { TemplateEnsurer, type TemplateBuilder } from '../daemon/ensure-template
 import { SandboxService } from '../daemon/sandbox-service.ts';
 import { secureStateDir } from '../daemon/state-dir.ts';
 import { buildDefaultImageInChild } from '../images/build-child.ts';
-import { imageByKey, resolveImage } from '../images/registry.ts';
+import { imageByKey } from '../images/registry.ts';
 import { SqliteStore } from '../store/sqlite-store.ts';
 import { acquireStateLock } from '../store/state-lock.ts';
 import { hostMemoryMiB } from '../vmm/qemu/host.ts';
@@ -254,8 +254,12 @@ function templateBuilder(o: KilndOpts, svc: SandboxService, log: Logger): Templa
     validateMemoryMiB(res.memoryMiB);
     validateVcpus(res.vcpus);
     log.info({ opId }, 'building or finding the default image');
-    await buildDefaultImageInChild(o.cacheDir, { debCacheDir: o.debCacheDir, mirror: o.debianMirror });
-    const img = await resolveImage(o.cacheDir, 'default');
+    const key = await buildDefaultImageInChild(o.cacheDir, {
+      debCacheDir: o.debCacheDir,
+      mirror: o.debianMirror,
+    });
+    // By key: another kiln sharing the cache may point the name `default` elsewhere meanwhile.
+    const img = await imageByKey(o.cacheDir, key);
     return svc.buildTemplate(
       name,
       { key: img.key, kernel: img.kernel, initrd: img.initrd, rootfs: img.rootfs },
