@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
 import { after, before, test } from 'node:test';
 import { createAgent, type Agent } from '../guest/agent.ts';
 import { HttpGuestClient } from './guest-client.ts';
@@ -21,7 +22,8 @@ test('health, init with a token, exec with output, exit codes, env and cwd', asy
   await anon.health();
   await anon.init({
     accessToken: 'secret',
-    envVars: { FROM_INIT: 'yes' },
+    // Root's login shells read $HOME's profile: not the host's (its rc files may take global locks).
+    envVars: { FROM_INIT: 'yes', HOME: tmpdir() },
     timestamp: new Date().toISOString(),
   });
   await assert.rejects(anon.exec('true'), { code: 'guest_agent_error' }, 'the token is now required');

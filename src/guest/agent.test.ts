@@ -26,12 +26,13 @@ envdSuite('agent in-process (host, root)', async () => {
   await new Promise<void>((r) => agent.server.listen(0, '127.0.0.1', r));
   const agentUrl = `http://127.0.0.1:${(agent.server.address() as AddressInfo).port}`;
   const accessToken = 'tok-' + Math.random().toString(36).slice(2);
+  const dir = await mkdtemp(join(tmpdir(), 'kiln-agent-'));
+  // Root's login shells read $HOME's profile: not the host's (its rc files may take global locks).
   const { sandbox, close } = await connectE2b(
     agentUrl,
-    { accessToken, envVars: { KILN_INIT_VAR: 'from-init' } },
+    { accessToken, envVars: { KILN_INIT_VAR: 'from-init', HOME: dir } },
     bootstrap,
   );
-  const dir = await mkdtemp(join(tmpdir(), 'kiln-agent-'));
   return {
     sandbox,
     agentUrl,
