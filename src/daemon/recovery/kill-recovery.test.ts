@@ -23,33 +23,41 @@ const guest = (): GuestClient => ({
   metrics: () => Promise.reject(new Error('not used')),
 });
 
-describe('recovery of an interrupted kill (fake driver)', () => {
-  let dir: string;
-  let store: SqliteStore;
-  let world: FakeWorld;
-  let deps: SandboxServiceDeps;
+/** A state dir with template `base` on the fake driver. */
+async function setUp(): Promise<{
+  dir: string;
+  store: SqliteStore;
+  world: FakeWorld;
+  deps: SandboxServiceDeps;
+}> {
+  const dir = await mkdtemp(join(tmpdir(), 'kiln-killrec-'));
+  const store = new SqliteStore(join(dir, 'state.db'));
+  const world: FakeWorld = new Map();
+  const deps = {
+    store,
+    driver: new FakeDriver(world),
+    guest,
+    image: () => Promise.resolve(IMAGE),
+    dataDir: dir,
+    log: nullLogger,
+  };
+  await new SandboxService(deps).buildTemplate('base', IMAGE, { memoryMiB: 512, vcpus: 1 });
+  return { dir, store, world, deps };
+}
 
+describe('recovery of an interrupted kill (fake driver)', () => {
+  let t: Awaited<ReturnType<typeof setUp>>;
   beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'kiln-killrec-'));
-    store = new SqliteStore(join(dir, 'state.db'));
-    world = new Map();
-    deps = {
-      store,
-      driver: new FakeDriver(world),
-      guest,
-      image: () => Promise.resolve(IMAGE),
-      dataDir: dir,
-      log: nullLogger,
-    };
-    await new SandboxService(deps).buildTemplate('base', IMAGE, { memoryMiB: 512, vcpus: 1 });
+    t = await setUp();
   });
   afterEach(async () => {
-    store.close();
-    await rm(dir, { recursive: true, force: true });
+    t.store.close();
+    await rm(t.dir, { recursive: true, force: true });
   });
 
   for (const [i, step] of KILL_STEPS.entries()) {
     it(`a crash at "kill:${step}": dead with the kill's reason, no VM, the kill finished`, async () => {
+      const { store, world, deps } = t;
       const svc = new SandboxService(deps);
       const s = await svc.create({ template: 'base' });
       // What a kill by the reaper leaves when kilnd dies right after `step` is journalled.
@@ -72,6 +80,7 @@ describe('recovery of an interrupted kill (fake driver)', () => {
   }
 
   it('a kill that failed (its op undone) and a restart: the killing sandbox ends with its reason', async () => {
+    const { store, world, deps } = t;
     const svc = new SandboxService(deps);
     const s = await svc.create({ template: 'base' });
     store.updateSandbox(s.id, { state: 'killing', endReason: 'timeout' });
