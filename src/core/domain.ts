@@ -141,7 +141,16 @@ export interface ApiKeyRecord {
 }
 
 export type OperationKind =
-  'create' | 'kill' | 'snapshot' | 'restore' | 'pause' | 'resume' | 'template' | 'delete-snapshot' | 'import';
+  | 'create'
+  | 'kill'
+  | 'snapshot'
+  | 'fork'
+  | 'restore'
+  | 'pause'
+  | 'resume'
+  | 'template'
+  | 'delete-snapshot'
+  | 'import';
 export type OperationState = 'running' | 'done' | 'failed' | 'undone';
 
 /**

@@ -37,7 +37,11 @@ export async function adoptSandboxes(sc: ServiceContext, out: ReconcileReport): 
     sc.store.updateSandbox(s.id, {
       state: 'dead',
       endReason:
-        s.state === 'killing' ? 'killed' : vm.state === 'gone' ? vm.reason : 'lost in a daemon restart',
+        s.state === 'killing'
+          ? (s.endReason ?? 'killed')
+          : vm.state === 'gone'
+            ? vm.reason
+            : 'lost in a daemon restart',
     });
     out.dead.push(s.id);
   }

@@ -8,12 +8,13 @@
  * - The journal (store `operations`) is the truth about what was in flight: every step of a
  *   multi-step operation was recorded (with its undo, as data) before the step's effect could
  *   outlive a crash, and every undo is idempotent (it may have run already, or half).
- * - A snapshot or pause whose point of no return (`disk frozen`, `vm stopped`) is journalled is
+ * - A snapshot, fork or pause whose point of no return (`disk frozen`, `vm stopped`) is journalled is
  *   finished, never undone: the source's disk may already sit on the new layer. Its directory
  *   holds `snapshot.json` (written before the state is saved), so it can be finished from there
  *   by the same completion step as an uninterrupted snapshot (`roll-forward.ts`).
  * - A create or resume whose sandbox is `running` with a live VM got past its last step.
- * - An interrupted kill still means the sandbox ends.
+ * - A kill is never undone: interrupted at any step (`killing`, `vm killed`), it is finished: the
+ *   VM killed, the sandbox dead with the end reason its kill recorded with `killing`.
  * - VMs outlive kilnd (QEMU is daemonized) and are re-adopted by id through the driver. Only a
  *   positive observation (the driver says gone) ends a sandbox; a host error leaves it as it is
  *   (`unchecked`) and an error listing VMs kills nothing.
@@ -34,7 +35,7 @@ export interface ReconcileReport {
   orphans: string[];
   /** Interrupted operations taken back. */
   unwound: string[];
-  /** Interrupted snapshots finished (they were past their point of no return). */
+  /** Interrupted operations finished: snapshots, forks and pauses past their point of no return, kills. */
   finished: string[];
   /** Snapshot directories no record explains, removed. */
   orphanSnapshotDirs: string[];

@@ -2,7 +2,7 @@ import type { OperationRecord } from '../../core/domain.ts';
 import { KilnError } from '../../core/errors.ts';
 import { runUndo } from '../journal.ts';
 import type { ServiceContext } from '../sandbox/context.ts';
-import { killVm } from '../sandbox/vm.ts';
+import { finishKill } from '../sandbox/kill.ts';
 import { pastPointOfNoReturn } from '../sandbox/snapshot-files.ts';
 import { rollForwardSnapshot } from './roll-forward.ts';
 import type { ReconcileReport } from './reconcile.ts';
@@ -27,13 +27,20 @@ async function reachedRunning(sc: ServiceContext, op: OperationRecord): Promise<
 
 /**
  * Every operation the journal holds open: finished when it got far enough (a create or resume
- * that reached running; a snapshot or pause past its point of no return), else unwound by
+ * that reached running; a snapshot, fork or pause past its point of no return; any kill), else unwound by
  * replaying its undo steps, newest first.
  */
 export async function replayOperations(sc: ServiceContext, out: ReconcileReport): Promise<void> {
   for (const op of sc.store.openOperations()) {
     if (await reachedRunning(sc, op)) {
       sc.store.finishOperation(op.id, 'done');
+      continue;
+    }
+    // A kill is never undone: interrupted at any step, it is finished.
+    if (op.kind === 'kill') {
+      await finishKill(sc, op);
+      sc.store.finishOperation(op.id, 'done');
+      out.finished.push(op.id);
       continue;
     }
     if (pastPointOfNoReturn(op)) {
@@ -64,11 +71,5 @@ async function unwind(sc: ServiceContext, op: OperationRecord): Promise<void> {
     sc.store.updateSandbox(op.subject, { state: 'running' });
   if (op.kind === 'resume' && sc.store.getSandbox(op.subject).state === 'resuming')
     sc.store.updateSandbox(op.subject, { state: 'paused' });
-  // A kill that was interrupted still means: this sandbox ends.
-  if (op.kind === 'kill') {
-    await killVm(sc, op.subject);
-    const s = sc.store.getSandbox(op.subject);
-    if (s.state !== 'dead') sc.store.updateSandbox(op.subject, { state: 'dead', endReason: 'killed' });
-  }
   sc.store.finishOperation(op.id, 'undone', 'interrupted by a daemon restart');
 }

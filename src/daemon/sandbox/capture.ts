@@ -48,7 +48,8 @@ export function beginCapture(
   if (!caps.memorySnapshots || !caps.cowRamSharing || (kind !== 'pause' && !caps.liveDiskFreeze))
     throw new KilnError('invalid_state', `this host's VMM driver cannot ${kind} a running sandbox`);
   const log = sc.log.child({ opId: ctx.opId, sandboxId: id });
-  const run = new OpRun(sc, kind === 'pause' ? 'pause' : 'snapshot', id, ctx.opId);
+  // A fork's snapshot is journalled as `fork` (its steps are a snapshot's; failpoints tell them apart).
+  const run = new OpRun(sc, kind, id, ctx.opId);
   const meta: SnapshotMeta = {
     id: newId('snap', 16),
     name,

@@ -1,4 +1,4 @@
-import type { SandboxRecord } from '../../core/domain.ts';
+import type { OperationRecord, SandboxRecord } from '../../core/domain.ts';
 import { KilnError } from '../../core/errors.ts';
 import { OpRun } from '../journal.ts';
 import type { ServiceContext } from './context.ts';
@@ -39,16 +39,40 @@ async function killLocked(
     throw new KilnError('invalid_state', `sandbox ${id} is already dead (${s.endReason ?? 'ended'})`);
   const run = new OpRun(sc, 'kill', id, ctx.opId);
   try {
-    sc.store.updateSandbox(id, { state: 'killing' });
+    // The reason is recorded with `killing`: a kill is never undone, and one interrupted by a
+    // crash at any step is finished at start-up with it (`finishKill`).
+    sc.store.updateSandbox(id, { state: 'killing', endReason: reason });
+    run.step(KILL_STEPS[0], { action: 'none' });
     sc.agentPorts.delete(id);
     await killVm(sc, id);
-    const rec = sc.store.updateSandbox(id, { state: 'dead', endReason: reason });
+    run.step(KILL_STEPS[1], { action: 'none' });
+    const rec = markKilled(sc, id, reason, ctx.opId ?? null);
     run.done();
-    sc.store.appendEvent(id, 'info', `sandbox ended: ${reason}`, { opId: ctx.opId ?? null });
     await collectInternalSnapshots(sc);
     return rec;
   } catch (e) {
     await run.fail(e);
     throw e;
   }
+}
+
+/** A kill's journalled steps: the sandbox marked `killing` (with its end reason), its VM gone. */
+export const KILL_STEPS = ['killing', 'vm killed'] as const;
+
+/** A kill's last step: the sandbox dead with `reason`, and the event saying so. */
+function markKilled(sc: ServiceContext, id: string, reason: string, opId: string | null): SandboxRecord {
+  const rec = sc.store.updateSandbox(id, { state: 'dead', endReason: reason });
+  sc.store.appendEvent(id, 'info', `sandbox ended: ${reason}`, { opId });
+  return rec;
+}
+
+/**
+ * Finishes a kill interrupted by a crash (recovery): whatever step it reached, the VM is killed
+ * (idempotent) and the sandbox ends with the reason its kill recorded (`killed` for a kill
+ * journalled by an older kilnd, which recorded none).
+ */
+export async function finishKill(sc: ServiceContext, op: OperationRecord): Promise<void> {
+  await killVm(sc, op.subject);
+  const s = sc.store.getSandbox(op.subject);
+  if (s.state !== 'dead') markKilled(sc, s.id, s.endReason ?? 'killed', op.requestId);
 }

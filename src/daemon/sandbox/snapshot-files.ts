@@ -29,10 +29,11 @@ export const DISK_LAYER = 'disk.qcow2';
 /** The journal step after which a snapshot (or pause) is finished, never undone. */
 export const POINT_OF_NO_RETURN = { snapshot: 'disk frozen', pause: 'vm stopped' } as const;
 
-/** True when a snapshot or pause op got past its point of no return (it is finished, not undone). */
+/** True when a snapshot, fork or pause op got past its point of no return (it is finished, not undone). */
 export function pastPointOfNoReturn(op: OperationRecord): boolean {
   return (
-    (op.kind === 'snapshot' && op.steps.some((st) => st.name === POINT_OF_NO_RETURN.snapshot)) ||
+    ((op.kind === 'snapshot' || op.kind === 'fork') &&
+      op.steps.some((st) => st.name === POINT_OF_NO_RETURN.snapshot)) ||
     (op.kind === 'pause' && op.steps.some((st) => st.name === POINT_OF_NO_RETURN.pause))
   );
 }

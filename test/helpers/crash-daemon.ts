@@ -1,0 +1,133 @@
+/**
+ * A kilnd on one state dir for the crash tests (test/integration/failpoints*.test.ts): start it
+ * with a failpoint armed, wait for it to die there, restart it, and look at what it left — its
+ * records (read straight from kiln.db), its files, and the QEMU processes of THIS state dir only.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
+import { pidAlive, sleep } from '../../src/core/proc.ts';
+import { KilnClient } from '../../src/sdk/client.ts';
+import { killOwnQemus, kilnSync, ownQemus } from './kilnd.ts';
+
+export class CrashDaemon {
+  readonly state: string;
+  readonly c: KilnClient;
+
+  constructor(state: string) {
+    this.state = state;
+    this.c = new KilnClient({ socketPath: `${state}/kilnd.sock` });
+  }
+
+  #env(): NodeJS.ProcessEnv {
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      KILN_STATE_DIR: this.state,
+      KILN_E2B_API_PORT: '0',
+      KILN_E2B_SANDBOX_PORT: '0',
+    };
+    delete env['KILN_FAILPOINT'];
+    return env;
+  }
+
+  #kiln(env: NodeJS.ProcessEnv, ...args: string[]): void {
+    const r = kilnSync(env, ...args);
+    assert.equal(r.status, 0, `kiln ${args.join(' ')}: ${r.stderr}`);
+  }
+
+  /** Starts kilnd (detached), with `failpoint` armed if given. */
+  start(failpoint?: string): void {
+    this.#kiln({ ...this.#env(), ...(failpoint ? { KILN_FAILPOINT: failpoint } : {}) }, 'daemon', '--detach');
+  }
+
+  stop(): void {
+    this.#kiln(this.#env(), 'daemon', 'stop');
+  }
+
+  /** Stops kilnd if it runs (a failed test's) and SIGKILLs this state dir's QEMUs. */
+  cleanUp(): void {
+    kilnSync(this.#env(), 'daemon', 'stop');
+    killOwnQemus(this.state);
+  }
+
+  /**
+   * Starts kilnd with `failpoint` armed and runs `action`, which kilnd must not survive: it dies
+   * at the failpoint (its log says so). A request that triggers the step itself must be refused
+   * (kilnd died before answering); `answers: true` is for an action whose request is answered
+   * and whose step comes after (the reaper's kill). Then kilnd is started again, unarmed.
+   */
+  async dieAt(
+    failpoint: string,
+    action: () => Promise<unknown>,
+    o: { answers?: boolean } = {},
+  ): Promise<void> {
+    this.start(failpoint);
+    const pid = Number(readFileSync(`${this.state}/kilnd.pid`, 'utf8'));
+    if (o.answers) await action();
+    else await assert.rejects(action(), `kilnd answered instead of dying at ${failpoint}`);
+    for (let i = 0; pidAlive(pid); i++) {
+      assert.ok(i < 600, `kilnd ${pid} still alive 60 s after its failpoint`);
+      await sleep(100);
+    }
+    assert.ok(
+      readFileSync(`${this.state}/kilnd.log`, 'utf8').includes(`failpoint ${failpoint} hit`),
+      `kilnd died at ${failpoint}`,
+    );
+    this.start();
+  }
+
+  /** This state dir's QEMU processes only (their paths are under it). */
+  qemus(): string[] {
+    return ownQemus(this.state);
+  }
+
+  vmDirs(): string[] {
+    return existsSync(`${this.state}/vms`) ? readdirSync(`${this.state}/vms`).sort() : [];
+  }
+
+  /** The entries of data/snapshots (snapshot directories and any staging directory). */
+  snapshotDirs(): string[] {
+    const d = `${this.state}/data/snapshots`;
+    return existsSync(d) ? readdirSync(d).sort() : [];
+  }
+
+  /** Rows of kiln.db (read-only; kilnd may run). */
+  rows<T>(sql: string, ...params: SQLInputValue[]): T[] {
+    const db = new DatabaseSync(`${this.state}/kiln.db`, { readOnly: true });
+    try {
+      // Plain objects (the driver's have no prototype), for deepEqual.
+      return db
+        .prepare(sql)
+        .all(...params)
+        .map((r) => ({ ...r }) as T);
+    } finally {
+      db.close();
+    }
+  }
+
+  openOps(): number {
+    return this.rows(`SELECT id FROM operations WHERE state = 'running'`).length;
+  }
+
+  /** Every snapshot record's id, sorted: with no staging dir, exactly the snapshot directories. */
+  snapshotIds(): string[] {
+    return this.rows<{ id: string }>('SELECT id FROM snapshots ORDER BY id').map((r) => r.id);
+  }
+
+  /** The `<kind>:<step>` names of the newest finished operation of `kind` (or of `where`). */
+  journalled(kind: string, where = ''): string[] {
+    const r = this.rows<{ steps: string }>(
+      `SELECT steps FROM operations WHERE kind = ? AND state = 'done' ${where} ORDER BY started_at DESC LIMIT 1`,
+      kind,
+    )[0];
+    assert.ok(r, `a finished ${kind} in the journal`);
+    return (JSON.parse(r.steps) as { name: string }[]).map((s) => `${kind}:${s.name}`);
+  }
+
+  /** Runs `cmd` in sandbox `id`; resolves with its stdout. */
+  async sh(id: string, cmd: string): Promise<string> {
+    let out = '';
+    await this.c.exec(id, cmd, { onStdout: (x) => (out += x.toString()) });
+    return out;
+  }
+}
