@@ -132,6 +132,7 @@ export async function importSnapshot(
       createdAt: new Date(sc.now()).toISOString(),
       // Imported through the native API: admin keys only.
       ownerKeyId: null,
+      deletedAt: null,
     };
     sc.store.insertSnapshot(snap);
     run.step('snapshot record', { action: 'delete-snapshot', snapshotId: id });
