@@ -152,8 +152,13 @@ function checkImportedManifest(sc: ServiceContext, m: ArchiveManifest): string {
   validateVcpus(m.snapshot.vcpus);
   if (m.snapshot.name !== null) assertSnapshotNameFree(sc, validateName('name', m.snapshot.name));
   try {
-    sc.store.getSnapshot(id);
-    throw new KilnError('already_exists', `snapshot ${id} already exists on this host`);
+    const here = sc.store.getSnapshot(id);
+    throw new KilnError(
+      'already_exists',
+      here.deletedAt === null
+        ? `snapshot ${id} already exists on this host`
+        : `snapshot ${id} was deleted here but sandboxes or snapshots still stand on its disk layer; import it again once they are gone`,
+    );
   } catch (e) {
     if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
   }
