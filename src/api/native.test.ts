@@ -361,9 +361,21 @@ describe('native API', () => {
     assert.deepEqual([again.status, again.json?.['code']], [409, 'invalid_state']);
     const resumed = await call('POST', `/v1/sandboxes/${id}/resume`, { timeoutS: 60 });
     assert.deepEqual([resumed.status, resumed.json?.['state']], [200, 'running']);
-    const busy = await call('DELETE', `/v1/snapshots/${sid}`);
-    assert.deepEqual([busy.status, busy.json?.['code']], [409, 'invalid_state']);
-    assert.match(String(busy.json?.['message']), /still used by/);
+    // Deleted while its source and a restore stand on its layer: gone for users at once.
+    assert.equal((await call('DELETE', `/v1/snapshots/${sid}`)).status, 204);
+    for (const [method, path] of [
+      ['GET', `/v1/snapshots/${sid}`],
+      ['GET', '/v1/snapshots/mine'],
+      ['POST', `/v1/snapshots/${sid}/restore`],
+      ['GET', `/v1/snapshots/${sid}/export`],
+      ['DELETE', `/v1/snapshots/${sid}`],
+    ] as const) {
+      const r = await call(method, path, method === 'POST' ? {} : undefined);
+      assert.deepEqual([r.status, r.json?.['code']], [404, 'not_found'], `${method} ${path}: ${r.text}`);
+    }
+    assert.deepEqual((await call('GET', '/v1/snapshots?kind=snapshot')).json?.['items'], []);
+    const renamed = await call('POST', `/v1/sandboxes/${id}/snapshots`, { name: 'mine' });
+    assert.equal(renamed.status, 201, 'the name is free at once');
     for (const [method, path, body, status, code] of [
       ['GET', '/v1/snapshots/nope', undefined, 404, 'not_found'],
       ['GET', '/v1/snapshots?kind=weird', undefined, 400, 'invalid_argument'],
