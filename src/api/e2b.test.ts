@@ -241,7 +241,6 @@ describe('E2B API and envd proxy (fake driver, real e2b SDK)', () => {
     const results = forked.json as { sandbox: { sandboxID: string; envdVersion: string } }[];
     assert.equal(results.length, 2);
     for (const r of results) assert.equal(r.sandbox.envdVersion, '0.6.13');
-    // A snapshot is independent of its source and its restores: deleted while they all run.
     assert.equal((await raw('DELETE', `/templates/${snapId}`)).status, 204);
     assert.deepEqual((await raw('GET', `/snapshots?sandboxID=${id}`)).json, []);
     assert.equal((await raw('POST', '/v2/sandboxes', { templateID: 'api-snap' })).status, 404);

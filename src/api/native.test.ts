@@ -19,6 +19,7 @@ import { SqliteStore } from '../store/sqlite-store.ts';
 import { FakeDriver } from '../vmm/fake-driver.ts';
 import { createRouter } from './http.ts';
 import { nativeRoutes } from './native.ts';
+import { nativeTestRoutes } from '../../test/helpers/fake-service.ts';
 
 const IMAGE = { key: 'img-1', kernel: '/i/k', initrd: '/i/i', rootfs: '/i/r' };
 const guest: GuestClient = {
@@ -397,13 +398,9 @@ describe('native API', () => {
     const documented = Object.entries(doc.paths).flatMap(([p, ops]) =>
       Object.keys(ops).map((m) => `${m.toUpperCase()} ${p}`),
     );
-    const routes = nativeRoutes({
-      svc,
-      version: '',
-      buildTemplate: () => Promise.reject(new Error('unused')),
-      keys: new ApiKeyService({ store }),
-      e2bEnv: () => Promise.reject(new Error('unused')),
-    }).map((r) => `${r.method} ${r.path.replace(/:([a-zA-Z]+)/g, '{$1}')}`);
+    const routes = nativeTestRoutes(svc, store).map(
+      (r) => `${r.method} ${r.path.replace(/:([a-zA-Z]+)/g, '{$1}')}`,
+    );
     assert.deepEqual(documented.sort(), routes.sort());
   });
 });

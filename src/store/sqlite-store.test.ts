@@ -128,7 +128,10 @@ test('migration 6: snapshots made before it are live (not deleted) and keep thei
     [['snap-old', 'old', null]],
   );
   s.hideSnapshot('snap-old', 't2');
-  assert.deepEqual(s.listSnapshots({ deleted: true }).map((x) => x.id), ['snap-old']);
+  assert.deepEqual(
+    s.listSnapshots({ deleted: true }).map((x) => x.id),
+    ['snap-old'],
+  );
   s.close();
 });
 

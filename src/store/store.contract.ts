@@ -336,7 +336,11 @@ export function storeContract(name: string, fx: StoreFixture): void {
       const hidden = s.hideSnapshot('snap-2', at);
       assert.deepEqual(hidden, { ...s.getSnapshot('snap-2'), name: null, deletedAt: at });
       assert.equal(s.getSnapshot('snap-2').deletedAt, at, 'internal lookups by id still find the layer');
-      assert.equal(code(() => s.getSnapshot('mine')), 'not_found', 'the name no longer leads to it');
+      assert.equal(
+        code(() => s.getSnapshot('mine')),
+        'not_found',
+        'the name no longer leads to it',
+      );
       s.insertSnapshot(snapshot({ id: 'snap-4', name: 'mine', kind: 'snapshot' }));
       assert.equal(s.getSnapshot('mine').id, 'snap-4', 'the name is free for a new snapshot');
       const ids = (f?: Parameters<typeof s.listSnapshots>[0]): string[] =>
@@ -345,7 +349,11 @@ export function storeContract(name: string, fx: StoreFixture): void {
       assert.deepEqual(ids({ deleted: false }), ['snap-1', 'snap-3', 'snap-4']);
       assert.deepEqual(ids({ deleted: true }), ['snap-2']);
       for (const again of ['snap-2', 'mine', 'nope'])
-        assert.equal(code(() => s.hideSnapshot(again, at)), 'not_found', again);
+        assert.equal(
+          code(() => s.hideSnapshot(again, at)),
+          'not_found',
+          again,
+        );
       assert.deepEqual(s.snapshotDependents('snap-2'), { snapshots: ['snap-3'], sandboxes: ['src'] });
       assert.equal(
         code(() => {

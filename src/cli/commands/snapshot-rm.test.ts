@@ -9,22 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { runCli } from '../../../test/helpers/cli.ts';
-import { createRouter } from '../../api/http.ts';
-import { nativeRoutes } from '../../api/native.ts';
-import { nullLogger } from '../../core/log.ts';
-import { ApiKeyService } from '../../daemon/api-keys.ts';
-import type { GuestClient } from '../../daemon/guest-client.ts';
-import { SandboxService } from '../../daemon/sandbox-service.ts';
+import { fakeDeps, fakeService, nativeHandler } from '../../../test/helpers/fake-service.ts';
 import { SqliteStore } from '../../store/sqlite-store.ts';
 import { FakeDriver } from '../../vmm/fake-driver.ts';
-
-const IMAGE = { key: 'img-1', kernel: '/i/k', initrd: '/i/i', rootfs: '/i/r' };
-const guest: GuestClient = {
-  health: () => Promise.resolve(),
-  init: () => Promise.resolve(),
-  exec: () => Promise.resolve({ exitCode: 0, stdout: '', stderr: '', status: 'exit status 0' }),
-  metrics: () => Promise.reject(new Error('unused')),
-};
 
 test('snapshot rm of a snapshot whose source runs: exit 0, then not found; the source runs on', async () => {
   const home = mkdtempSync(join(tmpdir(), 'kiln-cli-rm-'));
@@ -32,26 +19,11 @@ test('snapshot rm of a snapshot whose source runs: exit 0, then not found; the s
   mkdirSync(state, { mode: 0o700 });
   const store = new SqliteStore(':memory:');
   const driver = new FakeDriver();
-  const svc = new SandboxService({
-    store,
-    driver,
-    guest: () => guest,
-    image: () => Promise.resolve(IMAGE),
-    dataDir: home,
-    log: nullLogger,
-  });
-  const routes = nativeRoutes({
-    svc,
-    version: 'test',
-    buildTemplate: () => Promise.reject(new Error('unused')),
-    keys: new ApiKeyService({ store }),
-    e2bEnv: () => Promise.reject(new Error('unused')),
-  });
-  const server = createServer(createRouter(routes, nullLogger));
+  const svc = await fakeService(fakeDeps({ store, driver, dataDir: home }));
+  const server = createServer(nativeHandler(svc, store));
   await new Promise<void>((r) => server.listen(join(state, 'kilnd.sock'), r));
   const kiln = (...args: string[]) => runCli(home, args, state);
   try {
-    await svc.buildTemplate('base', IMAGE, { memoryMiB: 512, vcpus: 1 });
     const src = await svc.create({ template: 'base' });
     const snap = await svc.snapshot(src.id, { name: 'cli-snap' });
     const rm = await kiln('snapshot', 'rm', 'cli-snap');

@@ -10,29 +10,10 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { KilnError } from '../../core/errors.ts';
-import { nullLogger } from '../../core/log.ts';
 import { SqliteStore } from '../../store/sqlite-store.ts';
 import { FakeDriver } from '../../vmm/fake-driver.ts';
-import type { GuestClient } from '../guest-client.ts';
+import { fakeDeps, fakeService } from '../../../test/helpers/fake-service.ts';
 import { SandboxService, type SandboxServiceDeps } from '../sandbox-service.ts';
-
-const IMAGE = { key: 'img-1', kernel: '/img/vmlinuz', initrd: '/img/initrd.img', rootfs: '/img/rootfs.ext4' };
-const guest: GuestClient = {
-  health: () => Promise.resolve(),
-  init: () => Promise.resolve(),
-  exec: (cmd) => Promise.resolve({ exitCode: 0, stdout: `ran ${cmd}\n`, stderr: '', status: 'exit status 0' }),
-  metrics: () =>
-    Promise.resolve({
-      ts: 1,
-      cpu_count: 1,
-      cpu_used_pct: 0,
-      mem_total: 1,
-      mem_used: 1,
-      mem_cache: 0,
-      disk_used: 1,
-      disk_total: 2,
-    }),
-};
 
 async function code(p: Promise<unknown>, want: string, msg?: RegExp): Promise<void> {
   await assert.rejects(p, (e: unknown) => {
@@ -64,16 +45,8 @@ describe('deleting a snapshot (fake driver)', () => {
     dir = await mkdtemp(join(tmpdir(), 'kiln-delsnap-'));
     store = new SqliteStore(join(dir, 'state.db'));
     driver = new FakeDriver();
-    deps = {
-      store,
-      driver,
-      guest: () => guest,
-      image: () => Promise.resolve(IMAGE),
-      dataDir: dir,
-      log: nullLogger,
-    };
-    svc = new SandboxService(deps);
-    await svc.buildTemplate('base', IMAGE, { memoryMiB: 512, vcpus: 1 });
+    deps = fakeDeps({ store, driver, dataDir: dir });
+    svc = await fakeService(deps);
   });
   afterEach(async () => {
     for (const id of await driver.list()) await driver.kill(id);
