@@ -241,16 +241,16 @@ describe('E2B API and envd proxy (fake driver, real e2b SDK)', () => {
     const results = forked.json as { sandbox: { sandboxID: string; envdVersion: string } }[];
     assert.equal(results.length, 2);
     for (const r of results) assert.equal(r.sandbox.envdVersion, '0.6.13');
-    const busy = await raw('DELETE', `/templates/${snapId}`);
-    assert.equal(busy.status, 409);
+    assert.equal((await raw('DELETE', `/templates/${snapId}`)).status, 204);
+    assert.deepEqual((await raw('GET', `/snapshots?sandboxID=${id}`)).json, []);
+    assert.equal((await raw('POST', '/v2/sandboxes', { templateID: 'api-snap' })).status, 404);
+    assert.equal((await raw('DELETE', `/templates/${snapId}`)).status, 404);
     for (const x of [
       id,
       (fromSnap.json as { sandboxID: string }).sandboxID,
       ...results.map((r) => r.sandbox.sandboxID),
     ])
       assert.equal((await raw('DELETE', `/sandboxes/${x}`)).status, 204);
-    assert.equal((await raw('DELETE', `/templates/${snapId}`)).status, 204);
-    assert.equal((await raw('DELETE', `/templates/${snapId}`)).status, 404);
     assert.equal((await raw('POST', '/sandboxes/sbx-nope/pause', {})).status, 404);
     assert.equal((await raw('POST', '/sandboxes/sbx-nope/fork', { count: 1 })).status, 404);
     assert.equal((await raw('POST', `/sandboxes/${id}/snapshots`, {})).status, 404, 'a dead sandbox is gone');

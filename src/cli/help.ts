@@ -119,7 +119,10 @@ export const COMMANDS: Record<string, CommandHelp> = {
     summary: 'show one snapshot (by id or name)',
     options: [JSON_OPT],
   },
-  'snapshot rm': { usage: ['kiln snapshot rm SNAPSHOT'], summary: 'delete a snapshot (by id or name)' },
+  'snapshot rm': {
+    usage: ['kiln snapshot rm SNAPSHOT'],
+    summary: 'delete a snapshot (by id or name); sandboxes running on it are not affected',
+  },
   'snapshot restore': {
     usage: ['kiln snapshot restore SNAPSHOT [--timeout S] [--metadata K=V]... [--env K=V]... [--json]'],
     summary: 'start a new sandbox from a snapshot and print its id',

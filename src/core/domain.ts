@@ -124,6 +124,12 @@ export interface SnapshotRecord {
    * keys see it. Null: admin keys only (templates' own snapshots go with their template).
    */
   ownerKeyId: string | null;
+  /**
+   * When a user deleted it (ISO time), else null. A deleted snapshot is gone for users (not
+   * listed, not restorable, its name free) but its record stays as the disk layer sandboxes and
+   * other snapshots may still stand on, until garbage collection reclaims it.
+   */
+  deletedAt: string | null;
 }
 
 /** An API key kiln issued (E2B's `X-API-KEY`); only a hash of the key is stored. */

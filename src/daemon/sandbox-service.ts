@@ -212,8 +212,9 @@ export class SandboxService {
   }
 
   /**
-   * Deletes a snapshot and its files. Refused while a sandbox or another snapshot depends on its
-   * layers, and for a template's own snapshot.
+   * Deletes a snapshot: at once gone for users (not listed, not restorable, its name free), even
+   * while its source or restores run on its disk layer; the layer is reclaimed when nothing
+   * stands on it (sandbox/gc.ts). Refused for a template's own snapshot and a paused sandbox's.
    */
   async deleteSnapshot(idOrName: string, ctx: OpCtx = {}): Promise<void> {
     await deleteSnapshot(this.#sc, this.getSnapshot(idOrName), ctx);

@@ -111,4 +111,10 @@ export const MIGRATIONS: readonly string[] = [
   UPDATE sandboxes SET ended_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE state = 'dead';
   CREATE INDEX sandboxes_ended ON sandboxes(ended_at) WHERE state = 'dead';
   `,
+  // 6: a user's snapshot and its disk layer part: deleting a snapshot hides it at once (and frees
+  // its name); its record stays as a layer until nothing stands on it.
+  `
+  ALTER TABLE snapshots ADD COLUMN deleted_at TEXT;
+  CREATE INDEX snapshots_deleted ON snapshots(deleted_at) WHERE deleted_at IS NOT NULL;
+  `,
 ];

@@ -2,6 +2,7 @@
 import type { SnapshotRecord, TemplateRecord } from '../core/domain.ts';
 import { KilnError, invalidArgument } from '../core/errors.ts';
 import { isConstraint, num, optStr, str, type Db, type Row } from './sqlite-db.ts';
+import type { SnapshotFilter } from './store.ts';
 
 export function putTemplate(db: Db, t: TemplateRecord): void {
   try {
@@ -59,8 +60,8 @@ export function deleteTemplate(db: Db, id: string): void {
 export function insertSnapshot(db: Db, s: SnapshotRecord): void {
   try {
     db.q(
-      `INSERT INTO snapshots (id, name, kind, sandbox_id, template_id, memory_mib, vcpus, parent_id, artifacts, guest_token, pause_ms, created_at, owner_key_id)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO snapshots (id, name, kind, sandbox_id, template_id, memory_mib, vcpus, parent_id, artifacts, guest_token, pause_ms, created_at, owner_key_id, deleted_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ).run(
       s.id,
       s.name,
@@ -75,6 +76,7 @@ export function insertSnapshot(db: Db, s: SnapshotRecord): void {
       s.pauseMs,
       s.createdAt,
       s.ownerKeyId,
+      s.deletedAt,
     );
   } catch (e) {
     if (isConstraint(e, 'PRIMARYKEY'))
@@ -102,6 +104,7 @@ function snapshotRow(r: Row): SnapshotRecord {
     pauseMs: r['pause_ms'] === null || r['pause_ms'] === undefined ? null : num(r['pause_ms']),
     createdAt: str(r['created_at']),
     ownerKeyId: optStr(r['owner_key_id']),
+    deletedAt: optStr(r['deleted_at']),
   };
 }
 
@@ -114,16 +117,29 @@ export function getSnapshot(db: Db, idOrName: string): SnapshotRecord {
   return snapshotRow(r);
 }
 
-export function listSnapshots(
-  db: Db,
-  filter: { sandboxId?: string; templateId?: string } = {},
-): SnapshotRecord[] {
+export function listSnapshots(db: Db, filter: SnapshotFilter = {}): SnapshotRecord[] {
+  const deleted = filter.deleted === undefined ? null : filter.deleted ? 1 : 0;
   const rows = db
     .q(
-      `SELECT * FROM snapshots WHERE (?1 IS NULL OR sandbox_id = ?1) AND (?2 IS NULL OR template_id = ?2) ORDER BY created_at, id`,
+      `SELECT * FROM snapshots WHERE (?1 IS NULL OR sandbox_id = ?1) AND (?2 IS NULL OR template_id = ?2)
+         AND (?3 IS NULL OR (deleted_at IS NOT NULL) = ?3) ORDER BY created_at, id`,
     )
-    .all(filter.sandboxId ?? null, filter.templateId ?? null) as Row[];
+    .all(filter.sandboxId ?? null, filter.templateId ?? null, deleted) as Row[];
   return rows.map(snapshotRow);
+}
+
+/**
+ * Deletes a snapshot for its users: marks it deleted at `at` and frees its name, in one
+ * transaction. The record stays (as a disk layer) for `deleteSnapshot` to reclaim.
+ */
+export function hideSnapshot(db: Db, id: string, at: string): SnapshotRecord {
+  return db.tx(() => {
+    const cur = getSnapshot(db, id);
+    if (cur.id !== id || cur.deletedAt !== null)
+      throw new KilnError('not_found', `snapshot "${id}" does not exist`, { details: { snapshotId: id } });
+    db.q('UPDATE snapshots SET deleted_at = ?, name = NULL WHERE id = ?').run(at, id);
+    return { ...cur, name: null, deletedAt: at };
+  });
 }
 
 export function updateSnapshot(

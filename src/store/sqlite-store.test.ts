@@ -116,6 +116,25 @@ test('migration 5: sandboxes already dead count as ended at the upgrade (purged 
   s.close();
 });
 
+test('migration 6: snapshots made before it are live (not deleted) and keep their names', () => {
+  const { path, raw } = before('v5.db', 'ADD COLUMN deleted_at');
+  raw.exec(
+    `INSERT INTO snapshots (id, name, kind, template_id, memory_mib, vcpus, artifacts, created_at) VALUES ('snap-old', 'old', 'snapshot', 'tpl-1', 512, 1, '[]', 't')`,
+  );
+  raw.close();
+  const s = new SqliteStore(path);
+  assert.deepEqual(
+    s.listSnapshots({ deleted: false }).map((x) => [x.id, x.name, x.deletedAt]),
+    [['snap-old', 'old', null]],
+  );
+  s.hideSnapshot('snap-old', 't2');
+  assert.deepEqual(
+    s.listSnapshots({ deleted: true }).map((x) => x.id),
+    ['snap-old'],
+  );
+  s.close();
+});
+
 test('a full disk (SQLITE_FULL on a tiny tmpfs) fails the write as no_space; the store keeps working', () => {
   const mnt = mkdtempSync(join(tmpdir(), 'kiln-full-'));
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]);

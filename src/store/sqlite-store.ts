@@ -4,7 +4,15 @@ import * as events from './sqlite-events.ts';
 import * as journal from './sqlite-journal.ts';
 import * as sandboxes from './sqlite-sandboxes.ts';
 import * as snapshots from './sqlite-snapshots.ts';
-import type { Page, PageOpts, PurgeResult, SandboxFilter, SandboxPatch, Store } from './store.ts';
+import type {
+  Page,
+  PageOpts,
+  PurgeResult,
+  SandboxFilter,
+  SandboxPatch,
+  SnapshotFilter,
+  Store,
+} from './store.ts';
 
 /**
  * The Store on SQLite through node:sqlite (no native addon). WAL with synchronous=FULL: a
@@ -64,7 +72,7 @@ export class SqliteStore implements Store {
   getSnapshot(idOrName: string): D.SnapshotRecord {
     return snapshots.getSnapshot(this.#db, idOrName);
   }
-  listSnapshots(filter?: { sandboxId?: string; templateId?: string }): D.SnapshotRecord[] {
+  listSnapshots(filter?: SnapshotFilter): D.SnapshotRecord[] {
     return snapshots.listSnapshots(this.#db, filter);
   }
   updateSnapshot(id: string, patch: Pick<D.SnapshotRecord, 'parentId' | 'artifacts'>): D.SnapshotRecord {
@@ -72,6 +80,9 @@ export class SqliteStore implements Store {
   }
   snapshotDependents(id: string): { snapshots: string[]; sandboxes: string[] } {
     return snapshots.snapshotDependents(this.#db, id);
+  }
+  hideSnapshot(id: string, at: string): D.SnapshotRecord {
+    return snapshots.hideSnapshot(this.#db, id, at);
   }
   deleteSnapshot(id: string): void {
     snapshots.deleteSnapshot(this.#db, id);

@@ -73,6 +73,7 @@ export const snapshot = (o: Partial<SnapshotRecord> = {}): SnapshotRecord => ({
   pauseMs: null,
   createdAt: T0,
   ownerKeyId: null,
+  deletedAt: null,
   ...o,
 });
 
@@ -321,6 +322,50 @@ export function storeContract(name: string, fx: StoreFixture): void {
         }),
         'not_found',
       );
+      s.close();
+    });
+
+    it('snapshots: hiding one frees its name at once; its record stays as a layer until reclaimed', () => {
+      const s = fx.open();
+      s.putTemplate(template());
+      s.insertSnapshot(snapshot());
+      s.insertSnapshot(snapshot({ id: 'snap-2', name: 'mine', kind: 'snapshot', parentId: 'snap-1' }));
+      s.insertSnapshot(snapshot({ id: 'snap-3', kind: 'snapshot', parentId: 'snap-2' }));
+      s.insertSandbox(sandbox({ id: 'src', sourceSnapshotId: 'snap-2', state: 'running' }));
+      const at = '2026-01-02T03:04:05.000Z';
+      const hidden = s.hideSnapshot('snap-2', at);
+      assert.deepEqual(hidden, { ...s.getSnapshot('snap-2'), name: null, deletedAt: at });
+      assert.equal(s.getSnapshot('snap-2').deletedAt, at, 'internal lookups by id still find the layer');
+      assert.equal(
+        code(() => s.getSnapshot('mine')),
+        'not_found',
+        'the name no longer leads to it',
+      );
+      s.insertSnapshot(snapshot({ id: 'snap-4', name: 'mine', kind: 'snapshot' }));
+      assert.equal(s.getSnapshot('mine').id, 'snap-4', 'the name is free for a new snapshot');
+      const ids = (f?: Parameters<typeof s.listSnapshots>[0]): string[] =>
+        s.listSnapshots(f).map((x) => x.id);
+      assert.deepEqual(ids(), ['snap-1', 'snap-2', 'snap-3', 'snap-4']);
+      assert.deepEqual(ids({ deleted: false }), ['snap-1', 'snap-3', 'snap-4']);
+      assert.deepEqual(ids({ deleted: true }), ['snap-2']);
+      for (const again of ['snap-2', 'mine', 'nope'])
+        assert.equal(
+          code(() => s.hideSnapshot(again, at)),
+          'not_found',
+          again,
+        );
+      assert.deepEqual(s.snapshotDependents('snap-2'), { snapshots: ['snap-3'], sandboxes: ['src'] });
+      assert.equal(
+        code(() => {
+          s.deleteSnapshot('snap-2');
+        }),
+        'invalid_state',
+        'the layer is reclaimed only when nothing stands on it',
+      );
+      s.deleteSnapshot('snap-3');
+      s.updateSandbox('src', { state: 'dead' });
+      s.deleteSnapshot('snap-2');
+      assert.deepEqual(ids(), ['snap-1', 'snap-4']);
       s.close();
     });
 

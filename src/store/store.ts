@@ -41,6 +41,13 @@ export interface PurgeResult {
   operations: number;
 }
 
+export interface SnapshotFilter {
+  sandboxId?: string;
+  templateId?: string;
+  /** true: only deleted snapshots (layers kept for others); false: only live ones; unset: all. */
+  deleted?: boolean;
+}
+
 export type SandboxPatch = Partial<Omit<SandboxRecord, 'id' | 'createdAt'>>;
 
 /**
@@ -72,12 +79,23 @@ export interface Store {
   purgeEnded(endedBefore: string): PurgeResult;
 
   insertSnapshot(s: SnapshotRecord): void;
+  /**
+   * A snapshot by id or name, deleted ones included (their layers are still read: disk chains,
+   * resumes, recovery). What users see must skip `deletedAt` ones.
+   */
   getSnapshot(id: string): SnapshotRecord;
-  listSnapshots(filter?: { sandboxId?: string; templateId?: string }): SnapshotRecord[];
+  listSnapshots(filter?: SnapshotFilter): SnapshotRecord[];
   /** Re-points a snapshot's disk layer (after its chain was flattened). */
   updateSnapshot(id: string, patch: Pick<SnapshotRecord, 'parentId' | 'artifacts'>): SnapshotRecord;
   /** Snapshots and sandboxes that depend on this snapshot's layers (children, restores). */
   snapshotDependents(id: string): { snapshots: string[]; sandboxes: string[] };
+  /**
+   * Deletes a snapshot for its users (by id): marks it deleted at `at` (ISO time) and frees its
+   * name, at once, whatever stands on it; the record stays as a disk layer until `deleteSnapshot`
+   * reclaims it. `not_found` for an unknown or already deleted snapshot.
+   */
+  hideSnapshot(id: string, at: string): SnapshotRecord;
+  /** Removes a snapshot's record (reclaims its layer); refused while something depends on it. */
   deleteSnapshot(id: string): void;
 
   /** Journals an operation before its first step runs. */

@@ -10,7 +10,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { AuthenticationError, CommandExitError, Sandbox, SandboxNotFoundError } from 'e2b';
+import { AuthenticationError, CommandExitError, Sandbox, SandboxError, SandboxNotFoundError } from 'e2b';
 import { envdSuite } from '../envd/envd.suite.ts';
 import { kilnSync, ownQemus, removeStateDir, type CliResult } from '../helpers/kilnd.ts';
 
@@ -329,12 +329,40 @@ describe('the e2b SDK against kilnd (real guests)', { timeout: 1_200_000 }, () =
         assert.notEqual(f.sandboxId, sbx.sandboxId);
         await f.kill();
       }
-      await assert.rejects(Sandbox.deleteSnapshot(snap.snapshotId), /still used/);
-      for (const x of [fromSnap, byName, sbx]) await x.kill();
+      // Independent of its source and its restores: deleted while they run.
       assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), true);
       assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), false, 'gone: 404 -> false');
+      assert.equal(await fromSnap.files.read('/home/user/s.txt'), 'snapped');
+      for (const x of [fromSnap, byName, sbx]) await x.kill();
       await assert.rejects(Sandbox.createSnapshot('sbx-nope'), SandboxNotFoundError);
       await assert.rejects(Sandbox.fork('sbx-nope', { count: 1 }), SandboxNotFoundError);
+    });
+
+    it('deleteSnapshot while its sandbox runs: true at once, unlisted, not restorable, name free; the sandbox works on', async () => {
+      const sbx = await Sandbox.create('base');
+      await sbx.files.write('/home/user/d.txt', 'before');
+      const snap = await sbx.createSnapshot({ name: 'e2e-del' });
+      await sbx.files.write('/home/user/d.txt', 'after');
+      assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), true);
+      assert.deepEqual(await Sandbox.listSnapshots().nextItems(), []);
+      assert.deepEqual(await sbx.listSnapshots().nextItems(), []);
+      for (const ref of [snap.snapshotId, 'e2e-del'])
+        await assert.rejects(Sandbox.create(ref), (e: unknown) => {
+          assert.ok(e instanceof SandboxError, String(e));
+          assert.equal(e.statusCode, 404, e.message);
+          return true;
+        });
+      assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), false, 'a second delete: not found');
+      // The sandbox runs on over its snapshot's layer, and can take the freed name again.
+      assert.equal(await sbx.files.read('/home/user/d.txt'), 'after');
+      assert.equal((await sbx.commands.run('cat /home/user/d.txt')).stdout, 'after');
+      const again = await sbx.createSnapshot({ name: 'e2e-del' });
+      assert.notEqual(again.snapshotId, snap.snapshotId);
+      const restored = await Sandbox.create('e2e-del');
+      assert.equal(await restored.files.read('/home/user/d.txt'), 'after');
+      await restored.kill();
+      await sbx.kill();
+      assert.equal(await Sandbox.deleteSnapshot(again.snapshotId), true);
     });
 
     it('nothing is left behind: no live sandbox, one QEMU per live sandbox', async () => {

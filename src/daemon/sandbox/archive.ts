@@ -132,6 +132,7 @@ export async function importSnapshot(
       createdAt: new Date(sc.now()).toISOString(),
       // Imported through the native API: admin keys only.
       ownerKeyId: null,
+      deletedAt: null,
     };
     sc.store.insertSnapshot(snap);
     run.step('snapshot record', { action: 'delete-snapshot', snapshotId: id });
@@ -151,8 +152,13 @@ function checkImportedManifest(sc: ServiceContext, m: ArchiveManifest): string {
   validateVcpus(m.snapshot.vcpus);
   if (m.snapshot.name !== null) assertSnapshotNameFree(sc, validateName('name', m.snapshot.name));
   try {
-    sc.store.getSnapshot(id);
-    throw new KilnError('already_exists', `snapshot ${id} already exists on this host`);
+    const here = sc.store.getSnapshot(id);
+    throw new KilnError(
+      'already_exists',
+      here.deletedAt === null
+        ? `snapshot ${id} already exists on this host`
+        : `snapshot ${id} was deleted here but sandboxes or snapshots still stand on its disk layer; import it again once they are gone`,
+    );
   } catch (e) {
     if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
   }

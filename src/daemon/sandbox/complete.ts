@@ -44,6 +44,7 @@ export async function completeSnapshot(sc: ServiceContext, meta: SnapshotMeta): 
     pauseMs: meta.pauseMs,
     createdAt: new Date(sc.now()).toISOString(),
     ownerKeyId: meta.ownerKeyId ?? null,
+    deletedAt: null,
   };
   sc.store.insertSnapshot(snap);
   return snap;

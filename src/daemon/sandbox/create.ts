@@ -73,7 +73,8 @@ function resolveSource(
   } catch (e) {
     if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
   }
-  if (!snap || snap.kind === 'pause' || !sees(caller, snap.ownerKeyId))
+  // A deleted snapshot is a layer kept for what stands on it, no longer something to restore.
+  if (!snap || snap.deletedAt !== null || snap.kind === 'pause' || !sees(caller, snap.ownerKeyId))
     throw new KilnError('not_found', `template or snapshot "${ref}" does not exist`, {
       details: { template: ref },
     });

@@ -7,13 +7,22 @@ import { snapDir, type ServiceContext } from './context.ts';
 import { MAX_DISK_CHAIN, type OpCtx } from './types.ts';
 
 /**
- * Garbage collection of snapshot layers: deleting a snapshot, collecting the internal ones
- * (pause, fork) nothing depends on, and flattening disk chains that grew too long.
+ * Garbage collection of snapshot layers: deleting a snapshot, collecting the layers nothing
+ * depends on (internal pause and fork snapshots, deleted snapshots), and flattening disk chains
+ * that grew too long.
+ *
+ * A user's snapshot and its disk layer are two things: the source sandbox goes on over a new
+ * overlay on the snapshot's frozen layer, restores stand on it, later snapshots are layered on
+ * it. Deleting the snapshot hides it at once (store.hideSnapshot: not listed, not restorable,
+ * its name free); the record stays as a layer and is reclaimed (record, then files) as soon as
+ * nothing stands on it: right away, or by the collection after a kill, a snapshot, a fork, a
+ * flatten or start-up.
  */
 
 /**
- * Deletes a snapshot and its files. Refused while a sandbox or another snapshot depends on its
- * layers (the store refuses), and for a template's own snapshot.
+ * Deletes a snapshot for its users, whatever still stands on its layer (see above); its layer
+ * is reclaimed now if nothing does. A template's own snapshot is refused (it goes with the
+ * template), and so is a paused sandbox's state while that sandbox stands on it.
  */
 export async function deleteSnapshot(
   sc: ServiceContext,
@@ -26,31 +35,58 @@ export async function deleteSnapshot(
       'invalid_state',
       `snapshot ${snap.id} is template "${owner.name}"'s; it goes with the template`,
     );
+  if (snap.kind === 'pause') {
+    // The paused sandbox's own state: the store refuses while that sandbox stands on it.
+    await reclaim(sc, snap);
+  } else {
+    // Hidden and its name freed at once, under the lock a reclaim takes (one transaction: a
+    // crash leaves it either live or deleted; a deleted one is reclaimed at start-up if free).
+    await sc.locks.run(`snapshot:${snap.id}`, () =>
+      Promise.resolve(sc.store.hideSnapshot(snap.id, new Date(sc.now()).toISOString())),
+    );
+    await collectInternalSnapshots(sc);
+  }
+  sc.log.info({ opId: ctx.opId, snapshotId: snap.id }, 'snapshot deleted');
+}
+
+/**
+ * Removes a snapshot's record and files. The store refuses while a sandbox or another snapshot
+ * stands on its layer.
+ */
+async function reclaim(sc: ServiceContext, snap: SnapshotRecord): Promise<void> {
   await sc.locks.run(`snapshot:${snap.id}`, async () => {
     sc.store.deleteSnapshot(snap.id);
     // The record goes first: a crash before the files are gone leaves an orphan directory,
     // which start-up reconciliation removes.
     await rm(snapDir(sc, snap.id), { recursive: true, force: true });
-    sc.log.info({ opId: ctx.opId, snapshotId: snap.id }, 'snapshot deleted');
   });
 }
 
-/** Removes pause and fork snapshots nothing depends on any more (their sandboxes ended or moved on). */
+/** A layer collection reclaims: internal (pause, fork) or deleted by its user. */
+const collectable = (snap: SnapshotRecord): boolean =>
+  snap.deletedAt !== null || snap.kind === 'pause' || snap.kind === 'fork';
+
+/**
+ * Reclaims the layers nothing depends on any more: pause and fork snapshots whose sandboxes
+ * ended or moved on, and deleted snapshots nothing stands on. Resolves with their ids.
+ */
 export async function collectInternalSnapshots(sc: ServiceContext): Promise<string[]> {
   const removed: string[] = [];
   for (let again = true; again;) {
     again = false;
     for (const snap of sc.store.listSnapshots()) {
-      if (snap.kind !== 'pause' && snap.kind !== 'fork') continue;
+      if (!collectable(snap)) continue;
       const deps = sc.store.snapshotDependents(snap.id);
       if (deps.snapshots.length || deps.sandboxes.length) continue;
-      await deleteSnapshot(sc, snap).then(
+      await reclaim(sc, snap).then(
         () => {
           removed.push(snap.id);
           again = true;
         },
         (e: unknown) => {
-          sc.log.warn({ err: e, snapshotId: snap.id }, 'removing an unused snapshot failed');
+          // Another collection may have reclaimed it meanwhile.
+          if (!(e instanceof KilnError && e.code === 'not_found'))
+            sc.log.warn({ err: e, snapshotId: snap.id }, 'removing an unused snapshot failed');
         },
       );
     }

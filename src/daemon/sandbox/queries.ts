@@ -38,17 +38,24 @@ export function sandboxLogs(sc: ServiceContext, id: string, page?: PageOpts): Pa
   return sc.store.listEvents(id, page);
 }
 
+/** A snapshot as users see it: a deleted one (a layer kept for others) is `not_found`. */
 export function getSnapshot(sc: ServiceContext, idOrName: string): SnapshotRecord {
   validateName('snapshot', idOrName);
-  return sc.store.getSnapshot(idOrName);
+  const snap = sc.store.getSnapshot(idOrName);
+  if (snap.deletedAt !== null)
+    throw new KilnError('not_found', `snapshot "${idOrName}" does not exist`, {
+      details: { snapshotId: idOrName },
+    });
+  return snap;
 }
 
+/** The snapshots users see (deleted ones are not). */
 export function listSnapshots(
   sc: ServiceContext,
   filter: { sandboxId?: string; kind?: SnapshotKind },
 ): SnapshotRecord[] {
   return sc.store
-    .listSnapshots(filter.sandboxId ? { sandboxId: filter.sandboxId } : {})
+    .listSnapshots({ deleted: false, ...(filter.sandboxId ? { sandboxId: filter.sandboxId } : {}) })
     .filter((x) => !filter.kind || x.kind === filter.kind);
 }
 

@@ -130,6 +130,7 @@ function recordTemplate(
     pauseMs: null,
     createdAt: tpl.createdAt,
     ownerKeyId: null,
+    deletedAt: null,
   };
   sc.store.insertSnapshot(snap);
   run.step('snapshot record', { action: 'delete-snapshot', snapshotId: b.snapId });
