@@ -33,15 +33,16 @@ export const FAKE_IMAGE = {
 export const NOW = Date.parse('2026-06-01T00:00:00Z');
 
 /** What every fake guest's /metrics answers. */
+const [MiB, GiB] = [2 ** 20, 2 ** 30];
 export const GUEST_METRICS: GuestMetrics = {
   ts: 1_700_000_000,
   cpu_count: 1,
   cpu_used_pct: 7.5,
-  mem_total: 512 * 2 ** 20,
-  mem_used: 100 * 2 ** 20,
-  mem_cache: 3 * 2 ** 20,
-  disk_used: 2 ** 30,
-  disk_total: 2 ** 31,
+  mem_total: 512 * MiB,
+  mem_used: 100 * MiB,
+  mem_cache: 3 * MiB,
+  disk_used: GiB,
+  disk_total: 2 * GiB,
 };
 
 /**
