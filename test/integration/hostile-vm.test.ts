@@ -20,7 +20,8 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { planListeners } from '../../src/api/limits.ts';
 import { KilnClient } from '../../src/sdk/client.ts';
-import { corpus, fire, generate, prng, type HostileRequest } from '../helpers/hostile-corpus.ts';
+import { corpus, fire, type HostileRequest } from '../helpers/hostile-corpus.ts';
+import { generate, prng } from '../helpers/hostile-generator.ts';
 import { openIdle, pool, rawRequest, type RawTarget } from '../helpers/raw-http.ts';
 
 const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
