@@ -12,11 +12,10 @@
  */
 import { Agent } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
 import { Sandbox } from 'e2b';
 import { createToFirstExecMs, httpGet } from './kiln-measure.ts';
 import { rawRestoreMs, snapshotFiles } from './raw-qemu.ts';
-import { percentile } from './stats.ts';
+import { benchArgs, percentile } from './stats.ts';
 import { startKilnd } from '../src/api/kilnd.ts';
 import { createLogger } from '../src/core/log.ts';
 import { loadConfig } from '../src/core/config.ts';
@@ -24,15 +23,7 @@ import { KilnClient } from '../src/sdk/client.ts';
 import { startE2bStub } from '../test/helpers/e2b-stub.ts';
 import { ensureDefaultImage } from '../test/helpers/image.ts';
 
-const { values } = parseArgs({
-  options: {
-    runs: { type: 'string', default: '10' },
-    execs: { type: 'string', default: '200' },
-    json: { type: 'boolean', default: false },
-  },
-});
-const runs = Number(values.runs);
-const execs = Number(values.execs);
+const { runs, execs, json } = benchArgs({ runs: 10, execs: 200 });
 
 const stats = (xs: number[]): { p50: number; p99: number } => ({
   p50: +percentile(xs, 50).toFixed(1),
@@ -73,7 +64,7 @@ async function measureCreates(
     raw.push(await rawMs());
     native.push(await viaNative());
     sdk.push(await sdkCreateMs(o));
-    if (!values.json)
+    if (!json)
       process.stderr.write(
         `create ${i + 1}/${runs}: raw ${raw.at(-1)?.toFixed(0)} ms, native ${native.at(-1)?.toFixed(0)} ms, sdk ${sdk.at(-1)?.toFixed(0)} ms\n`,
       );
@@ -193,7 +184,7 @@ async function main(): Promise<void> {
     await kilnd.close();
     await rm(root, { recursive: true, force: true });
   }
-  if (values.json) console.log(JSON.stringify(res));
+  if (json) console.log(JSON.stringify(res));
   else print(res);
 }
 

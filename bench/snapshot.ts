@@ -10,7 +10,6 @@
  *   scripts/node bench/snapshot.ts [--runs N] [--fork N] [--json]
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
 import { startKilnd } from '../src/api/kilnd.ts';
 import { createLogger } from '../src/core/log.ts';
 import { loadConfig } from '../src/core/config.ts';
@@ -19,19 +18,11 @@ import { KilnClient, type SnapshotView } from '../src/sdk/client.ts';
 import { ensureDefaultImage } from '../test/helpers/image.ts';
 import { vmPid } from './kiln-measure.ts';
 import { rawRestore, rawRestoreMs, rawSave, snapshotFiles, type SnapshotFiles } from './raw-qemu.ts';
-import { median } from './stats.ts';
+import { benchArgs, median } from './stats.ts';
 
-const { values } = parseArgs({
-  options: {
-    runs: { type: 'string', default: '5' },
-    fork: { type: 'string', default: '10' },
-    json: { type: 'boolean', default: false },
-  },
-});
-const runs = Number(values.runs);
-const forkN = Number(values.fork);
+const { runs, fork: forkN, json } = benchArgs({ runs: 5, fork: 10 });
 const log = (s: string): void => {
-  if (!values.json) process.stderr.write(`${s}\n`);
+  if (!json) process.stderr.write(`${s}\n`);
 };
 const avg = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 
@@ -173,7 +164,7 @@ async function main(): Promise<void> {
     const pause = await measurePause(b, tplSnap, src.sandboxId);
     const restore = await measureRestore(b, pause.snap);
     const res = summarize(pause, restore, await measureFork(b, pause.snap, src.sandboxId));
-    if (values.json) console.log(JSON.stringify(res));
+    if (json) console.log(JSON.stringify(res));
     else print(res);
   } finally {
     await kilnd.close();
