@@ -8,8 +8,7 @@
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { parseArgs } from 'node:util';
-import { median } from './stats.ts';
+import { benchArgs, median } from './stats.ts';
 import { waitPidExit } from '../src/core/proc.ts';
 import type { Image } from '../src/images/registry.ts';
 import { ensureDefaultImage } from '../test/helpers/image.ts';
@@ -18,10 +17,7 @@ import { waitForHttp } from '../src/vmm/health.ts';
 import { hostTscKhz } from '../src/vmm/qemu/host.ts';
 import { QemuDriver } from '../src/vmm/qemu/qemu-driver.ts';
 
-const { values } = parseArgs({
-  options: { runs: { type: 'string', default: '5' }, json: { type: 'boolean', default: false } },
-});
-const runs = Number(values.runs);
+const { runs, json } = benchArgs({ runs: 5 });
 const MEM = 256;
 
 async function freePort(): Promise<number> {
@@ -94,7 +90,7 @@ async function main(): Promise<void> {
       // Interleave so drift in the host's load hits both sides alike.
       raw.push(await rawBoot(img, accel));
       kiln.push(await kilnBoot(driver, img, i));
-      if (!values.json)
+      if (!json)
         process.stderr.write(
           `run ${i + 1}/${runs}: raw ${raw.at(-1)?.toFixed(0)} ms, kiln ${kiln.at(-1)?.toFixed(0)} ms\n`,
         );
@@ -115,7 +111,7 @@ async function main(): Promise<void> {
     rawMs: raw.map(Math.round),
     kilnMs: kiln.map(Math.round),
   };
-  if (values.json) {
+  if (json) {
     console.log(JSON.stringify(res));
     return;
   }

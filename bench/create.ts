@@ -9,10 +9,9 @@
  *   scripts/node bench/create.ts [--runs N] [--idle N] [--json]
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
 import { createToFirstExecMs, vmPid } from './kiln-measure.ts';
 import { rawRestoreMs, snapshotFiles } from './raw-qemu.ts';
-import { median } from './stats.ts';
+import { benchArgs, median } from './stats.ts';
 import { startKilnd } from '../src/api/kilnd.ts';
 import { createLogger } from '../src/core/log.ts';
 import { loadConfig } from '../src/core/config.ts';
@@ -20,15 +19,7 @@ import { procUsage, sleep } from '../src/core/proc.ts';
 import { KilnClient } from '../src/sdk/client.ts';
 import { ensureDefaultImage } from '../test/helpers/image.ts';
 
-const { values } = parseArgs({
-  options: {
-    runs: { type: 'string', default: '10' },
-    idle: { type: 'string', default: '20' },
-    json: { type: 'boolean', default: false },
-  },
-});
-const runs = Number(values.runs);
-const idleCount = Number(values.idle);
+const { runs, idle: idleCount, json } = benchArgs({ runs: 10, idle: 20 });
 
 async function main(): Promise<void> {
   const img = await ensureDefaultImage();
@@ -54,7 +45,7 @@ async function main(): Promise<void> {
     for (let i = 0; i < runs; i++) {
       rawMs.push(await raw());
       kilnMs.push(await viaKiln());
-      if (!values.json)
+      if (!json)
         process.stderr.write(
           `run ${i + 1}/${runs}: raw ${rawMs.at(-1)?.toFixed(0)} ms, kiln ${kilnMs.at(-1)?.toFixed(0)} ms\n`,
         );
@@ -94,7 +85,7 @@ async function main(): Promise<void> {
     kilnMs: kilnMs.map(Math.round),
     ...density,
   };
-  if (values.json) {
+  if (json) {
     console.log(JSON.stringify(res));
     return;
   }

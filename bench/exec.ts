@@ -5,15 +5,11 @@
  *
  *   scripts/node bench/exec.ts [--runs N] [--json]
  */
-import { parseArgs } from 'node:util';
 import { httpGet } from './kiln-measure.ts';
-import { percentile } from './stats.ts';
+import { benchArgs, percentile } from './stats.ts';
 import { bootAgentVm } from '../test/helpers/guest.ts';
 
-const { values } = parseArgs({
-  options: { runs: { type: 'string', default: '200' }, json: { type: 'boolean', default: false } },
-});
-const runs = Number(values.runs);
+const { runs, json } = benchArgs({ runs: 200 });
 
 async function main(): Promise<void> {
   const vm = await bootAgentVm({ memoryMiB: 512 });
@@ -65,7 +61,7 @@ print(xs[len(xs) // 2])
       guestSpawnP50Ms: +guestSpawnP50.toFixed(2),
       agentOverheadP50Ms: +(percentile(run, 50) - guestSpawnP50).toFixed(2),
     };
-    if (values.json) console.log(JSON.stringify(res));
+    if (json) console.log(JSON.stringify(res));
     else {
       console.log(
         `bench/exec (${info.accel}, ${runs} runs, one guest): latency through the forwarded agent port`,

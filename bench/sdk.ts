@@ -12,11 +12,10 @@
  */
 import { Agent } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
 import { Sandbox } from 'e2b';
 import { createToFirstExecMs, httpGet } from './kiln-measure.ts';
 import { rawRestoreMs, snapshotFiles } from './raw-qemu.ts';
-import { percentile } from './stats.ts';
+import { benchArgs, percentile } from './stats.ts';
 import { startKilnd } from '../src/api/kilnd.ts';
 import { createLogger } from '../src/core/log.ts';
 import { loadConfig } from '../src/core/config.ts';
@@ -24,105 +23,102 @@ import { KilnClient } from '../src/sdk/client.ts';
 import { startE2bStub } from '../test/helpers/e2b-stub.ts';
 import { ensureDefaultImage } from '../test/helpers/image.ts';
 
-const { values } = parseArgs({
-  options: {
-    runs: { type: 'string', default: '10' },
-    execs: { type: 'string', default: '200' },
-    json: { type: 'boolean', default: false },
-  },
-});
-const runs = Number(values.runs);
-const execs = Number(values.execs);
+const { runs, execs, json } = benchArgs({ runs: 10, execs: 200 });
 
 const stats = (xs: number[]): { p50: number; p99: number } => ({
   p50: +percentile(xs, 50).toFixed(1),
   p99: +percentile(xs, 99).toFixed(1),
 });
 
-async function main(): Promise<void> {
-  const img = await ensureDefaultImage();
-  const root = await mkdtemp('/tmp/kiln-bs-');
-  const kilnd = await startKilnd({
-    stateDir: root,
-    cacheDir: loadConfig().cacheDir,
-    log: createLogger({ level: 'warn' }),
-    e2bApiPort: 0,
-    e2bSandboxPort: 0,
-  });
-  const c = new KilnClient({ socketPath: kilnd.socketPath });
-  const tpl = await c.buildTemplate({ name: 'base', memoryMiB: 512, vcpus: 1 });
-  const { key } = await c.createApiKey('bench');
-  const o = { apiUrl: kilnd.e2bApiUrl, sandboxUrl: kilnd.e2bSandboxUrl, apiKey: key };
-  const snap = snapshotFiles(root, tpl.snapshotId ?? '', 512);
+type Kilnd = Awaited<ReturnType<typeof startKilnd>>;
+type Opts = { apiUrl: string; sandboxUrl: string; apiKey: string };
+type Stats = { p50: number; p99: number };
+
+/** One create through the SDK until the first command's output. */
+async function sdkCreateMs(o: Opts): Promise<number> {
+  const t0 = performance.now();
+  const s = await Sandbox.create('base', o);
+  const r = await s.commands.run('echo ready');
+  const ms = performance.now() - t0;
+  if (r.stdout !== 'ready\n') throw new Error(`unexpected output ${r.stdout}`);
+  await s.kill();
+  return ms;
+}
+
+/** Step 1: creates, raw restore vs native API vs SDK, interleaved after one warm-up of each. */
+async function measureCreates(
+  img: Awaited<ReturnType<typeof ensureDefaultImage>>,
+  c: KilnClient,
+  o: Opts,
+  snap: ReturnType<typeof snapshotFiles>,
+): Promise<{ raw: number[]; native: number[]; sdk: number[] }> {
   const rawMs = (): Promise<number> => rawRestoreMs(img, snap);
   const viaNative = (): Promise<number> => createToFirstExecMs(c);
-  const viaSdk = async (): Promise<number> => {
-    const t0 = performance.now();
-    const s = await Sandbox.create('base', o);
-    const r = await s.commands.run('echo ready');
-    const ms = performance.now() - t0;
-    if (r.stdout !== 'ready\n') throw new Error(`unexpected output ${r.stdout}`);
-    await s.kill();
-    return ms;
-  };
-
   const raw: number[] = [];
   const native: number[] = [];
   const sdk: number[] = [];
+  await rawMs();
+  await viaNative();
+  await sdkCreateMs(o); // warm every path once
+  for (let i = 0; i < runs; i++) {
+    raw.push(await rawMs());
+    native.push(await viaNative());
+    sdk.push(await sdkCreateMs(o));
+    if (!json)
+      process.stderr.write(
+        `create ${i + 1}/${runs}: raw ${raw.at(-1)?.toFixed(0)} ms, native ${native.at(-1)?.toFixed(0)} ms, sdk ${sdk.at(-1)?.toFixed(0)} ms\n`,
+      );
+  }
+  return { raw, native, sdk };
+}
+
+/** Step 2: one live sandbox; the SDK through kiln's proxy, and the SDK straight to its agent. */
+async function measureExecs(
+  kilnd: Kilnd,
+  o: Opts,
+): Promise<{ direct: number[]; proxied: number[]; bare: number[] }> {
   const direct: number[] = [];
   const proxied: number[] = [];
   const bare: number[] = [];
+  const s = await Sandbox.create('base', { ...o, timeoutMs: 3600_000 });
+  const token = (await kilnd.svc.agent(s.sandboxId)).sandbox.accessToken;
+  const agentUrl = (await kilnd.svc.agent(s.sandboxId)).baseUrl;
+  const stub = await startE2bStub({ envdAccessToken: token });
+  const straight = await Sandbox.connect(s.sandboxId, {
+    apiUrl: stub.url,
+    sandboxUrl: agentUrl,
+    apiKey: 'unused',
+  });
+  const keep = new Agent({ keepAlive: true, maxSockets: 1 });
   try {
-    await rawMs();
-    await viaNative();
-    await viaSdk(); // warm every path once
-    for (let i = 0; i < runs; i++) {
-      raw.push(await rawMs());
-      native.push(await viaNative());
-      sdk.push(await viaSdk());
-      if (!values.json)
-        process.stderr.write(
-          `create ${i + 1}/${runs}: raw ${raw.at(-1)?.toFixed(0)} ms, native ${native.at(-1)?.toFixed(0)} ms, sdk ${sdk.at(-1)?.toFixed(0)} ms\n`,
-        );
+    for (let i = 0; i < 10; i++) {
+      await s.commands.run('true');
+      await straight.commands.run('true');
+      await httpGet(`${agentUrl}/health`, keep);
     }
-    // One live sandbox; the SDK through kiln's proxy, and the SDK straight to its agent.
-    const s = await Sandbox.create('base', { ...o, timeoutMs: 3600_000 });
-    const token = (await kilnd.svc.agent(s.sandboxId)).sandbox.accessToken;
-    const agentUrl = (await kilnd.svc.agent(s.sandboxId)).baseUrl;
-    const stub = await startE2bStub({ envdAccessToken: token });
-    const straight = await Sandbox.connect(s.sandboxId, {
-      apiUrl: stub.url,
-      sandboxUrl: agentUrl,
-      apiKey: 'unused',
-    });
-    const keep = new Agent({ keepAlive: true, maxSockets: 1 });
-    try {
-      for (let i = 0; i < 10; i++) {
-        await s.commands.run('true');
-        await straight.commands.run('true');
-        await httpGet(`${agentUrl}/health`, keep);
-      }
-      for (let i = 0; i < execs; i++) {
-        let t0 = performance.now();
-        await httpGet(`${agentUrl}/health`, keep);
-        bare.push(performance.now() - t0);
-        t0 = performance.now();
-        await straight.commands.run('true');
-        direct.push(performance.now() - t0);
-        t0 = performance.now();
-        await s.commands.run('true');
-        proxied.push(performance.now() - t0);
-      }
-    } finally {
-      keep.destroy();
-      stub.server.close();
-      await s.kill();
+    for (let i = 0; i < execs; i++) {
+      let t0 = performance.now();
+      await httpGet(`${agentUrl}/health`, keep);
+      bare.push(performance.now() - t0);
+      t0 = performance.now();
+      await straight.commands.run('true');
+      direct.push(performance.now() - t0);
+      t0 = performance.now();
+      await s.commands.run('true');
+      proxied.push(performance.now() - t0);
     }
   } finally {
-    await kilnd.close();
-    await rm(root, { recursive: true, force: true });
+    keep.destroy();
+    stub.server.close();
+    await s.kill();
   }
-  const res = {
+  return { direct, proxied, bare };
+}
+
+/** The figures: p50/p99 per path and the ratios against the baselines. */
+function summarize(m: Awaited<ReturnType<typeof measureCreates>> & Awaited<ReturnType<typeof measureExecs>>) {
+  const { raw, native, sdk, bare, direct, proxied } = m;
+  return {
     bench: 'sdk',
     runs,
     execs,
@@ -142,11 +138,10 @@ async function main(): Promise<void> {
     },
     target: 1.2,
   };
-  if (values.json) {
-    console.log(JSON.stringify(res));
-    return;
-  }
-  const row = (label: string, x: { p50: number; p99: number }): string =>
+}
+
+function print(res: ReturnType<typeof summarize>): void {
+  const row = (label: string, x: Stats): string =>
     `  ${label.padEnd(70)} p50 ${String(x.p50).padStart(7)} ms   p99 ${String(x.p99).padStart(7)} ms`;
   console.log(`bench/sdk (TCG, 512 MiB template; ${runs} creates and ${execs} runs, interleaved)`);
   console.log(row('raw QEMU restore -> agent answers (bench/create baseline)', res.create.rawRestoreToAgent));
@@ -165,6 +160,32 @@ async function main(): Promise<void> {
   console.log(
     `  ratio proxy/direct p50 ${res.exec.ratioP50}, p99 ${res.exec.ratioP99} (target <= ${res.target})`,
   );
+}
+
+async function main(): Promise<void> {
+  const img = await ensureDefaultImage();
+  const root = await mkdtemp('/tmp/kiln-bs-');
+  const kilnd = await startKilnd({
+    stateDir: root,
+    cacheDir: loadConfig().cacheDir,
+    log: createLogger({ level: 'warn' }),
+    e2bApiPort: 0,
+    e2bSandboxPort: 0,
+  });
+  let res: ReturnType<typeof summarize>;
+  try {
+    const c = new KilnClient({ socketPath: kilnd.socketPath });
+    const tpl = await c.buildTemplate({ name: 'base', memoryMiB: 512, vcpus: 1 });
+    const { key } = await c.createApiKey('bench');
+    const o = { apiUrl: kilnd.e2bApiUrl, sandboxUrl: kilnd.e2bSandboxUrl, apiKey: key };
+    const creates = await measureCreates(img, c, o, snapshotFiles(root, tpl.snapshotId ?? '', 512));
+    res = summarize({ ...creates, ...(await measureExecs(kilnd, o)) });
+  } finally {
+    await kilnd.close();
+    await rm(root, { recursive: true, force: true });
+  }
+  if (json) console.log(JSON.stringify(res));
+  else print(res);
 }
 
 await main();

@@ -16,14 +16,8 @@ import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import {
-  corpus,
-  fire,
-  generate,
-  prng,
-  type HostileRequest,
-  type Listener,
-} from '../../test/helpers/hostile-corpus.ts';
+import { corpus, fire, type HostileRequest, type Listener } from '../../test/helpers/hostile-corpus.ts';
+import { generate, prng } from '../../test/helpers/hostile-generator.ts';
 import { captureLog } from '../../test/helpers/log-capture.ts';
 import { openIdle, rawRequest, type RawTarget } from '../../test/helpers/raw-http.ts';
 import { startKilnd, type Kilnd } from './kilnd.ts';

@@ -5,114 +5,18 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { nullLogger } from '../core/log.ts';
 import { ApiKeyService } from '../daemon/api-keys.ts';
-import type { GuestClient } from '../daemon/guest-client.ts';
-import { SandboxService } from '../daemon/sandbox-service.ts';
-import { SqliteStore } from '../store/sqlite-store.ts';
-import { FakeDriver } from '../vmm/fake-driver.ts';
-import { createRouter } from './http.ts';
 import { nativeRoutes } from './native.ts';
-import { nativeTestRoutes } from '../../test/helpers/fake-service.ts';
-
-const IMAGE = { key: 'img-1', kernel: '/i/k', initrd: '/i/i', rootfs: '/i/r' };
-const guest: GuestClient = {
-  health: () => Promise.resolve(),
-  init: () => Promise.resolve(),
-  exec: (cmd) =>
-    Promise.resolve({
-      exitCode: cmd.includes('fail') ? 4 : 0,
-      stdout: '',
-      stderr: '',
-      status: 'exit status 0',
-    }),
-  metrics: () =>
-    Promise.resolve({
-      ts: 1,
-      cpu_count: 1,
-      cpu_used_pct: 0,
-      mem_total: 1,
-      mem_used: 1,
-      mem_cache: 0,
-      disk_used: 1,
-      disk_total: 2,
-    }),
-};
+import { NativeHarness } from './testing/harness.ts';
 
 describe('native API', () => {
-  let dir: string;
-  let store: SqliteStore;
-  let server: Server;
-  let base: string;
-  const driver = new FakeDriver();
-  let svc: SandboxService;
-  /** Names the route handed to the (slow) template builder. */
-  const builds: string[] = [];
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'kiln-api-'));
-    store = new SqliteStore(':memory:');
-    svc = new SandboxService({
-      store,
-      driver,
-      guest: () => ({
-        ...guest,
-        exec: async (cmd, o) => {
-          o?.onStdout?.(new TextEncoder().encode(`out:${cmd}\n`));
-          return guest.exec(cmd, o);
-        },
-      }),
-      image: () => Promise.resolve(IMAGE),
-      dataDir: dir,
-      log: nullLogger,
-    });
-    await svc.buildTemplate('base', IMAGE, { memoryMiB: 512, vcpus: 1 });
-    const routes = nativeRoutes({
-      svc,
-      version: '9.9.9',
-      buildTemplate: (n, r) => {
-        builds.push(n);
-        return svc.buildTemplate(n, IMAGE, r);
-      },
-      keys: new ApiKeyService({ store }),
-      e2bEnv: () =>
-        Promise.resolve({ apiUrl: 'http://127.0.0.1:1', sandboxUrl: 'http://127.0.0.1:2', apiKey: 'k' }),
-    });
-    server = createServer(createRouter(routes, nullLogger));
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  });
-  after(async () => {
-    for (const id of await driver.list()) await driver.kill(id);
-    server.closeAllConnections();
-    server.close();
-    store.close();
-    await rm(dir, { recursive: true, force: true });
-  });
-
-  const call = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
-    const r = await fetch(base + path, {
-      method,
-      headers: { 'content-type': 'application/json', ...headers },
-      ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
-    });
-    const text = await r.text();
-    const isJson = (r.headers.get('content-type') ?? '').startsWith('application/json');
-    return {
-      status: r.status,
-      opId: r.headers.get('x-kiln-op-id'),
-      json: isJson ? (JSON.parse(text) as Record<string, unknown>) : undefined,
-      text,
-    };
-  };
+  let h: NativeHarness;
+  before(async () => (h = await NativeHarness.start({ base: true, version: '9.9.9' })));
+  after(() => h.close());
 
   it('health', async () => {
-    const r = await call('GET', '/v1/health');
+    const r = await h.call('GET', '/v1/health');
     assert.deepEqual([r.status, r.json], [200, { ok: true, version: '9.9.9' }]);
     assert.match(r.opId ?? '', /^req-/);
   });
@@ -161,7 +65,7 @@ describe('native API', () => {
       ['GET', '/v1/nope', undefined, 404, 'not_found', /^no route GET \/v1\/nope$/],
     ];
     for (const [method, path, body, status, code, re] of cases) {
-      const r = await call(method, path, body, { 'x-kiln-op-id': 'op-from-client' });
+      const r = await h.call(method, path, body, { 'x-kiln-op-id': 'op-from-client' });
       assert.equal(r.status, status, `${method} ${path}: ${r.text}`);
       const j = r.json ?? {};
       assert.equal(j['code'], code, `${method} ${path}`);
@@ -169,16 +73,16 @@ describe('native API', () => {
       assert.equal(j['opId'], 'op-from-client');
       assert.equal(r.opId, 'op-from-client');
     }
-    assert.equal((await call('GET', '/v1/health')).status, 200, 'still serving');
+    assert.equal((await h.call('GET', '/v1/health')).status, 200, 'still serving');
     assert.deepEqual(
-      (await call('GET', '/v1/sandboxes')).json,
+      (await h.call('GET', '/v1/sandboxes')).json,
       { items: [], next: null },
       'nothing was created',
     );
   });
 
   it('exec: envs, timeoutMs, user and cwd are checked (400 naming the field) before the sandbox is', async () => {
-    const c = await call('POST', '/v1/sandboxes', { template: 'base' });
+    const c = await h.call('POST', '/v1/sandboxes', { template: 'base' });
     const id = String(c.json?.['sandboxId']);
     const cases: [Record<string, unknown>, string][] = [
       [{ envs: 'x' }, 'envs: must be an object of strings, got "x"'],
@@ -193,7 +97,7 @@ describe('native API', () => {
     ];
     for (const [extra, message] of cases) {
       for (const target of [id, 'sbx-nope']) {
-        const r = await call('POST', `/v1/sandboxes/${target}/exec`, { cmd: 'true', ...extra });
+        const r = await h.call('POST', `/v1/sandboxes/${target}/exec`, { cmd: 'true', ...extra });
         assert.deepEqual(
           [r.status, r.json?.['code'], r.json?.['message']],
           [400, 'invalid_argument', message],
@@ -201,18 +105,18 @@ describe('native API', () => {
         );
       }
     }
-    const ok = await call('POST', `/v1/sandboxes/${id}/exec`, {
+    const ok = await h.call('POST', `/v1/sandboxes/${id}/exec`, {
       cmd: 'true',
       envs: { A: 'b' },
       timeoutMs: 0,
     });
     assert.equal(ok.status, 200);
     assert.match(ok.text, /"exit":\{"exitCode":0/);
-    await call('DELETE', `/v1/sandboxes/${id}`);
+    await h.call('DELETE', `/v1/sandboxes/${id}`);
   });
 
   it('template build: the name, memory and vcpus are refused before the builder runs', async () => {
-    const n0 = builds.length;
+    const n0 = h.builds.length;
     for (const [body, message] of [
       [{ name: 'Bad/Name' }, 'name: "Bad/Name" must not contain "/", "\\", ".." or NUL'],
       [{ name: 'UPPER' }, 'name: "UPPER" must be lower-case letters, digits, "-", "_" and single dots'],
@@ -220,14 +124,14 @@ describe('native API', () => {
       [{ name: 'ok', memoryMiB: 1 }, 'memoryMiB: must be between 128 and 65536, got 1'],
       [{ name: 'ok', vcpus: 0 }, 'vcpus: must be between 1 and 32, got 0'],
     ] as const) {
-      const r = await call('POST', '/v1/templates', body);
+      const r = await h.call('POST', '/v1/templates', body);
       assert.deepEqual([r.status, r.json?.['code'], r.json?.['message']], [400, 'invalid_argument', message]);
     }
-    assert.deepEqual(builds.slice(n0), [], 'the builder (an image cache check first, seconds) never ran');
+    assert.deepEqual(h.builds.slice(n0), [], 'the builder (an image cache check first, seconds) never ran');
   });
 
   it('create, get, list with filters, timeout, exec stream, kill, and kill again', async () => {
-    const c = await call('POST', '/v1/sandboxes', {
+    const c = await h.call('POST', '/v1/sandboxes', {
       template: 'base',
       metadata: { team: 'a' },
       timeoutS: 60,
@@ -239,19 +143,19 @@ describe('native API', () => {
     ]); // prettier-ignore
     assert.equal(c.json?.['ownerKeyId'], null, 'made on the socket: no key owns it');
     assert.equal(c.json['state'], 'running');
-    assert.deepEqual((await call('GET', `/v1/sandboxes/${id}`)).json, c.json);
+    assert.deepEqual((await h.call('GET', `/v1/sandboxes/${id}`)).json, c.json);
     assert.deepEqual(
-      ((await call('GET', '/v1/sandboxes?metadata.team=a&state=running')).json?.['items'] as unknown[])
+      ((await h.call('GET', '/v1/sandboxes?metadata.team=a&state=running')).json?.['items'] as unknown[])
         .length,
       1,
     );
     assert.deepEqual(
-      ((await call('GET', '/v1/sandboxes?metadata.team=b')).json?.['items'] as unknown[]).length,
+      ((await h.call('GET', '/v1/sandboxes?metadata.team=b')).json?.['items'] as unknown[]).length,
       0,
     );
-    const t = await call('POST', `/v1/sandboxes/${id}/timeout`, { timeoutS: 3600 });
+    const t = await h.call('POST', `/v1/sandboxes/${id}/timeout`, { timeoutS: 3600 });
     assert.ok(Date.parse(String(t.json?.['endAt'])) > Date.now() + 3500_000);
-    const ex = await call('POST', `/v1/sandboxes/${id}/exec`, { cmd: 'echo hi' });
+    const ex = await h.call('POST', `/v1/sandboxes/${id}/exec`, { cmd: 'echo hi' });
     assert.equal(ex.status, 200);
     assert.deepEqual(
       ex.text
@@ -259,20 +163,20 @@ describe('native API', () => {
         .split('\n')
         .map((l) => JSON.parse(l) as unknown),
       [
-        { stdout: Buffer.from('out:echo hi\n').toString('base64') },
+        { stdout: Buffer.from('ran echo hi\n').toString('base64') },
         { exit: { exitCode: 0, status: 'exit status 0' } },
       ],
     );
-    assert.equal((await call('POST', `/v1/sandboxes/${id}/exec`, {})).status, 400);
+    assert.equal((await h.call('POST', `/v1/sandboxes/${id}/exec`, {})).status, 400);
     const kills = await Promise.all([
-      call('DELETE', `/v1/sandboxes/${id}`),
-      call('DELETE', `/v1/sandboxes/${id}`),
+      h.call('DELETE', `/v1/sandboxes/${id}`),
+      h.call('DELETE', `/v1/sandboxes/${id}`),
     ]);
     assert.deepEqual(kills.map((k) => k.status).sort(), [204, 409]);
-    const again = await call('DELETE', `/v1/sandboxes/${id}`);
+    const again = await h.call('DELETE', `/v1/sandboxes/${id}`);
     assert.deepEqual([again.status, again.json?.['code']], [409, 'invalid_state']);
-    assert.equal((await call('GET', `/v1/sandboxes/${id}`)).json?.['state'], 'dead');
-    const logs = await call('GET', `/v1/sandboxes/${id}/logs`);
+    assert.equal((await h.call('GET', `/v1/sandboxes/${id}`)).json?.['state'], 'dead');
+    const logs = await h.call('GET', `/v1/sandboxes/${id}/logs`);
     assert.deepEqual(
       (logs.json?.['items'] as { message: string }[]).map((e) => e.message),
       ['sandbox created', 'sandbox ended: killed'],
@@ -280,7 +184,7 @@ describe('native API', () => {
   });
 
   it('API keys: created with the key shown once, listed by prefix only, revoked', async () => {
-    const c = await call('POST', '/v1/api-keys', { name: 'ci' });
+    const c = await h.call('POST', '/v1/api-keys', { name: 'ci' });
     assert.equal(c.status, 201);
     const cj = c.json ?? {};
     const key = String(cj['key']);
@@ -296,17 +200,17 @@ describe('native API', () => {
     ]);
     assert.equal(cj['admin'], false);
     assert.equal(cj['prefix'], key.slice(0, 10));
-    const list = await call('GET', '/v1/api-keys');
+    const list = await h.call('GET', '/v1/api-keys');
     const items = list.json?.['items'] as Record<string, unknown>[];
     assert.deepEqual(
       items.map((k) => [k['id'], k['name'], k['key']]),
       [[cj['id'], 'ci', undefined]],
       'the key itself is never listed',
     );
-    const adm = await call('POST', '/v1/api-keys', { name: 'ops', admin: true });
+    const adm = await h.call('POST', '/v1/api-keys', { name: 'ops', admin: true });
     assert.deepEqual([adm.status, adm.json?.['admin']], [201, true]);
     assert.deepEqual(
-      ((await call('GET', '/v1/api-keys')).json?.['items'] as Record<string, unknown>[]).map((k) => [
+      ((await h.call('GET', '/v1/api-keys')).json?.['items'] as Record<string, unknown>[]).map((k) => [
         k['name'],
         k['admin'],
       ]),
@@ -315,17 +219,17 @@ describe('native API', () => {
         ['ops', true],
       ],
     );
-    const notBool = await call('POST', '/v1/api-keys', { name: 'x', admin: 'yes' });
+    const notBool = await h.call('POST', '/v1/api-keys', { name: 'x', admin: 'yes' });
     assert.deepEqual([notBool.status, notBool.json?.['code']], [400, 'invalid_argument']);
-    assert.equal((await call('DELETE', `/v1/api-keys/${String(adm.json?.['id'])}`)).status, 204);
+    assert.equal((await h.call('DELETE', `/v1/api-keys/${String(adm.json?.['id'])}`)).status, 204);
     assert.ok(!list.text.includes(key));
-    const bad = await call('POST', '/v1/api-keys', { name: 'Bad Name' });
+    const bad = await h.call('POST', '/v1/api-keys', { name: 'Bad Name' });
     assert.deepEqual([bad.status, bad.json?.['code']], [400, 'invalid_argument']);
-    assert.equal((await call('DELETE', `/v1/api-keys/${String(cj['id'])}`)).status, 204);
-    const again = await call('DELETE', `/v1/api-keys/${String(cj['id'])}`);
+    assert.equal((await h.call('DELETE', `/v1/api-keys/${String(cj['id'])}`)).status, 204);
+    const again = await h.call('DELETE', `/v1/api-keys/${String(cj['id'])}`);
     assert.deepEqual([again.status, again.json?.['code']], [404, 'not_found']);
-    assert.deepEqual((await call('GET', '/v1/api-keys')).json, { items: [] });
-    const env = await call('POST', '/v1/e2b/env');
+    assert.deepEqual((await h.call('GET', '/v1/api-keys')).json, { items: [] });
+    const env = await h.call('POST', '/v1/e2b/env');
     assert.deepEqual(env.json, {
       apiUrl: 'http://127.0.0.1:1',
       sandboxUrl: 'http://127.0.0.1:2',
@@ -334,9 +238,9 @@ describe('native API', () => {
   });
 
   it('snapshots, pause/resume, fork and restore: status codes and shapes', async () => {
-    const created = await call('POST', '/v1/sandboxes', { template: 'base' });
+    const created = await h.call('POST', '/v1/sandboxes', { template: 'base' });
     const id = String(created.json?.['sandboxId']);
-    const snap = await call('POST', `/v1/sandboxes/${id}/snapshots`, { name: 'mine' });
+    const snap = await h.call('POST', `/v1/sandboxes/${id}/snapshots`, { name: 'mine' });
     assert.equal(snap.status, 201, snap.text);
     const sj = snap.json ?? {};
     assert.equal(sj['name'], 'mine');
@@ -344,26 +248,26 @@ describe('native API', () => {
     assert.equal(sj['sandboxId'], id);
     assert.equal('guestToken' in sj, false, 'the guest token stays private');
     const sid = String(sj['snapshotId']);
-    assert.equal((await call('GET', '/v1/snapshots/mine')).json?.['snapshotId'], sid);
-    const listed = await call('GET', '/v1/snapshots?kind=snapshot');
+    assert.equal((await h.call('GET', '/v1/snapshots/mine')).json?.['snapshotId'], sid);
+    const listed = await h.call('GET', '/v1/snapshots?kind=snapshot');
     assert.deepEqual(
       (listed.json?.['items'] as { snapshotId: string }[]).map((x) => x.snapshotId),
       [sid],
     );
-    const restored = await call('POST', `/v1/snapshots/mine/restore`, { metadata: { a: 'b' } });
+    const restored = await h.call('POST', `/v1/snapshots/mine/restore`, { metadata: { a: 'b' } });
     assert.equal(restored.status, 201, restored.text);
     assert.deepEqual(restored.json?.['metadata'], { a: 'b' });
-    const forked = await call('POST', `/v1/sandboxes/${id}/fork`, { count: 2 });
+    const forked = await h.call('POST', `/v1/sandboxes/${id}/fork`, { count: 2 });
     assert.equal(forked.status, 201, forked.text);
     assert.equal((forked.json?.['results'] as unknown[]).length, 2);
-    const paused = await call('POST', `/v1/sandboxes/${id}/pause`);
+    const paused = await h.call('POST', `/v1/sandboxes/${id}/pause`);
     assert.deepEqual([paused.status, paused.json?.['state']], [200, 'paused']);
-    const again = await call('POST', `/v1/sandboxes/${id}/pause`);
+    const again = await h.call('POST', `/v1/sandboxes/${id}/pause`);
     assert.deepEqual([again.status, again.json?.['code']], [409, 'invalid_state']);
-    const resumed = await call('POST', `/v1/sandboxes/${id}/resume`, { timeoutS: 60 });
+    const resumed = await h.call('POST', `/v1/sandboxes/${id}/resume`, { timeoutS: 60 });
     assert.deepEqual([resumed.status, resumed.json?.['state']], [200, 'running']);
     // Deleted while its source and a restore stand on its layer: gone for users at once.
-    assert.equal((await call('DELETE', `/v1/snapshots/${sid}`)).status, 204);
+    assert.equal((await h.call('DELETE', `/v1/snapshots/${sid}`)).status, 204);
     for (const [method, path] of [
       ['GET', `/v1/snapshots/${sid}`],
       ['GET', '/v1/snapshots/mine'],
@@ -371,11 +275,11 @@ describe('native API', () => {
       ['GET', `/v1/snapshots/${sid}/export`],
       ['DELETE', `/v1/snapshots/${sid}`],
     ] as const) {
-      const r = await call(method, path, method === 'POST' ? {} : undefined);
+      const r = await h.call(method, path, method === 'POST' ? {} : undefined);
       assert.deepEqual([r.status, r.json?.['code']], [404, 'not_found'], `${method} ${path}: ${r.text}`);
     }
-    assert.deepEqual((await call('GET', '/v1/snapshots?kind=snapshot')).json?.['items'], []);
-    const renamed = await call('POST', `/v1/sandboxes/${id}/snapshots`, { name: 'mine' });
+    assert.deepEqual((await h.call('GET', '/v1/snapshots?kind=snapshot')).json?.['items'], []);
+    const renamed = await h.call('POST', `/v1/sandboxes/${id}/snapshots`, { name: 'mine' });
     assert.equal(renamed.status, 201, 'the name is free at once');
     for (const [method, path, body, status, code] of [
       ['GET', '/v1/snapshots/nope', undefined, 404, 'not_found'],
@@ -386,7 +290,7 @@ describe('native API', () => {
       ['POST', '/v1/sandboxes/nope/pause', undefined, 404, 'not_found'],
       ['POST', '/v1/snapshots/import', 'not a tar', 400, 'invalid_argument'],
     ] as const) {
-      const r = await call(method, path, body);
+      const r = await h.call(method, path, body);
       assert.deepEqual([r.status, r.json?.['code']], [status, code], `${method} ${path}: ${r.text}`);
     }
   });
@@ -398,9 +302,13 @@ describe('native API', () => {
     const documented = Object.entries(doc.paths).flatMap(([p, ops]) =>
       Object.keys(ops).map((m) => `${m.toUpperCase()} ${p}`),
     );
-    const routes = nativeTestRoutes(svc, store).map(
-      (r) => `${r.method} ${r.path.replace(/:([a-zA-Z]+)/g, '{$1}')}`,
-    );
+    const routes = nativeRoutes({
+      svc: h.svc,
+      version: '',
+      buildTemplate: () => Promise.reject(new Error('unused')),
+      keys: new ApiKeyService({ store: h.store }),
+      e2bEnv: () => Promise.reject(new Error('unused')),
+    }).map((r) => `${r.method} ${r.path.replace(/:([a-zA-Z]+)/g, '{$1}')}`);
     assert.deepEqual(documented.sort(), routes.sort());
   });
 });

@@ -5,89 +5,38 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { BOOTSTRAP_KERNEL_ARG, tokenSha256 } from '../core/envd-auth.ts';
-import type { ArtifactRecord } from '../core/domain.ts';
-import { nullLogger } from '../core/log.ts';
-import { SqliteStore } from '../store/sqlite-store.ts';
 import type { VmSpec } from '../vmm/driver.ts';
-import { FakeDriver } from '../vmm/fake-driver.ts';
-import type { ExecResult, GuestClient, GuestMetrics, InitBody } from './guest-client.ts';
-import { SandboxService } from './sandbox-service.ts';
-import {
-  ARCHIVE_FILES,
-  ARCHIVE_FORMAT,
-  MANIFEST,
-  artifact,
-  packArchive,
-  type ArchiveManifest,
-} from './snapshot-archive.ts';
-
-const IMAGE = { key: 'img-1', kernel: '/img/vmlinuz', initrd: '/img/initrd.img', rootfs: '/img/rootfs.ext4' };
-
-/** What each /init carried: the body and the token it presented. */
-const inits: { body: InitBody; presented: string | undefined }[] = [];
-class TokenGuest implements GuestClient {
-  health(): Promise<void> {
-    return Promise.resolve();
-  }
-  init(body: InitBody, currentToken?: string): Promise<void> {
-    inits.push({ body, presented: currentToken });
-    return Promise.resolve();
-  }
-  exec(): Promise<ExecResult> {
-    return Promise.resolve({ exitCode: 0, stdout: '', stderr: '', status: 'exit status 0' });
-  }
-  metrics(): Promise<GuestMetrics> {
-    return Promise.reject(new Error('unused'));
-  }
-}
+import { ARCHIVE_FILES, MANIFEST, packArchive, type ArchiveManifest } from './snapshot-archive.ts';
+import { FAKE_IMAGE as IMAGE, ServiceFixture, stageArchive } from './testing/fixtures.ts';
 
 describe('bootstrap tokens of templates', () => {
-  let dir: string;
-  let store: SqliteStore;
+  let fx: ServiceFixture;
   let specs: VmSpec[];
-  let driver: FakeDriver;
-  let svc: SandboxService;
   beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'kiln-boot-'));
-    store = new SqliteStore(join(dir, 'state.db'));
+    fx = await ServiceFixture.start();
     specs = [];
-    inits.length = 0;
-    driver = new FakeDriver();
-    const start = driver.start.bind(driver);
-    driver.start = (spec, o) => {
+    const start = fx.driver.start.bind(fx.driver);
+    fx.driver.start = (spec, o) => {
       specs.push(spec);
       return start(spec, o);
     };
-    svc = new SandboxService({
-      store,
-      driver,
-      guest: () => new TokenGuest(),
-      image: () => Promise.resolve(IMAGE),
-      dataDir: dir,
-      log: nullLogger,
-    });
   });
-  afterEach(async () => {
-    for (const id of await driver.list()) await driver.kill(id);
-    store.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  afterEach(() => fx.close());
 
   it("boots the template's agent with the token's hash only; each create presents the token and replaces it", async () => {
-    const tpl = await svc.buildTemplate('base', IMAGE, { memoryMiB: 512, vcpus: 1 });
-    const snap = store.getSnapshot(tpl.snapshotId ?? '');
+    const tpl = await fx.svc.buildTemplate('base', IMAGE, { memoryMiB: 512, vcpus: 1 });
+    const snap = fx.store.getSnapshot(tpl.snapshotId ?? '');
     const token = snap.guestToken ?? '';
     assert.match(token, /^[0-9a-f]{64}$/, 'a 256-bit secret kept with the template');
     assert.deepEqual(specs[0]?.boot.kernelArgs, [`${BOOTSTRAP_KERNEL_ARG}=${tokenSha256(token)}`]);
     assert.ok(!JSON.stringify(specs[0]).includes(token), 'the secret itself is not on the VM command line');
-    const [a, b] = [await svc.create({ template: 'base' }), await svc.create({ template: 'base' })];
+    const [a, b] = [await fx.svc.create({ template: 'base' }), await fx.svc.create({ template: 'base' })];
     assert.deepEqual(
-      inits.map((i) => [i.presented, i.body.accessToken]),
+      fx.guests.inits.map((i) => [i.presented, i.body.accessToken]),
       [
         [token, a.accessToken],
         [token, b.accessToken],
@@ -95,62 +44,52 @@ describe('bootstrap tokens of templates', () => {
     );
     assert.notEqual(a.accessToken, b.accessToken);
     // A second build makes a new secret.
-    await svc.buildTemplate('base', IMAGE, { memoryMiB: 512, vcpus: 1 });
-    const again = store.getSnapshot(store.getTemplate('base').snapshotId ?? '').guestToken;
+    await fx.svc.buildTemplate('base', IMAGE, { memoryMiB: 512, vcpus: 1 });
+    const again = fx.store.getSnapshot(fx.store.getTemplate('base').snapshotId ?? '').guestToken;
     assert.ok(again && again !== token);
   });
 
   it('refuses to restore a template built before bootstrap tokens, saying how to rebuild it', async () => {
-    await svc.buildTemplate('old', IMAGE, { memoryMiB: 512, vcpus: 1 });
-    const tpl = store.getTemplate('old');
-    assert.equal(svc.templateReady(tpl), true);
-    const snap = store.getSnapshot(tpl.snapshotId ?? '');
+    await fx.svc.buildTemplate('old', IMAGE, { memoryMiB: 512, vcpus: 1 });
+    const tpl = fx.store.getTemplate('old');
+    assert.equal(fx.svc.templateReady(tpl), true);
+    const snap = fx.store.getSnapshot(tpl.snapshotId ?? '');
     // What an older kiln recorded: the same template, no token.
-    store.deleteSnapshot(snap.id);
-    store.insertSnapshot({ ...snap, guestToken: null });
+    fx.store.deleteSnapshot(snap.id);
+    fx.store.insertSnapshot({ ...snap, guestToken: null });
     // Not ready: `kiln run` and the E2B API rebuild `base` when they find it so.
-    assert.equal(svc.templateReady(tpl), false);
-    await assert.rejects(svc.create({ template: 'old' }), {
+    assert.equal(fx.svc.templateReady(tpl), false);
+    await assert.rejects(fx.svc.create({ template: 'old' }), {
       code: 'invalid_state',
       message: /template "old" was built by an older kiln .* rebuild it: kiln template build --name old/,
     });
-    assert.deepEqual(inits, [], 'no VM was /init-ed');
-    assert.deepEqual(svc.list().items, [], 'no sandbox record left');
+    assert.deepEqual(fx.guests.inits, [], 'no VM was /init-ed');
+    assert.deepEqual(fx.svc.list().items, [], 'no sandbox record left');
   });
 
   it('refuses an archive whose manifest carries no guest token', async () => {
-    await svc.buildTemplate('base', IMAGE, { memoryMiB: 512, vcpus: 1 });
-    const src = join(dir, 'archive');
+    await fx.svc.buildTemplate('base', IMAGE, { memoryMiB: 512, vcpus: 1 });
+    const src = join(fx.dir, 'archive');
     await mkdir(src);
     execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', join(src, ARCHIVE_FILES.disk), '1M']);
-    for (const [kind, name] of Object.entries(ARCHIVE_FILES))
-      if (kind !== 'disk') await writeFile(join(src, name), kind);
-    const files: ArtifactRecord[] = [];
-    for (const [kind, name] of Object.entries(ARCHIVE_FILES))
-      files.push(await artifact(src, kind as keyof typeof ARCHIVE_FILES, name));
+    const staged = await stageArchive(
+      src,
+      { id: 'snap-imported', createdAt: new Date().toISOString() },
+      (kind) => (kind === 'disk' ? undefined : kind),
+    );
     const manifest = (guestToken: string | null): ArchiveManifest => ({
-      format: ARCHIVE_FORMAT,
-      snapshot: {
-        id: 'snap-imported',
-        name: null,
-        memoryMiB: 512,
-        vcpus: 1,
-        guestToken,
-        templateName: 'base',
-        imageKey: 'img-1',
-        createdAt: new Date().toISOString(),
-      },
-      files,
+      ...staged,
+      snapshot: { ...staged.snapshot, guestToken },
     });
     for (const bad of [null, '', 'short']) {
       await writeFile(join(src, MANIFEST), JSON.stringify(manifest(bad)));
-      await assert.rejects(svc.importSnapshot(packArchive(src)), {
+      await assert.rejects(fx.svc.importSnapshot(packArchive(src)), {
         code: 'invalid_argument',
         message: /no usable guestToken/,
       });
     }
     await writeFile(join(src, MANIFEST), JSON.stringify(manifest('exported-token-0123456789')));
-    const snap = await svc.importSnapshot(packArchive(src));
+    const snap = await fx.svc.importSnapshot(packArchive(src));
     assert.equal(snap.guestToken, 'exported-token-0123456789');
   });
 });

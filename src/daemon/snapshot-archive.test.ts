@@ -10,13 +10,13 @@ import { after, before, describe, it } from 'node:test';
 import { KilnError } from '../core/errors.ts';
 import {
   ARCHIVE_FILES,
-  ARCHIVE_FORMAT,
   MANIFEST,
   artifact,
   packArchive,
   unpackArchive,
   type ArchiveManifest,
 } from './snapshot-archive.ts';
+import { stageArchive } from './testing/fixtures.ts';
 
 const refused = (p: Promise<unknown>, re: RegExp): Promise<void> =>
   assert.rejects(p, (e: unknown) => {
@@ -34,28 +34,10 @@ describe('snapshot archives', () => {
     root = await mkdtemp(join(tmpdir(), 'kiln-archive-'));
     src = join(root, 'src');
     await mkdir(src);
-    for (const [kind, name] of Object.entries(ARCHIVE_FILES))
-      await writeFile(join(src, name), `${kind} `.repeat(5000));
-    // Large enough that writing the file applies backpressure while the archive is read.
-    await writeFile(join(src, 'memory'), randomBytes(24 * 2 ** 20));
-    const files = [];
-    for (const [kind, name] of Object.entries(ARCHIVE_FILES))
-      files.push(await artifact(src, kind as keyof typeof ARCHIVE_FILES, name));
-    const m: ArchiveManifest = {
-      format: ARCHIVE_FORMAT,
-      snapshot: {
-        id: 'snap-1',
-        name: 'n',
-        memoryMiB: 512,
-        vcpus: 1,
-        guestToken: 't',
-        templateName: 'base',
-        imageKey: 'k',
-        createdAt: '2026-01-01T00:00:00.000Z',
-      },
-      files,
-    };
-    await writeFile(join(src, MANIFEST), JSON.stringify(m));
+    // The memory file is large enough that writing it applies backpressure while the archive is read.
+    await stageArchive(src, { name: 'n', guestToken: 't', imageKey: 'k' }, (kind) =>
+      kind === 'memory' ? randomBytes(24 * 2 ** 20) : `${kind} `.repeat(5000),
+    );
     good = join(root, 'good.tar');
     const chunks: Buffer[] = [];
     for await (const c of packArchive(src)) chunks.push(c as Buffer);

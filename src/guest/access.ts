@@ -102,4 +102,15 @@ export async function checkCreate(user: GuestUser, path: string): Promise<string
 
 export class NotADirectoryError extends Error {}
 
+/**
+ * How a request the access checks refused is answered, whatever the protocol: `denied` (the user
+ * may not), `invalid` (a path that cannot be, or bad input); undefined for any other error.
+ */
+export function accessRefusal(e: unknown): { kind: 'denied' | 'invalid'; message: string } | undefined {
+  if (e instanceof AccessDeniedError) return { kind: 'denied', message: e.message };
+  if (e instanceof NotADirectoryError || e instanceof TypeError)
+    return { kind: 'invalid', message: e.message };
+  return undefined;
+}
+
 export const F_OK = constants.F_OK;

@@ -8,13 +8,7 @@ import { createGunzip, createGzip } from 'node:zlib';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import busboy from 'busboy';
-import {
-  AccessDeniedError,
-  NotADirectoryError,
-  checkCreate,
-  checkExisting,
-  resolveUserPath,
-} from './access.ts';
+import { accessRefusal, checkCreate, checkExisting, resolveUserPath } from './access.ts';
 import { mkdirFor } from './filesystem-service.ts';
 import { sendError, sendJson } from './http-util.ts';
 import type { GuestUser } from './users.ts';
@@ -34,8 +28,8 @@ class HttpError extends Error {
 
 function statusOf(e: unknown, path: string): HttpError {
   if (e instanceof HttpError) return e;
-  if (e instanceof AccessDeniedError) return new HttpError(403, e.message);
-  if (e instanceof NotADirectoryError || e instanceof TypeError) return new HttpError(400, e.message);
+  const refused = accessRefusal(e);
+  if (refused) return new HttpError(refused.kind === 'denied' ? 403 : 400, refused.message);
   const code = (e as NodeJS.ErrnoException).code;
   if (code === 'ENOENT') return new HttpError(404, `path '${path}' does not exist`);
   if (code === 'ENOSPC') return new HttpError(507, `not enough disk space to write '${path}'`);

@@ -5,13 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from '@connectrpc/connect';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { Channel } from './channel.ts';
-import {
-  AccessDeniedError,
-  NotADirectoryError,
-  checkCreate,
-  checkExisting,
-  resolveUserPath,
-} from './access.ts';
+import { accessRefusal, checkCreate, checkExisting, resolveUserPath } from './access.ts';
 import { entryInfo, listEntries } from './entries.ts';
 import {
   EventType,
@@ -33,9 +27,12 @@ export interface FilesystemServiceDeps {
 
 function fsError(e: unknown, path: string): ConnectError {
   if (e instanceof ConnectError) return e;
-  if (e instanceof AccessDeniedError) return new ConnectError(e.message, Code.PermissionDenied);
-  if (e instanceof NotADirectoryError) return new ConnectError(e.message, Code.InvalidArgument);
-  if (e instanceof TypeError) return new ConnectError(e.message, Code.InvalidArgument);
+  const refused = accessRefusal(e);
+  if (refused)
+    return new ConnectError(
+      refused.message,
+      refused.kind === 'denied' ? Code.PermissionDenied : Code.InvalidArgument,
+    );
   const code = (e as NodeJS.ErrnoException).code;
   if (code === 'ENOENT') return new ConnectError(`path '${path}' does not exist`, Code.NotFound);
   if (code === 'ENOTDIR')

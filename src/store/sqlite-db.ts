@@ -39,6 +39,16 @@ export function isConstraint(e: unknown, kind: 'PRIMARYKEY' | 'UNIQUE' | 'FOREIG
   return /UNIQUE constraint failed|PRIMARY KEY/.test(m);
 }
 
+/** Runs an INSERT; a primary-key or unique clash is `already_exists`, saying `taken`. */
+export function insertUnique(db: Db, sql: string, values: SQLInputValue[], taken: () => string): void {
+  try {
+    db.q(sql).run(...values);
+  } catch (e) {
+    if (isConstraint(e, 'UNIQUE')) throw new KilnError('already_exists', taken());
+    throw e;
+  }
+}
+
 /**
  * The connection every table module shares: opened in WAL with synchronous=FULL (a committed
  * change survives kill -9 of the daemon and a host crash), foreign keys on, migrated on open;

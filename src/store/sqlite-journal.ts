@@ -1,21 +1,18 @@
 /** The `operations` journal and the `api_keys` table. */
 import type { ApiKeyRecord, OperationRecord, OperationState, OperationStep } from '../core/domain.ts';
 import { KilnError } from '../core/errors.ts';
-import { isConstraint, num, optStr, str, type Db, type Row } from './sqlite-db.ts';
+import { insertUnique, num, optStr, str, type Db, type Row } from './sqlite-db.ts';
 
 export function beginOperation(
   db: Db,
   op: Omit<OperationRecord, 'state' | 'steps' | 'error' | 'endedAt'>,
 ): OperationRecord {
-  try {
-    db.q(
-      `INSERT INTO operations (id, kind, subject, request_id, state, steps, error, started_at, ended_at) VALUES (?, ?, ?, ?, 'running', '[]', NULL, ?, NULL)`,
-    ).run(op.id, op.kind, op.subject, op.requestId, op.startedAt);
-  } catch (e) {
-    if (isConstraint(e, 'PRIMARYKEY'))
-      throw new KilnError('already_exists', `operation "${op.id}" already exists`);
-    throw e;
-  }
+  insertUnique(
+    db,
+    `INSERT INTO operations (id, kind, subject, request_id, state, steps, error, started_at, ended_at) VALUES (?, ?, ?, ?, 'running', '[]', NULL, ?, NULL)`,
+    [op.id, op.kind, op.subject, op.requestId, op.startedAt],
+    () => `operation "${op.id}" already exists`,
+  );
   return { ...op, state: 'running', steps: [], error: null, endedAt: null };
 }
 
@@ -69,15 +66,12 @@ export function openOperations(db: Db): OperationRecord[] {
 }
 
 export function insertApiKey(db: Db, k: ApiKeyRecord): void {
-  try {
-    db.q(
-      'INSERT INTO api_keys (id, name, key_hash, prefix, created_at, last_used_at, admin) VALUES (?, ?, ?, ?, ?, ?, ?)',
-    ).run(k.id, k.name, k.keyHash, k.prefix, k.createdAt, k.lastUsedAt, k.admin ? 1 : 0);
-  } catch (e) {
-    if (isConstraint(e, 'PRIMARYKEY') || isConstraint(e, 'UNIQUE'))
-      throw new KilnError('already_exists', `API key "${k.id}" already exists`);
-    throw e;
-  }
+  insertUnique(
+    db,
+    'INSERT INTO api_keys (id, name, key_hash, prefix, created_at, last_used_at, admin) VALUES (?, ?, ?, ?, ?, ?, ?)',
+    [k.id, k.name, k.keyHash, k.prefix, k.createdAt, k.lastUsedAt, k.admin ? 1 : 0],
+    () => `API key "${k.id}" already exists`,
+  );
 }
 
 function apiKeyRow(r: Row): ApiKeyRecord {

@@ -1,21 +1,18 @@
 /** The `templates` and `snapshots` tables: records, names, and the layers that pin a snapshot. */
 import type { SnapshotRecord, TemplateRecord } from '../core/domain.ts';
 import { KilnError, invalidArgument } from '../core/errors.ts';
-import { isConstraint, num, optStr, str, type Db, type Row } from './sqlite-db.ts';
+import { insertUnique, isConstraint, num, optStr, str, type Db, type Row } from './sqlite-db.ts';
 import type { SnapshotFilter } from './store.ts';
 
 export function putTemplate(db: Db, t: TemplateRecord): void {
-  try {
-    db.q(
-      `INSERT INTO templates (id, name, image_key, memory_mib, vcpus, snapshot_id, created_at, owner_key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+  insertUnique(
+    db,
+    `INSERT INTO templates (id, name, image_key, memory_mib, vcpus, snapshot_id, created_at, owner_key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT(id) DO UPDATE SET name = excluded.name, image_key = excluded.image_key, memory_mib = excluded.memory_mib,
          vcpus = excluded.vcpus, snapshot_id = excluded.snapshot_id`,
-    ).run(t.id, t.name, t.imageKey, t.memoryMiB, t.vcpus, t.snapshotId, t.createdAt, t.ownerKeyId);
-  } catch (e) {
-    if (isConstraint(e, 'UNIQUE'))
-      throw new KilnError('already_exists', `a template named "${t.name}" already exists`);
-    throw e;
-  }
+    [t.id, t.name, t.imageKey, t.memoryMiB, t.vcpus, t.snapshotId, t.createdAt, t.ownerKeyId],
+    () => `a template named "${t.name}" already exists`,
+  );
 }
 
 function templateRow(r: Row): TemplateRecord {

@@ -19,7 +19,8 @@ import { after, before, describe, it } from 'node:test';
 import { planListeners } from '../../src/api/limits.ts';
 import { KilnClient } from '../../src/sdk/client.ts';
 import { kilnSync, ownQemus, removeStateDir, type CliResult } from '../helpers/kilnd.ts';
-import { corpus, fire, generate, prng, type HostileRequest } from '../helpers/hostile-corpus.ts';
+import { corpus, fire, type HostileRequest } from '../helpers/hostile-corpus.ts';
+import { generate, prng } from '../helpers/hostile-generator.ts';
 import { openIdle, pool, rawRequest, type RawTarget } from '../helpers/raw-http.ts';
 
 const SEED = Number(process.env['KILN_HOSTILE_SEED'] ?? 20261202);

@@ -6,7 +6,7 @@ import type { DiskAdmission } from '../admission.ts';
 import type { GuestClient, GuestTimeouts, HttpGuestClientOpts } from '../guest-client.ts';
 import type { LivenessOpts } from '../liveness.ts';
 import type { Caller } from '../scope.ts';
-import type { CreateSandboxRequest } from '../../core/api-types.ts';
+import type { CreateSandboxRequest, StatsView } from '../../core/api-types.ts';
 
 /** The boot files of a guest image (what images/ builds). */
 export interface BootImage {
@@ -50,15 +50,8 @@ export interface OpCtx {
   caller?: Caller | undefined;
 }
 
-export interface SandboxStats {
-  sandboxId: string;
-  cpuPct: number;
-  rssBytes: number;
-  pssBytes: number;
-  diskBytes: number;
-  memoryMiB: number;
-  at: string;
-}
+/** One sample of a sandbox's host usage: the API's own view type (core/api-types.ts). */
+export type SandboxStats = StatsView;
 
 /** How often the background samples every sandbox's CPU, memory and disk. */
 export const STATS_EVERY_MS = 5000;

@@ -1,0 +1,153 @@
+/**
+ * The liveness watcher over the fake driver: VMs that died or vanished, a host error that is not
+ * death, guest agents that stop answering, and VMs QEMU stopped (full disk, paused outside kiln).
+ */
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { SandboxService } from './sandbox-service.ts';
+import { NOW, ServiceFixture } from './testing/fixtures.ts';
+
+describe('SandboxService: liveness of VMs and guest agents (fake driver)', () => {
+  let fx: ServiceFixture;
+  beforeEach(async () => (fx = await ServiceFixture.start({ now: NOW, base: true })));
+  afterEach(() => fx.close());
+
+  it("a VM that died by itself is marked dead by the liveness check, with its console's last words", async () => {
+    const s = await fx.svc.create({ template: 'base' });
+    const panic = 'Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000009';
+    // As a real panic looks: the cause, the panic line, a long stack dump, and the VM is gone.
+    const dump = Array.from({ length: 45 }, (_, i) => `[   12.4]  ? frame_${i}+0x1/0x2`);
+    fx.driver.crash(s.id, [
+      '[   12.3] Out of memory: Killed process 77 (node)',
+      `[   12.4] ${panic}`,
+      ...dump,
+      '[   12.5] Kernel Offset: 0x37e00000 from 0xffffffff81000000',
+    ]);
+    assert.deepEqual(await fx.svc.checkLiveness(), [s.id]);
+    assert.equal(fx.svc.get(s.id).endReason, `vm exited: ${panic}`);
+    const ev = fx.svc.logs(s.id).items.find((e) => e.message === `vm exited: ${panic}`);
+    const excerpt = ev?.data?.['console'] as string[];
+    assert.equal(excerpt[0], '[   12.3] Out of memory: Killed process 77 (node)', 'what led to the panic');
+    assert.equal(excerpt.length, 26, 'the event carries the panic and the start of its dump');
+    // Without a panic line, the last line the guest wrote; with an empty console, a bare exit.
+    const t = await fx.svc.create({ template: 'base' });
+    fx.driver.crash(t.id, ['booted', 'agent: listening']);
+    const u = await fx.svc.create({ template: 'base' });
+    fx.driver.crash(u.id);
+    assert.deepEqual((await fx.svc.checkLiveness()).sort(), [t.id, u.id].sort());
+    assert.equal(fx.svc.get(t.id).endReason, "vm exited; the guest's last console line: agent: listening");
+    assert.equal(fx.svc.get(u.id).endReason, 'vm exited');
+  });
+
+  it('a host error reading the VM (EMFILE) is not death: liveness and reconcile leave the sandbox alone', async () => {
+    const s = await fx.svc.create({ template: 'base' });
+    fx.driver.failIo('EMFILE');
+    assert.deepEqual(await fx.svc.checkLiveness(), []);
+    assert.deepEqual([fx.svc.get(s.id).state, fx.svc.get(s.id).endReason], ['running', null]);
+    const restarted = fx.restarted({ driver: fx.driver });
+    const r = await restarted.reconcile().finally(() => {
+      fx.driver.failIo(undefined);
+    });
+    assert.deepEqual([r.unchecked, r.adopted, r.dead], [[s.id], [], []]);
+    assert.equal(fx.svc.get(s.id).state, 'running');
+    assert.deepEqual(await fx.driver.list(), [s.id], 'its VM was neither killed nor cleaned up');
+    assert.deepEqual(await fx.svc.checkLiveness(), []);
+    assert.equal((await fx.svc.exec(s.id, 'true')).exitCode, 0);
+  });
+
+  it('a VM whose directory vanished is killed (it cannot be re-adopted) and the reason recorded', async () => {
+    const a = await fx.svc.create({ template: 'base' });
+    const b = await fx.svc.create({ template: 'base' });
+    fx.driver.loseDir(a.id);
+    assert.deepEqual(await fx.svc.checkLiveness(), [a.id]);
+    assert.match(
+      fx.svc.get(a.id).endReason ?? '',
+      /^vm lost: VM sbx-\w+ has no record but its process \d+ still runs/,
+    );
+    assert.equal(fx.driver.processAlive(a.id), false, 'its process was killed');
+    // At start-up too.
+    fx.driver.loseDir(b.id);
+    const r = await fx.restarted({ driver: fx.driver }).reconcile();
+    assert.deepEqual(r.dead, [b.id]);
+    assert.match(
+      fx.svc.get(b.id).endReason ?? '',
+      /could not be re-adopted without its QMP socket, so it was killed/,
+    );
+    assert.equal(fx.driver.processAlive(b.id), false);
+  });
+
+  it('a guest agent that stops answering is flagged unresponsive; exec fails at once; it clears when it answers', async () => {
+    fx.svc = new SandboxService({ ...fx.deps, liveness: { probeEveryMs: 1000, failuresToFlag: 2 } });
+    const s = await fx.svc.create({ template: 'base' });
+    fx.guests.hung = true;
+    await fx.svc.checkLiveness();
+    assert.equal(fx.svc.get(s.id).condition, null, 'one failed probe is not enough');
+    await fx.svc.checkLiveness();
+    assert.equal(fx.svc.get(s.id).condition, null, 'probes are spaced');
+    fx.now += 1000;
+    await fx.svc.checkLiveness();
+    const c = fx.svc.get(s.id).condition;
+    assert.ok(c);
+    assert.equal(c.code, 'unresponsive');
+    assert.match(c.message, /has not answered \/health 2 times in a row/);
+    assert.equal(c.since, new Date(fx.now).toISOString());
+    assert.equal(fx.svc.get(s.id).state, 'running', 'the state stays truthful');
+    await assert.rejects(fx.svc.exec(s.id, 'true'), {
+      code: 'guest_agent_error',
+      message: new RegExp(`sandbox ${s.id} is not responding \\(since ${c.since}\\)`),
+    });
+    await assert.rejects(fx.svc.agent(s.id), { code: 'guest_agent_error' });
+    // It answers again: the next call re-probes, clears the mark and goes through.
+    fx.guests.hung = false;
+    assert.equal((await fx.svc.exec(s.id, 'true')).exitCode, 0);
+    assert.equal(fx.svc.get(s.id).condition, null);
+    assert.ok(fx.svc.logs(s.id).items.some((e) => e.message.startsWith('sandbox unresponsive no more')));
+  });
+
+  it('QEMU stopped the VM on a full disk: disk_full while running, exec fails with no_space, resumed once due', async () => {
+    fx.svc = new SandboxService({ ...fx.deps, liveness: { diskRetryEveryMs: 30_000 } });
+    const s = await fx.svc.create({ template: 'base' });
+    fx.driver.ioError(s.id);
+    await fx.svc.checkLiveness();
+    const c = fx.svc.get(s.id).condition;
+    assert.ok(c);
+    assert.equal(c.code, 'disk_full');
+    assert.match(c.message, /no space left for this sandbox's disk.*No space left on device.*every 30 s/);
+    assert.equal(fx.svc.get(s.id).state, 'running');
+    await assert.rejects(fx.svc.exec(s.id, 'true'), {
+      code: 'no_space',
+      message: /is stopped.*no space left/,
+    });
+    fx.now += 30_000;
+    await fx.svc.checkLiveness(); // kiln retries: `cont`
+    assert.equal((await fx.driver.status(s.id)).state, 'running');
+    await fx.svc.checkLiveness();
+    assert.equal(fx.svc.get(s.id).condition, null);
+    assert.equal((await fx.svc.exec(s.id, 'true')).exitCode, 0);
+    // Another I/O error than a full disk is vm_stopped, and not retried.
+    fx.driver.ioError(s.id, false);
+    await fx.svc.checkLiveness();
+    assert.equal(fx.svc.get(s.id).condition?.code, 'vm_stopped');
+    await assert.rejects(fx.svc.exec(s.id, 'true'), {
+      code: 'invalid_state',
+      message: /VM is stopped.*Input\/output error/,
+    });
+    // Paused by kiln, the sandbox has no VM: the mark goes.
+    await fx.driver.resume(s.id);
+    await fx.svc.pause(s.id);
+    await fx.svc.checkLiveness();
+    assert.equal(fx.svc.get(s.id).condition, null);
+  });
+
+  it('a VM paused outside kiln is vm_stopped after two checks (one may be a snapshot in progress)', async () => {
+    const s = await fx.svc.create({ template: 'base' });
+    await fx.driver.pause(s.id);
+    await fx.svc.checkLiveness();
+    assert.equal(fx.svc.get(s.id).condition, null);
+    await fx.svc.checkLiveness();
+    assert.equal(fx.svc.get(s.id).condition?.code, 'vm_stopped');
+    await fx.driver.resume(s.id);
+    await fx.svc.checkLiveness();
+    assert.equal(fx.svc.get(s.id).condition, null);
+  });
+});

@@ -1,0 +1,179 @@
+/**
+ * Fixtures shared by the daemon's and the API's unit tests (no VM): the fake guest image, a
+ * guest agent that answers at once and records what it is told, a SandboxService over the fake
+ * driver in its own temp dir, and a snapshot archive staged by hand. Test code only.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { KilnError } from '../../core/errors.ts';
+import { nullLogger } from '../../core/log.ts';
+import { SqliteStore } from '../../store/sqlite-store.ts';
+import { FakeDriver, type FakeWorld } from '../../vmm/fake-driver.ts';
+import type { ExecOpts, ExecResult, GuestClient, GuestMetrics, InitBody } from '../guest-client.ts';
+import { SandboxService, type SandboxServiceDeps } from '../sandbox-service.ts';
+import type { OpCtx } from '../sandbox/types.ts';
+import {
+  ARCHIVE_FILES,
+  ARCHIVE_FORMAT,
+  MANIFEST,
+  artifact,
+  type ArchiveManifest,
+} from '../snapshot-archive.ts';
+
+/** The boot files of the fake image (the fake driver never reads them). */
+export const FAKE_IMAGE = {
+  key: 'img-1',
+  kernel: '/img/vmlinuz',
+  initrd: '/img/initrd.img',
+  rootfs: '/img/rootfs.ext4',
+};
+
+/** The fixed clock's start, for fixtures that have one. */
+export const NOW = Date.parse('2026-06-01T00:00:00Z');
+
+/** What every fake guest's /metrics answers. */
+const [MiB, GiB] = [2 ** 20, 2 ** 30];
+export const GUEST_METRICS: GuestMetrics = {
+  ts: 1_700_000_000,
+  cpu_count: 1,
+  cpu_used_pct: 7.5,
+  mem_total: 512 * MiB,
+  mem_used: 100 * MiB,
+  mem_cache: 3 * MiB,
+  disk_used: GiB,
+  disk_total: 2 * GiB,
+};
+
+/**
+ * The guest agents of one service: each answers at once and records every /init (the body and
+ * the token it presented). The switches make every agent refuse /init or stop answering.
+ * `exec` streams `ran <cmd>` to stdout and exits 4 when the command names `fail`, else 0.
+ */
+export class FakeGuests {
+  inits: { body: InitBody; presented: string | undefined }[] = [];
+  failInit = false;
+  /** Every guest agent stopped answering /health. */
+  hung = false;
+
+  /** The service's `guest` dependency. */
+  readonly client = (): GuestClient => ({
+    health: () =>
+      this.hung
+        ? Promise.reject(
+            new KilnError('guest_agent_error', 'did not answer /health: no answer within 3000 ms'),
+          )
+        : Promise.resolve(),
+    init: (body, presented) => {
+      if (this.failInit) return Promise.reject(new Error('agent said no'));
+      this.inits.push({ body, presented });
+      return Promise.resolve();
+    },
+    exec: (cmd, o) => Promise.resolve(fakeExec(cmd, o)),
+    metrics: () => Promise.resolve(GUEST_METRICS),
+  });
+}
+
+function fakeExec(cmd: string, o?: ExecOpts): ExecResult {
+  const stdout = `ran ${cmd}\n`;
+  o?.onStdout?.(new TextEncoder().encode(stdout));
+  const exitCode = cmd.includes('fail') ? 4 : 0;
+  return { exitCode, stdout, stderr: '', status: `exit status ${exitCode}` };
+}
+
+export interface ServiceFixtureOpts {
+  /** A fixed clock (ms) the test moves through `fixture.now`; without it, the wall clock. */
+  now?: number;
+  /** Build the template `base` (512 MiB, 1 vCPU) before the test. */
+  base?: boolean;
+  /** More of the service's dependencies. */
+  deps?: Partial<SandboxServiceDeps>;
+}
+
+/** A SandboxService over the fake driver, its SQLite store and data in a fresh temp dir. */
+export class ServiceFixture {
+  readonly world: FakeWorld = new Map();
+  readonly driver = new FakeDriver(this.world);
+  readonly guests = new FakeGuests();
+  /** The fixed clock, when the fixture has one. */
+  now: number;
+  deps!: SandboxServiceDeps;
+  svc!: SandboxService;
+  store!: SqliteStore;
+  dir = '';
+
+  private constructor(now: number | undefined) {
+    this.now = now ?? 0;
+  }
+
+  static async start(o: ServiceFixtureOpts = {}): Promise<ServiceFixture> {
+    const f = new ServiceFixture(o.now);
+    f.dir = await mkdtemp(join(tmpdir(), 'kiln-svc-'));
+    f.store = new SqliteStore(join(f.dir, 'state.db'));
+    f.deps = {
+      store: f.store,
+      driver: f.driver,
+      guest: f.guests.client,
+      image: () => Promise.resolve(FAKE_IMAGE),
+      dataDir: f.dir,
+      log: nullLogger,
+      ...(o.now === undefined ? {} : { now: () => f.now }),
+      ...o.deps,
+    };
+    f.svc = new SandboxService(f.deps);
+    if (o.base) await f.buildBase({ opId: 'req-t' });
+    return f;
+  }
+
+  /** Builds the template `base` of the fake image: 512 MiB, 1 vCPU. */
+  buildBase(ctx: OpCtx = {}): ReturnType<SandboxService['buildTemplate']> {
+    return this.svc.buildTemplate('base', FAKE_IMAGE, { memoryMiB: 512, vcpus: 1 }, ctx);
+  }
+
+  /** Another service over the same store and VMs, as after a daemon restart. */
+  restarted(deps: Partial<SandboxServiceDeps> = {}): SandboxService {
+    return new SandboxService({ ...this.deps, driver: new FakeDriver(this.world), ...deps });
+  }
+
+  async close(): Promise<void> {
+    for (const id of await this.driver.list()) await this.driver.kill(id);
+    this.store.close();
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+export type ArchiveKind = keyof typeof ARCHIVE_FILES;
+
+/**
+ * Stages an archive's files in `src` by hand: each file gets `content(kind)` (undefined: the
+ * test wrote it already), then a manifest of their hashes over `snapshot`. Returns the manifest.
+ */
+export async function stageArchive(
+  src: string,
+  snapshot: Partial<ArchiveManifest['snapshot']> = {},
+  content: (kind: ArchiveKind) => string | Buffer | undefined = (kind) => kind,
+): Promise<ArchiveManifest> {
+  const files = [];
+  for (const [kind, name] of Object.entries(ARCHIVE_FILES) as [ArchiveKind, string][]) {
+    const body = content(kind);
+    if (body !== undefined) await writeFile(join(src, name), body);
+    files.push(await artifact(src, kind, name));
+  }
+  const manifest: ArchiveManifest = {
+    format: ARCHIVE_FORMAT,
+    snapshot: {
+      id: 'snap-1',
+      name: null,
+      memoryMiB: 512,
+      vcpus: 1,
+      guestToken: null,
+      templateName: 'base',
+      imageKey: FAKE_IMAGE.key,
+      createdAt: '2026-01-01T00:00:00.000Z',
+      ...snapshot,
+    },
+    files,
+  };
+  await writeFile(join(src, MANIFEST), JSON.stringify(manifest));
+  return manifest;
+}
