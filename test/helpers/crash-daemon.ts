@@ -93,7 +93,8 @@ export class CrashDaemon {
 
   /** Rows of kiln.db (read-only; kilnd may run). */
   rows<T>(sql: string, ...params: SQLInputValue[]): T[] {
-    const db = new DatabaseSync(`${this.state}/kiln.db`, { readOnly: true });
+    // A kilnd that is stopping may still hold the database for a moment: wait for it.
+    const db = new DatabaseSync(`${this.state}/kiln.db`, { readOnly: true, timeout: 10_000 });
     try {
       // Plain objects (the driver's have no prototype), for deepEqual.
       return db
