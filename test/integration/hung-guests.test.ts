@@ -105,7 +105,8 @@ describe('hung and dying guests (real VMs)', { timeout: 1_200_000 }, () => {
   });
 
   it('a fork bomb: the guest wedges, then dies, and its end reason is the panic line from the console', async () => {
-    const s = await svc.create({ template: 'base' });
+    // Its life must outlast the bomb: at the default 300 s the reaper would end it first ("timeout").
+    const s = await svc.create({ template: 'base', timeoutS: 1200 });
     // As root, unlimited: the guest fills its memory with shells; the OOM killer takes the
     // biggest process, the guest agent, its init (tini) exits with it, and the kernel panics.
     // Under TCG this takes two to three minutes on an idle host, and more than five when another
