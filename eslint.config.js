@@ -8,17 +8,19 @@ import tseslint from 'typescript-eslint';
  * `from` lists the folders a layer must NOT import.
  */
 const layers = {
-  core: ['store', 'vmm', 'images', 'daemon', 'api', 'sdk', 'cli', 'guest'],
-  store: ['vmm', 'images', 'daemon', 'api', 'sdk', 'cli', 'guest'],
-  vmm: ['store', 'images', 'daemon', 'api', 'sdk', 'cli', 'guest'],
-  images: ['store', 'daemon', 'api', 'sdk', 'cli', 'guest'],
-  daemon: ['api', 'sdk', 'cli', 'guest'],
+  core: ['store', 'vmm', 'net', 'images', 'daemon', 'api', 'sdk', 'cli', 'guest'],
+  store: ['vmm', 'net', 'images', 'daemon', 'api', 'sdk', 'cli', 'guest'],
+  vmm: ['store', 'net', 'images', 'daemon', 'api', 'sdk', 'cli', 'guest'],
+  // Sandbox networks (namespaces, nftables): picked by the composition root like the driver.
+  net: ['store', 'vmm', 'images', 'daemon', 'api', 'sdk', 'cli', 'guest'],
+  images: ['store', 'net', 'daemon', 'api', 'sdk', 'cli', 'guest'],
+  daemon: ['net', 'api', 'sdk', 'cli', 'guest'],
   api: ['sdk', 'cli', 'guest'],
-  sdk: ['store', 'vmm', 'images', 'daemon', 'api', 'cli', 'guest'],
-  guest: ['store', 'vmm', 'images', 'daemon', 'api', 'sdk', 'cli'],
+  sdk: ['store', 'vmm', 'net', 'images', 'daemon', 'api', 'cli', 'guest'],
+  guest: ['store', 'vmm', 'net', 'images', 'daemon', 'api', 'sdk', 'cli'],
   // cli -> sdk; `kiln image build` runs the image build in-process (root, local cache), so
   // images/ is the one lower layer the cli may use.
-  cli: ['store', 'vmm', 'daemon', 'api', 'guest'],
+  cli: ['store', 'vmm', 'net', 'daemon', 'api', 'guest'],
 };
 /**
  * The QEMU driver is an implementation detail of src/vmm/qemu: the rest of the code speaks to

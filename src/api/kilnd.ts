@@ -39,6 +39,7 @@ import {
 } from './limits.ts';
 import { createListener, type ListenerLimits } from './listener.ts';
 import { nativeRoutes } from './native.ts';
+import { openNetworks, type NetworkOpts } from './networks.ts';
 
 export const KILN_VERSION = '0.1.0';
 
@@ -106,6 +107,8 @@ export interface KilndOpts {
    * the entry passes $KILN_AGENT_GUARD=off as `false` (only for hosts where every local user is trusted).
    */
   agentGuard?: boolean;
+  /** Sandbox networks (KILN_NETWORK, KILN_NET_POOL, KILN_DNS through the config): default isolated. */
+  network?: NetworkOpts;
 }
 
 export const DEFAULT_E2B_API_PORT = 7480;
@@ -218,6 +221,7 @@ async function openService(
     ...(o.accel ? { accel: o.accel } : {}),
   });
   undo.push('close the driver', () => driver.close());
+  const { networks } = await openNetworks(o.stateDir, o.network ?? { mode: 'isolated' }, log, undo);
   if (guard)
     undo.push('remove the agent guard if no VM is left', async () => {
       // VMs outlive kilnd: while any runs, its agent stays guarded until the next start.
@@ -235,6 +239,7 @@ async function openService(
     readyTimeoutMs: o.readyTimeoutMs,
     disk,
     failpoint,
+    networks,
     ...(o.liveness ? { liveness: o.liveness } : {}),
   });
   const rec = await svc.reconcile();

@@ -37,6 +37,7 @@ try {
     diskReserveMiB: config.diskReserveMiB,
     diskOvercommitRatio: config.diskOvercommitRatio,
     agentGuard: config.agentGuard,
+    network: { mode: config.network, pool: config.netPool, dns: config.dns },
     readyTimeoutMs: config.readyTimeoutMs,
     loops: {
       reapEveryMs: config.reapEveryMs,

@@ -7,6 +7,7 @@
  * numeric knob left unset is `undefined` here, so its default stays where it is used (noted).
  * README.md, "Environment", lists them all.
  */
+import { isIPv4 } from 'node:net';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { invalidArgument } from './errors.ts';
@@ -43,6 +44,16 @@ export interface KilnConfig {
   retentionS: number | undefined;
   /** KILN_AGENT_GUARD: `on` (default) or `off` (skip the nftables rule on agent ports). */
   agentGuard: boolean;
+  /**
+   * KILN_NETWORK: `isolated` (default: each sandbox in its own network namespace with nftables
+   * rules; needs root) or `unisolated` (sandboxes share the host's network and reach its
+   * loopback; every create warns).
+   */
+  network: 'isolated' | 'unisolated';
+  /** KILN_NET_POOL: the IPv4 block sandbox network slots take /30s from (default 10.231.0.0/16). */
+  netPool: string | undefined;
+  /** KILN_DNS: the IPv4 resolver sandboxes' DNS goes to (default: the host's first non-loopback nameserver). */
+  dns: string | undefined;
   /** KILN_FAILPOINT: crash tests only, `<op kind>:<journal step>`; kilnd dies right after it. */
   failpoint: string | undefined;
 }
@@ -92,6 +103,12 @@ function int(env: Env, name: string, min: number): number | undefined {
   return n;
 }
 
+function ipv4(env: Env, name: string): string | undefined {
+  const v = str(env, name);
+  if (v !== undefined && !isIPv4(v)) throw invalidArgument(name, `must be an IPv4 address, got "${v}"`);
+  return v;
+}
+
 /** Reads and checks every KILN_* variable; call once, at start-up, in a process entry. */
 export function loadConfig(env: Env = process.env, home: string = homedir()): KilnConfig {
   return {
@@ -112,6 +129,9 @@ export function loadConfig(env: Env = process.env, home: string = homedir()): Ki
     flattenEveryMs: int(env, 'KILN_FLATTEN_EVERY_MS', 1000),
     retentionS: int(env, 'KILN_RETENTION_S', 0),
     agentGuard: oneOf(env, 'KILN_AGENT_GUARD', ['on', 'off'], 'on') === 'on',
+    network: oneOf(env, 'KILN_NETWORK', ['isolated', 'unisolated'], 'isolated'),
+    netPool: str(env, 'KILN_NET_POOL'),
+    dns: ipv4(env, 'KILN_DNS'),
     failpoint: str(env, 'KILN_FAILPOINT'),
   };
 }

@@ -35,13 +35,19 @@ export interface Resources {
 
 /**
  * How the guest is attached to the network. `restricted`: no egress at all, only the host
- * reaches the exposed guest ports; `open`: the guest may also reach out. (A tap-based driver
- * would add kinds with a namespace and firewall; the QEMU driver uses user-mode networking.)
+ * reaches the exposed guest ports; `open`: the guest may also reach out — as far as the network
+ * namespace it runs in lets it (`namespace`: the daemon's sandbox networks, src/net, make and
+ * filter those; without one the VM shares the host's network and reaches its loopback).
  */
 export interface NetworkAttachment {
   kind: 'restricted' | 'open';
   /** Guest TCP ports the host reaches (`VmInfo.endpoints`), besides the agent's, always exposed. */
   guestPorts?: number[];
+  /**
+   * Run the VM inside this network namespace (`path`, e.g. /run/netns/x, must exist) and expose
+   * its guest ports on `address`, the namespace's own address that the host routes to.
+   */
+  namespace?: { path: string; address: string };
 }
 
 /** Where the host reaches a guest port. */
@@ -146,6 +152,8 @@ export interface VmInfo {
   agent: Endpoint;
   /** Guest port -> where the host reaches it (the agent's and `network.guestPorts`). */
   endpoints: Record<number, Endpoint>;
+  /** The network namespace the VM runs in (`VmSpec.network.namespace.path`), if any. */
+  namespace?: string;
   /** The VM's runtime directory (writable layer, control socket, console log, record). */
   dir: string;
   /** The writable disk layer the VM writes to now (it changes when `freezeDisk` runs). */

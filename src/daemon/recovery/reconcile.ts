@@ -25,7 +25,7 @@ import type { ServiceContext } from '../sandbox/context.ts';
 import { collectInternalSnapshots } from '../sandbox/gc.ts';
 import { adoptSandboxes } from './adopt.ts';
 import { replayOperations } from './replay.ts';
-import { killOrphanVms, removeOrphanSnapshotDirs } from './sweep.ts';
+import { killOrphanVms, reconcileNetworks, removeOrphanSnapshotDirs } from './sweep.ts';
 
 export interface ReconcileReport {
   /** Sandboxes kept: running with a live VM, or paused. */
@@ -67,6 +67,7 @@ export async function reconcile(sc: ServiceContext): Promise<ReconcileReport> {
   await replayOperations(sc, out);
   const known = await adoptSandboxes(sc, out);
   await killOrphanVms(sc, known, out);
+  await reconcileNetworks(sc);
   await removeOrphanSnapshotDirs(sc, out);
   await collectInternalSnapshots(sc);
   return out;

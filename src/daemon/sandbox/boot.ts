@@ -1,9 +1,10 @@
 import type { ArtifactRecord, SnapshotRecord } from '../../core/domain.ts';
+import type { EgressRules } from '../../core/network-policy.ts';
 import { KilnError } from '../../core/errors.ts';
 import type { VmSpec } from '../../vmm/driver.ts';
 import { waitGuestReady } from '../guest-client.ts';
 import type { OpRun } from '../journal.ts';
-import { agentUrl } from './vm.ts';
+import { agentUrl, startVm } from './vm.ts';
 import { artifactPath, type ServiceContext } from './context.ts';
 import type { OpCtx } from './types.ts';
 
@@ -12,6 +13,8 @@ export interface GuestSetup {
   token: string;
   envVars: Record<string, string>;
   allowInternet: boolean;
+  /** The sandbox's egress rules (default: everything out when allowInternet, else nothing). */
+  egress?: EgressRules;
 }
 
 /**
@@ -29,7 +32,8 @@ export async function bootFrom(
   const spec = await restoreSpec(sc, id, snap, g.allowInternet);
   run.step('vm', { action: 'kill-vm', vmId: id });
   const t0 = performance.now();
-  const info = await sc.driver.start(spec);
+  const egress = g.egress ?? { allowOut: [], denyOut: [], internet: g.allowInternet };
+  const info = await startVm(sc, spec, egress);
   const tRestored = performance.now();
   const base = agentUrl(info);
   const guest = sc.guest({

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import type { ArtifactRecord, SnapshotRecord } from '../../core/domain.ts';
 import { ARCHIVE_FILES, artifact } from '../snapshot-archive.ts';
 import { snapDir, type ServiceContext } from './context.ts';
-import { killVm } from './vm.ts';
+import { CLOSED_EGRESS } from '../networks.ts';
+import { killVm, startVm } from './vm.ts';
 import { DISK_LAYER, FULL_STATE, snapshotArtifacts, type SnapshotMeta } from './snapshot-files.ts';
 
 /** A boot file (kernel, initrd) a snapshot keeps from the imported snapshot it descends from. */
@@ -89,7 +90,7 @@ async function moveRamToMemoryFile(
   await rm(join(dir, 'memory'), { force: true });
   await rm(join(dir, 'state'), { force: true });
   try {
-    await sc.driver.start({
+    await startVm(sc, {
       id: helper,
       boot: { kernel: image.kernel, initrd: image.initrd, rootfs: image.rootfs },
       resources: { memoryMiB: meta.memoryMiB, vcpus: meta.vcpus },
@@ -98,7 +99,7 @@ async function moveRamToMemoryFile(
       // The full state's RAM is loaded into a new RAM file, then saved again without it.
       ramFile: join(dir, 'memory'),
       restore: { snapshot: { stateFile: join(dir, FULL_STATE) }, paused: true },
-    });
+    }, CLOSED_EGRESS);
     await sc.driver.saveState(helper, join(dir, 'state'));
   } finally {
     await killVm(sc, helper);

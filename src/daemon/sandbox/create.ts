@@ -141,6 +141,11 @@ export async function createSandbox(
       opId: ctx.opId ?? null,
     });
     log.info({ template: tpl.name, snapshot: snap.id, ...times }, 'sandbox created');
+    if (!sc.networks) {
+      const warning = 'sandbox is not isolated (KILN_NETWORK=unisolated): it reaches this host and its loopback services';
+      sc.store.appendEvent(id, 'warn', warning);
+      log.warn(warning);
+    }
     return rec;
   } catch (e) {
     log.warn({ err: e }, 'create failed; unwinding');

@@ -7,7 +7,8 @@ import { newId } from '../../core/ids.ts';
 import { validateMemoryMiB, validateName, validateVcpus } from '../../core/validate.ts';
 import { waitForHttp } from '../../vmm/health.ts';
 import { OpRun } from '../journal.ts';
-import { agentUrl } from './vm.ts';
+import { CLOSED_EGRESS } from '../networks.ts';
+import { agentUrl, releaseNetwork, startVm } from './vm.ts';
 import { snapDir, type ServiceContext } from './context.ts';
 import { snapshotArtifacts } from './snapshot-files.ts';
 import type { BootImage, OpCtx } from './types.ts';
@@ -70,7 +71,7 @@ async function bootAndSave(
   // The agent boots holding only this secret's hash (kernel command line): from its first
   // instant to each sandbox's /init, which presents the secret, it obeys no one else.
   const bootstrap = randomBytes(32).toString('hex');
-  const info = await sc.driver.start({
+  const info = await startVm(sc, {
     id: vmId,
     boot: {
       kernel: image.kernel,
@@ -81,13 +82,14 @@ async function bootAndSave(
     resources: { memoryMiB: res.memoryMiB, vcpus: res.vcpus },
     network: { kind: 'open' },
     ramFile: join(staging, 'memory'),
-  });
+  }, CLOSED_EGRESS);
   await waitForHttp(`${agentUrl(info)}/health`, {
     timeoutMs: 180_000,
     alive: async () => (await sc.driver.status(vmId)).state !== 'stopped',
   });
   const saved = await sc.driver.saveState(vmId, join(staging, 'state'));
   await sc.driver.stop(vmId, { keepOverlayAs: join(staging, 'disk.qcow2') });
+  await releaseNetwork(sc, info.namespace);
   return { bootstrap, pauseMs: saved.pauseMs };
 }
 

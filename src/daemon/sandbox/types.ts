@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Failpoint } from '../../core/failpoint.ts';
+import type { NetworkProvider } from '../networks.ts';
 import type { Store } from '../../store/store.ts';
 import type { VmmDriver } from '../../vmm/driver.ts';
 import type { DiskAdmission } from '../admission.ts';
@@ -38,6 +39,11 @@ export interface SandboxServiceDeps {
   guestTimeouts?: Partial<GuestTimeouts>;
   /** How the liveness watcher probes guests and retries VMs stopped on a full disk. */
   liveness?: LivenessOpts;
+  /**
+   * Sandbox networks: every VM runs in an isolated namespace with its egress rules. Absent: VMs
+   * share the host's network (KILN_NETWORK=unisolated; they reach its loopback).
+   */
+  networks?: NetworkProvider | undefined;
 }
 
 /** What a create asks for: the API's own request type (core/api-types.ts). */

@@ -1,17 +1,57 @@
 import { KilnError } from '../../core/errors.ts';
-import type { VmInfo, VmmDriver } from '../../vmm/driver.ts';
+import type { EgressRules } from '../../core/network-policy.ts';
+import type { VmInfo, VmSpec, VmmDriver } from '../../vmm/driver.ts';
+import { CLOSED_EGRESS, type NetworkProvider } from '../networks.ts';
+
+interface VmDeps {
+  driver: VmmDriver;
+  networks?: NetworkProvider | undefined;
+}
+
+/**
+ * Starts a VM in a network slot of its own loaded with `egress` (a `restricted` spec gets rules
+ * that let nothing out), or in the host's network when the service has no sandbox networks. A
+ * failed start releases the slot; a crash before the VM runs leaves it to reconciliation.
+ */
+export async function startVm(deps: VmDeps, spec: VmSpec, egress: EgressRules): Promise<VmInfo> {
+  const nets = deps.networks;
+  if (!nets) return deps.driver.start(spec);
+  const slot = await nets.acquire(spec.network.kind === 'restricted' ? CLOSED_EGRESS : egress);
+  try {
+    return await deps.driver.start({
+      ...spec,
+      network: { ...spec.network, kind: 'open', namespace: { path: slot.namespace, address: slot.address } },
+    });
+  } catch (e) {
+    await nets.release(slot.namespace).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Releases the network slot VM `info` ran in, if any (after the VM ended). */
+export async function releaseNetwork(deps: VmDeps, namespace: string | undefined): Promise<void> {
+  if (deps.networks && namespace) await deps.networks.release(namespace);
+}
 
 /** What the sandbox operations, recovery and the journal need of a VM beyond the driver's calls. */
 
 /**
- * Kills VM `vmId` and removes what it leaves behind; a VM that does not exist is already killed.
+ * Kills VM `vmId` and removes what it leaves behind (its network slot too); a VM that does not
+ * exist is already killed.
  * Idempotent. A kill (`kill.ts`), recovery and every other path that ends a VM call it directly;
  * the journal's undo interpreter calls it to replay a `kill-vm` step.
  */
-export async function killVm(deps: { driver: VmmDriver }, vmId: string): Promise<void> {
+export async function killVm(deps: VmDeps, vmId: string): Promise<void> {
+  const ns = deps.networks
+    ? await deps.driver.status(vmId).then(
+        (i) => i.namespace,
+        () => undefined,
+      )
+    : undefined;
   await deps.driver.kill(vmId).catch((e: unknown) => {
     if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
   });
+  await releaseNetwork(deps, ns);
 }
 
 /** The host port the guest agent of a VM is forwarded to, if it is. */

@@ -22,6 +22,8 @@ export interface QemuVm {
   guestPorts: number[];
   /** User-net `restrict=on`: no egress; the host forwards still work. */
   restrict: boolean;
+  /** Runs inside this network namespace (path) and forwards guest ports on its `address`. */
+  netns?: { path: string; address: string };
   /** The image the VM's qcow2 overlay sits on: the raw rootfs or a qcow2 disk layer. */
   backing: { path: string; format: 'raw' | 'qcow2' };
   /**
@@ -54,6 +56,7 @@ export function planVm(spec: VmSpec): QemuVm {
     vcpus: spec.resources.vcpus,
     guestPorts: ports,
     restrict: spec.network.kind === 'restricted',
+    ...(spec.network.namespace ? { netns: { ...spec.network.namespace } } : {}),
     backing: spec.diskLayer
       ? { path: spec.diskLayer, format: 'qcow2' }
       : { path: spec.boot.rootfs, format: 'raw' },
@@ -87,6 +90,15 @@ export async function validateSpec(spec: VmSpec, runDir: string): Promise<void> 
   const kinds: readonly string[] = ['restricted', 'open'];
   if (!kinds.includes(spec.network.kind))
     throw invalidArgument('network.kind', `must be restricted or open, got "${spec.network.kind}"`);
+  const ns = spec.network.namespace;
+  if (ns !== undefined) {
+    if (!/^\/[\w./-]+$/.test(ns.path) || ns.path.includes('..'))
+      throw invalidArgument('network.namespace.path', `must be an absolute path, got "${ns.path}"`);
+    if (!(await stat(ns.path).catch(() => undefined)))
+      throw new KilnError('not_found', `network.namespace.path ${ns.path} does not exist`);
+    if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(ns.address))
+      throw invalidArgument('network.namespace.address', `must be an IPv4 address, got "${ns.address}"`);
+  }
   for (const p of spec.network.guestPorts ?? []) {
     if (!Number.isInteger(p) || p < 1 || p > 65535)
       throw invalidArgument('guestPorts', `${p} is not a TCP port`);

@@ -159,9 +159,16 @@ function readPid(pidFile: string): Promise<number> {
 }
 
 /** Spawns QEMU with -daemonize; resolves with the daemon's pid once the parent exited 0. */
-export function spawnDaemon(qemuBinary: string, args: string[], pidFile: string): Promise<number> {
+export function spawnDaemon(
+  qemuBinary: string,
+  args: string[],
+  pidFile: string,
+  netns?: string,
+): Promise<number> {
   return new Promise((resolve, reject) => {
-    const child = spawn(qemuBinary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // In a network namespace: util-linux nsenter enters it and execs QEMU (same process).
+    const [cmd, argv] = netns ? ['nsenter', [`--net=${netns}`, '--', qemuBinary, ...args]] : [qemuBinary, args];
+    const child = spawn(cmd as string, argv as string[], { stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
     child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
     child.stdout.resume();

@@ -176,10 +176,10 @@ export class QemuDriver implements VmmDriver {
       serialLog: join(dir, FILES.serial),
       pidFile: join(dir, FILES.pid),
       daemonize: true,
-      forwardHost: this.#o.forwardHost,
+      forwardHost: vm.netns?.address ?? this.#o.forwardHost,
     });
     this.#log.debug({ vmId: vm.id, args }, 'spawning qemu');
-    const pid = await spawnDaemon(this.#o.qemuBinary, args, join(dir, FILES.pid));
+    const pid = await spawnDaemon(this.#o.qemuBinary, args, join(dir, FILES.pid), vm.netns?.path);
     undo.push('kill qemu', () => killAndWait(this.#o.io, { pid, startTime: 0, id: vm.id }));
     const qmp = await QmpClient.connect(join(dir, FILES.qmp), { timeoutMs: opts.timeoutMs ?? 10_000 });
     this.#sessions.adopt(vm.id, qmp);
@@ -199,8 +199,8 @@ export class QemuDriver implements VmmDriver {
       pid,
       pidStartTime: procStartTime(this.#o.io, pid),
       accel: verdict.accel,
-      hostAddr: this.#o.forwardHost,
-      ports: await this.#forwards(qmp, vm.guestPorts),
+      hostAddr: vm.netns?.address ?? this.#o.forwardHost,
+      ports: await this.#forwards(qmp, vm.guestPorts, vm.netns?.address ?? this.#o.forwardHost),
       startedAt: new Date().toISOString(),
       spec: vm,
     };
@@ -209,16 +209,16 @@ export class QemuDriver implements VmmDriver {
   }
 
   /** Guest port -> the host port QEMU chose for its forward on the forward host. */
-  async #forwards(qmp: QmpClient, guestPorts: number[]): Promise<Record<number, number>> {
+  async #forwards(qmp: QmpClient, guestPorts: number[], host: string): Promise<Record<number, number>> {
     const usernet = await qmp.execute<string>('human-monitor-command', { 'command-line': 'info usernet' });
     const forwards = parseUsernetForwards(usernet);
     const ports: Record<number, number> = {};
     for (const p of guestPorts) {
       const f = forwards[p];
-      if (f?.addr !== this.#o.forwardHost)
+      if (f?.addr !== host)
         throw new KilnError(
           'driver_error',
-          `QEMU did not report a host forward on ${this.#o.forwardHost} for guest port ${p}`,
+          `QEMU did not report a host forward on ${host} for guest port ${p}`,
         );
       ports[p] = f.port;
     }

@@ -90,6 +90,7 @@ export function infoOf(r: RunDir, rec: VmRecord, state: VmState, fault?: VmInfo[
     overlay: join(dir, rec.overlay ?? FILES.overlay),
     serialLog: join(dir, FILES.serial),
     startedAt: rec.startedAt,
+    ...(rec.spec.netns ? { namespace: rec.spec.netns.path } : {}),
   };
 }
 

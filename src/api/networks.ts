@@ -1,0 +1,51 @@
+/**
+ * Picks the sandbox networks of a kilnd (composition root, like the driver): isolated namespaces
+ * (src/net) by default; when the host cannot give them, a provider whose every VM start fails
+ * naming the fix; none at all when the user opted out (KILN_NETWORK=unisolated).
+ */
+import type { Logger } from 'pino';
+import type { UndoStack } from '../core/undo.ts';
+import { unavailableNetworks, type NetworkProvider } from '../daemon/networks.ts';
+import { ALWAYS_DENIED } from '../net/always-denied.ts';
+import { hostResolver } from '../net/host-dns.ts';
+import { SandboxNetworks } from '../net/sandbox-networks.ts';
+
+export interface NetworkOpts {
+  mode: 'isolated' | 'unisolated';
+  /** KILN_NET_POOL (default 10.231.0.0/16). */
+  pool?: string | undefined;
+  /** KILN_DNS (default: the host's first non-loopback nameserver). */
+  dns?: string | undefined;
+  /** Slots kept ready (default 2). */
+  ready?: number;
+}
+
+export const DEFAULT_NET_POOL = '10.231.0.0/16';
+
+export async function openNetworks(
+  stateDir: string,
+  o: NetworkOpts,
+  log: Logger,
+  undo: UndoStack,
+): Promise<{ networks: NetworkProvider | undefined; isolated: SandboxNetworks | undefined }> {
+  if (o.mode === 'unisolated') {
+    log.warn('KILN_NETWORK=unisolated: sandboxes share this host\'s network and reach its loopback services');
+    return { networks: undefined, isolated: undefined };
+  }
+  try {
+    const nets = await SandboxNetworks.open({
+      stateDir,
+      pool: o.pool ?? DEFAULT_NET_POOL,
+      dns: o.dns ?? hostResolver(),
+      alwaysDenied: ALWAYS_DENIED,
+      uid: process.getuid?.() ?? 0,
+      log,
+      ...(o.ready === undefined ? {} : { ready: o.ready }),
+    });
+    undo.push('close the sandbox networks', () => nets.close());
+    return { networks: nets, isolated: nets };
+  } catch (e) {
+    log.error({ err: e }, 'sandbox network isolation is not available: creates will fail');
+    return { networks: unavailableNetworks(e as Error), isolated: undefined };
+  }
+}

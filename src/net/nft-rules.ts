@@ -1,0 +1,146 @@
+/**
+ * The nftables rules of sandbox networks, as scripts for `nft -f -` (pure: rendering only; see
+ * slots.ts for applying them). Each script replaces its table in one transaction, so a rule set
+ * is swapped atomically and repeating a script leaves exactly one copy.
+ *
+ * Inside a sandbox namespace (table `inet kiln`): QEMU's user-mode network stack turns the guest's
+ * connections into sockets of the QEMU process, so the namespace's *output* hook sees every
+ * connection the guest makes. Order: replies pass; the egress proxy and DNS (when configured)
+ * pass; addresses local to the namespace are refused; the sandbox's own allowed CIDRs pass (they
+ * win over everything below); the always-denied ranges, the sandbox's denied CIDRs and, with
+ * internet off, everything else are refused with an ICMP error, so a connection fails at once.
+ *
+ * On the host (table `inet kiln_net_<tag>`): sandboxes reach no host address (input), no other
+ * sandbox (forward), and leave through NAT; only kilnd's uid connects to the namespaces' forwarded
+ * guest ports.
+ */
+import type { EgressRules } from '../core/network-policy.ts';
+import { HOST_IF_PREFIX, NS_TABLE } from './names.ts';
+
+/** What a namespace's rules need besides the sandbox's own egress rules. */
+export interface NsRuleContext {
+  /** The host end of the slot's veth (where the egress proxy listens). */
+  hostAddr: string;
+  /** Always-denied ranges (IPv4 and IPv6 CIDRs). */
+  alwaysDenied: readonly string[];
+  /** The resolver guests' DNS queries are sent to (IPv4), if any. */
+  dns?: string | undefined;
+  /** The egress proxy's ports (HTTP, TLS) on `hostAddr`, when kilnd runs one. */
+  proxy?: { http: number; tls: number } | undefined;
+}
+
+const isV6 = (c: string): boolean => c.includes(':');
+const isCidr = (e: string): boolean => /^[0-9a-f:.]+\/\d{1,3}$/i.test(e);
+
+function set(name: string, type: 'ipv4_addr' | 'ipv6_addr', elements: readonly string[]): string {
+  const els = elements.length > 0 ? ` elements = { ${elements.join(', ')} };` : '';
+  return `\tset ${name} { type ${type}; flags interval; auto-merge;${els} }`;
+}
+
+const REJECT = 'reject with icmpx admin-prohibited';
+
+/** The script that (re)defines a sandbox namespace's table for `rules`. */
+export function namespaceRuleset(rules: EgressRules, c: NsRuleContext): string {
+  const allow = rules.allowOut.filter(isCidr);
+  const domains = rules.allowOut.some((e) => !isCidr(e));
+  const deny = rules.denyOut.filter(isCidr);
+  const proxy = domains ? c.proxy : undefined;
+  const nat: string[] = [];
+  const out: string[] = ['ct state established,related accept'];
+  if (c.dns) {
+    nat.push(`meta nfproto ipv4 meta l4proto { tcp, udp } th dport 53 dnat ip to ${c.dns}`);
+    out.push(`ip daddr ${c.dns} meta l4proto { tcp, udp } th dport 53 accept`);
+  }
+  if (proxy) {
+    // Names are checked by the proxy; an allowed CIDR goes out directly.
+    nat.push(`meta nfproto ipv4 tcp dport 80 ip daddr != @allow4 dnat ip to ${c.hostAddr}:${proxy.http}`);
+    nat.push(`meta nfproto ipv4 tcp dport 443 ip daddr != @allow4 dnat ip to ${c.hostAddr}:${proxy.tls}`);
+    out.push(`ip daddr ${c.hostAddr} tcp dport { ${proxy.http}, ${proxy.tls} } accept`);
+  }
+  out.push(
+    `fib daddr type local ${REJECT}`,
+    'ip daddr @allow4 accept',
+    'ip6 daddr @allow6 accept',
+    `ip daddr @always4 ${REJECT}`,
+    `ip6 daddr @always6 ${REJECT}`,
+    `ip daddr @deny4 ${REJECT}`,
+    `ip6 daddr @deny6 ${REJECT}`,
+  );
+  if (!rules.internet) out.push(REJECT);
+  return [
+    `table inet ${NS_TABLE} {}`,
+    `delete table inet ${NS_TABLE}`,
+    `table inet ${NS_TABLE} {`,
+    set('allow4', 'ipv4_addr', allow.filter((x) => !isV6(x))),
+    set('allow6', 'ipv6_addr', allow.filter(isV6)),
+    set('deny4', 'ipv4_addr', deny.filter((x) => !isV6(x))),
+    set('deny6', 'ipv6_addr', deny.filter(isV6)),
+    set('always4', 'ipv4_addr', c.alwaysDenied.filter((x) => !isV6(x))),
+    set('always6', 'ipv6_addr', c.alwaysDenied.filter(isV6)),
+    '\tchain nat_output {',
+    '\t\ttype nat hook output priority -100; policy accept;',
+    ...nat.map((r) => `\t\t${r}`),
+    '\t}',
+    '\tchain output {',
+    '\t\ttype filter hook output priority filter; policy accept;',
+    ...out.map((r) => `\t\t${r}`),
+    '\t}',
+    '}',
+    '',
+  ].join('\n');
+}
+
+/** What the host table of an instance needs. */
+export interface HostRuleContext {
+  table: string;
+  tag: string;
+  /** The instance's address block (x.y.z.0/22). */
+  block: string;
+  /** kilnd's uid: the only one that may connect to the namespaces' forwarded guest ports. */
+  uid: number;
+  /** The egress proxy's ports, reachable from the sandboxes. */
+  proxy?: { http: number; tls: number } | undefined;
+  /**
+   * kiln turned IP forwarding on (it was off): forwarding between interfaces that are not kiln's
+   * is dropped, so the host routes nothing it did not route before.
+   */
+  guardForwarding: boolean;
+}
+
+/** The script that (re)defines an instance's host table. */
+export function hostRuleset(h: HostRuleContext): string {
+  if (!/^kiln_net_[0-9a-f]{6}$/.test(h.table)) throw new TypeError(`bad table name "${h.table}"`);
+  if (!Number.isInteger(h.uid) || h.uid < 0) throw new TypeError('uid must be a non-negative integer');
+  const mine = `"${HOST_IF_PREFIX}${h.tag}*"`;
+  const any = `"${HOST_IF_PREFIX}*"`;
+  const input = [`iifname ${mine} ct state established,related accept`];
+  if (h.proxy) input.push(`iifname ${mine} tcp dport { ${h.proxy.http}, ${h.proxy.tls} } accept`);
+  input.push(`iifname ${mine} ${REJECT}`);
+  const forward = [
+    `iifname ${any} oifname ${any} ${REJECT}`,
+    `oifname ${mine} ct state established,related accept`,
+    `oifname ${mine} ${REJECT}`,
+    ...(h.guardForwarding ? [`iifname != ${any} oifname != ${any} drop`] : []),
+  ];
+  const chain = (name: string, hook: string, rules: string[]): string[] => [
+    `\tchain ${name} {`,
+    `\t\t${hook}`,
+    ...rules.map((r) => `\t\t${r}`),
+    '\t}',
+  ];
+  return [
+    `table inet ${h.table} {}`,
+    `delete table inet ${h.table}`,
+    `table inet ${h.table} {`,
+    ...chain('input', 'type filter hook input priority filter; policy accept;', input),
+    ...chain('forward', 'type filter hook forward priority filter; policy accept;', forward),
+    ...chain('postrouting', 'type nat hook postrouting priority srcnat; policy accept;', [
+      `ip saddr ${h.block} oifname != ${any} masquerade`,
+    ]),
+    ...chain('output', 'type filter hook output priority filter; policy accept;', [
+      `ip daddr ${h.block} tcp flags & (syn | ack) == syn meta skuid != ${h.uid} reject with tcp reset comment "kiln: only kilnd connects to guest ports"`,
+    ]),
+    '}',
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,244 @@
+/**
+ * Sandbox networks of one kilnd: a namespace per VM, isolated from the host and from every other
+ * sandbox, with the sandbox's egress rules in nftables (see nft-rules.ts). Slots are made ahead
+ * of need (a small pool, refilled in the background, as E2B's orchestrator does) so a create only
+ * loads its rules. A released slot is destroyed, never reused. Start-up reconciliation destroys
+ * every slot of this instance that no live VM uses (after a crash at any step).
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import type { Logger } from 'pino';
+import { KilnError } from '../core/errors.ts';
+import type { EgressRules } from '../core/network-policy.ts';
+import { chooseBlock, ipv4ToInt, parsePool, slotAddresses, type Block } from './addressing.ts';
+import { SLOTS_PER_INSTANCE, hostTable, instanceTag, slotNames, slotOfInterface, slotOfNamespace } from './names.ts';
+import { hostRuleset, namespaceRuleset, type NsRuleContext } from './nft-rules.ts';
+import { applyNft, createSlot, destroySlot, listKernelObjects, nsPath, type Slot } from './slots.ts';
+
+/** Rules of a made-ahead slot nobody has claimed: nothing leaves it. */
+const CLOSED: EgressRules = { allowOut: [], denyOut: [], internet: false };
+const IP_FORWARD = '/proc/sys/net/ipv4/ip_forward';
+/** Left by the kilnd that turned IP forwarding on, so every instance keeps guarding it. */
+const FORWARD_MARK = '/run/kiln-ip-forward-enabled';
+
+export interface SandboxNetworksOpts {
+  stateDir: string;
+  /** KILN_NET_POOL: the IPv4 block slots are taken from (default 10.231.0.0/16). */
+  pool: string;
+  /** Slots kept ready (default 2). */
+  ready?: number;
+  /** The resolver guests' DNS goes to (IPv4), if any. */
+  dns?: string | undefined;
+  alwaysDenied: readonly string[];
+  /** kilnd's uid: only it connects to the namespaces' forwarded ports. */
+  uid: number;
+  log: Logger;
+}
+
+/** Where a VM of a slot runs and where the host reaches its forwarded ports. */
+export interface NetworkSlot {
+  /** The namespace's path (`/run/netns/<name>`), for `nsenter --net=`. */
+  namespace: string;
+  address: string;
+}
+
+export class SandboxNetworks {
+  readonly #o: SandboxNetworksOpts;
+  readonly #tag: string;
+  readonly #block: Block;
+  readonly #guardForwarding: boolean;
+  readonly #slots = new Map<string, Slot>();
+  readonly #ready: Slot[] = [];
+  readonly #used = new Set<number>();
+  #proxy: { http: number; tls: number } | undefined;
+  #refilling: Promise<void> | undefined;
+  #closed = false;
+
+  private constructor(o: SandboxNetworksOpts, tag: string, block: Block, guardForwarding: boolean) {
+    this.#o = o;
+    this.#tag = tag;
+    this.#block = block;
+    this.#guardForwarding = guardForwarding;
+  }
+
+  /**
+   * Checks the host can isolate sandboxes (root, `ip`, `nft`, `nsenter`), picks the instance's
+   * address block, turns IP forwarding on (guarded) and installs the host table.
+   */
+  static async open(o: SandboxNetworksOpts): Promise<SandboxNetworks> {
+    if (o.uid !== 0)
+      throw new KilnError(
+        'permission_denied',
+        'sandbox network isolation needs root (network namespaces and nftables); run kilnd as root, ' +
+          'or set KILN_NETWORK=unisolated to run sandboxes that can reach this host (every create then warns)',
+      );
+    const pool = parsePool('KILN_NET_POOL', o.pool);
+    const tag = instanceTag(o.stateDir);
+    const k = await listKernelObjects();
+    const own = k.addrs.filter((a) => slotOfInterface(tag, a.ifname) !== undefined).map((a) => ipv4ToInt(a.addr));
+    const used = k.addrs.map((a) => ipv4ToInt(a.addr));
+    const start = parseInt(tag, 16) % (2 ** (32 - pool.bits) / (SLOTS_PER_INSTANCE * 4));
+    const block = chooseBlock(pool, start, own, used);
+    if ((await readFile(IP_FORWARD, 'utf8')).trim() !== '1') {
+      await writeFile(FORWARD_MARK, `${new Date().toISOString()}\n`);
+      await writeFile(IP_FORWARD, '1\n');
+    }
+    const guard = await readFile(FORWARD_MARK).then(
+      () => true,
+      () => false,
+    );
+    const n = new SandboxNetworks(o, tag, block, guard);
+    await n.#applyHost();
+    return n;
+  }
+
+  /** The egress proxy's ports (HTTP, TLS) on every slot's host address; reloads the host table. */
+  async setProxy(proxy: { http: number; tls: number } | undefined): Promise<void> {
+    this.#proxy = proxy;
+    await this.#applyHost();
+  }
+
+  /** The sandbox (namespace) whose slot has host-side peer `address`, for the egress proxy. */
+  namespaceOfPeer(address: string): string | undefined {
+    for (const s of this.#slots.values()) if (s.nsAddr === address) return nsPath(s.ns);
+    return undefined;
+  }
+
+  async #applyHost(): Promise<void> {
+    await applyNft(
+      hostRuleset({
+        table: hostTable(this.#tag),
+        tag: this.#tag,
+        block: this.#block.cidr,
+        uid: this.#o.uid,
+        proxy: this.#proxy,
+        guardForwarding: this.#guardForwarding,
+      }),
+    );
+  }
+
+  #ctx(slot: Slot): NsRuleContext {
+    return { hostAddr: slot.hostAddr, alwaysDenied: this.#o.alwaysDenied, dns: this.#o.dns, proxy: this.#proxy };
+  }
+
+  #nextIndex(): number {
+    for (let i = 0; i < SLOTS_PER_INSTANCE; i++) if (!this.#used.has(i)) return i;
+    throw new KilnError('capacity', `all ${SLOTS_PER_INSTANCE} network slots of this kilnd are in use`);
+  }
+
+  async #make(): Promise<Slot> {
+    const index = this.#nextIndex();
+    this.#used.add(index);
+    try {
+      const addrs = slotAddresses(this.#block, index);
+      const slot = await createSlot(this.#tag, index, addrs, namespaceRuleset(CLOSED, { hostAddr: addrs.host, alwaysDenied: this.#o.alwaysDenied, dns: this.#o.dns, proxy: this.#proxy }));
+      this.#slots.set(nsPath(slot.ns), slot);
+      return slot;
+    } catch (e) {
+      this.#used.delete(index);
+      throw e;
+    }
+  }
+
+  /** A slot with `rules` loaded, for a new VM. The caller releases it (or reconciliation does). */
+  async acquire(rules: EgressRules): Promise<NetworkSlot> {
+    const slot = this.#ready.shift() ?? (await this.#make());
+    this.#refill();
+    try {
+      await applyNft(namespaceRuleset(rules, this.#ctx(slot)), slot.ns);
+    } catch (e) {
+      await this.release(nsPath(slot.ns)).catch(() => undefined);
+      throw e;
+    }
+    return { namespace: nsPath(slot.ns), address: slot.nsAddr };
+  }
+
+  /** Replaces the rules of the slot at `namespace` atomically (existing connections go on). */
+  async apply(namespace: string, rules: EgressRules): Promise<void> {
+    const slot = this.#slots.get(namespace);
+    if (!slot) throw new KilnError('not_found', `no network namespace ${namespace} of this kilnd`);
+    await applyNft(namespaceRuleset(rules, this.#ctx(slot)), slot.ns);
+  }
+
+  /** Destroys the slot at `namespace` (gone already is fine). */
+  async release(namespace: string): Promise<void> {
+    const ns = namespace.slice(namespace.lastIndexOf('/') + 1);
+    const index = slotOfNamespace(this.#tag, ns);
+    if (index === undefined) return;
+    await destroySlot(slotNames(this.#tag, index));
+    this.#slots.delete(namespace);
+    this.#used.delete(index);
+  }
+
+  /**
+   * Start-up: keeps the slots of `inUse` (namespace paths of live VMs), destroys every other slot
+   * of this instance (namespaces and interfaces, whole or half made), then fills the pool.
+   */
+  async reconcile(inUse: readonly string[]): Promise<{ removed: number }> {
+    const keep = new Set(inUse);
+    const k = await listKernelObjects();
+    const indexes = new Set<number>();
+    for (const ns of k.namespaces) {
+      const i = slotOfNamespace(this.#tag, ns);
+      if (i !== undefined) indexes.add(i);
+    }
+    for (const ifname of k.interfaces) {
+      const i = slotOfInterface(this.#tag, ifname);
+      if (i !== undefined) indexes.add(i);
+    }
+    let removed = 0;
+    for (const i of indexes) {
+      const names = slotNames(this.#tag, i);
+      if (keep.has(nsPath(names.ns))) {
+        const a = slotAddresses(this.#block, i);
+        this.#slots.set(nsPath(names.ns), { ...names, index: i, hostAddr: a.host, nsAddr: a.guest });
+        this.#used.add(i);
+        continue;
+      }
+      await destroySlot(names);
+      this.#slots.delete(nsPath(names.ns));
+      this.#used.delete(i);
+      removed += 1;
+    }
+    this.#ready.length = 0;
+    this.#refill();
+    return { removed };
+  }
+
+  /** Slots made ahead and not claimed (tests, `kiln doctor`). */
+  get readyCount(): number {
+    return this.#ready.length;
+  }
+
+  /** Waits for the pool to be full (tests, benchmarks). */
+  async filled(): Promise<void> {
+    while (this.#refilling) await this.#refilling;
+  }
+
+  #refill(): void {
+    if (this.#refilling || this.#closed) return;
+    this.#refilling = (async () => {
+      while (!this.#closed && this.#ready.length < (this.#o.ready ?? 2)) {
+        try {
+          this.#ready.push(await this.#make());
+        } catch (e) {
+          this.#o.log.warn({ err: e }, 'cannot make a network slot ahead of need');
+          break;
+        }
+      }
+    })().finally(() => {
+      this.#refilling = undefined;
+    });
+  }
+
+  /**
+   * Stops refilling and destroys the unclaimed slots. Slots of live VMs stay (VMs outlive
+   * kilnd); the host table stays while any exists, else it is removed.
+   */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.filled();
+    for (const s of this.#ready.splice(0)) await this.release(nsPath(s.ns));
+    if (this.#slots.size === 0)
+      await applyNft(`table inet ${hostTable(this.#tag)} {}\ndelete table inet ${hostTable(this.#tag)}\n`);
+  }
+}

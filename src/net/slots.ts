@@ -1,0 +1,93 @@
+/**
+ * Kernel objects of one sandbox network slot: a network namespace, a veth pair (host end
+ * `kn<tag><n>`, namespace end `eth0`), a /30 between them, a default route to the host, and the
+ * namespace's nftables table. Made with iproute2 (`ip`) and nftables (`nft`, run inside the
+ * namespace with util-linux `nsenter`), Debian's own tools. Every step is undone on failure, and
+ * `destroySlot` removes whatever part exists.
+ */
+import { readdir } from 'node:fs/promises';
+import { KilnError } from '../core/errors.ts';
+import { run } from '../core/exec.ts';
+import { slotNames, type SlotNames } from './names.ts';
+
+export const NETNS_DIR = '/run/netns';
+
+export interface Slot extends SlotNames {
+  index: number;
+  /** The host end's address (the namespace's gateway) and the namespace end's. */
+  hostAddr: string;
+  nsAddr: string;
+}
+
+/** The path QEMU is started in (`nsenter --net=<path>`). */
+export const nsPath = (ns: string): string => `${NETNS_DIR}/${ns}`;
+
+async function ip(args: string[], input?: string): Promise<void> {
+  await run('ip', args, { failCode: 'driver_error', ...(input === undefined ? {} : { input }) });
+}
+
+/** Runs `nft -f -` with `script`, inside namespace `ns` when given. */
+export async function applyNft(script: string, ns?: string): Promise<void> {
+  const [cmd, args] = ns ? ['nsenter', [`--net=${nsPath(ns)}`, 'nft', '-f', '-']] : ['nft', ['-f', '-']];
+  await run(cmd as string, args as string[], { input: script, failCode: 'driver_error' });
+}
+
+const gone = (e: unknown): boolean =>
+  e instanceof Error && /Cannot find device|No such file|does not exist|not found/i.test(e.message);
+
+/** Makes slot `index` of instance `tag` with its rules (`script`); on failure nothing is left. */
+export async function createSlot(
+  tag: string,
+  index: number,
+  addrs: { host: string; guest: string },
+  script: string,
+): Promise<Slot> {
+  const names = slotNames(tag, index);
+  const slot: Slot = { ...names, index, hostAddr: addrs.host, nsAddr: addrs.guest };
+  try {
+    await ip(['netns', 'add', names.ns]);
+    await ip(
+      ['-batch', '-'],
+      [
+        `link add ${names.hostIf} type veth peer name eth0 netns ${names.ns}`,
+        `addr add ${addrs.host}/30 dev ${names.hostIf}`,
+        `link set ${names.hostIf} up`,
+        '',
+      ].join('\n'),
+    );
+    await ip(
+      ['-n', names.ns, '-batch', '-'],
+      [`addr add ${addrs.guest}/30 dev eth0`, 'link set eth0 up', 'link set lo up', `route add default via ${addrs.host}`, ''].join(
+        '\n',
+      ),
+    );
+    await applyNft(script, names.ns);
+    return slot;
+  } catch (e) {
+    await destroySlot(names).catch(() => undefined);
+    throw new KilnError('driver_error', `cannot make network namespace ${names.ns}: ${(e as Error).message}`, {
+      cause: e,
+    });
+  }
+}
+
+/** Removes a slot's veth pair and namespace (a part already gone is fine). Idempotent. */
+export async function destroySlot(names: SlotNames): Promise<void> {
+  await ip(['link', 'del', names.hostIf]).catch((e: unknown) => {
+    if (!gone(e)) throw e;
+  });
+  await ip(['netns', 'del', names.ns]).catch((e: unknown) => {
+    if (!gone(e)) throw e;
+  });
+}
+
+/** Names of the namespaces under /run/netns and of the host's interfaces. */
+export async function listKernelObjects(): Promise<{ namespaces: string[]; interfaces: string[]; addrs: { ifname: string; addr: string }[] }> {
+  const namespaces = await readdir(NETNS_DIR).catch(() => [] as string[]);
+  const out = await run('ip', ['-j', '-4', 'addr', 'show'], { failCode: 'driver_error' });
+  const links = JSON.parse(out.stdout || '[]') as { ifname: string; addr_info?: { local?: string }[] }[];
+  const addrs = links.flatMap((l) => (l.addr_info ?? []).flatMap((a) => (a.local ? [{ ifname: l.ifname, addr: a.local }] : [])));
+  const all = await run('ip', ['-j', 'link', 'show'], { failCode: 'driver_error' });
+  const interfaces = (JSON.parse(all.stdout || '[]') as { ifname: string }[]).map((l) => l.ifname);
+  return { namespaces, interfaces, addrs };
+}
