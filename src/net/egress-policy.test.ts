@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { EgressRules } from '../core/network-policy.ts';
-import { allowingDomainRule, egressDecision } from './egress-policy.ts';
+import { allowingDomainRule, domainPrecheck, egressDecision } from './egress-policy.ts';
 
 const rules = (r: Partial<EgressRules> = {}): EgressRules => ({
   allowOut: [],
@@ -137,10 +137,28 @@ test('a domain without a matching rule is decided by its addresses', () => {
   assert.match(junk.reason, /"nonsense" is not an IP address/);
 });
 
-test('domain matching ignores case and a trailing dot; rules objects are reused safely', () => {
+test('domain matching ignores case and a trailing dot; a rules object changed in place is seen', () => {
   const r = rules({ internet: false, allowOut: ['example.com'] });
   assert.equal(dom(r, 'EXAMPLE.com.', ['192.0.2.1']).allowed, true);
   assert.equal(dom(r, 'example.com', ['192.0.2.1']).allowed, true);
-  const r2 = { ...r, allowOut: [] };
-  assert.equal(dom(r2, 'example.com', ['192.0.2.1']).allowed, false);
+  r.allowOut.pop();
+  assert.equal(dom(r, 'example.com', ['192.0.2.1']).allowed, false);
+  r.allowOut.push('192.0.2.0/24');
+  assert.equal(addr(r, '192.0.2.1').allowed, true);
+});
+
+test('domainPrecheck: a name no domain rule allows is refused unresolved only when the rules deny by default', () => {
+  const off = rules({ internet: false, allowOut: ['*.example.com', '192.0.2.0/24'] });
+  assert.equal(domainPrecheck(off, 'api.example.com'), undefined);
+  const d = domainPrecheck(off, 'other.net');
+  assert.equal(d?.allowed, false);
+  assert.equal(d.reason, 'other.net: no allowOut domain rule matches and internet access is off');
+  const denyAll = rules({ denyOut: ['0.0.0.0/0', '::/0'] });
+  assert.match(domainPrecheck(denyAll, 'other.net')?.reason ?? '', /denyOut holds 0\.0\.0\.0\/0 and ::\/0/);
+  assert.equal(
+    domainPrecheck(rules({ denyOut: ['0.0.0.0/0'] }), 'other.net'),
+    undefined,
+    'IPv6 is still open',
+  );
+  assert.equal(domainPrecheck(rules(), 'other.net'), undefined);
 });

@@ -44,12 +44,12 @@ interface Compiled {
   internet: boolean;
 }
 
-const compiledCache = new WeakMap<EgressRules, Compiled>();
-
-/** Splits allowOut into CIDRs and domains once per rules object (entries are normalised). */
+/**
+ * Splits allowOut into CIDRs and domains (entries are normalised). Not cached: a few parses per
+ * connection cost nothing next to its DNS lookup, and a cache keyed by the rules object would go
+ * stale if a caller mutated it in place.
+ */
 function compile(rules: EgressRules): Compiled {
-  const hit = compiledCache.get(rules);
-  if (hit) return hit;
   const allowCidrs: Cidr[] = [];
   const allowDomains: string[] = [];
   for (const entry of rules.allowOut) {
@@ -58,9 +58,7 @@ function compile(rules: EgressRules): Compiled {
     else allowDomains.push(entry.toLowerCase());
   }
   const denyCidrs = rules.denyOut.map((e) => tryCidr(e)).filter((c): c is Cidr => c !== undefined);
-  const compiled = { allowCidrs, allowDomains, denyCidrs, internet: rules.internet };
-  compiledCache.set(rules, compiled);
-  return compiled;
+  return { allowCidrs, allowDomains, denyCidrs, internet: rules.internet };
 }
 
 function tryCidr(entry: string): Cidr | undefined {
@@ -134,4 +132,23 @@ export function egressDecision(rules: EgressRules, dest: EgressDestination): Egr
     return { allowed: true, reason: `${dest.domain}: ${firstAllow}`, addresses: allowed };
   const why = firstDeny ?? 'it resolved to no address';
   return { allowed: false, reason: `${dest.domain}: ${why}`, addresses: [] };
+}
+
+/** True when the rules deny every address no allowOut entry names (internet off, or denyOut of both "everything"s). */
+function deniesByDefault(c: Compiled): boolean {
+  const all = (cidr: string): boolean => c.denyCidrs.some((d) => d.text === cidr);
+  return !c.internet || (all('0.0.0.0/0') && all('::/0'));
+}
+
+/**
+ * The decision on a name before it is resolved, for the egress proxy: a denial when no allowOut
+ * domain rule matches `domain` and the rules deny by default, so the name is never even looked up
+ * (a sandbox without internet must not get kilnd's resolver as a channel out); undefined when the
+ * name must be resolved and its addresses decided by {@link egressDecision}.
+ */
+export function domainPrecheck(rules: EgressRules, domain: string): EgressDecision | undefined {
+  const c = compile(rules);
+  if (c.allowDomains.some((d) => matchDomain(d, domain)) || !deniesByDefault(c)) return undefined;
+  const why = c.internet ? 'denyOut holds 0.0.0.0/0 and ::/0' : 'internet access is off';
+  return { allowed: false, reason: `${domain}: no allowOut domain rule matches and ${why}`, addresses: [] };
 }
