@@ -3,7 +3,8 @@ import { once } from 'node:events';
 import { createServer, connect, type Server } from 'node:net';
 import { after, before, beforeEach, test } from 'node:test';
 import type { EgressRules } from '../core/network-policy.ts';
-import { EgressProxy, type EgressProxyDecision, type EgressProxyOpts } from './egress-proxy.ts';
+import { dnsResolver, EgressProxy, type EgressProxyDecision, type EgressProxyOpts } from './egress-proxy.ts';
+import { startFakeDns } from './testing/dns-server.ts';
 import { captureClientHello } from './testing/tls-hello.ts';
 
 // Loopback only. The "guest" connects from 127.0.0.1; upstreams listen on 127.0.0.2 (allowed by
@@ -330,5 +331,32 @@ test('fuzz: random bytes on both listeners never crash the proxy; every connecti
     assert.match((await exchange(p.port('http'), get('allowed.test'))).text, /200 OK/, 'still serving');
   } finally {
     await p.close();
+  }
+});
+
+test('the default resolver asks the configured DNS servers (A then AAAA) and the proxy uses it', async () => {
+  const dns = await startFakeDns({
+    'svc.test': ['127.0.0.2', '2001:db8::7'],
+    'v6only.test': ['2001:db8::8'],
+  });
+  try {
+    const resolve = dnsResolver([dns.server], 2000);
+    assert.deepEqual(await resolve('svc.test'), ['127.0.0.2', '2001:db8::7']);
+    assert.deepEqual(await resolve('v6only.test'), ['2001:db8::8']);
+    await assert.rejects(resolve('missing.test'), (e: NodeJS.ErrnoException) => e.code === 'ENOTFOUND');
+    const p = await EgressProxy.start({
+      lookup: () => ({ sandboxId: 'sbx-dns', egress: { ...RULES, allowOut: ['svc.test', '127.0.0.2'] } }),
+      dnsServers: [dns.server],
+      upstreamPorts: { http: upstreamPort, tls: upstreamPort },
+    });
+    try {
+      dns.queries.length = 0;
+      assert.match((await exchange(p.port('http'), get('svc.test'))).text, /hi 127\.0\.0\.2$/);
+      assert.deepEqual([...dns.queries].sort(), ['svc.test', 'svc.test']);
+    } finally {
+      await p.close();
+    }
+  } finally {
+    await dns.close();
   }
 });

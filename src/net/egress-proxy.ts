@@ -53,6 +53,8 @@ export interface EgressProxyOpts {
   /** Replaces the default resolver (tests). */
   resolve?: EgressResolver;
   onDecision?(decision: EgressProxyDecision): void;
+  /** A listener's error after it started (e.g. EMFILE on accept); the listener keeps running. */
+  onError?(error: Error): void;
   /** Destination port per mode (default http 80, tls 443; tests point them elsewhere). */
   upstreamPorts?: Partial<Record<EgressProxyMode, number>>;
   /** How long the guest has to send a whole request head / ClientHello (default 10 s). */
@@ -135,6 +137,8 @@ export class EgressProxy {
       server.once('error', reject);
       server.listen(this.settings.opts.ports?.[mode] ?? 0, this.settings.opts.host ?? '127.0.0.1', () => {
         server.off('error', reject);
+        // An unhandled 'error' on a server (accept failing) would end kilnd.
+        server.on('error', (e) => this.settings.opts.onError?.(e));
         resolve();
       });
     });
