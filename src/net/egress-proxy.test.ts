@@ -360,3 +360,29 @@ test('the default resolver asks the configured DNS servers (A then AAAA) and the
     await dns.close();
   }
 });
+
+test('connection caps: per sandbox (a refused extra connection is closed, others live on)', async () => {
+  const p = await startProxy({ maxConnectionsPerSandbox: 2 });
+  try {
+    const hello = await captureClientHello('allowed.test');
+    const open = [0, 1].map(() => connect({ host: '127.0.0.1', port: p.port('tls') }));
+    for (const s of open) {
+      s.on('error', () => undefined);
+      s.write(hello);
+    }
+    await Promise.all(open.map((s) => once(s, 'data')));
+    const third = await exchange(p.port('http'), get('allowed.test'), { keepOpen: true });
+    assert.equal(third.data.length, 0);
+    const closed = open.map((s) => once(s, 'close'));
+    for (const s of open) s.end();
+    await Promise.all(closed);
+    await p.whenIdle();
+    assert.match(
+      (await exchange(p.port('http'), get('allowed.test'))).text,
+      /200 OK/,
+      'slots are given back',
+    );
+  } finally {
+    await p.close();
+  }
+});

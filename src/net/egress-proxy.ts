@@ -61,11 +61,21 @@ export interface EgressProxyOpts {
   headTimeoutMs?: number;
   /** The most bytes read before a decision (default 16 KiB). */
   maxHeadBytes?: number;
+  /** Connections a listener holds at most (default 1024; each costs two descriptors). */
+  maxConnections?: number;
+  /** Connections one sandbox holds at most across both listeners (default 256). */
+  maxConnectionsPerSandbox?: number;
   /** Per-address connect deadline (default 10 s); DNS has the same deadline. */
   connectTimeoutMs?: number;
 }
 
-const DEFAULTS = { headTimeoutMs: 10_000, maxHeadBytes: 16 * 1024, connectTimeoutMs: 10_000 };
+const DEFAULTS = {
+  headTimeoutMs: 10_000,
+  maxHeadBytes: 16 * 1024,
+  connectTimeoutMs: 10_000,
+  maxConnections: 1024,
+  maxConnectionsPerSandbox: 256,
+};
 const UPSTREAM_PORTS: Record<EgressProxyMode, number> = { http: 80, tls: 443 };
 const SNIFF: Record<EgressProxyMode, (b: Buffer) => Sniffed> = { http: sniffHttp, tls: sniffTls };
 /** How long a refused HTTP guest has to read the 403 before its socket is destroyed. */
@@ -97,6 +107,8 @@ interface Settings {
 /** A running proxy: one listener per mode. Create with {@link EgressProxy.start}. */
 export class EgressProxy {
   private readonly sockets = new Set<Socket>();
+  /** Open guest connections per sandbox id. */
+  private readonly perSandbox = new Map<string, number>();
   private idleWaiters: (() => void)[] = [];
   private readonly settings: Settings;
   private readonly servers: Record<EgressProxyMode, Server>;
@@ -116,7 +128,11 @@ export class EgressProxy {
       maxHeadBytes: opts.maxHeadBytes ?? DEFAULTS.maxHeadBytes,
       connectTimeoutMs,
     };
-    const make = (): Server => createServer({ allowHalfOpen: true, pauseOnConnect: true });
+    const make = (): Server => {
+      const server = createServer({ allowHalfOpen: true, pauseOnConnect: true });
+      server.maxConnections = opts.maxConnections ?? DEFAULTS.maxConnections;
+      return server;
+    };
     const proxy = new EgressProxy(settings, { http: make(), tls: make() });
     try {
       for (const mode of ['http', 'tls'] as const) await proxy.listen(mode);
@@ -198,6 +214,10 @@ export class EgressProxy {
       guest.destroy();
       return;
     }
+    if (!this.admit(source.sandboxId, guest)) {
+      guest.destroy();
+      return;
+    }
     const report = (host: string, d: Pick<EgressDecision, 'allowed' | 'reason'>): void => {
       try {
         this.settings.opts.onDecision?.({
@@ -229,6 +249,20 @@ export class EgressProxy {
       return;
     }
     relay(guest, upstream, head.bytes);
+  }
+
+  /** Counts the guest connection against its sandbox's cap; false when the cap is reached. */
+  private admit(sandboxId: string, guest: Socket): boolean {
+    const open = this.perSandbox.get(sandboxId) ?? 0;
+    if (open >= (this.settings.opts.maxConnectionsPerSandbox ?? DEFAULTS.maxConnectionsPerSandbox))
+      return false;
+    this.perSandbox.set(sandboxId, open + 1);
+    guest.once('close', () => {
+      const left = (this.perSandbox.get(sandboxId) ?? 1) - 1;
+      if (left > 0) this.perSandbox.set(sandboxId, left);
+      else this.perSandbox.delete(sandboxId);
+    });
+    return true;
   }
 
   private upstreamPort(mode: EgressProxyMode): number {
