@@ -8,7 +8,9 @@ import tseslint from 'typescript-eslint';
  * `from` lists the folders a layer must NOT import.
  */
 const layers = {
-  core: ['store', 'vmm', 'images', 'daemon', 'api', 'sdk', 'cli', 'guest'],
+  core: ['store', 'vmm', 'images', 'daemon', 'api', 'sdk', 'cli', 'guest', 'net'],
+  // net: the host's network policy (egress decisions, the egress proxy); below daemon and api.
+  net: ['store', 'vmm', 'images', 'daemon', 'api', 'sdk', 'cli', 'guest'],
   store: ['vmm', 'images', 'daemon', 'api', 'sdk', 'cli', 'guest'],
   vmm: ['store', 'images', 'daemon', 'api', 'sdk', 'cli', 'guest'],
   images: ['store', 'daemon', 'api', 'sdk', 'cli', 'guest'],
