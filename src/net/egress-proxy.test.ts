@@ -386,3 +386,30 @@ test('connection caps: per sandbox (a refused extra connection is closed, others
     await p.close();
   }
 });
+
+test('a guest that leaves while its name is being resolved leaves nothing open', async () => {
+  let answer: (a: string[]) => void = () => undefined;
+  let markAsked: () => void = () => undefined;
+  const asked = new Promise<void>((r) => (markAsked = r));
+  const p = await startProxy({
+    resolve: () => {
+      markAsked();
+      return new Promise<string[]>((r) => (answer = r));
+    },
+  });
+  try {
+    const s = connect({ host: '127.0.0.1', port: p.port('http') });
+    s.on('error', () => undefined);
+    s.write(get('allowed.test'));
+    await asked;
+    const closed = once(s, 'close');
+    s.destroy();
+    await closed;
+    answer(['127.0.0.2']);
+    await p.whenIdle();
+    assert.equal(p.openSockets, 0);
+    assert.equal(decisions.at(-1)?.allowed, true);
+  } finally {
+    await p.close();
+  }
+});

@@ -295,15 +295,13 @@ export class EgressProxy {
       const upstream = connect({ host: address, port, allowHalfOpen: true });
       this.track(upstream);
       const outcome = await new Promise<'connected' | 'failed' | 'guest-gone'>((resolve) => {
-        const timer = setTimeout(() => {
-          resolve('failed');
-        }, this.settings.connectTimeoutMs);
         const done = (v: 'connected' | 'failed' | 'guest-gone') => () => {
           clearTimeout(timer);
           guest.off('close', gone);
           resolve(v);
         };
         const gone = done('guest-gone');
+        const timer = setTimeout(done('failed'), this.settings.connectTimeoutMs);
         upstream.once('connect', done('connected'));
         upstream.once('error', done('failed'));
         guest.once('close', gone);
