@@ -9,6 +9,7 @@ import {
   contains,
   isCidr,
   matchDomain,
+  parseEgressEntry,
   normalizeCidr,
   parseCidr,
   parseDomainPattern,
@@ -251,9 +252,47 @@ test('matchDomain: exact names, wildcards at any depth but not the apex, case an
   assert.equal(matchDomain('example.com', 'exa mple.com'), false);
 });
 
-test('canonicalHostName: wire names', () => {
+test('canonicalHostName: wire names (underscores allowed, unlike in rules)', () => {
   assert.equal(canonicalHostName('WWW.Example.com.'), 'www.example.com');
+  assert.equal(canonicalHostName('my_bucket.example.com'), 'my_bucket.example.com');
+  assert.equal(matchDomain('*.example.com', 'my_bucket.example.com'), true);
   assert.equal(canonicalHostName('1.2.3.4'), undefined);
   assert.equal(canonicalHostName('a..b'), undefined);
   assert.equal(canonicalHostName('a\0b.com'), undefined);
+});
+
+test('parseEgressEntry: CIDRs and domains told apart, each error of the kind the entry looks like', () => {
+  assert.deepEqual(parseEgressEntry('10.1.2.3/8', 'allowOut[0]'), { kind: 'cidr', value: '10.0.0.0/8' });
+  assert.deepEqual(parseEgressEntry('2001:DB8::1', 'allowOut[1]'), {
+    kind: 'cidr',
+    value: '2001:db8::1/128',
+  });
+  assert.deepEqual(parseEgressEntry('*.Example.com', 'allowOut[2]'), {
+    kind: 'domain',
+    value: '*.example.com',
+  });
+  assert.match(
+    refusal(() => parseEgressEntry('1.2.3', 'allowOut[3]')),
+    /^allowOut\[3\]: "1\.2\.3" is not an IP address or CIDR/,
+  );
+  assert.match(
+    refusal(() => parseEgressEntry('10.0.0.0/33', 'x')),
+    /bad prefix length/,
+  );
+  assert.match(
+    refusal(() => parseEgressEntry('example.com/24', 'x')),
+    /not an IP address or CIDR/,
+  );
+  assert.match(
+    refusal(() => parseEgressEntry('fe80::1%eth0', 'x')),
+    /not an IP address or CIDR/,
+  );
+  assert.match(
+    refusal(() => parseEgressEntry('bad_name.com', 'x')),
+    /^x: "bad_name\.com" is not a domain name/,
+  );
+  assert.match(
+    refusal(() => parseEgressEntry('*', 'x')),
+    /"\*" is not a domain/,
+  );
 });

@@ -215,6 +215,8 @@ export function alwaysDeniedRange(address: string): DeniedRange | undefined {
 // ---- domain names -------------------------------------------------------------------------
 
 const LABEL_RE = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+/** Names seen on the wire may hold `_` (RFC 2181 allows it in DNS; real hosts use it). */
+const WIRE_LABEL_RE = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/;
 const MAX_NAME = 253;
 
 /**
@@ -223,11 +225,11 @@ const MAX_NAME = 253;
  * a leading digit allowed), at most 253 chars, and a last label that is not all digits (so an
  * IPv4 literal is never read as a name). Internationalised names must be given in punycode.
  */
-function hostNameProblem(name: string): string | undefined {
+function hostNameProblem(name: string, labelRe = LABEL_RE): string | undefined {
   if (name.length === 0) return 'is empty';
   if (name.length > MAX_NAME) return `is longer than ${MAX_NAME} characters`;
   const labels = name.split('.');
-  const bad = labels.find((l) => !LABEL_RE.test(l));
+  const bad = labels.find((l) => !labelRe.test(l));
   if (bad !== undefined) {
     return bad === ''
       ? 'has an empty label'
@@ -266,12 +268,27 @@ export function parseDomainPattern(value: string, field = 'domain'): string {
 
 /**
  * The normal form of a host name from the wire (an HTTP Host, a TLS SNI): lowercase, one
- * trailing dot dropped; undefined when it is not a valid host name (wildcards included).
+ * trailing dot dropped; undefined when it is not a valid host name (wildcards included). Unlike
+ * a rule, a wire name may hold `_`: refusing it would break real hosts the rules do not concern.
  */
 export function canonicalHostName(host: string): string | undefined {
   const lower = host.toLowerCase();
   const text = lower.endsWith('.') ? lower.slice(0, -1) : lower;
-  return hostNameProblem(text) === undefined ? text : undefined;
+  return hostNameProblem(text, WIRE_LABEL_RE) === undefined ? text : undefined;
+}
+
+/** An allowOut/denyOut entry, classified and normalised. */
+export type EgressEntry = { kind: 'cidr'; value: string } | { kind: 'domain'; value: string };
+
+/**
+ * Classifies and normalises one egress rule entry: an IP address or CIDR ({@link parseCidr}),
+ * else a domain rule ({@link parseDomainPattern}). The error names `field` and explains the
+ * kind the entry looks like (digits, dots, colons or a slash: an address; else a name).
+ */
+export function parseEgressEntry(value: string, field: string): EgressEntry {
+  if (isCidr(value)) return { kind: 'cidr', value: normalizeCidr(value, field) };
+  if (/^[0-9.]*$|[:/]/.test(value)) normalizeCidr(value, field); // throws the CIDR error
+  return { kind: 'domain', value: parseDomainPattern(value, field) };
 }
 
 /**
