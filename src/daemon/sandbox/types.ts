@@ -7,6 +7,7 @@ import type { GuestClient, GuestTimeouts, HttpGuestClientOpts } from '../guest-c
 import type { LivenessOpts } from '../liveness.ts';
 import type { Caller } from '../scope.ts';
 import type { CreateSandboxRequest, StatsView } from '../../core/api-types.ts';
+import type { EgressRules, SandboxNetwork } from '../../core/network-policy.ts';
 
 /** The boot files of a guest image (what images/ builds). */
 export interface BootImage {
@@ -38,10 +39,26 @@ export interface SandboxServiceDeps {
   guestTimeouts?: Partial<GuestTimeouts>;
   /** How the liveness watcher probes guests and retries VMs stopped on a full disk. */
   liveness?: LivenessOpts;
+  /**
+   * Enforces a running sandbox's egress rules (src/net: nftables and the egress proxy). Called by
+   * updateNetwork before the new rules are stored: a rejection leaves the old rules in force and
+   * stored. Absent: rules are only stored (and apply at the sandbox's next boot).
+   */
+  egress?: EgressEnforcer | undefined;
 }
 
-/** What a create asks for: the API's own request type (core/api-types.ts). */
-export type CreateRequest = CreateSandboxRequest;
+/** What updateNetwork needs of the network layer. */
+export interface EgressEnforcer {
+  /** Replaces the rules of running sandbox `sandboxId` atomically (all or nothing). */
+  apply(sandboxId: string, egress: EgressRules): Promise<void>;
+}
+
+/**
+ * What a create asks for: the native API's request type (core/api-types.ts), with the network
+ * already parsed (core/network-parse.ts). `allowInternet` alone still works: it is
+ * `network.egress.internet` of otherwise open rules.
+ */
+export type CreateRequest = Omit<CreateSandboxRequest, 'network'> & { network?: SandboxNetwork };
 
 export interface OpCtx {
   /** The request's op id, minted at the API edge. */
