@@ -6,6 +6,7 @@ import { createServer, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { nullLogger } from '../../core/log.ts';
 import { ApiKeyService } from '../../daemon/api-keys.ts';
+import type { SandboxServiceDeps } from '../../daemon/sandbox-service.ts';
 import { FAKE_IMAGE, ServiceFixture } from '../../daemon/testing/fixtures.ts';
 import { e2bRouterOpts, e2bRoutes } from '../e2b.ts';
 import { createEnvdProxy } from '../envd-proxy.ts';
@@ -70,8 +71,12 @@ export class NativeHarness extends ApiHarness {
   private server?: Server;
 
   /** `base`: build the template `base` first; `version`: what /v1/health reports. */
-  static async start(o: { base?: boolean; version?: string } = {}): Promise<NativeHarness> {
-    const h = new NativeHarness(await ServiceFixture.start({ base: o.base ?? false }));
+  static async start(
+    o: { base?: boolean; version?: string; deps?: Partial<SandboxServiceDeps> } = {},
+  ): Promise<NativeHarness> {
+    const h = new NativeHarness(
+      await ServiceFixture.start({ base: o.base ?? false, ...(o.deps ? { deps: o.deps } : {}) }),
+    );
     const routes = nativeRoutes({
       svc: h.svc,
       version: o.version ?? '',
@@ -121,8 +126,9 @@ export class E2bHarness extends ApiHarness {
     this.keys = new ApiKeyService({ store: fx.store });
   }
 
-  static async start(): Promise<E2bHarness> {
-    const h = new E2bHarness(await ServiceFixture.start());
+  /** `deps`: more of the service's dependencies (a fake network layer, ...). */
+  static async start(o: { deps?: Partial<SandboxServiceDeps> } = {}): Promise<E2bHarness> {
+    const h = new E2bHarness(await ServiceFixture.start(o.deps ? { deps: o.deps } : {}));
     h.apiKey = h.keys.create('test').key;
     const routes = e2bRoutes({ svc: h.svc, keys: h.keys, buildTemplate: h.buildTemplate });
     const api = await listen(createRouter(routes, nullLogger, e2bRouterOpts(h.keys)));
