@@ -58,7 +58,7 @@ describe('parseNetwork (create)', () => {
     );
     refused(
       () => parseNetwork({ denyOut: ['*'] }, true, E2B),
-      'network.denyOut[0]: "*" is not a CIDR, IP address (e.g. "10.0.0.0/8", "8.8.8.8")',
+      'network.denyOut[0]: "*" is not a CIDR or IP address (e.g. "10.0.0.0/8", "8.8.8.8")',
     );
     refused(() => parseNetwork({ allowOut: [3] }, true, E2B), 'network.allowOut[0]: must be a string, got 3');
     refused(

@@ -5,7 +5,7 @@
  * the field and the entry; fields kiln does not implement are refused, never ignored.
  */
 import { invalidArgument } from './errors.ts';
-import { normaliseCidr, normaliseDomainPattern } from './cidr.ts';
+import { isCidr, normalizeCidr, parseDomainPattern } from './cidr.ts';
 import { OPEN_NETWORK, type EgressRules, type SandboxNetwork } from './network-policy.ts';
 
 /** At most this many entries in `allowOut` and in `denyOut` (each a rule in the nftables set). */
@@ -67,6 +67,34 @@ function present(o: Record<string, unknown>, k: string, at: string, nulls: Netwo
   return v;
 }
 
+/** A domain rule's normal form, or undefined when `s` is not one (core/cidr.ts checks it). */
+function domainOf(s: string): string | undefined {
+  try {
+    return parseDomainPattern(s);
+  } catch {
+    return undefined;
+  }
+}
+
+/** One entry: a CIDR or bare address (normalised by core/cidr.ts), or a domain rule (allowOut). */
+function normaliseEntry(at: string, e: string, domains: boolean): string {
+  const entry = e.trim();
+  if (isCidr(entry)) return normalizeCidr(entry, at);
+  const domain = domainOf(entry);
+  if (domain !== undefined && !domains)
+    throw invalidArgument(
+      at,
+      `"${e}": domain names are not supported for deny rules (use a CIDR or IP address)`,
+    );
+  if (domain !== undefined) return domain;
+  throw invalidArgument(
+    at,
+    domains
+      ? `"${e}" is not a CIDR, IP address or domain name (e.g. "10.0.0.0/8", "8.8.8.8", "example.com", "*.example.com")`
+      : `"${e}" is not a CIDR or IP address (e.g. "10.0.0.0/8", "8.8.8.8")`,
+  );
+}
+
 /**
  * One list of egress entries, normalised (duplicates dropped). `domains`: whether domain names
  * may appear (allowOut) or not (denyOut: E2B refuses them).
@@ -82,23 +110,7 @@ export function parseEgressList(field: string, v: unknown, domains: boolean): st
     if (typeof e !== 'string') throw invalidArgument(at, `must be a string, ${got(e)}`);
     if (e.length > MAX_ENTRY_LENGTH)
       throw invalidArgument(at, `is ${e.length} characters long; at most ${MAX_ENTRY_LENGTH} are allowed`);
-    const entry = e.trim();
-    const cidr = normaliseCidr(entry);
-    let norm: string | undefined = cidr;
-    if (norm === undefined) {
-      const domain = normaliseDomainPattern(entry);
-      if (domain !== undefined && !domains)
-        throw invalidArgument(
-          at,
-          `"${e}": domain names are not supported for deny rules (use a CIDR or IP address)`,
-        );
-      norm = domain;
-    }
-    if (norm === undefined)
-      throw invalidArgument(
-        at,
-        `"${e}" is not a CIDR, IP address${domains ? ' or domain name' : ''} (e.g. "10.0.0.0/8", "8.8.8.8"${domains ? ', "example.com", "*.example.com"' : ''})`,
-      );
+    const norm = normaliseEntry(at, e, domains);
     if (!out.includes(norm)) out.push(norm);
   });
   return out;
