@@ -13,9 +13,16 @@ import { createEnvdProxy } from '../envd-proxy.ts';
 import { createRouter } from '../http.ts';
 import { nativeRoutes } from '../native.ts';
 
-/** Serves `handler` on a loopback port; answers its base URL. */
-export async function listen(handler: RequestListener): Promise<{ server: Server; url: string }> {
+/** Serves `handler` on a loopback port (or the unix socket `socket`); answers its base URL. */
+export async function listen(
+  handler: RequestListener,
+  socket?: string,
+): Promise<{ server: Server; url: string }> {
   const server = createServer(handler);
+  if (socket !== undefined) {
+    await new Promise<void>((r) => server.listen(socket, r));
+    return { server, url: '' };
+  }
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
 }
@@ -70,9 +77,12 @@ export class NativeHarness extends ApiHarness {
   url = '';
   private server?: Server;
 
-  /** `base`: build the template `base` first; `version`: what /v1/health reports. */
+  /**
+   * `base`: build the template `base` first; `version`: what /v1/health reports; `socket`: serve
+   * on that unix socket (as kilnd does, for the CLI) instead of a loopback port.
+   */
   static async start(
-    o: { base?: boolean; version?: string; deps?: Partial<SandboxServiceDeps> } = {},
+    o: { base?: boolean; version?: string; deps?: Partial<SandboxServiceDeps>; socket?: string } = {},
   ): Promise<NativeHarness> {
     const h = new NativeHarness(
       await ServiceFixture.start({ base: o.base ?? false, ...(o.deps ? { deps: o.deps } : {}) }),
@@ -85,7 +95,7 @@ export class NativeHarness extends ApiHarness {
       e2bEnv: () =>
         Promise.resolve({ apiUrl: 'http://127.0.0.1:1', sandboxUrl: 'http://127.0.0.1:2', apiKey: 'k' }),
     });
-    ({ server: h.server, url: h.url } = await listen(createRouter(routes, nullLogger)));
+    ({ server: h.server, url: h.url } = await listen(createRouter(routes, nullLogger), o.socket));
     return h;
   }
 
