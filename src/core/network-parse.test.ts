@@ -5,13 +5,14 @@ import { MAX_EGRESS_ENTRIES, parseNetwork, parseNetworkUpdate } from './network-
 import { OPEN_NETWORK } from './network-policy.ts';
 
 const E2B = { field: 'network', nulls: 'absent' } as const;
-const refused = (fn: () => unknown, message: string): void =>
+const refused = (fn: () => unknown, message: string): void => {
   assert.throws(fn, (e: unknown) => {
     assert.ok(e instanceof KilnError);
     assert.equal(e.code, 'invalid_argument');
     assert.equal(e.message, message);
     return true;
   });
+};
 
 describe('parseNetwork (create)', () => {
   it('no network is OPEN_NETWORK; allow_internet_access false turns internet off', () => {

@@ -33,7 +33,7 @@ describe('native API: network rules', () => {
       allowPublicTraffic: false,
       maskRequestHost: null,
     });
-    assert.equal(r.json?.['trafficAccessToken'], h.svc.get(id).trafficToken);
+    assert.equal(r.json['trafficAccessToken'], h.svc.get(id).trafficToken);
     const plain = await h.call('POST', '/v1/sandboxes', { template: 'base' });
     assert.deepEqual(plain.json?.['network'], {
       allowOut: [],
@@ -42,7 +42,7 @@ describe('native API: network rules', () => {
       allowPublicTraffic: true,
       maskRequestHost: null,
     });
-    assert.equal(plain.json?.['trafficAccessToken'], null);
+    assert.equal(plain.json['trafficAccessToken'], null);
     const snap = await h.call('POST', `/v1/sandboxes/${id}/snapshots`, {});
     const restored = await h.call('POST', `/v1/snapshots/${String(snap.json?.['snapshotId'])}/restore`, {
       network: { denyOut: ['198.51.100.0/24'] },

@@ -67,8 +67,9 @@ describe('SandboxService: network rules (fake driver, fake egress)', () => {
     assert.deepEqual(rec.network, { ...RULES, egress: NEW }, 'allowPublicTraffic and the mask are kept');
     assert.deepEqual(fx.svc.get(s.id).network, rec.network);
     const ev = fx.store.listEvents(s.id).items.at(-1);
-    assert.equal(ev?.message, 'network rules updated');
-    assert.deepEqual(ev?.data, { ...NEW, applied: true, opId: 'req-n' });
+    assert.ok(ev);
+    assert.equal(ev.message, 'network rules updated');
+    assert.deepEqual(ev.data, { ...NEW, applied: true, opId: 'req-n' });
   });
 
   it('a failed apply stores nothing', async () => {
