@@ -139,7 +139,7 @@ describe('native API', () => {
     assert.equal(c.status, 201);
     const id = String(c.json?.['sandboxId']);
     assert.deepEqual(Object.keys(c.json ?? {}).sort(), [
-      'condition', 'createdAt', 'endAt', 'endReason', 'envdAccessToken', 'memoryMiB', 'metadata', 'ownerKeyId', 'sandboxId', 'startedAt', 'state', 'templateId', 'vcpus',
+      'condition', 'createdAt', 'endAt', 'endReason', 'envdAccessToken', 'memoryMiB', 'metadata', 'network', 'ownerKeyId', 'sandboxId', 'startedAt', 'state', 'templateId', 'trafficAccessToken', 'vcpus',
     ]); // prettier-ignore
     assert.equal(c.json?.['ownerKeyId'], null, 'made on the socket: no key owns it');
     assert.equal(c.json['state'], 'running');

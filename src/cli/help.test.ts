@@ -21,6 +21,7 @@ const EXPECTED = [
   'sandbox pause',
   'sandbox resume',
   'sandbox fork',
+  'sandbox network',
   'snapshot create',
   'snapshot list',
   'snapshot get',

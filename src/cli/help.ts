@@ -26,6 +26,12 @@ const SHOW_TOKEN_OPT: [string, string] = [
   "include the sandbox's envd access token (hidden otherwise: it is a credential)",
 ];
 
+const EGRESS_OPTS: [string, string][] = [
+  ['--allow-out X', 'allow egress to X: a CIDR, an IP, a domain or *.domain (repeatable; wins over denies)'],
+  ['--deny-out Y', 'deny egress to Y: a CIDR or an IP (repeatable; 0.0.0.0/0 denies all)'],
+  ['--no-internet', 'deny all egress but what --allow-out names'],
+];
+
 /** Every command, keyed by its words (`sandbox create`); a group's subcommands follow it. */
 export const COMMANDS: Record<string, CommandHelp> = {
   run: {
@@ -39,13 +45,16 @@ export const COMMANDS: Record<string, CommandHelp> = {
     ],
   },
   'sandbox create': {
-    usage: ['kiln sandbox create [--template T] [--timeout S] [--metadata K=V]... [--env K=V]... [--json]'],
+    usage: [
+      'kiln sandbox create [--template T] [--timeout S] [--metadata K=V]... [--env K=V]... [--allow-out X]... [--deny-out Y]... [--no-internet] [--json]',
+    ],
     summary: 'start a sandbox and print its id',
     options: [
       ['--template T', `template to start from (default ${DEFAULT_TEMPLATE}, built on first use)`],
       TIMEOUT_OPT,
       METADATA_OPT,
       ENV_OPT,
+      ...EGRESS_OPTS,
       SHOW_TOKEN_OPT,
       JSON_OPT,
     ],
@@ -103,6 +112,12 @@ export const COMMANDS: Record<string, CommandHelp> = {
     usage: ['kiln sandbox fork ID [--count N] [--timeout S] [--json]'],
     summary: 'start N copies of a running sandbox; exits 1 if any copy failed',
     options: [['--count N', `how many copies (default ${DEFAULT_FORK_COUNT})`], TIMEOUT_OPT, JSON_OPT],
+  },
+  'sandbox network': {
+    usage: ['kiln sandbox network ID [--allow-out X]... [--deny-out Y]... [--no-internet] [--json]'],
+    summary:
+      "replace a running or paused sandbox's egress rules (all of them: what no flag names is cleared; no flags = open)",
+    options: [...EGRESS_OPTS, JSON_OPT],
   },
   'snapshot create': {
     usage: ['kiln snapshot create SANDBOX [--name N] [--json]'],

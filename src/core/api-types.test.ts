@@ -12,11 +12,14 @@ import {
   CREATE_SANDBOX_FIELDS,
   EXEC_FIELDS,
   FORK_FIELDS,
+  NETWORK_REQUEST_FIELDS,
+  NETWORK_VIEW_FIELDS,
   RESTORE_SNAPSHOT_FIELDS,
   SANDBOX_VIEW_FIELDS,
   SNAPSHOT_VIEW_FIELDS,
   STATS_VIEW_FIELDS,
   TEMPLATE_VIEW_FIELDS,
+  UPDATE_NETWORK_FIELDS,
 } from './api-types.ts';
 
 interface Schema {
@@ -54,6 +57,7 @@ describe('core/api-types.ts against docs/openapi.json', () => {
       ['Snapshot', SNAPSHOT_VIEW_FIELDS],
       ['Stats', STATS_VIEW_FIELDS],
       ['ApiKey', API_KEY_VIEW_FIELDS],
+      ['Network', NETWORK_VIEW_FIELDS],
     ] as const) {
       const s = doc.components.schemas[name];
       assert.ok(s, `components.schemas.${name} exists`);
@@ -69,12 +73,18 @@ describe('core/api-types.ts against docs/openapi.json', () => {
       ['post', '/v1/templates', BUILD_TEMPLATE_FIELDS],
       ['post', '/v1/sandboxes/{id}/exec', EXEC_FIELDS],
       ['post', '/v1/sandboxes/{id}/fork', FORK_FIELDS],
+      ['put', '/v1/sandboxes/{id}/network', UPDATE_NETWORK_FIELDS],
     ] as const)
       assert.deepEqual(requestProps(method, path), keys(table), `${method.toUpperCase()} ${path}`);
     assert.deepEqual(requestProps('post', '/v1/sandboxes/{id}/timeout'), ['timeoutS']);
     assert.deepEqual(requestProps('post', '/v1/sandboxes/{id}/resume'), ['timeoutS']);
     assert.deepEqual(requestProps('post', '/v1/sandboxes/{id}/snapshots'), ['name']);
     assert.deepEqual(requestProps('post', '/v1/api-keys'), ['admin', 'name']);
+    assert.deepEqual(
+      keys(doc.components.schemas['NetworkRequest']?.properties ?? {}),
+      keys(NETWORK_REQUEST_FIELDS),
+      'NetworkRequest',
+    );
   });
 
   it('routes answer the schema of their view type', () => {
@@ -87,6 +97,7 @@ describe('core/api-types.ts against docs/openapi.json', () => {
       ['post', '/v1/sandboxes/{id}/timeout', '200', 'Sandbox'],
       ['post', '/v1/sandboxes/{id}/pause', '200', 'Sandbox'],
       ['post', '/v1/sandboxes/{id}/resume', '200', 'Sandbox'],
+      ['put', '/v1/sandboxes/{id}/network', '200', 'Sandbox'],
       ['post', '/v1/snapshots/{id}/restore', '201', 'Sandbox'],
       ['get', '/v1/sandboxes/{id}/stats', '200', 'Stats'],
       ['post', '/v1/templates', '201', 'Template'],

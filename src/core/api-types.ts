@@ -36,7 +36,30 @@ export interface SandboxView {
   envdAccessToken: string;
   /** The API key that created it through the E2B API (null: the native API). */
   ownerKeyId: string | null;
+  /** Its network rules (E2B's names). */
+  network: NetworkView;
+  /** What a request to a published port must carry (`allowPublicTraffic: false`), else null. */
+  trafficAccessToken: string | null;
 }
+
+/**
+ * A sandbox's network rules, normalised (CIDRs `a.b.c.d/n`, domains lowercase): egress
+ * (`allowOut` CIDRs and domains; `denyOut` CIDRs; `allowInternet`) and its published ports.
+ */
+export interface NetworkView {
+  allowOut: string[];
+  denyOut: string[];
+  allowInternet: boolean;
+  allowPublicTraffic: boolean;
+  maskRequestHost: string | null;
+}
+export const NETWORK_VIEW_FIELDS = {
+  allowOut: true,
+  denyOut: true,
+  allowInternet: true,
+  allowPublicTraffic: true,
+  maskRequestHost: true,
+} as const satisfies Fields<NetworkView>;
 export const SANDBOX_VIEW_FIELDS = {
   sandboxId: true,
   templateId: true,
@@ -51,6 +74,8 @@ export const SANDBOX_VIEW_FIELDS = {
   condition: true,
   envdAccessToken: true,
   ownerKeyId: true,
+  network: true,
+  trafficAccessToken: true,
 } as const satisfies Fields<SandboxView>;
 
 /** A template record as it is (kiln keeps nothing private in it), and whether it can be used. */
@@ -192,8 +217,43 @@ export interface CreateSandboxRequest {
   autoPause?: boolean;
   /** With autoPause: traffic for the paused sandbox resumes it. */
   autoResume?: boolean;
+  /** False: no egress but what `network.allowOut` names (E2B's `allow_internet_access`). */
+  allowInternet?: boolean;
+  /** Egress rules and published-port settings (E2B's `SandboxNetworkConfig`). */
+  network?: NetworkRequest;
+}
+
+/**
+ * The network of a create (E2B's `SandboxNetworkConfig` names). `allowOut`: CIDRs, IPs, domains
+ * (`example.com`, `*.example.com`); `denyOut`: CIDRs and IPs. Allowed entries win over denied.
+ */
+export interface NetworkRequest {
+  allowOut?: string[];
+  denyOut?: string[];
+  /** False: published ports answer only requests carrying the traffic access token. */
+  allowPublicTraffic?: boolean;
+  /** The Host header sent to a published port (`${PORT}` is replaced). */
+  maskRequestHost?: string;
+}
+export const NETWORK_REQUEST_FIELDS = {
+  allowOut: true,
+  denyOut: true,
+  allowPublicTraffic: true,
+  maskRequestHost: true,
+} as const satisfies Fields<NetworkRequest>;
+
+/** PUT /v1/sandboxes/{id}/network: the new egress rules, replacing all (omitted = cleared). */
+export interface UpdateNetworkRequest {
+  allowOut?: string[];
+  denyOut?: string[];
   allowInternet?: boolean;
 }
+export const UPDATE_NETWORK_FIELDS = {
+  allowOut: true,
+  denyOut: true,
+  allowInternet: true,
+} as const satisfies Fields<UpdateNetworkRequest>;
+
 export const CREATE_SANDBOX_FIELDS = {
   template: true,
   timeoutS: true,
@@ -204,6 +264,7 @@ export const CREATE_SANDBOX_FIELDS = {
   autoPause: true,
   autoResume: true,
   allowInternet: true,
+  network: true,
 } as const satisfies Fields<CreateSandboxRequest>;
 
 /** POST /v1/snapshots/{id}/restore: a create from that snapshot. */

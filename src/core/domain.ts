@@ -3,6 +3,8 @@
  * ports) are not here: they are rediscovered from the OS at start-up (banger's split).
  */
 
+import type { SandboxNetwork } from './network-policy.ts';
+
 /** A sandbox's lifecycle. Legal moves are in SANDBOX_TRANSITIONS. */
 export type SandboxState = 'creating' | 'running' | 'pausing' | 'paused' | 'resuming' | 'killing' | 'dead';
 
@@ -76,7 +78,16 @@ export interface SandboxRecord {
   autoPause: boolean;
   /** A paused sandbox resumes when traffic for it arrives (E2B's autoResume). */
   autoResume: boolean;
-  allowInternet: boolean;
+  /**
+   * Its egress rules and published-port settings, as its create asked (a restore or fork gets
+   * its own create's), replaced by updateNetwork; kept across pause/resume and restarts.
+   */
+  network: SandboxNetwork;
+  /**
+   * E2B's `trafficAccessToken`: what a request to a published port must carry when
+   * `network.allowPublicTraffic` is false. Minted at create; null for sandboxes made before it.
+   */
+  trafficToken: string | null;
   /** Why it is dead, when it is. */
   endReason: string | null;
   /**

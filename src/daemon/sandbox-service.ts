@@ -6,6 +6,7 @@ import type {
   SnapshotRecord,
   TemplateRecord,
 } from '../core/domain.ts';
+import type { EgressRules } from '../core/network-policy.ts';
 import { validateInt, validateName } from '../core/validate.ts';
 import type { Page, PageOpts, SandboxFilter } from '../store/store.ts';
 import type { ExecOpts, ExecResult, GuestMetrics } from './guest-client.ts';
@@ -20,6 +21,7 @@ import { newServiceContext, type ServiceContext } from './sandbox/context.ts';
 import { createSandbox, planCreate } from './sandbox/create.ts';
 import { deleteSnapshot, flattenChains } from './sandbox/gc.ts';
 import { killSandbox } from './sandbox/kill.ts';
+import { updateNetwork } from './sandbox/network.ts';
 import { pauseSandbox, resumeSandbox } from './sandbox/pause-resume.ts';
 import * as q from './sandbox/queries.ts';
 import { assertRestorable, forkClones, takeSnapshot, type ForkResult } from './sandbox/snapshot.ts';
@@ -134,6 +136,16 @@ export class SandboxService {
 
   logs(id: string, page?: PageOpts): Page<EventRecord> {
     return q.sandboxLogs(this.#sc, id, page);
+  }
+
+  /**
+   * Replaces a running or paused sandbox's egress rules (E2B's updateNetwork: the whole set,
+   * what is omitted is cleared). Running: applied through `deps.egress` before being stored, so
+   * a failure changes nothing; paused: stored, in force from its resume. See sandbox/network.ts.
+   */
+  async updateNetwork(id: string, egress: EgressRules, ctx: OpCtx = {}): Promise<SandboxRecord> {
+    this.get(id);
+    return this.#locks.run(id, () => updateNetwork(this.#sc, id, egress, ctx));
   }
 
   /** Sets the sandbox to end `timeoutS` seconds from now (E2B's setTimeout). */

@@ -20,6 +20,7 @@ import type {
   SnapshotView,
   StatsView,
   TemplateView,
+  UpdateNetworkRequest,
 } from '../core/api-types.ts';
 
 export type {
@@ -27,6 +28,7 @@ export type {
   E2bEnvView,
   EventView,
   ForkView,
+  NetworkView,
   SandboxView,
   SnapshotView,
   StatsView,
@@ -143,6 +145,11 @@ export class KilnClient {
 
   async killSandbox(id: string): Promise<void> {
     await this.#json('DELETE', `/v1/sandboxes/${encodeURIComponent(id)}`);
+  }
+
+  /** Replaces a running or paused sandbox's egress rules (omitted fields are cleared). */
+  updateNetwork(id: string, o: UpdateNetworkRequest): Promise<SandboxView> {
+    return this.#json('PUT', `/v1/sandboxes/${encodeURIComponent(id)}/network`, o);
   }
 
   setTimeout(id: string, timeoutS: number): Promise<SandboxView> {

@@ -117,4 +117,11 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE snapshots ADD COLUMN deleted_at TEXT;
   CREATE INDEX snapshots_deleted ON snapshots(deleted_at) WHERE deleted_at IS NOT NULL;
   `,
+  // 7: a sandbox's network rules (JSON: core/network-policy.ts SandboxNetwork) and its traffic
+  // access token (E2B's trafficAccessToken). Older rows have neither: they read as OPEN_NETWORK
+  // with internet = allow_internet (which stays, kept equal to the rules' internet flag).
+  `
+  ALTER TABLE sandboxes ADD COLUMN network TEXT;
+  ALTER TABLE sandboxes ADD COLUMN traffic_token TEXT;
+  `,
 ];

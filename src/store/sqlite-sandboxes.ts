@@ -7,6 +7,7 @@ import {
   type SandboxState,
 } from '../core/domain.ts';
 import { KilnError } from '../core/errors.ts';
+import { OPEN_NETWORK, type SandboxNetwork } from '../core/network-policy.ts';
 import { cursorValue, isConstraint, num, optStr, pageLimit, str, type Db, type Row } from './sqlite-db.ts';
 import type { Page, PageOpts, SandboxFilter, SandboxPatch } from './store.ts';
 
@@ -26,6 +27,8 @@ const SANDBOX_COLUMNS = [
   'end_reason',
   'source_snapshot_id',
   'condition',
+  'network',
+  'traffic_token',
 ] as const;
 
 function sandboxValues(s: SandboxRecord): SQLInputValue[] {
@@ -40,11 +43,20 @@ function sandboxValues(s: SandboxRecord): SQLInputValue[] {
     s.endAt,
     s.autoPause ? 1 : 0,
     s.autoResume ? 1 : 0,
-    s.allowInternet ? 1 : 0,
+    s.network.egress.internet ? 1 : 0,
     s.endReason,
     s.sourceSnapshotId,
     s.condition === null ? null : JSON.stringify(s.condition),
+    JSON.stringify(s.network),
+    s.trafficToken,
   ];
+}
+
+/** A row from before migration 7 has no rules: open, with its internet flag. */
+function networkOf(r: Row): SandboxNetwork {
+  const n = r['network'];
+  if (n !== null && n !== undefined) return JSON.parse(str(n)) as SandboxNetwork;
+  return { ...OPEN_NETWORK, egress: { ...OPEN_NETWORK.egress, internet: num(r['allow_internet']) === 1 } };
 }
 
 function sandboxRow(r: Row): SandboxRecord {
@@ -62,7 +74,8 @@ function sandboxRow(r: Row): SandboxRecord {
     endAt: str(r['end_at']),
     autoPause: num(r['auto_pause']) === 1,
     autoResume: num(r['auto_resume']) === 1,
-    allowInternet: num(r['allow_internet']) === 1,
+    network: networkOf(r),
+    trafficToken: optStr(r['traffic_token']),
     endReason: optStr(r['end_reason']),
     sourceSnapshotId: optStr(r['source_snapshot_id']),
     ownerKeyId: optStr(r['owner_key_id']),

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { asKilnError, isNoSpace } from '../core/errors.ts';
+import { OPEN_NETWORK } from '../core/network-policy.ts';
 import { MIGRATIONS } from './migrations.ts';
 import { SqliteStore } from './sqlite-store.ts';
 import { storeJournalContract } from './store-journal.contract.ts';
@@ -188,4 +189,20 @@ test('a full disk (SQLITE_FULL on a tiny tmpfs) fails the write as no_space; the
     execFileSync('umount', [mnt]);
     rmSync(mnt, { recursive: true, force: true });
   }
+});
+
+test('migration 7: sandboxes made before it have open rules with their own internet flag, and no traffic token', () => {
+  const { path, raw } = before('v6.db', 'ADD COLUMN traffic_token');
+  oldSandbox(raw, 'sbx-open', 'running');
+  oldSandbox(raw, 'sbx-closed', 'paused');
+  raw.exec(`UPDATE sandboxes SET allow_internet = 0 WHERE id = 'sbx-closed'`);
+  raw.close();
+  const s = new SqliteStore(path);
+  assert.deepEqual(s.getSandbox('sbx-open').network, OPEN_NETWORK);
+  assert.deepEqual(s.getSandbox('sbx-closed').network, {
+    ...OPEN_NETWORK,
+    egress: { allowOut: [], denyOut: [], internet: false },
+  });
+  assert.equal(s.getSandbox('sbx-closed').trafficToken, null);
+  s.close();
 });

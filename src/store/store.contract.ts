@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { type SandboxRecord, type SnapshotRecord, type TemplateRecord } from '../core/domain.ts';
 import { KilnError } from '../core/errors.ts';
+import { OPEN_NETWORK } from '../core/network-policy.ts';
 import type { Store } from './store.ts';
 
 export interface StoreFixture {
@@ -52,7 +53,8 @@ export const sandbox = (o: Partial<SandboxRecord> = {}): SandboxRecord => ({
   endAt: '2026-01-01T00:05:00.000Z',
   autoPause: false,
   autoResume: false,
-  allowInternet: true,
+  network: OPEN_NETWORK,
+  trafficToken: null,
   endReason: null,
   sourceSnapshotId: null,
   ownerKeyId: null,
@@ -118,7 +120,12 @@ export function storeContract(name: string, fx: StoreFixture): void {
         metadata: { team: 'a', 'odd key"': 'v' },
         envVars: { A: '1' },
         autoPause: true,
-        allowInternet: false,
+        network: {
+          egress: { allowOut: ['10.0.0.0/8', '*.example.com'], denyOut: ['0.0.0.0/0'], internet: false },
+          allowPublicTraffic: false,
+          maskRequestHost: 'localhost:${PORT}',
+        },
+        trafficToken: 'traffic-tok',
         condition: { code: 'disk_full', message: 'no space', since: T0 },
       });
       s.insertSandbox(full);
@@ -218,6 +225,10 @@ export function storeContract(name: string, fx: StoreFixture): void {
       assert.equal(s.getSandbox('sbx-1').state, 'running');
       assert.equal(s.updateSandbox('sbx-1', { condition: null }).condition, null);
       assert.equal(s.getSandbox('sbx-1').condition, null);
+      // Network rules are replaced whole, and read back as written.
+      const net = { ...OPEN_NETWORK, egress: { allowOut: ['192.0.2.0/24'], denyOut: [], internet: false } };
+      assert.deepEqual(s.updateSandbox('sbx-1', { network: net }).network, net);
+      assert.deepEqual(s.getSandbox('sbx-1').network, net);
       s.updateSandbox('sbx-1', { state: 'killing' }, ['running']);
       s.updateSandbox('sbx-1', { state: 'dead', endReason: 'killed' });
       assert.equal(

@@ -28,9 +28,9 @@ describe('E2B API: bad input (fake driver)', () => {
       [
         'POST',
         '/v2/sandboxes',
-        { templateID: 'base', network: { denyOut: ['0.0.0.0/0'] } },
+        { templateID: 'base', network: { denyOut: ['example.com'] } },
         400,
-        /^network: egress rules are not supported/,
+        /^network\.denyOut\[0\]: "example\.com": domain names are not supported for deny rules/,
       ],
       [
         'POST',

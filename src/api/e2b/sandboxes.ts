@@ -1,7 +1,8 @@
-/** E2B's sandbox routes: create, connect, list, get, kill, timeout, pause, fork. */
+/** E2B's sandbox routes: create, connect, list, get, kill, timeout, pause, fork, network. */
 import { DEFAULT_CREATE_FLAGS, DEFAULT_FORK_COUNT } from '../../core/defaults.ts';
 import type { SandboxState } from '../../core/domain.ts';
 import { KilnError, invalidArgument } from '../../core/errors.ts';
+import { parseNetwork, parseNetworkUpdate } from '../../core/network-parse.ts';
 import { validateName } from '../../core/validate.ts';
 import type { CreateRequest } from '../../daemon/sandbox-service.ts';
 import { sendJson, type Ctx, type Route } from '../http.ts';
@@ -21,12 +22,11 @@ function parseCreate(f: Fields): CreateRequest {
     throw invalidArgument('templateID', 'is required (a template name or id, e.g. "base")');
   validateName('templateID', template);
   if (f.has('volumeMounts')) throw invalidArgument('volumeMounts', 'volumes are not supported by kiln');
-  const net = f.raw('network');
-  if (net !== undefined && Object.keys(net as object).length > 0)
-    throw invalidArgument(
-      'network',
-      'egress rules are not supported by kiln; use allow_internet_access (true or false)',
-    );
+  // Parsed before anything slow: a bad rule is a 400 naming it (core/network-parse.ts).
+  const network = parseNetwork(f.raw('network'), f.bool('allow_internet_access'), {
+    field: 'network',
+    nulls: 'absent',
+  });
   const autoPause = f.bool('autoPause') ?? DEFAULT_CREATE_FLAGS.autoPause;
   const autoResume =
     f.object('autoResume', 'an object {enabled: boolean}')?.bool('enabled') ??
@@ -43,7 +43,7 @@ function parseCreate(f: Fields): CreateRequest {
     ...(envVars === undefined ? {} : { envVars }),
     autoPause,
     autoResume,
-    allowInternet: f.bool('allow_internet_access') ?? DEFAULT_CREATE_FLAGS.allowInternet,
+    network,
   };
 }
 
@@ -117,6 +117,19 @@ async function pause(d: E2bDeps, c: Ctx): Promise<null> {
   return null;
 }
 
+/**
+ * `SandboxNetworkUpdateConfig`: replaces the egress rules (omitted fields are cleared, as in
+ * E2B). Running or paused (kiln stores a paused sandbox's rules for its resume); a dead or
+ * unknown sandbox is 404, like every E2B route.
+ */
+async function updateNetwork(d: E2bDeps, c: Ctx): Promise<null> {
+  const id = idOf(c);
+  const egress = parseNetworkUpdate(await c.body(), 'allow_internet_access', { nulls: 'absent' });
+  live(d.svc, id, callerOf(d, c));
+  await d.svc.updateNetwork(id, egress, { opId: c.opId });
+  return null;
+}
+
 async function fork(d: E2bDeps, c: Ctx): Promise<unknown[]> {
   const id = idOf(c);
   const f = await fields(c);
@@ -147,4 +160,5 @@ export const sandboxRoutes = (d: E2bDeps): Route[] => [
   { method: 'POST', path: '/sandboxes/:id/timeout', status: 204, handler: (c) => setTimeout(d, c) },
   { method: 'POST', path: '/sandboxes/:id/pause', status: 204, handler: (c) => pause(d, c) },
   { method: 'POST', path: '/sandboxes/:id/fork', status: 201, handler: (c) => fork(d, c) },
+  { method: 'PUT', path: '/sandboxes/:id/network', status: 204, handler: (c) => updateNetwork(d, c) },
 ];

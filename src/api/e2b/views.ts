@@ -1,6 +1,7 @@
 /** The E2B API's response bodies, in the names of E2B's public OpenAPI spec. */
 import type { SandboxRecord, SandboxState, TemplateRecord } from '../../core/domain.ts';
 import { ENVD_VERSION } from '../../core/envd-auth.ts';
+import type { SandboxNetwork } from '../../core/network-policy.ts';
 import type { SandboxService } from '../../daemon/sandbox-service.ts';
 
 /** `Sandbox`: what create and connect answer. */
@@ -11,8 +12,17 @@ export interface E2bSandbox {
   clientID: string;
   envdVersion: string;
   envdAccessToken: string;
-  trafficAccessToken: null;
+  /** Only for a sandbox whose published ports are private (`allowPublicTraffic: false`). */
+  trafficAccessToken: string | null;
   domain: null;
+}
+
+/** `SandboxNetworkConfig` as get answers it (E2B SDK's `SandboxNetworkInfo`). */
+export interface E2bNetwork {
+  allowOut: string[];
+  denyOut: string[];
+  allowPublicTraffic: boolean;
+  maskRequestHost?: string;
 }
 
 /** `ListedSandbox`. */
@@ -37,12 +47,20 @@ export interface E2bSandboxDetail extends E2bListedSandbox {
   envdAccessToken: string;
   domain: null;
   allowInternetAccess: boolean;
+  network: E2bNetwork;
   lifecycle: { autoResume: boolean; onTimeout: 'pause' | 'kill' };
 }
 
 /** E2B knows two states; kiln's transitional ones map to where they are heading. */
 export const e2bState = (s: SandboxState): 'running' | 'paused' =>
   s === 'paused' || s === 'pausing' ? 'paused' : 'running';
+
+export const e2bNetwork = (n: SandboxNetwork): E2bNetwork => ({
+  allowOut: n.egress.allowOut,
+  denyOut: n.egress.denyOut,
+  allowPublicTraffic: n.allowPublicTraffic,
+  ...(n.maskRequestHost === undefined ? {} : { maskRequestHost: n.maskRequestHost }),
+});
 
 export interface E2bViews {
   sandbox: (s: SandboxRecord) => E2bSandbox;
@@ -84,7 +102,7 @@ export function e2bViews(svc: SandboxService): E2bViews {
       clientID: 'kiln',
       envdVersion: ENVD_VERSION,
       envdAccessToken: s.accessToken,
-      trafficAccessToken: null,
+      trafficAccessToken: s.network.allowPublicTraffic ? null : s.trafficToken,
       domain: null,
     }),
     listed,
@@ -92,7 +110,8 @@ export function e2bViews(svc: SandboxService): E2bViews {
       ...listed(s),
       envdAccessToken: s.accessToken,
       domain: null,
-      allowInternetAccess: s.allowInternet,
+      allowInternetAccess: s.network.egress.internet,
+      network: e2bNetwork(s.network),
       lifecycle: { autoResume: s.autoResume, onTimeout: s.autoPause ? 'pause' : 'kill' },
     }),
   };

@@ -1,14 +1,9 @@
-/** /v1/sandboxes: create, list, get, kill, timeout, pause, resume, fork, stats, logs. */
-import type {
-  EventView,
-  ForkView,
-  PageView,
-  RestoreSnapshotRequest,
-  SandboxView,
-  StatsView,
-} from '../../core/api-types.ts';
+/** /v1/sandboxes: create, list, get, kill, timeout, pause, resume, fork, stats, logs, network. */
+import type { EventView, ForkView, PageView, SandboxView, StatsView } from '../../core/api-types.ts';
 import { DEFAULT_CREATE_FLAGS, DEFAULT_FORK_COUNT } from '../../core/defaults.ts';
 import type { SandboxState } from '../../core/domain.ts';
+import { parseNetwork, parseNetworkUpdate } from '../../core/network-parse.ts';
+import type { CreateRequest } from '../../daemon/sandbox-service.ts';
 import type { Ctx, Route } from '../http.ts';
 import { queryEnum, required, type Fields } from '../parse.ts';
 import { fields, idOf, pageOf, type NativeDeps } from './deps.ts';
@@ -17,7 +12,7 @@ import { sandboxView } from './views.ts';
 const STATES: SandboxState[] = ['creating', 'running', 'pausing', 'paused', 'resuming', 'killing', 'dead'];
 
 /** The create options shared by POST /v1/sandboxes and POST /v1/snapshots/:id/restore. */
-export function createOpts(f: Fields): RestoreSnapshotRequest {
+export function createOpts(f: Fields): Omit<CreateRequest, 'template'> {
   const timeoutS = f.int('timeoutS');
   const memoryMiB = f.int('memoryMiB');
   const vcpus = f.int('vcpus');
@@ -31,7 +26,7 @@ export function createOpts(f: Fields): RestoreSnapshotRequest {
     ...(vcpus === undefined ? {} : { vcpus }),
     autoPause: f.bool('autoPause') ?? DEFAULT_CREATE_FLAGS.autoPause,
     autoResume: f.bool('autoResume') ?? DEFAULT_CREATE_FLAGS.autoResume,
-    allowInternet: f.bool('allowInternet') ?? DEFAULT_CREATE_FLAGS.allowInternet,
+    network: parseNetwork(f.raw('network'), f.bool('allowInternet'), { field: 'network', nulls: 'refused' }),
   };
 }
 
@@ -86,6 +81,12 @@ async function fork(d: NativeDeps, c: Ctx): Promise<ForkView> {
   };
 }
 
+/** PUT: replaces the egress rules of a running or paused sandbox (omitted fields are cleared). */
+async function updateNetwork(d: NativeDeps, c: Ctx): Promise<SandboxView> {
+  const egress = parseNetworkUpdate(await c.body(), 'allowInternet', { nulls: 'refused' });
+  return sandboxView(await d.svc.updateNetwork(idOf(c), egress, { opId: c.opId }));
+}
+
 function logs(d: NativeDeps, c: Ctx): PageView<EventView> {
   const p = d.svc.logs(idOf(c), pageOf(c.query));
   return { items: p.items, next: p.next ?? null };
@@ -122,4 +123,5 @@ export const sandboxRoutes = (d: NativeDeps): Route[] => [
     handler: (c): Promise<StatsView> => d.svc.stats(idOf(c)),
   },
   { method: 'GET', path: '/v1/sandboxes/:id/logs', handler: (c) => Promise.resolve(logs(d, c)) },
+  { method: 'PUT', path: '/v1/sandboxes/:id/network', handler: (c) => updateNetwork(d, c) },
 ];

@@ -1,5 +1,12 @@
 /** The native API's response bodies (types in core/api-types.ts, checked against docs/openapi.json). */
-import type { ApiKeyView, SandboxView, SnapshotView, TemplateView } from '../../core/api-types.ts';
+import type {
+  ApiKeyView,
+  NetworkView,
+  SandboxView,
+  SnapshotView,
+  TemplateView,
+} from '../../core/api-types.ts';
+import type { SandboxNetwork } from '../../core/network-policy.ts';
 import type { ApiKeyRecord, SandboxRecord, SnapshotRecord, TemplateRecord } from '../../core/domain.ts';
 
 export function sandboxView(s: SandboxRecord): SandboxView {
@@ -17,8 +24,18 @@ export function sandboxView(s: SandboxRecord): SandboxView {
     condition: s.condition,
     envdAccessToken: s.accessToken,
     ownerKeyId: s.ownerKeyId,
+    network: networkView(s.network),
+    trafficAccessToken: s.network.allowPublicTraffic ? null : s.trafficToken,
   };
 }
+
+export const networkView = (n: SandboxNetwork): NetworkView => ({
+  allowOut: n.egress.allowOut,
+  denyOut: n.egress.denyOut,
+  allowInternet: n.egress.internet,
+  allowPublicTraffic: n.allowPublicTraffic,
+  maskRequestHost: n.maskRequestHost ?? null,
+});
 
 /** The guest token a snapshot holds stays private. */
 export function snapshotView(x: SnapshotRecord): SnapshotView {

@@ -6,15 +6,23 @@ import { createServer, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { nullLogger } from '../../core/log.ts';
 import { ApiKeyService } from '../../daemon/api-keys.ts';
+import type { SandboxServiceDeps } from '../../daemon/sandbox-service.ts';
 import { FAKE_IMAGE, ServiceFixture } from '../../daemon/testing/fixtures.ts';
 import { e2bRouterOpts, e2bRoutes } from '../e2b.ts';
 import { createEnvdProxy } from '../envd-proxy.ts';
 import { createRouter } from '../http.ts';
 import { nativeRoutes } from '../native.ts';
 
-/** Serves `handler` on a loopback port; answers its base URL. */
-export async function listen(handler: RequestListener): Promise<{ server: Server; url: string }> {
+/** Serves `handler` on a loopback port (or the unix socket `socket`); answers its base URL. */
+export async function listen(
+  handler: RequestListener,
+  socket?: string,
+): Promise<{ server: Server; url: string }> {
   const server = createServer(handler);
+  if (socket !== undefined) {
+    await new Promise<void>((r) => server.listen(socket, r));
+    return { server, url: '' };
+  }
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
 }
@@ -69,9 +77,16 @@ export class NativeHarness extends ApiHarness {
   url = '';
   private server?: Server;
 
-  /** `base`: build the template `base` first; `version`: what /v1/health reports. */
-  static async start(o: { base?: boolean; version?: string } = {}): Promise<NativeHarness> {
-    const h = new NativeHarness(await ServiceFixture.start({ base: o.base ?? false }));
+  /**
+   * `base`: build the template `base` first; `version`: what /v1/health reports; `socket`: serve
+   * on that unix socket (as kilnd does, for the CLI) instead of a loopback port.
+   */
+  static async start(
+    o: { base?: boolean; version?: string; deps?: Partial<SandboxServiceDeps>; socket?: string } = {},
+  ): Promise<NativeHarness> {
+    const h = new NativeHarness(
+      await ServiceFixture.start({ base: o.base ?? false, ...(o.deps ? { deps: o.deps } : {}) }),
+    );
     const routes = nativeRoutes({
       svc: h.svc,
       version: o.version ?? '',
@@ -80,7 +95,7 @@ export class NativeHarness extends ApiHarness {
       e2bEnv: () =>
         Promise.resolve({ apiUrl: 'http://127.0.0.1:1', sandboxUrl: 'http://127.0.0.1:2', apiKey: 'k' }),
     });
-    ({ server: h.server, url: h.url } = await listen(createRouter(routes, nullLogger)));
+    ({ server: h.server, url: h.url } = await listen(createRouter(routes, nullLogger), o.socket));
     return h;
   }
 
@@ -121,8 +136,9 @@ export class E2bHarness extends ApiHarness {
     this.keys = new ApiKeyService({ store: fx.store });
   }
 
-  static async start(): Promise<E2bHarness> {
-    const h = new E2bHarness(await ServiceFixture.start());
+  /** `deps`: more of the service's dependencies (a fake network layer, ...). */
+  static async start(o: { deps?: Partial<SandboxServiceDeps> } = {}): Promise<E2bHarness> {
+    const h = new E2bHarness(await ServiceFixture.start(o.deps ? { deps: o.deps } : {}));
     h.apiKey = h.keys.create('test').key;
     const routes = e2bRoutes({ svc: h.svc, keys: h.keys, buildTemplate: h.buildTemplate });
     const api = await listen(createRouter(routes, nullLogger, e2bRouterOpts(h.keys)));

@@ -26,6 +26,9 @@ function parse(opts: string[]) {
       state: { type: 'string', multiple: true, default: [] },
       all: { type: 'boolean', default: false },
       count: { type: 'string' },
+      'allow-out': { type: 'string', multiple: true, default: [] },
+      'deny-out': { type: 'string', multiple: true, default: [] },
+      'no-internet': { type: 'boolean', default: false },
       'show-token': { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
     },
@@ -52,9 +55,47 @@ interface Call {
 async function create(k: Call): Promise<number> {
   const { ctx, c, values, out, view } = k;
   await noteFirstBuild(ctx, c, values.template, values.json);
-  const s = await c.createSandbox({ template: values.template, ...createOptions(values) });
+  const s = await c.createSandbox({
+    template: values.template,
+    ...createOptions(values),
+    ...egressFlags(values),
+  });
   out(view(s), () => {
     console.log(s.sandboxId);
+  });
+  return 0;
+}
+
+/** --allow-out, --deny-out (repeatable) and --no-internet, as the native API's fields. */
+function egressFlags(v: Call['values']): {
+  allowInternet?: boolean;
+  network?: { allowOut: string[]; denyOut: string[] };
+} {
+  const lists = v['allow-out'].length || v['deny-out'].length;
+  return {
+    ...(v['no-internet'] ? { allowInternet: false } : {}),
+    ...(lists ? { network: { allowOut: v['allow-out'], denyOut: v['deny-out'] } } : {}),
+  };
+}
+
+/** `kiln sandbox network ID ...`: replaces the egress rules (what no flag names is cleared). */
+async function network(k: Call): Promise<number> {
+  const { c, values, needId, out, view } = k;
+  const s = await c.updateNetwork(needId(), {
+    allowOut: values['allow-out'],
+    denyOut: values['deny-out'],
+    allowInternet: !values['no-internet'],
+  });
+  out(view(s), () => {
+    const n = s.network;
+    table(
+      ['FIELD', 'VALUE'],
+      [
+        ['allowOut', n.allowOut.join(' ') || '-'],
+        ['denyOut', n.denyOut.join(' ') || '-'],
+        ['internet', n.allowInternet ? 'yes' : 'no'],
+      ],
+    );
   });
   return 0;
 }
@@ -199,6 +240,7 @@ const HANDLERS: Record<string, (k: Call) => Promise<number>> = {
   resume: pauseOrResume,
   fork,
   exec,
+  network,
 };
 
 export async function sandbox(ctx: CliContext, sub: string | undefined, argv: string[]): Promise<number> {

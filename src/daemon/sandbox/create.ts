@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { SandboxRecord, SnapshotRecord, TemplateRecord } from '../../core/domain.ts';
 import { KilnError, invalidArgument } from '../../core/errors.ts';
 import { newId } from '../../core/ids.ts';
+import { OPEN_NETWORK, type SandboxNetwork } from '../../core/network-policy.ts';
 import { validateInt, validateMemoryMiB, validateName, validateVcpus } from '../../core/validate.ts';
 import { admit } from '../admission.ts';
 import { OpRun } from '../journal.ts';
@@ -18,6 +19,7 @@ export interface CreatePlan {
   timeoutS: number;
   metadata: Record<string, string>;
   envVars: Record<string, string>;
+  network: SandboxNetwork;
 }
 
 /**
@@ -106,8 +108,20 @@ export function planCreate(sc: ServiceContext, req: CreateRequest, ctx: OpCtx): 
   const metadata = stringMap('metadata', req.metadata);
   const source = snap.sandboxId ? sc.store.getSandbox(snap.sandboxId) : undefined;
   const envVars = { ...source?.envVars, ...stringMap('envVars', req.envVars) };
+  const network = networkOf(req);
   admit(sc, snap.memoryMiB, snap);
-  return { id: newId('sbx', 16), tpl, snap, timeoutS, metadata, envVars };
+  return { id: newId('sbx', 16), tpl, snap, timeoutS, metadata, envVars, network };
+}
+
+/** The create's rules: its network, or open ones with its allowInternet (which may not disagree). */
+function networkOf(req: CreateRequest): SandboxNetwork {
+  const internet = req.allowInternet ?? req.network?.egress.internet ?? true;
+  if (req.network && req.network.egress.internet !== internet)
+    throw invalidArgument(
+      'allowInternet',
+      `is ${internet} but the network rules say internet ${req.network.egress.internet}; give one of them`,
+    );
+  return req.network ?? { ...OPEN_NETWORK, egress: { ...OPEN_NETWORK.egress, internet } };
 }
 
 /**
@@ -127,7 +141,7 @@ export async function createSandbox(
   try {
     insertCreating(sc, p, req, token, ctx);
     run.step('sandbox record', { action: 'delete-sandbox', sandboxId: id });
-    const g = { token, envVars: p.envVars, allowInternet: req.allowInternet ?? true };
+    const g = { token, envVars: p.envVars, allowInternet: p.network.egress.internet };
     const times = await bootFrom(sc, id, snap, g, run, ctx);
     const rec = sc.store.updateSandbox(
       id,
@@ -176,7 +190,8 @@ function insertCreating(
     endAt: new Date(now + p.timeoutS * 1000).toISOString(),
     autoPause: req.autoPause ?? false,
     autoResume: req.autoResume ?? false,
-    allowInternet: req.allowInternet ?? true,
+    network: p.network,
+    trafficToken: randomBytes(24).toString('hex'),
     endReason: null,
     sourceSnapshotId: p.snap.id,
     ownerKeyId: ctx.caller?.keyId ?? null,

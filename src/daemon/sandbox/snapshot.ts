@@ -51,7 +51,7 @@ export interface ForkResult {
   results: ({ sandbox: SandboxRecord } | { error: KilnError })[];
 }
 
-/** The `count` concurrent restores of a fork's snapshot; each clone's outcome is its own. */
+/** The `count` concurrent restores of a fork's snapshot, each with the source's network rules; each clone's outcome is its own. */
 export async function forkClones(
   sc: ServiceContext,
   src: SandboxRecord,
@@ -72,7 +72,7 @@ export async function forkClones(
           template: snap.id,
           ...(opts.timeoutS !== undefined ? { timeoutS: opts.timeoutS } : {}),
           metadata: src.metadata,
-          allowInternet: src.allowInternet,
+          network: src.network,
         },
         cloneCtx,
       ),

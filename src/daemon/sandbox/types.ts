@@ -8,6 +8,7 @@ import type { GuestClient, GuestTimeouts, HttpGuestClientOpts } from '../guest-c
 import type { LivenessOpts } from '../liveness.ts';
 import type { Caller } from '../scope.ts';
 import type { CreateSandboxRequest, StatsView } from '../../core/api-types.ts';
+import type { EgressRules, SandboxNetwork } from '../../core/network-policy.ts';
 
 /** The boot files of a guest image (what images/ builds). */
 export interface BootImage {
@@ -44,10 +45,26 @@ export interface SandboxServiceDeps {
    * share the host's network (KILN_NETWORK=unisolated; they reach its loopback).
    */
   networks?: NetworkProvider | undefined;
+  /**
+   * Enforces a running sandbox's egress rules (src/net: nftables and the egress proxy). Called by
+   * updateNetwork before the new rules are stored: a rejection leaves the old rules in force and
+   * stored. Default: the sandbox's network slot of `networks`; absent both, rules are only stored.
+   */
+  egress?: EgressEnforcer | undefined;
 }
 
-/** What a create asks for: the API's own request type (core/api-types.ts). */
-export type CreateRequest = CreateSandboxRequest;
+/** What updateNetwork needs of the network layer. */
+export interface EgressEnforcer {
+  /** Replaces the rules of running sandbox `sandboxId` atomically (all or nothing). */
+  apply(sandboxId: string, egress: EgressRules): Promise<void>;
+}
+
+/**
+ * What a create asks for: the native API's request type (core/api-types.ts), with the network
+ * already parsed (core/network-parse.ts). `allowInternet` alone still works: it is
+ * `network.egress.internet` of otherwise open rules.
+ */
+export type CreateRequest = Omit<CreateSandboxRequest, 'network'> & { network?: SandboxNetwork };
 
 export interface OpCtx {
   /** The request's op id, minted at the API edge. */

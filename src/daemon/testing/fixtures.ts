@@ -12,7 +12,8 @@ import { SqliteStore } from '../../store/sqlite-store.ts';
 import { FakeDriver, type FakeWorld } from '../../vmm/fake-driver.ts';
 import type { ExecOpts, ExecResult, GuestClient, GuestMetrics, InitBody } from '../guest-client.ts';
 import { SandboxService, type SandboxServiceDeps } from '../sandbox-service.ts';
-import type { OpCtx } from '../sandbox/types.ts';
+import type { EgressEnforcer, OpCtx } from '../sandbox/types.ts';
+import type { EgressRules } from '../../core/network-policy.ts';
 import {
   ARCHIVE_FILES,
   ARCHIVE_FORMAT,
@@ -79,6 +80,21 @@ function fakeExec(cmd: string, o?: ExecOpts): ExecResult {
   o?.onStdout?.(new TextEncoder().encode(stdout));
   const exitCode = cmd.includes('fail') ? 4 : 0;
   return { exitCode, stdout, stderr: '', status: `exit status ${exitCode}` };
+}
+
+/**
+ * The network layer's rule setter (`deps.egress`): records every apply, in order; `fail` makes
+ * the next applies reject (as an nftables error would).
+ */
+export class FakeEgress implements EgressEnforcer {
+  applied: { sandboxId: string; egress: EgressRules }[] = [];
+  fail = false;
+
+  apply(sandboxId: string, egress: EgressRules): Promise<void> {
+    if (this.fail) return Promise.reject(new KilnError('internal', `nft refused the rules of ${sandboxId}`));
+    this.applied.push({ sandboxId, egress });
+    return Promise.resolve();
+  }
 }
 
 export interface ServiceFixtureOpts {
