@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import type { UndoStack } from '../core/undo.ts';
 import { unavailableNetworks, type NetworkProvider } from '../daemon/networks.ts';
-import { ALWAYS_DENIED } from '../net/always-denied.ts';
+import { ALWAYS_DENIED } from '../core/cidr.ts';
 import { hostResolver } from '../net/host-dns.ts';
 import { SandboxNetworks } from '../net/sandbox-networks.ts';
 
@@ -37,7 +37,7 @@ export async function openNetworks(
       stateDir,
       pool: o.pool ?? DEFAULT_NET_POOL,
       dns: o.dns ?? hostResolver(),
-      alwaysDenied: ALWAYS_DENIED,
+      alwaysDenied: ALWAYS_DENIED.map((r) => r.cidr),
       uid: process.getuid?.() ?? 0,
       log,
       ...(o.ready === undefined ? {} : { ready: o.ready }),

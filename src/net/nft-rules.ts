@@ -6,14 +6,18 @@
  * Inside a sandbox namespace (table `inet kiln`): QEMU's user-mode network stack turns the guest's
  * connections into sockets of the QEMU process, so the namespace's *output* hook sees every
  * connection the guest makes. Order: replies pass; the egress proxy and DNS (when configured)
- * pass; addresses local to the namespace are refused; the sandbox's own allowed CIDRs pass (they
- * win over everything below); the always-denied ranges, the sandbox's denied CIDRs and, with
- * internet off, everything else are refused with an ICMP error, so a connection fails at once.
+ * pass; addresses local to the namespace are refused; allowed CIDRs that lie inside an
+ * always-denied range pass (naming such a range explicitly opens it, 0.0.0.0/0 does not: the
+ * same rule as egress-policy.ts); the always-denied ranges are refused; the other allowed CIDRs
+ * pass; the denied CIDRs and, with internet off, everything else are refused. Refused TCP gets a
+ * reset (QEMU's user-net then resets the guest's connection, so it fails at once; an ICMP error
+ * would leave the guest retrying its SYN until it times out), anything else an ICMP error.
  *
  * On the host (table `inet kiln_net_<tag>`): sandboxes reach no host address (input), no other
  * sandbox (forward), and leave through NAT; only kilnd's uid connects to the namespaces' forwarded
  * guest ports.
  */
+import { cidrWithin } from '../core/cidr.ts';
 import type { EgressRules } from '../core/network-policy.ts';
 import { HOST_IF_PREFIX, NS_TABLE } from './names.ts';
 
@@ -38,10 +42,14 @@ function set(name: string, type: 'ipv4_addr' | 'ipv6_addr', elements: readonly s
 }
 
 const REJECT = 'reject with icmpx admin-prohibited';
+const REFUSE = 'jump refuse';
 
 /** The script that (re)defines a sandbox namespace's table for `rules`. */
 export function namespaceRuleset(rules: EgressRules, c: NsRuleContext): string {
-  const allow = rules.allowOut.filter(isCidr);
+  const cidrs = rules.allowOut.filter(isCidr);
+  const inDenied = (x: string): boolean => c.alwaysDenied.some((d) => isV6(d) === isV6(x) && cidrWithin(x, d));
+  const allowDenied = cidrs.filter(inDenied);
+  const allow = cidrs.filter((x) => !inDenied(x));
   const domains = rules.allowOut.some((e) => !isCidr(e));
   const deny = rules.denyOut.filter(isCidr);
   const proxy = domains ? c.proxy : undefined;
@@ -53,30 +61,44 @@ export function namespaceRuleset(rules: EgressRules, c: NsRuleContext): string {
   }
   if (proxy) {
     // Names are checked by the proxy; an allowed CIDR goes out directly.
-    nat.push(`meta nfproto ipv4 tcp dport 80 ip daddr != @allow4 dnat ip to ${c.hostAddr}:${proxy.http}`);
-    nat.push(`meta nfproto ipv4 tcp dport 443 ip daddr != @allow4 dnat ip to ${c.hostAddr}:${proxy.tls}`);
+    // An allowed CIDR goes out directly; every other connection to 80/443 meets the proxy.
+    for (const [port, to] of [
+      [80, proxy.http],
+      [443, proxy.tls],
+    ] as const)
+      nat.push(
+        `meta nfproto ipv4 tcp dport ${port} ip daddr != @allow_denied4 ip daddr != @allow4 dnat ip to ${c.hostAddr}:${to}`,
+      );
     out.push(`ip daddr ${c.hostAddr} tcp dport { ${proxy.http}, ${proxy.tls} } accept`);
   }
   out.push(
-    `fib daddr type local ${REJECT}`,
+    `fib daddr type local ${REFUSE}`,
+    'ip daddr @allow_denied4 accept',
+    'ip6 daddr @allow_denied6 accept',
+    `ip daddr @always4 ${REFUSE}`,
+    `ip6 daddr @always6 ${REFUSE}`,
     'ip daddr @allow4 accept',
     'ip6 daddr @allow6 accept',
-    `ip daddr @always4 ${REJECT}`,
-    `ip6 daddr @always6 ${REJECT}`,
-    `ip daddr @deny4 ${REJECT}`,
-    `ip6 daddr @deny6 ${REJECT}`,
+    `ip daddr @deny4 ${REFUSE}`,
+    `ip6 daddr @deny6 ${REFUSE}`,
   );
-  if (!rules.internet) out.push(REJECT);
+  if (!rules.internet) out.push(REFUSE);
   return [
     `table inet ${NS_TABLE} {}`,
     `delete table inet ${NS_TABLE}`,
     `table inet ${NS_TABLE} {`,
+    set('allow_denied4', 'ipv4_addr', allowDenied.filter((x) => !isV6(x))),
+    set('allow_denied6', 'ipv6_addr', allowDenied.filter(isV6)),
     set('allow4', 'ipv4_addr', allow.filter((x) => !isV6(x))),
     set('allow6', 'ipv6_addr', allow.filter(isV6)),
     set('deny4', 'ipv4_addr', deny.filter((x) => !isV6(x))),
     set('deny6', 'ipv6_addr', deny.filter(isV6)),
     set('always4', 'ipv4_addr', c.alwaysDenied.filter((x) => !isV6(x))),
     set('always6', 'ipv6_addr', c.alwaysDenied.filter(isV6)),
+    '\tchain refuse {',
+    '\t\tmeta l4proto tcp reject with tcp reset',
+    `\t\t${REJECT}`,
+    '\t}',
     '\tchain nat_output {',
     '\t\ttype nat hook output priority -100; policy accept;',
     ...nat.map((r) => `\t\t${r}`),

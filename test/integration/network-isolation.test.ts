@@ -10,10 +10,10 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import type { EgressRules } from '../../src/core/network-policy.ts';
 import type { SandboxService } from '../../src/daemon/sandbox-service.ts';
-import { ALWAYS_DENIED } from '../../src/net/always-denied.ts';
+import { ALWAYS_DENIED } from '../../src/core/cidr.ts';
 import { hostTable, instanceTag } from '../../src/net/names.ts';
 import { SandboxNetworks } from '../../src/net/sandbox-networks.ts';
 import { nullLogger } from '../../src/core/log.ts';
@@ -55,7 +55,7 @@ describe('sandbox network isolation (real VMs)', { timeout: 900_000 }, () => {
     nets = await SandboxNetworks.open({
       stateDir: host.root,
       pool: '10.231.0.0/16',
-      alwaysDenied: ALWAYS_DENIED,
+      alwaysDenied: ALWAYS_DENIED.map((r) => r.cidr),
       uid: process.getuid?.() ?? 0,
       log: nullLogger,
       ready: 1,
@@ -64,8 +64,12 @@ describe('sandbox network isolation (real VMs)', { timeout: 900_000 }, () => {
     await svc.reconcile();
     await svc.buildTemplate('base', host.image, { memoryMiB: 512, vcpus: 1 });
   });
-  after(async () => {
+  /** Each test starts with no sandbox left by the one before (a failed test skips its kills). */
+  afterEach(async () => {
     for (const s of svc.list().items) if (s.state !== 'dead') await svc.kill(s.id).catch(() => undefined);
+    await nets.filled();
+  });
+  after(async () => {
     await nets.close();
     local.close();
     await peer.close();

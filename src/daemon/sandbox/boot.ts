@@ -12,9 +12,8 @@ import type { OpCtx } from './types.ts';
 export interface GuestSetup {
   token: string;
   envVars: Record<string, string>;
-  allowInternet: boolean;
-  /** The sandbox's egress rules (default: everything out when allowInternet, else nothing). */
-  egress?: EgressRules;
+  /** The sandbox's egress rules. */
+  egress: EgressRules;
 }
 
 /**
@@ -29,11 +28,10 @@ export async function bootFrom(
   run: OpRun,
   ctx: OpCtx,
 ): Promise<{ restoreMs: number; readyMs: number; initMs: number }> {
-  const spec = await restoreSpec(sc, id, snap, g.allowInternet);
+  const spec = await restoreSpec(sc, id, snap, g.egress.internet);
   run.step('vm', { action: 'kill-vm', vmId: id });
   const t0 = performance.now();
-  const egress = g.egress ?? { allowOut: [], denyOut: [], internet: g.allowInternet };
-  const info = await startVm(sc, spec, egress);
+  const info = await startVm(sc, spec, g.egress);
   const tRestored = performance.now();
   const base = agentUrl(info);
   const guest = sc.guest({

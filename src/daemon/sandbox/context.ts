@@ -1,9 +1,10 @@
 import { join } from 'node:path';
 import type { ArtifactRecord, SnapshotRecord } from '../../core/domain.ts';
+import { KilnError } from '../../core/errors.ts';
 import { LivenessWatcher } from '../liveness.ts';
 import type { KeyedLock } from '../locks.ts';
 import { DISK_LAYER } from './snapshot-files.ts';
-import type { SandboxServiceDeps } from './types.ts';
+import type { EgressEnforcer, SandboxServiceDeps } from './types.ts';
 import { agentUrl } from './vm.ts';
 
 /** The forwarded host address of a sandbox's agent, for the VM started at `startedAt`. */
@@ -50,6 +51,19 @@ export function artifactPath(
   return a ? join(snapDir(sc, snap.id), a.path) : undefined;
 }
 
+/** Applies a running sandbox's rules to the network slot its VM runs in (the default enforcer). */
+function slotEnforcer(deps: SandboxServiceDeps): EgressEnforcer | undefined {
+  const nets = deps.networks;
+  if (!nets) return undefined;
+  return {
+    apply: async (sandboxId, egress) => {
+      const ns = (await deps.driver.status(sandboxId)).namespace;
+      if (!ns) throw new KilnError('internal', `sandbox ${sandboxId}'s VM runs in no network namespace`);
+      await nets.apply(ns, egress);
+    },
+  };
+}
+
 /**
  * The context of a new service over `deps`: every guest client gets the configured deadlines,
  * the clock defaults to Date.now, and the liveness watcher skips sandboxes `locks` holds and
@@ -77,5 +91,6 @@ export function newServiceContext(
     },
     deps.liveness,
   );
-  return { ...deps, guest, now, locks, agentPorts: new Map(), killing: new Set(), watcher };
+  const egress = deps.egress ?? slotEnforcer(deps);
+  return { ...deps, guest, now, locks, agentPorts: new Map(), killing: new Set(), watcher, egress };
 }

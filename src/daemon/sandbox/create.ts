@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { SandboxRecord, SnapshotRecord, TemplateRecord } from '../../core/domain.ts';
 import { KilnError, invalidArgument } from '../../core/errors.ts';
 import { newId } from '../../core/ids.ts';
-import { OPEN_NETWORK, type SandboxNetwork } from '../../core/network-policy.ts';
+import { OPEN_NETWORK, type EgressRules, type SandboxNetwork } from '../../core/network-policy.ts';
 import { validateInt, validateMemoryMiB, validateName, validateVcpus } from '../../core/validate.ts';
 import { admit } from '../admission.ts';
 import { OpRun } from '../journal.ts';
@@ -109,8 +109,21 @@ export function planCreate(sc: ServiceContext, req: CreateRequest, ctx: OpCtx): 
   const source = snap.sandboxId ? sc.store.getSandbox(snap.sandboxId) : undefined;
   const envVars = { ...source?.envVars, ...stringMap('envVars', req.envVars) };
   const network = networkOf(req);
+  if (!sc.networks) needIsolation('network.allowOut', network.egress);
   admit(sc, snap.memoryMiB, snap);
   return { id: newId('sbx', 16), tpl, snap, timeoutS, metadata, envVars, network };
+}
+
+/**
+ * Without sandbox networks (KILN_NETWORK=unisolated) nothing can enforce allow and deny lists:
+ * they are refused rather than silently ignored (internet on/off works: QEMU user-net restrict).
+ */
+export function needIsolation(field: string, egress: EgressRules): void {
+  if (egress.allowOut.length > 0 || egress.denyOut.length > 0)
+    throw invalidArgument(
+      field,
+      'allow and deny lists need sandbox network isolation, which this kilnd runs without (KILN_NETWORK=unisolated)',
+    );
 }
 
 /** The create's rules: its network, or open ones with its allowInternet (which may not disagree). */
@@ -141,7 +154,7 @@ export async function createSandbox(
   try {
     insertCreating(sc, p, req, token, ctx);
     run.step('sandbox record', { action: 'delete-sandbox', sandboxId: id });
-    const g = { token, envVars: p.envVars, allowInternet: p.network.egress.internet };
+    const g = { token, envVars: p.envVars, egress: p.network.egress };
     const times = await bootFrom(sc, id, snap, g, run, ctx);
     const rec = sc.store.updateSandbox(
       id,

@@ -2,6 +2,7 @@ import type { SandboxRecord } from '../../core/domain.ts';
 import { KilnError } from '../../core/errors.ts';
 import type { EgressRules } from '../../core/network-policy.ts';
 import type { ServiceContext } from './context.ts';
+import { needIsolation } from './create.ts';
 import type { OpCtx } from './types.ts';
 
 /**
@@ -24,6 +25,7 @@ export async function updateNetwork(
       `sandbox ${id} is ${s.state}; its network rules can be changed while it runs or is paused`,
       { details: { sandboxId: id, state: s.state } },
     );
+  if (!sc.networks && !sc.egress) needIsolation('allowOut', egress);
   const applied = s.state === 'running' && sc.egress !== undefined;
   if (applied) await sc.egress?.apply(id, egress);
   let rec: SandboxRecord;

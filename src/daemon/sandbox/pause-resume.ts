@@ -55,7 +55,7 @@ export async function resumeSandbox(
     sc.store.updateSandbox(id, { state: 'resuming' }, ['paused']);
     // The restored VM forwards the agent on a new host port.
     sc.agentPorts.delete(id);
-    const g = { token: s.accessToken, envVars: s.envVars, allowInternet: s.network.egress.internet };
+    const g = { token: s.accessToken, envVars: s.envVars, egress: s.network.egress };
     const times = await bootFrom(sc, id, snap, g, run, ctx);
     const rec = sc.store.updateSandbox(
       id,

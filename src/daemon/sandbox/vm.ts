@@ -1,7 +1,7 @@
 import { KilnError } from '../../core/errors.ts';
 import type { EgressRules } from '../../core/network-policy.ts';
 import type { VmInfo, VmSpec, VmmDriver } from '../../vmm/driver.ts';
-import { CLOSED_EGRESS, type NetworkProvider } from '../networks.ts';
+import type { NetworkProvider } from '../networks.ts';
 
 interface VmDeps {
   driver: VmmDriver;
@@ -9,14 +9,14 @@ interface VmDeps {
 }
 
 /**
- * Starts a VM in a network slot of its own loaded with `egress` (a `restricted` spec gets rules
- * that let nothing out), or in the host's network when the service has no sandbox networks. A
+ * Starts a VM in a network slot of its own loaded with `egress` (the slot's rules decide; the
+ * spec's kind matters only without sandbox networks, where the VM shares the host's network). A
  * failed start releases the slot; a crash before the VM runs leaves it to reconciliation.
  */
 export async function startVm(deps: VmDeps, spec: VmSpec, egress: EgressRules): Promise<VmInfo> {
   const nets = deps.networks;
   if (!nets) return deps.driver.start(spec);
-  const slot = await nets.acquire(spec.network.kind === 'restricted' ? CLOSED_EGRESS : egress);
+  const slot = await nets.acquire(egress);
   try {
     return await deps.driver.start({
       ...spec,
