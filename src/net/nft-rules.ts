@@ -27,6 +27,13 @@ export interface NsRuleContext {
   hostAddr: string;
   /** Always-denied ranges (IPv4 and IPv6 CIDRs). */
   alwaysDenied: readonly string[];
+  /**
+   * The host's own addresses (IPv4) now: refused in the namespace, so a connection to one fails
+   * at once. (The host table refuses every host address anyway, including ones added later, but
+   * a refusal from the host arrives after QEMU's connect returned, and user-net then lets the
+   * guest's connection time out instead of resetting it.)
+   */
+  hostLocal?: readonly string[];
   /** The resolver guests' DNS queries are sent to (IPv4), if any. */
   dns?: string | undefined;
   /** The egress proxy's ports (HTTP, TLS) on `hostAddr`, when kilnd runs one. */
@@ -73,6 +80,7 @@ export function namespaceRuleset(rules: EgressRules, c: NsRuleContext): string {
   }
   out.push(
     `fib daddr type local ${REFUSE}`,
+    `ip daddr @host4 ${REFUSE}`,
     'ip daddr @allow_denied4 accept',
     'ip6 daddr @allow_denied6 accept',
     `ip daddr @always4 ${REFUSE}`,
@@ -87,6 +95,7 @@ export function namespaceRuleset(rules: EgressRules, c: NsRuleContext): string {
     `table inet ${NS_TABLE} {}`,
     `delete table inet ${NS_TABLE}`,
     `table inet ${NS_TABLE} {`,
+    set('host4', 'ipv4_addr', c.hostLocal ?? []),
     set('allow_denied4', 'ipv4_addr', allowDenied.filter((x) => !isV6(x))),
     set('allow_denied6', 'ipv6_addr', allowDenied.filter(isV6)),
     set('allow4', 'ipv4_addr', allow.filter((x) => !isV6(x))),
@@ -137,7 +146,7 @@ export function hostRuleset(h: HostRuleContext): string {
   const any = `"${HOST_IF_PREFIX}*"`;
   const input = [`iifname ${mine} ct state established,related accept`];
   if (h.proxy) input.push(`iifname ${mine} tcp dport { ${h.proxy.http}, ${h.proxy.tls} } accept`);
-  input.push(`iifname ${mine} ${REJECT}`);
+  input.push(`iifname ${mine} meta l4proto tcp reject with tcp reset`, `iifname ${mine} ${REJECT}`);
   const forward = [
     `iifname ${any} oifname ${any} ${REJECT}`,
     `oifname ${mine} ct state established,related accept`,

@@ -116,8 +116,9 @@ export class SandboxNetworks {
     );
   }
 
-  #ctx(slot: Slot): NsRuleContext {
-    return { hostAddr: slot.hostAddr, alwaysDenied: this.#o.alwaysDenied, dns: this.#o.dns, proxy: this.#proxy };
+  async #ctx(slot: { hostAddr: string }): Promise<NsRuleContext> {
+    const hostLocal = (await listKernelObjects()).addrs.map((a) => a.addr);
+    return { hostAddr: slot.hostAddr, alwaysDenied: this.#o.alwaysDenied, dns: this.#o.dns, proxy: this.#proxy, hostLocal };
   }
 
   #nextIndex(): number {
@@ -130,7 +131,7 @@ export class SandboxNetworks {
     this.#used.add(index);
     try {
       const addrs = slotAddresses(this.#block, index);
-      const slot = await createSlot(this.#tag, index, addrs, namespaceRuleset(CLOSED, { hostAddr: addrs.host, alwaysDenied: this.#o.alwaysDenied, dns: this.#o.dns, proxy: this.#proxy }));
+      const slot = await createSlot(this.#tag, index, addrs, namespaceRuleset(CLOSED, await this.#ctx({ hostAddr: addrs.host })));
       this.#slots.set(nsPath(slot.ns), slot);
       return slot;
     } catch (e) {
@@ -144,7 +145,7 @@ export class SandboxNetworks {
     const slot = this.#ready.shift() ?? (await this.#make());
     this.#refill();
     try {
-      await applyNft(namespaceRuleset(rules, this.#ctx(slot)), slot.ns);
+      await applyNft(namespaceRuleset(rules, await this.#ctx(slot)), slot.ns);
     } catch (e) {
       await this.release(nsPath(slot.ns)).catch(() => undefined);
       throw e;
@@ -156,7 +157,7 @@ export class SandboxNetworks {
   async apply(namespace: string, rules: EgressRules): Promise<void> {
     const slot = this.#slots.get(namespace);
     if (!slot) throw new KilnError('not_found', `no network namespace ${namespace} of this kilnd`);
-    await applyNft(namespaceRuleset(rules, this.#ctx(slot)), slot.ns);
+    await applyNft(namespaceRuleset(rules, await this.#ctx(slot)), slot.ns);
   }
 
   /** Destroys the slot at `namespace` (gone already is fine). */
