@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { UndoStack } from '../core/undo.ts';
 import { unavailableNetworks, type NetworkProvider } from '../daemon/networks.ts';
 import { ALWAYS_DENIED } from '../core/cidr.ts';
+import { EgressProxy } from '../net/egress-proxy.ts';
 import { hostResolver } from '../net/host-dns.ts';
 import { SandboxNetworks } from '../net/sandbox-networks.ts';
 
@@ -22,6 +23,32 @@ export interface NetworkOpts {
 
 export const DEFAULT_NET_POOL = '10.231.0.0/16';
 
+/**
+ * The egress proxy domain rules go through: it listens on every address (each slot reaches it on
+ * its own gateway address; the host table admits its ports from sandbox links only) and decides
+ * by the rules loaded in the connection's slot, resolving names with the sandboxes' resolver.
+ */
+export async function startEgressProxy(
+  nets: SandboxNetworks,
+  dnsServers: string[],
+  log: Logger,
+  undo: UndoStack,
+): Promise<void> {
+  const plog = log.child({ component: 'egress-proxy' });
+  const proxy = await EgressProxy.start({
+    host: '0.0.0.0',
+    lookup: (addr) => {
+      const p = nets.peer(addr);
+      return p ? { sandboxId: p.owner, egress: p.rules } : undefined;
+    },
+    dnsServers,
+    onDecision: (d) => plog.info(d, d.allowed ? 'egress allowed' : 'egress refused'),
+    onError: (e) => plog.warn({ err: e }, 'egress proxy listener error'),
+  });
+  undo.push('close the egress proxy', () => proxy.close());
+  await nets.setProxy({ http: proxy.port('http'), tls: proxy.port('tls') });
+}
+
 export async function openNetworks(
   stateDir: string,
   o: NetworkOpts,
@@ -32,17 +59,19 @@ export async function openNetworks(
     log.warn('KILN_NETWORK=unisolated: sandboxes share this host\'s network and reach its loopback services');
     return { networks: undefined, isolated: undefined };
   }
+  const dns = o.dns ?? hostResolver();
   try {
     const nets = await SandboxNetworks.open({
       stateDir,
       pool: o.pool ?? DEFAULT_NET_POOL,
-      dns: o.dns ?? hostResolver(),
+      dns,
       alwaysDenied: ALWAYS_DENIED.map((r) => r.cidr),
       uid: process.getuid?.() ?? 0,
       log,
       ...(o.ready === undefined ? {} : { ready: o.ready }),
     });
     undo.push('close the sandbox networks', () => nets.close());
+    await startEgressProxy(nets, dns ? [dns] : [], log, undo);
     return { networks: nets, isolated: nets };
   } catch (e) {
     log.error({ err: e }, 'sandbox network isolation is not available: creates will fail');

@@ -7,14 +7,17 @@
 import type { EgressRules } from '../core/network-policy.ts';
 
 export interface NetworkProvider {
-  /** A slot with `rules` loaded, for a new VM: where it runs and where the host reaches it. */
-  acquire(rules: EgressRules): Promise<{ namespace: string; address: string }>;
+  /** A slot with `rules` loaded, for new VM `owner`: where it runs and where the host reaches it. */
+  acquire(rules: EgressRules, owner: string): Promise<{ namespace: string; address: string }>;
   /** Replaces the rules of the slot at `namespace` atomically. */
   apply(namespace: string, rules: EgressRules): Promise<void>;
   /** Destroys the slot at `namespace` (gone already is fine). */
   release(namespace: string): Promise<void>;
-  /** Start-up: destroys every slot but those of `inUse`, then makes slots ahead of need. */
-  reconcile(inUse: readonly string[]): Promise<{ removed: number }>;
+  /**
+   * Start-up: destroys every slot but those of `inUse` (reloading their rules), then makes slots
+   * ahead of need.
+   */
+  reconcile(inUse: readonly { namespace: string; owner: string; rules: EgressRules }[]): Promise<{ removed: number }>;
 }
 
 /** Rules for a VM that must reach nothing (template builds, internal helper VMs). */

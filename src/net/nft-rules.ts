@@ -145,7 +145,12 @@ export function hostRuleset(h: HostRuleContext): string {
   const mine = `"${HOST_IF_PREFIX}${h.tag}*"`;
   const any = `"${HOST_IF_PREFIX}*"`;
   const input = [`iifname ${mine} ct state established,related accept`];
-  if (h.proxy) input.push(`iifname ${mine} tcp dport { ${h.proxy.http}, ${h.proxy.tls} } accept`);
+  if (h.proxy)
+    input.push(
+      `iifname ${mine} tcp dport { ${h.proxy.http}, ${h.proxy.tls} } accept`,
+      // The proxy listens on every address: only sandboxes reach it.
+      `iifname != ${any} iifname != "lo" tcp dport { ${h.proxy.http}, ${h.proxy.tls} } drop`,
+    );
   input.push(`iifname ${mine} meta l4proto tcp reject with tcp reset`, `iifname ${mine} ${REJECT}`);
   const forward = [
     `iifname ${any} oifname ${any} ${REJECT}`,

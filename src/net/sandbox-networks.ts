@@ -34,6 +34,13 @@ export interface SandboxNetworksOpts {
   log: Logger;
 }
 
+/** A slot a live VM runs in, as reconciliation is told of it. */
+export interface InUseSlot {
+  namespace: string;
+  owner: string;
+  rules: EgressRules;
+}
+
 /** Where a VM of a slot runs and where the host reaches its forwarded ports. */
 export interface NetworkSlot {
   /** The namespace's path (`/run/netns/<name>`), for `nsenter --net=`. */
@@ -47,6 +54,8 @@ export class SandboxNetworks {
   readonly #block: Block;
   readonly #guardForwarding: boolean;
   readonly #slots = new Map<string, Slot>();
+  /** Namespace path -> who holds the slot (a VM id) and the rules loaded in it. */
+  readonly #held = new Map<string, { owner: string; rules: EgressRules }>();
   readonly #ready: Slot[] = [];
   readonly #used = new Set<number>();
   #proxy: { http: number; tls: number } | undefined;
@@ -97,9 +106,12 @@ export class SandboxNetworks {
     await this.#applyHost();
   }
 
-  /** The sandbox (namespace) whose slot has host-side peer `address`, for the egress proxy. */
-  namespaceOfPeer(address: string): string | undefined {
-    for (const s of this.#slots.values()) if (s.nsAddr === address) return nsPath(s.ns);
+  /**
+   * Who holds the slot whose namespace address is `address` (the source of every connection its
+   * guest makes) and the rules loaded in it: what the egress proxy decides by.
+   */
+  peer(address: string): { owner: string; rules: EgressRules } | undefined {
+    for (const s of this.#slots.values()) if (s.nsAddr === address) return this.#held.get(nsPath(s.ns));
     return undefined;
   }
 
@@ -140,12 +152,15 @@ export class SandboxNetworks {
     }
   }
 
-  /** A slot with `rules` loaded, for a new VM. The caller releases it (or reconciliation does). */
-  async acquire(rules: EgressRules): Promise<NetworkSlot> {
+  /**
+   * A slot with `rules` loaded, for a new VM (`owner`: its id). The caller releases it (or
+   * reconciliation does).
+   */
+  async acquire(rules: EgressRules, owner: string): Promise<NetworkSlot> {
     const slot = this.#ready.shift() ?? (await this.#make());
     this.#refill();
     try {
-      await applyNft(namespaceRuleset(rules, await this.#ctx(slot)), slot.ns);
+      await this.#load(slot, rules, owner);
     } catch (e) {
       await this.release(nsPath(slot.ns)).catch(() => undefined);
       throw e;
@@ -156,8 +171,14 @@ export class SandboxNetworks {
   /** Replaces the rules of the slot at `namespace` atomically (existing connections go on). */
   async apply(namespace: string, rules: EgressRules): Promise<void> {
     const slot = this.#slots.get(namespace);
-    if (!slot) throw new KilnError('not_found', `no network namespace ${namespace} of this kilnd`);
+    const held = this.#held.get(namespace);
+    if (!slot || !held) throw new KilnError('not_found', `no network namespace ${namespace} in use by this kilnd`);
+    await this.#load(slot, rules, held.owner);
+  }
+
+  async #load(slot: Slot, rules: EgressRules, owner: string): Promise<void> {
     await applyNft(namespaceRuleset(rules, await this.#ctx(slot)), slot.ns);
+    this.#held.set(nsPath(slot.ns), { owner, rules });
   }
 
   /** Destroys the slot at `namespace` (gone already is fine). */
@@ -167,15 +188,18 @@ export class SandboxNetworks {
     if (index === undefined) return;
     await destroySlot(slotNames(this.#tag, index));
     this.#slots.delete(namespace);
+    this.#held.delete(namespace);
     this.#used.delete(index);
   }
 
   /**
-   * Start-up: keeps the slots of `inUse` (namespace paths of live VMs), destroys every other slot
-   * of this instance (namespaces and interfaces, whole or half made), then fills the pool.
+   * Start-up: keeps the slots of `inUse` (live VMs: namespace path, VM id, the rules it should
+   * have) and loads their rules again (the proxy's ports and the host's addresses may have
+   * changed), destroys every other slot of this instance (namespaces and interfaces, whole or
+   * half made), then fills the pool.
    */
-  async reconcile(inUse: readonly string[]): Promise<{ removed: number }> {
-    const keep = new Set(inUse);
+  async reconcile(inUse: readonly InUseSlot[]): Promise<{ removed: number }> {
+    const keep = new Map(inUse.map((u) => [u.namespace, u]));
     const k = await listKernelObjects();
     const indexes = new Set<number>();
     for (const ns of k.namespaces) {
@@ -189,14 +213,18 @@ export class SandboxNetworks {
     let removed = 0;
     for (const i of indexes) {
       const names = slotNames(this.#tag, i);
-      if (keep.has(nsPath(names.ns))) {
+      const live = keep.get(nsPath(names.ns));
+      if (live) {
         const a = slotAddresses(this.#block, i);
-        this.#slots.set(nsPath(names.ns), { ...names, index: i, hostAddr: a.host, nsAddr: a.guest });
+        const slot: Slot = { ...names, index: i, hostAddr: a.host, nsAddr: a.guest };
+        this.#slots.set(nsPath(names.ns), slot);
         this.#used.add(i);
+        await this.#load(slot, live.rules, live.owner);
         continue;
       }
       await destroySlot(names);
       this.#slots.delete(nsPath(names.ns));
+      this.#held.delete(nsPath(names.ns));
       this.#used.delete(i);
       removed += 1;
     }
@@ -239,7 +267,7 @@ export class SandboxNetworks {
     this.#closed = true;
     await this.filled();
     for (const s of this.#ready.splice(0)) await this.release(nsPath(s.ns));
-    if (this.#slots.size === 0)
+    if (this.#held.size === 0)
       await applyNft(`table inet ${hostTable(this.#tag)} {}\ndelete table inet ${hostTable(this.#tag)}\n`);
   }
 }

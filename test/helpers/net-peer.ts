@@ -11,7 +11,7 @@ export interface NetPeer {
   /** The peer's address and the host end's (a host-local address). */
   addr: string;
   hostAddr: string;
-  /** The HTTP port the peer serves on (python3 -m http.server). */
+  /** The HTTP port the peer serves on (80: python3 -m http.server). */
   httpPort: number;
   close(): Promise<void>;
 }
@@ -60,7 +60,7 @@ export async function startNetPeer(): Promise<NetPeer> {
     ip('-n', ns, 'link', 'set', 'eth0', 'up');
     ip('-n', ns, 'link', 'set', 'lo', 'up');
     ip('-n', ns, 'route', 'add', 'default', 'via', hostAddr);
-    const httpPort = 8080;
+    const httpPort = 80;
     server = spawn('nsenter', [`--net=/run/netns/${ns}`, '/usr/bin/python3', '-m', 'http.server', String(httpPort), '--bind', addr], {
       stdio: ['ignore', 'ignore', 'pipe'],
       cwd: '/tmp',

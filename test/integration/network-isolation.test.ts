@@ -17,6 +17,9 @@ import { ALWAYS_DENIED } from '../../src/core/cidr.ts';
 import { hostTable, instanceTag } from '../../src/net/names.ts';
 import { SandboxNetworks } from '../../src/net/sandbox-networks.ts';
 import { nullLogger } from '../../src/core/log.ts';
+import { startEgressProxy } from '../../src/api/networks.ts';
+import { UndoStack } from '../../src/core/undo.ts';
+import { startFakeDns, type FakeDns } from '../../src/net/testing/dns-server.ts';
 import { startNetPeer, PROBE, type NetPeer } from '../helpers/net-peer.ts';
 import { realHost, type RealHost } from '../helpers/service.ts';
 
@@ -43,6 +46,8 @@ describe('sandbox network isolation (real VMs)', { timeout: 900_000 }, () => {
   let local: Server;
   let localPort: number;
   let tag: string;
+  let dns: FakeDns;
+  const undo = new UndoStack();
 
   before(async () => {
     host = await realHost({ prefix: 'kiln-netiso-' });
@@ -60,6 +65,13 @@ describe('sandbox network isolation (real VMs)', { timeout: 900_000 }, () => {
       log: nullLogger,
       ready: 1,
     });
+    // Names the test controls: the egress proxy resolves through this server.
+    dns = await startFakeDns({
+      'allowed.test': [peer.addr],
+      'other.test': [peer.addr],
+      'sneaky.test': ['127.0.0.1'],
+    });
+    await startEgressProxy(nets, [dns.server], nullLogger, undo);
     svc = host.service({ networks: nets });
     await svc.reconcile();
     await svc.buildTemplate('base', host.image, { memoryMiB: 512, vcpus: 1 });
@@ -70,6 +82,8 @@ describe('sandbox network isolation (real VMs)', { timeout: 900_000 }, () => {
     await nets.filled();
   });
   after(async () => {
+    await undo.unwind();
+    await dns.close();
     await nets.close();
     local.close();
     await peer.close();
@@ -143,6 +157,50 @@ describe('sandbox network isolation (real VMs)', { timeout: 900_000 }, () => {
     assert.equal(p[target]?.[0], 'open', JSON.stringify(p));
     refused(p, [`${gw}:${localPort}`, `${peer.hostAddr}:${localPort}`]);
     await svc.kill(s.id);
+  });
+
+  /** `curl` from the guest: the HTTP status, or 000 when no answer came. */
+  async function curl(id: string, url: string): Promise<string> {
+    const r = await svc.exec(id, `curl -s -m 5 -o /dev/null -w '%{http_code}' ${url} || true`, { user: 'root' });
+    return r.stdout.trim();
+  }
+
+  it('domain rules: an allowed name passes through the egress proxy, other names, bare addresses and names resolving into denied ranges do not', async () => {
+    const s = await svc.create({
+      template: 'base',
+      network: {
+        egress: { allowOut: ['allowed.test', 'sneaky.test'], denyOut: ['0.0.0.0/0'], internet: true },
+        allowPublicTraffic: true,
+      },
+    });
+    // The guest resolves the names by its hosts file; the proxy decides by the Host header.
+    await svc.exec(s.id, `echo '${peer.addr} allowed.test other.test sneaky.test' >> /etc/hosts`, { user: 'root' });
+    assert.equal(await curl(s.id, 'http://allowed.test/'), '200');
+    assert.equal(await curl(s.id, 'http://other.test/'), '403');
+    assert.equal(await curl(s.id, 'http://sneaky.test/'), '403', 'a name resolving to loopback is refused');
+    assert.equal(await curl(s.id, `http://${peer.addr}/`), '403', 'a bare address is not a name rule');
+    refused(await probe(s.id, [`${peer.addr}:8080`]), [`${peer.addr}:8080`]);
+    assert.ok(dns.queries.includes('allowed.test'));
+  });
+
+  it('rules set by updateNetwork hold on a running sandbox, after pause/resume and after a restarted service', async () => {
+    const target = `${peer.addr}:${peer.httpPort}`;
+    const s = await svc.create({ template: 'base' });
+    assert.equal((await probe(s.id, [target]))[target]?.[0], 'open');
+    await svc.updateNetwork(s.id, { allowOut: [], denyOut: [`${peer.addr}/32`], internet: true });
+    refused(await probe(s.id, [target]), [target]);
+    await svc.pause(s.id);
+    await svc.resume(s.id);
+    refused(await probe(s.id, [target]), [target]);
+    await svc.updateNetwork(s.id, { allowOut: [`${peer.addr}`], denyOut: [], internet: false });
+    assert.equal((await probe(s.id, [target]))[target]?.[0], 'open');
+    // A restarted daemon: a new service over the same store, VMs and namespaces.
+    svc = host.service({ networks: nets });
+    const rec = await svc.reconcile();
+    assert.deepEqual(rec.adopted, [s.id]);
+    const p = await probe(s.id, [target, `10.0.2.2:${localPort}`]);
+    assert.equal(p[target]?.[0], 'open', JSON.stringify(p));
+    refused(p, [`10.0.2.2:${localPort}`]);
   });
 
   it('namespaces and links exist for live sandboxes and the ready pool only; a restart removes strays', async () => {

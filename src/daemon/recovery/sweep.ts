@@ -1,5 +1,6 @@
 import { readdir, rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
+import type { EgressRules } from '../../core/network-policy.ts';
 import type { ServiceContext } from '../sandbox/context.ts';
 import { killVm } from '../sandbox/vm.ts';
 import type { ReconcileReport } from './reconcile.ts';
@@ -48,10 +49,11 @@ export async function reconcileNetworks(sc: ServiceContext): Promise<void> {
   const nets = sc.networks;
   if (!nets) return;
   try {
-    const inUse: string[] = [];
+    const inUse: { namespace: string; owner: string; rules: EgressRules }[] = [];
     for (const vm of await sc.driver.list()) {
       const ns = (await sc.driver.status(vm)).namespace;
-      if (ns) inUse.push(ns);
+      // Every VM left after the sweep is a live sandbox's (VM id = sandbox id).
+      if (ns) inUse.push({ namespace: ns, owner: vm, rules: sc.store.getSandbox(vm).network.egress });
     }
     const { removed } = await nets.reconcile(inUse);
     if (removed > 0) sc.log.info({ removed }, 'removed network slots no VM uses');

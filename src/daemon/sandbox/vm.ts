@@ -16,7 +16,7 @@ interface VmDeps {
 export async function startVm(deps: VmDeps, spec: VmSpec, egress: EgressRules): Promise<VmInfo> {
   const nets = deps.networks;
   if (!nets) return deps.driver.start(spec);
-  const slot = await nets.acquire(egress);
+  const slot = await nets.acquire(egress, spec.id);
   try {
     return await deps.driver.start({
       ...spec,
