@@ -303,6 +303,7 @@ async function serveE2b(
     log,
     errorBody: (k) => ({ code: ERROR_CODES[k.code].status, message: k.message }),
   });
+  envdProxy.on('upgrade', proxy.upgrade);
   undo.push('close the E2B API', () => closeServer(e2bApi));
   const apiPort = await listenTcp(e2bApi, o.e2bApiPort, 'KILN_E2B_API_PORT', DEFAULT_E2B_API_PORT, log);
   undo.push('close the envd proxy port', () => closeServer(envdProxy));

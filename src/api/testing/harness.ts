@@ -129,6 +129,7 @@ export class E2bHarness extends ApiHarness {
     const p = createEnvdProxy({ svc: h.svc, log: nullLogger });
     h.closeProxy = p.close;
     const prox = await listen(p.handle);
+    prox.server.on('upgrade', p.upgrade);
     h.servers = [api.server, prox.server];
     [h.apiUrl, h.sandboxUrl] = [api.url, prox.url];
     return h;
