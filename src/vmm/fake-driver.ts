@@ -46,8 +46,6 @@ interface FakeVm {
   layer: string;
   /** Published guest ports (`exposePort`): a loopback listener each. */
   published: Map<number, Promise<Published>>;
-  /** What "listens" on a guest port inside the guest (see `serveGuestPort`). */
-  guestServers: Map<number, Server>;
 }
 
 /** A fake disk layer file: this line naming the layer it sits on; anything else is standalone. */
@@ -95,13 +93,13 @@ const fakeDiskLayers: DiskLayers = {
 };
 
 /** Like QEMU's forward: the host side accepts; a guest port nobody listens on drops the connection. */
-async function publish(vm: FakeVm, guestPort: number): Promise<Published> {
+async function publish(vm: FakeVm, guest: () => Server | undefined): Promise<Published> {
   const sockets = new Set<Socket>();
   const server = createTcpServer((sock) => {
     sockets.add(sock);
     sock.on('close', () => sockets.delete(sock));
-    const guest = vm.guestServers.get(guestPort);
-    if (guest) guest.emit('connection', sock);
+    const inGuest = guest();
+    if (inGuest) inGuest.emit('connection', sock);
     else sock.destroy();
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -123,6 +121,8 @@ export class FakeDriver implements VmmDriver {
   #nextPid = 10_000;
   /** While set, every call fails as a host read would with this errno (see `failIo`). */
   #ioFailure: string | undefined;
+  /** What "listens" in the guests, by `<vm id>:<guest port>` (see `serveGuestPort`). */
+  readonly #guestServers = new Map<string, Server>();
 
   /** Instances sharing one `world` model a second process re-attaching to the same VMs. */
   constructor(world: FakeWorld = new Map()) {
@@ -192,7 +192,6 @@ export class FakeDriver implements VmmDriver {
       dirLost: false,
       layer: spec.diskLayer ?? spec.boot.rootfs,
       published: new Map(),
-      guestServers: new Map(),
     });
     return { ...info };
   }
@@ -245,7 +244,7 @@ export class FakeDriver implements VmmDriver {
       throw new KilnError('invalid_state', `VM ${id} is stopped; exposing a port needs running or paused`);
     let pub = vm.published.get(guestPort);
     if (!pub) {
-      pub = publish(vm, guestPort);
+      pub = publish(vm, () => this.#guestServers.get(`${id}:${guestPort}`));
       vm.published.set(guestPort, pub);
     }
     return { ...(await pub).endpoint };
@@ -253,10 +252,11 @@ export class FakeDriver implements VmmDriver {
 
   /**
    * Test hook: `server` (not listening itself) answers what reaches guest port `guestPort` of VM
-   * `id` through a published port, as a server in the guest would.
+   * `id` (also of a later VM with that id: a restored one) through a published port, as a
+   * server started by the guest's image would.
    */
   serveGuestPort(id: string, guestPort: number, server: Server): void {
-    this.#get(id).guestServers.set(guestPort, server);
+    this.#guestServers.set(`${id}:${guestPort}`, server);
   }
 
   pause(id: string): Promise<void> {

@@ -12,7 +12,8 @@ export interface E2bSandbox {
   envdVersion: string;
   envdAccessToken: string;
   trafficAccessToken: null;
-  domain: null;
+  /** Where published ports are: `sandbox.getHost(port)` = `{port}-{sandboxID}.<domain>`. */
+  domain: string | null;
 }
 
 /** `ListedSandbox`. */
@@ -35,7 +36,7 @@ export interface E2bListedSandbox {
 /** `SandboxDetail`: the listed fields plus the token, domain, network and lifecycle. */
 export interface E2bSandboxDetail extends E2bListedSandbox {
   envdAccessToken: string;
-  domain: null;
+  domain: string | null;
   allowInternetAccess: boolean;
   lifecycle: { autoResume: boolean; onTimeout: 'pause' | 'kill' };
 }
@@ -50,7 +51,7 @@ export interface E2bViews {
   detail: (s: SandboxRecord) => E2bSandboxDetail;
 }
 
-export function e2bViews(svc: SandboxService): E2bViews {
+export function e2bViews(svc: SandboxService, domain: () => string | null): E2bViews {
   // Template names by id, for `alias` (templates are not renamed).
   const templates = new Map<string, TemplateRecord>();
   const alias = (id: string): { alias?: string } => {
@@ -85,13 +86,13 @@ export function e2bViews(svc: SandboxService): E2bViews {
       envdVersion: ENVD_VERSION,
       envdAccessToken: s.accessToken,
       trafficAccessToken: null,
-      domain: null,
+      domain: domain(),
     }),
     listed,
     detail: (s) => ({
       ...listed(s),
       envdAccessToken: s.accessToken,
-      domain: null,
+      domain: domain(),
       allowInternetAccess: s.allowInternet,
       lifecycle: { autoResume: s.autoResume, onTimeout: s.autoPause ? 'pause' : 'kill' },
     }),
