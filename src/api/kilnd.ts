@@ -282,7 +282,13 @@ async function serveE2b(
   api: { svc: SandboxService; keys: ApiKeyService; templates: TemplateEnsurer; connector: SandboxConnector },
   limits: ListenersPlan,
   undo: UndoStack,
-): Promise<{ e2bApi: Server; envdProxy: Server; e2bApiUrl: string; e2bSandboxUrl: string; sandboxDomain: string }> {
+): Promise<{
+  e2bApi: Server;
+  envdProxy: Server;
+  e2bApiUrl: string;
+  e2bSandboxUrl: string;
+  sandboxDomain: string;
+}> {
   const { svc, keys, templates, connector } = api;
   // Known once the envd proxy listens; no request is served before.
   let sandboxDomain = o.sandboxDomain ?? 'localhost';
