@@ -31,6 +31,22 @@ function call(base: string, path: string, headers: Record<string, string>, metho
   });
 }
 
+/** The status of a WebSocket handshake the proxy answers without upgrading (fails if it upgrades). */
+function refusedUpgrade(base: string, headers: Record<string, string>): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    const req = request(`${base}/`, { headers: { ...headers, connection: 'Upgrade', upgrade: 'websocket' } });
+    req.on('response', (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('upgrade', () => {
+      reject(new Error('upgraded'));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 /** One unmasked text frame (server to client), payload < 126 bytes. */
 const textFrame = (s: string): Buffer =>
   Buffer.concat([Buffer.from([0x81, Buffer.byteLength(s)]), Buffer.from(s)]);
@@ -119,7 +135,9 @@ describe('envd proxy: published ports (fake driver)', () => {
           // The second chunk goes only once the first came back through both directions.
           if (all === 'one') req.end('two');
         });
-        res.on('end', () => resolve(all));
+        res.on('end', () => {
+          resolve(all);
+        });
       });
       req.on('error', reject);
       req.write('one');
@@ -155,31 +173,26 @@ describe('envd proxy: published ports (fake driver)', () => {
   it('WebSocket upgrades reach the guest and frames go both ways; an upgrade to envd is refused', async () => {
     const ws = new WebSocket(`${h.sandboxUrl.replace(/^http/, 'ws')}/ws`, {
       headers: { 'e2b-sandbox-id': id, 'e2b-sandbox-port': '8000' },
-    } as unknown as string[]);
+    });
     const got: string[] = [];
     await new Promise<void>((resolve, reject) => {
-      ws.onerror = () => reject(new Error('websocket failed'));
-      ws.onopen = () => ws.send('one');
+      ws.onerror = () => {
+        reject(new Error('websocket failed'));
+      };
+      ws.onopen = () => {
+        ws.send('one');
+      };
       ws.onmessage = (ev) => {
         got.push(String(ev.data));
         if (got.length === 1) ws.send('two');
         else ws.close();
       };
-      ws.onclose = () => resolve();
+      ws.onclose = () => {
+        resolve();
+      };
     });
     assert.deepEqual(got, ['echo: one', 'echo: two']);
-    const envd = await new Promise<number>((resolve, reject) => {
-      const req = request(`${h.sandboxUrl}/`, {
-        headers: { 'e2b-sandbox-id': id, connection: 'Upgrade', upgrade: 'websocket' },
-      });
-      req.on('response', (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      });
-      req.on('upgrade', () => reject(new Error('upgraded')));
-      req.on('error', reject);
-      req.end();
-    });
+    const envd = await refusedUpgrade(h.sandboxUrl, { 'e2b-sandbox-id': id });
     assert.equal(envd, 400);
   });
 
@@ -227,7 +240,7 @@ describe('envd proxy: published ports (fake driver)', () => {
       });
       const wrong = await call(url, '/', { host, 'e2b-traffic-access-token': 'tok-2' });
       assert.equal(wrong.status, 403);
-      assert.match(JSON.parse(wrong.body).message as string, /Provided token .* is invalid/);
+      assert.match((JSON.parse(wrong.body) as { message: string }).message, /Provided token .* is invalid/);
       assert.equal(h.svc.get(sid).state, 'paused', 'a refused request does not wake it');
       const ok = await call(url, '/y', { host, 'e2b-traffic-access-token': 'tok-1' });
       assert.deepEqual([ok.status, ok.body], [200, 'hi from 8000 /y']);
@@ -236,16 +249,7 @@ describe('envd proxy: published ports (fake driver)', () => {
       // The envd routes are the agent's business (its access token), not the traffic token's.
       assert.equal((await call(url, '/health', { host: `49983-${sid}.localhost` })).status, 204);
       // An upgrade without the token is refused the same way.
-      const ws = await new Promise<number>((resolve, reject) => {
-        const req = request(`${url}/`, { headers: { host, connection: 'Upgrade', upgrade: 'websocket' } });
-        req.on('response', (res) => {
-          res.resume();
-          resolve(res.statusCode ?? 0);
-        });
-        req.on('upgrade', () => reject(new Error('upgraded')));
-        req.on('error', reject);
-        req.end();
-      });
+      const ws = await refusedUpgrade(url, { host });
       assert.equal(ws, 403);
       await h.svc.kill(sid);
     });

@@ -177,7 +177,7 @@ describe('published ports through the e2b SDK (real guests)', { timeout: 1_200_0
         'Sec-WebSocket-Version: 13',
         '-H',
         `Sec-WebSocket-Key: ${key}`,
-      ).catch((e: { stdout?: string }) => ({ status: 0, body: e.stdout ?? '' }));
+      ).catch((e: unknown) => ({ status: 0, body: (e as { stdout?: string }).stdout ?? '' }));
       if (/^HTTP\/1\.1 101/.test(hs.body)) break;
       assert.ok(Date.now() < deadline, `no 101 from the guest: ${hs.body}`);
       await new Promise((res) => setTimeout(res, 250));
@@ -186,17 +186,23 @@ describe('published ports through the e2b SDK (real guests)', { timeout: 1_200_0
     // Node's WebSocket (it does not resolve *.localhost names): by the routing headers.
     const ws = new WebSocket(`${sandboxUrl().replace(/^http/, 'ws')}/`, {
       headers: { 'e2b-sandbox-id': sbx.sandboxId, 'e2b-sandbox-port': '8765' },
-    } as unknown as string[]);
+    });
     const got: string[] = [];
     await new Promise<void>((resolve, reject) => {
-      ws.onerror = () => reject(new Error('websocket failed'));
-      ws.onopen = () => ws.send('ping 1');
+      ws.onerror = () => {
+        reject(new Error('websocket failed'));
+      };
+      ws.onopen = () => {
+        ws.send('ping 1');
+      };
       ws.onmessage = (ev) => {
         got.push(String(ev.data));
         if (got.length === 1) ws.send('x'.repeat(300));
         else ws.close();
       };
-      ws.onclose = () => resolve();
+      ws.onclose = () => {
+        resolve();
+      };
     });
     assert.deepEqual(got, ['echo: ping 1', `echo: ${'x'.repeat(300)}`]);
   });
