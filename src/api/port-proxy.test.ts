@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { createServer, request, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import { Sandbox } from 'e2b';
 import { nullLogger } from '../core/log.ts';
 import { createEnvdProxy, type EnvdProxy } from './envd-proxy.ts';
 import type { TrafficPolicy } from './port-target.ts';
@@ -104,6 +105,20 @@ describe('envd proxy: published ports (fake driver)', () => {
     id = await mk();
   });
   after(() => h.close());
+
+  it("E2B answers domain localhost:<proxy port>, so the SDK's getHost(port) names the proxy", async () => {
+    const proxyPort = new URL(h.sandboxUrl).port;
+    const created = await h.raw('POST', '/v2/sandboxes', { templateID: 'base' });
+    const sid = (created.json as { sandboxID: string; domain: string }).sandboxID;
+    assert.equal((created.json as { domain: string }).domain, `localhost:${proxyPort}`);
+    const detail = await h.raw('GET', `/sandboxes/${sid}`);
+    assert.equal((detail.json as { domain: string }).domain, `localhost:${proxyPort}`);
+    const sbx = await Sandbox.connect(sid, h.opts());
+    assert.equal(sbx.getHost(8000), `8000-${sid}.localhost:${proxyPort}`);
+    // With E2B_SANDBOX_URL set, envd traffic still goes there (the domain changes only getHost).
+    assert.equal(await sbx.isRunning(), true, "envd's /health through E2B_SANDBOX_URL");
+    await h.svc.kill(sid);
+  });
 
   it('routes by Host {port}-{id}.<domain> and by E2b-Sandbox-Port; the guest sees the client Host', async () => {
     const host = `8000-${id}.localhost:7481`;
