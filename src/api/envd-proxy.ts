@@ -59,6 +59,7 @@ export interface EnvdProxy {
   handle: (req: IncomingMessage, res: ServerResponse) => void;
   /** The server's `upgrade` listener (WebSocket to published ports). */
   upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+  /** Drops pooled connections and ends upgraded ones (which the server's close does not); repeatable. */
   close: () => void;
 }
 
@@ -80,6 +81,7 @@ interface Proxy {
   portAgent: Agent;
   connector: SandboxConnector;
   traffic: (sandboxId: string) => TrafficPolicy;
+  tunnels: Set<Duplex>;
 }
 
 /** The running sandbox whose token produced this `/files` URL's signature, if any. */
@@ -313,6 +315,7 @@ export function createEnvdProxy(d: EnvdProxyDeps): EnvdProxy {
     portAgent: new Agent({ keepAlive: false }),
     connector: d.connector ?? new SandboxConnector(d.svc),
     traffic: d.traffic ?? (() => PUBLIC_TRAFFIC),
+    tunnels: new Set(),
   };
   return {
     handle: (req, res) => {
@@ -324,6 +327,8 @@ export function createEnvdProxy(d: EnvdProxyDeps): EnvdProxy {
     close: () => {
       p.agent.destroy();
       p.portAgent.destroy();
+      for (const s of p.tunnels) s.destroy();
+      p.tunnels.clear();
     },
   };
 }

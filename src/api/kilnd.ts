@@ -317,8 +317,8 @@ async function serveE2b(
     limits: limits.envdProxy,
     log,
     errorBody: (k) => ({ code: ERROR_CODES[k.code].status, message: k.message }),
+    upgrade: proxy.upgrade,
   });
-  envdProxy.on('upgrade', proxy.upgrade);
   undo.push('close the E2B API', () => closeServer(e2bApi));
   const apiPort = await listenTcp(e2bApi, o.e2bApiPort, 'KILN_E2B_API_PORT', DEFAULT_E2B_API_PORT, log);
   undo.push('close the envd proxy port', () => closeServer(envdProxy));
@@ -329,6 +329,10 @@ async function serveE2b(
     DEFAULT_E2B_SANDBOX_PORT,
     log,
   );
+  // Before the port closes (undo runs in reverse): upgraded connections would hold its close.
+  undo.push('end the envd proxy connections', () => {
+    proxy.close();
+  });
   const e2bApiUrl = `http://127.0.0.1:${apiPort}`;
   const e2bSandboxUrl = `http://127.0.0.1:${sandboxPort}`;
   sandboxDomain = o.sandboxDomain ?? `localhost:${sandboxPort}`;

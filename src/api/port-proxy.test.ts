@@ -211,6 +211,36 @@ describe('envd proxy: published ports (fake driver)', () => {
     assert.equal(envd, 400);
   });
 
+  it("the proxy's close ends live WebSocket tunnels, so its server can close", async () => {
+    const proxy = createEnvdProxy({ svc: h.svc, log: nullLogger });
+    const { server, url } = await listen(proxy.handle);
+    server.on('upgrade', proxy.upgrade);
+    const ws = new WebSocket(`${url.replace(/^http/, 'ws')}/`, {
+      headers: { 'e2b-sandbox-id': id, 'e2b-sandbox-port': '8000' },
+    });
+    await new Promise<void>((resolve, reject) => {
+      ws.onopen = () => {
+        resolve();
+      };
+      ws.onerror = () => {
+        reject(new Error('websocket failed'));
+      };
+    });
+    const closed = new Promise<void>((resolve) => {
+      ws.onclose = () => {
+        resolve();
+      };
+    });
+    const serverClosed = new Promise<void>((resolve) =>
+      server.close(() => {
+        resolve();
+      }),
+    );
+    proxy.close();
+    await closed;
+    await serverClosed;
+  });
+
   it('a paused autoResume sandbox is resumed by a request to one of its ports', async () => {
     const sid = await mk({ autoPause: true, autoResume: { enabled: true } });
     await h.svc.pause(sid);

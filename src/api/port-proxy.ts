@@ -25,6 +25,8 @@ export interface PortProxyDeps {
   log: Logger;
   connector: SandboxConnector;
   traffic: (sandboxId: string) => TrafficPolicy;
+  /** The client sockets of live upgraded connections (the HTTP server no longer sees them). */
+  tunnels: Set<Duplex>;
 }
 
 /** Where a published-port request goes (`baseUrl`, with `host` as its Host), or the answer refusing it. */
@@ -97,6 +99,7 @@ const FRAMING = new Set(['connection', 'keep-alive', 'transfer-encoding', 'conte
 
 /** Forwards an upgrade handshake to the guest port and, once it upgrades, pipes both ways. */
 function pipeUpgrade(
+  tunnels: Set<Duplex>,
   req: IncomingMessage,
   socket: Duplex,
   head: Buffer,
@@ -117,7 +120,9 @@ function pipeUpgrade(
     socket.write(rawHead(ures) + '\r\n');
     if (uhead.length) socket.write(uhead);
     if (head.length) usock.write(head);
+    tunnels.add(socket);
     const end = (): void => {
+      tunnels.delete(socket);
       socket.destroy();
       usock.destroy();
     };
@@ -178,7 +183,7 @@ export function handleUpgrade(d: PortProxyDeps, req: IncomingMessage, socket: Du
   resolvePort(d, t, req.headers)
     .then((r) => {
       if (!r.ok) rawAnswer(socket, r.status, r.body);
-      else if (!socket.destroyed) pipeUpgrade(req, socket, head, { ...r, path, id, port });
+      else if (!socket.destroyed) pipeUpgrade(d.tunnels, req, socket, head, { ...r, path, id, port });
     })
     .catch((e: unknown) => {
       d.log.error({ err: e, sandboxId: id }, 'envd proxy: upgrade failed');
