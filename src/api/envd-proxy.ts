@@ -21,7 +21,7 @@ import { ERROR_CODES, asKilnError, invalidArgument } from '../core/errors.ts';
 import { SandboxConnector } from '../daemon/connect.ts';
 import type { SandboxService } from '../daemon/sandbox-service.ts';
 import { clientGone, parseTarget, sendJson } from './http.ts';
-import { handleUpgrade, resolvePort } from './port-proxy.ts';
+import { forgetPort, handleUpgrade, resolvePort } from './port-proxy.ts';
 import { PUBLIC_TRAFFIC, portClosedBody, targetOf, type TrafficPolicy } from './port-target.ts';
 import type { Duplex } from 'node:stream';
 
@@ -82,6 +82,7 @@ interface Proxy {
   connector: SandboxConnector;
   traffic: (sandboxId: string) => TrafficPolicy;
   tunnels: Set<Duplex>;
+  ports: Map<string, { startedAt: string | null; baseUrl: string }>;
 }
 
 /** The running sandbox whose token produced this `/files` URL's signature, if any. */
@@ -175,6 +176,7 @@ function forward(
     }
     if (published) {
       // QEMU accepts for the guest; a port nobody listens on drops the connection.
+      forgetPort(p, id, published.port);
       log.debug({ port: published.port, err: e.message }, 'envd proxy: guest port not open');
       if (res.headersSent) res.destroy();
       else sendJson(res, 502, portClosedBody(id, published.port));
@@ -316,6 +318,7 @@ export function createEnvdProxy(d: EnvdProxyDeps): EnvdProxy {
     connector: d.connector ?? new SandboxConnector(d.svc),
     traffic: d.traffic ?? (() => PUBLIC_TRAFFIC),
     tunnels: new Set(),
+    ports: new Map(),
   };
   return {
     handle: (req, res) => {

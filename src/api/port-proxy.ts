@@ -27,6 +27,31 @@ export interface PortProxyDeps {
   traffic: (sandboxId: string) => TrafficPolicy;
   /** The client sockets of live upgraded connections (the HTTP server no longer sees them). */
   tunnels: Set<Duplex>;
+  /** Published ports by `<id>:<port>`, for the VM that started at `startedAt` (see `forgetPort`). */
+  ports: Map<string, { startedAt: string | null; baseUrl: string }>;
+}
+
+/** The most published ports remembered; past it the cache starts over (ended sandboxes' entries go). */
+const MAX_CACHED_PORTS = 4096;
+
+/** Drops a remembered published port (its connection failed: the VM or its forward may be gone). */
+export function forgetPort(d: Pick<PortProxyDeps, 'ports'>, id: string, port: number): void {
+  d.ports.delete(`${id}:${port}`);
+}
+
+/**
+ * The published port's base URL: remembered while the sandbox runs the same VM (a resume or
+ * restore starts another, without the forward), so requests do not each ask the hypervisor.
+ */
+async function publishedUrl(d: PortProxyDeps, id: string, port: number): Promise<string> {
+  const { sandbox } = await d.svc.agent(id);
+  const key = `${id}:${port}`;
+  const known = d.ports.get(key);
+  if (known && known.startedAt === sandbox.startedAt) return known.baseUrl;
+  const { baseUrl } = await d.svc.guestPort(id, port);
+  if (d.ports.size >= MAX_CACHED_PORTS) d.ports.clear();
+  d.ports.set(key, { startedAt: sandbox.startedAt, baseUrl });
+  return baseUrl;
 }
 
 /** Where a published-port request goes (`baseUrl`, with `host` as its Host), or the answer refusing it. */
@@ -68,7 +93,7 @@ export async function resolvePort(
   if (refused) return { ok: false, ...refused };
   try {
     await d.connector.resumeOnTraffic(t.id);
-    const { baseUrl } = await d.svc.guestPort(t.id, t.port);
+    const baseUrl = await publishedUrl(d, t.id, t.port);
     return { ok: true, baseUrl, host: guestHost(policy, t.port, h.host) };
   } catch (e) {
     return refusalOf(d, e, t.id);
@@ -99,7 +124,7 @@ const FRAMING = new Set(['connection', 'keep-alive', 'transfer-encoding', 'conte
 
 /** Forwards an upgrade handshake to the guest port and, once it upgrades, pipes both ways. */
 function pipeUpgrade(
-  tunnels: Set<Duplex>,
+  { tunnels, ports }: Pick<PortProxyDeps, 'tunnels' | 'ports'>,
   req: IncomingMessage,
   socket: Duplex,
   head: Buffer,
@@ -139,6 +164,7 @@ function pipeUpgrade(
     ures.on('error', () => socket.destroy());
   });
   up.on('error', () => {
+    forgetPort({ ports }, to.id, to.port);
     if (answered) socket.destroy();
     else rawAnswer(socket, 502, portClosedBody(to.id, to.port));
   });
@@ -183,7 +209,7 @@ export function handleUpgrade(d: PortProxyDeps, req: IncomingMessage, socket: Du
   resolvePort(d, t, req.headers)
     .then((r) => {
       if (!r.ok) rawAnswer(socket, r.status, r.body);
-      else if (!socket.destroyed) pipeUpgrade(d.tunnels, req, socket, head, { ...r, path, id, port });
+      else if (!socket.destroyed) pipeUpgrade(d, req, socket, head, { ...r, path, id, port });
     })
     .catch((e: unknown) => {
       d.log.error({ err: e, sandboxId: id }, 'envd proxy: upgrade failed');
