@@ -21,7 +21,7 @@ import { ERROR_CODES, asKilnError, invalidArgument } from '../core/errors.ts';
 import { SandboxConnector } from '../daemon/connect.ts';
 import type { SandboxService } from '../daemon/sandbox-service.ts';
 import { clientGone, parseTarget, sendJson } from './http.ts';
-import { forgetPort, handleUpgrade, resolvePort } from './port-proxy.ts';
+import { forgetPort, handleUpgrade, resolvePort, type PortProxyDeps } from './port-proxy.ts';
 import { PUBLIC_TRAFFIC, portClosedBody, targetOf, type TrafficPolicy } from './port-target.ts';
 import type { Duplex } from 'node:stream';
 
@@ -72,17 +72,14 @@ function sendProxyError(res: ServerResponse, status: number, message: string, sa
   sendJson(res, status, { code: status, message, ...(sandboxId ? { sandboxId } : {}) });
 }
 
-/** The proxy's state: its deps, its connection pool to guests, the autoResume policy. */
-interface Proxy {
-  svc: SandboxService;
-  log: Logger;
+/**
+ * The proxy's state: its deps, the autoResume and traffic policies, published-port state
+ * (PortProxyDeps), and its connection pools to guests.
+ */
+interface Proxy extends PortProxyDeps {
   agent: Agent;
   /** Connections to published ports are not reused: guest servers close idle ones as they like. */
   portAgent: Agent;
-  connector: SandboxConnector;
-  traffic: (sandboxId: string) => TrafficPolicy;
-  tunnels: Set<Duplex>;
-  ports: Map<string, { startedAt: string | null; baseUrl: string }>;
 }
 
 /** The running sandbox whose token produced this `/files` URL's signature, if any. */
