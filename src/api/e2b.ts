@@ -21,6 +21,8 @@ export type E2bApiDeps = {
   keys: ApiKeyService;
   /** Connect and autoResume policy; kilnd passes one on the service's clock. */
   connector?: SandboxConnector;
+  /** The `domain` create/connect/get answer (published ports: `{port}-{id}.<domain>`); default none. */
+  sandboxDomain?: () => string | null;
 } & (
   | {
       /** Builds the default template on first use; kilnd passes the native API's (one build at a time). */
@@ -35,7 +37,7 @@ export function e2bRoutes(o: E2bApiDeps): Route[] {
     keys: o.keys,
     templates: 'templates' in o ? o.templates : new TemplateEnsurer(o.svc, o.buildTemplate),
     connector: o.connector ?? new SandboxConnector(o.svc),
-    views: e2bViews(o.svc),
+    views: e2bViews(o.svc, o.sandboxDomain ?? (() => null)),
   };
   return [...sandboxRoutes(d), ...snapshotRoutes(d), ...metricsRoutes(d)];
 }

@@ -4,7 +4,9 @@
  * whose token validates the signature) and piped both ways without buffering, so Connect server
  * streams stay open as long as the guest keeps them. The proxy does not authenticate: the guest
  * agent checks `X-Access-Token` (and URL signatures) itself, so one sandbox's token cannot reach
- * another sandbox.
+ * another sandbox. Requests naming another guest port (Host `{port}-{id}.<domain>` or the
+ * `E2b-Sandbox-Port` header) go to that port (published ports, port-proxy.ts), subject to the
+ * sandbox's traffic policy.
  */
 import {
   Agent,
@@ -19,8 +21,9 @@ import { ERROR_CODES, asKilnError, invalidArgument } from '../core/errors.ts';
 import { SandboxConnector } from '../daemon/connect.ts';
 import type { SandboxService } from '../daemon/sandbox-service.ts';
 import { clientGone, parseTarget, sendJson } from './http.ts';
-
-export const ENVD_PORT = 49983;
+import { forgetPort, handleUpgrade, resolvePort, type PortProxyDeps } from './port-proxy.ts';
+import { PUBLIC_TRAFFIC, portClosedBody, targetOf, type TrafficPolicy } from './port-target.ts';
+import type { Duplex } from 'node:stream';
 
 /** Hop-by-hop headers (RFC 9110 7.6.1) are the proxy's own business; they are not forwarded. */
 const HOP = new Set([
@@ -45,10 +48,18 @@ export interface EnvdProxyDeps {
   log: Logger;
   /** Resumes a paused autoResume sandbox on its first request (default: one on the wall clock). */
   connector?: SandboxConnector;
+  /**
+   * Who may reach a sandbox's published ports and the Host its guest sees (default: everyone,
+   * the client's Host). Throws `not_found` for an unknown sandbox.
+   */
+  traffic?: (sandboxId: string) => TrafficPolicy;
 }
 
 export interface EnvdProxy {
   handle: (req: IncomingMessage, res: ServerResponse) => void;
+  /** The server's `upgrade` listener (WebSocket to published ports). */
+  upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+  /** Drops pooled connections and ends upgraded ones (which the server's close does not); repeatable. */
   close: () => void;
 }
 
@@ -61,12 +72,14 @@ function sendProxyError(res: ServerResponse, status: number, message: string, sa
   sendJson(res, status, { code: status, message, ...(sandboxId ? { sandboxId } : {}) });
 }
 
-/** The proxy's state: its deps, its connection pool to guests, the autoResume policy. */
-interface Proxy {
-  svc: SandboxService;
-  log: Logger;
+/**
+ * The proxy's state: its deps, the autoResume and traffic policies, published-port state
+ * (PortProxyDeps), and its connection pools to guests.
+ */
+interface Proxy extends PortProxyDeps {
   agent: Agent;
-  connector: SandboxConnector;
+  /** Connections to published ports are not reused: guest servers close idle ones as they like. */
+  portAgent: Agent;
 }
 
 /** The running sandbox whose token produced this `/files` URL's signature, if any. */
@@ -111,10 +124,16 @@ function forward(
   p: Proxy,
   req: IncomingMessage,
   res: ServerResponse,
-  to: { url: URL; id: string; baseUrl: string },
+  to: {
+    url: URL;
+    id: string;
+    baseUrl: string;
+    /** A published port: the Host its guest sees, and its port (for the "port not open" answer). */
+    published?: { host: string; port: number };
+  },
   log: Logger,
 ): void {
-  const { url, id } = to;
+  const { url, id, published } = to;
   const target = new URL(to.baseUrl);
   let up: ReturnType<typeof request>;
   try {
@@ -124,8 +143,8 @@ function forward(
       method: req.method,
       // The parsed target, so the guest sees a plain path whatever form the client sent.
       path: url.pathname + url.search,
-      headers: { ...forwardHeaders(req.headers), host: target.host },
-      agent: p.agent,
+      headers: { ...forwardHeaders(req.headers), host: published?.host ?? target.host },
+      agent: published ? p.portAgent : p.agent,
     });
   } catch (e) {
     req.resume();
@@ -152,6 +171,14 @@ function forward(
       log.debug({ sandboxId: id }, 'envd proxy: client went away');
       return;
     }
+    if (published) {
+      // QEMU accepts for the guest; a port nobody listens on drops the connection.
+      forgetPort(p, id, published.port);
+      log.debug({ port: published.port, err: e.message }, 'envd proxy: guest port not open');
+      if (res.headersSent) res.destroy();
+      else sendJson(res, 502, portClosedBody(id, published.port));
+      return;
+    }
     // The VM behind the cached address may be gone (killed, restored elsewhere).
     p.svc.forgetAgent(id);
     log.info({ sandboxId: id, err: e.message }, 'envd proxy: guest unreachable');
@@ -168,9 +195,14 @@ function forward(
  * The sandbox a request is for (its header, or a signed `/files` URL's signer), or an answer
  * saying why there is none (then undefined).
  */
-function targetOf(p: Proxy, req: IncomingMessage, res: ServerResponse, url: URL): string | undefined {
-  const hdr = req.headers['e2b-sandbox-id'];
-  let id = typeof hdr === 'string' && hdr !== '' ? hdr : undefined;
+function envdTarget(
+  p: Proxy,
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+  named: string | undefined,
+): string | undefined {
+  let id = named;
   if (id === undefined && url.pathname === '/files')
     id = bySignature(p.svc, url.searchParams, req.method ?? 'GET');
   if (id === undefined) {
@@ -185,13 +217,26 @@ function targetOf(p: Proxy, req: IncomingMessage, res: ServerResponse, url: URL)
     );
     return undefined;
   }
-  const port = req.headers['e2b-sandbox-port'];
-  if (port !== undefined && port !== String(ENVD_PORT)) {
-    req.resume();
-    sendProxyError(res, 502, `port ${String(port)} of sandbox ${id} is not exposed (only ${ENVD_PORT})`, id);
-    return undefined;
-  }
   return id;
+}
+
+/** A request to a published port: checked, the sandbox woken if it may be, then forwarded. */
+async function routePort(
+  p: Proxy,
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+  t: { id: string; port: number },
+): Promise<void> {
+  const r = await resolvePort(p, t, req.headers);
+  if (!r.ok) {
+    req.resume();
+    if (res.headersSent) res.destroy();
+    else sendJson(res, r.status, r.body);
+    return;
+  }
+  const log = p.log.child({ sandboxId: t.id, port: t.port });
+  forward(p, req, res, { url, id: t.id, baseUrl: r.baseUrl, published: { host: r.host, port: t.port } }, log);
 }
 
 async function route(p: Proxy, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -203,7 +248,17 @@ async function route(p: Proxy, req: IncomingMessage, res: ServerResponse): Promi
     sendProxyError(res, 400, asKilnError(e).message);
     return;
   }
-  const id = targetOf(p, req, res, url);
+  const t = targetOf(req.headers);
+  if (t.kind === 'bad') {
+    req.resume();
+    sendProxyError(res, t.status, t.message);
+    return;
+  }
+  if (t.kind === 'port') {
+    await routePort(p, req, res, url, t);
+    return;
+  }
+  const id = envdTarget(p, req, res, url, t.id);
   if (id === undefined) return;
   const log = p.log.child({ sandboxId: id });
   let baseUrl: string;
@@ -256,14 +311,24 @@ export function createEnvdProxy(d: EnvdProxyDeps): EnvdProxy {
     // Connections to guests are kept open between requests: a new TCP connection through QEMU's
     // user-mode network costs a round trip into the guest.
     agent: new Agent({ keepAlive: true, keepAliveMsecs: 30_000, maxFreeSockets: 16 }),
+    portAgent: new Agent({ keepAlive: false }),
     connector: d.connector ?? new SandboxConnector(d.svc),
+    traffic: d.traffic ?? (() => PUBLIC_TRAFFIC),
+    tunnels: new Set(),
+    ports: new Map(),
   };
   return {
     handle: (req, res) => {
       handle(p, req, res);
     },
+    upgrade: (req, socket, head) => {
+      handleUpgrade(p, req, socket, head);
+    },
     close: () => {
       p.agent.destroy();
+      p.portAgent.destroy();
+      for (const s of p.tunnels) s.destroy();
+      p.tunnels.clear();
     },
   };
 }

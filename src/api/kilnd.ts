@@ -67,6 +67,12 @@ export interface KilndOpts {
   e2bApiPort?: number;
   e2bSandboxPort?: number;
   /**
+   * The `domain` the E2B API answers ($KILN_SANDBOX_DOMAIN through the config): published ports
+   * are `{port}-{sandboxId}.<domain>`. Default `localhost:<envd proxy port>` (curl and browsers
+   * resolve `*.localhost` to loopback without any DNS set-up).
+   */
+  sandboxDomain?: string | undefined;
+  /**
    * Free disk space kept whatever sandboxes may write (MiB); $KILN_DISK_RESERVE_MIB through the
    * config, default 256. See daemon/admission.ts.
    */
@@ -281,8 +287,16 @@ async function serveE2b(
   api: { svc: SandboxService; keys: ApiKeyService; templates: TemplateEnsurer; connector: SandboxConnector },
   limits: ListenersPlan,
   undo: UndoStack,
-): Promise<{ e2bApi: Server; envdProxy: Server; e2bApiUrl: string; e2bSandboxUrl: string }> {
+): Promise<{
+  e2bApi: Server;
+  envdProxy: Server;
+  e2bApiUrl: string;
+  e2bSandboxUrl: string;
+  sandboxDomain: string;
+}> {
   const { svc, keys, templates, connector } = api;
+  // Known once the envd proxy listens; no request is served before.
+  let sandboxDomain = o.sandboxDomain ?? 'localhost';
   const e2bApi = createListener(
     createRouter(
       e2bRoutes({
@@ -291,6 +305,7 @@ async function serveE2b(
         buildTemplate: () => Promise.reject(new Error('unused')),
         templates,
         connector,
+        sandboxDomain: () => sandboxDomain,
       }),
       log.child({ api: 'e2b' }),
       e2bRouterOpts(keys),
@@ -307,6 +322,7 @@ async function serveE2b(
     limits: limits.envdProxy,
     log,
     errorBody: (k) => ({ code: ERROR_CODES[k.code].status, message: k.message }),
+    upgrade: proxy.upgrade,
   });
   undo.push('close the E2B API', () => closeServer(e2bApi));
   const apiPort = await listenTcp(e2bApi, o.e2bApiPort, 'KILN_E2B_API_PORT', DEFAULT_E2B_API_PORT, log);
@@ -318,12 +334,17 @@ async function serveE2b(
     DEFAULT_E2B_SANDBOX_PORT,
     log,
   );
+  // Before the port closes (undo runs in reverse): upgraded connections would hold its close.
+  undo.push('end the envd proxy connections', () => {
+    proxy.close();
+  });
   const e2bApiUrl = `http://127.0.0.1:${apiPort}`;
   const e2bSandboxUrl = `http://127.0.0.1:${sandboxPort}`;
+  sandboxDomain = o.sandboxDomain ?? `localhost:${sandboxPort}`;
   const e2bFile = join(o.stateDir, 'e2b.json');
   undo.push('remove e2b.json', () => unlink(e2bFile).catch(() => undefined));
   await writeFileAtomic(e2bFile, JSON.stringify({ apiUrl: e2bApiUrl, sandboxUrl: e2bSandboxUrl }) + '\n');
-  return { e2bApi, envdProxy, e2bApiUrl, e2bSandboxUrl };
+  return { e2bApi, envdProxy, e2bApiUrl, e2bSandboxUrl, sandboxDomain };
 }
 
 /** The native API on the unix socket (mode 0600). */
@@ -385,7 +406,15 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
     const limits = listenerPlan(log, o.listeners);
     const e2b = await serveE2b(o, log, { svc, keys, templates, connector }, limits, undo);
     const e2bEnv = e2bEnvOnce(o.stateDir, keys, e2b.e2bApiUrl, e2b.e2bSandboxUrl);
-    const routes = nativeRoutes({ svc, buildTemplate, templates, version: KILN_VERSION, keys, e2bEnv });
+    const routes = nativeRoutes({
+      svc,
+      buildTemplate,
+      templates,
+      version: KILN_VERSION,
+      keys,
+      e2bEnv,
+      sandboxDomain: e2b.sandboxDomain,
+    });
     const server = await serveNative(socketPath, log, routes, limits, undo);
     log.info({ socketPath, version: KILN_VERSION }, 'kilnd listening');
     let closing: Promise<void> | undefined;

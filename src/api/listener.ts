@@ -44,6 +44,11 @@ export interface ListenerOpts {
   log: Logger;
   /** This listener's error body, for errors answered outside its handler (malformed HTTP). */
   errorBody: (e: KilnError, opId: string) => unknown;
+  /**
+   * Takes `Upgrade` requests (WebSocket; the envd proxy's published ports). Without it they are
+   * plain requests to `handler`. An upgraded connection counts as busy for as long as it lives.
+   */
+  upgrade?: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 }
 
 /** How often Node checks the head and request deadlines: often enough for short test deadlines. */
@@ -122,6 +127,10 @@ function connectionTracker(l: ListenerLimits, log: Logger) {
         const n = conns.get(sock);
         if (n !== undefined) conns.set(sock, Math.max(0, n - 1));
       });
+    },
+    /** A connection that left HTTP (an upgrade): never idle, never evicted. */
+    upgraded(sock: Socket): void {
+      if (conns.has(sock)) conns.set(sock, Infinity);
     },
     connection(sock: Socket): void {
       conns.set(sock, 0);
@@ -246,6 +255,12 @@ export function createListener(
   server.on('connection', (sock: Socket) => {
     tracker.connection(sock);
   });
+  const upgrade = o.upgrade;
+  if (upgrade)
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      tracker.upgraded(req.socket);
+      upgrade(req, socket, head);
+    });
   server.on('drop', () => {
     logDropped();
   });

@@ -27,6 +27,8 @@ export interface NativeApiDeps {
   version: string;
   keys: ApiKeyService;
   e2bEnv: () => Promise<E2bEnv>;
+  /** The domain published ports are under (`{port}-{id}.<domain>`; kilnd: the E2B API's). */
+  sandboxDomain?: string;
   /** Builds the default template on first use; pass the E2B API's too so they share one build. */
   templates?: TemplateEnsurer;
 }

@@ -15,6 +15,7 @@ const EXPECTED = [
   'sandbox get',
   'sandbox kill',
   'sandbox stats',
+  'sandbox url',
   'sandbox logs',
   'sandbox exec',
   'sandbox timeout',

@@ -83,6 +83,12 @@ export const COMMANDS: Record<string, CommandHelp> = {
     summary: "a sandbox's CPU, memory (RSS, PSS) and disk use",
     options: [JSON_OPT],
   },
+  'sandbox url': {
+    usage: ['kiln sandbox url ID PORT [--json]'],
+    summary:
+      "the http URL of guest port PORT through kilnd's envd proxy (what the e2b SDK's getHost(PORT) names)",
+    options: [JSON_OPT],
+  },
   'sandbox logs': {
     usage: ['kiln sandbox logs ID [--json]'],
     summary: "a sandbox's event log (last 1000 entries)",

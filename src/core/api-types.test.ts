@@ -17,6 +17,7 @@ import {
   RESTORE_SNAPSHOT_FIELDS,
   SANDBOX_VIEW_FIELDS,
   SNAPSHOT_VIEW_FIELDS,
+  PORT_VIEW_FIELDS,
   STATS_VIEW_FIELDS,
   TEMPLATE_VIEW_FIELDS,
   UPDATE_NETWORK_FIELDS,
@@ -56,6 +57,7 @@ describe('core/api-types.ts against docs/openapi.json', () => {
       ['Template', TEMPLATE_VIEW_FIELDS],
       ['Snapshot', SNAPSHOT_VIEW_FIELDS],
       ['Stats', STATS_VIEW_FIELDS],
+      ['Port', PORT_VIEW_FIELDS],
       ['ApiKey', API_KEY_VIEW_FIELDS],
       ['Network', NETWORK_VIEW_FIELDS],
     ] as const) {

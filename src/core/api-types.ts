@@ -151,6 +151,22 @@ export const STATS_VIEW_FIELDS = {
   at: true,
 } as const satisfies Fields<StatsView>;
 
+/** Where a sandbox's guest port is published (GET /v1/sandboxes/{id}/ports/{port}). */
+export interface PortView {
+  sandboxId: string;
+  port: number;
+  /** `{port}-{sandboxId}.<domain>`: what the E2B SDK's `sandbox.getHost(port)` answers. */
+  host: string;
+  /** `http://<host>/`. */
+  url: string;
+}
+export const PORT_VIEW_FIELDS = {
+  sandboxId: true,
+  port: true,
+  host: true,
+  url: true,
+} as const satisfies Fields<PortView>;
+
 /** An entry of a sandbox's event log, as the store keeps it. */
 export type EventView = EventRecord;
 

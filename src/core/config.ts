@@ -28,6 +28,12 @@ export interface KilnConfig {
   /** KILN_E2B_API_PORT / KILN_E2B_SANDBOX_PORT (0 = any free port; default 7480 / 7481). */
   e2bApiPort: number | undefined;
   e2bSandboxPort: number | undefined;
+  /**
+   * KILN_SANDBOX_DOMAIN: the `domain` the E2B API answers, so that the SDK's
+   * `sandbox.getHost(port)` is `{port}-{sandboxId}.<domain>` (a name with wildcard DNS pointing
+   * at the envd proxy, with `:port` if it is not 80). Default `localhost:<envd proxy port>`.
+   */
+  sandboxDomain: string | undefined;
   /** KILN_OVERCOMMIT_RATIO: guest memory may total host memory x this, > 0 (default 1.5). */
   overcommitRatio: number | undefined;
   /** KILN_DISK_RESERVE_MIB: free disk kept whatever sandboxes write (default 256). */
@@ -109,6 +115,19 @@ function ipv4(env: Env, name: string): string | undefined {
   return v;
 }
 
+/** A host name (lowercase letters, digits, dots, dashes) with an optional `:port`. */
+function domain(env: Env, name: string): string | undefined {
+  const v = str(env, name);
+  if (v === undefined) return undefined;
+  const m = /^([a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*)(:(\d{1,5}))?$/.exec(v);
+  if (!m || (m[6] !== undefined && (Number(m[6]) < 1 || Number(m[6]) > 65535)))
+    throw invalidArgument(
+      name,
+      `must be a lowercase host name with an optional :port (e.g. sandbox.example.com:7481), got "${v}"`,
+    );
+  return v;
+}
+
 /** Reads and checks every KILN_* variable; call once, at start-up, in a process entry. */
 export function loadConfig(env: Env = process.env, home: string = homedir()): KilnConfig {
   return {
@@ -120,6 +139,7 @@ export function loadConfig(env: Env = process.env, home: string = homedir()): Ki
     accel: oneOf(env, 'KILN_ACCEL', ['auto', 'kvm', 'tcg'], 'auto'),
     e2bApiPort: port(env, 'KILN_E2B_API_PORT'),
     e2bSandboxPort: port(env, 'KILN_E2B_SANDBOX_PORT'),
+    sandboxDomain: domain(env, 'KILN_SANDBOX_DOMAIN'),
     overcommitRatio: num(env, 'KILN_OVERCOMMIT_RATIO', 0, true),
     diskReserveMiB: num(env, 'KILN_DISK_RESERVE_MIB', 0),
     diskOvercommitRatio: num(env, 'KILN_DISK_OVERCOMMIT_RATIO', 1),

@@ -34,6 +34,24 @@ export function validateInt(field: string, value: unknown, min: number, max: num
   return value;
 }
 
+/** The guest port the guest agent (envd) listens on. */
+export const GUEST_AGENT_PORT = 49983;
+
+/**
+ * A guest TCP port the host may reach through a published port: 1-65535 but not the guest
+ * agent's (reached only through the envd routes, with its access token). `invalid_argument`
+ * naming `field` otherwise.
+ */
+export function validatePublishedPort(field: string, value: unknown): number {
+  const port = validateInt(field, value, 1, 65535);
+  if (port === GUEST_AGENT_PORT)
+    throw invalidArgument(
+      field,
+      `${GUEST_AGENT_PORT} is the guest agent's port; it is reached only through the envd routes`,
+    );
+  return port;
+}
+
 export const validateMemoryMiB = (v: unknown): number =>
   validateInt('memoryMiB', v, LIMITS.memoryMiB.min, LIMITS.memoryMiB.max);
 export const validateVcpus = (v: unknown): number =>

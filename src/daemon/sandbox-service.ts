@@ -15,7 +15,7 @@ import { startLoops, type LoopOpts } from './monitors/loops.ts';
 import { reapExpired, setEndTime } from './monitors/reaper.ts';
 import { StatsSampler } from './monitors/stats.ts';
 import { reconcile, type ReconcileReport } from './recovery/reconcile.ts';
-import { agent, exec, guestMetrics } from './sandbox/agent.ts';
+import { agent, exec, guestMetrics, guestPortUrl } from './sandbox/agent.ts';
 import { exportSnapshot, importSnapshot } from './sandbox/archive.ts';
 import { newServiceContext, type ServiceContext } from './sandbox/context.ts';
 import { createSandbox, planCreate } from './sandbox/create.ts';
@@ -169,6 +169,11 @@ export class SandboxService {
    */
   async agent(id: string): Promise<{ sandbox: SandboxRecord; baseUrl: string }> {
     return agent(this.#sc, id);
+  }
+
+  /** Where the host reaches guest port `guestPort` of a running sandbox, published on first use. */
+  async guestPort(id: string, guestPort: number): Promise<{ sandbox: SandboxRecord; baseUrl: string }> {
+    return guestPortUrl(this.#sc, id, guestPort);
   }
 
   /** Drops the cached agent address of a sandbox (its VM may have changed). */

@@ -18,6 +18,7 @@ import type {
   RestoreSnapshotRequest,
   SandboxView,
   SnapshotView,
+  PortView,
   StatsView,
   TemplateView,
   UpdateNetworkRequest,
@@ -31,6 +32,7 @@ export type {
   NetworkView,
   SandboxView,
   SnapshotView,
+  PortView,
   StatsView,
   TemplateView,
 } from '../core/api-types.ts';
@@ -154,6 +156,11 @@ export class KilnClient {
 
   setTimeout(id: string, timeoutS: number): Promise<SandboxView> {
     return this.#json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/timeout`, { timeoutS });
+  }
+
+  /** Where guest port `port` of a live sandbox is reached from the host (an http URL). */
+  port(id: string, port: number): Promise<PortView> {
+    return this.#json('GET', `/v1/sandboxes/${encodeURIComponent(id)}/ports/${port}`);
   }
 
   stats(id: string): Promise<StatsView> {

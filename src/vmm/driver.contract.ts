@@ -129,8 +129,32 @@ export function vmmDriverContract(name: string, make: () => Promise<DriverFixtur
         assert.equal((await d.status(id)).state, 'running');
       });
 
+      it('exposes a guest port on the agent host, once, while running or paused; refuses the agent port', async () => {
+        const d = fx.driver;
+        const info = await d.status(id);
+        const ep = await d.exposePort(id, 8000);
+        assert.equal(ep.host, info.agent.host, 'published on the host address of the agent forward');
+        assert.ok(ep.port > 0 && ep.port !== info.agent.port, JSON.stringify(ep));
+        assert.deepEqual(await d.exposePort(id, 8000), ep, 'a second call answers the same endpoint');
+        const [a, b] = await Promise.all([d.exposePort(id, 8001), d.exposePort(id, 8001)]);
+        assert.deepEqual(a, b, 'concurrent calls make one forward');
+        await d.pause(id);
+        try {
+          assert.deepEqual(await d.exposePort(id, 8000), ep);
+          const p = await d.exposePort(id, 8002);
+          assert.ok(p.port > 0 && p.port !== ep.port);
+        } finally {
+          await d.resume(id);
+        }
+        await rejectsWith(d.exposePort(id, AGENT_PORT), 'invalid_argument', /port.*guest agent/);
+        for (const bad of [0, 65536, 1.5, -80])
+          await rejectsWith(d.exposePort(id, bad), 'invalid_argument', /port/);
+        await rejectsWith(d.exposePort('nope', 8000), 'not_found');
+      });
+
       it('is seen by a re-attaching driver (after the first closed), which can stop it', async () => {
         const first = await fx.driver.status(id);
+        const published = await fx.driver.exposePort(id, 8000);
         // Models a daemon restart: the old process's handles are gone, the VM keeps running.
         await fx.driver.close();
         const d2 = fx.reattach();
@@ -139,6 +163,7 @@ export function vmmDriverContract(name: string, make: () => Promise<DriverFixtur
         assert.equal(seen.state, 'running');
         assert.deepEqual(seen.agent, first.agent);
         assert.deepEqual(seen.endpoints, first.endpoints);
+        assert.deepEqual(await d2.exposePort(id, 8000), published, 'it finds the forward the VM has');
         await d2.stop(id);
         await d2.close();
         await rejectsWith(fx.driver.status(id), 'not_found');

@@ -13,10 +13,12 @@
  * and nothing is removed: the files of a VM whose process may live are never deleted.
  */
 
+import { GUEST_AGENT_PORT } from '../core/validate.ts';
+
 export type VmState = 'running' | 'paused' | 'stopped';
 
 /** The guest port the guest agent (envd) listens on; every driver exposes it as `VmInfo.agent`. */
-export const AGENT_PORT = 49983;
+export const AGENT_PORT = GUEST_AGENT_PORT;
 
 /** What a fresh VM boots from. Paths are absolute; nothing here is ever written. */
 export interface BootSource {
@@ -192,6 +194,15 @@ export interface VmmDriver {
   status(id: string): Promise<VmInfo>;
   /** Freezes the vCPUs. Legal in `running`. */
   pause(id: string, opts?: OpOpts): Promise<void>;
+  /**
+   * Makes guest TCP port `guestPort` reachable from the host and answers where (on the host
+   * address of the VM's agent forward, `VmInfo.agent.host`). Legal in `running` and `paused`.
+   * Idempotent: a port already exposed (also by an earlier driver instance) answers the same
+   * endpoint. `invalid_argument` for a non-port and for `AGENT_PORT` (the agent is reached only
+   * through `VmInfo.agent`). The forward lasts as long as the VM process: a VM restored from a
+   * snapshot starts with none.
+   */
+  exposePort(id: string, guestPort: number, opts?: OpOpts): Promise<Endpoint>;
   /** Unfreezes the vCPUs. Legal in `paused`. */
   resume(id: string, opts?: OpOpts): Promise<void>;
   /**

@@ -1,7 +1,12 @@
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import {
+  createServer as createTcpServer,
+  type AddressInfo,
+  type Server as TcpServer,
+  type Socket,
+} from 'node:net';
 import { KilnError, invalidArgument } from '../core/errors.ts';
-import { validateMemoryMiB, validateName, validateVcpus } from '../core/validate.ts';
+import { validateMemoryMiB, validateName, validatePublishedPort, validateVcpus } from '../core/validate.ts';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
@@ -21,6 +26,13 @@ import {
 
 export type FakeWorld = Map<string, FakeVm>;
 
+/** A published port of a fake VM: its loopback listener and the connections it took. */
+interface Published {
+  server: TcpServer;
+  endpoint: Endpoint;
+  sockets: Set<Socket>;
+}
+
 interface FakeVm {
   info: VmInfo;
   servers: Server[];
@@ -32,6 +44,8 @@ interface FakeVm {
   dirLost: boolean;
   /** The disk layer (or rootfs) its writable layer sits on. */
   layer: string;
+  /** Published guest ports (`exposePort`): a loopback listener each. */
+  published: Map<number, Promise<Published>>;
 }
 
 /** A fake disk layer file: this line naming the layer it sits on; anything else is standalone. */
@@ -78,6 +92,24 @@ const fakeDiskLayers: DiskLayers = {
   },
 };
 
+/** Like QEMU's forward: the host side accepts; a guest port nobody listens on drops the connection. */
+async function publish(vm: FakeVm, guest: () => Server | undefined): Promise<Published> {
+  const sockets = new Set<Socket>();
+  const server = createTcpServer((sock) => {
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+    const inGuest = guest();
+    if (inGuest) inGuest.emit('connection', sock);
+    else sock.destroy();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    server,
+    endpoint: { host: vm.info.agent.host, port: (server.address() as AddressInfo).port },
+    sockets,
+  };
+}
+
 /**
  * An in-memory `VmmDriver` for unit tests of the layers above: no processes, but each "VM" serves
  * `GET /health` (204) on a real loopback port per guest port, so readiness code paths run. It
@@ -89,6 +121,8 @@ export class FakeDriver implements VmmDriver {
   #nextPid = 10_000;
   /** While set, every call fails as a host read would with this errno (see `failIo`). */
   #ioFailure: string | undefined;
+  /** What "listens" in the guests, by `<vm id>:<guest port>` (see `serveGuestPort`). */
+  readonly #guestServers = new Map<string, Server>();
 
   /** Instances sharing one `world` model a second process re-attaching to the same VMs. */
   constructor(world: FakeWorld = new Map()) {
@@ -157,6 +191,7 @@ export class FakeDriver implements VmmDriver {
       console: [],
       dirLost: false,
       layer: spec.diskLayer ?? spec.boot.rootfs,
+      published: new Map(),
     });
     return { ...info };
   }
@@ -200,6 +235,28 @@ export class FakeDriver implements VmmDriver {
       throw new KilnError('invalid_state', `VM ${id} is ${vm.info.state}; ${action} needs ${from}`);
     }
     vm.info.state = to;
+  }
+
+  async exposePort(id: string, guestPort: number): Promise<Endpoint> {
+    validatePublishedPort('port', guestPort);
+    const vm = this.#get(id);
+    if (vm.info.state === 'stopped')
+      throw new KilnError('invalid_state', `VM ${id} is stopped; exposing a port needs running or paused`);
+    let pub = vm.published.get(guestPort);
+    if (!pub) {
+      pub = publish(vm, () => this.#guestServers.get(`${id}:${guestPort}`));
+      vm.published.set(guestPort, pub);
+    }
+    return { ...(await pub).endpoint };
+  }
+
+  /**
+   * Test hook: `server` (not listening itself) answers what reaches guest port `guestPort` of VM
+   * `id` (also of a later VM with that id: a restored one) through a published port, as a
+   * server started by the guest's image would.
+   */
+  serveGuestPort(id: string, guestPort: number, server: Server): void {
+    this.#guestServers.set(`${id}:${guestPort}`, server);
   }
 
   pause(id: string): Promise<void> {
@@ -274,6 +331,12 @@ export class FakeDriver implements VmmDriver {
     const vm = this.#get(id);
     if (opts.keepOverlayAs) await writeFile(opts.keepOverlayAs, `${FAKE_LAYER}${vm.layer}\n`);
     for (const s of vm.servers) await new Promise((r) => s.close(r));
+    // The "process" ends: connections through its published ports end with it.
+    for (const pub of vm.published.values()) {
+      const p = await pub;
+      for (const sock of p.sockets) sock.destroy();
+      await new Promise((r) => p.server.close(r));
+    }
     this.#vms.delete(id);
   }
 

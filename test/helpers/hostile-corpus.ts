@@ -156,8 +156,8 @@ export function corpus(listener: Listener, apiKey: string, sandboxId: string | u
 
 /**
  * The one 5xx a listener may answer: the envd proxy's 502 for a sandbox it does not know or that
- * does not run (E2B's proxy does the same; the SDK reads it as "not running"), or for a port it
- * does not expose. Everything else in 5xx is a kiln bug.
+ * does not run (E2B's proxy does the same; the SDK reads it as "not running"), or for a
+ * published port nothing in the guest listens on (E2B's "port is not open"). Everything else in 5xx is a kiln bug.
  */
 export function legitimate5xx(listener: Listener, status: number, body: string, head: boolean): boolean {
   if (listener !== 'envdProxy' || status !== 502) return false;
@@ -173,7 +173,9 @@ export function legitimate5xx(listener: Listener, status: number, body: string, 
   return (
     code === 502 &&
     typeof message === 'string' &&
-    /^(The sandbox .* was not found or is not running|port .* of sandbox .* is not exposed)/.test(message)
+    /^(The sandbox .* was not found or is not running|The sandbox is running but port is not open)/.test(
+      message,
+    )
   );
 }
 

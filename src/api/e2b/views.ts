@@ -14,7 +14,8 @@ export interface E2bSandbox {
   envdAccessToken: string;
   /** Only for a sandbox whose published ports are private (`allowPublicTraffic: false`). */
   trafficAccessToken: string | null;
-  domain: null;
+  /** Where published ports are: `sandbox.getHost(port)` = `{port}-{sandboxID}.<domain>`. */
+  domain: string | null;
 }
 
 /** `SandboxNetworkConfig` as get answers it (E2B SDK's `SandboxNetworkInfo`). */
@@ -45,7 +46,7 @@ export interface E2bListedSandbox {
 /** `SandboxDetail`: the listed fields plus the token, domain, network and lifecycle. */
 export interface E2bSandboxDetail extends E2bListedSandbox {
   envdAccessToken: string;
-  domain: null;
+  domain: string | null;
   allowInternetAccess: boolean;
   network: E2bNetwork;
   lifecycle: { autoResume: boolean; onTimeout: 'pause' | 'kill' };
@@ -68,7 +69,7 @@ export interface E2bViews {
   detail: (s: SandboxRecord) => E2bSandboxDetail;
 }
 
-export function e2bViews(svc: SandboxService): E2bViews {
+export function e2bViews(svc: SandboxService, domain: () => string | null): E2bViews {
   // Template names by id, for `alias` (templates are not renamed).
   const templates = new Map<string, TemplateRecord>();
   const alias = (id: string): { alias?: string } => {
@@ -103,13 +104,13 @@ export function e2bViews(svc: SandboxService): E2bViews {
       envdVersion: ENVD_VERSION,
       envdAccessToken: s.accessToken,
       trafficAccessToken: s.network.allowPublicTraffic ? null : s.trafficToken,
-      domain: null,
+      domain: domain(),
     }),
     listed,
     detail: (s) => ({
       ...listed(s),
       envdAccessToken: s.accessToken,
-      domain: null,
+      domain: domain(),
       allowInternetAccess: s.network.egress.internet,
       network: e2bNetwork(s.network),
       lifecycle: { autoResume: s.autoResume, onTimeout: s.autoPause ? 'pause' : 'kill' },

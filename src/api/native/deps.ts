@@ -14,6 +14,8 @@ export interface NativeDeps {
   version: string;
   keys: ApiKeyService;
   e2bEnv: () => Promise<E2bEnvView>;
+  /** The domain published ports are under (`{port}-{id}.<domain>`); unset: none is served. */
+  sandboxDomain?: string;
 }
 
 /** The request's JSON body under the native API's null rule (docs/openapi.json: nothing is nullable). */

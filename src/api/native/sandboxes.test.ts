@@ -28,3 +28,29 @@ describe('native create: the default template on first use', () => {
     assert.equal(h.builds.length, 1, 'built once');
   });
 });
+
+describe('native ports: GET /v1/sandboxes/{id}/ports/{port}', () => {
+  let h: NativeHarness;
+  before(async () => (h = await NativeHarness.start({ base: true })));
+  after(() => h.close());
+
+  it('answers the published URL of a live sandbox; bad ports, the agent port and unknown ids are refused', async () => {
+    const id = (await h.call('POST', '/v1/sandboxes', { template: 'base' })).json?.['sandboxId'] as string;
+    const r = await h.call('GET', `/v1/sandboxes/${id}/ports/8000`);
+    assert.equal(r.status, 200);
+    assert.deepEqual(r.json, {
+      sandboxId: id,
+      port: 8000,
+      host: `8000-${id}.localhost:2`,
+      url: `http://8000-${id}.localhost:2/`,
+    });
+    for (const bad of ['0', '65536', 'http', '49983']) {
+      const b = await h.call('GET', `/v1/sandboxes/${id}/ports/${bad}`);
+      assert.deepEqual([b.status, b.json?.['code']], [400, 'invalid_argument'], bad);
+      assert.match(String(b.json?.['message']), /port/);
+    }
+    assert.equal((await h.call('GET', '/v1/sandboxes/sbx-nope/ports/8000')).status, 404);
+    await h.call('DELETE', `/v1/sandboxes/${id}`);
+    assert.equal((await h.call('GET', `/v1/sandboxes/${id}/ports/8000`)).status, 409);
+  });
+});

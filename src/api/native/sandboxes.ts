@@ -1,8 +1,18 @@
-/** /v1/sandboxes: create, list, get, kill, timeout, pause, resume, fork, stats, logs, network. */
-import type { EventView, ForkView, PageView, SandboxView, StatsView } from '../../core/api-types.ts';
+/** /v1/sandboxes: create, list, get, kill, timeout, pause, resume, fork, stats, logs, network, ports. */
+import type {
+  EventView,
+  ForkView,
+  PageView,
+  PortView,
+  RestoreSnapshotRequest,
+  SandboxView,
+  StatsView,
+} from '../../core/api-types.ts';
 import { DEFAULT_CREATE_FLAGS, DEFAULT_FORK_COUNT } from '../../core/defaults.ts';
 import type { SandboxState } from '../../core/domain.ts';
+import { KilnError } from '../../core/errors.ts';
 import { parseNetwork, parseNetworkUpdate } from '../../core/network-parse.ts';
+import { validatePublishedPort } from '../../core/validate.ts';
 import type { CreateRequest } from '../../daemon/sandbox-service.ts';
 import type { Ctx, Route } from '../http.ts';
 import { queryEnum, required, type Fields } from '../parse.ts';
@@ -87,6 +97,21 @@ async function updateNetwork(d: NativeDeps, c: Ctx): Promise<SandboxView> {
   return sandboxView(await d.svc.updateNetwork(idOf(c), egress, { opId: c.opId }));
 }
 
+/** Where guest port `:port` of a live sandbox is reached from the host (published on first use). */
+function port(d: NativeDeps, c: Ctx): PortView {
+  const raw = c.params['port'] ?? '';
+  const guestPort = validatePublishedPort('port', /^\d{1,5}$/.test(raw) ? Number(raw) : raw);
+  const s = d.svc.get(idOf(c));
+  if (s.state === 'dead' || s.state === 'killing')
+    throw new KilnError('invalid_state', `sandbox ${s.id} is ${s.state}; it has no ports`, {
+      details: { sandboxId: s.id, state: s.state },
+    });
+  if (d.sandboxDomain === undefined)
+    throw new KilnError('invalid_state', 'this kilnd serves no envd proxy, so no published ports');
+  const host = `${guestPort}-${s.id}.${d.sandboxDomain}`;
+  return { sandboxId: s.id, port: guestPort, host, url: `http://${host}/` };
+}
+
 function logs(d: NativeDeps, c: Ctx): PageView<EventView> {
   const p = d.svc.logs(idOf(c), pageOf(c.query));
   return { items: p.items, next: p.next ?? null };
@@ -122,6 +147,7 @@ export const sandboxRoutes = (d: NativeDeps): Route[] => [
     path: '/v1/sandboxes/:id/stats',
     handler: (c): Promise<StatsView> => d.svc.stats(idOf(c)),
   },
+  { method: 'GET', path: '/v1/sandboxes/:id/ports/:port', handler: (c) => Promise.resolve(port(d, c)) },
   { method: 'GET', path: '/v1/sandboxes/:id/logs', handler: (c) => Promise.resolve(logs(d, c)) },
   { method: 'PUT', path: '/v1/sandboxes/:id/network', handler: (c) => updateNetwork(d, c) },
 ];

@@ -94,6 +94,7 @@ export class NativeHarness extends ApiHarness {
       keys: new ApiKeyService({ store: h.store }),
       e2bEnv: () =>
         Promise.resolve({ apiUrl: 'http://127.0.0.1:1', sandboxUrl: 'http://127.0.0.1:2', apiKey: 'k' }),
+      sandboxDomain: 'localhost:2',
     });
     ({ server: h.server, url: h.url } = await listen(createRouter(routes, nullLogger), o.socket));
     return h;
@@ -140,13 +141,22 @@ export class E2bHarness extends ApiHarness {
   static async start(o: { deps?: Partial<SandboxServiceDeps> } = {}): Promise<E2bHarness> {
     const h = new E2bHarness(await ServiceFixture.start(o.deps ? { deps: o.deps } : {}));
     h.apiKey = h.keys.create('test').key;
-    const routes = e2bRoutes({ svc: h.svc, keys: h.keys, buildTemplate: h.buildTemplate });
+    // The domain names the envd proxy's port, known once it listens (before any request).
+    let domain = 'localhost';
+    const routes = e2bRoutes({
+      svc: h.svc,
+      keys: h.keys,
+      buildTemplate: h.buildTemplate,
+      sandboxDomain: () => domain,
+    });
     const api = await listen(createRouter(routes, nullLogger, e2bRouterOpts(h.keys)));
     const p = createEnvdProxy({ svc: h.svc, log: nullLogger });
     h.closeProxy = p.close;
     const prox = await listen(p.handle);
+    prox.server.on('upgrade', p.upgrade);
     h.servers = [api.server, prox.server];
     [h.apiUrl, h.sandboxUrl] = [api.url, prox.url];
+    domain = `localhost:${new URL(prox.url).port}`;
     return h;
   }
 

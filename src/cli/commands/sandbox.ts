@@ -174,6 +174,18 @@ async function stats(k: Call): Promise<number> {
   return 0;
 }
 
+/** `kiln sandbox url ID PORT`: the http URL through which the host reaches a guest port. */
+async function url(k: Call): Promise<number> {
+  const { c, positionals, needId, out } = k;
+  const port = intArg('port', positionals[1]);
+  if (port === undefined) throw new UsageError('kiln sandbox url ID PORT');
+  const p = await c.port(needId(), port);
+  out(p, () => {
+    console.log(p.url);
+  });
+  return 0;
+}
+
 async function logs(k: Call): Promise<number> {
   const { c, needId, out } = k;
   const r = await c.logs(needId(), { limit: 1000 });
@@ -235,6 +247,7 @@ const HANDLERS: Record<string, (k: Call) => Promise<number>> = {
   kill,
   timeout,
   stats,
+  url,
   logs,
   pause: pauseOrResume,
   resume: pauseOrResume,

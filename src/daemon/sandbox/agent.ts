@@ -1,5 +1,6 @@
 import type { SandboxRecord } from '../../core/domain.ts';
 import { KilnError } from '../../core/errors.ts';
+import { validatePublishedPort } from '../../core/validate.ts';
 import type { ExecOpts, ExecResult, GuestClient, GuestMetrics } from '../guest-client.ts';
 import type { ServiceContext } from './context.ts';
 import { getSandbox } from './queries.ts';
@@ -37,6 +38,23 @@ export async function agent(
   // A sandbox marked unresponsive or stopped fails now, with why, instead of hanging the caller.
   await sc.watcher.assertUsable(s, baseUrl);
   return { sandbox: s, baseUrl };
+}
+
+/**
+ * Where the host reaches guest TCP port `guestPort` of a running sandbox (`http://<host>:<port>`),
+ * for the envd proxy's published ports: the driver forwards it on first use (a resumed or
+ * restored VM gets a new forward). Errors as `agent`; `invalid_argument` for a port that cannot
+ * be published (the agent's own among them).
+ */
+export async function guestPortUrl(
+  sc: ServiceContext,
+  id: string,
+  guestPort: number,
+): Promise<{ sandbox: SandboxRecord; baseUrl: string }> {
+  validatePublishedPort('port', guestPort);
+  const { sandbox } = await agent(sc, id);
+  const ep = await sc.driver.exposePort(id, guestPort);
+  return { sandbox, baseUrl: `http://${ep.host}:${ep.port}` };
 }
 
 /** A guest client of a running sandbox's agent, carrying the request's op id. */

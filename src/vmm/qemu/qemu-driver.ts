@@ -6,7 +6,9 @@ import type { Failpoint } from '../../core/failpoint.ts';
 import { nullLogger } from '../../core/log.ts';
 import { sleep } from '../../core/proc.ts';
 import { UndoStack } from '../../core/undo.ts';
+import { validatePublishedPort } from '../../core/validate.ts';
 import type {
+  Endpoint,
   OpOpts,
   SaveStateResult,
   StopOpts,
@@ -22,6 +24,7 @@ import { QemuDiskLayers, freezeOverlay } from './disk-layers.ts';
 import { hostTscKhz } from './host.ts';
 import { hostIo, ioError, isAbsent, type HostIo } from './host-io.ts';
 import { cancelOutgoing, restoreState, saveState } from './migration.ts';
+import { exposeForward } from './port-forwards.ts';
 import { planVm, validateSpec, type QemuVm } from './plan.ts';
 import {
   findProcesses,
@@ -76,6 +79,8 @@ export class QemuDriver implements VmmDriver {
   readonly #failpoint: Failpoint | undefined;
   readonly #sessions: QmpSessions;
   #verdict: Promise<AccelVerdict> | undefined;
+  /** Per VM, the last `exposePort` in flight: they run one after the other (no duplicate forwards). */
+  readonly #exposing = new Map<string, Promise<unknown>>();
   readonly disks: QemuDiskLayers;
 
   constructor(opts: QemuDriverOpts) {
@@ -301,6 +306,25 @@ export class QemuDriver implements VmmDriver {
       throw new KilnError('invalid_state', `VM ${id} is ${state}; pause needs running`);
     const q = await this.#sessions.client(id);
     await q.execute('stop', undefined, { timeoutMs: opts.timeoutMs ?? 10_000 });
+  }
+
+  async exposePort(id: string, guestPort: number, opts: OpOpts = {}): Promise<Endpoint> {
+    validatePublishedPort('port', guestPort);
+    const rec = await this.#record(id);
+    const state = await this.#state(rec);
+    if (state === 'stopped')
+      throw new KilnError('invalid_state', `VM ${id} is stopped; exposing a port needs running or paused`);
+    // On the host address of the agent's forward (per VM once VMs get their own network).
+    const host = rec.hostAddr ?? '127.0.0.1';
+    const q = await this.#sessions.client(id);
+    const prev = this.#exposing.get(id) ?? Promise.resolve();
+    const run = prev.catch(() => undefined).then(() => exposeForward(q, id, host, guestPort, opts));
+    this.#exposing.set(id, run);
+    try {
+      return await run;
+    } finally {
+      if (this.#exposing.get(id) === run) this.#exposing.delete(id);
+    }
   }
 
   async resume(id: string, opts: OpOpts = {}): Promise<void> {
