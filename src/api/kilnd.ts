@@ -312,7 +312,20 @@ async function serveE2b(
     ),
     { name: 'e2b-api', limits: limits.e2bApi, log, errorBody: e2bErrorBody },
   );
-  const proxy = createEnvdProxy({ svc, log: log.child({ api: 'envd-proxy' }), connector });
+  const proxy = createEnvdProxy({
+    svc,
+    log: log.child({ api: 'envd-proxy' }),
+    connector,
+    // E2B's allowPublicTraffic / maskRequestHost, as the sandbox was created (or updated).
+    traffic: (id) => {
+      const s = svc.get(id);
+      return {
+        allowPublicTraffic: s.network.allowPublicTraffic,
+        token: s.trafficToken,
+        ...(s.network.maskRequestHost === undefined ? {} : { maskRequestHost: s.network.maskRequestHost }),
+      };
+    },
+  });
   undo.push('close the envd proxy', () => {
     proxy.close();
   });

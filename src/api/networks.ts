@@ -42,8 +42,12 @@ export async function startEgressProxy(
       return p ? { sandboxId: p.owner, egress: p.rules } : undefined;
     },
     dnsServers,
-    onDecision: (d) => plog.info(d, d.allowed ? 'egress allowed' : 'egress refused'),
-    onError: (e) => plog.warn({ err: e }, 'egress proxy listener error'),
+    onDecision: (d) => {
+      plog.info(d, d.allowed ? 'egress allowed' : 'egress refused');
+    },
+    onError: (e) => {
+      plog.warn({ err: e }, 'egress proxy listener error');
+    },
   });
   undo.push('close the egress proxy', () => proxy.close());
   await nets.setProxy({ http: proxy.port('http'), tls: proxy.port('tls') });
@@ -56,7 +60,7 @@ export async function openNetworks(
   undo: UndoStack,
 ): Promise<{ networks: NetworkProvider | undefined; isolated: SandboxNetworks | undefined }> {
   if (o.mode === 'unisolated') {
-    log.warn('KILN_NETWORK=unisolated: sandboxes share this host\'s network and reach its loopback services');
+    log.warn("KILN_NETWORK=unisolated: sandboxes share this host's network and reach its loopback services");
     return { networks: undefined, isolated: undefined };
   }
   const dns = o.dns ?? hostResolver();

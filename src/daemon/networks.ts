@@ -17,7 +17,9 @@ export interface NetworkProvider {
    * Start-up: destroys every slot but those of `inUse` (reloading their rules), then makes slots
    * ahead of need.
    */
-  reconcile(inUse: readonly { namespace: string; owner: string; rules: EgressRules }[]): Promise<{ removed: number }>;
+  reconcile(
+    inUse: readonly { namespace: string; owner: string; rules: EgressRules }[],
+  ): Promise<{ removed: number }>;
 }
 
 /** Rules for a VM that must reach nothing (template builds, internal helper VMs). */

@@ -58,14 +58,20 @@ export function chooseBlock(
   const blockOf = (a: number): number => Math.floor((a - pool.base) / BLOCK);
   const inPool = (a: number): boolean => a >= pool.base && a < pool.base + count * BLOCK;
   const mine = own.find(inPool);
-  const pick = (b: number): Block => ({ base: pool.base + b * BLOCK, cidr: `${intToIpv4(pool.base + b * BLOCK)}/22` });
+  const pick = (b: number): Block => ({
+    base: pool.base + b * BLOCK,
+    cidr: `${intToIpv4(pool.base + b * BLOCK)}/22`,
+  });
   if (mine !== undefined) return pick(blockOf(mine));
   const taken = new Set(used.filter(inPool).map(blockOf));
   for (let i = 0; i < count; i++) {
     const b = (start + i) % count;
     if (!taken.has(b)) return pick(b);
   }
-  throw invalidArgument('KILN_NET_POOL', `every /22 of the pool is in use on this host; give a larger or other pool`);
+  throw invalidArgument(
+    'KILN_NET_POOL',
+    `every /22 of the pool is in use on this host; give a larger or other pool`,
+  );
 }
 
 /** The host and namespace addresses of slot `index` in `block`. */

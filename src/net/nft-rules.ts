@@ -54,7 +54,8 @@ const REFUSE = 'jump refuse';
 /** The script that (re)defines a sandbox namespace's table for `rules`. */
 export function namespaceRuleset(rules: EgressRules, c: NsRuleContext): string {
   const cidrs = rules.allowOut.filter(isCidr);
-  const inDenied = (x: string): boolean => c.alwaysDenied.some((d) => isV6(d) === isV6(x) && cidrWithin(x, d));
+  const inDenied = (x: string): boolean =>
+    c.alwaysDenied.some((d) => isV6(d) === isV6(x) && cidrWithin(x, d));
   const allowDenied = cidrs.filter(inDenied);
   const allow = cidrs.filter((x) => !inDenied(x));
   const domains = rules.allowOut.some((e) => !isCidr(e));
@@ -96,13 +97,29 @@ export function namespaceRuleset(rules: EgressRules, c: NsRuleContext): string {
     `delete table inet ${NS_TABLE}`,
     `table inet ${NS_TABLE} {`,
     set('host4', 'ipv4_addr', c.hostLocal ?? []),
-    set('allow_denied4', 'ipv4_addr', allowDenied.filter((x) => !isV6(x))),
+    set(
+      'allow_denied4',
+      'ipv4_addr',
+      allowDenied.filter((x) => !isV6(x)),
+    ),
     set('allow_denied6', 'ipv6_addr', allowDenied.filter(isV6)),
-    set('allow4', 'ipv4_addr', allow.filter((x) => !isV6(x))),
+    set(
+      'allow4',
+      'ipv4_addr',
+      allow.filter((x) => !isV6(x)),
+    ),
     set('allow6', 'ipv6_addr', allow.filter(isV6)),
-    set('deny4', 'ipv4_addr', deny.filter((x) => !isV6(x))),
+    set(
+      'deny4',
+      'ipv4_addr',
+      deny.filter((x) => !isV6(x)),
+    ),
     set('deny6', 'ipv6_addr', deny.filter(isV6)),
-    set('always4', 'ipv4_addr', c.alwaysDenied.filter((x) => !isV6(x))),
+    set(
+      'always4',
+      'ipv4_addr',
+      c.alwaysDenied.filter((x) => !isV6(x)),
+    ),
     set('always6', 'ipv6_addr', c.alwaysDenied.filter(isV6)),
     '\tchain refuse {',
     '\t\tmeta l4proto tcp reject with tcp reset',

@@ -10,7 +10,14 @@ import type { Logger } from 'pino';
 import { KilnError } from '../core/errors.ts';
 import type { EgressRules } from '../core/network-policy.ts';
 import { chooseBlock, ipv4ToInt, parsePool, slotAddresses, type Block } from './addressing.ts';
-import { SLOTS_PER_INSTANCE, hostTable, instanceTag, slotNames, slotOfInterface, slotOfNamespace } from './names.ts';
+import {
+  SLOTS_PER_INSTANCE,
+  hostTable,
+  instanceTag,
+  slotNames,
+  slotOfInterface,
+  slotOfNamespace,
+} from './names.ts';
 import { hostRuleset, namespaceRuleset, type NsRuleContext } from './nft-rules.ts';
 import { applyNft, createSlot, destroySlot, listKernelObjects, nsPath, type Slot } from './slots.ts';
 
@@ -83,7 +90,9 @@ export class SandboxNetworks {
     const pool = parsePool('KILN_NET_POOL', o.pool);
     const tag = instanceTag(o.stateDir);
     const k = await listKernelObjects();
-    const own = k.addrs.filter((a) => slotOfInterface(tag, a.ifname) !== undefined).map((a) => ipv4ToInt(a.addr));
+    const own = k.addrs
+      .filter((a) => slotOfInterface(tag, a.ifname) !== undefined)
+      .map((a) => ipv4ToInt(a.addr));
     const used = k.addrs.map((a) => ipv4ToInt(a.addr));
     const start = parseInt(tag, 16) % (2 ** (32 - pool.bits) / (SLOTS_PER_INSTANCE * 4));
     const block = chooseBlock(pool, start, own, used);
@@ -130,7 +139,13 @@ export class SandboxNetworks {
 
   async #ctx(slot: { hostAddr: string }): Promise<NsRuleContext> {
     const hostLocal = (await listKernelObjects()).addrs.map((a) => a.addr);
-    return { hostAddr: slot.hostAddr, alwaysDenied: this.#o.alwaysDenied, dns: this.#o.dns, proxy: this.#proxy, hostLocal };
+    return {
+      hostAddr: slot.hostAddr,
+      alwaysDenied: this.#o.alwaysDenied,
+      dns: this.#o.dns,
+      proxy: this.#proxy,
+      hostLocal,
+    };
   }
 
   #nextIndex(): number {
@@ -143,7 +158,12 @@ export class SandboxNetworks {
     this.#used.add(index);
     try {
       const addrs = slotAddresses(this.#block, index);
-      const slot = await createSlot(this.#tag, index, addrs, namespaceRuleset(CLOSED, await this.#ctx({ hostAddr: addrs.host })));
+      const slot = await createSlot(
+        this.#tag,
+        index,
+        addrs,
+        namespaceRuleset(CLOSED, await this.#ctx({ hostAddr: addrs.host })),
+      );
       this.#slots.set(nsPath(slot.ns), slot);
       return slot;
     } catch (e) {
@@ -172,7 +192,8 @@ export class SandboxNetworks {
   async apply(namespace: string, rules: EgressRules): Promise<void> {
     const slot = this.#slots.get(namespace);
     const held = this.#held.get(namespace);
-    if (!slot || !held) throw new KilnError('not_found', `no network namespace ${namespace} in use by this kilnd`);
+    if (!slot || !held)
+      throw new KilnError('not_found', `no network namespace ${namespace} in use by this kilnd`);
     await this.#load(slot, rules, held.owner);
   }
 

@@ -29,7 +29,7 @@ async function ip(args: string[], input?: string): Promise<void> {
 /** Runs `nft -f -` with `script`, inside namespace `ns` when given. */
 export async function applyNft(script: string, ns?: string): Promise<void> {
   const [cmd, args] = ns ? ['nsenter', [`--net=${nsPath(ns)}`, 'nft', '-f', '-']] : ['nft', ['-f', '-']];
-  await run(cmd as string, args as string[], { input: script, failCode: 'driver_error' });
+  await run(cmd, args, { input: script, failCode: 'driver_error' });
 }
 
 const gone = (e: unknown): boolean =>
@@ -57,17 +57,25 @@ export async function createSlot(
     );
     await ip(
       ['-n', names.ns, '-batch', '-'],
-      [`addr add ${addrs.guest}/30 dev eth0`, 'link set eth0 up', 'link set lo up', `route add default via ${addrs.host}`, ''].join(
-        '\n',
-      ),
+      [
+        `addr add ${addrs.guest}/30 dev eth0`,
+        'link set eth0 up',
+        'link set lo up',
+        `route add default via ${addrs.host}`,
+        '',
+      ].join('\n'),
     );
     await applyNft(script, names.ns);
     return slot;
   } catch (e) {
     await destroySlot(names).catch(() => undefined);
-    throw new KilnError('driver_error', `cannot make network namespace ${names.ns}: ${(e as Error).message}`, {
-      cause: e,
-    });
+    throw new KilnError(
+      'driver_error',
+      `cannot make network namespace ${names.ns}: ${(e as Error).message}`,
+      {
+        cause: e,
+      },
+    );
   }
 }
 
@@ -82,11 +90,17 @@ export async function destroySlot(names: SlotNames): Promise<void> {
 }
 
 /** Names of the namespaces under /run/netns and of the host's interfaces. */
-export async function listKernelObjects(): Promise<{ namespaces: string[]; interfaces: string[]; addrs: { ifname: string; addr: string }[] }> {
+export async function listKernelObjects(): Promise<{
+  namespaces: string[];
+  interfaces: string[];
+  addrs: { ifname: string; addr: string }[];
+}> {
   const namespaces = await readdir(NETNS_DIR).catch(() => [] as string[]);
   const out = await run('ip', ['-j', '-4', 'addr', 'show'], { failCode: 'driver_error' });
   const links = JSON.parse(out.stdout || '[]') as { ifname: string; addr_info?: { local?: string }[] }[];
-  const addrs = links.flatMap((l) => (l.addr_info ?? []).flatMap((a) => (a.local ? [{ ifname: l.ifname, addr: a.local }] : [])));
+  const addrs = links.flatMap((l) =>
+    (l.addr_info ?? []).flatMap((a) => (a.local ? [{ ifname: l.ifname, addr: a.local }] : [])),
+  );
   const all = await run('ip', ['-j', 'link', 'show'], { failCode: 'driver_error' });
   const interfaces = (JSON.parse(all.stdout || '[]') as { ifname: string }[]).map((l) => l.ifname);
   return { namespaces, interfaces, addrs };

@@ -39,7 +39,7 @@ export async function startNetPeer(): Promise<NetPeer> {
   const addr = `198.51.100.${n + 2}`;
   ip('netns', 'add', ns);
   let server: ChildProcess | undefined;
-  const close = async (): Promise<void> => {
+  const close = (): Promise<void> => {
     server?.kill('SIGKILL');
     try {
       ip('link', 'del', hostIf);
@@ -51,6 +51,7 @@ export async function startNetPeer(): Promise<NetPeer> {
     } catch {
       // already gone
     }
+    return Promise.resolve();
   };
   try {
     ip('link', 'add', hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
@@ -61,18 +62,26 @@ export async function startNetPeer(): Promise<NetPeer> {
     ip('-n', ns, 'link', 'set', 'lo', 'up');
     ip('-n', ns, 'route', 'add', 'default', 'via', hostAddr);
     const httpPort = 80;
-    server = spawn('nsenter', [`--net=/run/netns/${ns}`, '/usr/bin/python3', '-m', 'http.server', String(httpPort), '--bind', addr], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      cwd: '/tmp',
-    });
+    server = spawn(
+      'nsenter',
+      [`--net=/run/netns/${ns}`, '/usr/bin/python3', '-m', 'http.server', String(httpPort), '--bind', addr],
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+        cwd: '/tmp',
+      },
+    );
     let err = '';
     server.stderr?.on('data', (d: Buffer) => (err += d.toString()));
     for (let i = 0; ; i++) {
       await new Promise((r) => setTimeout(r, 200));
       try {
-        execFileSync('nsenter', [`--net=/run/netns/${ns}`, 'bash', '-c', `echo > /dev/tcp/${addr}/${httpPort}`], {
-          stdio: 'ignore',
-        });
+        execFileSync(
+          'nsenter',
+          [`--net=/run/netns/${ns}`, 'bash', '-c', `echo > /dev/tcp/${addr}/${httpPort}`],
+          {
+            stdio: 'ignore',
+          },
+        );
         break;
       } catch {
         if (i > 50) throw new Error(`the peer HTTP server did not start: ${err}`);

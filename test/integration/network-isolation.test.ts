@@ -93,9 +93,13 @@ describe('sandbox network isolation (real VMs)', { timeout: 900_000 }, () => {
 
   async function probe(id: string, targets: string[]): Promise<Probe> {
     const b64 = Buffer.from(PROBE).toString('base64');
-    const r = await svc.exec(id, `echo ${b64} | base64 -d > /tmp/probe.py && python3 /tmp/probe.py ${targets.join(' ')}`, {
-      user: 'root',
-    });
+    const r = await svc.exec(
+      id,
+      `echo ${b64} | base64 -d > /tmp/probe.py && python3 /tmp/probe.py ${targets.join(' ')}`,
+      {
+        user: 'root',
+      },
+    );
     return JSON.parse(r.stdout) as Probe;
   }
 
@@ -161,7 +165,9 @@ describe('sandbox network isolation (real VMs)', { timeout: 900_000 }, () => {
 
   /** `curl` from the guest: the HTTP status, or 000 when no answer came. */
   async function curl(id: string, url: string): Promise<string> {
-    const r = await svc.exec(id, `curl -s -m 5 -o /dev/null -w '%{http_code}' ${url} || true`, { user: 'root' });
+    const r = await svc.exec(id, `curl -s -m 5 -o /dev/null -w '%{http_code}' ${url} || true`, {
+      user: 'root',
+    });
     return r.stdout.trim();
   }
 
@@ -174,7 +180,9 @@ describe('sandbox network isolation (real VMs)', { timeout: 900_000 }, () => {
       },
     });
     // The guest resolves the names by its hosts file; the proxy decides by the Host header.
-    await svc.exec(s.id, `echo '${peer.addr} allowed.test other.test sneaky.test' >> /etc/hosts`, { user: 'root' });
+    await svc.exec(s.id, `echo '${peer.addr} allowed.test other.test sneaky.test' >> /etc/hosts`, {
+      user: 'root',
+    });
     assert.equal(await curl(s.id, 'http://allowed.test/'), '200');
     assert.equal(await curl(s.id, 'http://other.test/'), '403');
     assert.equal(await curl(s.id, 'http://sneaky.test/'), '403', 'a name resolving to loopback is refused');
@@ -192,7 +200,7 @@ describe('sandbox network isolation (real VMs)', { timeout: 900_000 }, () => {
     await svc.pause(s.id);
     await svc.resume(s.id);
     refused(await probe(s.id, [target]), [target]);
-    await svc.updateNetwork(s.id, { allowOut: [`${peer.addr}`], denyOut: [], internet: false });
+    await svc.updateNetwork(s.id, { allowOut: [peer.addr], denyOut: [], internet: false });
     assert.equal((await probe(s.id, [target]))[target]?.[0], 'open');
     // A restarted daemon: a new service over the same store, VMs and namespaces.
     svc = host.service({ networks: nets });

@@ -4,7 +4,6 @@ import type {
   ForkView,
   PageView,
   PortView,
-  RestoreSnapshotRequest,
   SandboxView,
   StatsView,
 } from '../../core/api-types.ts';

@@ -58,6 +58,9 @@ export async function reconcileNetworks(sc: ServiceContext): Promise<void> {
     const { removed } = await nets.reconcile(inUse);
     if (removed > 0) sc.log.info({ removed }, 'removed network slots no VM uses');
   } catch (e) {
-    sc.log.warn({ err: e }, 'cannot tell which network slots VMs use; unused slots are left for the next start');
+    sc.log.warn(
+      { err: e },
+      'cannot tell which network slots VMs use; unused slots are left for the next start',
+    );
   }
 }

@@ -90,16 +90,20 @@ async function moveRamToMemoryFile(
   await rm(join(dir, 'memory'), { force: true });
   await rm(join(dir, 'state'), { force: true });
   try {
-    await startVm(sc, {
-      id: helper,
-      boot: { kernel: image.kernel, initrd: image.initrd, rootfs: image.rootfs },
-      resources: { memoryMiB: meta.memoryMiB, vcpus: meta.vcpus },
-      network: { kind: 'restricted' },
-      diskLayer: join(dir, DISK_LAYER),
-      // The full state's RAM is loaded into a new RAM file, then saved again without it.
-      ramFile: join(dir, 'memory'),
-      restore: { snapshot: { stateFile: join(dir, FULL_STATE) }, paused: true },
-    }, CLOSED_EGRESS);
+    await startVm(
+      sc,
+      {
+        id: helper,
+        boot: { kernel: image.kernel, initrd: image.initrd, rootfs: image.rootfs },
+        resources: { memoryMiB: meta.memoryMiB, vcpus: meta.vcpus },
+        network: { kind: 'restricted' },
+        diskLayer: join(dir, DISK_LAYER),
+        // The full state's RAM is loaded into a new RAM file, then saved again without it.
+        ramFile: join(dir, 'memory'),
+        restore: { snapshot: { stateFile: join(dir, FULL_STATE) }, paused: true },
+      },
+      CLOSED_EGRESS,
+    );
     await sc.driver.saveState(helper, join(dir, 'state'));
   } finally {
     await killVm(sc, helper);

@@ -169,7 +169,8 @@ export async function createSandbox(
     });
     log.info({ template: tpl.name, snapshot: snap.id, ...times }, 'sandbox created');
     if (!sc.networks) {
-      const warning = 'sandbox is not isolated (KILN_NETWORK=unisolated): it reaches this host and its loopback services';
+      const warning =
+        'sandbox is not isolated (KILN_NETWORK=unisolated): it reaches this host and its loopback services';
       sc.store.appendEvent(id, 'warn', warning);
       log.warn(warning);
     }

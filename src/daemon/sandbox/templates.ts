@@ -71,18 +71,22 @@ async function bootAndSave(
   // The agent boots holding only this secret's hash (kernel command line): from its first
   // instant to each sandbox's /init, which presents the secret, it obeys no one else.
   const bootstrap = randomBytes(32).toString('hex');
-  const info = await startVm(sc, {
-    id: vmId,
-    boot: {
-      kernel: image.kernel,
-      initrd: image.initrd,
-      rootfs: image.rootfs,
-      kernelArgs: [`${BOOTSTRAP_KERNEL_ARG}=${tokenSha256(bootstrap)}`],
+  const info = await startVm(
+    sc,
+    {
+      id: vmId,
+      boot: {
+        kernel: image.kernel,
+        initrd: image.initrd,
+        rootfs: image.rootfs,
+        kernelArgs: [`${BOOTSTRAP_KERNEL_ARG}=${tokenSha256(bootstrap)}`],
+      },
+      resources: { memoryMiB: res.memoryMiB, vcpus: res.vcpus },
+      network: { kind: 'open' },
+      ramFile: join(staging, 'memory'),
     },
-    resources: { memoryMiB: res.memoryMiB, vcpus: res.vcpus },
-    network: { kind: 'open' },
-    ramFile: join(staging, 'memory'),
-  }, CLOSED_EGRESS);
+    CLOSED_EGRESS,
+  );
   await waitForHttp(`${agentUrl(info)}/health`, {
     timeoutMs: 180_000,
     alive: async () => (await sc.driver.status(vmId)).state !== 'stopped',

@@ -167,8 +167,10 @@ export function spawnDaemon(
 ): Promise<number> {
   return new Promise((resolve, reject) => {
     // In a network namespace: util-linux nsenter enters it and execs QEMU (same process).
-    const [cmd, argv] = netns ? ['nsenter', [`--net=${netns}`, '--', qemuBinary, ...args]] : [qemuBinary, args];
-    const child = spawn(cmd as string, argv as string[], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const [cmd, argv] = netns
+      ? ['nsenter', [`--net=${netns}`, '--', qemuBinary, ...args]]
+      : [qemuBinary, args];
+    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
     child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
     child.stdout.resume();
