@@ -246,6 +246,7 @@ async function openService(
     disk,
     failpoint,
     networks,
+    unisolated: o.network?.mode === 'unisolated',
     ...(o.liveness ? { liveness: o.liveness } : {}),
   });
   const rec = await svc.reconcile();

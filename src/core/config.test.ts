@@ -24,6 +24,9 @@ test('loadConfig: an empty environment gives the defaults', () => {
     flattenEveryMs: undefined,
     retentionS: undefined,
     agentGuard: true,
+    network: 'isolated',
+    netPool: undefined,
+    dns: undefined,
     failpoint: undefined,
   });
 });
@@ -66,6 +69,9 @@ test('loadConfig: every variable is parsed', () => {
       KILN_FLATTEN_EVERY_MS: '60000',
       KILN_RETENTION_S: '86400',
       KILN_AGENT_GUARD: 'off',
+      KILN_NETWORK: 'unisolated',
+      KILN_NET_POOL: '10.99.0.0/16',
+      KILN_DNS: '198.51.100.53',
       KILN_FAILPOINT: 'create:vm started',
     },
     HOME,
@@ -88,6 +94,9 @@ test('loadConfig: every variable is parsed', () => {
     flattenEveryMs: 60000,
     retentionS: 86400,
     agentGuard: false,
+    network: 'unisolated',
+    netPool: '10.99.0.0/16',
+    dns: '198.51.100.53',
     failpoint: 'create:vm started',
   });
   assert.equal(loadConfig({ KILN_ACCEL: 'kvm' }, HOME).accel, 'kvm');
@@ -98,6 +107,8 @@ test('loadConfig: a bad value is refused with invalid_argument naming the variab
   const bad: [string, string, RegExp][] = [
     ['KILN_ACCEL', 'hvf', /KILN_ACCEL: must be one of auto \| kvm \| tcg, got "hvf"/],
     ['KILN_AGENT_GUARD', 'no', /KILN_AGENT_GUARD: must be one of on \| off, got "no"/],
+    ['KILN_NETWORK', 'open', /KILN_NETWORK: must be one of isolated | unisolated, got "open"/],
+    ['KILN_DNS', 'dns.example', /KILN_DNS: must be an IPv4 address, got "dns.example"/],
     ['KILN_E2B_API_PORT', '65536', /KILN_E2B_API_PORT: must be a TCP port \(0-65535\), got "65536"/],
     ['KILN_E2B_API_PORT', '80.5', /KILN_E2B_API_PORT: must be a TCP port/],
     ['KILN_E2B_SANDBOX_PORT', 'http', /KILN_E2B_SANDBOX_PORT: must be a TCP port/],

@@ -176,6 +176,7 @@ export type OperationState = 'running' | 'done' | 'failed' | 'undone';
  */
 export type UndoAction =
   | { action: 'kill-vm'; vmId: string }
+  | { action: 'release-network'; namespace: string }
   | { action: 'remove-path'; path: string }
   | { action: 'delete-sandbox'; sandboxId: string }
   | { action: 'delete-snapshot'; snapshotId: string }

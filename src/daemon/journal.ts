@@ -6,6 +6,7 @@ import type { OperationKind, OperationRecord, UndoAction } from '../core/domain.
 import type { Failpoint } from '../core/failpoint.ts';
 import type { Store } from '../store/store.ts';
 import type { VmmDriver } from '../vmm/driver.ts';
+import type { NetworkProvider } from './networks.ts';
 import { killVm } from './sandbox/vm.ts';
 
 /**
@@ -13,10 +14,16 @@ import { killVm } from './sandbox/vm.ts';
  * (OpRun.fail) or when recovery replays an interrupted one. Idempotent: a step may run again
  * after a crash. It replays steps only; a normal kill calls `killVm` itself.
  */
-export async function runUndo(a: UndoAction, deps: { store: Store; driver: VmmDriver }): Promise<void> {
+export async function runUndo(
+  a: UndoAction,
+  deps: { store: Store; driver: VmmDriver; networks?: NetworkProvider | undefined },
+): Promise<void> {
   switch (a.action) {
     case 'kill-vm':
       await killVm(deps, a.vmId);
+      return;
+    case 'release-network':
+      await deps.networks?.release(a.namespace);
       return;
     case 'remove-path':
       await rm(a.path, { recursive: true, force: true });

@@ -17,7 +17,7 @@
  * sandbox (forward), and leave through NAT; only kilnd's uid connects to the namespaces' forwarded
  * guest ports.
  */
-import { cidrWithin } from '../core/cidr.ts';
+import { cidrWithin, isCidr } from '../core/cidr.ts';
 import type { EgressRules } from '../core/network-policy.ts';
 import { HOST_IF_PREFIX, NS_TABLE } from './names.ts';
 
@@ -41,7 +41,6 @@ export interface NsRuleContext {
 }
 
 const isV6 = (c: string): boolean => c.includes(':');
-const isCidr = (e: string): boolean => /^[0-9a-f:.]+\/\d{1,3}$/i.test(e);
 
 function set(name: string, type: 'ipv4_addr' | 'ipv6_addr', elements: readonly string[]): string {
   const els = elements.length > 0 ? ` elements = { ${elements.join(', ')} };` : '';
@@ -51,16 +50,11 @@ function set(name: string, type: 'ipv4_addr' | 'ipv6_addr', elements: readonly s
 const REJECT = 'reject with icmpx admin-prohibited';
 const REFUSE = 'jump refuse';
 
-/** The script that (re)defines a sandbox namespace's table for `rules`. */
-export function namespaceRuleset(rules: EgressRules, c: NsRuleContext): string {
-  const cidrs = rules.allowOut.filter(isCidr);
-  const inDenied = (x: string): boolean =>
-    c.alwaysDenied.some((d) => isV6(d) === isV6(x) && cidrWithin(x, d));
-  const allowDenied = cidrs.filter(inDenied);
-  const allow = cidrs.filter((x) => !inDenied(x));
-  const domains = rules.allowOut.some((e) => !isCidr(e));
-  const deny = rules.denyOut.filter(isCidr);
-  const proxy = domains ? c.proxy : undefined;
+/**
+ * The namespace's NAT rules and the first filter rules: replies, DNS to the sandboxes' resolver,
+ * and (with domain rules) TCP 80/443 to the egress proxy on the slot's gateway.
+ */
+function redirects(c: NsRuleContext, proxy: NsRuleContext['proxy']): { nat: string[]; out: string[] } {
   const nat: string[] = [];
   const out: string[] = ['ct state established,related accept'];
   if (c.dns) {
@@ -68,7 +62,6 @@ export function namespaceRuleset(rules: EgressRules, c: NsRuleContext): string {
     out.push(`ip daddr ${c.dns} meta l4proto { tcp, udp } th dport 53 accept`);
   }
   if (proxy) {
-    // Names are checked by the proxy; an allowed CIDR goes out directly.
     // An allowed CIDR goes out directly; every other connection to 80/443 meets the proxy.
     for (const [port, to] of [
       [80, proxy.http],
@@ -79,6 +72,19 @@ export function namespaceRuleset(rules: EgressRules, c: NsRuleContext): string {
       );
     out.push(`ip daddr ${c.hostAddr} tcp dport { ${proxy.http}, ${proxy.tls} } accept`);
   }
+  return { nat, out };
+}
+
+/** The script that (re)defines a sandbox namespace's table for `rules`. */
+export function namespaceRuleset(rules: EgressRules, c: NsRuleContext): string {
+  const cidrs = rules.allowOut.filter(isCidr);
+  const inDenied = (x: string): boolean =>
+    c.alwaysDenied.some((d) => isV6(d) === isV6(x) && cidrWithin(x, d));
+  const allowDenied = cidrs.filter(inDenied);
+  const allow = cidrs.filter((x) => !inDenied(x));
+  const domains = rules.allowOut.some((e) => !isCidr(e));
+  const deny = rules.denyOut.filter(isCidr);
+  const { nat, out } = redirects(c, domains ? c.proxy : undefined);
   out.push(
     `fib daddr type local ${REFUSE}`,
     `ip daddr @host4 ${REFUSE}`,

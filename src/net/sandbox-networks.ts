@@ -55,6 +55,18 @@ export interface NetworkSlot {
   address: string;
 }
 
+/** The indexes of instance `tag`'s slots that have a namespace or a host interface now. */
+async function slotsOnHost(tag: string): Promise<Set<number>> {
+  const k = await listKernelObjects();
+  const indexes = new Set<number>();
+  for (const i of [
+    ...k.namespaces.map((ns) => slotOfNamespace(tag, ns)),
+    ...k.interfaces.map((name) => slotOfInterface(tag, name)),
+  ])
+    if (i !== undefined) indexes.add(i);
+  return indexes;
+}
+
 export class SandboxNetworks {
   readonly #o: SandboxNetworksOpts;
   readonly #tag: string;
@@ -221,16 +233,7 @@ export class SandboxNetworks {
    */
   async reconcile(inUse: readonly InUseSlot[]): Promise<{ removed: number }> {
     const keep = new Map(inUse.map((u) => [u.namespace, u]));
-    const k = await listKernelObjects();
-    const indexes = new Set<number>();
-    for (const ns of k.namespaces) {
-      const i = slotOfNamespace(this.#tag, ns);
-      if (i !== undefined) indexes.add(i);
-    }
-    for (const ifname of k.interfaces) {
-      const i = slotOfInterface(this.#tag, ifname);
-      if (i !== undefined) indexes.add(i);
-    }
+    const indexes = await slotsOnHost(this.#tag);
     let removed = 0;
     for (const i of indexes) {
       const names = slotNames(this.#tag, i);
@@ -291,4 +294,15 @@ export class SandboxNetworks {
     if (this.#held.size === 0)
       await applyNft(`table inet ${hostTable(this.#tag)} {}\ndelete table inet ${hostTable(this.#tag)}\n`);
   }
+}
+
+/**
+ * Removes every network object of the kilnd whose state directory is `stateDir`: its slots
+ * (namespaces and host interfaces) and its host table. For the end of a test, or a host being
+ * cleaned after its kilnd and VMs are gone; never touches another instance's.
+ */
+export async function purgeNetworks(stateDir: string): Promise<void> {
+  const tag = instanceTag(stateDir);
+  for (const i of await slotsOnHost(tag)) await destroySlot(slotNames(tag, i));
+  await applyNft(`table inet ${hostTable(tag)} {}\ndelete table inet ${hostTable(tag)}\n`);
 }

@@ -8,6 +8,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
 import { pidAlive, sleep } from '../../src/core/proc.ts';
 import { KilnClient } from '../../src/sdk/client.ts';
+import { purgeNetworks } from '../../src/net/sandbox-networks.ts';
 import { killOwnQemus, kilnSync, ownQemus } from './kilnd.ts';
 
 export class CrashDaemon {
@@ -44,10 +45,14 @@ export class CrashDaemon {
     this.#kiln(this.#env(), 'daemon', 'stop');
   }
 
-  /** Stops kilnd if it runs (a failed test's) and SIGKILLs this state dir's QEMUs. */
-  cleanUp(): void {
+  /**
+   * Stops kilnd if it runs (a failed test's), SIGKILLs this state dir's QEMUs and removes its
+   * network namespaces, links and host table.
+   */
+  async cleanUp(): Promise<void> {
     kilnSync(this.#env(), 'daemon', 'stop');
     killOwnQemus(this.state);
+    await purgeNetworks(this.state);
   }
 
   /**

@@ -6,6 +6,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
+import { purgeNetworks } from '../../src/net/sandbox-networks.ts';
 
 export const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 
@@ -44,9 +45,13 @@ export function killOwnQemus(stateDir: string): void {
   }
 }
 
-/** The end of a test that ran kilnd in `stateDir`: stop it, kill its VMs, remove the dir. */
+/**
+ * The end of a test that ran kilnd in `stateDir`: stop it, kill its VMs, remove its network
+ * namespaces, links and host table, remove the dir.
+ */
 export async function removeStateDir(env: NodeJS.ProcessEnv, stateDir: string): Promise<void> {
   kilnSync(env, 'daemon', 'stop');
   killOwnQemus(stateDir);
+  await purgeNetworks(stateDir);
   await rm(stateDir, { recursive: true, force: true });
 }

@@ -20,6 +20,7 @@ import { sleep } from '../../src/core/proc.ts';
 import { KilnClient } from '../../src/sdk/client.ts';
 import type { LivenessOpts } from '../../src/daemon/liveness.ts';
 import { ensureDefaultImage } from '../helpers/image.ts';
+import { purgeNetworks } from '../../src/net/sandbox-networks.ts';
 import { killOwnQemus, ownQemus } from '../helpers/kilnd.ts';
 
 const MAIN = fileURLToPath(new URL('../../src/api/main.ts', import.meta.url));
@@ -74,6 +75,7 @@ describe('a full state disk (tmpfs filled from inside a guest)', { timeout: 900_
   after(async () => {
     await stop().catch(() => undefined);
     killOwnQemus(state);
+    await purgeNetworks(state);
     closeSync(logFd);
     // A QEMU just killed may still hold its files for a moment.
     for (let i = 0; i < 50; i++) {

@@ -101,7 +101,7 @@ describe('kill -9 at every journalled step (failpoints, real guests)', { timeout
     main.stop();
   });
   after(async () => {
-    main.cleanUp();
+    await main.cleanUp();
     await rm(main.state, { recursive: true, force: true });
     await rm(`${main.state}.tar`, { force: true });
   });
@@ -251,7 +251,7 @@ describe('kill -9 at every journalled step (failpoints, real guests)', { timeout
         assert.deepEqual(host.qemus(), []);
         host.stop();
       } finally {
-        host.cleanUp();
+        await host.cleanUp();
         await rm(host.state, { recursive: true, force: true });
       }
     });
@@ -301,7 +301,7 @@ describe('kill -9 at every journalled step (failpoints, real guests)', { timeout
       assert.deepEqual(steps('import', host), IMPORT);
       host.stop();
     } finally {
-      host.cleanUp();
+      await host.cleanUp();
       await rm(host.state, { recursive: true, force: true });
     }
   });

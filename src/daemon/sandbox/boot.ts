@@ -31,7 +31,7 @@ export async function bootFrom(
   const spec = await restoreSpec(sc, id, snap, g.egress.internet);
   run.step('vm', { action: 'kill-vm', vmId: id });
   const t0 = performance.now();
-  const info = await startVm(sc, spec, g.egress);
+  const info = await startVm(sc, spec, g.egress, run);
   const tRestored = performance.now();
   const base = agentUrl(info);
   const guest = sc.guest({

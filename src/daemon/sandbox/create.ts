@@ -109,7 +109,7 @@ export function planCreate(sc: ServiceContext, req: CreateRequest, ctx: OpCtx): 
   const source = snap.sandboxId ? sc.store.getSandbox(snap.sandboxId) : undefined;
   const envVars = { ...source?.envVars, ...stringMap('envVars', req.envVars) };
   const network = networkOf(req);
-  if (!sc.networks) needIsolation('network.allowOut', network.egress);
+  if (sc.unisolated) needIsolation('network.allowOut', network.egress);
   admit(sc, snap.memoryMiB, snap);
   return { id: newId('sbx', 16), tpl, snap, timeoutS, metadata, envVars, network };
 }
@@ -168,7 +168,7 @@ export async function createSandbox(
       opId: ctx.opId ?? null,
     });
     log.info({ template: tpl.name, snapshot: snap.id, ...times }, 'sandbox created');
-    if (!sc.networks) {
+    if (sc.unisolated) {
       const warning =
         'sandbox is not isolated (KILN_NETWORK=unisolated): it reaches this host and its loopback services';
       sc.store.appendEvent(id, 'warn', warning);

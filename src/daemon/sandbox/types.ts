@@ -45,6 +45,8 @@ export interface SandboxServiceDeps {
    * share the host's network (KILN_NETWORK=unisolated; they reach its loopback).
    */
   networks?: NetworkProvider | undefined;
+  /** The user opted out of isolation (KILN_NETWORK=unisolated): every create warns, in an event too. */
+  unisolated?: boolean;
   /**
    * Enforces a running sandbox's egress rules (src/net: nftables and the egress proxy). Called by
    * updateNetwork before the new rules are stored: a rejection leaves the old rules in force and

@@ -1,6 +1,7 @@
 import { KilnError } from '../../core/errors.ts';
 import type { EgressRules } from '../../core/network-policy.ts';
 import type { VmInfo, VmSpec, VmmDriver } from '../../vmm/driver.ts';
+import type { OpRun } from '../journal.ts';
 import type { NetworkProvider } from '../networks.ts';
 
 interface VmDeps {
@@ -11,12 +12,19 @@ interface VmDeps {
 /**
  * Starts a VM in a network slot of its own loaded with `egress` (the slot's rules decide; the
  * spec's kind matters only without sandbox networks, where the VM shares the host's network). A
- * failed start releases the slot; a crash before the VM runs leaves it to reconciliation.
+ * failed start releases the slot; with `run`, the slot is journalled (`network`, undone by
+ * releasing it), and a crash before that step leaves it to reconciliation.
  */
-export async function startVm(deps: VmDeps, spec: VmSpec, egress: EgressRules): Promise<VmInfo> {
+export async function startVm(
+  deps: VmDeps,
+  spec: VmSpec,
+  egress: EgressRules,
+  run?: Pick<OpRun, 'step'>,
+): Promise<VmInfo> {
   const nets = deps.networks;
   if (!nets) return deps.driver.start(spec);
   const slot = await nets.acquire(egress, spec.id);
+  run?.step('network', { action: 'release-network', namespace: slot.namespace });
   try {
     return await deps.driver.start({
       ...spec,
