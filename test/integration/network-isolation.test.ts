@@ -198,6 +198,8 @@ describe('sandbox network isolation (real VMs)', { timeout: 900_000 }, () => {
     await svc.updateNetwork(s.id, { allowOut: [], denyOut: [`${peer.addr}/32`], internet: true });
     refused(await probe(s.id, [target]), [target]);
     await svc.pause(s.id);
+    await nets.filled();
+    assert.equal(ownObjects(tag).length, 2, `a paused sandbox holds no slot: ${ownObjects(tag).join(' ')}`);
     await svc.resume(s.id);
     refused(await probe(s.id, [target]), [target]);
     await svc.updateNetwork(s.id, { allowOut: [peer.addr], denyOut: [], internet: false });

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { OperationRecord } from '../../core/domain.ts';
 import { completeSnapshot } from '../sandbox/complete.ts';
 import type { ServiceContext } from '../sandbox/context.ts';
-import { killVm } from '../sandbox/vm.ts';
+import { killVm, stopVm } from '../sandbox/vm.ts';
 import { DISK_LAYER, META_FILE, type SnapshotMeta } from '../sandbox/snapshot-files.ts';
 
 /**
@@ -51,7 +51,7 @@ export async function rollForwardSnapshot(sc: ServiceContext, op: OperationRecor
 /** A pause's crossing, finished: the VM stopped keeping its overlay as the layer, and gone. */
 async function finishStop(sc: ServiceContext, id: string, layer: string, vmExists: boolean): Promise<void> {
   // Stopping keeps the overlay as the layer; it picks up a stop that was cut short.
-  if (!existsSync(layer) && vmExists) await sc.driver.stop(id, { keepOverlayAs: layer });
+  if (!existsSync(layer) && vmExists) await stopVm(sc, id, { keepOverlayAs: layer });
   // The layer is kept only once QEMU has exited, but a crash before the stop removed the
   // VM's directory leaves it behind, and a resume would find the VM "already exists".
   if (existsSync(layer)) await killVm(sc, id);

@@ -8,6 +8,7 @@ import { beginCapture, captureFailed, finishCapture, saveFullState } from './cap
 import type { ServiceContext } from './context.ts';
 import { DISK_LAYER, POINT_OF_NO_RETURN } from './snapshot-files.ts';
 import type { OpCtx } from './types.ts';
+import { stopVm } from './vm.ts';
 
 /**
  * Pause = the snapshot capture with a stop instead of a freeze (under the sandbox's lock): the
@@ -23,7 +24,7 @@ export async function pauseSandbox(sc: ServiceContext, id: string, ctx: OpCtx): 
     const t0 = await saveFullState(sc, c);
     // Journalled before the step that crosses it: a stop cut short is finished at start-up.
     c.run.step(POINT_OF_NO_RETURN.pause, { action: 'none' });
-    await sc.driver.stop(id, { keepOverlayAs: join(c.dir, DISK_LAYER) });
+    await stopVm(sc, id, { keepOverlayAs: join(c.dir, DISK_LAYER) });
     committed = true;
     return await finishCapture(sc, c, t0, ctx, { event: 'sandbox paused', patch: { state: 'paused' } });
   } catch (e) {

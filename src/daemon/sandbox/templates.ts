@@ -8,7 +8,7 @@ import { validateMemoryMiB, validateName, validateVcpus } from '../../core/valid
 import { waitForHttp } from '../../vmm/health.ts';
 import { OpRun } from '../journal.ts';
 import { CLOSED_EGRESS } from '../networks.ts';
-import { agentUrl, releaseNetwork, startVm } from './vm.ts';
+import { agentUrl, startVm, stopVm } from './vm.ts';
 import { snapDir, type ServiceContext } from './context.ts';
 import { snapshotArtifacts } from './snapshot-files.ts';
 import type { BootImage, OpCtx } from './types.ts';
@@ -92,8 +92,7 @@ async function bootAndSave(
     alive: async () => (await sc.driver.status(vmId)).state !== 'stopped',
   });
   const saved = await sc.driver.saveState(vmId, join(staging, 'state'));
-  await sc.driver.stop(vmId, { keepOverlayAs: join(staging, 'disk.qcow2') });
-  await releaseNetwork(sc, info.namespace);
+  await stopVm(sc, vmId, { keepOverlayAs: join(staging, 'disk.qcow2') });
   return { bootstrap, pauseMs: saved.pauseMs };
 }
 

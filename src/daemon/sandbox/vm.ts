@@ -1,6 +1,6 @@
 import { KilnError } from '../../core/errors.ts';
 import type { EgressRules } from '../../core/network-policy.ts';
-import type { VmInfo, VmSpec, VmmDriver } from '../../vmm/driver.ts';
+import type { StopOpts, VmInfo, VmSpec, VmmDriver } from '../../vmm/driver.ts';
 import type { OpRun } from '../journal.ts';
 import type { NetworkProvider } from '../networks.ts';
 
@@ -37,8 +37,24 @@ export async function startVm(
 }
 
 /** Releases the network slot VM `info` ran in, if any (after the VM ended). */
-export async function releaseNetwork(deps: VmDeps, namespace: string | undefined): Promise<void> {
+async function releaseNetwork(deps: VmDeps, namespace: string | undefined): Promise<void> {
   if (deps.networks && namespace) await deps.networks.release(namespace);
+}
+
+/** The network namespace VM `vmId` runs in, when the service has networks and the VM exists. */
+async function namespaceOf(deps: VmDeps, vmId: string): Promise<string | undefined> {
+  if (!deps.networks) return undefined;
+  return deps.driver.status(vmId).then(
+    (i) => i.namespace,
+    () => undefined,
+  );
+}
+
+/** Stops VM `vmId` gracefully (`driver.stop`, e.g. keeping its overlay), then releases its slot. */
+export async function stopVm(deps: VmDeps, vmId: string, opts: StopOpts = {}): Promise<void> {
+  const ns = await namespaceOf(deps, vmId);
+  await deps.driver.stop(vmId, opts);
+  await releaseNetwork(deps, ns);
 }
 
 /** What the sandbox operations, recovery and the journal need of a VM beyond the driver's calls. */
@@ -50,12 +66,7 @@ export async function releaseNetwork(deps: VmDeps, namespace: string | undefined
  * the journal's undo interpreter calls it to replay a `kill-vm` step.
  */
 export async function killVm(deps: VmDeps, vmId: string): Promise<void> {
-  const ns = deps.networks
-    ? await deps.driver.status(vmId).then(
-        (i) => i.namespace,
-        () => undefined,
-      )
-    : undefined;
+  const ns = await namespaceOf(deps, vmId);
   await deps.driver.kill(vmId).catch((e: unknown) => {
     if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
   });
