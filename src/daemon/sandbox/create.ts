@@ -109,7 +109,7 @@ export function planCreate(sc: ServiceContext, req: CreateRequest, ctx: OpCtx): 
   const source = snap.sandboxId ? sc.store.getSandbox(snap.sandboxId) : undefined;
   const envVars = { ...source?.envVars, ...stringMap('envVars', req.envVars) };
   const network = networkOf(req);
-  if (sc.unisolated) needIsolation('network.allowOut', network.egress);
+  if (sc.unisolated) needIsolation('network.', network.egress);
   admit(sc, snap.memoryMiB, snap);
   return { id: newId('sbx', 16), tpl, snap, timeoutS, metadata, envVars, network };
 }
@@ -117,11 +117,13 @@ export function planCreate(sc: ServiceContext, req: CreateRequest, ctx: OpCtx): 
 /**
  * Without sandbox networks (KILN_NETWORK=unisolated) nothing can enforce allow and deny lists:
  * they are refused rather than silently ignored (internet on/off works: QEMU user-net restrict).
+ * The error names the list given (`prefix` + `allowOut` or `denyOut`).
  */
-export function needIsolation(field: string, egress: EgressRules): void {
-  if (egress.allowOut.length > 0 || egress.denyOut.length > 0)
+export function needIsolation(prefix: string, egress: EgressRules): void {
+  const field = egress.allowOut.length > 0 ? 'allowOut' : egress.denyOut.length > 0 ? 'denyOut' : undefined;
+  if (field)
     throw invalidArgument(
-      field,
+      `${prefix}${field}`,
       'allow and deny lists need sandbox network isolation, which this kilnd runs without (KILN_NETWORK=unisolated)',
     );
 }

@@ -25,7 +25,7 @@ export async function updateNetwork(
       `sandbox ${id} is ${s.state}; its network rules can be changed while it runs or is paused`,
       { details: { sandboxId: id, state: s.state } },
     );
-  if (sc.unisolated) needIsolation('allowOut', egress);
+  if (sc.unisolated) needIsolation('', egress);
   const applied = s.state === 'running' && sc.egress !== undefined;
   if (applied) await sc.egress?.apply(id, egress);
   let rec: SandboxRecord;

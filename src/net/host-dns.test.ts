@@ -1,0 +1,38 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, it } from 'node:test';
+import { hostResolver } from './host-dns.ts';
+
+let dir = '';
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'kiln-dns-'));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const conf = async (name: string, text: string): Promise<string> => {
+  const f = join(dir, name);
+  await writeFile(f, text);
+  return f;
+};
+
+it('the first IPv4 nameserver that is not loopback', async () => {
+  const f = await conf(
+    'a',
+    '# comment\nsearch example\nnameserver 127.0.0.53\nnameserver ::1\n  nameserver\t192.0.2.53 # x\nnameserver 198.51.100.1\n',
+  );
+  assert.equal(hostResolver(f), '192.0.2.53');
+});
+
+it('none usable (only loopback, IPv6, junk), an empty file or no file: undefined', async () => {
+  assert.equal(
+    hostResolver(await conf('b', 'nameserver 127.0.0.1\nnameserver fe80::1\nnameserver foo\n')),
+    undefined,
+  );
+  assert.equal(hostResolver(await conf('c', '')), undefined);
+  assert.equal(hostResolver(await conf('d', '#nameserver 192.0.2.1\n')), undefined);
+  assert.equal(hostResolver(join(dir, 'missing')), undefined);
+});
