@@ -183,6 +183,7 @@ export class FakeDriver implements VmmDriver {
       overlay: `/fake/${spec.id}/overlay.qcow2`,
       serialLog: `/fake/${spec.id}/serial.log`,
       startedAt: new Date().toISOString(),
+      ...(spec.network.namespace ? { namespace: spec.network.namespace.path } : {}),
     };
     this.#vms.set(spec.id, {
       info,

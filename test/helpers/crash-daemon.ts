@@ -4,10 +4,12 @@
  * records (read straight from kiln.db), its files, and the QEMU processes of THIS state dir only.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
 import { pidAlive, sleep } from '../../src/core/proc.ts';
 import { KilnClient } from '../../src/sdk/client.ts';
+import { hostTable, instanceTag, slotOfInterface, slotOfNamespace } from '../../src/net/names.ts';
 import { purgeNetworks } from '../../src/net/sandbox-networks.ts';
 import { killOwnQemus, kilnSync, ownQemus } from './kilnd.ts';
 
@@ -53,6 +55,7 @@ export class CrashDaemon {
     kilnSync(this.#env(), 'daemon', 'stop');
     killOwnQemus(this.state);
     await purgeNetworks(this.state);
+    assert.deepEqual(this.netSlots(), { namespaces: [], links: [] }, 'purgeNetworks left nothing');
   }
 
   /**
@@ -79,6 +82,57 @@ export class CrashDaemon {
       `kilnd died at ${failpoint}`,
     );
     this.start();
+    await this.assertNetworks(`after a crash at ${failpoint} and a restart`);
+  }
+
+  /** The indexes of this kilnd's slots with a namespace, and with a host link (`kn<tag><n>`). */
+  netSlots(): { namespaces: number[]; links: number[] } {
+    const tag = instanceTag(this.state);
+    const namespaces = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+      .split('\n')
+      .map((l) => slotOfNamespace(tag, l.split(' ')[0] ?? ''));
+    const links = execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' })
+      .split('\n')
+      .map((l) => slotOfInterface(tag, /^\d+: ([^:@]+)/.exec(l)?.[1] ?? ''));
+    const sorted = (xs: (number | undefined)[]): number[] =>
+      xs.filter((x) => x !== undefined).sort((a, b) => a - b);
+    return { namespaces: sorted(namespaces), links: sorted(links) };
+  }
+
+  /** The slot index of the namespace each of this state dir's QEMUs runs in. */
+  qemuSlots(): number[] {
+    const tag = instanceTag(this.state);
+    return this.qemus().map((pid) => {
+      const ns = execFileSync('ip', ['netns', 'identify', pid], { encoding: 'utf8' }).trim();
+      const i = slotOfNamespace(tag, ns);
+      assert.ok(i !== undefined, `QEMU ${pid} runs in a network namespace of this kilnd, not "${ns}"`);
+      return i;
+    });
+  }
+
+  /**
+   * Right after kilnd (re)started, before any VM ended: this kilnd's namespaces and host links
+   * are exactly the slots its QEMUs run in plus the `ready` pool, which a restarted kilnd fills
+   * with the lowest free slots (waited for: it fills in the background); its host table exists.
+   * A leaked slot fails this: it is not a QEMU's, and its index is not free for the pool.
+   */
+  async assertNetworks(when: string, ready = 2): Promise<void> {
+    const live = this.qemuSlots();
+    const expected = [...live];
+    for (let i = 0; expected.length < live.length + ready; i++) if (!live.includes(i)) expected.push(i);
+    expected.sort((a, b) => a - b);
+    const want = { namespaces: expected, links: expected };
+    let now = this.netSlots();
+    for (let i = 0; i < 300 && JSON.stringify(now) !== JSON.stringify(want); i++) {
+      await sleep(100);
+      now = this.netSlots();
+    }
+    assert.deepEqual(now, want, `network slots ${when}: the QEMUs' (${live.join(',')}) and the pool's`);
+    const table = hostTable(instanceTag(this.state));
+    assert.doesNotThrow(
+      () => execFileSync('nft', ['list', 'table', 'inet', table], { stdio: 'ignore' }),
+      `host table ${table} exists ${when}`,
+    );
   }
 
   /** This state dir's QEMU processes only (their paths are under it). */

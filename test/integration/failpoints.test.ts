@@ -5,8 +5,9 @@
  * a snapshot or pause is undone before its point of no return (`disk frozen`, `vm stopped`) and
  * finished from it on; a create or import is undone; a kill is always finished, with the end
  * reason it recorded. One daemon, one template and one sandbox reused across the steps, real
- * guests; imports go to a new host (state dir) each. The last test checks that the steps covered
- * are exactly the steps the journal records for each operation.
+ * guests; imports go to a new host (state dir) each. After every restart, this kilnd's network
+ * namespaces and host links are exactly its QEMUs' slots and the ready pool (`dieAt`). The last
+ * test checks that the steps covered are exactly the steps the journal records for each operation.
  */
 import assert from 'node:assert/strict';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -29,9 +30,13 @@ const SNAPSHOT: [step: string, kept: boolean][] = [
   ['snapshot:source paused', false],
   ['snapshot:disk frozen', true],
 ];
-const RESUME = ['resume:vm'];
-/** A crash in a create: the new sandbox is recorded dead (failed to start), once. */
-const CREATE = ['create:sandbox record', 'create:vm'];
+/** A crash in a resume (before its VM, or with its network slot taken): paused again. */
+const RESUME = ['resume:vm', 'resume:network'];
+/**
+ * A crash in a create: the new sandbox is recorded dead (failed to start), once; at `network`
+ * its slot is taken and journalled but no VM started: the slot is released at start-up.
+ */
+const CREATE = ['create:sandbox record', 'create:vm', 'create:network'];
 /** A crash in a kill (here the reaper's, reason `timeout`): finished, dead with that reason. */
 const KILL = ['kill:killing', 'kill:vm killed'];
 /**
@@ -48,6 +53,7 @@ const FORK: [step: string, kept: boolean, clones: number][] = [
   ['fork:disk frozen', true, 0],
   ['create:sandbox record', true, 1],
   ['create:vm', true, 2],
+  ['create:network', true, 2],
 ];
 /** A crash in an import: undone, nothing of it left; the archive imports again. */
 const IMPORT = [
@@ -139,16 +145,20 @@ describe('kill -9 at every journalled step (failpoints, real guests)', { timeout
     });
   }
 
-  it('resume, kill -9 at "resume:vm": the sandbox is paused again and resumes intact', async () => {
-    main.start();
-    await c().pause(sbx);
-    main.stop();
-    await main.dieAt('resume:vm', () => c().resume(sbx));
-    assert.equal((await c().getSandbox(sbx)).state, 'paused');
-    assert.deepEqual(main.vmDirs(), []);
-    await c().resume(sbx);
-    await assertOnlySandboxRuns();
-  });
+  for (const step of RESUME) {
+    it(`resume, kill -9 at "${step}": the sandbox is paused again and resumes intact`, async () => {
+      main.start();
+      await c().pause(sbx);
+      main.stop();
+      await main.dieAt(step, () => c().resume(sbx));
+      assert.equal((await c().getSandbox(sbx)).state, 'paused');
+      assert.deepEqual(main.vmDirs(), []);
+      assert.deepEqual(main.qemus(), []);
+      await c().resume(sbx);
+      await assertOnlySandboxRuns();
+      await main.assertNetworks('after the resume');
+    });
+  }
 
   for (const step of CREATE) {
     it(`create, kill -9 at "${step}": the new sandbox is dead (failed to start), no VM`, async () => {

@@ -2,12 +2,13 @@
  * The daemon without working sandbox networks (fake driver): KILN_NETWORK=unisolated refuses
  * allow/deny lists it cannot enforce and warns on every create; `unavailableNetworks` (isolation
  * wanted, host cannot give it) fails every VM start with its error and leaves nothing running.
+ * With a network provider, a slot is held exactly while its VM runs (pause releases it).
  */
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { KilnError } from '../../core/errors.ts';
 import { OPEN_NETWORK, type SandboxNetwork } from '../../core/network-policy.ts';
-import { unavailableNetworks } from '../networks.ts';
+import { unavailableNetworks, type NetworkProvider } from '../networks.ts';
 import { NOW, ServiceFixture } from '../testing/fixtures.ts';
 
 const WARNING =
@@ -90,5 +91,53 @@ describe('unavailableNetworks: isolation wanted, the host cannot give it', () =>
     );
     assert.deepEqual(await fx.driver.list(), []);
     assert.deepEqual(fx.store.openOperations(), []);
+  });
+});
+
+/** A network provider that hands out numbered slots and records who holds which. */
+class FakeNetworks implements NetworkProvider {
+  readonly held = new Map<string, string>();
+  #next = 0;
+  acquire(_rules: unknown, owner: string): Promise<{ namespace: string; address: string }> {
+    const namespace = `/run/netns/fake-${this.#next++}`;
+    this.held.set(namespace, owner);
+    return Promise.resolve({ namespace, address: '10.231.0.2' });
+  }
+  apply(): Promise<void> {
+    return Promise.resolve();
+  }
+  release(namespace: string): Promise<void> {
+    this.held.delete(namespace);
+    return Promise.resolve();
+  }
+  reconcile(): Promise<{ removed: number }> {
+    return Promise.resolve({ removed: 0 });
+  }
+}
+
+describe('network slots follow VMs (fake driver, fake provider)', () => {
+  let fx: ServiceFixture;
+  let nets: FakeNetworks;
+  beforeEach(async () => {
+    nets = new FakeNetworks();
+    fx = await ServiceFixture.start({ now: NOW, base: true, deps: { networks: nets } });
+  });
+  afterEach(() => fx.close());
+
+  it('held while the VM runs: the template build, pause and kill release theirs; resume takes a new one', async () => {
+    const owners = () => [...nets.held.values()].sort();
+    assert.deepEqual(owners(), [], 'the template build released its slot');
+    const a = await fx.svc.create({ template: 'base' });
+    const b = await fx.svc.create({ template: 'base' });
+    assert.deepEqual(owners(), [a.id, b.id].sort());
+    assert.equal((await fx.driver.status(a.id)).namespace, [...nets.held].find(([, o]) => o === a.id)?.[0]);
+    await fx.svc.pause(a.id);
+    assert.deepEqual(owners(), [b.id], 'a paused sandbox holds no slot');
+    await fx.svc.resume(a.id);
+    assert.deepEqual(owners(), [a.id, b.id].sort());
+    assert.equal(nets.held.size, 2);
+    await fx.svc.kill(b.id);
+    await fx.svc.kill(a.id);
+    assert.deepEqual(owners(), []);
   });
 });
