@@ -103,7 +103,11 @@ export class CrashDaemon {
   qemuSlots(): number[] {
     const tag = instanceTag(this.state);
     return this.qemus().map((pid) => {
-      const ns = execFileSync('ip', ['netns', 'identify', pid], { encoding: 'utf8' }).trim();
+      // (ip also complains on stderr of namespaces being removed meanwhile, anyone's: ignored.)
+      const ns = execFileSync('ip', ['netns', 'identify', pid], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+      }).trim();
       const i = slotOfNamespace(tag, ns);
       assert.ok(i !== undefined, `QEMU ${pid} runs in a network namespace of this kilnd, not "${ns}"`);
       return i;
