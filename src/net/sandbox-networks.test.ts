@@ -116,4 +116,22 @@ describe('SandboxNetworks as root (no VM)', () => {
     assert.deepEqual(slots(), { ns: [], links: [] });
     assert.ok(!hasTable());
   });
+
+  it("a slot made before reconcile (recovery's helper VM) never takes or destroys a live VM's", async () => {
+    const first = await SandboxNetworks.open(opts(state));
+    const live = await first.acquire(RULES, 'sbx-live'); // slot 0, as a VM that outlives kilnd
+    await first.filled();
+    // kilnd restarts: its replay starts a helper VM before reconcile has run.
+    const restarted = await SandboxNetworks.open(opts(state));
+    const helper = await restarted.acquire(RULES, 'cmp-helper');
+    assert.notEqual(helper.namespace, live.namespace);
+    assert.ok(slots().ns.includes(0) && slots().links.includes(0), "the live VM's slot is intact");
+    await restarted.release(helper.namespace);
+    await restarted.reconcile([{ namespace: live.namespace, owner: 'sbx-live', rules: RULES }]);
+    await restarted.filled();
+    assert.deepEqual(slots(), { ns: [0, 1], links: [0, 1] });
+    await restarted.release(live.namespace);
+    await restarted.close();
+    assert.deepEqual(slots(), { ns: [], links: [] });
+  });
 });

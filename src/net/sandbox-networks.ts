@@ -117,6 +117,9 @@ export class SandboxNetworks {
       () => false,
     );
     const n = new SandboxNetworks(o, tag, block, guard);
+    // Slots already on the host (live VMs', or strays) are taken until reconcile decides: a slot
+    // made before it (a helper VM of recovery) must not collide with a live VM's.
+    for (const i of await slotsOnHost(tag)) n.#used.add(i);
     await n.#applyHost();
     return n;
   }

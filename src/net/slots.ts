@@ -44,8 +44,17 @@ export async function createSlot(
 ): Promise<Slot> {
   const names = slotNames(tag, index);
   const slot: Slot = { ...names, index, hostAddr: addrs.host, nsAddr: addrs.guest };
+  // Never someone else's: a namespace of this name that exists already is not removed.
+  await ip(['netns', 'add', names.ns]).catch((e: unknown) => {
+    throw new KilnError(
+      'driver_error',
+      `cannot make network namespace ${names.ns}: ${(e as Error).message}`,
+      {
+        cause: e,
+      },
+    );
+  });
   try {
-    await ip(['netns', 'add', names.ns]);
     await ip(
       ['-batch', '-'],
       [
