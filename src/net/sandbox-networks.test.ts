@@ -13,8 +13,9 @@ import { ALWAYS_DENIED } from '../core/cidr.ts';
 import { KilnError } from '../core/errors.ts';
 import { nullLogger } from '../core/log.ts';
 import type { EgressRules } from '../core/network-policy.ts';
-import { hostTable, instanceTag, slotOfInterface, slotOfNamespace } from './names.ts';
+import { hostTable, instanceTag } from './names.ts';
 import { SandboxNetworks, purgeNetworks } from './sandbox-networks.ts';
+import { hostSlots } from './testing/host-slots.ts';
 
 const opts = (stateDir: string, uid = 0) => ({
   stateDir,
@@ -51,14 +52,8 @@ describe('SandboxNetworks as root (no VM)', () => {
 
   /** This instance's slots with a namespace and with a host link. */
   const slots = (): { ns: number[]; links: number[] } => {
-    const pick = (xs: (number | undefined)[]) => xs.filter((x) => x !== undefined).sort((a, b) => a - b);
-    const ns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
-      .split('\n')
-      .map((l) => slotOfNamespace(tag, l.split(' ')[0] ?? ''));
-    const links = execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' })
-      .split('\n')
-      .map((l) => slotOfInterface(tag, /^\d+: ([^:@]+)/.exec(l)?.[1] ?? ''));
-    return { ns: pick(ns), links: pick(links) };
+    const h = hostSlots(tag);
+    return { ns: h.namespaces, links: h.links };
   };
   const hasTable = (): boolean =>
     execFileSync('nft', ['list', 'tables'], { encoding: 'utf8' }).includes(`inet ${hostTable(tag)}\n`);

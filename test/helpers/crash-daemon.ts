@@ -9,7 +9,8 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
 import { pidAlive, sleep } from '../../src/core/proc.ts';
 import { KilnClient } from '../../src/sdk/client.ts';
-import { hostTable, instanceTag, slotOfInterface, slotOfNamespace } from '../../src/net/names.ts';
+import { hostTable, instanceTag, slotOfNamespace } from '../../src/net/names.ts';
+import { hostSlots } from '../../src/net/testing/host-slots.ts';
 import { purgeNetworks } from '../../src/net/sandbox-networks.ts';
 import { killOwnQemus, kilnSync, ownQemus } from './kilnd.ts';
 
@@ -87,16 +88,7 @@ export class CrashDaemon {
 
   /** The indexes of this kilnd's slots with a namespace, and with a host link (`kn<tag><n>`). */
   netSlots(): { namespaces: number[]; links: number[] } {
-    const tag = instanceTag(this.state);
-    const namespaces = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
-      .split('\n')
-      .map((l) => slotOfNamespace(tag, l.split(' ')[0] ?? ''));
-    const links = execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' })
-      .split('\n')
-      .map((l) => slotOfInterface(tag, /^\d+: ([^:@]+)/.exec(l)?.[1] ?? ''));
-    const sorted = (xs: (number | undefined)[]): number[] =>
-      xs.filter((x) => x !== undefined).sort((a, b) => a - b);
-    return { namespaces: sorted(namespaces), links: sorted(links) };
+    return hostSlots(instanceTag(this.state));
   }
 
   /** The slot index of the namespace each of this state dir's QEMUs runs in. */
