@@ -94,16 +94,18 @@ export const spread = (xs: number[]): Spread => ({
   p95: +percentile(xs, 95).toFixed(1),
 });
 
-/** What else ran: the load average and how many QEMU processes the host had. */
-export function hostLoad(): { loadavg1: number; qemus: number } {
-  let qemus = 0;
+/** What else ran: the load average and how many QEMU processes not under `ours` (state dirs) ran. */
+export function hostLoad(ours: readonly string[]): { loadavg1: number; otherQemus: number } {
+  let otherQemus = 0;
   for (const pid of readdirSync('/proc')) {
     if (!/^\d+$/.test(pid)) continue;
     try {
-      if (readFileSync(`/proc/${pid}/comm`, 'utf8').startsWith('qemu-system')) qemus += 1;
+      if (!readFileSync(`/proc/${pid}/comm`, 'utf8').startsWith('qemu-system')) continue;
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (!ours.some((d) => cmd.includes(d))) otherQemus += 1;
     } catch {
       // ended meanwhile
     }
   }
-  return { loadavg1: +(loadavg()[0] ?? 0).toFixed(2), qemus };
+  return { loadavg1: +(loadavg()[0] ?? 0).toFixed(2), otherQemus };
 }

@@ -37,9 +37,10 @@ import { KilnClient } from '../src/sdk/client.ts';
 import { startNetPeer, type NetPeer } from '../test/helpers/net-peer.ts';
 import { ensureDefaultImage } from '../test/helpers/image.ts';
 
-const { runs, transfers, gets, mib, json } = benchArgs({ runs: 5, transfers: 3, gets: 30, mib: 64 });
+const { runs, transfers, gets, mib, json } = benchArgs({ runs: 10, transfers: 3, gets: 30, mib: 64 });
 const BYTES = mib * 1024 * 1024;
 const OPEN = { allowOut: [], denyOut: [], internet: true };
+const RULED = { allowOut: [], denyOut: ['192.0.2.0/24'], internet: true };
 
 type Mode = 'isolated' | 'unisolated';
 interface Side {
@@ -92,7 +93,7 @@ async function measureCreates(sides: Pair<Side>): Promise<Pair<number[]>> {
 }
 
 /** A network slot's acquire from a filled pool (what isolation adds to a create), and its release. */
-async function measureAcquire(): Promise<{ acquire: number[]; release: number[] }> {
+async function measureAcquire(): Promise<Slots> {
   const root = await mkdtemp('/tmp/kiln-bna-');
   const nets = await SandboxNetworks.open({
     stateDir: root,
@@ -101,26 +102,36 @@ async function measureAcquire(): Promise<{ acquire: number[]; release: number[] 
     uid: process.getuid?.() ?? 0,
     log: nullLogger,
   });
-  const acquire: number[] = [];
-  const release: number[] = [];
+  const out: Slots = { acquire: [], acquireRuled: [], release: [] };
   try {
     await nets.reconcile([]);
     for (let i = 0; i < Math.max(runs, 10); i++) {
-      await nets.filled();
-      let t0 = performance.now();
-      const slot = await nets.acquire(OPEN, `bench-${i}`);
-      acquire.push(performance.now() - t0);
-      await nets.filled();
-      t0 = performance.now();
-      await nets.release(slot.namespace);
-      release.push(performance.now() - t0);
+      for (const [rules, into] of [
+        [OPEN, out.acquire],
+        [RULED, out.acquireRuled],
+      ] as const) {
+        await nets.filled();
+        let t0 = performance.now();
+        const slot = await nets.acquire(rules, `bench-${i}`);
+        into.push(performance.now() - t0);
+        await nets.filled();
+        t0 = performance.now();
+        await nets.release(slot.namespace);
+        out.release.push(performance.now() - t0);
+      }
     }
   } finally {
     await nets.close();
     await purgeNetworks(root);
     await rm(root, { recursive: true, force: true });
   }
-  return { acquire, release };
+  return out;
+}
+
+interface Slots {
+  acquire: number[];
+  acquireRuled: number[];
+  release: number[];
 }
 
 interface Flows {
@@ -170,7 +181,7 @@ const r1 = (x: number): number => +x.toFixed(1);
 
 function report(
   creates: Pair<number[]>,
-  slot: { acquire: number[]; release: number[] },
+  slot: Slots,
   flows: Pair<Flows>,
   load: { before: ReturnType<typeof hostLoad>; after: ReturnType<typeof hostLoad> },
 ): void {
@@ -185,6 +196,7 @@ function report(
     isolationAddsMs: r1(median(creates.isolated) - median(creates.unisolated)),
     targetAddsMs: 30,
     slotAcquireMs: spread(slot.acquire),
+    slotAcquireRuledMs: spread(slot.acquireRuled),
     slotReleaseMs: spread(slot.release),
     guestToPeerMBps: {
       isolated: med(flows.isolated.guestToPeer),
@@ -219,6 +231,7 @@ function printTable(res: {
   createToFirstExecMs: Pair<number>;
   isolationAddsMs: number;
   slotAcquireMs: Spread;
+  slotAcquireRuledMs: Spread;
   slotReleaseMs: Spread;
   guestToPeerMBps: Pair<number>;
   hostToGuestProxyMBps: Pair<number>;
@@ -242,7 +255,9 @@ function printTable(res: {
   );
   row(`  isolation adds (target <= 30 ms)`, `${res.isolationAddsMs} ms`, '');
   row(`  runs`, res.createsMs.isolated.join(' '), res.createsMs.unisolated.join(' '));
-  row(`  network slot acquire (pool filled)`, fmt(res.slotAcquireMs), `release ${fmt(res.slotReleaseMs)}`);
+  row(`  network slot acquire, no rules (pool filled)`, fmt(res.slotAcquireMs), 'none (no slot)');
+  row(`  network slot acquire, a deny rule`, fmt(res.slotAcquireRuledMs), 'none');
+  row(`  network slot release (after the kill)`, fmt(res.slotReleaseMs), 'none');
   row(
     `guest -> test host, ${mib} MiB, median of ${transfers}`,
     `${res.guestToPeerMBps.isolated} MB/s`,
@@ -266,13 +281,13 @@ function printTable(res: {
   row(`GET direct to the forward (${gets})`, fmt(res.getDirectMs.isolated), fmt(res.getDirectMs.unisolated));
   const l = res.load;
   console.log(
-    `  meanwhile: load average ${l.before.loadavg1} at start, ${l.after.loadavg1} at end; QEMU processes on the host ${l.before.qemus} at start (${l.after.qemus} at end); this bench's own 2 sandboxes were ended before the end count`,
+    `  meanwhile: load average ${l.before.loadavg1} at start, ${l.after.loadavg1} at end; other QEMU processes ${l.before.otherQemus} at start, ${l.after.otherQemus} at end`,
   );
 }
 
 async function main(): Promise<void> {
   await ensureDefaultImage();
-  const before = hostLoad();
+  const before = hostLoad([]);
   const dir = await mkdtemp('/tmp/kiln-bn-www-');
   await writeFile(`${dir}/big.bin`, Buffer.alloc(BYTES));
   const peer = await startNetPeer(); // serves /tmp
@@ -285,7 +300,7 @@ async function main(): Promise<void> {
     const creates = await measureCreates(sides);
     const slot = await measureAcquire();
     const flows = await measureFlows(sides, peer, `/${basename(dir)}/big.bin`);
-    report(creates, slot, flows, { before, after: hostLoad() });
+    report(creates, slot, flows, { before, after: hostLoad(opened.map((s) => s.root)) });
   } finally {
     for (const s of opened) await closeSide(s).catch(() => undefined);
     await peer.close();
