@@ -194,6 +194,8 @@ function report(
     mib,
     createToFirstExecMs: { isolated: med(creates.isolated), unisolated: med(creates.unisolated) },
     isolationAddsMs: r1(median(creates.isolated) - median(creates.unisolated)),
+    /** The median of each interleaved pair's difference (both ran under the same load). */
+    isolationAddsPairedMs: r1(median(creates.isolated.map((x, i) => x - (creates.unisolated[i] ?? 0)))),
     targetAddsMs: 30,
     slotAcquireMs: spread(slot.acquire),
     slotAcquireRuledMs: spread(slot.acquireRuled),
@@ -230,6 +232,7 @@ const fmt = (s: Spread): string => `p50 ${s.p50} / p95 ${s.p95} ms`;
 function printTable(res: {
   createToFirstExecMs: Pair<number>;
   isolationAddsMs: number;
+  isolationAddsPairedMs: number;
   slotAcquireMs: Spread;
   slotAcquireRuledMs: Spread;
   slotReleaseMs: Spread;
@@ -254,6 +257,7 @@ function printTable(res: {
     `${res.createToFirstExecMs.unisolated} ms`,
   );
   row(`  isolation adds (target <= 30 ms)`, `${res.isolationAddsMs} ms`, '');
+  row(`  median of the pairs' differences`, `${res.isolationAddsPairedMs} ms`, '');
   row(`  runs`, res.createsMs.isolated.join(' '), res.createsMs.unisolated.join(' '));
   row(`  network slot acquire, no rules (pool filled)`, fmt(res.slotAcquireMs), 'none (no slot)');
   row(`  network slot acquire, a deny rule`, fmt(res.slotAcquireRuledMs), 'none');
