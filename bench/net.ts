@@ -10,8 +10,9 @@
  *    through kilnd's envd proxy (the published-port route, E2b-Sandbox-Port) and straight to the
  *    port's forward.
  * 4. HTTP latency of small GETs to the guest server, through the envd proxy and straight (p50/p95).
+ * Needs root (network namespaces, nftables), as an isolated kilnd does.
  *
- *   flock /work/.vm.lock scripts/node bench/net.ts [--runs N] [--transfers N] [--gets N] [--mib N] [--json]
+ *   scripts/node bench/net.ts [--runs N] [--transfers N] [--gets N] [--mib N] [--json]
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
