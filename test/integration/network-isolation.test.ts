@@ -242,24 +242,29 @@ describe('sandbox network isolation (real VMs)', { timeout: 900_000 }, () => {
     const [first] = readyNs();
     assert.ok(first !== undefined && readyNs().length === 1, readyNs().join(' '));
     const loaded = handle(first);
-    const open = await nets.acquire({ allowOut: [], denyOut: [], internet: true }, 'test-open');
-    assert.equal(open.namespace, `/run/netns/${first}`);
-    assert.equal(handle(first), loaded, 'the made-ahead rules were kept, not loaded again');
-    await nets.filled();
-    const [second] = readyNs().filter((n) => n !== first);
-    assert.ok(second !== undefined);
-    const before = handle(second);
-    const shut = await nets.acquire(
-      { allowOut: [], denyOut: [`${peer.addr}/32`], internet: true },
-      'test-deny',
-    );
-    assert.equal(shut.namespace, `/run/netns/${second}`);
-    assert.notEqual(handle(second), before, 'other rules were loaded');
-    const peerAddr = new RegExp(`${peer.addr.replaceAll('.', '\\.')}(?!\\d)`);
-    assert.match(table(second), peerAddr);
-    assert.doesNotMatch(table(first), peerAddr);
-    await nets.release(open.namespace);
-    await nets.release(shut.namespace);
-    await nets.filled();
+    const held: string[] = [];
+    try {
+      const open = await nets.acquire({ allowOut: [], denyOut: [], internet: true }, 'test-open');
+      held.push(open.namespace);
+      assert.equal(open.namespace, `/run/netns/${first}`);
+      assert.equal(handle(first), loaded, 'the made-ahead rules were kept, not loaded again');
+      await nets.filled();
+      const [second] = readyNs().filter((n) => n !== first);
+      assert.ok(second !== undefined);
+      const before = handle(second);
+      const shut = await nets.acquire(
+        { allowOut: [], denyOut: [`${peer.addr}/32`], internet: true },
+        'test-deny',
+      );
+      held.push(shut.namespace);
+      assert.equal(shut.namespace, `/run/netns/${second}`);
+      assert.notEqual(handle(second), before, 'other rules were loaded');
+      const peerAddr = new RegExp(`${peer.addr.replaceAll('.', '\\.')}(?!\\d)`);
+      assert.match(table(second), peerAddr);
+      assert.doesNotMatch(table(first), peerAddr);
+    } finally {
+      for (const ns of held) await nets.release(ns);
+      await nets.filled();
+    }
   });
 });
