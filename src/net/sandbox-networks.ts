@@ -8,7 +8,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { KilnError } from '../core/errors.ts';
-import type { EgressRules } from '../core/network-policy.ts';
+import { OPEN_NETWORK, type EgressRules } from '../core/network-policy.ts';
 import { chooseBlock, ipv4ToInt, parsePool, slotAddresses, type Block } from './addressing.ts';
 import {
   SLOTS_PER_INSTANCE,
@@ -19,10 +19,32 @@ import {
   slotOfNamespace,
 } from './names.ts';
 import { hostRuleset, namespaceRuleset, type NsRuleContext } from './nft-rules.ts';
-import { applyNft, createSlot, destroySlot, listKernelObjects, nsPath, type Slot } from './slots.ts';
+import {
+  applyNft,
+  createSlot,
+  destroySlot,
+  hostAddresses,
+  listKernelObjects,
+  nsPath,
+  type Slot,
+} from './slots.ts';
 
-/** Rules of a made-ahead slot nobody has claimed: nothing leaves it. */
-const CLOSED: EgressRules = { allowOut: [], denyOut: [], internet: false };
+/**
+ * A made-ahead slot is loaded with the rules of a create that names none (the common case; no VM
+ * runs in it until claimed), so claiming it for those rules loads nothing: no `nft` run, no
+ * address listing. Its list of host addresses is as of when it was made; past this age a claim
+ * loads the rules again with the addresses of now (the host table refuses every host address
+ * anyway; the namespace's list only makes that refusal immediate).
+ */
+const PRELOADED_FOR_MS = 60_000;
+
+/** A slot made ahead: the script loaded in it, the host addresses it was made with, when. */
+interface ReadySlot {
+  slot: Slot;
+  script: string;
+  hostLocal: readonly string[];
+  at: number;
+}
 const IP_FORWARD = '/proc/sys/net/ipv4/ip_forward';
 /** Left by the kilnd that turned IP forwarding on, so every instance keeps guarding it. */
 const FORWARD_MARK = '/run/kiln-ip-forward-enabled';
@@ -75,7 +97,7 @@ export class SandboxNetworks {
   readonly #slots = new Map<string, Slot>();
   /** Namespace path -> who holds the slot (a VM id) and the rules loaded in it. */
   readonly #held = new Map<string, { owner: string; rules: EgressRules }>();
-  readonly #ready: Slot[] = [];
+  readonly #ready: ReadySlot[] = [];
   readonly #used = new Set<number>();
   #proxy: { http: number; tls: number } | undefined;
   #refilling: Promise<void> | undefined;
@@ -152,8 +174,9 @@ export class SandboxNetworks {
     );
   }
 
-  async #ctx(slot: { hostAddr: string }): Promise<NsRuleContext> {
-    const hostLocal = (await listKernelObjects()).addrs.map((a) => a.addr);
+  /** What a slot's rules need; `hostLocal` given (a fresh made-ahead slot's) lists nothing. */
+  async #ctx(slot: { hostAddr: string }, hostLocal?: readonly string[]): Promise<NsRuleContext> {
+    hostLocal ??= (await hostAddresses()).map((a) => a.addr);
     return {
       hostAddr: slot.hostAddr,
       alwaysDenied: this.#o.alwaysDenied,
@@ -168,19 +191,16 @@ export class SandboxNetworks {
     throw new KilnError('capacity', `all ${SLOTS_PER_INSTANCE} network slots of this kilnd are in use`);
   }
 
-  async #make(): Promise<Slot> {
+  async #make(): Promise<ReadySlot> {
     const index = this.#nextIndex();
     this.#used.add(index);
     try {
       const addrs = slotAddresses(this.#block, index);
-      const slot = await createSlot(
-        this.#tag,
-        index,
-        addrs,
-        namespaceRuleset(CLOSED, await this.#ctx({ hostAddr: addrs.host })),
-      );
+      const ctx = await this.#ctx({ hostAddr: addrs.host });
+      const script = namespaceRuleset(OPEN_NETWORK.egress, ctx);
+      const slot = await createSlot(this.#tag, index, addrs, script);
       this.#slots.set(nsPath(slot.ns), slot);
-      return slot;
+      return { slot, script, hostLocal: ctx.hostLocal ?? [], at: Date.now() };
     } catch (e) {
       this.#used.delete(index);
       throw e;
@@ -192,10 +212,11 @@ export class SandboxNetworks {
    * reconciliation does).
    */
   async acquire(rules: EgressRules, owner: string): Promise<NetworkSlot> {
-    const slot = this.#ready.shift() ?? (await this.#make());
+    const ready = this.#ready.shift() ?? (await this.#make());
+    const { slot } = ready;
     this.#refill();
     try {
-      await this.#load(slot, rules, owner);
+      await this.#load(slot, rules, owner, ready);
     } catch (e) {
       await this.release(nsPath(slot.ns)).catch(() => undefined);
       throw e;
@@ -212,8 +233,11 @@ export class SandboxNetworks {
     await this.#load(slot, rules, held.owner);
   }
 
-  async #load(slot: Slot, rules: EgressRules, owner: string): Promise<void> {
-    await applyNft(namespaceRuleset(rules, await this.#ctx(slot)), slot.ns);
+  /** Loads `rules` in `slot`, unless it is a fresh made-ahead slot holding exactly their script. */
+  async #load(slot: Slot, rules: EgressRules, owner: string, ready?: ReadySlot): Promise<void> {
+    const fresh = ready && Date.now() - ready.at < PRELOADED_FOR_MS ? ready : undefined;
+    const script = namespaceRuleset(rules, await this.#ctx(slot, fresh?.hostLocal));
+    if (script !== fresh?.script) await applyNft(script, slot.ns);
     this.#held.set(nsPath(slot.ns), { owner, rules });
   }
 
@@ -293,7 +317,7 @@ export class SandboxNetworks {
   async close(): Promise<void> {
     this.#closed = true;
     await this.filled();
-    for (const s of this.#ready.splice(0)) await this.release(nsPath(s.ns));
+    for (const r of this.#ready.splice(0)) await this.release(nsPath(r.slot.ns));
     if (this.#held.size === 0)
       await applyNft(`table inet ${hostTable(this.#tag)} {}\ndelete table inet ${hostTable(this.#tag)}\n`);
   }

@@ -98,6 +98,15 @@ export async function destroySlot(names: SlotNames): Promise<void> {
   });
 }
 
+/** The host's IPv4 addresses now, with their interfaces (one `ip` run). */
+export async function hostAddresses(): Promise<{ ifname: string; addr: string }[]> {
+  const out = await run('ip', ['-j', '-4', 'addr', 'show'], { failCode: 'driver_error' });
+  const links = JSON.parse(out.stdout || '[]') as { ifname: string; addr_info?: { local?: string }[] }[];
+  return links.flatMap((l) =>
+    (l.addr_info ?? []).flatMap((a) => (a.local ? [{ ifname: l.ifname, addr: a.local }] : [])),
+  );
+}
+
 /** Names of the namespaces under /run/netns and of the host's interfaces. */
 export async function listKernelObjects(): Promise<{
   namespaces: string[];
@@ -105,11 +114,7 @@ export async function listKernelObjects(): Promise<{
   addrs: { ifname: string; addr: string }[];
 }> {
   const namespaces = await readdir(NETNS_DIR).catch(() => [] as string[]);
-  const out = await run('ip', ['-j', '-4', 'addr', 'show'], { failCode: 'driver_error' });
-  const links = JSON.parse(out.stdout || '[]') as { ifname: string; addr_info?: { local?: string }[] }[];
-  const addrs = links.flatMap((l) =>
-    (l.addr_info ?? []).flatMap((a) => (a.local ? [{ ifname: l.ifname, addr: a.local }] : [])),
-  );
+  const addrs = await hostAddresses();
   const all = await run('ip', ['-j', 'link', 'show'], { failCode: 'driver_error' });
   const interfaces = (JSON.parse(all.stdout || '[]') as { ifname: string }[]).map((l) => l.ifname);
   return { namespaces, interfaces, addrs };

@@ -14,7 +14,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import type { EgressRules } from '../../src/core/network-policy.ts';
 import type { SandboxService } from '../../src/daemon/sandbox-service.ts';
 import { ALWAYS_DENIED } from '../../src/core/cidr.ts';
-import { hostTable, instanceTag } from '../../src/net/names.ts';
+import { NS_TABLE, hostTable, instanceTag } from '../../src/net/names.ts';
 import { SandboxNetworks } from '../../src/net/sandbox-networks.ts';
 import { nullLogger } from '../../src/core/log.ts';
 import { startEgressProxy } from '../../src/api/networks.ts';
@@ -230,5 +230,43 @@ describe('sandbox network isolation (real VMs)', { timeout: 900_000 }, () => {
     await nets.filled();
     assert.equal(ownObjects(tag).length, 2, 'only the ready slot is left');
     assert.match(execFileSync('nft', ['list', 'tables'], { encoding: 'utf8' }), new RegExp(hostTable(tag)));
+  });
+
+  it('a ready slot holds the rules of a create without any: claiming it for them loads nothing, other rules load', async () => {
+    const table = (ns: string): string =>
+      execFileSync('nsenter', [`--net=/run/netns/${ns}`, 'nft', '-a', 'list', 'table', 'inet', NS_TABLE], {
+        encoding: 'utf8',
+      });
+    /** The table's handle: a new one each time a ruleset is loaded. */
+    const handle = (ns: string): string => /# handle (\d+)/.exec(table(ns))?.[1] ?? 'none';
+    const readyNs = (): string[] => ownObjects(tag).filter((n) => n.startsWith(`kiln-${tag}-`));
+    await nets.filled();
+    const [first] = readyNs();
+    assert.ok(first !== undefined && readyNs().length === 1, readyNs().join(' '));
+    const loaded = handle(first);
+    const held: string[] = [];
+    try {
+      const open = await nets.acquire({ allowOut: [], denyOut: [], internet: true }, 'test-open');
+      held.push(open.namespace);
+      assert.equal(open.namespace, `/run/netns/${first}`);
+      assert.equal(handle(first), loaded, 'the made-ahead rules were kept, not loaded again');
+      await nets.filled();
+      const [second] = readyNs().filter((n) => n !== first);
+      assert.ok(second !== undefined);
+      const before = handle(second);
+      const shut = await nets.acquire(
+        { allowOut: [], denyOut: [`${peer.addr}/32`], internet: true },
+        'test-deny',
+      );
+      held.push(shut.namespace);
+      assert.equal(shut.namespace, `/run/netns/${second}`);
+      assert.notEqual(handle(second), before, 'other rules were loaded');
+      const peerAddr = new RegExp(`${peer.addr.replaceAll('.', '\\.')}(?!\\d)`);
+      assert.match(table(second), peerAddr);
+      assert.doesNotMatch(table(first), peerAddr);
+    } finally {
+      for (const ns of held) await nets.release(ns);
+      await nets.filled();
+    }
   });
 });
