@@ -6,7 +6,8 @@
  * else; `updateNetwork` flips them on the running sandbox; `allowInternetAccess: false` refuses
  * them; kilnd's own ports are refused from inside a guest on every host address, even when the
  * rules name those ranges; `allowPublicTraffic: false` makes a published port need the traffic
- * token; a bad rule is refused naming it and creates or changes nothing.
+ * token (a paused autoResume sandbox is not woken without it); `maskRequestHost` rewrites the Host
+ * the guest sees; a bad rule is refused naming it and creates or changes nothing.
  * Run under the VM lock: `flock /work/.vm.lock node --test <this file>`.
  */
 import assert from 'node:assert/strict';
@@ -19,6 +20,19 @@ import { kilnSync, ownQemus, removeStateDir, type CliResult } from '../helpers/k
 import { PROBE, startNetPeer, type NetPeer } from '../helpers/net-peer.ts';
 
 const run = promisify(execFile);
+
+/** A guest HTTP server on 8080 that answers with the Host header it got. */
+const HOST_ECHO = `
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        b = (self.headers.get('Host') or '').encode()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+http.server.ThreadingHTTPServer(('0.0.0.0', 8080), H).serve_forever()
+`;
 
 type Probe = Record<string, [string, number]>;
 
@@ -134,7 +148,10 @@ describe(
     });
 
     it('allowPublicTraffic: false: a published port answers 403 without e2b-traffic-access-token, 200 with it', async () => {
-      const sbx = await Sandbox.create({ network: { allowPublicTraffic: false } });
+      const sbx = await Sandbox.create({
+        network: { allowPublicTraffic: false },
+        lifecycle: { onTimeout: 'pause', autoResume: true },
+      });
       const token = sbx.trafficAccessToken;
       assert.ok(token, 'create returns a traffic access token');
       await sbx.files.write('/home/user/www/hello.txt', 'private\n');
@@ -177,6 +194,29 @@ describe(
       assert.equal((await fetch(`${sandboxUrl}/hello.txt`, { headers: routed })).status, 403);
       const headers = { ...routed, 'e2b-traffic-access-token': token };
       assert.equal((await fetch(`${sandboxUrl}/hello.txt`, { headers })).status, 200);
+      // Paused with autoResume: a request without the token is refused and does not wake it.
+      assert.equal(await sbx.pause(), true);
+      assert.equal((await get()).status, '403');
+      assert.equal((await sbx.getInfo()).state, 'paused');
+      assert.deepEqual(await get(withToken), { status: '200', body: 'private\n' });
+      assert.equal((await sbx.getInfo()).state, 'running');
+      await sbx.kill();
+    });
+
+    it('maskRequestHost: the guest server sees the masked Host, ${PORT} filled in', async () => {
+      const sbx = await Sandbox.create({ network: { maskRequestHost: 'localhost:${PORT}' } });
+      await sbx.files.write('/home/user/host_echo.py', HOST_ECHO);
+      await (await sbx.commands.run('python3 /home/user/host_echo.py', { background: true })).disconnect();
+      const routed = { 'e2b-sandbox-id': sbx.sandboxId, 'e2b-sandbox-port': '8080' };
+      const sandboxUrl = process.env['E2B_SANDBOX_URL'] ?? '';
+      const deadline = Date.now() + 60_000;
+      let r = await fetch(sandboxUrl, { headers: routed });
+      while (r.status !== 200) {
+        assert.ok(Date.now() < deadline, `never 200: ${r.status} ${await r.text()}`);
+        await new Promise((res) => setTimeout(res, 250));
+        r = await fetch(sandboxUrl, { headers: routed });
+      }
+      assert.equal(await r.text(), 'localhost:8080');
       await sbx.kill();
     });
 
