@@ -31,6 +31,57 @@ interface Reply {
   error?: { message: string };
 }
 
+/** The DevTools protocol on a child's fds 3 (commands) and 4 (answers and events). */
+function cdpPipe(
+  proc: ChildProcess,
+  stderr: () => string,
+): {
+  send: (method: string, params?: object, sessionId?: string) => Promise<Reply>;
+  event: (method: string, sessionId: string) => Promise<void>;
+} {
+  const input = proc.stdio[3] as Writable;
+  const output = proc.stdio[4] as Readable;
+  const pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
+  const events: Reply[] = [];
+  const waiters: (() => void)[] = [];
+  let buf = '';
+  let nextId = 1;
+  proc.on('exit', (code) => {
+    for (const p of pending.values())
+      p.reject(new Error(`chromium exited with ${String(code)}; stderr: ${stderr()}`));
+    pending.clear();
+  });
+  output.on('data', (d: Buffer) => {
+    buf += d.toString();
+    for (let i = buf.indexOf('\0'); i >= 0; i = buf.indexOf('\0')) {
+      const msg = JSON.parse(buf.slice(0, i)) as Reply;
+      buf = buf.slice(i + 1);
+      const p = msg.id === undefined ? undefined : pending.get(msg.id);
+      if (p && msg.id !== undefined) {
+        pending.delete(msg.id);
+        if (msg.error) p.reject(new Error(`chromium: ${msg.error.message}`));
+        else p.resolve(msg);
+      } else if (msg.method) {
+        events.push(msg);
+        for (const w of waiters.splice(0)) w();
+      }
+    }
+  });
+  return {
+    send: (method, params = {}, sessionId) =>
+      new Promise((resolve, reject) => {
+        const id = nextId++;
+        pending.set(id, { resolve, reject });
+        input.write(`${JSON.stringify({ id, method, params, ...(sessionId ? { sessionId } : {}) })}\0`);
+      }),
+    /** Resolves when an event `method` of `sessionId` has arrived (the protocol's own signal). */
+    event: async (method, sessionId) => {
+      while (!events.some((e) => e.method === method && e.sessionId === sessionId))
+        await new Promise<void>((r) => waiters.push(r));
+    },
+  };
+}
+
 export async function launchChromium(): Promise<Browser> {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium`);
   const profile = await mkdtemp('/tmp/kiln-chromium-');
@@ -52,47 +103,7 @@ export async function launchChromium(): Promise<Browser> {
   );
   let stderr = '';
   proc.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
-  const input = proc.stdio[3] as Writable;
-  const output = proc.stdio[4] as Readable;
-  const pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
-  const events: Reply[] = [];
-  const waiters: (() => void)[] = [];
-  let buf = '';
-  let nextId = 1;
-  const failAll = (why: string): void => {
-    for (const p of pending.values()) p.reject(new Error(`chromium: ${why}; stderr: ${stderr}`));
-    pending.clear();
-  };
-  proc.on('exit', (code) => {
-    failAll(`exited with ${String(code)}`);
-  });
-  output.on('data', (d: Buffer) => {
-    buf += d.toString();
-    for (let i = buf.indexOf('\0'); i >= 0; i = buf.indexOf('\0')) {
-      const msg = JSON.parse(buf.slice(0, i)) as Reply;
-      buf = buf.slice(i + 1);
-      const p = msg.id === undefined ? undefined : pending.get(msg.id);
-      if (p && msg.id !== undefined) {
-        pending.delete(msg.id);
-        if (msg.error) p.reject(new Error(`chromium: ${msg.error.message}`));
-        else p.resolve(msg);
-      } else if (msg.method) {
-        events.push(msg);
-        for (const w of waiters.splice(0)) w();
-      }
-    }
-  });
-  const send = (method: string, params: object = {}, sessionId?: string): Promise<Reply> =>
-    new Promise((resolve, reject) => {
-      const id = nextId++;
-      pending.set(id, { resolve, reject });
-      input.write(`${JSON.stringify({ id, method, params, ...(sessionId ? { sessionId } : {}) })}\0`);
-    });
-  /** Resolves when an event `method` of `sessionId` has arrived (the protocol's own signal). */
-  const event = async (method: string, sessionId: string): Promise<void> => {
-    while (!events.some((e) => e.method === method && e.sessionId === sessionId))
-      await new Promise<void>((r) => waiters.push(r));
-  };
+  const { send, event } = cdpPipe(proc, () => stderr);
   return {
     async open(url) {
       const target = await send('Target.createTarget', { url: 'about:blank' });
