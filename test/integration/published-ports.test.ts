@@ -3,7 +3,9 @@
  * `python3 -m http.server` in the sandbox fetched with curl at `sandbox.getHost(8000)` (a
  * `*.localhost` name, no DNS set-up), the same through the `E2b-Sandbox-Id`/`E2b-Sandbox-Port`
  * headers, a WebSocket echo through the proxy, and a paused autoResume sandbox woken by a request
- * to one of its ports. Run under the VM lock: `flock /work/.vm.lock node --test <this file>`.
+ * to one of its ports; headless Chromium opens `getHost(8000)` and the page's script echoes over a
+ * WebSocket to another guest port by the same host form. Run under the VM lock:
+ * `flock /work/.vm.lock node --test <this file>`.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -11,6 +13,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { Sandbox } from 'e2b';
+import { launchChromium } from '../helpers/chromium.ts';
 import { kilnSync, removeStateDir, type CliResult } from '../helpers/kilnd.ts';
 
 const run = promisify(execFile);
@@ -93,6 +96,41 @@ async function until200(url: string, timeoutMs = 60_000): Promise<string> {
   }
 }
 
+/** A WebSocket handshake to `host` with curl, repeated until the guest's 101 comes back. */
+async function untilUpgraded(host: string, timeoutMs = 60_000): Promise<{ status: number; body: string }> {
+  const key = 'dGhlIHNhbXBsZSBub25jZQ==';
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const hs = await curl(
+      `http://${host}/`,
+      '-i',
+      '--max-time',
+      '5',
+      '-H',
+      'Connection: Upgrade',
+      '-H',
+      'Upgrade: websocket',
+      '-H',
+      'Sec-WebSocket-Version: 13',
+      '-H',
+      `Sec-WebSocket-Key: ${key}`,
+    ).catch((e: unknown) => ({ status: 0, body: (e as { stdout?: string }).stdout ?? '' }));
+    if (/^HTTP\/1\.1 101/.test(hs.body)) return hs;
+    assert.ok(Date.now() < deadline, `no 101 from the guest: ${hs.body}`);
+    await new Promise((res) => setTimeout(res, 250));
+  }
+}
+
+/** The page Chromium opens: its own script opens a WebSocket to the echo port by the Host form. */
+const PAGE = `<!doctype html><title>kiln</title>
+<p id="text">served by the guest</p><p id="ws">pending</p>
+<script>
+const ws = new WebSocket('ws://' + location.host.replace(/^8000-/, '8765-') + '/');
+ws.onopen = () => ws.send('from chromium');
+ws.onmessage = (ev) => { document.getElementById('ws').textContent = ev.data; ws.close(); };
+ws.onerror = () => { document.getElementById('ws').textContent = 'websocket error'; };
+</script>`;
+
 describe('published ports through the e2b SDK (real guests)', { timeout: 1_200_000 }, () => {
   let sbx: Sandbox;
   let proxyPort: string;
@@ -124,6 +162,8 @@ describe('published ports through the e2b SDK (real guests)', { timeout: 1_200_0
     });
     // The server runs on; its output stream (envd traffic, which would wake a paused sandbox) ends.
     await server.disconnect();
+    await sbx.files.write('/home/user/ws_echo.py', WS_ECHO);
+    await (await sbx.commands.run('python3 /home/user/ws_echo.py', { background: true })).disconnect();
   });
   after(() => removeStateDir(env, state));
 
@@ -157,31 +197,8 @@ describe('published ports through the e2b SDK (real guests)', { timeout: 1_200_0
   });
 
   it('a WebSocket echo in the guest answers through the proxy (headers and Host form)', async () => {
-    await sbx.files.write('/home/user/ws_echo.py', WS_ECHO);
-    await (await sbx.commands.run('python3 /home/user/ws_echo.py', { background: true })).disconnect();
     // The handshake by Host form, with curl: the guest's 101 comes back through the proxy.
-    const key = 'dGhlIHNhbXBsZSBub25jZQ==';
-    const deadline = Date.now() + 60_000;
-    let hs: { status: number; body: string };
-    do {
-      hs = await curl(
-        `http://${sbx.getHost(8765)}/`,
-        '-i',
-        '--max-time',
-        '5',
-        '-H',
-        'Connection: Upgrade',
-        '-H',
-        'Upgrade: websocket',
-        '-H',
-        'Sec-WebSocket-Version: 13',
-        '-H',
-        `Sec-WebSocket-Key: ${key}`,
-      ).catch((e: unknown) => ({ status: 0, body: (e as { stdout?: string }).stdout ?? '' }));
-      if (/^HTTP\/1\.1 101/.test(hs.body)) break;
-      assert.ok(Date.now() < deadline, `no 101 from the guest: ${hs.body}`);
-      await new Promise((res) => setTimeout(res, 250));
-    } while (!/^HTTP\/1\.1 101/.test(hs.body));
+    const hs = await untilUpgraded(sbx.getHost(8765));
     assert.match(hs.body, /Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK\+xOo=/i);
     // Node's WebSocket (it does not resolve *.localhost names): by the routing headers.
     const ws = new WebSocket(`${sandboxUrl().replace(/^http/, 'ws')}/`, {
@@ -205,6 +222,30 @@ describe('published ports through the e2b SDK (real guests)', { timeout: 1_200_0
       };
     });
     assert.deepEqual(got, ['echo: ping 1', `echo: ${'x'.repeat(300)}`]);
+  });
+
+  it("headless Chromium opens getHost(8000); the page's own WebSocket echoes through the proxy", async () => {
+    // After the listing test: from here on, / is this page.
+    await sbx.files.write('/home/user/www/index.html', PAGE);
+    await untilUpgraded(sbx.getHost(8765)); // the echo server is up
+    const browser = await launchChromium();
+    try {
+      const page = await browser.open(`http://${sbx.getHost(8000)}/`);
+      assert.equal(await page.eval<string>('location.host'), sbx.getHost(8000));
+      assert.equal(
+        await page.eval<string>("document.getElementById('text').textContent"),
+        'served by the guest',
+      );
+      // The page's script sets #ws when the echo (or an error) arrives: wait for that change.
+      const echoed = await page.eval<string>(`new Promise((resolve) => {
+        const el = document.getElementById('ws');
+        const done = () => el.textContent !== 'pending' && (resolve(el.textContent), true);
+        if (!done()) new MutationObserver(done).observe(el, { childList: true, characterData: true, subtree: true });
+      })`);
+      assert.equal(echoed, 'echo: from chromium');
+    } finally {
+      await browser.close();
+    }
   });
 
   it('a request to a port of a paused autoResume sandbox resumes it', async () => {
