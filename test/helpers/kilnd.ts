@@ -3,6 +3,7 @@
  * state dir's QEMU processes (found by their paths, which are under it). A test counts and kills
  * only those: other test runs, other helpers' kilnds and a user's own may share the machine.
  */
+import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
@@ -54,4 +55,21 @@ export async function removeStateDir(env: NodeJS.ProcessEnv, stateDir: string): 
   killOwnQemus(stateDir);
   await purgeNetworks(stateDir);
   await rm(stateDir, { recursive: true, force: true });
+}
+
+/**
+ * Runs `kiln e2b env` with `env` (starting kilnd if needed) and points the e2b SDK at what it
+ * printed (E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY in process.env); returns the URLs' ports.
+ */
+export function useKilnE2bEnv(env: NodeJS.ProcessEnv): { apiPort: string; proxyPort: string } {
+  const r = kilnSync(env, 'e2b', 'env');
+  assert.equal(r.status, 0, r.stderr);
+  const m = /^export E2B_API_URL='([^']+)' E2B_SANDBOX_URL='([^']+)' E2B_API_KEY='([^']+)'\n$/.exec(r.stdout);
+  assert.ok(m?.[1] && m[2] && m[3], `kiln e2b env printed: ${r.stdout}`);
+  [process.env['E2B_API_URL'], process.env['E2B_SANDBOX_URL'], process.env['E2B_API_KEY']] = [
+    m[1],
+    m[2],
+    m[3],
+  ];
+  return { apiPort: new URL(m[1]).port, proxyPort: new URL(m[2]).port };
 }

@@ -3,6 +3,7 @@
  * veth to the host, on a documentation address (198.51.100.0/24, which kiln's always-denied set
  * does not cover), running an HTTP server. Sandboxes reach it as they would reach the internet.
  */
+import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 
@@ -117,3 +118,15 @@ for t in sys.argv[1:]:
     out[t] = [r, round((time.time() - t0) * 1000)]
 print(json.dumps(out))
 `;
+
+/** What PROBE prints: per `host:port`, its outcome and the milliseconds it took. */
+export type Probe = Record<string, [string, number]>;
+
+/** Every target refused, each within 2 s (a rule that drops instead would time out). */
+export function assertRefused(p: Probe, targets: string[]): void {
+  for (const t of targets) {
+    const [r, ms] = p[t] ?? ['missing', 0];
+    assert.equal(r, 'refused', `${t}: ${r} after ${ms} ms (${JSON.stringify(p)})`);
+    assert.ok(ms < 2000, `${t} refused after ${ms} ms`);
+  }
+}

@@ -16,8 +16,8 @@ import { mkdtemp } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { Sandbox } from 'e2b';
-import { kilnSync, ownQemus, removeStateDir, type CliResult } from '../helpers/kilnd.ts';
-import { PROBE, startNetPeer, type NetPeer } from '../helpers/net-peer.ts';
+import { ownQemus, removeStateDir, useKilnE2bEnv } from '../helpers/kilnd.ts';
+import { PROBE, assertRefused, startNetPeer, type NetPeer, type Probe } from '../helpers/net-peer.ts';
 
 const run = promisify(execFile);
 
@@ -34,11 +34,8 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(('0.0.0.0', 8080), H).serve_forever()
 `;
 
-type Probe = Record<string, [string, number]>;
-
 let state: string;
 let env: NodeJS.ProcessEnv;
-const kiln = (...args: string[]): CliResult => kilnSync(env, ...args);
 
 /** `curl` from the guest: the HTTP status, or 000 when no answer came. */
 async function guestCurl(sbx: Sandbox, url: string): Promise<string> {
@@ -51,15 +48,6 @@ async function probe(sbx: Sandbox, targets: string[]): Promise<Probe> {
   await sbx.files.write('/tmp/probe.py', PROBE);
   const r = await sbx.commands.run(`python3 /tmp/probe.py ${targets.join(' ')}`);
   return JSON.parse(r.stdout) as Probe;
-}
-
-/** Every target refused, each within 2 s (a rule that drops instead would time out). */
-function refused(p: Probe, targets: string[]): void {
-  for (const t of targets) {
-    const [r, ms] = p[t] ?? ['missing', 0];
-    assert.equal(r, 'refused', `${t}: ${r} after ${ms} ms (${JSON.stringify(p)})`);
-    assert.ok(ms < 2000, `${t} refused after ${ms} ms`);
-  }
 }
 
 /** Every IPv4 address of this host but loopback (the sandbox slots' gateways among them). */
@@ -87,19 +75,9 @@ describe(
       delete process.env['E2B_DEBUG'];
       peer = await startNetPeer();
       other = await startNetPeer();
-      const r = kiln('e2b', 'env');
-      assert.equal(r.status, 0, r.stderr);
-      const m = /^export E2B_API_URL='([^']+)' E2B_SANDBOX_URL='([^']+)' E2B_API_KEY='([^']+)'\n$/.exec(
-        r.stdout,
-      );
-      assert.ok(m?.[1] && m[2] && m[3], `kiln e2b env printed: ${r.stdout}`);
-      [process.env['E2B_API_URL'], process.env['E2B_SANDBOX_URL'], process.env['E2B_API_KEY']] = [
-        m[1],
-        m[2],
-        m[3],
-      ];
-      apiPort = new URL(m[1]).port;
-      proxyPort = new URL(m[2]).port;
+      const ports = useKilnE2bEnv(env);
+      apiPort = ports.apiPort;
+      proxyPort = ports.proxyPort;
       // The first create builds the base template (boot + snapshot): done here, once.
       await (await Sandbox.create({ requestTimeoutMs: 600_000 })).kill();
     });
@@ -113,21 +91,23 @@ describe(
       const sbx = await Sandbox.create({ network: { denyOut: ['0.0.0.0/0'], allowOut: [peer.addr] } });
       assert.equal(await guestCurl(sbx, url(peer)), '200');
       assert.equal(await guestCurl(sbx, url(other)), '000');
-      refused(await probe(sbx, [`${other.addr}:${other.httpPort}`]), [`${other.addr}:${other.httpPort}`]);
+      assertRefused(await probe(sbx, [`${other.addr}:${other.httpPort}`]), [
+        `${other.addr}:${other.httpPort}`,
+      ]);
       await sbx.updateNetwork({ denyOut: ['0.0.0.0/0'], allowOut: [`${other.addr}/32`] });
       assert.equal(await guestCurl(sbx, url(other)), '200');
       assert.equal(await guestCurl(sbx, url(peer)), '000');
       // The static form, on the same sandbox: no lists and no internet.
       await Sandbox.updateNetwork(sbx.sandboxId, { allowInternetAccess: false });
       const targets = [`${peer.addr}:${peer.httpPort}`, `${other.addr}:${other.httpPort}`];
-      refused(await probe(sbx, targets), targets);
+      assertRefused(await probe(sbx, targets), targets);
       await sbx.kill();
     });
 
     it('allowInternetAccess: false at create refuses the peer; an explicit allowOut opens it alone', async () => {
       const sbx = await Sandbox.create({ allowInternetAccess: false });
       assert.equal((await sbx.getInfo()).allowInternetAccess, false);
-      refused(await probe(sbx, [`${peer.addr}:${peer.httpPort}`]), [`${peer.addr}:${peer.httpPort}`]);
+      assertRefused(await probe(sbx, [`${peer.addr}:${peer.httpPort}`]), [`${peer.addr}:${peer.httpPort}`]);
       await sbx.updateNetwork({ allowInternetAccess: false, allowOut: [peer.addr] });
       assert.equal(await guestCurl(sbx, url(peer)), '200');
       assert.equal(await guestCurl(sbx, url(other)), '000');
@@ -139,11 +119,11 @@ describe(
       const kilnd = ['10.0.2.2', ...hostAddresses()].flatMap((a) => [`${a}:${apiPort}`, `${a}:${proxyPort}`]);
       const p = await probe(sbx, [...kilnd, `${peer.addr}:${peer.httpPort}`]);
       assert.equal(p[`${peer.addr}:${peer.httpPort}`]?.[0], 'open', 'internet on by default');
-      refused(p, kilnd);
+      assertRefused(p, kilnd);
       await sbx.updateNetwork({
         allowOut: ['10.0.0.0/8', '127.0.0.0/8', '198.51.100.0/24', ...hostAddresses().map((a) => `${a}/32`)],
       });
-      refused(await probe(sbx, kilnd), kilnd);
+      assertRefused(await probe(sbx, kilnd), kilnd);
       await sbx.kill();
     });
 

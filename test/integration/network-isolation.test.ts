@@ -20,10 +20,8 @@ import { nullLogger } from '../../src/core/log.ts';
 import { startEgressProxy } from '../../src/api/networks.ts';
 import { UndoStack } from '../../src/core/undo.ts';
 import { startFakeDns, type FakeDns } from '../../src/net/testing/dns-server.ts';
-import { startNetPeer, PROBE, type NetPeer } from '../helpers/net-peer.ts';
+import { PROBE, assertRefused, startNetPeer, type NetPeer, type Probe } from '../helpers/net-peer.ts';
 import { realHost, type RealHost } from '../helpers/service.ts';
-
-type Probe = Record<string, [string, number]>;
 
 /** Own namespaces and host interfaces of the instance `tag`. */
 function ownObjects(tag: string): string[] {
@@ -103,15 +101,6 @@ describe('sandbox network isolation (real VMs)', { timeout: 900_000 }, () => {
     return JSON.parse(r.stdout) as Probe;
   }
 
-  /** Every target refused, each within 2 s (a firewall that drops would time out). */
-  function refused(p: Probe, targets: string[]): void {
-    for (const t of targets) {
-      const [r, ms] = p[t] ?? ['missing', 0];
-      assert.equal(r, 'refused', `${t}: ${r} after ${ms} ms (${JSON.stringify(p)})`);
-      assert.ok(ms < 2000, `${t} refused after ${ms} ms`);
-    }
-  }
-
   async function agentOf(id: string): Promise<string> {
     const info = await host.driver.status(id);
     return `${info.agent.host}:${info.agent.port}`;
@@ -135,7 +124,7 @@ describe('sandbox network isolation (real VMs)', { timeout: 900_000 }, () => {
       `169.254.169.254:80`,
     ];
     const p = await probe(a.id, [...hostile, `${peer.addr}:${peer.httpPort}`]);
-    refused(p, hostile);
+    assertRefused(p, hostile);
     assert.equal(p[`${peer.addr}:${peer.httpPort}`]?.[0], 'open', JSON.stringify(p));
     // kilnd itself still reaches both agents.
     assert.equal((await svc.exec(b.id, 'echo ok')).stdout, 'ok\n');
@@ -146,20 +135,20 @@ describe('sandbox network isolation (real VMs)', { timeout: 900_000 }, () => {
   it('internet off refuses the test host; an explicit allow lets it through; deny by CIDR; rules change on a running sandbox', async () => {
     const s = await svc.create({ template: 'base', allowInternet: false });
     const target = `${peer.addr}:${peer.httpPort}`;
-    refused(await probe(s.id, [target, `10.0.2.2:${localPort}`]), [target, `10.0.2.2:${localPort}`]);
+    assertRefused(await probe(s.id, [target, `10.0.2.2:${localPort}`]), [target, `10.0.2.2:${localPort}`]);
     const ns = (await host.driver.status(s.id)).namespace;
     assert.ok(ns, 'the VM runs in a namespace');
     const apply = (r: EgressRules): Promise<void> => nets.apply(ns, r);
     await apply({ allowOut: [`${peer.addr}/32`], denyOut: [], internet: false });
     assert.equal((await probe(s.id, [target]))[target]?.[0], 'open');
     await apply({ allowOut: [], denyOut: ['198.51.100.0/24'], internet: true });
-    refused(await probe(s.id, [target]), [target]);
+    assertRefused(await probe(s.id, [target]), [target]);
     // An explicit allow of a private range does not open the host (its input is closed to sandboxes).
     await apply({ allowOut: ['10.0.0.0/8', '198.51.100.0/24'], denyOut: [], internet: true });
     const gw = (await host.driver.status(s.id)).agent.host.replace(/\.2$/, '.1');
     const p = await probe(s.id, [target, `${gw}:${localPort}`, `${peer.hostAddr}:${localPort}`]);
     assert.equal(p[target]?.[0], 'open', JSON.stringify(p));
-    refused(p, [`${gw}:${localPort}`, `${peer.hostAddr}:${localPort}`]);
+    assertRefused(p, [`${gw}:${localPort}`, `${peer.hostAddr}:${localPort}`]);
     await svc.kill(s.id);
   });
 
@@ -187,7 +176,7 @@ describe('sandbox network isolation (real VMs)', { timeout: 900_000 }, () => {
     assert.equal(await curl(s.id, 'http://other.test/'), '403');
     assert.equal(await curl(s.id, 'http://sneaky.test/'), '403', 'a name resolving to loopback is refused');
     assert.equal(await curl(s.id, `http://${peer.addr}/`), '403', 'a bare address is not a name rule');
-    refused(await probe(s.id, [`${peer.addr}:8080`]), [`${peer.addr}:8080`]);
+    assertRefused(await probe(s.id, [`${peer.addr}:8080`]), [`${peer.addr}:8080`]);
     assert.ok(dns.queries.includes('allowed.test'));
   });
 
@@ -196,12 +185,12 @@ describe('sandbox network isolation (real VMs)', { timeout: 900_000 }, () => {
     const s = await svc.create({ template: 'base' });
     assert.equal((await probe(s.id, [target]))[target]?.[0], 'open');
     await svc.updateNetwork(s.id, { allowOut: [], denyOut: [`${peer.addr}/32`], internet: true });
-    refused(await probe(s.id, [target]), [target]);
+    assertRefused(await probe(s.id, [target]), [target]);
     await svc.pause(s.id);
     await nets.filled();
     assert.equal(ownObjects(tag).length, 2, `a paused sandbox holds no slot: ${ownObjects(tag).join(' ')}`);
     await svc.resume(s.id);
-    refused(await probe(s.id, [target]), [target]);
+    assertRefused(await probe(s.id, [target]), [target]);
     await svc.updateNetwork(s.id, { allowOut: [peer.addr], denyOut: [], internet: false });
     assert.equal((await probe(s.id, [target]))[target]?.[0], 'open');
     // A restarted daemon: a new service over the same store, VMs and namespaces.
@@ -210,7 +199,7 @@ describe('sandbox network isolation (real VMs)', { timeout: 900_000 }, () => {
     assert.deepEqual(rec.adopted, [s.id]);
     const p = await probe(s.id, [target, `10.0.2.2:${localPort}`]);
     assert.equal(p[target]?.[0], 'open', JSON.stringify(p));
-    refused(p, [`10.0.2.2:${localPort}`]);
+    assertRefused(p, [`10.0.2.2:${localPort}`]);
   });
 
   it('namespaces and links exist for live sandboxes and the ready pool only; a restart removes strays', async () => {

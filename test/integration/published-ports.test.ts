@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { Sandbox } from 'e2b';
 import { launchChromium } from '../helpers/chromium.ts';
-import { kilnSync, removeStateDir, type CliResult } from '../helpers/kilnd.ts';
+import { kilnSync, removeStateDir, type CliResult, useKilnE2bEnv } from '../helpers/kilnd.ts';
 
 const run = promisify(execFile);
 
@@ -140,18 +140,8 @@ describe('published ports through the e2b SDK (real guests)', { timeout: 1_200_0
     env = { ...process.env, KILN_STATE_DIR: state, KILN_E2B_API_PORT: '0', KILN_E2B_SANDBOX_PORT: '0' };
     delete process.env['E2B_DOMAIN'];
     delete process.env['E2B_DEBUG'];
-    const r = kiln('e2b', 'env');
-    assert.equal(r.status, 0, r.stderr);
-    const m = /^export E2B_API_URL='([^']+)' E2B_SANDBOX_URL='([^']+)' E2B_API_KEY='([^']+)'\n$/.exec(
-      r.stdout,
-    );
-    assert.ok(m?.[1] && m[2] && m[3], `kiln e2b env printed: ${r.stdout}`);
-    [process.env['E2B_API_URL'], process.env['E2B_SANDBOX_URL'], process.env['E2B_API_KEY']] = [
-      m[1],
-      m[2],
-      m[3],
-    ];
-    proxyPort = new URL(m[2]).port;
+    const ports = useKilnE2bEnv(env);
+    proxyPort = ports.proxyPort;
     sbx = await Sandbox.create('base', {
       lifecycle: { onTimeout: 'pause', autoResume: true },
       requestTimeoutMs: 600_000,
