@@ -39,7 +39,7 @@ export function commandsTests(current: () => Current, sdk: EnvdSdk): void {
     it('a non-zero exit raises CommandExitError with the code and output', async () => {
       await assert.rejects(sbx.commands.run('echo partial; exit 3'), (e: unknown) => {
         assert.ok(e instanceof sdk.CommandExitError);
-        const x = e as ExitError;
+        const x = e as unknown as ExitError;
         assert.equal(x.exitCode, 3);
         assert.equal(x.stdout, 'partial\n');
         assert.match(x.error ?? '', /exit status 3/);
@@ -90,8 +90,8 @@ export function commandsTests(current: () => Current, sdk: EnvdSdk): void {
       assert.equal(await sbx.commands.kill(h.pid), true);
       await assert.rejects(again.wait(), (e: unknown) => {
         assert.ok(e instanceof sdk.CommandExitError);
-        assert.equal((e as ExitError).exitCode, -1);
-        assert.match((e as ExitError).error ?? '', /signal: killed/);
+        assert.equal((e as unknown as ExitError).exitCode, -1);
+        assert.match((e as unknown as ExitError).error ?? '', /signal: killed/);
         return true;
       });
       await until(async () => !(await sbx.commands.list()).some((p) => p.pid === h.pid));
