@@ -68,11 +68,14 @@ export function e2bSdkChecks(sdk: SdkUnderTest, kiln: (...args: string[]) => Cli
   envdSuite(
     `${sdk.name} through kilnd: Sandbox.create("base") and the envd proxy`,
     async () => {
-      // The first create builds the base template (boot + snapshot), so it may take a while.
-      const sandbox = await Sandbox.create('base', {
+      // The first create builds the base template (boot + snapshot), so it may take a while. The
+      // suite uses a handle with the SDK's default request timeout: older releases leave some
+      // request timers armed, and one of 10 minutes would hold the test process that long.
+      const made = await Sandbox.create('base', {
         envs: { KILN_INIT_VAR: 'from-init' },
         requestTimeoutMs: 600_000,
       });
+      const sandbox = await Sandbox.connect(made.sandboxId);
       const dir = '/home/user/kiln-test';
       await sandbox.files.makeDir(dir);
       return {
