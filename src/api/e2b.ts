@@ -8,13 +8,17 @@ import type { ApiKeyService } from '../daemon/api-keys.ts';
 import { SandboxConnector } from '../daemon/connect.ts';
 import { TemplateEnsurer, type TemplateBuilder } from '../daemon/ensure-template.ts';
 import type { SandboxService } from '../daemon/sandbox-service.ts';
+import { accountRoutes } from './e2b/account.ts';
+import { logRoutes } from './e2b/logs.ts';
 import { metricsRoutes } from './e2b/metrics.ts';
+import { refusedRoutes } from './e2b/route-table.ts';
 import { sandboxRoutes } from './e2b/sandboxes.ts';
 import { snapshotRoutes } from './e2b/snapshots.ts';
 import { e2bViews } from './e2b/views.ts';
 import type { Route } from './http.ts';
 
 export { e2bErrorBody, e2bRouterOpts } from './e2b/errors.ts';
+export { E2B_REFUSED, E2B_SERVED } from './e2b/route-table.ts';
 
 export type E2bApiDeps = {
   svc: SandboxService;
@@ -39,5 +43,13 @@ export function e2bRoutes(o: E2bApiDeps): Route[] {
     connector: o.connector ?? new SandboxConnector(o.svc),
     views: e2bViews(o.svc, o.sandboxDomain ?? (() => null)),
   };
-  return [...sandboxRoutes(d), ...snapshotRoutes(d), ...metricsRoutes(d)];
+  // Metrics first: `GET /sandboxes/metrics` must not be taken for `GET /sandboxes/:id`.
+  return [
+    ...metricsRoutes(d),
+    ...sandboxRoutes(d),
+    ...logRoutes(d),
+    ...snapshotRoutes(d),
+    ...accountRoutes(d),
+    ...refusedRoutes(),
+  ];
 }

@@ -102,6 +102,22 @@ function bySignature(svc: SandboxService, q: URLSearchParams, method: string): s
   return undefined;
 }
 
+/**
+ * The running or paused sandbox whose envd access token this is, if any: e2b@2.7's envd HTTP
+ * client (`/files`, `/health`) sends `X-Access-Token` but no `E2b-Sandbox-Id`, and each
+ * sandbox's token is its own, so the token names the sandbox as a signature does.
+ */
+function byToken(svc: SandboxService, token: string | string[] | undefined): string | undefined {
+  if (typeof token !== 'string' || token === '') return undefined;
+  let cursor: string | undefined;
+  do {
+    const page = svc.list({ states: ['running', 'paused'] }, { limit: 1000, cursor });
+    for (const s of page.items) if (safeEqual(token, s.accessToken)) return s.id;
+    cursor = page.next;
+  } while (cursor);
+  return undefined;
+}
+
 /** Pipes the guest's answer back; an answer Node cannot repeat is a 502. */
 function relayAnswer(ur: IncomingMessage, res: ServerResponse, id: string, log: Logger): void {
   try {
@@ -192,7 +208,8 @@ function forward(
 }
 
 /**
- * The sandbox a request is for (its header, or a signed `/files` URL's signer), or an answer
+ * The sandbox a request is for (its header, a signed `/files` URL's signer, or the sandbox whose
+ * access token it carries), or an answer
  * saying why there is none (then undefined).
  */
 function envdTarget(
@@ -205,6 +222,7 @@ function envdTarget(
   let id = named;
   if (id === undefined && url.pathname === '/files')
     id = bySignature(p.svc, url.searchParams, req.method ?? 'GET');
+  if (id === undefined) id = byToken(p.svc, req.headers['x-access-token']);
   if (id === undefined) {
     req.resume();
     const signed = url.pathname === '/files' && url.searchParams.has('signature');

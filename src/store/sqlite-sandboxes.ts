@@ -116,8 +116,14 @@ export function getSandbox(db: Db, id: string): SandboxRecord {
 
 export function listSandboxes(db: Db, filter: SandboxFilter = {}, page?: PageOpts): Page<SandboxRecord> {
   const limit = pageLimit(page, 100);
-  const where: string[] = ['rowid > ?'];
-  const args: SQLInputValue[] = [cursorValue(page)];
+  const desc = filter.order === 'desc';
+  const from = cursorValue(page);
+  const where: string[] = [desc ? 'rowid < ?' : 'rowid > ?'];
+  const args: SQLInputValue[] = [desc && from === 0 ? Number.MAX_SAFE_INTEGER : from];
+  if (filter.startedAfter !== undefined) {
+    where.push('COALESCE(started_at, created_at) >= ?');
+    args.push(filter.startedAfter);
+  }
   if (filter.states?.length) {
     where.push(`state IN (${filter.states.map(() => '?').join(', ')})`);
     args.push(...filter.states);
@@ -135,7 +141,9 @@ export function listSandboxes(db: Db, filter: SandboxFilter = {}, page?: PageOpt
     args.push(k, v);
   }
   const rows = db.raw
-    .prepare(`SELECT rowid AS _cursor, * FROM sandboxes WHERE ${where.join(' AND ')} ORDER BY rowid LIMIT ?`)
+    .prepare(
+      `SELECT rowid AS _cursor, * FROM sandboxes WHERE ${where.join(' AND ')} ORDER BY rowid ${desc ? 'DESC' : ''} LIMIT ?`,
+    )
     .all(...args, limit + 1) as Row[];
   const more = rows.length > limit;
   const items = rows.slice(0, limit);

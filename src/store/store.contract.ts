@@ -196,6 +196,32 @@ export function storeContract(name: string, fx: StoreFixture): void {
       s.close();
     });
 
+    it('sandboxes: order desc lists newest first and pages backwards; startedAfter filters by start (else creation) time', () => {
+      const s = fx.open();
+      s.putTemplate(template());
+      for (let i = 0; i < 5; i++)
+        s.insertSandbox(
+          sandbox({
+            id: `sbx-${i}`,
+            createdAt: `2026-01-01T00:00:0${i}.000Z`,
+            startedAt: i === 1 ? '2026-01-01T00:00:09.000Z' : null,
+          }),
+        );
+      const seen: string[] = [];
+      let cursor: string | undefined;
+      do {
+        const p = s.listSandboxes({ order: 'desc' }, { limit: 2, cursor });
+        seen.push(...p.items.map((x) => x.id));
+        cursor = p.next;
+      } while (cursor);
+      assert.deepEqual(seen, ['sbx-4', 'sbx-3', 'sbx-2', 'sbx-1', 'sbx-0']);
+      const after = (t: string, order?: 'asc' | 'desc'): string[] =>
+        s.listSandboxes({ startedAfter: t, ...(order ? { order } : {}) }).items.map((x) => x.id);
+      assert.deepEqual(after('2026-01-01T00:00:03.000Z'), ['sbx-1', 'sbx-3', 'sbx-4']);
+      assert.deepEqual(after('2026-01-01T00:00:05.000Z', 'desc'), ['sbx-1']);
+      s.close();
+    });
+
     it('sandboxes: state changes follow the state machine; expect is a compare-and-set', () => {
       const s = fx.open();
       s.putTemplate(template());

@@ -29,6 +29,10 @@ export interface SandboxFilter {
   templateId?: string;
   /** Only sandboxes this API key created. */
   ownerKeyId?: string;
+  /** Only sandboxes started (else created) at or after this ISO time. */
+  startedAfter?: string;
+  /** Creation order: `asc` oldest first (the default), `desc` newest first; cursors follow it. */
+  order?: 'asc' | 'desc';
 }
 
 /** What `purgeEnded` deleted. */

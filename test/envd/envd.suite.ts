@@ -5,7 +5,7 @@
  * One file per subject: commands.ts, files.ts, pty.ts, protocol.ts (shared helpers: helpers.ts).
  */
 import { after, before, describe } from 'node:test';
-import type { Sandbox } from 'e2b';
+import { CommandExitError, NotEnoughSpaceError, type Sandbox } from 'e2b';
 import { commandsTests } from './commands.ts';
 import { filesTests } from './files.ts';
 import type { Current } from './helpers.ts';
@@ -29,7 +29,24 @@ export interface EnvdTarget {
   close: () => Promise<void>;
 }
 
-export function envdSuite(name: string, make: () => Promise<EnvdTarget>): void {
+/** An error class of one SDK release (`instanceof` holds only for that release's own classes). */
+export type ErrorClass = abstract new (...args: never[]) => Error;
+
+/**
+ * The SDK release the suite drives (the sandbox's own): its error classes, and what an older
+ * release lacks (those checks are then replaced by one that the release indeed lacks it).
+ */
+export interface EnvdSdk {
+  name: string;
+  CommandExitError: ErrorClass;
+  NotEnoughSpaceError: ErrorClass;
+  lacks: { closeStdin?: boolean };
+}
+
+/** The pinned `e2b` devDependency. */
+export const PINNED_SDK: EnvdSdk = { name: 'e2b', CommandExitError, NotEnoughSpaceError, lacks: {} };
+
+export function envdSuite(name: string, make: () => Promise<EnvdTarget>, sdk: EnvdSdk = PINNED_SDK): void {
   describe(`envd via the e2b SDK: ${name}`, { timeout: 600_000 }, () => {
     let cur: Current | undefined;
     const current = (): Current => {
@@ -38,12 +55,12 @@ export function envdSuite(name: string, make: () => Promise<EnvdTarget>): void {
     };
     before(async () => {
       const t = await make();
-      cur = { t, sbx: t.sandbox };
+      cur = { t, sbx: t.sandbox, sdk };
     });
     after(async () => {
       await current().t.close();
     });
-    commandsTests(current);
+    commandsTests(current, sdk);
     filesTests(current);
     ptyTests(current);
     protocolTests(current);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { before, describe, it } from 'node:test';
-import { FileType, FilesystemEventType, NotEnoughSpaceError, type FilesystemEvent, type Sandbox } from 'e2b';
+import { FileType, FilesystemEventType, type FilesystemEvent, type Sandbox } from 'e2b';
 import { fetchAgent, type Current, sha, until } from './helpers.ts';
 import type { EnvdTarget } from './envd.suite.ts';
 
@@ -150,7 +150,7 @@ export function filesTests(current: () => Current): void {
             `${t.dir}/toolarge.bin`,
             big.buffer.slice(big.byteOffset, big.byteOffset + big.byteLength),
           ),
-          (e: Error) => e instanceof NotEnoughSpaceError,
+          (e: Error) => e instanceof current().sdk.NotEnoughSpaceError,
         );
         assert.equal(await sbx.files.exists(`${t.dir}/toolarge.bin`), false);
         assert.equal((await sbx.commands.run(`ls -A ${t.dir} | grep -c kiln-upload || true`)).stdout, '0\n');

@@ -1,12 +1,14 @@
 /** What the envd suite's subject files (commands, files, pty, protocol) share. */
 import { createHash } from 'node:crypto';
 import type { Sandbox } from 'e2b';
-import type { EnvdTarget } from './envd.suite.ts';
+import type { EnvdSdk, EnvdTarget } from './envd.suite.ts';
 
 /** The target under test and its SDK sandbox, once the suite's `before` made them. */
 export interface Current {
   t: EnvdTarget;
   sbx: Sandbox;
+  /** The SDK release the sandbox is of (its error classes). */
+  sdk: EnvdSdk;
 }
 
 export const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');

@@ -1,13 +1,14 @@
 /** The envd suite (envd.suite.ts), the pty: create, input, resize, kill. */
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
-import { CommandExitError, type Sandbox } from 'e2b';
+import type { Sandbox } from 'e2b';
 import { type Current, until } from './helpers.ts';
 
 export function ptyTests(current: () => Current): void {
   describe('pty', () => {
     let sbx: Sandbox;
-    before(() => ({ sbx } = current()));
+    let sdk: Current['sdk'];
+    before(() => ({ sbx, sdk } = current()));
 
     it('create, sendInput, resize, and kill', async () => {
       let out = '';
@@ -24,7 +25,7 @@ export function ptyTests(current: () => Current): void {
       await sbx.pty.sendInput(h.pid, new TextEncoder().encode('stty size\n'));
       await until(() => /40 120/.test(out) || undefined);
       assert.equal(await sbx.pty.kill(h.pid), true);
-      await assert.rejects(h.wait(), CommandExitError);
+      await assert.rejects(h.wait(), (e) => e instanceof sdk.CommandExitError);
     });
   });
 }

@@ -34,7 +34,7 @@ describe('E2B envd proxy (fake driver)', () => {
     for (const id of [auto, manual]) await h.svc.kill(id);
   });
 
-  it('envd proxy: routes by E2b-Sandbox-Id or by URL signature; unknown, dead or unsigned get E2B error bodies', async () => {
+  it('envd proxy: routes by E2b-Sandbox-Id, by URL signature or by access token; unknown, dead or unsigned get E2B error bodies', async () => {
     const sbx = await Sandbox.create('base', h.opts());
     const rec = h.svc.get(sbx.sandboxId);
     const health = await fetch(`${h.sandboxUrl}/health`, {
@@ -44,6 +44,11 @@ describe('E2B envd proxy (fake driver)', () => {
     const noHeader = await fetch(`${h.sandboxUrl}/health`);
     assert.equal(noHeader.status, 400);
     assert.match(((await noHeader.json()) as { message: string }).message, /missing E2b-Sandbox-Id/);
+    // e2b@2.7's envd HTTP client sends the sandbox's access token but no E2b-Sandbox-Id.
+    const byToken = await fetch(`${h.sandboxUrl}/health`, { headers: { 'x-access-token': rec.accessToken } });
+    assert.equal(byToken.status, 204, 'routed to the sandbox whose token it is');
+    const wrongToken = await fetch(`${h.sandboxUrl}/health`, { headers: { 'x-access-token': 'nope' } });
+    assert.equal(wrongToken.status, 400);
     const unknown = await fetch(`${h.sandboxUrl}/health`, { headers: { 'e2b-sandbox-id': 'sbx-nope' } });
     assert.equal(unknown.status, 502);
     assert.deepEqual(Object.keys((await unknown.json()) as object).sort(), ['code', 'message', 'sandboxId']);

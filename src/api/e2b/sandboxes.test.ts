@@ -99,13 +99,17 @@ describe('E2B API: keys, create, info, list, pause, connect, snapshots and fork 
     }
     assert.deepEqual(
       seen,
-      made.slice(0, 4).map((s) => s.sandboxId),
+      made
+        .slice(0, 4)
+        .map((s) => s.sandboxId)
+        .reverse(),
+      'newest first, the SDK default',
     );
     assert.equal(pages, 2);
     const odd = await Sandbox.list({ ...h.opts(), query: { metadata: { 'odd key&=': 'v 1' } } }).nextItems();
     assert.deepEqual(
       odd.map((s) => s.sandboxId),
-      [made[1]?.sandboxId, made[3]?.sandboxId],
+      [made[3]?.sandboxId, made[1]?.sandboxId],
     );
     const paused = await Sandbox.list({ ...h.opts(), query: { state: ['paused'] } }).nextItems();
     assert.deepEqual(paused, []);

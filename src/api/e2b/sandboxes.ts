@@ -1,19 +1,18 @@
-/** E2B's sandbox routes: create, connect, list, get, kill, timeout, pause, fork, network. */
+/**
+ * E2B's sandbox routes: create, connect, list, get, kill, timeout, refreshes, pause, resume, fork,
+ * network. Create, connect and list have a v1 and a v2 path (older SDKs call the v1 ones).
+ */
 import { DEFAULT_CREATE_FLAGS, DEFAULT_FORK_COUNT } from '../../core/defaults.ts';
-import type { SandboxState } from '../../core/domain.ts';
 import { KilnError, invalidArgument } from '../../core/errors.ts';
 import { parseNetwork, parseNetworkUpdate } from '../../core/network-parse.ts';
 import { validateName } from '../../core/validate.ts';
 import type { CreateRequest } from '../../daemon/sandbox-service.ts';
 import { sendJson, type Ctx, type Route } from '../http.ts';
-import { queryEnum, queryLimit, required, type Fields } from '../parse.ts';
+import { required, type Fields } from '../parse.ts';
 import { e2bErrorBody } from './errors.ts';
-import { MAX_LIST, callerOf, fields, idOf, live, type E2bDeps } from './deps.ts';
-import type { E2bListedSandbox, E2bSandbox } from './views.ts';
-
-const RUNNING: SandboxState[] = ['running', 'resuming'];
-const PAUSED: SandboxState[] = ['paused', 'pausing'];
-const E2B_STATES: Record<string, SandboxState[] | undefined> = { running: RUNNING, paused: PAUSED };
+import { callerOf, fields, idOf, live, type E2bDeps } from './deps.ts';
+import { listV1, listV2 } from './list.ts';
+import type { E2bSandbox } from './views.ts';
 
 /** `NewSandbox`, checked before anything slow (a first create builds the base template). */
 function parseCreate(f: Fields): CreateRequest {
@@ -47,6 +46,11 @@ function parseCreate(f: Fields): CreateRequest {
   };
 }
 
+/** ResumedSandbox's default `timeout` (seconds), also a refresh's default `duration`. */
+const RESUME_TIMEOUT_S = 15;
+/** SandboxRefreshRequest's largest `duration` (seconds). */
+const MAX_REFRESH_S = 3600;
+
 async function create(d: E2bDeps, c: Ctx): Promise<E2bSandbox> {
   const req = parseCreate(await fields(c));
   const caller = callerOf(d, c);
@@ -63,32 +67,6 @@ async function connect(d: E2bDeps, c: Ctx): Promise<E2bSandbox | null> {
   if (!r.resumed) return d.views.sandbox(r.sandbox);
   sendJson(c.res, 201, d.views.sandbox(r.sandbox));
   return null;
-}
-
-function list(d: E2bDeps, c: Ctx): E2bListedSandbox[] {
-  const q = c.query;
-  const states = queryEnum(q, 'state', (s) => E2B_STATES[s], 'a sandbox state (running, paused)');
-  const metadata: Record<string, string> = {};
-  // The SDK percent-encodes each key and value, then the pairs as a query string.
-  for (const [k, v] of new URLSearchParams(q.get('metadata') ?? '')) {
-    try {
-      metadata[decodeURIComponent(k)] = decodeURIComponent(v);
-    } catch {
-      throw invalidArgument('metadata', `"${k}=${v}" is not a valid percent-encoded pair`);
-    }
-  }
-  const limit = queryLimit(q, MAX_LIST, MAX_LIST);
-  const caller = callerOf(d, c);
-  const page = d.svc.list(
-    {
-      states: states.length ? states : [...RUNNING, ...PAUSED],
-      metadata,
-      ...(caller.admin ? {} : { ownerKeyId: caller.keyId }),
-    },
-    { limit, cursor: q.get('nextToken') ?? undefined },
-  );
-  if (page.next) c.res.setHeader('x-next-token', page.next);
-  return page.items.map(d.views.listed);
 }
 
 async function kill(d: E2bDeps, c: Ctx): Promise<null> {
@@ -114,6 +92,34 @@ async function pause(d: E2bDeps, c: Ctx): Promise<null> {
   if (s.state === 'paused' || s.state === 'pausing')
     throw new KilnError('invalid_state', `sandbox ${id} is already paused`);
   await d.svc.pause(id, { opId: c.opId, caller });
+  return null;
+}
+
+/**
+ * `POST /sandboxes/:id/resume` (deprecated; `ResumedSandbox`): resumes a paused sandbox for
+ * `timeout` seconds (15 by default, as in the spec), 201 with the `Sandbox`; a running one is 409.
+ * `autoPause` is deprecated in the spec and ignored: kiln keeps what create set.
+ */
+async function resume(d: E2bDeps, c: Ctx): Promise<E2bSandbox> {
+  const id = idOf(c);
+  const timeoutS = (await fields(c)).int('timeout') ?? RESUME_TIMEOUT_S;
+  const s = live(d.svc, id, callerOf(d, c));
+  if (s.state === 'running' || s.state === 'resuming')
+    throw new KilnError('invalid_state', `sandbox ${id} is already running`);
+  return d.views.sandbox(await d.svc.resume(id, { timeoutS }, { opId: c.opId }));
+}
+
+/**
+ * `POST /sandboxes/:id/refreshes` (`SandboxRefreshRequest`): keeps the sandbox alive for at
+ * least `duration` more seconds (0..3600, default 15); it never shortens its time to live.
+ */
+async function refresh(d: E2bDeps, c: Ctx): Promise<null> {
+  const id = idOf(c);
+  const duration = (await fields(c)).int('duration') ?? RESUME_TIMEOUT_S;
+  if (duration < 0 || duration > MAX_REFRESH_S)
+    throw invalidArgument('duration', `must be 0 to ${MAX_REFRESH_S} seconds, got ${duration}`);
+  const s = live(d.svc, id, callerOf(d, c));
+  if (Date.parse(s.endAt) < Date.now() + duration * 1000) d.svc.setTimeout(id, duration);
   return null;
 }
 
@@ -149,8 +155,11 @@ async function fork(d: E2bDeps, c: Ctx): Promise<unknown[]> {
 
 export const sandboxRoutes = (d: E2bDeps): Route[] => [
   { method: 'POST', path: '/v2/sandboxes', status: 201, handler: (c) => create(d, c) },
+  { method: 'POST', path: '/sandboxes', status: 201, handler: (c) => create(d, c) },
   { method: 'POST', path: '/v2/sandboxes/:id/connect', handler: (c) => connect(d, c) },
-  { method: 'GET', path: '/v2/sandboxes', handler: (c) => Promise.resolve(list(d, c)) },
+  { method: 'POST', path: '/sandboxes/:id/connect', handler: (c) => connect(d, c) },
+  { method: 'GET', path: '/v2/sandboxes', handler: (c) => Promise.resolve(listV2(d, c)) },
+  { method: 'GET', path: '/sandboxes', handler: (c) => Promise.resolve(listV1(d, c)) },
   {
     method: 'GET',
     path: '/sandboxes/:id',
@@ -158,7 +167,9 @@ export const sandboxRoutes = (d: E2bDeps): Route[] => [
   },
   { method: 'DELETE', path: '/sandboxes/:id', status: 204, handler: (c) => kill(d, c) },
   { method: 'POST', path: '/sandboxes/:id/timeout', status: 204, handler: (c) => setTimeout(d, c) },
+  { method: 'POST', path: '/sandboxes/:id/refreshes', status: 204, handler: (c) => refresh(d, c) },
   { method: 'POST', path: '/sandboxes/:id/pause', status: 204, handler: (c) => pause(d, c) },
+  { method: 'POST', path: '/sandboxes/:id/resume', status: 201, handler: (c) => resume(d, c) },
   { method: 'POST', path: '/sandboxes/:id/fork', status: 201, handler: (c) => fork(d, c) },
   { method: 'PUT', path: '/sandboxes/:id/network', status: 204, handler: (c) => updateNetwork(d, c) },
 ];
