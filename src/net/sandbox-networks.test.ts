@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -64,6 +65,12 @@ describe('SandboxNetworks as root (no VM)', () => {
   const RULES: EgressRules = { allowOut: ['192.0.2.0/24'], denyOut: [], internet: true };
 
   it('pool, acquire, apply, reconcile, release, close; purgeNetworks removes the rest', async () => {
+    // What forwarding is once no kilnd runs: off if kiln turned it on (marker) or it was off.
+    const forwardBefore =
+      existsSync('/run/kiln-ip-forward-enabled') ||
+      readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim() === '0'
+        ? '0'
+        : '1';
     const nets = await SandboxNetworks.open(opts(state));
     assert.ok(hasTable(), 'the host table is installed');
     await nets.reconcile([]);
@@ -102,6 +109,12 @@ describe('SandboxNetworks as root (no VM)', () => {
     await again.close();
     assert.deepEqual(slots(), { ns: [], links: [] }, 'close destroys the unclaimed slots');
     assert.ok(!hasTable(), 'and, with no slot in use, the host table');
+    // The last kiln host table gone, forwarding kiln turned on is off again (another kilnd or
+    // test run sharing the host keeps it on while its table exists).
+    if (!/kiln_net_/.test(execFileSync('nft', ['list', 'tables'], { encoding: 'utf8' }))) {
+      assert.equal(readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim(), forwardBefore);
+      assert.ok(!existsSync('/run/kiln-ip-forward-enabled'), 'the marker is gone');
+    }
 
     // What a crashed kilnd leaves, purged: a slot and the table.
     const third = await SandboxNetworks.open(opts(state));

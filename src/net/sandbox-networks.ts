@@ -5,9 +5,10 @@
  * loads its rules. A released slot is destroyed, never reused. Start-up reconciliation destroys
  * every slot of this instance that no live VM uses (after a crash at any step).
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { KilnError } from '../core/errors.ts';
+import { run } from '../core/exec.ts';
 import { OPEN_NETWORK, type EgressRules } from '../core/network-policy.ts';
 import { chooseBlock, ipv4ToInt, parsePool, slotAddresses, type Block } from './addressing.ts';
 import {
@@ -130,19 +131,22 @@ export class SandboxNetworks {
     const used = k.addrs.map((a) => ipv4ToInt(a.addr));
     const start = parseInt(tag, 16) % (2 ** (32 - pool.bits) / (SLOTS_PER_INSTANCE * 4));
     const block = chooseBlock(pool, start, own, used);
-    if ((await readFile(IP_FORWARD, 'utf8')).trim() !== '1') {
-      await writeFile(FORWARD_MARK, `${new Date().toISOString()}\n`);
-      await writeFile(IP_FORWARD, '1\n');
-    }
-    const guard = await readFile(FORWARD_MARK).then(
+    // The host table goes in before forwarding is turned on: a kilnd stopping meanwhile sees it
+    // and leaves forwarding on (it turns it off only when it removes the last kiln table).
+    const forwardOff = (await readFile(IP_FORWARD, 'utf8')).trim() !== '1';
+    const marked = await readFile(FORWARD_MARK).then(
       () => true,
       () => false,
     );
-    const n = new SandboxNetworks(o, tag, block, guard);
+    const n = new SandboxNetworks(o, tag, block, forwardOff || marked);
     // Slots already on the host (live VMs', or strays) are taken until reconcile decides: a slot
     // made before it (a helper VM of recovery) must not collide with a live VM's.
     for (const i of await slotsOnHost(tag)) n.#used.add(i);
     await n.#applyHost();
+    if (forwardOff) {
+      await writeFile(FORWARD_MARK, `${new Date().toISOString()}\n`);
+      await writeFile(IP_FORWARD, '1\n');
+    }
     return n;
   }
 
@@ -318,9 +322,28 @@ export class SandboxNetworks {
     this.#closed = true;
     await this.filled();
     for (const r of this.#ready.splice(0)) await this.release(nsPath(r.slot.ns));
-    if (this.#held.size === 0)
-      await applyNft(`table inet ${hostTable(this.#tag)} {}\ndelete table inet ${hostTable(this.#tag)}\n`);
+    if (this.#held.size === 0) await removeHostTable(this.#tag);
   }
+}
+
+/**
+ * Deletes instance `tag`'s host table; when it was the last kiln host table and kiln turned IP
+ * forwarding on (the marker), turns it off again and removes the marker: the host routes as it
+ * did before any kilnd ran.
+ */
+async function removeHostTable(tag: string): Promise<void> {
+  await applyNft(`table inet ${hostTable(tag)} {}\ndelete table inet ${hostTable(tag)}\n`);
+  const { stdout } = await run('nft', ['list', 'tables'], { failCode: 'driver_error' });
+  if (/\bkiln_net_[0-9a-f]{6}\b/.test(stdout)) return;
+  if (
+    !(await readFile(FORWARD_MARK).then(
+      () => true,
+      () => false,
+    ))
+  )
+    return;
+  await writeFile(IP_FORWARD, '0\n');
+  await rm(FORWARD_MARK, { force: true });
 }
 
 /**
@@ -331,5 +354,5 @@ export class SandboxNetworks {
 export async function purgeNetworks(stateDir: string): Promise<void> {
   const tag = instanceTag(stateDir);
   for (const i of await slotsOnHost(tag)) await destroySlot(slotNames(tag, i));
-  await applyNft(`table inet ${hostTable(tag)} {}\ndelete table inet ${hostTable(tag)}\n`);
+  await removeHostTable(tag);
 }
