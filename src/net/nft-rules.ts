@@ -47,6 +47,18 @@ function set(name: string, type: 'ipv4_addr' | 'ipv6_addr', elements: readonly s
   return `\tset ${name} { type ${type}; flags interval; auto-merge;${els} }`;
 }
 
+/** Sets `<name>4` and `<name>6` holding the IPv4 and the IPv6 ones of `cidrs`. */
+function setPair(name: string, cidrs: readonly string[]): string[] {
+  return [
+    set(
+      `${name}4`,
+      'ipv4_addr',
+      cidrs.filter((x) => !isV6(x)),
+    ),
+    set(`${name}6`, 'ipv6_addr', cidrs.filter(isV6)),
+  ];
+}
+
 const REJECT = 'reject with icmpx admin-prohibited';
 const REFUSE = 'jump refuse';
 
@@ -103,30 +115,10 @@ export function namespaceRuleset(rules: EgressRules, c: NsRuleContext): string {
     `delete table inet ${NS_TABLE}`,
     `table inet ${NS_TABLE} {`,
     set('host4', 'ipv4_addr', c.hostLocal ?? []),
-    set(
-      'allow_denied4',
-      'ipv4_addr',
-      allowDenied.filter((x) => !isV6(x)),
-    ),
-    set('allow_denied6', 'ipv6_addr', allowDenied.filter(isV6)),
-    set(
-      'allow4',
-      'ipv4_addr',
-      allow.filter((x) => !isV6(x)),
-    ),
-    set('allow6', 'ipv6_addr', allow.filter(isV6)),
-    set(
-      'deny4',
-      'ipv4_addr',
-      deny.filter((x) => !isV6(x)),
-    ),
-    set('deny6', 'ipv6_addr', deny.filter(isV6)),
-    set(
-      'always4',
-      'ipv4_addr',
-      c.alwaysDenied.filter((x) => !isV6(x)),
-    ),
-    set('always6', 'ipv6_addr', c.alwaysDenied.filter(isV6)),
+    ...setPair('allow_denied', allowDenied),
+    ...setPair('allow', allow),
+    ...setPair('deny', deny),
+    ...setPair('always', c.alwaysDenied),
     '\tchain refuse {',
     '\t\tmeta l4proto tcp reject with tcp reset',
     `\t\t${REJECT}`,
