@@ -2,7 +2,7 @@
 # The one command that checks everything: format, lint (with the layering rule), typecheck, tests.
 # Usage: scripts/check.sh [all|unit|integration|static]   (default: all)
 #   unit         unit tests (src/**/*.test.ts): no VM, no image build; two files at a time
-#   integration  VM tests (test/**/*.test.ts): real QEMU guests; one file at a time
+#   integration  VM tests (test/**/*.test.ts): real QEMU guests; two lanes, one file at a time each
 #   static       format check, lint, typecheck
 #   all          static, then unit, then integration
 # Two runs may share a machine: every test keeps to its own temp dirs, ports (0 = any) and VMs.
@@ -24,10 +24,21 @@ unit_tests() {
   echo "== unit tests (${#unit[@]} files, two at a time)"
   node --test --test-concurrency=2 --test-reporter=spec "${unit[@]}"
 }
-# VM tests share two cores and boot TCG guests: one file at a time, each running its tests in order.
+# VM tests boot TCG guests. They run in KILN_TEST_LANES lanes (default 2, one per core): node's own
+# sharding splits the files, each lane runs its files one at a time and its tests in order, and
+# every line it prints is prefixed with its lane number. Every test keeps to its own state dir, so
+# two lanes share the machine as two users' runs would. KILN_TEST_LANES=1 runs them all in one lane.
 integration_tests() {
-  echo "== integration tests (${#integ[@]} files, one at a time)"
-  node --test --test-concurrency=1 --test-reporter=spec "${integ[@]}"
+  local lanes="${KILN_TEST_LANES:-2}" pids=() lane rc=0
+  [[ "$lanes" =~ ^[1-9]$ ]] || { echo "KILN_TEST_LANES must be 1-9, got '$lanes'" >&2; return 2; }
+  echo "== integration tests (${#integ[@]} files, $lanes lanes, one file at a time in each)"
+  for ((lane = 1; lane <= lanes; lane++)); do
+    node --test --test-concurrency=1 --test-shard="$lane/$lanes" --test-reporter=spec "${integ[@]}" 2>&1 |
+      sed -u "s/^/[$lane] /" &
+    pids+=("$!")
+  done
+  for lane in "${pids[@]}"; do wait "$lane" || rc=1; done
+  return "$rc"
 }
 
 case "$what" in
