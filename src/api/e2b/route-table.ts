@@ -38,6 +38,9 @@ export const E2B_SERVED: readonly string[] = [
   'GET /templates/aliases/:alias',
 ];
 
+const SECRETS =
+  'E2B secret markers are resolved at sandbox egress by network rule transforms, which kiln does not support';
+
 /** Refused with a clear error: `METHOD path` and why it has no meaning on a single kiln host. */
 export const E2B_REFUSED: readonly (readonly [string, string])[] = [
   ['GET /nodes', 'E2B cloud cluster nodes; a kiln host is one node'],
@@ -56,6 +59,11 @@ export const E2B_REFUSED: readonly (readonly [string, string])[] = [
   ['PATCH /api-keys/:apiKeyID', 'kiln keys cannot be renamed; create a new one and delete the old'],
   ['GET /teams/:teamID/metrics', 'E2B cloud team usage metrics; see `kiln sandbox stats` on the host'],
   ['GET /teams/:teamID/metrics/max', 'E2B cloud team usage metrics; see `kiln sandbox stats` on the host'],
+  ['GET /secrets', SECRETS],
+  ['POST /secrets', SECRETS],
+  ['GET /secrets/:secretID', SECRETS],
+  ['POST /secrets/:secretID', SECRETS],
+  ['DELETE /secrets/:secretID', SECRETS],
 ];
 
 /** The refused routes as routes: each answers 404 naming itself and why (never a bare "no route"). */
