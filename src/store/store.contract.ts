@@ -53,6 +53,8 @@ export const sandbox = (o: Partial<SandboxRecord> = {}): SandboxRecord => ({
   endAt: '2026-01-01T00:05:00.000Z',
   autoPause: false,
   autoResume: false,
+  autoPauseMemory: true,
+  pauseKind: null,
   network: OPEN_NETWORK,
   trafficToken: null,
   endReason: null,
