@@ -139,7 +139,9 @@ export const sandboxRoutes = (d: NativeDeps): Route[] => [
     path: '/v1/sandboxes/:id/pause',
     handler: async (c) => {
       const memory = (await fields(c)).bool('memory');
-      return sandboxView(await d.svc.pause(idOf(c), { opId: c.opId }, memory === undefined ? {} : { memory }));
+      return sandboxView(
+        await d.svc.pause(idOf(c), { opId: c.opId }, memory === undefined ? {} : { memory }),
+      );
     },
   },
   { method: 'POST', path: '/v1/sandboxes/:id/resume', handler: (c) => resume(d, c) },

@@ -48,9 +48,10 @@ export function beginCapture(
   const caps = sc.driver.capabilities();
   // A filesystem-only pause saves no memory; its resume boots with RAM laid out like a restore's.
   const able =
-    caps.cowRamSharing && (filesystemOnly || caps.memorySnapshots) && (kind === 'pause' || caps.liveDiskFreeze);
-  if (!able)
-    throw new KilnError('invalid_state', `this host's VMM driver cannot ${kind} a running sandbox`);
+    caps.cowRamSharing &&
+    (filesystemOnly || caps.memorySnapshots) &&
+    (kind === 'pause' || caps.liveDiskFreeze);
+  if (!able) throw new KilnError('invalid_state', `this host's VMM driver cannot ${kind} a running sandbox`);
   const log = sc.log.child({ opId: ctx.opId, sandboxId: id });
   // A fork's snapshot is journalled as `fork` (its steps are a snapshot's; failpoints tell them apart).
   const run = new OpRun(sc, kind, id, ctx.opId);

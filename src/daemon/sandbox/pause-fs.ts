@@ -28,7 +28,10 @@ export async function pauseFilesystem(sc: ServiceContext, id: string, ctx: OpCtx
     // While the sandbox still runs (exec needs it): what the guest wrote reaches the disk.
     const synced = await exec(sc, id, 'sync', { user: 'root', timeoutMs: SYNC_TIMEOUT_MS }, ctx);
     if (synced.exitCode !== 0)
-      throw new KilnError('guest_agent_error', `sync in sandbox ${id} failed: ${synced.status} ${synced.stderr}`);
+      throw new KilnError(
+        'guest_agent_error',
+        `sync in sandbox ${id} failed: ${synced.status} ${synced.stderr}`,
+      );
     sc.store.updateSandbox(id, { state: 'pausing', pauseKind: 'filesystem' }, ['running']);
     sc.agentPorts.delete(id);
     await mkdir(c.dir, { recursive: true });

@@ -81,7 +81,11 @@ export async function resumeSandbox(
     run.done();
     // A filesystem-only pause resumes as a new boot of the guest on its disk.
     const rebooted = isDiskOnly(snap);
-    sc.store.appendEvent(id, 'info', 'sandbox resumed', { snapshotId: snap.id, rebooted, opId: ctx.opId ?? null });
+    sc.store.appendEvent(id, 'info', 'sandbox resumed', {
+      snapshotId: snap.id,
+      rebooted,
+      opId: ctx.opId ?? null,
+    });
     log.info({ snapshotId: snap.id, rebooted, ...times }, 'sandbox resumed');
     return rec;
   } catch (e) {
