@@ -1,12 +1,10 @@
 /** Filesystem-only pause and its cold-boot resume over the fake driver; memory pause unchanged. */
 import assert from 'node:assert/strict';
 import { readdirSync, statSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { BOOTSTRAP_KERNEL_ARG, tokenSha256 } from '../../core/envd-auth.ts';
-import type { StopOpts, VmSpec } from '../../vmm/driver.ts';
-import { FakeDriver } from '../../vmm/fake-driver.ts';
-import { NOW, ServiceFixture } from '../testing/fixtures.ts';
+import type { VmSpec } from '../../vmm/driver.ts';
+import { DiesInStop, NOW, ServiceFixture } from '../testing/fixtures.ts';
 import { join } from 'node:path';
 
 const snapDir = (fx: ServiceFixture, id: string): string => join(fx.dir, 'snapshots', id);
@@ -43,15 +41,17 @@ describe('SandboxService: filesystem-only pause (fake driver)', () => {
     assert.equal(back.state, 'running');
     assert.equal(back.pauseKind, null);
     const spec = started.at(-1);
-    assert.equal(spec?.restore, undefined, 'a boot, not a restore');
-    assert.equal(spec?.diskLayer, `${snapDir(fx, snap.id)}/disk.qcow2`);
-    assert.deepEqual(spec?.boot.kernelArgs, [`${BOOTSTRAP_KERNEL_ARG}=${tokenSha256(s.accessToken)}`]);
-    const ram = spec?.privateRamFile ?? '';
+    assert.ok(spec);
+    assert.equal(spec.restore, undefined, 'a boot, not a restore');
+    assert.equal(spec.diskLayer, `${snapDir(fx, snap.id)}/disk.qcow2`);
+    assert.deepEqual(spec.boot.kernelArgs, [`${BOOTSTRAP_KERNEL_ARG}=${tokenSha256(s.accessToken)}`]);
+    const ram = spec.privateRamFile ?? '';
     assert.equal(statSync(ram).size, 512 * 1024 * 1024, 'a zero file of the memory size');
     const init = fx.guests.inits.at(-1);
-    assert.equal(init?.presented, s.accessToken, 'the bootstrap secret is the sandbox token');
-    assert.equal(init?.body.accessToken, s.accessToken, 'the same envd access token');
-    assert.deepEqual(init?.body.envVars, { A: '1' });
+    assert.ok(init);
+    assert.equal(init.presented, s.accessToken, 'the bootstrap secret is the sandbox token');
+    assert.equal(init.body.accessToken, s.accessToken, 'the same envd access token');
+    assert.deepEqual(init.body.envVars, { A: '1' });
     const events = fx.store
       .listEvents(s.id)
       .items.map((e) => [e.message, e.data?.['rebooted'] ?? e.data?.['pauseKind']]);
@@ -115,13 +115,6 @@ describe('SandboxService: filesystem-only pause (fake driver)', () => {
 
   it('a crash after the point of no return (the overlay kept) is finished at start-up as a filesystem-only pause', async () => {
     const s = await fx.svc.create({ template: 'base' });
-    class DiesInStop extends FakeDriver {
-      override async stop(id: string, opts: StopOpts = {}): Promise<void> {
-        if (opts.keepOverlayAs) await writeFile(opts.keepOverlayAs, `fake disk of ${id}`);
-        this.crash(id);
-        return new Promise(() => undefined);
-      }
-    }
     const dying = fx.restarted({ driver: new DiesInStop(fx.world) });
     void dying.pause(s.id, {}, { memory: false }).catch(() => undefined);
     for (let i = 0; i < 200 && fx.world.get(s.id)?.info.state !== 'stopped'; i++)
@@ -140,6 +133,6 @@ describe('SandboxService: filesystem-only pause (fake driver)', () => {
     assert.deepEqual(await fx.driver.list(), []);
     const back = await restarted.resume(s.id);
     assert.equal(back.state, 'running');
-    assert.equal(started.at(-1)?.restore, undefined, 'resumed by a boot');
+    assert.equal(fx.store.listEvents(s.id).items.at(-1)?.data?.['rebooted'], true, 'resumed by a boot');
   });
 });
