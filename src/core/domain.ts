@@ -60,6 +60,13 @@ export interface SandboxCondition {
   since: string;
 }
 
+/**
+ * What a pause keeps. `memory`: RAM and devices too, and resume restores the running guest;
+ * `filesystem`: the disk only (E2B's `keepMemory: false`), and resume boots the guest afresh
+ * on that disk (a new boot, no processes).
+ */
+export type PauseKind = 'memory' | 'filesystem';
+
 export interface SandboxRecord {
   id: string;
   templateId: string;
@@ -78,6 +85,10 @@ export interface SandboxRecord {
   autoPause: boolean;
   /** A paused sandbox resumes when traffic for it arrives (E2B's autoResume). */
   autoResume: boolean;
+  /** With autoPause: the timeout's pause keeps memory (true) or the filesystem only (E2B's autoPauseMemory). */
+  autoPauseMemory: boolean;
+  /** While paused (or pausing): what its pause kept (see PauseKind); null otherwise. */
+  pauseKind: PauseKind | null;
   /**
    * Its egress rules and published-port settings, as its create asked (a restore or fork gets
    * its own create's), replaced by updateNetwork; kept across pause/resume and restarts.

@@ -58,11 +58,13 @@ export class SandboxConnector {
 
   /**
    * Traffic for sandbox `id` arrived (the envd proxy): a paused sandbox created with autoResume
-   * resumes first (once, however many requests wait); any other is left as it is.
+   * resumes first (once, however many requests wait), unless its pause kept the filesystem
+   * only; any other is left as it is.
    */
   async resumeOnTraffic(id: string): Promise<void> {
     const s = this.#svc.get(id);
-    if (!s.autoResume || !asleep(s)) return;
+    // A filesystem-only pause is resumed by connect only (as in E2B): traffic does not reboot it.
+    if (!s.autoResume || !asleep(s) || s.pauseKind === 'filesystem') return;
     let p = this.#resuming.get(id);
     if (!p) {
       p = this.#svc

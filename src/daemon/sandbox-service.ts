@@ -109,10 +109,13 @@ export class SandboxService {
     return killSandbox(this.#sc, id, ctx, reason, (fn) => this.#locks.run(id, fn));
   }
 
-  /** Pause = snapshot + stop the VM; the sandbox keeps its id and resumes from that snapshot. */
-  async pause(id: string, ctx: OpCtx = {}): Promise<SandboxRecord> {
+  /**
+   * Pause = snapshot + stop the VM; the sandbox keeps its id and resumes from that snapshot.
+   * `memory: false` keeps the filesystem only (its resume reboots the guest).
+   */
+  async pause(id: string, ctx: OpCtx = {}, opts: { memory?: boolean } = {}): Promise<SandboxRecord> {
     this.get(id);
-    await this.#locks.run(id, () => pauseSandbox(this.#sc, id, ctx));
+    await this.#locks.run(id, () => pauseSandbox(this.#sc, id, ctx, opts));
     return this.get(id);
   }
 
@@ -272,7 +275,10 @@ export class SandboxService {
 
   /** Ends every running sandbox past its end time: pauses it (autoPause) or kills it. */
   async reapExpired(): Promise<string[]> {
-    return reapExpired(this.#sc, { pause: (id) => this.pause(id), kill: (id, r) => this.kill(id, {}, r) });
+    return reapExpired(this.#sc, {
+      pause: (id, memory) => this.pause(id, {}, { memory }),
+      kill: (id, r) => this.kill(id, {}, r),
+    });
   }
 
   /**

@@ -181,8 +181,9 @@ export class KilnClient {
     return this.#json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/snapshots`, o);
   }
 
-  pause(id: string): Promise<SandboxView> {
-    return this.#json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/pause`);
+  /** `memory: false` keeps the filesystem only: the resume boots the guest afresh. */
+  pause(id: string, o: { memory?: boolean } = {}): Promise<SandboxView> {
+    return this.#json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/pause`, o);
   }
 
   resume(id: string, o: { timeoutS?: number } = {}): Promise<SandboxView> {

@@ -124,4 +124,11 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE sandboxes ADD COLUMN network TEXT;
   ALTER TABLE sandboxes ADD COLUMN traffic_token TEXT;
   `,
+  // 8: filesystem-only pauses (issue 13): what a paused sandbox's pause kept, and what its
+  // timeout's pause keeps (E2B's autoPauseMemory). Sandboxes paused before kept memory.
+  `
+  ALTER TABLE sandboxes ADD COLUMN pause_kind TEXT;
+  ALTER TABLE sandboxes ADD COLUMN auto_pause_memory INTEGER NOT NULL DEFAULT 1;
+  UPDATE sandboxes SET pause_kind = 'memory' WHERE state IN ('pausing', 'paused');
+  `,
 ];

@@ -2,6 +2,7 @@
 import type { SQLInputValue } from 'node:sqlite';
 import {
   SANDBOX_TRANSITIONS,
+  type PauseKind,
   type SandboxCondition,
   type SandboxRecord,
   type SandboxState,
@@ -29,6 +30,8 @@ const SANDBOX_COLUMNS = [
   'condition',
   'network',
   'traffic_token',
+  'pause_kind',
+  'auto_pause_memory',
 ] as const;
 
 function sandboxValues(s: SandboxRecord): SQLInputValue[] {
@@ -49,6 +52,8 @@ function sandboxValues(s: SandboxRecord): SQLInputValue[] {
     s.condition === null ? null : JSON.stringify(s.condition),
     JSON.stringify(s.network),
     s.trafficToken,
+    s.pauseKind,
+    s.autoPauseMemory ? 1 : 0,
   ];
 }
 
@@ -74,6 +79,8 @@ function sandboxRow(r: Row): SandboxRecord {
     endAt: str(r['end_at']),
     autoPause: num(r['auto_pause']) === 1,
     autoResume: num(r['auto_resume']) === 1,
+    autoPauseMemory: num(r['auto_pause_memory']) === 1,
+    pauseKind: optStr(r['pause_kind']) as PauseKind | null,
     network: networkOf(r),
     trafficToken: optStr(r['traffic_token']),
     endReason: optStr(r['end_reason']),

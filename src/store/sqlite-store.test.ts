@@ -206,3 +206,16 @@ test('migration 7: sandboxes made before it have open rules with their own inter
   assert.equal(s.getSandbox('sbx-closed').trafficToken, null);
   s.close();
 });
+
+test('migration 8: a sandbox paused before it kept memory; every sandbox before it pauses with memory', () => {
+  const { path, raw } = before('v7.db', 'ADD COLUMN pause_kind');
+  oldSandbox(raw, 'sbx-run', 'running');
+  oldSandbox(raw, 'sbx-paused', 'paused');
+  raw.close();
+  const s = new SqliteStore(path);
+  assert.equal(s.getSandbox('sbx-run').pauseKind, null);
+  assert.equal(s.getSandbox('sbx-paused').pauseKind, 'memory');
+  assert.equal(s.getSandbox('sbx-run').autoPauseMemory, true);
+  assert.equal(s.getSandbox('sbx-paused').autoPauseMemory, true);
+  s.close();
+});

@@ -53,6 +53,8 @@ export const sandbox = (o: Partial<SandboxRecord> = {}): SandboxRecord => ({
   endAt: '2026-01-01T00:05:00.000Z',
   autoPause: false,
   autoResume: false,
+  autoPauseMemory: true,
+  pauseKind: null,
   network: OPEN_NETWORK,
   trafficToken: null,
   endReason: null,
@@ -255,6 +257,11 @@ export function storeContract(name: string, fx: StoreFixture): void {
       const net = { ...OPEN_NETWORK, egress: { allowOut: ['192.0.2.0/24'], denyOut: [], internet: false } };
       assert.deepEqual(s.updateSandbox('sbx-1', { network: net }).network, net);
       assert.deepEqual(s.getSandbox('sbx-1').network, net);
+      // What a pause keeps, and what the timeout's pause keeps, read back as written.
+      s.updateSandbox('sbx-1', { pauseKind: 'filesystem', autoPauseMemory: false });
+      assert.equal(s.getSandbox('sbx-1').pauseKind, 'filesystem');
+      assert.equal(s.getSandbox('sbx-1').autoPauseMemory, false);
+      assert.equal(s.updateSandbox('sbx-1', { pauseKind: null }).pauseKind, null);
       s.updateSandbox('sbx-1', { state: 'killing' }, ['running']);
       s.updateSandbox('sbx-1', { state: 'dead', endReason: 'killed' });
       assert.equal(

@@ -91,6 +91,13 @@ export interface VmSpec {
    * `restore` whose RAM is inside the state file, the RAM is loaded into this file.
    */
   ramFile?: string;
+  /**
+   * Boot (no `restore`) with guest RAM mapped copy-on-write from this existing file of at least
+   * the memory's size, never written (a sparse file of zeros will do). The VM then has the memory
+   * layout of a restored one, so its `saveState` restores like a snapshot's (a filesystem-only
+   * pause's cold boot, whose sandbox may be snapshotted later). Needs `cowRamSharing`.
+   */
+  privateRamFile?: string;
   /** Restore from a saved memory snapshot instead of booting (needs `memorySnapshots`). */
   restore?: {
     snapshot: MemorySnapshot;

@@ -166,4 +166,34 @@ describe('E2B API: keys, create, info, list, pause, connect, snapshots and fork 
     assert.equal((await h.raw('GET', '/snapshots?limit=0')).status, 400);
     assert.equal((await h.raw('DELETE', '/templates/not..valid')).status, 404, 'the SDK answers false');
   });
+
+  it('pause({keepMemory: false}) sends {memory: false}: a filesystem-only pause; onTimeout keepMemory: false is stored', async () => {
+    const sbx = await Sandbox.create('base', h.opts());
+    assert.equal(await sbx.pause({ ...h.opts(), keepMemory: false }), true);
+    assert.equal(h.svc.get(sbx.sandboxId).pauseKind, 'filesystem');
+    const mem = await Sandbox.create('base', h.opts());
+    assert.equal(await mem.pause(h.opts()), true);
+    assert.equal(h.svc.get(mem.sandboxId).pauseKind, 'memory', 'memory is kept by default');
+    const timed = await Sandbox.create('base', {
+      ...h.opts(),
+      lifecycle: { onTimeout: { action: 'pause', keepMemory: false } },
+    });
+    assert.equal(h.svc.get(timed.sandboxId).autoPauseMemory, false);
+    assert.deepEqual((await h.raw('POST', `/sandboxes/${timed.sandboxId}/pause`, { memory: 'no' })).json, {
+      code: 400,
+      message: 'memory: must be true or false, got "no"',
+    });
+    const bad = await h.raw('POST', '/v2/sandboxes', {
+      templateID: 'base',
+      autoPause: true,
+      autoPauseMemory: false,
+      autoResume: { enabled: true },
+    });
+    assert.equal(bad.status, 400);
+    assert.match(
+      (bad.json as { message: string }).message,
+      /^autoPauseMemory: false cannot go with autoResume/,
+    );
+    for (const x of [sbx, mem, timed]) await Sandbox.kill(x.sandboxId, h.opts());
+  });
 });

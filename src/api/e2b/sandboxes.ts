@@ -32,6 +32,13 @@ function parseCreate(f: Fields): CreateRequest {
     DEFAULT_CREATE_FLAGS.autoResume;
   if (autoResume && !autoPause)
     throw invalidArgument('autoResume', 'needs autoPause: a sandbox resumes only from a pause');
+  // E2B's `onTimeout: {action: 'pause', keepMemory}`: false pauses keeping the filesystem only.
+  const autoPauseMemory = f.bool('autoPauseMemory');
+  if (autoPauseMemory === false && autoResume)
+    throw invalidArgument(
+      'autoPauseMemory',
+      'false cannot go with autoResume: a filesystem-only pause is resumed by connect, not by traffic',
+    );
   const timeoutS = f.int('timeout');
   const metadata = f.stringMap('metadata');
   const envVars = f.stringMap('envVars');
@@ -42,6 +49,7 @@ function parseCreate(f: Fields): CreateRequest {
     ...(envVars === undefined ? {} : { envVars }),
     autoPause,
     autoResume,
+    ...(autoPauseMemory === undefined ? {} : { autoPauseMemory }),
     network,
   };
 }
@@ -84,14 +92,15 @@ async function setTimeout(d: E2bDeps, c: Ctx): Promise<null> {
   return null;
 }
 
-/** Body `{memory}`: kiln always keeps memory (a superset of a filesystem-only pause). */
+/** Body `{memory}`: false keeps the filesystem only (the resume reboots the guest). */
 async function pause(d: E2bDeps, c: Ctx): Promise<null> {
   const id = idOf(c);
+  const memory = (await fields(c)).bool('memory');
   const caller = callerOf(d, c);
   const s = live(d.svc, id, caller);
   if (s.state === 'paused' || s.state === 'pausing')
     throw new KilnError('invalid_state', `sandbox ${id} is already paused`);
-  await d.svc.pause(id, { opId: c.opId, caller });
+  await d.svc.pause(id, { opId: c.opId, caller }, memory === undefined ? {} : { memory });
   return null;
 }
 

@@ -137,7 +137,12 @@ export const sandboxRoutes = (d: NativeDeps): Route[] => [
   {
     method: 'POST',
     path: '/v1/sandboxes/:id/pause',
-    handler: async (c) => sandboxView(await d.svc.pause(idOf(c), { opId: c.opId })),
+    handler: async (c) => {
+      const memory = (await fields(c)).bool('memory');
+      return sandboxView(
+        await d.svc.pause(idOf(c), { opId: c.opId }, memory === undefined ? {} : { memory }),
+      );
+    },
   },
   { method: 'POST', path: '/v1/sandboxes/:id/resume', handler: (c) => resume(d, c) },
   { method: 'POST', path: '/v1/sandboxes/:id/fork', status: 201, handler: (c) => fork(d, c) },

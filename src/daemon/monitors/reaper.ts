@@ -20,7 +20,11 @@ export function setEndTime(sc: ServiceContext, id: string, timeoutS: number): Sa
  */
 export async function reapExpired(
   sc: ServiceContext,
-  end: { pause: (id: string) => Promise<unknown>; kill: (id: string, reason: string) => Promise<unknown> },
+  end: {
+    /** `memory`: the sandbox's autoPauseMemory (false: a filesystem-only pause). */
+    pause: (id: string, memory: boolean) => Promise<unknown>;
+    kill: (id: string, reason: string) => Promise<unknown>;
+  },
 ): Promise<string[]> {
   const now = sc.now();
   const expired = sc.store
@@ -28,7 +32,7 @@ export async function reapExpired(
     .items.filter((s) => Date.parse(s.endAt) <= now);
   const done: string[] = [];
   for (const s of expired) {
-    await (s.autoPause ? end.pause(s.id) : end.kill(s.id, 'timeout')).then(
+    await (s.autoPause ? end.pause(s.id, s.autoPauseMemory) : end.kill(s.id, 'timeout')).then(
       () => done.push(s.id),
       (e: unknown) => {
         sc.log.warn({ err: e, sandboxId: s.id }, 'reaping failed');

@@ -5,11 +5,11 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { existsSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { StopOpts, VmSpec } from '../../vmm/driver.ts';
+import type { VmSpec } from '../../vmm/driver.ts';
 import { FakeDriver } from '../../vmm/fake-driver.ts';
-import { FAKE_IMAGE, NOW, ServiceFixture } from '../testing/fixtures.ts';
+import { DiesInStop, FAKE_IMAGE, NOW, ServiceFixture } from '../testing/fixtures.ts';
 
 /** A VM of the fake image, started behind the service's back. */
 const vmSpec = (id: string): VmSpec => ({
@@ -123,14 +123,6 @@ describe('SandboxService: start-up recovery (fake driver)', () => {
   it('a crash after a pause kept the disk but before the VM directory went: start-up removes it, resume works', async () => {
     const s = await fx.svc.create({ template: 'base' });
     await fx.svc.exec(s.id, 'true');
-    class DiesInStop extends FakeDriver {
-      override async stop(id: string, opts: StopOpts = {}): Promise<void> {
-        // QEMU has exited and the overlay is kept as the layer; the daemon dies before cleaning up.
-        if (opts.keepOverlayAs) await writeFile(opts.keepOverlayAs, `fake disk of ${id}`);
-        this.crash(id);
-        return new Promise(() => undefined);
-      }
-    }
     const dying = fx.restarted({ driver: new DiesInStop(fx.world) });
     void dying.pause(s.id).catch(() => undefined);
     for (let i = 0; i < 200 && fx.world.get(s.id)?.info.state !== 'stopped'; i++)

@@ -68,7 +68,7 @@ async function unwind(sc: ServiceContext, op: OperationRecord): Promise<void> {
   }
   // An unwound pause or resume leaves the sandbox as it was before.
   if (op.kind === 'pause' && sc.store.getSandbox(op.subject).state === 'pausing')
-    sc.store.updateSandbox(op.subject, { state: 'running' });
+    sc.store.updateSandbox(op.subject, { state: 'running', pauseKind: null });
   if (op.kind === 'resume' && sc.store.getSandbox(op.subject).state === 'resuming')
     sc.store.updateSandbox(op.subject, { state: 'paused' });
   sc.store.finishOperation(op.id, 'undone', 'interrupted by a daemon restart');

@@ -1,4 +1,9 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, rename, truncate, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { ArtifactRecord, SnapshotRecord } from '../../core/domain.ts';
+import { BOOTSTRAP_KERNEL_ARG, tokenSha256 } from '../../core/envd-auth.ts';
 import type { EgressRules } from '../../core/network-policy.ts';
 import { KilnError } from '../../core/errors.ts';
 import type { VmSpec } from '../../vmm/driver.ts';
@@ -7,6 +12,9 @@ import type { OpRun } from '../journal.ts';
 import { agentUrl, startVm } from './vm.ts';
 import { artifactPath, type ServiceContext } from './context.ts';
 import type { OpCtx } from './types.ts';
+
+/** How long a cold-booted guest's agent may take to answer (a template build allows the same). */
+const COLD_BOOT_READY_MS = 180_000;
 
 /** What a restored guest is set up with by /init. */
 export interface GuestSetup {
@@ -42,7 +50,8 @@ export async function bootFrom(
   // Readiness and /init on one connection of the guest client (see waitGuestReady).
   await waitGuestReady(guest, {
     what: `${base}/health`,
-    timeoutMs: sc.readyTimeoutMs ?? 60_000,
+    // A cold boot (filesystem-only pause) runs the kernel and init first: minutes under TCG.
+    timeoutMs: sc.readyTimeoutMs ?? (spec.restore ? 60_000 : COLD_BOOT_READY_MS),
     alive: async () => (await sc.driver.status(id)).state !== 'stopped',
   });
   const tReady = performance.now();
@@ -79,12 +88,50 @@ async function restoreSpec(
     kernel && initrd
       ? { kernel, initrd, rootfs: need('disk') }
       : await sc.image(sc.store.getTemplate(snap.templateId).imageKey);
-  return {
+  const base = {
     id,
-    boot: { kernel: image.kernel, initrd: image.initrd, rootfs: image.rootfs },
     resources: { memoryMiB: snap.memoryMiB, vcpus: snap.vcpus },
-    network: { kind: allowInternet ? 'open' : 'restricted' },
+    network: { kind: allowInternet ? ('open' as const) : ('restricted' as const) },
     diskLayer: need('disk'),
-    restore: { snapshot: { stateFile: need('state'), ramFile: need('memory') } },
   };
+  if (!isDiskOnly(snap))
+    return {
+      ...base,
+      boot: { kernel: image.kernel, initrd: image.initrd, rootfs: image.rootfs },
+      restore: { snapshot: { stateFile: need('state'), ramFile: need('memory') } },
+    };
+  // A filesystem-only pause: a cold boot on its disk. Its agent holds the hash of the pause's
+  // guest token (the sandbox's own) until /init presents it, as a template's does; its RAM is
+  // laid out like a restore's so the sandbox can be snapshotted or paused with memory later.
+  if (!snap.guestToken) throw new KilnError('internal', `snapshot ${snap.id} has no guest token`);
+  return {
+    ...base,
+    boot: {
+      kernel: image.kernel,
+      initrd: image.initrd,
+      rootfs: image.rootfs,
+      kernelArgs: [`${BOOTSTRAP_KERNEL_ARG}=${tokenSha256(snap.guestToken)}`],
+    },
+    privateRamFile: await zeroRamFile(sc.dataDir, snap.memoryMiB),
+  };
+}
+
+/** True for a snapshot that keeps a disk only (a filesystem-only pause): resuming it boots. */
+export function isDiskOnly(snap: SnapshotRecord): boolean {
+  return !snap.artifacts.some((a) => a.kind === 'memory');
+}
+
+/**
+ * A sparse file of `memoryMiB` zeros under `<data>/ram/`, made once per size: cold-booted VMs map
+ * it copy-on-write as their RAM (they never write it, so any number share it).
+ */
+async function zeroRamFile(dataDir: string, memoryMiB: number): Promise<string> {
+  const dir = join(dataDir, 'ram');
+  const file = join(dir, `zero-${memoryMiB}M`);
+  if (existsSync(file)) return file;
+  await mkdir(dir, { recursive: true });
+  const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
+  await truncate(await writeFile(tmp, '').then(() => tmp), memoryMiB * 1024 * 1024);
+  await rename(tmp, file);
+  return file;
 }

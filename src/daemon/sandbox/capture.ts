@@ -36,6 +36,7 @@ export function beginCapture(
   kind: SnapshotMeta['kind'],
   name: string | null,
   ctx: OpCtx,
+  filesystemOnly = false,
 ): Capture {
   const s = sc.store.getSandbox(id);
   if (s.state !== 'running') {
@@ -45,8 +46,12 @@ export function beginCapture(
   // Again under the lock: two snapshots of one sandbox may have asked for the same name.
   if (name) assertSnapshotNameFree(sc, name);
   const caps = sc.driver.capabilities();
-  if (!caps.memorySnapshots || !caps.cowRamSharing || (kind !== 'pause' && !caps.liveDiskFreeze))
-    throw new KilnError('invalid_state', `this host's VMM driver cannot ${kind} a running sandbox`);
+  // A filesystem-only pause saves no memory; its resume boots with RAM laid out like a restore's.
+  const able =
+    caps.cowRamSharing &&
+    (filesystemOnly || caps.memorySnapshots) &&
+    (kind === 'pause' || caps.liveDiskFreeze);
+  if (!able) throw new KilnError('invalid_state', `this host's VMM driver cannot ${kind} a running sandbox`);
   const log = sc.log.child({ opId: ctx.opId, sandboxId: id });
   // A fork's snapshot is journalled as `fork` (its steps are a snapshot's; failpoints tell them apart).
   const run = new OpRun(sc, kind, id, ctx.opId);
@@ -64,6 +69,7 @@ export function beginCapture(
     // A pause stays the sandbox's; a snapshot or fork is the key's that takes it (kiln's own or
     // the native API's: the sandbox's key's).
     ownerKeyId: kind === 'pause' ? s.ownerKeyId : (ctx.caller?.keyId ?? s.ownerKeyId),
+    ...(filesystemOnly ? { filesystemOnly: true } : {}),
   };
   return { sandboxId: id, run, meta, dir: snapDir(sc, meta.id), log };
 }
@@ -91,7 +97,7 @@ export async function finishCapture(
   c: Capture,
   t0: number,
   ctx: OpCtx,
-  outcome: { event: string; patch: { state?: 'paused' } },
+  outcome: { event: string; patch: { state?: 'paused' }; data?: Record<string, unknown> },
 ): Promise<SnapshotRecord> {
   c.meta.pauseMs = Math.round((performance.now() - t0) * 10) / 10;
   const snap = await completeSnapshot(sc, c.meta);
@@ -100,6 +106,7 @@ export async function finishCapture(
   sc.store.appendEvent(c.sandboxId, 'info', outcome.event, {
     snapshotId: snap.id,
     pauseMs: c.meta.pauseMs,
+    ...outcome.data,
     opId: ctx.opId ?? null,
   });
   c.log.info({ snapshotId: snap.id, kind: c.meta.kind, pauseMs: c.meta.pauseMs }, outcome.event);

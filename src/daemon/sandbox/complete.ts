@@ -29,7 +29,7 @@ export async function completeSnapshot(sc: ServiceContext, meta: SnapshotMeta): 
   if (existing) return existing;
   const carried = await carryBootFiles(sc, meta, dir);
   if (existsSync(join(dir, FULL_STATE))) await moveRamToMemoryFile(sc, meta, dir, carried);
-  const artifacts: ArtifactRecord[] = await snapshotArtifacts(dir);
+  const artifacts: ArtifactRecord[] = await snapshotArtifacts(dir, meta.filesystemOnly === true);
   for (const c of carried) artifacts.push(await artifact(dir, c.kind, c.path));
   const snap: SnapshotRecord = {
     id: meta.id,

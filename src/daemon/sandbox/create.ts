@@ -206,6 +206,8 @@ function insertCreating(
     endAt: new Date(now + p.timeoutS * 1000).toISOString(),
     autoPause: req.autoPause ?? false,
     autoResume: req.autoResume ?? false,
+    autoPauseMemory: req.autoPauseMemory ?? true,
+    pauseKind: null,
     network: p.network,
     trafficToken: randomBytes(24).toString('hex'),
     endReason: null,

@@ -3,9 +3,10 @@ import type { SandboxRecord, SnapshotRecord } from '../../core/domain.ts';
 import { KilnError } from '../../core/errors.ts';
 import { admit } from '../admission.ts';
 import { OpRun } from '../journal.ts';
-import { bootFrom } from './boot.ts';
+import { bootFrom, isDiskOnly } from './boot.ts';
 import { beginCapture, captureFailed, finishCapture, saveFullState } from './capture.ts';
 import type { ServiceContext } from './context.ts';
+import { pauseFilesystem } from './pause-fs.ts';
 import { DISK_LAYER, POINT_OF_NO_RETURN } from './snapshot-files.ts';
 import type { OpCtx } from './types.ts';
 import { stopVm } from './vm.ts';
@@ -13,13 +14,19 @@ import { stopVm } from './vm.ts';
 /**
  * Pause = the snapshot capture with a stop instead of a freeze (under the sandbox's lock): the
  * VM stops keeping its overlay as the snapshot's disk layer; the sandbox keeps its id and
- * resumes from that snapshot.
+ * resumes from that snapshot. `memory: false`: a filesystem-only pause (pause-fs.ts).
  */
-export async function pauseSandbox(sc: ServiceContext, id: string, ctx: OpCtx): Promise<SnapshotRecord> {
+export async function pauseSandbox(
+  sc: ServiceContext,
+  id: string,
+  ctx: OpCtx,
+  opts: { memory?: boolean } = {},
+): Promise<SnapshotRecord> {
+  if (opts.memory === false) return pauseFilesystem(sc, id, ctx);
   const c = beginCapture(sc, id, 'pause', null, ctx);
   let committed = false;
   try {
-    sc.store.updateSandbox(id, { state: 'pausing' }, ['running']);
+    sc.store.updateSandbox(id, { state: 'pausing', pauseKind: 'memory' }, ['running']);
     sc.agentPorts.delete(id);
     const t0 = await saveFullState(sc, c);
     // Journalled before the step that crosses it: a stop cut short is finished at start-up.
@@ -29,14 +36,16 @@ export async function pauseSandbox(sc: ServiceContext, id: string, ctx: OpCtx): 
     return await finishCapture(sc, c, t0, ctx, { event: 'sandbox paused', patch: { state: 'paused' } });
   } catch (e) {
     return captureFailed(sc, c, committed, e, () => {
-      if (sc.store.getSandbox(id).state === 'pausing') sc.store.updateSandbox(id, { state: 'running' });
+      if (sc.store.getSandbox(id).state === 'pausing')
+        sc.store.updateSandbox(id, { state: 'running', pauseKind: null });
     });
   }
 }
 
 /**
  * Restores a paused sandbox under its own id and token (under its lock); its end time restarts
- * at `timeoutS`. Journalled (the VM); a failure leaves it paused.
+ * at `timeoutS`. A filesystem-only pause's snapshot has no memory: the guest boots afresh on its
+ * disk (boot.ts). Journalled (the VM, its network slot); a failure leaves it paused.
  */
 export async function resumeSandbox(
   sc: ServiceContext,
@@ -65,12 +74,19 @@ export async function resumeSandbox(
         startedAt: new Date(sc.now()).toISOString(),
         endAt: new Date(sc.now() + timeoutS * 1000).toISOString(),
         condition: null,
+        pauseKind: null,
       },
       ['resuming'],
     );
     run.done();
-    sc.store.appendEvent(id, 'info', 'sandbox resumed', { snapshotId: snap.id, opId: ctx.opId ?? null });
-    log.info({ snapshotId: snap.id, ...times }, 'sandbox resumed');
+    // A filesystem-only pause resumes as a new boot of the guest on its disk.
+    const rebooted = isDiskOnly(snap);
+    sc.store.appendEvent(id, 'info', 'sandbox resumed', {
+      snapshotId: snap.id,
+      rebooted,
+      opId: ctx.opId ?? null,
+    });
+    log.info({ snapshotId: snap.id, rebooted, ...times }, 'sandbox resumed');
     return rec;
   } catch (e) {
     log.warn({ err: e }, 'resume failed; unwinding');

@@ -20,6 +20,8 @@ export interface SnapshotMeta {
   pauseMs: number | null;
   /** Absent in directories written before keys were scoped. */
   ownerKeyId?: string | null;
+  /** A filesystem-only pause: the directory keeps the disk layer only (no state, no RAM). */
+  filesystemOnly?: boolean;
 }
 
 export const META_FILE = 'snapshot.json';
@@ -38,8 +40,9 @@ export function pastPointOfNoReturn(op: OperationRecord): boolean {
   );
 }
 
-/** The records of a snapshot directory's memory, state and disk layer. */
-export async function snapshotArtifacts(dir: string): Promise<ArtifactRecord[]> {
+/** The records of a snapshot directory's memory, state and disk layer (`diskOnly`: the layer alone). */
+export async function snapshotArtifacts(dir: string, diskOnly = false): Promise<ArtifactRecord[]> {
+  if (diskOnly) return [await artifact(dir, 'disk', DISK_LAYER)];
   return [
     await artifact(dir, 'memory', 'memory'),
     await artifact(dir, 'state', 'state'),

@@ -66,7 +66,11 @@ export interface EgressEnforcer {
  * already parsed (core/network-parse.ts). `allowInternet` alone still works: it is
  * `network.egress.internet` of otherwise open rules.
  */
-export type CreateRequest = Omit<CreateSandboxRequest, 'network'> & { network?: SandboxNetwork };
+export type CreateRequest = Omit<CreateSandboxRequest, 'network'> & {
+  network?: SandboxNetwork;
+  /** With autoPause: false makes the timeout's pause filesystem-only (E2B's autoPauseMemory). */
+  autoPauseMemory?: boolean;
+};
 
 export interface OpCtx {
   /** The request's op id, minted at the API edge. */

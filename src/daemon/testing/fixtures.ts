@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { KilnError } from '../../core/errors.ts';
 import { nullLogger } from '../../core/log.ts';
 import { SqliteStore } from '../../store/sqlite-store.ts';
+import type { StopOpts } from '../../vmm/driver.ts';
 import { FakeDriver, type FakeWorld } from '../../vmm/fake-driver.ts';
 import type { ExecOpts, ExecResult, GuestClient, GuestMetrics, InitBody } from '../guest-client.ts';
 import { SandboxService, type SandboxServiceDeps } from '../sandbox-service.ts';
@@ -192,4 +193,16 @@ export async function stageArchive(
   };
   await writeFile(join(src, MANIFEST), JSON.stringify(manifest));
   return manifest;
+}
+
+/**
+ * A driver whose `stop` gets as far as a pause's kept layer (QEMU exited, the overlay kept) and
+ * then never returns, the VM `stopped`: the daemon died before cleaning up (crash tests).
+ */
+export class DiesInStop extends FakeDriver {
+  override async stop(id: string, opts: StopOpts = {}): Promise<void> {
+    if (opts.keepOverlayAs) await writeFile(opts.keepOverlayAs, `fake disk of ${id}`);
+    this.crash(id);
+    return new Promise(() => undefined);
+  }
 }

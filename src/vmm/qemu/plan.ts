@@ -45,7 +45,9 @@ export function planVm(spec: VmSpec): QemuVm {
     ? { path: snap.ramFile, share: false }
     : spec.ramFile
       ? { path: spec.ramFile, share: true }
-      : undefined;
+      : spec.privateRamFile && !snap
+        ? { path: spec.privateRamFile, share: false }
+        : undefined;
   const ports = [AGENT_PORT, ...(spec.network.guestPorts ?? []).filter((p) => p !== AGENT_PORT)];
   return {
     id: spec.id,
@@ -119,6 +121,8 @@ export async function validateSpec(spec: VmSpec, runDir: string): Promise<void> 
     if (!(await stat(parent).catch(() => undefined))?.isDirectory())
       throw new KilnError('not_found', `ramFile: directory ${parent} does not exist`);
   }
+  if (spec.privateRamFile !== undefined && !snap && spec.ramFile === undefined)
+    await needFile('privateRamFile', spec.privateRamFile);
   const sock = join(runDir, spec.id, FILES.qmp);
   if (sock.length > MAX_SOCKET_PATH)
     throw invalidArgument(
