@@ -171,7 +171,7 @@ async function writeOne(
     await copyInto(body, tmp, o.gzip);
     await chown(tmp, d.user.uid, d.user.gid);
     kept = await setMetadata(tmp, o.metadata);
-    const unexpect = expectUploadRename(target);
+    const unexpect = expectUploadRename(target, (await stat(tmp)).ino);
     await rename(tmp, target).catch((e: unknown) => {
       unexpect();
       throw e;

@@ -29,8 +29,8 @@ interface Watcher {
   recursive: boolean;
   includeEntry: boolean;
   push: (e: FsEventInit) => void;
-  /** Rename events an upload announced, by name relative to `dir`: expiry times. */
-  expected: Map<string, number[]>;
+  /** Renames uploads announced, by name relative to `dir`: the file's inode, and until when. */
+  expected: Map<string, { ino: number; until: number }[]>;
 }
 
 const watchers = new Set<Watcher>();
@@ -43,15 +43,19 @@ function nameIn(w: Watcher, path: string): string | undefined {
   return rel;
 }
 
-/** Takes one expected rename of `name`, if an upload announced it and it has not expired. */
-function takeExpected(w: Watcher, name: string): boolean {
-  const times = w.expected.get(name);
-  if (!times) return false;
+/**
+ * Takes one announced rename of `name` if the file there now is an upload's (by inode: a rename
+ * event that never came cannot hide a later, unrelated one) and the announcement is recent.
+ */
+function takeExpected(w: Watcher, name: string, ino: number): boolean {
+  const list = w.expected.get(name);
+  if (!list) return false;
   const now = Date.now();
-  while (times.length && (times[0] ?? 0) < now) times.shift();
-  const hit = times.length > 0;
-  times.shift();
-  if (!times.length) w.expected.delete(name);
+  const live = list.filter((x) => x.until >= now);
+  const hit = live.some((x) => x.ino === ino);
+  if (hit) live.shift();
+  if (live.length) w.expected.set(name, live);
+  else w.expected.delete(name);
   return hit;
 }
 
@@ -78,10 +82,10 @@ export function startWatch(
   w.on('change', (kind, filename) => {
     const name = String(filename);
     if (TEMP.test(name)) return;
-    if (kind === 'rename' && takeExpected(me, name)) return;
     const full = join(dir, name);
     void lstat(full).then(
-      async () => {
+      async (st) => {
+        if (kind === 'rename' && takeExpected(me, name, st.ino)) return;
         // 'rename' of an existing path is a create (or the new name of a move).
         push(await eventOf(me, full, name, kind === 'change' ? EventType.WRITE : EventType.CREATE));
       },
@@ -105,20 +109,21 @@ export function startWatch(
  * drop that rename's event (the upload reports what happened instead, uploadDone). Returns the
  * undo for a rename that then fails.
  */
-export function expectUploadRename(target: string): () => void {
+export function expectUploadRename(target: string, ino: number): () => void {
   const marked: [Watcher, string][] = [];
   for (const w of watchers) {
     const name = nameIn(w, target);
     if (name === undefined) continue;
-    const times = w.expected.get(name) ?? [];
-    times.push(Date.now() + EXPECT_MS);
-    w.expected.set(name, times);
+    const list = w.expected.get(name) ?? [];
+    list.push({ ino, until: Date.now() + EXPECT_MS });
+    w.expected.set(name, list);
     marked.push([w, name]);
   }
   return () => {
     for (const [w, name] of marked) {
-      w.expected.get(name)?.pop();
-      if (w.expected.get(name)?.length === 0) w.expected.delete(name);
+      const list = w.expected.get(name)?.filter((x) => x.ino !== ino) ?? [];
+      if (list.length) w.expected.set(name, list);
+      else w.expected.delete(name);
     }
   };
 }
