@@ -5,6 +5,7 @@ import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { FileType, type EntryInfoSchema } from '../core/envd/filesystem/filesystem_pb.js';
 import { idNames } from './users.ts';
+import { readMetadata } from './xattrs.ts';
 
 export type EntryInit = MessageInitShape<typeof EntryInfoSchema>;
 
@@ -37,9 +38,17 @@ async function nameMaps(): Promise<Awaited<ReturnType<typeof idNames>>> {
 
 /**
  * EntryInfo of `path` as envd reports it: from lstat; for a symlink, type and mode of its target
- * and `symlinkTarget` the resolved path (type unspecified when broken).
+ * and `symlinkTarget` the resolved path (type unspecified when broken); `metadata` from the
+ * file's `user.e2b.*` extended attributes.
  */
 export async function entryInfo(path: string): Promise<EntryInit> {
+  const info = await statEntry(path);
+  const [metadata] = await readMetadata([path]);
+  return metadata ? { ...info, metadata } : info;
+}
+
+/** entryInfo without the metadata (listEntries reads that for all entries at once). */
+async function statEntry(path: string): Promise<EntryInit> {
   const lst = await lstat(path);
   let st: Stats = lst;
   let symlinkTarget: string | undefined;
@@ -70,19 +79,25 @@ export async function entryInfo(path: string): Promise<EntryInit> {
 /** Entries below `dir` down to `depth` levels (1 = direct children); vanished entries are skipped. */
 export async function listEntries(dir: string, shownAs: string, depth: number): Promise<EntryInit[]> {
   const out: EntryInit[] = [];
+  const reals: string[] = [];
   const walk = async (real: string, shown: string, level: number): Promise<void> => {
     const names = await readdir(real).catch(() => [] as string[]);
     names.sort();
     for (const name of names) {
-      const info = await entryInfo(join(real, name)).catch(() => undefined);
+      const info = await statEntry(join(real, name)).catch(() => undefined);
       if (!info) continue;
       info.path = join(shown, name);
       out.push(info);
+      reals.push(join(real, name));
       if (level < depth && info.type === FileType.DIRECTORY && info.symlinkTarget === undefined) {
         await walk(join(real, name), join(shown, name), level + 1);
       }
     }
   };
   await walk(dir, shownAs, 1);
-  return out;
+  const metadata = await readMetadata(reals);
+  return out.map((info, i) => {
+    const md = metadata[i];
+    return md ? { ...info, metadata: md } : info;
+  });
 }

@@ -6,17 +6,22 @@ import { pipeline } from 'node:stream/promises';
 import { once } from 'node:events';
 import { createGunzip, createGzip } from 'node:zlib';
 import { randomBytes } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import busboy from 'busboy';
 import { accessRefusal, checkCreate, checkExisting, resolveUserPath } from './access.ts';
 import { mkdirFor } from './filesystem-service.ts';
 import { sendError, sendJson } from './http-util.ts';
 import type { GuestUser } from './users.ts';
+import { expectUploadRename, uploadDone, uploadTempName } from './watch-hub.ts';
+import { metadataFromHeaders, writeMetadata, xattrUnsupported, type Metadata } from './xattrs.ts';
 
 export interface FilesDeps {
   user: GuestUser;
   workdir: string | undefined;
 }
+
+/** A part without a filename reaches the agent as a form field, read into memory: this caps it. */
+const FIELD_PART_MAX = 64 * 2 ** 20;
 
 class HttpError extends Error {
   readonly status: number;
@@ -32,7 +37,8 @@ function statusOf(e: unknown, path: string): HttpError {
   if (refused) return new HttpError(refused.kind === 'denied' ? 403 : 400, refused.message);
   const code = (e as NodeJS.ErrnoException).code;
   if (code === 'ENOENT') return new HttpError(404, `path '${path}' does not exist`);
-  if (code === 'ENOSPC') return new HttpError(507, `not enough disk space to write '${path}'`);
+  if (code === 'ENOSPC' || code === 'EDQUOT')
+    return new HttpError(507, `not enough disk space to write '${path}'`);
   if (code === 'EISDIR') return new HttpError(400, `path '${path}' is a directory`);
   if (code === 'ENOTDIR') return new HttpError(400, `path '${path}': a parent is not a directory`);
   if (code === 'Z_DATA_ERROR' || code === 'Z_BUF_ERROR')
@@ -81,6 +87,19 @@ interface Written {
   name: string;
   path: string;
   type: 'file';
+  metadata?: Metadata;
+}
+
+/** Sets the upload's metadata on its temporary file; false where the filesystem keeps no xattrs (as envd). */
+async function setMetadata(file: string, md: Metadata): Promise<boolean> {
+  if (Object.keys(md).length === 0) return false; // a new file has none: nothing to replace
+  try {
+    await writeMetadata(file, md);
+    return true;
+  } catch (e) {
+    if (xattrUnsupported(e)) return false;
+    throw e;
+  }
 }
 
 async function statfsNearest(dir: string): Promise<{ bfree: number; bsize: number } | undefined> {
@@ -129,28 +148,41 @@ function copyInto(body: Readable, file: string, gzip: boolean): Promise<void> {
  * only when complete, so an interrupted or failed upload (ENOSPC) never leaves a partial file
  * that looks finished. Parents are created and, like the file, owned by the user.
  */
-async function writeOne(path: string, body: Readable, gzip: boolean, d: FilesDeps): Promise<Written> {
+async function writeOne(
+  path: string,
+  body: Readable,
+  o: { gzip: boolean; metadata: Metadata },
+  d: FilesDeps,
+): Promise<Written> {
   let target: string;
+  let existing;
   try {
     target = await checkCreate(d.user, path);
-    const existing = await stat(target).catch(() => undefined);
+    existing = await stat(target).catch(() => undefined);
     if (existing?.isDirectory()) throw new HttpError(400, `path '${path}' is a directory`);
     await mkdirFor(d.user, dirname(target));
   } catch (e) {
     body.resume(); // drain it, or the multipart parser (and the request) stalls
     throw e;
   }
-  const tmp = join(dirname(target), `.${basename(target)}.kiln-upload-${randomBytes(6).toString('hex')}`);
+  const tmp = join(dirname(target), uploadTempName(target, randomBytes(6).toString('hex')));
+  let kept: boolean;
   try {
-    await copyInto(body, tmp, gzip);
+    await copyInto(body, tmp, o.gzip);
     await chown(tmp, d.user.uid, d.user.gid);
-    await rename(tmp, target);
+    kept = await setMetadata(tmp, o.metadata);
+    const unexpect = expectUploadRename(target, (await stat(tmp)).ino);
+    await rename(tmp, target).catch((e: unknown) => {
+      unexpect();
+      throw e;
+    });
   } catch (e) {
     body.resume();
     await rm(tmp, { force: true });
     throw e;
   }
-  return { name: basename(path), path, type: 'file' };
+  uploadDone(target, existing !== undefined);
+  return { name: basename(path), path, type: 'file', ...(kept ? { metadata: o.metadata } : {}) };
 }
 
 /**
@@ -177,60 +209,98 @@ async function refusedForSpace(
   return true;
 }
 
+interface PartsOpts {
+  qpath: string | null;
+  gzip: boolean;
+  metadata: Metadata;
+  onPath: (path: string) => void;
+}
+
 /**
- * Writes each `file` part of a multipart body (to `qpath`, else to its filename). `onPath` hears
+ * Writes each `file` part of a multipart body (to `qpath`, else to its filename, which keeps its
+ * directories and resolves like any path: relative ones against the user's home). A part without
+ * a filename (a plain form field, as `curl -F 'file=<x'` sends) is accepted like envd does, when
+ * `qpath` names the destination. The answer lists the files in the body's order. `onPath` hears
  * each destination (for error messages). The first failure is thrown once the body has been read.
  */
-async function writeParts(
-  req: IncomingMessage,
-  o: { qpath: string | null; gzip: boolean; onPath: (path: string) => void },
-  d: FilesDeps,
-): Promise<Written[]> {
-  const results: Written[] = [];
+async function writeParts(req: IncomingMessage, o: PartsOpts, d: FilesDeps): Promise<Written[]> {
+  const results: (Written | undefined)[] = [];
   const seen = new Set<string>();
   const pending: Promise<void>[] = [];
   let failure: Error | undefined;
-  const skip = (stream: Readable, why?: string): void => {
-    if (why) failure = new HttpError(400, why);
-    stream.resume();
+  const fail = (e: Error): void => {
+    failure ??= e;
   };
-  await new Promise<void>((done, fail) => {
-    const bb = busboy({ headers: req.headers });
-    bb.on('file', (field, stream, info) => {
-      if (field !== 'file' || failure) {
-        skip(stream);
-        return;
-      }
-      const dest = o.qpath ?? info.filename;
-      if (!dest) {
-        skip(stream, 'a file part has no filename and no path query parameter was given');
-        return;
-      }
-      const path = resolve(dest, d);
-      o.onPath(path);
-      if (seen.has(path)) {
-        skip(stream, `path '${path}' is written twice in one request`);
-        return;
-      }
-      seen.add(path);
-      const write = writeOne(path, stream, o.gzip, d).then(
+  /** The destination of a part, or undefined (then the part is skipped, `failure` says why). */
+  const destination = (filename: string | undefined): string | undefined => {
+    const dest = o.qpath ?? filename;
+    let why: string | undefined;
+    let path: string | undefined;
+    try {
+      path = dest ? resolve(dest, d) : undefined;
+    } catch (e) {
+      fail(e as Error);
+      return undefined;
+    }
+    if (!path) why = 'a file part has no filename and no path query parameter was given';
+    else if (seen.has(path)) why = `path '${path}' is written twice in one request`;
+    if (path) o.onPath(path);
+    if (why) {
+      fail(new HttpError(400, why));
+      return undefined;
+    }
+    if (path) seen.add(path);
+    return path;
+  };
+  const write = (path: string, body: Readable): void => {
+    const slot = results.push(undefined) - 1;
+    pending.push(
+      writeOne(path, body, o, d).then(
         (w) => {
-          results.push(w);
+          results[slot] = w;
         },
         (e: unknown) => {
-          failure ??= statusOf(e, path);
+          fail(statusOf(e, path));
         },
-      );
-      pending.push(write);
+      ),
+    );
+  };
+  await new Promise<void>((done, failParse) => {
+    // latin1 keeps a field's bytes as they were sent; preservePath keeps a filename's directories.
+    const bb = busboy({
+      headers: req.headers,
+      preservePath: true,
+      defCharset: 'latin1',
+      limits: { fieldSize: FIELD_PART_MAX },
     });
-    bb.on('error', fail);
+    bb.on('file', (field, stream, info) => {
+      const path = field === 'file' && !failure ? destination(info.filename) : undefined;
+      if (path) write(path, stream);
+      else stream.resume();
+    });
+    bb.on('field', (field, value, info) => {
+      if (field !== 'file' || failure) return;
+      if (info.valueTruncated) {
+        fail(
+          new HttpError(
+            413,
+            `a file part without a filename may hold at most ${FIELD_PART_MAX} bytes: give it a filename`,
+          ),
+        );
+        return;
+      }
+      const path = destination(undefined);
+      if (path) write(path, Readable.from([Buffer.from(value, 'latin1')]));
+    });
+    bb.on('error', failParse);
     bb.on('close', done);
     req.pipe(bb);
   });
   await Promise.all(pending);
   if (failure) throw failure;
-  if (results.length === 0) throw new HttpError(400, 'no "file" part in the multipart body');
-  return results;
+  const written = results.filter((w): w is Written => w !== undefined);
+  if (written.length === 0) throw new HttpError(400, 'no "file" part in the multipart body');
+  return written;
 }
 
 /** POST /files: multipart (field `file`, filename = destination when no `path`) or octet-stream. */
@@ -246,12 +316,18 @@ export async function postFiles(
   let shown = qpath ?? '';
   if (await refusedForSpace(req, res, qpath, d)) return;
   try {
+    let metadata: Metadata;
+    try {
+      metadata = metadataFromHeaders(req.headersDistinct);
+    } catch (e) {
+      throw new HttpError(400, (e as Error).message);
+    }
     if (ctype.startsWith('application/octet-stream')) {
       if (!qpath)
         throw new HttpError(400, 'the path query parameter is required for application/octet-stream uploads');
       const path = resolve(qpath, d);
       shown = path;
-      sendJson(res, 200, [await writeOne(path, req, gzip, d)]);
+      sendJson(res, 200, [await writeOne(path, req, { gzip, metadata }, d)]);
       return;
     }
     if (!ctype.startsWith('multipart/form-data')) {
@@ -263,7 +339,7 @@ export async function postFiles(
     const onPath = (p: string): void => {
       shown = p;
     };
-    sendJson(res, 200, await writeParts(req, { qpath, gzip, onPath }, d));
+    sendJson(res, 200, await writeParts(req, { qpath, gzip, metadata, onPath }, d));
   } catch (e) {
     const h = statusOf(e, shown);
     // Answer once the client has sent everything: an early answer would look like a reset.

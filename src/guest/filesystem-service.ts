@@ -1,6 +1,6 @@
-import { watch, type FSWatcher } from 'node:fs';
+import type { FSWatcher } from 'node:fs';
 import { chown, lstat, mkdir, rename, rm, stat } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from '@connectrpc/connect';
 import type { MessageInitShape } from '@bufbuild/protobuf';
@@ -8,13 +8,13 @@ import { Channel } from './channel.ts';
 import { accessRefusal, checkCreate, checkExisting, resolveUserPath } from './access.ts';
 import { entryInfo, listEntries } from './entries.ts';
 import {
-  EventType,
   FileType,
   Filesystem,
   type FilesystemEventSchema,
   type WatchDirResponseSchema,
 } from '../core/envd/filesystem/filesystem_pb.js';
 import { keepaliveMs } from './keepalive.ts';
+import { startWatch } from './watch-hub.ts';
 import type { AgentState } from './state.ts';
 import type { GuestUser } from './users.ts';
 
@@ -55,33 +55,6 @@ export async function mkdirFor(user: GuestUser, dir: string): Promise<void> {
   }
   await mkdir(dir, { recursive: true });
   for (const m of missing.reverse()) await chown(m, user.uid, user.gid);
-}
-
-/** One fs.watch over a directory, turned into envd FilesystemEvents. */
-function startWatch(
-  dir: string,
-  recursive: boolean,
-  includeEntry: boolean,
-  push: (e: FsEventInit) => void,
-): FSWatcher {
-  const w = watch(dir, { recursive, persistent: false });
-  w.on('change', (kind, filename) => {
-    const name = String(filename);
-    const full = join(dir, name);
-    void lstat(full).then(
-      async () => {
-        // 'rename' of an existing path is a create (or the new name of a move).
-        const type = kind === 'change' ? EventType.WRITE : EventType.CREATE;
-        const entry = includeEntry ? await entryInfo(full).catch(() => undefined) : undefined;
-        push({ name, type, ...(entry ? { entry } : {}) });
-      },
-      () => {
-        push({ name, type: kind === 'rename' ? EventType.REMOVE : EventType.WRITE });
-      },
-    );
-  });
-  w.on('error', () => undefined);
-  return w;
 }
 
 type Ctx = HandlerContext;
@@ -157,7 +130,7 @@ async function* watchStream(
   const timer = setInterval(() => {
     ch.push('keepalive');
   }, keepaliveMs(ctx));
-  const w = startWatch(dir, o.recursive, o.includeEntry, (e) => {
+  const w = startWatch(dir, o, (e) => {
     ch.push(e);
   });
   const onAbort = (): void => {
@@ -185,7 +158,7 @@ class Watchers {
   create(dir: string, o: { recursive: boolean; includeEntry: boolean }): string {
     const id = randomUUID();
     const events: FsEventInit[] = [];
-    const w = startWatch(dir, o.recursive, o.includeEntry, (e) => {
+    const w = startWatch(dir, o, (e) => {
       if (events.length < 10_000) events.push(e);
     });
     this.#all.set(id, { w, events });

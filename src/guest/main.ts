@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { bootstrapHashFromCmdline, tokenSha256 } from '../core/envd-auth.ts';
 import { AGENT_PORT, createAgent } from './agent.ts';
+import { startXattrHelper } from './xattrs.ts';
 
 export { AGENT_PORT, createAgent };
 
@@ -23,6 +24,8 @@ if (process.env['KILN_AGENT_MAIN'] === '1') {
     setClock: true,
     bootstrapTokenSha256: bootstrap,
   });
+  // File metadata's helper too is started now, so it is running in every template snapshot.
+  startXattrHelper();
   // Answer /health only once the helpers are up: a template snapshot is taken right after.
   void agent.ready.then(() => {
     agent.server.listen(port, process.env['KILN_AGENT_HOST'] ?? '0.0.0.0', () => {

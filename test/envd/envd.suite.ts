@@ -22,6 +22,8 @@ export interface EnvdTarget {
   /** The user commands run as by default, and a scratch directory it owns. */
   defaultUser: string;
   dir: string;
+  /** `dir` relative to the default user's home, when it lies below it (checks relative paths). */
+  homeRelativeDir?: string;
   /** A non-root user of the target, for the permission tests. */
   otherUser: { name: string };
   /** The target is a throwaway VM: its disk may be filled and its clock set (never the test host's). */
@@ -40,7 +42,7 @@ export interface EnvdSdk {
   name: string;
   CommandExitError: ErrorClass;
   NotEnoughSpaceError: ErrorClass;
-  lacks: { closeStdin?: boolean };
+  lacks: { closeStdin?: boolean; fileMetadata?: boolean };
 }
 
 /** The pinned `e2b` devDependency. */

@@ -117,6 +117,133 @@ export function filesTests(current: () => Current): void {
       await h.stop();
     });
 
+    it('a multi-file write keeps the directory of each part (relative to home), makes parents, answers in request order', async () => {
+      // Relative paths resolve against the user's home, like envd: t.homeRelativeDir is t.dir from there.
+      const base = t.homeRelativeDir ?? t.dir;
+      const files = [
+        { path: `${base}/multi/nested_dir/sub/a2.txt`, data: 'second level' },
+        { path: `${base}/multi/top.txt`, data: 'x'.repeat(300_000) },
+        { path: `${base}/multi/other/b.txt`, data: 'b' },
+      ];
+      const written = await sbx.files.write(files);
+      assert.deepEqual(
+        written.map((w) => [w.name, w.path]),
+        [
+          ['a2.txt', `${t.dir}/multi/nested_dir/sub/a2.txt`],
+          ['top.txt', `${t.dir}/multi/top.txt`],
+          ['b.txt', `${t.dir}/multi/other/b.txt`],
+        ],
+      );
+      assert.equal(await sbx.files.read(`${t.dir}/multi/nested_dir/sub/a2.txt`), 'second level');
+      assert.equal((await sbx.files.read(`${t.dir}/multi/top.txt`)).length, 300_000);
+      assert.equal(await sbx.files.read(`${t.dir}/multi/other/b.txt`), 'b');
+      const owner = await sbx.commands.run(
+        `stat -c %U ${t.dir}/multi/nested_dir/sub ${t.dir}/multi/nested_dir`,
+      );
+      assert.equal(owner.stdout, `${t.defaultUser}\n${t.defaultUser}\n`);
+    });
+
+    it('a signed upload whose multipart part has no filename is written to the signed path', async () => {
+      const up = await sbx.uploadUrl(`${t.dir}/nofilename.txt`, { useSignatureExpiration: 60_000 });
+      const form = new FormData();
+      form.append('file', 'plain field body \u00e9\u0000\u00ff'); // no filename: like curl -F 'file=<x'
+      const r = await fetch(up, { method: 'POST', body: form });
+      assert.equal(r.status, 200, await r.clone().text());
+      const [w] = (await r.json()) as { path: string; name: string }[];
+      assert.equal(w?.path, `${t.dir}/nofilename.txt`);
+      assert.equal(await sbx.files.read(`${t.dir}/nofilename.txt`), 'plain field body \u00e9\u0000\u00ff');
+    });
+
+    it('file metadata: written as X-Metadata-* headers, shown by list and getInfo, kept across rename, replaced by an overwrite', async () => {
+      if (current().sdk.lacks.fileMetadata) {
+        const opts: Record<string, unknown> = { metadata: { a: 'b' } };
+        const w = await sbx.files.write(`${t.dir}/md-old.txt`, 'x', opts);
+        assert.equal(
+          (w as { metadata?: unknown }).metadata,
+          undefined,
+          `${current().sdk.name} sends no metadata`,
+        );
+        return;
+      }
+      const w = await sbx.files.write(`${t.dir}/md/one.txt`, 'payload', {
+        metadata: { Owner: 'alice', 'build-id': '42 and more' },
+      });
+      assert.deepEqual(w.metadata, { owner: 'alice', 'build-id': '42 and more' });
+      assert.deepEqual((await sbx.files.getInfo(`${t.dir}/md/one.txt`)).metadata, {
+        owner: 'alice',
+        'build-id': '42 and more',
+      });
+      await sbx.files.write(`${t.dir}/md/plain.txt`, 'no metadata');
+      const listed = await sbx.files.list(`${t.dir}/md`);
+      assert.deepEqual(
+        listed.map((e) => [e.name, e.metadata]),
+        [
+          ['one.txt', { owner: 'alice', 'build-id': '42 and more' }],
+          ['plain.txt', undefined],
+        ],
+      );
+      const xattr = await sbx.commands.run(
+        `python3 -c "import os,sys; print(os.getxattr(sys.argv[1], 'user.e2b.owner').decode())" ${t.dir}/md/one.txt`,
+      );
+      assert.equal(xattr.stdout, 'alice\n', 'stored as a user.e2b.* extended attribute');
+      const moved = await sbx.files.rename(`${t.dir}/md/one.txt`, `${t.dir}/md/moved.txt`);
+      assert.deepEqual(moved.metadata, { owner: 'alice', 'build-id': '42 and more' });
+      await sbx.files.write(`${t.dir}/md/moved.txt`, 'again', { metadata: { only: 'this' } });
+      assert.deepEqual((await sbx.files.getInfo(`${t.dir}/md/moved.txt`)).metadata, { only: 'this' });
+      const many = await sbx.files.write(
+        [
+          { path: `${t.dir}/md/m1.txt`, data: '1' },
+          { path: `${t.dir}/md/m2.txt`, data: '2' },
+        ],
+        { metadata: { batch: 'yes' } },
+      );
+      assert.deepEqual(
+        many.map((e) => e.metadata),
+        [{ batch: 'yes' }, { batch: 'yes' }],
+      );
+      const bad = await fetchAgent(t, `/files?path=${encodeURIComponent(`${t.dir}/md/bad.txt`)}`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/octet-stream',
+          'x-access-token': t.accessToken,
+          'x-metadata-k': 'v'.repeat(5000),
+        },
+        body: 'x',
+      });
+      assert.equal(bad.status, 400);
+      assert.match(((await bad.json()) as { message: string }).message, /metadata/);
+      assert.equal(await sbx.files.exists(`${t.dir}/md/bad.txt`), false);
+    });
+
+    it('watchDir (not recursive) reports a write when an upload overwrites a file, and no temporary files', async () => {
+      await sbx.files.makeDir(`${t.dir}/wo`);
+      await sbx.files.write(`${t.dir}/wo/target.txt`, 'first');
+      const events: FilesystemEvent[] = [];
+      const h = await sbx.files.watchDir(`${t.dir}/wo`, (e) => void events.push(e));
+      await sbx.files.write(`${t.dir}/wo/target.txt`, 'second');
+      await sbx.files.write(`${t.dir}/wo/marker.txt`, 'm');
+      await until(
+        () =>
+          events.some((e) => e.name === 'marker.txt' && e.type === FilesystemEventType.WRITE) || undefined,
+      );
+      await h.stop();
+      assert.deepEqual(
+        events.filter((e) => e.name === 'target.txt').map((e) => e.type),
+        [FilesystemEventType.WRITE],
+        'an overwrite is a write of the file, as envd reports it',
+      );
+      assert.deepEqual(
+        events.filter((e) => e.name === 'marker.txt').map((e) => e.type),
+        [FilesystemEventType.CREATE, FilesystemEventType.WRITE],
+        'a new file is created, then written',
+      );
+      assert.deepEqual(
+        events.filter((e) => e.name !== 'target.txt' && e.name !== 'marker.txt'),
+        [],
+        "kiln's temporary upload files are not reported",
+      );
+    });
+
     it('signed upload and download URLs work without the token header; a wrong signature is 401', async () => {
       const up = await sbx.uploadUrl(`${t.dir}/signed.txt`, { useSignatureExpiration: 60_000 });
       const form = new FormData();

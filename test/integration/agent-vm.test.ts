@@ -16,6 +16,7 @@ envdSuite('agent in a QEMU guest (TCG), user "user"', async () => {
     accessToken: vm.accessToken,
     defaultUser: 'user',
     dir,
+    homeRelativeDir: 'kiln-test',
     otherUser: { name: 'user' },
     disposable: true,
     close: vm.close,

@@ -29,6 +29,8 @@ export interface SdkUnderTest {
     infoNetwork?: boolean;
     /** `commands.closeStdin`. */
     closeStdin?: boolean;
+    /** `metadata` on files.write and EntryInfo (X-Metadata-* headers, envd 0.6.2). */
+    fileMetadata?: boolean;
     /** `SandboxError.statusCode` (2.45 and older say the status in the message only). */
     statusCode?: boolean;
   };
@@ -86,6 +88,7 @@ export function e2bSdkChecks(sdk: SdkUnderTest, kiln: (...args: string[]) => Cli
         accessToken: await tokenOf(sandbox.sandboxId),
         defaultUser: 'user',
         dir,
+        homeRelativeDir: 'kiln-test',
         otherUser: { name: 'user' },
         disposable: true,
         close: async () => {
@@ -97,7 +100,7 @@ export function e2bSdkChecks(sdk: SdkUnderTest, kiln: (...args: string[]) => Cli
       name: sdk.name,
       CommandExitError,
       NotEnoughSpaceError: mod.NotEnoughSpaceError,
-      lacks: { closeStdin: !!sdk.lacks.closeStdin },
+      lacks: { closeStdin: !!sdk.lacks.closeStdin, fileMetadata: !!sdk.lacks.fileMetadata },
     },
   );
 

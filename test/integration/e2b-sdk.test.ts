@@ -28,7 +28,14 @@ const MATRIX: SdkUnderTest[] = [
   {
     name: 'e2b@2.7.0',
     mod: e2b27 as unknown as typeof e2b,
-    lacks: { snapshots: true, lifecycle: true, infoNetwork: true, closeStdin: true, statusCode: true },
+    lacks: {
+      snapshots: true,
+      lifecycle: true,
+      infoNetwork: true,
+      closeStdin: true,
+      statusCode: true,
+      fileMetadata: true,
+    },
   },
 ];
 
