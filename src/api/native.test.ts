@@ -266,6 +266,20 @@ describe('native API', () => {
     assert.deepEqual([again.status, again.json?.['code']], [409, 'invalid_state']);
     const resumed = await h.call('POST', `/v1/sandboxes/${id}/resume`, { timeoutS: 60 });
     assert.deepEqual([resumed.status, resumed.json?.['state']], [200, 'running']);
+    assert.equal((await h.call('POST', `/v1/sandboxes/${id}/pause`)).status, 200);
+    const badMemory = await h.call('POST', `/v1/sandboxes/${id}/resume`, { memory: 1 });
+    assert.deepEqual(
+      [badMemory.status, badMemory.json?.['message']],
+      [400, 'memory: must be true or false, got 1'],
+    );
+    const rebooted = await h.call('POST', `/v1/sandboxes/${id}/resume`, { memory: false });
+    assert.deepEqual([rebooted.status, rebooted.json?.['state']], [200, 'running']);
+    const ev = h.store.listEvents(id).items.at(-1)?.data;
+    assert.deepEqual(
+      [ev?.['rebooted'], ev?.['memoryIgnored']],
+      [true, true],
+      'a cold boot of the memory pause',
+    );
     // Deleted while its source and a restore stand on its layer: gone for users at once.
     assert.equal((await h.call('DELETE', `/v1/snapshots/${sid}`)).status, 204);
     for (const [method, path] of [

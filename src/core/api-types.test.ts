@@ -79,7 +79,7 @@ describe('core/api-types.ts against docs/openapi.json', () => {
     ] as const)
       assert.deepEqual(requestProps(method, path), keys(table), `${method.toUpperCase()} ${path}`);
     assert.deepEqual(requestProps('post', '/v1/sandboxes/{id}/timeout'), ['timeoutS']);
-    assert.deepEqual(requestProps('post', '/v1/sandboxes/{id}/resume'), ['timeoutS']);
+    assert.deepEqual(requestProps('post', '/v1/sandboxes/{id}/resume'), ['memory', 'timeoutS']);
     assert.deepEqual(requestProps('post', '/v1/sandboxes/{id}/snapshots'), ['name']);
     assert.deepEqual(requestProps('post', '/v1/api-keys'), ['admin', 'name']);
     assert.deepEqual(

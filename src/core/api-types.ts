@@ -325,6 +325,8 @@ export interface SetTimeoutRequest {
 /** POST /v1/sandboxes/{id}/resume. */
 export interface ResumeRequest {
   timeoutS?: number;
+  /** false: boot the guest afresh on the pause's disk even if the pause kept memory (default true). */
+  memory?: boolean;
 }
 /** POST /v1/sandboxes/{id}/fork. */
 export interface ForkRequest {

@@ -35,13 +35,19 @@ export class SandboxConnector {
    * Connects to sandbox `id`: a paused one is resumed (with `timeoutS`); one being paused is
    * resumed once that is done; one being resumed (by autoResume) is simply connected to. A
    * running one lives at least `timeoutS` more: connecting never shortens a sandbox's life.
+   * `memory: false` (E2B's `onResume: 'reboot'`): a resume cold-boots it on its pause's disk;
+   * nothing for a running sandbox.
    */
-  async connect(id: string, o: { timeoutS?: number | undefined }, ctx: OpCtx = {}): Promise<Connected> {
+  async connect(
+    id: string,
+    o: { timeoutS?: number | undefined; memory?: boolean | undefined },
+    ctx: OpCtx = {},
+  ): Promise<Connected> {
     const s = this.#svc.get(id);
     const timeoutS = o.timeoutS;
     if (asleep(s)) {
       try {
-        const r = await this.#svc.resume(id, timeoutS === undefined ? {} : { timeoutS }, ctx);
+        const r = await this.#svc.resume(id, { timeoutS, memory: o.memory }, ctx);
         return { sandbox: r, resumed: true };
       } catch (e) {
         // Resumed by someone else meanwhile: connected all the same.

@@ -119,14 +119,21 @@ export class SandboxService {
     return this.get(id);
   }
 
-  /** Restores a paused sandbox under its own id and token; its end time restarts at `timeoutS`. */
-  async resume(id: string, opts: { timeoutS?: number } = {}, ctx: OpCtx = {}): Promise<SandboxRecord> {
+  /**
+   * Restores a paused sandbox under its own id and token; its end time restarts at `timeoutS`.
+   * `memory: false` cold-boots it on its pause's disk even if that pause kept memory.
+   */
+  async resume(
+    id: string,
+    opts: { timeoutS?: number; memory?: boolean } = {},
+    ctx: OpCtx = {},
+  ): Promise<SandboxRecord> {
     const timeoutS =
       opts.timeoutS === undefined
         ? DEFAULT_TIMEOUT_S
         : validateInt('timeout', opts.timeoutS, 1, MAX_TIMEOUT_S);
     this.get(id);
-    return this.#locks.run(id, () => resumeSandbox(this.#sc, id, timeoutS, ctx));
+    return this.#locks.run(id, () => resumeSandbox(this.#sc, id, timeoutS, ctx, { memory: opts.memory }));
   }
 
   get(id: string): SandboxRecord {

@@ -186,7 +186,8 @@ export class KilnClient {
     return this.#json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/pause`, o);
   }
 
-  resume(id: string, o: { timeoutS?: number } = {}): Promise<SandboxView> {
+  /** `memory: false` cold-boots it on its pause's disk even if that pause kept memory. */
+  resume(id: string, o: { timeoutS?: number; memory?: boolean } = {}): Promise<SandboxView> {
     return this.#json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/resume`, o);
   }
 

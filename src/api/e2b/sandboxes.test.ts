@@ -196,4 +196,44 @@ describe('E2B API: keys, create, info, list, pause, connect, snapshots and fork 
     );
     for (const x of [sbx, mem, timed]) await Sandbox.kill(x.sandboxId, h.opts());
   });
+
+  it("connect({onResume: 'reboot'}) sends {memory: false}: a memory pause cold-boots; resume takes memory too; a non-boolean is 400", async () => {
+    const started: { restore: boolean }[] = [];
+    const start = h.driver.start.bind(h.driver);
+    h.driver.start = (spec, o) => {
+      started.push({ restore: spec.restore !== undefined });
+      return start(spec, o);
+    };
+    try {
+      const sbx = await Sandbox.create('base', h.opts());
+      await sbx.pause(h.opts());
+      const back = await Sandbox.connect(sbx.sandboxId, { ...h.opts(), onResume: 'reboot' });
+      assert.equal(back.sandboxId, sbx.sandboxId);
+      assert.deepEqual(started.at(-1), { restore: false }, 'a cold boot');
+      const ev = h.store.listEvents(sbx.sandboxId).items.at(-1);
+      assert.equal(ev?.data?.['memoryIgnored'], true);
+
+      await sbx.pause(h.opts());
+      const r = await h.raw('POST', `/sandboxes/${sbx.sandboxId}/resume`, { memory: false });
+      assert.equal(r.status, 201);
+      assert.deepEqual(started.at(-1), { restore: false }, 'the deprecated resume reboots too');
+
+      await sbx.pause(h.opts());
+      for (const path of [
+        `/v2/sandboxes/${sbx.sandboxId}/connect`,
+        `/sandboxes/${sbx.sandboxId}/connect`,
+        `/sandboxes/${sbx.sandboxId}/resume`,
+      ])
+        assert.deepEqual((await h.raw('POST', path, { timeout: 30, memory: 'no' })).json, {
+          code: 400,
+          message: 'memory: must be true or false, got "no"',
+        });
+      assert.equal(h.svc.get(sbx.sandboxId).state, 'paused', 'a refused body resumes nothing');
+      await Sandbox.connect(sbx.sandboxId, { ...h.opts(), onResume: 'restore' });
+      assert.deepEqual(started.at(-1), { restore: true }, "onResume: 'restore' keeps memory");
+      await Sandbox.kill(sbx.sandboxId, h.opts());
+    } finally {
+      h.driver.start = start;
+    }
+  });
 });

@@ -66,12 +66,18 @@ async function create(d: E2bDeps, c: Ctx): Promise<E2bSandbox> {
   return d.views.sandbox(await d.svc.create(req, { opId: c.opId, caller }));
 }
 
-/** Connecting to a paused sandbox resumes it (201, as in E2B); see daemon/connect.ts. */
+/**
+ * Connecting to a paused sandbox resumes it (201, as in E2B); see daemon/connect.ts. Body
+ * `{timeout, memory}`: `memory: false` (the SDK's `onResume: 'reboot'`) cold-boots a memory
+ * pause on its disk; a no-op for a filesystem-only pause or a running sandbox.
+ */
 async function connect(d: E2bDeps, c: Ctx): Promise<E2bSandbox | null> {
   const id = idOf(c);
-  const timeoutS = (await fields(c)).int('timeout');
+  const f = await fields(c);
+  const timeoutS = f.int('timeout');
+  const memory = f.bool('memory');
   live(d.svc, id, callerOf(d, c));
-  const r = await d.connector.connect(id, { timeoutS }, { opId: c.opId });
+  const r = await d.connector.connect(id, { timeoutS, memory }, { opId: c.opId });
   if (!r.resumed) return d.views.sandbox(r.sandbox);
   sendJson(c.res, 201, d.views.sandbox(r.sandbox));
   return null;
@@ -107,15 +113,18 @@ async function pause(d: E2bDeps, c: Ctx): Promise<null> {
 /**
  * `POST /sandboxes/:id/resume` (deprecated; `ResumedSandbox`): resumes a paused sandbox for
  * `timeout` seconds (15 by default, as in the spec), 201 with the `Sandbox`; a running one is 409.
- * `autoPause` is deprecated in the spec and ignored: kiln keeps what create set.
+ * `memory: false` cold-boots it on its pause's disk (as connect's). `autoPause` is deprecated
+ * in the spec and ignored: kiln keeps what create set.
  */
 async function resume(d: E2bDeps, c: Ctx): Promise<E2bSandbox> {
   const id = idOf(c);
-  const timeoutS = (await fields(c)).int('timeout') ?? RESUME_TIMEOUT_S;
+  const f = await fields(c);
+  const timeoutS = f.int('timeout') ?? RESUME_TIMEOUT_S;
+  const memory = f.bool('memory');
   const s = live(d.svc, id, callerOf(d, c));
   if (s.state === 'running' || s.state === 'resuming')
     throw new KilnError('invalid_state', `sandbox ${id} is already running`);
-  return d.views.sandbox(await d.svc.resume(id, { timeoutS }, { opId: c.opId }));
+  return d.views.sandbox(await d.svc.resume(id, { timeoutS, memory }, { opId: c.opId }));
 }
 
 /**

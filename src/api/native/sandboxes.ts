@@ -66,9 +66,12 @@ async function setTimeout(d: NativeDeps, c: Ctx): Promise<SandboxView> {
   return sandboxView(d.svc.setTimeout(idOf(c), t));
 }
 
+/** Body `{timeoutS, memory}`: `memory: false` cold-boots a memory pause on its disk. */
 async function resume(d: NativeDeps, c: Ctx): Promise<SandboxView> {
-  const t = (await fields(c)).int('timeoutS');
-  return sandboxView(await d.svc.resume(idOf(c), t === undefined ? {} : { timeoutS: t }, { opId: c.opId }));
+  const f = await fields(c);
+  const timeoutS = f.int('timeoutS');
+  const memory = f.bool('memory');
+  return sandboxView(await d.svc.resume(idOf(c), { timeoutS, memory }, { opId: c.opId }));
 }
 
 async function fork(d: NativeDeps, c: Ctx): Promise<ForkView> {

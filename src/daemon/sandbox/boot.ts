@@ -27,6 +27,8 @@ export interface GuestSetup {
 /**
  * Restores `snap` into VM `id`, waits for its agent and /init's it (the new token, env, the
  * host's clock). Journals the VM so a failure or crash kills it. Shared by create and resume.
+ * A snapshot without memory (a filesystem-only pause), or any with `coldBoot`, is booted afresh
+ * on its disk instead: its memory and device state, if any, are neither read nor changed.
  */
 export async function bootFrom(
   sc: ServiceContext,
@@ -35,8 +37,10 @@ export async function bootFrom(
   g: GuestSetup,
   run: OpRun,
   ctx: OpCtx,
+  how: { coldBoot?: boolean } = {},
 ): Promise<{ restoreMs: number; readyMs: number; initMs: number }> {
-  const spec = await restoreSpec(sc, id, snap, g.egress.internet);
+  const cold = how.coldBoot === true || isDiskOnly(snap);
+  const spec = await restoreSpec(sc, id, snap, g.egress.internet, cold);
   run.step('vm', { action: 'kill-vm', vmId: id });
   const t0 = performance.now();
   const info = await startVm(sc, spec, g.egress, run);
@@ -74,6 +78,7 @@ async function restoreSpec(
   id: string,
   snap: SnapshotRecord,
   allowInternet: boolean,
+  cold: boolean,
 ): Promise<VmSpec> {
   const file = (kind: ArtifactRecord['kind']): string | undefined => artifactPath(sc, snap, kind);
   const need = (kind: ArtifactRecord['kind']): string => {
@@ -94,15 +99,16 @@ async function restoreSpec(
     network: { kind: allowInternet ? ('open' as const) : ('restricted' as const) },
     diskLayer: need('disk'),
   };
-  if (!isDiskOnly(snap))
+  if (!cold)
     return {
       ...base,
       boot: { kernel: image.kernel, initrd: image.initrd, rootfs: image.rootfs },
       restore: { snapshot: { stateFile: need('state'), ramFile: need('memory') } },
     };
-  // A filesystem-only pause: a cold boot on its disk. Its agent holds the hash of the pause's
-  // guest token (the sandbox's own) until /init presents it, as a template's does; its RAM is
-  // laid out like a restore's so the sandbox can be snapshotted or paused with memory later.
+  // A filesystem-only pause, or a resume asked to reboot: a cold boot on its disk. Its agent
+  // holds the hash of the pause's guest token (the sandbox's own) until /init presents it, as a
+  // template's does; its RAM is laid out like a restore's so the sandbox can be snapshotted or
+  // paused with memory later.
   if (!snap.guestToken) throw new KilnError('internal', `snapshot ${snap.id} has no guest token`);
   return {
     ...base,

@@ -45,13 +45,17 @@ export async function pauseSandbox(
 /**
  * Restores a paused sandbox under its own id and token (under its lock); its end time restarts
  * at `timeoutS`. A filesystem-only pause's snapshot has no memory: the guest boots afresh on its
- * disk (boot.ts). Journalled (the VM, its network slot); a failure leaves it paused.
+ * disk (boot.ts). `memory: false` (E2B's `onResume: 'reboot'`) does the same with a memory
+ * pause: a cold boot on its disk, the memory and device state ignored, left as they are until
+ * the pause snapshot's own cleanup. Journalled (the VM, its network slot); a failure leaves it
+ * paused (with its memory, resumable either way).
  */
 export async function resumeSandbox(
   sc: ServiceContext,
   id: string,
   timeoutS: number,
   ctx: OpCtx,
+  opts: { memory?: boolean } = {},
 ): Promise<SandboxRecord> {
   const log = sc.log.child({ opId: ctx.opId, sandboxId: id });
   const s = sc.store.getSandbox(id);
@@ -66,7 +70,8 @@ export async function resumeSandbox(
     // The restored VM forwards the agent on a new host port.
     sc.agentPorts.delete(id);
     const g = { token: s.accessToken, envVars: s.envVars, egress: s.network.egress };
-    const times = await bootFrom(sc, id, snap, g, run, ctx);
+    const coldBoot = opts.memory === false;
+    const times = await bootFrom(sc, id, snap, g, run, ctx, { coldBoot });
     const rec = sc.store.updateSandbox(
       id,
       {
@@ -79,11 +84,13 @@ export async function resumeSandbox(
       ['resuming'],
     );
     run.done();
-    // A filesystem-only pause resumes as a new boot of the guest on its disk.
-    const rebooted = isDiskOnly(snap);
+    // A filesystem-only pause, or `memory: false`, resumes as a new boot of the guest on its disk.
+    const rebooted = coldBoot || isDiskOnly(snap);
     sc.store.appendEvent(id, 'info', 'sandbox resumed', {
       snapshotId: snap.id,
       rebooted,
+      // True when the pause kept memory and this resume did not use it.
+      memoryIgnored: coldBoot && !isDiskOnly(snap),
       opId: ctx.opId ?? null,
     });
     log.info({ snapshotId: snap.id, rebooted, ...times }, 'sandbox resumed');
