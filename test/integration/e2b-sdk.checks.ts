@@ -33,6 +33,8 @@ export interface SdkUnderTest {
     fileMetadata?: boolean;
     /** `SandboxError.statusCode` (2.45 and older say the status in the message only). */
     statusCode?: boolean;
+    /** `sandbox.git` (added in 2.x after 2.7; deprecated by E2B in favour of commands.run). */
+    git?: boolean;
   };
 }
 
@@ -153,6 +155,7 @@ export function e2bSdkChecks(sdk: SdkUnderTest, kiln: (...args: string[]) => Cli
         sbx.commands.run('exit 7'),
         (e: unknown) => e instanceof CommandExitError && e.exitCode === 7,
       );
+      assert.equal(await sbx.isRunning(), true, 'isRunning asks envd /health through the proxy');
       await sbx.kill();
       assert.equal(await Sandbox.kill(sbx.sandboxId), false, 'already gone');
       await assert.rejects(Sandbox.getInfo(sbx.sandboxId), NotFound);
@@ -165,6 +168,39 @@ export function e2bSdkChecks(sdk: SdkUnderTest, kiln: (...args: string[]) => Cli
       );
       await other.kill();
     });
+
+    if (sdk.lacks.git)
+      it(`${sdk.name} has no sandbox.git, so the git check is not run`, () => {
+        assert.equal((Sandbox.prototype as { git?: unknown }).git, undefined);
+      });
+    else
+      it('git helpers: init, configureUser, add, commit, status, createBranch, branches', async () => {
+        const sbx = await Sandbox.create('base');
+        // Deprecated by E2B (use commands.run), yet called by code written against 2.x: checked.
+        // eslint-disable-next-line @typescript-eslint/no-deprecated
+        const git = sbx.git;
+        const repo = '/home/user/repo';
+        await git.init(repo, { initialBranch: 'main' });
+        await git.configureUser('Kiln Test', 'test@kiln.invalid', { scope: 'local', path: repo });
+        await sbx.files.write(`${repo}/a.txt`, 'one\n');
+        const before = await git.status(repo);
+        assert.deepEqual(
+          before.fileStatus.map((f) => [f.name, f.status]),
+          [['a.txt', 'untracked']],
+        );
+        await git.add(repo, { all: true });
+        await git.commit(repo, 'first');
+        const after = await git.status(repo);
+        assert.equal(after.currentBranch, 'main');
+        assert.deepEqual(after.fileStatus, []);
+        await git.createBranch(repo, 'feature');
+        const b = await git.branches(repo);
+        assert.equal(b.currentBranch, 'feature');
+        assert.deepEqual([...b.branches].sort(), ['feature', 'main']);
+        const log = await sbx.commands.run(`git -C ${repo} log --format=%an:%s`);
+        assert.equal(log.stdout, 'Kiln Test:first\n');
+        await sbx.kill();
+      });
 
     it('a wrong API key is AuthenticationError; a wrong sandbox id is SandboxNotFoundError; a revoked key stops working', async () => {
       await assert.rejects(Sandbox.create('base', { apiKey: 'e2b_' + '1'.repeat(40) }), AuthenticationError);

@@ -35,6 +35,7 @@ const MATRIX: SdkUnderTest[] = [
       closeStdin: true,
       statusCode: true,
       fileMetadata: true,
+      git: true,
     },
   },
 ];
