@@ -167,6 +167,28 @@ describe('E2B API: keys, create, info, list, pause, connect, snapshots and fork 
     assert.equal((await h.raw('DELETE', '/templates/not..valid')).status, 404, 'the SDK answers false');
   });
 
+  it('mcp and iam tokens are refused with 400 naming the field; an empty iam asks for nothing', async () => {
+    const before = h.svc.list({}, { limit: 1000 }).items.length;
+    await assert.rejects(
+      Sandbox.create({ ...h.opts(), mcp: { exa: { apiKey: 'k' } } } as Parameters<typeof Sandbox.create>[1]),
+      (e: Error) => /mcp: the MCP gateway needs E2B's mcp-gateway template/.test(e.message),
+    );
+    const iam = await h.raw('POST', '/v2/sandboxes', {
+      templateID: 'base',
+      iam: { tokens: { gh: { tokenType: 'oidc' } } },
+    });
+    assert.equal(iam.status, 400);
+    assert.match((iam.json as { message: string }).message, /^iam: workload identity tokens are resolved/);
+    const empty = await h.raw('POST', '/v2/sandboxes', { templateID: 'base', iam: { tokens: {} } });
+    assert.equal(empty.status, 201);
+    await Sandbox.kill((empty.json as { sandboxID: string }).sandboxID, h.opts());
+    assert.equal(
+      h.svc.list({}, { limit: 1000 }).items.length,
+      before + 1,
+      'the refused creates made nothing',
+    );
+  });
+
   it('pause({keepMemory: false}) sends {memory: false}: a filesystem-only pause; onTimeout keepMemory: false is stored', async () => {
     const sbx = await Sandbox.create('base', h.opts());
     assert.equal(await sbx.pause({ ...h.opts(), keepMemory: false }), true);

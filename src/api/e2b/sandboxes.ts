@@ -21,6 +21,18 @@ function parseCreate(f: Fields): CreateRequest {
     throw invalidArgument('templateID', 'is required (a template name or id, e.g. "base")');
   validateName('templateID', template);
   if (f.has('volumeMounts')) throw invalidArgument('volumeMounts', 'volumes are not supported by kiln');
+  // Asked-for features kiln does not have are refused by name, never dropped in silence.
+  if (f.has('mcp'))
+    throw invalidArgument(
+      'mcp',
+      "the MCP gateway needs E2B's mcp-gateway template, which kiln does not have",
+    );
+  const iam = f.object('iam', 'an object {tokens}')?.raw('tokens');
+  if (iam !== undefined && !(typeof iam === 'object' && iam !== null && Object.keys(iam).length === 0))
+    throw invalidArgument(
+      'iam',
+      'workload identity tokens are resolved by network rule transforms, which kiln does not support',
+    );
   // Parsed before anything slow: a bad rule is a 400 naming it (core/network-parse.ts).
   const network = parseNetwork(f.raw('network'), f.bool('allow_internet_access'), {
     field: 'network',
