@@ -174,8 +174,10 @@ export function e2bSdkChecks(sdk: SdkUnderTest, kiln: (...args: string[]) => Cli
         assert.equal((Sandbox.prototype as { git?: unknown }).git, undefined);
       });
     else
-      it('git helpers: init, configureUser, add, commit, status, createBranch, branches', async () => {
-        const sbx = await Sandbox.create('base');
+      it('git helpers: init, configureUser, add, commit, status, createBranch, branches (a sandbox of the E2B client class)', async () => {
+        // Releases with git also have the `E2B` client class: its Sandbox is bound to its options.
+        const client = new mod.E2B({ apiKey: process.env['E2B_API_KEY'] ?? '' });
+        const sbx = await client.Sandbox.create('base');
         // Deprecated by E2B (use commands.run), yet called by code written against 2.x: checked.
         // eslint-disable-next-line @typescript-eslint/no-deprecated
         const git = sbx.git;
