@@ -38,7 +38,20 @@ export interface NsRuleContext {
   dns?: string | undefined;
   /** The egress proxy's ports (HTTP, TLS) on `hostAddr`, when kilnd runs one. */
   proxy?: { http: number; tls: number } | undefined;
+  /** kilnd's volume listeners' ports on `hostAddr`, by mount index (see VOLUME_GUEST_PORT). */
+  volumes?: readonly number[] | undefined;
 }
+
+/**
+ * Volumes: a guest reaches the volume it mounted at index `i` by dialling
+ * `VOLUME_GUEST_ADDR:VOLUME_GUEST_PORT + i` (fixed, so a paused or restored guest finds it again
+ * from whatever slot it lands in); the namespace sends that to kilnd's listener `i` on the slot's
+ * host address. TEST-NET-1 (RFC 5737): never a real destination.
+ */
+export const VOLUME_GUEST_ADDR = '192.0.2.1';
+export const VOLUME_GUEST_PORT = 20490;
+/** Volumes one sandbox may mount (one guest port each). */
+export const MAX_VOLUME_MOUNTS = 8;
 
 const isV6 = (c: string): boolean => c.includes(':');
 
@@ -84,6 +97,11 @@ function redirects(c: NsRuleContext, proxy: NsRuleContext['proxy']): { nat: stri
       );
     out.push(`ip daddr ${c.hostAddr} tcp dport { ${proxy.http}, ${proxy.tls} } accept`);
   }
+  const vols = c.volumes ?? [];
+  vols.forEach((port, i) =>
+    nat.push(`ip daddr ${VOLUME_GUEST_ADDR} tcp dport ${VOLUME_GUEST_PORT + i} dnat ip to ${c.hostAddr}:${port}`),
+  );
+  if (vols.length > 0) out.push(`ip daddr ${c.hostAddr} tcp dport { ${vols.join(', ')} } accept`);
   return { nat, out };
 }
 
@@ -146,6 +164,8 @@ export interface HostRuleContext {
   uid: number;
   /** The egress proxy's ports, reachable from the sandboxes. */
   proxy?: { http: number; tls: number } | undefined;
+  /** kilnd's volume listeners' ports, reachable from the sandboxes. */
+  volumes?: readonly number[] | undefined;
   /**
    * kiln turned IP forwarding on (it was off): forwarding between interfaces that are not kiln's
    * is dropped, so the host routes nothing it did not route before.
@@ -166,6 +186,13 @@ export function hostRuleset(h: HostRuleContext): string {
       // The proxy listens on every address: only sandboxes reach it.
       `iifname != ${any} iifname != "lo" tcp dport { ${h.proxy.http}, ${h.proxy.tls} } drop`,
     );
+  if (h.volumes && h.volumes.length > 0) {
+    const ports = h.volumes.join(', ');
+    input.push(
+      `iifname ${mine} tcp dport { ${ports} } accept`,
+      `iifname != ${any} iifname != "lo" tcp dport { ${ports} } drop`,
+    );
+  }
   input.push(`iifname ${mine} meta l4proto tcp reject with tcp reset`, `iifname ${mine} ${REJECT}`);
   const forward = [
     `iifname ${any} oifname ${any} ${REJECT}`,

@@ -2,6 +2,7 @@
  * E2B's sandbox routes: create, connect, list, get, kill, timeout, refreshes, pause, resume, fork,
  * network. Create, connect and list have a v1 and a v2 path (older SDKs call the v1 ones).
  */
+import { parseVolumeMounts } from './volumes.ts';
 import { DEFAULT_CREATE_FLAGS, DEFAULT_FORK_COUNT } from '../../core/defaults.ts';
 import { KilnError, invalidArgument } from '../../core/errors.ts';
 import { parseNetwork, parseNetworkUpdate } from '../../core/network-parse.ts';
@@ -20,7 +21,6 @@ function parseCreate(f: Fields): CreateRequest {
   if (typeof template !== 'string' || template === '')
     throw invalidArgument('templateID', 'is required (a template name or id, e.g. "base")');
   validateName('templateID', template);
-  if (f.has('volumeMounts')) throw invalidArgument('volumeMounts', 'volumes are not supported by kiln');
   // Parsed before anything slow: a bad rule is a 400 naming it (core/network-parse.ts).
   const network = parseNetwork(f.raw('network'), f.bool('allow_internet_access'), {
     field: 'network',
@@ -35,6 +35,7 @@ function parseCreate(f: Fields): CreateRequest {
   const timeoutS = f.int('timeout');
   const metadata = f.stringMap('metadata');
   const envVars = f.stringMap('envVars');
+  const volumeMounts = parseVolumeMounts(f.raw('volumeMounts'));
   return {
     template,
     ...(timeoutS === undefined ? {} : { timeoutS }),
@@ -43,6 +44,7 @@ function parseCreate(f: Fields): CreateRequest {
     autoPause,
     autoResume,
     network,
+    ...(volumeMounts.length > 0 ? { volumeMounts } : {}),
   };
 }
 

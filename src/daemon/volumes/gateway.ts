@@ -1,0 +1,159 @@
+/**
+ * The volume gateway: one TCP listener per mount index (the namespaces redirect a guest's
+ * `VOLUME_GUEST_ADDR:VOLUME_GUEST_PORT + i` to listener `i` on their slot's host address). A
+ * connection is served only if its source address is a sandbox slot whose sandbox mounts a volume
+ * at index `i`; then kilnd spawns OpenSSH's `sftp-server` for it, confined by bubblewrap (only that
+ * volume's directory, at /vol, is writable; no network; an unprivileged uid; it dies with kilnd),
+ * and pipes the socket to it. Anything else is closed at once. The guest mounts it with
+ * `sshfs -o directport`, which speaks SFTP straight over the TCP connection.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+
+export const SFTP_SERVER = '/usr/lib/openssh/sftp-server';
+
+/** Who owns the volumes' files and runs their sftp-servers. */
+export interface VolumeOwner {
+  uid: number;
+  gid: number;
+}
+
+export interface GatewayOpts {
+  /** Listeners (mount indexes). */
+  count: number;
+  /** The volume directory a connection from `address` to index `index` may use, if any. */
+  resolve: (address: string, index: number) => string | undefined;
+  owner: VolumeOwner;
+  /** Where the confined servers' passwd and group files are written. */
+  etcDir: string;
+  log: Logger;
+  /** Listen address (default every address: the host table admits sandbox links only). */
+  host?: string;
+}
+
+/** bubblewrap's arguments for one confined sftp-server on volume directory `dir`. */
+export function bwrapArgs(dir: string, etcDir: string): string[] {
+  return [
+    '--unshare-all',
+    '--die-with-parent',
+    '--new-session',
+    '--clearenv',
+    '--ro-bind', '/usr', '/usr',
+    '--tmpfs', '/usr/local',
+    '--symlink', 'usr/lib', '/lib',
+    '--symlink', 'usr/lib64', '/lib64',
+    '--symlink', 'usr/bin', '/bin',
+    '--proc', '/proc',
+    '--dev', '/dev',
+    '--ro-bind', join(etcDir, 'passwd'), '/etc/passwd',
+    '--ro-bind', join(etcDir, 'group'), '/etc/group',
+    '--bind', dir, '/vol',
+    '--chdir', '/vol',
+    SFTP_SERVER, '-d', '/vol', '-u', '0022',
+  ];
+}
+
+export class VolumeGateway {
+  readonly #o: GatewayOpts;
+  readonly #servers: Server[] = [];
+  readonly #children = new Set<ChildProcess>();
+  readonly #sockets = new Set<Socket>();
+
+  private constructor(o: GatewayOpts) {
+    this.#o = o;
+  }
+
+  /** Starts the listeners; `ports()` then says where. */
+  static async start(o: GatewayOpts): Promise<VolumeGateway> {
+    const g = new VolumeGateway(o);
+    // sftp-server looks its uid up; the confined one sees only this entry.
+    await writeFile(join(o.etcDir, 'passwd'), `kilnvol:x:${o.owner.uid}:${o.owner.gid}::/vol:/usr/sbin/nologin\n`);
+    await writeFile(join(o.etcDir, 'group'), `kilnvol:x:${o.owner.gid}:\n`);
+    try {
+      for (let i = 0; i < o.count; i++) {
+        const s = createServer((sock) => {
+          g.#serve(sock, i);
+        });
+        await new Promise<void>((res, rej) => {
+          s.once('error', rej);
+          s.listen(0, o.host ?? '0.0.0.0', () => {
+            s.off('error', rej);
+            res();
+          });
+        });
+        g.#servers.push(s);
+      }
+    } catch (e) {
+      await g.close();
+      throw e;
+    }
+    return g;
+  }
+
+  /** The listeners' ports, by mount index. */
+  ports(): number[] {
+    return this.#servers.map((s) => {
+      const a = s.address();
+      return typeof a === 'object' && a ? a.port : 0;
+    });
+  }
+
+  /** Live confined servers (tests). */
+  get serving(): number {
+    return this.#children.size;
+  }
+
+  #serve(sock: Socket, index: number): void {
+    const addr = (sock.remoteAddress ?? '').replace(/^::ffff:/, '');
+    const dir = this.#o.resolve(addr, index);
+    if (!dir) {
+      this.#o.log.warn({ from: addr, index }, 'volume connection refused: no volume mounted there by that sandbox');
+      sock.destroy();
+      return;
+    }
+    const child = spawn('bwrap', bwrapArgs(dir, this.#o.etcDir), {
+      stdio: ['pipe', 'pipe', 'ignore'],
+      uid: this.#o.owner.uid,
+      gid: this.#o.owner.gid,
+    });
+    this.#children.add(child);
+    this.#sockets.add(sock);
+    const end = (): void => {
+      sock.destroy();
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    };
+    child.on('error', (e) => {
+      this.#o.log.warn({ err: e }, 'volume server could not start (is bubblewrap installed?)');
+      end();
+    });
+    child.on('exit', () => {
+      this.#children.delete(child);
+      end();
+    });
+    sock.on('close', () => {
+      this.#sockets.delete(sock);
+      end();
+    });
+    sock.on('error', end);
+    child.stdin?.on('error', end);
+    if (child.stdin && child.stdout) {
+      sock.pipe(child.stdin);
+      child.stdout.pipe(sock);
+    }
+  }
+
+  /** Closes every connection of the sandbox at `address` (its VM ended or moved). */
+  dropFrom(address: string): void {
+    for (const s of this.#sockets) if ((s.remoteAddress ?? '').replace(/^::ffff:/, '') === address) s.destroy();
+  }
+
+  /** Stops listening and ends every connection and confined server. */
+  async close(): Promise<void> {
+    for (const s of this.#sockets) s.destroy();
+    for (const c of this.#children) c.kill('SIGKILL');
+    await Promise.all(this.#servers.map((s) => new Promise<void>((res) => s.close(() => res()))));
+  }
+}
