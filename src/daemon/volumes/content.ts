@@ -4,13 +4,12 @@
  * to the volume's owner (the unprivileged uid its sftp-server runs as, so mounted guests can change
  * them) unless the request names a uid/gid.
  */
-import { constants, createReadStream, createWriteStream, type ReadStream } from 'node:fs';
+import { constants, createReadStream, type ReadStream } from 'node:fs';
 import { lstat, mkdir, open, readdir, readlink, rename, rm, type FileHandle } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { KilnError, invalidArgument } from '../../core/errors.ts';
 import { assertFdInside, resolveInVolume, type VolumePath } from './paths.ts';
 
@@ -239,7 +238,7 @@ export async function writeFileFrom(
   try {
     await assertFdInside(v.dir, fh.fd);
     await applyAttrs(fh, v, a, true);
-    await pipeline(body, createWriteStream('', { fd: fh, autoClose: false }));
+    for await (const chunk of body) await fh.write(chunk as Buffer);
     await fh.sync();
     await fh.close();
     await rename(tmp, vp.abs);

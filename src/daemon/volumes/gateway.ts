@@ -8,7 +8,7 @@
  * `sshfs -o directport`, which speaks SFTP straight over the TCP connection.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { chmod, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -34,10 +34,30 @@ export interface GatewayOpts {
   host?: string;
 }
 
-/** bubblewrap's arguments for one confined sftp-server on volume directory `dir`. */
-export function bwrapArgs(dir: string, etcDir: string): string[] {
+/**
+ * bubblewrap's arguments for one confined sftp-server on volume directory `dir`. As root (kilnd's
+ * usual case) bwrap sets up the mounts itself, without a user namespace, and `setpriv` then drops
+ * to the volume owner with no capabilities at all (the state dir is 0700 root, so the owner could
+ * not reach the directory to bind it); otherwise bwrap runs unprivileged in a user namespace.
+ */
+export function bwrapArgs(dir: string, etcDir: string, owner: VolumeOwner, asRoot: boolean): string[] {
+  const unshare = asRoot
+    ? ['--unshare-ipc', '--unshare-pid', '--unshare-net', '--unshare-uts', '--unshare-cgroup-try']
+    : ['--unshare-all'];
+  const drop = asRoot
+    ? [
+        '/usr/bin/setpriv',
+        `--reuid=${owner.uid}`,
+        `--regid=${owner.gid}`,
+        '--clear-groups',
+        '--inh-caps=-all',
+        '--bounding-set=-all',
+        '--no-new-privs',
+      ]
+    : [];
+  // prettier-ignore
   return [
-    '--unshare-all',
+    ...unshare,
     '--die-with-parent',
     '--new-session',
     '--clearenv',
@@ -52,6 +72,7 @@ export function bwrapArgs(dir: string, etcDir: string): string[] {
     '--ro-bind', join(etcDir, 'group'), '/etc/group',
     '--bind', dir, '/vol',
     '--chdir', '/vol',
+    ...drop,
     SFTP_SERVER, '-d', '/vol', '-u', '0022',
   ];
 }
@@ -70,8 +91,11 @@ export class VolumeGateway {
   static async start(o: GatewayOpts): Promise<VolumeGateway> {
     const g = new VolumeGateway(o);
     // sftp-server looks its uid up; the confined one sees only this entry.
-    await writeFile(join(o.etcDir, 'passwd'), `kilnvol:x:${o.owner.uid}:${o.owner.gid}::/vol:/usr/sbin/nologin\n`);
-    await writeFile(join(o.etcDir, 'group'), `kilnvol:x:${o.owner.gid}:\n`);
+    const etc = { passwd: `kilnvol:x:${o.owner.uid}:${o.owner.gid}::/vol:/usr/sbin/nologin\n`, group: `kilnvol:x:${o.owner.gid}:\n` };
+    for (const [name, text] of Object.entries(etc)) {
+      await writeFile(join(o.etcDir, name), text);
+      await chmod(join(o.etcDir, name), 0o644);
+    }
     try {
       for (let i = 0; i < o.count; i++) {
         const s = createServer((sock) => {
@@ -114,10 +138,9 @@ export class VolumeGateway {
       sock.destroy();
       return;
     }
-    const child = spawn('bwrap', bwrapArgs(dir, this.#o.etcDir), {
+    const asRoot = process.getuid?.() === 0;
+    const child = spawn('bwrap', bwrapArgs(dir, this.#o.etcDir, this.#o.owner, asRoot), {
       stdio: ['pipe', 'pipe', 'ignore'],
-      uid: this.#o.owner.uid,
-      gid: this.#o.owner.gid,
     });
     this.#children.add(child);
     this.#sockets.add(sock);
