@@ -68,6 +68,8 @@ export function bwrapArgs(dir: string, etcDir: string, owner: VolumeOwner, asRoo
     '--symlink', 'usr/bin', '/bin',
     '--proc', '/proc',
     '--dev', '/dev',
+    // bwrap makes missing directories with kilnd's umask (077): the owner could not read /etc.
+    '--perms', '0755', '--dir', '/etc',
     '--ro-bind', join(etcDir, 'passwd'), '/etc/passwd',
     '--ro-bind', join(etcDir, 'group'), '/etc/group',
     '--bind', dir, '/vol',
