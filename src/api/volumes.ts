@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { UndoStack } from '../core/undo.ts';
 import { VolumeGateway } from '../daemon/volumes/gateway.ts';
 import { VolumeService } from '../daemon/volumes/volume-service.ts';
-import { MAX_VOLUME_MOUNTS } from '../net/nft-rules.ts';
+import { MAX_VOLUME_MOUNTS } from '../core/volume-route.ts';
 import type { SandboxNetworks } from '../net/sandbox-networks.ts';
 import type { Store } from '../store/store.ts';
 

@@ -19,6 +19,7 @@
  */
 import { cidrWithin, isCidr } from '../core/cidr.ts';
 import type { EgressRules } from '../core/network-policy.ts';
+import { VOLUME_GUEST_ADDR, VOLUME_GUEST_PORT } from '../core/volume-route.ts';
 import { HOST_IF_PREFIX, NS_TABLE } from './names.ts';
 
 /** What a namespace's rules need besides the sandbox's own egress rules. */
@@ -41,17 +42,6 @@ export interface NsRuleContext {
   /** kilnd's volume listeners' ports on `hostAddr`, by mount index (see VOLUME_GUEST_PORT). */
   volumes?: readonly number[] | undefined;
 }
-
-/**
- * Volumes: a guest reaches the volume it mounted at index `i` by dialling
- * `VOLUME_GUEST_ADDR:VOLUME_GUEST_PORT + i` (fixed, so a paused or restored guest finds it again
- * from whatever slot it lands in); the namespace sends that to kilnd's listener `i` on the slot's
- * host address. TEST-NET-1 (RFC 5737): never a real destination.
- */
-export const VOLUME_GUEST_ADDR = '192.0.2.1';
-export const VOLUME_GUEST_PORT = 20490;
-/** Volumes one sandbox may mount (one guest port each). */
-export const MAX_VOLUME_MOUNTS = 8;
 
 const isV6 = (c: string): boolean => c.includes(':');
 
@@ -99,7 +89,9 @@ function redirects(c: NsRuleContext, proxy: NsRuleContext['proxy']): { nat: stri
   }
   const vols = c.volumes ?? [];
   vols.forEach((port, i) =>
-    nat.push(`ip daddr ${VOLUME_GUEST_ADDR} tcp dport ${VOLUME_GUEST_PORT + i} dnat ip to ${c.hostAddr}:${port}`),
+    nat.push(
+      `ip daddr ${VOLUME_GUEST_ADDR} tcp dport ${VOLUME_GUEST_PORT + i} dnat ip to ${c.hostAddr}:${port}`,
+    ),
   );
   if (vols.length > 0) out.push(`ip daddr ${c.hostAddr} tcp dport { ${vols.join(', ')} } accept`);
   return { nat, out };

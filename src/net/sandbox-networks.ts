@@ -165,7 +165,10 @@ export class SandboxNetworks {
     this.#volumes = ports;
     await this.#applyHost();
     for (const s of this.#slots.values())
-      await applyNft(namespaceRuleset(this.#held.get(nsPath(s.ns))?.rules ?? OPEN_NETWORK.egress, await this.#ctx(s)), s.ns);
+      await applyNft(
+        namespaceRuleset(this.#held.get(nsPath(s.ns))?.rules ?? OPEN_NETWORK.egress, await this.#ctx(s)),
+        s.ns,
+      );
   }
 
   /**

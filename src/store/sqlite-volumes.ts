@@ -35,12 +35,13 @@ export function insertVolume(db: Db, v: VolumeRecord): void {
 }
 
 export function getVolume(db: Db, idOrName: string): VolumeRecord {
-  const r = db.q('SELECT * FROM volumes WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1').get(
-    idOrName,
-    idOrName,
-    idOrName,
-  ) as Row | undefined;
-  if (!r) throw new KilnError('not_found', `volume "${idOrName}" does not exist`, { details: { volume: idOrName } });
+  const r = db
+    .q('SELECT * FROM volumes WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1')
+    .get(idOrName, idOrName, idOrName) as Row | undefined;
+  if (!r)
+    throw new KilnError('not_found', `volume "${idOrName}" does not exist`, {
+      details: { volume: idOrName },
+    });
   return volumeRow(r);
 }
 
@@ -74,7 +75,8 @@ export function deleteVolume(db: Db, id: string): void {
         { details: { volumeId: id, sandboxIds: users } },
       );
     const res = db.q('DELETE FROM volumes WHERE id = ?').run(id);
-    if (res.changes === 0) throw new KilnError('not_found', `volume "${id}" does not exist`, { details: { volume: id } });
+    if (res.changes === 0)
+      throw new KilnError('not_found', `volume "${id}" does not exist`, { details: { volume: id } });
   });
 }
 
@@ -84,7 +86,9 @@ export function setMounts(db: Db, sandboxId: string, mounts: readonly VolumeMoun
     db.q('DELETE FROM volume_mounts WHERE sandbox_id = ?').run(sandboxId);
     for (const m of mounts) {
       if (!db.q('SELECT 1 FROM volumes WHERE id = ?').get(m.volumeId))
-        throw new KilnError('not_found', `volume "${m.volumeId}" does not exist`, { details: { volume: m.volumeId } });
+        throw new KilnError('not_found', `volume "${m.volumeId}" does not exist`, {
+          details: { volume: m.volumeId },
+        });
       db.q('INSERT INTO volume_mounts (sandbox_id, volume_id, path, idx) VALUES (?, ?, ?, ?)').run(
         sandboxId,
         m.volumeId,
@@ -96,7 +100,7 @@ export function setMounts(db: Db, sandboxId: string, mounts: readonly VolumeMoun
 }
 
 export function listMounts(db: Db, sandboxId: string): VolumeMount[] {
-  return (
-    db.q('SELECT * FROM volume_mounts WHERE sandbox_id = ? ORDER BY idx').all(sandboxId) as Row[]
-  ).map(mountRow);
+  return (db.q('SELECT * FROM volume_mounts WHERE sandbox_id = ? ORDER BY idx').all(sandboxId) as Row[]).map(
+    mountRow,
+  );
 }

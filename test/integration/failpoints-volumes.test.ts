@@ -27,7 +27,12 @@ describe('kill -9 while mounting a volume (failpoints, real guests)', { timeout:
   let main: CrashDaemon;
   /** The E2B API of the running kilnd (its port changes with each start). */
   const api = (): { apiUrl: string; apiKey: string } => {
-    const env = { ...process.env, KILN_STATE_DIR: main.state, KILN_E2B_API_PORT: '0', KILN_E2B_SANDBOX_PORT: '0' };
+    const env = {
+      ...process.env,
+      KILN_STATE_DIR: main.state,
+      KILN_E2B_API_PORT: '0',
+      KILN_E2B_SANDBOX_PORT: '0',
+    };
     const m = /E2B_API_URL='([^']+)'.*E2B_API_KEY='([^']+)'/.exec(kilnSync(env, 'e2b', 'env').stdout);
     assert.ok(m?.[1] && m[2]);
     return { apiUrl: m[1], apiKey: m[2] };

@@ -47,7 +47,11 @@ const volumeRoutes = (d: E2bDeps): Route[] => [
     method: 'GET',
     path: '/volumes',
     handler: (c) =>
-      Promise.resolve(vols(d).list(callerOf(d, c)).map((v) => ({ volumeID: v.id, name: v.name }))),
+      Promise.resolve(
+        vols(d)
+          .list(callerOf(d, c))
+          .map((v) => ({ volumeID: v.id, name: v.name })),
+      ),
   },
   {
     method: 'GET',

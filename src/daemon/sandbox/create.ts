@@ -119,9 +119,20 @@ export function planCreate(sc: ServiceContext, req: CreateRequest, ctx: OpCtx): 
   const id = newId('sbx', 16);
   // A snapshot of a sandbox with volumes restores its sshfs mounts: they reconnect, as its own.
   const inherited = source && !req.volumeMounts?.length ? sc.store.listMounts(source.id) : [];
-  const mounts = inherited.length > 0 ? inherited.map((m) => ({ ...m, sandboxId: id })) : planVolumes(sc, id, req, ctx);
+  const mounts =
+    inherited.length > 0 ? inherited.map((m) => ({ ...m, sandboxId: id })) : planVolumes(sc, id, req, ctx);
   admit(sc, snap.memoryMiB, snap);
-  return { id, tpl, snap, timeoutS, metadata, envVars, network, mounts, mountsRestored: inherited.length > 0 };
+  return {
+    id,
+    tpl,
+    snap,
+    timeoutS,
+    metadata,
+    envVars,
+    network,
+    mounts,
+    mountsRestored: inherited.length > 0,
+  };
 }
 
 /**
@@ -260,7 +271,11 @@ async function mountInGuest(
   const guest = sc.guest({ baseUrl, accessToken: token, ...(ctx.opId ? { opId: ctx.opId } : {}) });
   const r = await guest.exec(mountCommand(mounts), { user: 'root', timeoutMs: 60_000 });
   if (r.exitCode !== 0)
-    throw new KilnError('guest_agent_error', `mounting the sandbox's volumes failed: ${r.stderr.trim().slice(0, 500)}`, {
-      details: { sandboxId: id },
-    });
+    throw new KilnError(
+      'guest_agent_error',
+      `mounting the sandbox's volumes failed: ${r.stderr.trim().slice(0, 500)}`,
+      {
+        details: { sandboxId: id },
+      },
+    );
 }

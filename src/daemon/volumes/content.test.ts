@@ -3,7 +3,18 @@
  * component, a link as the last component, a descriptor outside the volume) and each operation.
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, open, readFile, realpath, rm, stat, symlink, writeFile, readdir } from 'node:fs/promises';
+import {
+  mkdir,
+  mkdtemp,
+  open,
+  readFile,
+  realpath,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+  readdir,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -108,7 +119,10 @@ describe('content operations', () => {
 
   it('lists to a depth; makes directories (existing: already_exists unless force); changes mode', async () => {
     await content.makeDir(v, 'm/n', {});
-    await assert.rejects(content.makeDir(v, 'm/n', {}), (e: Error & { code?: string }) => e.code === 'already_exists');
+    await assert.rejects(
+      content.makeDir(v, 'm/n', {}),
+      (e: Error & { code?: string }) => e.code === 'already_exists',
+    );
     assert.equal((await content.makeDir(v, 'm/n', { force: true })).type, 'directory');
     assert.deepEqual(
       (await content.listDir(v, '/m')).map((e) => e.path),
@@ -120,7 +134,10 @@ describe('content operations', () => {
       ['/m/n', '/m/n/z'],
     );
     assert.equal((await content.updatePath(v, 'm/n/z', { mode: 0o640 })).mode, 0o640);
-    await assert.rejects(content.statPath(v, 'm/nope'), (e: Error & { code?: string }) => e.code === 'not_found');
+    await assert.rejects(
+      content.statPath(v, 'm/nope'),
+      (e: Error & { code?: string }) => e.code === 'not_found',
+    );
     await assert.rejects(content.updatePath(v, 'm', { mode: 0o10000 }), /mode/);
   });
 });

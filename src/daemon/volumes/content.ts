@@ -135,7 +135,8 @@ export async function listDir(v: VolumeRoot, p: string, depth = 1): Promise<Volu
   if (!Number.isInteger(depth) || depth < 1 || depth > 64) throw invalidArgument('depth', 'must be 1..64');
   const vp = await resolveInVolume(v.dir, p);
   const fh = await openInside(v, vp, O_NOFOLLOW_RD | constants.O_DIRECTORY).catch((e: unknown) => {
-    if ((e as NodeJS.ErrnoException).code === 'ENOTDIR') throw invalidArgument('path', `"${vp.rel}" is not a directory`);
+    if ((e as NodeJS.ErrnoException).code === 'ENOTDIR')
+      throw invalidArgument('path', `"${vp.rel}" is not a directory`);
     throw e;
   });
   await fh.close();
@@ -186,7 +187,9 @@ export async function makeDir(
   if (vp.parts.length === 0) throw invalidArgument('path', 'the volume root exists already');
   const st = await lstatOrNull(vp.abs);
   if (st && !a.force)
-    throw new KilnError('already_exists', `path "${vp.rel}" already exists in the volume`, { details: { path: vp.rel } });
+    throw new KilnError('already_exists', `path "${vp.rel}" already exists in the volume`, {
+      details: { path: vp.rel },
+    });
   if (st && !st.isDirectory()) throw invalidArgument('path', `"${vp.rel}" exists and is not a directory`);
   await makeDirs(v, vp.parts, a);
   return statPath(v, vp.rel);
@@ -206,7 +209,10 @@ export async function updatePath(v: VolumeRoot, p: string, a: EntryAttrs): Promi
 }
 
 /** A stream of regular file `p`'s bytes (opened and checked before it is returned). */
-export async function readFileStream(v: VolumeRoot, p: string): Promise<{ size: number; stream: ReadStream }> {
+export async function readFileStream(
+  v: VolumeRoot,
+  p: string,
+): Promise<{ size: number; stream: ReadStream }> {
   const vp = await resolveInVolume(v.dir, p);
   const fh = await openInside(v, vp);
   const st = await fh.stat();
@@ -234,7 +240,11 @@ export async function writeFileFrom(
   if (st?.isDirectory()) throw invalidArgument('path', `"${vp.rel}" is a directory`);
   await makeDirs(v, vp.parts.slice(0, -1), {});
   const tmp = join(dirname(vp.abs), `.kiln-upload-${randomBytes(6).toString('hex')}`);
-  const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
+  const fh = await open(
+    tmp,
+    constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+    0o644,
+  );
   try {
     await assertFdInside(v.dir, fh.fd);
     await applyAttrs(fh, v, a, true);
@@ -253,7 +263,8 @@ export async function writeFileFrom(
 /** Removes `p` (a directory with everything in it; a link itself, never its target). */
 export async function removePath(v: VolumeRoot, p: string): Promise<void> {
   const vp = await resolveInVolume(v.dir, p, { allowLinkLast: true });
-  if (vp.parts.length === 0) throw invalidArgument('path', 'names the volume root; delete the volume instead');
+  if (vp.parts.length === 0)
+    throw invalidArgument('path', 'names the volume root; delete the volume instead');
   if (!(await lstatOrNull(vp.abs))) throw notFound(vp.rel);
   await rm(vp.abs, { recursive: true, force: false });
 }

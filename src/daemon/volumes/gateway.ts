@@ -93,7 +93,10 @@ export class VolumeGateway {
   static async start(o: GatewayOpts): Promise<VolumeGateway> {
     const g = new VolumeGateway(o);
     // sftp-server looks its uid up; the confined one sees only this entry.
-    const etc = { passwd: `kilnvol:x:${o.owner.uid}:${o.owner.gid}::/vol:/usr/sbin/nologin\n`, group: `kilnvol:x:${o.owner.gid}:\n` };
+    const etc = {
+      passwd: `kilnvol:x:${o.owner.uid}:${o.owner.gid}::/vol:/usr/sbin/nologin\n`,
+      group: `kilnvol:x:${o.owner.gid}:\n`,
+    };
     for (const [name, text] of Object.entries(etc)) {
       await writeFile(join(o.etcDir, name), text);
       await chmod(join(o.etcDir, name), 0o644);
@@ -136,7 +139,10 @@ export class VolumeGateway {
     const addr = (sock.remoteAddress ?? '').replace(/^::ffff:/, '');
     const dir = this.#o.resolve(addr, index);
     if (!dir) {
-      this.#o.log.warn({ from: addr, index }, 'volume connection refused: no volume mounted there by that sandbox');
+      this.#o.log.warn(
+        { from: addr, index },
+        'volume connection refused: no volume mounted there by that sandbox',
+      );
       sock.destroy();
       return;
     }
@@ -163,22 +169,24 @@ export class VolumeGateway {
       end();
     });
     sock.on('error', end);
-    child.stdin?.on('error', end);
-    if (child.stdin && child.stdout) {
-      sock.pipe(child.stdin);
-      child.stdout.pipe(sock);
-    }
-  }
-
-  /** Closes every connection of the sandbox at `address` (its VM ended or moved). */
-  dropFrom(address: string): void {
-    for (const s of this.#sockets) if ((s.remoteAddress ?? '').replace(/^::ffff:/, '') === address) s.destroy();
+    child.stdin.on('error', end);
+    sock.pipe(child.stdin);
+    child.stdout.pipe(sock);
   }
 
   /** Stops listening and ends every connection and confined server. */
   async close(): Promise<void> {
     for (const s of this.#sockets) s.destroy();
     for (const c of this.#children) c.kill('SIGKILL');
-    await Promise.all(this.#servers.map((s) => new Promise<void>((res) => s.close(() => res()))));
+    await Promise.all(
+      this.#servers.map(
+        (s) =>
+          new Promise<void>((res) => {
+            s.close(() => {
+              res();
+            });
+          }),
+      ),
+    );
   }
 }

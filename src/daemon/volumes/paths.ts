@@ -30,7 +30,8 @@ export function splitVolumePath(field: string, p: string): string[] {
   if (parts.includes('..'))
     throw invalidArgument(field, `"${p}" leaves the volume ("..") ; give a path inside the volume`);
   for (const x of parts)
-    if (Buffer.byteLength(x) > 255) throw invalidArgument(field, `component "${x.slice(0, 40)}…" is too long`);
+    if (Buffer.byteLength(x) > 255)
+      throw invalidArgument(field, `component "${x.slice(0, 40)}…" is too long`);
   return parts;
 }
 
@@ -67,9 +68,13 @@ export async function resolveInVolume(
         { details: { field } },
       );
     if (!last && !st.isDirectory() && !st.isSymbolicLink())
-      throw new KilnError('invalid_argument', `${field} "${p}": "${parts.slice(0, i + 1).join('/')}" is not a directory`, {
-        details: { field },
-      });
+      throw new KilnError(
+        'invalid_argument',
+        `${field} "${p}": "${parts.slice(0, i + 1).join('/')}" is not a directory`,
+        {
+          details: { field },
+        },
+      );
   }
   return { abs: join(root, ...parts), rel: '/' + parts.join('/'), parts };
 }
@@ -81,5 +86,8 @@ export async function resolveInVolume(
 export async function assertFdInside(root: string, fd: number): Promise<void> {
   const real = await readlink(`/proc/self/fd/${fd}`);
   if (real !== root && !real.startsWith(root.endsWith('/') ? root : root + '/'))
-    throw new KilnError('permission_denied', 'the path left the volume while it was opened (a link was swapped in)');
+    throw new KilnError(
+      'permission_denied',
+      'the path left the volume while it was opened (a link was swapped in)',
+    );
 }

@@ -49,7 +49,7 @@ describe('VolumeService', () => {
     assert.equal(vols.byToken(v.id, v.token).id, v.id);
   });
 
-  it('validates a create\'s mounts: absolute distinct paths, existing volumes, at most 8', async () => {
+  it("validates a create's mounts: absolute distinct paths, existing volumes, at most 8", async () => {
     await vols.create('m');
     const plan = vols.planMounts('sbx-x', [
       { name: 'm', path: '/mnt/m/' },
@@ -62,11 +62,18 @@ describe('VolumeService', () => {
         ['/data', 1],
       ],
     );
-    assert.throws(() => vols.planMounts('s', [{ name: 'm', path: 'rel' }]), /volumeMounts\[0\]\.path: must be an absolute path/);
+    assert.throws(
+      () => vols.planMounts('s', [{ name: 'm', path: 'rel' }]),
+      /volumeMounts\[0\]\.path: must be an absolute path/,
+    );
     assert.throws(() => vols.planMounts('s', [{ name: 'm', path: '/' }]), /cannot be a mount point/);
     assert.throws(() => vols.planMounts('s', [{ name: 'm', path: "/a'b" }]), /cannot be a mount point/);
     assert.throws(
-      () => vols.planMounts('s', [{ name: 'm', path: '/a' }, { name: 'data', path: '/a/' }]),
+      () =>
+        vols.planMounts('s', [
+          { name: 'm', path: '/a' },
+          { name: 'data', path: '/a/' },
+        ]),
       /"\/a" is given twice/,
     );
     assert.throws(() => vols.planMounts('s', [{ name: 'nope', path: '/a' }]), code('not_found'));
@@ -80,16 +87,19 @@ describe('VolumeService', () => {
     store.insertSandbox(sandbox({ id: 'sbx-a', state: 'running' }));
     store.setMounts('sbx-a', vols.planMounts('sbx-a', [{ name: 'busy', path: '/v' }]));
     assert.deepEqual(vols.mountsOf('sbx-a'), [{ name: 'busy', path: '/v' }]);
-    await assert.rejects(vols.delete('busy'), (e: unknown) => code('invalid_state')(e) && /mounted by sandbox sbx-a/.test(String(e)));
+    await assert.rejects(
+      vols.delete('busy'),
+      (e: unknown) => code('invalid_state')(e) && /mounted by sandbox sbx-a/.test(String(e)),
+    );
     for (const state of ['pausing', 'paused'] as const) store.updateSandbox('sbx-a', { state });
     await assert.rejects(vols.delete('busy'), code('invalid_state'));
     for (const state of ['killing', 'dead'] as const) store.updateSandbox('sbx-a', { state });
     await vols.delete('busy');
     await assert.rejects(stat(vols.dirOf(v.id)), /ENOENT/);
-    assert.deepEqual(store.listMounts('sbx-a'), [], 'the dead sandbox\'s mount went with the volume');
+    assert.deepEqual(store.listMounts('sbx-a'), [], "the dead sandbox's mount went with the volume");
   });
 
-  it('a connection reaches the volume of its sandbox\'s mount index, only while it runs', async () => {
+  it("a connection reaches the volume of its sandbox's mount index, only while it runs", async () => {
     const v = await vols.create('routed');
     store.insertSandbox(sandbox({ id: 'sbx-r', state: 'running' }));
     store.setMounts('sbx-r', vols.planMounts('sbx-r', [{ name: 'routed', path: '/v' }]));
@@ -111,7 +121,9 @@ function sftpInit(port: number): Promise<number> {
       n += d.length;
       s.destroy();
     });
-    s.on('close', () => res(n));
+    s.on('close', () => {
+      res(n);
+    });
     s.on('error', rej);
   });
 }

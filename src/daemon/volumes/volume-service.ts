@@ -12,7 +12,7 @@ import type { SandboxState, VolumeMount, VolumeRecord } from '../../core/domain.
 import { KilnError, invalidArgument } from '../../core/errors.ts';
 import { newId } from '../../core/ids.ts';
 import { validateName } from '../../core/validate.ts';
-import { MAX_VOLUME_MOUNTS, VOLUME_GUEST_ADDR, VOLUME_GUEST_PORT } from '../../net/nft-rules.ts';
+import { MAX_VOLUME_MOUNTS, VOLUME_GUEST_ADDR, VOLUME_GUEST_PORT } from '../../core/volume-route.ts';
 import type { Store } from '../../store/store.ts';
 import { sees, type Caller } from '../scope.ts';
 import type { VolumeRoot } from './content.ts';
@@ -93,7 +93,9 @@ export class VolumeService {
   get(idOrName: string, caller?: Caller): VolumeRecord {
     const v = this.#o.store.getVolume(idOrName);
     if (!sees(caller, v.ownerKeyId))
-      throw new KilnError('not_found', `volume "${idOrName}" does not exist`, { details: { volume: idOrName } });
+      throw new KilnError('not_found', `volume "${idOrName}" does not exist`, {
+        details: { volume: idOrName },
+      });
     return v;
   }
 
@@ -116,7 +118,10 @@ export class VolumeService {
     const a = Buffer.from(v?.token ?? '');
     const b = Buffer.from(token ?? '');
     if (!v || v.id !== id || a.length !== b.length || !timingSafeEqual(a, b))
-      throw new KilnError('unauthenticated', `no volume "${id}" with that token (send the volume's token as "Authorization: Bearer <token>")`);
+      throw new KilnError(
+        'unauthenticated',
+        `no volume "${id}" with that token (send the volume's token as "Authorization: Bearer <token>")`,
+      );
     return v;
   }
 
@@ -136,10 +141,14 @@ export class VolumeService {
         throw invalidArgument(field, 'must be an absolute path in the sandbox (e.g. /mnt/data)');
       const path = posix.normalize(m.path).replace(/(.)\/+$/, '$1');
       if (path === '/' || /[\0\n'"\\]/.test(path) || path.split('/').includes('..'))
-        throw invalidArgument(field, `"${m.path}" cannot be a mount point (not "/", no "..", quotes, backslashes or newlines)`);
+        throw invalidArgument(
+          field,
+          `"${m.path}" cannot be a mount point (not "/", no "..", quotes, backslashes or newlines)`,
+        );
       if (seen.has(path)) throw invalidArgument(field, `"${path}" is given twice`);
       seen.add(path);
-      if (typeof m.name !== 'string') throw invalidArgument(`volumeMounts[${index}].name`, 'must be a string');
+      if (typeof m.name !== 'string')
+        throw invalidArgument(`volumeMounts[${index}].name`, 'must be a string');
       const v = this.get(m.name, caller);
       return { sandboxId, volumeId: v.id, path, index };
     });
