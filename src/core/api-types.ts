@@ -190,6 +190,21 @@ export const API_KEY_VIEW_FIELDS = {
   admin: true,
 } as const satisfies Fields<ApiKeyView>;
 
+/** A volume (E2B's volumes): its files live on the host, sandboxes mount it at create. */
+export interface VolumeView {
+  id: string;
+  name: string;
+  createdAt: string;
+  /** Live sandboxes (running, paused, ...) that mount it: while any does, it cannot be deleted. */
+  mountedBy: string[];
+}
+export const VOLUME_VIEW_FIELDS = {
+  id: true,
+  name: true,
+  createdAt: true,
+  mountedBy: true,
+} as const satisfies Fields<VolumeView>;
+
 /** A key just created: the one answer that carries the key itself. */
 export type CreatedApiKeyView = ApiKeyView & { key: string };
 

@@ -99,6 +99,11 @@ export class VolumeService {
     return v;
   }
 
+  /** Live sandboxes that mount volume `id`. */
+  users(id: string): string[] {
+    return this.#o.store.volumeUsers(id);
+  }
+
   /** Deletes a volume and its files; `invalid_state` while a running or paused sandbox mounts it. */
   async delete(idOrName: string, caller?: Caller): Promise<void> {
     const v = this.get(idOrName, caller);
