@@ -58,18 +58,34 @@ describe('volumes through the e2b SDK (real guests, isolated kilnd)', { timeout:
     assert.equal((await a.commands.run('cat /mnt/data/sub/a.txt')).stdout, 'from-a\n');
     await a.commands.run('echo after-resume > /mnt/data/r.txt');
     assert.equal(await vol.readFile('r.txt'), 'after-resume\n');
-    await a.kill();
+    // A restore of a snapshot and a fork carry the mount: their sshfs reconnects as their own.
+    const snap = await a.createSnapshot();
+    const restored = await Sandbox.create(snap.snapshotId);
+    assert.deepEqual((await restored.getInfo()).volumeMounts, [{ name: 'shared-data', path: '/mnt/data' }]);
+    await restored.commands.run('echo from-restored > /mnt/data/restored.txt');
+    assert.equal(await vol.readFile('restored.txt'), 'from-restored\n');
+    const [fork] = await Sandbox.fork(a.sandboxId, { count: 1 });
+    assert.ok(fork instanceof Sandbox);
+    assert.equal((await fork.commands.run('cat /mnt/data/restored.txt')).stdout, 'from-restored\n');
+    for (const x of [fork, restored, a]) await x.kill();
+    await Sandbox.deleteSnapshot(snap.snapshotId);
     const b = await Sandbox.create({ volumeMounts: { '/data': 'shared-data' } });
     assert.equal((await b.commands.run('cat /data/sub/a.txt /data/api.txt')).stdout, 'from-a\nfrom-api');
     const names = (await vol.list('/')).map((e) => e.name).sort();
-    assert.deepEqual(names, ['api.txt', 'r.txt', 'sub']);
+    assert.deepEqual(names, ['api.txt', 'r.txt', 'restored.txt', 'sub']);
     await b.kill();
     assert.equal(await Volume.destroy(vol.volumeId), true);
   });
 
-  it('a guest reaches only the volumes it mounted: other indexes and sandboxes without mounts are refused', async () => {
+  it('two sandboxes mount one volume at once; a guest reaches only the volumes it mounted', async () => {
     const vol = await Volume.create('mine');
     const a = await Sandbox.create({ volumeMounts: { '/mnt/v': vol } });
+    const d = await Sandbox.create({ volumeMounts: { '/srv/shared': 'mine' } });
+    await a.commands.run('echo one > /mnt/v/x');
+    assert.equal((await d.commands.run('cat /srv/shared/x')).stdout, 'one\n');
+    await d.commands.run('echo two > /srv/shared/x');
+    assert.equal((await a.commands.run('cat /mnt/v/x')).stdout, 'two\n');
+    await d.kill();
     const c = await Sandbox.create();
     await a.files.write('/tmp/dial.py', DIAL);
     await c.files.write('/tmp/dial.py', DIAL);

@@ -8,7 +8,7 @@
  * `sshfs -o directport`, which speaks SFTP straight over the TCP connection.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmod, writeFile } from 'node:fs/promises';
+import { chmod, chown, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -98,8 +98,11 @@ export class VolumeGateway {
       group: `kilnvol:x:${o.owner.gid}:\n`,
     };
     for (const [name, text] of Object.entries(etc)) {
-      await writeFile(join(o.etcDir, name), text);
-      await chmod(join(o.etcDir, name), 0o644);
+      // Readable by the owner the servers run as, by no one else (nothing in the state dir is).
+      await rm(join(o.etcDir, name), { force: true });
+      await writeFile(join(o.etcDir, name), text, { mode: 0o400 });
+      await chmod(join(o.etcDir, name), 0o400);
+      if (process.getuid?.() === 0) await chown(join(o.etcDir, name), o.owner.uid, o.owner.gid);
     }
     try {
       for (let i = 0; i < o.count; i++) {
