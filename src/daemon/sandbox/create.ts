@@ -7,8 +7,7 @@ import { validateInt, validateMemoryMiB, validateName, validateVcpus } from '../
 import { admit } from '../admission.ts';
 import { OpRun } from '../journal.ts';
 import { sees, seesTemplate, type Caller } from '../scope.ts';
-import { mountCommand } from '../volumes/volume-service.ts';
-import { agentUrl } from './vm.ts';
+import { mountInGuest, planVolumes, refreshMounts } from './volume-mounts.ts';
 import { bootFrom } from './boot.ts';
 import type { ServiceContext } from './context.ts';
 import { DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S, type CreateRequest, type OpCtx } from './types.ts';
@@ -186,7 +185,7 @@ export async function createSandbox(
     if (p.mounts.length > 0 && !p.mountsRestored) {
       await mountInGuest(sc, id, token, p.mounts, ctx);
       run.step('guest mounts', { action: 'none' });
-    }
+    } else if (p.mountsRestored) await refreshMounts(sc, id, token, p.mounts, ctx);
     const rec = sc.store.updateSandbox(
       id,
       { state: 'running', startedAt: new Date(sc.now()).toISOString() },
@@ -242,40 +241,4 @@ function insertCreating(
     ownerKeyId: ctx.caller?.keyId ?? null,
     condition: null,
   });
-}
-
-/**
- * The create's volume mounts, validated: volumes need sandbox networks (the guest reaches its
- * volumes through its namespace), so without them any mount is refused.
- */
-function planVolumes(sc: ServiceContext, id: string, req: CreateRequest, ctx: OpCtx): VolumeMount[] {
-  const want = req.volumeMounts ?? [];
-  if (want.length === 0) return [];
-  if (sc.unisolated || !sc.volumes)
-    throw invalidArgument(
-      'volumeMounts',
-      'volumes need sandbox network isolation, which this kilnd runs without (KILN_NETWORK=unisolated)',
-    );
-  return sc.volumes.planMounts(id, want, ctx.caller);
-}
-
-/** Mounts the sandbox's volumes in its guest (as root); a failure fails the create. */
-async function mountInGuest(
-  sc: ServiceContext,
-  id: string,
-  token: string,
-  mounts: VolumeMount[],
-  ctx: OpCtx,
-): Promise<void> {
-  const baseUrl = agentUrl(await sc.driver.status(id));
-  const guest = sc.guest({ baseUrl, accessToken: token, ...(ctx.opId ? { opId: ctx.opId } : {}) });
-  const r = await guest.exec(mountCommand(mounts), { user: 'root', timeoutMs: 60_000 });
-  if (r.exitCode !== 0)
-    throw new KilnError(
-      'guest_agent_error',
-      `mounting the sandbox's volumes failed: ${r.stderr.trim().slice(0, 500)}`,
-      {
-        details: { sandboxId: id },
-      },
-    );
 }

@@ -9,6 +9,7 @@ import type { ServiceContext } from './context.ts';
 import { DISK_LAYER, POINT_OF_NO_RETURN } from './snapshot-files.ts';
 import type { OpCtx } from './types.ts';
 import { stopVm } from './vm.ts';
+import { refreshMounts } from './volume-mounts.ts';
 
 /**
  * Pause = the snapshot capture with a stop instead of a freeze (under the sandbox's lock): the
@@ -58,6 +59,7 @@ export async function resumeSandbox(
     sc.agentPorts.delete(id);
     const g = { token: s.accessToken, envVars: s.envVars, egress: s.network.egress };
     const times = await bootFrom(sc, id, snap, g, run, ctx);
+    await refreshMounts(sc, id, s.accessToken, sc.store.listMounts(id), ctx);
     const rec = sc.store.updateSandbox(
       id,
       {

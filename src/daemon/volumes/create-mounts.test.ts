@@ -67,12 +67,14 @@ describe('create with volumeMounts (fake driver)', () => {
     await vols.delete('data');
   });
 
-  it('a sandbox restored from a snapshot of a mounting sandbox inherits its mounts, without mounting again', async () => {
+  it('a sandbox restored from a snapshot of a mounting sandbox inherits its mounts and reconnects them, without mounting again', async () => {
     const s = await fx.svc.create({ template: 'base', volumeMounts: [{ name: 'data', path: '/v' }] });
     await fx.svc.snapshot(s.id, { name: 'with-vol' });
     const clone = await fx.svc.create({ template: 'with-vol' });
     assert.deepEqual(vols.mountsOf(clone.id), [{ name: 'data', path: '/v' }]);
-    assert.equal(cmds.length, 1, 'the clone did not mount again');
+    assert.equal(cmds.length, 2);
+    assert.doesNotMatch(cmds[1] ?? '', /sshfs/, 'the clone did not mount again');
+    assert.match(cmds[1] ?? '', /^root: n=0; until timeout 10 stat -f -- '\/v'/, 'it made its sshfs reconnect');
     await fx.svc.kill(s.id);
     await assert.rejects(vols.delete('data'), /is mounted by sandbox/);
   });

@@ -196,3 +196,17 @@ export function mountCommand(mounts: readonly VolumeMount[]): string {
   );
   return ['set -e', ...lines].join('\n');
 }
+
+/**
+ * The guest command (run as root) that makes each restored sshfs mount reconnect: `stat -f`
+ * always reaches the server (statfs is not cached); its first try may fail on the connection the
+ * guest was saved with, after which sshfs reconnects. At most 5 tries of 10 s per mount.
+ */
+export function refreshCommand(mounts: readonly VolumeMount[]): string {
+  return mounts
+    .map(
+      (m) =>
+        `n=0; until timeout 10 stat -f -- '${m.path}' >/dev/null 2>&1; do n=$((n+1)); [ $n -lt 5 ] || { echo "${m.path} did not reconnect" >&2; exit 1; }; sleep 0.2; done`,
+    )
+    .join('\n');
+}
