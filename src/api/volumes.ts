@@ -8,8 +8,9 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { UndoStack } from '../core/undo.ts';
 import { VolumeGateway } from '../daemon/volumes/gateway.ts';
-import { VolumeService } from '../daemon/volumes/volume-service.ts';
+import { VolumeService, type VolumeMountRequest } from '../daemon/volumes/volume-service.ts';
 import { MAX_VOLUME_MOUNTS } from '../core/volume-route.ts';
+import { invalidArgument } from '../core/errors.ts';
 import type { SandboxNetworks } from '../net/sandbox-networks.ts';
 import type { Store } from '../store/store.ts';
 
@@ -37,4 +38,16 @@ export async function openVolumes(
   undo.push('close the volume gateway', () => gw.close());
   await nets.setVolumePorts(gw.ports());
   return volumes;
+}
+
+/** A create's `volumeMounts` (both APIs): `[{name, path}]`; absent (or null, E2B's SDK) is none. */
+export function parseVolumeMounts(raw: unknown): VolumeMountRequest[] {
+  if (raw === undefined || raw === null) return [];
+  if (!Array.isArray(raw)) throw invalidArgument('volumeMounts', 'must be a list of {name, path}');
+  return raw.map((m: unknown, i) => {
+    const o = m as Record<string, unknown> | null;
+    if (typeof o !== 'object' || o === null || typeof o['name'] !== 'string' || typeof o['path'] !== 'string')
+      throw invalidArgument(`volumeMounts[${i}]`, 'must be {name: string, path: string}');
+    return { name: o['name'], path: o['path'] };
+  });
 }

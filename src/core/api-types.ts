@@ -252,6 +252,8 @@ export interface CreateSandboxRequest {
   allowInternet?: boolean;
   /** Egress rules and published-port settings (E2B's `SandboxNetworkConfig`). */
   network?: NetworkRequest;
+  /** Volumes to mount (E2B's `volumeMounts`): a volume's name or id at an absolute guest path. */
+  volumeMounts?: { name: string; path: string }[];
 }
 
 /**
@@ -296,6 +298,7 @@ export const CREATE_SANDBOX_FIELDS = {
   autoResume: true,
   allowInternet: true,
   network: true,
+  volumeMounts: true,
 } as const satisfies Fields<CreateSandboxRequest>;
 
 /** POST /v1/snapshots/{id}/restore: a create from that snapshot. */

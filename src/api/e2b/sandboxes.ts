@@ -2,7 +2,7 @@
  * E2B's sandbox routes: create, connect, list, get, kill, timeout, refreshes, pause, resume, fork,
  * network. Create, connect and list have a v1 and a v2 path (older SDKs call the v1 ones).
  */
-import { parseVolumeMounts } from './volumes.ts';
+import { parseVolumeMounts } from '../volumes.ts';
 import { DEFAULT_CREATE_FLAGS, DEFAULT_FORK_COUNT } from '../../core/defaults.ts';
 import { KilnError, invalidArgument } from '../../core/errors.ts';
 import { parseNetwork, parseNetworkUpdate } from '../../core/network-parse.ts';

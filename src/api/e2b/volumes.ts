@@ -7,21 +7,9 @@
 import type { VolumeRecord } from '../../core/domain.ts';
 import { KilnError, invalidArgument } from '../../core/errors.ts';
 import * as content from '../../daemon/volumes/content.ts';
-import type { VolumeMountRequest, VolumeService } from '../../daemon/volumes/volume-service.ts';
+import type { VolumeService } from '../../daemon/volumes/volume-service.ts';
 import type { Ctx, Route } from '../http.ts';
 import { callerOf, fields, type E2bDeps } from './deps.ts';
-
-/** E2B create's `volumeMounts`: `[{name, path}]` (null or absent: none). */
-export function parseVolumeMounts(raw: unknown): VolumeMountRequest[] {
-  if (raw === undefined || raw === null) return [];
-  if (!Array.isArray(raw)) throw invalidArgument('volumeMounts', 'must be a list of {name, path}');
-  return raw.map((m: unknown, i) => {
-    const o = m as Record<string, unknown> | null;
-    if (typeof o !== 'object' || o === null || typeof o['name'] !== 'string' || typeof o['path'] !== 'string')
-      throw invalidArgument(`volumeMounts[${i}]`, 'must be {name: string, path: string}');
-    return { name: o['name'], path: o['path'] };
-  });
-}
 
 const vols = (d: E2bDeps): VolumeService => {
   const v = d.svc.volumes;

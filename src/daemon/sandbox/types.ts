@@ -7,7 +7,7 @@ import type { DiskAdmission } from '../admission.ts';
 import type { GuestClient, GuestTimeouts, HttpGuestClientOpts } from '../guest-client.ts';
 import type { LivenessOpts } from '../liveness.ts';
 import type { Caller } from '../scope.ts';
-import type { VolumeMountRequest, VolumeService } from '../volumes/volume-service.ts';
+import type { VolumeService } from '../volumes/volume-service.ts';
 import type { CreateSandboxRequest, StatsView } from '../../core/api-types.ts';
 import type { EgressRules, SandboxNetwork } from '../../core/network-policy.ts';
 
@@ -69,11 +69,7 @@ export interface EgressEnforcer {
  * already parsed (core/network-parse.ts). `allowInternet` alone still works: it is
  * `network.egress.internet` of otherwise open rules.
  */
-export type CreateRequest = Omit<CreateSandboxRequest, 'network'> & {
-  network?: SandboxNetwork;
-  /** Volumes to mount (E2B's volumeMounts). */
-  volumeMounts?: VolumeMountRequest[];
-};
+export type CreateRequest = Omit<CreateSandboxRequest, 'network'> & { network?: SandboxNetwork };
 
 export interface OpCtx {
   /** The request's op id, minted at the API edge. */
