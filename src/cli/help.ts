@@ -46,7 +46,7 @@ export const COMMANDS: Record<string, CommandHelp> = {
   },
   'sandbox create': {
     usage: [
-      'kiln sandbox create [--template T] [--timeout S] [--metadata K=V]... [--env K=V]... [--allow-out X]... [--deny-out Y]... [--no-internet] [--json]',
+      'kiln sandbox create [--template T] [--timeout S] [--metadata K=V]... [--env K=V]... [--allow-out X]... [--deny-out Y]... [--no-internet] [--volume NAME:/PATH]... [--json]',
     ],
     summary: 'start a sandbox and print its id',
     options: [
@@ -55,6 +55,7 @@ export const COMMANDS: Record<string, CommandHelp> = {
       METADATA_OPT,
       ENV_OPT,
       ...EGRESS_OPTS,
+      ['--volume NAME:/PATH', 'mount volume NAME (kiln volume create) at PATH in the sandbox (repeatable)'],
       SHOW_TOKEN_OPT,
       JSON_OPT,
     ],
