@@ -74,7 +74,11 @@ describe('create with volumeMounts (fake driver)', () => {
     assert.deepEqual(vols.mountsOf(clone.id), [{ name: 'data', path: '/v' }]);
     assert.equal(cmds.length, 2);
     assert.doesNotMatch(cmds[1] ?? '', /sshfs/, 'the clone did not mount again');
-    assert.match(cmds[1] ?? '', /^root: n=0; until timeout 10 stat -f -- '\/v'/, 'it made its sshfs reconnect');
+    assert.match(
+      cmds[1] ?? '',
+      /^root: n=0; until timeout 10 stat -f -- '\/v'/,
+      'it made its sshfs reconnect',
+    );
     await fx.svc.kill(s.id);
     await assert.rejects(vols.delete('data'), /is mounted by sandbox/);
   });
