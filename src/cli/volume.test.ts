@@ -3,26 +3,11 @@
  * the native API served on the state dir's socket (fake-driver service).
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { NativeHarness } from '../api/testing/harness.ts';
-import { runCli, type CliRun } from '../../test/helpers/cli.ts';
+import { describe, it } from 'node:test';
+import { cliOnHarness } from '../../test/helpers/cli.ts';
 
 describe('kiln volume', () => {
-  let h: NativeHarness;
-  const home = mkdtempSync(join(tmpdir(), 'kiln-cli-vol-'));
-  const state = join(home, 'state');
-  const kiln = (...args: string[]): Promise<CliRun> => runCli(home, args, state);
-  before(async () => {
-    mkdirSync(state, { mode: 0o700 });
-    h = await NativeHarness.start({ base: true, socket: join(state, 'kilnd.sock') });
-  });
-  after(async () => {
-    await h.close();
-    rmSync(home, { recursive: true, force: true });
-  });
+  const { kiln, harness } = cliOnHarness('kiln-cli-vol-');
 
   it('create prints the id; list shows who mounts it; rm is refused while mounted, then works', async () => {
     const made = await kiln('volume', 'create', 'data');
@@ -44,7 +29,7 @@ describe('kiln volume', () => {
     const bad = await kiln('sandbox', 'create', '--volume', 'data');
     assert.equal(bad.status, 2);
     assert.match(bad.stderr, /--volume data: expected NAME:\/PATH/);
-    await h.svc.kill(sbx);
+    await harness().svc.kill(sbx);
     const rm = await kiln('volume', 'rm', 'data');
     assert.equal(rm.status, 0, rm.stderr);
     assert.equal((await kiln('volume', 'list', '--json')).stdout.trim(), '[]');

@@ -69,8 +69,8 @@ export class VolumeService {
       createdAt: new Date((this.#o.now ?? Date.now)()).toISOString(),
       ownerKeyId: caller?.keyId ?? null,
     };
-    // Directory first: a crash leaves at most an empty directory no record names (swept never
-    // harms: its id is new), never a record without its directory.
+    // Directory first: a crash in between leaves at most an empty directory no record names
+    // (not swept yet; harmless, its id is never reused), never a record without its directory.
     const dir = this.dirOf(v.id);
     await mkdir(dir, { recursive: true, mode: 0o755 });
     try {
