@@ -14,6 +14,7 @@ import { metricsRoutes } from './e2b/metrics.ts';
 import { refusedRoutes } from './e2b/route-table.ts';
 import { sandboxRoutes } from './e2b/sandboxes.ts';
 import { snapshotRoutes } from './e2b/snapshots.ts';
+import { volumesRoutes } from './e2b/volumes.ts';
 import { e2bViews } from './e2b/views.ts';
 import type { Route } from './http.ts';
 
@@ -50,6 +51,7 @@ export function e2bRoutes(o: E2bApiDeps): Route[] {
     ...logRoutes(d),
     ...snapshotRoutes(d),
     ...accountRoutes(d),
+    ...volumesRoutes(d),
     ...refusedRoutes(),
   ];
 }

@@ -26,6 +26,7 @@ import { agentGuardTable, applyAgentGuard, removeAgentGuard } from '../vmm/qemu/
 import { QemuDiskLayers } from '../vmm/qemu/disk-layers.ts';
 import { QemuDriver } from '../vmm/qemu/qemu-driver.ts';
 import { e2bErrorBody, e2bRouterOpts, e2bRoutes } from './e2b.ts';
+import { openVolumes } from './volumes.ts';
 import { createEnvdProxy } from './envd-proxy.ts';
 import { e2bEnvOnce } from './e2b-env.ts';
 import { createRouter, type Route } from './http.ts';
@@ -227,7 +228,8 @@ async function openService(
     ...(o.accel ? { accel: o.accel } : {}),
   });
   undo.push('close the driver', () => driver.close());
-  const { networks } = await openNetworks(o.stateDir, o.network ?? { mode: 'isolated' }, log, undo);
+  const { networks, isolated } = await openNetworks(o.stateDir, o.network ?? { mode: 'isolated' }, log, undo);
+  const volumes = await openVolumes(store, join(o.stateDir, 'data'), isolated, log, undo);
   if (guard)
     undo.push('remove the agent guard if no VM is left', async () => {
       // VMs outlive kilnd: while any runs, its agent stays guarded until the next start.
@@ -246,6 +248,7 @@ async function openService(
     disk,
     failpoint,
     networks,
+    volumes,
     unisolated: o.network?.mode === 'unisolated',
     ...(o.liveness ? { liveness: o.liveness } : {}),
   });

@@ -12,6 +12,7 @@ import { sandboxRoutes } from './native/sandboxes.ts';
 import { snapshotRoutes } from './native/snapshots.ts';
 import { systemRoutes } from './native/system.ts';
 import { templateRoutes } from './native/templates.ts';
+import { volumeRoutes } from './native/volumes.ts';
 
 export type { TemplateBuilder } from '../daemon/ensure-template.ts';
 export { sandboxView, snapshotView } from './native/views.ts';
@@ -41,5 +42,6 @@ export function nativeRoutes(o: NativeApiDeps): Route[] {
     ...sandboxRoutes(d),
     ...execRoutes(d),
     ...snapshotRoutes(d),
+    ...volumeRoutes(d),
   ];
 }

@@ -12,6 +12,7 @@ import { run } from './commands/run.ts';
 import { sandbox } from './commands/sandbox.ts';
 import { snapshot } from './commands/snapshot.ts';
 import { template } from './commands/template.ts';
+import { volume } from './commands/volume.ts';
 import { GROUPS, USAGE, helpFor } from './help.ts';
 
 /**
@@ -53,6 +54,8 @@ export async function dispatch(ctx: CliContext, argv: string[]): Promise<number>
       return image(ctx, sub, rest);
     case 'api-key':
       return apiKey(ctx, sub, rest);
+    case 'volume':
+      return volume(ctx, sub, rest);
     case 'e2b':
       return e2b(ctx, sub);
     case 'daemon':

@@ -46,7 +46,7 @@ export const COMMANDS: Record<string, CommandHelp> = {
   },
   'sandbox create': {
     usage: [
-      'kiln sandbox create [--template T] [--timeout S] [--metadata K=V]... [--env K=V]... [--allow-out X]... [--deny-out Y]... [--no-internet] [--json]',
+      'kiln sandbox create [--template T] [--timeout S] [--metadata K=V]... [--env K=V]... [--allow-out X]... [--deny-out Y]... [--no-internet] [--volume NAME:/PATH]... [--json]',
     ],
     summary: 'start a sandbox and print its id',
     options: [
@@ -55,6 +55,7 @@ export const COMMANDS: Record<string, CommandHelp> = {
       METADATA_OPT,
       ENV_OPT,
       ...EGRESS_OPTS,
+      ['--volume NAME:/PATH', 'mount volume NAME (kiln volume create) at PATH in the sandbox (repeatable)'],
       SHOW_TOKEN_OPT,
       JSON_OPT,
     ],
@@ -197,6 +198,21 @@ export const COMMANDS: Record<string, CommandHelp> = {
     options: [JSON_OPT],
   },
   'api-key delete': { usage: ['kiln api-key delete ID'], summary: 'revoke an API key' },
+  'volume create': {
+    usage: ['kiln volume create NAME [--json]'],
+    summary: 'create a volume (E2B volumes): sandboxes mount it at create (E2B volumeMounts); prints its id',
+    options: [JSON_OPT],
+  },
+  'volume list': {
+    usage: ['kiln volume list [--json]'],
+    summary: 'list volumes and the live sandboxes that mount them',
+    options: [JSON_OPT],
+  },
+  'volume rm': {
+    usage: ['kiln volume rm ID|NAME [--json]'],
+    summary: 'delete a volume and its files (refused while a running or paused sandbox mounts it)',
+    options: [JSON_OPT],
+  },
   'e2b env': {
     usage: ['kiln e2b env'],
     summary: 'print the exports that point the e2b SDK at this kiln: eval "$(kiln e2b env)"',
@@ -219,7 +235,7 @@ for (const path of Object.keys(COMMANDS)) {
 }
 
 /** Alternative spellings of subcommands. */
-const ALIASES: Record<string, string> = { 'image ls': 'image list' };
+const ALIASES: Record<string, string> = { 'image ls': 'image list', 'volume ls': 'volume list' };
 
 export const EXIT_CODES = `exit codes:
   0      success

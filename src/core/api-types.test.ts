@@ -21,6 +21,7 @@ import {
   STATS_VIEW_FIELDS,
   TEMPLATE_VIEW_FIELDS,
   UPDATE_NETWORK_FIELDS,
+  VOLUME_VIEW_FIELDS,
 } from './api-types.ts';
 
 interface Schema {
@@ -60,6 +61,7 @@ describe('core/api-types.ts against docs/openapi.json', () => {
       ['Port', PORT_VIEW_FIELDS],
       ['ApiKey', API_KEY_VIEW_FIELDS],
       ['Network', NETWORK_VIEW_FIELDS],
+      ['Volume', VOLUME_VIEW_FIELDS],
     ] as const) {
       const s = doc.components.schemas[name];
       assert.ok(s, `components.schemas.${name} exists`);

@@ -190,6 +190,21 @@ export const API_KEY_VIEW_FIELDS = {
   admin: true,
 } as const satisfies Fields<ApiKeyView>;
 
+/** A volume (E2B's volumes): its files live on the host, sandboxes mount it at create. */
+export interface VolumeView {
+  id: string;
+  name: string;
+  createdAt: string;
+  /** Live sandboxes (running, paused, ...) that mount it: while any does, it cannot be deleted. */
+  mountedBy: string[];
+}
+export const VOLUME_VIEW_FIELDS = {
+  id: true,
+  name: true,
+  createdAt: true,
+  mountedBy: true,
+} as const satisfies Fields<VolumeView>;
+
 /** A key just created: the one answer that carries the key itself. */
 export type CreatedApiKeyView = ApiKeyView & { key: string };
 
@@ -237,6 +252,8 @@ export interface CreateSandboxRequest {
   allowInternet?: boolean;
   /** Egress rules and published-port settings (E2B's `SandboxNetworkConfig`). */
   network?: NetworkRequest;
+  /** Volumes to mount (E2B's `volumeMounts`): a volume's name or id at an absolute guest path. */
+  volumeMounts?: { name: string; path: string }[];
 }
 
 /**
@@ -281,6 +298,7 @@ export const CREATE_SANDBOX_FIELDS = {
   autoResume: true,
   allowInternet: true,
   network: true,
+  volumeMounts: true,
 } as const satisfies Fields<CreateSandboxRequest>;
 
 /** POST /v1/snapshots/{id}/restore: a create from that snapshot. */

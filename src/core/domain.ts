@@ -168,6 +168,27 @@ export interface ApiKeyRecord {
   admin: boolean;
 }
 
+/**
+ * A persistent volume (E2B's volumes): a host directory that sandboxes mount at create; `token`
+ * authorises E2B's volume content API for this volume only.
+ */
+export interface VolumeRecord {
+  id: string;
+  name: string;
+  token: string;
+  createdAt: string;
+  /** The API key that created it (E2B API), or null (native API, or made before keys). */
+  ownerKeyId: string | null;
+}
+
+/** Volume `volumeId` mounted in sandbox `sandboxId` at `path`; `index` picks its guest port. */
+export interface VolumeMount {
+  sandboxId: string;
+  volumeId: string;
+  path: string;
+  index: number;
+}
+
 export type OperationKind =
   | 'create'
   | 'kill'
@@ -193,6 +214,7 @@ export type UndoAction =
   | { action: 'delete-snapshot'; snapshotId: string }
   | { action: 'resume-vm'; vmId: string }
   | { action: 'delete-template'; templateId: string }
+  | { action: 'detach-volumes'; sandboxId: string }
   | { action: 'none' };
 
 export interface OperationStep {

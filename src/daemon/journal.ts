@@ -54,6 +54,10 @@ export async function runUndo(
         if (!(e instanceof KilnError && (e.code === 'not_found' || e.code === 'invalid_state'))) throw e;
       });
       return;
+    case 'detach-volumes':
+      // The sandbox no longer mounts anything: its volumes can be deleted.
+      deps.store.setMounts(a.sandboxId, []);
+      return;
     case 'none':
       return;
   }

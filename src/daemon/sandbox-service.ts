@@ -1,3 +1,4 @@
+import type { VolumeService } from './volumes/volume-service.ts';
 import type { Readable } from 'node:stream';
 import type {
   EventRecord,
@@ -58,6 +59,11 @@ export class SandboxService {
   readonly #sc: ServiceContext;
   readonly #stats: StatsSampler;
   #timers: NodeJS.Timeout[] = [];
+
+  /** Volumes (E2B's), when this kilnd serves them (isolated networks). */
+  get volumes(): VolumeService | undefined {
+    return this.#sc.volumes;
+  }
 
   constructor(deps: SandboxServiceDeps) {
     this.#sc = newServiceContext(deps, this.#locks, (id, reason) => this.kill(id, {}, reason));

@@ -32,6 +32,9 @@ export const DEFAULT_PACKAGES = [
   'netbase',
   'procps',
   'python3',
+  // Volumes: the guest mounts each with sshfs (FUSE) over TCP to kilnd's confined sftp-server.
+  'fuse3',
+  'sshfs',
   'sudo',
   'tini',
 ];
@@ -44,7 +47,7 @@ export function defaultImageSpec(overrides: Partial<ImageSpec> = {}): ImageSpec 
     suite: 'bookworm',
     packages: DEFAULT_PACKAGES,
     kernelPackage: 'linux-image-cloud-amd64',
-    modules: ['virtio_mmio', 'virtio_blk', 'virtio_net', 'virtio-rng'],
+    modules: ['virtio_mmio', 'virtio_blk', 'virtio_net', 'virtio-rng', 'fuse'],
     rootfsSizeMiB: 2048,
     ...overrides,
   };

@@ -132,6 +132,22 @@ describe('namespaceRuleset', () => {
     assert.ok(!/example\.com/.test(domains), 'domain names never reach nftables');
   });
 
+  it('volumes: guest port 20490+i goes to listener i on the host address, accepted before the host refusals', () => {
+    const s = namespaceRuleset(rules({ internet: false }), { ...CTX, volumes: [41000, 41007] });
+    assert.deepEqual(
+      chain(s, 'nat_output').filter((r) => r.includes('192.0.2.1')),
+      [
+        'ip daddr 192.0.2.1 tcp dport 20490 dnat ip to 10.231.4.1:41000',
+        'ip daddr 192.0.2.1 tcp dport 20491 dnat ip to 10.231.4.1:41007',
+      ],
+    );
+    const out = chain(s, 'output');
+    const accept = at(out, 'ip daddr 10.231.4.1 tcp dport { 41000, 41007 } accept');
+    assert.ok(accept < at(out, 'fib daddr type local jump refuse'));
+    assert.ok(accept < at(out, 'ip daddr @host4 jump refuse'));
+    assert.ok(!namespaceRuleset(rules(), CTX).includes('20490'));
+  });
+
   it('replaces its table in one script (create-if-missing, delete, define)', () => {
     const s = namespaceRuleset(rules(), CTX).split('\n');
     assert.deepEqual(s.slice(0, 3), ['table inet kiln {}', 'delete table inet kiln', 'table inet kiln {']);
@@ -169,6 +185,13 @@ describe('hostRuleset', () => {
     assert.equal(chain(guarded, 'forward').at(-1), 'iifname != "kn*" oifname != "kn*" drop');
   });
 
+  it('volume ports: open from the instance links, dropped from any other interface but lo', () => {
+    const input = chain(hostRuleset({ ...HOST, volumes: [41000, 41001] }), 'input');
+    const ok = at(input, 'iifname "knabc123*" tcp dport { 41000, 41001 } accept');
+    assert.ok(ok < at(input, 'iifname "knabc123*" meta l4proto tcp reject with tcp reset'));
+    assert.ok(at(input, 'iifname != "kn*" iifname != "lo" tcp dport { 41000, 41001 } drop') > ok);
+  });
+
   it('refuses a bad table name or uid', () => {
     assert.throws(() => hostRuleset({ ...HOST, table: 'kiln_net_x; flush ruleset' }), /bad table name/);
     assert.throws(() => hostRuleset({ ...HOST, uid: -1 }), /uid/);
@@ -195,6 +218,7 @@ describe('nft accepts every rendered script (nft -c)', () => {
   const cases: [string, EgressRules, NsRuleContext][] = [
     ['closed (a slot made ahead)', rules({ internet: false }), { ...CTX, hostLocal: [] }],
     ['open, no resolver, no proxy', rules(), CTX],
+    ['closed, with volume listeners', rules({ internet: false }), { ...CTX, volumes: [41000, 41001, 41002] }],
     [
       'every set filled, overlapping entries, resolver and proxy',
       rules({
@@ -231,5 +255,6 @@ describe('nft accepts every rendered script (nft -c)', () => {
     const h = { table: 'kiln_net_0ff1ce', tag: '0ff1ce', block: '10.231.252.0/22', uid: 1000 };
     await check(hostRuleset({ ...h, guardForwarding: false }), false);
     await check(hostRuleset({ ...h, guardForwarding: true, proxy: { http: 1, tls: 65535 } }), false);
+    await check(hostRuleset({ ...h, guardForwarding: false, volumes: [41000, 41001] }), false);
   });
 });

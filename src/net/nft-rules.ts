@@ -19,6 +19,7 @@
  */
 import { cidrWithin, isCidr } from '../core/cidr.ts';
 import type { EgressRules } from '../core/network-policy.ts';
+import { VOLUME_GUEST_ADDR, VOLUME_GUEST_PORT } from '../core/volume-route.ts';
 import { HOST_IF_PREFIX, NS_TABLE } from './names.ts';
 
 /** What a namespace's rules need besides the sandbox's own egress rules. */
@@ -38,6 +39,8 @@ export interface NsRuleContext {
   dns?: string | undefined;
   /** The egress proxy's ports (HTTP, TLS) on `hostAddr`, when kilnd runs one. */
   proxy?: { http: number; tls: number } | undefined;
+  /** kilnd's volume listeners' ports on `hostAddr`, by mount index (see VOLUME_GUEST_PORT). */
+  volumes?: readonly number[] | undefined;
 }
 
 const isV6 = (c: string): boolean => c.includes(':');
@@ -84,6 +87,13 @@ function redirects(c: NsRuleContext, proxy: NsRuleContext['proxy']): { nat: stri
       );
     out.push(`ip daddr ${c.hostAddr} tcp dport { ${proxy.http}, ${proxy.tls} } accept`);
   }
+  const vols = c.volumes ?? [];
+  vols.forEach((port, i) =>
+    nat.push(
+      `ip daddr ${VOLUME_GUEST_ADDR} tcp dport ${VOLUME_GUEST_PORT + i} dnat ip to ${c.hostAddr}:${port}`,
+    ),
+  );
+  if (vols.length > 0) out.push(`ip daddr ${c.hostAddr} tcp dport { ${vols.join(', ')} } accept`);
   return { nat, out };
 }
 
@@ -146,6 +156,8 @@ export interface HostRuleContext {
   uid: number;
   /** The egress proxy's ports, reachable from the sandboxes. */
   proxy?: { http: number; tls: number } | undefined;
+  /** kilnd's volume listeners' ports, reachable from the sandboxes. */
+  volumes?: readonly number[] | undefined;
   /**
    * kiln turned IP forwarding on (it was off): forwarding between interfaces that are not kiln's
    * is dropped, so the host routes nothing it did not route before.
@@ -166,6 +178,13 @@ export function hostRuleset(h: HostRuleContext): string {
       // The proxy listens on every address: only sandboxes reach it.
       `iifname != ${any} iifname != "lo" tcp dport { ${h.proxy.http}, ${h.proxy.tls} } drop`,
     );
+  if (h.volumes && h.volumes.length > 0) {
+    const ports = h.volumes.join(', ');
+    input.push(
+      `iifname ${mine} tcp dport { ${ports} } accept`,
+      `iifname != ${any} iifname != "lo" tcp dport { ${ports} } drop`,
+    );
+  }
   input.push(`iifname ${mine} meta l4proto tcp reject with tcp reset`, `iifname ${mine} ${REJECT}`);
   const forward = [
     `iifname ${any} oifname ${any} ${REJECT}`,

@@ -101,6 +101,7 @@ export class SandboxNetworks {
   readonly #ready: ReadySlot[] = [];
   readonly #used = new Set<number>();
   #proxy: { http: number; tls: number } | undefined;
+  #volumes: readonly number[] | undefined;
   #refilling: Promise<void> | undefined;
   #closed = false;
 
@@ -157,6 +158,20 @@ export class SandboxNetworks {
   }
 
   /**
+   * kilnd's volume listeners' ports, by mount index: reloads the host table and every slot's
+   * rules (a slot made before would not redirect its guest's mounts).
+   */
+  async setVolumePorts(ports: readonly number[]): Promise<void> {
+    this.#volumes = ports;
+    await this.#applyHost();
+    for (const s of this.#slots.values())
+      await applyNft(
+        namespaceRuleset(this.#held.get(nsPath(s.ns))?.rules ?? OPEN_NETWORK.egress, await this.#ctx(s)),
+        s.ns,
+      );
+  }
+
+  /**
    * Who holds the slot whose namespace address is `address` (the source of every connection its
    * guest makes) and the rules loaded in it: what the egress proxy decides by.
    */
@@ -173,6 +188,7 @@ export class SandboxNetworks {
         block: this.#block.cidr,
         uid: this.#o.uid,
         proxy: this.#proxy,
+        volumes: this.#volumes,
         guardForwarding: this.#guardForwarding,
       }),
     );
@@ -186,6 +202,7 @@ export class SandboxNetworks {
       alwaysDenied: this.#o.alwaysDenied,
       dns: this.#o.dns,
       proxy: this.#proxy,
+      volumes: this.#volumes,
       hostLocal,
     };
   }

@@ -22,6 +22,7 @@ import type {
   StatsView,
   TemplateView,
   UpdateNetworkRequest,
+  VolumeView,
 } from '../core/api-types.ts';
 
 export type {
@@ -35,6 +36,7 @@ export type {
   PortView,
   StatsView,
   TemplateView,
+  VolumeView,
 } from '../core/api-types.ts';
 
 /** The options of a create (the native API's request body, core/api-types.ts). */
@@ -309,6 +311,19 @@ export class KilnClient {
 
   async deleteApiKey(id: string): Promise<void> {
     await this.#json('DELETE', `/v1/api-keys/${encodeURIComponent(id)}`);
+  }
+
+  createVolume(name: string): Promise<VolumeView> {
+    return this.#json('POST', '/v1/volumes', { name });
+  }
+
+  listVolumes(): Promise<{ items: VolumeView[] }> {
+    return this.#json('GET', '/v1/volumes');
+  }
+
+  /** Deletes a volume (by id or name) and its files; refused while a live sandbox mounts it. */
+  async deleteVolume(idOrName: string): Promise<void> {
+    await this.#json('DELETE', `/v1/volumes/${encodeURIComponent(idOrName)}`);
   }
 
   /** The E2B API and envd proxy URLs and a key for them (created on first use, then reused). */

@@ -131,4 +131,23 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE sandboxes ADD COLUMN auto_pause_memory INTEGER NOT NULL DEFAULT 1;
   UPDATE sandboxes SET pause_kind = 'memory' WHERE state IN ('pausing', 'paused');
   `,
+  // 9: volumes (E2B's volumes: a host directory per volume, its content-API token) and the
+  // volumes each sandbox mounts (index = the mount's guest port offset).
+  `
+  CREATE TABLE volumes (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL UNIQUE,
+    token        TEXT NOT NULL UNIQUE,
+    created_at   TEXT NOT NULL,
+    owner_key_id TEXT
+  ) STRICT;
+  CREATE TABLE volume_mounts (
+    sandbox_id TEXT NOT NULL REFERENCES sandboxes(id) ON DELETE CASCADE,
+    volume_id  TEXT NOT NULL REFERENCES volumes(id) ON DELETE CASCADE,
+    path       TEXT NOT NULL,
+    idx        INTEGER NOT NULL,
+    PRIMARY KEY (sandbox_id, idx)
+  ) STRICT;
+  CREATE INDEX volume_mounts_volume ON volume_mounts(volume_id);
+  `,
 ];

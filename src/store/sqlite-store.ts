@@ -4,6 +4,7 @@ import * as events from './sqlite-events.ts';
 import * as journal from './sqlite-journal.ts';
 import * as sandboxes from './sqlite-sandboxes.ts';
 import * as snapshots from './sqlite-snapshots.ts';
+import * as volumes from './sqlite-volumes.ts';
 import type {
   Page,
   PageOpts,
@@ -130,6 +131,28 @@ export class SqliteStore implements Store {
   }
   deleteApiKey(id: string): void {
     journal.deleteApiKey(this.#db, id);
+  }
+
+  insertVolume(v: D.VolumeRecord): void {
+    volumes.insertVolume(this.#db, v);
+  }
+  getVolume(idOrName: string): D.VolumeRecord {
+    return volumes.getVolume(this.#db, idOrName);
+  }
+  listVolumes(): D.VolumeRecord[] {
+    return volumes.listVolumes(this.#db);
+  }
+  deleteVolume(id: string): void {
+    volumes.deleteVolume(this.#db, id);
+  }
+  volumeUsers(id: string): string[] {
+    return volumes.volumeUsers(this.#db, id);
+  }
+  setMounts(sandboxId: string, mounts: readonly D.VolumeMount[]): void {
+    volumes.setMounts(this.#db, sandboxId, mounts);
+  }
+  listMounts(sandboxId: string): D.VolumeMount[] {
+    return volumes.listMounts(this.#db, sandboxId);
   }
 
   close(): void {

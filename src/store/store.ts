@@ -9,6 +9,8 @@ import type {
   SandboxState,
   SnapshotRecord,
   TemplateRecord,
+  VolumeMount,
+  VolumeRecord,
 } from '../core/domain.ts';
 
 export interface Page<T> {
@@ -130,6 +132,19 @@ export interface Store {
   touchApiKey(id: string, at: string): void;
   /** Revokes a key; `not_found` when there is none with that id. */
   deleteApiKey(id: string): void;
+
+  /** Volumes (E2B's): `already_exists` for a taken name. */
+  insertVolume(v: VolumeRecord): void;
+  /** By id or name; `not_found` if neither. */
+  getVolume(idOrName: string): VolumeRecord;
+  listVolumes(): VolumeRecord[];
+  /** `invalid_state` while a live sandbox mounts it (checked atomically), `not_found` if gone. */
+  deleteVolume(id: string): void;
+  /** Live sandboxes mounting volume `id`. */
+  volumeUsers(id: string): string[];
+  /** Replaces a sandbox's mounts (`[]` detaches them all). */
+  setMounts(sandboxId: string, mounts: readonly VolumeMount[]): void;
+  listMounts(sandboxId: string): VolumeMount[];
 
   close(): void;
 }

@@ -1,7 +1,11 @@
 /** Helpers for the CLI's unit tests: run `kiln` as a process, or build a context with no daemon. */
 import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { NativeHarness } from '../../src/api/testing/harness.ts';
 import type { CliContext } from '../../src/cli/context.ts';
 
 const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
@@ -43,6 +47,34 @@ export function offlineContext(connects: string[] = []): CliContext {
     connect: () => {
       connects.push('connect');
       return Promise.reject(new Error('no daemon in this test'));
+    },
+  };
+}
+
+/**
+ * The real CLI against the native API of a fake-driver service (`base` built) served on a fresh
+ * state dir's socket; registers its own before/after hooks in the calling suite.
+ */
+export function cliOnHarness(prefix: string): {
+  kiln: (...args: string[]) => Promise<CliRun>;
+  harness: () => NativeHarness;
+} {
+  const home = mkdtempSync(join(tmpdir(), prefix));
+  const state = join(home, 'state');
+  let h: NativeHarness | undefined;
+  before(async () => {
+    mkdirSync(state, { mode: 0o700 });
+    h = await NativeHarness.start({ base: true, socket: join(state, 'kilnd.sock') });
+  });
+  after(async () => {
+    await h?.close();
+    rmSync(home, { recursive: true, force: true });
+  });
+  return {
+    kiln: (...args) => runCli(home, args, state),
+    harness: () => {
+      if (!h) throw new Error('the harness starts in before()');
+      return h;
     },
   };
 }

@@ -14,6 +14,8 @@ export function e2bRouterOpts(keys: ApiKeyService): RouterOpts {
   return {
     errorBody: e2bErrorBody,
     authenticate: (req: IncomingMessage) => {
+      // The volume content API authenticates with the volume's own token (api/e2b/volumes.ts).
+      if (req.url?.startsWith('/volumecontent/')) return;
       const k = req.headers['x-api-key'];
       keys.verify(typeof k === 'string' ? k : undefined);
     },

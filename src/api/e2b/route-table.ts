@@ -36,6 +36,17 @@ export const E2B_SERVED: readonly string[] = [
   'GET /snapshots',
   'DELETE /templates/:id',
   'GET /templates/aliases/:alias',
+  'POST /volumes',
+  'GET /volumes',
+  'GET /volumes/:id',
+  'DELETE /volumes/:id',
+  'GET /volumecontent/:id/dir',
+  'POST /volumecontent/:id/dir',
+  'GET /volumecontent/:id/path',
+  'PATCH /volumecontent/:id/path',
+  'DELETE /volumecontent/:id/path',
+  'GET /volumecontent/:id/file',
+  'PUT /volumecontent/:id/file',
 ];
 
 const SECRETS =

@@ -2,6 +2,7 @@
  * E2B's sandbox routes: create, connect, list, get, kill, timeout, refreshes, pause, resume, fork,
  * network. Create, connect and list have a v1 and a v2 path (older SDKs call the v1 ones).
  */
+import { parseVolumeMounts } from '../volumes.ts';
 import { DEFAULT_CREATE_FLAGS, DEFAULT_FORK_COUNT } from '../../core/defaults.ts';
 import { KilnError, invalidArgument } from '../../core/errors.ts';
 import { parseNetwork, parseNetworkUpdate } from '../../core/network-parse.ts';
@@ -20,7 +21,6 @@ function parseCreate(f: Fields): CreateRequest {
   if (typeof template !== 'string' || template === '')
     throw invalidArgument('templateID', 'is required (a template name or id, e.g. "base")');
   validateName('templateID', template);
-  if (f.has('volumeMounts')) throw invalidArgument('volumeMounts', 'volumes are not supported by kiln');
   // Asked-for features kiln does not have are refused by name, never dropped in silence.
   if (f.has('mcp'))
     throw invalidArgument(
@@ -54,6 +54,7 @@ function parseCreate(f: Fields): CreateRequest {
   const timeoutS = f.int('timeout');
   const metadata = f.stringMap('metadata');
   const envVars = f.stringMap('envVars');
+  const volumeMounts = parseVolumeMounts(f.raw('volumeMounts'));
   return {
     template,
     ...(timeoutS === undefined ? {} : { timeoutS }),
@@ -63,6 +64,7 @@ function parseCreate(f: Fields): CreateRequest {
     autoResume,
     ...(autoPauseMemory === undefined ? {} : { autoPauseMemory }),
     network,
+    ...(volumeMounts.length > 0 ? { volumeMounts } : {}),
   };
 }
 

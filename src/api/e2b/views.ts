@@ -40,7 +40,7 @@ export interface E2bListedSandbox {
   metadata: Record<string, string>;
   state: 'running' | 'paused';
   envdVersion: string;
-  volumeMounts: never[];
+  volumeMounts: { name: string; path: string }[];
 }
 
 /** `SandboxDetail`: the listed fields plus the token, domain, network and lifecycle. */
@@ -93,7 +93,7 @@ export function e2bViews(svc: SandboxService, domain: () => string | null): E2bV
     metadata: s.metadata,
     state: e2bState(s.state),
     envdVersion: ENVD_VERSION,
-    volumeMounts: [],
+    volumeMounts: svc.volumes?.mountsOf(s.id) ?? [],
   });
   return {
     sandbox: (s) => ({

@@ -9,12 +9,13 @@ import type {
 } from '../../core/api-types.ts';
 import { DEFAULT_CREATE_FLAGS, DEFAULT_FORK_COUNT } from '../../core/defaults.ts';
 import type { SandboxState } from '../../core/domain.ts';
-import { KilnError } from '../../core/errors.ts';
+import { KilnError, invalidArgument } from '../../core/errors.ts';
 import { parseNetwork, parseNetworkUpdate } from '../../core/network-parse.ts';
 import { validatePublishedPort } from '../../core/validate.ts';
 import type { CreateRequest } from '../../daemon/sandbox-service.ts';
 import type { Ctx, Route } from '../http.ts';
 import { queryEnum, required, type Fields } from '../parse.ts';
+import { parseVolumeMounts } from '../volumes.ts';
 import { fields, idOf, pageOf, type NativeDeps } from './deps.ts';
 import { sandboxView } from './views.ts';
 
@@ -27,6 +28,8 @@ export function createOpts(f: Fields): Omit<CreateRequest, 'template'> {
   const vcpus = f.int('vcpus');
   const metadata = f.stringMap('metadata');
   const envVars = f.stringMap('envVars');
+  if (f.raw('volumeMounts') === null) throw invalidArgument('volumeMounts', 'must not be null');
+  const volumeMounts = parseVolumeMounts(f.raw('volumeMounts'));
   return {
     ...(timeoutS === undefined ? {} : { timeoutS }),
     ...(metadata === undefined ? {} : { metadata }),
@@ -36,6 +39,7 @@ export function createOpts(f: Fields): Omit<CreateRequest, 'template'> {
     autoPause: f.bool('autoPause') ?? DEFAULT_CREATE_FLAGS.autoPause,
     autoResume: f.bool('autoResume') ?? DEFAULT_CREATE_FLAGS.autoResume,
     network: parseNetwork(f.raw('network'), f.bool('allowInternet'), { field: 'network', nulls: 'refused' }),
+    ...(volumeMounts.length > 0 ? { volumeMounts } : {}),
   };
 }
 

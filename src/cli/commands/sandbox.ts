@@ -29,6 +29,7 @@ function parse(opts: string[]) {
       'allow-out': { type: 'string', multiple: true, default: [] },
       'deny-out': { type: 'string', multiple: true, default: [] },
       'no-internet': { type: 'boolean', default: false },
+      volume: { type: 'string', multiple: true, default: [] },
       'show-token': { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
     },
@@ -59,11 +60,25 @@ async function create(k: Call): Promise<number> {
     template: values.template,
     ...createOptions(values),
     ...egressFlags(values),
+    ...volumeFlags(values.volume),
   });
   out(view(s), () => {
     console.log(s.sandboxId);
   });
   return 0;
+}
+
+/** --volume NAME:/PATH (repeatable), as the native API's `volumeMounts`. */
+function volumeFlags(given: string[]): { volumeMounts?: { name: string; path: string }[] } {
+  if (given.length === 0) return {};
+  return {
+    volumeMounts: given.map((g) => {
+      const i = g.indexOf(':');
+      if (i <= 0 || g[i + 1] !== '/')
+        throw new UsageError(`--volume ${g}: expected NAME:/PATH (a volume and an absolute mount point)`);
+      return { name: g.slice(0, i), path: g.slice(i + 1) };
+    }),
+  };
 }
 
 /** --allow-out, --deny-out (repeatable) and --no-internet, as the native API's fields. */

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { SandboxRecord, SnapshotRecord, TemplateRecord } from '../../core/domain.ts';
+import type { SandboxRecord, SnapshotRecord, TemplateRecord, VolumeMount } from '../../core/domain.ts';
 import { KilnError, invalidArgument } from '../../core/errors.ts';
 import { newId } from '../../core/ids.ts';
 import { OPEN_NETWORK, type EgressRules, type SandboxNetwork } from '../../core/network-policy.ts';
@@ -7,6 +7,7 @@ import { validateInt, validateMemoryMiB, validateName, validateVcpus } from '../
 import { admit } from '../admission.ts';
 import { OpRun } from '../journal.ts';
 import { sees, seesTemplate, type Caller } from '../scope.ts';
+import { mountInGuest, planVolumes, refreshMounts } from './volume-mounts.ts';
 import { bootFrom } from './boot.ts';
 import type { ServiceContext } from './context.ts';
 import { DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S, type CreateRequest, type OpCtx } from './types.ts';
@@ -20,6 +21,10 @@ export interface CreatePlan {
   metadata: Record<string, string>;
   envVars: Record<string, string>;
   network: SandboxNetwork;
+  /** Volumes the guest mounts once it runs. */
+  mounts: VolumeMount[];
+  /** The mounts came with the restored snapshot's memory (its sandbox's): the guest has them. */
+  mountsRestored: boolean;
 }
 
 /**
@@ -110,8 +115,23 @@ export function planCreate(sc: ServiceContext, req: CreateRequest, ctx: OpCtx): 
   const envVars = { ...source?.envVars, ...stringMap('envVars', req.envVars) };
   const network = networkOf(req);
   if (sc.unisolated) needIsolation('network.', network.egress);
+  const id = newId('sbx', 16);
+  // A snapshot of a sandbox with volumes restores its sshfs mounts: they reconnect, as its own.
+  const inherited = source && !req.volumeMounts?.length ? sc.store.listMounts(source.id) : [];
+  const mounts =
+    inherited.length > 0 ? inherited.map((m) => ({ ...m, sandboxId: id })) : planVolumes(sc, id, req, ctx);
   admit(sc, snap.memoryMiB, snap);
-  return { id: newId('sbx', 16), tpl, snap, timeoutS, metadata, envVars, network };
+  return {
+    id,
+    tpl,
+    snap,
+    timeoutS,
+    metadata,
+    envVars,
+    network,
+    mounts,
+    mountsRestored: inherited.length > 0,
+  };
 }
 
 /**
@@ -157,7 +177,15 @@ export async function createSandbox(
     insertCreating(sc, p, req, token, ctx);
     run.step('sandbox record', { action: 'delete-sandbox', sandboxId: id });
     const g = { token, envVars: p.envVars, egress: p.network.egress };
+    if (p.mounts.length > 0) {
+      sc.store.setMounts(id, p.mounts);
+      run.step('volume mounts', { action: 'detach-volumes', sandboxId: id });
+    }
     const times = await bootFrom(sc, id, snap, g, run, ctx);
+    if (p.mounts.length > 0 && !p.mountsRestored) {
+      await mountInGuest(sc, id, token, p.mounts, ctx);
+      run.step('guest mounts', { action: 'none' });
+    } else if (p.mountsRestored) await refreshMounts(sc, id, token, p.mounts, ctx);
     const rec = sc.store.updateSandbox(
       id,
       { state: 'running', startedAt: new Date(sc.now()).toISOString() },

@@ -45,6 +45,18 @@ describe('KILN_NETWORK=unisolated', () => {
     assert.deepEqual(await fx.driver.list(), []);
   });
 
+  it('a create with volumeMounts is invalid_argument naming the field; nothing is made', async () => {
+    await assert.rejects(
+      fx.svc.create({ template: 'base', volumeMounts: [{ name: 'data', path: '/mnt/data' }] }),
+      (e: unknown) =>
+        e instanceof KilnError &&
+        e.code === 'invalid_argument' &&
+        e.message.startsWith('volumeMounts:') &&
+        e.message.includes('KILN_NETWORK=unisolated'),
+    );
+    assert.deepEqual(fx.svc.list().items, [], 'no sandbox recorded');
+  });
+
   it('a plain create (internet on or off) runs and records the not-isolated warning', async () => {
     for (const allowInternet of [true, false]) {
       const s = await fx.svc.create({ template: 'base', allowInternet });

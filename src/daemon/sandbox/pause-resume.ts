@@ -10,6 +10,7 @@ import { pauseFilesystem } from './pause-fs.ts';
 import { DISK_LAYER, POINT_OF_NO_RETURN } from './snapshot-files.ts';
 import type { OpCtx } from './types.ts';
 import { stopVm } from './vm.ts';
+import { mountInGuest, refreshMounts } from './volume-mounts.ts';
 
 /**
  * Pause = the snapshot capture with a stop instead of a freeze (under the sandbox's lock): the
@@ -72,6 +73,10 @@ export async function resumeSandbox(
     const g = { token: s.accessToken, envVars: s.envVars, egress: s.network.egress };
     const coldBoot = opts.memory === false;
     const times = await bootFrom(sc, id, snap, g, run, ctx, { coldBoot });
+    // A restored guest's sshfs reconnects; a guest booted afresh mounts its volumes anew.
+    const mounts = sc.store.listMounts(id);
+    if (coldBoot || isDiskOnly(snap)) await mountInGuest(sc, id, s.accessToken, mounts, ctx);
+    else await refreshMounts(sc, id, s.accessToken, mounts, ctx);
     const rec = sc.store.updateSandbox(
       id,
       {

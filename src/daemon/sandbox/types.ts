@@ -7,6 +7,7 @@ import type { DiskAdmission } from '../admission.ts';
 import type { GuestClient, GuestTimeouts, HttpGuestClientOpts } from '../guest-client.ts';
 import type { LivenessOpts } from '../liveness.ts';
 import type { Caller } from '../scope.ts';
+import type { VolumeService } from '../volumes/volume-service.ts';
 import type { CreateSandboxRequest, StatsView } from '../../core/api-types.ts';
 import type { EgressRules, SandboxNetwork } from '../../core/network-policy.ts';
 
@@ -53,6 +54,8 @@ export interface SandboxServiceDeps {
    * stored. Default: the sandbox's network slot of `networks`; absent both, rules are only stored.
    */
   egress?: EgressEnforcer | undefined;
+  /** Volumes (E2B's): what creates mount; absent, a create with volume mounts is refused. */
+  volumes?: VolumeService | undefined;
 }
 
 /** What updateNetwork needs of the network layer. */

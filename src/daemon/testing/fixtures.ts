@@ -3,6 +3,7 @@
  * guest agent that answers at once and records what it is told, a SandboxService over the fake
  * driver in its own temp dir, and a snapshot archive staged by hand. Test code only.
  */
+import { VolumeService } from '../volumes/volume-service.ts';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -135,6 +136,7 @@ export class ServiceFixture {
       dataDir: f.dir,
       log: nullLogger,
       ...(o.now === undefined ? {} : { now: () => f.now }),
+      volumes: new VolumeService({ store: f.store, dataDir: f.dir, log: nullLogger }),
       ...o.deps,
     };
     f.svc = new SandboxService(f.deps);
