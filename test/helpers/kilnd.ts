@@ -57,19 +57,33 @@ export async function removeStateDir(env: NodeJS.ProcessEnv, stateDir: string): 
   await rm(stateDir, { recursive: true, force: true });
 }
 
+/** What `kiln e2b env` prints, parsed exactly: the four variables, nothing else. */
+export function parseE2bEnv(stdout: string): {
+  apiUrl: string;
+  sandboxUrl: string;
+  apiKey: string;
+  volumeApiUrl: string;
+} {
+  const m =
+    /^export E2B_API_URL='([^']+)' E2B_SANDBOX_URL='([^']+)' E2B_API_KEY='([^']+)' E2B_VOLUME_API_URL='([^']+)'\n$/.exec(
+      stdout,
+    );
+  assert.ok(m?.[1] && m[2] && m[3] && m[4], `kiln e2b env printed: ${stdout}`);
+  return { apiUrl: m[1], sandboxUrl: m[2], apiKey: m[3], volumeApiUrl: m[4] };
+}
+
 /**
  * Runs `kiln e2b env` with `env` (starting kilnd if needed) and points the e2b SDK at what it
- * printed (E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY in process.env); returns the URLs' ports.
+ * printed (E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY, E2B_VOLUME_API_URL in process.env), as
+ * `eval "$(kiln e2b env)"` would; returns the URLs' ports.
  */
 export function useKilnE2bEnv(env: NodeJS.ProcessEnv): { apiPort: string; proxyPort: string } {
   const r = kilnSync(env, 'e2b', 'env');
   assert.equal(r.status, 0, r.stderr);
-  const m = /^export E2B_API_URL='([^']+)' E2B_SANDBOX_URL='([^']+)' E2B_API_KEY='([^']+)'\n$/.exec(r.stdout);
-  assert.ok(m?.[1] && m[2] && m[3], `kiln e2b env printed: ${r.stdout}`);
-  [process.env['E2B_API_URL'], process.env['E2B_SANDBOX_URL'], process.env['E2B_API_KEY']] = [
-    m[1],
-    m[2],
-    m[3],
-  ];
-  return { apiPort: new URL(m[1]).port, proxyPort: new URL(m[2]).port };
+  const e = parseE2bEnv(r.stdout);
+  process.env['E2B_API_URL'] = e.apiUrl;
+  process.env['E2B_SANDBOX_URL'] = e.sandboxUrl;
+  process.env['E2B_API_KEY'] = e.apiKey;
+  process.env['E2B_VOLUME_API_URL'] = e.volumeApiUrl;
+  return { apiPort: new URL(e.apiUrl).port, proxyPort: new URL(e.sandboxUrl).port };
 }

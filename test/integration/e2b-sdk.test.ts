@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import * as e2b from 'e2b';
 import * as e2b245 from 'e2b-2.45';
 import * as e2b27 from 'e2b-2.7';
-import { kilnSync, ownQemus, removeStateDir, type CliResult } from '../helpers/kilnd.ts';
+import { kilnSync, ownQemus, parseE2bEnv, removeStateDir, type CliResult } from '../helpers/kilnd.ts';
 import { e2bSdkChecks, type SdkUnderTest } from './e2b-sdk.checks.ts';
 
 let state: string;
@@ -52,20 +52,18 @@ describe(
         KILN_E2B_API_PORT: '0',
         KILN_E2B_SANDBOX_PORT: '0',
       };
-      // Nothing but the three variables `kiln e2b env` prints may steer the SDK.
+      // Nothing but the variables `kiln e2b env` prints may steer the SDK.
       delete process.env['E2B_DOMAIN'];
       delete process.env['E2B_DEBUG'];
       delete process.env['E2B_ACCESS_TOKEN'];
       // What `eval "$(kiln e2b env)"` does, parsed here: the daemon starts on demand.
       const r = kiln('e2b', 'env');
       assert.equal(r.status, 0, r.stderr);
-      const m = /^export E2B_API_URL='([^']+)' E2B_SANDBOX_URL='([^']+)' E2B_API_KEY='([^']+)'\n$/.exec(
-        r.stdout,
-      );
-      assert.ok(m, `kiln e2b env printed: ${r.stdout}`);
-      process.env['E2B_API_URL'] = m[1];
-      process.env['E2B_SANDBOX_URL'] = m[2];
-      process.env['E2B_API_KEY'] = m[3];
+      const e = parseE2bEnv(r.stdout);
+      process.env['E2B_API_URL'] = e.apiUrl;
+      process.env['E2B_SANDBOX_URL'] = e.sandboxUrl;
+      process.env['E2B_API_KEY'] = e.apiKey;
+      process.env['E2B_VOLUME_API_URL'] = e.volumeApiUrl;
       assert.equal(kiln('e2b', 'env').stdout, r.stdout, 'the same key on every call');
     });
     after(() => removeStateDir(env, state));

@@ -33,7 +33,6 @@ describe('volumes through the e2b SDK (real guests, isolated kilnd)', { timeout:
     delete process.env['E2B_DOMAIN'];
     delete process.env['E2B_DEBUG'];
     useKilnE2bEnv(env);
-    process.env['E2B_VOLUME_API_URL'] = process.env['E2B_API_URL'];
     await (await Sandbox.create({ requestTimeoutMs: 600_000 })).kill();
   });
   after(async () => {

@@ -18,7 +18,7 @@ import type { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { planListeners } from '../../src/api/limits.ts';
 import { KilnClient } from '../../src/sdk/client.ts';
-import { kilnSync, ownQemus, removeStateDir, type CliResult } from '../helpers/kilnd.ts';
+import { kilnSync, ownQemus, parseE2bEnv, removeStateDir, type CliResult } from '../helpers/kilnd.ts';
 import { corpus, fire, type HostileRequest } from '../helpers/hostile-corpus.ts';
 import { generate, prng } from '../helpers/hostile-generator.ts';
 import { openIdle, pool, rawRequest, type RawTarget } from '../helpers/raw-http.ts';
@@ -84,14 +84,11 @@ describe('hostile input and idle connections with a real sandbox', { timeout: 90
     env = { ...process.env, KILN_STATE_DIR: state, KILN_E2B_API_PORT: '0', KILN_E2B_SANDBOX_PORT: '0' };
     const r = kiln('e2b', 'env');
     assert.equal(r.status, 0, r.stderr);
-    const m = /^export E2B_API_URL='([^']+)' E2B_SANDBOX_URL='([^']+)' E2B_API_KEY='([^']+)'\n$/.exec(
-      r.stdout,
-    );
-    assert.ok(m, r.stdout);
-    apiUrl = m[1] ?? '';
-    proxyPort = Number(new URL(m[2] ?? '').port);
+    const e = parseE2bEnv(r.stdout);
+    apiUrl = e.apiUrl;
+    proxyPort = Number(new URL(e.sandboxUrl).port);
     apiPort = Number(new URL(apiUrl).port);
-    apiKey = m[3] ?? '';
+    apiKey = e.apiKey;
     client = new KilnClient({ socketPath: `${state}/kilnd.sock` });
     // The first create builds the base template (boot + snapshot).
     const c = await api('POST', '/v2/sandboxes', { templateID: 'base', timeout: 1800 });
