@@ -55,6 +55,20 @@ test('health, init with a token, exec with output, exit codes, env and cwd', asy
   );
 });
 
+test("init sends the entropy seed and returns the agent's x-kiln-entropy", async () => {
+  const c = new HttpGuestClient({ baseUrl, accessToken: 'rotated' });
+  const entropySeed = Buffer.alloc(64, 7).toString('base64');
+  // The in-process agent has no root helper (no VM): it says so.
+  assert.deepEqual(await c.init({ timestamp: new Date().toISOString(), entropySeed }), {
+    entropy: 'unavailable',
+  });
+  assert.deepEqual(await c.init({ timestamp: new Date().toISOString() }), { entropy: undefined });
+  await assert.rejects(c.init({ timestamp: new Date().toISOString(), entropySeed: 'short' }), {
+    code: 'guest_agent_error',
+    message: /400.*entropySeed must be base64 of 32 to 256 bytes/,
+  });
+});
+
 test('an agent that is not there is guest_agent_error', async () => {
   await assert.rejects(new HttpGuestClient({ baseUrl: 'http://127.0.0.1:9' }).health(1000), {
     code: 'guest_agent_error',

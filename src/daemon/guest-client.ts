@@ -1,4 +1,4 @@
-import { Agent, request } from 'node:http';
+import { Agent, request, type IncomingHttpHeaders } from 'node:http';
 import { Code, ConnectError, createClient, type Client } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import { KilnError } from '../core/errors.ts';
@@ -30,6 +30,22 @@ export interface InitBody {
   defaultWorkdir?: string;
   /** The host's time: the guest sets its clock from it (after every restore). */
   timestamp: string;
+  /**
+   * Fresh randomness (base64, 32-256 bytes) the agent adds to the kernel's pool, forcing a CRNG
+   * reseed, before it answers: clones of one snapshot must not share random output. Secret: never
+   * logged.
+   */
+  entropySeed?: string;
+}
+
+/** What the agent says of an /init it took. */
+export interface InitResult {
+  /**
+   * What became of `entropySeed` (kiln's `x-kiln-entropy` answer header): `reseeded` (in the
+   * pool, CRNG re-keyed), `mixed` (in the pool only), `failed`, `unavailable` (an agent outside a
+   * VM); undefined when none was sent or the agent predates it.
+   */
+  entropy: string | undefined;
 }
 
 /** How the daemon talks to one VM's guest agent. */
@@ -37,7 +53,7 @@ export interface GuestClient {
   /** Resolves when GET /health answers 2xx; `guest_agent_error` otherwise. */
   health(timeoutMs?: number): Promise<void>;
   /** POST /init. `currentToken` is the token the agent holds now (needed to change it). */
-  init(body: InitBody, currentToken?: string): Promise<void>;
+  init(body: InitBody, currentToken?: string): Promise<InitResult>;
   /** Runs `/bin/bash -l -c cmd` and collects its output (streamed to the callbacks as it comes). */
   exec(cmd: string, opts?: ExecOpts): Promise<ExecResult>;
   /** GET /metrics: the guest's own view of CPU, memory and root disk (envd's field names). */
@@ -100,6 +116,7 @@ function fetchFailure(e: unknown, ms: number): string {
 interface RestResult {
   status: number;
   text: string;
+  headers: IncomingHttpHeaders;
 }
 
 /**
@@ -151,7 +168,11 @@ export class HttpGuestClient implements GuestClient {
           res.on('data', (c: Buffer) => chunks.push(c));
           res.on('end', () => {
             clearTimeout(timer);
-            resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') });
+            resolve({
+              status: res.statusCode ?? 0,
+              text: Buffer.concat(chunks).toString('utf8'),
+              headers: res.headers,
+            });
           });
           res.on('error', (e) => {
             clearTimeout(timer);
@@ -186,7 +207,7 @@ export class HttpGuestClient implements GuestClient {
     }
   }
 
-  async init(body: InitBody, currentToken?: string): Promise<void> {
+  async init(body: InitBody, currentToken?: string): Promise<InitResult> {
     const res = await this.#rest('POST', '/init', {
       headers: { 'content-type': 'application/json', ...this.#headers(currentToken) },
       body: JSON.stringify(body),
@@ -199,6 +220,8 @@ export class HttpGuestClient implements GuestClient {
     if (res.status !== 204) {
       throw new KilnError('guest_agent_error', `guest agent /init answered ${res.status}: ${res.text}`);
     }
+    const entropy = res.headers['x-kiln-entropy'];
+    return { entropy: typeof entropy === 'string' ? entropy : undefined };
   }
 
   async metrics(): Promise<GuestMetrics> {

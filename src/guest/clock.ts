@@ -1,20 +1,34 @@
 /**
- * Sets the guest's wall clock after a restore. Spawning `date` costs a fork + exec + dynamic
- * link, several hundred ms on a restored guest under TCG (cold translation cache); instead one
+ * What /init needs root's syscalls for after a restore: the guest's wall clock, and a fresh seed
+ * in the kernel's random pool (clones of one snapshot share its CRNG state). Spawning `date` or
+ * a one-shot helper costs a fork + exec + dynamic link, several hundred ms on a restored guest under TCG (cold translation cache); instead one
  * python3 process (in every kiln image) is started with the agent, so it is already running in
  * every template snapshot and each /init only writes a line to it. Falls back to `date` when
  * the helper is gone.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
+import { writeFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 
+/** What became of /init's entropy seed (the agent's answer header `x-kiln-entropy`). */
+export type EntropyResult = 'reseeded' | 'mixed' | 'failed';
+
+// RNDADDENTROPY = _IOW('R', 0x03, int[2]) and RNDRESEEDCRNG = _IO('R', 0x07) (linux/random.h):
+// the seed goes into the input pool (credited), then the CRNG is re-keyed from that pool at once,
+// so the very next read of /dev/urandom or getrandom(2) on any CPU uses the new key.
 const SCRIPT = `
-import sys, time
+import sys, time, fcntl, struct
 print("ready", flush=True)
 for line in sys.stdin:
     try:
-        time.clock_settime(time.CLOCK_REALTIME, float(line))
+        if line.startswith("seed "):
+            b = bytes.fromhex(line[5:].strip())
+            with open("/dev/urandom", "wb", buffering=0) as f:
+                fcntl.ioctl(f, 0x40085203, struct.pack("ii", len(b) * 8, len(b)) + b)
+                fcntl.ioctl(f, 0x5207)
+        else:
+            time.clock_settime(time.CLOCK_REALTIME, float(line))
         print("ok", flush=True)
     except Exception as e:
         print("err " + str(e), flush=True)
@@ -71,6 +85,28 @@ export class ClockSetter {
           resolve('failed');
         });
     });
+  }
+
+  /**
+   * Adds `seed` to the kernel's random pool and forces a CRNG reseed (`reseeded`). Without the
+   * helper the seed is only written to /dev/urandom (`mixed`: in the input pool, but the CRNG
+   * keeps its key until its next scheduled reseed). Never logs the seed.
+   */
+  async reseed(seed: Buffer): Promise<EntropyResult> {
+    const p = this.#proc;
+    if (p) {
+      const answer = await new Promise<string>((resolve) => {
+        this.#waiting.push(resolve);
+        p.stdin.write(`seed ${seed.toString('hex')}\n`);
+      });
+      if (answer === 'ok') return 'reseeded';
+    }
+    try {
+      await writeFile('/dev/urandom', seed);
+      return 'mixed';
+    } catch {
+      return 'failed';
+    }
   }
 
   stop(): void {

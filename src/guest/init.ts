@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ENVD_VERSION } from '../core/envd-auth.ts';
 import { refuse, type AgentAuth } from './agent-auth.ts';
-import type { ClockSetter } from './clock.ts';
+import type { ClockSetter, EntropyResult } from './clock.ts';
 import { readBody, sendError } from './http-util.ts';
 import type { AgentState } from './state.ts';
 import { lookupUser } from './users.ts';
@@ -12,20 +12,24 @@ interface InitBody {
   defaultUser?: string;
   defaultWorkdir?: string;
   timestamp?: string;
+  /** kiln's: fresh randomness from the host (base64), for the kernel's pool. Never logged. */
+  entropySeed?: string;
 }
 
 export interface InitDeps {
   state: AgentState;
   auth: AgentAuth;
-  /** Sets the guest clock (inside a VM only). */
+  /** Sets the guest clock and reseeds the kernel's CRNG (inside a VM only). */
   clock: ClockSetter | undefined;
   log: (line: string) => void;
 }
 
 /**
  * POST /init: the host hands over the access token, env vars, default user and workdir, and its
- * time. Needs the token the agent holds (at first the bootstrap token). A replay (an older
- * timestamp than the last applied) is ignored.
+ * time, and a fresh entropy seed. Needs the token the agent holds (at first the bootstrap token).
+ * A replay (an older timestamp than the last applied) is ignored. The seed is in the kernel's
+ * pool and the CRNG re-keyed before the answer (header `x-kiln-entropy` says how it went), so
+ * nothing in the guest reads the snapshot's shared CRNG state after kilnd's /init returns.
  */
 export async function handleInit(req: IncomingMessage, res: ServerResponse, d: InitDeps): Promise<void> {
   if (d.auth.locked() && !d.auth.tokenOk(req)) {
@@ -33,8 +37,10 @@ export async function handleInit(req: IncomingMessage, res: ServerResponse, d: I
     return;
   }
   let body: InitBody;
+  let seed: Buffer | undefined;
   try {
     body = await readInitBody(req);
+    seed = entropySeed(body.entropySeed);
   } catch (e) {
     sendError(res, 400, `invalid /init body: ${(e as Error).message}`);
     return;
@@ -52,9 +58,28 @@ export async function handleInit(req: IncomingMessage, res: ServerResponse, d: I
       return;
     }
   }
+  const entropy = seed ? await reseed(seed, d) : undefined;
   applyInit(d.state, body);
   if (Number.isFinite(ts)) await takeHostTime(ts, d);
-  res.writeHead(204, { 'x-envd-version': ENVD_VERSION }).end();
+  res.writeHead(204, { 'x-envd-version': ENVD_VERSION, ...(entropy ? { 'x-kiln-entropy': entropy } : {}) });
+  res.end();
+}
+
+/** The seed's bytes: base64 of 32 to 256 bytes (the message never quotes it). */
+function entropySeed(v: unknown): Buffer | undefined {
+  if (v === undefined) return undefined;
+  const b = typeof v === 'string' && /^[A-Za-z0-9+/]*={0,2}$/.test(v) ? Buffer.from(v, 'base64') : undefined;
+  if (!b || b.length < 32 || b.length > 256)
+    throw new TypeError('entropySeed must be base64 of 32 to 256 bytes');
+  return b;
+}
+
+/** Mixes the host's seed into the kernel's pool and re-keys the CRNG (inside a VM only). */
+async function reseed(seed: Buffer, d: InitDeps): Promise<EntropyResult | 'unavailable'> {
+  if (!d.clock) return 'unavailable';
+  const how = await d.clock.reseed(seed);
+  if (how !== 'reseeded') d.log(`entropy seed from /init: ${how}, the CRNG was not reseeded`);
+  return how;
 }
 
 async function readInitBody(req: IncomingMessage): Promise<InitBody> {

@@ -19,7 +19,7 @@ export const FAKE_IMAGE = {
 /** A guest agent that is always healthy and runs every command with exit code 0. */
 export const okGuest: GuestClient = {
   health: () => Promise.resolve(),
-  init: () => Promise.resolve(),
+  init: () => Promise.resolve({ entropy: 'reseeded' }),
   exec: (cmd) =>
     Promise.resolve({ exitCode: 0, stdout: `ran ${cmd}\n`, stderr: '', status: 'exit status 0' }),
   metrics: () => Promise.reject(new Error('no metrics in this test')),

@@ -18,7 +18,7 @@ import { KILL_STEPS } from '../sandbox/kill.ts';
 const IMAGE = { key: 'img-1', kernel: '/img/vmlinuz', initrd: '/img/initrd.img', rootfs: '/img/rootfs.ext4' };
 const guest = (): GuestClient => ({
   health: () => Promise.resolve(),
-  init: () => Promise.resolve(),
+  init: () => Promise.resolve({ entropy: 'reseeded' }),
   exec: () => Promise.reject(new Error('not used')),
   metrics: () => Promise.reject(new Error('not used')),
 });

@@ -26,7 +26,7 @@ export interface GuestSetup {
 
 /**
  * Restores `snap` into VM `id`, waits for its agent and /init's it (the new token, env, the
- * host's clock). Journals the VM so a failure or crash kills it. Shared by create and resume.
+ * host's clock, a fresh entropy seed; `entropy` is what the agent did with the seed). Journals the VM so a failure or crash kills it. Shared by create and resume.
  * A snapshot without memory (a filesystem-only pause), or any with `coldBoot`, is booted afresh
  * on its disk instead: its memory and device state, if any, are neither read nor changed.
  */
@@ -38,7 +38,7 @@ export async function bootFrom(
   run: OpRun,
   ctx: OpCtx,
   how: { coldBoot?: boolean } = {},
-): Promise<{ restoreMs: number; readyMs: number; initMs: number }> {
+): Promise<{ restoreMs: number; readyMs: number; initMs: number; entropy: string }> {
   const cold = how.coldBoot === true || isDiskOnly(snap);
   const spec = await restoreSpec(sc, id, snap, g.egress.internet, cold);
   run.step('vm', { action: 'kill-vm', vmId: id });
@@ -59,18 +59,30 @@ export async function bootFrom(
     alive: async () => (await sc.driver.status(id)).state !== 'stopped',
   });
   const tReady = performance.now();
-  await guest.init(
+  const { entropy = 'ignored' } = await guest.init(
     {
       accessToken: g.token,
       envVars: g.envVars,
       defaultUser: 'user',
       timestamp: new Date(sc.now()).toISOString(),
+      // Every clone of a snapshot wakes with the same CRNG state: a fresh seed, reseeded before
+      // /init answers, so no two sandboxes read the same randomness (issue 14).
+      entropySeed: randomBytes(64).toString('base64'),
     },
     snap.guestToken ?? undefined,
   );
+  if (entropy !== 'reseeded')
+    sc.log
+      .child({ sandboxId: id, opId: ctx.opId })
+      .warn({ entropy }, 'the guest did not reseed its CRNG from /init');
   const tInit = performance.now();
   const ms = (a: number, b: number): number => Math.round(b - a);
-  return { restoreMs: ms(t0, tRestored), readyMs: ms(tRestored, tReady), initMs: ms(tReady, tInit) };
+  return {
+    restoreMs: ms(t0, tRestored),
+    readyMs: ms(tRestored, tReady),
+    initMs: ms(tReady, tInit),
+    entropy,
+  };
 }
 
 async function restoreSpec(

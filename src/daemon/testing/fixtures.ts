@@ -70,7 +70,7 @@ export class FakeGuests {
     init: (body, presented) => {
       if (this.failInit) return Promise.reject(new Error('agent said no'));
       this.inits.push({ body, presented });
-      return Promise.resolve();
+      return Promise.resolve({ entropy: body.entropySeed ? 'reseeded' : undefined });
     },
     exec: (cmd, o) => Promise.resolve(fakeExec(cmd, o)),
     metrics: () => Promise.resolve(GUEST_METRICS),
