@@ -68,7 +68,12 @@ export async function authorize(
 
 async function bearerToken(
   c: Challenge,
-  o: { registryOrigin: string; scope: string; credentials?: RegistryCredentials | undefined; signal?: AbortSignal | undefined },
+  o: {
+    registryOrigin: string;
+    scope: string;
+    credentials?: RegistryCredentials | undefined;
+    signal?: AbortSignal | undefined;
+  },
 ): Promise<string> {
   const realm = c.params.realm;
   let url: URL;
@@ -78,15 +83,20 @@ async function bearerToken(
     throw pullError(`the registry's token challenge names no valid realm (${JSON.stringify(realm)})`);
   }
   const sameOrigin = url.origin === o.registryOrigin;
-  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && (isLoopbackHost(url.hostname) || sameOrigin)))
+  if (
+    url.protocol !== 'https:' &&
+    !(url.protocol === 'http:' && (isLoopbackHost(url.hostname) || sameOrigin))
+  )
     throw pullError(`refusing the token realm ${url.origin}: it is not HTTPS`);
   if (c.params.service) url.searchParams.set('service', c.params.service);
   url.searchParams.set('scope', c.params.scope ?? o.scope);
   const headers: Record<string, string> = {};
   if (o.credentials) headers.authorization = basic(o.credentials);
-  const res = await fetch(url, { headers, signal: o.signal ?? null, redirect: 'error' }).catch((e: unknown) => {
-    throw pullError(`cannot reach the token endpoint ${url.origin}: ${(e as Error).message}`);
-  });
+  const res = await fetch(url, { headers, signal: o.signal ?? null, redirect: 'error' }).catch(
+    (e: unknown) => {
+      throw pullError(`cannot reach the token endpoint ${url.origin}: ${(e as Error).message}`);
+    },
+  );
   const text = await res.text();
   if (!res.ok)
     throw pullError(

@@ -4,7 +4,6 @@ import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { authorize, parseChallenges, pullError, type RegistryCredentials } from './auth.ts';
 import { MANIFEST_ACCEPT, type Descriptor } from './manifest.ts';
 import { registryScheme, type ImageReference } from './reference.ts';
@@ -64,14 +63,21 @@ export class RegistryClient {
     }
     if (!res.ok) {
       await res.body?.cancel();
-      const what = res.status === 404 ? 'not found' : res.status === 401 || res.status === 403 ? 'access denied' : 'error';
+      const what =
+        res.status === 404
+          ? 'not found'
+          : res.status === 401 || res.status === 403
+            ? 'access denied'
+            : 'error';
       throw pullError(`${url} answered ${res.status} (${what})`);
     }
     return res;
   }
 
   /** Fetches a manifest by tag or digest; a digest reference must match the body's sha256. */
-  async manifest(reference: string): Promise<{ body: string; digest: string; mediaType: string | undefined }> {
+  async manifest(
+    reference: string,
+  ): Promise<{ body: string; digest: string; mediaType: string | undefined }> {
     const res = await this.#get(`manifests/${reference}`, MANIFEST_ACCEPT);
     const bytes = await readLimited(res, MAX_DOC_BYTES, 'the manifest');
     const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
@@ -109,12 +115,13 @@ export class RegistryClient {
           cb(null, chunk);
         },
       });
-      await pipeline(Readable.fromWeb(res.body as WebReadableStream), check, createWriteStream(tmp, { mode: 0o644 }), {
+      await pipeline(Readable.fromWeb(res.body), check, createWriteStream(tmp, { mode: 0o644 }), {
         signal: this.#o.signal,
       });
       const got = `sha256:${h.digest('hex')}`;
       if (n !== d.size) throw pullError(`the blob ${d.digest} ended after ${n} of ${d.size} bytes`);
-      if (got !== d.digest) throw pullError(`the blob ${d.digest} arrived with the digest ${got} (tampered or corrupt)`);
+      if (got !== d.digest)
+        throw pullError(`the blob ${d.digest} arrived with the digest ${got} (tampered or corrupt)`);
       await rename(tmp, path);
       return path;
     } finally {
@@ -127,7 +134,8 @@ export class RegistryClient {
     if (d.size > MAX_DOC_BYTES) throw pullError(`the config blob is too large (${d.size} bytes)`);
     const bytes = await readLimited(await this.#get(`blobs/${d.digest}`), MAX_DOC_BYTES, 'the config');
     const got = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
-    if (got !== d.digest) throw pullError(`the blob ${d.digest} arrived with the digest ${got} (tampered or corrupt)`);
+    if (got !== d.digest)
+      throw pullError(`the blob ${d.digest} arrived with the digest ${got} (tampered or corrupt)`);
     return bytes.toString('utf8');
   }
 }

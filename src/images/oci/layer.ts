@@ -99,7 +99,8 @@ class LayerWriter {
       this.stats.whiteouts++;
       const gone = name.slice(WH.length);
       const goneRel = dirRel ? `${dirRel}/${gone}` : gone;
-      if (gone === '' || gone === '.' || gone === '..') throw pullError(`layer entry "${e.path}" is a bad whiteout`);
+      if (gone === '' || gone === '.' || gone === '..')
+        throw pullError(`layer entry "${e.path}" is a bad whiteout`);
       if (!this.#written.has(goneRel)) removeAt(join(resolveInRoot(this.#root, dirRel, true), gone));
       return;
     }
@@ -126,7 +127,11 @@ class LayerWriter {
       case 'OldFile':
       case 'ContiguousFile': {
         if (existing) removeAt(dest);
-        const fd = fs.openSync(dest, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+        const fd = fs.openSync(
+          dest,
+          fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
+          0o600,
+        );
         fs.fchownSync(fd, uid, gid);
         fs.fchmodSync(fd, mode);
         e.on('data', (c: Buffer) => fs.writeSync(fd, c));
@@ -147,7 +152,9 @@ class LayerWriter {
         const src = resolveInRoot(this.#root, cleanEntryPath(e.linkpath ?? ''));
         const st = fs.lstatSync(src, { throwIfNoEntry: false });
         if (!st || st.isDirectory())
-          throw pullError(`layer entry "${e.path}" hard-links to "${e.linkpath ?? ''}", which is ${st ? 'a directory' : 'missing'}`);
+          throw pullError(
+            `layer entry "${e.path}" hard-links to "${e.linkpath ?? ''}", which is ${st ? 'a directory' : 'missing'}`,
+          );
         if (existing) removeAt(dest);
         fs.linkSync(src, dest);
         return;
@@ -159,7 +166,8 @@ class LayerWriter {
   }
 
   #mark(rel: string): void {
-    for (let p = rel; p !== '' && !this.#written.has(p); p = dirname(p) === '.' ? '' : dirname(p)) this.#written.add(p);
+    for (let p = rel; p !== '' && !this.#written.has(p); p = dirname(p) === '.' ? '' : dirname(p))
+      this.#written.add(p);
   }
 
   /** `.wh..wh..opq` in `dirRel`: empties it of everything lower layers put there. */
@@ -193,7 +201,7 @@ export async function applyLayer(
   o: { compression: Compression; diffId: string; signal?: AbortSignal | undefined },
 ): Promise<LayerStats> {
   const w = new LayerWriter(root);
-  let failure: unknown;
+  let failure: Error | undefined;
   const parser = new Parser({
     strict: true,
     onReadEntry: (e: ReadEntry) => {
@@ -201,7 +209,7 @@ export async function applyLayer(
         try {
           w.apply(e);
         } catch (err) {
-          failure = err;
+          failure = err instanceof Error ? err : new Error(String(err));
         }
       }
       e.resume();
@@ -221,10 +229,14 @@ export async function applyLayer(
   } catch (e) {
     if (failure !== undefined) throw failure;
     if (o.signal?.aborted) throw e;
-    throw pullError(`a layer is not a valid ${o.compression === 'none' ? '' : `${o.compression} `}tar: ${(e as Error).message}`, e);
+    throw pullError(
+      `a layer is not a valid ${o.compression === 'none' ? '' : `${o.compression} `}tar: ${(e as Error).message}`,
+      e,
+    );
   }
   if (failure !== undefined) throw failure;
   const got = `sha256:${h.digest('hex')}`;
-  if (got !== o.diffId) throw pullError(`a layer unpacks to ${got}, the config says ${o.diffId} (tampered or corrupt)`);
+  if (got !== o.diffId)
+    throw pullError(`a layer unpacks to ${got}, the config says ${o.diffId} (tampered or corrupt)`);
   return w.stats;
 }

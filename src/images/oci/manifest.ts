@@ -9,7 +9,12 @@ export const MEDIA = {
 } as const;
 
 /** What a manifest request accepts, best first. */
-export const MANIFEST_ACCEPT = [MEDIA.ociIndex, MEDIA.ociManifest, MEDIA.dockerList, MEDIA.dockerManifest].join(', ');
+export const MANIFEST_ACCEPT = [
+  MEDIA.ociIndex,
+  MEDIA.ociManifest,
+  MEDIA.dockerList,
+  MEDIA.dockerManifest,
+].join(', ');
 
 /** Layer compressions kiln unpacks, by layer media type. */
 const LAYER_TYPES: Record<string, Compression> = {
@@ -48,7 +53,8 @@ export interface OciImageConfig {
   diffIds: string[];
 }
 
-const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isObj = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
 
 function descriptor(v: unknown, what: string): Descriptor {
   if (!isObj(v)) throw pullError(`${what} is not a descriptor object`);
@@ -58,12 +64,13 @@ function descriptor(v: unknown, what: string): Descriptor {
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0)
     throw pullError(`${what} has no valid size`);
   const d: Descriptor = { mediaType: typeof mediaType === 'string' ? mediaType : '', digest, size };
-  if (isObj(platform)) d.platform = platform as Descriptor['platform'];
+  if (isObj(platform)) d.platform = platform;
   return d;
 }
 
 /** A fetched manifest document: an index (to pick a platform from) or an image manifest. */
-export type ManifestDoc = { kind: 'index'; manifests: Descriptor[] } | { kind: 'image'; image: ImageManifestDoc };
+export type ManifestDoc =
+  { kind: 'index'; manifests: Descriptor[] } | { kind: 'image'; image: ImageManifestDoc };
 
 /** Parses a manifest body by its media type (the header's, else the body's own). */
 export function parseManifest(body: string, headerType: string | undefined): ManifestDoc {
@@ -74,8 +81,9 @@ export function parseManifest(body: string, headerType: string | undefined): Man
     throw pullError('the manifest is not JSON');
   }
   if (!isObj(doc)) throw pullError('the manifest is not a JSON object');
-  const type = (typeof doc.mediaType === 'string' && doc.mediaType) || (headerType ?? '').split(';')[0]?.trim() || '';
-  if (doc.schemaVersion === 1 || type.includes('manifest.v1+'))
+  const type =
+    (typeof doc.mediaType === 'string' && doc.mediaType) || (headerType ?? '').split(';')[0]?.trim() || '';
+  if (doc.schemaVersion === 1 || type.startsWith('application/vnd.docker.distribution.manifest.v1'))
     throw pullError('Docker schema 1 manifests are not supported (re-push the image with a current tool)');
   if (type === MEDIA.ociIndex || type === MEDIA.dockerList || (type === '' && Array.isArray(doc.manifests))) {
     if (!Array.isArray(doc.manifests)) throw pullError('the image index has no manifests');
@@ -88,25 +96,35 @@ export function parseManifest(body: string, headerType: string | undefined): Man
     const d = descriptor(l, `layer ${i}`);
     const compression = LAYER_TYPES[d.mediaType];
     if (compression === undefined)
-      throw pullError(`layer ${i} has the unsupported media type "${d.mediaType}" (foreign or unknown layers are refused)`);
+      throw pullError(
+        `layer ${i} has the unsupported media type "${d.mediaType}" (foreign or unknown layers are refused)`,
+      );
     return { ...d, compression };
   });
   return { kind: 'image', image: { config: descriptor(doc.config, 'the config'), layers } };
 }
 
 /** Picks linux/amd64 from an index (a variant-less entry first); names what exists otherwise. */
-export function selectPlatform(manifests: Descriptor[], want = { os: 'linux', architecture: 'amd64' }): Descriptor {
-  const fits = manifests.filter((m) => m.platform?.os === want.os && m.platform.architecture === want.architecture);
+export function selectPlatform(
+  manifests: Descriptor[],
+  want = { os: 'linux', architecture: 'amd64' },
+): Descriptor {
+  const fits = manifests.filter(
+    (m) => m.platform?.os === want.os && m.platform.architecture === want.architecture,
+  );
   const pick = fits.find((m) => m.platform?.variant === undefined) ?? fits[0];
   if (pick) return pick;
   const have = manifests
-    .map((m) => `${m.platform?.os ?? '?'}/${m.platform?.architecture ?? '?'}${m.platform?.variant ? `/${m.platform.variant}` : ''}`)
+    .map(
+      (m) =>
+        `${m.platform?.os ?? '?'}/${m.platform?.architecture ?? '?'}${m.platform?.variant ? `/${m.platform.variant}` : ''}`,
+    )
     .join(', ');
   throw pullError(`the image has no ${want.os}/${want.architecture} variant (it has: ${have || 'none'})`);
 }
 
 const strings = (v: unknown): string[] | undefined =>
-  Array.isArray(v) && v.every((s) => typeof s === 'string') ? (v as string[]) : undefined;
+  Array.isArray(v) && v.every((s) => typeof s === 'string') ? v : undefined;
 
 /** Reads the config blob: process defaults (`config.Env` …) and `rootfs.diff_ids`. */
 export function parseConfig(body: string, layerCount: number): OciImageConfig {
@@ -117,9 +135,10 @@ export function parseConfig(body: string, layerCount: number): OciImageConfig {
     throw pullError('the image config is not JSON');
   }
   if (!isObj(doc)) throw pullError('the image config is not a JSON object');
-  if (doc.os !== undefined && doc.os !== 'linux') throw pullError(`the image is for "${String(doc.os)}", not linux`);
+  if (doc.os !== undefined && doc.os !== 'linux')
+    throw pullError(`the image is for ${JSON.stringify(doc.os)}, not linux`);
   if (doc.architecture !== undefined && doc.architecture !== 'amd64')
-    throw pullError(`the image is for "${String(doc.architecture)}", not amd64`);
+    throw pullError(`the image is for ${JSON.stringify(doc.architecture)}, not amd64`);
   const c = isObj(doc.config) ? doc.config : {};
   const rootfs = isObj(doc.rootfs) ? doc.rootfs : {};
   const diffIds = strings(rootfs.diff_ids) ?? [];

@@ -4,7 +4,13 @@ import type { RegistryCredentials } from './auth.ts';
 import { pullError } from './auth.ts';
 import { RegistryClient } from './client.ts';
 import { applyLayer, type LayerStats } from './layer.ts';
-import { parseConfig, parseManifest, selectPlatform, type ImageManifestDoc, type OciImageConfig } from './manifest.ts';
+import {
+  parseConfig,
+  parseManifest,
+  selectPlatform,
+  type ImageManifestDoc,
+  type OciImageConfig,
+} from './manifest.ts';
 import { formatReference, parseReference } from './reference.ts';
 
 export interface PullOpts {
@@ -60,9 +66,14 @@ export async function unpackOciImage(img: ResolvedImage, rootfs: string, o: Pull
     o.onProgress?.(`${n}: fetching ${l.digest.slice(7, 19)} (${mib(l.size)}, ${l.compression})`);
     const path = await img.client.blob(l, o.cacheDir);
     const diffId = img.config.diffIds[i] as string;
-    const s = await applyLayer(rootfs, createReadStream(path), { compression: l.compression, diffId, signal: o.signal });
+    const s = await applyLayer(rootfs, createReadStream(path), {
+      compression: l.compression,
+      diffId,
+      signal: o.signal,
+    });
     stats.push(s);
-    const skipped = s.skipped.length > 0 ? `, skipped ${s.skipped.length} (${s.skipped.slice(0, 3).join(', ')})` : '';
+    const skipped =
+      s.skipped.length > 0 ? `, skipped ${s.skipped.length} (${s.skipped.slice(0, 3).join(', ')})` : '';
     o.onProgress?.(`${n}: extracted ${s.entries} entries, ${s.whiteouts} whiteouts${skipped}`);
   }
   return stats;

@@ -36,7 +36,10 @@ export function parseReference(ref: string): ImageReference {
   const slash = rest.indexOf('/');
   if (slash < 0) throw bad('it must name the registry, as host:port/name:tag');
   const registry = rest.slice(0, slash).toLowerCase();
-  if (!HOST_RE.test(registry) || !(registry.includes('.') || registry.includes(':') || registry === 'localhost'))
+  if (
+    !HOST_RE.test(registry) ||
+    !(registry.includes('.') || registry.includes(':') || registry === 'localhost')
+  )
     throw bad(`"${registry}" is not a registry host[:port]`);
   let repository = rest.slice(slash + 1);
   let tag: string | undefined;
@@ -66,7 +69,11 @@ export function isLoopbackHost(host: string): boolean {
  * The transport rule: HTTPS always, except plain HTTP for a loopback registry (nothing leaves
  * the machine) or one the caller lists in `insecure` (`host:port` as written in references).
  */
-export function registryScheme(registry: string, host: string, insecure: readonly string[] = []): 'http' | 'https' {
+export function registryScheme(
+  registry: string,
+  host: string,
+  insecure: readonly string[] = [],
+): 'http' | 'https' {
   return isLoopbackHost(host) || insecure.includes(registry) ? 'http' : 'https';
 }
 
