@@ -15,16 +15,20 @@ import { imageByKey } from '../../src/images/registry.ts';
 import { bootAgentVm } from '../helpers/guest.ts';
 import { pushTestImage, startRegistry, type LocalRegistry } from '../helpers/oci-registry.ts';
 
-const cacheDir = loadConfig().cacheDir;
+// Images of this test go to its own cache (umoci stamps times, so each run is a new image);
+// the kernel .deb comes from the shared one.
+const sharedCache = loadConfig().cacheDir;
 let dir: string;
+let cacheDir: string;
 let reg: LocalRegistry;
 let ref: string;
 
 before(async () => {
   dir = await mkdtemp('/tmp/kiln-oci-it-');
+  cacheDir = join(dir, 'cache');
   reg = await startRegistry(dir);
   ref = `${reg.registry}/kiln/oci-test:t`;
-  await pushTestImage(dir, reg.registry, cacheDir, 'kiln/oci-test:t');
+  await pushTestImage(dir, reg.registry, sharedCache, 'kiln/oci-test:t');
 });
 after(async () => {
   await reg.close();
@@ -33,12 +37,12 @@ after(async () => {
 
 describe('OCI image from a local docker-registry', () => {
   it('pulls the zstd-compressed push: whiteout applied, layer 2 present', async () => {
-    const img = await resolveOciImage(`${ref}-zstd`, { cacheDir: join(dir, 'cache') });
+    const img = await resolveOciImage(`${ref}-zstd`, { cacheDir });
     assert.ok(
       img.manifest.layers.every((l) => l.compression === 'zstd'),
       JSON.stringify(img.manifest.layers),
     );
-    await unpackOciImage(img, join(dir, 'zroot'), { cacheDir: join(dir, 'cache') });
+    await unpackOciImage(img, join(dir, 'zroot'), { cacheDir });
     assert.equal(readFileSync(join(dir, 'zroot/srv/app/marker'), 'utf8'), 'from the OCI image\n');
     assert.equal(existsSync(join(dir, 'zroot/etc/doomed')), false);
     assert.ok(existsSync(join(dir, 'zroot/bin/bash')));
@@ -51,7 +55,7 @@ describe('OCI image from a local docker-registry', () => {
       reference: ref,
       name: 'oci-test',
       cacheDir,
-      force: true,
+      debCacheDir: join(sharedCache, 'debs'),
       onProgress: (p) => {
         steps.push(`${p.step} ${p.phase} ${p.message}`);
         if (p.phase !== 'detail')
@@ -73,7 +77,12 @@ describe('OCI image from a local docker-registry', () => {
     );
     assert.ok(steps.some((s) => s.startsWith('customise done') && s.includes('added (uid 1000)')));
     assert.deepEqual(built.manifest.oci?.digest, built.oci.digest);
-    const again = await buildImageFromOci({ reference: ref, name: 'oci-test', cacheDir });
+    const again = await buildImageFromOci({
+      reference: ref,
+      name: 'oci-test',
+      cacheDir,
+      debCacheDir: join(sharedCache, 'debs'),
+    });
     assert.equal(again.cached, true);
     assert.equal(again.manifest.key, built.manifest.key);
   });

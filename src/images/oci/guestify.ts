@@ -23,40 +23,50 @@ export interface RuntimeFile {
 }
 
 const TINI_STATIC = '/usr/bin/tini-static';
+const SETPRIV = '/usr/bin/setpriv';
+/** Where an image without setpriv gets kiln's (on the agent's default PATH). */
+const SETPRIV_WRAPPER = `#!/opt/kiln/bin/busybox sh\n# kiln: this image has no setpriv; the guest agent needs one to run commands as a user.\nexec /opt/kiln/lib/ld-linux-x86-64.so.2 --library-path /opt/kiln/lib /opt/kiln/lib/setpriv "$@"\n`;
 /** Libraries Node may load at run time (name service) besides those it links. */
 const EXTRA_LIBS = ['libnss_files.so.2', 'libnss_dns.so.2', 'libresolv.so.2'];
 
-/** The files kiln's guest runtime is made of: Node and its libraries, busybox, tini. */
-export async function runtimeFiles(nodeBinary: string): Promise<RuntimeFile[]> {
-  const { stdout } = await run('ldd', [nodeBinary], { failCode: 'image_build_failed' });
-  const libs = new Set<string>();
+/** The shared libraries `bin` links (and its loader), by `ldd`. */
+async function linkedLibs(bin: string): Promise<string[]> {
+  const { stdout } = await run('ldd', [bin], { failCode: 'image_build_failed' });
+  const libs: string[] = [];
   for (const line of stdout.split('\n')) {
     const m = /=>\s*(\/\S+)/.exec(line) ?? /^\s*(\/\S*ld-linux\S*)/.exec(line);
-    if (m?.[1]) libs.add(m[1]);
+    if (m?.[1]) libs.push(m[1]);
   }
-  const libDir =
-    [...libs].map((l) => dirname(l)).find((d) => d.includes('x86_64-linux-gnu')) ?? '/lib/x86_64-linux-gnu';
-  for (const extra of EXTRA_LIBS) {
-    const found = await readFile(join(libDir, extra)).then(
-      () => true,
-      () => false,
-    );
-    if (found) libs.add(join(libDir, extra));
-  }
-  if (![...libs].some((l) => basename(l) === 'ld-linux-x86-64.so.2'))
+  if (!libs.some((l) => basename(l) === 'ld-linux-x86-64.so.2'))
     throw new KilnError(
       'image_build_failed',
-      `customise: cannot find the loader of ${nodeBinary} (ldd said: ${stdout.trim()})`,
+      `customise: cannot find the loader of ${bin} (ldd said: ${stdout.trim()})`,
     );
-  const tini = await readFile(TINI_STATIC).then(
+  return libs;
+}
+
+const exists = (p: string): Promise<boolean> =>
+  stat(p).then(
     () => true,
     () => false,
   );
-  if (!tini) throw new KilnError('missing_tool', `missing host tool: ${TINI_STATIC} (Debian package tini)`);
+
+/**
+ * The files kiln's guest runtime is made of: Node, setpriv (the agent runs commands as other
+ * users with it) and the libraries both link, busybox, tini.
+ */
+export async function runtimeFiles(nodeBinary: string): Promise<RuntimeFile[]> {
+  const libs = new Set([...(await linkedLibs(nodeBinary)), ...(await linkedLibs(SETPRIV))]);
+  const libDir =
+    [...libs].map((l) => dirname(l)).find((d) => d.includes('x86_64-linux-gnu')) ?? '/lib/x86_64-linux-gnu';
+  for (const extra of EXTRA_LIBS) if (await exists(join(libDir, extra))) libs.add(join(libDir, extra));
+  if (!(await exists(TINI_STATIC)))
+    throw new KilnError('missing_tool', `missing host tool: ${TINI_STATIC} (Debian package tini)`);
   return [
     { guestPath: 'opt/kiln/bin/node', hostPath: nodeBinary, mode: 0o755 },
     { guestPath: 'opt/kiln/bin/busybox', hostPath: BUSYBOX, mode: 0o755 },
     { guestPath: 'opt/kiln/bin/tini', hostPath: TINI_STATIC, mode: 0o755 },
+    { guestPath: 'opt/kiln/lib/setpriv', hostPath: SETPRIV, mode: 0o755 },
     ...[...libs].sort().map((l) => ({ guestPath: `opt/kiln/lib/${basename(l)}`, hostPath: l, mode: 0o755 })),
   ];
 }
@@ -84,11 +94,7 @@ async function writeIn(root: string, rel: string, data: string, mode = 0o644): P
 const readIn = (root: string, rel: string): Promise<string | undefined> =>
   readFile(resolveInRoot(root, rel, true), 'utf8').catch(() => undefined);
 
-const existsIn = (root: string, rel: string): Promise<boolean> =>
-  stat(resolveInRoot(root, rel, true)).then(
-    () => true,
-    () => false,
-  );
+const existsIn = (root: string, rel: string): Promise<boolean> => exists(resolveInRoot(root, rel, true));
 
 const lineFor = (text: string | undefined, name: string): string | undefined =>
   (text ?? '').split('\n').find((l) => l.split(':')[0] === name);
@@ -151,5 +157,9 @@ export async function guestify(
     '127.0.0.1\tlocalhost\n127.0.1.1\tkiln\n::1\tlocalhost ip6-localhost ip6-loopback\n',
   );
   await writeIn(root, 'etc/resolv.conf', 'nameserver 10.0.2.3\n');
+  let hasSetpriv = false;
+  for (const d of ['usr/local/sbin', 'usr/local/bin', 'usr/sbin', 'usr/bin', 'sbin', 'bin'])
+    hasSetpriv ||= await existsIn(root, `${d}/setpriv`);
+  if (!hasSetpriv) await writeIn(root, 'usr/local/sbin/setpriv', SETPRIV_WRAPPER, 0o755);
   return { userAdded: await ensureUser(root) };
 }
