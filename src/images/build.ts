@@ -31,8 +31,9 @@ const STEPS: BuildStep[] = [
   'finish',
 ];
 
-export interface BuildProgress {
-  step: BuildStep;
+/** A build's progress; `S` names its steps (`oci/build-oci.ts` has its own). */
+export interface BuildProgress<S extends string = BuildStep> {
+  step: S;
   index: number;
   total: number;
   phase: 'start' | 'done' | 'detail';

@@ -32,7 +32,9 @@ export async function startRegistry(dir: string): Promise<LocalRegistry> {
   );
   const child: ChildProcess = spawn('docker-registry', ['serve', config], { stdio: 'ignore' });
   const exited = new Promise<never>((_, reject) =>
-    child.once('exit', (c) => reject(new Error(`docker-registry exited (${c})`))),
+    child.once('exit', (c) => {
+      reject(new Error(`docker-registry exited (${c})`));
+    }),
   );
   exited.catch(() => undefined);
   const deadline = Date.now() + 30_000;

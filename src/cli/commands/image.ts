@@ -3,7 +3,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createLogger } from '../../core/log.ts';
-import { buildImage } from '../../images/build.ts';
+import { buildImage, type BuildProgress } from '../../images/build.ts';
 import { buildImageFromOci } from '../../images/oci/build-oci.ts';
 import { parseReference } from '../../images/oci/reference.ts';
 import { imagesDir, resolveImage } from '../../images/registry.ts';
@@ -12,16 +12,7 @@ import { UsageError } from '../args.ts';
 import type { CliContext } from '../context.ts';
 import { table } from '../output.ts';
 
-interface Progress {
-  step: string;
-  index: number;
-  total: number;
-  phase: 'start' | 'done' | 'detail';
-  message: string;
-  elapsedMs: number;
-}
-
-function progressPrinter(json: boolean): (p: Progress) => void {
+function progressPrinter(json: boolean): (p: BuildProgress<string>) => void {
   return (p) => {
     if (json) return;
     const secs = (p.elapsedMs / 1000).toFixed(1).padStart(6);

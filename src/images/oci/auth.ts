@@ -36,6 +36,15 @@ export function parseChallenges(header: string): Challenge[] {
   return out;
 }
 
+export interface AuthOpts {
+  /** `scheme://host[:port]` of the registry that challenged. */
+  registryOrigin: string;
+  /** The token scope to ask for when the challenge names none. */
+  scope: string;
+  credentials?: RegistryCredentials | undefined;
+  signal?: AbortSignal | undefined;
+}
+
 const basic = (c: RegistryCredentials): string =>
   `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}`;
 
@@ -46,15 +55,7 @@ const basic = (c: RegistryCredentials): string =>
  * registry's own (configured insecure) origin, so credentials never travel in clear text to a
  * host the user did not name.
  */
-export async function authorize(
-  challenges: Challenge[],
-  o: {
-    registryOrigin: string;
-    scope: string;
-    credentials?: RegistryCredentials | undefined;
-    signal?: AbortSignal | undefined;
-  },
-): Promise<string> {
+export async function authorize(challenges: Challenge[], o: AuthOpts): Promise<string> {
   const bearer = challenges.find((c) => c.scheme === 'bearer');
   if (bearer) return bearerToken(bearer, o);
   if (challenges.some((c) => c.scheme === 'basic')) {
@@ -66,15 +67,7 @@ export async function authorize(
   );
 }
 
-async function bearerToken(
-  c: Challenge,
-  o: {
-    registryOrigin: string;
-    scope: string;
-    credentials?: RegistryCredentials | undefined;
-    signal?: AbortSignal | undefined;
-  },
-): Promise<string> {
+async function bearerToken(c: Challenge, o: AuthOpts): Promise<string> {
   const realm = c.params.realm;
   let url: URL;
   try {

@@ -13,6 +13,7 @@ import type { Logger } from 'pino';
 import { KilnError, asKilnError } from '../../core/errors.ts';
 import { nullLogger } from '../../core/log.ts';
 import { bundleAgent } from '../agent-bundle.ts';
+import type { BuildProgress } from '../build.ts';
 import { resolveKernel } from '../host-apt.ts';
 import { discardWorkDir, pointName, publishImage, removeStaleBuilds, workDirFor } from '../image-dir.ts';
 import { BUILDER_VERSION, sha256, sha256File } from '../image-key.ts';
@@ -27,26 +28,10 @@ import { guestify, runtimeDigest, runtimeFiles } from './guestify.ts';
 import type { OciImageConfig } from './manifest.ts';
 import { resolveOciImage, unpackOciImage, type ResolvedImage } from './pull.ts';
 
-export type OciBuildStep =
-  'resolve' | 'kernel' | 'initramfs' | 'layers' | 'customise' | 'filesystem' | 'finish';
-const STEPS: OciBuildStep[] = [
-  'resolve',
-  'kernel',
-  'initramfs',
-  'layers',
-  'customise',
-  'filesystem',
-  'finish',
-];
+const STEPS = ['resolve', 'kernel', 'initramfs', 'layers', 'customise', 'filesystem', 'finish'] as const;
+export type OciBuildStep = (typeof STEPS)[number];
 
-export interface OciBuildProgress {
-  step: OciBuildStep;
-  index: number;
-  total: number;
-  phase: 'start' | 'done' | 'detail';
-  message: string;
-  elapsedMs: number;
-}
+export type OciBuildProgress = BuildProgress<OciBuildStep>;
 
 export interface OciBuildOpts {
   /** `host[:port]/name[:tag]` or `…@sha256:<hex>`. */

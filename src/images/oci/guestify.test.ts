@@ -57,6 +57,9 @@ describe('guestify', () => {
     );
     assert.equal(readFileSync(join(root, outside, 'kiln-init'), 'utf8'), '#!/bin/sh\n');
     assert.equal(readFileSync(join(root, outside, 'kiln/agent.mjs'), 'utf8'), '// agent\n');
-    assert.match(readFileSync(join(root, 'usr/local/sbin/setpriv'), 'utf8'), /\/opt\/kiln\/lib\/setpriv "\$@"/);
+    assert.match(
+      readFileSync(join(root, 'usr/local/sbin/setpriv'), 'utf8'),
+      /\/opt\/kiln\/lib\/setpriv "\$@"/,
+    );
   });
 });

@@ -56,6 +56,17 @@ export interface OciImageConfig {
 const isObj = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
 
+function jsonObject(body: string, what: string): Record<string, unknown> {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(body);
+  } catch {
+    throw pullError(`${what} is not JSON`);
+  }
+  if (!isObj(doc)) throw pullError(`${what} is not a JSON object`);
+  return doc;
+}
+
 function descriptor(v: unknown, what: string): Descriptor {
   if (!isObj(v)) throw pullError(`${what} is not a descriptor object`);
   const { mediaType, digest, size, platform } = v;
@@ -74,13 +85,7 @@ export type ManifestDoc =
 
 /** Parses a manifest body by its media type (the header's, else the body's own). */
 export function parseManifest(body: string, headerType: string | undefined): ManifestDoc {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(body);
-  } catch {
-    throw pullError('the manifest is not JSON');
-  }
-  if (!isObj(doc)) throw pullError('the manifest is not a JSON object');
+  const doc = jsonObject(body, 'the manifest');
   const type =
     (typeof doc.mediaType === 'string' && doc.mediaType) || (headerType ?? '').split(';')[0]?.trim() || '';
   if (doc.schemaVersion === 1 || type.startsWith('application/vnd.docker.distribution.manifest.v1'))
@@ -128,13 +133,7 @@ const strings = (v: unknown): string[] | undefined =>
 
 /** Reads the config blob: process defaults (`config.Env` …) and `rootfs.diff_ids`. */
 export function parseConfig(body: string, layerCount: number): OciImageConfig {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(body);
-  } catch {
-    throw pullError('the image config is not JSON');
-  }
-  if (!isObj(doc)) throw pullError('the image config is not a JSON object');
+  const doc = jsonObject(body, 'the image config');
   if (doc.os !== undefined && doc.os !== 'linux')
     throw pullError(`the image is for ${JSON.stringify(doc.os)}, not linux`);
   if (doc.architecture !== undefined && doc.architecture !== 'amd64')
