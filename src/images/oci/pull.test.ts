@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import zlib from 'node:zlib';
-import { parseChallenges } from './auth.ts';
+import { authorize, parseChallenges } from './auth.ts';
 import { blobPath } from './client.ts';
-import { MEDIA } from './manifest.ts';
+import { MEDIA, parseManifest } from './manifest.ts';
 import { resolveOciImage, unpackOciImage } from './pull.ts';
 import { isLoopbackHost, parseReference, registryScheme } from './reference.ts';
 import { startStubRegistry, type StubAuth, type StubRegistry } from './testing/registry-stub.ts';
@@ -247,5 +247,51 @@ describe('references, transport and challenges', () => {
       { scheme: 'bearer', params: { realm: 'https://t', error: 'invalid_token' } },
     ]);
     assert.deepEqual(parseChallenges(''), []);
+  });
+
+  it('keeps credentials off clear-text token realms and answers Basic only with credentials', async () => {
+    const o = { registryOrigin: 'https://reg.example.com', scope: 'repository:a:pull' };
+    await assert.rejects(
+      authorize(parseChallenges('Bearer realm="http://auth.example.com/token"'), o),
+      /refusing the token realm http:\/\/auth.example.com: it is not HTTPS/,
+    );
+    await assert.rejects(
+      authorize(parseChallenges('Basic realm="r"'), o),
+      /wants credentials \(basic auth\)/,
+    );
+    assert.equal(
+      await authorize(parseChallenges('Basic realm="r"'), {
+        ...o,
+        credentials: { username: 'u', password: 'p' },
+      }),
+      `Basic ${Buffer.from('u:p').toString('base64')}`,
+    );
+    await assert.rejects(
+      authorize(parseChallenges('Negotiate'), o),
+      /unsupported authentication \(negotiate\)/,
+    );
+  });
+
+  it('refuses Docker schema 1 and foreign layers by name', () => {
+    assert.throws(
+      () => parseManifest('{"schemaVersion":1}', 'application/vnd.docker.distribution.manifest.v1+prettyjws'),
+      /schema 1 manifests are not supported/,
+    );
+    const foreign = JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MEDIA.dockerManifest,
+      config: { mediaType: 'x', digest: digestOf('c'), size: 1 },
+      layers: [
+        {
+          mediaType: 'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip',
+          digest: digestOf('l'),
+          size: 1,
+        },
+      ],
+    });
+    assert.throws(
+      () => parseManifest(foreign, undefined),
+      /layer 0 has the unsupported media type "application\/vnd.docker.image.rootfs.foreign/,
+    );
   });
 });
