@@ -31,9 +31,8 @@ const STEPS: BuildStep[] = [
   'finish',
 ];
 
-/** A build's progress; `S` names its steps (`oci/build-oci.ts` has its own). */
-export interface BuildProgress<S extends string = BuildStep> {
-  step: S;
+export interface BuildProgress {
+  step: BuildStep;
   index: number;
   total: number;
   phase: 'start' | 'done' | 'detail';

@@ -12,7 +12,7 @@ import { UsageError } from '../args.ts';
 import type { CliContext } from '../context.ts';
 import { table } from '../output.ts';
 
-function progressPrinter(json: boolean): (p: BuildProgress<string>) => void {
+function progressPrinter(json: boolean): (p: Omit<BuildProgress, 'step'> & { step: string }) => void {
   return (p) => {
     if (json) return;
     const secs = (p.elapsedMs / 1000).toFixed(1).padStart(6);

@@ -31,7 +31,8 @@ import { resolveOciImage, unpackOciImage, type ResolvedImage } from './pull.ts';
 const STEPS = ['resolve', 'kernel', 'initramfs', 'layers', 'customise', 'filesystem', 'finish'] as const;
 export type OciBuildStep = (typeof STEPS)[number];
 
-export type OciBuildProgress = BuildProgress<OciBuildStep>;
+/** Progress as `buildImage` reports it, with this build's steps. */
+export type OciBuildProgress = Omit<BuildProgress, 'step'> & { step: OciBuildStep };
 
 export interface OciBuildOpts {
   /** `host[:port]/name[:tag]` or `…@sha256:<hex>`. */
