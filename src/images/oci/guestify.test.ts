@@ -62,4 +62,31 @@ describe('guestify', () => {
       /\/opt\/kiln\/lib\/setpriv "\$@"/,
     );
   });
+
+  it("gives the guest the same modes under kilnd's umask 077", async () => {
+    const root = join(base, 'c');
+    mkdirSync(root);
+    const old = process.umask(0o077);
+    try {
+      await guestify(root, { kilnInit: '#!/bin/sh\n', agent: '// agent\n', runtime: [] });
+    } finally {
+      process.umask(old);
+    }
+    const mode = (p: string): string => (statSync(join(root, p)).mode & 0o7777).toString(8);
+    assert.deepEqual(
+      [
+        'etc',
+        'etc/passwd',
+        'etc/group',
+        'etc/resolv.conf',
+        'opt/kiln',
+        'opt/kiln/agent.mjs',
+        'sbin/kiln-init',
+        'tmp',
+        'root',
+        'home/user',
+      ].map(mode),
+      ['755', '644', '644', '644', '755', '644', '755', '1777', '700', '750'],
+    );
+  });
 });

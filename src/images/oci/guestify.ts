@@ -7,12 +7,12 @@
  * `/bin/bash -l -c`, so those need bash in the image.
  */
 import { createHash } from 'node:crypto';
-import { chmod, chown, copyFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, copyFile, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { KilnError } from '../../core/errors.ts';
 import { run } from '../../core/exec.ts';
 import { BUSYBOX } from '../preflight.ts';
-import { resolveInRoot } from './layer.ts';
+import { mkdirAll, resolveInRoot } from './layer.ts';
 
 /** A host file copied into the guest under /opt/kiln. */
 export interface RuntimeFile {
@@ -81,14 +81,16 @@ export async function runtimeDigest(files: RuntimeFile[]): Promise<string> {
 /** The host path for `rel` in the guest root, its parent directories made; whatever is there removed. */
 async function placeFor(root: string, rel: string): Promise<string> {
   const parent = resolveInRoot(root, dirname(rel), true);
-  await mkdir(parent, { recursive: true, mode: 0o755 });
+  mkdirAll(parent);
   const dest = join(parent, basename(rel));
   await rm(dest, { recursive: true, force: true });
   return dest;
 }
 
 async function writeIn(root: string, rel: string, data: string, mode = 0o644): Promise<void> {
-  await writeFile(await placeFor(root, rel), data, { mode, flag: 'wx' });
+  const dest = await placeFor(root, rel);
+  await writeFile(dest, data, { mode, flag: 'wx' });
+  await chmod(dest, mode); // whatever the process's umask
 }
 
 const readIn = (root: string, rel: string): Promise<string | undefined> =>
@@ -123,7 +125,7 @@ export async function ensureUser(root: string): Promise<boolean> {
   if (shadow !== undefined && !lineFor(shadow, 'user'))
     await writeIn(root, 'etc/shadow', appendLine(shadow, 'user:*:19000:0:99999:7:::'), 0o640);
   const home = resolveInRoot(root, 'home/user', true);
-  await mkdir(home, { recursive: true, mode: 0o750 });
+  mkdirAll(home, 0o750);
   await chown(home, 1000, 1000);
   const sudoers = await existsIn(root, 'usr/bin/sudo');
   if (sudoers) await writeIn(root, 'etc/sudoers.d/90-kiln-user', 'user ALL=(ALL:ALL) NOPASSWD: ALL\n', 0o440);
@@ -140,8 +142,9 @@ export async function guestify(
 ): Promise<{ userAdded: boolean }> {
   for (const d of ['proc', 'sys', 'dev', 'run', 'tmp', 'root']) {
     const p = resolveInRoot(root, d, true);
-    const made = await mkdir(p, { recursive: true, mode: 0o755 });
-    if (made !== undefined && d === 'tmp') await chmod(p, 0o1777);
+    const made = !(await exists(p));
+    mkdirAll(p, d === 'tmp' ? 0o1777 : 0o755);
+    if (made && d === 'root') await chmod(p, 0o700);
   }
   for (const f of o.runtime) {
     const dest = await placeFor(root, f.guestPath);

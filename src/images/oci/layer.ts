@@ -69,6 +69,18 @@ export function resolveInRoot(root: string, rel: string, followLast = false): st
   return join(root, ...out);
 }
 
+/**
+ * `mkdir -p` whose new directories get exactly `mode` (not `mode` less the process's umask:
+ * kilnd runs with 077, and the guest's directories must not depend on it). `path` must be a
+ * `resolveInRoot` result (no symlinks on the way).
+ */
+export function mkdirAll(path: string, mode = 0o755): void {
+  const missing: string[] = [];
+  for (let p = path; !fs.existsSync(p); p = dirname(p)) missing.push(p);
+  fs.mkdirSync(path, { recursive: true, mode });
+  for (const p of missing) fs.chmodSync(p, mode);
+}
+
 /** Removes whatever is at `path` (not following a symlink there). */
 function removeAt(path: string): void {
   fs.rmSync(path, { recursive: true, force: true });
@@ -106,7 +118,7 @@ class LayerWriter {
     }
     this.#mark(rel);
     const parent = resolveInRoot(this.#root, dirRel, true);
-    fs.mkdirSync(parent, { recursive: true, mode: 0o755 });
+    mkdirAll(parent);
     this.#write(e, join(parent, name));
   }
 

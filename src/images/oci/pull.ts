@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir } from 'node:fs/promises';
 import type { RegistryCredentials } from './auth.ts';
 import { pullError } from './auth.ts';
 import { RegistryClient } from './client.ts';
@@ -59,6 +59,7 @@ const mib = (n: number): string => `${(n / 2 ** 20).toFixed(1)} MiB`;
  */
 export async function unpackOciImage(img: ResolvedImage, rootfs: string, o: PullOpts): Promise<LayerStats[]> {
   await mkdir(rootfs, { recursive: true });
+  await chmod(rootfs, 0o755); // the guest's / (whatever the process's umask)
   const layers = img.manifest.layers;
   const stats: LayerStats[] = [];
   for (const [i, l] of layers.entries()) {
