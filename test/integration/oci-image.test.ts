@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadConfig } from '../../src/core/config.ts';
 import { buildImageFromOci, type OciBuildResult } from '../../src/images/oci/build-oci.ts';
+import { buildImageFromOciInChild } from '../../src/images/oci/build-oci-child.ts';
 import { resolveOciImage, unpackOciImage } from '../../src/images/oci/pull.ts';
 import { imageByKey } from '../../src/images/registry.ts';
 import { bootAgentVm } from '../helpers/guest.ts';
@@ -49,9 +50,9 @@ describe('OCI image from a local docker-registry', () => {
   });
 
   let built: OciBuildResult;
-  it('builds a kiln image from it and returns the config defaults', async () => {
+  it('builds a kiln image from it (in a child, as kilnd would) and returns the config defaults', async () => {
     const steps: string[] = [];
-    built = await buildImageFromOci({
+    built = await buildImageFromOciInChild({
       reference: ref,
       name: 'oci-test',
       cacheDir,

@@ -27,6 +27,7 @@ import type { RegistryCredentials } from './auth.ts';
 import { guestify, runtimeDigest, runtimeFiles } from './guestify.ts';
 import type { OciImageConfig } from './manifest.ts';
 import { resolveOciImage, unpackOciImage, type ResolvedImage } from './pull.ts';
+import { parseReference } from './reference.ts';
 
 const STEPS = ['resolve', 'kernel', 'initramfs', 'layers', 'customise', 'filesystem', 'finish'] as const;
 export type OciBuildStep = (typeof STEPS)[number];
@@ -83,6 +84,7 @@ async function recipe(): Promise<string> {
  * entrypoint + cmd as the start command).
  */
 export async function buildImageFromOci(opts: OciBuildOpts): Promise<OciBuildResult> {
+  parseReference(opts.reference); // bad input fails before anything else
   const spec = validateImageSpec(defaultImageSpec({ name: opts.name, packages: [] }));
   const log = (opts.log ?? nullLogger).child({ image: spec.name, from: opts.reference });
   const root = imagesDir(opts.cacheDir);
