@@ -38,7 +38,7 @@ export type OciBuildProgress = Omit<BuildProgress, 'step'> & { step: OciBuildSte
 export interface OciBuildOpts {
   /** `host[:port]/name[:tag]` or `…@sha256:<hex>`. */
   reference: string;
-  /** The image name to point at the result (default "default" is not assumed: required). */
+  /** The image name pointed at the result (`images/by-name/<name>.json`). */
   name: string;
   /** Cache root: images under `<cacheDir>/images`, blobs under `<cacheDir>/oci/blobs`. */
   cacheDir: string;
