@@ -172,11 +172,18 @@ export const COMMANDS: Record<string, CommandHelp> = {
     ],
   },
   'image build': {
-    usage: ['kiln image build [--name NAME] [--package PKG]... [--force] [--json]'],
+    usage: [
+      'kiln image build [--name NAME] [--package PKG]... [--force] [--json]',
+      'kiln image build --from-image HOST:PORT/NAME[:TAG|@sha256:D] [--name NAME] [--insecure-registry HOST:PORT]... [--registry-user U --registry-password-stdin] [--force] [--json]',
+    ],
     summary: 'build a guest image into the cache (runs here, not in the daemon)',
     options: [
-      ['--name NAME', 'image name (default default)'],
+      ['--name NAME', 'image name (default default; with --from-image: the repository and tag)'],
       ['--package PKG', 'a Debian package to add (repeatable)'],
+      ['--from-image REF', 'use an OCI image from a registry as the root filesystem (linux/amd64)'],
+      ['--insecure-registry H:P', 'allow plain HTTP to this registry (loopback ones always may)'],
+      ['--registry-user U', 'registry user name (password from --registry-password-stdin)'],
+      ['--registry-password-stdin', 'read the registry password from standard input'],
       ['--force', 'rebuild even if cached'],
       JSON_OPT,
     ],

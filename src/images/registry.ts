@@ -2,6 +2,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { KilnError } from '../core/errors.ts';
 import { validateName } from '../core/validate.ts';
+import type { OciSource } from './oci/build-oci.ts';
 import type { ImageSpec } from './spec.ts';
 
 export interface ImageFile {
@@ -20,6 +21,8 @@ export interface ImageManifest {
   kernel: { package: string; version: string; release: string };
   spec: ImageSpec;
   files: { kernel: ImageFile; initrd: ImageFile; rootfs: ImageFile };
+  /** Set when the root filesystem came from an OCI image (oci/build-oci.ts). */
+  oci?: OciSource;
 }
 
 /** A built image with absolute paths, ready for a VmSpec. */

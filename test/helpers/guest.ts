@@ -4,6 +4,7 @@ import { waitForHttp } from '../../src/vmm/health.ts';
 import { QemuDriver } from '../../src/vmm/qemu/qemu-driver.ts';
 import type { VmInfo } from '../../src/vmm/driver.ts';
 import { bootstrapToken, connectE2b } from './e2b-stub.ts';
+import type { Image } from '../../src/images/registry.ts';
 import { ensureDefaultImage } from './image.ts';
 
 export interface AgentVm {
@@ -16,14 +17,14 @@ export interface AgentVm {
 }
 
 /**
- * Boots a real guest from the default image, waits for its agent, /init's it (token, default
+ * Boots a real guest from the default image (or `o.image`), waits for its agent, /init's it (token, default
  * user `user`, env vars, host time) and connects the `e2b` SDK to it through a stub control
  * plane. On any failure the VM is killed and the serial console's tail is in the error.
  */
 export async function bootAgentVm(
-  o: { memoryMiB?: number; envVars?: Record<string, string> } = {},
+  o: { memoryMiB?: number; envVars?: Record<string, string>; image?: Image } = {},
 ): Promise<AgentVm> {
-  const img = await ensureDefaultImage();
+  const img = o.image ?? (await ensureDefaultImage());
   const root = await mkdtemp('/tmp/kiln-guest-');
   const driver = new QemuDriver({ runDir: `${root}/vms` });
   const boot = bootstrapToken();

@@ -4,13 +4,15 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createLogger } from '../../core/log.ts';
 import { buildImage, type BuildProgress } from '../../images/build.ts';
+import { buildImageFromOci } from '../../images/oci/build-oci.ts';
+import { parseReference } from '../../images/oci/reference.ts';
 import { imagesDir, resolveImage } from '../../images/registry.ts';
 import { DEFAULT_PACKAGES, defaultImageSpec, validateImageSpec } from '../../images/spec.ts';
 import { UsageError } from '../args.ts';
 import type { CliContext } from '../context.ts';
 import { table } from '../output.ts';
 
-function progressPrinter(json: boolean): (p: BuildProgress) => void {
+function progressPrinter(json: boolean): (p: Omit<BuildProgress, 'step'> & { step: string }) => void {
   return (p) => {
     if (json) return;
     const secs = (p.elapsedMs / 1000).toFixed(1).padStart(6);
@@ -23,15 +25,24 @@ export async function image(ctx: CliContext, sub: string | undefined, argv: stri
   const { values } = parseArgs({
     args: argv,
     options: {
-      name: { type: 'string', default: 'default' },
+      name: { type: 'string' },
       package: { type: 'string', multiple: true, default: [] },
+      'from-image': { type: 'string' },
+      'insecure-registry': { type: 'string', multiple: true, default: [] },
+      'registry-user': { type: 'string' },
+      'registry-password-stdin': { type: 'boolean', default: false },
       force: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
     },
   });
+  if (sub === 'build' && values['from-image'] !== undefined)
+    return fromImage(ctx, values['from-image'], values);
   if (sub === 'build') {
     const spec = validateImageSpec(
-      defaultImageSpec({ name: values.name, packages: [...DEFAULT_PACKAGES, ...values.package] }),
+      defaultImageSpec({
+        name: values.name ?? 'default',
+        packages: [...DEFAULT_PACKAGES, ...values.package],
+      }),
     );
     const res = await buildImage({
       spec,
@@ -71,4 +82,70 @@ export async function image(ctx: CliContext, sub: string | undefined, argv: stri
     return 0;
   }
   throw new UsageError(`unknown command "kiln image ${sub ?? ''}"`);
+}
+
+/** An image name from a reference: `<last repository part>-<tag or short digest>`, as a valid name. */
+export function nameFromReference(ref: string): string {
+  const r = parseReference(ref);
+  const tail = `${r.repository.split('/').at(-1) ?? 'image'}-${r.tag ?? (r.digest ?? '').slice(7, 19)}`;
+  return tail
+    .toLowerCase()
+    .replace(/[^a-z0-9_.-]+/g, '-')
+    .replace(/\.{2,}/g, '.')
+    .replace(/^[^a-z0-9]+/, '')
+    .slice(0, 63);
+}
+
+async function readStdin(): Promise<string> {
+  let s = '';
+  for await (const c of process.stdin) s += String(c);
+  return s.replace(/\r?\n$/, '');
+}
+
+/** `kiln image build --from-image REF`: an image whose root filesystem is an OCI image's. */
+async function fromImage(
+  ctx: CliContext,
+  ref: string,
+  v: {
+    name?: string | undefined;
+    package: string[];
+    force: boolean;
+    json: boolean;
+    'insecure-registry': string[];
+    'registry-user'?: string | undefined;
+    'registry-password-stdin': boolean;
+  },
+): Promise<number> {
+  if (v.package.length > 0)
+    throw new UsageError('--package does not apply to --from-image (install packages in the image)');
+  if (v['registry-password-stdin'] && v['registry-user'] === undefined)
+    throw new UsageError('--registry-password-stdin needs --registry-user');
+  const credentials =
+    v['registry-user'] === undefined
+      ? undefined
+      : { username: v['registry-user'], password: v['registry-password-stdin'] ? await readStdin() : '' };
+  const res = await buildImageFromOci({
+    reference: ref,
+    name: v.name ?? nameFromReference(ref),
+    cacheDir: ctx.cacheDir,
+    debCacheDir: ctx.debCacheDir,
+    insecureRegistries: v['insecure-registry'],
+    credentials,
+    force: v.force,
+    signal: ctx.signal,
+    onProgress: progressPrinter(v.json),
+    log: createLogger({ level: 'warn' }),
+  });
+  if (v.json) console.log(JSON.stringify(res, null, 2));
+  else {
+    const c = res.oci.config;
+    console.log(
+      `image ${res.manifest.name} = ${res.manifest.key}${res.cached ? ' (cached)' : ''} from ${res.oci.reference} (${res.oci.digest})`,
+    );
+    const start = [...(c.entrypoint ?? []), ...(c.cmd ?? [])];
+    console.log(
+      `  user ${c.user ?? '(root)'}, workdir ${c.workdir ?? '/'}, start ${start.length > 0 ? JSON.stringify(start) : '(none)'}`,
+    );
+  }
+  return 0;
 }
