@@ -28,6 +28,11 @@ kiln_ensure_debs() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$log" 2>&1 \
     || { tail -30 "$log" >&2; kiln_die "apt-get install ${missing[*]} failed (log above)"; }
   rm -f "$log"
+  # docker-registry is only for the tests, which run their own on loopback: its packaged service
+  # (a registry on every interface, port 5000) is stopped and disabled where systemd runs.
+  if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 }
 
 kiln_ensure_node() {
