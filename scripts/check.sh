@@ -24,21 +24,48 @@ unit_tests() {
   echo "== unit tests (${#unit[@]} files, two at a time)"
   node --test --test-concurrency=2 --test-reporter=spec "${unit[@]}"
 }
-# VM tests boot TCG guests. They run in KILN_TEST_LANES lanes (default 2, one per core): node's own
-# sharding splits the files, each lane runs its files one at a time and its tests in order, and
-# every line it prints is prefixed with its lane number. Every test keeps to its own state dir, so
-# two lanes share the machine as two users' runs would. KILN_TEST_LANES=1 runs them all in one lane.
+# VM tests boot TCG guests. They run in KILN_TEST_LANES lanes (default 2, one per core) that take
+# files from one queue, longest first as the last run measured them (new files first; the times are
+# kept in the cache dir, outside the repo): each lane runs one file at a time, its tests in order,
+# and prefixes every line it prints with its lane number. Every test keeps to its own state dir,
+# so two lanes share the machine as two users' runs would. KILN_TEST_LANES=1: one lane.
 integration_tests() {
-  local lanes="${KILN_TEST_LANES:-2}" pids=() lane rc=0
+  local lanes="${KILN_TEST_LANES:-2}" times="$KILN_CACHE_DIR/integration-times" work pids=() lane rc=0 f
+  mkdir -p "$KILN_CACHE_DIR"
   [[ "$lanes" =~ ^[1-9]$ ]] || { echo "KILN_TEST_LANES must be 1-9, got '$lanes'" >&2; return 2; }
-  echo "== integration tests (${#integ[@]} files, $lanes lanes, one file at a time in each)"
+  work="$(mktemp -d /tmp/kiln-lanes-XXXXXX)"
+  touch "$times"
+  for f in "${integ[@]}"; do
+    echo "$(awk -v f="$f" '$2 == f { t = $1 } END { print (t == "" ? 1000000 : t) }' "$times") $f"
+  done | sort -rn | awk '{ print $2 }' >"$work/queue"
+  echo 0 >"$work/next"
+  echo "== integration tests (${#integ[@]} files, $lanes lanes taking the longest first)"
   for ((lane = 1; lane <= lanes; lane++)); do
-    node --test --test-concurrency=1 --test-shard="$lane/$lanes" --test-reporter=spec "${integ[@]}" 2>&1 |
-      sed -u "s/^/[$lane] /" &
+    integration_lane "$work" 2>&1 | sed -u "s/^/[$lane] /" &
     pids+=("$!")
   done
-  for lane in "${pids[@]}"; do wait "$lane" || rc=1; done
+  wait "${pids[@]}" || true
+  # Success is every file of the queue run and none failed (a lane's pipeline status is not used:
+  # bash may answer the status of its last command, sed).
+  [ ! -s "$work/failed" ] && [ "$(wc -l <"$work/times")" -eq "${#integ[@]}" ] || rc=1
+  # The times of this run replace the last ones (files measured before and not run now stay).
+  { cat "$work/times" "$times" 2>/dev/null || true; } | awk '!seen[$2]++' >"$work/all" && mv "$work/all" "$times"
+  echo "== integration tests: $(wc -l <"$work/times") files run$([ -s "$work/failed" ] && echo ", FAILED:" && cat "$work/failed")"
+  rm -rf "$work"
   return "$rc"
+}
+# One lane: the next file of the queue (under a lock), until none is left.
+integration_lane() {
+  local work="$1" i f t0
+  touch "$work/times"
+  while :; do
+    i="$(flock "$work/next" bash -c 'n=$(cat "$1"); echo $((n + 1)) >"$1"; echo "$n"' _ "$work/next")"
+    f="$(sed -n "$((i + 1))p" "$work/queue")"
+    [ -n "$f" ] || return 0
+    t0=$SECONDS
+    node --test --test-concurrency=1 --test-reporter=spec "$f" || echo " $f" >>"$work/failed"
+    echo "$((SECONDS - t0)) $f" >>"$work/times"
+  done
 }
 
 case "$what" in
