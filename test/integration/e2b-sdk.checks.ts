@@ -359,8 +359,10 @@ export function e2bSdkChecks(sdk: SdkUnderTest, kiln: (...args: string[]) => Cli
     if (sdk.lacks.lifecycle)
       it(`${sdk.name} has no lifecycle option: betaCreate({autoPause}) pauses on timeout; connect resumes it`, async () => {
         const beta = (mod.Sandbox as unknown as { betaCreate: BetaCreate }).betaCreate;
-        const sbx = await beta.call(mod.Sandbox, 'base', { timeoutMs: 3000, autoPause: true });
+        const sbx = await beta.call(mod.Sandbox, 'base', { timeoutMs: 120_000, autoPause: true });
         await sbx.files.write('/home/user/auto.txt', 'kept');
+        // The timeout is cut only now: a loaded machine cannot let it run out before the write.
+        await sbx.setTimeout(1000);
         const deadline = Date.now() + 60_000;
         while ((await sbx.getInfo()).state !== 'paused') {
           assert.ok(Date.now() < deadline, 'the reaper paused it');
@@ -374,10 +376,11 @@ export function e2bSdkChecks(sdk: SdkUnderTest, kiln: (...args: string[]) => Cli
     else
       it('autoPause on timeout, then the next request resumes it (autoResume)', async () => {
         const sbx = await Sandbox.create('base', {
-          timeoutMs: 3000,
+          timeoutMs: 120_000,
           lifecycle: { onTimeout: 'pause', autoResume: true },
         });
         await sbx.files.write('/home/user/auto.txt', 'kept');
+        await sbx.setTimeout(1000);
         const deadline = Date.now() + 60_000;
         while ((await sbx.getInfo()).state !== 'paused') {
           assert.ok(Date.now() < deadline, 'the reaper paused it');
