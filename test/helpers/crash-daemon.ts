@@ -11,8 +11,7 @@ import { pidAlive, sleep } from '../../src/core/proc.ts';
 import { KilnClient } from '../../src/sdk/client.ts';
 import { hostTable, instanceTag, slotOfNamespace } from '../../src/net/names.ts';
 import { hostSlots } from '../../src/net/testing/host-slots.ts';
-import { purgeNetworks } from '../../src/net/sandbox-networks.ts';
-import { killOwnQemus, kilnSync, ownQemus } from './kilnd.ts';
+import { killOwnQemus, kilnSync, ownQemus, purgeHost } from './kilnd.ts';
 
 export class CrashDaemon {
   readonly state: string;
@@ -50,13 +49,13 @@ export class CrashDaemon {
 
   /**
    * Stops kilnd if it runs (a failed test's), SIGKILLs this state dir's QEMUs and removes its
-   * network namespaces, links and host table.
+   * network namespaces, links, host table and agent guard table.
    */
   async cleanUp(): Promise<void> {
     kilnSync(this.#env(), 'daemon', 'stop');
     killOwnQemus(this.state);
-    await purgeNetworks(this.state);
-    assert.deepEqual(this.netSlots(), { namespaces: [], links: [] }, 'purgeNetworks left nothing');
+    await purgeHost(this.state);
+    assert.deepEqual(this.netSlots(), { namespaces: [], links: [] }, 'purgeHost left nothing');
   }
 
   /**

@@ -8,6 +8,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { purgeNetworks } from '../../src/net/sandbox-networks.ts';
+import { agentGuardTable, removeAgentGuard } from '../../src/vmm/qemu/agent-guard.ts';
 
 export const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 
@@ -47,14 +48,24 @@ export function killOwnQemus(stateDir: string): void {
 }
 
 /**
- * The end of a test that ran kilnd in `stateDir`: stop it, kill its VMs, remove its network
- * namespaces, links and host table, remove the dir.
+ * The end of a test that ran kilnd in `stateDir`: stop it, kill its VMs, remove what it made on
+ * the host (purgeHost), remove the dir.
  */
 export async function removeStateDir(env: NodeJS.ProcessEnv, stateDir: string): Promise<void> {
   kilnSync(env, 'daemon', 'stop');
   killOwnQemus(stateDir);
-  await purgeNetworks(stateDir);
+  await purgeHost(stateDir);
   await rm(stateDir, { recursive: true, force: true });
+}
+
+/**
+ * What a kilnd of `stateDir` may leave on the host after its VMs are killed: its network
+ * namespaces, links and host table, and its agent guard table (a kilnd that stops with VMs still
+ * running, or is killed, keeps the guard up for them).
+ */
+export async function purgeHost(stateDir: string): Promise<void> {
+  await purgeNetworks(stateDir);
+  await removeAgentGuard({ table: agentGuardTable(stateDir) });
 }
 
 /** What `kiln e2b env` prints, parsed exactly: the four variables, nothing else. */

@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
-import { chmod, copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { run } from '../../src/core/exec.ts';
@@ -61,12 +61,16 @@ export async function startRegistry(dir: string): Promise<LocalRegistry> {
   };
 }
 
-/** Debian packages for a tiny bash-capable root filesystem (from kiln's .deb cache, else apt). */
-async function debs(cacheDir: string, names: string[]): Promise<string[]> {
+/**
+ * Debian packages for a tiny bash-capable root filesystem (from kiln's .deb cache, else apt,
+ * downloaded into `workDir`, the test's own directory).
+ */
+async function debs(cacheDir: string, names: string[], workDir: string): Promise<string[]> {
   const shared = join(cacheDir, 'debs', 'debootstrap');
   const have = existsSync(shared) ? readdirSync(shared) : [];
   const out: string[] = [];
-  const dl = await mkdtemp('/tmp/kiln-oci-debs-');
+  const dl = join(workDir, 'debs');
+  await mkdir(dl, { recursive: true });
   for (const n of names) {
     const f = have.find((x) => x.startsWith(`${n}_`) && x.endsWith('_amd64.deb'));
     if (f) {
@@ -98,7 +102,7 @@ export async function pushTestImage(
   await run('umoci', ['init', '--layout', layout]);
   await run('umoci', ['new', '--image', `${layout}:t`]);
   await run('umoci', ['unpack', '--image', `${layout}:t`, bundle]);
-  for (const deb of await debs(cacheDir, ['libc6', 'libtinfo6', 'bash']))
+  for (const deb of await debs(cacheDir, ['libc6', 'libtinfo6', 'bash'], dir))
     await run('dpkg-deb', ['-x', deb, rootfs]);
   await copyFile('/bin/busybox', join(rootfs, 'bin/busybox'));
   await chmod(join(rootfs, 'bin/busybox'), 0o755);
