@@ -235,7 +235,10 @@ export class ProcessManager {
     let child: ChildProcess;
     if (o.pty) {
       env['TERM'] ??= 'xterm-256color';
-      child = spawn('python3', ['-u', '-c', PTY_HELPER, String(o.pty.cols), String(o.pty.rows), ...asUser], {
+      // -I -S: no site module, no user site or PYTHON* variables: half the helper's start under
+      // TCG (bench/pty), and the command's environment cannot change how the helper runs.
+      const py = ['-u', '-I', '-S', '-c', PTY_HELPER, String(o.pty.cols), String(o.pty.rows)];
+      child = spawn('python3', [...py, ...asUser], {
         cwd,
         env,
         stdio: ['pipe', 'pipe', 'pipe', 'pipe'],

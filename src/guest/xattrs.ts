@@ -73,7 +73,7 @@ export class XattrError extends Error {
 let helper: { child: ChildProcessWithoutNullStreams; waiting: ((r: Reply) => void)[] } | undefined;
 
 function start(): NonNullable<typeof helper> {
-  const child = spawn('python3', ['-c', HELPER], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn('python3', ['-I', '-S', '-c', HELPER], { stdio: ['pipe', 'pipe', 'pipe'] });
   const h = { child, waiting: [] as ((r: Reply) => void)[] };
   createInterface({ input: child.stdout }).on('line', (line) => {
     h.waiting.shift()?.(JSON.parse(line) as Reply);

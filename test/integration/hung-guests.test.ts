@@ -89,16 +89,17 @@ describe('hung and dying guests (real VMs)', { timeout: 1_200_000 }, () => {
     // A fork bomb as root (`:(){ :|:& };:`) does kill the guest here, by a kernel panic, but only
     // after ~160 s under TCG; the kernel's own crash trigger panics it at once. What the test
     // checks is the same: the panic line, printed before a long stack dump, is the end reason.
-    // Under a shared machine the liveness probe (1 s deadline here) may flag the sandbox before the
-    // crash is sent, and a flagged sandbox's exec fails at once without reaching the guest: then
-    // the crash is sent again. Once sent, the exec's own outcome does not matter (the guest dies).
+    // On a shared machine the exec may fail before the guest ran the command: the liveness probe
+    // (1 s deadline here) flags the sandbox and a flagged sandbox's exec fails at once, or the
+    // guest is too slow for the 3 s idle deadline and the agent ends the command unstarted. So a
+    // failed send is sent again while the VM lives; once the crash ran, the guest dies anyway.
     let refused: unknown;
     let outcome: unknown = 'pending';
     let sends = 0;
     const send = (): Promise<unknown> => {
       sends += 1;
       return svc.exec(s.id, 'echo c > /proc/sysrq-trigger', { user: 'root' }).catch((e: unknown) => {
-        if ((e as { message?: string }).message?.includes('is not responding (since')) refused = e;
+        refused = e;
         outcome = e;
         return e;
       });
@@ -126,13 +127,23 @@ describe('hung and dying guests (real VMs)', { timeout: 1_200_000 }, () => {
     await crash;
   });
 
-  it('a fork bomb: the guest wedges, then dies, and its end reason is the panic line from the console', async () => {
+  it('a fork bomb: the guest runs out of memory and dies, and its end reason is the panic line from the console', async () => {
     // Its life must outlast the bomb: at the default 300 s the reaper would end it first ("timeout").
     const s = await svc.create({ template: 'base', timeoutS: 1200 });
-    // As root, unlimited: the guest fills its memory with shells; the OOM killer takes the
-    // biggest process, the guest agent, its init (tini) exits with it, and the kernel panics.
-    // Under TCG this takes two to three minutes on an idle host, and more than five when another
-    // test run shares the two cores.
+    // As root, unlimited, the guest fills its memory with shells. Left to the OOM killer, what
+    // follows depends on the machine's load: it takes one process after another while the guest
+    // thrashes, and the guest died after one minute on an idle host but was still wedged after
+    // twelve beside another test run. With panic_on_oom the first out-of-memory panics the
+    // kernel, so the outcome is one and the same: what this checks is that kiln sees the death
+    // and keeps its cause.
+    // (Sent again if the 3 s idle deadline cut it on a loaded machine; it is idempotent.)
+    for (let i = 1; ; i++) {
+      const set = await svc
+        .exec(s.id, 'sysctl -q vm.panic_on_oom=1', { user: 'root' })
+        .catch((e: unknown) => e);
+      if (!(set instanceof Error)) break;
+      if (i === 5) throw set;
+    }
     const bomb = svc.exec(s.id, ':(){ :|:& };:', { user: 'root', timeoutMs: 0 }).catch((e: unknown) => e);
     const ms = await until(
       'the VM died and was marked dead',
@@ -145,7 +156,7 @@ describe('hung and dying guests (real VMs)', { timeout: 1_200_000 }, () => {
     });
     const r = svc.get(s.id).endReason ?? '';
     process.stderr.write(`# fork bomb: marked dead after ${ms} ms: ${r}\n`);
-    assert.match(r, /^vm exited: Kernel panic - not syncing: /);
+    assert.match(r, /^vm exited: Kernel panic - not syncing: (Out of memory|System is deadlocked on memory)/);
     const ev = svc.logs(s.id).items.find((e) => e.message === r);
     const excerpt = (ev?.data?.['console'] as string[] | undefined) ?? [];
     assert.ok(excerpt.length > 0, 'the console lines around the panic are kept in an event');
