@@ -140,11 +140,14 @@ export class GuestSteps {
       `src="$d"/${shq(s.src.replace(/^\.\/?/, '') || '.')}`,
       `dest=${shq(dest)}`,
       '[ -e "$src" ] || { echo "COPY: ' + s.src.replace(/[^\w./ -]/g, '') + ' is not in the uploaded context" >&2; exit 1; }',
+      // The directories COPY makes belong to the owner too (the topmost one kiln creates).
+      'top=""; p="$dest"; while [ ! -e "$p" ]; do top="$p"; p=$(dirname "$p"); done',
       'if [ -d "$src" ]; then mkdir -p "$dest"; cp -a "$src"/. "$dest"/; t="$dest";',
       dirDest
         ? 'else mkdir -p "$dest"; cp -a "$src" "$dest"/; t="$dest"/$(basename "$src"); fi'
         : 'else mkdir -p "$(dirname "$dest")"; cp -a "$src" "$dest"; t="$dest"; fi',
       `chown -R ${shq(owner)}: "$t"`,
+      `if [ -n "$top" ]; then chown -R ${shq(owner)}: "$top"; fi`,
       s.mode !== undefined ? `chmod -R ${s.mode.toString(8)} "$t"` : 'true',
       `rm -rf "$d" ${shq(guestTar)}`,
     ].join('\n');

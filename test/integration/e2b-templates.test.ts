@@ -1,0 +1,133 @@
+/**
+ * Template builds through the unmodified `e2b` SDK's `Template` builder against a real kilnd with
+ * real QEMU guests: a build that runs commands, copies a file, sets env and workdir and starts an
+ * HTTP server with a ready check; a sandbox of it has all of that with the server already up at
+ * its first command; logs reach onBuildLogs; an unchanged rebuild is fully cached, one changed
+ * step re-runs only from there; a failing step and a ready command that never passes fail the
+ * build with clear reasons; delete removes the template.
+ * Run under the VM lock: `flock /work/.vm.lock node --test <this file>`.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Sandbox, Template, waitForPort, type LogEntry } from 'e2b';
+import { removeStateDir, useKilnE2bEnv } from '../helpers/kilnd.ts';
+
+let state: string;
+let ctxDir: string;
+let env: NodeJS.ProcessEnv;
+
+/** The template definition; `marker` changes one runCmd (the third step). */
+function definition(marker: string) {
+  return Template({ fileContextPath: ctxDir })
+    .fromTemplate('base')
+    .runCmd('echo first > /tmp/first.txt')
+    .copy('hello.txt', '/home/user/app/hello.txt')
+    .runCmd(`echo ${marker} > /home/user/app/marker.txt`)
+    .setEnvs({ GREETING: 'hi-from-template' })
+    .setWorkdir('/home/user/app')
+    .runCmd('pwd > where.txt')
+    .setStartCmd('python3 -m http.server 8000', waitForPort(8000));
+}
+
+async function build(t: ReturnType<typeof definition>, name: string): Promise<{ logs: string[]; ms: number }> {
+  const logs: string[] = [];
+  const t0 = Date.now();
+  await Template.build(t, name, { onBuildLogs: (e: LogEntry) => logs.push(e.message), requestTimeoutMs: 600_000 });
+  return { logs, ms: Date.now() - t0 };
+}
+
+const ran = (logs: string[]): string[] => logs.filter((l) => /^\[\d+\/\d+\] /.test(l));
+const cached = (logs: string[]): string[] => logs.filter((l) => l.startsWith('CACHED ['));
+
+describe('template builds through the e2b SDK (real guests)', { timeout: 1_800_000 }, () => {
+  before(async () => {
+    state = await mkdtemp('/tmp/kiln-e2btpl-');
+    ctxDir = await mkdtemp('/tmp/kiln-e2btpl-ctx-');
+    await writeFile(join(ctxDir, 'hello.txt'), 'hello from the build context\n');
+    env = {
+      ...process.env,
+      KILN_STATE_DIR: state,
+      KILN_E2B_API_PORT: '0',
+      KILN_E2B_SANDBOX_PORT: '0',
+      KILN_TEMPLATE_READY_TIMEOUT_MS: '8000',
+    };
+    delete process.env['E2B_DOMAIN'];
+    delete process.env['E2B_DEBUG'];
+    useKilnE2bEnv(env);
+  });
+  after(async () => {
+    await removeStateDir(env, state);
+  });
+
+  it('builds, caches, re-runs from a changed step; the sandbox has files, env and a running server', async () => {
+    const cold = await build(definition('one'), 'tpl-web');
+    assert.ok(cold.logs.some((l) => l.includes('RUN echo first')), cold.logs.join('\n'));
+    assert.equal(ran(cold.logs).length, 6, cold.logs.join('\n'));
+
+    const sbx = await Sandbox.create('tpl-web', { requestTimeoutMs: 600_000 });
+    // The server was started during the build and captured running: it answers at once.
+    const r = await sbx.commands.run(
+      'curl -s http://127.0.0.1:8000/hello.txt; echo "$GREETING"; cat /home/user/app/marker.txt /home/user/app/where.txt /tmp/first.txt; stat -c %U /home/user/app/hello.txt',
+    );
+    assert.equal(
+      r.stdout,
+      'hello from the build context\nhi-from-template\none\n/home/user/app\nfirst\nuser\n',
+    );
+    await sbx.kill();
+
+    const again = await build(definition('one'), 'tpl-web');
+    assert.equal(ran(again.logs).length, 0, again.logs.join('\n'));
+    assert.equal(cached(again.logs).length, 6, again.logs.join('\n'));
+
+    const changed = await build(definition('two'), 'tpl-web');
+    assert.deepEqual(
+      ran(changed.logs).map((l) => l.replace(/ .*/, '')),
+      ['[3/6]', '[4/6]', '[5/6]', '[6/6]'],
+      changed.logs.join('\n'),
+    );
+    assert.equal(cached(changed.logs).length, 2);
+    process.stdout.write(
+      `# cold build ${cold.ms} ms, cached rebuild ${again.ms} ms, one changed step ${changed.ms} ms\n`,
+    );
+    const s2 = await Sandbox.create('tpl-web');
+    assert.equal((await s2.commands.run('cat /home/user/app/marker.txt')).stdout, 'two\n');
+    await s2.kill();
+
+    const list = (await (await fetch(`${process.env['E2B_API_URL']}/templates`, {
+      headers: { 'x-api-key': process.env['E2B_API_KEY'] ?? '' },
+    }).then((x) => x.json())) as { names: string[]; buildCount: number }[]);
+    assert.ok(list.some((t) => t.names.includes('tpl-web') && t.buildCount === 3));
+
+    assert.equal(await Template.exists('tpl-web'), true);
+    const del = await fetch(`${process.env['E2B_API_URL']}/templates/tpl-web`, {
+      method: 'DELETE',
+      headers: { 'x-api-key': process.env['E2B_API_KEY'] ?? '' },
+    });
+    assert.equal(del.status, 204);
+    assert.equal(await Template.exists('tpl-web'), false);
+    await assert.rejects(Sandbox.create('tpl-web'), /does not exist|not found/i);
+    // Its layers are gone from the snapshot store too (none is listed; none is left live).
+    const snaps = await Sandbox.listSnapshots().nextItems();
+    assert.deepEqual(snaps, []);
+  });
+
+  it('a failing runCmd fails the build with its exit code and output; a ready command that never passes fails at its deadline', async () => {
+    const bad = Template()
+      .fromTemplate('base')
+      .runCmd('echo about-to-fail; exit 7');
+    await assert.rejects(build(bad, 'tpl-bad'), (e: Error) => {
+      assert.match(e.message, /exit code 7/);
+      assert.match(e.message, /about-to-fail/);
+      return true;
+    });
+    const never = Template()
+      .fromTemplate('base')
+      .setStartCmd('sleep 1000', 'test -e /nonexistent');
+    const t0 = Date.now();
+    await assert.rejects(build(never, 'tpl-never'), /ready command did not succeed within 8 s/);
+    assert.ok(Date.now() - t0 >= 8000);
+    assert.equal(await Template.exists('tpl-never'), false);
+  });
+});
