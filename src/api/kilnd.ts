@@ -287,17 +287,19 @@ function templateBuilder(o: KilndOpts, svc: SandboxService, log: Logger): Templa
   };
 }
 
+type E2bServeDeps = {
+  svc: SandboxService;
+  keys: ApiKeyService;
+  templates: TemplateEnsurer;
+  connector: SandboxConnector;
+  builds: TemplateBuildService;
+};
+
 /** The E2B API and the envd proxy on their TCP ports; their URLs are recorded in `<state>/e2b.json`. */
 async function serveE2b(
   o: KilndOpts,
   log: Logger,
-  api: {
-    svc: SandboxService;
-    keys: ApiKeyService;
-    templates: TemplateEnsurer;
-    connector: SandboxConnector;
-    builds: TemplateBuildService;
-  },
+  api: E2bServeDeps,
   limits: ListenersPlan,
   undo: UndoStack,
 ): Promise<{
@@ -438,7 +440,8 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
       ...(o.templateReadyTimeoutMs ? { readyTimeoutMs: o.templateReadyTimeoutMs } : {}),
     });
     const interrupted = await builds.recover();
-    if (interrupted.length) log.warn({ builds: interrupted }, 'template builds interrupted by a restart failed');
+    if (interrupted.length)
+      log.warn({ builds: interrupted }, 'template builds interrupted by a restart failed');
     undo.push('wait for template builds', () => builds.idle());
     const connector = new SandboxConnector(svc, now);
     const keys = new ApiKeyService({ store });

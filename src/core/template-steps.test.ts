@@ -36,7 +36,15 @@ describe('parseBuildSpec', () => {
       force: false,
       steps: [
         { kind: 'RUN', cmd: 'apt-get update && apt-get install -y curl', user: 'root', force: false },
-        { kind: 'COPY', src: 'app', dest: '/home/user/app', user: 'user', mode: 0o755, filesHash: HASH, force: true },
+        {
+          kind: 'COPY',
+          src: 'app',
+          dest: '/home/user/app',
+          user: 'user',
+          mode: 0o755,
+          filesHash: HASH,
+          force: true,
+        },
         {
           kind: 'ENV',
           envs: [
@@ -49,10 +57,7 @@ describe('parseBuildSpec', () => {
         { kind: 'USER', user: 'root', force: false },
       ],
     });
-    assert.deepEqual(
-      spec.steps.map(changesVm),
-      [true, true, false, false, false],
-    );
+    assert.deepEqual(spec.steps.map(changesVm), [true, true, false, false, false]);
     assert.deepEqual(parseBuildSpec({ fromImage: 'e2bdev/base' }).from, { image: 'e2bdev/base' });
   });
 
@@ -61,16 +66,31 @@ describe('parseBuildSpec', () => {
       [{}, /fromTemplate: exactly one of fromImage and fromTemplate/],
       [{ fromTemplate: 'a', fromImage: 'b' }, /exactly one/],
       [{ fromTemplate: 'a', steps: {} }, /steps: must be an array/],
-      [{ fromTemplate: 'a', steps: [{ type: 'EXPOSE', args: ['80'] }] }, /steps\[0\]\.type: "EXPOSE" is not a step kiln runs/],
+      [
+        { fromTemplate: 'a', steps: [{ type: 'EXPOSE', args: ['80'] }] },
+        /steps\[0\]\.type: "EXPOSE" is not a step kiln runs/,
+      ],
       [{ fromTemplate: 'a', steps: [{ type: 'RUN', args: [] }] }, /steps\[0\]\.args: RUN needs a command/],
       [{ fromTemplate: 'a', steps: [{ type: 'RUN', args: [1] }] }, /must be an array of strings/],
-      [{ fromTemplate: 'a', steps: [{ type: 'COPY', args: ['a', '/b'] }] }, /steps\[0\]\.filesHash: must be a string/],
-      [{ fromTemplate: 'a', steps: [{ type: 'COPY', args: ['../x', '/b'], filesHash: HASH }] }, /inside the build context/],
-      [{ fromTemplate: 'a', steps: [{ type: 'COPY', args: ['a', '/b', '', '999'], filesHash: HASH }] }, /not an octal mode/],
+      [
+        { fromTemplate: 'a', steps: [{ type: 'COPY', args: ['a', '/b'] }] },
+        /steps\[0\]\.filesHash: must be a string/,
+      ],
+      [
+        { fromTemplate: 'a', steps: [{ type: 'COPY', args: ['../x', '/b'], filesHash: HASH }] },
+        /inside the build context/,
+      ],
+      [
+        { fromTemplate: 'a', steps: [{ type: 'COPY', args: ['a', '/b', '', '999'], filesHash: HASH }] },
+        /not an octal mode/,
+      ],
       [{ fromTemplate: 'a', steps: [{ type: 'ENV', args: ['A'] }] }, /ENV needs name\/value pairs/],
       [{ fromTemplate: 'a', steps: [{ type: 'ENV', args: ['1A', 'x'] }] }, /"1A" is not a variable name/],
       [{ fromTemplate: 'a', steps: [{ type: 'USER', args: ['Bad User'] }] }, /is not a user name/],
-      [{ fromTemplate: 'a', steps: [{ type: 'COPY', args: ['a', '/b'], filesHash: '../../etc' }] }, /not a files hash/],
+      [
+        { fromTemplate: 'a', steps: [{ type: 'COPY', args: ['a', '/b'], filesHash: '../../etc' }] },
+        /not a files hash/,
+      ],
       [{ fromImage: 'x', fromImageRegistry: { type: 'registry' } }, /registry credentials/],
     ];
     for (const [body, re] of bad) assert.throws(() => parseBuildSpec(body), re, JSON.stringify(body));

@@ -96,7 +96,8 @@ function parseStep(raw: unknown, i: number): BuildStep {
       const u = a[2] ? user(a[2], `${at}.args[2]`) : undefined;
       let mode: number | undefined;
       if (a[3]) {
-        if (!/^[0-7]{1,4}$/.test(a[3])) throw invalidArgument(`${at}.args[3]`, `"${a[3]}" is not an octal mode`);
+        if (!/^[0-7]{1,4}$/.test(a[3]))
+          throw invalidArgument(`${at}.args[3]`, `"${a[3]}" is not an octal mode`);
         mode = parseInt(a[3], 8);
       }
       const filesHash = validateFilesHash(r['filesHash'], `${at}.filesHash`);
@@ -116,7 +117,8 @@ function parseStep(raw: unknown, i: number): BuildStep {
       const envs: [string, string][] = [];
       for (let k = 0; k < a.length; k += 2) {
         const name = a[k] ?? '';
-        if (!ENV_NAME_RE.test(name)) throw invalidArgument(`${at}.args[${k}]`, `"${name}" is not a variable name`);
+        if (!ENV_NAME_RE.test(name))
+          throw invalidArgument(`${at}.args[${k}]`, `"${name}" is not a variable name`);
         envs.push([name, a[k + 1] ?? '']);
       }
       return { kind: 'ENV', envs, force };
@@ -130,7 +132,10 @@ function parseStep(raw: unknown, i: number): BuildStep {
       return { kind: 'USER', user: user(str(a[0], `${at}.args[0]`), `${at}.args[0]`), force };
     }
     default:
-      throw invalidArgument(`${at}.type`, `"${type}" is not a step kiln runs (RUN, COPY, ENV, WORKDIR, USER)`);
+      throw invalidArgument(
+        `${at}.type`,
+        `"${type}" is not a step kiln runs (RUN, COPY, ENV, WORKDIR, USER)`,
+      );
   }
 }
 
@@ -170,7 +175,8 @@ export const rootLayerKey = (parentSnapshotId: string): string =>
  * key and the step's JSON (which holds the files hash of a COPY). `force` is not part of it.
  */
 export function layerKey(parent: string, step: BuildStep): string {
-  const { force: _f, ...rest } = step;
+  const rest: Partial<BuildStep> = { ...step };
+  delete rest.force;
   return createHash('sha256').update(parent).update('\0').update(JSON.stringify(rest)).digest('hex');
 }
 
@@ -199,7 +205,8 @@ export function logsFrom<T>(entries: readonly T[], offset: unknown, limit = 100)
 /** The `logsOffset` query: a count of entries already seen (absent: 0). */
 export function parseLogsOffset(offset: unknown): number {
   const n = offset === undefined || offset === null || offset === '' ? 0 : Number(offset);
-  if (!Number.isInteger(n) || n < 0) throw invalidArgument('logsOffset', `"${String(offset)}" is not an offset`);
+  if (!Number.isInteger(n) || n < 0)
+    throw invalidArgument('logsOffset', `"${String(offset)}" is not an offset`);
   return n;
 }
 

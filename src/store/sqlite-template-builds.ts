@@ -60,7 +60,8 @@ export function putBuild(db: Db, b: TemplateBuildRecord): void {
 
 export function getBuild(db: Db, id: string): TemplateBuildRecord {
   const r = db.q('SELECT * FROM template_builds WHERE id = ?').get(id) as Row | undefined;
-  if (!r) throw new KilnError('not_found', `template build "${id}" does not exist`, { details: { buildID: id } });
+  if (!r)
+    throw new KilnError('not_found', `template build "${id}" does not exist`, { details: { buildID: id } });
   return buildRow(r);
 }
 

@@ -31,10 +31,16 @@ function definition(marker: string) {
     .setStartCmd('python3 -m http.server 8000', waitForPort(8000));
 }
 
-async function build(t: ReturnType<typeof definition>, name: string): Promise<{ logs: string[]; ms: number }> {
+async function build(
+  t: ReturnType<typeof definition>,
+  name: string,
+): Promise<{ logs: string[]; ms: number }> {
   const logs: string[] = [];
   const t0 = Date.now();
-  await Template.build(t, name, { onBuildLogs: (e: LogEntry) => logs.push(e.message), requestTimeoutMs: 600_000 });
+  await Template.build(t, name, {
+    onBuildLogs: (e: LogEntry) => logs.push(e.message),
+    requestTimeoutMs: 600_000,
+  });
   return { logs, ms: Date.now() - t0 };
 }
 
@@ -63,7 +69,10 @@ describe('template builds through the e2b SDK (real guests)', { timeout: 1_800_0
 
   it('builds, caches, re-runs from a changed step; the sandbox has files, env and a running server', async () => {
     const cold = await build(definition('one'), 'tpl-web');
-    assert.ok(cold.logs.some((l) => l.includes('RUN echo first')), cold.logs.join('\n'));
+    assert.ok(
+      cold.logs.some((l) => l.includes('RUN echo first')),
+      cold.logs.join('\n'),
+    );
     assert.equal(ran(cold.logs).length, 6, cold.logs.join('\n'));
 
     const sbx = await Sandbox.create('tpl-web', { requestTimeoutMs: 600_000 });
@@ -95,9 +104,9 @@ describe('template builds through the e2b SDK (real guests)', { timeout: 1_800_0
     assert.equal((await s2.commands.run('cat /home/user/app/marker.txt')).stdout, 'two\n');
     await s2.kill();
 
-    const list = (await (await fetch(`${process.env['E2B_API_URL']}/templates`, {
+    const list = (await await fetch(`${process.env['E2B_API_URL']}/templates`, {
       headers: { 'x-api-key': process.env['E2B_API_KEY'] ?? '' },
-    }).then((x) => x.json())) as { names: string[]; buildCount: number }[]);
+    }).then((x) => x.json())) as { names: string[]; buildCount: number }[];
     assert.ok(list.some((t) => t.names.includes('tpl-web') && t.buildCount === 3));
 
     assert.equal(await Template.exists('tpl-web'), true);
@@ -114,17 +123,13 @@ describe('template builds through the e2b SDK (real guests)', { timeout: 1_800_0
   });
 
   it('a failing runCmd fails the build with its exit code and output; a ready command that never passes fails at its deadline', async () => {
-    const bad = Template()
-      .fromTemplate('base')
-      .runCmd('echo about-to-fail; exit 7');
+    const bad = Template().fromTemplate('base').runCmd('echo about-to-fail; exit 7');
     await assert.rejects(build(bad, 'tpl-bad'), (e: Error) => {
       assert.match(e.message, /exit code 7/);
       assert.match(e.message, /about-to-fail/);
       return true;
     });
-    const never = Template()
-      .fromTemplate('base')
-      .setStartCmd('sleep 1000', 'test -e /nonexistent');
+    const never = Template().fromTemplate('base').setStartCmd('sleep 1000', 'test -e /nonexistent');
     const t0 = Date.now();
     await assert.rejects(build(never, 'tpl-never'), /ready command did not succeed within 8 s/);
     assert.ok(Date.now() - t0 >= 8000);

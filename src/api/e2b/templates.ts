@@ -86,7 +86,9 @@ function status(d: E2bTemplateDeps, c: Ctx): unknown {
     logEntries: logs.map(entryView),
     logs: logs.map((e) => `[${e.timestamp}] ${e.message}`),
     ...(build.reason
-      ? { reason: { message: build.reason.message, step: build.reason.step, logEntries: tail.map(entryView) } }
+      ? {
+          reason: { message: build.reason.message, step: build.reason.step, logEntries: tail.map(entryView) },
+        }
       : {}),
   };
 }
@@ -132,17 +134,34 @@ function templateView(v: TemplateView): Record<string, unknown> {
   };
 }
 
+/** The fields of `Template` that `TemplateWithBuilds` carries too. */
+const WITH_BUILDS_KEYS = [
+  'templateID',
+  'public',
+  'aliases',
+  'names',
+  'createdAt',
+  'updatedAt',
+  'lastSpawnedAt',
+  'spawnCount',
+];
+
 function withBuilds(v: TemplateView): unknown {
-  const { buildID: _b, cpuCount: _c, memoryMB: _m, diskSizeMB: _d, createdBy: _u, buildCount: _n, envdVersion: _e, buildStatus: _s, ...rest } =
-    templateView(v);
-  return { ...rest, builds: v.builds.map((b) => buildView(v, b)) };
+  const t = templateView(v);
+  return {
+    ...Object.fromEntries(WITH_BUILDS_KEYS.map((k) => [k, t[k]])),
+    builds: v.builds.map((b) => buildView(v, b)),
+  };
 }
 
 async function update(d: E2bTemplateDeps, c: Ctx): Promise<unknown> {
   const v = builds(d).get(c.params['id'] ?? '', callerOf(d, c));
   const f = await fields(c);
   if (f.bool('public') === true && v.ownerKeyId !== null)
-    throw invalidArgument('public', 'kiln templates of an API key are that key\'s own; kiln has no public templates of keys');
+    throw invalidArgument(
+      'public',
+      "kiln templates of an API key are that key's own; kiln has no public templates of keys",
+    );
   return { names: [v.name] };
 }
 
@@ -163,7 +182,8 @@ async function removeTags(d: E2bTemplateDeps, c: Ctx): Promise<null> {
 }
 
 function stringList(v: unknown, field: string): string[] {
-  if (!Array.isArray(v) || v.some((t) => typeof t !== 'string')) throw invalidArgument(field, 'must be an array of strings');
+  if (!Array.isArray(v) || v.some((t) => typeof t !== 'string'))
+    throw invalidArgument(field, 'must be an array of strings');
   return v as string[];
 }
 
@@ -175,10 +195,17 @@ function tagsOf(d: E2bTemplateDeps, c: Ctx): unknown {
 function buildLogs(d: E2bTemplateDeps, c: Ctx): unknown {
   const cursor = Number(c.query.get('cursor') ?? '0');
   const limit = Math.min(Number(c.query.get('limit') ?? '100'), 1000);
-  if (!Number.isInteger(cursor) || cursor < 0) throw invalidArgument('cursor', 'must be a non-negative integer');
+  if (!Number.isInteger(cursor) || cursor < 0)
+    throw invalidArgument('cursor', 'must be a non-negative integer');
   if (!Number.isInteger(limit) || limit < 1) throw invalidArgument('limit', 'must be a positive integer');
   return {
-    logs: builds(d).logs(c.params['templateID'] ?? '', c.params['buildID'] ?? '', cursor, limit, callerOf(d, c)),
+    logs: builds(d).logs(
+      c.params['templateID'] ?? '',
+      c.params['buildID'] ?? '',
+      cursor,
+      limit,
+      callerOf(d, c),
+    ),
   };
 }
 
@@ -200,7 +227,12 @@ export const templateRoutes = (d: E2bTemplateDeps): Route[] => [
   { method: 'POST', path: '/v2/templates', status: 202, handler: (c) => request(d, c) },
   { method: 'GET', path: '/templates/:templateID/files/:hash', handler: (c) => fileLink(d, c) },
   { method: 'PUT', path: '/template-files/:token', handler: (c) => upload(d, c) },
-  { method: 'POST', path: '/v2/templates/:templateID/builds/:buildID', status: 202, handler: (c) => start(d, c) },
+  {
+    method: 'POST',
+    path: '/v2/templates/:templateID/builds/:buildID',
+    status: 202,
+    handler: (c) => start(d, c),
+  },
   {
     method: 'GET',
     path: '/templates/:templateID/builds/:buildID/status',

@@ -58,10 +58,17 @@ describe('template builds (fake driver)', () => {
     assert.equal(first.build.layers.length, 3, 'one layer per RUN');
     const tpl = f.svc.templates().find((t) => t.name === 'web');
     assert.equal(tpl?.snapshotId, first.build.snapshotId);
-    assert.deepEqual(f.svc.listSnapshots({ kind: 'snapshot' }), [], 'layers and the template snapshot are not listed');
+    assert.deepEqual(
+      f.svc.listSnapshots({ kind: 'snapshot' }),
+      [],
+      'layers and the template snapshot are not listed',
+    );
     // The builder sandbox is gone.
     assert.deepEqual(
-      f.svc.list({}).items.filter((s) => s.state !== 'dead').map((s) => s.id),
+      f.svc
+        .list({})
+        .items.filter((s) => s.state !== 'dead')
+        .map((s) => s.id),
       [],
     );
 
@@ -78,7 +85,10 @@ describe('template builds (fake driver)', () => {
     assert.deepEqual(runLines(forced.messages), ['[1/4]', '[2/4]', '[3/4]', '[4/4]']);
 
     await tb.delete('web', undefined, 'op-t');
-    assert.equal(f.svc.templates().some((t) => t.name === 'web'), false);
+    assert.equal(
+      f.svc.templates().some((t) => t.name === 'web'),
+      false,
+    );
     assert.throws(() => tb.get('web', undefined), /does not exist/);
     const live = f.store.listSnapshots({ deleted: false }).filter((s) => s.name?.startsWith('kiln-'));
     assert.deepEqual(live, [], 'no live layer is left');
@@ -87,24 +97,37 @@ describe('template builds (fake driver)', () => {
   it('a failing step fails the build with its step, exit code and output; no template is made', async () => {
     const r = await build('bad', {
       fromTemplate: 'base',
-      steps: [{ type: 'RUN', args: ['echo ok'] }, { type: 'RUN', args: ['please fail'] }],
+      steps: [
+        { type: 'RUN', args: ['echo ok'] },
+        { type: 'RUN', args: ['please fail'] },
+      ],
     });
     assert.equal(r.build.status, 'error');
-    assert.equal(r.build.reason?.step, '2');
-    assert.match(r.build.reason?.message ?? '', /step 2 \(RUN please fail\) failed with exit code 4:\nran please fail/);
+    const reason = r.build.reason;
+    assert.ok(reason);
+    assert.equal(reason.step, '2');
+    assert.match(reason.message, /step 2 \(RUN please fail\) failed with exit code 4:\nran please fail/);
     assert.ok(r.tail.some((l) => l.level === 'error'));
-    assert.equal(f.svc.templates().some((t) => t.name === 'bad'), false);
+    assert.equal(
+      f.svc.templates().some((t) => t.name === 'bad'),
+      false,
+    );
   });
 
   it('a ready command that never passes fails at its deadline', async () => {
     const r = await build('never', { fromTemplate: 'base', startCmd: 'server', readyCmd: 'fail always' });
     assert.equal(r.build.status, 'error');
-    assert.match(r.build.reason?.message ?? '', /the ready command did not succeed within 1 s \(last exit code 4\)/);
+    assert.match(
+      r.build.reason?.message ?? '',
+      /the ready command did not succeed within 1 s \(last exit code 4\)/,
+    );
   });
 
   it('bad input is refused before anything runs; a second build of a name in flight is refused', () => {
     const b = tb.request('x', {}, undefined);
-    assert.throws(() => tb.start(b.templateId, b.id, { steps: [] }, undefined), /exactly one of fromImage and fromTemplate/);
+    assert.throws(() => {
+      tb.start(b.templateId, b.id, { steps: [] }, undefined);
+    }, /exactly one of fromImage and fromTemplate/);
     assert.throws(() => tb.request('x', {}, undefined), /is being built/);
     assert.throws(() => tb.request('base', {}, undefined), /kiln's default template/);
     assert.throws(() => tb.request('Bad Name', {}, undefined), /must be lower-case/);

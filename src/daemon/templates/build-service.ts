@@ -78,7 +78,8 @@ export class TemplateBuildService {
   ): TemplateBuildRecord {
     const { name, tag } = splitNameTag(ref);
     validateName('name', name);
-    if (name === 'base') throw invalidArgument('name', '"base" is kiln\'s default template; pick another name');
+    if (name === 'base')
+      throw invalidArgument('name', '"base" is kiln\'s default template; pick another name');
     if (o.vcpus !== undefined) validateVcpus(o.vcpus);
     if (o.memoryMiB !== undefined) validateMemoryMiB(o.memoryMiB);
     const tpl = this.#d.store.listTemplates().find((t) => t.name === name);
@@ -128,7 +129,12 @@ export class TemplateBuildService {
   }
 
   /** Starts build `buildId` with E2B's `TemplateBuildStartV2` body; it runs in the background. */
-  start(templateId: string, buildId: string, body: Record<string, unknown>, caller: Caller | undefined): void {
+  start(
+    templateId: string,
+    buildId: string,
+    body: Record<string, unknown>,
+    caller: Caller | undefined,
+  ): void {
     const b = this.build(templateId, buildId, caller);
     if (b.spec !== null || b.status !== 'building')
       throw new KilnError('invalid_state', `template build "${buildId}" was started already`);
@@ -165,7 +171,13 @@ export class TemplateBuildService {
       let v = out.get(b.templateId);
       if (!v) {
         if (!sees(caller, b.ownerKeyId) || this.#tombstoned(b.templateId)) continue;
-        v = { templateId: b.templateId, name: b.templateName, ownerKeyId: b.ownerKeyId, template: undefined, builds: [] };
+        v = {
+          templateId: b.templateId,
+          name: b.templateName,
+          ownerKeyId: b.ownerKeyId,
+          template: undefined,
+          builds: [],
+        };
         out.set(b.templateId, v);
       }
       v.builds.push(b);
@@ -180,7 +192,8 @@ export class TemplateBuildService {
   /** One template by id or name, or `not_found`. */
   get(ref: string, caller: Caller | undefined): TemplateView {
     const v = this.list(caller).find((x) => x.templateId === ref || x.name === ref);
-    if (!v) throw new KilnError('not_found', `template "${ref}" does not exist`, { details: { template: ref } });
+    if (!v)
+      throw new KilnError('not_found', `template "${ref}" does not exist`, { details: { template: ref } });
     return v;
   }
 
@@ -192,7 +205,10 @@ export class TemplateBuildService {
   async delete(ref: string, caller: Caller | undefined, opId: string): Promise<void> {
     const v = this.get(ref, caller);
     if (v.template?.ownerKeyId === null && v.builds.length === 0)
-      throw new KilnError('invalid_state', `template "${v.name}" is kiln's own; remove it with \`kiln template rm\``);
+      throw new KilnError(
+        'invalid_state',
+        `template "${v.name}" is kiln's own; remove it with \`kiln template rm\``,
+      );
     if (v.builds.some((b) => b.status === 'building'))
       throw new KilnError('conflict', `template "${v.name}" is being built; wait for that build to end`);
     const t = v.template;
@@ -203,8 +219,7 @@ export class TemplateBuildService {
     }
     const others = this.#d.store.listBuilds().filter((b) => b.templateId !== v.templateId);
     const used = new Set(others.flatMap((b) => b.layers));
-    for (const b of v.builds)
-      for (const l of b.layers) if (!used.has(l)) await this.#hide(l, opId);
+    for (const b of v.builds) for (const l of b.layers) if (!used.has(l)) await this.#hide(l, opId);
     this.#d.store.deleteBuilds(v.templateId);
     if (t) {
       try {
@@ -235,7 +250,9 @@ export class TemplateBuildService {
   assignTags(target: string, tags: string[], caller: Caller | undefined): TemplateBuildRecord {
     const { name, tag } = splitNameTag(target);
     const v = this.get(name, caller);
-    const b = tag ? v.builds.find((x) => x.tags.includes(tag)) : [...v.builds].reverse().find((x) => x.status === 'ready');
+    const b = tag
+      ? v.builds.find((x) => x.tags.includes(tag))
+      : [...v.builds].reverse().find((x) => x.status === 'ready');
     if (!b) throw new KilnError('not_found', `template "${target}" has no such build`);
     for (const t of tags) validateName('tags', t);
     for (const o of v.builds)
@@ -266,7 +283,13 @@ export class TemplateBuildService {
   }
 
   /** Log lines of a build from `offset`, at most `limit`. */
-  logs(templateId: string, buildId: string, offset: number, limit: number, caller: Caller | undefined): BuildLogEntry[] {
+  logs(
+    templateId: string,
+    buildId: string,
+    offset: number,
+    limit: number,
+    caller: Caller | undefined,
+  ): BuildLogEntry[] {
     const b = this.build(templateId, buildId, caller);
     return this.#d.store.buildLogs(b.id, offset, limit);
   }

@@ -6,6 +6,7 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { posix } from 'node:path';
+import { Readable } from 'node:stream';
 import { KilnError } from '../../core/errors.ts';
 import type { BuildStep } from '../../core/template-steps.ts';
 import type { SandboxService } from '../sandbox-service.ts';
@@ -38,7 +39,10 @@ export class StepFailed extends Error {
 }
 
 /** Splits streamed output into lines for the log. */
-export function lineSplitter(emit: (line: string) => void): { push: (b: Uint8Array) => void; end: () => void } {
+export function lineSplitter(emit: (line: string) => void): {
+  push: (b: Uint8Array) => void;
+  end: () => void;
+} {
   let rest = '';
   const dec = new TextDecoder();
   return {
@@ -62,7 +66,11 @@ export class GuestSteps {
   /** Last output lines, for a failure's reason. */
   #tail: string[] = [];
 
-  constructor(svc: SandboxService, sandboxId: string, out: (line: string, stream: 'stdout' | 'stderr') => void) {
+  constructor(
+    svc: SandboxService,
+    sandboxId: string,
+    out: (line: string, stream: 'stdout' | 'stderr') => void,
+  ) {
     this.#svc = svc;
     this.#id = sandboxId;
     this.#out = out;
@@ -101,7 +109,10 @@ export class GuestSteps {
   async root(cmd: string, what: string): Promise<void> {
     const r = await this.#svc.exec(this.#id, cmd, { user: 'root', cwd: '/', timeoutMs: 0 });
     if (r.exitCode !== 0)
-      throw new StepFailed(`${what} failed (exit code ${r.exitCode}): ${(r.stderr || r.stdout).trim()}`, r.exitCode);
+      throw new StepFailed(
+        `${what} failed (exit code ${r.exitCode}): ${(r.stderr || r.stdout).trim()}`,
+        r.exitCode,
+      );
   }
 
   /** The workdir exists (Docker's WORKDIR makes it), owned by the user when kiln made it. */
@@ -125,11 +136,14 @@ export class GuestSteps {
         'content-length': String(size),
         'x-access-token': sandbox.accessToken,
       },
-      body: createReadStream(tarPath) as unknown as ReadableStream,
+      body: Readable.toWeb(createReadStream(tarPath)),
       duplex: 'half',
-    } as RequestInit);
+    });
     if (!res.ok)
-      throw new KilnError('guest_agent_error', `uploading the build context failed: ${res.status} ${await res.text()}`);
+      throw new KilnError(
+        'guest_agent_error',
+        `uploading the build context failed: ${res.status} ${await res.text()}`,
+      );
     const dest = posix.resolve(c.workdir, s.dest);
     const owner = s.user ?? c.user;
     const dirDest = s.dest.endsWith('/');
@@ -139,7 +153,9 @@ export class GuestSteps {
       `tar -xf ${shq(guestTar)} -C "$d"`,
       `src="$d"/${shq(s.src.replace(/^\.\/?/, '') || '.')}`,
       `dest=${shq(dest)}`,
-      '[ -e "$src" ] || { echo "COPY: ' + s.src.replace(/[^\w./ -]/g, '') + ' is not in the uploaded context" >&2; exit 1; }',
+      '[ -e "$src" ] || { echo "COPY: ' +
+        s.src.replace(/[^\w./ -]/g, '') +
+        ' is not in the uploaded context" >&2; exit 1; }',
       // The directories COPY makes belong to the owner too (the topmost one kiln creates).
       'top=""; p="$dest"; while [ ! -e "$p" ]; do top="$p"; p=$(dirname "$p"); done',
       'if [ -d "$src" ]; then mkdir -p "$dest"; cp -a "$src"/. "$dest"/; t="$dest";',
@@ -153,7 +169,10 @@ export class GuestSteps {
     ].join('\n');
     const r = await this.#svc.exec(this.#id, script, { user: 'root', cwd: '/', timeoutMs: 0 });
     if (r.exitCode !== 0)
-      throw new StepFailed(`COPY ${s.src} ${s.dest} failed (exit code ${r.exitCode}): ${r.stderr.trim()}`, r.exitCode);
+      throw new StepFailed(
+        `COPY ${s.src} ${s.dest} failed (exit code ${r.exitCode}): ${r.stderr.trim()}`,
+        r.exitCode,
+      );
   }
 
   /** The build's env for every login shell of the template's sandboxes. */

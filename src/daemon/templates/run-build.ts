@@ -21,6 +21,7 @@ import {
   rootLayerKey,
   type BuildLogEntry,
   type BuildSpec,
+  type BuildStep,
 } from '../../core/template-steps.ts';
 import type { Store } from '../../store/store.ts';
 import type { SandboxService } from '../sandbox-service.ts';
@@ -96,116 +97,171 @@ function findLayer(svc: SandboxService, key: string): SnapshotRecord | undefined
   }
 }
 
-/** Runs build `b` with definition `spec`; records its outcome (never throws). */
-export async function runBuild(d: BuildRunDeps, b: TemplateBuildRecord, spec: BuildSpec): Promise<void> {
-  const opId = `op-build-${b.id.slice(0, 12)}`;
-  const log = new BuildLog(d.store, b.id, d.now);
-  const save = (patch: Partial<TemplateBuildRecord>): void => {
-    b = { ...b, ...patch, updatedAt: new Date(d.now()).toISOString() };
-    d.store.putBuild(b);
-  };
-  const t0 = d.now();
-  let builder: string | undefined;
-  try {
-    const parent = await parentOf(d, spec, opId);
-    const n = spec.steps.length;
-    log.add('info', `[base] FROM template ${parent.name}`, 'base');
-    // Plan: the layer keys, and how far the cache reaches (until a miss or a forced step).
-    const keys: string[] = [];
-    let key = rootLayerKey(parent.snapshotId ?? '');
-    for (const s of spec.steps) keys.push((key = layerKey(key, s)));
-    let restoreFrom = parent.name;
-    const layers: string[] = [];
-    let firstRun = n;
-    for (let i = 0; i < n; i++) {
-      const s = spec.steps[i];
-      if (!s) break;
-      if (spec.force || s.force) {
-        firstRun = i;
-        break;
-      }
-      if (!changesVm(s)) continue;
-      const hit = findLayer(d.svc, keys[i] ?? '');
-      if (!hit) {
-        firstRun = i;
-        break;
-      }
-      restoreFrom = hit.id;
-      layers.push(hit.id);
-    }
+/** How far the cache reaches: the layer keys, the first step to run, and what to restore. */
+interface CachePlan {
+  keys: string[];
+  firstRun: number;
+  restoreFrom: string;
+  layers: string[];
+}
+
+/** The deepest cached layer: the cache holds every VM-changing step before the first miss or forced step. */
+function planCache(d: BuildRunDeps, parent: TemplateRecord, spec: BuildSpec): CachePlan {
+  const keys: string[] = [];
+  let key = rootLayerKey(parent.snapshotId ?? '');
+  for (const s of spec.steps) keys.push((key = layerKey(key, s)));
+  const plan: CachePlan = { keys, firstRun: spec.steps.length, restoreFrom: parent.name, layers: [] };
+  for (const [i, s] of spec.steps.entries()) {
+    if (spec.force || s.force) return { ...plan, firstRun: i };
+    if (!changesVm(s)) continue;
+    const hit = findLayer(d.svc, keys[i] ?? '');
+    if (!hit) return { ...plan, firstRun: i };
+    plan.restoreFrom = hit.id;
+    plan.layers.push(hit.id);
+  }
+  return plan;
+}
+
+/** One build in progress: its record, log, builder sandbox and step context. */
+class BuildRun {
+  readonly #d: BuildRunDeps;
+  #b: TemplateBuildRecord;
+  readonly #spec: BuildSpec;
+  readonly log: BuildLog;
+  readonly opId: string;
+  readonly #ctx = initialContext();
+  builder: string | undefined;
+
+  constructor(d: BuildRunDeps, b: TemplateBuildRecord, spec: BuildSpec) {
+    this.#d = d;
+    this.#b = b;
+    this.#spec = spec;
+    this.log = new BuildLog(d.store, b.id, d.now);
+    this.opId = `op-build-${b.id.slice(0, 12)}`;
+  }
+
+  save(patch: Partial<TemplateBuildRecord>): void {
+    this.#b = { ...this.#b, ...patch, updatedAt: new Date(this.#d.now()).toISOString() };
+    this.#d.store.putBuild(this.#b);
+  }
+
+  async run(): Promise<void> {
+    const d = this.#d;
+    const t0 = d.now();
+    const parent = await parentOf(d, this.#spec, this.opId);
+    this.log.add('info', `[base] FROM template ${parent.name}`, 'base');
+    const plan = planCache(d, parent, this.#spec);
     const sbx = await d.svc.create(
-      { template: restoreFrom, timeoutS: 3600, metadata: { 'kiln.templateBuild': b.id } },
-      { opId },
+      { template: plan.restoreFrom, timeoutS: 3600, metadata: { 'kiln.templateBuild': this.#b.id } },
+      { opId: this.opId },
     );
-    builder = sbx.id;
-    save({ builderId: builder });
-    const guest = new GuestSteps(d.svc, builder, (line, stream) =>
-      log.add(stream === 'stderr' ? 'warn' : 'info', line),
-    );
-    const ctx = initialContext();
+    this.builder = sbx.id;
+    this.save({ builderId: sbx.id });
+    const guest = new GuestSteps(d.svc, sbx.id, (line, stream) => {
+      this.log.add(stream === 'stderr' ? 'warn' : 'info', line);
+    });
+    const n = this.#spec.steps.length;
     let ran = 0;
-    for (let i = 0; i < n; i++) {
-      const s = spec.steps[i];
-      if (!s) break;
-      const step = String(i + 1);
-      const label = `[${step}/${n}] ${describeStep(s)}`;
-      if (i < firstRun) {
-        applyContext(ctx, s);
-        log.add('info', `CACHED ${label}`, step);
+    for (const [i, s] of this.#spec.steps.entries()) {
+      const label = `[${String(i + 1)}/${String(n)}] ${describeStep(s)}`;
+      if (i < plan.firstRun) {
+        applyContext(this.#ctx, s);
+        this.log.add('info', `CACHED ${label}`, String(i + 1));
         continue;
       }
-      log.add('info', label, step);
-      const ts = d.now();
-      try {
-        if (s.kind === 'RUN') {
-          const code = await guest.run(s.cmd, ctx, s.user ?? ctx.user);
-          if (code !== 0)
-            throw new StepFailed(
-              `step ${step} (${describeStep(s)}) failed with exit code ${code}:\n${guest.tail.join('\n')}`,
-              code,
-            );
-        } else if (s.kind === 'COPY') {
-          if (!(await d.files.present(s.filesHash)))
-            throw new StepFailed(`step ${step} (${describeStep(s)}): its files (${s.filesHash}) were not uploaded`, 1);
-          await guest.copy(s, d.files.path(s.filesHash), ctx);
-        } else {
-          applyContext(ctx, s);
-        }
-      } catch (e) {
-        throw new BuildError(e instanceof StepFailed ? e.message : asKilnError(e).message, step);
-      }
+      await this.#step(guest, s, i, label, plan);
       ran++;
-      if (changesVm(s)) {
-        const name = layerName(keys[i] ?? '');
-        // A forced step replaces the layer its key had.
-        const old = findLayer(d.svc, keys[i] ?? '');
-        if (old) await d.svc.deleteSnapshot(old.id, { opId });
-        const snap = await d.svc.snapshot(builder, { name }, { opId });
-        layers.push(snap.id);
-        save({ layers: [...layers] });
+    }
+    this.log.add('info', `${String(ran)} of ${String(n)} steps run, ${String(n - ran)} cached`, 'finalize');
+    await this.#finalize(guest, parent, plan.layers);
+    this.log.add(
+      'info',
+      `template ${this.#b.templateName} built in ${((d.now() - t0) / 1000).toFixed(1)} s`,
+      'finalize',
+    );
+  }
+
+  /** Runs step `i` in the guest; a VM-changing one becomes a layer. */
+  async #step(guest: GuestSteps, s: BuildStep, i: number, label: string, plan: CachePlan): Promise<void> {
+    const d = this.#d;
+    const step = String(i + 1);
+    this.log.add('info', label, step);
+    const ts = d.now();
+    try {
+      if (s.kind === 'RUN') {
+        const code = await guest.run(s.cmd, this.#ctx, s.user ?? this.#ctx.user);
+        if (code !== 0)
+          throw new StepFailed(
+            `step ${step} (${describeStep(s)}) failed with exit code ${String(code)}:\n${guest.tail.join('\n')}`,
+            code,
+          );
+      } else if (s.kind === 'COPY') {
+        if (!(await d.files.present(s.filesHash)))
+          throw new StepFailed(
+            `step ${step} (${describeStep(s)}): its files (${s.filesHash}) were not uploaded`,
+            1,
+          );
+        await guest.copy(s, d.files.path(s.filesHash), this.#ctx);
+      } else {
+        applyContext(this.#ctx, s);
       }
-      log.add('info', `done in ${((d.now() - ts) / 1000).toFixed(1)} s`, step);
+    } catch (e) {
+      throw new BuildError(e instanceof StepFailed ? e.message : asKilnError(e).message, step);
     }
-    log.add('info', `${ran} of ${n} steps run, ${n - ran} cached`, 'finalize');
-    await guest.persistEnv(ctx);
-    if (spec.startCmd) {
-      log.add('info', `[finalize] start command: ${spec.startCmd}`, 'finalize');
-      await guest.start(spec.startCmd, ctx);
+    if (changesVm(s) && this.builder) {
+      const key = plan.keys[i] ?? '';
+      // A forced step replaces the layer its key had.
+      const old = findLayer(d.svc, key);
+      if (old) await d.svc.deleteSnapshot(old.id, { opId: this.opId });
+      const snap = await d.svc.snapshot(this.builder, { name: layerName(key) }, { opId: this.opId });
+      plan.layers.push(snap.id);
+      this.save({ layers: [...plan.layers] });
     }
-    if (spec.readyCmd) await waitReady(d, guest, spec.readyCmd, ctx, log);
-    const final = await d.svc.snapshot(builder, { name: `${TEMPLATE_SNAP_PREFIX}${b.id}` }, { opId });
-    await finishTemplate(d, b, parent, final, layers);
-    save({ status: 'ready', snapshotId: final.id, layers, finishedAt: new Date(d.now()).toISOString() });
-    log.add('info', `template ${b.templateName} built in ${((d.now() - t0) / 1000).toFixed(1)} s`, 'finalize');
-  } catch (e) {
+    this.log.add('info', `done in ${((d.now() - ts) / 1000).toFixed(1)} s`, step);
+  }
+
+  /** Env for login shells, the start command, the ready check, and the running VM's snapshot. */
+  async #finalize(guest: GuestSteps, parent: TemplateRecord, layers: string[]): Promise<void> {
+    const d = this.#d;
+    await guest.persistEnv(this.#ctx);
+    if (this.#spec.startCmd) {
+      this.log.add('info', `[finalize] start command: ${this.#spec.startCmd}`, 'finalize');
+      await guest.start(this.#spec.startCmd, this.#ctx);
+    }
+    if (this.#spec.readyCmd) await waitReady(d, guest, this.#spec.readyCmd, this.#ctx, this.log);
+    if (!this.builder) throw new KilnError('internal', 'the build has no builder sandbox');
+    const final = await d.svc.snapshot(
+      this.builder,
+      { name: `${TEMPLATE_SNAP_PREFIX}${this.#b.id}` },
+      { opId: this.opId },
+    );
+    await finishTemplate(d, this.#b, parent, final);
+    this.save({ status: 'ready', snapshotId: final.id, layers, finishedAt: new Date(d.now()).toISOString() });
+  }
+
+  failed(e: unknown): void {
     const message = e instanceof BuildError ? e.message : `build failed: ${asKilnError(e).message}`;
     const step = e instanceof BuildError ? e.step : 'finalize';
-    d.log.warn({ buildId: b.id, err: message }, 'template build failed');
-    log.add('error', message, step);
-    save({ status: 'error', reason: { message, step }, finishedAt: new Date(d.now()).toISOString() });
+    this.#d.log.warn({ buildId: this.#b.id, err: message }, 'template build failed');
+    this.log.add('error', message, step);
+    this.save({
+      status: 'error',
+      reason: { message, step },
+      finishedAt: new Date(this.#d.now()).toISOString(),
+    });
+  }
+}
+
+/** Runs build `b` with definition `spec`; records its outcome (never throws). */
+export async function runBuild(d: BuildRunDeps, b: TemplateBuildRecord, spec: BuildSpec): Promise<void> {
+  const r = new BuildRun(d, b, spec);
+  try {
+    await r.run();
+  } catch (e) {
+    r.failed(e);
   } finally {
-    if (builder) await killQuietly(d, builder, opId);
-    save({ builderId: null });
+    if (r.builder) await killQuietly(d, r.builder, r.opId);
+    r.save({ builderId: null });
   }
 }
 
@@ -253,7 +309,6 @@ async function finishTemplate(
   b: TemplateBuildRecord,
   parent: TemplateRecord,
   snap: SnapshotRecord,
-  layers: string[],
 ): Promise<void> {
   const existing = d.svc.templates().find((t) => t.id === b.templateId);
   d.store.putTemplate({
@@ -269,8 +324,10 @@ async function finishTemplate(
   if (existing?.snapshotId && existing.snapshotId !== snap.id) {
     // The previous build's running state: hidden now, reclaimed once no sandbox stands on it.
     await d.svc.deleteSnapshot(existing.snapshotId).catch((e: unknown) => {
-      d.log.warn({ snapshotId: existing.snapshotId, err: asKilnError(e).message }, 'old template snapshot kept');
+      d.log.warn(
+        { snapshotId: existing.snapshotId, err: asKilnError(e).message },
+        'old template snapshot kept',
+      );
     });
   }
-  void layers;
 }
