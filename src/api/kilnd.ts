@@ -452,6 +452,7 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
       svc,
       buildTemplate,
       templates,
+      builds,
       version: KILN_VERSION,
       keys,
       e2bEnv,

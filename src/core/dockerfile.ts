@@ -114,8 +114,7 @@ export function parseDockerfile(text: string, args: Record<string, string> = {})
     const ins = (m?.[1] ?? '').toUpperCase();
     const rest = m?.[2] ?? '';
     const at = `Dockerfile line ${String(line)} (${ins})`;
-    if (from === undefined && ins !== 'FROM' && ins !== 'ARG')
-      throw invalidArgument(at, 'comes before FROM');
+    if (from === undefined && ins !== 'FROM' && ins !== 'ARG') throw invalidArgument(at, 'comes before FROM');
     switch (ins) {
       case 'FROM': {
         if (from !== undefined) throw invalidArgument(at, 'multi-stage builds are not supported');
@@ -137,7 +136,8 @@ export function parseDockerfile(text: string, args: Record<string, string> = {})
         break;
       }
       case 'RUN': {
-        if (rest.startsWith('--')) throw invalidArgument(at, `RUN flags (${rest.split(' ')[0] ?? ''}) are not supported`);
+        if (rest.startsWith('--'))
+          throw invalidArgument(at, `RUN flags (${rest.split(' ')[0] ?? ''}) are not supported`);
         const ex = execForm(rest, at);
         steps.push({ type: 'RUN', args: [ex ? ex.map(shq).join(' ') : rest] });
         break;
@@ -160,7 +160,8 @@ export function parseDockerfile(text: string, args: Record<string, string> = {})
         const dest = list.at(-1) ?? '';
         const srcs = list.slice(0, -1);
         for (const src of srcs) {
-          if (/^[a-z]+:\/\//i.test(src)) throw invalidArgument(at, `remote sources (${src}) are not supported`);
+          if (/^[a-z]+:\/\//i.test(src))
+            throw invalidArgument(at, `remote sources (${src}) are not supported`);
           if (/[*?[]/.test(src)) throw invalidArgument(at, `wildcards (${src}) are not supported`);
           steps.push({
             type: 'COPY',
@@ -197,7 +198,10 @@ export function parseDockerfile(text: string, args: Record<string, string> = {})
 }
 
 /** ENTRYPOINT + CMD as Docker combines them, as one shell command. */
-function startCommand(ep: string[] | string | undefined, cmd: string[] | string | undefined): string | undefined {
+function startCommand(
+  ep: string[] | string | undefined,
+  cmd: string[] | string | undefined,
+): string | undefined {
   const sh = (x: string[] | string): string => (typeof x === 'string' ? x : x.map(shq).join(' '));
   if (ep === undefined) return cmd === undefined ? undefined : sh(cmd);
   if (typeof ep === 'string') return ep;

@@ -180,11 +180,22 @@ export function layerKey(parent: string, step: BuildStep): string {
   return createHash('sha256').update(parent).update('\0').update(JSON.stringify(rest)).digest('hex');
 }
 
+/**
+ * The key of a template's finished running state: its template, the last layer key (which covers
+ * every step and the parent) and the start and ready commands.
+ */
+export function finalKey(templateId: string, lastKey: string, startCmd?: string, readyCmd?: string): string {
+  return createHash('sha256')
+    .update(JSON.stringify(['kiln-template-v1', templateId, lastKey, startCmd ?? null, readyCmd ?? null]))
+    .digest('hex');
+}
+
 /** The snapshot name of a layer: hidden from users' snapshot lists. */
 export const LAYER_PREFIX = 'kiln-layer-';
 /** The snapshot name of a built template's running state. */
 export const TEMPLATE_SNAP_PREFIX = 'kiln-tpl-';
 export const layerName = (key: string): string => `${LAYER_PREFIX}${key.slice(0, 40)}`;
+export const templateSnapName = (key: string): string => `${TEMPLATE_SNAP_PREFIX}${key.slice(0, 40)}`;
 export const isInternalSnapshotName = (n: string | null): boolean =>
   n !== null && (n.startsWith(LAYER_PREFIX) || n.startsWith(TEMPLATE_SNAP_PREFIX));
 

@@ -45,7 +45,7 @@ async function build(
 }
 
 const ran = (logs: string[]): string[] => logs.filter((l) => /^\[\d+\/\d+\] /.test(l));
-const cached = (logs: string[]): string[] => logs.filter((l) => l.startsWith('CACHED ['));
+const cached = (logs: string[]): string[] => logs.filter((l) => /^CACHED \[\d+\//.test(l));
 
 describe('template builds through the e2b SDK (real guests)', { timeout: 1_800_000 }, () => {
   before(async () => {

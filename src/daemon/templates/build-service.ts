@@ -128,6 +128,13 @@ export class TemplateBuildService {
     return b;
   }
 
+  /** A build by its id alone, if the caller sees it. */
+  buildById(buildId: string, caller: Caller | undefined): TemplateBuildRecord {
+    const b = this.#d.store.getBuild(buildId);
+    if (!sees(caller, b.ownerKeyId)) throw new KilnError('not_found', `template build "${buildId}" does not exist`);
+    return b;
+  }
+
   /** Starts build `buildId` with E2B's `TemplateBuildStartV2` body; it runs in the background. */
   start(
     templateId: string,

@@ -13,12 +13,13 @@ import type { SnapshotRecord, TemplateBuildRecord, TemplateRecord } from '../../
 import { KilnError, asKilnError } from '../../core/errors.ts';
 import {
   E2B_DEFAULT_IMAGE,
-  TEMPLATE_SNAP_PREFIX,
   changesVm,
   describeStep,
   layerKey,
   layerName,
+  finalKey,
   rootLayerKey,
+  templateSnapName,
   type BuildLogEntry,
   type BuildSpec,
   type BuildStep,
@@ -86,10 +87,10 @@ async function parentOf(d: BuildRunDeps, spec: BuildSpec, opId: string): Promise
   return t;
 }
 
-/** A live layer snapshot by key, if the cache holds it. */
-function findLayer(svc: SandboxService, key: string): SnapshotRecord | undefined {
+/** A live layer snapshot by key (or a template's running state by name), if the cache holds it. */
+function findLayer(svc: SandboxService, key: string, name = layerName(key)): SnapshotRecord | undefined {
   try {
-    const s = svc.getSnapshot(layerName(key));
+    const s = svc.getSnapshot(name);
     return s.deletedAt === null ? s : undefined;
   } catch (e) {
     if (e instanceof KilnError && e.code === 'not_found') return undefined;
@@ -100,17 +101,25 @@ function findLayer(svc: SandboxService, key: string): SnapshotRecord | undefined
 /** How far the cache reaches: the layer keys, the first step to run, and what to restore. */
 interface CachePlan {
   keys: string[];
+  /** The name of the template's running-state snapshot for exactly this definition. */
+  finalName: string;
   firstRun: number;
   restoreFrom: string;
   layers: string[];
 }
 
 /** The deepest cached layer: the cache holds every VM-changing step before the first miss or forced step. */
-function planCache(d: BuildRunDeps, parent: TemplateRecord, spec: BuildSpec): CachePlan {
+function planCache(d: BuildRunDeps, parent: TemplateRecord, spec: BuildSpec, templateId: string): CachePlan {
   const keys: string[] = [];
   let key = rootLayerKey(parent.snapshotId ?? '');
   for (const s of spec.steps) keys.push((key = layerKey(key, s)));
-  const plan: CachePlan = { keys, firstRun: spec.steps.length, restoreFrom: parent.name, layers: [] };
+  const plan: CachePlan = {
+    keys,
+    finalName: templateSnapName(finalKey(templateId, key, spec.startCmd, spec.readyCmd)),
+    firstRun: spec.steps.length,
+    restoreFrom: parent.name,
+    layers: [],
+  };
   for (const [i, s] of spec.steps.entries()) {
     if (spec.force || s.force) return { ...plan, firstRun: i };
     if (!changesVm(s)) continue;
@@ -150,7 +159,8 @@ class BuildRun {
     const t0 = d.now();
     const parent = await parentOf(d, this.#spec, this.opId);
     this.log.add('info', `[base] FROM template ${parent.name}`, 'base');
-    const plan = planCache(d, parent, this.#spec);
+    const plan = planCache(d, parent, this.#spec, this.#b.templateId);
+    if (await this.#allCached(parent, plan)) return;
     const sbx = await d.svc.create(
       { template: plan.restoreFrom, timeoutS: 3600, metadata: { 'kiln.templateBuild': this.#b.id } },
       { opId: this.opId },
@@ -173,12 +183,36 @@ class BuildRun {
       ran++;
     }
     this.log.add('info', `${String(ran)} of ${String(n)} steps run, ${String(n - ran)} cached`, 'finalize');
-    await this.#finalize(guest, parent, plan.layers);
+    await this.#finalize(guest, parent, plan);
     this.log.add(
       'info',
       `template ${this.#b.templateName} built in ${((d.now() - t0) / 1000).toFixed(1)} s`,
       'finalize',
     );
+  }
+
+  /** Every step and the start + ready commands as in a live build of this template: that build's state is the template's. */
+  async #allCached(parent: TemplateRecord, plan: CachePlan): Promise<boolean> {
+    if (this.#spec.force || plan.firstRun < this.#spec.steps.length) return false;
+    const done = findLayer(this.#d.svc, '', plan.finalName);
+    if (!done) return false;
+    const n = String(this.#spec.steps.length);
+    for (const [i, s] of this.#spec.steps.entries())
+      this.log.add('info', `CACHED [${String(i + 1)}/${n}] ${describeStep(s)}`, String(i + 1));
+    this.log.add('info', `0 of ${n} steps run, ${n} cached`, 'finalize');
+    this.log.add(
+      'info',
+      'CACHED [finalize] start and ready commands: the running state is unchanged',
+      'finalize',
+    );
+    await finishTemplate(this.#d, this.#b, parent, done);
+    this.save({
+      status: 'ready',
+      snapshotId: done.id,
+      layers: plan.layers,
+      finishedAt: new Date(this.#d.now()).toISOString(),
+    });
+    return true;
   }
 
   /** Runs step `i` in the guest; a VM-changing one becomes a layer. */
@@ -221,7 +255,7 @@ class BuildRun {
   }
 
   /** Env for login shells, the start command, the ready check, and the running VM's snapshot. */
-  async #finalize(guest: GuestSteps, parent: TemplateRecord, layers: string[]): Promise<void> {
+  async #finalize(guest: GuestSteps, parent: TemplateRecord, plan: CachePlan): Promise<void> {
     const d = this.#d;
     await guest.persistEnv(this.#ctx);
     if (this.#spec.startCmd) {
@@ -230,11 +264,16 @@ class BuildRun {
     }
     if (this.#spec.readyCmd) await waitReady(d, guest, this.#spec.readyCmd, this.#ctx, this.log);
     if (!this.builder) throw new KilnError('internal', 'the build has no builder sandbox');
-    const final = await d.svc.snapshot(
-      this.builder,
-      { name: `${TEMPLATE_SNAP_PREFIX}${this.#b.id}` },
-      { opId: this.opId },
-    );
+    // A forced rebuild replaces the running state this definition had.
+    const old = findLayer(d.svc, '', plan.finalName);
+    if (old) {
+      // Detached first: the store refuses to delete a template's own snapshot.
+      const owner = d.svc.templates().find((t) => t.snapshotId === old.id);
+      if (owner) d.store.putTemplate({ ...owner, snapshotId: null });
+      await d.svc.deleteSnapshot(old.id, { opId: this.opId });
+    }
+    const final = await d.svc.snapshot(this.builder, { name: plan.finalName }, { opId: this.opId });
+    const layers = plan.layers;
     await finishTemplate(d, this.#b, parent, final);
     this.save({ status: 'ready', snapshotId: final.id, layers, finishedAt: new Date(d.now()).toISOString() });
   }
