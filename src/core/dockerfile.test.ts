@@ -24,6 +24,7 @@ CMD ["-m", "http.server", "8000"]
     assert.deepEqual(parseDockerfile(df, { VERSION: '2' }), {
       from: 'base',
       steps: [
+        { type: 'USER', args: ['root'] },
         { type: 'ENV', args: ['APP_HOME', '/srv/app', 'MODE', 'two words'] },
         { type: 'RUN', args: ['apt-get update &&  echo $GREETING'] },
         { type: 'RUN', args: [`echo 'exec form' '$x'`] },

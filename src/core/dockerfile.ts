@@ -2,7 +2,7 @@
  * The common Dockerfile subset, parsed into the step list the template build API takes (E2B's
  * `TemplateBuildStartV2`, see template-steps.ts): FROM (a kiln template name, or `base`), RUN,
  * COPY/ADD of local files, ENV, ARG, WORKDIR, USER, CMD/ENTRYPOINT (the start command). Other
- * instructions are refused by name and line. Pure: the caller reads the file and hashes the
+ * instructions are refused by name and line. Steps start as root, as in Docker. Pure: the caller reads the file and hashes the
  * COPY sources.
  */
 import { invalidArgument } from './errors.ts';
@@ -102,11 +102,42 @@ function keyValues(rest: string, at: string): [string, string][] {
   return out;
 }
 
+/** COPY/ADD `[--chown=U] [--chmod=M] SRC... DEST`: one step per source. */
+function copySteps(rest: string, at: string, vars: Map<string, string>): DockerfileCopy[] {
+  const words = rest.split(/\s+/).filter(Boolean);
+  let user: string | undefined;
+  let mode: string | undefined;
+  while (words[0]?.startsWith('--')) {
+    const flag = words.shift() ?? '';
+    const [name, val] = flag.slice(2).split('=', 2);
+    if (name === 'chown' && val) user = val.split(':')[0];
+    else if (name === 'chmod' && val) mode = val;
+    else throw invalidArgument(at, `flag ${flag} is not supported`);
+  }
+  const ex = execForm(words.join(' '), at);
+  const list = (ex ?? words).map((w) => expand(w, vars));
+  if (list.length < 2) throw invalidArgument(at, 'needs a source and a destination');
+  const dest = list.at(-1) ?? '';
+  const srcs = list.slice(0, -1);
+  return srcs.map((src) => {
+    if (/^[a-z]+:\/\//i.test(src)) throw invalidArgument(at, `remote sources (${src}) are not supported`);
+    if (/[*?[]/.test(src)) throw invalidArgument(at, `wildcards (${src}) are not supported`);
+    return {
+      type: 'COPY' as const,
+      src: src.replace(/^\.\//, ''),
+      dest: srcs.length > 1 && !dest.endsWith('/') ? `${dest}/` : dest,
+      ...(user ? { user } : {}),
+      ...(mode ? { mode } : {}),
+    };
+  });
+}
+
 /** Parses a Dockerfile; `args` are --build-arg values. */
 export function parseDockerfile(text: string, args: Record<string, string> = {}): ParsedDockerfile {
   const vars = new Map<string, string>();
   let from: string | undefined;
-  const steps: DockerfileStep[] = [];
+  // Docker runs steps as root until USER says otherwise (E2B's builder starts as `user`).
+  const steps: DockerfileStep[] = [{ type: 'USER', args: ['root'] }];
   let entrypoint: string[] | string | undefined;
   let cmd: string[] | string | undefined;
   for (const { line, text: t } of logicalLines(text)) {
@@ -143,36 +174,9 @@ export function parseDockerfile(text: string, args: Record<string, string> = {})
         break;
       }
       case 'COPY':
-      case 'ADD': {
-        const words = rest.split(/\s+/).filter(Boolean);
-        let user: string | undefined;
-        let mode: string | undefined;
-        while (words[0]?.startsWith('--')) {
-          const flag = words.shift() ?? '';
-          const [name, val] = flag.slice(2).split('=', 2);
-          if (name === 'chown' && val) user = val.split(':')[0];
-          else if (name === 'chmod' && val) mode = val;
-          else throw invalidArgument(at, `flag ${flag} is not supported`);
-        }
-        const ex = execForm(words.join(' '), at);
-        const list = (ex ?? words).map((w) => expand(w, vars));
-        if (list.length < 2) throw invalidArgument(at, 'needs a source and a destination');
-        const dest = list.at(-1) ?? '';
-        const srcs = list.slice(0, -1);
-        for (const src of srcs) {
-          if (/^[a-z]+:\/\//i.test(src))
-            throw invalidArgument(at, `remote sources (${src}) are not supported`);
-          if (/[*?[]/.test(src)) throw invalidArgument(at, `wildcards (${src}) are not supported`);
-          steps.push({
-            type: 'COPY',
-            src: src.replace(/^\.\//, ''),
-            dest: srcs.length > 1 && !dest.endsWith('/') ? `${dest}/` : dest,
-            ...(user ? { user } : {}),
-            ...(mode ? { mode } : {}),
-          });
-        }
+      case 'ADD':
+        steps.push(...copySteps(rest, at, vars));
         break;
-      }
       case 'WORKDIR':
         steps.push({ type: 'WORKDIR', args: [expand(rest, vars)] });
         break;

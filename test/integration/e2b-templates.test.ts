@@ -12,7 +12,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Sandbox, Template, waitForPort, type LogEntry } from 'e2b';
-import { removeStateDir, useKilnE2bEnv } from '../helpers/kilnd.ts';
+import { kilnSync, removeStateDir, useKilnE2bEnv } from '../helpers/kilnd.ts';
 
 let state: string;
 let ctxDir: string;
@@ -89,6 +89,11 @@ describe('template builds through the e2b SDK (real guests)', { timeout: 1_800_0
     const again = await build(definition('one'), 'tpl-web');
     assert.equal(ran(again.logs).length, 0, again.logs.join('\n'));
     assert.equal(cached(again.logs).length, 6, again.logs.join('\n'));
+    assert.ok(
+      again.logs.some((l) => l.startsWith('CACHED [finalize]')),
+      again.logs.join('\n'),
+    );
+    assert.ok(again.ms < cold.ms / 3, `cached rebuild ${again.ms} ms vs cold ${cold.ms} ms`);
 
     const changed = await build(definition('two'), 'tpl-web');
     assert.deepEqual(
@@ -134,5 +139,67 @@ describe('template builds through the e2b SDK (real guests)', { timeout: 1_800_0
     await assert.rejects(build(never, 'tpl-never'), /ready command did not succeed within 8 s/);
     assert.ok(Date.now() - t0 >= 8000);
     assert.equal(await Template.exists('tpl-never'), false);
+  });
+
+  it('kiln template build -f Dockerfile: steps, COPY, ENV, ARG, WORKDIR, USER, CMD as the start command; get and rm', async () => {
+    await writeFile(
+      join(ctxDir, 'Dockerfile'),
+      [
+        'FROM base',
+        'ARG WHO=nobody',
+        'ENV FROM_DF=yes',
+        'RUN echo built-by-$WHO > /tmp/who.txt && id -un > /tmp/builder.txt',
+        'COPY hello.txt /opt/app/',
+        'WORKDIR /opt/app',
+        'USER user',
+        'RUN id -un > /tmp/whoami.txt',
+        'CMD ["python3", "-m", "http.server", "8001"]',
+        '',
+      ].join('\n'),
+    );
+    const r = kilnSync(
+      env,
+      'template',
+      'build',
+      '-f',
+      join(ctxDir, 'Dockerfile'),
+      '--name',
+      'tpl-df',
+      '--build-arg',
+      'WHO=cli',
+      '--ready-cmd',
+      'curl -sf http://127.0.0.1:8001/hello.txt',
+      ctxDir,
+    );
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /\[4\/7\] COPY hello.txt \/opt\/app\//);
+    assert.match(r.stdout, /template tpl-df = /);
+    const sbx = await Sandbox.create('tpl-df');
+    const out = await sbx.commands.run(
+      'curl -s http://127.0.0.1:8001/hello.txt; echo "$FROM_DF"; cat /tmp/who.txt /tmp/builder.txt /tmp/whoami.txt',
+    );
+    assert.equal(out.stdout, 'hello from the build context\nyes\nbuilt-by-cli\nroot\nuser\n');
+    await sbx.kill();
+    const got = kilnSync(env, 'template', 'get', 'tpl-df', '--json');
+    assert.equal(got.status, 0, got.stderr);
+    assert.equal((JSON.parse(got.stdout) as { builds: { status: string }[] }).builds[0]?.status, 'ready');
+    const bad = kilnSync(
+      env,
+      'template',
+      'build',
+      '-f',
+      join(ctxDir, 'Dockerfile'),
+      '--name',
+      'tpl-df',
+      '--start-cmd',
+      'exit 3',
+      '--ready-cmd',
+      'false',
+      ctxDir,
+    );
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stderr, /ready command did not succeed/);
+    assert.equal(kilnSync(env, 'template', 'rm', 'tpl-df').status, 0);
+    assert.equal(await Template.exists('tpl-df'), false);
   });
 });

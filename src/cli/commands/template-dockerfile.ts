@@ -107,8 +107,7 @@ export async function buildFromDockerfile(ctx: CliContext, o: DockerfileBuildOpt
     offset += st.logs.length;
     if (!o.json) for (const l of st.logs) console.log(l.message);
     if (st.status !== 'building' && st.logs.length === 0) {
-      const { logs: _l, ...view } = st;
-      if (o.json) console.log(JSON.stringify(view, null, 2));
+      if (o.json) console.log(JSON.stringify({ ...st, logs: undefined }, null, 2));
       if (st.status === 'error') {
         if (!o.json) console.error(`kiln: template build failed: ${st.reason?.message ?? 'unknown reason'}`);
         return 1;

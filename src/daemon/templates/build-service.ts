@@ -131,7 +131,8 @@ export class TemplateBuildService {
   /** A build by its id alone, if the caller sees it. */
   buildById(buildId: string, caller: Caller | undefined): TemplateBuildRecord {
     const b = this.#d.store.getBuild(buildId);
-    if (!sees(caller, b.ownerKeyId)) throw new KilnError('not_found', `template build "${buildId}" does not exist`);
+    if (!sees(caller, b.ownerKeyId))
+      throw new KilnError('not_found', `template build "${buildId}" does not exist`);
     return b;
   }
 
