@@ -41,6 +41,7 @@ import {
 } from './limits.ts';
 import { createListener, type ListenerLimits } from './listener.ts';
 import { nativeRoutes } from './native.ts';
+import { ociTemplateMaker } from './oci-templates.ts';
 import { openNetworks, type NetworkOpts } from './networks.ts';
 
 export const KILN_VERSION = '0.1.0';
@@ -437,6 +438,7 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
       log,
       now,
       ensureTemplate: (name, opId) => templates.ensure(name, opId),
+      imageTemplate: ociTemplateMaker(o, svc, log),
       ...(o.templateReadyTimeoutMs ? { readyTimeoutMs: o.templateReadyTimeoutMs } : {}),
     });
     const interrupted = await builds.recover();

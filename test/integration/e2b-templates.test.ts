@@ -8,11 +8,13 @@
  * Run under the VM lock: `flock /work/.vm.lock node --test <this file>`.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Sandbox, Template, waitForPort, type LogEntry } from 'e2b';
+import { loadConfig } from '../../src/core/config.ts';
 import { kilnSync, removeStateDir, useKilnE2bEnv } from '../helpers/kilnd.ts';
+import { pushTestImage, startRegistry } from '../helpers/oci-registry.ts';
 
 let state: string;
 let ctxDir: string;
@@ -201,5 +203,29 @@ describe('template builds through the e2b SDK (real guests)', { timeout: 1_800_0
     assert.match(bad.stderr, /ready command did not succeed/);
     assert.equal(kilnSync(env, 'template', 'rm', 'tpl-df').status, 0);
     assert.equal(await Template.exists('tpl-df'), false);
+  });
+
+  it('fromImage of an OCI image in a local registry: the image becomes the base, the steps run on it', async () => {
+    const dir = await mkdtemp('/tmp/kiln-e2btpl-reg-');
+    const reg = await startRegistry(dir);
+    try {
+      await pushTestImage(dir, reg.registry, loadConfig().cacheDir, 'kiln/tpl-base:t');
+      const t = Template()
+        .fromImage(`${reg.registry}/kiln/tpl-base:t`)
+        .setEnvs({ FROM_OCI: 'yes' })
+        .runCmd('echo "on-oci $FROM_OCI" > /tmp/step.txt', { user: 'root' });
+      await build(t, 'tpl-oci');
+      const sbx = await Sandbox.create('tpl-oci');
+      const r = await sbx.commands.run('cat /srv/app/marker /tmp/step.txt');
+      assert.equal(r.stdout, 'from the OCI image\non-oci yes\n');
+      await sbx.kill();
+      await assert.rejects(
+        build(Template().fromImage(`${reg.registry}/kiln/no-such:t`), 'tpl-missing'),
+        /fromImage/,
+      );
+    } finally {
+      await reg.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -31,6 +31,8 @@ export interface TemplateBuildServiceOpts {
   log: Logger;
   now?: () => number;
   ensureTemplate: (name: string, opId: string) => Promise<void>;
+  /** Makes the template of an OCI image reference (fromImage); absent, such builds are refused. */
+  imageTemplate?: BuildRunDeps['imageTemplate'];
   /** How long a ready command may take to pass (default 120 s). */
   readyTimeoutMs?: number;
 }
@@ -60,6 +62,7 @@ export class TemplateBuildService {
       now,
       ensureTemplate: o.ensureTemplate,
       readyTimeoutMs: o.readyTimeoutMs ?? 120_000,
+      imageTemplate: o.imageTemplate,
     };
   }
 
@@ -172,7 +175,8 @@ export class TemplateBuildService {
     const builds = this.#d.store.listBuilds();
     const out = new Map<string, TemplateView>();
     for (const t of this.#d.store.listTemplates()) {
-      if (!seesTemplate(caller, t) || t.name.startsWith('kiln-deleted-')) continue;
+      // kiln's internal templates (deleted ones kept for their sandboxes, OCI image bases) are not shown.
+      if (!seesTemplate(caller, t) || t.name.startsWith('kiln-')) continue;
       out.set(t.id, { templateId: t.id, name: t.name, ownerKeyId: t.ownerKeyId, template: t, builds: [] });
     }
     for (const b of builds) {

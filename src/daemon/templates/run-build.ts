@@ -37,6 +37,8 @@ export interface BuildRunDeps {
   now: () => number;
   /** Builds kiln's default template on first use (TemplateEnsurer). */
   ensureTemplate: (name: string, opId: string) => Promise<void>;
+  /** Makes (or finds) the template of an OCI image reference (api/oci-templates.ts); absent: refused. */
+  imageTemplate?: ((reference: string, opId: string) => Promise<string>) | undefined;
   /** How long the ready command may take to pass. */
   readyTimeoutMs: number;
   /** How often the ready command is tried. */
@@ -76,9 +78,15 @@ async function parentOf(d: BuildRunDeps, spec: BuildSpec, opId: string): Promise
   let ref: string;
   if ('template' in spec.from) ref = spec.from.template;
   else if (spec.from.image === E2B_DEFAULT_IMAGE) ref = 'base';
-  else
+  else if (d.imageTemplate) {
+    try {
+      ref = await d.imageTemplate(spec.from.image, opId);
+    } catch (e) {
+      throw new BuildError(`fromImage("${spec.from.image}"): ${asKilnError(e).message}`, 'base');
+    }
+  } else
     throw new BuildError(
-      `fromImage("${spec.from.image}"): OCI images as a template base are not supported by kiln's template builds yet; build the image with \`kiln image build --from-image\` and a template of it, then use fromTemplate`,
+      `fromImage("${spec.from.image}"): OCI images are not served by this kilnd; use fromTemplate`,
       'base',
     );
   if (ref === 'base') await d.ensureTemplate('base', opId);
