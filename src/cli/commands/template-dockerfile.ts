@@ -73,7 +73,7 @@ async function prepare(c: KilnClient, o: DockerfileBuildOpts, tmp: string): Prom
     steps.push({ type: 'COPY', args: [s.src, s.dest, s.user ?? '', s.mode ?? ''], filesHash: hash });
   }
   const startCmd = o.startCmd ?? df.startCmd;
-  // A registry reference names an image; a plain name is a kiln template.
+  // A registry reference (`host:port/name:tag`) names an OCI image; a plain name, a kiln template.
   const image = df.from.includes('/') || df.from.includes(':');
   return {
     name: o.name,
