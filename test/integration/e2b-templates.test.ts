@@ -67,6 +67,7 @@ describe('template builds through the e2b SDK (real guests)', { timeout: 1_800_0
   });
   after(async () => {
     await removeStateDir(env, state);
+    await rm(ctxDir, { recursive: true, force: true });
   });
 
   it('builds, caches, re-runs from a changed step; the sandbox has files, env and a running server', async () => {
