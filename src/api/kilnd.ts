@@ -439,6 +439,7 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
       now,
       ensureTemplate: (name, opId) => templates.ensure(name, opId),
       imageTemplate: ociTemplateMaker(o, svc, log),
+      image: async (key) => imageByKey(o.cacheDir, key),
       ...(o.templateReadyTimeoutMs ? { readyTimeoutMs: o.templateReadyTimeoutMs } : {}),
     });
     const interrupted = await builds.recover();

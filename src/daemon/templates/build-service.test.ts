@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { nullLogger } from '../../core/log.ts';
-import { ServiceFixture } from '../testing/fixtures.ts';
+import { FAKE_IMAGE, ServiceFixture } from '../testing/fixtures.ts';
 import { INTERRUPTED, TemplateBuildService } from './build-service.ts';
 
 let f: ServiceFixture;
@@ -24,8 +24,12 @@ const steps = (third: string) => ({
   ],
 });
 
-async function build(name: string, body: Record<string, unknown>) {
-  const b = tb.request(name, {}, undefined);
+async function build(
+  name: string,
+  body: Record<string, unknown>,
+  res: { vcpus?: number; memoryMiB?: number } = {},
+) {
+  const b = tb.request(name, res, undefined);
   tb.start(b.templateId, b.id, body, undefined);
   await tb.idle();
   const st = tb.status(b.templateId, b.id, 0, undefined);
@@ -44,6 +48,7 @@ describe('template builds (fake driver)', () => {
       log: nullLogger,
       ensureTemplate: () => Promise.resolve(),
       readyTimeoutMs: 1000,
+      image: () => Promise.resolve(FAKE_IMAGE),
     });
   });
   afterEach(async () => {
@@ -121,6 +126,21 @@ describe('template builds (fake driver)', () => {
       r.build.reason?.message ?? '',
       /the ready command did not succeed within 1 s \(last exit code 4\)/,
     );
+  });
+
+  it('cpuCount / memoryMB: a twin of an image-booted parent with them; refused on a step-built parent', async () => {
+    const r = await build(
+      'big',
+      { fromTemplate: 'base', steps: [{ type: 'RUN', args: ['echo x'] }] },
+      { memoryMiB: 1024, vcpus: 2 },
+    );
+    assert.equal(r.build.status, 'ready', r.messages.join('\n'));
+    const t = f.svc.templates().find((x) => x.name === 'big');
+    assert.deepEqual([t?.memoryMiB, t?.vcpus], [1024, 2]);
+    assert.equal(f.svc.getSnapshot(t?.snapshotId ?? '').memoryMiB, 1024);
+    const on = await build('bigger', { fromTemplate: 'big', steps: [] }, { memoryMiB: 2048 });
+    assert.equal(on.build.status, 'error');
+    assert.match(on.build.reason?.message ?? '', /runs with 2 vCPU\(s\) and 1024 MiB/);
   });
 
   it('bad input is refused before anything runs; a second build of a name in flight is refused', () => {

@@ -33,6 +33,8 @@ export interface TemplateBuildServiceOpts {
   ensureTemplate: (name: string, opId: string) => Promise<void>;
   /** Makes the template of an OCI image reference (fromImage); absent, such builds are refused. */
   imageTemplate?: BuildRunDeps['imageTemplate'];
+  /** Boot files of an image by key (cpuCount / memoryMB other than the parent's). */
+  image?: BuildRunDeps['image'];
   /** How long a ready command may take to pass (default 120 s). */
   readyTimeoutMs?: number;
 }
@@ -63,6 +65,7 @@ export class TemplateBuildService {
       ensureTemplate: o.ensureTemplate,
       readyTimeoutMs: o.readyTimeoutMs ?? 120_000,
       imageTemplate: o.imageTemplate,
+      image: o.image,
     };
   }
 

@@ -26,6 +26,7 @@ import {
 } from '../../core/template-steps.ts';
 import type { Store } from '../../store/store.ts';
 import type { SandboxService } from '../sandbox-service.ts';
+import type { BootImage } from '../sandbox/types.ts';
 import type { BuildFiles } from './files.ts';
 import { GuestSteps, StepFailed, applyContext, initialContext } from './guest-steps.ts';
 
@@ -39,6 +40,8 @@ export interface BuildRunDeps {
   ensureTemplate: (name: string, opId: string) => Promise<void>;
   /** Makes (or finds) the template of an OCI image reference (api/oci-templates.ts); absent: refused. */
   imageTemplate?: ((reference: string, opId: string) => Promise<string>) | undefined;
+  /** A guest image's boot files by key (to boot a parent image with other resources). */
+  image?: ((key: string) => Promise<BootImage>) | undefined;
   /** How long the ready command may take to pass. */
   readyTimeoutMs: number;
   /** How often the ready command is tried. */
@@ -74,7 +77,12 @@ class BuildError extends Error {
 }
 
 /** The parent template: by name or id; `fromImage` of E2B's default image means kiln's `base`. */
-async function parentOf(d: BuildRunDeps, spec: BuildSpec, opId: string): Promise<TemplateRecord> {
+async function parentOf(
+  d: BuildRunDeps,
+  spec: BuildSpec,
+  b: TemplateBuildRecord,
+  opId: string,
+): Promise<TemplateRecord> {
   let ref: string;
   if ('template' in spec.from) ref = spec.from.template;
   else if (spec.from.image === E2B_DEFAULT_IMAGE) ref = 'base';
@@ -92,7 +100,35 @@ async function parentOf(d: BuildRunDeps, spec: BuildSpec, opId: string): Promise
   if (ref === 'base') await d.ensureTemplate('base', opId);
   const t = d.svc.templates().find((x) => x.name === ref || x.id === ref);
   if (!t?.snapshotId) throw new BuildError(`fromTemplate("${ref}"): no such template`, 'base');
-  return t;
+  return withResources(d, t, b, opId);
+}
+
+/**
+ * The parent with the build's cpuCount / memoryMB: sandboxes restore the parent's memory
+ * snapshot, so other resources need a parent booted with them. A template booted from an image
+ * gets a twin `kiln-res-<mem>m<cpus>c-<template id>` booted from the same image (kept, reused);
+ * a template built from steps keeps its running state's resources: other ones are refused.
+ */
+async function withResources(
+  d: BuildRunDeps,
+  t: TemplateRecord,
+  b: TemplateBuildRecord,
+  opId: string,
+): Promise<TemplateRecord> {
+  const mem = b.memoryMiB ?? t.memoryMiB;
+  const cpus = b.vcpus ?? t.vcpus;
+  if (mem === t.memoryMiB && cpus === t.vcpus) return t;
+  const snap = d.svc.getSnapshot(t.snapshotId ?? '');
+  if (snap.kind !== 'template' || !d.image)
+    throw new BuildError(
+      `cpuCount ${String(cpus)} / memoryMB ${String(mem)}: template "${t.name}" runs with ${String(t.vcpus)} vCPU(s) and ${String(t.memoryMiB)} MiB, and a template built on it restores its running state; build on one booted from an image (such as base) to choose them`,
+      'base',
+    );
+  const name = `kiln-res-${String(mem)}m${String(cpus)}c-${t.id}`;
+  const twin = d.svc.templates().find((x) => x.name === name);
+  if (twin && d.svc.templateReady(twin)) return twin;
+  const img = await d.image(t.imageKey);
+  return d.svc.buildTemplate(name, img, { memoryMiB: mem, vcpus: cpus }, { opId });
 }
 
 /** A live layer snapshot by key (or a template's running state by name), if the cache holds it. */
@@ -165,7 +201,7 @@ class BuildRun {
   async run(): Promise<void> {
     const d = this.#d;
     const t0 = d.now();
-    const parent = await parentOf(d, this.#spec, this.opId);
+    const parent = await parentOf(d, this.#spec, this.#b, this.opId);
     this.log.add('info', `[base] FROM template ${parent.name}`, 'base');
     const plan = planCache(d, parent, this.#spec, this.#b.templateId);
     if (await this.#allCached(parent, plan)) return;
