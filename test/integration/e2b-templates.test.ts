@@ -9,11 +9,12 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Sandbox, Template, waitForPort, type LogEntry } from 'e2b';
 import { loadConfig } from '../../src/core/config.ts';
-import { kilnSync, removeStateDir, useKilnE2bEnv } from '../helpers/kilnd.ts';
+import { CLI, removeStateDir, useKilnE2bEnv, type CliResult } from '../helpers/kilnd.ts';
 import { pushTestImage, startRegistry } from '../helpers/oci-registry.ts';
 
 let state: string;
@@ -44,6 +45,24 @@ async function build(
     requestTimeoutMs: 600_000,
   });
   return { logs, ms: Date.now() - t0 };
+}
+
+/**
+ * `kiln ...` without blocking the event loop (kilnSync would: the SDK's pooled keep-alive socket
+ * then misses the server's close while the CLI runs, and its next request dies with EPIPE).
+ */
+function kiln(...args: string[]): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [CLI, ...args],
+      { env, encoding: 'utf8', timeout: 600_000 },
+      (err, stdout, stderr) => {
+        const code = err && typeof err.code === 'number' ? err.code : err ? 1 : 0;
+        resolve({ status: code, stdout, stderr });
+      },
+    );
+  });
 }
 
 const ran = (logs: string[]): string[] => logs.filter((l) => /^\[\d+\/\d+\] /.test(l));
@@ -160,8 +179,7 @@ describe('template builds through the e2b SDK (real guests)', { timeout: 1_800_0
         '',
       ].join('\n'),
     );
-    const r = kilnSync(
-      env,
+    const r = await kiln(
       'template',
       'build',
       '-f',
@@ -183,11 +201,10 @@ describe('template builds through the e2b SDK (real guests)', { timeout: 1_800_0
     );
     assert.equal(out.stdout, 'hello from the build context\nyes\nbuilt-by-cli\nroot\nuser\n');
     await sbx.kill();
-    const got = kilnSync(env, 'template', 'get', 'tpl-df', '--json');
+    const got = await kiln('template', 'get', 'tpl-df', '--json');
     assert.equal(got.status, 0, got.stderr);
     assert.equal((JSON.parse(got.stdout) as { builds: { status: string }[] }).builds[0]?.status, 'ready');
-    const bad = kilnSync(
-      env,
+    const bad = await kiln(
       'template',
       'build',
       '-f',
@@ -202,7 +219,7 @@ describe('template builds through the e2b SDK (real guests)', { timeout: 1_800_0
     );
     assert.notEqual(bad.status, 0);
     assert.match(bad.stderr, /ready command did not succeed/);
-    assert.equal(kilnSync(env, 'template', 'rm', 'tpl-df').status, 0);
+    assert.equal((await kiln('template', 'rm', 'tpl-df')).status, 0);
     assert.equal(await Template.exists('tpl-df'), false);
   });
 
