@@ -8,12 +8,14 @@ import type { ApiKeyService } from '../daemon/api-keys.ts';
 import { SandboxConnector } from '../daemon/connect.ts';
 import { TemplateEnsurer, type TemplateBuilder } from '../daemon/ensure-template.ts';
 import type { SandboxService } from '../daemon/sandbox-service.ts';
+import type { TemplateBuildService } from '../daemon/templates/build-service.ts';
 import { accountRoutes } from './e2b/account.ts';
 import { logRoutes } from './e2b/logs.ts';
 import { metricsRoutes } from './e2b/metrics.ts';
 import { refusedRoutes } from './e2b/route-table.ts';
 import { sandboxRoutes } from './e2b/sandboxes.ts';
 import { snapshotRoutes } from './e2b/snapshots.ts';
+import { templateRoutes } from './e2b/templates.ts';
 import { volumesRoutes } from './e2b/volumes.ts';
 import { e2bViews } from './e2b/views.ts';
 import type { Route } from './http.ts';
@@ -28,6 +30,8 @@ export type E2bApiDeps = {
   connector?: SandboxConnector;
   /** The `domain` create/connect/get answer (published ports: `{port}-{id}.<domain>`); default none. */
   sandboxDomain?: () => string | null;
+  /** Template builds (the SDK's Template.build); kilnd passes its one service. */
+  builds?: TemplateBuildService;
 } & (
   | {
       /** Builds the default template on first use; kilnd passes the native API's (one build at a time). */
@@ -43,14 +47,18 @@ export function e2bRoutes(o: E2bApiDeps): Route[] {
     templates: 'templates' in o ? o.templates : new TemplateEnsurer(o.svc, o.buildTemplate),
     connector: o.connector ?? new SandboxConnector(o.svc),
     views: e2bViews(o.svc, o.sandboxDomain ?? (() => null)),
+    builds: o.builds,
   };
   // Metrics first: `GET /sandboxes/metrics` must not be taken for `GET /sandboxes/:id`.
   return [
     ...metricsRoutes(d),
     ...sandboxRoutes(d),
     ...logRoutes(d),
-    ...snapshotRoutes(d),
+    // Account (`GET /templates/aliases/:alias`) before templates, templates (`DELETE
+    // /templates/tags`) before snapshots (`DELETE /templates/:id`): the first match wins.
     ...accountRoutes(d),
+    ...templateRoutes(d),
+    ...snapshotRoutes(d),
     ...volumesRoutes(d),
     ...refusedRoutes(),
   ];

@@ -15,6 +15,7 @@ import { HttpGuestClient } from '../daemon/guest-client.ts';
 import type { LivenessOpts } from '../daemon/liveness.ts';
 import { SandboxConnector } from '../daemon/connect.ts';
 import { TemplateEnsurer, type TemplateBuilder } from '../daemon/ensure-template.ts';
+import { TemplateBuildService } from '../daemon/templates/build-service.ts';
 import { SandboxService } from '../daemon/sandbox-service.ts';
 import { secureStateDir } from '../daemon/state-dir.ts';
 import { buildDefaultImageInChild } from '../images/build-child.ts';
@@ -40,6 +41,7 @@ import {
 } from './limits.ts';
 import { createListener, type ListenerLimits } from './listener.ts';
 import { nativeRoutes } from './native.ts';
+import { ociTemplateMaker } from './oci-templates.ts';
 import { openNetworks, type NetworkOpts } from './networks.ts';
 
 export const KILN_VERSION = '0.1.0';
@@ -90,6 +92,8 @@ export interface KilndOpts {
   failpoint?: { at: string; hit: () => void };
   /** How long a restored guest may take to answer (default 60 s; $KILN_READY_TIMEOUT_MS). */
   readyTimeoutMs?: number | undefined;
+  /** How long a template build's ready command may take (default 120 s; $KILN_TEMPLATE_READY_TIMEOUT_MS). */
+  templateReadyTimeoutMs?: number | undefined;
   /**
    * Background loop periods (defaults: reaper and liveness 1 s, chain flattening 30 s;
    * $KILN_REAP_EVERY_MS / $KILN_LIVENESS_EVERY_MS / $KILN_FLATTEN_EVERY_MS).
@@ -284,11 +288,19 @@ function templateBuilder(o: KilndOpts, svc: SandboxService, log: Logger): Templa
   };
 }
 
+type E2bServeDeps = {
+  svc: SandboxService;
+  keys: ApiKeyService;
+  templates: TemplateEnsurer;
+  connector: SandboxConnector;
+  builds: TemplateBuildService;
+};
+
 /** The E2B API and the envd proxy on their TCP ports; their URLs are recorded in `<state>/e2b.json`. */
 async function serveE2b(
   o: KilndOpts,
   log: Logger,
-  api: { svc: SandboxService; keys: ApiKeyService; templates: TemplateEnsurer; connector: SandboxConnector },
+  api: E2bServeDeps,
   limits: ListenersPlan,
   undo: UndoStack,
 ): Promise<{
@@ -298,7 +310,7 @@ async function serveE2b(
   e2bSandboxUrl: string;
   sandboxDomain: string;
 }> {
-  const { svc, keys, templates, connector } = api;
+  const { svc, keys, templates, connector, builds } = api;
   // Known once the envd proxy listens; no request is served before.
   let sandboxDomain = o.sandboxDomain ?? 'localhost';
   const e2bApi = createListener(
@@ -309,6 +321,7 @@ async function serveE2b(
         buildTemplate: () => Promise.reject(new Error('unused')),
         templates,
         connector,
+        builds,
         sandboxDomain: () => sandboxDomain,
       }),
       log.child({ api: 'e2b' }),
@@ -418,15 +431,31 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
     const buildTemplate = templateBuilder(o, svc, log);
     // One of each for both APIs: a first create on either builds `base` once.
     const templates = new TemplateEnsurer(svc, buildTemplate);
+    const builds = new TemplateBuildService({
+      svc,
+      store,
+      dataDir: join(o.stateDir, 'data'),
+      log,
+      now,
+      ensureTemplate: (name, opId) => templates.ensure(name, opId),
+      imageTemplate: ociTemplateMaker(o, svc, log),
+      image: async (key) => imageByKey(o.cacheDir, key),
+      ...(o.templateReadyTimeoutMs ? { readyTimeoutMs: o.templateReadyTimeoutMs } : {}),
+    });
+    const interrupted = await builds.recover();
+    if (interrupted.length)
+      log.warn({ builds: interrupted }, 'template builds interrupted by a restart failed');
+    undo.push('wait for template builds', () => builds.idle());
     const connector = new SandboxConnector(svc, now);
     const keys = new ApiKeyService({ store });
     const limits = listenerPlan(log, o.listeners);
-    const e2b = await serveE2b(o, log, { svc, keys, templates, connector }, limits, undo);
+    const e2b = await serveE2b(o, log, { svc, keys, templates, connector, builds }, limits, undo);
     const e2bEnv = e2bEnvOnce(o.stateDir, keys, e2b.e2bApiUrl, e2b.e2bSandboxUrl);
     const routes = nativeRoutes({
       svc,
       buildTemplate,
       templates,
+      builds,
       version: KILN_VERSION,
       keys,
       e2bEnv,

@@ -12,6 +12,8 @@ import { sandboxRoutes } from './native/sandboxes.ts';
 import { snapshotRoutes } from './native/snapshots.ts';
 import { systemRoutes } from './native/system.ts';
 import { templateRoutes } from './native/templates.ts';
+import { templateBuildRoutes } from './native/template-builds.ts';
+import type { TemplateBuildService } from '../daemon/templates/build-service.ts';
 import { volumeRoutes } from './native/volumes.ts';
 
 export type { TemplateBuilder } from '../daemon/ensure-template.ts';
@@ -32,6 +34,8 @@ export interface NativeApiDeps {
   sandboxDomain?: string;
   /** Builds the default template on first use; pass the E2B API's too so they share one build. */
   templates?: TemplateEnsurer;
+  /** Template builds (kilnd's one service, shared with the E2B API). */
+  builds?: TemplateBuildService;
 }
 
 export function nativeRoutes(o: NativeApiDeps): Route[] {
@@ -39,6 +43,7 @@ export function nativeRoutes(o: NativeApiDeps): Route[] {
   return [
     ...systemRoutes(d),
     ...templateRoutes(d),
+    ...templateBuildRoutes(d),
     ...sandboxRoutes(d),
     ...execRoutes(d),
     ...snapshotRoutes(d),

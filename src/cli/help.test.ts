@@ -31,6 +31,8 @@ const EXPECTED = [
   'snapshot export',
   'snapshot import',
   'template list',
+  'template get',
+  'template rm',
   'template build',
   'image build',
   'image list',

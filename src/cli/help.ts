@@ -161,10 +161,32 @@ export const COMMANDS: Record<string, CommandHelp> = {
     options: [JSON_OPT],
   },
   'template list': { usage: ['kiln template list [--json]'], summary: 'list templates', options: [JSON_OPT] },
+  'template get': {
+    usage: ['kiln template get NAME [--json]'],
+    summary: 'a template built from steps (Dockerfile, e2b SDK) and its builds',
+    options: [JSON_OPT],
+  },
+  'template rm': {
+    usage: ['kiln template rm NAME [--json]'],
+    summary: 'delete a template built from steps, and the cached layers no other template uses',
+    options: [JSON_OPT],
+  },
   'template build': {
-    usage: ['kiln template build [--name N] [--memory MiB] [--vcpus N] [--json]'],
-    summary: 'boot the image, wait for the agent and snapshot it as a template',
+    usage: [
+      'kiln template build [--name N] [--memory MiB] [--vcpus N] [--json]',
+      'kiln template build -f Dockerfile --name N [--start-cmd C] [--ready-cmd R] [--build-arg K=V]... [--no-cache] [--json] [CONTEXT]',
+    ],
+    summary:
+      'boot the image, wait for the agent and snapshot it as a template; with -f, build from a Dockerfile (FROM a kiln template; RUN, COPY/ADD, ENV, ARG, WORKDIR, USER, CMD/ENTRYPOINT) with a layer cache',
     options: [
+      ['-f, --file F', 'the Dockerfile; COPY sources are read from CONTEXT (default .)'],
+      ['--start-cmd C', 'start command (default: CMD/ENTRYPOINT); runs in the template, captured running'],
+      [
+        '--ready-cmd R',
+        'the template is snapshotted once this exits 0 (deadline $KILN_TEMPLATE_READY_TIMEOUT_MS)',
+      ],
+      ['--build-arg K=V', 'a value for an ARG'],
+      ['--no-cache', 'run every step again'],
       ['--name N', `template name (default ${DEFAULT_TEMPLATE})`],
       ['--memory MiB', `memory of its sandboxes (default ${DEFAULT_MEMORY_MIB})`],
       ['--vcpus N', `vCPUs of its sandboxes (default ${DEFAULT_VCPUS})`],

@@ -42,6 +42,8 @@ export interface KilnConfig {
   diskOvercommitRatio: number | undefined;
   /** KILN_READY_TIMEOUT_MS: how long a restored guest may take to answer (default 60000). */
   readyTimeoutMs: number | undefined;
+  /** KILN_TEMPLATE_READY_TIMEOUT_MS: how long a template build's ready command may take (default 120000). */
+  templateReadyTimeoutMs: number | undefined;
   /** KILN_REAP_EVERY_MS / KILN_LIVENESS_EVERY_MS / KILN_FLATTEN_EVERY_MS: background loop periods. */
   reapEveryMs: number | undefined;
   livenessEveryMs: number | undefined;
@@ -144,6 +146,7 @@ export function loadConfig(env: Env = process.env, home: string = homedir()): Ki
     diskReserveMiB: num(env, 'KILN_DISK_RESERVE_MIB', 0),
     diskOvercommitRatio: num(env, 'KILN_DISK_OVERCOMMIT_RATIO', 1),
     readyTimeoutMs: int(env, 'KILN_READY_TIMEOUT_MS', 1000),
+    templateReadyTimeoutMs: int(env, 'KILN_TEMPLATE_READY_TIMEOUT_MS', 1000),
     reapEveryMs: int(env, 'KILN_REAP_EVERY_MS', 100),
     livenessEveryMs: int(env, 'KILN_LIVENESS_EVERY_MS', 100),
     flattenEveryMs: int(env, 'KILN_FLATTEN_EVERY_MS', 1000),

@@ -251,3 +251,37 @@ export interface EventRecord {
 
 /** Per-sandbox event retention (firkin keeps 1000). */
 export const EVENTS_PER_SANDBOX = 1000;
+
+/** A template build's state (E2B's TemplateBuildStatus; kiln never queues, so no `waiting`). */
+export type TemplateBuildStatus = 'building' | 'ready' | 'error';
+
+/**
+ * One build of a template (E2B's template builds): requested by `POST /v3/templates`, started by
+ * `POST /v2/templates/{id}/builds/{buildID}` with its steps, run by daemon/templates/.
+ */
+export interface TemplateBuildRecord {
+  id: string;
+  /** The template it builds (id kept across rebuilds of one name). */
+  templateId: string;
+  templateName: string;
+  /** The API key that asked; the template becomes its own (null: kiln's own, native API). */
+  ownerKeyId: string | null;
+  tags: string[];
+  status: TemplateBuildStatus;
+  /** Requested resources (null: the parent's). */
+  vcpus: number | null;
+  memoryMiB: number | null;
+  /** The build definition (core/template-steps.ts BuildSpec as JSON); null until started. */
+  spec: string | null;
+  /** Why it failed: message and the failed step (E2B's BuildStatusReason). */
+  reason: { message: string; step?: string } | null;
+  /** The builder sandbox while it runs (killed at the end, or at start-up after a crash). */
+  builderId: string | null;
+  /** The layer snapshots this build's template stands on (what deleting the template may free). */
+  layers: string[];
+  /** The template's snapshot once ready. */
+  snapshotId: string | null;
+  createdAt: string;
+  updatedAt: string;
+  finishedAt: string | null;
+}

@@ -77,6 +77,46 @@ function apiError(body: string, status: number, opHeader: string | string[] | un
   );
 }
 
+/** POST /v1/template-builds. */
+export interface TemplateBuildRequest {
+  name: string;
+  fromTemplate?: string;
+  fromImage?: string;
+  steps: { type: string; args?: string[]; filesHash?: string; force?: boolean }[];
+  startCmd?: string;
+  readyCmd?: string;
+  force?: boolean;
+  memoryMiB?: number;
+  vcpus?: number;
+}
+
+export interface TemplateBuildView {
+  id: string;
+  templateId: string;
+  name: string;
+  status: 'building' | 'ready' | 'error';
+  reason: { message: string; step?: string } | null;
+  snapshotId: string | null;
+  createdAt: string;
+  finishedAt: string | null;
+}
+
+export interface BuildLogLine {
+  timestamp: string;
+  level: string;
+  message: string;
+  step?: string;
+}
+
+export interface TemplateDetailView {
+  id: string;
+  name: string;
+  snapshotId: string | null;
+  memoryMiB: number | null;
+  vcpus: number | null;
+  builds: TemplateBuildView[];
+}
+
 /** A typed client of kilnd's native API over its unix socket. */
 export class KilnClient {
   readonly socketPath: string;
@@ -287,6 +327,55 @@ export class KilnClient {
       });
       pipeline(input, req).catch(reject);
     });
+  }
+
+  /** Starts a template build from a step list (E2B's TemplateBuildStartV2 fields plus name). */
+  startTemplateBuild(o: TemplateBuildRequest): Promise<TemplateBuildView> {
+    return this.#json('POST', '/v1/template-builds', o);
+  }
+
+  /** A build's status and its log lines from `logsOffset`. */
+  templateBuild(id: string, logsOffset = 0): Promise<TemplateBuildView & { logs: BuildLogLine[] }> {
+    return this.#json('GET', `/v1/template-builds/${encodeURIComponent(id)}?logsOffset=${logsOffset}`);
+  }
+
+  async templateFilePresent(hash: string): Promise<boolean> {
+    return (await this.#json<{ present: boolean }>('GET', `/v1/template-files/${encodeURIComponent(hash)}`))
+      .present;
+  }
+
+  /** Uploads a build context tar under its hash. */
+  uploadTemplateFile(hash: string, input: NodeJS.ReadableStream): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const req = request(
+        {
+          socketPath: this.socketPath,
+          method: 'PUT',
+          path: `/v1/template-files/${encodeURIComponent(hash)}`,
+          agent: false,
+          headers: { 'content-type': 'application/x-tar' },
+        },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8').on('data', (d: string) => (text += d));
+          res.on('end', () => {
+            if (res.statusCode === 204) resolve();
+            else reject(apiError(text, res.statusCode ?? 0, res.headers['x-kiln-op-id']));
+          });
+        },
+      );
+      req.on('error', reject);
+      pipeline(input, req).catch(reject);
+    });
+  }
+
+  /** A template built from steps, with its builds. */
+  getTemplate(idOrName: string): Promise<TemplateDetailView> {
+    return this.#json('GET', `/v1/templates/${encodeURIComponent(idOrName)}`);
+  }
+
+  async deleteTemplate(idOrName: string): Promise<void> {
+    await this.#json('DELETE', `/v1/templates/${encodeURIComponent(idOrName)}`);
   }
 
   listTemplates(): Promise<{ items: TemplateView[] }> {

@@ -150,4 +150,36 @@ export const MIGRATIONS: readonly string[] = [
   ) STRICT;
   CREATE INDEX volume_mounts_volume ON volume_mounts(volume_id);
   `,
+  // 10: template builds (issue 14): each build's definition, state, builder sandbox and the
+  // layer snapshots its template stands on; its log lines, so status answers after a restart.
+  `
+  CREATE TABLE template_builds (
+    id            TEXT PRIMARY KEY,
+    template_id   TEXT NOT NULL,
+    template_name TEXT NOT NULL,
+    owner_key_id  TEXT,
+    tags          TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    vcpus         INTEGER,
+    memory_mib    INTEGER,
+    spec          TEXT,
+    reason        TEXT,
+    builder_id    TEXT,
+    layers        TEXT NOT NULL,
+    snapshot_id   TEXT,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    finished_at   TEXT
+  ) STRICT;
+  CREATE INDEX template_builds_template ON template_builds(template_id, created_at);
+  CREATE TABLE template_build_logs (
+    build_id  TEXT NOT NULL REFERENCES template_builds(id) ON DELETE CASCADE,
+    seq       INTEGER NOT NULL,
+    ts        TEXT NOT NULL,
+    level     TEXT NOT NULL,
+    message   TEXT NOT NULL,
+    step      TEXT,
+    PRIMARY KEY (build_id, seq)
+  ) STRICT;
+  `,
 ];

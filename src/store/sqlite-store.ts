@@ -5,6 +5,8 @@ import * as journal from './sqlite-journal.ts';
 import * as sandboxes from './sqlite-sandboxes.ts';
 import * as snapshots from './sqlite-snapshots.ts';
 import * as volumes from './sqlite-volumes.ts';
+import * as builds from './sqlite-template-builds.ts';
+import type { BuildLogEntry } from '../core/template-steps.ts';
 import type {
   Page,
   PageOpts,
@@ -153,6 +155,24 @@ export class SqliteStore implements Store {
   }
   listMounts(sandboxId: string): D.VolumeMount[] {
     return volumes.listMounts(this.#db, sandboxId);
+  }
+  putBuild(b: D.TemplateBuildRecord): void {
+    builds.putBuild(this.#db, b);
+  }
+  getBuild(id: string): D.TemplateBuildRecord {
+    return builds.getBuild(this.#db, id);
+  }
+  listBuilds(templateId?: string): D.TemplateBuildRecord[] {
+    return builds.listBuilds(this.#db, templateId);
+  }
+  deleteBuilds(templateId: string): void {
+    builds.deleteBuilds(this.#db, templateId);
+  }
+  appendBuildLog(buildId: string, e: BuildLogEntry): void {
+    builds.appendBuildLog(this.#db, buildId, e);
+  }
+  buildLogs(buildId: string, offset: number, limit: number): BuildLogEntry[] {
+    return builds.buildLogs(this.#db, buildId, offset, limit);
   }
 
   close(): void {

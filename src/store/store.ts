@@ -8,10 +8,12 @@ import type {
   SandboxRecord,
   SandboxState,
   SnapshotRecord,
+  TemplateBuildRecord,
   TemplateRecord,
   VolumeMount,
   VolumeRecord,
 } from '../core/domain.ts';
+import type { BuildLogEntry } from '../core/template-steps.ts';
 
 export interface Page<T> {
   items: T[];
@@ -145,6 +147,17 @@ export interface Store {
   /** Replaces a sandbox's mounts (`[]` detaches them all). */
   setMounts(sandboxId: string, mounts: readonly VolumeMount[]): void;
   listMounts(sandboxId: string): VolumeMount[];
+
+  /** Template builds (issue 14): insert or replace one; its log lines stay. */
+  putBuild(b: TemplateBuildRecord): void;
+  getBuild(id: string): TemplateBuildRecord;
+  /** Builds of one template (or all), oldest first. */
+  listBuilds(templateId?: string): TemplateBuildRecord[];
+  /** Removes a template's builds and their logs. */
+  deleteBuilds(templateId: string): void;
+  appendBuildLog(buildId: string, e: BuildLogEntry): void;
+  /** A build's log lines from `offset` (0-based), at most `limit`. */
+  buildLogs(buildId: string, offset: number, limit: number): BuildLogEntry[];
 
   close(): void;
 }

@@ -5,6 +5,7 @@ import type { ApiKeyService } from '../../daemon/api-keys.ts';
 import type { SandboxConnector } from '../../daemon/connect.ts';
 import type { TemplateEnsurer } from '../../daemon/ensure-template.ts';
 import type { SandboxService } from '../../daemon/sandbox-service.ts';
+import type { TemplateBuildService } from '../../daemon/templates/build-service.ts';
 import { sees, type Caller } from '../../daemon/scope.ts';
 import type { Ctx } from '../http.ts';
 import { Fields } from '../parse.ts';
@@ -16,6 +17,8 @@ export interface E2bDeps {
   templates: TemplateEnsurer;
   connector: SandboxConnector;
   views: E2bViews;
+  /** Template builds (issue 14); absent, the template build routes answer invalid_state. */
+  builds: TemplateBuildService | undefined;
 }
 
 /** The longest page E2B's list endpoints answer. */

@@ -16,6 +16,8 @@ export function e2bRouterOpts(keys: ApiKeyService): RouterOpts {
     authenticate: (req: IncomingMessage) => {
       // The volume content API authenticates with the volume's own token (api/e2b/volumes.ts).
       if (req.url?.startsWith('/volumecontent/')) return;
+      // A template build context upload carries its one-time link token (api/e2b/templates.ts).
+      if (req.method === 'PUT' && req.url?.startsWith('/template-files/')) return;
       const k = req.headers['x-api-key'];
       keys.verify(typeof k === 'string' ? k : undefined);
     },

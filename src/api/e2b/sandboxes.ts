@@ -76,6 +76,8 @@ const MAX_REFRESH_S = 3600;
 async function create(d: E2bDeps, c: Ctx): Promise<E2bSandbox> {
   const req = parseCreate(await fields(c));
   const caller = callerOf(d, c);
+  // E2B's `name:tag`: the template, while the tag names its current build.
+  if (req.template.includes(':') && d.builds) req.template = d.builds.resolveTag(req.template, caller);
   await d.templates.ensure(req.template, c.opId);
   return d.views.sandbox(await d.svc.create(req, { opId: c.opId, caller }));
 }

@@ -8,6 +8,7 @@ import type { Ctx, Route } from '../http.ts';
 import { queryLimit } from '../parse.ts';
 import { MAX_LIST, callerOf, fields, idOf, live, noSnapshot, type E2bDeps } from './deps.ts';
 import { invalidArgument } from '../../core/errors.ts';
+import { deleteBuiltTemplate } from './templates.ts';
 
 /** `SnapshotInfo`. */
 interface E2bSnapshot {
@@ -47,6 +48,8 @@ function list(d: E2bDeps, c: Ctx): E2bSnapshot[] {
 
 async function remove(d: E2bDeps, c: Ctx): Promise<null> {
   const id = idOf(c);
+  // A template built by the template API (its snapshot and layers go with it).
+  if (await deleteBuiltTemplate(d, c, id)) return null;
   let snap;
   try {
     snap = d.svc.getSnapshot(id);

@@ -3,6 +3,7 @@ import type { E2bEnvView } from '../../core/api-types.ts';
 import type { ApiKeyService } from '../../daemon/api-keys.ts';
 import type { TemplateBuilder, TemplateEnsurer } from '../../daemon/ensure-template.ts';
 import type { SandboxService } from '../../daemon/sandbox-service.ts';
+import type { TemplateBuildService } from '../../daemon/templates/build-service.ts';
 import type { Ctx } from '../http.ts';
 import { Fields } from '../parse.ts';
 
@@ -16,6 +17,8 @@ export interface NativeDeps {
   e2bEnv: () => Promise<E2bEnvView>;
   /** The domain published ports are under (`{port}-{id}.<domain>`); unset: none is served. */
   sandboxDomain?: string;
+  /** Template builds from step lists (issue 14); absent, those routes answer invalid_state. */
+  builds?: TemplateBuildService | undefined;
 }
 
 /** The request's JSON body under the native API's null rule (docs/openapi.json: nothing is nullable). */

@@ -1,22 +1,46 @@
-/** `kiln template list|build`. */
+/** `kiln template list|get|rm|build` (build from a Dockerfile: template-dockerfile.ts). */
 import { parseArgs } from 'node:util';
 import { DEFAULT_MEMORY_MIB, DEFAULT_TEMPLATE, DEFAULT_VCPUS } from '../../core/defaults.ts';
 import { validateName } from '../../core/validate.ts';
 import { UsageError, intArg } from '../args.ts';
 import type { CliContext } from '../context.ts';
 import { table } from '../output.ts';
+import { buildFromDockerfile } from './template-dockerfile.ts';
 
 export async function template(ctx: CliContext, sub: string | undefined, argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values, positionals } = parseArgs({
     args: argv,
+    allowPositionals: true,
     options: {
       name: { type: 'string', default: DEFAULT_TEMPLATE },
       memory: { type: 'string', default: String(DEFAULT_MEMORY_MIB) },
       vcpus: { type: 'string', default: String(DEFAULT_VCPUS) },
       json: { type: 'boolean', default: false },
+      file: { type: 'string', short: 'f' },
+      'start-cmd': { type: 'string' },
+      'ready-cmd': { type: 'string' },
+      'build-arg': { type: 'string', multiple: true, default: [] },
+      'no-cache': { type: 'boolean', default: false },
     },
   });
+  if (sub === 'get' || sub === 'rm') return getOrRemove(ctx, sub, positionals, values.json);
   if (sub !== 'list' && sub !== 'build') throw new UsageError(`unknown command "kiln template ${sub ?? ''}"`);
+  if (sub === 'build' && values.file !== undefined) {
+    if (positionals.length > 1) throw new UsageError('kiln template build -f takes one context directory');
+    return buildFromDockerfile(ctx, {
+      file: values.file,
+      name: values.name,
+      context: positionals[0] ?? '.',
+      startCmd: values['start-cmd'],
+      readyCmd: values['ready-cmd'],
+      buildArgs: values['build-arg'],
+      noCache: values['no-cache'],
+      json: values.json,
+      memoryMiB: argv.includes('--memory') ? intArg('memory', values.memory) : undefined,
+      vcpus: argv.includes('--vcpus') ? intArg('vcpus', values.vcpus) : undefined,
+    });
+  }
+  if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0] ?? ''}"`);
   // Check what was typed before starting a daemon.
   validateName('template', values.name);
   const memoryMiB = intArg('memory', values.memory) ?? DEFAULT_MEMORY_MIB;
@@ -36,5 +60,33 @@ export async function template(ctx: CliContext, sub: string | undefined, argv: s
   const t = await c.buildTemplate({ name: values.name, memoryMiB, vcpus });
   if (values.json) console.log(JSON.stringify(t, null, 2));
   else console.log(`template ${t.name} = ${t.snapshotId ?? '?'}`);
+  return 0;
+}
+
+/** `kiln template get NAME` / `kiln template rm NAME`: templates built from steps. */
+async function getOrRemove(
+  ctx: CliContext,
+  sub: 'get' | 'rm',
+  names: string[],
+  json: boolean,
+): Promise<number> {
+  const [name, ...more] = names;
+  if (!name || more.length > 0) throw new UsageError(`kiln template ${sub} takes one template name`);
+  const c = await ctx.connect();
+  if (sub === 'rm') {
+    await c.deleteTemplate(name);
+    if (json) console.log(JSON.stringify({ deleted: name }));
+    else console.log(`template ${name} deleted`);
+    return 0;
+  }
+  const t = await c.getTemplate(name);
+  if (json) console.log(JSON.stringify(t, null, 2));
+  else {
+    console.log(`template ${t.name} (${t.id}) snapshot ${t.snapshotId ?? '-'}`);
+    table(
+      ['BUILD', 'STATUS', 'CREATED', 'REASON'],
+      t.builds.map((b) => [b.id, b.status, b.createdAt, b.reason?.message.split('\n')[0] ?? '']),
+    );
+  }
   return 0;
 }

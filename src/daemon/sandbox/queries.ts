@@ -1,3 +1,4 @@
+import { isInternalSnapshotName } from '../../core/template-steps.ts';
 import type {
   EventRecord,
   SandboxRecord,
@@ -56,7 +57,7 @@ export function listSnapshots(
 ): SnapshotRecord[] {
   return sc.store
     .listSnapshots({ deleted: false, ...(filter.sandboxId ? { sandboxId: filter.sandboxId } : {}) })
-    .filter((x) => !filter.kind || x.kind === filter.kind);
+    .filter((x) => (!filter.kind || x.kind === filter.kind) && !isInternalSnapshotName(x.name));
 }
 
 /**

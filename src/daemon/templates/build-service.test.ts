@@ -1,0 +1,174 @@
+/**
+ * Template builds over the fake driver and fake guests (their exec answers `ran <cmd>`, exit 4
+ * when the command says "fail"): the layer cache, the failure reason, delete, and start-up after
+ * a build was cut by a daemon death. The real thing runs in test/integration/e2b-templates.test.ts.
+ */
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { nullLogger } from '../../core/log.ts';
+import { FAKE_IMAGE, ServiceFixture } from '../testing/fixtures.ts';
+import { INTERRUPTED, TemplateBuildService } from './build-service.ts';
+
+let f: ServiceFixture;
+let tb: TemplateBuildService;
+
+const steps = (third: string) => ({
+  fromTemplate: 'base',
+  startCmd: 'server',
+  readyCmd: 'true',
+  steps: [
+    { type: 'RUN', args: ['echo one'] },
+    { type: 'ENV', args: ['A', '1'] },
+    { type: 'RUN', args: [third] },
+    { type: 'RUN', args: ['echo four', 'root'] },
+  ],
+});
+
+async function build(
+  name: string,
+  body: Record<string, unknown>,
+  res: { vcpus?: number; memoryMiB?: number } = {},
+) {
+  const b = tb.request(name, res, undefined);
+  tb.start(b.templateId, b.id, body, undefined);
+  await tb.idle();
+  const st = tb.status(b.templateId, b.id, 0, undefined);
+  return { ...st, messages: st.logs.map((l) => l.message) };
+}
+
+const runLines = (m: string[]) => m.filter((l) => /^\[\d\/\d\] /.test(l)).map((l) => l.slice(0, 5));
+
+describe('template builds (fake driver)', () => {
+  beforeEach(async () => {
+    f = await ServiceFixture.start({ base: true });
+    tb = new TemplateBuildService({
+      svc: f.svc,
+      store: f.store,
+      dataDir: f.dir,
+      log: nullLogger,
+      ensureTemplate: () => Promise.resolve(),
+      readyTimeoutMs: 1000,
+      image: () => Promise.resolve(FAKE_IMAGE),
+    });
+  });
+  afterEach(async () => {
+    await f.close();
+  });
+
+  it('builds, caches every step on a rebuild, re-runs from the first changed step; hides its layers', async () => {
+    const first = await build('web', steps('echo three'));
+    assert.equal(first.build.status, 'ready', first.messages.join('\n'));
+    assert.deepEqual(runLines(first.messages), ['[1/4]', '[2/4]', '[3/4]', '[4/4]']);
+    assert.ok(first.messages.includes('ran echo one'));
+    assert.equal(first.build.layers.length, 3, 'one layer per RUN');
+    const tpl = f.svc.templates().find((t) => t.name === 'web');
+    assert.equal(tpl?.snapshotId, first.build.snapshotId);
+    assert.deepEqual(
+      f.svc.listSnapshots({ kind: 'snapshot' }),
+      [],
+      'layers and the template snapshot are not listed',
+    );
+    // The builder sandbox is gone.
+    assert.deepEqual(
+      f.svc
+        .list({})
+        .items.filter((s) => s.state !== 'dead')
+        .map((s) => s.id),
+      [],
+    );
+
+    const again = await build('web', steps('echo three'));
+    assert.deepEqual(runLines(again.messages), []);
+    assert.equal(again.messages.filter((m) => /^CACHED \[\d/.test(m)).length, 4);
+    assert.ok(again.messages.includes('0 of 4 steps run, 4 cached'));
+
+    const changed = await build('web', steps('echo THREE'));
+    assert.deepEqual(runLines(changed.messages), ['[3/4]', '[4/4]']);
+    assert.equal(changed.build.templateId, first.build.templateId, 'the name keeps its template id');
+
+    const forced = await build('web', { ...steps('echo THREE'), force: true });
+    assert.deepEqual(runLines(forced.messages), ['[1/4]', '[2/4]', '[3/4]', '[4/4]']);
+
+    await tb.delete('web', undefined, 'op-t');
+    assert.equal(
+      f.svc.templates().some((t) => t.name === 'web'),
+      false,
+    );
+    assert.throws(() => tb.get('web', undefined), /does not exist/);
+    const live = f.store.listSnapshots({ deleted: false }).filter((s) => s.name?.startsWith('kiln-'));
+    assert.deepEqual(live, [], 'no live layer is left');
+  });
+
+  it('a failing step fails the build with its step, exit code and output; no template is made', async () => {
+    const r = await build('bad', {
+      fromTemplate: 'base',
+      steps: [
+        { type: 'RUN', args: ['echo ok'] },
+        { type: 'RUN', args: ['please fail'] },
+      ],
+    });
+    assert.equal(r.build.status, 'error');
+    const reason = r.build.reason;
+    assert.ok(reason);
+    assert.equal(reason.step, '2');
+    assert.match(reason.message, /step 2 \(RUN please fail\) failed with exit code 4:\nran please fail/);
+    assert.ok(r.tail.some((l) => l.level === 'error'));
+    assert.equal(
+      f.svc.templates().some((t) => t.name === 'bad'),
+      false,
+    );
+  });
+
+  it('a ready command that never passes fails at its deadline', async () => {
+    const r = await build('never', { fromTemplate: 'base', startCmd: 'server', readyCmd: 'fail always' });
+    assert.equal(r.build.status, 'error');
+    assert.match(
+      r.build.reason?.message ?? '',
+      /the ready command did not succeed within 1 s \(last exit code 4\)/,
+    );
+  });
+
+  it('cpuCount / memoryMB: a twin of an image-booted parent with them; refused on a step-built parent', async () => {
+    const r = await build(
+      'big',
+      { fromTemplate: 'base', steps: [{ type: 'RUN', args: ['echo x'] }] },
+      { memoryMiB: 1024, vcpus: 2 },
+    );
+    assert.equal(r.build.status, 'ready', r.messages.join('\n'));
+    const t = f.svc.templates().find((x) => x.name === 'big');
+    assert.deepEqual([t?.memoryMiB, t?.vcpus], [1024, 2]);
+    assert.equal(f.svc.getSnapshot(t?.snapshotId ?? '').memoryMiB, 1024);
+    const on = await build('bigger', { fromTemplate: 'big', steps: [] }, { memoryMiB: 2048 });
+    assert.equal(on.build.status, 'error');
+    assert.match(on.build.reason?.message ?? '', /runs with 2 vCPU\(s\) and 1024 MiB/);
+  });
+
+  it('bad input is refused before anything runs; a second build of a name in flight is refused', () => {
+    const b = tb.request('x', {}, undefined);
+    assert.throws(() => {
+      tb.start(b.templateId, b.id, { steps: [] }, undefined);
+    }, /exactly one of fromImage and fromTemplate/);
+    assert.throws(() => tb.request('x', {}, undefined), /is being built/);
+    assert.throws(() => tb.request('base', {}, undefined), /kiln's default template/);
+    assert.throws(() => tb.request('Bad Name', {}, undefined), /must be lower-case/);
+  });
+
+  it('start-up fails a build a dead daemon left running and kills its builder', async () => {
+    const b = tb.request('cut', {}, undefined);
+    const sbx = await f.svc.create({ template: 'base' });
+    f.store.putBuild({ ...b, spec: '{}', builderId: sbx.id });
+    const after = new TemplateBuildService({
+      svc: f.svc,
+      store: f.store,
+      dataDir: f.dir,
+      log: nullLogger,
+      ensureTemplate: () => Promise.resolve(),
+    });
+    assert.deepEqual(await after.recover(), [b.id]);
+    const st = after.status(b.templateId, b.id, 0, undefined);
+    assert.equal(st.build.status, 'error');
+    assert.equal(st.build.reason?.message, INTERRUPTED);
+    assert.equal(st.logs.at(-1)?.message, INTERRUPTED);
+    assert.equal(f.svc.get(sbx.id).state, 'dead');
+  });
+});

@@ -1,0 +1,416 @@
+/**
+ * One template build, start to end: a builder sandbox of kiln's own restored from the deepest
+ * cached layer (or the parent template), the steps from the first one the cache does not hold
+ * (each VM-changing step snapshotted as a layer `kiln-layer-<key>`), then the start command, the
+ * ready check, and a snapshot of the RUNNING VM that becomes the template.
+ *
+ * Crash safety: every snapshot is kiln's journalled snapshot operation (a layer is whole or
+ * absent); the builder is an ordinary sandbox whose id the build record holds, so start-up
+ * (build-service.ts `recover`) kills it and marks the build failed.
+ */
+import type { Logger } from 'pino';
+import type { SnapshotRecord, TemplateBuildRecord, TemplateRecord } from '../../core/domain.ts';
+import { KilnError, asKilnError } from '../../core/errors.ts';
+import {
+  E2B_DEFAULT_IMAGE,
+  changesVm,
+  describeStep,
+  layerKey,
+  layerName,
+  finalKey,
+  rootLayerKey,
+  templateSnapName,
+  type BuildLogEntry,
+  type BuildSpec,
+  type BuildStep,
+} from '../../core/template-steps.ts';
+import type { Store } from '../../store/store.ts';
+import type { SandboxService } from '../sandbox-service.ts';
+import type { BootImage } from '../sandbox/types.ts';
+import type { BuildFiles } from './files.ts';
+import { GuestSteps, StepFailed, applyContext, initialContext } from './guest-steps.ts';
+
+export interface BuildRunDeps {
+  svc: SandboxService;
+  store: Store;
+  files: BuildFiles;
+  log: Logger;
+  now: () => number;
+  /** Builds kiln's default template on first use (TemplateEnsurer). */
+  ensureTemplate: (name: string, opId: string) => Promise<void>;
+  /** Makes (or finds) the template of an OCI image reference (api/oci-templates.ts); absent: refused. */
+  imageTemplate?: ((reference: string, opId: string) => Promise<string>) | undefined;
+  /** A guest image's boot files by key (to boot a parent image with other resources). */
+  image?: ((key: string) => Promise<BootImage>) | undefined;
+  /** How long the ready command may take to pass. */
+  readyTimeoutMs: number;
+  /** How often the ready command is tried. */
+  readyEveryMs?: number;
+}
+
+/** A build's log: persisted line by line (status answers from it, also after a restart). */
+export class BuildLog {
+  readonly #store: Store;
+  readonly #buildId: string;
+  readonly #now: () => number;
+  constructor(store: Store, buildId: string, now: () => number) {
+    this.#store = store;
+    this.#buildId = buildId;
+    this.#now = now;
+  }
+  add(level: BuildLogEntry['level'], message: string, step?: string): void {
+    this.#store.appendBuildLog(this.#buildId, {
+      timestamp: new Date(this.#now()).toISOString(),
+      level,
+      message,
+      ...(step !== undefined ? { step } : {}),
+    });
+  }
+}
+
+class BuildError extends Error {
+  readonly step: string;
+  constructor(message: string, step: string) {
+    super(message);
+    this.step = step;
+  }
+}
+
+/** The parent template: by name or id; `fromImage` of E2B's default image means kiln's `base`. */
+async function parentOf(
+  d: BuildRunDeps,
+  spec: BuildSpec,
+  b: TemplateBuildRecord,
+  opId: string,
+): Promise<TemplateRecord> {
+  let ref: string;
+  if ('template' in spec.from) ref = spec.from.template;
+  else if (spec.from.image === E2B_DEFAULT_IMAGE) ref = 'base';
+  else if (d.imageTemplate) {
+    try {
+      ref = await d.imageTemplate(spec.from.image, opId);
+    } catch (e) {
+      throw new BuildError(`fromImage("${spec.from.image}"): ${asKilnError(e).message}`, 'base');
+    }
+  } else
+    throw new BuildError(
+      `fromImage("${spec.from.image}"): OCI images are not served by this kilnd; use fromTemplate`,
+      'base',
+    );
+  if (ref === 'base') await d.ensureTemplate('base', opId);
+  const t = d.svc.templates().find((x) => x.name === ref || x.id === ref);
+  if (!t?.snapshotId) throw new BuildError(`fromTemplate("${ref}"): no such template`, 'base');
+  return withResources(d, t, b, opId);
+}
+
+/**
+ * The parent with the build's cpuCount / memoryMB: sandboxes restore the parent's memory
+ * snapshot, so other resources need a parent booted with them. A template booted from an image
+ * gets a twin `kiln-res-<mem>m<cpus>c-<template id>` booted from the same image (kept, reused);
+ * a template built from steps keeps its running state's resources: other ones are refused.
+ */
+async function withResources(
+  d: BuildRunDeps,
+  t: TemplateRecord,
+  b: TemplateBuildRecord,
+  opId: string,
+): Promise<TemplateRecord> {
+  const mem = b.memoryMiB ?? t.memoryMiB;
+  const cpus = b.vcpus ?? t.vcpus;
+  if (mem === t.memoryMiB && cpus === t.vcpus) return t;
+  const snap = d.svc.getSnapshot(t.snapshotId ?? '');
+  if (snap.kind !== 'template' || !d.image)
+    throw new BuildError(
+      `cpuCount ${String(cpus)} / memoryMB ${String(mem)}: template "${t.name}" runs with ${String(t.vcpus)} vCPU(s) and ${String(t.memoryMiB)} MiB, and a template built on it restores its running state; build on one booted from an image (such as base) to choose them`,
+      'base',
+    );
+  const name = `kiln-res-${String(mem)}m${String(cpus)}c-${t.id}`;
+  const twin = d.svc.templates().find((x) => x.name === name);
+  if (twin && d.svc.templateReady(twin)) return twin;
+  const img = await d.image(t.imageKey);
+  return d.svc.buildTemplate(name, img, { memoryMiB: mem, vcpus: cpus }, { opId });
+}
+
+/** A live layer snapshot by key (or a template's running state by name), if the cache holds it. */
+function findLayer(svc: SandboxService, key: string, name = layerName(key)): SnapshotRecord | undefined {
+  try {
+    const s = svc.getSnapshot(name);
+    return s.deletedAt === null ? s : undefined;
+  } catch (e) {
+    if (e instanceof KilnError && e.code === 'not_found') return undefined;
+    throw e;
+  }
+}
+
+/** How far the cache reaches: the layer keys, the first step to run, and what to restore. */
+interface CachePlan {
+  keys: string[];
+  /** The name of the template's running-state snapshot for exactly this definition. */
+  finalName: string;
+  firstRun: number;
+  restoreFrom: string;
+  layers: string[];
+}
+
+/** The deepest cached layer: the cache holds every VM-changing step before the first miss or forced step. */
+function planCache(d: BuildRunDeps, parent: TemplateRecord, spec: BuildSpec, templateId: string): CachePlan {
+  const keys: string[] = [];
+  let key = rootLayerKey(parent.snapshotId ?? '');
+  for (const s of spec.steps) keys.push((key = layerKey(key, s)));
+  const plan: CachePlan = {
+    keys,
+    finalName: templateSnapName(finalKey(templateId, key, spec.startCmd, spec.readyCmd)),
+    firstRun: spec.steps.length,
+    restoreFrom: parent.name,
+    layers: [],
+  };
+  for (const [i, s] of spec.steps.entries()) {
+    if (spec.force || s.force) return { ...plan, firstRun: i };
+    if (!changesVm(s)) continue;
+    const hit = findLayer(d.svc, keys[i] ?? '');
+    if (!hit) return { ...plan, firstRun: i };
+    plan.restoreFrom = hit.id;
+    plan.layers.push(hit.id);
+  }
+  return plan;
+}
+
+/** One build in progress: its record, log, builder sandbox and step context. */
+class BuildRun {
+  readonly #d: BuildRunDeps;
+  #b: TemplateBuildRecord;
+  readonly #spec: BuildSpec;
+  readonly log: BuildLog;
+  readonly opId: string;
+  readonly #ctx = initialContext();
+  builder: string | undefined;
+
+  constructor(d: BuildRunDeps, b: TemplateBuildRecord, spec: BuildSpec) {
+    this.#d = d;
+    this.#b = b;
+    this.#spec = spec;
+    this.log = new BuildLog(d.store, b.id, d.now);
+    this.opId = `op-build-${b.id.slice(0, 12)}`;
+  }
+
+  save(patch: Partial<TemplateBuildRecord>): void {
+    this.#b = { ...this.#b, ...patch, updatedAt: new Date(this.#d.now()).toISOString() };
+    this.#d.store.putBuild(this.#b);
+  }
+
+  async run(): Promise<void> {
+    const d = this.#d;
+    const t0 = d.now();
+    const parent = await parentOf(d, this.#spec, this.#b, this.opId);
+    this.log.add('info', `[base] FROM template ${parent.name}`, 'base');
+    const plan = planCache(d, parent, this.#spec, this.#b.templateId);
+    if (await this.#allCached(parent, plan)) return;
+    const sbx = await d.svc.create(
+      { template: plan.restoreFrom, timeoutS: 3600, metadata: { 'kiln.templateBuild': this.#b.id } },
+      { opId: this.opId },
+    );
+    this.builder = sbx.id;
+    this.save({ builderId: sbx.id });
+    const guest = new GuestSteps(d.svc, sbx.id, (line, stream) => {
+      this.log.add(stream === 'stderr' ? 'warn' : 'info', line);
+    });
+    const n = this.#spec.steps.length;
+    let ran = 0;
+    for (const [i, s] of this.#spec.steps.entries()) {
+      const label = `[${String(i + 1)}/${String(n)}] ${describeStep(s)}`;
+      if (i < plan.firstRun) {
+        applyContext(this.#ctx, s);
+        this.log.add('info', `CACHED ${label}`, String(i + 1));
+        continue;
+      }
+      await this.#step(guest, s, i, label, plan);
+      ran++;
+    }
+    this.log.add('info', `${String(ran)} of ${String(n)} steps run, ${String(n - ran)} cached`, 'finalize');
+    await this.#finalize(guest, parent, plan);
+    this.log.add(
+      'info',
+      `template ${this.#b.templateName} built in ${((d.now() - t0) / 1000).toFixed(1)} s`,
+      'finalize',
+    );
+  }
+
+  /** Every step and the start + ready commands as in a live build of this template: that build's state is the template's. */
+  async #allCached(parent: TemplateRecord, plan: CachePlan): Promise<boolean> {
+    if (this.#spec.force || plan.firstRun < this.#spec.steps.length) return false;
+    const done = findLayer(this.#d.svc, '', plan.finalName);
+    if (!done) return false;
+    const n = String(this.#spec.steps.length);
+    for (const [i, s] of this.#spec.steps.entries())
+      this.log.add('info', `CACHED [${String(i + 1)}/${n}] ${describeStep(s)}`, String(i + 1));
+    this.log.add('info', `0 of ${n} steps run, ${n} cached`, 'finalize');
+    this.log.add(
+      'info',
+      'CACHED [finalize] start and ready commands: the running state is unchanged',
+      'finalize',
+    );
+    await finishTemplate(this.#d, this.#b, parent, done);
+    this.save({
+      status: 'ready',
+      snapshotId: done.id,
+      layers: plan.layers,
+      finishedAt: new Date(this.#d.now()).toISOString(),
+    });
+    return true;
+  }
+
+  /** Runs step `i` in the guest; a VM-changing one becomes a layer. */
+  async #step(guest: GuestSteps, s: BuildStep, i: number, label: string, plan: CachePlan): Promise<void> {
+    const d = this.#d;
+    const step = String(i + 1);
+    this.log.add('info', label, step);
+    const ts = d.now();
+    try {
+      if (s.kind === 'RUN') {
+        const code = await guest.run(s.cmd, this.#ctx, s.user ?? this.#ctx.user);
+        if (code !== 0)
+          throw new StepFailed(
+            `step ${step} (${describeStep(s)}) failed with exit code ${String(code)}:\n${guest.tail.join('\n')}`,
+            code,
+          );
+      } else if (s.kind === 'COPY') {
+        if (!(await d.files.present(s.filesHash)))
+          throw new StepFailed(
+            `step ${step} (${describeStep(s)}): its files (${s.filesHash}) were not uploaded`,
+            1,
+          );
+        await guest.copy(s, d.files.path(s.filesHash), this.#ctx);
+      } else {
+        applyContext(this.#ctx, s);
+      }
+    } catch (e) {
+      throw new BuildError(e instanceof StepFailed ? e.message : asKilnError(e).message, step);
+    }
+    if (changesVm(s) && this.builder) {
+      const key = plan.keys[i] ?? '';
+      // A forced step replaces the layer its key had.
+      const old = findLayer(d.svc, key);
+      if (old) await d.svc.deleteSnapshot(old.id, { opId: this.opId });
+      const snap = await d.svc.snapshot(this.builder, { name: layerName(key) }, { opId: this.opId });
+      plan.layers.push(snap.id);
+      this.save({ layers: [...plan.layers] });
+    }
+    this.log.add('info', `done in ${((d.now() - ts) / 1000).toFixed(1)} s`, step);
+  }
+
+  /** Env for login shells, the start command, the ready check, and the running VM's snapshot. */
+  async #finalize(guest: GuestSteps, parent: TemplateRecord, plan: CachePlan): Promise<void> {
+    const d = this.#d;
+    await guest.persistEnv(this.#ctx);
+    if (this.#spec.startCmd) {
+      this.log.add('info', `[finalize] start command: ${this.#spec.startCmd}`, 'finalize');
+      await guest.start(this.#spec.startCmd, this.#ctx);
+    }
+    if (this.#spec.readyCmd) await waitReady(d, guest, this.#spec.readyCmd, this.#ctx, this.log);
+    if (!this.builder) throw new KilnError('internal', 'the build has no builder sandbox');
+    // A forced rebuild replaces the running state this definition had.
+    const old = findLayer(d.svc, '', plan.finalName);
+    if (old) {
+      // Detached first: the store refuses to delete a template's own snapshot.
+      const owner = d.svc.templates().find((t) => t.snapshotId === old.id);
+      if (owner) d.store.putTemplate({ ...owner, snapshotId: null });
+      await d.svc.deleteSnapshot(old.id, { opId: this.opId });
+    }
+    const final = await d.svc.snapshot(this.builder, { name: plan.finalName }, { opId: this.opId });
+    const layers = plan.layers;
+    await finishTemplate(d, this.#b, parent, final);
+    this.save({ status: 'ready', snapshotId: final.id, layers, finishedAt: new Date(d.now()).toISOString() });
+  }
+
+  failed(e: unknown): void {
+    const message = e instanceof BuildError ? e.message : `build failed: ${asKilnError(e).message}`;
+    const step = e instanceof BuildError ? e.step : 'finalize';
+    this.#d.log.warn({ buildId: this.#b.id, err: message }, 'template build failed');
+    this.log.add('error', message, step);
+    this.save({
+      status: 'error',
+      reason: { message, step },
+      finishedAt: new Date(this.#d.now()).toISOString(),
+    });
+  }
+}
+
+/** Runs build `b` with definition `spec`; records its outcome (never throws). */
+export async function runBuild(d: BuildRunDeps, b: TemplateBuildRecord, spec: BuildSpec): Promise<void> {
+  const r = new BuildRun(d, b, spec);
+  try {
+    await r.run();
+  } catch (e) {
+    r.failed(e);
+  } finally {
+    if (r.builder) await killQuietly(d, r.builder, r.opId);
+    r.save({ builderId: null });
+  }
+}
+
+async function killQuietly(d: BuildRunDeps, id: string, opId: string): Promise<void> {
+  try {
+    await d.svc.kill(id, { opId }, 'template build finished');
+  } catch (e) {
+    d.log.warn({ sandboxId: id, err: asKilnError(e).message }, 'builder sandbox kill failed');
+  }
+}
+
+/** Tries the ready command until it exits 0; past the deadline the build fails with its output. */
+async function waitReady(
+  d: BuildRunDeps,
+  guest: GuestSteps,
+  cmd: string,
+  ctx: ReturnType<typeof initialContext>,
+  log: BuildLog,
+): Promise<void> {
+  log.add('info', `[finalize] waiting for the ready command: ${cmd}`, 'finalize');
+  const deadline = d.now() + d.readyTimeoutMs;
+  let tries = 0;
+  for (;;) {
+    tries++;
+    const code = await guest.run(cmd, ctx, ctx.user, { quiet: true });
+    if (code === 0) {
+      log.add('info', `ready after ${tries} tr${tries === 1 ? 'y' : 'ies'}`, 'finalize');
+      return;
+    }
+    if (d.now() >= deadline) {
+      const out = await guest.startLog().catch(() => '');
+      throw new BuildError(
+        `the ready command did not succeed within ${Math.round(d.readyTimeoutMs / 1000)} s (last exit code ${code}): ${cmd}` +
+          (out ? `\nstart command output:\n${out}` : ''),
+        'finalize',
+      );
+    }
+    await new Promise((r) => setTimeout(r, d.readyEveryMs ?? 1000));
+  }
+}
+
+/** Points the template (new, or the name's existing one) at its new snapshot; frees the old one. */
+async function finishTemplate(
+  d: BuildRunDeps,
+  b: TemplateBuildRecord,
+  parent: TemplateRecord,
+  snap: SnapshotRecord,
+): Promise<void> {
+  const existing = d.svc.templates().find((t) => t.id === b.templateId);
+  d.store.putTemplate({
+    id: b.templateId,
+    name: b.templateName,
+    imageKey: parent.imageKey,
+    memoryMiB: snap.memoryMiB,
+    vcpus: snap.vcpus,
+    snapshotId: snap.id,
+    createdAt: existing?.createdAt ?? new Date(d.now()).toISOString(),
+    ownerKeyId: b.ownerKeyId,
+  });
+  if (existing?.snapshotId && existing.snapshotId !== snap.id) {
+    // The previous build's running state: hidden now, reclaimed once no sandbox stands on it.
+    await d.svc.deleteSnapshot(existing.snapshotId).catch((e: unknown) => {
+      d.log.warn(
+        { snapshotId: existing.snapshotId, err: asKilnError(e).message },
+        'old template snapshot kept',
+      );
+    });
+  }
+}

@@ -1,0 +1,249 @@
+/**
+ * Template builds through the unmodified `e2b` SDK's `Template` builder against a real kilnd with
+ * real QEMU guests: a build that runs commands, copies a file, sets env and workdir and starts an
+ * HTTP server with a ready check; a sandbox of it has all of that with the server already up at
+ * its first command; logs reach onBuildLogs; an unchanged rebuild is fully cached, one changed
+ * step re-runs only from there; a failing step and a ready command that never passes fail the
+ * build with clear reasons; delete removes the template.
+ * Run under the VM lock: `flock /work/.vm.lock node --test <this file>`.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Sandbox, Template, waitForPort, type LogEntry } from 'e2b';
+import { loadConfig } from '../../src/core/config.ts';
+import { CLI, removeStateDir, useKilnE2bEnv, type CliResult } from '../helpers/kilnd.ts';
+import { pushTestImage, startRegistry } from '../helpers/oci-registry.ts';
+
+let state: string;
+let ctxDir: string;
+let env: NodeJS.ProcessEnv;
+
+/** The template definition; `marker` changes one runCmd (the third step). */
+function definition(marker: string) {
+  return Template({ fileContextPath: ctxDir })
+    .fromTemplate('base')
+    .runCmd('echo first > /tmp/first.txt')
+    .copy('hello.txt', '/home/user/app/hello.txt')
+    .runCmd(`echo ${marker} > /home/user/app/marker.txt`)
+    .setEnvs({ GREETING: 'hi-from-template' })
+    .setWorkdir('/home/user/app')
+    .runCmd('pwd > where.txt')
+    .setStartCmd('python3 -m http.server 8000', waitForPort(8000));
+}
+
+async function build(
+  t: ReturnType<typeof definition>,
+  name: string,
+): Promise<{ logs: string[]; ms: number }> {
+  const logs: string[] = [];
+  const t0 = Date.now();
+  await Template.build(t, name, {
+    onBuildLogs: (e: LogEntry) => logs.push(e.message),
+    requestTimeoutMs: 600_000,
+  });
+  return { logs, ms: Date.now() - t0 };
+}
+
+/**
+ * `kiln ...` without blocking the event loop (kilnSync would: the SDK's pooled keep-alive socket
+ * then misses the server's close while the CLI runs, and its next request dies with EPIPE).
+ */
+function kiln(...args: string[]): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [CLI, ...args],
+      { env, encoding: 'utf8', timeout: 600_000 },
+      (err, stdout, stderr) => {
+        const code = err && typeof err.code === 'number' ? err.code : err ? 1 : 0;
+        resolve({ status: code, stdout, stderr });
+      },
+    );
+  });
+}
+
+const ran = (logs: string[]): string[] => logs.filter((l) => /^\[\d+\/\d+\] /.test(l));
+const cached = (logs: string[]): string[] => logs.filter((l) => /^CACHED \[\d+\//.test(l));
+
+describe('template builds through the e2b SDK (real guests)', { timeout: 1_800_000 }, () => {
+  before(async () => {
+    state = await mkdtemp('/tmp/kiln-e2btpl-');
+    ctxDir = await mkdtemp('/tmp/kiln-e2btpl-ctx-');
+    await writeFile(join(ctxDir, 'hello.txt'), 'hello from the build context\n');
+    env = {
+      ...process.env,
+      KILN_STATE_DIR: state,
+      KILN_E2B_API_PORT: '0',
+      KILN_E2B_SANDBOX_PORT: '0',
+      KILN_TEMPLATE_READY_TIMEOUT_MS: '8000',
+    };
+    delete process.env['E2B_DOMAIN'];
+    delete process.env['E2B_DEBUG'];
+    useKilnE2bEnv(env);
+  });
+  after(async () => {
+    await removeStateDir(env, state);
+    await rm(ctxDir, { recursive: true, force: true });
+  });
+
+  it('builds, caches, re-runs from a changed step; the sandbox has files, env and a running server', async () => {
+    const cold = await build(definition('one'), 'tpl-web');
+    assert.ok(
+      cold.logs.some((l) => l.includes('RUN echo first')),
+      cold.logs.join('\n'),
+    );
+    assert.equal(ran(cold.logs).length, 6, cold.logs.join('\n'));
+
+    const sbx = await Sandbox.create('tpl-web', { requestTimeoutMs: 600_000 });
+    // The server was started during the build and captured running: it answers at once.
+    const r = await sbx.commands.run(
+      'curl -s http://127.0.0.1:8000/hello.txt; echo "$GREETING"; cat /home/user/app/marker.txt /home/user/app/where.txt /tmp/first.txt; stat -c %U /home/user/app/hello.txt',
+    );
+    assert.equal(
+      r.stdout,
+      'hello from the build context\nhi-from-template\none\n/home/user/app\nfirst\nuser\n',
+    );
+    await sbx.kill();
+
+    const again = await build(definition('one'), 'tpl-web');
+    assert.equal(ran(again.logs).length, 0, again.logs.join('\n'));
+    assert.equal(cached(again.logs).length, 6, again.logs.join('\n'));
+    assert.ok(
+      again.logs.some((l) => l.startsWith('CACHED [finalize]')),
+      again.logs.join('\n'),
+    );
+    assert.ok(again.ms < cold.ms / 3, `cached rebuild ${again.ms} ms vs cold ${cold.ms} ms`);
+
+    const changed = await build(definition('two'), 'tpl-web');
+    assert.deepEqual(
+      ran(changed.logs).map((l) => l.replace(/ .*/, '')),
+      ['[3/6]', '[4/6]', '[5/6]', '[6/6]'],
+      changed.logs.join('\n'),
+    );
+    assert.equal(cached(changed.logs).length, 2);
+    process.stdout.write(
+      `# cold build ${cold.ms} ms, cached rebuild ${again.ms} ms, one changed step ${changed.ms} ms\n`,
+    );
+    const s2 = await Sandbox.create('tpl-web');
+    assert.equal((await s2.commands.run('cat /home/user/app/marker.txt')).stdout, 'two\n');
+    await s2.kill();
+
+    const list = (await await fetch(`${process.env['E2B_API_URL']}/templates`, {
+      headers: { 'x-api-key': process.env['E2B_API_KEY'] ?? '' },
+    }).then((x) => x.json())) as { names: string[]; buildCount: number }[];
+    assert.ok(list.some((t) => t.names.includes('tpl-web') && t.buildCount === 3));
+
+    assert.equal(await Template.exists('tpl-web'), true);
+    const del = await fetch(`${process.env['E2B_API_URL']}/templates/tpl-web`, {
+      method: 'DELETE',
+      headers: { 'x-api-key': process.env['E2B_API_KEY'] ?? '' },
+    });
+    assert.equal(del.status, 204);
+    assert.equal(await Template.exists('tpl-web'), false);
+    await assert.rejects(Sandbox.create('tpl-web'), /does not exist|not found/i);
+    // Its layers are gone from the snapshot store too (none is listed; none is left live).
+    const snaps = await Sandbox.listSnapshots().nextItems();
+    assert.deepEqual(snaps, []);
+  });
+
+  it('a failing runCmd fails the build with its exit code and output; a ready command that never passes fails at its deadline', async () => {
+    const bad = Template().fromTemplate('base').runCmd('echo about-to-fail; exit 7');
+    await assert.rejects(build(bad, 'tpl-bad'), (e: Error) => {
+      assert.match(e.message, /exit code 7/);
+      assert.match(e.message, /about-to-fail/);
+      return true;
+    });
+    const never = Template().fromTemplate('base').setStartCmd('sleep 1000', 'test -e /nonexistent');
+    const t0 = Date.now();
+    await assert.rejects(build(never, 'tpl-never'), /ready command did not succeed within 8 s/);
+    assert.ok(Date.now() - t0 >= 8000);
+    assert.equal(await Template.exists('tpl-never'), false);
+  });
+
+  it('kiln template build -f Dockerfile: steps, COPY, ENV, ARG, WORKDIR, USER, CMD as the start command; get and rm', async () => {
+    await writeFile(
+      join(ctxDir, 'Dockerfile'),
+      [
+        'FROM base',
+        'ARG WHO=nobody',
+        'ENV FROM_DF=yes',
+        'RUN echo built-by-$WHO > /tmp/who.txt && id -un > /tmp/builder.txt',
+        'COPY hello.txt /opt/app/',
+        'WORKDIR /opt/app',
+        'USER user',
+        'RUN id -un > /tmp/whoami.txt',
+        'CMD ["python3", "-m", "http.server", "8001"]',
+        '',
+      ].join('\n'),
+    );
+    const r = await kiln(
+      'template',
+      'build',
+      '-f',
+      join(ctxDir, 'Dockerfile'),
+      '--name',
+      'tpl-df',
+      '--build-arg',
+      'WHO=cli',
+      '--ready-cmd',
+      'curl -sf http://127.0.0.1:8001/hello.txt',
+      ctxDir,
+    );
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /\[4\/7\] COPY hello.txt \/opt\/app\//);
+    assert.match(r.stdout, /template tpl-df = /);
+    const sbx = await Sandbox.create('tpl-df');
+    const out = await sbx.commands.run(
+      'curl -s http://127.0.0.1:8001/hello.txt; echo "$FROM_DF"; cat /tmp/who.txt /tmp/builder.txt /tmp/whoami.txt',
+    );
+    assert.equal(out.stdout, 'hello from the build context\nyes\nbuilt-by-cli\nroot\nuser\n');
+    await sbx.kill();
+    const got = await kiln('template', 'get', 'tpl-df', '--json');
+    assert.equal(got.status, 0, got.stderr);
+    assert.equal((JSON.parse(got.stdout) as { builds: { status: string }[] }).builds[0]?.status, 'ready');
+    const bad = await kiln(
+      'template',
+      'build',
+      '-f',
+      join(ctxDir, 'Dockerfile'),
+      '--name',
+      'tpl-df',
+      '--start-cmd',
+      'exit 3',
+      '--ready-cmd',
+      'false',
+      ctxDir,
+    );
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stderr, /ready command did not succeed/);
+    assert.equal((await kiln('template', 'rm', 'tpl-df')).status, 0);
+    assert.equal(await Template.exists('tpl-df'), false);
+  });
+
+  it('fromImage of an OCI image in a local registry: the image becomes the base, the steps run on it', async () => {
+    const dir = await mkdtemp('/tmp/kiln-e2btpl-reg-');
+    const reg = await startRegistry(dir);
+    try {
+      await pushTestImage(dir, reg.registry, loadConfig().cacheDir, 'kiln/tpl-base:t');
+      const t = Template()
+        .fromImage(`${reg.registry}/kiln/tpl-base:t`)
+        .setEnvs({ FROM_OCI: 'yes' })
+        .runCmd('echo "on-oci $FROM_OCI" > /tmp/step.txt', { user: 'root' });
+      await build(t, 'tpl-oci');
+      const sbx = await Sandbox.create('tpl-oci');
+      const r = await sbx.commands.run('cat /srv/app/marker /tmp/step.txt');
+      assert.equal(r.stdout, 'from the OCI image\non-oci yes\n');
+      await sbx.kill();
+      await assert.rejects(
+        build(Template().fromImage(`${reg.registry}/kiln/no-such:t`), 'tpl-missing'),
+        /fromImage/,
+      );
+    } finally {
+      await reg.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
