@@ -162,11 +162,11 @@ export const COMMANDS: Record<string, CommandHelp> = {
   },
   'template list': { usage: ['kiln template list [--json]'], summary: 'list templates', options: [JSON_OPT] },
   'template build': {
-    usage: ['kiln template build [--name N] [--memory MiB] [--vcpus N] [--json]'],
+    usage: ['kiln template build [--name N] [--memory SIZE] [--vcpus N] [--json]'],
     summary: 'boot the image, wait for the agent and snapshot it as a template',
     options: [
       ['--name N', `template name (default ${DEFAULT_TEMPLATE})`],
-      ['--memory MiB', `memory of its sandboxes (default ${DEFAULT_MEMORY_MIB})`],
+      ['--memory SIZE', `memory of its sandboxes, e.g. 512M or 1G; a bare number is MiB (default ${DEFAULT_MEMORY_MIB})`],
       ['--vcpus N', `vCPUs of its sandboxes (default ${DEFAULT_VCPUS})`],
       JSON_OPT,
     ],

@@ -1,6 +1,7 @@
 /** `kiln template list|build`. */
 import { parseArgs } from 'node:util';
 import { DEFAULT_MEMORY_MIB, DEFAULT_TEMPLATE, DEFAULT_VCPUS } from '../../core/defaults.ts';
+import { parseSizeMiB } from '../../core/size.ts';
 import { validateName } from '../../core/validate.ts';
 import { UsageError, intArg } from '../args.ts';
 import type { CliContext } from '../context.ts';
@@ -19,7 +20,7 @@ export async function template(ctx: CliContext, sub: string | undefined, argv: s
   if (sub !== 'list' && sub !== 'build') throw new UsageError(`unknown command "kiln template ${sub ?? ''}"`);
   // Check what was typed before starting a daemon.
   validateName('template', values.name);
-  const memoryMiB = intArg('memory', values.memory) ?? DEFAULT_MEMORY_MIB;
+  const memoryMiB = parseSizeMiB('memory', values.memory);
   const vcpus = intArg('vcpus', values.vcpus) ?? DEFAULT_VCPUS;
   const c = await ctx.connect();
   if (sub === 'list') {
