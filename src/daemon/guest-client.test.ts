@@ -32,7 +32,9 @@ test('health, init with a token, exec with output, exit codes, env and cwd', asy
   const r = await c.exec('echo out; echo err >&2; echo "$FROM_INIT $X"; pwd; exit 3', {
     envs: { X: 'x' },
     cwd: '/tmp',
-    onStdout: (b) => seen.push(Buffer.from(b).toString()),
+    onStdout: (b) => {
+      seen.push(Buffer.from(b).toString());
+    },
   });
   assert.deepEqual(
     { code: r.exitCode, out: r.stdout, err: r.stderr, status: r.status },
