@@ -13,6 +13,7 @@ import { snapshotRoutes } from './native/snapshots.ts';
 import { systemRoutes } from './native/system.ts';
 import { templateRoutes } from './native/templates.ts';
 import { volumeRoutes } from './native/volumes.ts';
+import { workspaceRoutes } from './native/workspace.ts';
 
 export type { TemplateBuilder } from '../daemon/ensure-template.ts';
 export { sandboxView, snapshotView } from './native/views.ts';
@@ -43,5 +44,6 @@ export function nativeRoutes(o: NativeApiDeps): Route[] {
     ...execRoutes(d),
     ...snapshotRoutes(d),
     ...volumeRoutes(d),
+    ...workspaceRoutes(d),
   ];
 }

@@ -4,7 +4,10 @@ import { KilnError } from './errors.ts';
 import { parseSize, parseSizeMiB } from './size.ts';
 
 const refused = (f: () => unknown, re: RegExp): void => {
-  assert.throws(f, (e: unknown) => e instanceof KilnError && e.code === 'invalid_argument' && re.test(e.message));
+  assert.throws(
+    f,
+    (e: unknown) => e instanceof KilnError && e.code === 'invalid_argument' && re.test(e.message),
+  );
 };
 
 describe('parseSize', () => {

@@ -21,7 +21,10 @@ export function parseSize(field: string, text: string, defaultUnit: SizeUnit = '
   const unit = unitText === '' ? defaultUnit : unitText.replace(/I?B$/, '') || 'B';
   const mult = UNITS[unit];
   if (mult === undefined)
-    throw invalidArgument(field, `"${text}" has an unknown unit "${m[2] ?? ''}": use K, M, G or T (powers of 1024)`);
+    throw invalidArgument(
+      field,
+      `"${text}" has an unknown unit "${m[2] ?? ''}": use K, M, G or T (powers of 1024)`,
+    );
   const bytes = Number(m[1]) * mult;
   if (!Number.isSafeInteger(bytes)) throw invalidArgument(field, `"${text}" is not a whole number of bytes`);
   if (bytes === 0) throw invalidArgument(field, `"${text}" is zero; give a positive size`);

@@ -85,7 +85,7 @@ export class FakeGuests {
 
 function fakeExec(cmd: string, o?: ExecOpts): ExecResult {
   const stdout = `ran ${cmd}\n`;
-  o?.onStdout?.(new TextEncoder().encode(stdout));
+  void o?.onStdout?.(new TextEncoder().encode(stdout));
   const exitCode = cmd.includes('fail') ? 4 : 0;
   return { exitCode, stdout, stderr: '', status: `exit status ${exitCode}` };
 }

@@ -10,7 +10,7 @@ import { KilnError } from '../../core/errors.ts';
 export function parseNameStatus(raw: string): WorkspaceChange[] {
   const t = raw.split('\0');
   const out: WorkspaceChange[] = [];
-  for (let i = 0; i + 1 < t.length; ) {
+  for (let i = 0; i + 1 < t.length;) {
     const st = t[i] ?? '';
     const letter = st.charAt(0);
     if (letter === 'R' || letter === 'C') {

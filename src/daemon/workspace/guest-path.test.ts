@@ -4,7 +4,10 @@ import { KilnError } from '../../core/errors.ts';
 import { sh, stagePath, workspacePath } from './guest-path.ts';
 
 const refused = (f: () => unknown, re: RegExp): void => {
-  assert.throws(f, (e: unknown) => e instanceof KilnError && e.code === 'invalid_argument' && re.test(e.message));
+  assert.throws(
+    f,
+    (e: unknown) => e instanceof KilnError && e.code === 'invalid_argument' && re.test(e.message),
+  );
 };
 
 describe('workspace guest paths', () => {

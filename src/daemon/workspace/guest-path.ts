@@ -27,7 +27,10 @@ export function workspacePath(guestPath: string | undefined, repoName: string | 
   }
   if (BAD_CHARS.test(guestPath)) throw invalidArgument('guestPath', 'contains a NUL or a line break');
   if (!guestPath.startsWith('/'))
-    throw invalidArgument('guestPath', `"${guestPath}" is relative: give an absolute path under ${WORKSPACE_HOME}`);
+    throw invalidArgument(
+      'guestPath',
+      `"${guestPath}" is relative: give an absolute path under ${WORKSPACE_HOME}`,
+    );
   const p = posix.normalize(guestPath).replace(/\/+$/, '');
   if (!p.startsWith(`${WORKSPACE_HOME}/`))
     throw invalidArgument(

@@ -42,9 +42,9 @@ function refArg(field: string, v: string | undefined): string | undefined {
 /** The push's options checked before the sandbox is looked at. */
 export function checkPushOpts(o: PushOpts): PushOpts & { target: string } {
   if (!WORKSPACE_MODES.includes(o.mode))
-    throw invalidArgument('mode', `"${String(o.mode)}" is not one of ${WORKSPACE_MODES.join(', ')}`);
+    throw invalidArgument('mode', `"${o.mode}" is not one of ${WORKSPACE_MODES.join(', ')}`);
   if (!/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(o.head))
-    throw invalidArgument('head', 'must be the full hex id of the host repository\'s HEAD commit');
+    throw invalidArgument('head', "must be the full hex id of the host repository's HEAD commit");
   const branch = refArg('branch', o.branch);
   const from = refArg('from', o.from);
   if (from && !branch) throw invalidArgument('from', '--from needs --branch');
@@ -70,7 +70,13 @@ export function stepFailed(what: string, r: ExecResult): KilnError {
   });
 }
 
-async function step(g: GuestClient, what: string, cmd: string, user: string, signal?: AbortSignal): Promise<string> {
+async function step(
+  g: GuestClient,
+  what: string,
+  cmd: string,
+  user: string,
+  signal?: AbortSignal,
+): Promise<string> {
   const r = await g.exec(cmd, { user, ...(signal ? { signal } : {}) });
   if (r.exitCode !== 0) throw stepFailed(what, r);
   return r.stdout;
@@ -103,7 +109,12 @@ export async function pushWorkspace(
       o.signal,
     );
     const [base = o.head, branch = ''] = out.trim().split('\n');
-    await step(g, 'moving it into place', finishScript({ target: o.target, stage, readOnly: !!o.readOnly }), 'root');
+    await step(
+      g,
+      'moving it into place',
+      finishScript({ target: o.target, stage, readOnly: !!o.readOnly }),
+      'root',
+    );
     const view: WorkspaceView = {
       sandboxId: id,
       guestPath: o.target,

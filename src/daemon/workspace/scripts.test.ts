@@ -6,7 +6,16 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -15,7 +24,10 @@ import { ExportParser } from './export-stream.ts';
 import { exportScript, extractScript } from './scripts.ts';
 
 const git = (cwd: string, ...args: string[]): string =>
-  execFileSync('git', ['-c', 'user.email=t@kiln', '-c', 'user.name=t', ...args], { cwd, encoding: 'utf8' }).trim();
+  execFileSync('git', ['-c', 'user.email=t@kiln', '-c', 'user.name=t', ...args], {
+    cwd,
+    encoding: 'utf8',
+  }).trim();
 const bash = (script: string, cwd?: string): { code: number; out: Buffer; err: string } => {
   const r = spawnSync('bash', ['-c', script], { cwd, maxBuffer: 1 << 26 });
   return { code: r.status ?? 1, out: r.stdout, err: r.stderr.toString() };
@@ -23,7 +35,16 @@ const bash = (script: string, cwd?: string): { code: number; out: Buffer; err: s
 
 /** Every file under `dir` but .git: path -> mode + content (or link target). */
 function tree(dir: string): Record<string, string> {
-  const out = execFileSync('bash', ['-c', `cd "$1" && find . -path ./.git -prune -o \\( -type f -o -type l \\) -printf '%P\\t%y%m\\t%l\\n' | sort`, '_', dir], { encoding: 'utf8' });
+  const out = execFileSync(
+    'bash',
+    [
+      '-c',
+      `cd "$1" && find . -path ./.git -prune -o \\( -type f -o -type l \\) -printf '%P\\t%y%m\\t%l\\n' | sort`,
+      '_',
+      dir,
+    ],
+    { encoding: 'utf8' },
+  );
   const t: Record<string, string> = {};
   for (const line of out.trim().split('\n')) {
     const [p = '', kind = '', link = ''] = line.split('\t');
@@ -33,7 +54,10 @@ function tree(dir: string): Record<string, string> {
   return t;
 }
 
-async function exportOf(target: string, base?: string): Promise<{ head: WorkspaceExportHead; patch: Buffer }> {
+async function exportOf(
+  target: string,
+  base?: string,
+): Promise<{ head: WorkspaceExportHead; patch: Buffer }> {
   const r = bash(exportScript({ target, base }));
   assert.equal(r.code, 0, r.err);
   const chunks: Buffer[] = [];
@@ -64,7 +88,10 @@ describe('workspace guest scripts (on the host)', () => {
     writeFileSync(join(src, 'keep.txt'), 'keep\n');
     writeFileSync(join(src, 'edit.txt'), 'one\ntwo\n');
     writeFileSync(join(src, 'gone.txt'), 'delete me\n');
-    writeFileSync(join(src, 'old-name.txt'), 'a file that is renamed, long enough to be seen as a rename\n'.repeat(5));
+    writeFileSync(
+      join(src, 'old-name.txt'),
+      'a file that is renamed, long enough to be seen as a rename\n'.repeat(5),
+    );
     writeFileSync(join(src, 'run.sh'), '#!/bin/sh\necho hi\n');
     writeFileSync(join(src, 'bin.dat'), Buffer.from([0, 1, 2, 3, 255, 0, 7]));
     writeFileSync(join(src, 'staged.txt'), 'before\n');
@@ -80,7 +107,13 @@ describe('workspace guest scripts (on the host)', () => {
   it('full_copy: unpacks, checks HEAD, makes the branch; the export round-trips every kind of change', async () => {
     const stage = join(dir, 'stage');
     mkdirSync(stage);
-    execFileSync('bash', ['-c', `cd "$1" && git ls-files -z -co --exclude-standard | tr '\\0' '\\n' | tar -c -f "$2" -T - .git`, '_', src, `${stage}.tar`]);
+    execFileSync('bash', [
+      '-c',
+      `cd "$1" && git ls-files -z -co --exclude-standard | tr '\\0' '\\n' | tar -c -f "$2" -T - .git`,
+      '_',
+      src,
+      `${stage}.tar`,
+    ]);
     const x = bash(extractScript({ stage, mode: 'full_copy', head: base, branch: 'work', pushedAt: 'now' }));
     assert.equal(x.code, 0, x.err);
     assert.deepEqual(x.out.toString().trim().split('\n'), [base, 'work']);
@@ -146,8 +179,18 @@ describe('workspace guest scripts (on the host)', () => {
       mkdirSync(bare);
       git(bare, 'clone', '-q', '--bare', '--depth', '1', '--no-local', `file://${src}`, '.git');
       writeFileSync(join(src, 'edit.txt'), 'local change\n');
-      const files = mode === 'shallow_overlay' ? `cd "$1" && git ls-files -z -co --exclude-standard | tr '\\0' '\\n' | tar -c -f - -T -; ` : '';
-      execFileSync('bash', ['-c', `{ ${files}tar -c -f - -C "$2" .git; } > "$3"`, '_', src, mode === 'shallow_overlay' ? bare : src, `${stage}.tar`]);
+      const files =
+        mode === 'shallow_overlay'
+          ? `cd "$1" && git ls-files -z -co --exclude-standard | tr '\\0' '\\n' | tar -c -f - -T -; `
+          : '';
+      execFileSync('bash', [
+        '-c',
+        `{ ${files}tar -c -f - -C "$2" .git; } > "$3"`,
+        '_',
+        src,
+        mode === 'shallow_overlay' ? bare : src,
+        `${stage}.tar`,
+      ]);
       git(src, 'checkout', '-q', 'edit.txt');
       const x = bash(extractScript({ stage, mode, head: base, pushedAt: 'now' }));
       assert.equal(x.code, 0, `${mode}: ${x.err}`);

@@ -49,9 +49,7 @@ export function extractScript(o: ExtractOpts): string {
       : o.mode === 'metadata_only'
         ? `${git} reset -q --hard`
         : `${git} update-index -q --refresh >/dev/null || true`;
-  const branchStep = o.branch
-    ? `${git} checkout -q -b ${sh(o.branch)} ${o.from ? sh(o.from) : ''}`
-    : '';
+  const branchStep = o.branch ? `${git} checkout -q -b ${sh(o.branch)} ${o.from ? sh(o.from) : ''}` : '';
   return `set -eu
 cd -- ${sh(o.stage)}
 tar -x -i -f ${sh(`${o.stage}.tar`)}

@@ -25,7 +25,7 @@ export interface WorkspaceTar {
 /** One `tar -c` of `names` (NUL-separated on its stdin) under `dir`, into `out` (left open). */
 function tarInto(dir: string, names: string[], out: PassThrough): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn('tar', ['-c', '-f', '-', '--null', '-T', '-', '-C', dir], {
+    const child = spawn('tar', ['-c', '-f', '-', '-C', dir, '--null', '-T', '-'], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     let err = '';
