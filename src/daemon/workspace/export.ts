@@ -10,7 +10,7 @@ import { guestOf } from '../sandbox/agent.ts';
 import type { ServiceContext } from '../sandbox/context.ts';
 import type { OpCtx } from '../sandbox/types.ts';
 import { ExportParser } from './export-stream.ts';
-import { WORKSPACE_USER, workspacePath } from './guest-path.ts';
+import { WORKSPACE_USER, workspacePath } from '../../core/workspace-path.ts';
 import { runningSandbox, stepFailed } from './push.ts';
 import { exportScript } from './scripts.ts';
 

@@ -6,7 +6,7 @@
  * repository there; as root rename it into place (replacing an older push) and, for --read-only,
  * hand it to root without write bits. A failure anywhere leaves nothing of the push in the guest.
  */
-import type { Readable } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { WORKSPACE_MODES, type WorkspaceMode, type WorkspaceView } from '../../core/api-types.ts';
 import { KilnError, invalidArgument } from '../../core/errors.ts';
 import type { ExecResult, GuestClient } from '../guest-client.ts';
@@ -15,7 +15,7 @@ import { guestOf } from '../sandbox/agent.ts';
 import type { ServiceContext } from '../sandbox/context.ts';
 import { getSandbox } from '../sandbox/queries.ts';
 import type { OpCtx } from '../sandbox/types.ts';
-import { WORKSPACE_USER, stagePath, workspacePath } from './guest-path.ts';
+import { WORKSPACE_USER, stagePath, workspacePath } from '../../core/workspace-path.ts';
 import { REFUSED, extractScript, finishScript, prepareScript, removeScript } from './scripts.ts';
 
 export interface PushOpts {
@@ -94,12 +94,22 @@ export async function pushWorkspace(
   const g = await guestOf(sc, id, ctx);
   const run = new OpRun(sc, 'workspace-push', id, ctx.opId);
   const stage = stagePath(o.target, run.op.id);
+  // Counted as it passes to the guest: the body must not flow before the upload reads it.
   let bytes = 0;
-  body.on('data', (c: Buffer) => (bytes += c.length));
+  const counted = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      bytes += chunk.length;
+      cb(null, chunk);
+    },
+  });
   try {
     await step(g, 'preparing the guest path', prepareScript(o.target, stage), WORKSPACE_USER, o.signal);
     run.step('guest staging', { action: 'guest-remove', sandboxId: id, paths: [stage, `${stage}.tar`] });
-    await g.upload(`${stage}.tar`, body, { user: WORKSPACE_USER, ...(o.signal ? { signal: o.signal } : {}) });
+    body.on('error', (e) => counted.destroy(e));
+    await g.upload(`${stage}.tar`, body.pipe(counted), {
+      user: WORKSPACE_USER,
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
     const pushedAt = new Date(sc.now()).toISOString();
     const out = await step(
       g,
@@ -130,6 +140,7 @@ export async function pushWorkspace(
     return view;
   } catch (e) {
     // Drain what the client still sends so it gets the error rather than a reset connection.
+    body.unpipe(counted);
     body.resume();
     await run.fail(e);
     throw e;

@@ -5,7 +5,7 @@
  */
 import { posix } from 'node:path';
 import type { WorkspaceMode } from '../../core/api-types.ts';
-import { LAST_PUSH_FILE, WORKSPACE_HOME, WORKSPACE_USER, sh } from './guest-path.ts';
+import { LAST_PUSH_FILE, WORKSPACE_HOME, WORKSPACE_USER, sh } from '../../core/workspace-path.ts';
 
 /** Exit code of a step that found the guest path unsafe (a parent that is a symbolic link). */
 export const REFUSED = 17;

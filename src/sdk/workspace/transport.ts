@@ -45,7 +45,12 @@ export function postWorkspace(
         else reject(apiError(text, res.statusCode ?? 0, res.headers['x-kiln-op-id']));
       });
     });
-    req.on('error', reject);
+    // kilnd may answer (a refusal) before the body is sent; the answer wins over a write error.
+    req.on('error', (e) => {
+      setTimeout(() => {
+        reject(e);
+      }, 1000).unref();
+    });
     let n = 0;
     tar.on('data', (c: Buffer) => {
       n += c.length;

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { WorkspaceExportHead, WorkspaceMode, WorkspaceView } from '../../core/api-types.ts';
+import { workspacePath } from '../../core/workspace-path.ts';
 import { applyPatch, type ApplyResult } from './apply.ts';
 import { checkSubmodules, inspectRepo } from './repo.ts';
 import { workspaceTar } from './tar.ts';
@@ -40,6 +41,8 @@ export async function pushRepo(
   const mode = o.mode ?? 'full_copy';
   const info = await inspectRepo(path);
   checkSubmodules(info, mode);
+  // The guest path is checked before anything is sent (kilnd checks it again).
+  workspacePath(o.guestPath, info.name);
   const tar = await workspaceTar(info, mode);
   try {
     return await postWorkspace(

@@ -4,7 +4,7 @@
  * a symbolic link before anything is moved into place).
  */
 import { posix } from 'node:path';
-import { invalidArgument } from '../../core/errors.ts';
+import { invalidArgument } from './errors.ts';
 
 /** The sandbox user workspaces belong to, and its home (kiln images, like E2B's templates). */
 export const WORKSPACE_USER = 'user';

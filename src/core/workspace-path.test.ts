@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { KilnError } from '../../core/errors.ts';
-import { sh, stagePath, workspacePath } from './guest-path.ts';
+import { KilnError } from './errors.ts';
+import { sh, stagePath, workspacePath } from './workspace-path.ts';
 
 const refused = (f: () => unknown, re: RegExp): void => {
   assert.throws(
