@@ -119,10 +119,11 @@ describe('workspace push (fake guest)', () => {
         message: /unpacking the repository failed in the sandbox: fatal: 'nosuchref'/,
       },
     );
-    const last = g.calls.at(-1);
-    assert.equal(last?.user, 'root');
+    const last = g.calls[g.calls.length - 1];
+    assert.ok(last);
+    assert.equal(last.user, 'root');
     assert.match(
-      last?.what ?? '',
+      last.what,
       /^remove '\/home\/user\/\.kiln-ws-op-\w+' '\/home\/user\/\.kiln-ws-op-\w+\.tar'$/,
     );
     assert.ok(!g.calls.some((c) => c.what === 'finish'));
