@@ -80,7 +80,7 @@ export async function exportPatch(
   return head;
 }
 
-/** Exports into a file (created or replaced). */
+/** Exports into a file (created or replaced; removed again when the export fails). */
 export async function exportToFile(
   socketPath: string,
   id: string,
@@ -88,7 +88,15 @@ export async function exportToFile(
   file: string,
   onProgress?: (bytes: number) => void,
 ): Promise<WorkspaceExportHead> {
-  return exportPatch(socketPath, id, q, createWriteStream(file), onProgress);
+  const out = createWriteStream(file);
+  try {
+    return await exportPatch(socketPath, id, q, out, onProgress);
+  } catch (e) {
+    // No half-written patch that looks like a result.
+    out.destroy();
+    await rm(file, { force: true });
+    throw e;
+  }
 }
 
 /**
