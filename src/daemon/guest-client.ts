@@ -281,6 +281,10 @@ export class HttpGuestClient implements GuestClient {
       body.on('error', (e) => {
         req.destroy(e);
       });
+      // The exec streams' idle deadline: a guest that takes nothing and answers nothing for that long is gone.
+      req.setTimeout(this.#t.execIdleMs, () => {
+        req.destroy(new Error(`the sandbox took nothing for ${this.#t.execIdleMs} ms`));
+      });
       body.pipe(req);
     });
   }
