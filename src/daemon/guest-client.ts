@@ -253,6 +253,8 @@ export class HttpGuestClient implements GuestClient {
       const q = new URLSearchParams({ path, username: o.user });
       const req = request(`${this.#o.baseUrl}/files?${q.toString()}`, {
         method: 'POST',
+        // Its own connection, closed at the end (a long upload must not hold the REST one).
+        agent: false,
         headers: { ...this.#headers(), 'content-type': 'application/octet-stream' },
         ...(o.signal ? { signal: o.signal } : {}),
       });
