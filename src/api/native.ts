@@ -15,6 +15,7 @@ import { templateRoutes } from './native/templates.ts';
 import { templateBuildRoutes } from './native/template-builds.ts';
 import type { TemplateBuildService } from '../daemon/templates/build-service.ts';
 import { volumeRoutes } from './native/volumes.ts';
+import { workspaceRoutes } from './native/workspace.ts';
 
 export type { TemplateBuilder } from '../daemon/ensure-template.ts';
 export { sandboxView, snapshotView } from './native/views.ts';
@@ -48,5 +49,6 @@ export function nativeRoutes(o: NativeApiDeps): Route[] {
     ...execRoutes(d),
     ...snapshotRoutes(d),
     ...volumeRoutes(d),
+    ...workspaceRoutes(d),
   ];
 }

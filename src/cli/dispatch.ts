@@ -13,6 +13,7 @@ import { sandbox } from './commands/sandbox.ts';
 import { snapshot } from './commands/snapshot.ts';
 import { template } from './commands/template.ts';
 import { volume } from './commands/volume.ts';
+import { workspace } from './commands/workspace.ts';
 import { GROUPS, USAGE, helpFor } from './help.ts';
 
 /**
@@ -56,6 +57,8 @@ export async function dispatch(ctx: CliContext, argv: string[]): Promise<number>
       return apiKey(ctx, sub, rest);
     case 'volume':
       return volume(ctx, sub, rest);
+    case 'workspace':
+      return workspace(ctx, sub, rest);
     case 'e2b':
       return e2b(ctx, sub);
     case 'daemon':

@@ -42,6 +42,8 @@ const EXPECTED = [
   'volume create',
   'volume list',
   'volume rm',
+  'workspace export',
+  'workspace push',
   'e2b env',
   'daemon',
   'daemon stop',

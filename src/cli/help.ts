@@ -32,16 +32,62 @@ const EGRESS_OPTS: [string, string][] = [
   ['--no-internet', 'deny all egress but what --allow-out names'],
 ];
 
+const PUSH_OPTS: [string, string][] = [
+  [
+    '--mode M',
+    'full_copy (working tree and .git; the default), shallow_overlay (a shallow clone of HEAD with the working-tree changes on top) or metadata_only (the history; the guest checks HEAD out)',
+  ],
+  ['--guest-path P', 'where in the sandbox (default /home/user/<repo name>; must be under /home/user)'],
+  ['--branch B', 'create and check out branch B in the guest'],
+  ['--from REF', 'the branch starts at REF (default HEAD)'],
+  ['--read-only', "the tree is owned by root without write bits: unwritable to the sandbox's user"],
+];
+const EXPORT_OPTS: [string, string][] = [
+  ['-o FILE', 'write the patch to FILE (default: stdout)'],
+  [
+    '--apply',
+    'apply the patch to the local repository (three-way); on a conflict nothing is changed and the files are named',
+  ],
+];
+
 /** Every command, keyed by its words (`sandbox create`); a group's subcommands follow it. */
 export const COMMANDS: Record<string, CommandHelp> = {
   run: {
-    usage: ['kiln run [--template T] [--timeout S] [--env K=V]... -- CMD [ARG...]'],
+    usage: [
+      'kiln run [--template T] [--timeout S] [--env K=V]... -- CMD [ARG...]',
+      'kiln run --workspace [PATH] [--mode M] [--guest-path P] [--branch B [--from REF]] [--read-only] [-o FILE | --apply] [...] -- CMD [ARG...]',
+    ],
     summary:
-      'run a command in a throwaway sandbox: create, stream output, kill; exits with its code (128+N if signal N killed it)',
+      "run a command in a throwaway sandbox: create, stream output, kill; exits with its code (128+N if signal N killed it). With --workspace: push the repository first, run the command in it, export the patch (stdout, where the command's own stdout then goes to stderr; -o FILE; or --apply), kill",
     options: [
       ['--template T', `template to start from (default ${DEFAULT_TEMPLATE}, built on first use)`],
       TIMEOUT_OPT,
       ENV_OPT,
+      ['--workspace [PATH]', 'the git repository to work on (default: the current directory)'],
+      ...PUSH_OPTS,
+      ...EXPORT_OPTS,
+    ],
+  },
+  'workspace push': {
+    usage: [
+      'kiln workspace push SANDBOX [PATH] [--mode M] [--guest-path P] [--branch B [--from REF]] [--read-only] [--json]',
+    ],
+    summary:
+      "stream a local git repository (PATH, default the current directory) into a running sandbox; a new push replaces the old one; the sandbox's events log it",
+    options: [...PUSH_OPTS, JSON_OPT],
+  },
+  'workspace export': {
+    usage: [
+      'kiln workspace export SANDBOX [--guest-path P] [--base COMMIT] [-o FILE | --apply [--repo PATH]] [--json]',
+    ],
+    summary:
+      "the binary patch of everything changed in the sandbox's workspace since its base (guest commits, staged, unstaged, untracked files; not ignored ones), built without touching the guest's index; the changed files on stderr",
+    options: [
+      ['--guest-path P', "the workspace (default: the last push's)"],
+      ['--base COMMIT', "diff against COMMIT (default: the push's base)"],
+      ...EXPORT_OPTS,
+      ['--repo PATH', 'the repository --apply changes (default: the current directory)'],
+      ['--json', 'print the base and the changed files as JSON (with -o or --apply)'],
     ],
   },
   'sandbox create': {
@@ -173,7 +219,7 @@ export const COMMANDS: Record<string, CommandHelp> = {
   },
   'template build': {
     usage: [
-      'kiln template build [--name N] [--memory MiB] [--vcpus N] [--json]',
+      'kiln template build [--name N] [--memory SIZE] [--vcpus N] [--json]',
       'kiln template build -f Dockerfile --name N [--start-cmd C] [--ready-cmd R] [--build-arg K=V]... [--no-cache] [--json] [CONTEXT]',
     ],
     summary:
@@ -188,7 +234,10 @@ export const COMMANDS: Record<string, CommandHelp> = {
       ['--build-arg K=V', 'a value for an ARG'],
       ['--no-cache', 'run every step again'],
       ['--name N', `template name (default ${DEFAULT_TEMPLATE})`],
-      ['--memory MiB', `memory of its sandboxes (default ${DEFAULT_MEMORY_MIB})`],
+      [
+        '--memory SIZE',
+        `memory of its sandboxes, e.g. 512M or 1G; a bare number is MiB (default ${DEFAULT_MEMORY_MIB})`,
+      ],
       ['--vcpus N', `vCPUs of its sandboxes (default ${DEFAULT_VCPUS})`],
       JSON_OPT,
     ],

@@ -22,6 +22,7 @@ import {
   TEMPLATE_VIEW_FIELDS,
   UPDATE_NETWORK_FIELDS,
   VOLUME_VIEW_FIELDS,
+  WORKSPACE_VIEW_FIELDS,
 } from './api-types.ts';
 
 interface Schema {
@@ -62,6 +63,7 @@ describe('core/api-types.ts against docs/openapi.json', () => {
       ['ApiKey', API_KEY_VIEW_FIELDS],
       ['Network', NETWORK_VIEW_FIELDS],
       ['Volume', VOLUME_VIEW_FIELDS],
+      ['Workspace', WORKSPACE_VIEW_FIELDS],
     ] as const) {
       const s = doc.components.schemas[name];
       assert.ok(s, `components.schemas.${name} exists`);
@@ -108,6 +110,7 @@ describe('core/api-types.ts against docs/openapi.json', () => {
       ['post', '/v1/sandboxes/{id}/snapshots', '201', 'Snapshot'],
       ['get', '/v1/snapshots/{id}', '200', 'Snapshot'],
       ['post', '/v1/snapshots/import', '201', 'Snapshot'],
+      ['post', '/v1/sandboxes/{id}/workspace', '200', 'Workspace'],
     ] as const)
       assert.deepEqual(responseSchema(method, path, status), ref(schema), `${method.toUpperCase()} ${path}`);
     assert.deepEqual(list('/v1/sandboxes'), ref('Sandbox'));

@@ -226,6 +226,54 @@ export interface PageView<T> {
   next: string | null;
 }
 
+/** How `kiln workspace push` lays a repository into a sandbox. */
+export type WorkspaceMode = 'full_copy' | 'shallow_overlay' | 'metadata_only';
+export const WORKSPACE_MODES: readonly WorkspaceMode[] = ['full_copy', 'shallow_overlay', 'metadata_only'];
+
+/** POST /v1/sandboxes/:id/workspace: what a push laid down (also logged as the sandbox's event). */
+export interface WorkspaceView {
+  sandboxId: string;
+  /** Where the repository is in the guest (inside the sandbox user's home). */
+  guestPath: string;
+  mode: WorkspaceMode;
+  /** The commit the push was based on (the host's HEAD): export's default base. */
+  base: string;
+  /** The branch checked out in the guest (null: detached HEAD). */
+  branch: string | null;
+  readOnly: boolean;
+  /** Bytes of the tar stream received. */
+  bytes: number;
+  pushedAt: string;
+}
+export const WORKSPACE_VIEW_FIELDS = {
+  sandboxId: true,
+  guestPath: true,
+  mode: true,
+  base: true,
+  branch: true,
+  readOnly: true,
+  bytes: true,
+  pushedAt: true,
+} as const satisfies Fields<WorkspaceView>;
+
+/** One changed path of a workspace export (git's name-status letters: A, M, D, T, R). */
+export interface WorkspaceChange {
+  status: string;
+  path: string;
+  /** The path before a rename (status R). */
+  from?: string;
+}
+
+/**
+ * POST /v1/sandboxes/:id/workspace/export answers this as its first line (JSON), followed by the
+ * binary patch (`git diff --binary` against `base`) up to the end of the body.
+ */
+export interface WorkspaceExportHead {
+  guestPath: string;
+  base: string;
+  files: WorkspaceChange[];
+}
+
 /** One line of the exec stream (newline-delimited JSON). */
 export type ExecLine =
   | { stdout: string }

@@ -199,7 +199,8 @@ export type OperationKind =
   | 'resume'
   | 'template'
   | 'delete-snapshot'
-  | 'import';
+  | 'import'
+  | 'workspace-push';
 export type OperationState = 'running' | 'done' | 'failed' | 'undone';
 
 /**
@@ -215,6 +216,8 @@ export type UndoAction =
   | { action: 'resume-vm'; vmId: string }
   | { action: 'delete-template'; templateId: string }
   | { action: 'detach-volumes'; sandboxId: string }
+  /** Paths inside a running sandbox's guest (a workspace push's staging files). */
+  | { action: 'guest-remove'; sandboxId: string; paths: string[] }
   | { action: 'none' };
 
 export interface OperationStep {

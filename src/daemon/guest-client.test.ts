@@ -32,7 +32,9 @@ test('health, init with a token, exec with output, exit codes, env and cwd', asy
   const r = await c.exec('echo out; echo err >&2; echo "$FROM_INIT $X"; pwd; exit 3', {
     envs: { X: 'x' },
     cwd: '/tmp',
-    onStdout: (b) => seen.push(Buffer.from(b).toString()),
+    onStdout: (b) => {
+      seen.push(Buffer.from(b).toString());
+    },
   });
   assert.deepEqual(
     { code: r.exitCode, out: r.stdout, err: r.stderr, status: r.status },
@@ -114,4 +116,29 @@ test('a guest that accepts connections but never answers fails every call within
     for (const s of held) s.destroy();
     mute.close();
   }
+});
+
+test('upload streams a body into a guest file; exec without keepOutput streams with backpressure', async () => {
+  const { Readable } = await import('node:stream');
+  const { mkdtemp, readFile, rm } = await import('node:fs/promises');
+  const { join } = await import('node:path');
+  const dir = await mkdtemp(join(tmpdir(), 'kiln-upload-'));
+  const c = new HttpGuestClient({ baseUrl, accessToken: 'rotated' });
+  const chunks = Array.from({ length: 64 }, (_, i) => Buffer.alloc(64 << 10, i));
+  await c.upload(join(dir, 'big.bin'), Readable.from(chunks), { user: 'root' });
+  assert.deepEqual(await readFile(join(dir, 'big.bin')), Buffer.concat(chunks));
+  await assert.rejects(c.upload(join(dir, 'x'), Readable.from([Buffer.from('x')]), { user: 'nosuchuser' }), {
+    code: 'guest_agent_error',
+    message: /refused the upload .*\(401\).*nosuchuser/,
+  });
+  let n = 0;
+  const r = await c.exec(`head -c 3000000 ${join(dir, 'big.bin')}`, {
+    keepOutput: false,
+    onStdout: async (b) => {
+      n += b.length;
+      await new Promise((res) => setTimeout(res, 1));
+    },
+  });
+  assert.deepEqual([r.exitCode, r.stdout, n], [0, '', 3_000_000]);
+  await rm(dir, { recursive: true, force: true });
 });

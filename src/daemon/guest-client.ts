@@ -1,4 +1,5 @@
 import { Agent, request, type IncomingHttpHeaders } from 'node:http';
+import type { Readable } from 'node:stream';
 import { Code, ConnectError, createClient, type Client } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import { KilnError } from '../core/errors.ts';
@@ -10,7 +11,10 @@ export interface ExecOpts {
   cwd?: string;
   /** Kill the command after this long (0 = never); E2B's Connect-Timeout-Ms. */
   timeoutMs?: number;
-  onStdout?: (chunk: Uint8Array) => void;
+  /** Each stdout chunk; a returned promise holds the stream until it settles (backpressure). */
+  onStdout?: (chunk: Uint8Array) => void | Promise<void>;
+  /** False: stdout and stderr are only given to the callbacks, not kept for the result. */
+  keepOutput?: boolean;
   onStderr?: (chunk: Uint8Array) => void;
   signal?: AbortSignal;
 }
@@ -56,6 +60,8 @@ export interface GuestClient {
   init(body: InitBody, currentToken?: string): Promise<InitResult>;
   /** Runs `/bin/bash -l -c cmd` and collects its output (streamed to the callbacks as it comes). */
   exec(cmd: string, opts?: ExecOpts): Promise<ExecResult>;
+  /** Streams `body` into the new file `path` in the guest, owned by `user` (envd's POST /files). */
+  upload(path: string, body: Readable, o: { user: string; signal?: AbortSignal }): Promise<void>;
   /** GET /metrics: the guest's own view of CPU, memory and root disk (envd's field names). */
   metrics(): Promise<GuestMetrics>;
 }
@@ -238,11 +244,59 @@ export class HttpGuestClient implements GuestClient {
     return JSON.parse(res.text) as GuestMetrics;
   }
 
+  /**
+   * Streams `body` into the guest's `path` as `user` (POST /files, octet-stream): the guest agent
+   * writes it as it arrives. `guest_agent_error` with the agent's answer when it refuses.
+   */
+  upload(path: string, body: Readable, o: { user: string; signal?: AbortSignal }): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const q = new URLSearchParams({ path, username: o.user });
+      const req = request(`${this.#o.baseUrl}/files?${q.toString()}`, {
+        method: 'POST',
+        // Its own connection, closed at the end (a long upload must not hold the REST one).
+        agent: false,
+        headers: { ...this.#headers(), 'content-type': 'application/octet-stream' },
+        ...(o.signal ? { signal: o.signal } : {}),
+      });
+      req.on('response', (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (c: string) => (text = (text + c).slice(-4096)));
+        res.on('end', () => {
+          if (res.statusCode === 200) resolve();
+          else
+            reject(
+              new KilnError(
+                res.statusCode === 507 ? 'no_space' : 'guest_agent_error',
+                `the guest refused the upload to ${path} (${res.statusCode}): ${text.trim()}`,
+              ),
+            );
+        });
+        res.on('error', reject);
+      });
+      req.on('error', (e) => {
+        reject(
+          e.name === 'AbortError'
+            ? new KilnError('cancelled', `upload to ${path} cancelled`)
+            : new KilnError('guest_agent_error', `upload to ${path} failed: ${e.message}`, { cause: e }),
+        );
+      });
+      body.on('error', (e) => {
+        req.destroy(e);
+      });
+      // The exec streams' idle deadline: a guest that takes nothing and answers nothing for that long is gone.
+      req.setTimeout(this.#t.execIdleMs, () => {
+        req.destroy(new Error(`the sandbox took nothing for ${this.#t.execIdleMs} ms`));
+      });
+      body.pipe(req);
+    });
+  }
+
   async exec(cmd: string, opts: ExecOpts = {}): Promise<ExecResult> {
     const headers = this.#headers();
     if (opts.user) headers['authorization'] = `Basic ${Buffer.from(`${opts.user}:`).toString('base64')}`;
     const out: Buffer[] = [];
     const err: Buffer[] = [];
+    const keep = opts.keepOutput ?? true;
     let end: { exitCode: number; status: string } | undefined;
     // The idle deadline: every message (data, keep-alive, end) re-arms it. The agent is asked for
     // keep-alives three times per deadline, so a quiet command stays alive and a mute guest fails.
@@ -283,10 +337,10 @@ export class HttpGuestClient implements GuestClient {
         if (ev?.case === 'data') {
           const o = ev.value.output;
           if (o.case === 'stdout') {
-            out.push(Buffer.from(o.value));
-            opts.onStdout?.(o.value);
+            if (keep) out.push(Buffer.from(o.value));
+            await opts.onStdout?.(o.value);
           } else if (o.case === 'stderr') {
-            err.push(Buffer.from(o.value));
+            if (keep || err.length < 64) err.push(Buffer.from(o.value));
             opts.onStderr?.(o.value);
           }
         } else if (ev?.case === 'end') {

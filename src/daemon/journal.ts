@@ -16,7 +16,12 @@ import { killVm } from './sandbox/vm.ts';
  */
 export async function runUndo(
   a: UndoAction,
-  deps: { store: Store; driver: VmmDriver; networks?: NetworkProvider | undefined },
+  deps: {
+    store: Store;
+    driver: VmmDriver;
+    networks?: NetworkProvider | undefined;
+    removeGuestPaths?: ((sandboxId: string, paths: string[]) => Promise<void>) | undefined;
+  },
 ): Promise<void> {
   switch (a.action) {
     case 'kill-vm':
@@ -58,6 +63,10 @@ export async function runUndo(
       // The sandbox no longer mounts anything: its volumes can be deleted.
       deps.store.setMounts(a.sandboxId, []);
       return;
+    case 'guest-remove':
+      // Only a running guest holds them: a dead or paused-then-killed one took them with it.
+      await deps.removeGuestPaths?.(a.sandboxId, a.paths);
+      return;
     case 'none':
       return;
   }
@@ -66,6 +75,7 @@ export async function runUndo(
 export interface OpRunDeps {
   store: Store;
   driver: VmmDriver;
+  removeGuestPaths?: ((sandboxId: string, paths: string[]) => Promise<void>) | undefined;
   log: Logger;
   /** Called as `(op kind, step name)` right after each step is recorded (crash tests). */
   failpoint?: Failpoint | undefined;

@@ -1,5 +1,6 @@
 import type { VolumeService } from './volumes/volume-service.ts';
 import type { Readable } from 'node:stream';
+import type { WorkspaceExportHead, WorkspaceView } from '../core/api-types.ts';
 import type {
   EventRecord,
   SandboxRecord,
@@ -38,6 +39,9 @@ import {
   type SandboxStats,
 } from './sandbox/types.ts';
 import { purgeEndedRecords } from './monitors/retention.ts';
+import { exportWorkspace, type ExportOpts, type ExportSink } from './workspace/export.ts';
+import { checkPushOpts, pushWorkspace, removeGuestPaths, type PushOpts } from './workspace/push.ts';
+import { checkExportOpts } from './workspace/export.ts';
 
 export type { BootImage, CreateRequest, OpCtx, ReconcileReport, SandboxServiceDeps, SandboxStats };
 export {
@@ -56,6 +60,8 @@ export {
  */
 export class SandboxService {
   readonly #locks = new KeyedLock();
+  /** Workspace push and export of one sandbox, one at a time; apart from #locks (kill, pause, snapshot). */
+  readonly #workspaceLocks = new KeyedLock();
   readonly #sc: ServiceContext;
   readonly #stats: StatsSampler;
   #timers: NodeJS.Timeout[] = [];
@@ -67,6 +73,7 @@ export class SandboxService {
 
   constructor(deps: SandboxServiceDeps) {
     this.#sc = newServiceContext(deps, this.#locks, (id, reason) => this.kill(id, {}, reason));
+    this.#sc.removeGuestPaths = (id, paths) => removeGuestPaths(this.#sc, id, paths);
     this.#stats = new StatsSampler(this.#sc);
   }
 
@@ -176,6 +183,30 @@ export class SandboxService {
 
   async exec(id: string, cmd: string, opts: ExecOpts = {}, ctx: OpCtx = {}): Promise<ExecResult> {
     return exec(this.#sc, id, cmd, opts, ctx);
+  }
+
+  // ---- workspaces (src/daemon/workspace)
+
+  /**
+   * Streams a repository's tar (`body`, made by the sdk) into a running sandbox at the guest path
+   * and records the push (journalled; an event). Waits for another push or export of the sandbox.
+   */
+  async pushWorkspace(id: string, body: Readable, opts: PushOpts, ctx: OpCtx = {}): Promise<WorkspaceView> {
+    checkPushOpts(opts);
+    this.get(id);
+    return this.#workspaceLocks.run(id, () => pushWorkspace(this.#sc, id, body, opts, ctx));
+  }
+
+  /** Streams a workspace's patch since its base into `sink`; waits for a push of the sandbox. */
+  async exportWorkspace(
+    id: string,
+    opts: ExportOpts,
+    sink: ExportSink,
+    ctx: OpCtx = {},
+  ): Promise<WorkspaceExportHead> {
+    checkExportOpts(opts);
+    this.get(id);
+    return this.#workspaceLocks.run(id, () => exportWorkspace(this.#sc, id, opts, sink, ctx));
   }
 
   /**

@@ -62,7 +62,11 @@ interface Raw {
   opId: string | undefined;
 }
 
-function apiError(body: string, status: number, opHeader: string | string[] | undefined): KilnApiError {
+export function apiError(
+  body: string,
+  status: number,
+  opHeader: string | string[] | undefined,
+): KilnApiError {
   let err: { code?: string; message?: string; opId?: string } = {};
   try {
     err = JSON.parse(body) as typeof err;

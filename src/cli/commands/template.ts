@@ -1,6 +1,7 @@
 /** `kiln template list|get|rm|build` (build from a Dockerfile: template-dockerfile.ts). */
 import { parseArgs } from 'node:util';
 import { DEFAULT_MEMORY_MIB, DEFAULT_TEMPLATE, DEFAULT_VCPUS } from '../../core/defaults.ts';
+import { parseSizeMiB } from '../../core/size.ts';
 import { validateName } from '../../core/validate.ts';
 import { UsageError, intArg } from '../args.ts';
 import type { CliContext } from '../context.ts';
@@ -43,7 +44,7 @@ export async function template(ctx: CliContext, sub: string | undefined, argv: s
   if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0] ?? ''}"`);
   // Check what was typed before starting a daemon.
   validateName('template', values.name);
-  const memoryMiB = intArg('memory', values.memory) ?? DEFAULT_MEMORY_MIB;
+  const memoryMiB = parseSizeMiB('memory', values.memory);
   const vcpus = intArg('vcpus', values.vcpus) ?? DEFAULT_VCPUS;
   const c = await ctx.connect();
   if (sub === 'list') {

@@ -20,6 +20,7 @@ const guest = (): GuestClient => ({
   health: () => Promise.resolve(),
   init: () => Promise.resolve({ entropy: 'reseeded' }),
   exec: () => Promise.reject(new Error('not used')),
+  upload: () => Promise.reject(new Error('not used')),
   metrics: () => Promise.reject(new Error('not used')),
 });
 

@@ -58,7 +58,7 @@ export async function guestPortUrl(
 }
 
 /** A guest client of a running sandbox's agent, carrying the request's op id. */
-async function guestOf(sc: ServiceContext, id: string, ctx: OpCtx): Promise<GuestClient> {
+export async function guestOf(sc: ServiceContext, id: string, ctx: OpCtx): Promise<GuestClient> {
   const { sandbox, baseUrl } = await agent(sc, id);
   return sc.guest({ baseUrl, accessToken: sandbox.accessToken, ...(ctx.opId ? { opId: ctx.opId } : {}) });
 }

@@ -28,6 +28,8 @@ export interface ServiceContext extends SandboxServiceDeps {
   /** Sandboxes with a kill in progress (a second one is refused, not queued). */
   killing: Set<string>;
   watcher: LivenessWatcher;
+  /** Removes paths in a running sandbox's guest (the journal's `guest-remove`; set by the facade). */
+  removeGuestPaths?: ((sandboxId: string, paths: string[]) => Promise<void>) | undefined;
 }
 
 /** The directory of snapshot `id` (its RAM, device state and disk layer). */

@@ -55,6 +55,7 @@ export const GUEST_METRICS: GuestMetrics = {
  */
 export class FakeGuests {
   inits: { body: InitBody; presented: string | undefined }[] = [];
+  uploads: { path: string; bytes: number }[] = [];
   failInit = false;
   /** Every guest agent stopped answering /health. */
   hung = false;
@@ -73,13 +74,18 @@ export class FakeGuests {
       return Promise.resolve({ entropy: body.entropySeed ? 'reseeded' : undefined });
     },
     exec: (cmd, o) => Promise.resolve(fakeExec(cmd, o)),
+    upload: async (path, body) => {
+      let bytes = 0;
+      for await (const c of body) bytes += (c as Buffer).length;
+      this.uploads.push({ path, bytes });
+    },
     metrics: () => Promise.resolve(GUEST_METRICS),
   });
 }
 
 function fakeExec(cmd: string, o?: ExecOpts): ExecResult {
   const stdout = `ran ${cmd}\n`;
-  o?.onStdout?.(new TextEncoder().encode(stdout));
+  void o?.onStdout?.(new TextEncoder().encode(stdout));
   const exitCode = cmd.includes('fail') ? 4 : 0;
   return { exitCode, stdout, stderr: '', status: `exit status ${exitCode}` };
 }

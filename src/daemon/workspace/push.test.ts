@@ -1,0 +1,179 @@
+/**
+ * The push job over the fake driver with a scripted guest: the steps and users in order, the
+ * event, the journal (a failure after the staging step unwinds it: the guest's staging files are
+ * removed as root), the body never flows before the upload reads it, and the workspace lock
+ * serialises pushes and exports of one sandbox without holding the sandbox lock.
+ */
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import type { ExecOpts, ExecResult, GuestClient } from '../guest-client.ts';
+import { ServiceFixture } from '../testing/fixtures.ts';
+
+const HEAD = 'a'.repeat(40);
+
+interface Call {
+  what: string;
+  user: string | undefined;
+}
+
+/** A guest that runs nothing: it records each step and answers as `answer` says. */
+class ScriptedGuest {
+  calls: Call[] = [];
+  uploaded = '';
+  failOn: string | undefined;
+  uploadGate: Promise<void> = Promise.resolve();
+  readonly client = (): GuestClient => ({
+    health: () => Promise.resolve(),
+    init: () => Promise.resolve({ entropy: 'reseeded' }),
+    metrics: () => Promise.reject(new Error('unused')),
+    exec: (cmd: string, o?: ExecOpts) => Promise.resolve(this.exec(cmd, o)),
+    upload: async (path, body) => {
+      await this.uploadGate;
+      let s = '';
+      for await (const c of body) s += (c as Buffer).toString();
+      this.uploaded = s;
+      this.calls.push({ what: `upload ${path}`, user: 'user' });
+    },
+  });
+
+  exec(cmd: string, o?: ExecOpts): ExecResult {
+    const what = cmd.includes('tar -x')
+      ? 'extract'
+      : cmd.includes('mv -T')
+        ? 'finish'
+        : cmd.startsWith('rm -rf')
+          ? 'remove'
+          : cmd.includes('GIT_INDEX_FILE')
+            ? 'export'
+            : 'prepare';
+    this.calls.push({ what: what === 'remove' ? `remove ${cmd.slice(10)}` : what, user: o?.user });
+    if (this.failOn === what)
+      return {
+        exitCode: 128,
+        stdout: '',
+        stderr: "fatal: 'nosuchref' is not a commit",
+        status: 'exit status 128',
+      };
+    const out = what === 'extract' ? `${HEAD}\nwork\n` : '';
+    if (what === 'export') void o?.onStdout?.(Buffer.from(`/home/user/r\n${HEAD}\n0\n`));
+    return { exitCode: 0, stdout: out, stderr: '', status: 'exit status 0' };
+  }
+}
+
+describe('workspace push (fake guest)', () => {
+  let fx: ServiceFixture;
+  let g: ScriptedGuest;
+  beforeEach(async () => {
+    g = new ScriptedGuest();
+    fx = await ServiceFixture.start({ base: true, deps: { guest: g.client } });
+  });
+  afterEach(() => fx.close());
+
+  it('prepares as the user, uploads, unpacks, moves into place as root, logs an event', async () => {
+    const s = await fx.svc.create({ template: 'base' });
+    const v = await fx.svc.pushWorkspace(
+      s.id,
+      Readable.from([Buffer.from('tar bytes')]),
+      { mode: 'full_copy', head: HEAD, name: 'r', branch: 'work' },
+      { opId: 'req-1' },
+    );
+    assert.deepEqual(
+      { ...v, pushedAt: '' },
+      {
+        sandboxId: s.id,
+        guestPath: '/home/user/r',
+        mode: 'full_copy',
+        base: HEAD,
+        branch: 'work',
+        readOnly: false,
+        bytes: 9,
+        pushedAt: '',
+      },
+    );
+    assert.equal(g.uploaded, 'tar bytes', 'nothing of the body was lost before the upload');
+    assert.deepEqual(
+      g.calls.map((c) => `${c.what} as ${c.user}`),
+      [
+        'prepare as user',
+        `upload /home/user/.kiln-ws-${g.calls[1]?.what.split('.kiln-ws-')[1] ?? ''} as user`,
+        'extract as user',
+        'finish as root',
+      ],
+    );
+    const ev = fx.svc.logs(s.id).items.find((e) => e.message === 'workspace pushed to /home/user/r');
+    assert.equal(ev?.data?.['base'], HEAD);
+  });
+
+  it('a failing step unwinds the journalled staging as root; the error says what failed', async () => {
+    const s = await fx.svc.create({ template: 'base' });
+    g.failOn = 'extract';
+    await assert.rejects(
+      fx.svc.pushWorkspace(s.id, Readable.from([Buffer.from('x')]), {
+        mode: 'full_copy',
+        head: HEAD,
+        name: 'r',
+      }),
+      {
+        code: 'guest_agent_error',
+        message: /unpacking the repository failed in the sandbox: fatal: 'nosuchref'/,
+      },
+    );
+    const last = g.calls[g.calls.length - 1];
+    assert.ok(last);
+    assert.equal(last.user, 'root');
+    assert.match(
+      last.what,
+      /^remove '\/home\/user\/\.kiln-ws-op-\w+' '\/home\/user\/\.kiln-ws-op-\w+\.tar'$/,
+    );
+    assert.ok(!g.calls.some((c) => c.what === 'finish'));
+  });
+
+  it('refuses a bad mode, head or ref, a path outside the home, and a sandbox that is not running', async () => {
+    const s = await fx.svc.create({ template: 'base' });
+    const body = (): Readable => Readable.from([]);
+    const base = { mode: 'full_copy' as const, head: HEAD, name: 'r' };
+    await assert.rejects(
+      fx.svc.pushWorkspace(s.id, body(), { ...base, head: 'HEAD' }),
+      /head: must be the full hex id/,
+    );
+    await assert.rejects(
+      fx.svc.pushWorkspace(s.id, body(), { ...base, branch: '-x' }),
+      /not a usable git ref/,
+    );
+    await assert.rejects(
+      fx.svc.pushWorkspace(s.id, body(), { ...base, from: 'main' }),
+      /--from needs --branch/,
+    );
+    await assert.rejects(
+      fx.svc.pushWorkspace(s.id, body(), { ...base, guestPath: '/root/x' }),
+      /outside the sandbox user's home/,
+    );
+    await fx.svc.kill(s.id);
+    await assert.rejects(fx.svc.pushWorkspace(s.id, body(), base), {
+      code: 'invalid_state',
+      message: /is dead/,
+    });
+    assert.deepEqual(g.calls, []);
+  });
+
+  it('the workspace lock serialises push and export of a sandbox but not other operations', async () => {
+    const s = await fx.svc.create({ template: 'base' });
+    let open: () => void = () => undefined;
+    g.uploadGate = new Promise((r) => (open = r));
+    const order: string[] = [];
+    const push = fx.svc
+      .pushWorkspace(s.id, Readable.from([Buffer.from('x')]), { mode: 'full_copy', head: HEAD, name: 'r' })
+      .then(() => order.push('push'));
+    const exp = fx.svc
+      .exportWorkspace(s.id, {}, { head: () => undefined, patch: () => undefined })
+      .then(() => order.push('export'));
+    await new Promise((r) => setTimeout(r, 20));
+    // The push waits on its upload: a snapshot of the same sandbox is not held up by it.
+    await fx.svc.snapshot(s.id);
+    order.push('snapshot');
+    open();
+    await Promise.all([push, exp]);
+    assert.deepEqual(order, ['snapshot', 'push', 'export']);
+  });
+});

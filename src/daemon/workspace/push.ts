@@ -1,0 +1,157 @@
+/**
+ * `kiln workspace push`: a tar stream of a repository into a running sandbox, journalled.
+ * Steps: check the request and the sandbox; as the sandbox user make an empty staging directory
+ * beside the target (journalled: undo removes it); stream the tar into `<stage>.tar` through the
+ * guest agent's upload (written as it arrives, never held by kilnd); unpack and make the mode's
+ * repository there; as root rename it into place (replacing an older push) and, for --read-only,
+ * hand it to root without write bits. A failure anywhere leaves nothing of the push in the guest.
+ */
+import { Transform, type Readable } from 'node:stream';
+import { WORKSPACE_MODES, type WorkspaceMode, type WorkspaceView } from '../../core/api-types.ts';
+import { KilnError, invalidArgument } from '../../core/errors.ts';
+import type { ExecResult, GuestClient } from '../guest-client.ts';
+import { OpRun } from '../journal.ts';
+import { guestOf } from '../sandbox/agent.ts';
+import type { ServiceContext } from '../sandbox/context.ts';
+import { getSandbox } from '../sandbox/queries.ts';
+import type { OpCtx } from '../sandbox/types.ts';
+import { WORKSPACE_USER, stagePath, workspacePath } from '../../core/workspace-path.ts';
+import { REFUSED, extractScript, finishScript, prepareScript, removeScript } from './scripts.ts';
+
+export interface PushOpts {
+  mode: WorkspaceMode;
+  /** The host's HEAD commit. */
+  head: string;
+  /** The repository's name: the default guest path is /home/user/<name>. */
+  name?: string | undefined;
+  guestPath?: string | undefined;
+  branch?: string | undefined;
+  from?: string | undefined;
+  readOnly?: boolean | undefined;
+  signal?: AbortSignal | undefined;
+}
+
+/** A git ref name from the request: no option-like or control characters (git checks the rest). */
+function refArg(field: string, v: string | undefined): string | undefined {
+  if (v === undefined || v === '') return undefined;
+  if (v.startsWith('-') || /[\0-\x20\x7f]/.test(v) || v.length > 255)
+    throw invalidArgument(field, `"${v}" is not a usable git ref name`);
+  return v;
+}
+
+/** The push's options checked before the sandbox is looked at. */
+export function checkPushOpts(o: PushOpts): PushOpts & { target: string } {
+  if (!WORKSPACE_MODES.includes(o.mode))
+    throw invalidArgument('mode', `"${o.mode}" is not one of ${WORKSPACE_MODES.join(', ')}`);
+  if (!/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(o.head))
+    throw invalidArgument('head', "must be the full hex id of the host repository's HEAD commit");
+  const branch = refArg('branch', o.branch);
+  const from = refArg('from', o.from);
+  if (from && !branch) throw invalidArgument('from', '--from needs --branch');
+  return { ...o, branch, from, target: workspacePath(o.guestPath, o.name) };
+}
+
+/** The sandbox must be running; a dead one says so plainly. */
+export function runningSandbox(sc: ServiceContext, id: string, what: string): void {
+  const s = getSandbox(sc, id);
+  if (s.state !== 'running')
+    throw new KilnError(
+      'invalid_state',
+      `sandbox ${id} is ${s.state}${s.state === 'dead' ? ` (${s.endReason ?? 'ended'})` : ''}; ${what} needs a running sandbox`,
+      { details: { sandboxId: id, state: s.state } },
+    );
+}
+
+/** A guest step's failure as an error: REFUSED is the caller's bad path, anything else the guest's. */
+export function stepFailed(what: string, r: ExecResult): KilnError {
+  const msg = `${what} failed in the sandbox: ${r.stderr.trim() || r.status}`;
+  return new KilnError(r.exitCode === REFUSED ? 'invalid_argument' : 'guest_agent_error', msg, {
+    details: { exitCode: r.exitCode },
+  });
+}
+
+async function step(
+  g: GuestClient,
+  what: string,
+  cmd: string,
+  user: string,
+  signal?: AbortSignal,
+): Promise<string> {
+  const r = await g.exec(cmd, { user, ...(signal ? { signal } : {}) });
+  if (r.exitCode !== 0) throw stepFailed(what, r);
+  return r.stdout;
+}
+
+export async function pushWorkspace(
+  sc: ServiceContext,
+  id: string,
+  body: Readable,
+  opts: PushOpts,
+  ctx: OpCtx,
+): Promise<WorkspaceView> {
+  const o = checkPushOpts(opts);
+  runningSandbox(sc, id, 'a workspace push');
+  const g = await guestOf(sc, id, ctx);
+  const run = new OpRun(sc, 'workspace-push', id, ctx.opId);
+  const stage = stagePath(o.target, run.op.id);
+  // Counted as it passes to the guest: the body must not flow before the upload reads it.
+  let bytes = 0;
+  const counted = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      bytes += chunk.length;
+      cb(null, chunk);
+    },
+  });
+  try {
+    await step(g, 'preparing the guest path', prepareScript(o.target, stage), WORKSPACE_USER, o.signal);
+    run.step('guest staging', { action: 'guest-remove', sandboxId: id, paths: [stage, `${stage}.tar`] });
+    body.on('error', (e) => counted.destroy(e));
+    await g.upload(`${stage}.tar`, body.pipe(counted), {
+      user: WORKSPACE_USER,
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
+    const pushedAt = new Date(sc.now()).toISOString();
+    const out = await step(
+      g,
+      'unpacking the repository',
+      extractScript({ stage, mode: o.mode, head: o.head, branch: o.branch, from: o.from, pushedAt }),
+      WORKSPACE_USER,
+      o.signal,
+    );
+    const [base = o.head, branch = ''] = out.trim().split('\n');
+    await step(
+      g,
+      'moving it into place',
+      finishScript({ target: o.target, stage, readOnly: !!o.readOnly }),
+      'root',
+    );
+    const view: WorkspaceView = {
+      sandboxId: id,
+      guestPath: o.target,
+      mode: o.mode,
+      base,
+      branch: branch || null,
+      readOnly: !!o.readOnly,
+      bytes,
+      pushedAt,
+    };
+    sc.store.appendEvent(id, 'info', `workspace pushed to ${o.target}`, { opId: ctx.opId, ...view });
+    run.done();
+    return view;
+  } catch (e) {
+    // Drain what the client still sends so it gets the error rather than a reset connection.
+    body.unpipe(counted);
+    body.resume();
+    await run.fail(e);
+    throw e;
+  }
+}
+
+/** The journal's `guest-remove`: as root, when the sandbox still runs (else its guest is gone). */
+export async function removeGuestPaths(sc: ServiceContext, id: string, paths: string[]): Promise<void> {
+  const s = sc.store.getSandbox(id);
+  if (s.state !== 'running') return;
+  const g = await guestOf(sc, id, {});
+  const r = await g.exec(removeScript(paths), { user: 'root' });
+  if (r.exitCode !== 0) throw stepFailed('removing a failed push', r);
+}

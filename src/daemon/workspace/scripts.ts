@@ -1,0 +1,113 @@
+/**
+ * The shell steps a workspace push and export run in the guest (bash, git and GNU tar are in
+ * kiln's guest image). Pure strings, so a unit test can run them against a repository on the
+ * host. Every path is quoted with `sh`; an exit code of REFUSED means the guest path is unsafe.
+ */
+import { posix } from 'node:path';
+import type { WorkspaceMode } from '../../core/api-types.ts';
+import { LAST_PUSH_FILE, WORKSPACE_HOME, WORKSPACE_USER, sh } from '../../core/workspace-path.ts';
+
+/** Exit code of a step that found the guest path unsafe (a parent that is a symbolic link). */
+export const REFUSED = 17;
+/** Exit code of a push whose HEAD in the guest is not the commit the host sent. */
+export const WRONG_HEAD = 18;
+
+/** Fails with REFUSED unless `dir` exists and is exactly where its name says (no link on the way). */
+const exactDir = (dir: string): string =>
+  `p=$(cd -- ${sh(dir)} 2>/dev/null && pwd -P) || p=''
+[ "$p" = ${sh(dir)} ] || { echo "kiln: ${dir} is not a plain directory under ${WORKSPACE_HOME} (a symbolic link or missing)" >&2; exit ${REFUSED}; }`;
+
+/** As the sandbox user: make the target's parent and an empty staging directory beside it. */
+export function prepareScript(target: string, stage: string): string {
+  const parent = posix.dirname(target);
+  return `set -eu
+mkdir -p -- ${sh(parent)}
+${exactDir(parent)}
+rm -rf -- ${sh(stage)} ${sh(`${stage}.tar`)}
+mkdir -- ${sh(stage)}`;
+}
+
+export interface ExtractOpts {
+  stage: string;
+  mode: WorkspaceMode;
+  /** The host's HEAD: the guest's HEAD must be it after extraction. */
+  head: string;
+  branch?: string | undefined;
+  from?: string | undefined;
+  pushedAt: string;
+}
+
+/**
+ * As the sandbox user, in the staging directory: unpack the tar, make the mode's repository, check
+ * HEAD, create the branch; prints the base commit and the branch (or nothing when detached).
+ */
+export function extractScript(o: ExtractOpts): string {
+  const git = 'git -c advice.detachedHead=false';
+  const modeStep =
+    o.mode === 'shallow_overlay'
+      ? `${git} config core.bare false\n${git} reset -q`
+      : o.mode === 'metadata_only'
+        ? `${git} reset -q --hard`
+        : `${git} update-index -q --refresh >/dev/null || true`;
+  const branchStep = o.branch ? `${git} checkout -q -b ${sh(o.branch)} ${o.from ? sh(o.from) : ''}` : '';
+  return `set -eu
+cd -- ${sh(o.stage)}
+tar -x -i -f ${sh(`${o.stage}.tar`)}
+rm -f -- ${sh(`${o.stage}.tar`)}
+${modeStep}
+[ "$(${git} rev-parse HEAD)" = ${sh(o.head)} ] || { echo "kiln: the guest's HEAD is not ${o.head}: the push arrived incomplete" >&2; exit ${WRONG_HEAD}; }
+${branchStep}
+base=$(${git} rev-parse HEAD)
+printf '%s\\n' "$base" > .git/kiln-base
+printf '%s\\n' "$base"
+${git} symbolic-ref -q --short HEAD || true`;
+}
+
+/**
+ * As root: move the staged tree into place (an existing target is replaced), make it read-only
+ * (owned by root, no write bits) when asked, and note the path as the last push.
+ */
+export function finishScript(o: { target: string; stage: string; readOnly: boolean }): string {
+  const t = sh(o.target);
+  const old = sh(`${o.stage}.old`);
+  return `set -eu
+${exactDir(posix.dirname(o.target))}
+if [ -e ${t} ] || [ -L ${t} ]; then mv -T -- ${t} ${old}; fi
+mv -T -- ${sh(o.stage)} ${t}
+rm -rf -- ${old}
+${o.readOnly ? `chown -R -h root:root -- ${t}\nchmod -R a-w -- ${t}` : ''}
+printf '%s\\n' ${t} > ${sh(LAST_PUSH_FILE)}
+chown ${WORKSPACE_USER}: ${sh(LAST_PUSH_FILE)} 2>/dev/null || true`;
+}
+
+/** As root: removes what a failed push left (idempotent). */
+export const removeScript = (paths: string[]): string => `rm -rf -- ${paths.map(sh).join(' ')}`;
+
+/**
+ * As the sandbox user: the export of the repository at `target` (default: the last push's) against
+ * `base` (default: the push's base). Everything goes through a temporary index and object
+ * directory (the repository's objects as an alternate), so the repository itself is only read:
+ * its index stays byte-identical and a read-only tree can be exported. Prints the guest path, the
+ * base, the byte count of the name-status list, the list (`-z`), then the binary patch.
+ */
+export function exportScript(o: { target?: string | undefined; base?: string | undefined }): string {
+  const git = 'git -c safe.directory=* -c core.quotepath=false -c diff.noprefix=false -c core.fileMode=true';
+  return `set -eu
+t=${o.target ? sh(o.target) : `$(head -n 1 ${sh(LAST_PUSH_FILE)} 2>/dev/null || true)`}
+[ -n "$t" ] || { echo "kiln: nothing was pushed to this sandbox: give --guest-path" >&2; exit ${REFUSED}; }
+cd -- "$t" 2>/dev/null || { echo "kiln: no workspace at $t in the sandbox" >&2; exit ${REFUSED}; }
+gd=$(${git} rev-parse --absolute-git-dir)
+base=${o.base ? sh(o.base) : `$(head -n 1 "$gd/kiln-base" 2>/dev/null || true)`}
+[ -n "$base" ] || { echo "kiln: $t has no recorded base commit: give --base" >&2; exit ${REFUSED}; }
+base=$(${git} rev-parse --verify -q "$base^{commit}") || { echo "kiln: the base commit is not in the guest's repository" >&2; exit ${REFUSED}; }
+tmp=$(mktemp -d /tmp/kiln-export.XXXXXX)
+trap 'rm -rf -- "$tmp"' EXIT
+mkdir "$tmp/objects"
+export GIT_INDEX_FILE="$tmp/index" GIT_OBJECT_DIRECTORY="$tmp/objects" GIT_ALTERNATE_OBJECT_DIRECTORIES="$gd/objects"
+if [ -f "$gd/index" ]; then cp -- "$gd/index" "$tmp/index"; fi
+${git} add -A
+${git} diff --cached --name-status -z -M "$base" > "$tmp/names"
+printf '%s\\n%s\\n%s\\n' "$t" "$base" "$(wc -c < "$tmp/names")"
+cat -- "$tmp/names"
+${git} diff --cached --binary --full-index -M "$base"`;
+}
