@@ -26,8 +26,8 @@ CMD ["-m", "http.server", "8000"]
       steps: [
         { type: 'USER', args: ['root'] },
         { type: 'ENV', args: ['APP_HOME', '/srv/app', 'MODE', 'two words'] },
-        { type: 'RUN', args: ['apt-get update &&  echo $GREETING'] },
-        { type: 'RUN', args: [`echo 'exec form' '$x'`] },
+        { type: 'RUN', args: ['export VERSION=2; apt-get update &&  echo $GREETING'] },
+        { type: 'RUN', args: [`export VERSION=2; echo 'exec form' '$x'`] },
         { type: 'COPY', src: 'app.py', dest: '/srv/app/', user: 'user', mode: '0644' },
         { type: 'COPY', src: 'a.txt', dest: '/opt/' },
         { type: 'COPY', src: 'b.txt', dest: '/opt/' },

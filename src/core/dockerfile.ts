@@ -135,6 +135,7 @@ function copySteps(rest: string, at: string, vars: Map<string, string>): Dockerf
 /** Parses a Dockerfile; `args` are --build-arg values. */
 export function parseDockerfile(text: string, args: Record<string, string> = {}): ParsedDockerfile {
   const vars = new Map<string, string>();
+  const runArgs = new Map<string, string>();
   let from: string | undefined;
   // Docker runs steps as root until USER says otherwise (E2B's builder starts as `user`).
   const steps: DockerfileStep[] = [{ type: 'USER', args: ['root'] }];
@@ -158,6 +159,9 @@ export function parseDockerfile(text: string, args: Record<string, string> = {})
       case 'ARG': {
         const [[k, v] = ['', '']] = keyValues(rest, at);
         vars.set(k, args[k] ?? v);
+        // As in Docker: an ARG after FROM is in the environment of the RUN steps after it (and
+        // in their cache keys), not in the image's; one before FROM is for FROM alone.
+        if (from !== undefined) runArgs.set(k, args[k] ?? v);
         break;
       }
       case 'ENV': {
@@ -170,7 +174,9 @@ export function parseDockerfile(text: string, args: Record<string, string> = {})
         if (rest.startsWith('--'))
           throw invalidArgument(at, `RUN flags (${rest.split(' ')[0] ?? ''}) are not supported`);
         const ex = execForm(rest, at);
-        steps.push({ type: 'RUN', args: [ex ? ex.map(shq).join(' ') : rest] });
+        const env = [...runArgs].map(([k, v]) => shq(`${k}=${v}`));
+        const cmd = ex ? ex.map(shq).join(' ') : rest;
+        steps.push({ type: 'RUN', args: [env.length ? `export ${env.join(' ')}; ${cmd}` : cmd] });
         break;
       }
       case 'COPY':

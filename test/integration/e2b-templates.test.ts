@@ -43,6 +43,9 @@ async function build(
   await Template.build(t, name, {
     onBuildLogs: (e: LogEntry) => logs.push(e.message),
     requestTimeoutMs: 600_000,
+  }).catch((e: unknown) => {
+    // The SDK's BuildError carries the reason; the log says what led to it.
+    throw new Error(`build of ${name} failed: ${String(e)}\n${logs.slice(-15).join('\n')}`, { cause: e });
   });
   return { logs, ms: Date.now() - t0 };
 }
@@ -234,8 +237,8 @@ describe('template builds through the e2b SDK (real guests)', { timeout: 1_800_0
         .runCmd('echo "on-oci $FROM_OCI" > /tmp/step.txt', { user: 'root' });
       await build(t, 'tpl-oci');
       const sbx = await Sandbox.create('tpl-oci');
-      const r = await sbx.commands.run('cat /srv/app/marker /tmp/step.txt');
-      assert.equal(r.stdout, 'from the OCI image\non-oci yes\n');
+      const r = await sbx.commands.run('cat /srv/app/marker /tmp/step.txt; echo "env=$FROM_OCI"');
+      assert.equal(r.stdout, 'from the OCI image\non-oci yes\nenv=yes\n');
       await sbx.kill();
       await assert.rejects(
         build(Template().fromImage(`${reg.registry}/kiln/no-such:t`), 'tpl-missing'),

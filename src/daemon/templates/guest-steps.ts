@@ -180,8 +180,13 @@ export class GuestSteps {
     const lines = Object.entries(c.envs).map(([k, v]) => `export ${k}=${shq(v)}`);
     if (lines.length === 0) return;
     const body = Buffer.from(lines.join('\n') + '\n').toString('base64');
+    // An OCI base may have no /etc/profile.d, or an /etc/profile that does not read it.
+    const f = '/etc/profile.d/kiln-template-env.sh';
     await this.root(
-      `echo ${body} | base64 -d > /etc/profile.d/kiln-template-env.sh`,
+      [
+        `mkdir -p /etc/profile.d && echo ${body} | base64 -d > ${f}`,
+        `if ! grep -qs 'profile\\.d' /etc/profile; then echo '[ -r ${f} ] && . ${f}' >> /etc/profile; fi`,
+      ].join('\n'),
       'writing the template environment',
     );
   }
