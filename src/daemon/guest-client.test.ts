@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { after, before, test } from 'node:test';
 import { createAgent, type Agent } from '../guest/agent.ts';
 import { HttpGuestClient } from './guest-client.ts';
@@ -119,9 +122,6 @@ test('a guest that accepts connections but never answers fails every call within
 });
 
 test('upload streams a body into a guest file; exec without keepOutput streams with backpressure', async () => {
-  const { Readable } = await import('node:stream');
-  const { mkdtemp, readFile, rm } = await import('node:fs/promises');
-  const { join } = await import('node:path');
   const dir = await mkdtemp(join(tmpdir(), 'kiln-upload-'));
   const c = new HttpGuestClient({ baseUrl, accessToken: 'rotated' });
   const chunks = Array.from({ length: 64 }, (_, i) => Buffer.alloc(64 << 10, i));

@@ -345,8 +345,9 @@ describe('workspaces (real guests)', { timeout: 1_500_000 }, () => {
     assert.equal((await sh('test -e ~/half')).code, 1);
     await noLeftovers();
     await c.killSandbox(sbx);
+    assert.equal((await c.getSandbox(sbx)).state, 'dead');
     r = kiln('workspace', 'push', sbx, repo);
-    assert.equal(r.status, 1);
+    assert.equal(r.status, 1, `${r.stdout}\n${r.stderr}`);
     assert.match(r.stderr, /is dead.*needs a running sandbox/);
     r = kiln('workspace', 'export', sbx, '-o', join(dir, 'x.patch'));
     assert.match(r.stderr, /is dead/);

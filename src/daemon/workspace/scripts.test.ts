@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { WorkspaceExportHead } from '../../core/api-types.ts';
 import { ExportParser } from './export-stream.ts';
-import { exportScript, extractScript } from './scripts.ts';
+import { exportScript, extractScript, prepareScript } from './scripts.ts';
 
 const git = (cwd: string, ...args: string[]): string =>
   execFileSync('git', ['-c', 'user.email=t@kiln', '-c', 'user.name=t', ...args], {
@@ -164,6 +164,22 @@ describe('workspace guest scripts (on the host)', () => {
     assert.notEqual(h.base, head);
     assert.deepEqual(h.files, []);
     assert.equal(patch.length, 0);
+  });
+
+  it('keeps its exit code in a login shell whose ~/.bash_logout trips over set -u (as the agent runs it)', () => {
+    const home = join(dir, 'home');
+    mkdirSync(home);
+    writeFileSync(join(home, '.bash_logout'), 'echo "$UNSET_IN_LOGOUT" >/dev/null\n');
+    symlinkSync('/var', join(dir, 'lnk'));
+    const r = spawnSync(
+      'bash',
+      ['-l', '-c', prepareScript(join(dir, 'lnk', 'x'), join(dir, 'lnk', '.kiln-ws-1'))],
+      {
+        env: { ...process.env, HOME: home },
+      },
+    );
+    assert.equal(r.status, 17, r.stderr.toString());
+    assert.match(r.stderr.toString(), /is not a plain directory/);
   });
 
   it('refuses an unknown base and a missing workspace with REFUSED', () => {

@@ -12,6 +12,13 @@ export const REFUSED = 17;
 /** Exit code of a push whose HEAD in the guest is not the commit the host sent. */
 export const WRONG_HEAD = 18;
 
+/**
+ * Runs `body` in a subshell: the agent runs commands as `bash -l -c`, and a login shell runs
+ * ~/.bash_logout on exit under the script's `set -eu`, where an unset variable ends the shell
+ * with 1 and hides the script's own exit code (REFUSED); seen in kiln's guests.
+ */
+const sub = (body: string): string => `(\n${body}\n)`;
+
 /** Fails with REFUSED unless `dir` exists and is exactly where its name says (no link on the way). */
 const exactDir = (dir: string): string =>
   `p=$(cd -- ${sh(dir)} 2>/dev/null && pwd -P) || p=''
@@ -20,11 +27,11 @@ const exactDir = (dir: string): string =>
 /** As the sandbox user: make the target's parent and an empty staging directory beside it. */
 export function prepareScript(target: string, stage: string): string {
   const parent = posix.dirname(target);
-  return `set -eu
+  return sub(`set -eu
 mkdir -p -- ${sh(parent)}
 ${exactDir(parent)}
 rm -rf -- ${sh(stage)} ${sh(`${stage}.tar`)}
-mkdir -- ${sh(stage)}`;
+mkdir -- ${sh(stage)}`);
 }
 
 export interface ExtractOpts {
@@ -50,7 +57,7 @@ export function extractScript(o: ExtractOpts): string {
         ? `${git} reset -q --hard`
         : `${git} update-index -q --refresh >/dev/null || true`;
   const branchStep = o.branch ? `${git} checkout -q -b ${sh(o.branch)} ${o.from ? sh(o.from) : ''}` : '';
-  return `set -eu
+  return sub(`set -eu
 cd -- ${sh(o.stage)}
 tar -x -i -f ${sh(`${o.stage}.tar`)}
 rm -f -- ${sh(`${o.stage}.tar`)}
@@ -60,7 +67,7 @@ ${branchStep}
 base=$(${git} rev-parse HEAD)
 printf '%s\\n' "$base" > .git/kiln-base
 printf '%s\\n' "$base"
-${git} symbolic-ref -q --short HEAD || true`;
+${git} symbolic-ref -q --short HEAD || true`);
 }
 
 /**
@@ -70,14 +77,14 @@ ${git} symbolic-ref -q --short HEAD || true`;
 export function finishScript(o: { target: string; stage: string; readOnly: boolean }): string {
   const t = sh(o.target);
   const old = sh(`${o.stage}.old`);
-  return `set -eu
+  return sub(`set -eu
 ${exactDir(posix.dirname(o.target))}
 if [ -e ${t} ] || [ -L ${t} ]; then mv -T -- ${t} ${old}; fi
 mv -T -- ${sh(o.stage)} ${t}
 rm -rf -- ${old}
 ${o.readOnly ? `chown -R -h root:root -- ${t}\nchmod -R a-w -- ${t}` : ''}
 printf '%s\\n' ${t} > ${sh(LAST_PUSH_FILE)}
-chown ${WORKSPACE_USER}: ${sh(LAST_PUSH_FILE)} 2>/dev/null || true`;
+chown ${WORKSPACE_USER}: ${sh(LAST_PUSH_FILE)} 2>/dev/null || true`);
 }
 
 /** As root: removes what a failed push left (idempotent). */
@@ -92,7 +99,7 @@ export const removeScript = (paths: string[]): string => `rm -rf -- ${paths.map(
  */
 export function exportScript(o: { target?: string | undefined; base?: string | undefined }): string {
   const git = 'git -c safe.directory=* -c core.quotepath=false -c diff.noprefix=false -c core.fileMode=true';
-  return `set -eu
+  return sub(`set -eu
 t=${o.target ? sh(o.target) : `$(head -n 1 ${sh(LAST_PUSH_FILE)} 2>/dev/null || true)`}
 [ -n "$t" ] || { echo "kiln: nothing was pushed to this sandbox: give --guest-path" >&2; exit ${REFUSED}; }
 cd -- "$t" 2>/dev/null || { echo "kiln: no workspace at $t in the sandbox" >&2; exit ${REFUSED}; }
@@ -109,5 +116,5 @@ ${git} add -A
 ${git} diff --cached --name-status -z -M "$base" > "$tmp/names"
 printf '%s\\n%s\\n%s\\n' "$t" "$base" "$(wc -c < "$tmp/names")"
 cat -- "$tmp/names"
-${git} diff --cached --binary --full-index -M "$base"`;
+${git} diff --cached --binary --full-index -M "$base"`);
 }
