@@ -146,6 +146,31 @@ export class CrashDaemon {
   }
 
   /** Rows of kiln.db (read-only; kilnd may run). */
+  /**
+   * What a failed assertion should say about sandbox `id`: its record, its last events, and the
+   * warnings and errors in kilnd's log (kept across restarts), so a failure on a loaded machine
+   * can be explained from the test's output alone.
+   */
+  diagnosis(id: string): string {
+    const rec = this.rows('SELECT state, end_reason, source_snapshot_id FROM sandboxes WHERE id = ?', id);
+    const events = this.rows<{ level: string; message: string }>(
+      'SELECT level, message FROM events WHERE sandbox_id = ? ORDER BY seq DESC LIMIT 8',
+      id,
+    );
+    const log = existsSync(`${this.state}/kilnd.log`)
+      ? readFileSync(`${this.state}/kilnd.log`, 'utf8')
+          .split('\n')
+          .filter((l) => /"level":(40|50|60)|failpoint|start-up|reconcil/.test(l))
+          .slice(-25)
+      : [];
+    return [
+      `sandbox ${id}: ${JSON.stringify(rec)}`,
+      `its last events: ${JSON.stringify(events.reverse())}`,
+      'kilnd log (warnings, errors, start-ups):',
+      ...log,
+    ].join('\n');
+  }
+
   rows<T>(sql: string, ...params: SQLInputValue[]): T[] {
     // A kilnd that is stopping may still hold the database for a moment: wait for it.
     const db = new DatabaseSync(`${this.state}/kiln.db`, { readOnly: true, timeout: 10_000 });

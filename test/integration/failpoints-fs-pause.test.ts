@@ -38,9 +38,10 @@ describe(
         ?.pause_kind ?? null;
     /** The sandbox runs its one VM with its file; nothing else is left. */
     const assertOnlySandboxRuns = async (): Promise<void> => {
-      assert.equal((await c().getSandbox(sbx)).state, 'running');
+      assert.equal((await c().getSandbox(sbx)).state, 'running', main.diagnosis(sbx));
       assert.equal(pauseKind(), null);
-      assert.equal(await main.sh(sbx, 'cat /home/user/f'), 'kept\n', 'the file is there');
+      const f = await main.sh(sbx, 'cat /home/user/f 2>&1; echo "exit $?"; ls -la /home/user');
+      assert.match(f, /^kept\nexit 0\n/, `the file is there\n${main.diagnosis(sbx)}`);
       assert.deepEqual(main.vmDirs(), [sbx], 'one VM directory: the sandbox');
       assert.equal(main.qemus().length, 1, 'one QEMU: the sandbox');
       assert.equal(main.openOps(), 0, 'no operation left open');

@@ -72,8 +72,8 @@ describe('kill -9 at every journalled step (failpoints, real guests)', { timeout
   const cat = (id: string, d = main) => d.sh(id, 'cat /home/user/f');
   /** The one state every crash must come back to: the sandbox runs, one QEMU, nothing left over. */
   const assertOnlySandboxRuns = async (): Promise<void> => {
-    assert.equal((await c().getSandbox(sbx)).state, 'running');
-    assert.equal(await cat(sbx), 'kept\n', 'the guest is intact');
+    assert.equal((await c().getSandbox(sbx)).state, 'running', main.diagnosis(sbx));
+    assert.equal(await cat(sbx), 'kept\n', `the guest is intact\n${main.diagnosis(sbx)}`);
     assert.deepEqual(main.vmDirs(), [sbx], 'one VM directory: the sandbox');
     assert.equal(main.qemus().length, 1, 'one QEMU: the sandbox');
     assert.equal(main.openOps(), 0, 'no operation left open');
@@ -214,7 +214,11 @@ describe('kill -9 at every journalled step (failpoints, real guests)', { timeout
       const sourceBefore = source();
       await main.dieAt(step, () => c().fork(sbx, { count: 2 }));
       const fork = forks().filter((x) => !forksBefore.includes(x));
-      assert.equal(fork.length, kept ? 1 : 0, `the fork's snapshot is ${kept ? 'kept' : 'undone'}`);
+      assert.equal(
+        fork.length,
+        kept ? 1 : 0,
+        `the fork's snapshot is ${kept ? 'kept' : 'undone'}\n${main.diagnosis(sbx)}`,
+      );
       // Kept, the source's disk stands on it; undone, the source is where it was.
       assert.deepEqual(source(), kept ? [{ s: fork[0] }] : sourceBefore);
       const news = sandboxes().filter((x) => !sandboxesBefore.includes(x));
