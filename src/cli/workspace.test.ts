@@ -56,7 +56,7 @@ describe('kiln workspace', () => {
     assert.notEqual(r.status, 0);
     await harness().svc.kill(sbx);
     r = await kiln('workspace', 'push', sbx, repo);
-    assert.equal(r.status, 1);
+    assert.equal(r.status, 1, r.stdout + r.stderr);
     assert.match(
       r.stderr,
       new RegExp(

@@ -46,10 +46,11 @@ export function postWorkspace(
       });
     });
     // kilnd may answer (a refusal) before the body is sent; the answer wins over a write error.
+    // The timer keeps the process alive (not unref'd): a CLI whose push broke must not exit 0.
     req.on('error', (e) => {
       setTimeout(() => {
         reject(e);
-      }, 1000).unref();
+      }, 1000);
     });
     let n = 0;
     tar.on('data', (c: Buffer) => {
