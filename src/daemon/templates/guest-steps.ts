@@ -179,13 +179,15 @@ export class GuestSteps {
   async persistEnv(c: StepContext): Promise<void> {
     const lines = Object.entries(c.envs).map(([k, v]) => `export ${k}=${shq(v)}`);
     if (lines.length === 0) return;
-    const body = Buffer.from(lines.join('\n') + '\n').toString('base64');
-    // An OCI base may have no /etc/profile.d, or an /etc/profile that does not read it.
+    // Shell builtins only (printf, read, case, [): an OCI base may lack base64, grep or cat, may
+    // have no /etc/profile.d, and may have no /etc/profile or one that does not read profile.d.
     const f = '/etc/profile.d/kiln-template-env.sh';
     await this.root(
       [
-        `mkdir -p /etc/profile.d && echo ${body} | base64 -d > ${f}`,
-        `if ! grep -qs 'profile\\.d' /etc/profile; then echo '[ -r ${f} ] && . ${f}' >> /etc/profile; fi`,
+        `mkdir -p /etc/profile.d || exit 1`,
+        `printf '%s\\n' ${lines.map(shq).join(' ')} > ${f} || exit 1`,
+        `found=; if [ -r /etc/profile ]; then while IFS= read -r l; do case $l in *profile.d*) found=1;; esac; done < /etc/profile; fi`,
+        `[ -n "$found" ] || echo '[ -r ${f} ] && . ${f}' >> /etc/profile`,
       ].join('\n'),
       'writing the template environment',
     );
