@@ -4,6 +4,7 @@
  * patch to the end of the body). Both stream; neither holds a repository in memory.
  */
 import { once } from 'node:events';
+import { finished } from 'node:stream/promises';
 import type { WorkspaceMode, WorkspaceView } from '../../core/api-types.ts';
 import { invalidArgument } from '../../core/errors.ts';
 import type { Ctx, Route } from '../http.ts';
@@ -32,7 +33,10 @@ async function push(d: NativeDeps, c: Ctx): Promise<WorkspaceView> {
     return await pushOnce(d, c);
   } catch (e) {
     // Refused before (or while) the body was read: let the client finish sending, then answer.
+    // Answering first would close the connection under a client still writing, whose write
+    // error (EPIPE) would then hide the answer.
     c.req.resume();
+    await finished(c.req).catch(() => undefined); // ends, or the client went away
     throw e;
   }
 }
