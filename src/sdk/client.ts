@@ -304,13 +304,29 @@ export class KilnClient {
   }
 
   /** Uploads a snapshot archive; resolves with the imported snapshot. */
-  importSnapshot(input: NodeJS.ReadableStream, onProgress?: (bytes: number) => void): Promise<SnapshotView> {
+  async importSnapshot(
+    input: NodeJS.ReadableStream,
+    onProgress?: (bytes: number) => void,
+  ): Promise<SnapshotView> {
+    return JSON.parse(
+      await this.#uploadTar('POST', '/v1/snapshots/import', 201, input, onProgress),
+    ) as SnapshotView;
+  }
+
+  /** Streams a tar as a request's body; resolves with the answer's text when its status is `ok`. */
+  #uploadTar(
+    method: string,
+    path: string,
+    ok: number,
+    input: NodeJS.ReadableStream,
+    onProgress?: (bytes: number) => void,
+  ): Promise<string> {
     return new Promise((resolve, reject) => {
       const req = request(
         {
           socketPath: this.socketPath,
-          method: 'POST',
-          path: '/v1/snapshots/import',
+          method,
+          path,
           agent: false,
           headers: { 'content-type': 'application/x-tar' },
         },
@@ -318,7 +334,7 @@ export class KilnClient {
           let text = '';
           res.setEncoding('utf8').on('data', (d: string) => (text += d));
           res.on('end', () => {
-            if (res.statusCode === 201) resolve(JSON.parse(text) as SnapshotView);
+            if (res.statusCode === ok) resolve(text);
             else reject(apiError(text, res.statusCode ?? 0, res.headers['x-kiln-op-id']));
           });
         },
@@ -349,28 +365,8 @@ export class KilnClient {
   }
 
   /** Uploads a build context tar under its hash. */
-  uploadTemplateFile(hash: string, input: NodeJS.ReadableStream): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const req = request(
-        {
-          socketPath: this.socketPath,
-          method: 'PUT',
-          path: `/v1/template-files/${encodeURIComponent(hash)}`,
-          agent: false,
-          headers: { 'content-type': 'application/x-tar' },
-        },
-        (res) => {
-          let text = '';
-          res.setEncoding('utf8').on('data', (d: string) => (text += d));
-          res.on('end', () => {
-            if (res.statusCode === 204) resolve();
-            else reject(apiError(text, res.statusCode ?? 0, res.headers['x-kiln-op-id']));
-          });
-        },
-      );
-      req.on('error', reject);
-      pipeline(input, req).catch(reject);
-    });
+  async uploadTemplateFile(hash: string, input: NodeJS.ReadableStream): Promise<void> {
+    await this.#uploadTar('PUT', `/v1/template-files/${encodeURIComponent(hash)}`, 204, input);
   }
 
   /** A template built from steps, with its builds. */

@@ -18,16 +18,7 @@ import { after, before, describe, it } from 'node:test';
 import { KilnClient } from '../../src/sdk/client.ts';
 import { exportToFile, pushRepo } from '../../src/sdk/workspace/workspace.ts';
 import { kilnSync, removeStateDir, type CliResult } from '../helpers/kilnd.ts';
-
-const git = (cwd: string, ...args: string[]): string =>
-  execFileSync(
-    'git',
-    ['-c', 'user.email=t@kiln', '-c', 'user.name=t', '-c', 'protocol.file.allow=always', ...args],
-    {
-      cwd,
-      encoding: 'utf8',
-    },
-  ).trim();
+import { cloneWithSubmodule, git } from '../helpers/git-repo.ts';
 
 /** Every file and link under the current directory but .git: `path kind sha256-or-target`, sorted. */
 const LISTING = `find . -path ./.git -prune -o \\( -type f -o -type l \\) -print | sed 's|^\\./||' | LC_ALL=C sort | while IFS= read -r p; do
@@ -221,16 +212,7 @@ describe('workspaces (real guests)', { timeout: 1_500_000 }, () => {
     assert.equal(roExport.status, 0, roExport.stderr);
     assert.deepEqual((JSON.parse(roExport.stdout) as { files: unknown[] }).files, []);
     // Submodules: only full_copy.
-    const lib = join(dir, 'lib');
-    mkdirSync(lib);
-    git(lib, 'init', '-q');
-    writeFileSync(join(lib, 'l.txt'), 'l\n');
-    git(lib, 'add', '-A');
-    git(lib, 'commit', '-qm', 'lib');
-    const withSub = join(dir, 'withsub');
-    git(dir, 'clone', '-q', repo, withSub);
-    git(withSub, 'submodule', '-q', 'add', lib, 'vendor/lib');
-    git(withSub, 'commit', '-qm', 'sub');
+    const withSub = cloneWithSubmodule(dir, repo);
     const refused = kiln('workspace', 'push', sbx, withSub, '--mode', 'shallow_overlay');
     assert.equal(refused.status, 2, refused.stderr);
     assert.match(refused.stderr, /submodules \(vendor\/lib\); only --mode full_copy/);

@@ -9,16 +9,7 @@ import { KilnError } from '../../core/errors.ts';
 import { applyPatch, conflictingFiles } from './apply.ts';
 import { checkSubmodules, inspectRepo } from './repo.ts';
 import { workspaceTar } from './tar.ts';
-
-const git = (cwd: string, ...args: string[]): string =>
-  execFileSync(
-    'git',
-    ['-c', 'user.email=t@kiln', '-c', 'user.name=t', '-c', 'protocol.file.allow=always', ...args],
-    {
-      cwd,
-      encoding: 'utf8',
-    },
-  ).trim();
+import { cloneWithSubmodule, git } from '../../../test/helpers/git-repo.ts';
 
 const refused = async (p: Promise<unknown>, code: string, re: RegExp): Promise<void> => {
   await assert.rejects(p, (e: unknown) => e instanceof KilnError && e.code === code && re.test(e.message));
@@ -101,16 +92,7 @@ describe('workspace host side', () => {
   });
 
   it('refuses submodules outside full_copy, naming them', async () => {
-    const lib = join(dir, 'lib');
-    mkdirSync(lib);
-    git(lib, 'init', '-q');
-    writeFileSync(join(lib, 'l.txt'), 'l\n');
-    git(lib, 'add', '-A');
-    git(lib, 'commit', '-qm', 'lib');
-    const withSub = join(dir, 'withsub');
-    git(dir, 'clone', '-q', repo, withSub);
-    git(withSub, 'submodule', '-q', 'add', lib, 'vendor/lib');
-    git(withSub, 'commit', '-qm', 'sub');
+    const withSub = cloneWithSubmodule(dir, repo);
     const info = await inspectRepo(withSub);
     assert.deepEqual(info.submodules, ['vendor/lib']);
     assert.throws(() => {
