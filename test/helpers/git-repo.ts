@@ -3,13 +3,13 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-/** Runs git in `cwd` with a test identity (and local submodules allowed); its stdout. */
+/** Runs git in `cwd` with a test identity (and local submodules allowed); its stdout, trimmed. */
 export const git = (cwd: string, ...args: string[]): string =>
   execFileSync(
     'git',
     ['-c', 'user.email=t@kiln', '-c', 'user.name=t', '-c', 'protocol.file.allow=always', ...args],
     { cwd, encoding: 'utf8' },
-  );
+  ).trim();
 
 /** A clone of `repo` in `dir`/withsub with a submodule at vendor/lib (a repository made in `dir`/lib). */
 export function cloneWithSubmodule(dir: string, repo: string): string {
