@@ -73,6 +73,10 @@ async function main(): Promise<void> {
       'HOME=/home/user',
       'USER=user',
       'LOGNAME=user',
+      // What the SDK's pty.create adds to the command's environment.
+      'TERM=xterm-256color',
+      'LANG=C.UTF-8',
+      'LC_ALL=C.UTF-8',
       'setpriv',
       '--reuid=1000',
       '--regid=1000',
