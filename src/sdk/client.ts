@@ -1,4 +1,4 @@
-import { request } from 'node:http';
+import { request, type IncomingMessage } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { ERROR_CODES, KilnError, type ErrorCode } from '../core/errors.ts';
 
@@ -119,6 +119,25 @@ export interface TemplateDetailView {
   memoryMiB: number | null;
   vcpus: number | null;
   builds: TemplateBuildView[];
+}
+
+/**
+ * Reads an answer to its end: with `ok`, resolves with its text when the status is `ok` and
+ * rejects with the API error it carries otherwise; without, always rejects with that error.
+ */
+export function settleAnswer(
+  res: IncomingMessage,
+  resolve: (text: string) => void,
+  reject: (e: unknown) => void,
+  ok?: number,
+): void {
+  let text = '';
+  res.setEncoding('utf8').on('data', (d: string) => (text += d));
+  res.on('error', reject);
+  res.on('end', () => {
+    if (ok !== undefined && res.statusCode === ok) resolve(text);
+    else reject(apiError(text, res.statusCode ?? 0, res.headers['x-kiln-op-id']));
+  });
 }
 
 /** A typed client of kilnd's native API over its unix socket. */
@@ -276,11 +295,7 @@ export class KilnClient {
         },
         (res) => {
           if (res.statusCode !== 200) {
-            let text = '';
-            res.setEncoding('utf8').on('data', (d: string) => (text += d));
-            res.on('end', () => {
-              reject(apiError(text, res.statusCode ?? 0, res.headers['x-kiln-op-id']));
-            });
+            settleAnswer(res, () => undefined, reject);
             return;
           }
           let n = 0;
@@ -331,12 +346,7 @@ export class KilnClient {
           headers: { 'content-type': 'application/x-tar' },
         },
         (res) => {
-          let text = '';
-          res.setEncoding('utf8').on('data', (d: string) => (text += d));
-          res.on('end', () => {
-            if (res.statusCode === ok) resolve(text);
-            else reject(apiError(text, res.statusCode ?? 0, res.headers['x-kiln-op-id']));
-          });
+          settleAnswer(res, resolve, reject, ok);
         },
       );
       req.on('error', reject);

@@ -3,7 +3,7 @@ import { request } from 'node:http';
 import type { Readable, Writable } from 'node:stream';
 import type { WorkspaceExportHead, WorkspaceMode, WorkspaceView } from '../../core/api-types.ts';
 import { KilnError } from '../../core/errors.ts';
-import { apiError } from '../client.ts';
+import { settleAnswer } from '../client.ts';
 
 export interface PushQuery {
   mode: WorkspaceMode;
@@ -38,12 +38,14 @@ export function postWorkspace(
       headers: { 'content-type': 'application/x-tar' },
     });
     req.on('response', (res) => {
-      let text = '';
-      res.setEncoding('utf8').on('data', (d: string) => (text += d));
-      res.on('end', () => {
-        if (res.statusCode === 200) resolve(JSON.parse(text) as WorkspaceView);
-        else reject(apiError(text, res.statusCode ?? 0, res.headers['x-kiln-op-id']));
-      });
+      settleAnswer(
+        res,
+        (text) => {
+          resolve(JSON.parse(text) as WorkspaceView);
+        },
+        reject,
+        200,
+      );
     });
     // kilnd may answer (a refusal) before the body is sent; the answer wins over a write error.
     // The timer keeps the process alive (not unref'd): a CLI whose push broke must not exit 0.
@@ -90,11 +92,7 @@ export function postWorkspaceExport(
     });
     req.on('response', (res) => {
       if (res.statusCode !== 200) {
-        let text = '';
-        res.setEncoding('utf8').on('data', (d: string) => (text += d));
-        res.on('end', () => {
-          reject(apiError(text, res.statusCode ?? 0, res.headers['x-kiln-op-id']));
-        });
+        settleAnswer(res, () => undefined, reject);
         return;
       }
       let head: WorkspaceExportHead | undefined;
