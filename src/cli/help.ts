@@ -142,9 +142,10 @@ export const COMMANDS: Record<string, CommandHelp> = {
     options: [JSON_OPT],
   },
   'sandbox exec': {
-    usage: ['kiln sandbox exec ID -- CMD [ARG...]'],
+    usage: ['kiln sandbox exec ID [--no-stdin] -- CMD [ARG...]'],
     summary:
-      'run a command in a sandbox, streaming its output; exits with its code (128+N if signal N killed it)',
+      "run a command in a sandbox, streaming its output; exits with its code (128+N if signal N killed it). Piped or redirected input (not a terminal) is streamed to the command's stdin, binary-safe: tar c . | kiln sandbox exec ID -- tar x -C DIR",
+    options: [['--no-stdin', "don't pass this process's input on: the command reads EOF at once"]],
   },
   'sandbox timeout': {
     usage: ['kiln sandbox timeout ID SECONDS [--json]'],

@@ -49,8 +49,25 @@ const ctx: CliContext = {
   connect: () => connectOrStart(stateDir, say),
 };
 
+/**
+ * Exits once stdout and stderr have taken everything written to them: into a pipe whose reader
+ * is slower (`kiln sandbox exec ID -- cat big | sha256sum`), output beyond the pipe's buffer is
+ * still queued, and exiting at once would cut it off. (A write's callback runs after every write
+ * before it has been flushed.)
+ */
+function exitFlushed(code: number): void {
+  let open = 2;
+  const done = (): void => {
+    if (--open === 0) process.exit(code);
+  };
+  process.stdout.write('', done);
+  process.stderr.write('', done);
+}
+
 dispatch(ctx, process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => {
+    exitFlushed(code);
+  },
   (e: unknown) => {
     if (
       e instanceof UsageError ||

@@ -276,6 +276,7 @@ export interface WorkspaceExportHead {
 
 /** One line of the exec stream (newline-delimited JSON). */
 export type ExecLine =
+  | { start: { pid: number } }
   | { stdout: string }
   | { stderr: string }
   | { exit: { exitCode: number; status: string } }
@@ -375,6 +376,11 @@ export interface ExecRequest {
   envs?: Record<string, string>;
   /** 0 = no deadline. */
   timeoutMs?: number;
+  /**
+   * Keep the command's stdin open: the answer starts with `{"start":{"pid":N}}` and
+   * POST /v1/sandboxes/{id}/processes/{pid}/stdin streams into it (default: EOF at once).
+   */
+  stdin?: boolean;
 }
 export const EXEC_FIELDS = {
   cmd: true,
@@ -382,6 +388,7 @@ export const EXEC_FIELDS = {
   cwd: true,
   envs: true,
   timeoutMs: true,
+  stdin: true,
 } as const satisfies Fields<ExecRequest>;
 
 /** POST /v1/sandboxes/{id}/timeout. */

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -141,4 +142,40 @@ test('upload streams a body into a guest file; exec without keepOutput streams w
   });
   assert.deepEqual([r.exitCode, r.stdout, n], [0, '', 3_000_000]);
   await rm(dir, { recursive: true, force: true });
+});
+
+test('exec with stdin: writeStdin streams MBs to a slow reader and closes stdin; a reader that exits early ends it', async () => {
+  const c = new HttpGuestClient({ baseUrl, accessToken: 'rotated' });
+  const input = Buffer.alloc(4 << 20);
+  for (let i = 0; i < input.length; i++) input[i] = (i * 7919) % 251;
+  let fed: Promise<{ ended: boolean }> | undefined;
+  // A reader slower than the input: the agent waits for its pipe instead of buffering it all.
+  const r = await c.exec('sleep 0.5; sha256sum; wc -c', {
+    stdin: true,
+    onStart: (pid) => {
+      fed = c.writeStdin(pid, Readable.from([input.subarray(0, 1 << 20), input.subarray(1 << 20)]));
+    },
+  });
+  assert.ok(fed, 'onStart gave the pid');
+  assert.deepEqual(await fed, { ended: false });
+  const digest = createHash('sha256').update(input).digest('hex');
+  assert.equal(r.stdout, `${digest}  -\n0\n`);
+  // A command that reads one line and exits: the rest of the input is dropped, not an error.
+  let early: Promise<{ ended: boolean }> | undefined;
+  const endless = async function* () {
+    for (;;) {
+      yield Buffer.from('line\n'.repeat(4096));
+      await new Promise((res) => setTimeout(res, 5));
+    }
+  };
+  const h = await c.exec('head -n 1', {
+    stdin: true,
+    onStart: (pid) => {
+      early = c.writeStdin(pid, endless());
+    },
+  });
+  assert.equal(h.stdout, 'line\n');
+  assert.deepEqual(await early, { ended: true });
+  // Without stdin the command reads EOF at once.
+  assert.equal((await c.exec('wc -c')).stdout, '0\n');
 });

@@ -16,6 +16,13 @@ export interface ExecOpts {
   /** False: stdout and stderr are only given to the callbacks, not kept for the result. */
   keepOutput?: boolean;
   onStderr?: (chunk: Uint8Array) => void;
+  /**
+   * Keep the command's stdin open for `writeStdin` (default: closed at start, so a command that
+   * reads it sees EOF at once).
+   */
+  stdin?: boolean;
+  /** The command's pid in the guest, once it has started (before any output). */
+  onStart?: (pid: number) => void;
   signal?: AbortSignal;
 }
 
@@ -60,6 +67,16 @@ export interface GuestClient {
   init(body: InitBody, currentToken?: string): Promise<InitResult>;
   /** Runs `/bin/bash -l -c cmd` and collects its output (streamed to the callbacks as it comes). */
   exec(cmd: string, opts?: ExecOpts): Promise<ExecResult>;
+  /**
+   * Streams `input` to the stdin of process `pid` (started with `stdin: true`), then closes it
+   * (envd's StreamInput, then CloseStdin). Input for a command that has ended (or closed its
+   * stdin) is dropped: `ended` is then true, as a pipe's reader that went away.
+   */
+  writeStdin(
+    pid: number,
+    input: AsyncIterable<Uint8Array>,
+    o?: { signal?: AbortSignal },
+  ): Promise<{ ended: boolean }>;
   /** Streams `body` into the new file `path` in the guest, owned by `user` (envd's POST /files). */
   upload(path: string, body: Readable, o: { user: string; signal?: AbortSignal }): Promise<void>;
   /** GET /metrics: the guest's own view of CPU, memory and root disk (envd's field names). */
@@ -291,6 +308,45 @@ export class HttpGuestClient implements GuestClient {
     });
   }
 
+  async writeStdin(
+    pid: number,
+    input: AsyncIterable<Uint8Array>,
+    o: { signal?: AbortSignal } = {},
+  ): Promise<{ ended: boolean }> {
+    const process = { selector: { case: 'pid' as const, value: pid } };
+    const call = { headers: this.#headers(), ...(o.signal ? { signal: o.signal } : {}) };
+    async function* messages() {
+      yield { event: { case: 'start' as const, value: { process } } };
+      for await (const chunk of input)
+        yield {
+          event: {
+            case: 'data' as const,
+            value: { input: { input: { case: 'stdin' as const, value: chunk } } },
+          },
+        };
+    }
+    try {
+      try {
+        await this.#process.streamInput(messages(), call);
+      } finally {
+        // Also when the input broke off: the command sees EOF rather than waiting for more.
+        await this.#process.closeStdin({ process }, { headers: call.headers }).catch((e: unknown) => {
+          if (ConnectError.from(e).code !== Code.NotFound) throw e;
+        });
+      }
+      return { ended: false };
+    } catch (e) {
+      const ce = ConnectError.from(e);
+      // The command ended (or its stdin did) while input was still coming: the rest is dropped.
+      if (ce.code === Code.NotFound || /stdin not enabled or closed/.test(ce.rawMessage))
+        return { ended: true };
+      if (ce.code === Code.Canceled) throw new KilnError('cancelled', `stdin of process ${pid} cancelled`);
+      throw new KilnError('guest_agent_error', `writing stdin of process ${pid} failed: ${ce.rawMessage}`, {
+        cause: e,
+      });
+    }
+  }
+
   async exec(cmd: string, opts: ExecOpts = {}): Promise<ExecResult> {
     const headers = this.#headers();
     if (opts.user) headers['authorization'] = `Basic ${Buffer.from(`${opts.user}:`).toString('base64')}`;
@@ -327,14 +383,15 @@ export class HttpGuestClient implements GuestClient {
             envs: opts.envs ?? {},
             ...(opts.cwd ? { cwd: opts.cwd } : {}),
           },
-          stdin: false,
+          stdin: opts.stdin ?? false,
         },
         { headers, timeoutMs: opts.timeoutMs ?? 0, signal: ac.signal },
       );
       for await (const m of stream) {
         arm();
         const ev = m.event?.event;
-        if (ev?.case === 'data') {
+        if (ev?.case === 'start') opts.onStart?.(ev.value.pid);
+        else if (ev?.case === 'data') {
           const o = ev.value.output;
           if (o.case === 'stdout') {
             if (keep) out.push(Buffer.from(o.value));

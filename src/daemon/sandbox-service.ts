@@ -17,7 +17,7 @@ import { startLoops, type LoopOpts } from './monitors/loops.ts';
 import { reapExpired, setEndTime } from './monitors/reaper.ts';
 import { StatsSampler } from './monitors/stats.ts';
 import { reconcile, type ReconcileReport } from './recovery/reconcile.ts';
-import { agent, exec, guestMetrics, guestPortUrl } from './sandbox/agent.ts';
+import { agent, exec, guestMetrics, guestPortUrl, writeStdin } from './sandbox/agent.ts';
 import { exportSnapshot, importSnapshot } from './sandbox/archive.ts';
 import { newServiceContext, type ServiceContext } from './sandbox/context.ts';
 import { createSandbox, planCreate } from './sandbox/create.ts';
@@ -183,6 +183,17 @@ export class SandboxService {
 
   async exec(id: string, cmd: string, opts: ExecOpts = {}, ctx: OpCtx = {}): Promise<ExecResult> {
     return exec(this.#sc, id, cmd, opts, ctx);
+  }
+
+  /** Streams `input` to the stdin of a command started by `exec` with `stdin: true`, then closes it. */
+  async writeStdin(
+    id: string,
+    pid: number,
+    input: AsyncIterable<Uint8Array>,
+    o: { signal?: AbortSignal } = {},
+    ctx: OpCtx = {},
+  ): Promise<{ ended: boolean }> {
+    return writeStdin(this.#sc, id, pid, input, o, ctx);
   }
 
   // ---- workspaces (src/daemon/workspace)

@@ -118,8 +118,8 @@ async function asConnect<T>(fn: () => T | Promise<T>): Promise<T> {
 
 /** Writes stdin or PTY bytes; `undefined` (an empty message) writes nothing. */
 async function writeInput(p: ManagedProcess, input: ProcessInput['input'] | undefined): Promise<void> {
-  await asConnect(() => {
-    if (input?.case === 'stdin') p.writeStdin(input.value);
+  await asConnect(async () => {
+    if (input?.case === 'stdin') await p.writeStdin(input.value);
     else if (input?.case === 'pty') p.writePty(input.value);
   });
 }

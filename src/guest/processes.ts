@@ -148,16 +148,28 @@ export class ManagedProcess extends EventEmitter<{ event: [ProcEvent] }> {
     }
   }
 
-  writeStdin(data: Uint8Array): void {
+  /**
+   * Writes to the process's stdin; resolves once the pipe takes more (backpressure: a client
+   * streaming input faster than the command reads it waits, rather than the agent buffering it
+   * all), or at once when the pipe is gone (the command ended or closed its stdin).
+   */
+  async writeStdin(data: Uint8Array): Promise<void> {
     if (this.end) throw new ProcessError('not_found', `process with pid ${this.pid} has exited`);
     if (this.isPty)
       throw new ProcessError(
         'internal',
         'stdin not enabled or closed: this is a PTY process, send pty input',
       );
-    if (!this.#stdin || this.#stdin.writableEnded)
-      throw new ProcessError('internal', 'stdin not enabled or closed');
-    this.#stdin.write(data);
+    const w = this.#stdin;
+    if (!w || w.writableEnded) throw new ProcessError('internal', 'stdin not enabled or closed');
+    if (w.write(data) || w.destroyed) return;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        w.off('drain', done).off('close', done).off('error', done);
+        resolve();
+      };
+      w.on('drain', done).on('close', done).on('error', done);
+    });
   }
 
   writePty(data: Uint8Array): void {

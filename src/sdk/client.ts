@@ -1,6 +1,7 @@
 import { request, type IncomingMessage } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { ERROR_CODES, KilnError, type ErrorCode } from '../core/errors.ts';
+import { feedStdin } from './exec-stdin.ts';
 
 import type {
   ApiKeyView,
@@ -42,9 +43,14 @@ export type {
 /** The options of a create (the native API's request body, core/api-types.ts). */
 export type CreateSandboxOpts = CreateSandboxRequest;
 
-export interface ExecStreamOpts extends Omit<ExecRequest, 'cmd'> {
+export interface ExecStreamOpts extends Omit<ExecRequest, 'cmd' | 'stdin'> {
   onStdout?: (b: Buffer) => void;
   onStderr?: (b: Buffer) => void;
+  /**
+   * Streamed to the command's stdin, which is closed at its end (without it the command reads
+   * EOF at once). What the command leaves unread when it exits is dropped, as with a pipe.
+   */
+  stdin?: NodeJS.ReadableStream;
 }
 
 /** An error kiln answered with: the catalog code, the message and the request's op id. */
@@ -435,15 +441,24 @@ export class KilnClient {
     let buf = '';
     let exit: { exitCode: number; status: string } | undefined;
     let failure: { code: string; message: string; opId?: string } | undefined;
+    let feeding: { stop: () => void } | undefined;
     const onLine = (l: string): void => {
       if (!l.trim()) return;
       const m = JSON.parse(l) as ExecLine;
+      if ('start' in m && o.stdin) feeding = feedStdin(this.socketPath, id, m.start.pid, o.stdin);
       if ('stdout' in m) o.onStdout?.(Buffer.from(m.stdout, 'base64'));
       if ('stderr' in m) o.onStderr?.(Buffer.from(m.stderr, 'base64'));
       if ('exit' in m) exit = m.exit;
       if ('error' in m) failure = m.error;
     };
-    const body: ExecRequest = { cmd, user: o.user, cwd: o.cwd, envs: o.envs, timeoutMs: o.timeoutMs };
+    const body: ExecRequest = {
+      cmd,
+      user: o.user,
+      cwd: o.cwd,
+      envs: o.envs,
+      timeoutMs: o.timeoutMs,
+      ...(o.stdin ? { stdin: true } : {}),
+    };
     const r = await this.#send('POST', `/v1/sandboxes/${encodeURIComponent(id)}/exec`, body, (chunk) => {
       buf += chunk;
       let nl: number;
@@ -461,6 +476,8 @@ export class KilnClient {
       );
     }
     onLine(buf);
+    // The command has ended: input it did not read is not waited for (nor its failure reported).
+    feeding?.stop();
     if (failure) throw new KilnApiError(failure.code as ErrorCode, failure.message, failure.opId);
     if (!exit)
       throw new KilnApiError('guest_agent_error', 'the command stream ended without an exit status', r.opId);

@@ -14,22 +14,36 @@ export interface CliRun {
   status: number | null;
   stdout: string;
   stderr: string;
+  /** stdout as bytes. */
+  out: Buffer;
 }
 
-/** Runs the CLI asynchronously (so this process can serve a fake daemon) with its own dirs under `home`. */
-export function runCli(home: string, args: string[], stateDir = join(home, 'state')): Promise<CliRun> {
+/**
+ * Runs the CLI asynchronously (so this process can serve a fake daemon) with its own dirs under
+ * `home`; `input`, when given, is piped to its stdin (else stdin is /dev/null).
+ */
+export function runCli(
+  home: string,
+  args: string[],
+  stateDir = join(home, 'state'),
+  input?: Buffer,
+): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], {
       env: { ...process.env, KILN_CACHE_DIR: join(home, 'cache'), KILN_STATE_DIR: stateDir },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: [input ? 'pipe' : 'ignore', 'pipe', 'pipe'],
     });
-    let stdout = '';
+    const out: Buffer[] = [];
     let stderr = '';
-    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    child.stdout?.on('data', (b: Buffer) => out.push(b));
+    child.stderr?.on('data', (b: Buffer) => (stderr += b.toString()));
     child.on('error', reject);
+    // A CLI that stops reading early must not fail the test with EPIPE.
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(input);
     child.on('close', (status) => {
-      resolve({ status, stdout, stderr });
+      const bytes = Buffer.concat(out);
+      resolve({ status, stdout: bytes.toString(), stderr, out: bytes });
     });
   });
 }
@@ -57,7 +71,11 @@ export function offlineContext(connects: string[] = []): CliContext {
  */
 export function cliOnHarness(prefix: string): {
   kiln: (...args: string[]) => Promise<CliRun>;
+  /** The CLI with `input` piped to its stdin. */
+  kilnWithInput: (input: Buffer, ...args: string[]) => Promise<CliRun>;
   harness: () => NativeHarness;
+  /** The native API's unix socket. */
+  socket: string;
 } {
   const home = mkdtempSync(join(tmpdir(), prefix));
   const state = join(home, 'state');
@@ -72,6 +90,8 @@ export function cliOnHarness(prefix: string): {
   });
   return {
     kiln: (...args) => runCli(home, args, state),
+    kilnWithInput: (input, ...args) => runCli(home, args, state, input),
+    socket: join(state, 'kilnd.sock'),
     harness: () => {
       if (!h) throw new Error('the harness starts in before()');
       return h;

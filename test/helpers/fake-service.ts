@@ -24,6 +24,7 @@ export const okGuest: GuestClient = {
     Promise.resolve({ exitCode: 0, stdout: `ran ${cmd}\n`, stderr: '', status: 'exit status 0' }),
   metrics: () => Promise.reject(new Error('no metrics in this test')),
   upload: () => Promise.reject(new Error('no uploads in this test')),
+  writeStdin: () => Promise.reject(new Error('no stdin in this test')),
 };
 
 /** The service's dependencies over `store`, `driver` and `dataDir`, with the always-ok guest. */

@@ -28,6 +28,7 @@ describe('clones of one snapshot do not share randomness (real guests)', { timeo
           health: (ms) => c.health(ms),
           exec: (cmd, o) => c.exec(cmd, o),
           upload: (p, b, o) => c.upload(p, b, o),
+          writeStdin: (pid, input, o) => c.writeStdin(pid, input, o),
           metrics: () => c.metrics(),
           init: async (body, presented) => {
             const r = await c.init(body, presented);

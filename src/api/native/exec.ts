@@ -1,9 +1,13 @@
 /**
  * POST /v1/sandboxes/:id/exec: streams newline-delimited JSON, `{"stdout":b64}` /
  * `{"stderr":b64}` lines, then `{"exit":{...}}` (or `{"error":{...}}` once the stream has begun).
+ * With `stdin: true` the command's stdin stays open and the first line is `{"start":{"pid":N}}`;
+ * POST /v1/sandboxes/:id/processes/:pid/stdin then streams its body there and closes it (two
+ * requests, so no client or proxy needs a full-duplex HTTP/1.1 exchange).
  */
 import type { ExecLine, ExecRequest } from '../../core/api-types.ts';
-import { KilnError, asKilnError } from '../../core/errors.ts';
+import { finished } from 'node:stream/promises';
+import { KilnError, asKilnError, invalidArgument } from '../../core/errors.ts';
 import { MAX_EXEC_TIMEOUT_MS, validateInt } from '../../core/validate.ts';
 import type { Ctx, Route } from '../http.ts';
 import { required } from '../parse.ts';
@@ -18,8 +22,10 @@ async function parseExec(c: Ctx): Promise<ExecRequest> {
   const t = f.raw('timeoutMs');
   const timeoutMs = t === undefined ? undefined : validateInt('timeoutMs', t, 0, MAX_EXEC_TIMEOUT_MS);
   const envs = f.stringMap('envs') ?? {};
+  const stdin = f.bool('stdin') ?? false;
   return {
     cmd,
+    ...(stdin ? { stdin } : {}),
     ...(user ? { user } : {}),
     ...(cwd ? { cwd } : {}),
     ...(timeoutMs === undefined ? {} : { timeoutMs }),
@@ -54,6 +60,13 @@ async function exec(d: NativeDeps, c: Ctx): Promise<null> {
           line({ stderr: Buffer.from(x).toString('base64') });
         },
         signal: ac.signal,
+        ...(opts.stdin
+          ? {
+              onStart: (pid: number) => {
+                line({ start: { pid } });
+              },
+            }
+          : {}),
       },
       { opId: c.opId },
     );
@@ -66,6 +79,35 @@ async function exec(d: NativeDeps, c: Ctx): Promise<null> {
   return null;
 }
 
+/**
+ * The request body, as it arrives, to the stdin of process `:pid` (an exec with `stdin: true`),
+ * closed at its end. 204 also when the command ended first (the rest of the body is dropped, as
+ * a pipe whose reader went away): the exec stream says how it ended.
+ */
+async function stdin(d: NativeDeps, c: Ctx): Promise<null> {
+  const pidText = c.params['pid'] ?? '';
+  const pid = /^[1-9][0-9]{0,9}$/.test(pidText) ? Number(pidText) : NaN;
+  try {
+    if (!Number.isSafeInteger(pid)) throw invalidArgument('pid', `"${pidText}" is not a process id`);
+    const ac = new AbortController();
+    c.req.on('close', () => {
+      if (!c.req.readableEnded) ac.abort();
+    });
+    await d.svc.writeStdin(idOf(c), pid, c.req, { signal: ac.signal }, { opId: c.opId });
+  } finally {
+    // Refused, or the command ended: read the rest, so the client gets the answer, not a reset.
+    c.req.resume();
+    await finished(c.req).catch(() => undefined);
+  }
+  return null;
+}
+
 export const execRoutes = (d: NativeDeps): Route[] => [
   { method: 'POST', path: '/v1/sandboxes/:id/exec', handler: (c) => exec(d, c) },
+  {
+    method: 'POST',
+    path: '/v1/sandboxes/:id/processes/:pid/stdin',
+    handler: (c) => stdin(d, c),
+    status: 204,
+  },
 ];

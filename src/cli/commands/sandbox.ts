@@ -31,6 +31,7 @@ function parse(opts: string[]) {
       'no-internet': { type: 'boolean', default: false },
       volume: { type: 'string', multiple: true, default: [] },
       'show-token': { type: 'boolean', default: false },
+      'no-stdin': { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
     },
   });
@@ -248,9 +249,13 @@ async function fork(k: Call): Promise<number> {
 async function exec(k: Call): Promise<number> {
   const { c, words, needId } = k;
   if (words.length === 0) throw new UsageError('kiln sandbox exec ID -- CMD');
+  // Piped or redirected input goes to the command (`tar c . | kiln sandbox exec ID -- tar x`);
+  // a terminal's does not (the command is not interactive), nor any with --no-stdin.
+  const piped = !process.stdin.isTTY && !k.values['no-stdin'];
   const r = await c.exec(needId(), shellJoin(words), {
     onStdout: (b) => process.stdout.write(b),
     onStderr: (b) => process.stderr.write(b),
+    ...(piped ? { stdin: process.stdin } : {}),
   });
   return commandExitCode(r);
 }

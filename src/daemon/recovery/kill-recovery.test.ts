@@ -21,6 +21,7 @@ const guest = (): GuestClient => ({
   init: () => Promise.resolve({ entropy: 'reseeded' }),
   exec: () => Promise.reject(new Error('not used')),
   upload: () => Promise.reject(new Error('not used')),
+  writeStdin: () => Promise.reject(new Error('not used')),
   metrics: () => Promise.reject(new Error('not used')),
 });
 

@@ -77,6 +77,21 @@ export async function exec(
   return (await guestOf(sc, id, ctx)).exec(cmd, opts);
 }
 
+/**
+ * Streams `input` to the stdin of process `pid` of a running sandbox (an exec started with
+ * `stdin: true`) and closes it at the end; `ended` when the command went away first.
+ */
+export async function writeStdin(
+  sc: ServiceContext,
+  id: string,
+  pid: number,
+  input: AsyncIterable<Uint8Array>,
+  o: { signal?: AbortSignal },
+  ctx: OpCtx,
+): Promise<{ ended: boolean }> {
+  return (await guestOf(sc, id, ctx)).writeStdin(pid, input, o);
+}
+
 /** The guest's own CPU, memory and disk figures (envd's /metrics) of a running sandbox. */
 export async function guestMetrics(sc: ServiceContext, id: string, ctx: OpCtx): Promise<GuestMetrics> {
   return (await guestOf(sc, id, ctx)).metrics();

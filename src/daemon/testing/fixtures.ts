@@ -51,7 +51,8 @@ export const GUEST_METRICS: GuestMetrics = {
 /**
  * The guest agents of one service: each answers at once and records every /init (the body and
  * the token it presented). The switches make every agent refuse /init or stop answering.
- * `exec` streams `ran <cmd>` to stdout and exits 4 when the command names `fail`, else 0.
+ * `exec` streams `ran <cmd>` to stdout and exits 4 when the command names `fail`, else 0; with
+ * `stdin` it is `cat`.
  */
 export class FakeGuests {
   inits: { body: InitBody; presented: string | undefined }[] = [];
@@ -59,6 +60,21 @@ export class FakeGuests {
   failInit = false;
   /** Every guest agent stopped answering /health. */
   hung = false;
+  #nextPid = 100;
+  readonly #stdins = new Map<number, { chunks: Buffer[]; closed: () => void }>();
+
+  /** A command with stdin behaves as `cat`: what `writeStdin` gives it comes back on stdout. */
+  async #catExec(o: ExecOpts): Promise<ExecResult> {
+    const pid = this.#nextPid++;
+    const chunks: Buffer[] = [];
+    const closed = new Promise<void>((r) => this.#stdins.set(pid, { chunks, closed: r }));
+    o.onStart?.(pid);
+    await closed;
+    this.#stdins.delete(pid);
+    const all = Buffer.concat(chunks);
+    for (let i = 0; i < all.length; i += 64 << 10) await o.onStdout?.(all.subarray(i, i + (64 << 10)));
+    return { exitCode: 0, stdout: '', stderr: '', status: 'exit status 0' };
+  }
 
   /** The service's `guest` dependency. */
   readonly client = (): GuestClient => ({
@@ -73,7 +89,14 @@ export class FakeGuests {
       this.inits.push({ body, presented });
       return Promise.resolve({ entropy: body.entropySeed ? 'reseeded' : undefined });
     },
-    exec: (cmd, o) => Promise.resolve(fakeExec(cmd, o)),
+    exec: (cmd, o) => (o?.stdin ? this.#catExec(o) : Promise.resolve(fakeExec(cmd, o))),
+    writeStdin: async (pid, input) => {
+      const p = this.#stdins.get(pid);
+      if (!p) return { ended: true };
+      for await (const c of input) p.chunks.push(Buffer.from(c));
+      p.closed();
+      return { ended: false };
+    },
     upload: async (path, body) => {
       let bytes = 0;
       for await (const c of body) bytes += (c as Buffer).length;

@@ -27,6 +27,7 @@ class ScriptedGuest {
     health: () => Promise.resolve(),
     init: () => Promise.resolve({ entropy: 'reseeded' }),
     metrics: () => Promise.reject(new Error('unused')),
+    writeStdin: () => Promise.reject(new Error('unused')),
     exec: (cmd: string, o?: ExecOpts) => Promise.resolve(this.exec(cmd, o)),
     upload: async (path, body) => {
       await this.uploadGate;
