@@ -90,7 +90,7 @@ describe('kilnd end to end (real guests)', { timeout: 900_000 }, () => {
     // The benchmark's baseline: a host tar unpacked in the guest.
     const dir = mkdtempSync('/tmp/kiln-e2e-tar-');
     writeFileSync(`${dir}/data.bin`, bin);
-    const tar = execFileSync('tar', ['-c', '-C', dir, 'data.bin']);
+    const tar = execFileSync('tar', ['-c', '-C', dir, 'data.bin'], { maxBuffer: 64 << 20 });
     rmSync(dir, { recursive: true, force: true });
     const x = exec(tar, 'sh', '-c', 'mkdir -p ~/t && tar -x -C ~/t && sha256sum < ~/t/data.bin');
     assert.equal(x.status, 0, x.stderr.toString());
