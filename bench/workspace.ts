@@ -1,10 +1,10 @@
 /**
  * bench/workspace: in one run, against one sandbox of a kilnd on its own state dir, pushing a
- * generated ~50 MB repository with kiln (`workspace push`, full_copy) beside a bare baseline
- * (host `tar c` of the same files streamed straight into the guest agent's upload through the
- * envd proxy, then `tar x` in the guest: no git, no journal, no staging), then the export time
- * after a few changes in the guest. Target: push / baseline <= 1.2. `kiln sandbox exec` takes
- * no stdin, so the baseline is the agent's upload, the same transport kiln's push uses.
+ * generated ~50 MB repository with kiln (`kiln workspace push`, full_copy) beside the issue's
+ * baseline, `tar c | kiln sandbox exec SBX -- tar x -C DIR` of the same directory (no git, no
+ * journal, no staging), both as CLI processes; then the export time after a few changes in the
+ * guest. Each run removes both guest copies first (untimed) and alternates which goes first.
+ * Prints the medians and their ratio. Target: push / baseline <= 1.2.
  *
  *   scripts/node bench/workspace.ts [--runs N] [--json]
  */
@@ -12,49 +12,42 @@ import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { request } from 'node:http';
 import { join } from 'node:path';
 import { KilnClient } from '../src/sdk/client.ts';
-import { exportToFile, pushRepo } from '../src/sdk/workspace/workspace.ts';
-import { kilnSync, parseE2bEnv, removeStateDir } from '../test/helpers/kilnd.ts';
+import { exportToFile } from '../src/sdk/workspace/workspace.ts';
+import { CLI, kilnSync, removeStateDir } from '../test/helpers/kilnd.ts';
 import { benchArgs, median } from './stats.ts';
 
 const { runs, json } = benchArgs({ runs: 3 });
 
-/** Host tar of `root` (its files and .git) streamed to the agent's POST /files through the proxy. */
-function bareUpload(root: string, proxy: string, id: string, token: string, path: string): Promise<void> {
+/** Runs a shell pipeline; rejects when it fails. */
+function shell(script: string, env: NodeJS.ProcessEnv): Promise<void> {
   return new Promise((resolve, reject) => {
-    const q = new URLSearchParams({ path, username: 'user' });
-    const req = request(`${proxy}/files?${q.toString()}`, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/octet-stream',
-        'e2b-sandbox-id': id,
-        'e2b-sandbox-port': '49983',
-        'x-access-token': token,
-      },
+    const p = spawn('bash', ['-o', 'pipefail', '-c', script], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    p.on('error', reject);
+    p.on('close', (code) => {
+      if (code === 0) resolve();
+      else reject(new Error(`${script}: exit ${code}: ${err}`));
     });
-    req.on('response', (res) => {
-      res.resume();
-      res.on('end', () => {
-        if (res.statusCode === 200) resolve();
-        else reject(new Error(`upload answered ${res.statusCode}`));
-      });
-    });
-    req.on('error', reject);
-    const tar = spawn('tar', ['-c', '-f', '-', '-C', root, '.'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    tar.stdout.pipe(req);
   });
+}
+
+/** Milliseconds `f` takes. */
+async function timed(f: () => Promise<void>): Promise<number> {
+  const t0 = performance.now();
+  await f();
+  return performance.now() - t0;
 }
 
 async function main(): Promise<void> {
   const state = await mkdtemp('/tmp/kiln-bench-ws-');
   const env = { ...process.env, KILN_STATE_DIR: state, KILN_E2B_API_PORT: '0', KILN_E2B_SANDBOX_PORT: '0' };
   try {
-    const made = kilnSync(env, 'sandbox', 'create', '--json', '--show-token', '--timeout', '3600');
+    const made = kilnSync(env, 'sandbox', 'create', '--json', '--timeout', '3600');
     if (made.status !== 0) throw new Error(made.stderr);
-    const s = JSON.parse(made.stdout) as { sandboxId: string; envdAccessToken: string };
-    const proxy = parseE2bEnv(kilnSync(env, 'e2b', 'env').stdout).sandboxUrl;
+    const s = JSON.parse(made.stdout) as { sandboxId: string };
     const c = new KilnClient({ socketPath: `${state}/kilnd.sock` });
     const repo = join(state, 'repo');
     mkdirSync(repo);
@@ -78,15 +71,29 @@ async function main(): Promise<void> {
     };
     const kiln: number[] = [];
     const bare: number[] = [];
+    const q = (x: string): string => `'${x}'`;
+    const cli = `${q(process.execPath)} ${q(CLI)}`;
+    const baseline = (): Promise<void> =>
+      shell(
+        `tar -c -f - -C ${q(repo)} . | ${cli} sandbox exec ${s.sandboxId} -- sh -c 'mkdir ~/bare && tar -x -f - -C ~/bare'`,
+        env,
+      );
+    const push = (): Promise<void> =>
+      shell(`${cli} workspace push ${s.sandboxId} ${q(repo)} --guest-path /home/user/repo`, env);
     for (let i = 0; i < runs; i++) {
-      let t0 = performance.now();
-      await bareUpload(repo, proxy, s.sandboxId, s.envdAccessToken, '/home/user/bare.tar');
-      await exec('rm -rf ~/bare && mkdir ~/bare && tar -x -f ~/bare.tar -C ~/bare && rm ~/bare.tar');
-      bare.push(performance.now() - t0);
-      t0 = performance.now();
-      await pushRepo(c.socketPath, s.sandboxId, repo, { guestPath: '/home/user/repo' });
-      kiln.push(performance.now() - t0);
+      await exec('rm -rf ~/bare ~/repo');
+      if (i % 2 === 0) {
+        bare.push(await timed(baseline));
+        kiln.push(await timed(push));
+      } else {
+        kiln.push(await timed(push));
+        bare.push(await timed(baseline));
+      }
     }
+    // Both arrived whole: the same files in each.
+    await exec(
+      'cd ~/bare && find . -path ./.git -prune -o -type f -print0 | sort -z | xargs -0 sha256sum > /tmp/a && cd ~/repo && find . -path ./.git -prune -o -type f -print0 | sort -z | xargs -0 sha256sum > /tmp/b && cmp /tmp/a /tmp/b',
+    );
     await exec(
       'cd ~/repo && head -c 1048576 /dev/urandom > d0/f0.bin && echo new > new.txt && git rm -q d1/f1.bin',
     );
@@ -98,7 +105,9 @@ async function main(): Promise<void> {
       repoMB: +(bytes / 1e6).toFixed(1),
       runs,
       pushMs: Math.round(median(kiln)),
+      pushRunsMs: kiln.map(Math.round),
       bareTarMs: Math.round(median(bare)),
+      bareTarRunsMs: bare.map(Math.round),
       ratio: +(median(kiln) / median(bare)).toFixed(2),
       target: 1.2,
       exportMs: Math.round(exportMs),
@@ -107,7 +116,7 @@ async function main(): Promise<void> {
     if (json) console.log(JSON.stringify(res));
     else
       console.log(
-        `workspace push of ${res.repoMB} MB: kiln ${res.pushMs} ms, bare tar ${res.bareTarMs} ms (ratio ${res.ratio}, target <= ${res.target}); export (${res.exportFiles} files) ${res.exportMs} ms`,
+        `workspace push of ${res.repoMB} MB, median of ${runs}: kiln ${res.pushMs} ms (${res.pushRunsMs.join(', ')}), tar c | kiln sandbox exec -- tar x ${res.bareTarMs} ms (${res.bareTarRunsMs.join(', ')}); ratio ${res.ratio} (target <= ${res.target}); export (${res.exportFiles} files) ${res.exportMs} ms`,
       );
   } finally {
     await removeStateDir(env, state);

@@ -9,6 +9,7 @@ import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import type { ExecOpts, ExecResult, GuestClient } from '../guest-client.ts';
 import { ServiceFixture } from '../testing/fixtures.ts';
+import { STAGED } from './scripts.ts';
 
 const HEAD = 'a'.repeat(40);
 
@@ -23,32 +24,48 @@ class ScriptedGuest {
   uploaded = '';
   failOn: string | undefined;
   uploadGate: Promise<void> = Promise.resolve();
+  /** The push's op id, from its staging directory's name. */
+  opId = '';
+  #fed: () => void = () => undefined;
   readonly client = (): GuestClient => ({
     health: () => Promise.resolve(),
     init: () => Promise.resolve({ entropy: 'reseeded' }),
     metrics: () => Promise.reject(new Error('unused')),
-    writeStdin: () => Promise.reject(new Error('unused')),
-    exec: (cmd: string, o?: ExecOpts) => Promise.resolve(this.exec(cmd, o)),
-    upload: async (path, body) => {
+    upload: () => Promise.reject(new Error('unused')),
+    exec: (cmd: string, o?: ExecOpts) => this.exec(cmd, o),
+    writeStdin: async (pid, input) => {
       await this.uploadGate;
       let s = '';
-      for await (const c of body) s += (c as Buffer).toString();
+      for await (const c of input) s += Buffer.from(c).toString();
       this.uploaded = s;
-      this.calls.push({ what: `upload ${path}`, user: 'user' });
+      this.calls.push({ what: `stdin of ${pid}`, user: undefined });
+      this.#fed();
+      return { ended: false };
     },
   });
 
-  exec(cmd: string, o?: ExecOpts): ExecResult {
-    const what = cmd.includes('tar -x')
-      ? 'extract'
+  async exec(cmd: string, o?: ExecOpts): Promise<ExecResult> {
+    const what = o?.stdin
+      ? 'push'
       : cmd.includes('mv -T')
         ? 'finish'
-        : cmd.startsWith('rm -rf')
+        : cmd.includes('kill -9')
           ? 'remove'
           : cmd.includes('GIT_INDEX_FILE')
             ? 'export'
-            : 'prepare';
-    this.calls.push({ what: what === 'remove' ? `remove ${cmd.slice(10)}` : what, user: o?.user });
+            : 'other';
+    this.calls.push({
+      what: what === 'remove' ? `remove ${cmd.slice(cmd.lastIndexOf('rm -rf -- ') + 10)}` : what,
+      user: o?.user,
+    });
+    if (what === 'push') {
+      this.opId = /\.kiln-ws-(op-\w+)/.exec(cmd)?.[1] ?? '';
+      // The push script: staged, then it reads its input to the end.
+      const fed = new Promise<void>((r) => (this.#fed = r));
+      o?.onStart?.(7);
+      await o?.onStdout?.(Buffer.from(`${STAGED}\n`));
+      await fed;
+    }
     if (this.failOn === what)
       return {
         exitCode: 128,
@@ -56,9 +73,9 @@ class ScriptedGuest {
         stderr: "fatal: 'nosuchref' is not a commit",
         status: 'exit status 128',
       };
-    const out = what === 'extract' ? `${HEAD}\nwork\n` : '';
+    if (what === 'push') await o?.onStdout?.(Buffer.from(`${HEAD}\nwork\n`));
     if (what === 'export') void o?.onStdout?.(Buffer.from(`/home/user/r\n${HEAD}\n0\n`));
-    return { exitCode: 0, stdout: out, stderr: '', status: 'exit status 0' };
+    return { exitCode: 0, stdout: '', stderr: '', status: 'exit status 0' };
   }
 }
 
@@ -71,7 +88,7 @@ describe('workspace push (fake guest)', () => {
   });
   afterEach(() => fx.close());
 
-  it('prepares as the user, uploads, unpacks, moves into place as root, logs an event', async () => {
+  it('prepares and unpacks the streamed tar as the user, moves it into place as root, logs an event', async () => {
     const s = await fx.svc.create({ template: 'base' });
     const v = await fx.svc.pushWorkspace(
       s.id,
@@ -92,15 +109,16 @@ describe('workspace push (fake guest)', () => {
         pushedAt: '',
       },
     );
-    assert.equal(g.uploaded, 'tar bytes', 'nothing of the body was lost before the upload');
+    assert.equal(g.uploaded, 'tar bytes', 'nothing of the body was lost before the guest read it');
     assert.deepEqual(
       g.calls.map((c) => `${c.what} as ${c.user}`),
-      [
-        'prepare as user',
-        `upload /home/user/.kiln-ws-${g.calls[1]?.what.split('.kiln-ws-')[1] ?? ''} as user`,
-        'extract as user',
-        'finish as root',
-      ],
+      ['push as user', 'stdin of 7 as undefined', 'finish as root'],
+    );
+    const op = fx.store.getOperation(g.opId);
+    assert.deepEqual(
+      [op.state, op.steps.map((x) => x.name)],
+      ['done', ['guest staging', 'unpacked']],
+      'journalled: the staging directory (before its input is sent), then unpacked',
     );
     const ev = fx.svc.logs(s.id).items.find((e) => e.message === 'workspace pushed to /home/user/r');
     assert.equal(ev?.data?.['base'], HEAD);
@@ -108,7 +126,7 @@ describe('workspace push (fake guest)', () => {
 
   it('a failing step unwinds the journalled staging as root; the error says what failed', async () => {
     const s = await fx.svc.create({ template: 'base' });
-    g.failOn = 'extract';
+    g.failOn = 'push';
     await assert.rejects(
       fx.svc.pushWorkspace(s.id, Readable.from([Buffer.from('x')]), {
         mode: 'full_copy',
@@ -123,10 +141,7 @@ describe('workspace push (fake guest)', () => {
     const last = g.calls[g.calls.length - 1];
     assert.ok(last);
     assert.equal(last.user, 'root');
-    assert.match(
-      last.what,
-      /^remove '\/home\/user\/\.kiln-ws-op-\w+' '\/home\/user\/\.kiln-ws-op-\w+\.tar'$/,
-    );
+    assert.match(last.what, /^remove '\/home\/user\/\.kiln-ws-op-\w+'$/);
     assert.ok(!g.calls.some((c) => c.what === 'finish'));
   });
 
@@ -170,7 +185,7 @@ describe('workspace push (fake guest)', () => {
       .exportWorkspace(s.id, {}, { head: () => undefined, patch: () => undefined })
       .then(() => order.push('export'));
     await new Promise((r) => setTimeout(r, 20));
-    // The push waits on its upload: a snapshot of the same sandbox is not held up by it.
+    // The push waits on its input: a snapshot of the same sandbox is not held up by it.
     await fx.svc.snapshot(s.id);
     order.push('snapshot');
     open();

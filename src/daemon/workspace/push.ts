@@ -1,10 +1,11 @@
 /**
  * `kiln workspace push`: a tar stream of a repository into a running sandbox, journalled.
- * Steps: check the request and the sandbox; as the sandbox user make an empty staging directory
- * beside the target (journalled: undo removes it); stream the tar into `<stage>.tar` through the
- * guest agent's upload (written as it arrives, never held by kilnd); unpack and make the mode's
- * repository there; as root rename it into place (replacing an older push) and, for --read-only,
- * hand it to root without write bits. A failure anywhere leaves nothing of the push in the guest.
+ * Steps: check the request and the sandbox; one command as the sandbox user makes an empty
+ * staging directory beside the target (journalled: undo removes it), then unpacks the tar from
+ * its stdin as kilnd streams it there (never held by kilnd; envd's StreamInput) and makes the
+ * mode's repository (journalled `unpacked`); as root rename it into place (replacing an older
+ * push) and, for --read-only, hand it to root without write bits. A failure anywhere, or a crash
+ * of kilnd (start-up replays the undo), leaves nothing of the push in the guest.
  */
 import { Transform, type Readable } from 'node:stream';
 import { WORKSPACE_MODES, type WorkspaceMode, type WorkspaceView } from '../../core/api-types.ts';
@@ -16,7 +17,7 @@ import type { ServiceContext } from '../sandbox/context.ts';
 import { getSandbox } from '../sandbox/queries.ts';
 import type { OpCtx } from '../sandbox/types.ts';
 import { WORKSPACE_USER, stagePath, workspacePath } from '../../core/workspace-path.ts';
-import { REFUSED, extractScript, finishScript, prepareScript, removeScript } from './scripts.ts';
+import { REFUSED, STAGED, finishScript, pushScript, removeScript } from './scripts.ts';
 
 export interface PushOpts {
   mode: WorkspaceMode;
@@ -94,7 +95,7 @@ export async function pushWorkspace(
   const g = await guestOf(sc, id, ctx);
   const run = new OpRun(sc, 'workspace-push', id, ctx.opId);
   const stage = stagePath(o.target, run.op.id);
-  // Counted as it passes to the guest: the body must not flow before the upload reads it.
+  // Counted as it passes to the guest: the body must not flow before the guest reads it.
   let bytes = 0;
   const counted = new Transform({
     transform(chunk: Buffer, _enc, cb) {
@@ -102,23 +103,49 @@ export async function pushWorkspace(
       cb(null, chunk);
     },
   });
+  body.on('error', (e) => counted.destroy(e));
+  const pushedAt = new Date(sc.now()).toISOString();
+  const signal = o.signal ? { signal: o.signal } : {};
+  let pid: number | undefined;
+  let feeding: Promise<unknown> | undefined;
+  let out = '';
   try {
-    await step(g, 'preparing the guest path', prepareScript(o.target, stage), WORKSPACE_USER, o.signal);
-    run.step('guest staging', { action: 'guest-remove', sandboxId: id, paths: [stage, `${stage}.tar`] });
-    body.on('error', (e) => counted.destroy(e));
-    await g.upload(`${stage}.tar`, body.pipe(counted), {
-      user: WORKSPACE_USER,
-      ...(o.signal ? { signal: o.signal } : {}),
-    });
-    const pushedAt = new Date(sc.now()).toISOString();
-    const out = await step(
-      g,
-      'unpacking the repository',
-      extractScript({ stage, mode: o.mode, head: o.head, branch: o.branch, from: o.from, pushedAt }),
-      WORKSPACE_USER,
-      o.signal,
+    // One command unpacks the tar as it arrives (pushScript). Its input is held back until the
+    // staging directory it made is journalled: a crash from then on leaves an undo for it.
+    const r = await g.exec(
+      pushScript({
+        target: o.target,
+        stage,
+        mode: o.mode,
+        head: o.head,
+        branch: o.branch,
+        from: o.from,
+        pushedAt,
+      }),
+      {
+        user: WORKSPACE_USER,
+        stdin: true,
+        onStart: (p) => (pid = p),
+        onStdout: (chunk) => {
+          out += Buffer.from(chunk).toString('utf8');
+          if (feeding || pid === undefined || !out.startsWith(`${STAGED}\n`)) return;
+          run.step('guest staging', { action: 'guest-remove', sandboxId: id, paths: [stage] });
+          feeding = g.writeStdin(pid, body.pipe(counted), signal);
+        },
+        ...signal,
+      },
     );
-    const [base = o.head, branch = ''] = out.trim().split('\n');
+    // The input's own failure (the guest agent's) comes first; a command that stopped reading
+    // (a refused path, a broken tar) ended the input and says why in its exit.
+    await feeding;
+    if (r.exitCode !== 0)
+      throw stepFailed(feeding ? 'unpacking the repository' : 'preparing the guest path', r);
+    if (!feeding) throw new KilnError('guest_agent_error', 'the push ended before the guest took its input');
+    run.step('unpacked', { action: 'guest-remove', sandboxId: id, paths: [stage] });
+    const [base = o.head, branch = ''] = out
+      .slice(STAGED.length + 1)
+      .trim()
+      .split('\n');
     await step(
       g,
       'moving it into place',
@@ -142,6 +169,9 @@ export async function pushWorkspace(
     // Drain what the client still sends so it gets the error rather than a reset connection.
     body.unpipe(counted);
     body.resume();
+    // The input ends here (the command sees EOF), so its stream settles before the undo.
+    counted.destroy();
+    await feeding?.catch(() => undefined);
     await run.fail(e);
     throw e;
   }

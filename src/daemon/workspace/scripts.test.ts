@@ -5,9 +5,10 @@
  * and the repository's index is byte-identical after the export.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import {
   chmodSync,
+  existsSync,
   mkdirSync,
   mkdtempSync,
   readFileSync,
@@ -21,15 +22,18 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { WorkspaceExportHead } from '../../core/api-types.ts';
 import { ExportParser } from './export-stream.ts';
-import { exportScript, extractScript, prepareScript } from './scripts.ts';
+import { STAGED, exportScript, extractScript, prepareScript, pushScript, removeScript } from './scripts.ts';
 
 const git = (cwd: string, ...args: string[]): string =>
   execFileSync('git', ['-c', 'user.email=t@kiln', '-c', 'user.name=t', ...args], {
     cwd,
     encoding: 'utf8',
   }).trim();
-const bash = (script: string, cwd?: string): { code: number; out: Buffer; err: string } => {
-  const r = spawnSync('bash', ['-c', script], { cwd, maxBuffer: 1 << 26 });
+const bash = (script: string, input?: string): { code: number; out: Buffer; err: string } => {
+  const r = spawnSync('bash', ['-c', script], {
+    maxBuffer: 1 << 26,
+    ...(input ? { input: readFileSync(input) } : {}),
+  });
   return { code: r.status ?? 1, out: r.stdout, err: r.stderr.toString() };
 };
 
@@ -114,7 +118,10 @@ describe('workspace guest scripts (on the host)', () => {
       src,
       `${stage}.tar`,
     ]);
-    const x = bash(extractScript({ stage, mode: 'full_copy', head: base, branch: 'work', pushedAt: 'now' }));
+    const x = bash(
+      extractScript({ stage, mode: 'full_copy', head: base, branch: 'work', pushedAt: 'now' }),
+      `${stage}.tar`,
+    );
     assert.equal(x.code, 0, x.err);
     assert.deepEqual(x.out.toString().trim().split('\n'), [base, 'work']);
     // The changes an agent might make in the guest.
@@ -182,6 +189,45 @@ describe('workspace guest scripts (on the host)', () => {
     assert.match(r.stderr.toString(), /is not a plain directory/);
   });
 
+  it('the push script makes the staging directory, says so, then unpacks its stdin there', () => {
+    const stage = join(dir, 'pushed', '.kiln-ws-op-1');
+    const tar = join(dir, 'push.tar');
+    execFileSync('bash', [
+      '-c',
+      `cd "$1" && git ls-files -z -co --exclude-standard | tr '\\0' '\\n' | tar -c -f "$2" -T - .git`,
+      '_',
+      src,
+      tar,
+    ]);
+    const script = pushScript({
+      target: join(dir, 'pushed', 'proj'),
+      stage,
+      mode: 'full_copy',
+      head: base,
+      pushedAt: 'now',
+    });
+    const x = bash(script, tar);
+    assert.equal(x.code, 0, x.err);
+    assert.deepEqual(x.out.toString().split('\n').slice(0, 2), [STAGED, base]);
+    assert.equal(git(stage, 'rev-parse', 'HEAD'), base);
+    // A truncated tar: HEAD cannot be checked, the push fails.
+    writeFileSync(tar, readFileSync(tar).subarray(0, 20_000));
+    const cut = bash(script, tar);
+    assert.notEqual(cut.code, 0);
+  });
+
+  it('the removal kills what still works in the paths, then removes them', async () => {
+    const left = join(dir, 'left', '.kiln-ws-op-2');
+    mkdirSync(left, { recursive: true });
+    // A push's command still waiting for its input, in its staging directory.
+    const waiting = spawn('sleep', ['60'], { cwd: left, stdio: 'ignore' });
+    const gone = new Promise((r) => waiting.on('exit', (_code, signal) => r(signal)));
+    const r = bash(removeScript([left, `${left}.tar`]));
+    assert.equal(r.code, 0, r.err);
+    assert.equal(await gone, 'SIGKILL');
+    assert.equal(existsSync(left), false);
+  });
+
   it('refuses an unknown base and a missing workspace with REFUSED', () => {
     assert.equal(bash(exportScript({ target: join(dir, 'stage'), base: 'nosuchref' })).code, 17);
     assert.equal(bash(exportScript({ target: join(dir, 'nowhere'), base: 'HEAD' })).code, 17);
@@ -208,7 +254,7 @@ describe('workspace guest scripts (on the host)', () => {
         `${stage}.tar`,
       ]);
       git(src, 'checkout', '-q', 'edit.txt');
-      const x = bash(extractScript({ stage, mode, head: base, pushedAt: 'now' }));
+      const x = bash(extractScript({ stage, mode, head: base, pushedAt: 'now' }), `${stage}.tar`);
       assert.equal(x.code, 0, `${mode}: ${x.err}`);
       assert.equal(git(stage, 'rev-parse', 'HEAD'), base);
       const status = git(stage, 'status', '--porcelain');

@@ -24,14 +24,34 @@ const exactDir = (dir: string): string =>
   `p=$(cd -- ${sh(dir)} 2>/dev/null && pwd -P) || p=''
 [ "$p" = ${sh(dir)} ] || { echo "kiln: ${dir} is not a plain directory under ${WORKSPACE_HOME} (a symbolic link or missing)" >&2; exit ${REFUSED}; }`;
 
+/** The line a push script prints once its staging directory exists, before it reads its input. */
+export const STAGED = 'kiln: staged';
+
+const prepareBody = (target: string, stage: string): string => {
+  const parent = posix.dirname(target);
+  return `mkdir -p -- ${sh(parent)}
+${exactDir(parent)}
+rm -rf -- ${sh(stage)}
+mkdir -- ${sh(stage)}`;
+};
+
 /** As the sandbox user: make the target's parent and an empty staging directory beside it. */
 export function prepareScript(target: string, stage: string): string {
-  const parent = posix.dirname(target);
   return sub(`set -eu
-mkdir -p -- ${sh(parent)}
-${exactDir(parent)}
-rm -rf -- ${sh(stage)} ${sh(`${stage}.tar`)}
-mkdir -- ${sh(stage)}`);
+${prepareBody(target, stage)}`);
+}
+
+/**
+ * As the sandbox user, the push in one command, its tar on stdin: prepare (as prepareScript), print
+ * STAGED and wait for the input (kilnd journals the staging directory first, then sends it),
+ * then extract (as extractScript). One command, not three: under TCG every command in the guest
+ * costs a login shell's start-up, and the tar is unpacked as it arrives instead of after a copy.
+ */
+export function pushScript(o: ExtractOpts & { target: string }): string {
+  return sub(`set -eu
+${prepareBody(o.target, o.stage)}
+printf '%s\\n' ${sh(STAGED)}
+${extractBody(o)}`);
 }
 
 export interface ExtractOpts {
@@ -45,10 +65,16 @@ export interface ExtractOpts {
 }
 
 /**
- * As the sandbox user, in the staging directory: unpack the tar, make the mode's repository, check
- * HEAD, create the branch; prints the base commit and the branch (or nothing when detached).
+ * As the sandbox user, in the staging directory: unpack the tar from stdin, make the mode's
+ * repository, check HEAD, create the branch; prints the base commit and the branch (or nothing
+ * when detached).
  */
 export function extractScript(o: ExtractOpts): string {
+  return sub(`set -eu
+${extractBody(o)}`);
+}
+
+function extractBody(o: ExtractOpts): string {
   const git = 'git -c advice.detachedHead=false';
   const modeStep =
     o.mode === 'shallow_overlay'
@@ -57,17 +83,15 @@ export function extractScript(o: ExtractOpts): string {
         ? `${git} reset -q --hard`
         : `${git} update-index -q --refresh >/dev/null || true`;
   const branchStep = o.branch ? `${git} checkout -q -b ${sh(o.branch)} ${o.from ? sh(o.from) : ''}` : '';
-  return sub(`set -eu
-cd -- ${sh(o.stage)}
-tar -x -i -f ${sh(`${o.stage}.tar`)}
-rm -f -- ${sh(`${o.stage}.tar`)}
+  return `cd -- ${sh(o.stage)}
+tar -x -i -f -
 ${modeStep}
 [ "$(${git} rev-parse HEAD)" = ${sh(o.head)} ] || { echo "kiln: the guest's HEAD is not ${o.head}: the push arrived incomplete" >&2; exit ${WRONG_HEAD}; }
 ${branchStep}
 base=$(${git} rev-parse HEAD)
 printf '%s\\n' "$base" > .git/kiln-base
 printf '%s\\n' "$base"
-${git} symbolic-ref -q --short HEAD || true`);
+${git} symbolic-ref -q --short HEAD || true`;
 }
 
 /**
@@ -87,8 +111,18 @@ printf '%s\\n' ${t} > ${sh(LAST_PUSH_FILE)}
 chown ${WORKSPACE_USER}: ${sh(LAST_PUSH_FILE)} 2>/dev/null || true`);
 }
 
-/** As root: removes what a failed push left (idempotent). */
-export const removeScript = (paths: string[]): string => `rm -rf -- ${paths.map(sh).join(' ')}`;
+/**
+ * As root: removes what a failed push left (idempotent). A push interrupted by a crash of kilnd
+ * leaves its command waiting for more input in the guest (the agent keeps a process whose caller
+ * went away, as envd does): processes working in those paths are killed first.
+ */
+export const removeScript = (paths: string[]): string => `for p in /proc/[0-9]*; do
+  d=$(readlink "$p/cwd" 2>/dev/null) || continue
+  for x in ${paths.map(sh).join(' ')}; do
+    case "$d" in "$x" | "$x/"* | "$x (deleted)") kill -9 "\${p#/proc/}" 2>/dev/null || true ;; esac
+  done
+done
+rm -rf -- ${paths.map(sh).join(' ')}`;
 
 /**
  * As the sandbox user: the export of the repository at `target` (default: the last push's) against
