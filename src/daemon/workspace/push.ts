@@ -83,6 +83,61 @@ async function step(
   return r.stdout;
 }
 
+/**
+ * Runs the push script with `body` as its stdin, sent once the script says it has staged (and
+ * the staging directory is journalled). Resolves with what the script printed after that and the
+ * bytes sent; on any failure the input is ended (the guest's command sees EOF) and drained.
+ */
+async function unpackStreamed(
+  g: GuestClient,
+  script: string,
+  body: Readable,
+  staged: () => void,
+  signal: AbortSignal | undefined,
+): Promise<{ out: string; bytes: number }> {
+  // Counted as it passes to the guest: the body must not flow before the guest reads it.
+  let bytes = 0;
+  const counted = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      bytes += chunk.length;
+      cb(null, chunk);
+    },
+  });
+  body.on('error', (e) => counted.destroy(e));
+  const sig = signal ? { signal } : {};
+  let pid: number | undefined;
+  let feeding: Promise<unknown> | undefined;
+  let out = '';
+  try {
+    const r = await g.exec(script, {
+      user: WORKSPACE_USER,
+      stdin: true,
+      onStart: (p) => (pid = p),
+      onStdout: (chunk) => {
+        out += Buffer.from(chunk).toString('utf8');
+        if (feeding || pid === undefined || !out.startsWith(`${STAGED}\n`)) return;
+        staged();
+        feeding = g.writeStdin(pid, body.pipe(counted), sig);
+      },
+      ...sig,
+    });
+    // The input's own failure (the guest agent's) comes first; a command that stopped reading
+    // (a refused path, a broken tar) ended the input and says why in its exit.
+    await feeding;
+    if (r.exitCode !== 0)
+      throw stepFailed(feeding ? 'unpacking the repository' : 'preparing the guest path', r);
+    if (!feeding) throw new KilnError('guest_agent_error', 'the push ended before the guest took its input');
+    return { out: out.slice(STAGED.length + 1), bytes };
+  } catch (e) {
+    // Drain what the client still sends so it gets the error rather than a reset connection.
+    body.unpipe(counted);
+    body.resume();
+    counted.destroy();
+    await feeding?.catch(() => undefined);
+    throw e;
+  }
+}
+
 export async function pushWorkspace(
   sc: ServiceContext,
   id: string,
@@ -95,57 +150,21 @@ export async function pushWorkspace(
   const g = await guestOf(sc, id, ctx);
   const run = new OpRun(sc, 'workspace-push', id, ctx.opId);
   const stage = stagePath(o.target, run.op.id);
-  // Counted as it passes to the guest: the body must not flow before the guest reads it.
-  let bytes = 0;
-  const counted = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      bytes += chunk.length;
-      cb(null, chunk);
-    },
-  });
-  body.on('error', (e) => counted.destroy(e));
   const pushedAt = new Date(sc.now()).toISOString();
-  const signal = o.signal ? { signal: o.signal } : {};
-  let pid: number | undefined;
-  let feeding: Promise<unknown> | undefined;
-  let out = '';
   try {
     // One command unpacks the tar as it arrives (pushScript). Its input is held back until the
     // staging directory it made is journalled: a crash from then on leaves an undo for it.
-    const r = await g.exec(
-      pushScript({
-        target: o.target,
-        stage,
-        mode: o.mode,
-        head: o.head,
-        branch: o.branch,
-        from: o.from,
-        pushedAt,
-      }),
-      {
-        user: WORKSPACE_USER,
-        stdin: true,
-        onStart: (p) => (pid = p),
-        onStdout: (chunk) => {
-          out += Buffer.from(chunk).toString('utf8');
-          if (feeding || pid === undefined || !out.startsWith(`${STAGED}\n`)) return;
-          run.step('guest staging', { action: 'guest-remove', sandboxId: id, paths: [stage] });
-          feeding = g.writeStdin(pid, body.pipe(counted), signal);
-        },
-        ...signal,
+    const { out, bytes } = await unpackStreamed(
+      g,
+      pushScript({ ...o, stage, pushedAt }),
+      body,
+      () => {
+        run.step('guest staging', { action: 'guest-remove', sandboxId: id, paths: [stage] });
       },
+      o.signal,
     );
-    // The input's own failure (the guest agent's) comes first; a command that stopped reading
-    // (a refused path, a broken tar) ended the input and says why in its exit.
-    await feeding;
-    if (r.exitCode !== 0)
-      throw stepFailed(feeding ? 'unpacking the repository' : 'preparing the guest path', r);
-    if (!feeding) throw new KilnError('guest_agent_error', 'the push ended before the guest took its input');
     run.step('unpacked', { action: 'guest-remove', sandboxId: id, paths: [stage] });
-    const [base = o.head, branch = ''] = out
-      .slice(STAGED.length + 1)
-      .trim()
-      .split('\n');
+    const [base = o.head, branch = ''] = out.trim().split('\n');
     await step(
       g,
       'moving it into place',
@@ -166,12 +185,6 @@ export async function pushWorkspace(
     run.done();
     return view;
   } catch (e) {
-    // Drain what the client still sends so it gets the error rather than a reset connection.
-    body.unpipe(counted);
-    body.resume();
-    // The input ends here (the command sees EOF), so its stream settles before the undo.
-    counted.destroy();
-    await feeding?.catch(() => undefined);
     await run.fail(e);
     throw e;
   }

@@ -221,7 +221,11 @@ describe('workspace guest scripts (on the host)', () => {
     mkdirSync(left, { recursive: true });
     // A push's command still waiting for its input, in its staging directory.
     const waiting = spawn('sleep', ['60'], { cwd: left, stdio: 'ignore' });
-    const gone = new Promise((r) => waiting.on('exit', (_code, signal) => r(signal)));
+    const gone = new Promise((r) => {
+      waiting.on('exit', (_code, signal) => {
+        r(signal);
+      });
+    });
     const r = bash(removeScript([left, `${left}.tar`]));
     assert.equal(r.code, 0, r.err);
     assert.equal(await gone, 'SIGKILL');
