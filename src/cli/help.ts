@@ -245,13 +245,17 @@ export const COMMANDS: Record<string, CommandHelp> = {
   },
   'image build': {
     usage: [
-      'kiln image build [--name NAME] [--package PKG]... [--force] [--json]',
+      'kiln image build [--name NAME] [--package PKG]... [--disk SIZE] [--force] [--json]',
       'kiln image build --from-image HOST:PORT/NAME[:TAG|@sha256:D] [--name NAME] [--insecure-registry HOST:PORT]... [--registry-user U --registry-password-stdin] [--force] [--json]',
     ],
     summary: 'build a guest image into the cache (runs here, not in the daemon)',
     options: [
       ['--name NAME', 'image name (default default; with --from-image: the repository and tag)'],
       ['--package PKG', 'a Debian package to add (repeatable)'],
+      [
+        '--disk SIZE',
+        "the root filesystem's size, e.g. 4G or 2048M; a bare number is MiB (default 2G, from 512M to 256G)",
+      ],
       ['--from-image REF', 'use an OCI image from a registry as the root filesystem (linux/amd64)'],
       ['--insecure-registry H:P', 'allow plain HTTP to this registry (loopback ones always may)'],
       ['--registry-user U', 'registry user name (password from --registry-password-stdin)'],

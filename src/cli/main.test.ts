@@ -55,6 +55,28 @@ test('bad input is refused with a clear error before anything is built or booted
     [['run', '--env', 'NOEQUALS', '--', 'true'], /invalid_argument: env: "NOEQUALS" must be KEY=VALUE/],
     [['run'], /kiln run needs a command after --/],
     [['template', 'build', '--name', 'Bad/Name'], /invalid_argument: template/],
+    // Sizes: one parser (core/size.ts), errors naming the flag and what to write.
+    [['template', 'build', '--memory', '1X'], /invalid_argument: memory: "1X" has an unknown unit "X"/],
+    [['template', 'build', '--memory', 'lots'], /invalid_argument: memory: "lots" is not a size: write/],
+    [
+      ['template', 'build', '--memory', '64M'],
+      /invalid_argument: memory: "64M" is 64M: it must be from 128M to 64G/,
+    ],
+    [
+      ['template', 'build', '--memory', '1.5M'],
+      /invalid_argument: memory: "1.5M" is not a whole number of MiB/,
+    ],
+    [
+      ['template', 'build', '-f', 'Dockerfile', '--memory', '2Q'],
+      /invalid_argument: memory: "2Q" has an unknown unit "Q"/,
+    ],
+    [
+      ['image', 'build', '--disk', '100M'],
+      /invalid_argument: disk: "100M" is 100M: it must be from 512M to 256G/,
+    ],
+    [['image', 'build', '--disk', '1P'], /invalid_argument: disk: "1P" has an unknown unit "P"/],
+    [['image', 'build', '--disk', '0G'], /invalid_argument: disk: "0G" is zero/],
+    [['image', 'build', '--from-image', '127.0.0.1:5000/a:b', '--disk', '4G'], /--disk is for Debian images/],
   ];
   for (const [args, re] of cases) {
     const r = kiln(...args);

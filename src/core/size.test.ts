@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { KilnError } from './errors.ts';
-import { parseSize, parseSizeMiB } from './size.ts';
+import { formatMiB, parseSize, parseSizeMiB } from './size.ts';
 
 const refused = (f: () => unknown, re: RegExp): void => {
   assert.throws(
@@ -36,5 +36,15 @@ describe('parseSize', () => {
     refused(() => parseSize('memory', '0.3'), /whole number of bytes/);
     refused(() => parseSizeMiB('memory', '1.5M'), /whole number of MiB/);
     refused(() => parseSizeMiB('memory', '100K'), /whole number of MiB/);
+  });
+  it('checks a range in MiB, said in the units people type', () => {
+    const range = { min: 512, max: 262144 };
+    assert.equal(parseSizeMiB('disk', '20G', range), 20480);
+    assert.equal(parseSizeMiB('disk', '512', range), 512);
+    assert.equal(parseSizeMiB('disk', '256G', range), 262144);
+    refused(() => parseSizeMiB('disk', '511M', range), /disk: "511M" is 511M: it must be from 512M to 256G/);
+    refused(() => parseSizeMiB('disk', '1T', range), /"1T" is 1024G: it must be from 512M to 256G/);
+    assert.equal(formatMiB(1536), '1536M');
+    assert.equal(formatMiB(2048), '2G');
   });
 });

@@ -31,9 +31,23 @@ export function parseSize(field: string, text: string, defaultUnit: SizeUnit = '
   return bytes;
 }
 
-/** `parseSize` in whole MiB (memory and disk sizes): `invalid_argument` for a part of a MiB. */
-export function parseSizeMiB(field: string, text: string): number {
+/**
+ * `parseSize` in whole MiB (memory and disk sizes): `invalid_argument` for a part of a MiB, and
+ * for a size outside `range` (MiB), said in the units people type.
+ */
+export function parseSizeMiB(field: string, text: string, range?: { min: number; max: number }): number {
   const bytes = parseSize(field, text, 'M');
   if (bytes % 2 ** 20 !== 0) throw invalidArgument(field, `"${text}" is not a whole number of MiB`);
-  return bytes / 2 ** 20;
+  const mib = bytes / 2 ** 20;
+  if (range && (mib < range.min || mib > range.max))
+    throw invalidArgument(
+      field,
+      `"${text}" is ${formatMiB(mib)}: it must be from ${formatMiB(range.min)} to ${formatMiB(range.max)}`,
+    );
+  return mib;
+}
+
+/** MiB as people write it: `512M`, `1G`, `1536M`, `256G`. */
+export function formatMiB(mib: number): string {
+  return mib % 1024 === 0 ? `${mib / 1024}G` : `${mib}M`;
 }

@@ -23,6 +23,8 @@ export function validateName(field: string, value: unknown): string {
 export const LIMITS = {
   memoryMiB: { min: 128, max: 65536 },
   vcpus: { min: 1, max: 32 },
+  /** A guest image's root filesystem (`kiln image build --disk`). */
+  diskMiB: { min: 512, max: 262144 },
 } as const;
 
 export function validateInt(field: string, value: unknown, min: number, max: number): number {

@@ -3,6 +3,8 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createLogger } from '../../core/log.ts';
+import { parseSizeMiB } from '../../core/size.ts';
+import { LIMITS } from '../../core/validate.ts';
 import { buildImage, type BuildProgress } from '../../images/build.ts';
 import { buildImageFromOci } from '../../images/oci/build-oci.ts';
 import { parseReference } from '../../images/oci/reference.ts';
@@ -32,16 +34,23 @@ export async function image(ctx: CliContext, sub: string | undefined, argv: stri
       'registry-user': { type: 'string' },
       'registry-password-stdin': { type: 'boolean', default: false },
       force: { type: 'boolean', default: false },
+      disk: { type: 'string' },
       json: { type: 'boolean', default: false },
     },
   });
-  if (sub === 'build' && values['from-image'] !== undefined)
+  if (sub === 'build' && values['from-image'] !== undefined) {
+    if (values.disk !== undefined)
+      throw new UsageError("--disk is for Debian images: an OCI image's filesystem is sized to its content");
     return fromImage(ctx, values['from-image'], values);
+  }
   if (sub === 'build') {
     const spec = validateImageSpec(
       defaultImageSpec({
         name: values.name ?? 'default',
         packages: [...DEFAULT_PACKAGES, ...values.package],
+        ...(values.disk === undefined
+          ? {}
+          : { rootfsSizeMiB: parseSizeMiB('disk', values.disk, LIMITS.diskMiB) }),
       }),
     );
     const res = await buildImage({

@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util';
 import { DEFAULT_MEMORY_MIB, DEFAULT_TEMPLATE, DEFAULT_VCPUS } from '../../core/defaults.ts';
 import { parseSizeMiB } from '../../core/size.ts';
-import { validateName } from '../../core/validate.ts';
+import { LIMITS, validateName } from '../../core/validate.ts';
 import { UsageError, intArg } from '../args.ts';
 import type { CliContext } from '../context.ts';
 import { table } from '../output.ts';
@@ -37,14 +37,16 @@ export async function template(ctx: CliContext, sub: string | undefined, argv: s
       buildArgs: values['build-arg'],
       noCache: values['no-cache'],
       json: values.json,
-      memoryMiB: argv.includes('--memory') ? intArg('memory', values.memory) : undefined,
+      memoryMiB: argv.includes('--memory')
+        ? parseSizeMiB('memory', values.memory, LIMITS.memoryMiB)
+        : undefined,
       vcpus: argv.includes('--vcpus') ? intArg('vcpus', values.vcpus) : undefined,
     });
   }
   if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0] ?? ''}"`);
   // Check what was typed before starting a daemon.
   validateName('template', values.name);
-  const memoryMiB = parseSizeMiB('memory', values.memory);
+  const memoryMiB = parseSizeMiB('memory', values.memory, LIMITS.memoryMiB);
   const vcpus = intArg('vcpus', values.vcpus) ?? DEFAULT_VCPUS;
   const c = await ctx.connect();
   if (sub === 'list') {
