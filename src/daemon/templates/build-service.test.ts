@@ -6,7 +6,9 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { nullLogger } from '../../core/log.ts';
-import { FAKE_IMAGE, ServiceFixture } from '../testing/fixtures.ts';
+import { KilnError } from '../../core/errors.ts';
+import { FAKE_IMAGE, FakeGuests, ServiceFixture } from '../testing/fixtures.ts';
+import { CANCELLED } from './run-build.ts';
 import { INTERRUPTED, TemplateBuildService } from './build-service.ts';
 
 let f: ServiceFixture;
@@ -36,23 +38,82 @@ async function build(
   return { ...st, messages: st.logs.map((l) => l.message) };
 }
 
+const service = (): TemplateBuildService =>
+  new TemplateBuildService({
+    svc: f.svc,
+    store: f.store,
+    dataDir: f.dir,
+    log: nullLogger,
+    ensureTemplate: () => Promise.resolve(),
+    readyTimeoutMs: 1000,
+    image: () => Promise.resolve(FAKE_IMAGE),
+  });
+
 const runLines = (m: string[]) => m.filter((l) => /^\[\d\/\d\] /.test(l)).map((l) => l.slice(0, 5));
 
 describe('template builds (fake driver)', () => {
   beforeEach(async () => {
     f = await ServiceFixture.start({ base: true });
-    tb = new TemplateBuildService({
-      svc: f.svc,
-      store: f.store,
-      dataDir: f.dir,
-      log: nullLogger,
-      ensureTemplate: () => Promise.resolve(),
-      readyTimeoutMs: 1000,
-      image: () => Promise.resolve(FAKE_IMAGE),
-    });
+    tb = service();
   });
   afterEach(async () => {
     await f.close();
+  });
+
+  it('a cancelled build stops at its running step: no later step, layer or template; its builder killed', async () => {
+    // A guest whose command "block" runs until its stream is cancelled.
+    await f.close();
+    let blocked: () => void = () => undefined;
+    const running = new Promise<void>((r) => (blocked = r));
+    const fakes = new FakeGuests();
+    f = await ServiceFixture.start({
+      base: true,
+      deps: {
+        guest: () => {
+          const g = fakes.client();
+          return {
+            ...g,
+            exec: (cmd, eo) =>
+              cmd.includes('block')
+                ? new Promise((_resolve, reject) => {
+                    blocked();
+                    eo?.signal?.addEventListener('abort', () => {
+                      reject(new KilnError('cancelled', `command cancelled: ${cmd}`));
+                    });
+                  })
+                : g.exec(cmd, eo),
+          };
+        },
+      },
+    });
+    tb = service();
+    const b = tb.request('slow', {}, undefined);
+    tb.start(b.templateId, b.id, steps('block here'), undefined);
+    await running;
+    const ended = await tb.cancel(b.id, undefined);
+    assert.equal(ended.status, 'error');
+    assert.deepEqual(ended.reason, { message: CANCELLED, step: '3' });
+    const messages = tb.status(b.templateId, b.id, 0, undefined).logs.map((l) => l.message);
+    assert.deepEqual(runLines(messages), ['[1/4]', '[2/4]', '[3/4]'], 'step 4 never started');
+    assert.equal(ended.snapshotId, null, 'no template snapshot');
+    assert.equal(f.svc.templates().find((t) => t.name === 'slow')?.snapshotId ?? null, null);
+    assert.equal(
+      f.store.listSnapshots({ deleted: false }).filter((x) => x.name?.startsWith('kiln-layer-')).length,
+      1,
+      "only the finished step's layer (the cache) exists",
+    );
+    assert.deepEqual(
+      f.svc
+        .list({})
+        .items.filter((x) => x.state !== 'dead')
+        .map((x) => x.id),
+      [],
+      'the builder sandbox is killed',
+    );
+    await assert.rejects(tb.cancel(b.id, undefined), {
+      code: 'invalid_state',
+      message: /is error, not running/,
+    });
   });
 
   it('builds, caches every step on a rebuild, re-runs from the first changed step; hides its layers', async () => {

@@ -52,6 +52,7 @@ export class TemplateBuildService {
   readonly files: BuildFiles;
   readonly #d: BuildRunDeps;
   readonly #running = new Map<string, Promise<void>>();
+  readonly #cancels = new Map<string, AbortController>();
 
   constructor(o: TemplateBuildServiceOpts) {
     const now = o.now ?? Date.now;
@@ -155,8 +156,29 @@ export class TemplateBuildService {
     const spec = parseBuildSpec(body);
     const started = { ...b, spec: JSON.stringify(spec), updatedAt: this.#iso() };
     this.#d.store.putBuild(started);
-    const p = runBuild(this.#d, started, spec).finally(() => this.#running.delete(buildId));
+    const ac = new AbortController();
+    const p = runBuild(this.#d, started, spec, ac.signal).finally(() => {
+      this.#running.delete(buildId);
+      this.#cancels.delete(buildId);
+    });
     this.#running.set(buildId, p);
+    this.#cancels.set(buildId, ac);
+  }
+
+  /**
+   * Cancels a running build (`kiln template build` interrupted): its running command is dropped,
+   * no later step or layer is made, its builder sandbox is killed, and it ends `error` with the
+   * reason "the build was cancelled". Resolves once it has ended; `invalid_state` for a build
+   * that is not running. Layers of steps that finished stay in the cache (complete, hidden).
+   */
+  async cancel(buildId: string, caller: Caller | undefined): Promise<TemplateBuildRecord> {
+    const b = this.buildById(buildId, caller);
+    const ac = this.#cancels.get(b.id);
+    if (b.status !== 'building' || !ac)
+      throw new KilnError('invalid_state', `template build "${buildId}" is ${b.status}, not running`);
+    ac.abort();
+    await this.#running.get(b.id);
+    return this.buildById(buildId, caller);
   }
 
   /** Status and the log lines from `offset` (E2B's TemplateBuildInfo); the reason's last lines. */

@@ -63,6 +63,8 @@ export class GuestSteps {
   readonly #svc: SandboxService;
   readonly #id: string;
   readonly #out: (line: string, stream: 'stdout' | 'stderr') => void;
+  /** The build's cancel: a running command's stream is dropped (the builder is killed after). */
+  readonly #signal: AbortSignal | undefined;
   /** Last output lines, for a failure's reason. */
   #tail: string[] = [];
 
@@ -70,10 +72,12 @@ export class GuestSteps {
     svc: SandboxService,
     sandboxId: string,
     out: (line: string, stream: 'stdout' | 'stderr') => void,
+    signal?: AbortSignal,
   ) {
     this.#svc = svc;
     this.#id = sandboxId;
     this.#out = out;
+    this.#signal = signal;
   }
 
   get tail(): string[] {
@@ -99,6 +103,7 @@ export class GuestSteps {
       timeoutMs: 0,
       onStdout: o.push,
       onStderr: e.push,
+      ...(this.#signal ? { signal: this.#signal } : {}),
     });
     o.end();
     e.end();

@@ -184,11 +184,13 @@ class BuildRun {
   readonly opId: string;
   readonly #ctx = initialContext();
   builder: string | undefined;
+  readonly #signal: AbortSignal | undefined;
 
-  constructor(d: BuildRunDeps, b: TemplateBuildRecord, spec: BuildSpec) {
+  constructor(d: BuildRunDeps, b: TemplateBuildRecord, spec: BuildSpec, signal?: AbortSignal) {
     this.#d = d;
     this.#b = b;
     this.#spec = spec;
+    this.#signal = signal;
     this.log = new BuildLog(d.store, b.id, d.now);
     this.opId = `op-build-${b.id.slice(0, 12)}`;
   }
@@ -204,6 +206,7 @@ class BuildRun {
     const parent = await parentOf(d, this.#spec, this.#b, this.opId);
     this.log.add('info', `[base] FROM template ${parent.name}`, 'base');
     const plan = planCache(d, parent, this.#spec, this.#b.templateId);
+    this.#check('base');
     if (await this.#allCached(parent, plan)) return;
     const sbx = await d.svc.create(
       { template: plan.restoreFrom, timeoutS: 3600, metadata: { 'kiln.templateBuild': this.#b.id } },
@@ -211,9 +214,14 @@ class BuildRun {
     );
     this.builder = sbx.id;
     this.save({ builderId: sbx.id });
-    const guest = new GuestSteps(d.svc, sbx.id, (line, stream) => {
-      this.log.add(stream === 'stderr' ? 'warn' : 'info', line);
-    });
+    const guest = new GuestSteps(
+      d.svc,
+      sbx.id,
+      (line, stream) => {
+        this.log.add(stream === 'stderr' ? 'warn' : 'info', line);
+      },
+      this.#signal,
+    );
     const n = this.#spec.steps.length;
     let ran = 0;
     for (const [i, s] of this.#spec.steps.entries()) {
@@ -223,9 +231,11 @@ class BuildRun {
         this.log.add('info', `CACHED ${label}`, String(i + 1));
         continue;
       }
+      this.#check(String(i + 1));
       await this.#step(guest, s, i, label, plan);
       ran++;
     }
+    this.#check('finalize');
     this.log.add('info', `${String(ran)} of ${String(n)} steps run, ${String(n - ran)} cached`, 'finalize');
     await this.#finalize(guest, parent, plan);
     this.log.add(
@@ -306,7 +316,8 @@ class BuildRun {
       this.log.add('info', `[finalize] start command: ${this.#spec.startCmd}`, 'finalize');
       await guest.start(this.#spec.startCmd, this.#ctx);
     }
-    if (this.#spec.readyCmd) await waitReady(d, guest, this.#spec.readyCmd, this.#ctx, this.log);
+    if (this.#spec.readyCmd)
+      await waitReady(d, guest, this.#spec.readyCmd, this.#ctx, this.log, this.#signal);
     if (!this.builder) throw new KilnError('internal', 'the build has no builder sandbox');
     // A forced rebuild replaces the running state this definition had.
     const old = findLayer(d.svc, '', plan.finalName);
@@ -322,8 +333,17 @@ class BuildRun {
     this.save({ status: 'ready', snapshotId: final.id, layers, finishedAt: new Date(d.now()).toISOString() });
   }
 
+  /** Between steps: a cancelled build stops here (its builder is killed by runBuild). */
+  #check(step: string): void {
+    if (this.#signal?.aborted) throw new BuildError(CANCELLED, step);
+  }
+
   failed(e: unknown): void {
-    const message = e instanceof BuildError ? e.message : `build failed: ${asKilnError(e).message}`;
+    const message = this.#signal?.aborted
+      ? CANCELLED
+      : e instanceof BuildError
+        ? e.message
+        : `build failed: ${asKilnError(e).message}`;
     const step = e instanceof BuildError ? e.step : 'finalize';
     this.#d.log.warn({ buildId: this.#b.id, err: message }, 'template build failed');
     this.log.add('error', message, step);
@@ -335,9 +355,20 @@ class BuildRun {
   }
 }
 
-/** Runs build `b` with definition `spec`; records its outcome (never throws). */
-export async function runBuild(d: BuildRunDeps, b: TemplateBuildRecord, spec: BuildSpec): Promise<void> {
-  const r = new BuildRun(d, b, spec);
+/** The reason of a cancelled build. */
+export const CANCELLED = 'the build was cancelled';
+
+/**
+ * Runs build `b` with definition `spec`; records its outcome (never throws). `signal` cancels it:
+ * the running step's command is dropped, no later step or layer is made, the builder is killed.
+ */
+export async function runBuild(
+  d: BuildRunDeps,
+  b: TemplateBuildRecord,
+  spec: BuildSpec,
+  signal?: AbortSignal,
+): Promise<void> {
+  const r = new BuildRun(d, b, spec, signal);
   try {
     await r.run();
   } catch (e) {
@@ -363,11 +394,13 @@ async function waitReady(
   cmd: string,
   ctx: ReturnType<typeof initialContext>,
   log: BuildLog,
+  signal: AbortSignal | undefined,
 ): Promise<void> {
   log.add('info', `[finalize] waiting for the ready command: ${cmd}`, 'finalize');
   const deadline = d.now() + d.readyTimeoutMs;
   let tries = 0;
   for (;;) {
+    if (signal?.aborted) throw new BuildError(CANCELLED, 'finalize');
     tries++;
     const code = await guest.run(cmd, ctx, ctx.user, { quiet: true });
     if (code === 0) {
