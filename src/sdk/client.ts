@@ -375,6 +375,11 @@ export class KilnClient {
     return this.#json('GET', `/v1/template-builds/${encodeURIComponent(id)}?logsOffset=${logsOffset}`);
   }
 
+  /** Cancels a running build; resolves with it once it has ended. */
+  cancelTemplateBuild(id: string): Promise<TemplateBuildView> {
+    return this.#json('POST', `/v1/template-builds/${encodeURIComponent(id)}/cancel`);
+  }
+
   async templateFilePresent(hash: string): Promise<boolean> {
     return (await this.#json<{ present: boolean }>('GET', `/v1/template-files/${encodeURIComponent(hash)}`))
       .present;

@@ -71,6 +71,11 @@ export const templateBuildRoutes = (d: NativeDeps): Route[] => [
   { method: 'POST', path: '/v1/template-builds', status: 201, handler: (c) => start(d, c) },
   { method: 'GET', path: '/v1/template-builds/:id', handler: (c) => Promise.resolve(status(d, c)) },
   {
+    method: 'POST',
+    path: '/v1/template-builds/:id/cancel',
+    handler: async (c) => buildView(await builds(d).cancel(idOf(c), undefined)),
+  },
+  {
     method: 'GET',
     path: '/v1/template-files/:hash',
     handler: async (c) => ({ present: await builds(d).files.present(validateFilesHash(c.params['hash'])) }),

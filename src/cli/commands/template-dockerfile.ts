@@ -101,18 +101,32 @@ export async function buildFromDockerfile(ctx: CliContext, o: DockerfileBuildOpt
     await rm(tmp, { recursive: true, force: true });
   }
   const started = await c.startTemplateBuild(req);
+  // Ctrl-C cancels the build in kilnd (its builder is killed, nothing half made is kept).
+  const onAbort = (): void => {
+    void c.cancelTemplateBuild(started.id).catch(() => undefined);
+  };
+  ctx.signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await follow(c, started.id, o.json, ctx.signal);
+  } finally {
+    ctx.signal.removeEventListener('abort', onAbort);
+  }
+}
+
+/** Prints a build's log as it comes until it ends; 0 ready, 1 failed, 130 cancelled by Ctrl-C. */
+async function follow(c: KilnClient, id: string, json: boolean, signal: AbortSignal): Promise<number> {
   let offset = 0;
   for (;;) {
-    const st = await c.templateBuild(started.id, offset);
+    const st = await c.templateBuild(id, offset);
     offset += st.logs.length;
-    if (!o.json) for (const l of st.logs) console.log(l.message);
+    if (!json) for (const l of st.logs) console.log(l.message);
     if (st.status !== 'building' && st.logs.length === 0) {
-      if (o.json) console.log(JSON.stringify({ ...st, logs: undefined }, null, 2));
+      if (json) console.log(JSON.stringify({ ...st, logs: undefined }, null, 2));
       if (st.status === 'error') {
-        if (!o.json) console.error(`kiln: template build failed: ${st.reason?.message ?? 'unknown reason'}`);
-        return 1;
+        if (!json) console.error(`kiln: template build failed: ${st.reason?.message ?? 'unknown reason'}`);
+        return signal.aborted ? 130 : 1;
       }
-      if (!o.json) console.log(`template ${st.name} = ${st.snapshotId ?? '?'}`);
+      if (!json) console.log(`template ${st.name} = ${st.snapshotId ?? '?'}`);
       return 0;
     }
     if (st.logs.length === 0) await new Promise((r) => setTimeout(r, 500));
