@@ -1,0 +1,95 @@
+/**
+ * kill -9 of kilnd (failpoints) in the middle of a template build (`kiln template build -f`):
+ * while a step's layer is being snapshotted, once before its point of no return
+ * (`snapshot:source paused`: the layer is unwound) and once after it (`snapshot:disk frozen`:
+ * the layer is finished as cache). After a restart without the failpoint: the build is failed
+ * ("interrupted by a daemon restart"), its builder sandbox killed (no QEMU), no operation open,
+ * a snapshot directory per record and nothing else, no template snapshot made; a new build of the
+ * same Dockerfile then succeeds. Run under the VM lock: `flock /work/.vm.lock node --test <this file>`.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { CrashDaemon } from '../helpers/crash-daemon.ts';
+import { CLI } from '../helpers/kilnd.ts';
+
+describe('kill -9 in a template build (failpoints, real guests)', { timeout: 1_500_000 }, () => {
+  let main: CrashDaemon;
+  let ctx = '';
+  /** `kiln template build -f` of the context; rejects unless it exits 0. */
+  const build = (name: string): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const p = spawn(
+        process.execPath,
+        [CLI, 'template', 'build', '-f', join(ctx, 'Dockerfile'), '--name', name, ctx],
+        {
+          env: {
+            ...process.env,
+            KILN_STATE_DIR: main.state,
+            KILN_E2B_API_PORT: '0',
+            KILN_E2B_SANDBOX_PORT: '0',
+          },
+          stdio: ['ignore', 'ignore', 'pipe'],
+        },
+      );
+      let err = '';
+      p.stderr.on('data', (b: Buffer) => (err += b.toString()));
+      p.on('close', (code) => {
+        if (code === 0) resolve();
+        else reject(new Error(`template build exited ${code}: ${err}`));
+      });
+    });
+
+  before(async () => {
+    main = new CrashDaemon(await mkdtemp('/tmp/kiln-fptpl-'));
+    ctx = join(main.state, 'ctx');
+    mkdirSync(ctx);
+    writeFileSync(join(ctx, 'Dockerfile'), 'FROM base\nRUN echo one > /tmp/one\nRUN echo two > /tmp/two\n');
+    main.start();
+    await main.c.buildTemplate({ name: 'base' });
+    main.stop();
+  });
+  after(async () => {
+    await main.cleanUp();
+    await rm(main.state, { recursive: true, force: true });
+  });
+
+  for (const step of ['snapshot:source paused', 'snapshot:disk frozen'])
+    it(`kill -9 at "${step}" of a layer: the build is failed, its builder killed, nothing half made`, async () => {
+      const name = `fp-${step.split(':')[1]?.replace(/ /g, '-') ?? ''}`;
+      await main.dieAt(step, () => build(name));
+      const rows = main.rows<{
+        status: string;
+        reason: string;
+        builder_id: string | null;
+        snapshot_id: string | null;
+      }>('SELECT status, reason, builder_id, snapshot_id FROM template_builds WHERE template_name = ?', name);
+      assert.equal(rows.length, 1);
+      const [r] = rows;
+      assert.ok(r);
+      assert.equal(r.status, 'error');
+      assert.match(r.reason, /interrupted by a daemon restart/);
+      assert.equal(r.builder_id, null);
+      assert.equal(r.snapshot_id, null, 'no template snapshot');
+      assert.deepEqual(main.qemus(), [], 'the builder sandbox is killed');
+      assert.equal(main.openOps(), 0, 'no operation left open');
+      assert.deepEqual(main.snapshotDirs(), main.snapshotIds(), 'a directory per snapshot record');
+      assert.equal(
+        main.rows(`SELECT id FROM snapshots WHERE name LIKE 'kiln-tpl-%' AND deleted_at IS NULL`).length,
+        0,
+        'no template snapshot',
+      );
+      // Nothing left in the way: the same build now succeeds.
+      await build(name);
+      const t = main.rows<{ snapshot_id: string | null }>(
+        'SELECT snapshot_id FROM templates WHERE name = ?',
+        name,
+      );
+      assert.equal(t.length, 1);
+      assert.ok(t[0]?.snapshot_id, 'the template has its snapshot');
+      main.stop();
+    });
+});
