@@ -38,6 +38,19 @@ CMD ["-m", "http.server", "8000"]
     });
   });
 
+  it('without USER or WORKDIR the sandboxes get user and /home/user (as E2B), not the root of the steps', () => {
+    assert.deepEqual(parseDockerfile('FROM base\nRUN make').steps, [
+      { type: 'USER', args: ['root'] },
+      { type: 'RUN', args: ['make'] },
+      { type: 'USER', args: ['user'] },
+      { type: 'WORKDIR', args: ['/home/user'] },
+    ]);
+    assert.deepEqual(parseDockerfile('FROM base\nUSER root\nWORKDIR /srv').steps.slice(1), [
+      { type: 'USER', args: ['root'] },
+      { type: 'WORKDIR', args: ['/srv'] },
+    ]);
+  });
+
   it('CMD alone, shell form, is the start command', () => {
     assert.equal(parseDockerfile('FROM base\nCMD node server.js').startCmd, 'node server.js');
     assert.equal(parseDockerfile('FROM base').startCmd, undefined);

@@ -204,6 +204,10 @@ export function parseDockerfile(text: string, args: Record<string, string> = {})
   }
   if (from === undefined) throw invalidArgument('Dockerfile', 'has no FROM');
   const startCmd = startCommand(entrypoint, cmd);
+  // As E2B's fromDockerfile: a Dockerfile that sets no USER (WORKDIR) leaves its sandboxes to
+  // `user` (/home/user), not to the root that ran its steps; the last ones are their defaults.
+  if (!steps.slice(1).some((x) => x.type === 'USER')) steps.push({ type: 'USER', args: ['user'] });
+  if (!steps.some((x) => x.type === 'WORKDIR')) steps.push({ type: 'WORKDIR', args: ['/home/user'] });
   return { from, steps, ...(startCmd ? { startCmd } : {}) };
 }
 

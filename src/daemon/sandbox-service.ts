@@ -17,7 +17,7 @@ import { startLoops, type LoopOpts } from './monitors/loops.ts';
 import { reapExpired, setEndTime } from './monitors/reaper.ts';
 import { StatsSampler } from './monitors/stats.ts';
 import { reconcile, type ReconcileReport } from './recovery/reconcile.ts';
-import { agent, exec, guestMetrics, guestPortUrl, writeStdin } from './sandbox/agent.ts';
+import { agent, exec, guestMetrics, guestPortUrl, setGuestDefaults, writeStdin } from './sandbox/agent.ts';
 import { exportSnapshot, importSnapshot } from './sandbox/archive.ts';
 import { newServiceContext, type ServiceContext } from './sandbox/context.ts';
 import { createSandbox, planCreate } from './sandbox/create.ts';
@@ -194,6 +194,15 @@ export class SandboxService {
     ctx: OpCtx = {},
   ): Promise<{ ended: boolean }> {
     return writeStdin(this.#sc, id, pid, input, o, ctx);
+  }
+
+  /** The default user and cwd of a running sandbox's later commands (kept by its snapshots). */
+  async setGuestDefaults(
+    id: string,
+    d: { user?: string | undefined; workdir?: string | undefined },
+    ctx: OpCtx = {},
+  ): Promise<void> {
+    return setGuestDefaults(this.#sc, id, d, ctx);
   }
 
   // ---- workspaces (src/daemon/workspace)

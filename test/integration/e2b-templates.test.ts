@@ -109,6 +109,8 @@ describe('template builds through the e2b SDK (real guests)', { timeout: 1_800_0
       r.stdout,
       'hello from the build context\nhi-from-template\none\n/home/user/app\nfirst\nuser\n',
     );
+    // The last setWorkdir is the sandbox's default cwd (as in E2B); the user stays `user`.
+    assert.equal((await sbx.commands.run('pwd; id -un')).stdout, '/home/user/app\nuser\n');
     await sbx.kill();
 
     const again = await build(definition('one'), 'tpl-web');
@@ -203,6 +205,8 @@ describe('template builds through the e2b SDK (real guests)', { timeout: 1_800_0
       'curl -s http://127.0.0.1:8001/hello.txt; echo "$FROM_DF"; cat /tmp/who.txt /tmp/builder.txt /tmp/whoami.txt',
     );
     assert.equal(out.stdout, 'hello from the build context\nyes\nbuilt-by-cli\nroot\nuser\n');
+    // The Dockerfile's last WORKDIR and USER are the sandbox's defaults.
+    assert.equal((await sbx.commands.run('pwd; id -un')).stdout, '/opt/app\nuser\n');
     await sbx.kill();
     const got = await kiln('template', 'get', 'tpl-df', '--json');
     assert.equal(got.status, 0, got.stderr);

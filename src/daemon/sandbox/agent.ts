@@ -92,6 +92,30 @@ export async function writeStdin(
   return (await guestOf(sc, id, ctx)).writeStdin(pid, input, o);
 }
 
+/**
+ * Sets the default user and working directory of the sandbox's later commands and file
+ * operations (envd's /init `defaultUser` / `defaultWorkdir`, as E2B's orchestrator sends a
+ * template's). They live in the guest agent, so a snapshot of the sandbox carries them.
+ */
+export async function setGuestDefaults(
+  sc: ServiceContext,
+  id: string,
+  d: { user?: string | undefined; workdir?: string | undefined },
+  ctx: OpCtx,
+): Promise<void> {
+  const g = await guestOf(sc, id, ctx);
+  const token = getSandbox(sc, id).accessToken;
+  await g.init(
+    {
+      accessToken: token,
+      ...(d.user ? { defaultUser: d.user } : {}),
+      ...(d.workdir ? { defaultWorkdir: d.workdir } : {}),
+      timestamp: new Date(sc.now()).toISOString(),
+    },
+    token,
+  );
+}
+
 /** The guest's own CPU, memory and disk figures (envd's /metrics) of a running sandbox. */
 export async function guestMetrics(sc: ServiceContext, id: string, ctx: OpCtx): Promise<GuestMetrics> {
   return (await guestOf(sc, id, ctx)).metrics();

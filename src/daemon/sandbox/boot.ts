@@ -63,7 +63,8 @@ export async function bootFrom(
     {
       accessToken: g.token,
       envVars: g.envVars,
-      defaultUser: 'user',
+      // No defaultUser / defaultWorkdir: a restored agent keeps its snapshot's (a template's last
+      // USER and WORKDIR); a cold-booted one starts with `user`.
       timestamp: new Date(sc.now()).toISOString(),
       // Every clone of a snapshot wakes with the same CRNG state: a fresh seed, reseeded before
       // /init answers, so no two sandboxes read the same randomness (issue 14).

@@ -43,7 +43,7 @@ describe('SandboxService: create, admission, kill, TTL and owners (fake driver)'
         {
           accessToken: s.accessToken,
           envVars: { A: '1' },
-          defaultUser: 'user',
+          // No default user: the restored agent keeps its snapshot's (a template's last USER).
           timestamp: new Date(fx.now).toISOString(),
         },
       ],

@@ -116,6 +116,38 @@ describe('template builds (fake driver)', () => {
     });
   });
 
+  it("the last USER and WORKDIR become the defaults of the template's sandboxes (set in the builder's agent)", async () => {
+    const before = f.guests.inits.length;
+    const r = await build('app', {
+      fromTemplate: 'base',
+      steps: [
+        { type: 'WORKDIR', args: ['/srv'] },
+        { type: 'USER', args: ['root'] },
+        { type: 'RUN', args: ['echo x'] },
+        { type: 'WORKDIR', args: ['app'] },
+        { type: 'USER', args: ['user'] },
+      ],
+    });
+    assert.equal(r.build.status, 'ready', r.messages.join('\n'));
+    const defaults = f.guests.inits
+      .slice(before)
+      .map((i) => ({ user: i.body.defaultUser, workdir: i.body.defaultWorkdir }))
+      .filter((x) => x.user !== undefined || x.workdir !== undefined);
+    assert.deepEqual(defaults, [{ user: 'user', workdir: '/srv/app' }]);
+    assert.ok(
+      r.messages.includes('[finalize] sandboxes run commands as user in /srv/app'),
+      r.messages.join('\n'),
+    );
+    // Without USER or WORKDIR steps nothing is set: sandboxes keep the parent's defaults.
+    const n = f.guests.inits.length;
+    await build('plain', { fromTemplate: 'base', steps: [{ type: 'RUN', args: ['echo y'] }] });
+    assert.ok(
+      f.guests.inits
+        .slice(n)
+        .every((i) => i.body.defaultUser === undefined && i.body.defaultWorkdir === undefined),
+    );
+  });
+
   it('builds, caches every step on a rebuild, re-runs from the first changed step; hides its layers', async () => {
     const first = await build('web', steps('echo three'));
     assert.equal(first.build.status, 'ready', first.messages.join('\n'));

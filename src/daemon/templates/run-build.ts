@@ -312,13 +312,31 @@ class BuildRun {
   async #finalize(guest: GuestSteps, parent: TemplateRecord, plan: CachePlan): Promise<void> {
     const d = this.#d;
     await guest.persistEnv(this.#ctx);
+    // The last USER and WORKDIR are the defaults of the template's sandboxes (as in E2B): set in
+    // the builder's agent, they are in the snapshot every sandbox restores.
+    const last = (kind: 'USER' | 'WORKDIR') => this.#spec.steps.some((s) => s.kind === kind);
+    if (!this.builder) throw new KilnError('internal', 'the build has no builder sandbox');
+    if (last('USER') || last('WORKDIR')) {
+      await d.svc.setGuestDefaults(
+        this.builder,
+        {
+          ...(last('USER') ? { user: this.#ctx.user } : {}),
+          ...(last('WORKDIR') ? { workdir: this.#ctx.workdir } : {}),
+        },
+        { opId: this.opId },
+      );
+      this.log.add(
+        'info',
+        `[finalize] sandboxes run commands as ${last('USER') ? this.#ctx.user : 'user'}${last('WORKDIR') ? ` in ${this.#ctx.workdir}` : ''}`,
+        'finalize',
+      );
+    }
     if (this.#spec.startCmd) {
       this.log.add('info', `[finalize] start command: ${this.#spec.startCmd}`, 'finalize');
       await guest.start(this.#spec.startCmd, this.#ctx);
     }
     if (this.#spec.readyCmd)
       await waitReady(d, guest, this.#spec.readyCmd, this.#ctx, this.log, this.#signal);
-    if (!this.builder) throw new KilnError('internal', 'the build has no builder sandbox');
     // A forced rebuild replaces the running state this definition had.
     const old = findLayer(d.svc, '', plan.finalName);
     if (old) {
