@@ -6,6 +6,12 @@
 /** The template a sandbox is made from when none is named (E2B's SDK uses this name too). */
 export const DEFAULT_TEMPLATE = 'base';
 
+/**
+ * The metadata key of kiln's template builder sandboxes (its value: the build's id). They are
+ * kiln's own: user lists (the native API's, E2B's) leave them out.
+ */
+export const BUILDER_METADATA_KEY = 'kiln.templateBuild';
+
 /** Resources of a template built without any given (the default template's too). */
 export const DEFAULT_MEMORY_MIB = 512;
 export const DEFAULT_VCPUS = 1;

@@ -147,6 +147,10 @@ export function listSandboxes(db: Db, filter: SandboxFilter = {}, page?: PageOpt
     where.push('EXISTS (SELECT 1 FROM json_each(sandboxes.metadata) WHERE key = ? AND value = ?)');
     args.push(k, v);
   }
+  if (filter.withoutMetadataKey !== undefined) {
+    where.push('NOT EXISTS (SELECT 1 FROM json_each(sandboxes.metadata) WHERE key = ?)');
+    args.push(filter.withoutMetadataKey);
+  }
   const rows = db.raw
     .prepare(
       `SELECT rowid AS _cursor, * FROM sandboxes WHERE ${where.join(' AND ')} ORDER BY rowid ${desc ? 'DESC' : ''} LIMIT ?`,

@@ -176,6 +176,12 @@ export function storeContract(name: string, fx: StoreFixture): void {
       assert.deepEqual(ids({ metadata: { team: 'a', i: '2' } }), ['sbx-2']);
       assert.deepEqual(ids({ metadata: { team: 'b' }, states: ['creating'] }), ['sbx-4', 'sbx-6']);
       assert.deepEqual(ids({ templateId: 'other' }), []);
+      assert.deepEqual(ids({ withoutMetadataKey: 'team' }), []);
+      assert.deepEqual(ids({ withoutMetadataKey: 'other', states: ['running'] }), [
+        'sbx-1',
+        'sbx-3',
+        'sbx-5',
+      ]);
       const seen: string[] = [];
       let cursor: string | undefined;
       let pages = 0;

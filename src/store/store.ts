@@ -30,6 +30,8 @@ export interface SandboxFilter {
   states?: SandboxState[];
   /** Every pair must match. */
   metadata?: Record<string, string>;
+  /** Only sandboxes whose metadata has no such key (kiln's own builder sandboxes are hidden so). */
+  withoutMetadataKey?: string;
   templateId?: string;
   /** Only sandboxes this API key created. */
   ownerKeyId?: string;

@@ -2,6 +2,7 @@
  * E2B's sandbox lists: `GET /v2/sandboxes` (running and paused, filters, pages) and the
  * deprecated `GET /sandboxes` (running only, metadata filter, no pages).
  */
+import { BUILDER_METADATA_KEY } from '../../core/defaults.ts';
 import type { SandboxState } from '../../core/domain.ts';
 import { invalidArgument } from '../../core/errors.ts';
 import type { SandboxFilter } from '../../store/store.ts';
@@ -57,6 +58,7 @@ export function listV2(d: E2bDeps, c: Ctx): E2bListedSandbox[] {
   const filter: SandboxFilter = {
     states: states.length ? states : [...RUNNING, ...PAUSED],
     metadata: metadataQuery(q),
+    withoutMetadataKey: BUILDER_METADATA_KEY,
     order: order[0] ?? 'desc',
     ...startedAfter(q),
     ...templateFilter(d, q),
@@ -73,6 +75,7 @@ export function listV1(d: E2bDeps, c: Ctx): E2bListedSandbox[] {
   const filter: SandboxFilter = {
     states: RUNNING,
     metadata: metadataQuery(c.query),
+    withoutMetadataKey: BUILDER_METADATA_KEY,
     order: 'desc',
     ...(caller.admin ? {} : { ownerKeyId: caller.keyId }),
   };

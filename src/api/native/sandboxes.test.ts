@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { BUILDER_METADATA_KEY } from '../../core/defaults.ts';
 import { NativeHarness } from '../testing/harness.ts';
 
 describe('native create: the default template on first use', () => {
@@ -52,5 +53,25 @@ describe('native ports: GET /v1/sandboxes/{id}/ports/{port}', () => {
     assert.equal((await h.call('GET', '/v1/sandboxes/sbx-nope/ports/8000')).status, 404);
     await h.call('DELETE', `/v1/sandboxes/${id}`);
     assert.equal((await h.call('GET', `/v1/sandboxes/${id}/ports/8000`)).status, 409);
+  });
+});
+
+describe("native list: kiln's own template builder sandboxes are left out", () => {
+  let h: NativeHarness;
+  before(async () => (h = await NativeHarness.start({ base: true })));
+  after(() => h.close());
+
+  it('GET /v1/sandboxes does not list a sandbox marked as a builder; GET of it by id still works', async () => {
+    const mine = (await h.call('POST', '/v1/sandboxes', { template: 'base' })).json?.['sandboxId'];
+    const builder = await h.svc.create({
+      template: 'base',
+      metadata: { [BUILDER_METADATA_KEY]: 'bld-1' },
+    });
+    const listed = (await h.call('GET', '/v1/sandboxes')).json?.['items'] as { sandboxId: string }[];
+    assert.deepEqual(
+      listed.map((s) => s.sandboxId),
+      [mine],
+    );
+    assert.equal((await h.call('GET', `/v1/sandboxes/${builder.id}`)).status, 200);
   });
 });

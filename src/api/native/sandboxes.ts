@@ -1,4 +1,5 @@
 /** /v1/sandboxes: create, list, get, kill, timeout, pause, resume, fork, stats, logs, network, ports. */
+import { BUILDER_METADATA_KEY } from '../../core/defaults.ts';
 import type {
   EventView,
   ForkView,
@@ -61,7 +62,10 @@ function list(d: NativeDeps, c: Ctx): PageView<SandboxView> {
   );
   const metadata: Record<string, string> = {};
   for (const [k, v] of c.query) if (k.startsWith('metadata.')) metadata[k.slice('metadata.'.length)] = v;
-  const page = d.svc.list({ ...(states.length ? { states } : {}), metadata }, pageOf(c.query));
+  const page = d.svc.list(
+    { ...(states.length ? { states } : {}), metadata, withoutMetadataKey: BUILDER_METADATA_KEY },
+    pageOf(c.query),
+  );
   return { items: page.items.map(sandboxView), next: page.next ?? null };
 }
 

@@ -8,6 +8,7 @@
  * absent); the builder is an ordinary sandbox whose id the build record holds, so start-up
  * (build-service.ts `recover`) kills it and marks the build failed.
  */
+import { BUILDER_METADATA_KEY } from '../../core/defaults.ts';
 import type { Logger } from 'pino';
 import type { SnapshotRecord, TemplateBuildRecord, TemplateRecord } from '../../core/domain.ts';
 import { KilnError, asKilnError } from '../../core/errors.ts';
@@ -209,7 +210,7 @@ class BuildRun {
     this.#check('base');
     if (await this.#allCached(parent, plan)) return;
     const sbx = await d.svc.create(
-      { template: plan.restoreFrom, timeoutS: 3600, metadata: { 'kiln.templateBuild': this.#b.id } },
+      { template: plan.restoreFrom, timeoutS: 3600, metadata: { [BUILDER_METADATA_KEY]: this.#b.id } },
       { opId: this.opId },
     );
     this.builder = sbx.id;
