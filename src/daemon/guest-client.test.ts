@@ -179,3 +179,10 @@ test('exec with stdin: writeStdin streams MBs to a slow reader and closes stdin;
   // Without stdin the command reads EOF at once.
   assert.equal((await c.exec('wc -c')).stdout, '0\n');
 });
+
+test("exec runs a login shell unless asked not to (kiln's own steps)", async () => {
+  const c = new HttpGuestClient({ baseUrl, accessToken: 'rotated' });
+  const probe = 'shopt -q login_shell && echo login || echo plain';
+  assert.equal((await c.exec(probe)).stdout, 'login\n');
+  assert.equal((await c.exec(probe, { login: false })).stdout, 'plain\n');
+});

@@ -21,6 +21,11 @@ export interface ExecOpts {
    * reads it sees EOF at once).
    */
   stdin?: boolean;
+  /**
+   * false: `bash -c`, not a login shell (kiln's own steps, which need no profile: under TCG a
+   * login shell's start-up costs hundreds of milliseconds). Default true, as E2B runs commands.
+   */
+  login?: boolean;
   /** The command's pid in the guest, once it has started (before any output). */
   onStart?: (pid: number) => void;
   signal?: AbortSignal;
@@ -379,7 +384,7 @@ export class HttpGuestClient implements GuestClient {
         {
           process: {
             cmd: '/bin/bash',
-            args: ['-l', '-c', cmd],
+            args: opts.login === false ? ['-c', cmd] : ['-l', '-c', cmd],
             envs: opts.envs ?? {},
             ...(opts.cwd ? { cwd: opts.cwd } : {}),
           },

@@ -78,7 +78,7 @@ async function step(
   user: string,
   signal?: AbortSignal,
 ): Promise<string> {
-  const r = await g.exec(cmd, { user, ...(signal ? { signal } : {}) });
+  const r = await g.exec(cmd, { user, login: false, ...(signal ? { signal } : {}) });
   if (r.exitCode !== 0) throw stepFailed(what, r);
   return r.stdout;
 }
@@ -111,6 +111,7 @@ async function unpackStreamed(
   try {
     const r = await g.exec(script, {
       user: WORKSPACE_USER,
+      login: false,
       stdin: true,
       onStart: (p) => (pid = p),
       onStdout: (chunk) => {
