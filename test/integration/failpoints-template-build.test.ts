@@ -47,7 +47,6 @@ describe('kill -9 in a template build (failpoints, real guests)', { timeout: 1_5
     main = new CrashDaemon(await mkdtemp('/tmp/kiln-fptpl-'));
     ctx = join(main.state, 'ctx');
     mkdirSync(ctx);
-    writeFileSync(join(ctx, 'Dockerfile'), 'FROM base\nRUN echo one > /tmp/one\nRUN echo two > /tmp/two\n');
     main.start();
     await main.c.buildTemplate({ name: 'base' });
     main.stop();
@@ -69,6 +68,12 @@ describe('kill -9 in a template build (failpoints, real guests)', { timeout: 1_5
   for (const step of ['snapshot:source paused', 'snapshot:disk frozen'])
     it(`kill -9 at "${step}" of a layer: the build is failed, its builder killed, nothing half made`, async () => {
       const name = `fp-${step.split(':')[1]?.replace(/ /g, '-') ?? ''}`;
+      // Steps of this test's own (no layer cached by another test): the first snapshot of the
+      // build is its first RUN's layer.
+      writeFileSync(
+        join(ctx, 'Dockerfile'),
+        `FROM base\nRUN echo ${name} > /tmp/one\nRUN echo two > /tmp/two\n`,
+      );
       const tplSnapshots = (): number =>
         main.rows(`SELECT id FROM snapshots WHERE name LIKE 'kiln-tpl-%' AND deleted_at IS NULL`).length;
       const before = tplSnapshots();
