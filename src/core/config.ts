@@ -10,6 +10,7 @@
 import { isIPv4 } from 'node:net';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { MAX_WARM_POOL } from './defaults.ts';
 import { invalidArgument } from './errors.ts';
 
 export type AccelSetting = 'auto' | 'kvm' | 'tcg';
@@ -134,9 +135,6 @@ function domain(env: Env, name: string): string | undefined {
     );
   return v;
 }
-
-/** The most VMs a warm pool may hold per template (a pool is memory held back from sandboxes). */
-export const MAX_WARM_POOL = 64;
 
 function poolSize(env: Env, name: string): number | undefined {
   const n = int(env, name, 0);
