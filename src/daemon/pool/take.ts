@@ -11,7 +11,7 @@ const sameRules = (a: EgressRules, b: EgressRules): boolean => JSON.stringify(a)
 
 /**
  * Whether a create can take a warm pool member: from the template's current snapshot (a
- * restore of another snapshot or a fork's clone cannot), with no volumes to mount, and with
+ * restore of another snapshot or a fork's clone cannot; pause snapshots are never restored), with no volumes to mount, and with
  * rules the member's network can be given (any, in a sandbox network slot; without sandbox
  * networks only internet on, as the member was started with).
  */
@@ -21,7 +21,9 @@ export function poolable(
   templateSnapshotId: string | null,
   o: { mounts: number; egress: EgressRules },
 ): boolean {
-  if (!sc.pool || snap.kind !== 'template' || snap.id !== templateSnapshotId || o.mounts > 0) return false;
+  // A template built from steps stands on a snapshot of its builder sandbox (kind `snapshot`):
+  // what matters is that it is the template's current one.
+  if (!sc.pool || snap.id !== templateSnapshotId || o.mounts > 0) return false;
   return sc.networks !== undefined || o.egress.internet;
 }
 
