@@ -15,9 +15,6 @@ import type { Page, PageOpts, SandboxFilter } from '../store/store.ts';
 import type { ExecOpts, ExecResult, GuestMetrics } from './guest-client.ts';
 import { KeyedLock } from './locks.ts';
 import { startLoops, type LoopOpts } from './monitors/loops.ts';
-
-/** How often the warm pool is checked and refilled besides after takes (ms). */
-const WARM_POOL_EVERY_MS = 5000;
 import { reapExpired, setEndTime } from './monitors/reaper.ts';
 import { StatsSampler } from './monitors/stats.ts';
 import { reconcile, type ReconcileReport } from './recovery/reconcile.ts';
@@ -47,6 +44,9 @@ import { purgeEndedRecords } from './monitors/retention.ts';
 import { exportWorkspace, type ExportOpts, type ExportSink } from './workspace/export.ts';
 import { checkPushOpts, pushWorkspace, removeGuestPaths, type PushOpts } from './workspace/push.ts';
 import { checkExportOpts } from './workspace/export.ts';
+
+/** How often the warm pool is checked and refilled besides after takes (ms). */
+const WARM_POOL_EVERY_MS = 5000;
 
 export type {
   BootImage,
@@ -133,7 +133,7 @@ export class SandboxService {
   /**
    * Sets template `ref`'s warm pool size (0..MAX_WARM_POOL; `null` goes back to the default:
    * KILN_WARM_POOL for the default template, else 0) and refills or drains in the background.
-   * Resolves with its status.
+   * Answers its status.
    */
   setWarmPoolSize(ref: string, size: number | null): WarmPoolStatus {
     const t = this.#sc.store.getTemplate(ref);
