@@ -10,6 +10,7 @@ import { OpRun } from '../journal.ts';
 import { sees, seesTemplate, type Caller } from '../scope.ts';
 import { mountInGuest, planVolumes, refreshMounts } from './volume-mounts.ts';
 import { bootFrom } from './boot.ts';
+import { killVm } from './vm.ts';
 import type { ServiceContext } from './context.ts';
 import { DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S, type CreateRequest, type OpCtx } from './types.ts';
 
@@ -221,6 +222,11 @@ export async function createSandbox(
   } catch (e) {
     log.warn({ err: e }, 'create failed; unwinding');
     await run.fail(e);
+    // A taken warm pool member is this create's from the take on, journalled or not yet.
+    if (p.pooled)
+      await killVm(sc, id).catch((k: unknown) => {
+        log.warn({ err: k }, 'warm pool VM not killed');
+      });
     throw e;
   }
 }
