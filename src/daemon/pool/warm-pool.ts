@@ -11,7 +11,12 @@ export interface WarmPoolOpts {
   defaultTemplate: string;
   /** KILN_WARM_POOL (0: no pool unless a template has a size set). */
   defaultSize: number;
+  /** How long after a take the refill starts (default REFILL_DELAY_MS). */
+  refillDelayMs?: number;
 }
+
+/** How long after a take the pool starts refilling (ms). */
+export const REFILL_DELAY_MS = 2000;
 
 /** One template's pool: the size it should have and what it holds. */
 export interface WarmPoolStatus {
@@ -84,10 +89,17 @@ export class WarmPool implements WarmPoolHooks {
       .sort((a, b) => a.template.localeCompare(b.template));
   }
 
-  /** Takes a ready member restored from `snap` (the template's current snapshot), and refills. */
+  /**
+   * Takes a ready member restored from `snap` (the template's current snapshot), and refills a
+   * little later: a restore right away would compete for the CPU with the /init and the first
+   * commands of the sandbox it just served (under TCG a restore keeps a core busy for ~1 s).
+   */
   take(snap: SnapshotRecord): PoolVmRecord | undefined {
     const m = this.#sc.store.takePoolVm(snap.id);
-    if (m) this.kick();
+    if (m && !this.#closed)
+      setTimeout(() => {
+        this.kick();
+      }, this.#o.refillDelayMs ?? REFILL_DELAY_MS).unref();
     return m;
   }
 
