@@ -7,8 +7,11 @@
  *    Targets <= 100 MB and <= 2% of a core each.
  *
  *   scripts/node bench/create.ts [--runs N] [--idle N] [--json]
+ *   scripts/node bench/create.ts --concurrency 20 [--warm-pool N] [--json]   (bench/create-modes.ts)
+ *   scripts/node bench/create.ts --warm-pool N [--runs N] [--json]          (bench/create-modes.ts)
  */
 import { mkdtemp, rm } from 'node:fs/promises';
+import { concurrencyBench, warmPoolBench } from './create-modes.ts';
 import { createToFirstExecMs, vmPid } from './kiln-measure.ts';
 import { rawRestoreMs, snapshotFiles } from './raw-qemu.ts';
 import { benchArgs, median } from './stats.ts';
@@ -19,7 +22,13 @@ import { procUsage, sleep } from '../src/core/proc.ts';
 import { KilnClient } from '../src/sdk/client.ts';
 import { ensureDefaultImage } from '../test/helpers/image.ts';
 
-const { runs, idle: idleCount, json } = benchArgs({ runs: 10, idle: 20 });
+const {
+  runs,
+  idle: idleCount,
+  json,
+  concurrency,
+  'warm-pool': warmPool,
+} = benchArgs({ runs: 10, idle: 20, concurrency: 0, 'warm-pool': 0 });
 
 async function main(): Promise<void> {
   const img = await ensureDefaultImage();
@@ -102,4 +111,6 @@ async function main(): Promise<void> {
   );
 }
 
-await main();
+if (concurrency > 0) await concurrencyBench(concurrency, warmPool, json);
+else if (warmPool > 0) await warmPoolBench(warmPool, runs, json);
+else await main();

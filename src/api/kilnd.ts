@@ -92,6 +92,8 @@ export interface KilndOpts {
   failpoint?: { at: string; hit: () => void };
   /** How long a restored guest may take to answer (default 60 s; $KILN_READY_TIMEOUT_MS). */
   readyTimeoutMs?: number | undefined;
+  /** KILN_WARM_POOL: restored VMs kept ready for creates of `base` (unless set per template). */
+  warmPool?: number | undefined;
   /** How long a template build's ready command may take (default 120 s; $KILN_TEMPLATE_READY_TIMEOUT_MS). */
   templateReadyTimeoutMs?: number | undefined;
   /**
@@ -254,13 +256,16 @@ async function openService(
     networks,
     volumes,
     unisolated: o.network?.mode === 'unisolated',
+    warmPool: { defaultSize: o.warmPool ?? 0 },
     ...(o.liveness ? { liveness: o.liveness } : {}),
   });
   const rec = await svc.reconcile();
   log.info(rec, 'reconciled');
   svc.startBackground(o.loops);
-  undo.push('stop the background loops', () => {
+  undo.push('stop the background loops', async () => {
     svc.stopBackground();
+    // A warm pool fill in progress ends before the store closes (its VM stays, re-adopted next start).
+    await svc.backgroundSettled();
   });
   return { store, svc };
 }

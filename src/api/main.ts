@@ -40,6 +40,7 @@ try {
     agentGuard: config.agentGuard,
     network: { mode: config.network, pool: config.netPool, dns: config.dns },
     readyTimeoutMs: config.readyTimeoutMs,
+    warmPool: config.warmPool,
     templateReadyTimeoutMs: config.templateReadyTimeoutMs,
     loops: {
       reapEveryMs: config.reapEveryMs,

@@ -21,6 +21,37 @@ describe('native API', () => {
     assert.match(r.opId ?? '', /^req-/);
   });
 
+  it('warm pool: size a template, read it back, reset it; bad bodies refused', async () => {
+    const tpl = h.svc.templates().find((t) => t.name === 'base');
+    assert.ok(tpl);
+    const view = (size: number, sizeSet: boolean) => ({
+      templateId: tpl.id,
+      template: 'base',
+      size,
+      sizeSet,
+      ready: 0,
+      starting: 0,
+    });
+    const put = await h.call('PUT', '/v1/templates/base/warm-pool', { size: 2 });
+    assert.deepEqual([put.status, put.json], [200, view(2, true)]);
+    assert.deepEqual((await h.call('GET', `/v1/templates/${tpl.id}/warm-pool`)).json, view(2, true));
+    assert.deepEqual((await h.call('GET', '/v1/warm-pool')).json, { items: [view(2, true)] });
+    const reset = await h.call('PUT', '/v1/templates/base/warm-pool', { reset: true });
+    assert.deepEqual([reset.status, reset.json], [200, view(0, false)]);
+    assert.deepEqual((await h.call('GET', '/v1/warm-pool')).json, { items: [] });
+    for (const [body, status, code] of [
+      [{}, 400, 'invalid_argument'],
+      [{ size: 1, reset: true }, 400, 'invalid_argument'],
+      [{ size: 65 }, 400, 'invalid_argument'],
+      [{ size: 'two' }, 400, 'invalid_argument'],
+    ] as const) {
+      const r = await h.call('PUT', '/v1/templates/base/warm-pool', body);
+      assert.deepEqual([r.status, (r.json as { code: string }).code], [status, code], JSON.stringify(body));
+    }
+    const missing = await h.call('PUT', '/v1/templates/nope/warm-pool', { size: 1 });
+    assert.equal(missing.status, 404);
+  });
+
   it('bad input: exact error bodies with the op id, status from the code', async () => {
     const cases: [string, string, unknown, number, string, RegExp][] = [
       ['POST', '/v1/sandboxes', '{"template": ', 400, 'invalid_argument', /^body: malformed JSON/],

@@ -13,6 +13,7 @@ import { snapshotRoutes } from './native/snapshots.ts';
 import { systemRoutes } from './native/system.ts';
 import { templateRoutes } from './native/templates.ts';
 import { templateBuildRoutes } from './native/template-builds.ts';
+import { warmPoolRoutes } from './native/warm-pool.ts';
 import type { TemplateBuildService } from '../daemon/templates/build-service.ts';
 import { volumeRoutes } from './native/volumes.ts';
 import { workspaceRoutes } from './native/workspace.ts';
@@ -45,6 +46,7 @@ export function nativeRoutes(o: NativeApiDeps): Route[] {
     ...systemRoutes(d),
     ...templateRoutes(d),
     ...templateBuildRoutes(d),
+    ...warmPoolRoutes(d),
     ...sandboxRoutes(d),
     ...execRoutes(d),
     ...snapshotRoutes(d),

@@ -33,6 +33,7 @@ const EXPECTED = [
   'template list',
   'template get',
   'template rm',
+  'template pool',
   'template build',
   'image build',
   'image list',

@@ -213,6 +213,12 @@ export const COMMANDS: Record<string, CommandHelp> = {
     summary: 'a template built from steps (Dockerfile, e2b SDK) and its builds',
     options: [JSON_OPT],
   },
+  'template pool': {
+    usage: ['kiln template pool [NAME [SIZE | --reset]] [--json]'],
+    summary:
+      'warm pools: restored VMs kept ready so a create only sets the guest up; no name lists them, NAME shows one, SIZE (0..64) sets it, --reset goes back to the default ($KILN_WARM_POOL for base, else 0)',
+    options: [['--reset', 'back to the default size'], JSON_OPT],
+  },
   'template rm': {
     usage: ['kiln template rm NAME [--json]'],
     summary: 'delete a template built from steps, and the cached layers no other template uses',

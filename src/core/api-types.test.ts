@@ -22,6 +22,8 @@ import {
   TEMPLATE_VIEW_FIELDS,
   UPDATE_NETWORK_FIELDS,
   VOLUME_VIEW_FIELDS,
+  WARM_POOL_VIEW_FIELDS,
+  SET_WARM_POOL_FIELDS,
   WORKSPACE_VIEW_FIELDS,
 } from './api-types.ts';
 
@@ -64,6 +66,7 @@ describe('core/api-types.ts against docs/openapi.json', () => {
       ['Network', NETWORK_VIEW_FIELDS],
       ['Volume', VOLUME_VIEW_FIELDS],
       ['Workspace', WORKSPACE_VIEW_FIELDS],
+      ['WarmPool', WARM_POOL_VIEW_FIELDS],
     ] as const) {
       const s = doc.components.schemas[name];
       assert.ok(s, `components.schemas.${name} exists`);
@@ -80,6 +83,7 @@ describe('core/api-types.ts against docs/openapi.json', () => {
       ['post', '/v1/sandboxes/{id}/exec', EXEC_FIELDS],
       ['post', '/v1/sandboxes/{id}/fork', FORK_FIELDS],
       ['put', '/v1/sandboxes/{id}/network', UPDATE_NETWORK_FIELDS],
+      ['put', '/v1/templates/{id}/warm-pool', SET_WARM_POOL_FIELDS],
     ] as const)
       assert.deepEqual(requestProps(method, path), keys(table), `${method.toUpperCase()} ${path}`);
     assert.deepEqual(requestProps('post', '/v1/sandboxes/{id}/timeout'), ['timeoutS']);
@@ -111,12 +115,15 @@ describe('core/api-types.ts against docs/openapi.json', () => {
       ['get', '/v1/snapshots/{id}', '200', 'Snapshot'],
       ['post', '/v1/snapshots/import', '201', 'Snapshot'],
       ['post', '/v1/sandboxes/{id}/workspace', '200', 'Workspace'],
+      ['get', '/v1/templates/{id}/warm-pool', '200', 'WarmPool'],
+      ['put', '/v1/templates/{id}/warm-pool', '200', 'WarmPool'],
     ] as const)
       assert.deepEqual(responseSchema(method, path, status), ref(schema), `${method.toUpperCase()} ${path}`);
     assert.deepEqual(list('/v1/sandboxes'), ref('Sandbox'));
     assert.deepEqual(list('/v1/templates'), ref('Template'));
     assert.deepEqual(list('/v1/snapshots'), ref('Snapshot'));
     assert.deepEqual(list('/v1/api-keys'), ref('ApiKey'));
+    assert.deepEqual(list('/v1/warm-pool'), ref('WarmPool'));
     assert.deepEqual(responseSchema('post', '/v1/api-keys', '201')?.allOf?.[0], ref('ApiKey'));
   });
 });

@@ -416,3 +416,35 @@ export interface CreateApiKeyRequest {
   name?: string;
   admin?: boolean;
 }
+
+/** A template's warm pool (issue 15): the size it is kept at and what it holds now. */
+export interface WarmPoolView {
+  templateId: string;
+  template: string;
+  /** Restored VMs kept ready: the size set for it, else KILN_WARM_POOL for `base`, else 0. */
+  size: number;
+  /** Whether `size` was set for this template (false: the default). */
+  sizeSet: boolean;
+  /** Members ready for a create. */
+  ready: number;
+  /** Members being restored. */
+  starting: number;
+}
+export const WARM_POOL_VIEW_FIELDS = {
+  templateId: true,
+  template: true,
+  size: true,
+  sizeSet: true,
+  ready: true,
+  starting: true,
+} as const satisfies Fields<WarmPoolView>;
+
+/** PUT /v1/templates/{id}/warm-pool: the size (0..64), or `reset` to go back to the default. */
+export interface SetWarmPoolRequest {
+  size?: number;
+  reset?: boolean;
+}
+export const SET_WARM_POOL_FIELDS = {
+  size: true,
+  reset: true,
+} as const satisfies Fields<SetWarmPoolRequest>;

@@ -28,6 +28,7 @@ test('loadConfig: an empty environment gives the defaults', () => {
     network: 'isolated',
     netPool: undefined,
     dns: undefined,
+    warmPool: undefined,
     failpoint: undefined,
   });
 });
@@ -74,6 +75,7 @@ test('loadConfig: every variable is parsed', () => {
       KILN_NETWORK: 'unisolated',
       KILN_NET_POOL: '10.99.0.0/16',
       KILN_DNS: '198.51.100.53',
+      KILN_WARM_POOL: '3',
       KILN_FAILPOINT: 'create:vm started',
     },
     HOME,
@@ -100,6 +102,7 @@ test('loadConfig: every variable is parsed', () => {
     network: 'unisolated',
     netPool: '10.99.0.0/16',
     dns: '198.51.100.53',
+    warmPool: 3,
     failpoint: 'create:vm started',
   });
   assert.equal(loadConfig({ KILN_ACCEL: 'kvm' }, HOME).accel, 'kvm');
@@ -127,6 +130,8 @@ test('loadConfig: a bad value is refused with invalid_argument naming the variab
     ['KILN_DISK_OVERCOMMIT_RATIO', 'Infinity', /KILN_DISK_OVERCOMMIT_RATIO: must be a number >= 1/],
     ['KILN_READY_TIMEOUT_MS', '999', /KILN_READY_TIMEOUT_MS: must be a whole number >= 1000, got "999"/],
     ['KILN_READY_TIMEOUT_MS', '1.5e4', /KILN_READY_TIMEOUT_MS: must be a whole number/],
+    ['KILN_WARM_POOL', '65', /KILN_WARM_POOL: must be a whole number from 0 to 64, got "65"/],
+    ['KILN_WARM_POOL', '-1', /KILN_WARM_POOL: must be a whole number >= 0/],
     ['KILN_REAP_EVERY_MS', '50', /KILN_REAP_EVERY_MS: must be a whole number >= 100, got "50"/],
     ['KILN_LIVENESS_EVERY_MS', 'often', /KILN_LIVENESS_EVERY_MS: must be a whole number >= 100/],
     ['KILN_FLATTEN_EVERY_MS', '10', /KILN_FLATTEN_EVERY_MS: must be a whole number >= 1000, got "10"/],

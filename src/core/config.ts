@@ -10,6 +10,7 @@
 import { isIPv4 } from 'node:net';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { MAX_WARM_POOL } from './defaults.ts';
 import { invalidArgument } from './errors.ts';
 
 export type AccelSetting = 'auto' | 'kvm' | 'tcg';
@@ -62,6 +63,11 @@ export interface KilnConfig {
   netPool: string | undefined;
   /** KILN_DNS: the IPv4 resolver sandboxes' DNS goes to (default: the host's first non-loopback nameserver). */
   dns: string | undefined;
+  /**
+   * KILN_WARM_POOL: how many restored VMs kilnd keeps ready for creates of the default template
+   * (`base`), unless a size is set for it through the API (default 0: no pool).
+   */
+  warmPool: number | undefined;
   /** KILN_FAILPOINT: crash tests only, `<op kind>:<journal step>`; kilnd dies right after it. */
   failpoint: string | undefined;
 }
@@ -130,6 +136,13 @@ function domain(env: Env, name: string): string | undefined {
   return v;
 }
 
+function poolSize(env: Env, name: string): number | undefined {
+  const n = int(env, name, 0);
+  if (n !== undefined && n > MAX_WARM_POOL)
+    throw invalidArgument(name, `must be a whole number from 0 to ${MAX_WARM_POOL}, got "${n}"`);
+  return n;
+}
+
 /** Reads and checks every KILN_* variable; call once, at start-up, in a process entry. */
 export function loadConfig(env: Env = process.env, home: string = homedir()): KilnConfig {
   return {
@@ -155,6 +168,7 @@ export function loadConfig(env: Env = process.env, home: string = homedir()): Ki
     network: oneOf(env, 'KILN_NETWORK', ['isolated', 'unisolated'], 'isolated'),
     netPool: str(env, 'KILN_NET_POOL'),
     dns: ipv4(env, 'KILN_DNS'),
+    warmPool: poolSize(env, 'KILN_WARM_POOL'),
     failpoint: str(env, 'KILN_FAILPOINT'),
   };
 }

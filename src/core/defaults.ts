@@ -32,3 +32,6 @@ export const DEFAULT_API_KEY_NAME = 'default';
 
 /** Create options not given: kiln kills at the timeout, does not resume, lets the guest out. */
 export const DEFAULT_CREATE_FLAGS = { autoPause: false, autoResume: false, allowInternet: true } as const;
+
+/** The most VMs a warm pool may hold per template (a pool is memory held back from sandboxes). */
+export const MAX_WARM_POOL = 64;

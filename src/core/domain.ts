@@ -189,6 +189,23 @@ export interface VolumeMount {
   index: number;
 }
 
+/**
+ * A warm pool member: a VM restored from a template's snapshot and waited for, not yet /init'ed
+ * (its agent still holds the snapshot's bootstrap token). Not a sandbox: no list or count shows
+ * it. A create of that template takes it (its id becomes the sandbox's) and only runs /init.
+ */
+export interface PoolVmRecord {
+  /** The VM's id, minted like a sandbox id: the sandbox that takes it keeps it. */
+  id: string;
+  templateId: string;
+  /** The template snapshot it was restored from (a rebuilt template's older members are drained). */
+  snapshotId: string;
+  memoryMiB: number;
+  /** `starting` while its fill runs (journalled), `ready` once its agent answered. */
+  state: 'starting' | 'ready';
+  createdAt: string;
+}
+
 export type OperationKind =
   | 'create'
   | 'kill'
@@ -200,7 +217,9 @@ export type OperationKind =
   | 'template'
   | 'delete-snapshot'
   | 'import'
-  | 'workspace-push';
+  | 'workspace-push'
+  /** A warm pool member restored ahead of a create (daemon/pool). */
+  | 'pool-fill';
 export type OperationState = 'running' | 'done' | 'failed' | 'undone';
 
 /**
@@ -218,6 +237,8 @@ export type UndoAction =
   | { action: 'detach-volumes'; sandboxId: string }
   /** Paths inside a running sandbox's guest (a workspace push's staging files). */
   | { action: 'guest-remove'; sandboxId: string; paths: string[] }
+  /** A warm pool member's record (its VM is the `kill-vm` step's). */
+  | { action: 'delete-pool-vm'; vmId: string }
   | { action: 'none' };
 
 export interface OperationStep {

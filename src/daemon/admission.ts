@@ -107,29 +107,59 @@ export class DiskAdmission {
 /**
  * The admission policy of a create, restore, fork or resume whose VM restores `source` with
  * `memoryMiB` of RAM: the disk check above (when configured) and the memory check (live
- * sandboxes' memory + this one <= host MiB x overcommit ratio). `no_space` or `capacity`.
+ * sandboxes' memory + warm pool members' + this one <= host MiB x overcommit ratio). Warm pool
+ * members count like live sandboxes (their VMs run), though no list shows them.
+ * `no_space` or `capacity`.
  */
 export function admit(sc: ServiceContext, memoryMiB: number, source: SnapshotRecord): void {
   const cap = sc.capacity;
   const live = sc.store.listSandboxes({ states: [...LIVE] }, { limit: 1000 }).items;
-  sc.disk?.admit(
-    diskLayer(sc, source),
-    live.flatMap((s) => {
-      if (s.state === 'paused' || !s.sourceSnapshotId) return []; // no VM, nothing written
-      try {
-        return [{ id: s.id, layer: diskLayer(sc, s.sourceSnapshotId) }];
-      } catch {
-        return [];
-      }
-    }),
-  );
+  const pool = sc.store.listPoolVms();
+  const layerOf = (id: string, snapshotId: string): LiveDisk[] => {
+    try {
+      return [{ id, layer: diskLayer(sc, snapshotId) }];
+    } catch {
+      return [];
+    }
+  };
+  sc.disk?.admit(diskLayer(sc, source), [
+    // Paused ones have no VM: nothing written.
+    ...live.flatMap((s) =>
+      s.state === 'paused' || !s.sourceSnapshotId ? [] : layerOf(s.id, s.sourceSnapshotId),
+    ),
+    ...pool.flatMap((m) => layerOf(m.id, m.snapshotId)),
+  ]);
   if (!cap) return;
-  const used = live.reduce((n, s) => n + s.memoryMiB, 0);
+  const inPool = pool.reduce((n, m) => n + m.memoryMiB, 0);
+  const used = live.reduce((n, s) => n + s.memoryMiB, 0) + inPool;
   const limit = Math.floor(cap.hostMemoryMiB * cap.overcommitRatio);
   if (used + memoryMiB > limit) {
+    const held = pool.length ? ` (${inPool} MiB of it held by ${pool.length} warm pool VMs)` : '';
     throw new KilnError(
       'capacity',
-      `not enough host memory: ${used} MiB committed to ${live.length} sandboxes + ${memoryMiB} MiB would pass the limit of ${limit} MiB (${cap.hostMemoryMiB} MiB x ${cap.overcommitRatio}); kill a sandbox or raise the overcommit ratio`,
+      `not enough host memory: ${used} MiB committed to ${live.length} sandboxes${held} + ${memoryMiB} MiB would pass the limit of ${limit} MiB (${cap.hostMemoryMiB} MiB x ${cap.overcommitRatio}); kill a sandbox or raise the overcommit ratio`,
     );
+  }
+}
+
+/**
+ * `admit` for a create or resume a user asked for: when admission refuses it (memory or disk)
+ * and the warm pool holds VMs, one is killed to make room and admission asked again, until it
+ * admits or the pool is empty (then the refusal stands).
+ */
+export async function admitMakingRoom(
+  sc: ServiceContext,
+  memoryMiB: number,
+  source: SnapshotRecord,
+): Promise<void> {
+  for (;;) {
+    try {
+      admit(sc, memoryMiB, source);
+      return;
+    } catch (e) {
+      const room = e instanceof KilnError && (e.code === 'capacity' || e.code === 'no_space');
+      if (!room || !sc.pool || !(await sc.pool.evictOne())) throw e;
+      sc.log.info({ refused: e.code }, 'a warm pool VM was killed to make room');
+    }
   }
 }

@@ -67,6 +67,9 @@ export async function runUndo(
       // Only a running guest holds them: a dead or paused-then-killed one took them with it.
       await deps.removeGuestPaths?.(a.sandboxId, a.paths);
       return;
+    case 'delete-pool-vm':
+      deps.store.deletePoolVm(a.vmId);
+      return;
     case 'none':
       return;
   }

@@ -9,6 +9,7 @@ import type {
   TemplateRecord,
 } from '../core/domain.ts';
 import type { EgressRules } from '../core/network-policy.ts';
+import { DEFAULT_TEMPLATE, MAX_WARM_POOL } from '../core/defaults.ts';
 import { validateInt, validateName } from '../core/validate.ts';
 import type { Page, PageOpts, SandboxFilter } from '../store/store.ts';
 import type { ExecOpts, ExecResult, GuestMetrics } from './guest-client.ts';
@@ -17,6 +18,7 @@ import { startLoops, type LoopOpts } from './monitors/loops.ts';
 import { reapExpired, setEndTime } from './monitors/reaper.ts';
 import { StatsSampler } from './monitors/stats.ts';
 import { reconcile, type ReconcileReport } from './recovery/reconcile.ts';
+import { WarmPool, type WarmPoolStatus } from './pool/warm-pool.ts';
 import { agent, exec, guestMetrics, guestPortUrl, setGuestDefaults, writeStdin } from './sandbox/agent.ts';
 import { exportSnapshot, importSnapshot } from './sandbox/archive.ts';
 import { newServiceContext, type ServiceContext } from './sandbox/context.ts';
@@ -43,7 +45,18 @@ import { exportWorkspace, type ExportOpts, type ExportSink } from './workspace/e
 import { checkPushOpts, pushWorkspace, removeGuestPaths, type PushOpts } from './workspace/push.ts';
 import { checkExportOpts } from './workspace/export.ts';
 
-export type { BootImage, CreateRequest, OpCtx, ReconcileReport, SandboxServiceDeps, SandboxStats };
+/** How often the warm pool is checked and refilled besides after takes (ms). */
+const WARM_POOL_EVERY_MS = 5000;
+
+export type {
+  BootImage,
+  CreateRequest,
+  OpCtx,
+  ReconcileReport,
+  SandboxServiceDeps,
+  SandboxStats,
+  WarmPoolStatus,
+};
 export {
   DEFAULT_TIMEOUT_S,
   MAX_DISK_CHAIN,
@@ -64,6 +77,7 @@ export class SandboxService {
   readonly #workspaceLocks = new KeyedLock();
   readonly #sc: ServiceContext;
   readonly #stats: StatsSampler;
+  readonly #pool: WarmPool;
   #timers: NodeJS.Timeout[] = [];
 
   /** Volumes (E2B's), when this kilnd serves them (isolated networks). */
@@ -75,6 +89,11 @@ export class SandboxService {
     this.#sc = newServiceContext(deps, this.#locks, (id, reason) => this.kill(id, {}, reason));
     this.#sc.removeGuestPaths = (id, paths) => removeGuestPaths(this.#sc, id, paths);
     this.#stats = new StatsSampler(this.#sc);
+    this.#pool = new WarmPool(this.#sc, {
+      defaultTemplate: deps.warmPool?.defaultTemplate ?? DEFAULT_TEMPLATE,
+      defaultSize: deps.warmPool?.defaultSize ?? 0,
+    });
+    this.#sc.pool = this.#pool;
   }
 
   // ---- templates
@@ -104,6 +123,51 @@ export class SandboxService {
     return q.templateReady(this.#sc, t);
   }
 
+  // ---- warm pool (pool/warm-pool.ts)
+
+  /** Every template with a warm pool size or members: the size, how many are ready and starting. */
+  warmPool(): WarmPoolStatus[] {
+    return this.#pool.status();
+  }
+
+  /**
+   * Sets template `ref`'s warm pool size (0..MAX_WARM_POOL; `null` goes back to the default:
+   * KILN_WARM_POOL for the default template, else 0) and refills or drains in the background.
+   * Answers its status.
+   */
+  setWarmPoolSize(ref: string, size: number | null): WarmPoolStatus {
+    const t = this.#sc.store.getTemplate(ref);
+    this.#sc.store.setPoolSize(t.id, size === null ? null : validateInt('size', size, 0, MAX_WARM_POOL));
+    this.#pool.kick();
+    return this.warmPoolOf(t.id);
+  }
+
+  /** One template's warm pool status (size 0 and nothing in it when it has none). */
+  warmPoolOf(ref: string): WarmPoolStatus {
+    const t = this.#sc.store.getTemplate(ref);
+    return (
+      this.#pool.status().find((p) => p.templateId === t.id) ?? {
+        templateId: t.id,
+        template: t.name,
+        size: 0,
+        sizeSet: this.#sc.store.poolSizes().has(t.id),
+        ready: 0,
+        starting: 0,
+      }
+    );
+  }
+
+  /** Kills template `templateId`'s warm pool VMs (before it is deleted); resolves with their ids. */
+  async drainWarmPool(templateId: string): Promise<string[]> {
+    return this.#pool.drain(templateId);
+  }
+
+  /** One refill pass of the warm pool, awaited (the background runs them on its own). */
+  async refillWarmPool(): Promise<void> {
+    await this.#pool.settled();
+    await this.#pool.refillOnce(true);
+  }
+
   // ---- sandboxes
 
   /**
@@ -111,7 +175,7 @@ export class SandboxService {
    * name) taken from a sandbox. New id, new access token, clock re-synced.
    */
   async create(req: CreateRequest, ctx: OpCtx = {}): Promise<SandboxRecord> {
-    const plan = planCreate(this.#sc, req, ctx);
+    const plan = await planCreate(this.#sc, req, ctx);
     return this.#locks.run(plan.id, () => createSandbox(this.#sc, plan, req, ctx));
   }
 
@@ -378,10 +442,26 @@ export class SandboxService {
         opts,
       ),
     );
+    // The warm pool refills after every take and setting change; this pass also catches what
+    // changed otherwise (a template built or rebuilt, a member whose VM stopped, room freed).
+    this.#pool.open();
+    this.#pool.kick();
+    const refill = setInterval(() => {
+      this.#pool.kick();
+    }, opts.warmPoolEveryMs ?? WARM_POOL_EVERY_MS);
+    refill.unref();
+    this.#timers.push(refill);
   }
 
+  /** Stops the background loops; no new warm pool fill starts (`backgroundSettled` waits for one in progress). */
   stopBackground(): void {
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
+    this.#pool.stop();
+  }
+
+  /** Resolves when no warm pool pass runs any more (after stopBackground). */
+  async backgroundSettled(): Promise<void> {
+    await this.#pool.settled();
   }
 }

@@ -24,6 +24,7 @@ import type {
   TemplateView,
   UpdateNetworkRequest,
   VolumeView,
+  WarmPoolView,
 } from '../core/api-types.ts';
 
 export type {
@@ -38,6 +39,7 @@ export type {
   StatsView,
   TemplateView,
   VolumeView,
+  WarmPoolView,
 } from '../core/api-types.ts';
 
 /** The options of a create (the native API's request body, core/api-types.ts). */
@@ -388,6 +390,25 @@ export class KilnClient {
   /** Uploads a build context tar under its hash. */
   async uploadTemplateFile(hash: string, input: NodeJS.ReadableStream): Promise<void> {
     await this.#uploadTar('PUT', `/v1/template-files/${encodeURIComponent(hash)}`, 204, input);
+  }
+
+  /** Every template with a warm pool size or members. */
+  warmPools(): Promise<{ items: WarmPoolView[] }> {
+    return this.#json('GET', '/v1/warm-pool');
+  }
+
+  /** A template's warm pool. */
+  warmPool(template: string): Promise<WarmPoolView> {
+    return this.#json('GET', `/v1/templates/${encodeURIComponent(template)}/warm-pool`);
+  }
+
+  /** Sets a template's warm pool size (`null`: back to the default); it refills or drains in the background. */
+  setWarmPool(template: string, size: number | null): Promise<WarmPoolView> {
+    return this.#json(
+      'PUT',
+      `/v1/templates/${encodeURIComponent(template)}/warm-pool`,
+      size === null ? { reset: true } : { size },
+    );
   }
 
   /** A template built from steps, with its builds. */

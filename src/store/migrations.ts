@@ -182,4 +182,22 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (build_id, seq)
   ) STRICT;
   `,
+  // 11: the warm pool (issue 15): per-template pool sizes set through the API (a template's
+  // deletion removes its size), and the pool's members (VMs restored ahead of creates; not
+  // sandboxes, so no list shows them).
+  `
+  CREATE TABLE template_pools (
+    template_id TEXT PRIMARY KEY REFERENCES templates(id) ON DELETE CASCADE,
+    size        INTEGER NOT NULL CHECK (size >= 0)
+  ) STRICT;
+  CREATE TABLE pool_vms (
+    id          TEXT PRIMARY KEY,
+    template_id TEXT NOT NULL,
+    snapshot_id TEXT NOT NULL,
+    memory_mib  INTEGER NOT NULL CHECK (memory_mib > 0),
+    state       TEXT NOT NULL CHECK (state IN ('starting', 'ready')),
+    created_at  TEXT NOT NULL
+  ) STRICT;
+  CREATE INDEX pool_vms_template ON pool_vms(template_id, state, created_at);
+  `,
 ];

@@ -167,7 +167,13 @@ export function snapshotDependents(db: Db, id: string): { snapshots: string[]; s
   return {
     snapshots: ids(db.q('SELECT id FROM snapshots WHERE parent_id = ? ORDER BY id').all(id)),
     sandboxes: ids(
-      db.q(`SELECT id FROM sandboxes WHERE source_snapshot_id = ? AND state != 'dead' ORDER BY id`).all(id),
+      // Warm pool members stand on their template's layer like sandboxes (their RAM maps its memory).
+      db
+        .q(
+          `SELECT id FROM sandboxes WHERE source_snapshot_id = ? AND state != 'dead'
+           UNION SELECT id FROM pool_vms WHERE snapshot_id = ? ORDER BY id`,
+        )
+        .all(id, id),
     ),
   };
 }

@@ -6,6 +6,7 @@ import * as sandboxes from './sqlite-sandboxes.ts';
 import * as snapshots from './sqlite-snapshots.ts';
 import * as volumes from './sqlite-volumes.ts';
 import * as builds from './sqlite-template-builds.ts';
+import * as pool from './sqlite-pool.ts';
 import type { BuildLogEntry } from '../core/template-steps.ts';
 import type {
   Page,
@@ -173,6 +174,28 @@ export class SqliteStore implements Store {
   }
   buildLogs(buildId: string, offset: number, limit: number): BuildLogEntry[] {
     return builds.buildLogs(this.#db, buildId, offset, limit);
+  }
+
+  setPoolSize(templateId: string, size: number | null): void {
+    pool.setPoolSize(this.#db, templateId, size);
+  }
+  poolSizes(): Map<string, number> {
+    return pool.poolSizes(this.#db);
+  }
+  insertPoolVm(v: D.PoolVmRecord): void {
+    pool.insertPoolVm(this.#db, v);
+  }
+  markPoolVmReady(id: string): void {
+    pool.markPoolVmReady(this.#db, id);
+  }
+  listPoolVms(): D.PoolVmRecord[] {
+    return pool.listPoolVms(this.#db);
+  }
+  deletePoolVm(id: string): boolean {
+    return pool.deletePoolVm(this.#db, id);
+  }
+  takePoolVm(snapshotId: string): D.PoolVmRecord | undefined {
+    return pool.takePoolVm(this.#db, snapshotId);
   }
 
   close(): void {

@@ -214,5 +214,62 @@ export function storeJournalContract(name: string, fx: StoreFixture): void {
         s2.close();
       });
     }
+
+    it('warm pool: sizes per template (gone with it); members taken once, oldest ready first; they pin their layer', () => {
+      const s = fx.open();
+      s.putTemplate(template());
+      s.insertSnapshot(snapshot());
+      s.putTemplate(template({ snapshotId: 'snap-1' }));
+      assert.deepEqual(s.poolSizes(), new Map());
+      s.setPoolSize('tpl-1', 2);
+      s.setPoolSize('tpl-1', 3);
+      assert.deepEqual(s.poolSizes(), new Map([['tpl-1', 3]]));
+      s.setPoolSize('tpl-1', null);
+      assert.deepEqual(s.poolSizes(), new Map());
+      const m = (id: string, createdAt: string) => ({
+        id,
+        templateId: 'tpl-1',
+        snapshotId: 'snap-1',
+        memoryMiB: 512,
+        state: 'starting' as const,
+        createdAt,
+      });
+      s.insertPoolVm(m('sbx-b', T1));
+      s.insertPoolVm(m('sbx-a', T0));
+      assert.equal(s.takePoolVm('snap-1'), undefined, 'a starting member is not taken');
+      s.markPoolVmReady('sbx-b');
+      s.markPoolVmReady('sbx-a');
+      assert.equal(
+        code(() => {
+          s.markPoolVmReady('sbx-nope');
+        }),
+        'not_found',
+      );
+      assert.deepEqual(
+        s.listPoolVms().map((x) => [x.id, x.state]),
+        [
+          ['sbx-a', 'ready'],
+          ['sbx-b', 'ready'],
+        ],
+      );
+      assert.deepEqual(s.snapshotDependents('snap-1').sandboxes, ['sbx-a', 'sbx-b']);
+      assert.equal(
+        code(() => {
+          s.deleteSnapshot('snap-1');
+        }),
+        'invalid_state',
+        'members pin the layer',
+      );
+      assert.deepEqual(s.takePoolVm('snap-1'), { ...m('sbx-a', T0), state: 'ready' });
+      assert.equal(s.takePoolVm('snap-2'), undefined);
+      assert.equal(s.deletePoolVm('sbx-b'), true);
+      assert.equal(s.deletePoolVm('sbx-b'), false);
+      assert.equal(s.takePoolVm('snap-1'), undefined);
+      s.setPoolSize('tpl-1', 1);
+      s.putTemplate(template({ snapshotId: null }));
+      s.deleteTemplate('tpl-1');
+      assert.deepEqual(s.poolSizes(), new Map(), "a template's size goes with it");
+      s.close();
+    });
   });
 }

@@ -5,6 +5,7 @@ import type {
   OperationRecord,
   OperationState,
   OperationStep,
+  PoolVmRecord,
   SandboxRecord,
   SandboxState,
   SnapshotRecord,
@@ -97,7 +98,10 @@ export interface Store {
   listSnapshots(filter?: SnapshotFilter): SnapshotRecord[];
   /** Re-points a snapshot's disk layer (after its chain was flattened). */
   updateSnapshot(id: string, patch: Pick<SnapshotRecord, 'parentId' | 'artifacts'>): SnapshotRecord;
-  /** Snapshots and sandboxes that depend on this snapshot's layers (children, restores). */
+  /**
+   * Snapshots and sandboxes that depend on this snapshot's layers (children, restores; warm pool
+   * members count as sandboxes).
+   */
   snapshotDependents(id: string): { snapshots: string[]; sandboxes: string[] };
   /**
    * Deletes a snapshot for its users (by id): marks it deleted at `at` (ISO time) and frees its
@@ -160,6 +164,21 @@ export interface Store {
   appendBuildLog(buildId: string, e: BuildLogEntry): void;
   /** A build's log lines from `offset` (0-based), at most `limit`. */
   buildLogs(buildId: string, offset: number, limit: number): BuildLogEntry[];
+
+  /** Warm pool (issue 15): sets template `templateId`'s pool size, or clears it (`null`). */
+  setPoolSize(templateId: string, size: number | null): void;
+  /** Template id -> the pool size set for it (templates without a setting are absent). */
+  poolSizes(): Map<string, number>;
+  /** Records a warm pool member (its fill journals it). */
+  insertPoolVm(v: PoolVmRecord): void;
+  /** The member's agent answered: it can be taken. `not_found` when it is gone. */
+  markPoolVmReady(id: string): void;
+  /** Every warm pool member, oldest first. Members are no sandboxes: no sandbox list holds them. */
+  listPoolVms(): PoolVmRecord[];
+  /** Removes a member's record; false when it was gone already. */
+  deletePoolVm(id: string): boolean;
+  /** Takes (removes and answers) the oldest ready member restored from `snapshotId`, atomically. */
+  takePoolVm(snapshotId: string): PoolVmRecord | undefined;
 
   close(): void;
 }

@@ -1,4 +1,4 @@
-/** `kiln template list|get|rm|build` (build from a Dockerfile: template-dockerfile.ts). */
+/** `kiln template list|get|rm|build|pool` (build from a Dockerfile: template-dockerfile.ts). */
 import { parseArgs } from 'node:util';
 import { DEFAULT_MEMORY_MIB, DEFAULT_TEMPLATE, DEFAULT_VCPUS } from '../../core/defaults.ts';
 import { parseSizeMiB } from '../../core/size.ts';
@@ -22,8 +22,10 @@ export async function template(ctx: CliContext, sub: string | undefined, argv: s
       'ready-cmd': { type: 'string' },
       'build-arg': { type: 'string', multiple: true, default: [] },
       'no-cache': { type: 'boolean', default: false },
+      reset: { type: 'boolean', default: false },
     },
   });
+  if (sub === 'pool') return pool(ctx, positionals, values.reset, values.json);
   if (sub === 'get' || sub === 'rm') return getOrRemove(ctx, sub, positionals, values.json);
   if (sub !== 'list' && sub !== 'build') throw new UsageError(`unknown command "kiln template ${sub ?? ''}"`);
   if (sub === 'build' && values.file !== undefined) {
@@ -91,5 +93,37 @@ async function getOrRemove(
       t.builds.map((b) => [b.id, b.status, b.createdAt, b.reason?.message.split('\n')[0] ?? '']),
     );
   }
+  return 0;
+}
+
+/** `kiln template pool [NAME [SIZE | --reset]]`: list, show or size warm pools. */
+async function pool(ctx: CliContext, args: string[], reset: boolean, json: boolean): Promise<number> {
+  const [name, sizeArg, ...more] = args;
+  if (more.length > 0) throw new UsageError('kiln template pool takes a template name and a size');
+  if (name !== undefined) validateName('template', name);
+  if (reset && (name === undefined || sizeArg !== undefined))
+    throw new UsageError('kiln template pool NAME --reset takes no size');
+  const size = sizeArg === undefined ? undefined : intArg('size', sizeArg);
+  const c = await ctx.connect();
+  const items =
+    name === undefined
+      ? (await c.warmPools()).items
+      : [
+          size !== undefined || reset
+            ? await c.setWarmPool(name, reset ? null : (size ?? 0))
+            : await c.warmPool(name),
+        ];
+  if (json) console.log(JSON.stringify(name === undefined ? items : items[0], null, 2));
+  else
+    table(
+      ['TEMPLATE', 'SIZE', 'READY', 'STARTING', 'SET'],
+      items.map((p) => [
+        p.template,
+        String(p.size),
+        String(p.ready),
+        String(p.starting),
+        p.sizeSet ? 'yes' : 'default',
+      ]),
+    );
   return 0;
 }

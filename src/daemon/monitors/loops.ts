@@ -9,6 +9,8 @@ export interface LoopOpts {
   reapEveryMs?: number;
   livenessEveryMs?: number;
   flattenEveryMs?: number;
+  /** How often the warm pool is checked and refilled besides after takes (default 5000). */
+  warmPoolEveryMs?: number;
   /** How long ended sandboxes' records are kept (ms; default 7 days): see retention.ts. */
   retentionMs?: number;
 }

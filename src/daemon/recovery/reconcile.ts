@@ -18,12 +18,16 @@
  * - VMs outlive kilnd (QEMU is daemonized) and are re-adopted by id through the driver. Only a
  *   positive observation (the driver says gone) ends a sandbox; a host error leaves it as it is
  *   (`unchecked`) and an error listing VMs kills nothing.
+ * - Warm pool members (`pool_vms`) are VMs without a sandbox: an interrupted fill is unwound by
+ *   the journal like any operation; a ready member whose VM runs is kept, the others removed
+ *   (adopt-pool.ts). The pool refills once the background starts.
  * - Under `<dataDir>/snapshots`, a directory no snapshot record and no open operation explains,
  *   and every `.staging-*` directory, is garbage.
  */
 import type { ServiceContext } from '../sandbox/context.ts';
 import { collectInternalSnapshots } from '../sandbox/gc.ts';
 import { adoptSandboxes } from './adopt.ts';
+import { adoptPool } from './adopt-pool.ts';
 import { replayOperations } from './replay.ts';
 import { killOrphanVms, reconcileNetworks, removeOrphanSnapshotDirs } from './sweep.ts';
 
@@ -46,6 +50,10 @@ export interface ReconcileReport {
    * not answer): left as they are for the liveness watcher, never declared dead on that.
    */
   unchecked: string[];
+  /** Warm pool members kept: ready, their VM running. */
+  poolAdopted: string[];
+  /** Warm pool members removed (VM gone, or a fill whose unwinding failed before). */
+  poolRemoved: string[];
 }
 
 /**
@@ -63,9 +71,12 @@ export async function reconcile(sc: ServiceContext): Promise<ReconcileReport> {
     orphanSnapshotDirs: [],
     stuck: [],
     unchecked: [],
+    poolAdopted: [],
+    poolRemoved: [],
   };
   await replayOperations(sc, out);
   const known = await adoptSandboxes(sc, out);
+  for (const id of await adoptPool(sc, out)) known.add(id);
   await killOrphanVms(sc, known, out);
   await reconcileNetworks(sc);
   await removeOrphanSnapshotDirs(sc, out);

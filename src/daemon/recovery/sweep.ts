@@ -1,6 +1,6 @@
 import { readdir, rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import type { EgressRules } from '../../core/network-policy.ts';
+import { OPEN_NETWORK, type EgressRules } from '../../core/network-policy.ts';
 import type { ServiceContext } from '../sandbox/context.ts';
 import { killVm } from '../sandbox/vm.ts';
 import type { ReconcileReport } from './reconcile.ts';
@@ -50,10 +50,13 @@ export async function reconcileNetworks(sc: ServiceContext): Promise<void> {
   if (!nets) return;
   try {
     const inUse: { namespace: string; owner: string; rules: EgressRules }[] = [];
+    const pool = new Set(sc.store.listPoolVms().map((m) => m.id));
     for (const vm of await sc.driver.list()) {
       const ns = (await sc.driver.status(vm)).namespace;
-      // Every VM left after the sweep is a live sandbox's (VM id = sandbox id).
-      if (ns) inUse.push({ namespace: ns, owner: vm, rules: sc.store.getSandbox(vm).network.egress });
+      // Every VM left after the sweep is a live sandbox's (VM id = sandbox id) or a warm pool
+      // member's (open rules until a create takes it).
+      const rules = pool.has(vm) ? OPEN_NETWORK.egress : sc.store.getSandbox(vm).network.egress;
+      if (ns) inUse.push({ namespace: ns, owner: vm, rules });
     }
     const { removed } = await nets.reconcile(inUse);
     if (removed > 0) sc.log.info({ removed }, 'removed network slots no VM uses');

@@ -7,7 +7,7 @@ import { BOOTSTRAP_KERNEL_ARG, tokenSha256 } from '../../core/envd-auth.ts';
 import type { EgressRules } from '../../core/network-policy.ts';
 import { KilnError } from '../../core/errors.ts';
 import type { VmSpec } from '../../vmm/driver.ts';
-import { waitGuestReady } from '../guest-client.ts';
+import { waitGuestReady, type GuestClient } from '../guest-client.ts';
 import type { OpRun } from '../journal.ts';
 import { agentUrl, startVm } from './vm.ts';
 import { artifactPath, type ServiceContext } from './context.ts';
@@ -59,6 +59,31 @@ export async function bootFrom(
     alive: async () => (await sc.driver.status(id)).state !== 'stopped',
   });
   const tReady = performance.now();
+  const entropy = await initGuest(sc, id, guest, snap, g, ctx);
+  const tInit = performance.now();
+  const ms = (a: number, b: number): number => Math.round(b - a);
+  return {
+    restoreMs: ms(t0, tRestored),
+    readyMs: ms(tRestored, tReady),
+    initMs: ms(tReady, tInit),
+    entropy,
+  };
+}
+
+/**
+ * /init of a restored guest whose agent still holds `snap`'s bootstrap token: the sandbox's
+ * token, env, default user, the host's clock and a fresh entropy seed. Resolves with what the
+ * agent did with the seed (`reseeded`, else a warning is logged). Shared by a restore and a
+ * warm pool member's take.
+ */
+export async function initGuest(
+  sc: ServiceContext,
+  id: string,
+  guest: GuestClient,
+  snap: SnapshotRecord,
+  g: GuestSetup,
+  ctx: OpCtx,
+): Promise<string> {
   const { entropy = 'ignored' } = await guest.init(
     {
       accessToken: g.token,
@@ -76,17 +101,11 @@ export async function bootFrom(
     sc.log
       .child({ sandboxId: id, opId: ctx.opId })
       .warn({ entropy }, 'the guest did not reseed its CRNG from /init');
-  const tInit = performance.now();
-  const ms = (a: number, b: number): number => Math.round(b - a);
-  return {
-    restoreMs: ms(t0, tRestored),
-    readyMs: ms(tRestored, tReady),
-    initMs: ms(tReady, tInit),
-    entropy,
-  };
+  return entropy;
 }
 
-async function restoreSpec(
+/** The VM spec that restores `snap` as VM `id` (or cold-boots its disk). */
+export async function restoreSpec(
   sc: ServiceContext,
   id: string,
   snap: SnapshotRecord,

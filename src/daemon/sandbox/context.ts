@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import type { ArtifactRecord, SnapshotRecord } from '../../core/domain.ts';
+import type { ArtifactRecord, PoolVmRecord, SnapshotRecord } from '../../core/domain.ts';
 import { KilnError } from '../../core/errors.ts';
 import { LivenessWatcher } from '../liveness.ts';
 import type { KeyedLock } from '../locks.ts';
@@ -12,6 +12,14 @@ export interface AgentAddr {
   host: string;
   port: number;
   startedAt: string | null;
+}
+
+/** What creates and admission need of the warm pool (daemon/pool/warm-pool.ts). */
+export interface WarmPoolHooks {
+  /** Takes a ready member restored from `snap` out of the pool (and refills); none: undefined. */
+  take(snap: SnapshotRecord): PoolVmRecord | undefined;
+  /** Kills one member to make room for a create or resume admission refused; false: none left. */
+  evictOne(): Promise<boolean>;
 }
 
 /**
@@ -28,6 +36,8 @@ export interface ServiceContext extends SandboxServiceDeps {
   /** Sandboxes with a kill in progress (a second one is refused, not queued). */
   killing: Set<string>;
   watcher: LivenessWatcher;
+  /** The warm pool, when the facade runs one. */
+  pool?: WarmPoolHooks | undefined;
   /** Removes paths in a running sandbox's guest (the journal's `guest-remove`; set by the facade). */
   removeGuestPaths?: ((sandboxId: string, paths: string[]) => Promise<void>) | undefined;
 }

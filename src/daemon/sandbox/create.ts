@@ -4,11 +4,13 @@ import { KilnError, invalidArgument } from '../../core/errors.ts';
 import { newId } from '../../core/ids.ts';
 import { OPEN_NETWORK, type EgressRules, type SandboxNetwork } from '../../core/network-policy.ts';
 import { validateInt, validateMemoryMiB, validateName, validateVcpus } from '../../core/validate.ts';
-import { admit } from '../admission.ts';
+import { admitMakingRoom } from '../admission.ts';
+import { initPooled, poolable } from '../pool/take.ts';
 import { OpRun } from '../journal.ts';
 import { sees, seesTemplate, type Caller } from '../scope.ts';
 import { mountInGuest, planVolumes, refreshMounts } from './volume-mounts.ts';
 import { bootFrom } from './boot.ts';
+import { killVm } from './vm.ts';
 import type { ServiceContext } from './context.ts';
 import { DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S, type CreateRequest, type OpCtx } from './types.ts';
 
@@ -25,6 +27,8 @@ export interface CreatePlan {
   mounts: VolumeMount[];
   /** The mounts came with the restored snapshot's memory (its sandbox's): the guest has them. */
   mountsRestored: boolean;
+  /** A warm pool member was taken (`id` is its VM's): the create only runs /init. */
+  pooled: boolean;
 }
 
 /**
@@ -90,9 +94,11 @@ function resolveSource(
 
 /**
  * Validates a create (its source, resources, timeout, maps) and admits it (memory, disk); the
- * new sandbox's id comes with the plan.
+ * new sandbox's id comes with the plan. A create the warm pool can serve takes a member instead
+ * (its id becomes the sandbox's; its memory was admitted when it was filled); otherwise a
+ * refusal for room first kills warm pool VMs (admitMakingRoom).
  */
-export function planCreate(sc: ServiceContext, req: CreateRequest, ctx: OpCtx): CreatePlan {
+export async function planCreate(sc: ServiceContext, req: CreateRequest, ctx: OpCtx): Promise<CreatePlan> {
   const { tpl, snap } = resolveSource(sc, req.template, ctx.caller);
   assertGuestToken(snap, tpl);
   // RAM and CPUs come back from the snapshot: they cannot differ from it.
@@ -115,13 +121,18 @@ export function planCreate(sc: ServiceContext, req: CreateRequest, ctx: OpCtx): 
   const envVars = { ...source?.envVars, ...stringMap('envVars', req.envVars) };
   const network = networkOf(req);
   if (sc.unisolated) needIsolation('network.', network.egress);
-  const id = newId('sbx', 16);
+  let id = newId('sbx', 16);
   // A snapshot of a sandbox with volumes restores its sshfs mounts: they reconnect, as its own.
   const inherited = source && !req.volumeMounts?.length ? sc.store.listMounts(source.id) : [];
   const mounts =
     inherited.length > 0 ? inherited.map((m) => ({ ...m, sandboxId: id })) : planVolumes(sc, id, req, ctx);
-  admit(sc, snap.memoryMiB, snap);
+  const member = poolable(sc, snap, tpl.snapshotId, { mounts: mounts.length, egress: network.egress })
+    ? sc.pool?.take(snap)
+    : undefined;
+  if (member) id = member.id;
+  else await admitMakingRoom(sc, snap.memoryMiB, snap);
   return {
+    pooled: member !== undefined,
     id,
     tpl,
     snap,
@@ -181,7 +192,9 @@ export async function createSandbox(
       sc.store.setMounts(id, p.mounts);
       run.step('volume mounts', { action: 'detach-volumes', sandboxId: id });
     }
-    const times = await bootFrom(sc, id, snap, g, run, ctx);
+    const times = p.pooled
+      ? await initPooled(sc, id, snap, g, run, ctx)
+      : await bootFrom(sc, id, snap, g, run, ctx);
     if (p.mounts.length > 0 && !p.mountsRestored) {
       await mountInGuest(sc, id, token, p.mounts, ctx);
       run.step('guest mounts', { action: 'none' });
@@ -195,6 +208,7 @@ export async function createSandbox(
     sc.store.appendEvent(id, 'info', 'sandbox created', {
       template: tpl.name,
       snapshot: snap.kind === 'template' ? null : snap.id,
+      warmPool: p.pooled,
       opId: ctx.opId ?? null,
     });
     log.info({ template: tpl.name, snapshot: snap.id, ...times }, 'sandbox created');
@@ -208,6 +222,11 @@ export async function createSandbox(
   } catch (e) {
     log.warn({ err: e }, 'create failed; unwinding');
     await run.fail(e);
+    // A taken warm pool member is this create's from the take on, journalled or not yet.
+    if (p.pooled)
+      await killVm(sc, id).catch((k: unknown) => {
+        log.warn({ err: k }, 'warm pool VM not killed');
+      });
     throw e;
   }
 }

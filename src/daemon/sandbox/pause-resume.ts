@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import type { SandboxRecord, SnapshotRecord } from '../../core/domain.ts';
 import { KilnError } from '../../core/errors.ts';
-import { admit } from '../admission.ts';
+import { admitMakingRoom } from '../admission.ts';
 import { OpRun } from '../journal.ts';
 import { bootFrom, isDiskOnly } from './boot.ts';
 import { beginCapture, captureFailed, finishCapture, saveFullState } from './capture.ts';
@@ -64,7 +64,7 @@ export async function resumeSandbox(
     throw new KilnError('invalid_state', `sandbox ${id} is ${s.state}; resume needs paused`);
   if (!s.sourceSnapshotId) throw new KilnError('internal', `paused sandbox ${id} has no pause snapshot`);
   const snap = sc.store.getSnapshot(s.sourceSnapshotId);
-  admit(sc, s.memoryMiB, snap);
+  await admitMakingRoom(sc, s.memoryMiB, snap);
   const run = new OpRun(sc, 'resume', id, ctx.opId);
   try {
     sc.store.updateSandbox(id, { state: 'resuming' }, ['paused']);

@@ -56,6 +56,11 @@ export interface SandboxServiceDeps {
   egress?: EgressEnforcer | undefined;
   /** Volumes (E2B's): what creates mount; absent, a create with volume mounts is refused. */
   volumes?: VolumeService | undefined;
+  /**
+   * The warm pool's default: `defaultSize` (KILN_WARM_POOL) VMs for template `defaultTemplate`
+   * (default `base`) unless a size is set for it; other templates have none unless set.
+   */
+  warmPool?: { defaultTemplate?: string; defaultSize: number } | undefined;
 }
 
 /** What updateNetwork needs of the network layer. */

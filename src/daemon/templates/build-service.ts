@@ -236,7 +236,8 @@ export class TemplateBuildService {
 
   /**
    * Deletes a built template: its running-state snapshot and the layers no other template's
-   * build uses are hidden (reclaimed once no sandbox stands on them); its builds go. Refused
+   * build uses are hidden (reclaimed once no sandbox stands on them); its builds go; its warm
+   * pool is drained. Refused
    * while it builds. Sandboxes made from it keep running on their layers.
    */
   async delete(ref: string, caller: Caller | undefined, opId: string): Promise<void> {
@@ -250,8 +251,11 @@ export class TemplateBuildService {
       throw new KilnError('conflict', `template "${v.name}" is being built; wait for that build to end`);
     const t = v.template;
     if (t) {
-      // Detach the snapshot first: the store refuses to delete a template's own snapshot.
+      // Detach the snapshot first: the store refuses to delete a template's own snapshot; no
+      // new warm pool member is made of a template without one. Then its pool is drained: its
+      // VMs stand on the snapshot's layer.
       this.#d.store.putTemplate({ ...t, snapshotId: null });
+      await this.#d.svc.drainWarmPool(t.id);
       if (t.snapshotId) await this.#hide(t.snapshotId, opId);
     }
     const others = this.#d.store.listBuilds().filter((b) => b.templateId !== v.templateId);
