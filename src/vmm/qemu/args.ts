@@ -40,10 +40,18 @@ export function qemuArgs(spec: QemuVm, o: QemuArgsOpts): string[] {
     'panic=-1',
     'quiet',
     ...(o.tscKhz ? [`tsc_early_khz=${o.tscKhz}`] : []),
+    // Under TCG the clocksource watchdog finds the emulated TSC skewed against the jiffies it is
+    // checked with, marks it unstable and falls back to jiffies: then the guest can never stop
+    // its tick (250 wakeups a second, each costing QEMU a translated interrupt path).
+    ...(o.accel === 'tcg' ? ['tsc=reliable'] : []),
     ...(spec.kernelArgs ?? []),
   ];
   const accel =
-    o.accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', `tcg,tb-size=${o.tcgCacheMiB}`];
+    o.accel === 'kvm'
+      ? ['-accel', 'kvm', '-cpu', 'host']
+      : // ARAT (the local APIC timer keeps running in deep idle): without it the guest kernel needs a
+        // broadcast timer (microvm has none) to go tickless, and stays on a 250 Hz periodic tick.
+        ['-accel', `tcg,tb-size=${o.tcgCacheMiB}`, '-cpu', 'qemu64,+arat'];
   // Save and restore must agree on the machine: RAM backend, size and devices are built here only.
   const machine = `microvm,x-option-roms=off,rtc=on${spec.memoryFile ? ',memory-backend=mem' : ''}`;
   const memory = spec.memoryFile
