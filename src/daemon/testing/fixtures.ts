@@ -59,11 +59,13 @@ export class FakeGuests {
   failInit = false;
   /** Every guest agent stopped answering /health. */
   hung = false;
+  /** /health probes asked, answered or not. */
+  probes = 0;
 
   /** The service's `guest` dependency. */
   readonly client = (): GuestClient => ({
     health: () =>
-      this.hung
+      ++this.probes && this.hung
         ? Promise.reject(
             new KilnError('guest_agent_error', 'did not answer /health: no answer within 3000 ms'),
           )
