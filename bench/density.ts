@@ -63,8 +63,7 @@ async function main(): Promise<void> {
     // 100 guests of 512 MiB promise more than the host's memory: restored clones share pages.
     overcommitRatio: 4,
     diskOvercommitRatio: 20,
-    network: { mode: process.env["DENSITY_NET"] === "unisolated" ? "unisolated" : "isolated" },
-    ...(process.env["DENSITY_LIVE_MS"] ? { loops: { livenessEveryMs: Number(process.env["DENSITY_LIVE_MS"]) } } : {}),
+    network: { mode: 'isolated' },
   });
   const c = new KilnClient({ socketPath: kilnd.socketPath });
   const raws: RawVm[] = [];
