@@ -104,6 +104,27 @@ describe('SandboxService: liveness of VMs and guest agents (fake driver)', () =>
     assert.ok(fx.svc.logs(s.id).items.some((e) => e.message.startsWith('sandbox unresponsive no more')));
   });
 
+  it('an answering agent is probed every 30 s (a probe wakes an idle guest), a silent one every 5 s', async () => {
+    const s = await fx.svc.create({ template: 'base' });
+    const probesOver = async (ms: number, step: number): Promise<number> => {
+      const p0 = fx.guests.probes;
+      for (let t = 0; t < ms; t += step) {
+        fx.now += step;
+        await fx.svc.checkLiveness();
+      }
+      return fx.guests.probes - p0;
+    };
+    await fx.svc.checkLiveness();
+    assert.equal(await probesOver(60_000, 1000), 2, 'two probes a minute while it answers');
+    fx.guests.hung = true;
+    // The next regular probe fails (30 s on), then every 5 s: the third failure flags it.
+    assert.equal(await probesOver(45_000, 1000), 4, 'after a failure, every 5 s');
+    assert.equal(fx.svc.get(s.id).condition?.code, 'unresponsive');
+    fx.guests.hung = false;
+    assert.equal(await probesOver(60_000, 1000), 2, 'one more quick probe clears it; then every 30 s');
+    assert.equal(fx.svc.get(s.id).condition, null);
+  });
+
   it('QEMU stopped the VM on a full disk: disk_full while running, exec fails with no_space, resumed once due', async () => {
     fx.svc = new SandboxService({ ...fx.deps, liveness: { diskRetryEveryMs: 30_000 } });
     const s = await fx.svc.create({ template: 'base' });

@@ -75,11 +75,13 @@ export class FakeGuests {
     for (let i = 0; i < all.length; i += 64 << 10) await o.onStdout?.(all.subarray(i, i + (64 << 10)));
     return { exitCode: 0, stdout: '', stderr: '', status: 'exit status 0' };
   }
+  /** /health probes asked, answered or not. */
+  probes = 0;
 
   /** The service's `guest` dependency. */
   readonly client = (): GuestClient => ({
     health: () =>
-      this.hung
+      ++this.probes && this.hung
         ? Promise.reject(
             new KilnError('guest_agent_error', 'did not answer /health: no answer within 3000 ms'),
           )

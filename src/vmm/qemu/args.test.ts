@@ -29,6 +29,9 @@ test('a TCG microvm with a bounded code cache, the TSC fix and a race-free agent
   assert.deepEqual(after(a, '-M'), ['microvm,x-option-roms=off,rtc=on']);
   assert.deepEqual(after(a, '-accel'), ['tcg,tb-size=64']);
   assert.match(after(a, '-append')[0] ?? '', /tsc_early_khz=2445404/);
+  // A tickless idle guest: a TSC clocksource the watchdog keeps, a local APIC timer with ARAT.
+  assert.match(after(a, '-append')[0] ?? '', /(^| )tsc=reliable( |$)/);
+  assert.deepEqual(after(a, '-cpu'), ['qemu64,+arat']);
   assert.match(after(a, '-append')[0] ?? '', /root=\/dev\/vda/);
   // Forwarded on kiln's own loopback address, which the port guard keeps to kilnd's uid.
   assert.deepEqual(after(a, '-netdev'), ['user,id=n0,hostfwd=tcp:127.77.0.1:0-:49983']);
@@ -51,7 +54,7 @@ test('KVM uses the host CPU; a restricted network and extra ports reach the netd
   assert.deepEqual(after(a, '-netdev'), [
     'user,id=n0,restrict=on,hostfwd=tcp:127.77.0.1:0-:49983,hostfwd=tcp:127.77.0.1:0-:8080',
   ]);
-  assert.doesNotMatch(after(a, '-append')[0] ?? '', /tsc_early_khz/);
+  assert.doesNotMatch(after(a, '-append')[0] ?? '', /tsc_early_khz|tsc=reliable/);
 });
 
 test('parses the host forwards (address and port) out of `info usernet`', () => {

@@ -6,6 +6,22 @@ import { FILES } from './record.ts';
 
 type Fault = NonNullable<VmInfo['fault']>;
 
+/** QMP events after which a VM's run state must be asked again (see QmpSessions#running). */
+const RUN_STATE_EVENTS = new Set([
+  'STOP',
+  'RESUME',
+  'SHUTDOWN',
+  'RESET',
+  'GUEST_PANICKED',
+  'BLOCK_IO_ERROR',
+  'MIGRATION',
+  'SUSPEND',
+  'WAKEUP',
+]);
+
+/** How long a running VM's state is believed without asking QEMU (events say when it changes). */
+export const RUNNING_RECHECK_MS = 30_000;
+
 /**
  * The driver's QMP connections, one per VM, opened on first use and dropped when QEMU closes
  * them; and what QEMU said on them that matters later (its last disk I/O error per VM).
@@ -16,10 +32,20 @@ export class QmpSessions {
   readonly #qmp = new Map<string, Promise<QmpClient>>();
   /** The last disk I/O error QEMU reported per VM (QMP BLOCK_IO_ERROR): why it stopped a VM. */
   readonly #ioErrors = new Map<string, { nospace: boolean; reason: string; operation: string }>();
+  /**
+   * VMs QEMU last said run, and when: answered without asking again until an event says the run
+   * state may have changed, or RUNNING_RECHECK_MS passed. Asking every VM every second woke each
+   * QEMU a second for nothing; with a hundred idle VMs that was most of their cost.
+   */
+  readonly #running = new Map<string, { q: QmpClient; at: number }>();
+  /** Bumped per VM by every event that may change its run state (so a reply in flight is not cached). */
+  readonly #epoch = new Map<string, number>();
+  readonly #now: () => number;
 
-  constructor(runDir: string, log: Logger) {
+  constructor(runDir: string, log: Logger, now: () => number = Date.now) {
     this.#runDir = runDir;
     this.#log = log;
+    this.#now = now;
   }
 
   /** Takes over the connection `start` opened. */
@@ -47,7 +73,11 @@ export class QmpSessions {
   forget(id: string, gone = false): void {
     const c = this.#qmp.get(id);
     this.#qmp.delete(id);
-    if (gone) this.#ioErrors.delete(id);
+    this.#running.delete(id);
+    if (gone) {
+      this.#ioErrors.delete(id);
+      this.#epoch.delete(id);
+    }
     c?.then((q) => {
       q.close();
     }).catch(() => undefined);
@@ -59,7 +89,14 @@ export class QmpSessions {
 
   /** Remembers the VM's last disk I/O error (QMP BLOCK_IO_ERROR), to say why QEMU stopped it. */
   #watch(id: string, q: QmpClient): void {
+    q.once('close', () => {
+      if (this.#running.get(id)?.q === q) this.#running.delete(id);
+    });
     q.on('event', (e) => {
+      if (RUN_STATE_EVENTS.has(e.event)) {
+        this.#running.delete(id);
+        this.#epoch.set(id, (this.#epoch.get(id) ?? 0) + 1);
+      }
       if (e.event !== 'BLOCK_IO_ERROR') return;
       const d = e.data ?? {};
       const err = {
@@ -78,12 +115,18 @@ export class QmpSessions {
    */
   async runState(id: string, alive: () => boolean): Promise<{ state: VmState; fault?: Fault }> {
     if (!alive()) return { state: 'stopped' };
+    const known = this.#running.get(id);
+    if (known && this.#qmp.has(id) && this.#now() - known.at < RUNNING_RECHECK_MS) return { state: 'running' };
     try {
       const q = await this.client(id);
+      const epoch = this.#epoch.get(id) ?? 0;
       const s = await q.execute<{ status: string; running: boolean }>('query-status', undefined, {
         timeoutMs: 5000,
       });
-      if (s.running) return { state: 'running' };
+      if (s.running) {
+        if ((this.#epoch.get(id) ?? 0) === epoch && this.#qmp.has(id)) this.#running.set(id, { q, at: this.#now() });
+        return { state: 'running' };
+      }
       if (s.status === 'shutdown' || s.status === 'guest-panicked' || s.status === 'internal-error')
         return { state: 'stopped' };
       // QEMU's default werror=enospc stops the VM when a write to its disk fails for lack of space.
