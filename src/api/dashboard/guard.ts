@@ -58,7 +58,8 @@ export function authorize(
 ): Session {
   const cookie = parseCookies(req.headers.cookie)[SESSION_COOKIE];
   const s = sessions.get(cookie);
-  if (!s) throw new KilnError('unauthenticated', 'not signed in to the dashboard: sign in with a kiln API key');
+  if (!s)
+    throw new KilnError('unauthenticated', 'not signed in to the dashboard: sign in with a kiln API key');
   if (s.caller && !keyAlive(s.caller.keyId)) {
     sessions.delete(cookie);
     throw new KilnError('unauthenticated', 'the API key of this session was revoked: sign in again');

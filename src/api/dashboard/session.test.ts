@@ -114,7 +114,10 @@ describe('dashboard request guard', () => {
 
   it('refuses a request without a session (unauthenticated), reads go through with one', () => {
     const { s, cookie } = setup();
-    assert.equal(codeOf(() => authorize(req('GET', {}), s, alive)), 'unauthenticated');
+    assert.equal(
+      codeOf(() => authorize(req('GET', {}), s, alive)),
+      'unauthenticated',
+    );
     assert.equal(
       codeOf(() => authorize(req('GET', { cookie: `${SESSION_COOKIE}=wrong` }), s, alive)),
       'unauthenticated',
@@ -126,9 +129,19 @@ describe('dashboard request guard', () => {
     const { s, cookie, csrf } = setup();
     const c = { cookie: `${SESSION_COOKIE}=${cookie}` };
     for (const m of ['POST', 'DELETE', 'PUT', 'PATCH'])
-      assert.equal(codeOf(() => authorize(req(m, c), s, alive)), 'forbidden', m);
-    assert.equal(codeOf(() => authorize(req('POST', { ...c, [CSRF_HEADER]: 'nope' }), s, alive)), 'forbidden');
-    assert.equal(codeOf(() => authorize(req('POST', { ...c, [CSRF_HEADER]: cookie }), s, alive)), 'forbidden');
+      assert.equal(
+        codeOf(() => authorize(req(m, c), s, alive)),
+        'forbidden',
+        m,
+      );
+    assert.equal(
+      codeOf(() => authorize(req('POST', { ...c, [CSRF_HEADER]: 'nope' }), s, alive)),
+      'forbidden',
+    );
+    assert.equal(
+      codeOf(() => authorize(req('POST', { ...c, [CSRF_HEADER]: cookie }), s, alive)),
+      'forbidden',
+    );
     assert.ok(authorize(req('POST', { ...c, [CSRF_HEADER]: csrf }), s, alive));
   });
 
@@ -139,7 +152,10 @@ describe('dashboard request guard', () => {
       codeOf(() => authorize(req('POST', { ...h, origin: 'http://evil.example' }), s, alive)),
       'forbidden',
     );
-    assert.equal(codeOf(() => authorize(req('POST', { ...h, origin: 'null' }), s, alive)), 'forbidden');
+    assert.equal(
+      codeOf(() => authorize(req('POST', { ...h, origin: 'null' }), s, alive)),
+      'forbidden',
+    );
     assert.equal(
       codeOf(() => authorize(req('POST', { ...h, 'sec-fetch-site': 'cross-site' }), s, alive)),
       'forbidden',
@@ -151,7 +167,10 @@ describe('dashboard request guard', () => {
   it('a session whose key was revoked is refused and ended', () => {
     const { s, cookie } = setup();
     const c = { cookie: `${SESSION_COOKIE}=${cookie}` };
-    assert.equal(codeOf(() => authorize(req('GET', c), s, () => false)), 'unauthenticated');
+    assert.equal(
+      codeOf(() => authorize(req('GET', c), s, () => false)),
+      'unauthenticated',
+    );
     assert.equal(s.get(cookie), undefined);
   });
 });

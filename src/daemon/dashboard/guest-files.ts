@@ -68,15 +68,13 @@ export class GuestFiles {
         },
       );
       return r.entries
-        .map(
-          (e): GuestEntry => ({
-            name: e.name,
-            path: e.path,
-            type: typeOf(e.type),
-            size: Number(e.size),
-            modified: e.modifiedTime ? new Date(Number(e.modifiedTime.seconds) * 1000).toISOString() : null,
-          }),
-        )
+        .map((e): GuestEntry => ({
+          name: e.name,
+          path: e.path,
+          type: typeOf(e.type),
+          size: Number(e.size),
+          modified: e.modifiedTime ? new Date(Number(e.modifiedTime.seconds) * 1000).toISOString() : null,
+        }))
         .sort((a, b) => Number(b.type === 'dir') - Number(a.type === 'dir') || a.name.localeCompare(b.name));
     } catch (e) {
       throw guestFileError(e, `listing ${path} failed`);
@@ -94,9 +92,9 @@ export class GuestFiles {
         ...(signal ? { signal } : {}),
       });
       req.on('response', resolve);
-      req.on('error', (e) =>
-        reject(new KilnError('guest_agent_error', `download of ${path} failed: ${e.message}`, { cause: e })),
-      );
+      req.on('error', (e) => {
+        reject(new KilnError('guest_agent_error', `download of ${path} failed: ${e.message}`, { cause: e }));
+      });
       req.end();
     });
     if (res.statusCode === 200) return res;

@@ -75,7 +75,11 @@ class GuestTerminal implements Terminal {
         },
         pty: { size },
       },
-      { headers: { ...this.#headers, 'keepalive-ping-interval': '10' }, timeoutMs: 0, signal: this.#ac.signal },
+      {
+        headers: { ...this.#headers, 'keepalive-ping-interval': '10' },
+        timeoutMs: 0,
+        signal: this.#ac.signal,
+      },
     );
     const it = stream[Symbol.asyncIterator]();
     const first = await it.next();
@@ -149,7 +153,10 @@ class GuestTerminal implements Terminal {
 
   async resize(cols: number, rows: number): Promise<void> {
     const size = checkSize(cols, rows);
-    await this.#client.update({ process: this.#selector(), pty: { size } }, { headers: this.#headers, timeoutMs: 10_000 });
+    await this.#client.update(
+      { process: this.#selector(), pty: { size } },
+      { headers: this.#headers, timeoutMs: 10_000 },
+    );
   }
 
   close(): void {
@@ -160,7 +167,9 @@ class GuestTerminal implements Terminal {
           { headers: this.#headers, timeoutMs: 5000 },
         )
         .catch(() => undefined)
-        .finally(() => this.#ac.abort());
+        .finally(() => {
+          this.#ac.abort();
+        });
     else this.#ac.abort();
     this.#finish('closed');
   }
