@@ -54,14 +54,14 @@ class GuestTerminal implements Terminal {
   readonly #client: Client<typeof Process>;
   readonly #headers: Record<string, string>;
 
-  constructor(sandboxId: string, owner: string, baseUrl: string, token: string) {
+  constructor(sandboxId: string, owner: string, baseUrl: string, token: string, user: string) {
     this.sandboxId = sandboxId;
     this.owner = owner;
     this.#client = createClient(
       Process,
       createConnectTransport({ baseUrl, httpVersion: '1.1', useBinaryFormat: true }),
     );
-    this.#headers = { 'x-access-token': token, authorization: basic(DASHBOARD_GUEST_USER) };
+    this.#headers = { 'x-access-token': token, authorization: basic(user) };
   }
 
   /** Starts the shell; resolves once the agent says its pid. */
@@ -186,9 +186,12 @@ export class TerminalService {
   readonly #log: Logger;
   readonly #terms = new Map<string, GuestTerminal>();
   readonly #timer: NodeJS.Timeout;
+  readonly #user: string;
 
-  constructor(deps: { agent: AgentOf; log: Logger }) {
+  /** `user`: the guest user shells run as (default the SDK's default, `user`). */
+  constructor(deps: { agent: AgentOf; log: Logger; user?: string }) {
     this.#agent = deps.agent;
+    this.#user = deps.user ?? DASHBOARD_GUEST_USER;
     this.#log = deps.log;
     this.#timer = setInterval(() => {
       this.#sweep();
@@ -202,7 +205,7 @@ export class TerminalService {
     if (this.#terms.size >= MAX_TERMINALS)
       throw new KilnError('capacity', `at most ${MAX_TERMINALS} terminals at once; close one first`);
     const { sandbox, baseUrl } = await this.#agent(sandboxId);
-    const t = new GuestTerminal(sandboxId, owner, baseUrl, sandbox.accessToken);
+    const t = new GuestTerminal(sandboxId, owner, baseUrl, sandbox.accessToken, this.#user);
     this.#terms.set(t.id, t);
     try {
       await t.start(size, () => {

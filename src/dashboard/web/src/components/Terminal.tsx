@@ -81,7 +81,7 @@ export function Terminal(props: { sandboxId: string; onClose: () => void }) {
         tid = t.id;
         es = new EventSource(`/api/terminals/${t.id}/output`);
         es.addEventListener('data', (e) => {
-          term.write(decode((e as MessageEvent<string>).data));
+          term.write(decode(JSON.parse((e as MessageEvent<string>).data) as string));
         });
         es.addEventListener('exit', (e) => {
           setStatus(`ended (${JSON.parse((e as MessageEvent<string>).data) as string})`);
