@@ -18,7 +18,7 @@ integ=(test/**/*.test.ts)
 static_checks() {
   echo "== format" && npx prettier --check . --log-level warn
   echo "== lint" && npx eslint --max-warnings 0 .
-  echo "== typecheck" && npx tsc -p tsconfig.json
+  echo "== typecheck" && npx tsc -p tsconfig.json && npx tsc -p src/dashboard/web/tsconfig.json
 }
 unit_tests() {
   echo "== unit tests (${#unit[@]} files, two at a time)"

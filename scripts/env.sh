@@ -66,6 +66,25 @@ kiln_ensure_modules() {
   echo "$sum" > "$stamp"
 }
 
+# The web dashboard's front end (src/dashboard: Preact, xterm.js, uPlot), bundled by Vite into
+# dist/dashboard (gitignored), which kilnd serves. Rebuilt when the front end's sources, the types it
+# shares with kilnd or the lockfile change (a content hash, kept beside the build); `force` rebuilds.
+kiln_dashboard_build() {
+  local out="$KILN_ROOT/dist/dashboard" stamp sum tmp
+  stamp="$out/.kiln-web.sha256"
+  sum="$(cd "$KILN_ROOT" && find src/dashboard src/core/dashboard-types.ts package-lock.json -type f -print0 \
+    | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+  [ "${1:-}" != force ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ] && return 0
+  kiln_say "building the dashboard's front end"
+  mkdir -p "$KILN_ROOT/dist"
+  tmp="$(mktemp -d "$KILN_ROOT/dist/.dashboard-XXXXXX")"
+  (cd "$KILN_ROOT" && "$KILN_NODE" node_modules/vite/bin/vite.js build --config src/dashboard/vite.config.ts \
+    --outDir "$tmp" --emptyOutDir >&2) || { rm -rf "$tmp"; kiln_die "building the dashboard failed"; }
+  chmod 755 "$tmp"
+  echo "$sum" > "$tmp/.kiln-web.sha256"
+  rm -rf "$out" && mv -T "$tmp" "$out"
+}
+
 kiln_setup() {
   # One set-up at a time per cache (two test runs started together): apt-get, the Node fetch and
   # `npm ci` (which replaces node_modules under a running test) must not overlap.
@@ -76,6 +95,7 @@ kiln_setup() {
   kiln_ensure_debs
   kiln_ensure_node
   kiln_ensure_modules
+  kiln_dashboard_build
   flock -u "$lock"
   exec {lock}>&-
 }

@@ -30,15 +30,10 @@ import { e2bErrorBody, e2bRouterOpts, e2bRoutes } from './e2b.ts';
 import { openVolumes } from './volumes.ts';
 import { createEnvdProxy } from './envd-proxy.ts';
 import { e2bEnvOnce } from './e2b-env.ts';
+import { serveDashboard } from './dashboard-serve.ts';
 import { createRouter, type Route } from './http.ts';
 import { closeServer, listenTcp, socketAnswers } from './net.ts';
-import {
-  FALLBACK_NOFILE,
-  planListeners,
-  readNofile,
-  type ListenerName,
-  type ListenersPlan,
-} from './limits.ts';
+import { listenerPlan, type ListenerName, type ListenersPlan } from './limits.ts';
 import { createListener, type ListenerLimits } from './listener.ts';
 import { nativeRoutes } from './native.ts';
 import { ociTemplateMaker } from './oci-templates.ts';
@@ -69,6 +64,12 @@ export interface KilndOpts {
    */
   e2bApiPort?: number;
   e2bSandboxPort?: number;
+  /**
+   * The web dashboard's TCP port on 127.0.0.1 ($KILN_DASHBOARD_PORT; default 7482, 0 = any; a
+   * taken default falls back to a free one) and where its built front end is (default dist/dashboard).
+   */
+  dashboardPort?: number | undefined;
+  webDir?: string | undefined;
   /**
    * The `domain` the E2B API answers ($KILN_SANDBOX_DOMAIN through the config): published ports
    * are `{port}-{sandboxId}.<domain>`. Default `localhost:<envd proxy port>` (curl and browsers
@@ -132,11 +133,13 @@ export interface Kilnd {
   /** `http://127.0.0.1:<port>` of the E2B API (E2B_API_URL) and of the envd proxy (E2B_SANDBOX_URL). */
   e2bApiUrl: string;
   e2bSandboxUrl: string;
+  /** The web dashboard (`http://127.0.0.1:<port>/`). */
+  dashboardUrl: string;
   keys: ApiKeyService;
   svc: SandboxService;
   server: Server;
   /** The three listeners (`server` is the native one) and the limits each was given. */
-  listeners: Record<ListenerName, Server>;
+  listeners: Record<ListenerName | 'dashboard', Server>;
   limits: ListenersPlan;
   close(): Promise<void>;
 }
@@ -149,30 +152,6 @@ function numberOpt(given: number | undefined, envName: string, dflt: number, min
   if (!Number.isFinite(v) || v < min)
     throw new KilnError('invalid_argument', `${envName}: must be a number >= ${min}, got "${String(v)}"`);
   return v;
-}
-
-/**
- * The listeners' limits, sized from the descriptors this process has (Node raises its soft limit
- * to the hard one at start-up; a soft limit still below it is worth a warning).
- */
-function listenerPlan(log: Logger, overrides: KilndOpts['listeners']): ListenersPlan {
-  const nofile = readNofile();
-  if (nofile && nofile.soft < nofile.hard)
-    log.warn(nofile, 'the open-files soft limit is below the hard limit; kilnd serves fewer connections');
-  const plan = planListeners(nofile?.soft ?? FALLBACK_NOFILE, overrides);
-  log.info(
-    {
-      nofile: plan.nofile,
-      reserve: plan.reserve,
-      maxConnections: {
-        native: plan.native.maxConnections,
-        e2bApi: plan.e2bApi.maxConnections,
-        envdProxy: plan.envdProxy.maxConnections,
-      },
-    },
-    'listener limits',
-  );
-  return plan;
 }
 
 /** Takes the state dir's lock, makes sure no other daemon serves the socket, writes the pid file. */
@@ -456,6 +435,20 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
     const limits = listenerPlan(log, o.listeners);
     const e2b = await serveE2b(o, log, { svc, keys, templates, connector, builds }, limits, undo);
     const e2bEnv = e2bEnvOnce(o.stateDir, keys, e2b.e2bApiUrl, e2b.e2bSandboxUrl);
+    const dash = await serveDashboard(
+      { port: o.dashboardPort, webDir: o.webDir },
+      log,
+      {
+        svc,
+        keys,
+        builds,
+        version: KILN_VERSION,
+        stateDir: o.stateDir,
+        cacheDir: o.cacheDir,
+        sandboxDomain: () => e2b.sandboxDomain,
+      },
+      undo,
+    );
     const routes = nativeRoutes({
       svc,
       buildTemplate,
@@ -465,6 +458,7 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
       keys,
       e2bEnv,
       sandboxDomain: e2b.sandboxDomain,
+      dashboard: dash,
     });
     const server = await serveNative(socketPath, log, routes, limits, undo);
     log.info({ socketPath, version: KILN_VERSION }, 'kilnd listening');
@@ -473,10 +467,11 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
       socketPath,
       e2bApiUrl: e2b.e2bApiUrl,
       e2bSandboxUrl: e2b.e2bSandboxUrl,
+      dashboardUrl: dash.url,
       keys,
       svc,
       server,
-      listeners: { native: server, e2bApi: e2b.e2bApi, envdProxy: e2b.envdProxy },
+      listeners: { native: server, e2bApi: e2b.e2bApi, envdProxy: e2b.envdProxy, dashboard: dash.server },
       limits,
       close: () =>
         (closing ??= (async () => {

@@ -13,6 +13,7 @@
  * is also capped (1024 / 4096 / 8192): more would only hold memory for idle clients.
  */
 import { readFileSync } from 'node:fs';
+import type { Logger } from 'pino';
 import type { ListenerLimits } from './listener.ts';
 
 export interface Nofile {
@@ -103,4 +104,31 @@ export function planListeners(
     ...overrides[name],
   });
   return { nofile: n, reserve, native: one('native'), e2bApi: one('e2bApi'), envdProxy: one('envdProxy') };
+}
+
+/**
+ * The listeners' limits, sized from the descriptors this process has (Node raises its soft limit
+ * to the hard one at start-up; a soft limit still below it is worth a warning).
+ */
+export function listenerPlan(
+  log: Logger,
+  overrides: Partial<Record<ListenerName, Partial<ListenerLimits>>> | undefined,
+): ListenersPlan {
+  const nofile = readNofile();
+  if (nofile && nofile.soft < nofile.hard)
+    log.warn(nofile, 'the open-files soft limit is below the hard limit; kilnd serves fewer connections');
+  const plan = planListeners(nofile?.soft ?? FALLBACK_NOFILE, overrides);
+  log.info(
+    {
+      nofile: plan.nofile,
+      reserve: plan.reserve,
+      maxConnections: {
+        native: plan.native.maxConnections,
+        e2bApi: plan.e2bApi.maxConnections,
+        envdProxy: plan.envdProxy.maxConnections,
+      },
+    },
+    'listener limits',
+  );
+  return plan;
 }

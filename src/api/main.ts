@@ -33,6 +33,7 @@ try {
     accel: config.accel,
     e2bApiPort: config.e2bApiPort,
     e2bSandboxPort: config.e2bSandboxPort,
+    dashboardPort: config.dashboardPort,
     sandboxDomain: config.sandboxDomain,
     overcommitRatio: config.overcommitRatio,
     diskReserveMiB: config.diskReserveMiB,

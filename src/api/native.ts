@@ -7,6 +7,7 @@ import type { ApiKeyService } from '../daemon/api-keys.ts';
 import { TemplateEnsurer, type TemplateBuilder } from '../daemon/ensure-template.ts';
 import type { SandboxService } from '../daemon/sandbox-service.ts';
 import type { Route } from './http.ts';
+import type { NativeDeps } from './native/deps.ts';
 import { execRoutes } from './native/exec.ts';
 import { sandboxRoutes } from './native/sandboxes.ts';
 import { snapshotRoutes } from './native/snapshots.ts';
@@ -38,6 +39,8 @@ export interface NativeApiDeps {
   templates?: TemplateEnsurer;
   /** Template builds (kilnd's one service, shared with the E2B API). */
   builds?: TemplateBuildService;
+  /** The web dashboard (kilnd's): `kiln dashboard` asks for its URL and sign-in links. */
+  dashboard?: NativeDeps['dashboard'];
 }
 
 export function nativeRoutes(o: NativeApiDeps): Route[] {

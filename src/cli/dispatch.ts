@@ -6,6 +6,7 @@ import { UsageError, splitCommand } from './args.ts';
 import type { CliContext } from './context.ts';
 import { apiKey } from './commands/api-key.ts';
 import { daemon } from './commands/daemon.ts';
+import { dashboard } from './commands/dashboard.ts';
 import { e2b } from './commands/e2b.ts';
 import { image } from './commands/image.ts';
 import { run } from './commands/run.ts';
@@ -61,6 +62,8 @@ export async function dispatch(ctx: CliContext, argv: string[]): Promise<number>
       return workspace(ctx, sub, rest);
     case 'e2b':
       return e2b(ctx, sub);
+    case 'dashboard':
+      return dashboard(ctx, argv.slice(1));
     case 'daemon':
       return daemon(ctx, argv.slice(1));
     default:

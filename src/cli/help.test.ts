@@ -46,6 +46,7 @@ const EXPECTED = [
   'workspace export',
   'workspace push',
   'e2b env',
+  'dashboard',
   'daemon',
   'daemon stop',
   'help',

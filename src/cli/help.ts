@@ -306,6 +306,16 @@ export const COMMANDS: Record<string, CommandHelp> = {
     usage: ['kiln e2b env'],
     summary: 'print the exports that point the e2b SDK at this kiln: eval "$(kiln e2b env)"',
   },
+  dashboard: {
+    usage: ['kiln dashboard [--link] [--open] [--json]'],
+    summary:
+      "print the URL of kilnd's web dashboard (127.0.0.1; sign in with an API key); starts kilnd if needed",
+    options: [
+      ['--link', 'print a one-time sign-in link instead (good for two minutes; sees everything)'],
+      ['--open', 'also try to open it in a browser (xdg-open)'],
+      JSON_OPT,
+    ],
+  },
   daemon: {
     usage: ['kiln daemon [--detach]'],
     summary: 'run kilnd in the foreground (or start it in the background)',

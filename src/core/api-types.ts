@@ -215,6 +215,12 @@ export interface E2bEnvView {
   apiKey: string;
 }
 
+/** Where kilnd's web dashboard answers (`kiln dashboard`); `expiresAt` for a one-time sign-in link. */
+export interface DashboardView {
+  url: string;
+  expiresAt: string | null;
+}
+
 export interface HealthView {
   ok: boolean;
   version: string;

@@ -29,6 +29,8 @@ export interface KilnConfig {
   /** KILN_E2B_API_PORT / KILN_E2B_SANDBOX_PORT (0 = any free port; default 7480 / 7481). */
   e2bApiPort: number | undefined;
   e2bSandboxPort: number | undefined;
+  /** KILN_DASHBOARD_PORT: the web dashboard's port on 127.0.0.1 (0 = any free port; default 7482). */
+  dashboardPort: number | undefined;
   /**
    * KILN_SANDBOX_DOMAIN: the `domain` the E2B API answers, so that the SDK's
    * `sandbox.getHost(port)` is `{port}-{sandboxId}.<domain>` (a name with wildcard DNS pointing
@@ -154,6 +156,7 @@ export function loadConfig(env: Env = process.env, home: string = homedir()): Ki
     accel: oneOf(env, 'KILN_ACCEL', ['auto', 'kvm', 'tcg'], 'auto'),
     e2bApiPort: port(env, 'KILN_E2B_API_PORT'),
     e2bSandboxPort: port(env, 'KILN_E2B_SANDBOX_PORT'),
+    dashboardPort: port(env, 'KILN_DASHBOARD_PORT'),
     sandboxDomain: domain(env, 'KILN_SANDBOX_DOMAIN'),
     overcommitRatio: num(env, 'KILN_OVERCOMMIT_RATIO', 0, true),
     diskReserveMiB: num(env, 'KILN_DISK_RESERVE_MIB', 0),

@@ -25,6 +25,10 @@ export const ERROR_CODES = {
   guest_agent_error: { status: 502, summary: 'The guest agent did not answer or answered with an error.' },
   cancelled: { status: 499, summary: 'The caller cancelled the action.' },
   internal: { status: 500, summary: 'A bug in kiln; the message and op id help to report it.' },
+  forbidden: {
+    status: 403,
+    summary: 'The caller is known but may not do this (a dashboard action without its CSRF token).',
+  },
 } as const satisfies Record<string, { status: number; summary: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -104,6 +104,21 @@ export class DiskAdmission {
   }
 }
 
+/** Memory committed to live sandboxes (paused ones included) and the admission limit (MiB). */
+export function memoryCommitment(sc: ServiceContext): {
+  committedMiB: number;
+  limitMiB: number | null;
+  hostMiB: number | null;
+} {
+  const live = sc.store.listSandboxes({ states: [...LIVE] }, { limit: 1000 }).items;
+  const cap = sc.capacity;
+  return {
+    committedMiB: live.reduce((n, s) => n + s.memoryMiB, 0),
+    limitMiB: cap ? Math.floor(cap.hostMemoryMiB * cap.overcommitRatio) : null,
+    hostMiB: cap ? cap.hostMemoryMiB : null,
+  };
+}
+
 /**
  * The admission policy of a create, restore, fork or resume whose VM restores `source` with
  * `memoryMiB` of RAM: the disk check above (when configured) and the memory check (live

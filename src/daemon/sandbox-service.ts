@@ -13,6 +13,7 @@ import { DEFAULT_TEMPLATE, MAX_WARM_POOL } from '../core/defaults.ts';
 import { validateInt, validateName } from '../core/validate.ts';
 import type { Page, PageOpts, SandboxFilter } from '../store/store.ts';
 import type { ExecOpts, ExecResult, GuestMetrics } from './guest-client.ts';
+import { memoryCommitment } from './admission.ts';
 import { KeyedLock } from './locks.ts';
 import { startLoops, type LoopOpts } from './monitors/loops.ts';
 import { reapExpired, setEndTime } from './monitors/reaper.ts';
@@ -394,6 +395,21 @@ export class SandboxService {
   /** CPU, memory (RSS, PSS) and disk of a live sandbox: the background's recent sample, or a fresh one. */
   async stats(id: string): Promise<SandboxStats> {
     return this.#stats.stats(id);
+  }
+
+  /** The background's samples of a sandbox over the last hour, oldest first (at most STATS_HISTORY). */
+  statsHistory(id: string): SandboxStats[] {
+    return this.#stats.history(id);
+  }
+
+  /** The accelerator VMs run under, as the last sampled VM said (undefined before any ran). */
+  accel(): 'kvm' | 'tcg' | undefined {
+    return this.#stats.accel();
+  }
+
+  /** Memory committed to live sandboxes and the admission limit (daemon/admission.ts). */
+  memoryCommitment(): { committedMiB: number; limitMiB: number | null; hostMiB: number | null } {
+    return memoryCommitment(this.#sc);
   }
 
   /** Samples every running sandbox (the background does this every STATS_EVERY_MS). */

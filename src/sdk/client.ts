@@ -8,6 +8,7 @@ import type {
   BuildTemplateRequest,
   CreateSandboxRequest,
   CreatedApiKeyView,
+  DashboardView,
   E2bEnvView,
   EventView,
   ExecLine,
@@ -29,6 +30,7 @@ import type {
 
 export type {
   ApiKeyView,
+  DashboardView,
   E2bEnvView,
   EventView,
   ForkView,
@@ -455,6 +457,11 @@ export class KilnClient {
   /** Deletes a volume (by id or name) and its files; refused while a live sandbox mounts it. */
   async deleteVolume(idOrName: string): Promise<void> {
     await this.#json('DELETE', `/v1/volumes/${encodeURIComponent(idOrName)}`);
+  }
+
+  /** The web dashboard's URL; with `link`, a one-time sign-in link (good for two minutes). */
+  dashboard(link = false): Promise<DashboardView> {
+    return link ? this.#json('POST', '/v1/dashboard/link') : this.#json('GET', '/v1/dashboard');
   }
 
   /** The E2B API and envd proxy URLs and a key for them (created on first use, then reused). */

@@ -19,6 +19,8 @@ export interface NativeDeps {
   sandboxDomain?: string;
   /** Template builds from step lists (issue 14); absent, those routes answer invalid_state. */
   builds?: TemplateBuildService | undefined;
+  /** The web dashboard, when kilnd serves it: its URL and one-time sign-in links. */
+  dashboard?: { url: string; link(): { url: string; expiresAt: string } };
 }
 
 /** The request's JSON body under the native API's null rule (docs/openapi.json: nothing is nullable). */

@@ -6,6 +6,9 @@ import type { ServiceContext } from '../sandbox/context.ts';
 import { getSandbox } from '../sandbox/queries.ts';
 import { STATS_EVERY_MS, type SandboxStats } from '../sandbox/types.ts';
 
+/** Samples kept per sandbox: one hour of the background's 5-s samples (the dashboard's charts). */
+export const STATS_HISTORY = Math.ceil(3_600_000 / STATS_EVERY_MS);
+
 /**
  * The /proc statistics of running sandboxes: CPU (% of one core since the previous sample, or
  * since start on the first), memory (RSS and PSS of its QEMU process) and disk (bytes its
@@ -15,6 +18,9 @@ export class StatsSampler {
   readonly #sc: ServiceContext;
   readonly #samples = new Map<string, { ticks: number; at: number }>();
   readonly #latest = new Map<string, SandboxStats>();
+  /** The background's samples per sandbox, oldest first, at most STATS_HISTORY (a ring). */
+  readonly #history = new Map<string, SandboxStats[]>();
+  #accel: 'kvm' | 'tcg' | undefined;
 
   constructor(sc: ServiceContext) {
     this.#sc = sc;
@@ -32,12 +38,40 @@ export class StatsSampler {
     return this.#sample(id);
   }
 
-  /** Samples every running sandbox (and forgets the others). */
+  /**
+   * The background's samples of a sandbox over the last hour, oldest first (empty when it has
+   * none). Kept while the sandbox is live (a paused one keeps its history); dropped when it ends.
+   */
+  history(id: string): SandboxStats[] {
+    return [...(this.#history.get(id) ?? [])];
+  }
+
+  /** The accelerator the last sampled VM runs under (undefined before any VM was sampled). */
+  accel(): 'kvm' | 'tcg' | undefined {
+    return this.#accel;
+  }
+
+  /** Samples every running sandbox (and forgets the others; history only once they ended). */
   async sampleAll(): Promise<void> {
     const live = this.#sc.store.listSandboxes({ states: ['running'] }, { limit: 1000 }).items;
     const ids = new Set(live.map((s) => s.id));
     for (const id of this.#latest.keys()) if (!ids.has(id)) this.#latest.delete(id);
-    for (const id of ids) await this.#sample(id).catch(() => undefined);
+    if (this.#history.size > ids.size) {
+      const kept = new Set(
+        this.#sc.store
+          .listSandboxes({ states: ['pausing', 'paused', 'resuming'] }, { limit: 1000 })
+          .items.map((s) => s.id),
+      );
+      for (const id of this.#history.keys()) if (!ids.has(id) && !kept.has(id)) this.#history.delete(id);
+    }
+    for (const id of ids) {
+      const s = await this.#sample(id).catch(() => undefined);
+      if (!s) continue;
+      const h = this.#history.get(id) ?? [];
+      h.push(s);
+      if (h.length > STATS_HISTORY) h.splice(0, h.length - STATS_HISTORY);
+      this.#history.set(id, h);
+    }
   }
 
   async #sample(id: string): Promise<SandboxStats> {
@@ -45,6 +79,7 @@ export class StatsSampler {
     if (s.state !== 'running')
       throw new KilnError('invalid_state', `sandbox ${id} is ${s.state}; stats need a running VM`);
     const info = await this.#sc.driver.status(id);
+    this.#accel = info.accel;
     const u = procUsage(info.pid);
     if (!u || info.state === 'stopped')
       throw new KilnError('invalid_state', `sandbox ${id} has no running VM`);
