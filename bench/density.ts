@@ -33,7 +33,11 @@ interface Idle {
 }
 
 /** PSS and CPU of the given processes over `secs` of idling (after a settle of 10 s). */
-async function measureIdle(pids: number[], secs: number, extraPid?: number): Promise<Idle & { extraCpuPct: number }> {
+async function measureIdle(
+  pids: number[],
+  secs: number,
+  extraPid?: number,
+): Promise<Idle & { extraCpuPct: number }> {
   await sleep(10_000);
   const ticks = (pid: number): number => procUsage(pid)?.cpuTicks ?? 0;
   const before = pids.map(ticks);
@@ -91,7 +95,8 @@ async function main(): Promise<void> {
       const s0 = performance.now();
       ids.push((await c.createSandbox({ template: 'base', timeoutS: 3600 })).sandboxId);
       createMs.push(performance.now() - s0);
-      if ((i + 1) % 10 === 0) say(`created ${i + 1}/${args.sandboxes} (last ${createMs.at(-1)?.toFixed(0)} ms)`);
+      if ((i + 1) % 10 === 0)
+        say(`created ${i + 1}/${args.sandboxes} (last ${createMs.at(-1)?.toFixed(0)} ms)`);
     }
     const createAllS = (performance.now() - t0) / 1000;
     say(`kiln: idle ${args.idle} s`);
@@ -139,7 +144,9 @@ async function main(): Promise<void> {
     console.log(
       `  kiln:  ${k.count} sandboxes (isolated)       PSS ${k.pssPerVmMB} MB each (target <= 64), CPU ${k.cpuPctPerVm}% of a core each (p99 ${k.cpuPctP99}; target <= 0.3)`,
     );
-    console.log(`         kilnd's own CPU while idle: ${k.extraCpuPct}% of a core (${k.kilndCpuPctPerSandbox}% per sandbox)`);
+    console.log(
+      `         kilnd's own CPU while idle: ${k.extraCpuPct}% of a core (${k.kilndCpuPctPerSandbox}% per sandbox)`,
+    );
     console.log(
       `         creates: median ${k.createMedianMs} ms, p99 ${k.createP99Ms} ms, all ${k.createAllSeconds} s; a command in every one: ${k.answered}/${k.count} answered in ${k.execAllSeconds} s`,
     );

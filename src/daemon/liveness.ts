@@ -197,7 +197,8 @@ export class LivenessWatcher {
       const c = this.conditionOf(s);
       if (c && c.code !== 'unresponsive') this.#clear(s, 'the VM runs again');
     }
-    const every = p.failures > 0 ? Math.min(this.#o.probeEveryMs, RETRY_PROBE_EVERY_MS) : this.#o.probeEveryMs;
+    const every =
+      p.failures > 0 ? Math.min(this.#o.probeEveryMs, RETRY_PROBE_EVERY_MS) : this.#o.probeEveryMs;
     if (this.#d.now() - p.lastProbeAt < every || !p.baseUrl) return false;
     p.lastProbeAt = this.#d.now();
     try {

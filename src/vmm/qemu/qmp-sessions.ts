@@ -116,7 +116,8 @@ export class QmpSessions {
   async runState(id: string, alive: () => boolean): Promise<{ state: VmState; fault?: Fault }> {
     if (!alive()) return { state: 'stopped' };
     const known = this.#running.get(id);
-    if (known && this.#qmp.has(id) && this.#now() - known.at < RUNNING_RECHECK_MS) return { state: 'running' };
+    if (known && this.#qmp.has(id) && this.#now() - known.at < RUNNING_RECHECK_MS)
+      return { state: 'running' };
     try {
       const q = await this.client(id);
       const epoch = this.#epoch.get(id) ?? 0;
@@ -124,7 +125,8 @@ export class QmpSessions {
         timeoutMs: 5000,
       });
       if (s.running) {
-        if ((this.#epoch.get(id) ?? 0) === epoch && this.#qmp.has(id)) this.#running.set(id, { q, at: this.#now() });
+        if ((this.#epoch.get(id) ?? 0) === epoch && this.#qmp.has(id))
+          this.#running.set(id, { q, at: this.#now() });
         return { state: 'running' };
       }
       if (s.status === 'shutdown' || s.status === 'guest-panicked' || s.status === 'internal-error')
