@@ -57,6 +57,81 @@ async function measureIdle(
   };
 }
 
+async function measureFloor(
+  root: string,
+  img: Awaited<ReturnType<typeof ensureDefaultImage>>,
+  snapshotId: string,
+  raws: RawVm[],
+): Promise<Idle> {
+  say(`floor: ${args.floor} raw QEMU restores`);
+  const snap = snapshotFiles(root, snapshotId, args.memory);
+  for (let i = 0; i < args.floor; i++) raws.push(await rawRestore(img, snap));
+  say(`floor: idle ${args.idle} s`);
+  const floor = await measureIdle(
+    raws.map((r) => r.pid),
+    args.idle,
+  );
+  for (const r of raws.splice(0)) {
+    r.qmp.close();
+    await r.stop();
+  }
+  return floor;
+}
+
+/** Creates N sandboxes one after another, measures them idle, then runs a command in each. */
+async function measureKiln(c: KilnClient, root: string, ids: string[]) {
+  const createMs: number[] = [];
+  const t0 = performance.now();
+  for (let i = 0; i < args.sandboxes; i++) {
+    const s0 = performance.now();
+    ids.push((await c.createSandbox({ template: 'base', timeoutS: 3600 })).sandboxId);
+    createMs.push(performance.now() - s0);
+    if ((i + 1) % 10 === 0)
+      say(`created ${i + 1}/${args.sandboxes} (last ${createMs.at(-1)?.toFixed(0)} ms)`);
+  }
+  const createAllS = (performance.now() - t0) / 1000;
+  say(`kiln: idle ${args.idle} s`);
+  const kiln = await measureIdle(
+    ids.map((id) => vmPid(root, id)),
+    args.idle,
+    process.pid, // kilnd runs in this process
+  );
+
+  say('kiln: a command in every sandbox');
+  let answered = 0;
+  const e0 = performance.now();
+  for (const id of ids) {
+    let out = '';
+    await c.exec(id, 'echo ok', { onStdout: (b) => (out += b.toString()) });
+    if (out === 'ok\n') answered++;
+  }
+  return {
+    ...kiln,
+    kilndCpuPctPerSandbox: +(kiln.extraCpuPct / ids.length).toFixed(3),
+    createMedianMs: Math.round(median(createMs)),
+    createP99Ms: Math.round(percentile(createMs, 99)),
+    createAllSeconds: +createAllS.toFixed(1),
+    answered,
+    execAllSeconds: +((performance.now() - e0) / 1000).toFixed(1),
+  };
+}
+
+function print(floor: Idle, k: Awaited<ReturnType<typeof measureKiln>>): void {
+  console.log(`bench/density (TCG, ${args.memory} MiB template, idle ${args.idle} s)`);
+  console.log(
+    `  floor: ${floor.count} raw QEMU restores        PSS ${floor.pssPerVmMB} MB each, CPU ${floor.cpuPctPerVm}% of a core each (p99 ${floor.cpuPctP99})`,
+  );
+  console.log(
+    `  kiln:  ${k.count} sandboxes (isolated)       PSS ${k.pssPerVmMB} MB each (target <= 64), CPU ${k.cpuPctPerVm}% of a core each (p99 ${k.cpuPctP99}; target <= 0.3)`,
+  );
+  console.log(
+    `         kilnd's own CPU while idle: ${k.extraCpuPct}% of a core (${k.kilndCpuPctPerSandbox}% per sandbox)`,
+  );
+  console.log(
+    `         creates: median ${k.createMedianMs} ms, p99 ${k.createP99Ms} ms, all ${k.createAllSeconds} s; a command in every one: ${k.answered}/${k.count} answered in ${k.execAllSeconds} s`,
+  );
+}
+
 async function main(): Promise<void> {
   const img = await ensureDefaultImage();
   const root = await mkdtemp('/tmp/kiln-bd-');
@@ -75,81 +150,18 @@ async function main(): Promise<void> {
   try {
     say('building the template');
     const tpl = await c.buildTemplate({ name: 'base', memoryMiB: args.memory, vcpus: 1 });
-
-    say(`floor: ${args.floor} raw QEMU restores`);
-    const snap = snapshotFiles(root, tpl.snapshotId ?? '', args.memory);
-    for (let i = 0; i < args.floor; i++) raws.push(await rawRestore(img, snap));
-    say(`floor: idle ${args.idle} s`);
-    const floor = await measureIdle(
-      raws.map((r) => r.pid),
-      args.idle,
-    );
-    for (const r of raws.splice(0)) {
-      r.qmp.close();
-      await r.stop();
-    }
-
-    const createMs: number[] = [];
-    const t0 = performance.now();
-    for (let i = 0; i < args.sandboxes; i++) {
-      const s0 = performance.now();
-      ids.push((await c.createSandbox({ template: 'base', timeoutS: 3600 })).sandboxId);
-      createMs.push(performance.now() - s0);
-      if ((i + 1) % 10 === 0)
-        say(`created ${i + 1}/${args.sandboxes} (last ${createMs.at(-1)?.toFixed(0)} ms)`);
-    }
-    const createAllS = (performance.now() - t0) / 1000;
-    say(`kiln: idle ${args.idle} s`);
-    const kiln = await measureIdle(
-      ids.map((id) => vmPid(root, id)),
-      args.idle,
-      process.pid, // kilnd runs in this process
-    );
-
-    say('kiln: a command in every sandbox');
-    let answered = 0;
-    const e0 = performance.now();
-    for (const id of ids) {
-      let out = '';
-      await c.exec(id, 'echo ok', { onStdout: (b) => (out += b.toString()) });
-      if (out === 'ok\n') answered++;
-    }
-    const execAllS = (performance.now() - e0) / 1000;
-
+    const floor = await measureFloor(root, img, tpl.snapshotId ?? '', raws);
+    const kiln = await measureKiln(c, root, ids);
     const res = {
       bench: 'density',
       memoryMiB: args.memory,
       idleSeconds: args.idle,
       floor: { ...floor, extraCpuPct: undefined },
-      kiln: {
-        ...kiln,
-        kilndCpuPctPerSandbox: +(kiln.extraCpuPct / ids.length).toFixed(3),
-        createMedianMs: Math.round(median(createMs)),
-        createP99Ms: Math.round(percentile(createMs, 99)),
-        createAllSeconds: +createAllS.toFixed(1),
-        answered,
-        execAllSeconds: +execAllS.toFixed(1),
-      },
+      kiln,
       targets: { pssPerSandboxMB: 64, cpuPctPerSandbox: 0.3 },
     };
-    if (args.json) {
-      console.log(JSON.stringify(res));
-      return;
-    }
-    const k = res.kiln;
-    console.log(`bench/density (TCG, ${args.memory} MiB template, idle ${args.idle} s)`);
-    console.log(
-      `  floor: ${floor.count} raw QEMU restores        PSS ${floor.pssPerVmMB} MB each, CPU ${floor.cpuPctPerVm}% of a core each (p99 ${floor.cpuPctP99})`,
-    );
-    console.log(
-      `  kiln:  ${k.count} sandboxes (isolated)       PSS ${k.pssPerVmMB} MB each (target <= 64), CPU ${k.cpuPctPerVm}% of a core each (p99 ${k.cpuPctP99}; target <= 0.3)`,
-    );
-    console.log(
-      `         kilnd's own CPU while idle: ${k.extraCpuPct}% of a core (${k.kilndCpuPctPerSandbox}% per sandbox)`,
-    );
-    console.log(
-      `         creates: median ${k.createMedianMs} ms, p99 ${k.createP99Ms} ms, all ${k.createAllSeconds} s; a command in every one: ${k.answered}/${k.count} answered in ${k.execAllSeconds} s`,
-    );
+    if (args.json) console.log(JSON.stringify(res));
+    else print(floor, kiln);
   } finally {
     for (const r of raws) {
       r.qmp.close();

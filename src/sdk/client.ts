@@ -2,6 +2,19 @@ import { request, type IncomingMessage } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { ERROR_CODES, KilnError, type ErrorCode } from '../core/errors.ts';
 import { feedStdin } from './exec-stdin.ts';
+import type {
+  BuildLogLine,
+  TemplateBuildRequest,
+  TemplateBuildView,
+  TemplateDetailView,
+} from './template-types.ts';
+
+export type {
+  BuildLogLine,
+  TemplateBuildRequest,
+  TemplateBuildView,
+  TemplateDetailView,
+} from './template-types.ts';
 
 import type {
   ApiKeyView,
@@ -89,46 +102,6 @@ export function apiError(
     err.message ?? (body || `HTTP ${status}`),
     err.opId ?? (typeof opHeader === 'string' ? opHeader : undefined),
   );
-}
-
-/** POST /v1/template-builds. */
-export interface TemplateBuildRequest {
-  name: string;
-  fromTemplate?: string;
-  fromImage?: string;
-  steps: { type: string; args?: string[]; filesHash?: string; force?: boolean }[];
-  startCmd?: string;
-  readyCmd?: string;
-  force?: boolean;
-  memoryMiB?: number;
-  vcpus?: number;
-}
-
-export interface TemplateBuildView {
-  id: string;
-  templateId: string;
-  name: string;
-  status: 'building' | 'ready' | 'error';
-  reason: { message: string; step?: string } | null;
-  snapshotId: string | null;
-  createdAt: string;
-  finishedAt: string | null;
-}
-
-export interface BuildLogLine {
-  timestamp: string;
-  level: string;
-  message: string;
-  step?: string;
-}
-
-export interface TemplateDetailView {
-  id: string;
-  name: string;
-  snapshotId: string | null;
-  memoryMiB: number | null;
-  vcpus: number | null;
-  builds: TemplateBuildView[];
 }
 
 /**
