@@ -40,13 +40,16 @@ export interface DashHost {
   version: string;
   accel: 'kvm' | 'tcg' | null;
   memory: {
+    /** Memory committed to live sandboxes (paused ones included) and the admission limit. */
     admittedMiB: number;
     limitMiB: number | null;
+    /** The host's own figures (/proc/meminfo). */
     totalMiB: number;
     usedMiB: number;
     freeMiB: number;
   };
   sandboxes: Record<string, number>;
+  /** Bytes on disk (allocated blocks). */
   disk: { images: number; templates: number; snapshots: number; overlays: number };
   at: string;
 }

@@ -11,16 +11,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Sandbox } from 'e2b';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { kilnSync, parseE2bEnv, removeStateDir } from '../helpers/kilnd.ts';
-
-const CHROMIUM_FLAGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-];
+import { CHROMIUM_FLAGS } from '../helpers/chromium.ts';
+import { kilnSync, removeStateDir, useKilnE2bEnv } from '../helpers/kilnd.ts';
 
 let state: string;
 let profile: string;
@@ -76,13 +68,8 @@ describe('the web dashboard in Chromium against a real kilnd', { timeout: 1_800_
     };
     delete process.env['E2B_DOMAIN'];
     delete process.env['E2B_DEBUG'];
-    const r = kilnSync(env, 'e2b', 'env');
-    assert.equal(r.status, 0, r.stderr);
-    const e = parseE2bEnv(r.stdout);
-    process.env['E2B_API_URL'] = e.apiUrl;
-    process.env['E2B_SANDBOX_URL'] = e.sandboxUrl;
-    process.env['E2B_API_KEY'] = e.apiKey;
-    apiKey = e.apiKey;
+    useKilnE2bEnv(env);
+    apiKey = process.env['E2B_API_KEY'] ?? '';
     const d = kilnSync(env, 'dashboard', '--json');
     assert.equal(d.status, 0, d.stderr);
     url = (JSON.parse(d.stdout) as { url: string }).url;

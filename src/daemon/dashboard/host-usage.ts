@@ -1,26 +1,10 @@
 import { readFile, readdir, lstat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { SandboxState } from '../../core/domain.ts';
+import type { DashHost } from '../../core/dashboard-types.ts';
 import type { SandboxService } from '../sandbox-service.ts';
 
 /** What the dashboard's host page shows. */
-export interface HostUsage {
-  version: string;
-  accel: 'kvm' | 'tcg' | null;
-  memory: {
-    /** Memory committed to live sandboxes (paused ones included) and the admission limit. */
-    admittedMiB: number;
-    limitMiB: number | null;
-    /** The host's own figures (/proc/meminfo). */
-    totalMiB: number;
-    usedMiB: number;
-    freeMiB: number;
-  };
-  sandboxes: Partial<Record<SandboxState, number>>;
-  /** Bytes on disk (allocated blocks). */
-  disk: { images: number; templates: number; snapshots: number; overlays: number };
-  at: string;
-}
+export type HostUsage = DashHost;
 
 /** Allocated bytes under `path` (a bounded walk; what cannot be read counts nothing). */
 export async function duBytes(path: string, budget = { entries: 100_000 }): Promise<number> {

@@ -1,4 +1,5 @@
 import type { PoolVmRecord, SnapshotRecord, TemplateRecord } from '../../core/domain.ts';
+import type { WarmPoolView } from '../../core/api-types.ts';
 import { KilnError } from '../../core/errors.ts';
 import type { ServiceContext, WarmPoolHooks } from '../sandbox/context.ts';
 import { templateReady } from '../sandbox/queries.ts';
@@ -18,19 +19,8 @@ export interface WarmPoolOpts {
 /** How long after a take the pool starts refilling (ms). */
 export const REFILL_DELAY_MS = 2000;
 
-/** One template's pool: the size it should have and what it holds. */
-export interface WarmPoolStatus {
-  templateId: string;
-  template: string;
-  /** The size it is kept at (the API's setting, else KILN_WARM_POOL for the default template, else 0). */
-  size: number;
-  /** Whether `size` was set for this template through the API (false: the default). */
-  sizeSet: boolean;
-  /** Members ready to be taken by a create. */
-  ready: number;
-  /** Members being restored. */
-  starting: number;
-}
+/** One template's pool: the size it should have and what it holds (the API's view). */
+export type WarmPoolStatus = WarmPoolView;
 
 const refusedForRoom = (e: unknown): boolean =>
   e instanceof KilnError && (e.code === 'capacity' || e.code === 'no_space');
