@@ -3,6 +3,8 @@
  * 1. create-to-first-exec: kiln (API call until a command's output is back: create through the
  *    daemon's API, then exec) beside raw QEMU restoring the same template snapshot until the
  *    guest agent answers; median of N (default 10), interleaved. Target kiln <= 1.15x raw.
+ *    Beside it the in-guest spawn of the same command with no agent (setpriv + bash -l -c, median
+ *    of 30), and kiln's own share: create-to-first-exec - (raw restore + spawn); target <= 150 ms.
  * 2. density: 20 idle sandboxes; host memory (PSS) and host CPU per idle sandbox.
  *    Targets <= 100 MB and <= 2% of a core each.
  *
@@ -12,7 +14,7 @@
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { concurrencyBench, warmPoolBench } from './create-modes.ts';
-import { createToFirstExecMs, vmPid } from './kiln-measure.ts';
+import { createToFirstExecMs, guestSpawnProgram, vmPid } from './kiln-measure.ts';
 import { rawRestoreMs, snapshotFiles } from './raw-qemu.ts';
 import { benchArgs, median } from './stats.ts';
 import { startKilnd } from '../src/api/kilnd.ts';
@@ -29,6 +31,42 @@ const {
   concurrency,
   'warm-pool': warmPool,
 } = benchArgs({ runs: 10, idle: 20, concurrency: 0, 'warm-pool': 0 });
+
+/** The in-guest floor: the same command spawned in a sandbox with no agent in the way (ms). */
+async function guestSpawnOf(c: KilnClient): Promise<number> {
+  const probe = await c.createSandbox({ template: 'base' });
+  let out = '';
+  await c.exec(probe.sandboxId, guestSpawnProgram('echo ready'), {
+    user: 'root',
+    timeoutMs: 120_000,
+    onStdout: (b) => (out += b.toString()),
+  });
+  await c.killSandbox(probe.sandboxId);
+  return Number(out.trim());
+}
+
+/** N idle sandboxes: PSS and host CPU of each. */
+async function idleDensity(c: KilnClient, root: string): Promise<Record<string, number>> {
+  const ids: string[] = [];
+  for (let i = 0; i < idleCount; i++)
+    ids.push((await c.createSandbox({ template: 'base', timeoutS: 3600 })).sandboxId);
+  await sleep(10_000); // let restores settle
+  const before = ids.map((id) => ({ id, u: procUsage(vmPid(root, id)) }));
+  const t0 = Date.now();
+  await sleep(10_000);
+  const after = ids.map((id) => procUsage(vmPid(root, id)));
+  const secs = (Date.now() - t0) / 1000;
+  const cpuPct = before.map(
+    (b, i) => (((after[i]?.cpuTicks ?? 0) - (b.u?.cpuTicks ?? 0)) / 100 / secs) * 100,
+  );
+  const pss = after.map((u) => u?.pssBytes ?? 0);
+  for (const id of ids) await c.killSandbox(id);
+  return {
+    idleSandboxes: ids.length,
+    pssPerSandboxMB: +(pss.reduce((a, b) => a + b, 0) / ids.length / 1e6).toFixed(1),
+    cpuPctPerIdleSandbox: +(cpuPct.reduce((a, b) => a + b, 0) / ids.length).toFixed(2),
+  };
+}
 
 async function main(): Promise<void> {
   const img = await ensureDefaultImage();
@@ -48,6 +86,7 @@ async function main(): Promise<void> {
   const rawMs: number[] = [];
   const kilnMs: number[] = [];
   let density: Record<string, number>;
+  let guestSpawnMs: number;
   try {
     await raw();
     await viaKiln(); // warm both paths once
@@ -59,26 +98,8 @@ async function main(): Promise<void> {
           `run ${i + 1}/${runs}: raw ${rawMs.at(-1)?.toFixed(0)} ms, kiln ${kilnMs.at(-1)?.toFixed(0)} ms\n`,
         );
     }
-    // Density: N idle sandboxes.
-    const ids: string[] = [];
-    for (let i = 0; i < idleCount; i++)
-      ids.push((await c.createSandbox({ template: 'base', timeoutS: 3600 })).sandboxId);
-    await sleep(10_000); // let restores settle
-    const before = ids.map((id) => ({ id, u: procUsage(vmPid(root, id)) }));
-    const t0 = Date.now();
-    await sleep(10_000);
-    const after = ids.map((id) => procUsage(vmPid(root, id)));
-    const secs = (Date.now() - t0) / 1000;
-    const cpuPct = before.map(
-      (b, i) => (((after[i]?.cpuTicks ?? 0) - (b.u?.cpuTicks ?? 0)) / 100 / secs) * 100,
-    );
-    const pss = after.map((u) => u?.pssBytes ?? 0);
-    density = {
-      idleSandboxes: ids.length,
-      pssPerSandboxMB: +(pss.reduce((a, b) => a + b, 0) / ids.length / 1e6).toFixed(1),
-      cpuPctPerIdleSandbox: +(cpuPct.reduce((a, b) => a + b, 0) / ids.length).toFixed(2),
-    };
-    for (const id of ids) await c.killSandbox(id);
+    guestSpawnMs = await guestSpawnOf(c);
+    density = await idleDensity(c, root);
   } finally {
     await kilnd.close();
     await rm(root, { recursive: true, force: true });
@@ -90,6 +111,10 @@ async function main(): Promise<void> {
     kilnCreateToFirstExecMedianMs: Math.round(median(kilnMs)),
     ratio: +(median(kilnMs) / median(rawMs)).toFixed(3),
     target: 1.15,
+    guestSpawnMedianMs: Math.round(guestSpawnMs),
+    baselineMs: Math.round(median(rawMs) + guestSpawnMs),
+    kilnShareMs: Math.round(median(kilnMs) - median(rawMs) - guestSpawnMs),
+    kilnShareTargetMs: 150,
     rawMs: rawMs.map(Math.round),
     kilnMs: kilnMs.map(Math.round),
     ...density,
@@ -106,6 +131,12 @@ async function main(): Promise<void> {
     `  kiln API create -> first exec output back                   ${res.kilnCreateToFirstExecMedianMs} ms   ${res.kilnMs.join(' ')}`,
   );
   console.log(`  ratio kiln/raw ${res.ratio}   (target <= ${res.target})`);
+  console.log(
+    `  in-guest spawn of the same command, no agent (median of 30)  ${res.guestSpawnMedianMs} ms; raw restore + spawn ${res.baselineMs} ms`,
+  );
+  console.log(
+    `  => kiln's own share of a create ${res.kilnShareMs} ms   (target <= ${res.kilnShareTargetMs})`,
+  );
   console.log(
     `  ${idleCount} idle sandboxes: PSS ${String(density['pssPerSandboxMB'])} MB each (target <= 100), CPU ${String(density['cpuPctPerIdleSandbox'])}% of a core each (target <= 2)`,
   );

@@ -5,7 +5,7 @@
  *
  *   scripts/node bench/exec.ts [--runs N] [--json]
  */
-import { httpGet } from './kiln-measure.ts';
+import { guestSpawnProgram, httpGet } from './kiln-measure.ts';
 import { benchArgs, percentile } from './stats.ts';
 import { bootAgentVm } from '../test/helpers/guest.ts';
 
@@ -34,19 +34,7 @@ async function main(): Promise<void> {
     keep.destroy();
     // The floor under emulation: the same spawn (setpriv + bash -l -c true as user), timed inside
     // the guest, with no agent or network in the way.
-    const floor = await sbx.commands.run(
-      `python3 -c "
-import subprocess, time
-xs = []
-for i in range(30):
-    t = time.perf_counter()
-    subprocess.run(['setpriv', '--reuid=1000', '--regid=1000', '--init-groups', '--', '/bin/bash', '-l', '-c', 'true'])
-    xs.append((time.perf_counter() - t) * 1000)
-xs.sort()
-print(xs[len(xs) // 2])
-"`,
-      { user: 'root', timeoutMs: 120_000 },
-    );
+    const floor = await sbx.commands.run(guestSpawnProgram('true'), { user: 'root', timeoutMs: 120_000 });
     const guestSpawnP50 = Number(floor.stdout.trim());
     const res = {
       bench: 'exec',

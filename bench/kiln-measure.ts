@@ -31,3 +31,21 @@ export function httpGet(url: string, agent: Agent): Promise<void> {
     req.end();
   });
 }
+
+/**
+ * The floor under emulation: a Python program that spawns `setpriv ... bash -l -c CMD` as the
+ * sandbox user (uid 1000) `n` times inside the guest, with no agent or network in the way, and
+ * prints the median (ms). Run it as root; the answer is its stdout.
+ */
+export function guestSpawnProgram(cmd: string, n = 30): string {
+  return `python3 -c "
+import subprocess, time
+xs = []
+for i in range(${n}):
+    t = time.perf_counter()
+    subprocess.run(['setpriv', '--reuid=1000', '--regid=1000', '--init-groups', '--', '/bin/bash', '-l', '-c', '${cmd}'], stdout=subprocess.DEVNULL)
+    xs.append((time.perf_counter() - t) * 1000)
+xs.sort()
+print(xs[len(xs) // 2])
+"`;
+}
