@@ -9,6 +9,7 @@
  *
  *   scripts/node bench/density.ts [--sandboxes N] [--floor F] [--idle W] [--memory MiB] [--json]
  */
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { vmPid } from './kiln-measure.ts';
 import { rawRestore, snapshotFiles, type RawVm } from './raw-qemu.ts';
@@ -32,29 +33,49 @@ interface Idle {
   cpuPctP99: number;
 }
 
-/** PSS and CPU of the given processes over `secs` of idling (after a settle of 10 s). */
+/** PSS and CPU of the given processes over `secs` of idling (after a settle of 10 s), and the CPU of `others`. */
 async function measureIdle(
   pids: number[],
   secs: number,
-  extraPid?: number,
-): Promise<Idle & { extraCpuPct: number }> {
+  others: Record<string, number> = {},
+): Promise<Idle & { othersCpuPct: Record<string, number> }> {
   await sleep(10_000);
   const ticks = (pid: number): number => procUsage(pid)?.cpuTicks ?? 0;
   const before = pids.map(ticks);
-  const extraBefore = extraPid ? ticks(extraPid) : 0;
+  const othersBefore = Object.fromEntries(Object.entries(others).map(([k, p]) => [k, ticks(p)]));
   const t0 = performance.now();
   await sleep(secs * 1000);
   const el = (performance.now() - t0) / 1000;
   const cpu = pids.map((p, i) => ((ticks(p) - (before[i] ?? 0)) / 100 / el) * 100);
   const pss = pids.map((p) => procUsage(p)?.pssBytes ?? 0);
-  const extraCpuPct = extraPid ? ((ticks(extraPid) - extraBefore) / 100 / el) * 100 : 0;
+  const othersCpuPct = Object.fromEntries(
+    Object.entries(others).map(([k, p]) => [
+      k,
+      +(((ticks(p) - (othersBefore[k] ?? 0)) / 100 / el) * 100).toFixed(2),
+    ]),
+  );
   return {
     count: pids.length,
     pssPerVmMB: +(pss.reduce((a, b) => a + b, 0) / pids.length / 1e6).toFixed(1),
     cpuPctPerVm: +(cpu.reduce((a, b) => a + b, 0) / pids.length).toFixed(3),
     cpuPctP99: +percentile(cpu, 99).toFixed(3),
-    extraCpuPct: +extraCpuPct.toFixed(2),
+    othersCpuPct,
   };
+}
+
+/** The host's KSM (kernel same-page merging): whether it runs, and its scanner thread's pid. */
+function ksm(): { on: boolean; pid: number | undefined } {
+  const on = readFileSync('/sys/kernel/mm/ksm/run', 'utf8').trim() === '1';
+  const pid = readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .find((d) => {
+      try {
+        return readFileSync(`/proc/${d}/comm`, 'utf8').trim() === 'ksmd';
+      } catch {
+        return false;
+      }
+    });
+  return { on, pid: pid === undefined ? undefined : Number(pid) };
 }
 
 async function measureFloor(
@@ -91,10 +112,11 @@ async function measureKiln(c: KilnClient, root: string, ids: string[]) {
   }
   const createAllS = (performance.now() - t0) / 1000;
   say(`kiln: idle ${args.idle} s`);
+  const k = ksm();
   const kiln = await measureIdle(
     ids.map((id) => vmPid(root, id)),
     args.idle,
-    process.pid, // kilnd runs in this process
+    { kilnd: process.pid, ...(k.on && k.pid ? { ksmd: k.pid } : {}) }, // kilnd runs in this process
   );
 
   say('kiln: a command in every sandbox');
@@ -107,7 +129,10 @@ async function measureKiln(c: KilnClient, root: string, ids: string[]) {
   }
   return {
     ...kiln,
-    kilndCpuPctPerSandbox: +(kiln.extraCpuPct / ids.length).toFixed(3),
+    kilndCpuPct: kiln.othersCpuPct['kilnd'] ?? 0,
+    kilndCpuPctPerSandbox: +((kiln.othersCpuPct['kilnd'] ?? 0) / ids.length).toFixed(3),
+    ksm: k.on,
+    ksmdCpuPct: kiln.othersCpuPct['ksmd'] ?? null,
     createMedianMs: Math.round(median(createMs)),
     createP99Ms: Math.round(percentile(createMs, 99)),
     createAllSeconds: +createAllS.toFixed(1),
@@ -125,7 +150,7 @@ function print(floor: Idle, k: Awaited<ReturnType<typeof measureKiln>>): void {
     `  kiln:  ${k.count} sandboxes (isolated)       PSS ${k.pssPerVmMB} MB each (target <= 64), CPU ${k.cpuPctPerVm}% of a core each (p99 ${k.cpuPctP99}; target <= 0.3)`,
   );
   console.log(
-    `         kilnd's own CPU while idle: ${k.extraCpuPct}% of a core (${k.kilndCpuPctPerSandbox}% per sandbox)`,
+    `         kilnd's own CPU while idle: ${k.kilndCpuPct}% of a core (${k.kilndCpuPctPerSandbox}% per sandbox); KSM ${k.ksm ? `on, ksmd ${k.ksmdCpuPct}% of a core` : 'off'}`,
   );
   console.log(
     `         creates: median ${k.createMedianMs} ms, p99 ${k.createP99Ms} ms, all ${k.createAllSeconds} s; a command in every one: ${k.answered}/${k.count} answered in ${k.execAllSeconds} s`,
@@ -156,7 +181,7 @@ async function main(): Promise<void> {
       bench: 'density',
       memoryMiB: args.memory,
       idleSeconds: args.idle,
-      floor: { ...floor, extraCpuPct: undefined },
+      floor: { ...floor, othersCpuPct: undefined },
       kiln,
       targets: { pssPerSandboxMB: 64, cpuPctPerSandbox: 0.3 },
     };

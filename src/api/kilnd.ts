@@ -25,6 +25,7 @@ import { acquireStateLock } from '../store/state-lock.ts';
 import { hostMemoryMiB } from '../vmm/qemu/host.ts';
 import { agentGuardTable, applyAgentGuard, removeAgentGuard } from '../vmm/qemu/agent-guard.ts';
 import { QemuDiskLayers } from '../vmm/qemu/disk-layers.ts';
+import { enableKsm } from '../vmm/qemu/ksm.ts';
 import { QemuDriver } from '../vmm/qemu/qemu-driver.ts';
 import { e2bErrorBody, e2bRouterOpts, e2bRoutes } from './e2b.ts';
 import { openVolumes } from './volumes.ts';
@@ -121,6 +122,8 @@ export interface KilndOpts {
    * the entry passes $KILN_AGENT_GUARD=off as `false` (only for hosts where every local user is trusted).
    */
   agentGuard?: boolean;
+  /** Start the host's kernel same-page merging ($KILN_KSM=on; vmm/qemu/ksm.ts). Default off. */
+  ksm?: boolean;
   /** Sandbox networks (KILN_NETWORK, KILN_NET_POOL, KILN_DNS through the config): default isolated. */
   network?: NetworkOpts;
 }
@@ -213,6 +216,8 @@ async function openService(
     ...(o.accel ? { accel: o.accel } : {}),
   });
   undo.push('close the driver', () => driver.close());
+  if (o.ksm && (await enableKsm()).wasOff)
+    log.info('KILN_KSM=on: started the kernel same-page merging (host-wide)');
   const { networks, isolated } = await openNetworks(o.stateDir, o.network ?? { mode: 'isolated' }, log, undo);
   const volumes = await openVolumes(store, join(o.stateDir, 'data'), isolated, log, undo);
   if (guard)

@@ -39,6 +39,7 @@ try {
     diskReserveMiB: config.diskReserveMiB,
     diskOvercommitRatio: config.diskOvercommitRatio,
     agentGuard: config.agentGuard,
+    ksm: config.ksm,
     network: { mode: config.network, pool: config.netPool, dns: config.dns },
     readyTimeoutMs: config.readyTimeoutMs,
     warmPool: config.warmPool,

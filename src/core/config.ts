@@ -56,6 +56,11 @@ export interface KilnConfig {
   /** KILN_AGENT_GUARD: `on` (default) or `off` (skip the nftables rule on agent ports). */
   agentGuard: boolean;
   /**
+   * KILN_KSM: `on` starts the host's kernel same-page merging (host-wide: /sys/kernel/mm/ksm/run)
+   * so identical and freed guest pages are given back; `off` (default) leaves the host as it is.
+   */
+  ksm: boolean;
+  /**
    * KILN_NETWORK: `isolated` (default: each sandbox in its own network namespace with nftables
    * rules; needs root) or `unisolated` (sandboxes share the host's network and reach its
    * loopback; every create warns).
@@ -168,6 +173,7 @@ export function loadConfig(env: Env = process.env, home: string = homedir()): Ki
     flattenEveryMs: int(env, 'KILN_FLATTEN_EVERY_MS', 1000),
     retentionS: int(env, 'KILN_RETENTION_S', 0),
     agentGuard: oneOf(env, 'KILN_AGENT_GUARD', ['on', 'off'], 'on') === 'on',
+    ksm: oneOf(env, 'KILN_KSM', ['on', 'off'], 'off') === 'on',
     network: oneOf(env, 'KILN_NETWORK', ['isolated', 'unisolated'], 'isolated'),
     netPool: str(env, 'KILN_NET_POOL'),
     dns: ipv4(env, 'KILN_DNS'),

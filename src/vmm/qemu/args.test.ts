@@ -32,6 +32,14 @@ test('a TCG microvm with a bounded code cache, the TSC fix and a race-free agent
   // A tickless idle guest: a TSC clocksource the watchdog keeps, a local APIC timer with ARAT.
   assert.match(after(a, '-append')[0] ?? '', /(^| )tsc=reliable( |$)/);
   assert.deepEqual(after(a, '-cpu'), ['qemu64,+arat']);
+  // No periodic guest work without a user; freed memory zeroed (KSM gives it back to the host).
+  for (const arg of [
+    'nowatchdog',
+    'sysctl.vm.compaction_proactiveness=0',
+    'sysctl.vm.stat_interval=30',
+    'init_on_free=1',
+  ])
+    assert.ok(after(a, '-append')[0]?.split(' ').includes(arg), arg);
   assert.match(after(a, '-append')[0] ?? '', /root=\/dev\/vda/);
   // Forwarded on kiln's own loopback address, which the port guard keeps to kilnd's uid.
   assert.deepEqual(after(a, '-netdev'), ['user,id=n0,hostfwd=tcp:127.77.0.1:0-:49983']);

@@ -49,6 +49,9 @@ export function qemuArgs(spec: QemuVm, o: QemuArgsOpts): string[] {
     'nowatchdog',
     'sysctl.vm.compaction_proactiveness=0',
     'sysctl.vm.stat_interval=30',
+    // Freed guest memory is zeroed, so that the host's KSM (KILN_KSM=on, ksm.ts) can fold it into
+    // the zero page: a sandbox that allocated and freed memory gives it back.
+    'init_on_free=1',
     ...(spec.kernelArgs ?? []),
   ];
   const accel =
