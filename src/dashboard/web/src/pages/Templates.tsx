@@ -66,8 +66,9 @@ function BuildLog(props: { templateId: string; buildId: string; status: string; 
   );
 }
 
-function ImagesTable() {
-  const { items, err } = useList<DashImage>('/api/images', 0);
+/** The guest images (read again with the templates: a build from an OCI image adds one). */
+function ImagesTable(props: { tick: number }) {
+  const { items, err } = useList<DashImage>('/api/images', props.tick);
   return (
     <section aria-labelledby="img-title">
       <h2 id="img-title">Images</h2>
@@ -99,7 +100,7 @@ function ImagesTable() {
                 <td class="wide">{i.kernel}</td>
                 <td>{bytes(i.diskBytes)}</td>
                 <td class="wide">{when(i.createdAt)}</td>
-                <td>{i.templates.join(', ') || '-'}</td>
+                <td data-testid="image-templates">{i.templates.join(', ') || '-'}</td>
               </tr>
             ))}
           </tbody>
@@ -166,7 +167,7 @@ export function TemplatesPage() {
       {open && (
         <BuildLog key={open.b} templateId={open.t} buildId={open.b} status={open.status} onEnd={onEnd} />
       )}
-      <ImagesTable />
+      <ImagesTable tick={tick} />
     </section>
   );
 }
