@@ -14,6 +14,7 @@ import type { UndoStack } from '../core/undo.ts';
 import type { ApiKeyService } from '../daemon/api-keys.ts';
 import { GuestFiles } from '../daemon/dashboard/guest-files.ts';
 import { HostUsageReader } from '../daemon/dashboard/host-usage.ts';
+import { ImageCatalog } from '../daemon/dashboard/image-catalog.ts';
 import { TerminalService } from '../daemon/dashboard/terminals.ts';
 import type { SandboxService } from '../daemon/sandbox-service.ts';
 import type { TemplateBuildService } from '../daemon/templates/build-service.ts';
@@ -80,6 +81,7 @@ export async function serveDashboard(
       terminals: new TerminalService({ agent, log: dlog }),
       files: new GuestFiles(agent),
       host: new HostUsageReader(deps),
+      images: new ImageCatalog(deps),
       version: deps.version,
       sandboxDomain: deps.sandboxDomain,
       webDir: built ? webDir : undefined,

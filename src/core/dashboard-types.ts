@@ -59,6 +59,8 @@ export interface DashSession {
   admin: boolean;
   csrf: string;
   version: string;
+  /** The most clones one fork may make (the fork dialog's bound). */
+  forkMax: number;
 }
 
 export interface DashEvent {
@@ -84,6 +86,43 @@ export interface DashTemplate {
   vcpus: number | null;
   createdAt: string | null;
   builds: { id: string; status: string; createdAt: string; reason: string | null }[];
+}
+
+/** What a fork made: the snapshot the clones restore, each clone's id, each failed clone's reason. */
+export interface DashFork {
+  snapshotId: string;
+  sandboxes: string[];
+  errors: string[];
+}
+
+/** One line of a build's log (the `lines` events of its stream). */
+export interface DashBuildLine {
+  at: string;
+  level: string;
+  message: string;
+}
+
+/** The last event of a build's log stream: its final status (`gone`: its records were deleted). */
+export interface DashBuildEnd {
+  status: string;
+  reason: string | null;
+}
+
+/** A guest image in kilnd's cache (kernel, initramfs and root filesystem). */
+export interface DashImage {
+  key: string;
+  /** The names pointing at it (`kiln image build --name`), e.g. `default`. */
+  names: string[];
+  /** Where its root filesystem came from: `debian <suite>` or an OCI image reference. */
+  source: string;
+  /** The OCI image's manifest digest, for one made from an OCI image. */
+  digest: string | null;
+  kernel: string;
+  /** Allocated bytes on disk (the root filesystem is sparse). */
+  diskBytes: number;
+  createdAt: string;
+  /** The templates booted from it that the session sees (kiln's hidden ones only for admins). */
+  templates: string[];
 }
 
 export interface DashSnapshot {

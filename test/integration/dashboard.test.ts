@@ -2,17 +2,19 @@
  * The web dashboard end to end: a real kilnd (started by the CLI) with real guests, Debian's
  * Chromium driven headless by playwright-core, and the unmodified `e2b` SDK on the other side.
  * Sign-in (a wrong key refused), the live table, the CPU chart, the terminal (a real PTY),
- * upload, pause / resume / kill, CSRF refusal; screenshots of every page are saved under the
- * artefact dir this test prints.
+ * upload, fork with a count, pause / resume / kill, CSRF refusal, a template build's log
+ * streaming in while it builds, the images table; screenshots of every page are saved under
+ * the artefact dir this test prints.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Sandbox } from 'e2b';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { CHROMIUM_FLAGS } from '../helpers/chromium.ts';
-import { kilnSync, removeStateDir, useKilnE2bEnv } from '../helpers/kilnd.ts';
+import { CLI, kilnSync, removeStateDir, useKilnE2bEnv } from '../helpers/kilnd.ts';
 
 let state: string;
 let profile: string;
@@ -212,6 +214,32 @@ describe('the web dashboard in Chromium against a real kilnd', { timeout: 1_800_
     await shot('sandbox-files');
   });
 
+  it('fork with a count: 2 chosen in the confirmation make 2 running sandboxes', async (t) => {
+    assert.ok(sbx);
+    const id = sbx.sandboxId;
+    await page.getByRole('button', { name: `Fork ${id}` }).click();
+    const dialog = page.getByRole('dialog', { name: `Fork ${id}` });
+    await dialog.getByLabel('Number of forks').fill('2');
+    await shot('sandbox-fork');
+    const t0 = Date.now();
+    await dialog.getByRole('button', { name: 'Fork into 2 sandboxes' }).click();
+    const note = page.getByRole('status').filter({ hasText: 'forked into' });
+    await note.waitFor({ timeout: 180_000 });
+    const text = await note.innerText();
+    t.diagnostic(`${text} (${Date.now() - t0} ms)`);
+    const m = /^forked into 2 new sandboxes: (\S+), (\S+)$/.exec(text.trim());
+    assert.ok(m?.[1] && m[2], text);
+    const clones = [m[1], m[2]];
+    assert.notEqual(clones[0], clones[1]);
+    for (const c of clones) {
+      assert.equal(await sdkState(c), 'running');
+      // A clone has the source's files: the upload of the test before is there.
+      const clone = await Sandbox.connect(c);
+      assert.match(await clone.files.read('/home/user/dash-upload.txt'), /^hello from the dashboard/);
+      await clone.kill();
+    }
+  });
+
   it('pause, resume and kill from the page are reflected by the SDK', async () => {
     assert.ok(sbx);
     const id = sbx.sandboxId;
@@ -225,6 +253,82 @@ describe('the web dashboard in Chromium against a real kilnd', { timeout: 1_800_
     await page.getByRole('button', { name: `Kill ${id}` }).click();
     await until('gone for the SDK', 60_000, async () => (await sdkState(id)).startsWith('gone'));
     sbx = undefined;
+  });
+
+  it("a template build's log streams into the page line by line (one request, no polling)", async (t) => {
+    const dir = await mkdtemp('/tmp/kiln-dash-ctx-');
+    await writeFile(
+      join(dir, 'Dockerfile'),
+      'FROM base\nRUN for i in 1 2 3 4 5 6; do echo "tick-$i"; sleep 2; done\n',
+    );
+    const logRequests: string[] = [];
+    const onRequest = (r: { url: () => string }): void => {
+      if (r.url().includes('/builds/')) logRequests.push(r.url());
+    };
+    page.on('request', onRequest);
+    const build = spawn(
+      process.execPath,
+      [CLI, 'template', 'build', '-f', join(dir, 'Dockerfile'), '--name', 'dash-built', dir],
+      {
+        env,
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
+    let err = '';
+    build.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    const exited = new Promise<number | null>((r) => build.on('close', r));
+    try {
+      await page.goto(`${url}#/templates`);
+      const open = page.locator('tr[data-template="dash-built"] button');
+      await until('the build in the templates table', 60_000, async () => {
+        if ((await open.count()) > 0) return true;
+        await page.reload();
+        await page.getByTestId('templates').waitFor();
+        return false;
+      });
+      await open.first().click();
+      const log = page.getByTestId('build-log');
+      // How many ticks the page shows, each time it is looked at, until the last one is there.
+      const counts = new Set<number>();
+      await until('tick-6 in the log', 300_000, async () => {
+        const n = (await log.innerText()).match(/^\S+ {2}tick-\d$/gm)?.length ?? 0;
+        counts.add(n);
+        return n === 6;
+      });
+      t.diagnostic(`tick counts seen while the step ran: ${[...counts].sort().join(', ')}`);
+      assert.ok(
+        [...counts].filter((n) => n > 0 && n < 6).length >= 3,
+        `the lines came one by one as the step wrote them (2 s apart), not at the end: saw ${[...counts].join(', ')}`,
+      );
+      await page.locator('[data-testid="build-status"][data-status="ready"]').waitFor({ timeout: 300_000 });
+      assert.match(await log.innerText(), /template dash-built built in/);
+      await shot('templates-build-log');
+      assert.equal(await exited, 0, err);
+      assert.deepEqual(
+        logRequests.map((u) => new URL(u).pathname.replace(/[^/]+\/builds\/[^/]+/, 'T/builds/B')),
+        ['/api/templates/T/builds/B/log'],
+        'one stream for the whole build: no polling',
+      );
+    } finally {
+      page.off('request', onRequest);
+      if (build.exitCode === null) build.kill();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("the images table shows the base template's image", async () => {
+    await page.goto(`${url}#/templates`);
+    await page.reload();
+    // The shared image cache may hold other tests' images too: the row whose templates name base.
+    const row = page.locator('[data-testid="images"] tbody tr').filter({
+      has: page.getByTestId('image-templates').filter({ hasText: /^(.*, )?base(, .*)?$/ }),
+    });
+    await row.first().waitFor();
+    const text = await row.first().innerText();
+    assert.match(text, /debian bookworm/);
+    assert.match(text, /\d+(\.\d)? (MiB|GiB)/, 'its size on disk');
+    assert.match(text, /\bdash-built\b/, 'the template built on base boots from the same image');
+    await shot('templates-images');
   });
 
   it('every other page renders (screenshots)', async () => {

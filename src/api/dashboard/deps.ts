@@ -5,6 +5,7 @@ import { KilnError } from '../../core/errors.ts';
 import type { ApiKeyService } from '../../daemon/api-keys.ts';
 import type { GuestFiles } from '../../daemon/dashboard/guest-files.ts';
 import type { HostUsageReader } from '../../daemon/dashboard/host-usage.ts';
+import type { ImageCatalog } from '../../daemon/dashboard/image-catalog.ts';
 import type { TerminalService } from '../../daemon/dashboard/terminals.ts';
 import type { SandboxService } from '../../daemon/sandbox-service.ts';
 import { sees, type Caller } from '../../daemon/scope.ts';
@@ -21,6 +22,7 @@ export interface DashboardDeps {
   terminals: TerminalService;
   files: GuestFiles;
   host: HostUsageReader;
+  images: ImageCatalog;
   version: string;
   /** The `domain` published ports live under (`{port}-{id}.<domain>`). */
   sandboxDomain: () => string;

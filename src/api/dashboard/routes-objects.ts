@@ -1,20 +1,32 @@
-/** The dashboard's other pages: host, session, templates (with build logs), snapshots, API keys. */
+/**
+ * The dashboard's other pages: host, session, templates (with their build logs' live streams),
+ * images, snapshots, API keys.
+ */
 import type {
   DashHost,
+  DashImage,
   DashKey,
   DashSession,
   DashSnapshot,
   DashTemplate,
 } from '../../core/dashboard-types.ts';
 import { KilnError } from '../../core/errors.ts';
+import { MAX_FORK } from '../../daemon/sandbox-service.ts';
 import { sees } from '../../daemon/scope.ts';
 import type { Ctx, Route } from '../http.ts';
+import { streamBuildLog } from './build-log-stream.ts';
 import { callerOf, fields, idOf, needAdmin, opCtx, sessionOf, type DashboardDeps } from './deps.ts';
 import { keyView, snapshotView, templateView } from './views.ts';
 
 function session(d: DashboardDeps, c: Ctx): DashSession {
   const s = sessionOf(c);
-  return { label: s.label, admin: !s.caller || s.caller.admin, csrf: s.csrf, version: d.version };
+  return {
+    label: s.label,
+    admin: !s.caller || s.caller.admin,
+    csrf: s.csrf,
+    version: d.version,
+    forkMax: MAX_FORK,
+  };
 }
 
 function templates(d: DashboardDeps, c: Ctx): DashTemplate[] {
@@ -32,15 +44,6 @@ function templates(d: DashboardDeps, c: Ctx): DashTemplate[] {
         builds: [],
       }),
     );
-}
-
-function buildLogs(d: DashboardDeps, c: Ctx): { status: string; lines: { at: string; message: string }[] } {
-  if (!d.builds) throw new KilnError('not_found', 'template builds are not served here');
-  const r = d.builds.status(idOf(c), c.params['bid'] ?? '', c.query.get('offset') ?? undefined, callerOf(c));
-  return {
-    status: r.build.status,
-    lines: r.logs.map((l) => ({ at: l.timestamp, message: l.message })),
-  };
 }
 
 /** A user snapshot the session sees, else `not_found`. */
@@ -123,11 +126,8 @@ export const objectRoutes = (d: DashboardDeps): Route[] => [
   { method: 'GET', path: '/api/session', handler: (c) => Promise.resolve(session(d, c)) },
   { method: 'GET', path: '/api/host', handler: (): Promise<DashHost> => d.host.read() },
   { method: 'GET', path: '/api/templates', handler: (c) => Promise.resolve(templates(d, c)) },
-  {
-    method: 'GET',
-    path: '/api/templates/:id/builds/:bid/logs',
-    handler: (c) => Promise.resolve(buildLogs(d, c)),
-  },
+  { method: 'GET', path: '/api/templates/:id/builds/:bid/log', handler: (c) => streamBuildLog(d, c) },
+  { method: 'GET', path: '/api/images', handler: (c): Promise<DashImage[]> => d.images.list(callerOf(c)) },
   { method: 'GET', path: '/api/snapshots', handler: (c) => Promise.resolve(snapshots(d, c)) },
   { method: 'DELETE', path: '/api/snapshots/:id', handler: (c) => deleteSnapshot(d, c) },
   { method: 'GET', path: '/api/snapshots/:id/export', handler: (c) => exportSnapshot(d, c) },

@@ -1,5 +1,5 @@
 /** The dashboard's sandbox routes: the list, one sandbox, its events, actions, the live stream. */
-import type { DashEvent, DashSandbox, DashSandboxDetail } from '../../core/dashboard-types.ts';
+import type { DashEvent, DashFork, DashSandbox, DashSandboxDetail } from '../../core/dashboard-types.ts';
 import type { SandboxState } from '../../core/domain.ts';
 import { invalidArgument } from '../../core/errors.ts';
 import { sees } from '../../daemon/scope.ts';
@@ -81,8 +81,13 @@ async function action(d: DashboardDeps, c: Ctx, what: string): Promise<unknown> 
       return snapshotView(await d.svc.snapshot(s.id, name ? { name } : {}, ctx));
     }
     case 'fork': {
+      // 1..MAX_FORK clones (the service refuses others); each clone's outcome is its own.
       const r = await d.svc.fork(s.id, { count: f.int('count') ?? 1 }, ctx);
-      return r;
+      const view: DashFork = { snapshotId: r.snapshot.id, sandboxes: [], errors: [] };
+      for (const x of r.results)
+        if ('sandbox' in x) view.sandboxes.push(x.sandbox.id);
+        else view.errors.push(x.error.message);
+      return view;
     }
     default:
       throw invalidArgument('action', `unknown action "${what}"`);

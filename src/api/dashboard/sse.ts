@@ -3,9 +3,15 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 /** A comment line this often keeps proxies and the browser from timing a quiet stream out. */
 export const SSE_PING_MS = 15_000;
 
+/** Past this much unsent, `drained` waits: a producer that can wait lets the socket catch up. */
+const DRAIN_BELOW = 256 << 10;
+
 /** One server-sent-events stream to a browser. */
 export interface SseStream {
-  send(event: string, data: unknown): void;
+  /** `id`: what the browser sends back as `Last-Event-ID` when it reconnects. */
+  send(event: string, data: unknown, id?: string): void;
+  /** Resolves once the socket has taken most of what was sent (or the stream closed). */
+  drained(): Promise<void>;
   /** Resolves when the client has gone (or the stream was ended). */
   readonly closed: Promise<void>;
   end(): void;
@@ -40,7 +46,7 @@ export function openSse(req: IncomingMessage, res: ServerResponse): SseStream {
   res.on('close', finish);
   res.on('error', finish);
   return {
-    send(event, data) {
+    send(event, data, id) {
       if (done) return;
       // Past 4 MiB unsent the client is not reading: drop it, it reconnects and gets the state.
       if (res.writableLength > 4 << 20) {
@@ -48,7 +54,11 @@ export function openSse(req: IncomingMessage, res: ServerResponse): SseStream {
         finish();
         return;
       }
-      res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+      res.write(`${id === undefined ? '' : `id: ${id}\n`}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    },
+    drained() {
+      if (done || res.writableLength < DRAIN_BELOW) return Promise.resolve();
+      return Promise.race([new Promise<void>((r) => res.once('drain', r)), closed]);
     },
     closed,
     end() {

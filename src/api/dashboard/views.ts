@@ -6,7 +6,7 @@ import type {
   DashSnapshot,
   DashTemplate,
 } from '../../core/dashboard-types.ts';
-import type { ApiKeyRecord, SandboxRecord, SnapshotRecord } from '../../core/domain.ts';
+import type { ApiKeyRecord, SandboxRecord, SnapshotRecord, TemplateBuildRecord } from '../../core/domain.ts';
 import type { SandboxService, SandboxStats } from '../../daemon/sandbox-service.ts';
 import type { TemplateView } from '../../daemon/templates/build-service.ts';
 
@@ -65,6 +65,10 @@ export const keyView = (k: ApiKeyRecord): DashKey => ({
   lastUsedAt: k.lastUsedAt,
 });
 
+/** A failed build's reason as one line: `step: message`. */
+export const reasonText = (r: TemplateBuildRecord['reason']): string | null =>
+  r ? (r.step ? `${r.step}: ${r.message}` : r.message) : null;
+
 export function templateView(svc: SandboxService, t: TemplateView): DashTemplate {
   return {
     id: t.templateId,
@@ -77,7 +81,7 @@ export function templateView(svc: SandboxService, t: TemplateView): DashTemplate
       id: b.id,
       status: b.status,
       createdAt: b.createdAt,
-      reason: b.reason ? (b.reason.step ? `${b.reason.step}: ${b.reason.message}` : b.reason.message) : null,
+      reason: reasonText(b.reason),
     })),
   };
 }

@@ -19,6 +19,7 @@ import { validateMemoryMiB, validateName, validateVcpus } from '../../core/valid
 import type { Store } from '../../store/store.ts';
 import { sees, seesTemplate, type Caller } from '../scope.ts';
 import type { SandboxService } from '../sandbox-service.ts';
+import { BuildWatch, followBuild, type BuildFollowEvent } from './build-follow.ts';
 import { BuildFiles } from './files.ts';
 import { runBuild, type BuildRunDeps } from './run-build.ts';
 
@@ -50,6 +51,8 @@ export interface TemplateView {
 
 export class TemplateBuildService {
   readonly files: BuildFiles;
+  /** Pulsed on every log line and record change of a build (followers of its log wait on it). */
+  readonly watch = new BuildWatch();
   readonly #d: BuildRunDeps;
   readonly #running = new Map<string, Promise<void>>();
   readonly #cancels = new Map<string, AbortController>();
@@ -67,6 +70,7 @@ export class TemplateBuildService {
       readyTimeoutMs: o.readyTimeoutMs ?? 120_000,
       imageTemplate: o.imageTemplate,
       image: o.image,
+      watch: this.watch,
     };
   }
 
@@ -193,6 +197,23 @@ export class TemplateBuildService {
     const logs = this.#d.store.buildLogs(b.id, from, 100);
     const tail = b.status === 'error' ? this.#d.store.buildLogs(b.id, 0, 100_000).slice(-20) : [];
     return { build: b, logs, tail };
+  }
+
+  /**
+   * Follows the log of build `buildId` of template `templateId` from line `offset`: the lines
+   * written so far, then each line as it is written, then the build's end (build-follow.ts).
+   * Visibility and the offset are checked at once (a caller that does not see the build gets
+   * `not_found` before any event); `signal` ends the following.
+   */
+  follow(
+    templateId: string,
+    buildId: string,
+    offset: unknown,
+    caller: Caller | undefined,
+    signal?: AbortSignal,
+  ): AsyncGenerator<BuildFollowEvent, void, undefined> {
+    const b = this.build(templateId, buildId, caller);
+    return followBuild(this.#d.store, this.watch, b.id, parseLogsOffset(offset), signal);
   }
 
   /** Templates the caller sees: built ones and those with builds only. */
@@ -349,6 +370,8 @@ export class TemplateBuildService {
         }
       }
       const now = this.#iso();
+      // The line before the status: a follower of the log ends at the status.
+      this.#d.store.appendBuildLog(b.id, { timestamp: now, level: 'error', message: INTERRUPTED });
       this.#d.store.putBuild({
         ...b,
         status: 'error',
@@ -357,7 +380,7 @@ export class TemplateBuildService {
         updatedAt: now,
         finishedAt: now,
       });
-      this.#d.store.appendBuildLog(b.id, { timestamp: now, level: 'error', message: INTERRUPTED });
+      this.watch.changed(b.id);
       failed.push(b.id);
     }
     return failed;

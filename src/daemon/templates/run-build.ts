@@ -28,6 +28,7 @@ import {
 import type { Store } from '../../store/store.ts';
 import type { SandboxService } from '../sandbox-service.ts';
 import type { BootImage } from '../sandbox/types.ts';
+import type { BuildWatch } from './build-follow.ts';
 import type { BuildFiles } from './files.ts';
 import { GuestSteps, StepFailed, applyContext, initialContext } from './guest-steps.ts';
 
@@ -47,25 +48,29 @@ export interface BuildRunDeps {
   readyTimeoutMs: number;
   /** How often the ready command is tried. */
   readyEveryMs?: number;
+  /** Pulsed after every log line and record change (followers of the log wake). */
+  watch: BuildWatch;
 }
 
-/** A build's log: persisted line by line (status answers from it, also after a restart). */
+/**
+ * A build's log: persisted line by line (status answers from it, also after a restart); each
+ * line wakes the log's followers.
+ */
 export class BuildLog {
-  readonly #store: Store;
+  readonly #d: Pick<BuildRunDeps, 'store' | 'now' | 'watch'>;
   readonly #buildId: string;
-  readonly #now: () => number;
-  constructor(store: Store, buildId: string, now: () => number) {
-    this.#store = store;
+  constructor(d: Pick<BuildRunDeps, 'store' | 'now' | 'watch'>, buildId: string) {
+    this.#d = d;
     this.#buildId = buildId;
-    this.#now = now;
   }
   add(level: BuildLogEntry['level'], message: string, step?: string): void {
-    this.#store.appendBuildLog(this.#buildId, {
-      timestamp: new Date(this.#now()).toISOString(),
+    this.#d.store.appendBuildLog(this.#buildId, {
+      timestamp: new Date(this.#d.now()).toISOString(),
       level,
       message,
       ...(step !== undefined ? { step } : {}),
     });
+    this.#d.watch.changed(this.#buildId);
   }
 }
 
@@ -192,13 +197,14 @@ class BuildRun {
     this.#b = b;
     this.#spec = spec;
     this.#signal = signal;
-    this.log = new BuildLog(d.store, b.id, d.now);
+    this.log = new BuildLog(d, b.id);
     this.opId = `op-build-${b.id.slice(0, 12)}`;
   }
 
   save(patch: Partial<TemplateBuildRecord>): void {
     this.#b = { ...this.#b, ...patch, updatedAt: new Date(this.#d.now()).toISOString() };
     this.#d.store.putBuild(this.#b);
+    this.#d.watch.changed(this.#b.id);
   }
 
   async run(): Promise<void> {
@@ -238,12 +244,14 @@ class BuildRun {
     }
     this.#check('finalize');
     this.log.add('info', `${String(ran)} of ${String(n)} steps run, ${String(n - ran)} cached`, 'finalize');
-    await this.#finalize(guest, parent, plan);
+    const done = await this.#finalize(guest, parent, plan);
     this.log.add(
       'info',
       `template ${this.#b.templateName} built in ${((d.now() - t0) / 1000).toFixed(1)} s`,
       'finalize',
     );
+    // The status last: a follower of the log ends at it, so every line must be written before.
+    this.save(done);
   }
 
   /** Every step and the start + ready commands as in a live build of this template: that build's state is the template's. */
@@ -309,8 +317,15 @@ class BuildRun {
     this.log.add('info', `done in ${((d.now() - ts) / 1000).toFixed(1)} s`, step);
   }
 
-  /** Env for login shells, the start command, the ready check, and the running VM's snapshot. */
-  async #finalize(guest: GuestSteps, parent: TemplateRecord, plan: CachePlan): Promise<void> {
+  /**
+   * Env for login shells, the start command, the ready check, and the running VM's snapshot;
+   * answers the build's ready record (saved by the caller after its last log line).
+   */
+  async #finalize(
+    guest: GuestSteps,
+    parent: TemplateRecord,
+    plan: CachePlan,
+  ): Promise<Partial<TemplateBuildRecord>> {
     const d = this.#d;
     await guest.persistEnv(this.#ctx);
     // The last USER and WORKDIR are the defaults of the template's sandboxes (as in E2B): set in
@@ -349,7 +364,7 @@ class BuildRun {
     const final = await d.svc.snapshot(this.builder, { name: plan.finalName }, { opId: this.opId });
     const layers = plan.layers;
     await finishTemplate(d, this.#b, parent, final);
-    this.save({ status: 'ready', snapshotId: final.id, layers, finishedAt: new Date(d.now()).toISOString() });
+    return { status: 'ready', snapshotId: final.id, layers, finishedAt: new Date(d.now()).toISOString() };
   }
 
   /** Between steps: a cancelled build stops here (its builder is killed by runBuild). */

@@ -53,6 +53,10 @@ export async function api<T>(method: string, path: string, body?: unknown): Prom
   return (await r.json()) as T;
 }
 
+/** A sandbox action's route: `POST /api/sandboxes/:id/<action>`. */
+export const actionPath = (id: string, action: string): string =>
+  `/api/sandboxes/${encodeURIComponent(id)}/${action}`;
+
 /** Streams a file into a sandbox (the browser sends it as it reads it). */
 export async function uploadFile(sandboxId: string, path: string, file: Blob): Promise<void> {
   const r = await fetch(

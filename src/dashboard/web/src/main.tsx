@@ -4,9 +4,10 @@ import { useEffect, useState } from 'preact/hooks';
 import type { DashSession } from '../../../core/dashboard-types.ts';
 import { loadSession, signOut, useLive } from './api.ts';
 import { HostPage } from './pages/Host.tsx';
-import { KeysPage, SnapshotsPage, TemplatesPage } from './pages/Objects.tsx';
+import { KeysPage, SnapshotsPage } from './pages/Objects.tsx';
 import { SandboxPage } from './pages/Sandbox.tsx';
 import { SandboxesPage } from './pages/Sandboxes.tsx';
+import { TemplatesPage } from './pages/Templates.tsx';
 import './styles.css';
 
 const NAV: [string, string][] = [
@@ -35,7 +36,14 @@ function Live(props: { route: string; session: DashSession }) {
   const one = /^#\/sandboxes\/([A-Za-z0-9_-]+)$/.exec(props.route)?.[1];
   const live = useLive(one);
   if (one)
-    return <SandboxPage id={one} live={live.sandboxes?.find((s) => s.id === one)} events={live.events} />;
+    return (
+      <SandboxPage
+        id={one}
+        live={live.sandboxes?.find((s) => s.id === one)}
+        events={live.events}
+        forkMax={props.session.forkMax}
+      />
+    );
   if (props.route === '#/host') return <HostPage host={live.host} />;
   return <SandboxesPage sandboxes={live.sandboxes} />;
 }

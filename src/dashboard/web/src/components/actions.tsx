@@ -1,11 +1,16 @@
 /** The actions on one sandbox: kill, pause, resume, extend, snapshot, fork (destructive ones confirm). */
 import type { DashSandbox } from '../../../../core/dashboard-types.ts';
-import { api } from '../api.ts';
+import { actionPath as path, api } from '../api.ts';
 import { ActionButton } from './common.tsx';
+import { ForkAction } from './ForkAction.tsx';
 
-const path = (id: string, a: string): string => `/api/sandboxes/${encodeURIComponent(id)}/${a}`;
-
-export function SandboxActions(props: { s: DashSandbox; compact?: boolean; onDone?: (msg: string) => void }) {
+export function SandboxActions(props: {
+  s: DashSandbox;
+  compact?: boolean;
+  /** The most clones one fork may make (the session says). */
+  forkMax?: number;
+  onDone?: (msg: string) => void;
+}) {
   const { s } = props;
   const done = props.onDone ?? (() => undefined);
   const running = s.state === 'running';
@@ -45,16 +50,7 @@ export function SandboxActions(props: { s: DashSandbox; compact?: boolean; onDon
           }}
         />
       )}
-      {running && !props.compact && (
-        <ActionButton
-          label="Fork"
-          ariaLabel={`Fork ${s.id}`}
-          run={async () => {
-            await api('POST', path(s.id, 'fork'), { count: 1 });
-            done('forked into a new sandbox');
-          }}
-        />
-      )}
+      {running && !props.compact && <ForkAction id={s.id} max={props.forkMax ?? 1} onDone={done} />}
       {live && (
         <ActionButton
           label="Kill"

@@ -90,7 +90,12 @@ function Ports(props: { id: string; domain: string }) {
   );
 }
 
-export function SandboxPage(props: { id: string; live: DashSandbox | undefined; events: DashEvent[] }) {
+export function SandboxPage(props: {
+  id: string;
+  live: DashSandbox | undefined;
+  events: DashEvent[];
+  forkMax: number;
+}) {
   const [detail, setDetail] = useState<DashSandboxDetail | undefined>();
   const [err, setErr] = useState<string | undefined>();
   const [term, setTerm] = useState(false);
@@ -121,7 +126,7 @@ export function SandboxPage(props: { id: string; live: DashSandbox | undefined; 
       <h1 id="one-title">
         {s.id} <StateBadge state={s.state} condition={s.condition} />
       </h1>
-      <SandboxActions s={s} onDone={setNote} />
+      <SandboxActions s={s} forkMax={props.forkMax} onDone={setNote} />
       {note && <p role="status">{note}</p>}
       <dl class="info">
         <dt>Template</dt>
