@@ -16,6 +16,7 @@ import type { LivenessOpts } from '../daemon/liveness.ts';
 import { SandboxConnector } from '../daemon/connect.ts';
 import { TemplateEnsurer, type TemplateBuilder } from '../daemon/ensure-template.ts';
 import { TemplateBuildService } from '../daemon/templates/build-service.ts';
+import { DEFAULT_TEMPLATE_GC_EVERY_S } from '../daemon/templates/gc.ts';
 import { SandboxService } from '../daemon/sandbox-service.ts';
 import { secureStateDir } from '../daemon/state-dir.ts';
 import { buildDefaultImageInChild } from '../images/build-child.ts';
@@ -108,6 +109,9 @@ export interface KilndOpts {
     flattenEveryMs?: number | undefined;
     /** How long ended sandboxes' records are kept ($KILN_RETENTION_S; default 7 days). */
     retentionMs?: number | undefined;
+    /** Template GC: grace and period ($KILN_TEMPLATE_GC_AFTER_S / _EVERY_S; a day / an hour, 0 = on demand). */
+    templateGcAfterMs?: number | undefined;
+    templateGcEveryMs?: number | undefined;
   };
   /** How the liveness watcher probes guests and retries VMs stopped on a full disk. */
   liveness?: LivenessOpts;
@@ -430,11 +434,11 @@ export async function startKilnd(o: KilndOpts): Promise<Kilnd> {
       imageTemplate: ociTemplateMaker(o, svc, log),
       image: async (key) => imageByKey(o.cacheDir, key),
       ...(o.templateReadyTimeoutMs ? { readyTimeoutMs: o.templateReadyTimeoutMs } : {}),
+      gcAfterMs: o.loops?.templateGcAfterMs,
     });
-    const interrupted = await builds.recover();
-    if (interrupted.length)
-      log.warn({ builds: interrupted }, 'template builds interrupted by a restart failed');
-    undo.push('wait for template builds', () => builds.idle());
+    await builds.recover();
+    builds.gc.start(o.loops?.templateGcEveryMs ?? DEFAULT_TEMPLATE_GC_EVERY_S * 1000);
+    undo.push('stop template garbage collection, wait for builds', () => builds.close());
     const connector = new SandboxConnector(svc, now);
     const keys = new ApiKeyService({ store });
     const limits = listenerPlan(log, o.listeners);

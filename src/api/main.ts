@@ -49,6 +49,8 @@ try {
       livenessEveryMs: config.livenessEveryMs,
       flattenEveryMs: config.flattenEveryMs,
       retentionMs: config.retentionS === undefined ? undefined : config.retentionS * 1000,
+      templateGcAfterMs: config.templateGcAfterS === undefined ? undefined : config.templateGcAfterS * 1000,
+      templateGcEveryMs: config.templateGcEveryS === undefined ? undefined : config.templateGcEveryS * 1000,
     },
     log,
     // A crash test's failpoint ends kilnd as kill -9 would: no clean-up, no exit handlers.

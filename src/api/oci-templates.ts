@@ -6,6 +6,7 @@
  */
 import type { Logger } from 'pino';
 import { DEFAULT_MEMORY_MIB, DEFAULT_VCPUS } from '../core/defaults.ts';
+import { IMAGE_TEMPLATE_PREFIX } from '../core/template-steps.ts';
 import type { SandboxService } from '../daemon/sandbox-service.ts';
 import { buildImageFromOciInChild } from '../images/oci/build-oci-child.ts';
 import { imageByKey } from '../images/registry.ts';
@@ -29,7 +30,7 @@ export function ociTemplateMaker(
       cacheDir: o.cacheDir,
       debCacheDir: o.debCacheDir,
     });
-    const name = `kiln-img-${r.manifest.key.slice(0, 32)}`;
+    const name = `${IMAGE_TEMPLATE_PREFIX}${r.manifest.key.slice(0, 32)}`;
     const existing = svc.templates().find((t) => t.name === name);
     if (existing && svc.templateReady(existing)) return name;
     const img = await imageByKey(o.cacheDir, r.manifest.key);

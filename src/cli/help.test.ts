@@ -34,6 +34,7 @@ const EXPECTED = [
   'template get',
   'template rm',
   'template pool',
+  'template gc',
   'template build',
   'image build',
   'image list',

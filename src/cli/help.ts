@@ -224,6 +224,16 @@ export const COMMANDS: Record<string, CommandHelp> = {
     summary: 'delete a template built from steps, and the cached layers no other template uses',
     options: [JSON_OPT],
   },
+  'template gc': {
+    usage: ['kiln template gc [--dry-run] [--grace S] [--json]'],
+    summary:
+      'remove the hidden templates (OCI image bases, resource twins, deleted ones) and build layers that nothing uses (no template, sandbox, snapshot, warm pool or build) and that went unused for the grace period; kilnd also does it hourly ($KILN_TEMPLATE_GC_EVERY_S)',
+    options: [
+      ['--dry-run', 'only list what would be removed; nothing changes'],
+      ['--grace S', 'seconds without use before something may go (default $KILN_TEMPLATE_GC_AFTER_S, a day)'],
+      JSON_OPT,
+    ],
+  },
   'template build': {
     usage: [
       'kiln template build [--name N] [--memory SIZE] [--vcpus N] [--json]',

@@ -24,6 +24,9 @@ import {
   VOLUME_VIEW_FIELDS,
   WARM_POOL_VIEW_FIELDS,
   SET_WARM_POOL_FIELDS,
+  TEMPLATE_GC_FIELDS,
+  TEMPLATE_GC_ITEM_VIEW_FIELDS,
+  TEMPLATE_GC_VIEW_FIELDS,
   WORKSPACE_VIEW_FIELDS,
 } from './api-types.ts';
 
@@ -67,6 +70,8 @@ describe('core/api-types.ts against docs/openapi.json', () => {
       ['Volume', VOLUME_VIEW_FIELDS],
       ['Workspace', WORKSPACE_VIEW_FIELDS],
       ['WarmPool', WARM_POOL_VIEW_FIELDS],
+      ['TemplateGc', TEMPLATE_GC_VIEW_FIELDS],
+      ['TemplateGcItem', TEMPLATE_GC_ITEM_VIEW_FIELDS],
     ] as const) {
       const s = doc.components.schemas[name];
       assert.ok(s, `components.schemas.${name} exists`);
@@ -84,6 +89,7 @@ describe('core/api-types.ts against docs/openapi.json', () => {
       ['post', '/v1/sandboxes/{id}/fork', FORK_FIELDS],
       ['put', '/v1/sandboxes/{id}/network', UPDATE_NETWORK_FIELDS],
       ['put', '/v1/templates/{id}/warm-pool', SET_WARM_POOL_FIELDS],
+      ['post', '/v1/templates/gc', TEMPLATE_GC_FIELDS],
     ] as const)
       assert.deepEqual(requestProps(method, path), keys(table), `${method.toUpperCase()} ${path}`);
     assert.deepEqual(requestProps('post', '/v1/sandboxes/{id}/timeout'), ['timeoutS']);
@@ -117,6 +123,7 @@ describe('core/api-types.ts against docs/openapi.json', () => {
       ['post', '/v1/sandboxes/{id}/workspace', '200', 'Workspace'],
       ['get', '/v1/templates/{id}/warm-pool', '200', 'WarmPool'],
       ['put', '/v1/templates/{id}/warm-pool', '200', 'WarmPool'],
+      ['post', '/v1/templates/gc', '200', 'TemplateGc'],
     ] as const)
       assert.deepEqual(responseSchema(method, path, status), ref(schema), `${method.toUpperCase()} ${path}`);
     assert.deepEqual(list('/v1/sandboxes'), ref('Sandbox'));

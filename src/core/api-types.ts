@@ -15,7 +15,7 @@ import type {
 } from './domain.ts';
 
 /** The field table of `T`: every key of `T`, nothing else. */
-type Fields<T> = Record<keyof T, true>;
+export type Fields<T> = Record<keyof T, true>;
 
 // ---- responses
 
@@ -454,3 +454,5 @@ export const SET_WARM_POOL_FIELDS = {
   size: true,
   reset: true,
 } as const satisfies Fields<SetWarmPoolRequest>;
+
+export * from './template-gc-types.ts';

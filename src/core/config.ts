@@ -53,6 +53,13 @@ export interface KilnConfig {
   flattenEveryMs: number | undefined;
   /** KILN_RETENTION_S: how long ended sandboxes' records and events are kept (default 7 days). */
   retentionS: number | undefined;
+  /**
+   * KILN_TEMPLATE_GC_AFTER_S: how long a hidden template or build layer nothing depends on must
+   * go unused before template garbage collection removes it (default 86400; 0 = at once).
+   */
+  templateGcAfterS: number | undefined;
+  /** KILN_TEMPLATE_GC_EVERY_S: how often kilnd collects in the background (default 3600; 0 = only on demand). */
+  templateGcEveryS: number | undefined;
   /** KILN_AGENT_GUARD: `on` (default) or `off` (skip the nftables rule on agent ports). */
   agentGuard: boolean;
   /**
@@ -172,6 +179,8 @@ export function loadConfig(env: Env = process.env, home: string = homedir()): Ki
     livenessEveryMs: int(env, 'KILN_LIVENESS_EVERY_MS', 100),
     flattenEveryMs: int(env, 'KILN_FLATTEN_EVERY_MS', 1000),
     retentionS: int(env, 'KILN_RETENTION_S', 0),
+    templateGcAfterS: int(env, 'KILN_TEMPLATE_GC_AFTER_S', 0),
+    templateGcEveryS: int(env, 'KILN_TEMPLATE_GC_EVERY_S', 0),
     agentGuard: oneOf(env, 'KILN_AGENT_GUARD', ['on', 'off'], 'on') === 'on',
     ksm: oneOf(env, 'KILN_KSM', ['on', 'off'], 'off') === 'on',
     network: oneOf(env, 'KILN_NETWORK', ['isolated', 'unisolated'], 'isolated'),

@@ -219,7 +219,9 @@ export type OperationKind =
   | 'import'
   | 'workspace-push'
   /** A warm pool member restored ahead of a create (daemon/pool). */
-  | 'pool-fill';
+  | 'pool-fill'
+  /** Template garbage collection's removal of an unused hidden template or snapshot (sandbox/collect.ts). */
+  | 'collect';
 export type OperationState = 'running' | 'done' | 'failed' | 'undone';
 
 /**

@@ -199,6 +199,16 @@ export const templateSnapName = (key: string): string => `${TEMPLATE_SNAP_PREFIX
 export const isInternalSnapshotName = (n: string | null): boolean =>
   n !== null && (n.startsWith(LAYER_PREFIX) || n.startsWith(TEMPLATE_SNAP_PREFIX));
 
+/** kiln's hidden templates: an OCI image's base (`kiln-img-<image key>`, api/oci-templates.ts). */
+export const IMAGE_TEMPLATE_PREFIX = 'kiln-img-';
+/** A parent booted again with a build's cpuCount/memoryMB (`kiln-res-<mem>m<cpus>c-<template id>`). */
+export const RESOURCES_TEMPLATE_PREFIX = 'kiln-res-';
+/** A deleted template's record, kept while sandbox records name it (`kiln-deleted-<id>`, no snapshot). */
+export const DELETED_TEMPLATE_PREFIX = 'kiln-deleted-';
+/** Templates kiln made for itself, which template garbage collection may remove once unused. */
+export const isHiddenTemplateName = (n: string): boolean =>
+  [IMAGE_TEMPLATE_PREFIX, RESOURCES_TEMPLATE_PREFIX, DELETED_TEMPLATE_PREFIX].some((p) => n.startsWith(p));
+
 /** One line of a build's log. */
 export interface BuildLogEntry {
   timestamp: string;

@@ -23,6 +23,7 @@ import { WarmPool, type WarmPoolStatus } from './pool/warm-pool.ts';
 import { agent, exec, guestMetrics, guestPortUrl, setGuestDefaults, writeStdin } from './sandbox/agent.ts';
 import { exportSnapshot, importSnapshot } from './sandbox/archive.ts';
 import { newServiceContext, type ServiceContext } from './sandbox/context.ts';
+import { removeUnused, type RemoveOutcome, type UnusedTarget } from './sandbox/collect.ts';
 import { createSandbox, planCreate } from './sandbox/create.ts';
 import { deleteSnapshot, flattenChains } from './sandbox/gc.ts';
 import { killSandbox } from './sandbox/kill.ts';
@@ -51,6 +52,8 @@ const WARM_POOL_EVERY_MS = 5000;
 
 export type {
   BootImage,
+  RemoveOutcome,
+  UnusedTarget,
   CreateRequest,
   OpCtx,
   ReconcileReport,
@@ -383,6 +386,11 @@ export class SandboxService {
    */
   async importSnapshot(input: Readable, ctx: OpCtx = {}): Promise<SnapshotRecord> {
     return importSnapshot(this.#sc, input, ctx);
+  }
+
+  /** Template GC: removes an unused hidden template and/or snapshot, journalled (sandbox/collect.ts). */
+  async removeUnused(t: UnusedTarget, stillUnused: () => boolean, ctx: OpCtx = {}): Promise<RemoveOutcome> {
+    return removeUnused(this.#sc, t, stillUnused, ctx);
   }
 
   /** Flattens disk chains longer than MAX_DISK_CHAIN onto their template's layer (see gc.ts). */

@@ -7,14 +7,11 @@ import type {
   TemplateBuildRequest,
   TemplateBuildView,
   TemplateDetailView,
+  TemplateGcRequest,
+  TemplateGcView,
 } from './template-types.ts';
 
-export type {
-  BuildLogLine,
-  TemplateBuildRequest,
-  TemplateBuildView,
-  TemplateDetailView,
-} from './template-types.ts';
+export type * from './template-types.ts';
 
 import type {
   ApiKeyView,
@@ -389,6 +386,11 @@ export class KilnClient {
   /** A template built from steps, with its builds. */
   getTemplate(idOrName: string): Promise<TemplateDetailView> {
     return this.#json('GET', `/v1/templates/${encodeURIComponent(idOrName)}`);
+  }
+
+  /** Template garbage collection: removes unused hidden templates and layers (`dryRun`: only says which). */
+  collectTemplates(o: TemplateGcRequest = {}): Promise<TemplateGcView> {
+    return this.#json('POST', '/v1/templates/gc', o);
   }
 
   async deleteTemplate(idOrName: string): Promise<void> {

@@ -1,5 +1,7 @@
 /** The native API's template build answers, as the SDK returns them. */
 
+export type { TemplateGcItemView, TemplateGcRequest, TemplateGcView } from '../core/api-types.ts';
+
 /** POST /v1/template-builds. */
 export interface TemplateBuildRequest {
   name: string;

@@ -200,4 +200,14 @@ export const MIGRATIONS: readonly string[] = [
   ) STRICT;
   CREATE INDEX pool_vms_template ON pool_vms(template_id, state, created_at);
   `,
+  // 12: template garbage collection (issue 14): when each snapshot was last used (a build's
+  // cache hit, a parent, something standing on it), so hidden layers and templates go only
+  // after a grace period without use. A snapshot never used since it was made has no row: its
+  // creation time counts.
+  `
+  CREATE TABLE snapshot_uses (
+    snapshot_id TEXT PRIMARY KEY REFERENCES snapshots(id) ON DELETE CASCADE,
+    used_at     TEXT NOT NULL
+  ) STRICT;
+  `,
 ];

@@ -9,6 +9,7 @@ import { asKilnError, isNoSpace } from '../core/errors.ts';
 import { OPEN_NETWORK } from '../core/network-policy.ts';
 import { MIGRATIONS } from './migrations.ts';
 import { SqliteStore } from './sqlite-store.ts';
+import { storeGcContract } from './store-gc.contract.ts';
 import { storeJournalContract } from './store-journal.contract.ts';
 import { sandbox, storeContract, template, type StoreFixture } from './store.contract.ts';
 
@@ -33,6 +34,7 @@ for (const [name, fx] of [
 ] as const) {
   storeContract(name, fx);
   storeJournalContract(name, fx);
+  storeGcContract(name, fx);
 }
 
 test('a new database is migrated to the latest schema, in WAL mode with foreign keys', () => {

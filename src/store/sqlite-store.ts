@@ -1,6 +1,7 @@
 import type * as D from '../core/domain.ts';
 import { Db } from './sqlite-db.ts';
 import * as events from './sqlite-events.ts';
+import * as gc from './sqlite-gc.ts';
 import * as journal from './sqlite-journal.ts';
 import * as sandboxes from './sqlite-sandboxes.ts';
 import * as snapshots from './sqlite-snapshots.ts';
@@ -9,6 +10,7 @@ import * as builds from './sqlite-template-builds.ts';
 import * as pool from './sqlite-pool.ts';
 import type { BuildLogEntry } from '../core/template-steps.ts';
 import type {
+  DropUnused,
   Page,
   PageOpts,
   PurgeResult,
@@ -22,7 +24,7 @@ import type {
  * The Store on SQLite through node:sqlite (no native addon). WAL with synchronous=FULL: a
  * committed change survives kill -9 of the daemon and a host crash. Writes that read first
  * (state transitions) run in BEGIN IMMEDIATE transactions. One module per table group does the
- * SQL (sqlite-sandboxes, sqlite-snapshots, sqlite-events, sqlite-journal); this class only
+ * SQL (sqlite-sandboxes, sqlite-snapshots, sqlite-gc, sqlite-events, sqlite-journal); this class only
  * holds the connection (sqlite-db) and delegates.
  */
 export class SqliteStore implements Store {
@@ -90,6 +92,15 @@ export class SqliteStore implements Store {
   }
   deleteSnapshot(id: string): void {
     snapshots.deleteSnapshot(this.#db, id);
+  }
+  touchSnapshots(ids: readonly string[], at: string): void {
+    gc.touchSnapshots(this.#db, ids, at);
+  }
+  snapshotUses(): Map<string, string> {
+    return gc.snapshotUses(this.#db);
+  }
+  dropUnused(o: DropUnused): { tombstoned: boolean } {
+    return gc.dropUnused(this.#db, o);
   }
 
   beginOperation(op: Omit<D.OperationRecord, 'state' | 'steps' | 'error' | 'endedAt'>): D.OperationRecord {

@@ -59,6 +59,16 @@ export interface SnapshotFilter {
   deleted?: boolean;
 }
 
+/** What `dropUnused` removes (see there). */
+export interface DropUnused {
+  /** A hidden template to remove (null: a snapshot alone). */
+  templateId: string | null;
+  /** Its snapshot (the template's current one), or a snapshot no template points at; null: none. */
+  snapshotId: string | null;
+  /** The name the template keeps when sandbox records still name it (null: refuse then). */
+  tombstone: string | null;
+}
+
 export type SandboxPatch = Partial<Omit<SandboxRecord, 'id' | 'createdAt'>>;
 
 /**
@@ -111,6 +121,17 @@ export interface Store {
   hideSnapshot(id: string, at: string): SnapshotRecord;
   /** Removes a snapshot's record (reclaims its layer); refused while something depends on it. */
   deleteSnapshot(id: string): void;
+  /** Records that the snapshots were used at `at` (ISO time); the latest use is kept, unknown ids skipped. */
+  touchSnapshots(ids: readonly string[], at: string): void;
+  /** Snapshot id -> when it was last used (never-touched snapshots are absent); removed with the snapshot. */
+  snapshotUses(): Map<string, string>;
+  /**
+   * Template garbage collection: removes an unused hidden template (with its current snapshot)
+   * and/or a snapshot no template points at, in one transaction that re-checks that nothing
+   * depends on the snapshot (`invalid_state` otherwise, and when the template's snapshot
+   * changed). A template sandbox records still name is renamed `tombstone`, without snapshot.
+   */
+  dropUnused(o: DropUnused): { tombstoned: boolean };
 
   /** Journals an operation before its first step runs. */
   beginOperation(op: Omit<OperationRecord, 'state' | 'steps' | 'error' | 'endedAt'>): OperationRecord;

@@ -2,14 +2,19 @@
  * /v1/template-builds and /v1/template-files: template builds from a step list (what `kiln
  * template build -f Dockerfile` sends, E2B's TemplateBuildStartV2 shape plus name and resources),
  * their status and logs (`?logsOffset=`), the build context uploads; /v1/templates/{id} read and
- * delete.
+ * delete; /v1/templates/gc (template garbage collection).
  */
 import type { TemplateBuildRecord } from '../../core/domain.ts';
+import type { TemplateGcView } from '../../core/api-types.ts';
 import { KilnError, invalidArgument } from '../../core/errors.ts';
 import { parseLogsOffset, validateFilesHash, type BuildLogEntry } from '../../core/template-steps.ts';
+import { validateInt } from '../../core/validate.ts';
 import type { TemplateBuildService, TemplateView } from '../../daemon/templates/build-service.ts';
 import type { Ctx, Route } from '../http.ts';
 import { fields, idOf, type NativeDeps } from './deps.ts';
+
+/** The longest grace period a pass may name: a year. */
+const MAX_GRACE_S = 366 * 24 * 3600;
 
 function builds(d: NativeDeps): TemplateBuildService {
   if (!d.builds) throw new KilnError('invalid_state', 'template builds are not served by this API instance');
@@ -58,6 +63,18 @@ function status(d: NativeDeps, c: Ctx): unknown {
   return { ...buildView(b), logs };
 }
 
+/** POST /v1/templates/gc: one template garbage collection pass (or a dry run of one). */
+async function collect(d: NativeDeps, c: Ctx): Promise<TemplateGcView> {
+  const f = await fields(c);
+  const graceS = f.int('graceS');
+  if (graceS !== undefined) validateInt('graceS', graceS, 0, MAX_GRACE_S);
+  return builds(d).gc.collect({
+    dryRun: f.bool('dryRun') === true,
+    ...(graceS !== undefined ? { graceMs: graceS * 1000 } : {}),
+    opId: c.opId,
+  });
+}
+
 const templateView = (v: TemplateView) => ({
   id: v.templateId,
   name: v.name,
@@ -89,6 +106,7 @@ export const templateBuildRoutes = (d: NativeDeps): Route[] => [
       return null;
     },
   },
+  { method: 'POST', path: '/v1/templates/gc', handler: (c) => collect(d, c) },
   {
     method: 'GET',
     path: '/v1/templates/:id',

@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { nullLogger } from '../../core/log.ts';
 import { ApiKeyService } from '../../daemon/api-keys.ts';
 import type { SandboxServiceDeps } from '../../daemon/sandbox-service.ts';
+import { TemplateBuildService } from '../../daemon/templates/build-service.ts';
 import { FAKE_IMAGE, ServiceFixture } from '../../daemon/testing/fixtures.ts';
 import { e2bRouterOpts, e2bRoutes } from '../e2b.ts';
 import { createEnvdProxy } from '../envd-proxy.ts';
@@ -79,10 +80,17 @@ export class NativeHarness extends ApiHarness {
 
   /**
    * `base`: build the template `base` first; `version`: what /v1/health reports; `socket`: serve
-   * on that unix socket (as kilnd does, for the CLI) instead of a loopback port.
+   * on that unix socket (as kilnd does, for the CLI) instead of a loopback port; `builds`: serve
+   * template builds (and template garbage collection) too.
    */
   static async start(
-    o: { base?: boolean; version?: string; deps?: Partial<SandboxServiceDeps>; socket?: string } = {},
+    o: {
+      base?: boolean;
+      version?: string;
+      deps?: Partial<SandboxServiceDeps>;
+      socket?: string;
+      builds?: boolean;
+    } = {},
   ): Promise<NativeHarness> {
     const h = new NativeHarness(
       await ServiceFixture.start({ base: o.base ?? false, ...(o.deps ? { deps: o.deps } : {}) }),
@@ -95,9 +103,21 @@ export class NativeHarness extends ApiHarness {
       e2bEnv: () =>
         Promise.resolve({ apiUrl: 'http://127.0.0.1:1', sandboxUrl: 'http://127.0.0.1:2', apiKey: 'k' }),
       sandboxDomain: 'localhost:2',
+      ...(o.builds ? { builds: h.templateBuilds() } : {}),
     });
     ({ server: h.server, url: h.url } = await listen(createRouter(routes, nullLogger), o.socket));
     return h;
+  }
+
+  /** The template build service over this harness's service (no OCI images). */
+  templateBuilds(): TemplateBuildService {
+    return new TemplateBuildService({
+      svc: this.svc,
+      store: this.store,
+      dataDir: this.fx.dir,
+      log: nullLogger,
+      ensureTemplate: () => Promise.resolve(),
+    });
   }
 
   /** A request: status, op id, the JSON body when the answer is JSON, and the raw text. */

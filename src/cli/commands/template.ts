@@ -1,4 +1,4 @@
-/** `kiln template list|get|rm|build|pool` (build from a Dockerfile: template-dockerfile.ts). */
+/** `kiln template list|get|rm|build|pool|gc` (from a Dockerfile: template-dockerfile.ts; gc: template-gc.ts). */
 import { parseArgs } from 'node:util';
 import { DEFAULT_MEMORY_MIB, DEFAULT_TEMPLATE, DEFAULT_VCPUS } from '../../core/defaults.ts';
 import { parseSizeMiB } from '../../core/size.ts';
@@ -7,6 +7,7 @@ import { UsageError, intArg } from '../args.ts';
 import type { CliContext } from '../context.ts';
 import { table } from '../output.ts';
 import { buildFromDockerfile } from './template-dockerfile.ts';
+import { templateGc } from './template-gc.ts';
 
 export async function template(ctx: CliContext, sub: string | undefined, argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -23,8 +24,16 @@ export async function template(ctx: CliContext, sub: string | undefined, argv: s
       'build-arg': { type: 'string', multiple: true, default: [] },
       'no-cache': { type: 'boolean', default: false },
       reset: { type: 'boolean', default: false },
+      'dry-run': { type: 'boolean', default: false },
+      grace: { type: 'string' },
     },
   });
+  if (sub === 'gc')
+    return templateGc(ctx, positionals, {
+      dryRun: values['dry-run'],
+      grace: values.grace,
+      json: values.json,
+    });
   if (sub === 'pool') return pool(ctx, positionals, values.reset, values.json);
   if (sub === 'get' || sub === 'rm') return getOrRemove(ctx, sub, positionals, values.json);
   if (sub !== 'list' && sub !== 'build') throw new UsageError(`unknown command "kiln template ${sub ?? ''}"`);

@@ -26,28 +26,35 @@ export interface LoopTasks {
 }
 
 /**
+ * Runs `fn` every `ms` on an unref'd timer (it never keeps the process alive); a run still
+ * going when the timer fires again is skipped; a failure is logged. Every background task of
+ * kilnd runs so (also template garbage collection, daemon/templates/gc.ts).
+ */
+export function every(log: Logger, ms: number, fn: () => Promise<unknown>): NodeJS.Timeout {
+  let busy = false;
+  const t = setInterval(() => {
+    if (busy) return;
+    busy = true;
+    fn()
+      .catch((e: unknown) => {
+        log.warn({ err: e }, 'background task failed');
+      })
+      .finally(() => {
+        busy = false;
+      });
+  }, ms);
+  t.unref();
+  return t;
+}
+
+/**
  * Starts the reaper, the liveness watcher, the stats sampler, chain flattening and the
  * retention purge (at once, then hourly); returns the
  * timers (unref'd: they never keep the process alive). A task still running when its timer
  * fires again is skipped, except liveness, which keeps track of its own checks.
  */
 export function startLoops(log: Logger, tasks: LoopTasks, opts: LoopOpts): NodeJS.Timeout[] {
-  const loop = (ms: number, fn: () => Promise<unknown>): NodeJS.Timeout => {
-    let busy = false;
-    const t = setInterval(() => {
-      if (busy) return;
-      busy = true;
-      fn()
-        .catch((e: unknown) => {
-          log.warn({ err: e }, 'background task failed');
-        })
-        .finally(() => {
-          busy = false;
-        });
-    }, ms);
-    t.unref();
-    return t;
-  };
+  const loop = (ms: number, fn: () => Promise<unknown>): NodeJS.Timeout => every(log, ms, fn);
   const timers = [loop(opts.reapEveryMs ?? 1000, tasks.reap)];
   // No busy guard: the watcher skips sandboxes still being checked, so one hung VM never
   // delays the others.

@@ -15,6 +15,9 @@
  * - A create or resume whose sandbox is `running` with a live VM got past its last step.
  * - A kill is never undone: interrupted at any step (`killing`, `vm killed`), it is finished: the
  *   VM killed, the sandbox dead with the end reason its kill recorded with `killing`.
+ * - A template garbage collection removal (`collect`) removed its records in one transaction
+ *   before touching files: records gone, it is finished (its directory, under its own name or
+ *   moved aside as `.gc-<op>`, removed); records there, nothing happened.
  * - VMs outlive kilnd (QEMU is daemonized) and are re-adopted by id through the driver. Only a
  *   positive observation (the driver says gone) ends a sandbox; a host error leaves it as it is
  *   (`unchecked`) and an error listing VMs kills nothing.

@@ -1,11 +1,14 @@
 import type { OperationRecord } from '../../core/domain.ts';
 import { KilnError } from '../../core/errors.ts';
 import { runUndo } from '../journal.ts';
+import { finishCollect } from '../sandbox/collect.ts';
 import type { ServiceContext } from '../sandbox/context.ts';
 import { finishKill } from '../sandbox/kill.ts';
 import { pastPointOfNoReturn } from '../sandbox/snapshot-files.ts';
 import { rollForwardSnapshot } from './roll-forward.ts';
 import type { ReconcileReport } from './reconcile.ts';
+
+const INTERRUPTED = 'interrupted by a daemon restart';
 
 /** False only when the driver saw the VM gone; a host error propagates (nothing is undone on it). */
 async function alive(sc: ServiceContext, id: string): Promise<boolean> {
@@ -27,13 +30,21 @@ async function reachedRunning(sc: ServiceContext, op: OperationRecord): Promise<
 
 /**
  * Every operation the journal holds open: finished when it got far enough (a create or resume
- * that reached running; a snapshot, fork or pause past its point of no return; any kill), else unwound by
+ * that reached running; a snapshot, fork or pause past its point of no return; any kill; a
+ * garbage collection removal whose records went), else unwound by
  * replaying its undo steps, newest first.
  */
 export async function replayOperations(sc: ServiceContext, out: ReconcileReport): Promise<void> {
   for (const op of sc.store.openOperations()) {
     if (await reachedRunning(sc, op)) {
       sc.store.finishOperation(op.id, 'done');
+      continue;
+    }
+    // A removal by template garbage collection: finished if its records went, else nothing happened.
+    if (op.kind === 'collect') {
+      const finished = await finishCollect(sc, op);
+      sc.store.finishOperation(op.id, finished ? 'done' : 'undone', finished ? undefined : INTERRUPTED);
+      (finished ? out.finished : out.unwound).push(op.id);
       continue;
     }
     // A kill is never undone: interrupted at any step, it is finished.
@@ -71,5 +82,5 @@ async function unwind(sc: ServiceContext, op: OperationRecord): Promise<void> {
     sc.store.updateSandbox(op.subject, { state: 'running', pauseKind: null });
   if (op.kind === 'resume' && sc.store.getSandbox(op.subject).state === 'resuming')
     sc.store.updateSandbox(op.subject, { state: 'paused' });
-  sc.store.finishOperation(op.id, 'undone', 'interrupted by a daemon restart');
+  sc.store.finishOperation(op.id, 'undone', INTERRUPTED);
 }

@@ -9,6 +9,7 @@ import type { TemplateBuildRecord, TemplateRecord } from '../../core/domain.ts';
 import { KilnError, asKilnError, invalidArgument } from '../../core/errors.ts';
 import { newId } from '../../core/ids.ts';
 import {
+  DELETED_TEMPLATE_PREFIX,
   isInternalSnapshotName,
   parseLogsOffset,
   parseBuildSpec,
@@ -21,6 +22,8 @@ import { sees, seesTemplate, type Caller } from '../scope.ts';
 import type { SandboxService } from '../sandbox-service.ts';
 import { BuildWatch, followBuild, type BuildFollowEvent } from './build-follow.ts';
 import { BuildFiles } from './files.ts';
+import { DEFAULT_TEMPLATE_GC_AFTER_S, TemplateCollector } from './gc.ts';
+import { BuildLeases } from './leases.ts';
 import { runBuild, type BuildRunDeps } from './run-build.ts';
 
 export const INTERRUPTED = 'interrupted by a daemon restart';
@@ -38,6 +41,8 @@ export interface TemplateBuildServiceOpts {
   image?: BuildRunDeps['image'];
   /** How long a ready command may take to pass (default 120 s). */
   readyTimeoutMs?: number;
+  /** Template garbage collection's grace period (ms; default a day; $KILN_TEMPLATE_GC_AFTER_S). */
+  gcAfterMs?: number | undefined;
 }
 
 /** A template as the APIs show it: its record once built, and its builds. */
@@ -53,6 +58,8 @@ export class TemplateBuildService {
   readonly files: BuildFiles;
   /** Pulsed on every log line and record change of a build (followers of its log wait on it). */
   readonly watch = new BuildWatch();
+  /** Template garbage collection: the hidden templates and layers builds left that nothing uses. */
+  readonly gc: TemplateCollector;
   readonly #d: BuildRunDeps;
   readonly #running = new Map<string, Promise<void>>();
   readonly #cancels = new Map<string, AbortController>();
@@ -60,12 +67,29 @@ export class TemplateBuildService {
   constructor(o: TemplateBuildServiceOpts) {
     const now = o.now ?? Date.now;
     this.files = new BuildFiles(o.dataDir, now);
+    const log = o.log.child({ component: 'template-builds' });
+    const leases = new BuildLeases((ids) => {
+      try {
+        o.store.touchSnapshots(ids, new Date(now()).toISOString());
+      } catch (e) {
+        log.warn({ err: asKilnError(e).message }, 'recording the use of template layers failed');
+      }
+    });
+    this.gc = new TemplateCollector({
+      svc: o.svc,
+      store: o.store,
+      leases,
+      log: o.log.child({ component: 'template-gc' }),
+      now,
+      graceMs: o.gcAfterMs ?? DEFAULT_TEMPLATE_GC_AFTER_S * 1000,
+    });
     this.#d = {
       svc: o.svc,
       store: o.store,
       files: this.files,
-      log: o.log.child({ component: 'template-builds' }),
+      log,
       now,
+      leases,
       ensureTemplate: o.ensureTemplate,
       readyTimeoutMs: o.readyTimeoutMs ?? 120_000,
       imageTemplate: o.imageTemplate,
@@ -244,7 +268,9 @@ export class TemplateBuildService {
   }
 
   #tombstoned(id: string): boolean {
-    return this.#d.store.listTemplates().some((t) => t.id === id && t.name.startsWith('kiln-deleted-'));
+    return this.#d.store
+      .listTemplates()
+      .some((t) => t.id === id && t.name.startsWith(DELETED_TEMPLATE_PREFIX));
   }
 
   /** One template by id or name, or `not_found`. */
@@ -289,7 +315,7 @@ export class TemplateBuildService {
       } catch (e) {
         // Sandboxes made from it still name it: keep the record under a name no one can use.
         if (!(e instanceof KilnError && e.code === 'invalid_state')) throw e;
-        this.#d.store.putTemplate({ ...t, name: `kiln-deleted-${t.id}`, snapshotId: null });
+        this.#d.store.putTemplate({ ...t, name: `${DELETED_TEMPLATE_PREFIX}${t.id}`, snapshotId: null });
       }
     }
   }
@@ -383,7 +409,15 @@ export class TemplateBuildService {
       this.watch.changed(b.id);
       failed.push(b.id);
     }
+    if (failed.length)
+      this.#d.log.warn({ builds: failed }, 'template builds interrupted by a restart failed');
     return failed;
+  }
+
+  /** Stops template garbage collection (a pass in progress ends first) and waits for running builds. */
+  async close(): Promise<void> {
+    await this.gc.stop();
+    await this.idle();
   }
 
   /** Resolves when every running build has ended (tests, shutdown). */

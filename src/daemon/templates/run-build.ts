@@ -6,7 +6,8 @@
  *
  * Crash safety: every snapshot is kiln's journalled snapshot operation (a layer is whole or
  * absent); the builder is an ordinary sandbox whose id the build record holds, so start-up
- * (build-service.ts `recover`) kills it and marks the build failed.
+ * (build-service.ts `recover`) kills it and marks the build failed. What a build finds and
+ * makes is leased (leases.ts) until it ends, so template garbage collection keeps it.
  */
 import { BUILDER_METADATA_KEY } from '../../core/defaults.ts';
 import type { Logger } from 'pino';
@@ -14,6 +15,7 @@ import type { SnapshotRecord, TemplateBuildRecord, TemplateRecord } from '../../
 import { KilnError, asKilnError } from '../../core/errors.ts';
 import {
   E2B_DEFAULT_IMAGE,
+  RESOURCES_TEMPLATE_PREFIX,
   changesVm,
   describeStep,
   layerKey,
@@ -31,6 +33,7 @@ import type { BootImage } from '../sandbox/types.ts';
 import type { BuildWatch } from './build-follow.ts';
 import type { BuildFiles } from './files.ts';
 import { GuestSteps, StepFailed, applyContext, initialContext } from './guest-steps.ts';
+import type { BuildLease, BuildLeases } from './leases.ts';
 
 export interface BuildRunDeps {
   svc: SandboxService;
@@ -50,6 +53,8 @@ export interface BuildRunDeps {
   readyEveryMs?: number;
   /** Pulsed after every log line and record change (followers of the log wake). */
   watch: BuildWatch;
+  /** What builds in progress hold, for template garbage collection. */
+  leases: BuildLeases;
 }
 
 /**
@@ -88,6 +93,7 @@ async function parentOf(
   spec: BuildSpec,
   b: TemplateBuildRecord,
   opId: string,
+  lease: BuildLease,
 ): Promise<TemplateRecord> {
   let ref: string;
   if ('template' in spec.from) ref = spec.from.template;
@@ -106,7 +112,11 @@ async function parentOf(
   if (ref === 'base') await d.ensureTemplate('base', opId);
   const t = d.svc.templates().find((x) => x.name === ref || x.id === ref);
   if (!t?.snapshotId) throw new BuildError(`fromTemplate("${ref}"): no such template`, 'base');
-  return withResources(d, t, b, opId);
+  lease.hold(t.id, t.snapshotId);
+  const p = await withResources(d, t, b, opId);
+  lease.hold(p.id, p.snapshotId);
+  lease.resolved();
+  return p;
 }
 
 /**
@@ -130,7 +140,7 @@ async function withResources(
       `cpuCount ${String(cpus)} / memoryMB ${String(mem)}: template "${t.name}" runs with ${String(t.vcpus)} vCPU(s) and ${String(t.memoryMiB)} MiB, and a template built on it restores its running state; build on one booted from an image (such as base) to choose them`,
       'base',
     );
-  const name = `kiln-res-${String(mem)}m${String(cpus)}c-${t.id}`;
+  const name = `${RESOURCES_TEMPLATE_PREFIX}${String(mem)}m${String(cpus)}c-${t.id}`;
   const twin = d.svc.templates().find((x) => x.name === name);
   if (twin && d.svc.templateReady(twin)) return twin;
   const img = await d.image(t.imageKey);
@@ -159,7 +169,13 @@ interface CachePlan {
 }
 
 /** The deepest cached layer: the cache holds every VM-changing step before the first miss or forced step. */
-function planCache(d: BuildRunDeps, parent: TemplateRecord, spec: BuildSpec, templateId: string): CachePlan {
+function planCache(
+  d: BuildRunDeps,
+  parent: TemplateRecord,
+  spec: BuildSpec,
+  templateId: string,
+  lease: BuildLease,
+): CachePlan {
   const keys: string[] = [];
   let key = rootLayerKey(parent.snapshotId ?? '');
   for (const s of spec.steps) keys.push((key = layerKey(key, s)));
@@ -175,6 +191,7 @@ function planCache(d: BuildRunDeps, parent: TemplateRecord, spec: BuildSpec, tem
     if (!changesVm(s)) continue;
     const hit = findLayer(d.svc, keys[i] ?? '');
     if (!hit) return { ...plan, firstRun: i };
+    lease.hold(hit.id);
     plan.restoreFrom = hit.id;
     plan.layers.push(hit.id);
   }
@@ -191,6 +208,7 @@ class BuildRun {
   readonly #ctx = initialContext();
   builder: string | undefined;
   readonly #signal: AbortSignal | undefined;
+  readonly lease: BuildLease;
 
   constructor(d: BuildRunDeps, b: TemplateBuildRecord, spec: BuildSpec, signal?: AbortSignal) {
     this.#d = d;
@@ -199,6 +217,7 @@ class BuildRun {
     this.#signal = signal;
     this.log = new BuildLog(d, b.id);
     this.opId = `op-build-${b.id.slice(0, 12)}`;
+    this.lease = d.leases.begin(b.id);
   }
 
   save(patch: Partial<TemplateBuildRecord>): void {
@@ -210,9 +229,9 @@ class BuildRun {
   async run(): Promise<void> {
     const d = this.#d;
     const t0 = d.now();
-    const parent = await parentOf(d, this.#spec, this.#b, this.opId);
+    const parent = await parentOf(d, this.#spec, this.#b, this.opId, this.lease);
     this.log.add('info', `[base] FROM template ${parent.name}`, 'base');
-    const plan = planCache(d, parent, this.#spec, this.#b.templateId);
+    const plan = planCache(d, parent, this.#spec, this.#b.templateId, this.lease);
     this.#check('base');
     if (await this.#allCached(parent, plan)) return;
     const sbx = await d.svc.create(
@@ -259,6 +278,7 @@ class BuildRun {
     if (this.#spec.force || plan.firstRun < this.#spec.steps.length) return false;
     const done = findLayer(this.#d.svc, '', plan.finalName);
     if (!done) return false;
+    this.lease.hold(done.id);
     const n = String(this.#spec.steps.length);
     for (const [i, s] of this.#spec.steps.entries())
       this.log.add('info', `CACHED [${String(i + 1)}/${n}] ${describeStep(s)}`, String(i + 1));
@@ -311,6 +331,7 @@ class BuildRun {
       const old = findLayer(d.svc, key);
       if (old) await d.svc.deleteSnapshot(old.id, { opId: this.opId });
       const snap = await d.svc.snapshot(this.builder, { name: layerName(key) }, { opId: this.opId });
+      this.lease.hold(snap.id);
       plan.layers.push(snap.id);
       this.save({ layers: [...plan.layers] });
     }
@@ -409,6 +430,7 @@ export async function runBuild(
     r.failed(e);
   } finally {
     if (r.builder) await killQuietly(d, r.builder, r.opId);
+    r.lease.release();
     r.save({ builderId: null });
   }
 }
