@@ -23,7 +23,6 @@ import {
   finalKey,
   rootLayerKey,
   templateSnapName,
-  type BuildLogEntry,
   type BuildSpec,
   type BuildStep,
 } from '../../core/template-steps.ts';
@@ -31,6 +30,7 @@ import type { Store } from '../../store/store.ts';
 import type { SandboxService } from '../sandbox-service.ts';
 import type { BootImage } from '../sandbox/types.ts';
 import type { BuildWatch } from './build-follow.ts';
+import { BuildLog } from './build-log.ts';
 import type { BuildFiles } from './files.ts';
 import { GuestSteps, StepFailed, applyContext, initialContext } from './guest-steps.ts';
 import type { BuildLease, BuildLeases } from './leases.ts';
@@ -55,28 +55,6 @@ export interface BuildRunDeps {
   watch: BuildWatch;
   /** What builds in progress hold, for template garbage collection. */
   leases: BuildLeases;
-}
-
-/**
- * A build's log: persisted line by line (status answers from it, also after a restart); each
- * line wakes the log's followers.
- */
-export class BuildLog {
-  readonly #d: Pick<BuildRunDeps, 'store' | 'now' | 'watch'>;
-  readonly #buildId: string;
-  constructor(d: Pick<BuildRunDeps, 'store' | 'now' | 'watch'>, buildId: string) {
-    this.#d = d;
-    this.#buildId = buildId;
-  }
-  add(level: BuildLogEntry['level'], message: string, step?: string): void {
-    this.#d.store.appendBuildLog(this.#buildId, {
-      timestamp: new Date(this.#d.now()).toISOString(),
-      level,
-      message,
-      ...(step !== undefined ? { step } : {}),
-    });
-    this.#d.watch.changed(this.#buildId);
-  }
 }
 
 class BuildError extends Error {
