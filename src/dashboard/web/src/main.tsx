@@ -2,10 +2,10 @@
 import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import type { DashSession } from '../../../core/dashboard-types.ts';
+import type { SandboxPage as SandboxPageType } from './pages/Sandbox.tsx';
 import { loadSession, signOut, useLive } from './api.ts';
 import { HostPage } from './pages/Host.tsx';
 import { KeysPage, SnapshotsPage } from './pages/Objects.tsx';
-import { SandboxPage } from './pages/Sandbox.tsx';
 import { SandboxesPage } from './pages/Sandboxes.tsx';
 import { TemplatesPage } from './pages/Templates.tsx';
 import './styles.css';
@@ -32,12 +32,36 @@ function useHash(): string {
   return h;
 }
 
+type SandboxPageProps = Parameters<typeof SandboxPageType>[0];
+
+/**
+ * One sandbox's page, loaded on first use: its charts (uPlot) and terminal (xterm.js) are most of
+ * the front end's code, and the sandboxes table should not wait for them to be parsed.
+ */
+function LazySandboxPage(props: SandboxPageProps) {
+  const [page, setPage] = useState<{ C: typeof SandboxPageType } | undefined>();
+  const [err, setErr] = useState<string | undefined>();
+  useEffect(() => {
+    import('./pages/Sandbox.tsx').then(
+      (m) => {
+        setPage({ C: m.SandboxPage });
+      },
+      (e: unknown) => {
+        setErr(String(e));
+      },
+    );
+  }, []);
+  if (err) return <p role="alert">The sandbox page failed to load: {err}</p>;
+  if (!page) return <p aria-busy="true">Loading…</p>;
+  return <page.C {...props} />;
+}
+
 function Live(props: { route: string; session: DashSession }) {
   const one = /^#\/sandboxes\/([A-Za-z0-9_-]+)$/.exec(props.route)?.[1];
   const live = useLive(one);
   if (one)
     return (
-      <SandboxPage
+      <LazySandboxPage
         id={one}
         live={live.sandboxes?.find((s) => s.id === one)}
         events={live.events}
