@@ -15,21 +15,12 @@
  * - it is a deleted template's record with no files that sandbox records still name.
  * User snapshots, and snapshots users deleted (sandbox/gc.ts reclaims those), are never candidates.
  */
+import type { TemplateGcItemView } from '../../core/template-gc-types.ts';
 import type { SnapshotRecord, TemplateBuildRecord, TemplateRecord } from '../../core/domain.ts';
 import { isHiddenTemplateName, isInternalSnapshotName } from '../../core/template-steps.ts';
 
-/** One thing the collector removes or keeps. */
-export interface GcUnit {
-  /** `template`: a hidden template (with its snapshot, if any); `snapshot`: a snapshot alone. */
-  kind: 'template' | 'snapshot';
-  templateId: string | null;
-  snapshotId: string | null;
-  name: string | null;
-  /** Bytes of the snapshot's files. */
-  bytes: number;
-  /** When it was last used (ISO time). */
-  lastUsedAt: string;
-}
+/** One thing the collector removes or keeps (the API's item without its reason). */
+export type GcUnit = Omit<TemplateGcItemView, 'reason'>;
 
 /** The records and facts one decision reads. */
 export interface GcWorld {
