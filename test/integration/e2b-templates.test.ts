@@ -230,7 +230,7 @@ describe('template builds through the e2b SDK (real guests)', { timeout: 1_800_0
     assert.equal(await Template.exists('tpl-df'), false);
   });
 
-  it('fromImage of an OCI image in a local registry: the image becomes the base, the steps run on it', async () => {
+  it('fromImage of an OCI image in a local registry, and the same as a Dockerfile FROM through the CLI: the image becomes the base, the steps run on it', async () => {
     const dir = await mkdtemp('/tmp/kiln-e2btpl-reg-');
     const reg = await startRegistry(dir);
     try {
@@ -244,6 +244,21 @@ describe('template builds through the e2b SDK (real guests)', { timeout: 1_800_0
       const r = await sbx.commands.run('cat /srv/app/marker /tmp/step.txt; echo "env=$FROM_OCI"');
       assert.equal(r.stdout, 'from the OCI image\non-oci yes\nenv=yes\n');
       await sbx.kill();
+      // The same image as a Dockerfile's FROM, through the CLI.
+      const df = join(dir, 'Dockerfile.oci');
+      await writeFile(df, `FROM ${reg.registry}/kiln/tpl-base:t\nRUN echo "df-on-oci" > /tmp/df.txt\n`);
+      const r2 = await kiln('template', 'build', '-f', df, '--name', 'tpl-df-oci', dir);
+      assert.equal(r2.status, 0, r2.stdout + r2.stderr);
+      const sbx2 = await Sandbox.create('tpl-df-oci');
+      assert.equal(
+        (await sbx2.commands.run('cat /srv/app/marker /tmp/df.txt')).stdout,
+        'from the OCI image\ndf-on-oci\n',
+      );
+      await sbx2.kill();
+      await writeFile(df, `FROM ${reg.registry}/kiln/no-such:t\nRUN true\n`);
+      const r3 = await kiln('template', 'build', '-f', df, '--name', 'tpl-df-missing', dir);
+      assert.notEqual(r3.status, 0);
+      assert.match(r3.stderr, /no-such/);
       await assert.rejects(
         build(Template().fromImage(`${reg.registry}/kiln/no-such:t`), 'tpl-missing'),
         /fromImage/,
