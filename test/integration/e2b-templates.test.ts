@@ -135,6 +135,15 @@ describe('template builds through the e2b SDK (real guests)', { timeout: 1_800_0
     const s2 = await Sandbox.create('tpl-web');
     assert.equal((await s2.commands.run('cat /home/user/app/marker.txt')).stdout, 'two\n');
     await s2.kill();
+    // Clones of a template captured with its start command running do not share randomness.
+    const clones = await Promise.all([Sandbox.create('tpl-web'), Sandbox.create('tpl-web')]);
+    const read =
+      'head -c 32 /dev/urandom | od -An -tx1 | tr -d " \\n"; curl -s -o /dev/null -w " %{http_code}" http://127.0.0.1:8000/hello.txt';
+    const [o1, o2] = await Promise.all(clones.map((c) => c.commands.run(read)));
+    assert.match(o1?.stdout ?? '', /^[0-9a-f]{64} 200$/);
+    assert.match(o2?.stdout ?? '', /^[0-9a-f]{64} 200$/);
+    assert.notEqual(o1?.stdout, o2?.stdout);
+    await Promise.all(clones.map((c) => c.kill()));
 
     const list = (await await fetch(`${process.env['E2B_API_URL']}/templates`, {
       headers: { 'x-api-key': process.env['E2B_API_KEY'] ?? '' },
