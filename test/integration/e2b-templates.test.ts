@@ -253,15 +253,42 @@ describe('template builds through the e2b SDK (real guests)', { timeout: 1_800_0
       const r = await sbx.commands.run('cat /srv/app/marker /tmp/step.txt; echo "env=$FROM_OCI"');
       assert.equal(r.stdout, 'from the OCI image\non-oci yes\nenv=yes\n');
       await sbx.kill();
-      // The same image as a Dockerfile's FROM, through the CLI.
+      // The same image as a Dockerfile's FROM, through the CLI, with the rest of the subset.
       const df = join(dir, 'Dockerfile.oci');
-      await writeFile(df, `FROM ${reg.registry}/kiln/tpl-base:t\nRUN echo "df-on-oci" > /tmp/df.txt\n`);
-      const r2 = await kiln('template', 'build', '-f', df, '--name', 'tpl-df-oci', dir);
+      await writeFile(
+        df,
+        [
+          `FROM ${reg.registry}/kiln/tpl-base:t`,
+          'ENV FROM_DF=yes',
+          'RUN echo df-on-oci > /tmp/df.txt',
+          'COPY hello.txt /opt/app/',
+          'WORKDIR /opt/app',
+          'USER user',
+          'RUN id -un > /tmp/whoami.txt',
+          'CMD ["/bin/busybox", "sh", "-c", "echo started > /tmp/started; exec /bin/busybox sleep 100000"]',
+          '',
+        ].join('\n'),
+      );
+      const r2 = await kiln(
+        'template',
+        'build',
+        '-f',
+        df,
+        '--name',
+        'tpl-df-oci',
+        '--ready-cmd',
+        'test -s /tmp/started',
+        ctxDir,
+      );
       assert.equal(r2.status, 0, r2.stdout + r2.stderr);
       const sbx2 = await Sandbox.create('tpl-df-oci');
       assert.equal(
-        (await sbx2.commands.run('cat /srv/app/marker /tmp/df.txt')).stdout,
-        'from the OCI image\ndf-on-oci\n',
+        (
+          await sbx2.commands.run(
+            'cat /srv/app/marker /tmp/df.txt hello.txt /tmp/whoami.txt /tmp/started; echo "$FROM_DF"; pwd; id -un',
+          )
+        ).stdout,
+        'from the OCI image\ndf-on-oci\nhello from the build context\nuser\nstarted\nyes\n/opt/app\nuser\n',
       );
       await sbx2.kill();
       await writeFile(df, `FROM ${reg.registry}/kiln/no-such:t\nRUN true\n`);
