@@ -5,6 +5,7 @@
  * namespace with util-linux `nsenter`), Debian's own tools. Every step is undone on failure, and
  * `destroySlot` removes whatever part exists.
  */
+import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { KilnError } from '../core/errors.ts';
 import { run } from '../core/exec.ts';
@@ -32,8 +33,11 @@ export async function applyNft(script: string, ns?: string): Promise<void> {
   await run(cmd, args, { input: script, failCode: 'driver_error' });
 }
 
-const gone = (e: unknown): boolean =>
-  e instanceof Error && /Cannot find device|No such file|does not exist|not found/i.test(e.message);
+/** Whether host interface `name` exists now. */
+async function linkExists(name: string): Promise<boolean> {
+  const all = await run('ip', ['-j', 'link', 'show'], { failCode: 'driver_error' });
+  return (JSON.parse(all.stdout || '[]') as { ifname: string }[]).some((l) => l.ifname === name);
+}
 
 /** Makes slot `index` of instance `tag` with its rules (`script`); on failure nothing is left. */
 export async function createSlot(
@@ -88,13 +92,18 @@ export async function createSlot(
   }
 }
 
-/** Removes a slot's veth pair and namespace (a part already gone is fine). Idempotent. */
+/**
+ * Removes a slot's veth pair and namespace. Idempotent: a part already gone, or removed by
+ * somebody else while this runs (the kernel tears a deleted namespace's veth down on its own
+ * time), is fine. A failed delete counts only if the part is still there afterwards, whatever
+ * `ip` printed.
+ */
 export async function destroySlot(names: SlotNames): Promise<void> {
-  await ip(['link', 'del', names.hostIf]).catch((e: unknown) => {
-    if (!gone(e)) throw e;
+  await ip(['link', 'del', names.hostIf]).catch(async (e: unknown) => {
+    if (await linkExists(names.hostIf)) throw e;
   });
   await ip(['netns', 'del', names.ns]).catch((e: unknown) => {
-    if (!gone(e)) throw e;
+    if (existsSync(nsPath(names.ns))) throw e;
   });
 }
 
