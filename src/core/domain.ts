@@ -221,7 +221,9 @@ export type OperationKind =
   /** A warm pool member restored ahead of a create (daemon/pool). */
   | 'pool-fill'
   /** Template garbage collection's removal of an unused hidden template or snapshot (sandbox/collect.ts). */
-  | 'collect';
+  | 'collect'
+  /** A template build, from its start to the template published (daemon/templates/run-build.ts). */
+  | 'build';
 export type OperationState = 'running' | 'done' | 'failed' | 'undone';
 
 /**
@@ -241,6 +243,10 @@ export type UndoAction =
   | { action: 'guest-remove'; sandboxId: string; paths: string[] }
   /** A warm pool member's record (its VM is the `kill-vm` step's). */
   | { action: 'delete-pool-vm'; vmId: string }
+  /** A sandbox of kiln's own (a template build's builder): its VM killed, its record dead with `reason`. */
+  | { action: 'end-sandbox'; sandboxId: string; reason: string }
+  /** A template build still `building`: ended `error` with `reason` (one still running when kilnd died). */
+  | { action: 'fail-build'; buildId: string; reason: string }
   | { action: 'none' };
 
 export interface OperationStep {

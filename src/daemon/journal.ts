@@ -70,9 +70,42 @@ export async function runUndo(
     case 'delete-pool-vm':
       deps.store.deletePoolVm(a.vmId);
       return;
+    case 'end-sandbox':
+      await killVm(deps, a.sandboxId);
+      endRecord(deps.store, a.sandboxId, a.reason);
+      return;
+    case 'fail-build':
+      failBuild(deps.store, a.buildId, a.reason);
+      return;
     case 'none':
       return;
   }
+}
+
+/** Sandbox `id`'s record dead with `reason` (a record already dead or gone stays as it is). */
+function endRecord(store: Store, id: string, reason: string): void {
+  try {
+    if (store.getSandbox(id).state !== 'dead') store.updateSandbox(id, { state: 'dead', endReason: reason });
+  } catch (e) {
+    if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
+  }
+}
+
+/** A template build still `building` ends `error` with `reason`; one that ended is left as it is. */
+function failBuild(store: Store, buildId: string, reason: string): void {
+  const b = store.getBuild(buildId);
+  if (b.status !== 'building') return;
+  const now = new Date().toISOString();
+  // The line before the status: a follower of the log ends at the status.
+  store.appendBuildLog(b.id, { timestamp: now, level: 'error', message: reason });
+  store.putBuild({
+    ...b,
+    status: 'error',
+    reason: { message: reason, step: 'finalize' },
+    builderId: null,
+    updatedAt: now,
+    finishedAt: now,
+  });
 }
 
 export interface OpRunDeps {

@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import type { WorkspaceExportHead, WorkspaceView } from '../core/api-types.ts';
 import type {
   EventRecord,
+  OperationKind,
   SandboxRecord,
   SnapshotKind,
   SnapshotRecord,
@@ -14,6 +15,7 @@ import { validateInt, validateName } from '../core/validate.ts';
 import type { Page, PageOpts, SandboxFilter } from '../store/store.ts';
 import type { ExecOpts, ExecResult, GuestMetrics } from './guest-client.ts';
 import { memoryCommitment } from './admission.ts';
+import { OpRun } from './journal.ts';
 import { KeyedLock } from './locks.ts';
 import { startLoops, type LoopOpts } from './monitors/loops.ts';
 import { reapExpired, setEndTime } from './monitors/reaper.ts';
@@ -101,6 +103,11 @@ export class SandboxService {
   }
 
   // ---- templates
+
+  /** An operation made of several of this service's calls (a template build), in its journal. */
+  beginOperation(kind: OperationKind, subject: string, requestId?: string): OpRun {
+    return new OpRun(this.#sc, kind, subject, requestId);
+  }
 
   /**
    * Boots `image` once, waits for its agent and snapshots it: RAM file, device state and frozen

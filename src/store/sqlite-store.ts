@@ -171,6 +171,12 @@ export class SqliteStore implements Store {
   putBuild(b: D.TemplateBuildRecord): void {
     builds.putBuild(this.#db, b);
   }
+  publishBuild(t: D.TemplateRecord, b: D.TemplateBuildRecord): void {
+    this.#db.tx(() => {
+      snapshots.putTemplate(this.#db, t);
+      builds.putBuild(this.#db, b);
+    });
+  }
   getBuild(id: string): D.TemplateBuildRecord {
     return builds.getBuild(this.#db, id);
   }

@@ -1,14 +1,34 @@
 /**
- * The behaviour every `Store` must show, part two: the operations journal, events, API keys,
- * retention of ended sandboxes, and (for stores on disk) what survives a reopen.
+ * The behaviour every `Store` must show, part two: the operations journal, template builds,
+ * events, API keys, retention of ended sandboxes, and (for stores on disk) what survives a reopen.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { EVENTS_PER_SANDBOX } from '../core/domain.ts';
+import { EVENTS_PER_SANDBOX, type TemplateBuildRecord } from '../core/domain.ts';
 import { code, sandbox, snapshot, T0, T1, template, type StoreFixture } from './store.contract.ts';
 
+const build = (o: Partial<TemplateBuildRecord> = {}): TemplateBuildRecord => ({
+  id: 'bld-1',
+  templateId: 'tpl-9',
+  templateName: 'app',
+  ownerKeyId: null,
+  tags: [],
+  status: 'building',
+  vcpus: null,
+  memoryMiB: null,
+  spec: null,
+  reason: null,
+  builderId: null,
+  layers: [],
+  snapshotId: null,
+  createdAt: T0,
+  updatedAt: T0,
+  finishedAt: null,
+  ...o,
+});
+
 export function storeJournalContract(name: string, fx: StoreFixture): void {
-  describe(`Store contract (journal, events, keys, retention): ${name}`, () => {
+  describe(`Store contract (journal, builds, events, keys, retention): ${name}`, () => {
     it('operations journal: begin, steps with undo, open list, finish once', () => {
       const s = fx.open();
       s.beginOperation({ id: 'op-1', kind: 'create', subject: 'sbx-1', requestId: 'req-9', startedAt: T0 });
@@ -51,6 +71,37 @@ export function storeJournalContract(name: string, fx: StoreFixture): void {
       assert.deepEqual(
         s.openOperations().map((o) => o.id),
         ['op-2'],
+      );
+      s.close();
+    });
+
+    it('builds: put, get, list; publishBuild writes the template and the build together or neither', () => {
+      const s = fx.open();
+      s.putTemplate(template());
+      const b = build();
+      s.putBuild(b);
+      assert.deepEqual(s.getBuild('bld-1'), b);
+      s.insertSnapshot(snapshot({ id: 'snap-9' }));
+      const ready = { ...b, status: 'ready' as const, snapshotId: 'snap-9', finishedAt: T1 };
+      s.publishBuild(template({ id: 'tpl-9', name: 'app', snapshotId: 'snap-9' }), ready);
+      assert.equal(s.getTemplate('app').snapshotId, 'snap-9');
+      assert.deepEqual(s.getBuild('bld-1'), ready);
+      // A template that cannot be written (its name is taken) leaves the build as it was.
+      s.putBuild(build({ id: 'bld-2' }));
+      assert.equal(
+        code(() => {
+          s.publishBuild(template({ id: 'tpl-8', name: 'base' }), build({ id: 'bld-2', status: 'ready' }));
+        }),
+        'already_exists',
+      );
+      assert.equal(s.getBuild('bld-2').status, 'building');
+      assert.equal(
+        code(() => s.getTemplate('tpl-8')),
+        'not_found',
+      );
+      assert.deepEqual(
+        s.listBuilds().map((x) => x.id),
+        ['bld-1', 'bld-2'],
       );
       s.close();
     });

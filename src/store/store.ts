@@ -178,6 +178,12 @@ export interface Store {
   /** Template builds (issue 14): insert or replace one; its log lines stay. */
   putBuild(b: TemplateBuildRecord): void;
   getBuild(id: string): TemplateBuildRecord;
+  /**
+   * A finished build and its template (new, or the name's existing one pointed at the build's
+   * snapshot), in one transaction: a crash leaves the template unchanged and the build running,
+   * or both done.
+   */
+  publishBuild(t: TemplateRecord, b: TemplateBuildRecord): void;
   /** Builds of one template (or all), oldest first. */
   listBuilds(templateId?: string): TemplateBuildRecord[];
   /** Removes a template's builds and their logs. */

@@ -1,11 +1,14 @@
 /**
- * kill -9 of kilnd (failpoints) in the middle of a template build (`kiln template build -f`):
- * while a step's layer is being snapshotted, once before its point of no return
- * (`snapshot:source paused`: the layer is unwound) and once after it (`snapshot:disk frozen`:
- * the layer is finished as cache). After a restart without the failpoint: the build is failed
- * ("interrupted by a daemon restart"), its builder sandbox killed (no QEMU), no operation open,
- * a snapshot directory per record and nothing else, no template snapshot made; a new build of the
- * same Dockerfile then succeeds. Run under the VM lock: `flock /work/.vm.lock node --test <this file>`.
+ * kill -9 of kilnd (failpoints) in the middle of a template build (`kiln template build -f`), a
+ * journalled operation of its own (kind `build`): just after its builder sandbox is recorded
+ * (`build:builder`); while a step's layer is being snapshotted, once before its point of no
+ * return (`snapshot:source paused`: the layer is unwound) and once after it (`snapshot:disk
+ * frozen`: the layer is finished as cache). After a restart without the failpoint: the build is
+ * failed ("interrupted by a daemon restart"), its builder sandbox killed (no QEMU), no operation
+ * open, a snapshot directory per record and nothing else, no template snapshot made; a new build
+ * of the same Dockerfile then succeeds. Killed just after the template is published
+ * (`build:published`), the build is ready, the template usable, and the builder gone.
+ * Run under the VM lock: `flock /work/.vm.lock node --test <this file>`.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -65,9 +68,9 @@ describe('kill -9 in a template build (failpoints, real guests)', { timeout: 1_5
     }
   });
 
-  for (const step of ['snapshot:source paused', 'snapshot:disk frozen'])
-    it(`kill -9 at "${step}" of a layer: the build is failed, its builder killed, nothing half made`, async () => {
-      const name = `fp-${step.split(':')[1]?.replace(/ /g, '-') ?? ''}`;
+  for (const step of ['build:builder', 'snapshot:source paused', 'snapshot:disk frozen'])
+    it(`kill -9 at "${step}": the build is failed, its builder killed, nothing half made`, async () => {
+      const name = `fp-${step.replace(/[: ]/g, '-')}`;
       // Steps of this test's own (no layer cached by another test): the first snapshot of the
       // build is its first RUN's layer.
       writeFileSync(
@@ -105,4 +108,31 @@ describe('kill -9 in a template build (failpoints, real guests)', { timeout: 1_5
       assert.equal(t.length, 1);
       assert.ok(t[0]?.snapshot_id, 'the template has its snapshot');
     });
+
+  it('kill -9 at "build:published": the build is ready, its template serves sandboxes, the builder is gone', async () => {
+    const name = 'fp-published';
+    writeFileSync(join(ctx, 'Dockerfile'), `FROM base\nRUN echo ${name} > /tmp/one\n`);
+    await main.dieAt('build:published', () => build(name), { poolSlots: 'any' });
+    const rows = main.rows<{ status: string; builder_id: string | null; snapshot_id: string | null }>(
+      'SELECT status, builder_id, snapshot_id FROM template_builds WHERE template_name = ?',
+      name,
+    );
+    assert.equal(rows.length, 1);
+    const [r] = rows;
+    assert.ok(r);
+    assert.equal(r.status, 'ready');
+    assert.ok(r.snapshot_id, 'the build names its snapshot');
+    const t = main.rows<{ snapshot_id: string | null }>(
+      'SELECT snapshot_id FROM templates WHERE name = ?',
+      name,
+    );
+    assert.equal(t[0]?.snapshot_id, r.snapshot_id, 'the template points at it');
+    assert.deepEqual(main.qemus(), [], 'the builder sandbox is killed');
+    assert.equal(main.openOps(), 0, 'no operation left open');
+    assert.deepEqual(main.snapshotDirs(), main.snapshotIds(), 'a directory per snapshot record');
+    // The template works (kilnd runs again, unarmed): a sandbox of it sees what its step wrote.
+    const sbx = (await main.c.createSandbox({ template: name })).sandboxId;
+    assert.equal(await main.sh(sbx, 'cat /tmp/one'), `${name}\n`);
+    await main.c.killSandbox(sbx);
+  });
 });

@@ -51,6 +51,38 @@ const service = (): TemplateBuildService =>
 
 const runLines = (m: string[]) => m.filter((l) => /^\[\d\/\d\] /.test(l)).map((l) => l.slice(0, 5));
 
+/**
+ * Replaces the fixture with one whose guests run a command containing "block" until its stream
+ * is cancelled; `running` resolves once such a command runs.
+ */
+async function blockingGuests(): Promise<{ running: Promise<void> }> {
+  await f.close();
+  let blocked: () => void = () => undefined;
+  const running = new Promise<void>((r) => (blocked = r));
+  const fakes = new FakeGuests();
+  f = await ServiceFixture.start({
+    base: true,
+    deps: {
+      guest: () => {
+        const g = fakes.client();
+        return {
+          ...g,
+          exec: (cmd, eo) =>
+            cmd.includes('block')
+              ? new Promise((_resolve, reject) => {
+                  blocked();
+                  eo?.signal?.addEventListener('abort', () => {
+                    reject(new KilnError('cancelled', `command cancelled: ${cmd}`));
+                  });
+                })
+              : g.exec(cmd, eo),
+        };
+      },
+    },
+  });
+  return { running };
+}
+
 describe('template builds (fake driver)', () => {
   beforeEach(async () => {
     f = await ServiceFixture.start({ base: true });
@@ -61,31 +93,7 @@ describe('template builds (fake driver)', () => {
   });
 
   it('a cancelled build stops at its running step: no later step, layer or template; its builder killed', async () => {
-    // A guest whose command "block" runs until its stream is cancelled.
-    await f.close();
-    let blocked: () => void = () => undefined;
-    const running = new Promise<void>((r) => (blocked = r));
-    const fakes = new FakeGuests();
-    f = await ServiceFixture.start({
-      base: true,
-      deps: {
-        guest: () => {
-          const g = fakes.client();
-          return {
-            ...g,
-            exec: (cmd, eo) =>
-              cmd.includes('block')
-                ? new Promise((_resolve, reject) => {
-                    blocked();
-                    eo?.signal?.addEventListener('abort', () => {
-                      reject(new KilnError('cancelled', `command cancelled: ${cmd}`));
-                    });
-                  })
-                : g.exec(cmd, eo),
-          };
-        },
-      },
-    });
+    const { running } = await blockingGuests();
     tb = service();
     const b = tb.request('slow', {}, undefined);
     tb.start(b.templateId, b.id, steps('block here'), undefined);
@@ -114,6 +122,54 @@ describe('template builds (fake driver)', () => {
       code: 'invalid_state',
       message: /is error, not running/,
     });
+  });
+
+  it('a build is one journalled operation: build, builder, published; done when it ends', async () => {
+    await f.close();
+    const seen: string[] = [];
+    f = await ServiceFixture.start({
+      base: true,
+      deps: { failpoint: (kind, name) => kind === 'build' && seen.push(name) },
+    });
+    tb = service();
+    const r = await build('app', steps('echo three'));
+    assert.equal(r.build.status, 'ready');
+    assert.deepEqual(seen, ['build', 'builder', 'published']);
+    assert.deepEqual(f.store.openOperations(), []);
+  });
+
+  it('kilnd dying in a step: replaying the open build operation fails the build and ends its builder', async () => {
+    const { running } = await blockingGuests();
+    tb = service();
+    const b = tb.request('cut', {}, undefined);
+    tb.start(b.templateId, b.id, steps('block here'), undefined);
+    await running;
+    const ops = f.store.openOperations().filter((o) => o.kind === 'build');
+    assert.equal(ops.length, 1);
+    const [op] = ops;
+    assert.ok(op);
+    assert.equal(op.subject, b.id);
+    assert.deepEqual(
+      op.steps.map((x) => x.name),
+      ['build', 'builder'],
+    );
+    const builder = f.store.getBuild(b.id).builderId;
+    assert.ok(builder);
+    // The daemon dies here: a new service over the same store and VMs replays the journal.
+    const rec = await f.restarted().reconcile();
+    assert.ok(rec.unwound.includes(op.id), JSON.stringify(rec));
+    const after = f.store.getBuild(b.id);
+    assert.equal(after.status, 'error');
+    assert.deepEqual(after.reason, { message: INTERRUPTED, step: 'finalize' });
+    assert.equal(after.builderId, null);
+    assert.equal(f.store.buildLogs(b.id, 0, 1000).at(-1)?.message, INTERRUPTED);
+    assert.equal(f.store.getSandbox(builder).state, 'dead');
+    assert.ok(!(await f.driver.list()).includes(builder), 'the builder VM is gone');
+    assert.deepEqual(f.store.openOperations(), []);
+    assert.equal(f.svc.templates().find((t) => t.name === 'cut')?.snapshotId ?? null, null);
+    // Nothing is left for the build service's own start-up pass.
+    assert.deepEqual(await service().recover(), []);
+    await tb.cancel(b.id, undefined).catch(() => undefined);
   });
 
   it("the last USER and WORKDIR become the defaults of the template's sandboxes (set in the builder's agent)", async () => {

@@ -2,7 +2,7 @@
  * Template builds (issue 14) behind both APIs: request a build of a name (E2B's POST
  * /v3/templates), start it with its definition (run-build.ts runs it in the background), answer
  * its status and logs, list and delete templates with their layers, and at start-up fail the
- * builds a dead kilnd left running.
+ * builds a dead kilnd left requested but never started (a started one is a journalled operation).
  */
 import type { Logger } from 'pino';
 import type { TemplateBuildRecord, TemplateRecord } from '../../core/domain.ts';
@@ -24,9 +24,9 @@ import { BuildWatch, followBuild, type BuildFollowEvent } from './build-follow.t
 import { BuildFiles } from './files.ts';
 import { DEFAULT_TEMPLATE_GC_AFTER_S, TemplateCollector } from './gc.ts';
 import { BuildLeases } from './leases.ts';
-import { runBuild, type BuildRunDeps } from './run-build.ts';
+import { INTERRUPTED, runBuild, type BuildRunDeps } from './run-build.ts';
 
-export const INTERRUPTED = 'interrupted by a daemon restart';
+export { INTERRUPTED } from './run-build.ts';
 
 export interface TemplateBuildServiceOpts {
   svc: SandboxService;
@@ -382,7 +382,12 @@ export class TemplateBuildService {
     return this.#d.store.buildLogs(b.id, offset, limit);
   }
 
-  /** Start-up: builds a dead kilnd left running are failed, their builder sandboxes killed. */
+  /**
+   * Start-up, after the journal's replay: a started build is one journalled operation, so replay
+   * has already failed (or found published) every build a dead kilnd was running. What is left
+   * `building` here was requested and never started (E2B's create, then no build call), or run by
+   * a kilnd older than the build operation: failed, with its builder sandbox killed.
+   */
   async recover(): Promise<string[]> {
     const failed: string[] = [];
     for (const b of this.#d.store.listBuilds()) {

@@ -4,10 +4,14 @@
  * (each VM-changing step snapshotted as a layer `kiln-layer-<key>`), then the start command, the
  * ready check, and a snapshot of the RUNNING VM that becomes the template.
  *
- * Crash safety: every snapshot is kiln's journalled snapshot operation (a layer is whole or
- * absent); the builder is an ordinary sandbox whose id the build record holds, so start-up
- * (build-service.ts `recover`) kills it and marks the build failed. What a build finds and
- * makes is leased (leases.ts) until it ends, so template garbage collection keeps it.
+ * Crash safety: the build is one operation of the journal (kind `build`, subject the build id):
+ * its steps are `build` (undo: the build fails, "interrupted by a daemon restart"), `builder`
+ * (undo: the builder sandbox ends) and `published`. The template and the build's `ready` are
+ * written in one transaction, so start-up replay (recovery/replay.ts) finds a build either
+ * published (the undo leaves it ready and kills the builder) or not (it fails, nothing of it is
+ * a template). Every snapshot inside is kiln's own journalled snapshot operation (a layer is
+ * whole or absent; one left by a failed build is cache). What a build finds and makes is leased
+ * (leases.ts) until it ends, so template garbage collection keeps it.
  */
 import { BUILDER_METADATA_KEY } from '../../core/defaults.ts';
 import type { Logger } from 'pino';
@@ -18,15 +22,13 @@ import {
   RESOURCES_TEMPLATE_PREFIX,
   changesVm,
   describeStep,
-  layerKey,
   layerName,
-  finalKey,
-  rootLayerKey,
-  templateSnapName,
   type BuildSpec,
   type BuildStep,
 } from '../../core/template-steps.ts';
 import type { Store } from '../../store/store.ts';
+import type { OpRun } from '../journal.ts';
+import { findLayer, planCache, type CachePlan } from './cache-plan.ts';
 import type { SandboxService } from '../sandbox-service.ts';
 import type { BootImage } from '../sandbox/types.ts';
 import type { BuildWatch } from './build-follow.ts';
@@ -125,57 +127,6 @@ async function withResources(
   return d.svc.buildTemplate(name, img, { memoryMiB: mem, vcpus: cpus }, { opId });
 }
 
-/** A live layer snapshot by key (or a template's running state by name), if the cache holds it. */
-function findLayer(svc: SandboxService, key: string, name = layerName(key)): SnapshotRecord | undefined {
-  try {
-    const s = svc.getSnapshot(name);
-    return s.deletedAt === null ? s : undefined;
-  } catch (e) {
-    if (e instanceof KilnError && e.code === 'not_found') return undefined;
-    throw e;
-  }
-}
-
-/** How far the cache reaches: the layer keys, the first step to run, and what to restore. */
-interface CachePlan {
-  keys: string[];
-  /** The name of the template's running-state snapshot for exactly this definition. */
-  finalName: string;
-  firstRun: number;
-  restoreFrom: string;
-  layers: string[];
-}
-
-/** The deepest cached layer: the cache holds every VM-changing step before the first miss or forced step. */
-function planCache(
-  d: BuildRunDeps,
-  parent: TemplateRecord,
-  spec: BuildSpec,
-  templateId: string,
-  lease: BuildLease,
-): CachePlan {
-  const keys: string[] = [];
-  let key = rootLayerKey(parent.snapshotId ?? '');
-  for (const s of spec.steps) keys.push((key = layerKey(key, s)));
-  const plan: CachePlan = {
-    keys,
-    finalName: templateSnapName(finalKey(templateId, key, spec.startCmd, spec.readyCmd)),
-    firstRun: spec.steps.length,
-    restoreFrom: parent.name,
-    layers: [],
-  };
-  for (const [i, s] of spec.steps.entries()) {
-    if (spec.force || s.force) return { ...plan, firstRun: i };
-    if (!changesVm(s)) continue;
-    const hit = findLayer(d.svc, keys[i] ?? '');
-    if (!hit) return { ...plan, firstRun: i };
-    lease.hold(hit.id);
-    plan.restoreFrom = hit.id;
-    plan.layers.push(hit.id);
-  }
-  return plan;
-}
-
 /** One build in progress: its record, log, builder sandbox and step context. */
 class BuildRun {
   readonly #d: BuildRunDeps;
@@ -187,14 +138,17 @@ class BuildRun {
   builder: string | undefined;
   readonly #signal: AbortSignal | undefined;
   readonly lease: BuildLease;
+  readonly #op: OpRun;
 
-  constructor(d: BuildRunDeps, b: TemplateBuildRecord, spec: BuildSpec, signal?: AbortSignal) {
+  constructor(d: BuildRunDeps, b: TemplateBuildRecord, spec: BuildSpec, op: OpRun, signal?: AbortSignal) {
     this.#d = d;
     this.#b = b;
     this.#spec = spec;
     this.#signal = signal;
+    this.#op = op;
     this.log = new BuildLog(d, b.id);
-    this.opId = `op-build-${b.id.slice(0, 12)}`;
+    // The operations a build makes (create, snapshot, kill) name its own as their request.
+    this.opId = op.op.id;
     this.lease = d.leases.begin(b.id);
   }
 
@@ -209,7 +163,7 @@ class BuildRun {
     const t0 = d.now();
     const parent = await parentOf(d, this.#spec, this.#b, this.opId, this.lease);
     this.log.add('info', `[base] FROM template ${parent.name}`, 'base');
-    const plan = planCache(d, parent, this.#spec, this.#b.templateId, this.lease);
+    const plan = planCache(d.svc, parent, this.#spec, this.#b.templateId, this.lease);
     this.#check('base');
     if (await this.#allCached(parent, plan)) return;
     const sbx = await d.svc.create(
@@ -217,6 +171,7 @@ class BuildRun {
       { opId: this.opId },
     );
     this.builder = sbx.id;
+    this.#op.step('builder', { action: 'end-sandbox', sandboxId: sbx.id, reason: INTERRUPTED });
     this.save({ builderId: sbx.id });
     const guest = new GuestSteps(
       d.svc,
@@ -241,14 +196,57 @@ class BuildRun {
     }
     this.#check('finalize');
     this.log.add('info', `${String(ran)} of ${String(n)} steps run, ${String(n - ran)} cached`, 'finalize');
-    const done = await this.#finalize(guest, parent, plan);
+    const final = await this.#finalize(guest, plan);
     this.log.add(
       'info',
       `template ${this.#b.templateName} built in ${((d.now() - t0) / 1000).toFixed(1)} s`,
       'finalize',
     );
     // The status last: a follower of the log ends at it, so every line must be written before.
-    this.save(done);
+    await this.#publish(parent, final, plan.layers);
+  }
+
+  /**
+   * The template (new, or the name's existing one) points at `snap` and the build is ready, in
+   * one transaction; then the previous running state of the template is freed.
+   */
+  async #publish(parent: TemplateRecord, snap: SnapshotRecord, layers: string[]): Promise<void> {
+    const d = this.#d;
+    const b = this.#b;
+    const existing = d.svc.templates().find((t) => t.id === b.templateId);
+    const now = new Date(d.now()).toISOString();
+    this.#b = {
+      ...b,
+      status: 'ready',
+      snapshotId: snap.id,
+      layers,
+      updatedAt: now,
+      finishedAt: now,
+    };
+    d.store.publishBuild(
+      {
+        id: b.templateId,
+        name: b.templateName,
+        imageKey: parent.imageKey,
+        memoryMiB: snap.memoryMiB,
+        vcpus: snap.vcpus,
+        snapshotId: snap.id,
+        createdAt: existing?.createdAt ?? now,
+        ownerKeyId: b.ownerKeyId,
+      },
+      this.#b,
+    );
+    d.watch.changed(b.id);
+    this.#op.step('published', { action: 'none' });
+    if (existing?.snapshotId && existing.snapshotId !== snap.id) {
+      // The previous build's running state: hidden now, reclaimed once no sandbox stands on it.
+      await d.svc.deleteSnapshot(existing.snapshotId).catch((e: unknown) => {
+        d.log.warn(
+          { snapshotId: existing.snapshotId, err: asKilnError(e).message },
+          'old template snapshot kept',
+        );
+      });
+    }
   }
 
   /** Every step and the start + ready commands as in a live build of this template: that build's state is the template's. */
@@ -266,13 +264,7 @@ class BuildRun {
       'CACHED [finalize] start and ready commands: the running state is unchanged',
       'finalize',
     );
-    await finishTemplate(this.#d, this.#b, parent, done);
-    this.save({
-      status: 'ready',
-      snapshotId: done.id,
-      layers: plan.layers,
-      finishedAt: new Date(this.#d.now()).toISOString(),
-    });
+    await this.#publish(parent, done, plan.layers);
     return true;
   }
 
@@ -317,14 +309,10 @@ class BuildRun {
   }
 
   /**
-   * Env for login shells, the start command, the ready check, and the running VM's snapshot;
-   * answers the build's ready record (saved by the caller after its last log line).
+   * Env for login shells, the start command, the ready check, and the running VM's snapshot
+   * (published by the caller after its last log line).
    */
-  async #finalize(
-    guest: GuestSteps,
-    parent: TemplateRecord,
-    plan: CachePlan,
-  ): Promise<Partial<TemplateBuildRecord>> {
+  async #finalize(guest: GuestSteps, plan: CachePlan): Promise<SnapshotRecord> {
     const d = this.#d;
     await guest.persistEnv(this.#ctx);
     // The last USER and WORKDIR are the defaults of the template's sandboxes (as in E2B): set in
@@ -360,10 +348,7 @@ class BuildRun {
       if (owner) d.store.putTemplate({ ...owner, snapshotId: null });
       await d.svc.deleteSnapshot(old.id, { opId: this.opId });
     }
-    const final = await d.svc.snapshot(this.builder, { name: plan.finalName }, { opId: this.opId });
-    const layers = plan.layers;
-    await finishTemplate(d, this.#b, parent, final);
-    return { status: 'ready', snapshotId: final.id, layers, finishedAt: new Date(d.now()).toISOString() };
+    return d.svc.snapshot(this.builder, { name: plan.finalName }, { opId: this.opId });
   }
 
   /** Between steps: a cancelled build stops here (its builder is killed by runBuild). */
@@ -390,10 +375,13 @@ class BuildRun {
 
 /** The reason of a cancelled build. */
 export const CANCELLED = 'the build was cancelled';
+/** The reason of a build that was running when kilnd died (set by its journal undo at start-up). */
+export const INTERRUPTED = 'interrupted by a daemon restart';
 
 /**
- * Runs build `b` with definition `spec`; records its outcome (never throws). `signal` cancels it:
- * the running step's command is dropped, no later step or layer is made, the builder is killed.
+ * Runs build `b` with definition `spec` as one journalled operation; records its outcome (never
+ * throws). `signal` cancels it: the running step's command is dropped, no later step or layer is
+ * made, the builder is killed.
  */
 export async function runBuild(
   d: BuildRunDeps,
@@ -401,16 +389,25 @@ export async function runBuild(
   spec: BuildSpec,
   signal?: AbortSignal,
 ): Promise<void> {
-  const r = new BuildRun(d, b, spec, signal);
+  const op = d.svc.beginOperation('build', b.id);
+  let err: unknown;
+  let r: BuildRun | undefined;
   try {
+    op.step('build', { action: 'fail-build', buildId: b.id, reason: INTERRUPTED });
+    r = new BuildRun(d, b, spec, op, signal);
     await r.run();
   } catch (e) {
-    r.failed(e);
-  } finally {
+    err = e;
+    r?.failed(e);
+  }
+  if (r) {
+    // An ordinary (journalled) kill; after a crash the op's `builder` undo ends it instead.
     if (r.builder) await killQuietly(d, r.builder, r.opId);
     r.lease.release();
     r.save({ builderId: null });
   }
+  if (err === undefined) op.done();
+  else await op.fail(err);
 }
 
 async function killQuietly(d: BuildRunDeps, id: string, opId: string): Promise<void> {
@@ -450,34 +447,5 @@ async function waitReady(
       );
     }
     await new Promise((r) => setTimeout(r, d.readyEveryMs ?? 1000));
-  }
-}
-
-/** Points the template (new, or the name's existing one) at its new snapshot; frees the old one. */
-async function finishTemplate(
-  d: BuildRunDeps,
-  b: TemplateBuildRecord,
-  parent: TemplateRecord,
-  snap: SnapshotRecord,
-): Promise<void> {
-  const existing = d.svc.templates().find((t) => t.id === b.templateId);
-  d.store.putTemplate({
-    id: b.templateId,
-    name: b.templateName,
-    imageKey: parent.imageKey,
-    memoryMiB: snap.memoryMiB,
-    vcpus: snap.vcpus,
-    snapshotId: snap.id,
-    createdAt: existing?.createdAt ?? new Date(d.now()).toISOString(),
-    ownerKeyId: b.ownerKeyId,
-  });
-  if (existing?.snapshotId && existing.snapshotId !== snap.id) {
-    // The previous build's running state: hidden now, reclaimed once no sandbox stands on it.
-    await d.svc.deleteSnapshot(existing.snapshotId).catch((e: unknown) => {
-      d.log.warn(
-        { snapshotId: existing.snapshotId, err: asKilnError(e).message },
-        'old template snapshot kept',
-      );
-    });
   }
 }
