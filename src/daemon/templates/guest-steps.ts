@@ -29,6 +29,13 @@ export function applyContext(c: StepContext, s: BuildStep): void {
 
 export const shq = (s: string): string => `'${s.replace(/'/g, `'"'"'`)}'`;
 
+/**
+ * The first line of kiln's own scripts in a builder: `$B` is kiln's static busybox where the
+ * guest has it (every OCI image kiln boots: guestify.ts), so COPY and the workdir need no tools
+ * of the image's (a minimal image has no mktemp, tar or cp); else the image's own tools.
+ */
+const TOOLS = 'B=; if [ -x /opt/kiln/bin/busybox ]; then B=/opt/kiln/bin/busybox; fi';
+
 /** A failed step: its exit code and last output lines go into the build's reason. */
 export class StepFailed extends Error {
   readonly exitCode: number;
@@ -124,7 +131,7 @@ export class GuestSteps {
   async ensureWorkdir(c: StepContext): Promise<void> {
     const w = shq(c.workdir);
     await this.root(
-      `[ -d ${w} ] || { mkdir -p ${w} && chown ${shq(c.user)}: ${w}; }`,
+      `${TOOLS}\n[ -d ${w} ] || { $B mkdir -p ${w} && $B chown ${shq(c.user)}: ${w}; }`,
       `making the workdir ${c.workdir}`,
     );
   }
@@ -154,23 +161,24 @@ export class GuestSteps {
     const dirDest = s.dest.endsWith('/');
     const script = [
       'set -e',
-      `d=$(mktemp -d)`,
-      `tar -xf ${shq(guestTar)} -C "$d"`,
+      TOOLS,
+      `d=$($B mktemp -d)`,
+      `$B tar -xf ${shq(guestTar)} -C "$d"`,
       `src="$d"/${shq(s.src.replace(/^\.\/?/, '') || '.')}`,
       `dest=${shq(dest)}`,
       '[ -e "$src" ] || { echo "COPY: ' +
         s.src.replace(/[^\w./ -]/g, '') +
         ' is not in the uploaded context" >&2; exit 1; }',
       // The directories COPY makes belong to the owner too (the topmost one kiln creates).
-      'top=""; p="$dest"; while [ ! -e "$p" ]; do top="$p"; p=$(dirname "$p"); done',
-      'if [ -d "$src" ]; then mkdir -p "$dest"; cp -a "$src"/. "$dest"/; t="$dest";',
+      'top=""; p="$dest"; while [ ! -e "$p" ]; do top="$p"; p=$($B dirname "$p"); done',
+      'if [ -d "$src" ]; then $B mkdir -p "$dest"; $B cp -a "$src"/. "$dest"/; t="$dest";',
       dirDest
-        ? 'else mkdir -p "$dest"; cp -a "$src" "$dest"/; t="$dest"/$(basename "$src"); fi'
-        : 'else mkdir -p "$(dirname "$dest")"; cp -a "$src" "$dest"; t="$dest"; fi',
-      `chown -R ${shq(owner)}: "$t"`,
-      `if [ -n "$top" ]; then chown -R ${shq(owner)}: "$top"; fi`,
-      s.mode !== undefined ? `chmod -R ${s.mode.toString(8)} "$t"` : 'true',
-      `rm -rf "$d" ${shq(guestTar)}`,
+        ? 'else $B mkdir -p "$dest"; $B cp -a "$src" "$dest"/; t="$dest"/$($B basename "$src"); fi'
+        : 'else $B mkdir -p "$($B dirname "$dest")"; $B cp -a "$src" "$dest"; t="$dest"; fi',
+      `$B chown -R ${shq(owner)}: "$t"`,
+      `if [ -n "$top" ]; then $B chown -R ${shq(owner)}: "$top"; fi`,
+      s.mode !== undefined ? `$B chmod -R ${s.mode.toString(8)} "$t"` : 'true',
+      `$B rm -rf "$d" ${shq(guestTar)}`,
     ].join('\n');
     const r = await this.#svc.exec(this.#id, script, { user: 'root', cwd: '/', timeoutMs: 0 });
     if (r.exitCode !== 0)
@@ -184,12 +192,13 @@ export class GuestSteps {
   async persistEnv(c: StepContext): Promise<void> {
     const lines = Object.entries(c.envs).map(([k, v]) => `export ${k}=${shq(v)}`);
     if (lines.length === 0) return;
-    // Shell builtins only (printf, read, case, [): an OCI base may lack base64, grep or cat, may
+    // Shell builtins and kiln's busybox only: an OCI base may lack base64, grep or cat, may
     // have no /etc/profile.d, and may have no /etc/profile or one that does not read profile.d.
     const f = '/etc/profile.d/kiln-template-env.sh';
     await this.root(
       [
-        `mkdir -p /etc/profile.d || exit 1`,
+        TOOLS,
+        `$B mkdir -p /etc/profile.d || exit 1`,
         `printf '%s\\n' ${lines.map(shq).join(' ')} > ${f} || exit 1`,
         `found=; if [ -r /etc/profile ]; then while IFS= read -r l; do case $l in *profile.d*) found=1;; esac; done < /etc/profile; fi`,
         `[ -n "$found" ] || echo '[ -r ${f} ] && . ${f}' >> /etc/profile`,
@@ -200,14 +209,14 @@ export class GuestSteps {
 
   /** Starts `cmd` in its own session, detached from the agent's command (it keeps running). */
   async start(cmd: string, c: StepContext): Promise<void> {
-    const line = `setsid nohup /bin/bash -l -c ${shq(cmd)} > /tmp/kiln-start.log 2>&1 < /dev/null &`;
+    const line = `${TOOLS}\n$B setsid $B nohup /bin/bash -l -c ${shq(cmd)} > /tmp/kiln-start.log 2>&1 < /dev/null &`;
     const code = await this.run(line, c, c.user, { quiet: true });
     if (code !== 0) throw new StepFailed(`the start command could not be started (exit code ${code})`, code);
   }
 
   /** The start command's output so far (for a failed ready check). */
   async startLog(): Promise<string> {
-    const r = await this.#svc.exec(this.#id, 'tail -n 20 /tmp/kiln-start.log 2>/dev/null', {
+    const r = await this.#svc.exec(this.#id, `${TOOLS}\n$B tail -n 20 /tmp/kiln-start.log 2>/dev/null`, {
       user: 'root',
       cwd: '/',
       timeoutMs: 10_000,
