@@ -4,28 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { EVENTS_PER_SANDBOX, type TemplateBuildRecord } from '../core/domain.ts';
-import { code, sandbox, snapshot, T0, T1, template, type StoreFixture } from './store.contract.ts';
-
-const build = (o: Partial<TemplateBuildRecord> = {}): TemplateBuildRecord => ({
-  id: 'bld-1',
-  templateId: 'tpl-9',
-  templateName: 'app',
-  ownerKeyId: null,
-  tags: [],
-  status: 'building',
-  vcpus: null,
-  memoryMiB: null,
-  spec: null,
-  reason: null,
-  builderId: null,
-  layers: [],
-  snapshotId: null,
-  createdAt: T0,
-  updatedAt: T0,
-  finishedAt: null,
-  ...o,
-});
+import { EVENTS_PER_SANDBOX } from '../core/domain.ts';
+import { build, code, sandbox, snapshot, T0, T1, template, type StoreFixture } from './store.contract.ts';
 
 export function storeJournalContract(name: string, fx: StoreFixture): void {
   describe(`Store contract (journal, builds, events, keys, retention): ${name}`, () => {

@@ -5,7 +5,12 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { type SandboxRecord, type SnapshotRecord, type TemplateRecord } from '../core/domain.ts';
+import {
+  type SandboxRecord,
+  type SnapshotRecord,
+  type TemplateBuildRecord,
+  type TemplateRecord,
+} from '../core/domain.ts';
 import { KilnError } from '../core/errors.ts';
 import { OPEN_NETWORK } from '../core/network-policy.ts';
 import type { Store } from './store.ts';
@@ -78,6 +83,27 @@ export const snapshot = (o: Partial<SnapshotRecord> = {}): SnapshotRecord => ({
   createdAt: T0,
   ownerKeyId: null,
   deletedAt: null,
+  ...o,
+});
+
+/** A template build record: `building`, of template `tpl-9` named `app`. */
+export const build = (o: Partial<TemplateBuildRecord> = {}): TemplateBuildRecord => ({
+  id: 'bld-1',
+  templateId: 'tpl-9',
+  templateName: 'app',
+  ownerKeyId: null,
+  tags: [],
+  status: 'building',
+  vcpus: null,
+  memoryMiB: null,
+  spec: null,
+  reason: null,
+  builderId: null,
+  layers: [],
+  snapshotId: null,
+  createdAt: T0,
+  updatedAt: T0,
+  finishedAt: null,
   ...o,
 });
 

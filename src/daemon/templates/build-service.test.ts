@@ -6,8 +6,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { nullLogger } from '../../core/log.ts';
-import { KilnError } from '../../core/errors.ts';
-import { FAKE_IMAGE, FakeGuests, ServiceFixture } from '../testing/fixtures.ts';
+import { FAKE_IMAGE, ServiceFixture, blockingGuests } from '../testing/fixtures.ts';
 import { CANCELLED } from './run-build.ts';
 import { INTERRUPTED, TemplateBuildService } from './build-service.ts';
 
@@ -51,35 +50,11 @@ const service = (): TemplateBuildService =>
 
 const runLines = (m: string[]) => m.filter((l) => /^\[\d\/\d\] /.test(l)).map((l) => l.slice(0, 5));
 
-/**
- * Replaces the fixture with one whose guests run a command containing "block" until its stream
- * is cancelled; `running` resolves once such a command runs.
- */
-async function blockingGuests(): Promise<{ running: Promise<void> }> {
+/** Replaces the fixture with one whose guests block on "block" (`running`: one does). */
+async function blockingFixture(): Promise<{ running: Promise<void> }> {
   await f.close();
-  let blocked: () => void = () => undefined;
-  const running = new Promise<void>((r) => (blocked = r));
-  const fakes = new FakeGuests();
-  f = await ServiceFixture.start({
-    base: true,
-    deps: {
-      guest: () => {
-        const g = fakes.client();
-        return {
-          ...g,
-          exec: (cmd, eo) =>
-            cmd.includes('block')
-              ? new Promise((_resolve, reject) => {
-                  blocked();
-                  eo?.signal?.addEventListener('abort', () => {
-                    reject(new KilnError('cancelled', `command cancelled: ${cmd}`));
-                  });
-                })
-              : g.exec(cmd, eo),
-        };
-      },
-    },
-  });
+  const { guest, running } = blockingGuests();
+  f = await ServiceFixture.start({ base: true, deps: { guest } });
   return { running };
 }
 
@@ -93,7 +68,7 @@ describe('template builds (fake driver)', () => {
   });
 
   it('a cancelled build stops at its running step: no later step, layer or template; its builder killed', async () => {
-    const { running } = await blockingGuests();
+    const { running } = await blockingFixture();
     tb = service();
     const b = tb.request('slow', {}, undefined);
     tb.start(b.templateId, b.id, steps('block here'), undefined);
@@ -139,7 +114,7 @@ describe('template builds (fake driver)', () => {
   });
 
   it('kilnd dying in a step: replaying the open build operation fails the build and ends its builder', async () => {
-    const { running } = await blockingGuests();
+    const { running } = await blockingFixture();
     tb = service();
     const b = tb.request('cut', {}, undefined);
     tb.start(b.templateId, b.id, steps('block here'), undefined);

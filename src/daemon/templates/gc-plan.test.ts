@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { snapshot, template } from '../../store/store.contract.ts';
+import { build as aBuild, snapshot, template } from '../../store/store.contract.ts';
 import type { SnapshotRecord, TemplateBuildRecord } from '../../core/domain.ts';
 import { planCollection, type GcWorld } from './gc-plan.ts';
 
@@ -13,25 +13,8 @@ const T = Date.parse('2026-06-10T00:00:00Z');
 const OLD = '2026-06-01T00:00:00.000Z';
 const layer = (id: string, parentId: string, o: Partial<SnapshotRecord> = {}) =>
   snapshot({ id, kind: 'snapshot', name: `kiln-layer-${id}`, parentId, createdAt: OLD, ...o });
-const build = (o: Partial<TemplateBuildRecord>): TemplateBuildRecord => ({
-  id: 'bld-1',
-  templateId: 'tpl-app',
-  templateName: 'app',
-  ownerKeyId: null,
-  tags: [],
-  status: 'ready',
-  vcpus: null,
-  memoryMiB: null,
-  spec: null,
-  reason: null,
-  builderId: null,
-  layers: [],
-  snapshotId: null,
-  createdAt: OLD,
-  updatedAt: OLD,
-  finishedAt: OLD,
-  ...o,
-});
+const build = (o: Partial<TemplateBuildRecord>): TemplateBuildRecord =>
+  aBuild({ templateId: 'tpl-app', status: 'ready', createdAt: OLD, updatedAt: OLD, finishedAt: OLD, ...o });
 
 /**
  * `kiln-img-x` (tpl-img, snap-img) <- l1 <- l2 <- tpl-app's running state (snap-app, whose

@@ -12,10 +12,9 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, describe, it } from 'node:test';
 import type { TemplateGcView } from '../../core/api-types.ts';
-import { KilnError } from '../../core/errors.ts';
 import { nullLogger } from '../../core/log.ts';
 import { COLLECT_STEPS } from '../sandbox/collect.ts';
-import { FAKE_IMAGE, FakeGuests, NOW, ServiceFixture } from '../testing/fixtures.ts';
+import { FAKE_IMAGE, NOW, ServiceFixture, blockingGuests } from '../testing/fixtures.ts';
 import { TemplateBuildService } from './build-service.ts';
 
 const DAY = 24 * 3600_000;
@@ -180,32 +179,9 @@ describe('template garbage collection (fake driver)', () => {
   });
 
   it('a build in progress holds the layer it restored; while it finds its parent, every hidden template', async () => {
-    let blocked: () => void = () => undefined;
-    const running = new Promise<void>((r) => (blocked = r));
-    const fakes = new FakeGuests();
+    const { guest, running } = blockingGuests();
     let parent: (name: string) => void = () => undefined;
-    await start(
-      {
-        deps: {
-          guest: () => {
-            const g = fakes.client();
-            return {
-              ...g,
-              exec: (cmd, eo) =>
-                cmd.includes('block')
-                  ? new Promise((_resolve, reject) => {
-                      blocked();
-                      eo?.signal?.addEventListener('abort', () => {
-                        reject(new KilnError('cancelled', `command cancelled: ${cmd}`));
-                      });
-                    })
-                  : g.exec(cmd, eo),
-            };
-          },
-        },
-      },
-      () => new Promise<string>((r) => (parent = r)),
-    );
+    await start({ deps: { guest } }, () => new Promise<string>((r) => (parent = r)));
     const old = await f.svc.buildTemplate('kiln-img-old', FAKE_IMAGE, { memoryMiB: 512, vcpus: 1 });
     const [l] = (await build('bad', run('echo ok', 'fail here'))).layers;
     assert.ok(l);

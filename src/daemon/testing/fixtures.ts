@@ -108,6 +108,32 @@ export class FakeGuests {
   });
 }
 
+/**
+ * Fake guests whose command containing "block" runs until its stream is cancelled (then rejects
+ * with `cancelled`, as a dropped stream does); `running` resolves once such a command runs.
+ */
+export function blockingGuests(): { guest: SandboxServiceDeps['guest']; running: Promise<void> } {
+  let blocked: () => void = () => undefined;
+  const running = new Promise<void>((r) => (blocked = r));
+  const fakes = new FakeGuests();
+  const guest: SandboxServiceDeps['guest'] = () => {
+    const g = fakes.client();
+    return {
+      ...g,
+      exec: (cmd, eo) =>
+        cmd.includes('block')
+          ? new Promise((_resolve, reject) => {
+              blocked();
+              eo?.signal?.addEventListener('abort', () => {
+                reject(new KilnError('cancelled', `command cancelled: ${cmd}`));
+              });
+            })
+          : g.exec(cmd, eo),
+    };
+  };
+  return { guest, running };
+}
+
 function fakeExec(cmd: string, o?: ExecOpts): ExecResult {
   const stdout = `ran ${cmd}\n`;
   void o?.onStdout?.(new TextEncoder().encode(stdout));
