@@ -46,6 +46,10 @@ describe('kill -9 in a template build (failpoints, real guests)', { timeout: 1_5
       });
     });
 
+  /** The open operations, for a failure's message. */
+  const openOps = (): string =>
+    JSON.stringify(main.rows(`SELECT kind, subject, steps FROM operations WHERE state = 'running'`));
+
   before(async () => {
     main = new CrashDaemon(await mkdtemp('/tmp/kiln-fptpl-'));
     ctx = join(main.state, 'ctx');
@@ -96,7 +100,7 @@ describe('kill -9 in a template build (failpoints, real guests)', { timeout: 1_5
       assert.equal(r.builder_id, null);
       assert.equal(r.snapshot_id, null, 'no template snapshot');
       assert.deepEqual(main.qemus(), [], 'the builder sandbox is killed');
-      assert.equal(main.openOps(), 0, 'no operation left open');
+      assert.equal(main.openOps(), 0, `no operation left open: ${openOps()}`);
       assert.deepEqual(main.snapshotDirs(), main.snapshotIds(), 'a directory per snapshot record');
       assert.equal(tplSnapshots(), before, 'no running-state snapshot was made');
       // Nothing left in the way: the same build now succeeds.
@@ -128,7 +132,7 @@ describe('kill -9 in a template build (failpoints, real guests)', { timeout: 1_5
     );
     assert.equal(t[0]?.snapshot_id, r.snapshot_id, 'the template points at it');
     assert.deepEqual(main.qemus(), [], 'the builder sandbox is killed');
-    assert.equal(main.openOps(), 0, 'no operation left open');
+    assert.equal(main.openOps(), 0, `no operation left open: ${openOps()}`);
     assert.deepEqual(main.snapshotDirs(), main.snapshotIds(), 'a directory per snapshot record');
     // The template works (kilnd runs again, unarmed): a sandbox of it sees what its step wrote.
     const sbx = (await main.c.createSandbox({ template: name })).sandboxId;

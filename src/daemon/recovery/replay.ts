@@ -29,13 +29,18 @@ async function reachedRunning(sc: ServiceContext, op: OperationRecord): Promise<
 }
 
 /**
- * Every operation the journal holds open: finished when it got far enough (a create or resume
- * that reached running; a snapshot, fork or pause past its point of no return; any kill; a
- * garbage collection removal whose records went), else unwound by
+ * Every operation the journal holds open (template builds last): finished when it got far
+ * enough (a create or resume that reached running; a snapshot, fork or pause past its point of no
+ * return; any kill; a garbage collection removal whose records went), else unwound by
  * replaying its undo steps, newest first.
  */
 export async function replayOperations(sc: ServiceContext, out: ReconcileReport): Promise<void> {
-  for (const op of sc.store.openOperations()) {
+  const open = sc.store.openOperations();
+  // A template build encloses operations of its own (its builder's create, a layer's snapshot):
+  // those finish or unwind first, while the builder they may need still runs; the build's own
+  // undo (which ends the builder) comes last.
+  const ordered = [...open.filter((o) => o.kind !== 'build'), ...open.filter((o) => o.kind === 'build')];
+  for (const op of ordered) {
     if (await reachedRunning(sc, op)) {
       sc.store.finishOperation(op.id, 'done');
       continue;

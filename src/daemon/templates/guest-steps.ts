@@ -209,7 +209,7 @@ export class GuestSteps {
 
   /** Starts `cmd` in its own session, detached from the agent's command (it keeps running). */
   async start(cmd: string, c: StepContext): Promise<void> {
-    const line = `${TOOLS}\n$B setsid $B nohup /bin/bash -l -c ${shq(cmd)} > /tmp/kiln-start.log 2>&1 < /dev/null &`;
+    const line = `${TOOLS}\n$B setsid /bin/bash -l -c ${shq(cmd)} > /tmp/kiln-start.log 2>&1 < /dev/null &`;
     const code = await this.run(line, c, c.user, { quiet: true });
     if (code !== 0) throw new StepFailed(`the start command could not be started (exit code ${code})`, code);
   }

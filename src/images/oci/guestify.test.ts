@@ -34,6 +34,9 @@ describe('guestify', () => {
     assert.equal(readFileSync(join(root, 'etc/group'), 'utf8'), 'root:x:0:\nsudo:x:27:user\nuser:x:1000:\n');
     assert.match(readFileSync(join(root, 'etc/shadow'), 'utf8'), /\nuser:\*:/);
     assert.equal(statSync(join(root, 'home/user')).uid, 1000);
+    assert.equal(statSync(join(root, 'home/user')).mode & 0o777, 0o750);
+    // An image without /home gets one every user can pass through (the user's login shell reads its profile).
+    assert.equal(statSync(join(root, 'home')).mode & 0o777, 0o755);
     assert.equal(await ensureUser(root), false, 'a second run finds the user');
   });
 

@@ -124,6 +124,8 @@ export async function ensureUser(root: string): Promise<boolean> {
   const shadow = await readIn(root, 'etc/shadow');
   if (shadow !== undefined && !lineFor(shadow, 'user'))
     await writeIn(root, 'etc/shadow', appendLine(shadow, 'user:*:19000:0:99999:7:::'), 0o640);
+  // /home made here is 0755 (every user passes through it); the home itself 0750.
+  mkdirAll(resolveInRoot(root, 'home', true));
   const home = resolveInRoot(root, 'home/user', true);
   mkdirAll(home, 0o750);
   await chown(home, 1000, 1000);
