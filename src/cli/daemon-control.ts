@@ -3,6 +3,7 @@ import { openSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { KilnError } from '../core/errors.ts';
 import { KilnClient } from '../sdk/client.ts';
 
 /** kilnd's entry file: started by path, so the CLI does not import the daemon's layers. */
@@ -52,8 +53,23 @@ export async function startDetached(stateDir: string, say: (s: string) => void):
   }
 }
 
-/** Stops the daemon of this state dir (SIGTERM, then waits for its socket to go quiet). */
-export async function stopDaemon(stateDir: string): Promise<boolean> {
+/** Whether process `pid` exists (a zombie not yet reaped counts). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Stops the daemon of this state dir: SIGTERM, then waits for it to be gone. kilnd closes its
+ * socket first and then tears down what it holds (network slots, listeners), so a quiet socket is
+ * not enough: whoever stops it and then touches the state dir or the host's namespaces (tests,
+ * a restart) must find nothing of it still working. `timeout` when it lives on past `waitMs`.
+ */
+export async function stopDaemon(stateDir: string, waitMs = 60_000): Promise<boolean> {
   let pid: number;
   try {
     pid = Number(readFileSync(join(stateDir, 'kilnd.pid'), 'utf8').trim());
@@ -65,8 +81,14 @@ export async function stopDaemon(stateDir: string): Promise<boolean> {
   } catch {
     return false;
   }
-  const c = new KilnClient({ socketPath: socketPathOf(stateDir) });
   const t0 = Date.now();
-  while ((await answers(c)) && Date.now() - t0 < 30_000) await sleep(100);
+  while (alive(pid)) {
+    if (Date.now() - t0 > waitMs)
+      throw new KilnError(
+        'timeout',
+        `kilnd (pid ${pid}) is still shutting down ${Math.round(waitMs / 1000)} s after SIGTERM; see ${join(stateDir, 'kilnd.log')}`,
+      );
+    await sleep(100);
+  }
   return true;
 }
