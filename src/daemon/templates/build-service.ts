@@ -182,6 +182,7 @@ export class TemplateBuildService {
     if (b.spec !== null || b.status !== 'building')
       throw new KilnError('invalid_state', `template build "${buildId}" was started already`);
     const spec = parseBuildSpec(body);
+    // Stored as JSON: registry credentials (a RegistryLogin) show only that they were given.
     const started = { ...b, spec: JSON.stringify(spec), updatedAt: this.#iso() };
     this.#d.store.putBuild(started);
     const ac = new AbortController();
