@@ -307,11 +307,16 @@ describe('template builds (fake driver)', () => {
     }
   });
 
-  it('bad input is refused before anything runs; a second build of a name in flight is refused', () => {
+  it('bad input is refused before anything runs (the build ends, its name free); a second build of a name in flight is refused', () => {
     const b = tb.request('x', {}, undefined);
     assert.throws(() => {
       tb.start(b.templateId, b.id, { steps: [] }, undefined);
     }, /exactly one of fromImage and fromTemplate/);
+    const st = tb.status(b.templateId, b.id, 0, undefined);
+    assert.equal(st.build.status, 'error');
+    assert.match(st.build.reason?.message ?? '', /exactly one of fromImage and fromTemplate/);
+    assert.match(st.logs.at(-1)?.message ?? '', /exactly one of fromImage and fromTemplate/);
+    tb.request('x', {}, undefined);
     assert.throws(() => tb.request('x', {}, undefined), /is being built/);
     assert.throws(() => tb.request('base', {}, undefined), /kiln's default template/);
     assert.throws(() => tb.request('Bad Name', {}, undefined), /must be lower-case/);
