@@ -105,13 +105,15 @@ async function debs(cacheDir: string, names: string[], workDir: string): Promise
 /**
  * Makes a two-layer OCI image with umoci and pushes it (gzip, and zstd under `<tag>-zstd`):
  * layer 1 is bash + libc + busybox tools, /etc/passwd with root only, /etc/doomed; layer 2
- * removes /etc/doomed (a whiteout) and adds /srv/app/marker. Config: ENV, WORKDIR, CMD.
+ * removes /etc/doomed (a whiteout) and adds /srv/app/marker. Config: ENV, WORKDIR, CMD. Pushed
+ * as `user` to a private registry.
  */
 export async function pushTestImage(
   dir: string,
   registry: string,
   cacheDir: string,
   repoTag: string,
+  user?: RegistryUser,
 ): Promise<void> {
   const layout = join(dir, 'layout');
   const bundle = join(dir, 'bundle');
@@ -157,8 +159,9 @@ export async function pushTestImage(
   const plain = join(dir, 'plain');
   await run('skopeo', ['copy', '--dest-decompress', `oci:${layout}:t`, `dir:${plain}`]);
   const zstd = ['--dest-compress-format', 'zstd', `dir:${plain}`, `${dest}-zstd`];
-  await run('skopeo', ['copy', '--dest-tls-verify=false', ...zstd]);
-  await run('skopeo', ['copy', '--dest-tls-verify=false', `oci:${layout}:t`, dest]);
+  const creds = user ? ['--dest-creds', `${user.username}:${user.password}`] : [];
+  await run('skopeo', ['copy', '--dest-tls-verify=false', ...creds, ...zstd]);
+  await run('skopeo', ['copy', '--dest-tls-verify=false', ...creds, `oci:${layout}:t`, dest]);
 }
 
 /**
