@@ -1,9 +1,9 @@
 /**
  * `kiln template build -f Dockerfile [--name N] [--start-cmd C --ready-cmd R] [--registry-user U
- * --registry-password-stdin] [CONTEXT]`: the
- * Dockerfile parsed into template build steps (core/dockerfile.ts), each COPY source packed as a
- * reproducible tar whose sha256 names it (uploaded unless kilnd has it), the build started
- * through /v1/template-builds and its log printed as it comes (per-step progress).
+ * --registry-password-stdin] [CONTEXT]`: the Dockerfile parsed into template build steps
+ * (core/dockerfile.ts), each COPY source packed as a reproducible tar whose sha256 names it
+ * (uploaded unless kilnd has it), the build started through /v1/template-builds (with the
+ * registry credentials of a `FROM host:port/name` image) and its log printed as it comes.
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
