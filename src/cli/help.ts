@@ -237,10 +237,10 @@ export const COMMANDS: Record<string, CommandHelp> = {
   'template build': {
     usage: [
       'kiln template build [--name N] [--memory SIZE] [--vcpus N] [--json]',
-      'kiln template build -f Dockerfile --name N [--start-cmd C] [--ready-cmd R] [--build-arg K=V]... [--no-cache] [--json] [CONTEXT]',
+      'kiln template build -f Dockerfile --name N [--start-cmd C] [--ready-cmd R] [--build-arg K=V]... [--no-cache] [--registry-user U --registry-password-stdin] [--json] [CONTEXT]',
     ],
     summary:
-      'boot the image, wait for the agent and snapshot it as a template; with -f, build from a Dockerfile (FROM a kiln template; RUN, COPY/ADD, ENV, ARG, WORKDIR, USER, CMD/ENTRYPOINT) with a layer cache',
+      'boot the image, wait for the agent and snapshot it as a template; with -f, build from a Dockerfile (FROM a kiln template or a registry image host:port/name[:tag]; RUN, COPY/ADD, ENV, ARG, WORKDIR, USER, CMD/ENTRYPOINT) with a layer cache',
     options: [
       ['-f, --file F', 'the Dockerfile; COPY sources are read from CONTEXT (default .)'],
       ['--start-cmd C', 'start command (default: CMD/ENTRYPOINT); runs in the template, captured running'],
@@ -250,6 +250,14 @@ export const COMMANDS: Record<string, CommandHelp> = {
       ],
       ['--build-arg K=V', 'a value for an ARG'],
       ['--no-cache', 'run every step again'],
+      [
+        '--registry-user U',
+        'user name for the registry of a FROM host:port/name image (needs --registry-password-stdin)',
+      ],
+      [
+        '--registry-password-stdin',
+        'read that registry password (or token) from standard input; kilnd keeps it in memory for the build only',
+      ],
       ['--name N', `template name (default ${DEFAULT_TEMPLATE})`],
       [
         '--memory SIZE',

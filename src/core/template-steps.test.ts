@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { inspect } from 'node:util';
 import {
   changesVm,
   describeStep,
@@ -91,9 +92,111 @@ describe('parseBuildSpec', () => {
         { fromTemplate: 'a', steps: [{ type: 'COPY', args: ['a', '/b'], filesHash: '../../etc' }] },
         /not a files hash/,
       ],
-      [{ fromImage: 'x', fromImageRegistry: { type: 'registry' } }, /registry credentials/],
     ];
     for (const [body, re] of bad) assert.throws(() => parseBuildSpec(body), re, JSON.stringify(body));
+  });
+});
+
+describe('fromImageRegistry (E2B registry credentials)', () => {
+  const withRegistry = (r: unknown) => ({ fromImage: 'reg.example:5000/team/app:1', fromImageRegistry: r });
+  const field = (e: unknown): unknown => (e as { details?: { field?: unknown } }).details?.field;
+
+  it("type registry: the image's credentials, kept in memory and hidden from every printed form", () => {
+    const spec = parseBuildSpec(withRegistry({ type: 'registry', username: 'robot', password: 's3cret:x' }));
+    assert.ok('image' in spec.from);
+    const login = 'image' in spec.from ? spec.from.registry : undefined;
+    assert.ok(login);
+    assert.equal(login.username, 'robot');
+    assert.equal(login.password, 's3cret:x');
+    // A copy (structured clone, as a spread) keeps the user name only.
+    for (const shown of [JSON.stringify(spec), inspect(spec, { depth: 9 }), inspect(structuredClone(login))])
+      assert.ok(!shown.includes('s3cret'), shown);
+    assert.deepEqual((JSON.parse(JSON.stringify(spec)) as { from: unknown }).from, {
+      image: 'reg.example:5000/team/app:1',
+      registry: { type: 'registry' },
+    });
+  });
+
+  it('absent or null is no credentials; with fromTemplate they are checked but not kept', () => {
+    for (const r of [undefined, null])
+      assert.deepEqual(parseBuildSpec(withRegistry(r)).from, { image: 'reg.example:5000/team/app:1' });
+    const login = { type: 'registry', username: 'u', password: 'p' };
+    assert.deepEqual(parseBuildSpec({ fromTemplate: 'base', fromImageRegistry: login }).from, {
+      template: 'base',
+    });
+    assert.throws(
+      () => parseBuildSpec({ fromTemplate: 'base', fromImageRegistry: { type: 'registry' } }),
+      /username/,
+    );
+  });
+
+  it('aws and gcp are refused naming the type, why, and what to send instead', () => {
+    const aws = {
+      type: 'aws',
+      awsAccessKeyId: 'AKIA',
+      awsSecretAccessKey: 'SECRETKEY1',
+      awsRegion: 'us-east-1',
+    };
+    assert.throws(
+      () => parseBuildSpec(withRegistry(aws)),
+      (e: Error) =>
+        field(e) === 'fromImageRegistry.type' &&
+        /"aws" is not supported: kiln does not call AWS .*username "AWS".*aws ecr get-login-password/.test(
+          e.message,
+        ) &&
+        !e.message.includes('SECRETKEY1'),
+    );
+    assert.throws(
+      () => parseBuildSpec(withRegistry({ type: 'gcp', serviceAccountJson: '{"private_key":"k"}' })),
+      (e: Error) =>
+        field(e) === 'fromImageRegistry.type' &&
+        /"gcp" is not supported: .*"_json_key".*oauth2accesstoken/.test(e.message) &&
+        !e.message.includes('private_key'),
+    );
+  });
+
+  it('malformed credentials are refused naming the field, never echoing a value', () => {
+    const bad: [unknown, string, RegExp][] = [
+      ['robot:pw', 'fromImageRegistry', /must be an object/],
+      [[], 'fromImageRegistry', /must be an object/],
+      [{ username: 'u', password: 'p' }, 'fromImageRegistry.type', /must be a string/],
+      [
+        { type: 'docker', username: 'u', password: 'p' },
+        'fromImageRegistry.type',
+        /"docker" is not a registry type/,
+      ],
+      [
+        { type: 'constructor', username: 'u', password: 'p' },
+        'fromImageRegistry.type',
+        /is not a registry type/,
+      ],
+      [{ type: 'registry', password: 'hunter2' }, 'fromImageRegistry.username', /must be a string/],
+      [
+        { type: 'registry', username: '', password: 'hunter2' },
+        'fromImageRegistry.username',
+        /must not be empty/,
+      ],
+      [{ type: 'registry', username: 'a:b', password: 'hunter2' }, 'fromImageRegistry.username', /":"/],
+      [{ type: 'registry', username: 'u' }, 'fromImageRegistry.password', /must be a string/],
+      [{ type: 'registry', username: 'u', password: 7 }, 'fromImageRegistry.password', /must be a string/],
+      [{ type: 'registry', username: 'u', password: '' }, 'fromImageRegistry.password', /must not be empty/],
+      [{ type: 'registry', username: 'u', password: 'hunter2\0' }, 'fromImageRegistry.password', /NUL/],
+      [
+        { type: 'registry', username: 'u', password: 'h'.repeat(16_385) },
+        'fromImageRegistry.password',
+        /at most 16384/,
+      ],
+    ];
+    for (const [r, f, re] of bad)
+      assert.throws(
+        () => parseBuildSpec(withRegistry(r)),
+        (e: Error & { code?: string }) =>
+          e.code === 'invalid_argument' &&
+          field(e) === f &&
+          re.test(e.message) &&
+          !e.message.includes('hunter2'),
+        JSON.stringify(r),
+      );
   });
 });
 

@@ -8,6 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import { invalidArgument } from './errors.ts';
+import { parseRegistryLogin, type RegistryLogin } from './registry-login.ts';
 
 /** One step; `force` re-runs it (and every step after it) whatever the cache holds. */
 export type BuildStep =
@@ -28,8 +29,11 @@ export type BuildStep =
   | { kind: 'USER'; user: string; force: boolean };
 
 export interface BuildSpec {
-  /** Exactly one: a kiln template (name or id) or an OCI image reference. */
-  from: { template: string } | { image: string };
+  /**
+   * Exactly one: a kiln template (name or id) or an OCI image reference, with the registry
+   * credentials to pull it (in memory only: a stored copy of the spec shows none of them).
+   */
+  from: { template: string } | { image: string; registry?: RegistryLogin };
   steps: BuildStep[];
   startCmd?: string;
   readyCmd?: string;
@@ -147,8 +151,8 @@ export function parseBuildSpec(body: Record<string, unknown>): BuildSpec {
   const hasTemplate = typeof template === 'string' && template.length > 0;
   if (hasImage === hasTemplate)
     throw invalidArgument('fromTemplate', 'exactly one of fromImage and fromTemplate must be given');
-  if (body['fromImageRegistry'] !== undefined && body['fromImageRegistry'] !== null)
-    throw invalidArgument('fromImageRegistry', 'registry credentials are not supported by kiln yet');
+  // Checked whatever the base; kept only for an image (the SDK keeps them across fromTemplate).
+  const registry = parseRegistryLogin(body['fromImageRegistry']);
   const steps = body['steps'] ?? [];
   if (!Array.isArray(steps)) throw invalidArgument('steps', 'must be an array');
   const opt = (k: string): string | undefined => {
@@ -158,7 +162,7 @@ export function parseBuildSpec(body: Record<string, unknown>): BuildSpec {
   const startCmd = opt('startCmd');
   const readyCmd = opt('readyCmd');
   return {
-    from: hasImage ? { image: image } : { template: template as string },
+    from: hasImage ? { image, ...(registry ? { registry } : {}) } : { template: template as string },
     steps: steps.map(parseStep),
     ...(startCmd !== undefined ? { startCmd } : {}),
     ...(readyCmd !== undefined ? { readyCmd } : {}),

@@ -7,6 +7,8 @@ export interface TemplateBuildRequest {
   name: string;
   fromTemplate?: string;
   fromImage?: string;
+  /** E2B's GeneralRegistry: credentials for the registry of `fromImage` (never stored by kilnd). */
+  fromImageRegistry?: { type: 'registry'; username: string; password: string };
   steps: { type: string; args?: string[]; filesHash?: string; force?: boolean }[];
   startCmd?: string;
   readyCmd?: string;

@@ -1,6 +1,7 @@
 /**
  * A real local OCI registry for tests: Debian's `docker-registry` (distribution v2) on
- * 127.0.0.1 with its own storage, fed with images made by `umoci` and copied with `skopeo`.
+ * 127.0.0.1 with its own storage, fed with images made by `umoci` and copied with `skopeo`;
+ * optionally private (htpasswd basic auth, the bcrypt file made by apache2-utils' `htpasswd`).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
@@ -14,6 +15,12 @@ export interface LocalRegistry {
   close: () => Promise<void>;
 }
 
+/** The one user of a private registry. */
+export interface RegistryUser {
+  username: string;
+  password: string;
+}
+
 async function freePort(): Promise<number> {
   const srv = createServer();
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
@@ -22,13 +29,23 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-/** Starts docker-registry and resolves once `GET /v2/` answers 200. */
-export async function startRegistry(dir: string): Promise<LocalRegistry> {
+/**
+ * Starts docker-registry and resolves once `GET /v2/` answers (200, or 401 when `auth` makes it
+ * private: htpasswd basic auth, every request needs the user).
+ */
+export async function startRegistry(dir: string, o: { auth?: RegistryUser } = {}): Promise<LocalRegistry> {
   const port = await freePort();
   const config = join(dir, 'registry.yml');
+  let auth = '';
+  if (o.auth) {
+    const file = join(dir, 'htpasswd');
+    const { stdout } = await run('htpasswd', ['-Bbn', o.auth.username, o.auth.password]);
+    await writeFile(file, stdout);
+    auth = `auth:\n  htpasswd:\n    realm: kiln-test\n    path: ${file}\n`;
+  }
   await writeFile(
     config,
-    `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'storage')}\nhttp:\n  addr: 127.0.0.1:${port}\n`,
+    `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'storage')}\nhttp:\n  addr: 127.0.0.1:${port}\n${auth}`,
   );
   const child: ChildProcess = spawn('docker-registry', ['serve', config], { stdio: 'ignore' });
   const exited = new Promise<never>((_, reject) =>
@@ -40,7 +57,7 @@ export async function startRegistry(dir: string): Promise<LocalRegistry> {
   const deadline = Date.now() + 30_000;
   for (;;) {
     const ok = await fetch(`http://127.0.0.1:${port}/v2/`).then(
-      (r) => r.status === 200,
+      (r) => r.status === (o.auth ? 401 : 200),
       () => false,
     );
     if (ok) break;
@@ -88,13 +105,15 @@ async function debs(cacheDir: string, names: string[], workDir: string): Promise
 /**
  * Makes a two-layer OCI image with umoci and pushes it (gzip, and zstd under `<tag>-zstd`):
  * layer 1 is bash + libc + busybox tools, /etc/passwd with root only, /etc/doomed; layer 2
- * removes /etc/doomed (a whiteout) and adds /srv/app/marker. Config: ENV, WORKDIR, CMD.
+ * removes /etc/doomed (a whiteout) and adds /srv/app/marker. Config: ENV, WORKDIR, CMD. Pushed
+ * as `user` to a private registry.
  */
 export async function pushTestImage(
   dir: string,
   registry: string,
   cacheDir: string,
   repoTag: string,
+  user?: RegistryUser,
 ): Promise<void> {
   const layout = join(dir, 'layout');
   const bundle = join(dir, 'bundle');
@@ -140,6 +159,45 @@ export async function pushTestImage(
   const plain = join(dir, 'plain');
   await run('skopeo', ['copy', '--dest-decompress', `oci:${layout}:t`, `dir:${plain}`]);
   const zstd = ['--dest-compress-format', 'zstd', `dir:${plain}`, `${dest}-zstd`];
-  await run('skopeo', ['copy', '--dest-tls-verify=false', ...zstd]);
-  await run('skopeo', ['copy', '--dest-tls-verify=false', `oci:${layout}:t`, dest]);
+  const creds = user ? ['--dest-creds', `${user.username}:${user.password}`] : [];
+  await run('skopeo', ['copy', '--dest-tls-verify=false', ...creds, ...zstd]);
+  await run('skopeo', ['copy', '--dest-tls-verify=false', ...creds, `oci:${layout}:t`, dest]);
+}
+
+/**
+ * Pushes a one-layer image holding `files` (path -> content) plus a busybox `sh` under
+ * `repoTag`, signed in as `user` for a private registry. Quick: no packages.
+ */
+export async function pushTinyImage(
+  dir: string,
+  registry: string,
+  repoTag: string,
+  files: Record<string, string>,
+  user?: RegistryUser,
+): Promise<void> {
+  const layout = join(dir, 'tiny-layout');
+  const bundle = join(dir, 'tiny-bundle');
+  const rootfs = join(bundle, 'rootfs');
+  await run('umoci', ['init', '--layout', layout]);
+  await run('umoci', ['new', '--image', `${layout}:t`]);
+  await run('umoci', ['unpack', '--image', `${layout}:t`, bundle]);
+  await mkdir(join(rootfs, 'bin'), { recursive: true });
+  await copyFile('/bin/busybox', join(rootfs, 'bin/busybox'));
+  await chmod(join(rootfs, 'bin/busybox'), 0o755);
+  await symlink('busybox', join(rootfs, 'bin/sh'));
+  for (const [path, content] of Object.entries(files)) {
+    await mkdir(join(rootfs, path, '..'), { recursive: true });
+    await writeFile(join(rootfs, path), content);
+  }
+  await run('umoci', ['repack', '--image', `${layout}:t`, bundle]);
+  const creds = user ? ['--dest-creds', `${user.username}:${user.password}`] : [];
+  await run('skopeo', [
+    'copy',
+    '--dest-tls-verify=false',
+    ...creds,
+    `oci:${layout}:t`,
+    `docker://${registry}/${repoTag}`,
+  ]);
+  await rm(bundle, { recursive: true, force: true });
+  await rm(layout, { recursive: true, force: true });
 }

@@ -8,11 +8,11 @@
  * Run under the VM lock: `flock /work/.vm.lock node --test <this file>`.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Sandbox, Template, waitForPort, type LogEntry } from 'e2b';
+import { BuildError, Sandbox, Template, waitForPort, type LogEntry } from 'e2b';
 import { loadConfig } from '../../src/core/config.ts';
 import { CLI, removeStateDir, useKilnE2bEnv, type CliResult } from '../helpers/kilnd.ts';
 import { pushTestImage, startRegistry } from '../helpers/oci-registry.ts';
@@ -55,8 +55,13 @@ async function build(
  * then misses the server's close while the CLI runs, and its next request dies with EPIPE).
  */
 function kiln(...args: string[]): Promise<CliResult> {
+  return kilnWithInput('', ...args);
+}
+
+/** `kiln ...` with `input` on its standard input. */
+function kilnWithInput(input: string, ...args: string[]): Promise<CliResult> {
   return new Promise((resolve) => {
-    execFile(
+    const child = execFile(
       process.execPath,
       [CLI, ...args],
       { env, encoding: 'utf8', timeout: 600_000 },
@@ -65,6 +70,7 @@ function kiln(...args: string[]): Promise<CliResult> {
         resolve({ status: code, stdout, stderr });
       },
     );
+    child.stdin?.end(input);
   });
 }
 
@@ -299,6 +305,61 @@ describe('template builds through the e2b SDK (real guests)', { timeout: 1_800_0
         build(Template().fromImage(`${reg.registry}/kiln/no-such:t`), 'tpl-missing'),
         /fromImage/,
       );
+    } finally {
+      await reg.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+  it('fromImage of a private registry image (htpasswd basic auth) with credentials, through the SDK and the CLI; without them or with wrong ones the build fails although the image is cached', async () => {
+    const dir = await mkdtemp('/tmp/kiln-e2btpl-priv-');
+    const user = { username: 'robot', password: 'pw-e2b-3f8c-private' };
+    const reg = await startRegistry(dir, { auth: user });
+    try {
+      await pushTestImage(dir, reg.registry, loadConfig().cacheDir, 'private/img:t', user);
+      const ref = `${reg.registry}/private/img:t`;
+      await build(
+        Template().fromImage(ref, user).runCmd('echo priv > /tmp/priv.txt', { user: 'root' }),
+        'tpl-priv',
+      );
+      const sbx = await Sandbox.create('tpl-priv');
+      assert.equal(
+        (await sbx.commands.run('cat /srv/app/marker /tmp/priv.txt')).stdout,
+        'from the OCI image\npriv\n',
+      );
+      await sbx.kill();
+      // The image is cached now, and still the registry decides: the SDK's BuildError says why.
+      const refused = async (creds: { username: string; password: string } | undefined, re: RegExp) => {
+        const t = creds ? Template().fromImage(ref, creds) : Template().fromImage(ref);
+        await assert.rejects(
+          Template.build(t.runCmd('cat /srv/app/marker'), 'tpl-priv-refused', { requestTimeoutMs: 600_000 }),
+          (e: Error) => e instanceof BuildError && re.test(e.message) && e.message.includes(reg.registry),
+        );
+      };
+      await refused(undefined, /wants credentials \(basic auth\)/);
+      await refused({ username: 'robot', password: 'wrong-pw' }, /the registry refused the credentials/);
+      // The CLI: FROM the private image, the password on standard input.
+      const df = join(dir, 'Dockerfile.priv');
+      await writeFile(df, `FROM ${ref}\nRUN echo df-priv > /tmp/df.txt\n`);
+      const cli = (input: string, ...extra: string[]) =>
+        kilnWithInput(input, 'template', 'build', '-f', df, '--name', 'tpl-priv-df', ...extra, dir);
+      const ok = await cli(`${user.password}\n`, '--registry-user', 'robot', '--registry-password-stdin');
+      assert.equal(ok.status, 0, ok.stdout + ok.stderr);
+      const sbx2 = await Sandbox.create('tpl-priv-df');
+      assert.equal(
+        (await sbx2.commands.run('cat /srv/app/marker /tmp/df.txt')).stdout,
+        'from the OCI image\ndf-priv\n',
+      );
+      await sbx2.kill();
+      const none = await cli('');
+      assert.notEqual(none.status, 0);
+      assert.match(none.stderr, /wants credentials/);
+      // The password is in no log and no byte of the database.
+      const files = (await readdir(state)).filter((n) => /^(kilnd\.log|kiln\.db)/.test(n));
+      assert.ok(files.includes('kilnd.log') && files.includes('kiln.db'), files.join(' '));
+      for (const f of files) {
+        const text = await readFile(join(state, f));
+        assert.ok(!text.includes(user.password), `${f} holds the password`);
+      }
     } finally {
       await reg.close();
       await rm(dir, { recursive: true, force: true });

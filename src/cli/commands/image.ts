@@ -13,6 +13,7 @@ import { DEFAULT_PACKAGES, defaultImageSpec, validateImageSpec } from '../../ima
 import { UsageError } from '../args.ts';
 import type { CliContext } from '../context.ts';
 import { table } from '../output.ts';
+import { readPasswordStdin } from '../password-stdin.ts';
 
 function progressPrinter(json: boolean): (p: Omit<BuildProgress, 'step'> & { step: string }) => void {
   return (p) => {
@@ -105,12 +106,6 @@ export function nameFromReference(ref: string): string {
     .slice(0, 63);
 }
 
-async function readStdin(): Promise<string> {
-  let s = '';
-  for await (const c of process.stdin) s += String(c);
-  return s.replace(/\r?\n$/, '');
-}
-
 /** `kiln image build --from-image REF`: an image whose root filesystem is an OCI image's. */
 async function fromImage(
   ctx: CliContext,
@@ -132,7 +127,10 @@ async function fromImage(
   const credentials =
     v['registry-user'] === undefined
       ? undefined
-      : { username: v['registry-user'], password: v['registry-password-stdin'] ? await readStdin() : '' };
+      : {
+          username: v['registry-user'],
+          password: v['registry-password-stdin'] ? await readPasswordStdin() : '',
+        };
   const res = await buildImageFromOci({
     reference: ref,
     name: v.name ?? nameFromReference(ref),

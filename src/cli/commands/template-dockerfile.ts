@@ -1,8 +1,9 @@
 /**
- * `kiln template build -f Dockerfile [--name N] [--start-cmd C --ready-cmd R] [CONTEXT]`: the
- * Dockerfile parsed into template build steps (core/dockerfile.ts), each COPY source packed as a
- * reproducible tar whose sha256 names it (uploaded unless kilnd has it), the build started
- * through /v1/template-builds and its log printed as it comes (per-step progress).
+ * `kiln template build -f Dockerfile [--name N] [--start-cmd C --ready-cmd R] [--registry-user U
+ * --registry-password-stdin] [CONTEXT]`: the Dockerfile parsed into template build steps
+ * (core/dockerfile.ts), each COPY source packed as a reproducible tar whose sha256 names it
+ * (uploaded unless kilnd has it), the build started through /v1/template-builds (with the
+ * registry credentials of a `FROM host:port/name` image) and its log printed as it comes.
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -24,6 +25,8 @@ export interface DockerfileBuildOpts {
   readyCmd?: string | undefined;
   buildArgs: string[];
   noCache: boolean;
+  /** Credentials for the registry of a `FROM host:port/name` image (sent once, kept by kilnd in memory only). */
+  registry?: { username: string; password: string } | undefined;
   json: boolean;
   memoryMiB?: number | undefined;
   vcpus?: number | undefined;
@@ -75,9 +78,14 @@ async function prepare(c: KilnClient, o: DockerfileBuildOpts, tmp: string): Prom
   const startCmd = o.startCmd ?? df.startCmd;
   // A registry reference (`host:port/name:tag`) names an OCI image; a plain name, a kiln template.
   const image = df.from.includes('/') || df.from.includes(':');
+  if (o.registry && !image)
+    throw new UsageError(
+      `--registry-user applies to a registry image (FROM host:port/name); "${df.from}" is a kiln template`,
+    );
   return {
     name: o.name,
     ...(image ? { fromImage: df.from } : { fromTemplate: df.from }),
+    ...(o.registry ? { fromImageRegistry: { type: 'registry' as const, ...o.registry } } : {}),
     steps,
     ...(startCmd ? { startCmd } : {}),
     ...(o.readyCmd ? { readyCmd: o.readyCmd } : {}),

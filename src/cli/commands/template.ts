@@ -6,6 +6,7 @@ import { LIMITS, validateName } from '../../core/validate.ts';
 import { UsageError, intArg } from '../args.ts';
 import type { CliContext } from '../context.ts';
 import { table } from '../output.ts';
+import { registryCredentials } from '../password-stdin.ts';
 import { buildFromDockerfile } from './template-dockerfile.ts';
 import { templateGc } from './template-gc.ts';
 
@@ -23,6 +24,8 @@ export async function template(ctx: CliContext, sub: string | undefined, argv: s
       'ready-cmd': { type: 'string' },
       'build-arg': { type: 'string', multiple: true, default: [] },
       'no-cache': { type: 'boolean', default: false },
+      'registry-user': { type: 'string' },
+      'registry-password-stdin': { type: 'boolean', default: false },
       reset: { type: 'boolean', default: false },
       'dry-run': { type: 'boolean', default: false },
       grace: { type: 'string' },
@@ -39,6 +42,7 @@ export async function template(ctx: CliContext, sub: string | undefined, argv: s
   if (sub !== 'list' && sub !== 'build') throw new UsageError(`unknown command "kiln template ${sub ?? ''}"`);
   if (sub === 'build' && values.file !== undefined) {
     if (positionals.length > 1) throw new UsageError('kiln template build -f takes one context directory');
+    const registry = await registryCredentials(values['registry-user'], values['registry-password-stdin']);
     return buildFromDockerfile(ctx, {
       file: values.file,
       name: values.name,
@@ -47,6 +51,7 @@ export async function template(ctx: CliContext, sub: string | undefined, argv: s
       readyCmd: values['ready-cmd'],
       buildArgs: values['build-arg'],
       noCache: values['no-cache'],
+      registry,
       json: values.json,
       memoryMiB: argv.includes('--memory')
         ? parseSizeMiB('memory', values.memory, LIMITS.memoryMiB)

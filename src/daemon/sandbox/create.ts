@@ -3,6 +3,7 @@ import type { SandboxRecord, SnapshotRecord, TemplateRecord, VolumeMount } from 
 import { KilnError, invalidArgument } from '../../core/errors.ts';
 import { newId } from '../../core/ids.ts';
 import { OPEN_NETWORK, type EgressRules, type SandboxNetwork } from '../../core/network-policy.ts';
+import { isHiddenTemplateName } from '../../core/template-steps.ts';
 import { validateInt, validateMemoryMiB, validateName, validateVcpus } from '../../core/validate.ts';
 import { admitMakingRoom } from '../admission.ts';
 import { initPooled, poolable } from '../pool/take.ts';
@@ -58,7 +59,8 @@ function stringMap(field: string, v: unknown): Record<string, string> {
 
 /**
  * A template (name or id) or a restorable snapshot (id or name), and the template behind it.
- * Another key's template or snapshot is not found, exactly like one that does not exist.
+ * Another key's template or snapshot, or one of kiln's hidden templates for a plain key, is not
+ * found, exactly like one that does not exist.
  */
 function resolveSource(
   sc: ServiceContext,
@@ -73,6 +75,10 @@ function resolveSource(
     if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
   }
   if (tpl && !seesTemplate(caller, tpl)) tpl = undefined;
+  // kiln's hidden templates are no source for a plain key: an OCI image's base (`kiln-img-*`,
+  // `kiln-res-*`) may be a private registry's image, which a build reaches only through fromImage
+  // with credentials the registry accepts.
+  if (tpl && caller && !caller.admin && isHiddenTemplateName(tpl.name)) tpl = undefined;
   if (tpl) {
     if (!tpl.snapshotId)
       throw new KilnError('invalid_state', `template "${tpl.name}" has no snapshot yet; build it first`);

@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DiskAdmission } from '../admission.ts';
 import { SandboxService } from '../sandbox-service.ts';
-import { NOW, ServiceFixture } from '../testing/fixtures.ts';
+import { FAKE_IMAGE, NOW, ServiceFixture } from '../testing/fixtures.ts';
 
 describe('SandboxService: create, admission, kill, TTL and owners (fake driver)', () => {
   let fx: ServiceFixture;
@@ -202,5 +202,16 @@ describe('SandboxService: create, admission, kill, TTL and owners (fake driver)'
     assert.equal(byB.ownerKeyId, 'key-b', "kiln's templates are everyone's");
     const byAdmin = await fx.svc.create({ template: 'mine' }, { caller: { keyId: 'key-r', admin: true } });
     assert.equal(byAdmin.ownerKeyId, 'key-r');
+  });
+
+  it("kiln's hidden templates (an OCI image's base may be a private image) are not found for a plain key", async () => {
+    const img = await fx.svc.buildTemplate('kiln-img-private', FAKE_IMAGE, { memoryMiB: 512, vcpus: 1 });
+    for (const ref of ['kiln-img-private', img.id])
+      await assert.rejects(fx.svc.create({ template: ref }, { caller: { keyId: 'key-b', admin: false } }), {
+        code: 'not_found',
+        message: `template or snapshot "${ref}" does not exist`,
+      });
+    // kiln itself (a build's builder) and the socket still use it.
+    assert.equal((await fx.svc.create({ template: 'kiln-img-private' })).state, 'running');
   });
 });

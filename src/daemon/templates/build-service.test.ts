@@ -4,7 +4,13 @@
  * a build was cut by a daemon death. The real thing runs in test/integration/e2b-templates.test.ts.
  */
 import assert from 'node:assert/strict';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, it } from 'node:test';
+import { inspect } from 'node:util';
+import { pino } from 'pino';
+import type { RegistryLogin } from '../../core/registry-login.ts';
 import { nullLogger } from '../../core/log.ts';
 import { FAKE_IMAGE, ServiceFixture, blockingGuests } from '../testing/fixtures.ts';
 import { CANCELLED } from './run-build.ts';
@@ -267,11 +273,81 @@ describe('template builds (fake driver)', () => {
     assert.match(on.build.reason?.message ?? '', /runs with 2 vCPU\(s\) and 1024 MiB/);
   });
 
-  it('bad input is refused before anything runs; a second build of a name in flight is refused', () => {
+  it('registry credentials reach the image pull and nothing else: not the stored record, the log, the database', async () => {
+    const secret = 'pw-c4f1e9-SECRET';
+    const lines: string[] = [];
+    const log = pino(
+      { level: 'trace' },
+      new Writable({
+        write(chunk: Buffer, _enc, cb) {
+          lines.push(chunk.toString());
+          cb();
+        },
+      }),
+    );
+    const pulls: { reference: string; username?: string; password?: string; shown: string }[] = [];
+    tb = new TemplateBuildService({
+      svc: f.svc,
+      store: f.store,
+      dataDir: f.dir,
+      log,
+      ensureTemplate: () => Promise.resolve(),
+      readyTimeoutMs: 1000,
+      imageTemplate: (reference: string, _opId: string, login?: RegistryLogin) => {
+        pulls.push({
+          reference,
+          ...(login ? { username: login.username, password: login.password } : {}),
+          shown: `${JSON.stringify(login)} ${inspect(login)} ${inspect(structuredClone(login))}`,
+        });
+        return Promise.resolve('base');
+      },
+    });
+    const body = {
+      fromImage: '127.0.0.1:5000/private/app:1',
+      fromImageRegistry: { type: 'registry', username: 'robot', password: secret },
+      steps: [{ type: 'RUN', args: ['echo hi'] }],
+    };
+    const r = await build('priv', body);
+    assert.equal(r.build.status, 'ready', JSON.stringify(r.build.reason));
+    assert.equal(pulls.length, 1);
+    assert.deepEqual(
+      { ...pulls[0], shown: undefined },
+      { reference: body.fromImage, username: 'robot', password: secret, shown: undefined },
+    );
+    // Every printed form of the credentials hides the password.
+    assert.ok(!pulls[0]?.shown.includes(secret), pulls[0]?.shown);
+    const stored = f.store.getBuild(r.build.id);
+    assert.deepEqual((JSON.parse(stored.spec ?? 'null') as { from: unknown }).from, {
+      image: body.fromImage,
+      registry: { type: 'registry' },
+    });
+    assert.ok(!JSON.stringify(stored).includes(secret));
+    assert.ok(!r.messages.join('\n').includes(secret));
+    assert.ok(!lines.join('').includes(secret), lines.join(''));
+    // Nor any byte of the database files (the WAL included).
+    for (const n of readdirSync(f.dir).filter((x) => x.startsWith('state.db')))
+      assert.ok(!readFileSync(join(f.dir, n)).includes(secret), n);
+  });
+
+  it("kiln's hidden templates are no base for fromTemplate: an OCI image's base is reached through fromImage only", async () => {
+    const img = await f.svc.buildTemplate('kiln-img-private', FAKE_IMAGE, { memoryMiB: 512, vcpus: 1 });
+    for (const ref of ['kiln-img-private', img.id]) {
+      const r = await build('sneak', { fromTemplate: ref, steps: [{ type: 'RUN', args: ['cat /secret'] }] });
+      assert.equal(r.build.status, 'error');
+      assert.equal(r.build.reason?.message, `fromTemplate("${ref}"): no such template`);
+    }
+  });
+
+  it('bad input is refused before anything runs (the build ends, its name free); a second build of a name in flight is refused', () => {
     const b = tb.request('x', {}, undefined);
     assert.throws(() => {
       tb.start(b.templateId, b.id, { steps: [] }, undefined);
     }, /exactly one of fromImage and fromTemplate/);
+    const st = tb.status(b.templateId, b.id, 0, undefined);
+    assert.equal(st.build.status, 'error');
+    assert.match(st.build.reason?.message ?? '', /exactly one of fromImage and fromTemplate/);
+    assert.match(st.logs.at(-1)?.message ?? '', /exactly one of fromImage and fromTemplate/);
+    tb.request('x', {}, undefined);
     assert.throws(() => tb.request('x', {}, undefined), /is being built/);
     assert.throws(() => tb.request('base', {}, undefined), /kiln's default template/);
     assert.throws(() => tb.request('Bad Name', {}, undefined), /must be lower-case/);

@@ -15,6 +15,7 @@ import {
   parseBuildSpec,
   splitNameTag,
   type BuildLogEntry,
+  type BuildSpec,
 } from '../../core/template-steps.ts';
 import { validateMemoryMiB, validateName, validateVcpus } from '../../core/validate.ts';
 import type { Store } from '../../store/store.ts';
@@ -181,7 +182,19 @@ export class TemplateBuildService {
     const b = this.build(templateId, buildId, caller);
     if (b.spec !== null || b.status !== 'building')
       throw new KilnError('invalid_state', `template build "${buildId}" was started already`);
-    const spec = parseBuildSpec(body);
+    let spec: BuildSpec;
+    try {
+      spec = parseBuildSpec(body);
+    } catch (e) {
+      // Refused at its start, the build ends there: the name is free for the next one.
+      const now = this.#iso();
+      const reason = { message: asKilnError(e).message, step: 'base' };
+      this.#d.store.appendBuildLog(b.id, { timestamp: now, level: 'error', message: reason.message });
+      this.#d.store.putBuild({ ...b, status: 'error', reason, updatedAt: now, finishedAt: now });
+      this.#d.watch.changed(b.id);
+      throw e;
+    }
+    // Stored as JSON: registry credentials (a RegistryLogin) show only that they were given.
     const started = { ...b, spec: JSON.stringify(spec), updatedAt: this.#iso() };
     this.#d.store.putBuild(started);
     const ac = new AbortController();

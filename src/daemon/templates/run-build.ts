@@ -17,11 +17,13 @@ import { BUILDER_METADATA_KEY } from '../../core/defaults.ts';
 import type { Logger } from 'pino';
 import type { SnapshotRecord, TemplateBuildRecord, TemplateRecord } from '../../core/domain.ts';
 import { KilnError, asKilnError } from '../../core/errors.ts';
+import type { RegistryLogin } from '../../core/registry-login.ts';
 import {
   E2B_DEFAULT_IMAGE,
   RESOURCES_TEMPLATE_PREFIX,
   changesVm,
   describeStep,
+  isHiddenTemplateName,
   layerName,
   type BuildSpec,
   type BuildStep,
@@ -45,8 +47,11 @@ export interface BuildRunDeps {
   now: () => number;
   /** Builds kiln's default template on first use (TemplateEnsurer). */
   ensureTemplate: (name: string, opId: string) => Promise<void>;
-  /** Makes (or finds) the template of an OCI image reference (api/oci-templates.ts); absent: refused. */
-  imageTemplate?: ((reference: string, opId: string) => Promise<string>) | undefined;
+  /**
+   * Makes (or finds) the template of an OCI image reference, pulled with `login` when given
+   * (api/oci-templates.ts); absent: refused.
+   */
+  imageTemplate?: ((reference: string, opId: string, login?: RegistryLogin) => Promise<string>) | undefined;
   /** A guest image's boot files by key (to boot a parent image with other resources). */
   image?: ((key: string) => Promise<BootImage>) | undefined;
   /** How long the ready command may take to pass. */
@@ -67,7 +72,12 @@ class BuildError extends Error {
   }
 }
 
-/** The parent template: by name or id; `fromImage` of E2B's default image means kiln's `base`. */
+/**
+ * The parent template: by name or id; `fromImage` of E2B's default image means kiln's `base`.
+ * kiln's hidden templates are not names to build from: an OCI image's base (`kiln-img-*`, and its
+ * `kiln-res-*` twins) is reached only through `fromImage`, which asks the registry with the
+ * caller's credentials first; naming it with `fromTemplate` would skip that check.
+ */
 async function parentOf(
   d: BuildRunDeps,
   spec: BuildSpec,
@@ -80,7 +90,7 @@ async function parentOf(
   else if (spec.from.image === E2B_DEFAULT_IMAGE) ref = 'base';
   else if (d.imageTemplate) {
     try {
-      ref = await d.imageTemplate(spec.from.image, opId);
+      ref = await d.imageTemplate(spec.from.image, opId, spec.from.registry);
     } catch (e) {
       throw new BuildError(`fromImage("${spec.from.image}"): ${asKilnError(e).message}`, 'base');
     }
@@ -91,7 +101,9 @@ async function parentOf(
     );
   if (ref === 'base') await d.ensureTemplate('base', opId);
   const t = d.svc.templates().find((x) => x.name === ref || x.id === ref);
-  if (!t?.snapshotId) throw new BuildError(`fromTemplate("${ref}"): no such template`, 'base');
+  const viaTemplate = 'template' in spec.from;
+  if (!t?.snapshotId || (viaTemplate && isHiddenTemplateName(t.name)))
+    throw new BuildError(`fromTemplate("${ref}"): no such template`, 'base');
   lease.hold(t.id, t.snapshotId);
   const p = await withResources(d, t, b, opId);
   lease.hold(p.id, p.snapshotId);

@@ -13,7 +13,14 @@ const MAIN = fileURLToPath(new URL('./build-oci-main.ts', import.meta.url));
  * child's error comes back with its own code.
  */
 export function buildImageFromOciInChild(opts: Omit<OciBuildOpts, 'log'>): Promise<OciBuildResult> {
-  const { onProgress, signal, ...plain } = opts;
+  const { onProgress, signal, credentials, ...rest } = opts;
+  // Plain strings: a credentials object that hides its password from JSON would arrive without it.
+  const plain = {
+    ...rest,
+    ...(credentials
+      ? { credentials: { username: credentials.username, password: credentials.password } }
+      : {}),
+  };
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [MAIN], { stdio: ['pipe', 'pipe', 'inherit'] });
     const onAbort = (): void => {

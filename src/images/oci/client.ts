@@ -66,9 +66,13 @@ export class RegistryClient {
       const what =
         res.status === 404
           ? 'not found'
-          : res.status === 401 || res.status === 403
-            ? 'access denied'
-            : 'error';
+          : res.status === 401
+            ? this.#o.credentials
+              ? 'unauthorized: the registry refused the credentials'
+              : 'unauthorized: the registry wants credentials'
+            : res.status === 403
+              ? 'access denied'
+              : 'error';
       throw pullError(`${url} answered ${res.status} (${what})`);
     }
     return res;
