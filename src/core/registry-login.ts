@@ -40,22 +40,16 @@ export class RegistryLogin {
 const FIELD = 'fromImageRegistry';
 
 const SDK_FORM = 'type "registry" (the SDK\'s fromImage(image, {username, password}))';
-/** Why a cloud's own credential type is refused, and what works instead. */
-const CLOUD_REFUSALS = new Map([
-  [
-    'aws',
-    'is not supported: kiln does not call AWS (ECR GetAuthorizationToken) to turn access keys into a ' +
-      `registry password; use ${SDK_FORM} with username "AWS" and the password ` +
-      '`aws ecr get-login-password` prints',
-  ],
-  [
-    'gcp',
-    'is not supported: kiln takes only a user name and password the registry accepts, not a cloud ' +
-      `account to sign in with; use ${SDK_FORM} with username "_json_key" and the service account ` +
-      'JSON as the password, or username "oauth2accesstoken" and the password ' +
-      '`gcloud auth print-access-token` prints',
-  ],
-]);
+/** Why AWS's credential type is refused, and what works instead. */
+const AWS_REFUSAL =
+  'is not supported: kiln does not call AWS (ECR GetAuthorizationToken) to turn access keys into a ' +
+  `registry password; use ${SDK_FORM} with username "AWS" and the password ` +
+  '`aws ecr get-login-password` prints';
+/**
+ * The user name Google's registries take with a service account's JSON key as the password
+ * (basic auth): what E2B does with `gcp` (go-containerregistry's JSON key authenticator).
+ */
+export const GCP_JSON_KEY_USER = '_json_key';
 
 /** One credential field: a non-empty string of at most `max` characters (its value never in the message). */
 function secretField(raw: Record<string, unknown>, name: string, max: number): string {
@@ -69,9 +63,10 @@ function secretField(raw: Record<string, unknown>, name: string, max: number): s
 }
 
 /**
- * Parses E2B's `FromImageRegistry` (`{type: 'registry', username, password}`); `invalid_argument`
- * naming the field for anything else. `aws` and `gcp` are refused, saying why and what to send
- * instead; absent (or null, as E2B's SDK may send it) is no credentials.
+ * Parses E2B's `FromImageRegistry`: `{type: 'registry', username, password}`, or `{type: 'gcp',
+ * serviceAccountJson}` (basic auth as `_json_key`, as E2B does); `invalid_argument` naming the
+ * field for anything else. `aws` is refused, saying why and what to send instead; absent (or
+ * null, as E2B's SDK may send it) is no credentials.
  */
 export function parseRegistryLogin(raw: unknown): RegistryLogin | undefined {
   if (raw === undefined || raw === null) return undefined;
@@ -80,8 +75,10 @@ export function parseRegistryLogin(raw: unknown): RegistryLogin | undefined {
   const r = raw as Record<string, unknown>;
   const type = r['type'];
   if (typeof type !== 'string') throw invalidArgument(`${FIELD}.type`, 'must be a string ("registry")');
-  const cloud = CLOUD_REFUSALS.get(type);
-  if (cloud !== undefined) throw invalidArgument(`${FIELD}.type`, `"${type}" ${cloud}`);
+  if (type === 'aws') throw invalidArgument(`${FIELD}.type`, `"aws" ${AWS_REFUSAL}`);
+  // The SDK's fromGCPRegistry(image, {serviceAccountJson}): a JSON key, sent as E2B sends it.
+  if (type === 'gcp')
+    return new RegistryLogin(GCP_JSON_KEY_USER, secretField(r, 'serviceAccountJson', REGISTRY_PASSWORD_MAX));
   if (type !== 'registry')
     throw invalidArgument(
       `${FIELD}.type`,

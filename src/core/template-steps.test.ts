@@ -130,7 +130,7 @@ describe('fromImageRegistry (E2B registry credentials)', () => {
     );
   });
 
-  it('aws and gcp are refused naming the type, why, and what to send instead', () => {
+  it('aws is refused naming the type, why, and what to send instead', () => {
     const aws = {
       type: 'aws',
       awsAccessKeyId: 'AKIA',
@@ -146,12 +146,19 @@ describe('fromImageRegistry (E2B registry credentials)', () => {
         ) &&
         !e.message.includes('SECRETKEY1'),
     );
+  });
+
+  it('gcp: the service account JSON is the password of user "_json_key" (as E2B sends it), hidden', () => {
+    const key = '{"type":"service_account","private_key":"k"}';
+    const spec = parseBuildSpec(withRegistry({ type: 'gcp', serviceAccountJson: key }));
+    const login = 'image' in spec.from ? spec.from.registry : undefined;
+    assert.ok(login);
+    assert.equal(login.username, '_json_key');
+    assert.equal(login.password, key);
+    assert.ok(!JSON.stringify(spec).includes('private_key'));
     assert.throws(
-      () => parseBuildSpec(withRegistry({ type: 'gcp', serviceAccountJson: '{"private_key":"k"}' })),
-      (e: Error) =>
-        field(e) === 'fromImageRegistry.type' &&
-        /"gcp" is not supported: .*"_json_key".*oauth2accesstoken/.test(e.message) &&
-        !e.message.includes('private_key'),
+      () => parseBuildSpec(withRegistry({ type: 'gcp' })),
+      (e: Error) => field(e) === 'fromImageRegistry.serviceAccountJson' && /must be a string/.test(e.message),
     );
   });
 
