@@ -5,11 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { mkdtempSync } from 'node:fs';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { cliOnHarness } from '../../test/helpers/cli.ts';
 import { parseRun } from './commands/run.ts';
 import { workspaceValue } from './commands/run-workspace.ts';
@@ -17,6 +17,9 @@ import { workspaceValue } from './commands/run-workspace.ts';
 describe('kiln workspace', () => {
   const { kiln, harness } = cliOnHarness('kiln-cli-ws-');
   const dir = mkdtempSync(join(tmpdir(), 'kiln-cli-ws-repo-'));
+  after(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
   const repo = join(dir, 'r');
   mkdirSync(repo);
   execFileSync('git', ['init', '-q'], { cwd: repo });
