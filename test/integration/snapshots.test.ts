@@ -130,6 +130,8 @@ describe('snapshots, pause/resume and fork of running sandboxes', { timeout: 900
     const token = svc.get(c2).accessToken;
     const pid = await out(c2, 'cat /tmp/counter.pid');
     for (let i = 1; i <= 5; i++) {
+      // Written once, before the first pause: it lives in a layer in the middle of the chain.
+      if (i === 1) await out(c2, 'echo first > /home/user/first');
       await out(c2, `echo round${i} >> /home/user/log; echo ${i} > /home/user/f`);
       const p = await svc.pause(c2);
       assert.equal(p.state, 'paused');
@@ -160,6 +162,10 @@ describe('snapshots, pause/resume and fork of running sandboxes', { timeout: 900
     await svc.pause(c2);
     await svc.resume(c2);
     assert.equal(await out(c2, 'cat /home/user/f; wc -l < /home/user/log'), '5\n5');
+    // A cold boot reads the flattened disk itself (no page cache): the middle layers' data is in it.
+    await svc.pause(c2, {}, { memory: false });
+    await svc.resume(c2);
+    assert.equal(await out(c2, 'cat /home/user/first /home/user/f; wc -l < /home/user/log'), 'first\n5\n5');
   });
 
   it('forks into 4: every clone has the state, the source goes on', async () => {

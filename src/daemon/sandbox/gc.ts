@@ -107,26 +107,36 @@ function chain(sc: ServiceContext, snap: SnapshotRecord): SnapshotRecord[] {
 /**
  * Flattens disk chains longer than MAX_DISK_CHAIN: the snapshot's disk is rewritten as one
  * layer over the chain's root (a template's layer) and re-parented there, so the layers in
- * between can go. VMs already running keep the files they opened.
+ * between can go. VMs already running keep the files they opened. It holds the locks of the
+ * sandboxes standing on the snapshot, so that no pause, resume or kill of theirs opens or
+ * records the chain while its file is replaced and the layers below are reclaimed.
  */
 export async function flattenChains(sc: ServiceContext): Promise<string[]> {
   const done: string[] = [];
-  for (const snap of sc.store.listSnapshots()) {
-    // Leaves only: flattening one re-parents it and frees the layers below for collection.
-    if (sc.store.snapshotDependents(snap.id).snapshots.length) continue;
-    const layers = chain(sc, snap);
-    if (layers.length <= MAX_DISK_CHAIN) continue;
-    const root = layers[layers.length - 1];
-    if (!root) continue;
-    await sc.locks.run(`snapshot:${snap.id}`, async () => {
+  for (const { id } of sc.store.listSnapshots()) {
+    const users = sc.store.snapshotDependents(id).sandboxes;
+    await underLocks(sc, [...users.sort(), `snapshot:${id}`], async () => {
+      // Read again under the locks: the snapshot may be gone or stood upon by now.
+      const snap = sc.store.listSnapshots().find((x) => x.id === id);
+      // Leaves only: flattening one re-parents it and frees the layers below for collection.
+      if (!snap || sc.store.snapshotDependents(id).snapshots.length) return;
+      const layers = chain(sc, snap);
+      const root = layers[layers.length - 1];
+      if (layers.length <= MAX_DISK_CHAIN || !root) return;
       if (await flattenOnto(sc, snap, root)) {
-        done.push(snap.id);
-        sc.log.info({ snapshotId: snap.id, layers: layers.length }, 'disk chain flattened');
+        done.push(id);
+        sc.log.info({ snapshotId: id, layers: layers.length }, 'disk chain flattened');
       }
     });
   }
   if (done.length) await collectInternalSnapshots(sc);
   return done;
+}
+
+/** Runs `fn` holding every lock of `keys`, taken in that order. */
+function underLocks(sc: ServiceContext, keys: string[], fn: () => Promise<void>): Promise<void> {
+  const [first, ...rest] = keys;
+  return first === undefined ? fn() : sc.locks.run(first, () => underLocks(sc, rest, fn));
 }
 
 /** Rewrites `snap`'s disk as one layer over `root`'s and re-parents it there. */

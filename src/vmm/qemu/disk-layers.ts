@@ -1,5 +1,5 @@
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
+import { constants, existsSync, readdirSync, statSync } from 'node:fs';
+import { copyFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { KilnError, invalidArgument } from '../../core/errors.ts';
 import { run } from '../../core/exec.ts';
@@ -45,8 +45,14 @@ export class QemuDiskLayers implements DiskLayers {
     }, 0);
   }
 
+  /**
+   * A copy of `layer` rebased onto `base` in qemu-img's safe mode, which writes into it every
+   * cluster where the old chain and `base` differ. (`qemu-img convert -B base` would not do:
+   * it copies only what the top layer itself holds and so drops the layers in between.)
+   */
   async flatten(layer: string, base: string, out: string, opts: OpOpts = {}): Promise<void> {
-    await this.#img(['convert', '-q', '-O', 'qcow2', '-B', base, '-F', 'qcow2', layer, out], opts);
+    await copyFile(layer, out, constants.COPYFILE_EXCL);
+    await this.#img(['rebase', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', out], opts);
   }
 
   async exportStandalone(layer: string, out: string, opts: OpOpts = {}): Promise<void> {
