@@ -119,7 +119,10 @@ export async function flattenChains(sc: ServiceContext): Promise<string[]> {
       // Read again under the locks: the snapshot may be gone or stood upon by now.
       const snap = sc.store.listSnapshots().find((x) => x.id === id);
       // Leaves only: flattening one re-parents it and frees the layers below for collection.
-      if (!snap || sc.store.snapshotDependents(id).snapshots.length) return;
+      // Not one the collection takes (an internal layer nothing stands on any more, such as the
+      // parent of a leaf flattened a moment ago).
+      const deps = sc.store.snapshotDependents(id);
+      if (!snap || deps.snapshots.length || (collectable(snap) && !deps.sandboxes.length)) return;
       const layers = chain(sc, snap);
       const root = layers[layers.length - 1];
       if (layers.length <= MAX_DISK_CHAIN || !root) return;
