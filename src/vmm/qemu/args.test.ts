@@ -38,6 +38,9 @@ test('a TCG microvm with a bounded code cache, the TSC fix and a race-free agent
     'sysctl.vm.compaction_proactiveness=0',
     'sysctl.vm.stat_interval=30',
     'init_on_free=1',
+    // A panic ends QEMU: the reset is a triple fault, which needs no memory (-no-reboot: exit).
+    'panic=-1',
+    'reboot=t',
   ])
     assert.ok(after(a, '-append')[0]?.split(' ').includes(arg), arg);
   assert.match(after(a, '-append')[0] ?? '', /root=\/dev\/vda/);

@@ -38,6 +38,12 @@ export function qemuArgs(spec: QemuVm, o: QemuArgsOpts): string[] {
     'root=/dev/vda',
     'rw',
     'panic=-1',
+    // A panicking kernel resets the machine by a triple fault, which QEMU (-no-reboot) turns into
+    // its exit. The kernel's default, the ACPI reset register, must first ioremap it, and a kernel
+    // that panicked out of memory (or with interrupts off while that mapping needs them) can hang
+    // there for ever or fall through to a BIOS restart that boots the guest again in the same
+    // QEMU: kiln would never see it die.
+    'reboot=t',
     'quiet',
     ...(o.tscKhz ? [`tsc_early_khz=${o.tscKhz}`] : []),
     // Under TCG the clocksource watchdog finds the emulated TSC skewed against the jiffies it is
