@@ -39,6 +39,42 @@ describe('SandboxService: liveness of VMs and guest agents (fake driver)', () =>
     assert.equal(fx.svc.get(u.id).endReason, 'vm exited');
   });
 
+  it('a guest whose kernel panicked but whose VM did not exit is ended with the panic line (silent, or booted again)', async () => {
+    fx.svc = new SandboxService({ ...fx.deps, liveness: { probeEveryMs: 1000, failuresToFlag: 2 } });
+    const s = await fx.svc.create({ template: 'base' });
+    const panic = 'Kernel panic - not syncing: sysrq triggered crash';
+    // A reset that hung: the panic is on the console, the agent is silent, QEMU still runs.
+    fx.driver.write(s.id, [
+      `[   18.7] ${panic}`,
+      '[   18.8] Kernel Offset: 0x11600000 from 0xffffffff81000000',
+    ]);
+    fx.guests.hung = true;
+    assert.deepEqual(await fx.svc.checkLiveness(), [s.id], 'at the first failed probe, not after the flag');
+    assert.equal(fx.svc.get(s.id).endReason, `vm exited: ${panic}`);
+    const ev = fx.svc.logs(s.id).items.find((e) => e.message === `vm exited: ${panic}`);
+    assert.ok(ev);
+    assert.equal(ev.data?.['note'], 'its VM had not exited: kiln ended it');
+    assert.ok((ev.data['console'] as string[]).some((l) => l.includes(panic)));
+    assert.equal(fx.driver.processAlive(s.id), false, 'its QEMU was killed');
+    // A restart into the same QEMU: the panic, then a new boot whose agent answers.
+    fx.guests.hung = false;
+    const t = await fx.svc.create({ template: 'base' });
+    fx.driver.write(t.id, [
+      `[ 9.1] Kernel panic - not syncing: Out of memory`,
+      '[ 0.0] Linux version 6.1.0',
+      'kiln-init: network up',
+    ]);
+    fx.now += 1000;
+    assert.deepEqual(await fx.svc.checkLiveness(), [t.id]);
+    assert.equal(fx.svc.get(t.id).endReason, 'vm exited: Kernel panic - not syncing: Out of memory');
+    // A console without a panic is no reason to end anything.
+    const u = await fx.svc.create({ template: 'base' });
+    fx.driver.write(u.id, ['kiln-agent: clock set', 'Out of memory: Killed process 77 (node)']);
+    fx.now += 1000;
+    assert.deepEqual(await fx.svc.checkLiveness(), []);
+    assert.equal(fx.svc.get(u.id).state, 'running');
+  });
+
   it('a host error reading the VM (EMFILE) is not death: liveness and reconcile leave the sandbox alone', async () => {
     const s = await fx.svc.create({ template: 'base' });
     fx.driver.failIo('EMFILE');

@@ -201,11 +201,11 @@ export class LivenessWatcher {
       p.failures > 0 ? Math.min(this.#o.probeEveryMs, RETRY_PROBE_EVERY_MS) : this.#o.probeEveryMs;
     if (this.#d.now() - p.lastProbeAt < every || !p.baseUrl) return false;
     p.lastProbeAt = this.#d.now();
+    let answered = true;
     try {
       await this.#d.guest({ baseUrl: p.baseUrl }).health(this.#o.probeTimeoutMs);
-      p.failures = 0;
-      if (this.conditionOf(s)?.code === 'unresponsive') this.#clear(s, 'the guest agent answers again');
     } catch (e) {
+      answered = false;
       p.failures++;
       if (p.failures >= this.#o.failuresToFlag) {
         this.#set(
@@ -216,6 +216,16 @@ export class LivenessWatcher {
             '; the guest may be overloaded or hung: wait, or kill it',
         );
       }
+    }
+    // A kernel that panicked is dead even when its VM did not exit: a reset that hung, or a
+    // restart that boots the guest again inside the same QEMU, whose agent may even answer.
+    // The console says so; what the guest ran is gone either way.
+    const lines = await this.#d.driver.consoleTail(s.id, CONSOLE_LINES).catch(() => [] as string[]);
+    if (lines.some(panicLine))
+      return this.#end(s, exitReason(lines), lines, 'its VM had not exited: kiln ended it');
+    if (answered) {
+      p.failures = 0;
+      if (this.conditionOf(s)?.code === 'unresponsive') this.#clear(s, 'the guest agent answers again');
     }
     return false;
   }
@@ -295,13 +305,12 @@ export class LivenessWatcher {
     }
   }
 
-  async #end(s: SandboxRecord, reason: string, consoleLines: string[]): Promise<boolean> {
-    this.#d.store.appendEvent(
-      s.id,
-      'warn',
-      reason,
-      consoleLines.length ? { console: consoleExcerpt(consoleLines) } : undefined,
-    );
+  async #end(s: SandboxRecord, reason: string, consoleLines: string[], note?: string): Promise<boolean> {
+    const data = {
+      ...(consoleLines.length ? { console: consoleExcerpt(consoleLines) } : {}),
+      ...(note ? { note } : {}),
+    };
+    this.#d.store.appendEvent(s.id, 'warn', reason, Object.keys(data).length ? data : undefined);
     try {
       await this.#d.kill(s.id, reason);
       return true;

@@ -301,6 +301,11 @@ export class FakeDriver implements VmmDriver {
     vm.console.push(...console);
   }
 
+  /** Test hook: the guest writes `console` to its console and its "process" goes on. */
+  write(id: string, console: string[]): void {
+    this.#get(id).console.push(...console);
+  }
+
   /** Test hook: the hypervisor stops the vCPUs on a failed disk write (`nospace`: the host's disk is full). */
   ioError(id: string, nospace = true): void {
     const vm = this.#get(id);
