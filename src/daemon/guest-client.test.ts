@@ -13,7 +13,7 @@ import { HttpGuestClient } from './guest-client.ts';
 let agent: Agent;
 let baseUrl: string;
 before(async () => {
-  agent = createAgent({ defaultUser: 'root', log: () => undefined });
+  agent = createAgent({ defaultUser: 'root', log: () => undefined, ptyServer: false });
   await new Promise<void>((r) => agent.server.listen(0, '127.0.0.1', r));
   baseUrl = `http://127.0.0.1:${(agent.server.address() as AddressInfo).port}`;
 });

@@ -5,24 +5,31 @@
  * agent that holds only its bootstrap token's hash answers nothing but /health to anyone else.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { Sandbox } from 'e2b';
 import { envdSuite } from '../../test/envd/envd.suite.ts';
+import { until } from '../../test/envd/helpers.ts';
 import { connectE2b } from '../../test/helpers/e2b-stub.ts';
 import { fileSignature, tokenSha256 } from '../core/envd-auth.ts';
 import { createAgent, type Agent } from './agent.ts';
 
 envdSuite('agent in-process (host, root)', async () => {
   const bootstrap = 'boot-' + Math.random().toString(36).slice(2);
+  // The PTY server's socket directory (in a guest, /run/kiln-agent).
+  const run = await mkdtemp(join(tmpdir(), 'kiln-agent-run-'));
   const agent = createAgent({
     defaultUser: 'root',
     log: () => undefined,
     bootstrapTokenSha256: tokenSha256(bootstrap),
+    ptyDir: run,
   });
+  // As in a guest: the PTY server is up before the agent listens (the suite's PTYs use it).
+  await agent.ready;
   await new Promise<void>((r) => agent.server.listen(0, '127.0.0.1', r));
   const agentUrl = `http://127.0.0.1:${(agent.server.address() as AddressInfo).port}`;
   const accessToken = 'tok-' + Math.random().toString(36).slice(2);
@@ -44,8 +51,76 @@ envdSuite('agent in-process (host, root)', async () => {
       await agent.close();
       close();
       await rm(dir, { recursive: true, force: true });
+      await rm(run, { recursive: true, force: true });
     },
   };
+});
+
+/** The parent of `pid` (from /proc), or undefined when it is gone. */
+function parentOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+describe("the agent's PTYs: the persistent server, the one-shot helper when it is gone", () => {
+  let agent: Agent;
+  let sbx: Sandbox;
+  let closeSdk: () => void;
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'kiln-agent-pty-'));
+    agent = createAgent({ defaultUser: 'root', log: () => undefined, ptyDir: join(dir, 'run') });
+    await agent.ready;
+    await new Promise<void>((r) => agent.server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(agent.server.address() as AddressInfo).port}`;
+    ({ sandbox: sbx, close: closeSdk } = await connectE2b(url, {
+      accessToken: 'tok-pty',
+      envVars: { HOME: dir },
+    }));
+  });
+  after(async () => {
+    await agent.close();
+    closeSdk();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** A login shell through the SDK (`check` sees its pid): says `word` and its size, then is killed. */
+  const shell = async (word: string, check: (pid: number) => void): Promise<void> => {
+    let out = '';
+    const h = await sbx.pty.create({
+      cols: 90,
+      rows: 30,
+      onData: (d) => void (out += Buffer.from(d).toString()),
+    });
+    check(h.pid);
+    await sbx.pty.sendInput(h.pid, new TextEncoder().encode(`echo ${word}-$((6 * 7)); stty size\n`));
+    await until(() => (out.includes(`${word}-42`) && out.includes('30 90')) || undefined);
+    assert.equal(await sbx.pty.kill(h.pid), true);
+    await h.wait().catch(() => undefined);
+  };
+
+  it('pty.create goes through the server; a dead server falls back, then comes back', async () => {
+    const first = agent.ptys?.pid;
+    assert.ok(first, 'the server runs');
+    await shell('server', (pid) => {
+      assert.equal(parentOf(parentOf(pid) ?? 0), first, 'shell -> handler -> server');
+    });
+    process.kill(first, 'SIGKILL');
+    await until(() => agent.ptys?.pid === undefined || undefined);
+    await shell('helper', (pid) => {
+      assert.equal(parentOf(pid), process.pid, 'the one-shot helper, started by the agent');
+    });
+    await agent.ptys?.whenStarted();
+    const again = agent.ptys?.pid;
+    assert.ok(again && again !== first, 'a new server');
+    await shell('again', (pid) => {
+      assert.equal(parentOf(parentOf(pid) ?? 0), again, 'through the new server');
+    });
+  });
 });
 
 describe('an agent holding only its bootstrap token', () => {

@@ -12,6 +12,7 @@ import { handleInit, type InitDeps } from './init.ts';
 import { metrics } from './metrics.ts';
 import { processService } from './process-service.ts';
 import { ProcessManager } from './processes.ts';
+import { PtyServer } from './pty-client.ts';
 import type { AgentState } from './state.ts';
 import { UnknownUserError, lookupUser, type GuestUser } from './users.ts';
 
@@ -29,6 +30,13 @@ export interface AgentOpts {
    * takes its first `/init` from anyone (in-process tests only).
    */
   bootstrapTokenSha256?: string;
+  /**
+   * Run PTYs through the persistent PTY server (pty-server.ts), started with the agent; default
+   * on. `false`: every PTY starts the one-shot helper (tests of that path).
+   */
+  ptyServer?: boolean;
+  /** Root-only directory for the PTY server's socket (default /run/kiln-agent; tests: a temp dir). */
+  ptyDir?: string;
   log?: (line: string) => void;
 }
 
@@ -36,6 +44,8 @@ export interface Agent {
   server: Server;
   state: AgentState;
   processes: ProcessManager;
+  /** The persistent PTY server, unless opted out. */
+  ptys: PtyServer | undefined;
   /** Resolves when the agent's helpers have started (listen after it). */
   ready: Promise<void>;
   close(): Promise<void>;
@@ -56,10 +66,11 @@ export function createAgent(opts: AgentOpts = {}): Agent {
     defaultWorkdir: undefined,
     lastInitMs: 0,
   };
-  const processes = new ProcessManager();
-  // Started now, so it is already running in every snapshot taken of this guest.
+  // Both started now, so they are already running in every snapshot taken of this guest.
+  const ptys = opts.ptyServer === false ? undefined : new PtyServer({ dir: opts.ptyDir, log });
+  const processes = new ProcessManager(ptys);
   const clock = opts.setClock ? new ClockSetter() : undefined;
-  const ready = clock ? clock.start() : Promise.resolve();
+  const ready = Promise.all([clock?.start(), ptys?.start()]).then(() => undefined);
   const auth = new AgentAuth(state);
   const routes: Routes = {
     state,
@@ -84,9 +95,11 @@ export function createAgent(opts: AgentOpts = {}): Agent {
     server,
     state,
     processes,
+    ptys,
     ready,
     close: async () => {
       processes.killAll();
+      ptys?.stop();
       clock?.stop();
       server.closeAllConnections();
       await new Promise<void>((r) => {

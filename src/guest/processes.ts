@@ -1,9 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { stat } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
-import type { Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { resolveUserPath } from './access.ts';
+import type { PtyServer } from './pty-client.ts';
 import { PTY_HELPER } from './pty-helper.ts';
 import type { GuestUser } from './users.ts';
 
@@ -78,6 +79,22 @@ export function endInfo(code: number | null, signal: NodeJS.Signals | null): End
   return { exitCode: -1, exited: false, status: text, error: text };
 }
 
+/**
+ * What ManagedProcess drives: a ChildProcess, or a session of the PTY server (pty-client.ts),
+ * which reports the command's pid and emits `exit` exactly as a ChildProcess does.
+ */
+export interface ChildLike {
+  readonly pid?: number | undefined;
+  readonly stdin: Writable | null;
+  readonly stdout: Readable | null;
+  readonly stderr: Readable | null;
+  readonly stdio: readonly unknown[];
+  /** A PTY server session resizes its terminal itself; the one-shot helper reads fd 3. */
+  resize?: (cols: number, rows: number) => void;
+  kill(signal?: NodeJS.Signals): boolean;
+  on(event: 'exit', listener: (code: number | null, signal: NodeJS.Signals | null) => void): unknown;
+}
+
 /** One process started through the agent; emits `event` (data, then exactly one end). */
 export class ManagedProcess extends EventEmitter<{ event: [ProcEvent] }> {
   readonly pid: number;
@@ -85,12 +102,12 @@ export class ManagedProcess extends EventEmitter<{ event: [ProcEvent] }> {
   readonly config: ProcessConfigLike;
   readonly isPty: boolean;
   end: EndInfo | undefined;
-  readonly #child: ChildProcess;
+  readonly #child: ChildLike;
   #stdin: Writable | null;
   readonly #ctl: Writable | null;
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(child: ChildProcess, o: StartProcessOpts) {
+  constructor(child: ChildLike, o: StartProcessOpts) {
     super();
     if (child.pid === undefined) throw new ProcessError('internal', `could not start ${o.config.cmd}`);
     this.pid = child.pid;
@@ -99,7 +116,8 @@ export class ManagedProcess extends EventEmitter<{ event: [ProcEvent] }> {
     this.isPty = o.pty !== undefined;
     this.#child = child;
     this.#stdin = child.stdin;
-    this.#ctl = this.isPty ? ((child.stdio[3] as Writable | null | undefined) ?? null) : null;
+    this.#ctl =
+      this.isPty && !child.resize ? ((child.stdio[3] as Writable | null | undefined) ?? null) : null;
     this.#stdin?.on('error', () => undefined);
     this.#ctl?.on('error', () => undefined);
     if (!o.stdin && !this.isPty) {
@@ -189,8 +207,9 @@ export class ManagedProcess extends EventEmitter<{ event: [ProcEvent] }> {
   }
 
   resize(cols: number, rows: number): void {
-    if (!this.isPty || !this.#ctl) throw new ProcessError('internal', 'not a PTY process: nothing to resize');
-    this.#ctl.write(`resize ${cols} ${rows}\n`);
+    if (this.isPty && this.#child.resize) this.#child.resize(cols, rows);
+    else if (this.isPty && this.#ctl) this.#ctl.write(`resize ${cols} ${rows}\n`);
+    else throw new ProcessError('internal', 'not a PTY process: nothing to resize');
   }
 
   /** Signals the whole process group (the command and what it started). */
@@ -207,9 +226,42 @@ export class ManagedProcess extends EventEmitter<{ event: [ProcEvent] }> {
   }
 }
 
+/**
+ * The command line as the request's user: setpriv (util-linux, in every Debian) switches user;
+ * unlike a bare setuid it also sets the supplementary groups, and it execs, so the pid we report
+ * is the command's own.
+ */
+function asUser(o: StartProcessOpts): [string, ...string[]] {
+  const cmd: [string, ...string[]] = [o.config.cmd, ...o.config.args];
+  if (process.getuid?.() === o.user.uid) return cmd;
+  return ['setpriv', `--reuid=${o.user.uid}`, `--regid=${o.user.gid}`, '--init-groups', '--', ...cmd];
+}
+
+/** Spawns `argv` in its own process group; resolves once it runs. */
+async function spawnStarted(
+  [bin, ...args]: [string, ...string[]],
+  opts: Pick<SpawnOptions, 'cwd' | 'env' | 'stdio'>,
+  o: StartProcessOpts,
+): Promise<ChildProcess> {
+  const child = spawn(bin, args, { ...opts, detached: true });
+  await new Promise<void>((resolve, reject) => {
+    child.once('spawn', resolve);
+    child.once('error', (e) => {
+      reject(new ProcessError('invalid_argument', `cannot start ${o.config.cmd}: ${e.message}`));
+    });
+  });
+  return child;
+}
+
 /** Starts, finds and lists the agent's processes. */
 export class ProcessManager {
   readonly #procs = new Map<number, ManagedProcess>();
+  readonly #ptys: PtyServer | undefined;
+
+  /** `ptys`: the PTY server; without it every PTY runs under the one-shot helper. */
+  constructor(ptys?: PtyServer) {
+    this.#ptys = ptys;
+  }
 
   async start(o: StartProcessOpts): Promise<ManagedProcess> {
     let cwd: string;
@@ -230,53 +282,46 @@ export class ProcessManager {
       ...o.baseEnv,
       ...o.config.envs,
     };
-    // Switch user with setpriv (util-linux, in every Debian): unlike a bare setuid it also sets
-    // the supplementary groups, and it execs, so the pid we report is the command's own.
-    const asUser =
-      process.getuid?.() === o.user.uid
-        ? [o.config.cmd, ...o.config.args]
-        : [
-            'setpriv',
-            `--reuid=${o.user.uid}`,
-            `--regid=${o.user.gid}`,
-            '--init-groups',
-            '--',
-            o.config.cmd,
-            ...o.config.args,
-          ];
-    let child: ChildProcess;
-    if (o.pty) {
-      env['TERM'] ??= 'xterm-256color';
-      // -I -S: no site module, no user site or PYTHON* variables: half the helper's start under
-      // TCG (bench/pty), and the command's environment cannot change how the helper runs.
-      const py = ['-u', '-I', '-S', '-c', PTY_HELPER, String(o.pty.cols), String(o.pty.rows)];
-      child = spawn('python3', [...py, ...asUser], {
-        cwd,
-        env,
-        stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
-        detached: true,
-      });
-    } else {
-      const [bin, ...args] = asUser as [string, ...string[]];
-      child = spawn(bin, args, {
-        cwd,
-        env,
-        stdio: [o.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
-        detached: true,
-      });
-    }
-    await new Promise<void>((resolve, reject) => {
-      child.once('spawn', resolve);
-      child.once('error', (e) => {
-        reject(new ProcessError('invalid_argument', `cannot start ${o.config.cmd}: ${e.message}`));
-      });
-    });
+    const child = o.pty
+      ? await this.#startPty(o, o.pty, cwd, env)
+      : await spawnStarted(asUser(o), { cwd, env, stdio: [o.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] }, o);
     const p = new ManagedProcess(child, o);
     this.#procs.set(p.pid, p);
     p.on('event', (e) => {
       if (e.type === 'end') setTimeout(() => this.#procs.delete(p.pid), RETAIN_MS).unref();
     });
     return p;
+  }
+
+  /**
+   * A PTY: a session of the persistent PTY server (pty-server.ts; it switches user itself, as
+   * setpriv would), or, when the server cannot serve it, the one-shot helper.
+   */
+  async #startPty(
+    o: StartProcessOpts,
+    size: { cols: number; rows: number },
+    cwd: string,
+    env: Record<string, string>,
+  ): Promise<ChildLike> {
+    env['TERM'] ??= 'xterm-256color';
+    const session = await this.#ptys?.open({
+      ...size,
+      uid: o.user.uid,
+      gid: o.user.gid,
+      user: o.user.name,
+      cwd,
+      env,
+      argv: [o.config.cmd, ...o.config.args],
+    });
+    if (session) return session;
+    // -I -S: no site module, no user site or PYTHON* variables: half the helper's start under
+    // TCG (bench/pty), and the command's environment cannot change how the helper runs.
+    const py = ['-u', '-I', '-S', '-c', PTY_HELPER, String(size.cols), String(size.rows)];
+    return spawnStarted(
+      ['python3', ...py, ...asUser(o)],
+      { cwd, env, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] },
+      o,
+    );
   }
 
   get(pid: number): ManagedProcess | undefined {

@@ -12,6 +12,9 @@ def winsz(fd, c, r):
 pid, master = pty.fork()
 if pid == 0:
     winsz(0, cols, rows)
+    # Python ignores these, and an exec keeps ignored signals ignored.
+    for s in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(s, signal.SIG_DFL)
     try:
         os.execvp(argv[0], argv)
     except Exception as e:

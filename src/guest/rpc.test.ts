@@ -29,7 +29,7 @@ let dir: string;
 let baseUrl: string;
 
 before(async () => {
-  agent = createAgent({ defaultUser: 'root', log: () => undefined });
+  agent = createAgent({ defaultUser: 'root', log: () => undefined, ptyServer: false });
   await new Promise<void>((r) => agent.server.listen(0, '127.0.0.1', r));
   baseUrl = `http://127.0.0.1:${(agent.server.address() as AddressInfo).port}`;
   const transport = createConnectTransport({

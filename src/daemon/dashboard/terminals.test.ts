@@ -42,14 +42,16 @@ async function until(what: string, fn: () => boolean, ms = 15_000): Promise<void
 describe('dashboard terminals through the guest agent', () => {
   before(async () => {
     const boot = 'boot-terminals-0123456789';
+    dir = await mkdtemp(join(tmpdir(), 'kiln-term-'));
     agent = createAgent({
       defaultUser: 'root',
       log: () => undefined,
       bootstrapTokenSha256: tokenSha256(boot),
+      ptyDir: join(dir, 'run'),
     });
+    await agent.ready;
     await new Promise<void>((r) => agent.server.listen(0, '127.0.0.1', r));
     const baseUrl = `http://127.0.0.1:${(agent.server.address() as AddressInfo).port}`;
-    dir = await mkdtemp(join(tmpdir(), 'kiln-term-'));
     await new HttpGuestClient({ baseUrl }).init(
       { accessToken: TOKEN, envVars: { HOME: dir }, timestamp: new Date().toISOString() },
       boot,
