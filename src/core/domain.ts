@@ -226,6 +226,12 @@ export type OperationKind =
   | 'build';
 export type OperationState = 'running' | 'done' | 'failed' | 'undone';
 
+/** A tree a workspace push moved into place itself, known by the mark it left in it. */
+export interface GuestPlaced {
+  path: string;
+  mark: string;
+}
+
 /**
  * How to take one completed step back after a crash: plain data, so a restarted daemon can act
  * on it (kill a VM by id, remove a path, delete a record).
@@ -239,8 +245,11 @@ export type UndoAction =
   | { action: 'resume-vm'; vmId: string }
   | { action: 'delete-template'; templateId: string }
   | { action: 'detach-volumes'; sandboxId: string }
-  /** Paths inside a running sandbox's guest (a workspace push's staging files). */
-  | { action: 'guest-remove'; sandboxId: string; paths: string[] }
+  /**
+   * Paths inside a running sandbox's guest (a workspace push's staging files); and `placed.path`
+   * when the push moved its tree there itself (its `.git/kiln-push` holds `placed.mark`).
+   */
+  | { action: 'guest-remove'; sandboxId: string; paths: string[]; placed?: GuestPlaced }
   /** A warm pool member's record (its VM is the `kill-vm` step's). */
   | { action: 'delete-pool-vm'; vmId: string }
   /** A sandbox of kiln's own (a template build's builder): its VM killed, its record dead with `reason`. */

@@ -2,7 +2,7 @@ import { rm } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { newId } from '../core/ids.ts';
 import { KilnError } from '../core/errors.ts';
-import type { OperationKind, OperationRecord, UndoAction } from '../core/domain.ts';
+import type { GuestPlaced, OperationKind, OperationRecord, UndoAction } from '../core/domain.ts';
 import type { Failpoint } from '../core/failpoint.ts';
 import type { Store } from '../store/store.ts';
 import type { VmmDriver } from '../vmm/driver.ts';
@@ -20,7 +20,8 @@ export async function runUndo(
     store: Store;
     driver: VmmDriver;
     networks?: NetworkProvider | undefined;
-    removeGuestPaths?: ((sandboxId: string, paths: string[]) => Promise<void>) | undefined;
+    removeGuestPaths?:
+      ((sandboxId: string, paths: string[], placed?: GuestPlaced) => Promise<void>) | undefined;
   },
 ): Promise<void> {
   switch (a.action) {
@@ -65,7 +66,7 @@ export async function runUndo(
       return;
     case 'guest-remove':
       // Only a running guest holds them: a dead or paused-then-killed one took them with it.
-      await deps.removeGuestPaths?.(a.sandboxId, a.paths);
+      await deps.removeGuestPaths?.(a.sandboxId, a.paths, a.placed);
       return;
     case 'delete-pool-vm':
       deps.store.deletePoolVm(a.vmId);
@@ -111,7 +112,8 @@ function failBuild(store: Store, buildId: string, reason: string): void {
 export interface OpRunDeps {
   store: Store;
   driver: VmmDriver;
-  removeGuestPaths?: ((sandboxId: string, paths: string[]) => Promise<void>) | undefined;
+  removeGuestPaths?:
+    ((sandboxId: string, paths: string[], placed?: GuestPlaced) => Promise<void>) | undefined;
   log: Logger;
   /** Called as `(op kind, step name)` right after each step is recorded (crash tests). */
   failpoint?: Failpoint | undefined;

@@ -93,7 +93,7 @@ export class SandboxService {
 
   constructor(deps: SandboxServiceDeps) {
     this.#sc = newServiceContext(deps, this.#locks, (id, reason) => this.kill(id, {}, reason));
-    this.#sc.removeGuestPaths = (id, paths) => removeGuestPaths(this.#sc, id, paths);
+    this.#sc.removeGuestPaths = (id, paths, placed) => removeGuestPaths(this.#sc, id, paths, placed);
     this.#stats = new StatsSampler(this.#sc);
     this.#pool = new WarmPool(this.#sc, {
       defaultTemplate: deps.warmPool?.defaultTemplate ?? DEFAULT_TEMPLATE,

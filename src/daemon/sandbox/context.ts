@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import type { ArtifactRecord, PoolVmRecord, SnapshotRecord } from '../../core/domain.ts';
+import type { ArtifactRecord, GuestPlaced, PoolVmRecord, SnapshotRecord } from '../../core/domain.ts';
 import { KilnError } from '../../core/errors.ts';
 import { LivenessWatcher } from '../liveness.ts';
 import type { KeyedLock } from '../locks.ts';
@@ -39,7 +39,8 @@ export interface ServiceContext extends SandboxServiceDeps {
   /** The warm pool, when the facade runs one. */
   pool?: WarmPoolHooks | undefined;
   /** Removes paths in a running sandbox's guest (the journal's `guest-remove`; set by the facade). */
-  removeGuestPaths?: ((sandboxId: string, paths: string[]) => Promise<void>) | undefined;
+  removeGuestPaths?:
+    ((sandboxId: string, paths: string[], placed?: GuestPlaced) => Promise<void>) | undefined;
 }
 
 /** The directory of snapshot `id` (its RAM, device state and disk layer). */

@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import type { ExecOpts, ExecResult, GuestClient } from '../guest-client.ts';
 import { ServiceFixture } from '../testing/fixtures.ts';
-import { STAGED } from './scripts.ts';
+import { PLACED, STAGED } from './scripts.ts';
 
 const HEAD = 'a'.repeat(40);
 
@@ -23,6 +23,8 @@ class ScriptedGuest {
   calls: Call[] = [];
   uploaded = '';
   failOn: string | undefined;
+  /** The push script says it moved the tree into place itself. */
+  placed = false;
   uploadGate: Promise<void> = Promise.resolve();
   /** The push's op id, from its staging directory's name. */
   opId = '';
@@ -55,7 +57,10 @@ class ScriptedGuest {
             ? 'export'
             : 'other';
     this.calls.push({
-      what: what === 'remove' ? `remove ${cmd.slice(cmd.lastIndexOf('rm -rf -- ') + 10)}` : what,
+      what:
+        what === 'remove'
+          ? `remove ${cmd.slice(cmd.indexOf('\nrm -rf -- ') + 11).split('\n')[0] ?? ''}${cmd.includes('kiln-push') ? ' and what it placed' : ''}`
+          : what,
       user: o?.user,
     });
     if (what === 'push') {
@@ -73,7 +78,8 @@ class ScriptedGuest {
         stderr: "fatal: 'nosuchref' is not a commit",
         status: 'exit status 128',
       };
-    if (what === 'push') await o?.onStdout?.(Buffer.from(`${HEAD}\nwork\n`));
+    if (what === 'push')
+      await o?.onStdout?.(Buffer.from(`${HEAD}\nwork\n${this.placed ? `${PLACED}\n` : ''}`));
     if (what === 'export') void o?.onStdout?.(Buffer.from(`/home/user/r\n${HEAD}\n0\n`));
     return { exitCode: 0, stdout: '', stderr: '', status: 'exit status 0' };
   }
@@ -124,6 +130,46 @@ describe('workspace push (fake guest)', () => {
     assert.equal(ev?.data?.['base'], HEAD);
   });
 
+  it('a push that found its target free moved the tree itself: no root command; read-only always asks root', async () => {
+    const s = await fx.svc.create({ template: 'base' });
+    g.placed = true;
+    const push = (readOnly: boolean): Promise<unknown> =>
+      fx.svc.pushWorkspace(
+        s.id,
+        Readable.from([Buffer.from('tar')]),
+        { mode: 'full_copy', head: HEAD, name: 'r', readOnly },
+        {},
+      );
+    await push(false);
+    assert.deepEqual(
+      g.calls.map((c) => `${c.what} as ${c.user}`),
+      ['push as user', 'stdin of 7 as undefined'],
+    );
+    // Both steps' undo takes the staging directory and the target, while it bears this push's mark.
+    const op = fx.store.getOperation(g.opId);
+    const stage = `/home/user/.kiln-ws-${g.opId}`;
+    for (const st of op.steps)
+      assert.deepEqual(st.undo, {
+        action: 'guest-remove',
+        sandboxId: s.id,
+        paths: [stage],
+        placed: { path: '/home/user/r', mark: stage },
+      });
+    // A read-only push does not take the guest's word for it: root moves it and takes it over.
+    g.calls.length = 0;
+    await push(true);
+    assert.deepEqual(
+      g.calls.map((c) => `${c.what} as ${c.user}`),
+      ['push as user', 'stdin of 7 as undefined', 'finish as root'],
+    );
+    const ro = fx.store.getOperation(g.opId).steps[0]?.undo;
+    assert.deepEqual(
+      ro,
+      { action: 'guest-remove', sandboxId: s.id, paths: [`/home/user/.kiln-ws-${g.opId}`] },
+      'a read-only push never places: its undo leaves the target alone',
+    );
+  });
+
   it('a failing step unwinds the journalled staging as root; the error says what failed', async () => {
     const s = await fx.svc.create({ template: 'base' });
     g.failOn = 'push';
@@ -141,7 +187,7 @@ describe('workspace push (fake guest)', () => {
     const last = g.calls[g.calls.length - 1];
     assert.ok(last);
     assert.equal(last.user, 'root');
-    assert.match(last.what, /^remove '\/home\/user\/\.kiln-ws-op-\w+'$/);
+    assert.match(last.what, /^remove '\/home\/user\/\.kiln-ws-op-\w+' and what it placed$/);
     assert.ok(!g.calls.some((c) => c.what === 'finish'));
   });
 

@@ -2,13 +2,15 @@
  * `kiln workspace push`: a tar stream of a repository into a running sandbox, journalled.
  * Steps: check the request and the sandbox; one command as the sandbox user makes an empty
  * staging directory beside the target (journalled: undo removes it), then unpacks the tar from
- * its stdin as kilnd streams it there (never held by kilnd; envd's StreamInput) and makes the
- * mode's repository (journalled `unpacked`); as root rename it into place (replacing an older
- * push) and, for --read-only, hand it to root without write bits. A failure anywhere, or a crash
+ * its stdin as kilnd streams it there (never held by kilnd; envd's StreamInput), makes the
+ * mode's repository and, when nothing is at the target yet, renames it into place (journalled
+ * `unpacked`); else as root rename it into place (replacing an older push) and, for --read-only,
+ * hand it to root without write bits. A failure anywhere, or a crash
  * of kilnd (start-up replays the undo), leaves nothing of the push in the guest.
  */
 import { Transform, type Readable } from 'node:stream';
 import { WORKSPACE_MODES, type WorkspaceMode, type WorkspaceView } from '../../core/api-types.ts';
+import type { GuestPlaced, UndoAction } from '../../core/domain.ts';
 import { KilnError, invalidArgument } from '../../core/errors.ts';
 import type { ExecResult, GuestClient } from '../guest-client.ts';
 import { OpRun } from '../journal.ts';
@@ -17,7 +19,7 @@ import type { ServiceContext } from '../sandbox/context.ts';
 import { getSandbox } from '../sandbox/queries.ts';
 import type { OpCtx } from '../sandbox/types.ts';
 import { WORKSPACE_USER, stagePath, workspacePath } from '../../core/workspace-path.ts';
-import { REFUSED, STAGED, finishScript, pushScript, removeScript } from './scripts.ts';
+import { PLACED, REFUSED, STAGED, finishScript, pushScript, removeScript } from './scripts.ts';
 
 export interface PushOpts {
   mode: WorkspaceMode;
@@ -152,26 +154,37 @@ export async function pushWorkspace(
   const run = new OpRun(sc, 'workspace-push', id, ctx.opId);
   const stage = stagePath(o.target, run.op.id);
   const pushedAt = new Date(sc.now()).toISOString();
+  // The undo of both steps: the staging directory, and the target if this push moved its tree
+  // there itself (known by its mark, the staging path: an older push at the target stays).
+  const placeIfFree = !o.readOnly;
+  const undo: UndoAction = {
+    action: 'guest-remove',
+    sandboxId: id,
+    paths: [stage],
+    ...(placeIfFree ? { placed: { path: o.target, mark: stage } } : {}),
+  };
   try {
     // One command unpacks the tar as it arrives (pushScript). Its input is held back until the
     // staging directory it made is journalled: a crash from then on leaves an undo for it.
     const { out, bytes } = await unpackStreamed(
       g,
-      pushScript({ ...o, stage, pushedAt }),
+      pushScript({ ...o, stage, pushedAt, placeIfFree }),
       body,
       () => {
-        run.step('guest staging', { action: 'guest-remove', sandboxId: id, paths: [stage] });
+        run.step('guest staging', undo);
       },
       o.signal,
     );
-    run.step('unpacked', { action: 'guest-remove', sandboxId: id, paths: [stage] });
-    const [base = o.head, branch = ''] = out.trim().split('\n');
-    await step(
-      g,
-      'moving it into place',
-      finishScript({ target: o.target, stage, readOnly: !!o.readOnly }),
-      'root',
-    );
+    run.step('unpacked', undo);
+    const [base = o.head, branch = '', placed] = out.split('\n');
+    // The line is the guest's word: a read-only push never takes it (root makes the tree root's).
+    if (o.readOnly || placed !== PLACED)
+      await step(
+        g,
+        'moving it into place',
+        finishScript({ target: o.target, stage, readOnly: !!o.readOnly }),
+        'root',
+      );
     const view: WorkspaceView = {
       sandboxId: id,
       guestPath: o.target,
@@ -192,10 +205,15 @@ export async function pushWorkspace(
 }
 
 /** The journal's `guest-remove`: as root, when the sandbox still runs (else its guest is gone). */
-export async function removeGuestPaths(sc: ServiceContext, id: string, paths: string[]): Promise<void> {
+export async function removeGuestPaths(
+  sc: ServiceContext,
+  id: string,
+  paths: string[],
+  placed?: GuestPlaced,
+): Promise<void> {
   const s = sc.store.getSandbox(id);
   if (s.state !== 'running') return;
   const g = await guestOf(sc, id, {});
-  const r = await g.exec(removeScript(paths), { user: 'root' });
+  const r = await g.exec(removeScript(paths, placed), { user: 'root' });
   if (r.exitCode !== 0) throw stepFailed('removing a failed push', r);
 }

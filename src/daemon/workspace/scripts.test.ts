@@ -22,7 +22,15 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { WorkspaceExportHead } from '../../core/api-types.ts';
 import { ExportParser } from './export-stream.ts';
-import { STAGED, exportScript, extractScript, prepareScript, pushScript, removeScript } from './scripts.ts';
+import {
+  PLACED,
+  STAGED,
+  exportScript,
+  extractScript,
+  prepareScript,
+  pushScript,
+  removeScript,
+} from './scripts.ts';
 
 const git = (cwd: string, ...args: string[]): string =>
   execFileSync('git', ['-c', 'user.email=t@kiln', '-c', 'user.name=t', ...args], {
@@ -205,15 +213,58 @@ describe('workspace guest scripts (on the host)', () => {
       mode: 'full_copy',
       head: base,
       pushedAt: 'now',
+      placeIfFree: false,
     });
     const x = bash(script, tar);
     assert.equal(x.code, 0, x.err);
-    assert.deepEqual(x.out.toString().split('\n').slice(0, 2), [STAGED, base]);
+    assert.deepEqual(x.out.toString().split('\n'), [STAGED, base, 'main', '']);
     assert.equal(git(stage, 'rev-parse', 'HEAD'), base);
     // A truncated tar: HEAD cannot be checked, the push fails.
     writeFileSync(tar, readFileSync(tar).subarray(0, 20_000));
     const cut = bash(script, tar);
     assert.notEqual(cut.code, 0);
+  });
+
+  it('placeIfFree: a free target gets the tree from the same command; a taken one is left to root', () => {
+    const tar = join(dir, 'place.tar');
+    execFileSync('bash', [
+      '-c',
+      `cd "$1" && git ls-files -z -co --exclude-standard | tr '\\0' '\\n' | tar -c -f "$2" -T - .git`,
+      '_',
+      src,
+      tar,
+    ]);
+    const parent = join(dir, 'placed');
+    const target = join(parent, 'proj');
+    const last = join(dir, 'last-push');
+    const opts = (op: string) => ({
+      target,
+      stage: join(parent, `.kiln-ws-${op}`),
+      mode: 'full_copy' as const,
+      head: base,
+      pushedAt: 'now',
+      placeIfFree: true,
+      lastPushFile: last,
+    });
+    const x = bash(pushScript(opts('op-a')), tar);
+    assert.equal(x.code, 0, x.err);
+    assert.deepEqual(x.out.toString().split('\n'), [STAGED, base, 'main', PLACED, '']);
+    assert.equal(git(target, 'rev-parse', 'HEAD'), base);
+    assert.equal(existsSync(opts('op-a').stage), false, 'the staging directory was renamed');
+    assert.equal(readFileSync(last, 'utf8'), `${target}\n`);
+    // A second push finds the target taken: its tree stays staged, for root to swap in.
+    const y = bash(pushScript(opts('op-b')), tar);
+    assert.equal(y.code, 0, y.err);
+    assert.deepEqual(y.out.toString().split('\n'), [STAGED, base, 'main', '']);
+    assert.equal(git(opts('op-b').stage, 'rev-parse', 'HEAD'), base);
+    // The undo of push b takes its staging directory, never the target push a placed.
+    const b = opts('op-b').stage;
+    assert.equal(bash(removeScript([b], { path: target, mark: b })).code, 0);
+    assert.deepEqual([existsSync(b), existsSync(target)], [false, true]);
+    // The undo of push a takes the tree it placed.
+    const a = opts('op-a').stage;
+    assert.equal(bash(removeScript([a], { path: target, mark: a })).code, 0);
+    assert.equal(existsSync(target), false);
   });
 
   it('the removal kills what still works in the paths, then removes them', async () => {

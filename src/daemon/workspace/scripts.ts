@@ -5,6 +5,7 @@
  */
 import { posix } from 'node:path';
 import type { WorkspaceMode } from '../../core/api-types.ts';
+import type { GuestPlaced } from '../../core/domain.ts';
 import { LAST_PUSH_FILE, WORKSPACE_HOME, WORKSPACE_USER, sh } from '../../core/workspace-path.ts';
 
 /** Exit code of a step that found the guest path unsafe (a parent that is a symbolic link). */
@@ -41,17 +42,43 @@ export function prepareScript(target: string, stage: string): string {
 ${prepareBody(target, stage)}`);
 }
 
+/** The line a push script prints last when it moved the tree into place itself. */
+export const PLACED = 'kiln: placed';
+
+export interface PushScriptOpts extends ExtractOpts {
+  target: string;
+  /**
+   * Move the tree into place in the same command when nothing is at the target yet (the sandbox
+   * user can, and saves a root command: ~1 s under TCG). A target to replace, or a read-only
+   * push, is left to finishScript as root. Then PLACED is the script's last line.
+   */
+  placeIfFree: boolean;
+  /** Where the last push's path is noted (LAST_PUSH_FILE; tests on the host give their own). */
+  lastPushFile?: string;
+}
+
 /**
  * As the sandbox user, the push in one command, its tar on stdin: prepare (as prepareScript), print
  * STAGED and wait for the input (kilnd journals the staging directory first, then sends it),
- * then extract (as extractScript). One command, not three: under TCG every command in the guest
- * costs a login shell's start-up, and the tar is unpacked as it arrives instead of after a copy.
+ * then extract (as extractScript) and, with `placeIfFree`, move it into place. One command, not
+ * three: under TCG every command in the guest costs a process start-up, and the tar is unpacked as
+ * it arrives instead of after a copy.
  */
-export function pushScript(o: ExtractOpts & { target: string }): string {
+export function pushScript(o: PushScriptOpts): string {
+  const t = sh(o.target);
+  const place = o.placeIfFree
+    ? `
+cd /
+if [ ! -e ${t} ] && [ ! -L ${t} ]; then
+  mv -T -- ${sh(o.stage)} ${t}
+  printf '%s\\n' ${t} > ${sh(o.lastPushFile ?? LAST_PUSH_FILE)}
+  printf '%s\\n' ${sh(PLACED)}
+fi`
+    : '';
   return sub(`set -eu
 ${prepareBody(o.target, o.stage)}
 printf '%s\\n' ${sh(STAGED)}
-${extractBody(o)}`);
+${extractBody(o)}${place}`);
 }
 
 export interface ExtractOpts {
@@ -66,8 +93,8 @@ export interface ExtractOpts {
 
 /**
  * As the sandbox user, in the staging directory: unpack the tar from stdin, make the mode's
- * repository, check HEAD, create the branch; prints the base commit and the branch (or nothing
- * when detached).
+ * repository, check HEAD, create the branch; prints the base commit and the branch (an empty
+ * line when detached).
  */
 export function extractScript(o: ExtractOpts): string {
   return sub(`set -eu
@@ -90,8 +117,8 @@ ${modeStep}
 ${branchStep}
 base=$(${git} rev-parse HEAD)
 printf '%s\\n' "$base" > .git/kiln-base
-printf '%s\\n' "$base"
-${git} symbolic-ref -q --short HEAD || true`;
+printf '%s\\n' ${sh(o.stage)} > .git/kiln-push
+printf '%s\\n' "$base" "$(${git} symbolic-ref -q --short HEAD || true)"`;
 }
 
 /**
@@ -116,13 +143,20 @@ chown ${WORKSPACE_USER}: ${sh(LAST_PUSH_FILE)} 2>/dev/null || true`);
  * leaves its command waiting for more input in the guest (the agent keeps a process whose caller
  * went away, as envd does): processes working in those paths are killed first.
  */
-export const removeScript = (paths: string[]): string => `for p in /proc/[0-9]*; do
+export const removeScript = (paths: string[], placed?: GuestPlaced): string => {
+  // The tree a push moved into place itself goes too, but only while it is that push's (its mark):
+  // never an older push it did not replace.
+  const own = placed
+    ? `\nif [ "$(head -n 1 -- ${sh(`${placed.path}/.git/kiln-push`)} 2>/dev/null)" = ${sh(placed.mark)} ]; then rm -rf -- ${sh(placed.path)}; fi`
+    : '';
+  return `for p in /proc/[0-9]*; do
   d=$(readlink "$p/cwd" 2>/dev/null) || continue
   for x in ${paths.map(sh).join(' ')}; do
     case "$d" in "$x" | "$x/"* | "$x (deleted)") kill -9 "\${p#/proc/}" 2>/dev/null || true ;; esac
   done
 done
-rm -rf -- ${paths.map(sh).join(' ')}`;
+rm -rf -- ${paths.map(sh).join(' ')}${own}`;
+};
 
 /**
  * As the sandbox user: the export of the repository at `target` (default: the last push's) against
