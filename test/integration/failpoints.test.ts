@@ -276,6 +276,7 @@ describe('kill -9 at every journalled step (failpoints, real guests)', { timeout
     main.start();
     const victim = (await c().createSandbox({ template: 'base' })).sandboxId;
     await c().killSandbox(victim);
+    assert.equal((await c().getSandbox(sbx)).state, 'running', main.diagnosis(sbx));
     await c().pause(sbx);
     await c().resume(sbx);
     await c().snapshot(sbx, { name: 'probe' });
