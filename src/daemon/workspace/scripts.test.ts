@@ -132,6 +132,11 @@ describe('workspace guest scripts (on the host)', () => {
     );
     assert.equal(x.code, 0, x.err);
     assert.deepEqual(x.out.toString().trim().split('\n'), [base, 'work']);
+    // Unpacked files have new inodes and ctimes: the copy compares what tar kept (no re-hash).
+    assert.deepEqual(
+      [git(stage, 'config', 'core.checkStat'), git(stage, 'config', 'core.trustctime')],
+      ['minimal', 'false'],
+    );
     // The changes an agent might make in the guest.
     const w = stage;
     writeFileSync(join(w, 'bin.dat'), Buffer.from([9, 0, 8, 0, 255]));
@@ -223,6 +228,33 @@ describe('workspace guest scripts (on the host)', () => {
     writeFileSync(tar, readFileSync(tar).subarray(0, 20_000));
     const cut = bash(script, tar);
     assert.notEqual(cut.code, 0);
+  });
+
+  it('--branch with --from: the base is where the new branch starts, not the pushed HEAD', () => {
+    const repo = join(dir, 'from-src');
+    git(dir, 'clone', '-q', src, repo);
+    writeFileSync(join(repo, 'later.txt'), 'later\n');
+    git(repo, 'add', 'later.txt');
+    git(repo, 'commit', '-qm', 'later');
+    const head = git(repo, 'rev-parse', 'HEAD');
+    const stage = join(dir, 'from-stage');
+    mkdirSync(stage);
+    execFileSync('bash', ['-c', `cd "$1" && tar -c -f "$2" later.txt .git`, '_', repo, `${stage}.tar`]);
+    const x = bash(
+      extractScript({ stage, mode: 'full_copy', head, branch: 'feat', from: base, pushedAt: 'now' }),
+      `${stage}.tar`,
+    );
+    assert.equal(x.code, 0, x.err);
+    assert.deepEqual(x.out.toString().split('\n'), [base, 'feat', '']);
+    assert.equal(readFileSync(join(stage, '.git', 'kiln-base'), 'utf8'), `${base}\n`);
+    // Detached at the pushed HEAD: no branch line.
+    const d = join(dir, 'detached-stage');
+    mkdirSync(d);
+    git(repo, 'checkout', '-q', '--detach');
+    execFileSync('bash', ['-c', `cd "$1" && tar -c -f "$2" later.txt .git`, '_', repo, `${d}.tar`]);
+    const y = bash(extractScript({ stage: d, mode: 'full_copy', head, pushedAt: 'now' }), `${d}.tar`);
+    assert.equal(y.code, 0, y.err);
+    assert.deepEqual(y.out.toString().split('\n'), [head, '', '']);
   });
 
   it('placeIfFree: a free target gets the tree from the same command; a taken one is left to root', () => {
