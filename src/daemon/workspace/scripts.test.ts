@@ -116,6 +116,19 @@ describe('workspace guest scripts (on the host)', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  /** A tar of `src` as a full_copy push sends it (working files and .git), at dir/`name`. */
+  const tarOfSrc = (name: string): string => {
+    const tar = join(dir, name);
+    execFileSync('bash', [
+      '-c',
+      `cd "$1" && git ls-files -z -co --exclude-standard | tr '\\0' '\\n' | tar -c -f "$2" -T - .git`,
+      '_',
+      src,
+      tar,
+    ]);
+    return tar;
+  };
+
   it('full_copy: unpacks, checks HEAD, makes the branch; the export round-trips every kind of change', async () => {
     const stage = join(dir, 'stage');
     mkdirSync(stage);
@@ -204,14 +217,7 @@ describe('workspace guest scripts (on the host)', () => {
 
   it('the push script makes the staging directory, says so, then unpacks its stdin there', () => {
     const stage = join(dir, 'pushed', '.kiln-ws-op-1');
-    const tar = join(dir, 'push.tar');
-    execFileSync('bash', [
-      '-c',
-      `cd "$1" && git ls-files -z -co --exclude-standard | tr '\\0' '\\n' | tar -c -f "$2" -T - .git`,
-      '_',
-      src,
-      tar,
-    ]);
+    const tar = tarOfSrc('push.tar');
     const script = pushScript({
       target: join(dir, 'pushed', 'proj'),
       stage,
@@ -258,14 +264,7 @@ describe('workspace guest scripts (on the host)', () => {
   });
 
   it('placeIfFree: a free target gets the tree from the same command; a taken one is left to root', () => {
-    const tar = join(dir, 'place.tar');
-    execFileSync('bash', [
-      '-c',
-      `cd "$1" && git ls-files -z -co --exclude-standard | tr '\\0' '\\n' | tar -c -f "$2" -T - .git`,
-      '_',
-      src,
-      tar,
-    ]);
+    const tar = tarOfSrc('place.tar');
     const parent = join(dir, 'placed');
     const target = join(parent, 'proj');
     const last = join(dir, 'last-push');
