@@ -9,6 +9,9 @@ import type { VmmDriver } from '../vmm/driver.ts';
 import type { NetworkProvider } from './networks.ts';
 import { killVm } from './sandbox/vm.ts';
 
+/** The journal's `guest-remove`: removes paths (and a tree a push placed) in a running guest. */
+export type RemoveGuestPaths = (sandboxId: string, paths: string[], placed?: GuestPlaced) => Promise<void>;
+
 /**
  * The journal's undo interpreter: carries out one journalled undo step, when an operation fails
  * (OpRun.fail) or when recovery replays an interrupted one. Idempotent: a step may run again
@@ -20,8 +23,7 @@ export async function runUndo(
     store: Store;
     driver: VmmDriver;
     networks?: NetworkProvider | undefined;
-    removeGuestPaths?:
-      ((sandboxId: string, paths: string[], placed?: GuestPlaced) => Promise<void>) | undefined;
+    removeGuestPaths?: RemoveGuestPaths | undefined;
   },
 ): Promise<void> {
   switch (a.action) {
@@ -112,8 +114,7 @@ function failBuild(store: Store, buildId: string, reason: string): void {
 export interface OpRunDeps {
   store: Store;
   driver: VmmDriver;
-  removeGuestPaths?:
-    ((sandboxId: string, paths: string[], placed?: GuestPlaced) => Promise<void>) | undefined;
+  removeGuestPaths?: RemoveGuestPaths | undefined;
   log: Logger;
   /** Called as `(op kind, step name)` right after each step is recorded (crash tests). */
   failpoint?: Failpoint | undefined;

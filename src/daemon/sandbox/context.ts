@@ -1,8 +1,9 @@
 import { join } from 'node:path';
-import type { ArtifactRecord, GuestPlaced, PoolVmRecord, SnapshotRecord } from '../../core/domain.ts';
+import type { ArtifactRecord, PoolVmRecord, SnapshotRecord } from '../../core/domain.ts';
 import { KilnError } from '../../core/errors.ts';
 import { LivenessWatcher } from '../liveness.ts';
 import type { KeyedLock } from '../locks.ts';
+import type { RemoveGuestPaths } from '../journal.ts';
 import { DISK_LAYER } from './snapshot-files.ts';
 import type { EgressEnforcer, SandboxServiceDeps } from './types.ts';
 import { agentUrl } from './vm.ts';
@@ -39,8 +40,7 @@ export interface ServiceContext extends SandboxServiceDeps {
   /** The warm pool, when the facade runs one. */
   pool?: WarmPoolHooks | undefined;
   /** Removes paths in a running sandbox's guest (the journal's `guest-remove`; set by the facade). */
-  removeGuestPaths?:
-    ((sandboxId: string, paths: string[], placed?: GuestPlaced) => Promise<void>) | undefined;
+  removeGuestPaths?: RemoveGuestPaths | undefined;
 }
 
 /** The directory of snapshot `id` (its RAM, device state and disk layer). */

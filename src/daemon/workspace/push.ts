@@ -5,8 +5,8 @@
  * its stdin as kilnd streams it there (never held by kilnd; envd's StreamInput), makes the
  * mode's repository and, when nothing is at the target yet, renames it into place (journalled
  * `unpacked`); else as root rename it into place (replacing an older push) and, for --read-only,
- * hand it to root without write bits. A failure anywhere, or a crash
- * of kilnd (start-up replays the undo), leaves nothing of the push in the guest.
+ * hand it to root without write bits. A failure anywhere, or a crash of kilnd (start-up replays
+ * the undo), leaves nothing of the push in the guest.
  */
 import { Transform, type Readable } from 'node:stream';
 import { WORKSPACE_MODES, type WorkspaceMode, type WorkspaceView } from '../../core/api-types.ts';
