@@ -50,6 +50,15 @@ integration_tests() {
   [ ! -s "$work/failed" ] && [ "$(wc -l <"$work/times")" -eq "${#integ[@]}" ] || rc=1
   # The times of this run replace the last ones (files measured before and not run now stay).
   { cat "$work/times" "$times" 2>/dev/null || true; } | awk '!seen[$2]++' >"$work/all" && mv "$work/all" "$times"
+  # The failures again, last: a long run's log is often read from its end.
+  if [ -s "$work/failed-logs" ]; then
+    while read -r i f; do
+      echo "== $f failed:"
+      if grep -q 'failing tests:' "$work/log.$i"; then
+        sed -n '/failing tests:/,$p' "$work/log.$i" | head -200
+      else tail -n 60 "$work/log.$i"; fi
+    done <"$work/failed-logs"
+  fi
   echo "== integration tests: $(wc -l <"$work/times") files run$([ -s "$work/failed" ] && echo ", FAILED:" && cat "$work/failed")"
   rm -rf "$work"
   return "$rc"
@@ -63,7 +72,10 @@ integration_lane() {
     f="$(sed -n "$((i + 1))p" "$work/queue")"
     [ -n "$f" ] || return 0
     t0=$SECONDS
-    node --test --test-concurrency=1 --test-reporter=spec "$f" || echo " $f" >>"$work/failed"
+    # Each file's output is kept, so that its failures can be printed again at the end.
+    # (pipefail: the status is node's.)
+    node --test --test-concurrency=1 --test-reporter=spec "$f" 2>&1 | tee "$work/log.$i" ||
+      { echo " $f" >>"$work/failed"; echo "$i $f" >>"$work/failed-logs"; }
     echo "$((SECONDS - t0)) $f" >>"$work/times"
   done
 }
