@@ -33,6 +33,12 @@ describe(
     let main: CrashDaemon;
     let sbx = '';
     const c = () => main.c;
+    /**
+     * Resumes the long-lived sandbox for as long as it was created for: a resume's end time
+     * restarts at its timeoutS (default 300 s, as E2B's), which a slow run outlasts (the reaper
+     * then ended the sandbox before the last test).
+     */
+    const resume = () => c().resume(sbx, { timeoutS: 3600 });
     const pauseKind = (): string | null =>
       main.rows<{ pause_kind: string | null }>('SELECT pause_kind FROM sandboxes WHERE id = ?', sbx)[0]
         ?.pause_kind ?? null;
@@ -91,7 +97,7 @@ describe(
           assert.equal(await main.sh(sbx, BOOT_ID), boot, 'undone: the same boot runs on');
         } else {
           assertFsPaused();
-          await c().resume(sbx);
+          await resume();
           assert.notEqual(await main.sh(sbx, BOOT_ID), boot, 'the resume booted the guest afresh');
         }
         await assertOnlySandboxRuns();
@@ -103,10 +109,10 @@ describe(
         main.start();
         await c().pause(sbx, { memory: false });
         main.stop();
-        await main.dieAt(step, () => c().resume(sbx));
+        await main.dieAt(step, () => resume());
         assert.equal((await c().getSandbox(sbx)).state, 'paused');
         assertFsPaused();
-        await c().resume(sbx);
+        await resume();
         await assertOnlySandboxRuns();
         await main.assertNetworks('after the resume');
       });
@@ -119,7 +125,7 @@ describe(
         main.journalled('pause'),
         PAUSE.map(([s]) => s).filter((s) => s.startsWith('pause:')),
       );
-      await c().resume(sbx);
+      await resume();
       assert.deepEqual(main.journalled('resume'), RESUME);
       await assertOnlySandboxRuns();
     });

@@ -69,6 +69,12 @@ describe('kill -9 at every journalled step (failpoints, real guests)', { timeout
   /** The exported archive of a snapshot of `sbx` (made on first use), and that snapshot's id. */
   let exported: { file: string; id: string } | undefined;
   const c = () => main.c;
+  /**
+   * Resumes the long-lived sandbox for as long as it was created for: a resume's end time
+   * restarts at its timeoutS (default 300 s, as E2B's), which a slow run outlasts (the reaper
+   * then ended the sandbox before the last test).
+   */
+  const resume = () => c().resume(sbx, { timeoutS: 3600 });
   const cat = (id: string, d = main) => d.sh(id, 'cat /home/user/f');
   /** The one state every crash must come back to: the sandbox runs, one QEMU, nothing left over. */
   const assertOnlySandboxRuns = async (): Promise<void> => {
@@ -121,7 +127,7 @@ describe('kill -9 at every journalled step (failpoints, real guests)', { timeout
         assert.deepEqual(main.qemus(), [], 'and no QEMU');
         assert.equal(main.openOps(), 0, 'the pause was finished');
         // Its pause snapshot is complete: the sandbox resumes from it with its file.
-        await c().resume(sbx);
+        await resume();
       }
       await assertOnlySandboxRuns();
     });
@@ -150,11 +156,11 @@ describe('kill -9 at every journalled step (failpoints, real guests)', { timeout
       main.start();
       await c().pause(sbx);
       main.stop();
-      await main.dieAt(step, () => c().resume(sbx));
+      await main.dieAt(step, () => resume());
       assert.equal((await c().getSandbox(sbx)).state, 'paused');
       assert.deepEqual(main.vmDirs(), []);
       assert.deepEqual(main.qemus(), []);
-      await c().resume(sbx);
+      await resume();
       await assertOnlySandboxRuns();
       await main.assertNetworks('after the resume');
     });
@@ -278,7 +284,7 @@ describe('kill -9 at every journalled step (failpoints, real guests)', { timeout
     await c().killSandbox(victim);
     assert.equal((await c().getSandbox(sbx)).state, 'running', main.diagnosis(sbx));
     await c().pause(sbx);
-    await c().resume(sbx);
+    await resume();
     await c().snapshot(sbx, { name: 'probe' });
     const fork = await c().fork(sbx, { count: 1 });
     for (const r of fork.results) if ('sandbox' in r) await c().killSandbox(r.sandbox.sandboxId);
