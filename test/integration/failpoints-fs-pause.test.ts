@@ -44,7 +44,10 @@ describe(
         ?.pause_kind ?? null;
     /** The sandbox runs its one VM with its file; nothing else is left. */
     const assertOnlySandboxRuns = async (): Promise<void> => {
-      assert.equal((await c().getSandbox(sbx)).state, 'running', main.diagnosis(sbx));
+      const now = await c().getSandbox(sbx);
+      assert.equal(now.state, 'running', main.diagnosis(sbx));
+      // Far from its end: no later test may find it ended by the reaper.
+      assert.ok(Date.parse(now.endAt) - Date.now() > 30 * 60_000, `it ends at ${now.endAt}`);
       assert.equal(pauseKind(), null);
       const f = await main.sh(sbx, 'cat /home/user/f 2>&1; echo "exit $?"; ls -la /home/user');
       assert.match(f, /^kept\nexit 0\n/, `the file is there\n${main.diagnosis(sbx)}`);

@@ -78,7 +78,10 @@ describe('kill -9 at every journalled step (failpoints, real guests)', { timeout
   const cat = (id: string, d = main) => d.sh(id, 'cat /home/user/f');
   /** The one state every crash must come back to: the sandbox runs, one QEMU, nothing left over. */
   const assertOnlySandboxRuns = async (): Promise<void> => {
-    assert.equal((await c().getSandbox(sbx)).state, 'running', main.diagnosis(sbx));
+    const now = await c().getSandbox(sbx);
+    assert.equal(now.state, 'running', main.diagnosis(sbx));
+    // Far from its end: no later test may find it ended by the reaper.
+    assert.ok(Date.parse(now.endAt) - Date.now() > 30 * 60_000, `it ends at ${now.endAt}`);
     assert.equal(await cat(sbx), 'kept\n', `the guest is intact\n${main.diagnosis(sbx)}`);
     assert.deepEqual(main.vmDirs(), [sbx], 'one VM directory: the sandbox');
     assert.equal(main.qemus().length, 1, 'one QEMU: the sandbox');
