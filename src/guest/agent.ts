@@ -15,6 +15,7 @@ import { ProcessManager } from './processes.ts';
 import { PtyServer } from './pty-client.ts';
 import type { AgentState } from './state.ts';
 import { UnknownUserError, lookupUser, type GuestUser } from './users.ts';
+import { warmUp } from './warm-up.ts';
 
 export const AGENT_PORT = 49983;
 
@@ -37,6 +38,11 @@ export interface AgentOpts {
   ptyServer?: boolean;
   /** Root-only directory for the PTY server's socket (default /run/kiln-agent; tests: a temp dir). */
   ptyDir?: string;
+  /**
+   * Run one command through the agent's own handler before `ready` (warm-up.ts), so that the
+   * template snapshot holds its compiled code. main.ts sets it; off by default (tests).
+   */
+  warmUp?: boolean;
   log?: (line: string) => void;
 }
 
@@ -70,7 +76,6 @@ export function createAgent(opts: AgentOpts = {}): Agent {
   const ptys = opts.ptyServer === false ? undefined : new PtyServer({ dir: opts.ptyDir, log });
   const processes = new ProcessManager(ptys);
   const clock = opts.setClock ? new ClockSetter() : undefined;
-  const ready = Promise.all([clock?.start(), ptys?.start()]).then(() => undefined);
   const auth = new AgentAuth(state);
   const routes: Routes = {
     state,
@@ -79,6 +84,20 @@ export function createAgent(opts: AgentOpts = {}): Agent {
     userNamed: async (name) => lookupUser(name ?? state.defaultUser),
     rpc: rpcHandler(state, processes),
   };
+  const ready = Promise.all([clock?.start(), ptys?.start()]).then(async () => {
+    if (!opts.warmUp) return;
+    // After the PTY server: the command takes the path every command takes.
+    const dir = opts.ptyDir ?? '/run/kiln-agent';
+    const t0 = performance.now();
+    await warmUp({ rpc: routes.rpc, dir, user: state.defaultUser }).then(
+      () => {
+        log(`warm-up: /bin/true ran through the handler in ${(performance.now() - t0).toFixed(0)} ms`);
+      },
+      (e: unknown) => {
+        log(`warm-up failed: ${(e as Error).message}`);
+      },
+    );
+  });
 
   const server = createServer((req, res) => {
     route(req, res, routes).catch((e: unknown) => {

@@ -23,6 +23,7 @@ if (process.env['KILN_AGENT_MAIN'] === '1') {
     defaultUser: process.env['KILN_AGENT_DEFAULT_USER'] ?? 'user',
     setClock: true,
     bootstrapTokenSha256: bootstrap,
+    warmUp: true,
   });
   // File metadata's helper too is started now, so it is running in every template snapshot.
   startXattrHelper();
