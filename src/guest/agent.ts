@@ -91,7 +91,9 @@ export function createAgent(opts: AgentOpts = {}): Agent {
     const t0 = performance.now();
     await warmUp({ rpc: routes.rpc, dir, user: state.defaultUser }).then(
       () => {
-        log(`warm-up: /bin/true ran through the handler in ${(performance.now() - t0).toFixed(0)} ms`);
+        log(
+          `warm-up: /bin/true ran through the handler (JSON, protobuf) in ${(performance.now() - t0).toFixed(0)} ms`,
+        );
       },
       (e: unknown) => {
         log(`warm-up failed: ${(e as Error).message}`);

@@ -10,7 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createAgent } from './agent.ts';
-import { warmUp } from './warm-up.ts';
+import { create, toBinary } from '@bufbuild/protobuf';
+import { StartResponseSchema } from '../core/envd/process/process_pb.js';
+import { streamEnded, warmUp } from './warm-up.ts';
 
 describe('the agent warm-up', { timeout: 60_000 }, () => {
   let base: string;
@@ -27,7 +29,10 @@ describe('the agent warm-up', { timeout: 60_000 }, () => {
     const agent = createAgent({ defaultUser: 'root', warmUp: true, ptyDir: run, log: (l) => logs.push(l) });
     try {
       await agent.ready;
-      assert.match(logs.join('\n'), /warm-up: \/bin\/true ran through the handler in \d+ ms/);
+      assert.match(
+        logs.join('\n'),
+        /warm-up: \/bin\/true ran through the handler \(JSON, protobuf\) in \d+ ms/,
+      );
       assert.deepEqual(
         readdirSync(run).filter((f) => f.startsWith('warm-')),
         [],
@@ -55,6 +60,50 @@ describe('the agent warm-up', { timeout: 60_000 }, () => {
     }
   });
 
+  it('reads a Start stream in either form: the end event and a clean close, or what is missing', () => {
+    const env = (flags: number, data: Uint8Array): Buffer => {
+      const head = Buffer.alloc(5);
+      head.writeUInt8(flags, 0);
+      head.writeUInt32BE(data.length, 1);
+      return Buffer.concat([head, data]);
+    };
+    const json = (flags: number, v: unknown): Buffer => env(flags, Buffer.from(JSON.stringify(v)));
+    const proto = (c: 'start' | 'end'): Buffer =>
+      env(
+        0,
+        toBinary(
+          StartResponseSchema,
+          create(StartResponseSchema, {
+            event: {
+              event:
+                c === 'start'
+                  ? { case: 'start', value: { pid: 7 } }
+                  : { case: 'end', value: { exitCode: 0, exited: true, status: 'exit status 0' } },
+            },
+          }),
+        ),
+      );
+    const start = json(0, { event: { start: { pid: 7 } } });
+    const end = json(0, { event: { end: { exited: true, status: 'exit status 0' } } });
+    assert.equal(streamEnded(Buffer.concat([start, end, json(2, {})]), 'json'), true);
+    assert.equal(streamEnded(Buffer.concat([proto('start'), proto('end'), json(2, {})]), 'proto'), true);
+    assert.equal(
+      streamEnded(Buffer.concat([start, json(2, {})]), 'json'),
+      'the stream ended without the command ending',
+    );
+    assert.equal(
+      streamEnded(
+        Buffer.concat([start, json(2, { error: { code: 'unauthenticated', message: 'no' } })]),
+        'json',
+      ),
+      'the stream ended with an error: no',
+    );
+    assert.equal(streamEnded(Buffer.concat([start, end]), 'json'), 'the stream was not closed');
+    assert.equal(streamEnded(Buffer.concat([start, end]).subarray(0, 20), 'json'), 'a truncated stream');
+    assert.equal(streamEnded(Buffer.from('broken'), 'json'), 'a truncated stream');
+    assert.match(String(streamEnded(env(2, Buffer.from('not json')), 'json')), /^a malformed stream \(/);
+  });
+
   it('an error answer and a handler that never answers reject with what happened; no socket is left', async () => {
     const dir = join(base, 'direct');
     await assert.rejects(
@@ -65,7 +114,7 @@ describe('the agent warm-up', { timeout: 60_000 }, () => {
           res.writeHead(500).end('broken');
         },
       }),
-      /the warm-up command answered 500: broken/,
+      /the warm-up command \(json\) answered 500: a truncated stream broken/,
     );
     await assert.rejects(
       warmUp({ dir, user: 'root', timeoutMs: 300, rpc: () => undefined }),

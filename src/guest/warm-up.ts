@@ -1,19 +1,21 @@
 /**
  * The agent's warm-up: before it answers `/health` (after which kilnd snapshots the guest as a
- * template), the agent runs one command through its own Connect handler, as the SDK's
- * `commands.run` does (a JSON server stream of `process.Process/Start`). V8 compiles functions
- * lazily, on their first call: without this every sandbox restored from the snapshot would
- * parse and compile the whole request path (HTTP, Connect, protobuf JSON, the process manager)
- * on its first command, which is expensive under TCG. The compiled code is in the guest's
- * memory, so the snapshot keeps it.
+ * template), the agent runs a command through its own Connect handler in both of the forms it
+ * is sent: JSON (the `e2b` SDK's `commands.run`) and binary protobuf (kilnd's guest client).
+ * V8 compiles functions lazily, on their first call: without this every sandbox restored from
+ * the snapshot would parse and compile the whole request path (HTTP, Connect, protobuf, the
+ * process manager) on its first command, which is expensive under TCG. The compiled code is in
+ * the guest's memory, so the snapshot keeps it.
  *
- * The request reaches the handler over a unix socket in a fresh directory only root may enter,
+ * The requests reach the handler over a unix socket in a fresh directory only root may enter,
  * which exists only for the warm-up: no other process can send it anything, and the agent's
  * token check (which the warm-up has no token for) is not on that path.
  */
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import { StartRequestSchema, StartResponseSchema } from '../core/envd/process/process_pb.js';
 
 export interface WarmUpOpts {
   /** The agent's Connect handler (the one its port serves, so the same code gets compiled). */
@@ -22,22 +24,59 @@ export interface WarmUpOpts {
   dir: string;
   /** The user the command runs as (the agent's default user, as most commands do). */
   user: string;
+  /** Per request (default 30 s). */
   timeoutMs?: number;
 }
 
-/** The Connect envelope of one JSON message (flags 0, length, body). */
-function envelope(msg: unknown): Buffer {
-  const body = Buffer.from(JSON.stringify(msg));
+type Format = 'json' | 'proto';
+
+const COMMAND = { process: { cmd: '/bin/true', args: [], envs: {} }, stdin: false };
+
+/** The Connect envelope of one message (flags 0, length, body). */
+function envelope(body: Uint8Array): Buffer {
   const head = Buffer.alloc(5);
   head.writeUInt32BE(body.length, 1);
   return Buffer.concat([head, body]);
 }
 
 /**
- * Runs `/bin/true` through `rpc` and reads the stream to its end. Resolves with the stream's
- * bytes (for tests); throws when the command's `end` does not come within `timeoutMs`.
+ * Whether a Start stream (the response's bytes) carried the command's `end` and closed without
+ * an error; else why not.
  */
-export async function warmUp(o: WarmUpOpts): Promise<string> {
+export function streamEnded(bytes: Buffer, format: Format): true | string {
+  try {
+    return readStream(bytes, format);
+  } catch (e) {
+    return `a malformed stream (${(e as Error).message})`;
+  }
+}
+
+function readStream(bytes: Buffer, format: Format): true | string {
+  let sawEnd = false;
+  for (let at = 0; at < bytes.length;) {
+    if (bytes.length - at < 5) return 'a truncated stream';
+    const flags = bytes.readUInt8(at);
+    const len = bytes.readUInt32BE(at + 1);
+    const data = bytes.subarray(at + 5, at + 5 + len);
+    if (data.length < len) return 'a truncated stream';
+    at += 5 + len;
+    if (flags & 2) {
+      // End of stream: JSON in both formats, `{}` or `{"error": ...}`.
+      const e = (JSON.parse(data.toString('utf8')) as { error?: { message?: string } }).error;
+      if (e) return `the stream ended with an error: ${e.message ?? JSON.stringify(e)}`;
+      return sawEnd ? true : 'the stream ended without the command ending';
+    }
+    const ev =
+      format === 'json'
+        ? (JSON.parse(data.toString('utf8')) as { event?: { end?: unknown } }).event?.end !== undefined
+        : fromBinary(StartResponseSchema, data).event?.event.case === 'end';
+    sawEnd ||= ev;
+  }
+  return 'the stream was not closed';
+}
+
+/** Runs the command through `rpc` once as JSON, once as binary protobuf; throws what went wrong. */
+export async function warmUp(o: WarmUpOpts): Promise<void> {
   mkdirSync(o.dir, { recursive: true, mode: 0o700 });
   const dir = mkdtempSync(join(o.dir, 'warm-'));
   const socketPath = join(dir, 'sock');
@@ -49,42 +88,57 @@ export async function warmUp(o: WarmUpOpts): Promise<string> {
       server.once('error', reject);
       server.listen(socketPath, resolve);
     });
-    const body = envelope({ process: { cmd: '/bin/true', args: [], envs: {} }, stdin: false });
-    return await new Promise<string>((resolve, reject) => {
-      const req = request(
-        {
-          socketPath,
-          method: 'POST',
-          path: '/process.Process/Start',
-          timeout: o.timeoutMs ?? 30_000,
-          headers: {
-            'content-type': 'application/connect+json',
-            'connect-protocol-version': '1',
-            authorization: `Basic ${Buffer.from(`${o.user}:`).toString('base64')}`,
-            'content-length': body.length,
-          },
-        },
-        (res) => {
-          let text = '';
-          res.setEncoding('latin1');
-          res.on('data', (d: string) => (text += d));
-          res.on('end', () => {
-            if (res.statusCode === 200 && text.includes('"end"')) resolve(text);
-            else
-              reject(
-                new Error(`the warm-up command answered ${String(res.statusCode)}: ${text.slice(0, 200)}`),
-              );
-          });
-          res.on('error', reject);
-        },
-      );
-      req.on('timeout', () => req.destroy(new Error('the warm-up command did not end in time')));
-      req.on('error', reject);
-      req.end(body);
-    });
+    for (const format of ['json', 'proto'] as const) {
+      const body =
+        format === 'json'
+          ? Buffer.from(JSON.stringify(COMMAND))
+          : toBinary(StartRequestSchema, create(StartRequestSchema, COMMAND));
+      const bytes = await post(socketPath, format, envelope(body), o);
+      const ok = streamEnded(bytes.body, format);
+      if (bytes.status !== 200 || ok !== true)
+        throw new Error(
+          `the warm-up command (${format}) answered ${String(bytes.status)}: ${ok === true ? '' : ok} ${bytes.body.toString('utf8', 0, 200)}`.trim(),
+        );
+    }
   } finally {
     server.close();
     server.closeAllConnections();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** One Start request over `socketPath`: its status and the stream's bytes. */
+function post(
+  socketPath: string,
+  format: Format,
+  body: Buffer,
+  o: WarmUpOpts,
+): Promise<{ status: number; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        socketPath,
+        method: 'POST',
+        path: '/process.Process/Start',
+        timeout: o.timeoutMs ?? 30_000,
+        headers: {
+          'content-type': `application/connect+${format}`,
+          'connect-protocol-version': '1',
+          authorization: `Basic ${Buffer.from(`${o.user}:`).toString('base64')}`,
+          'content-length': body.length,
+        },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (d: Buffer) => chunks.push(d));
+        res.on('end', () => {
+          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) });
+        });
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('the warm-up command did not end in time')));
+    req.on('error', reject);
+    req.end(body);
+  });
 }
