@@ -12,7 +12,7 @@ import { handleInit, type InitDeps } from './init.ts';
 import { metrics } from './metrics.ts';
 import { processService } from './process-service.ts';
 import { ProcessManager } from './processes.ts';
-import { PtyServer } from './pty-client.ts';
+import { AGENT_RUN_DIR, PtyServer } from './pty-client.ts';
 import type { AgentState } from './state.ts';
 import { UnknownUserError, lookupUser, type GuestUser } from './users.ts';
 import { warmUp } from './warm-up.ts';
@@ -39,8 +39,9 @@ export interface AgentOpts {
   /** Root-only directory for the PTY server's socket (default /run/kiln-agent; tests: a temp dir). */
   ptyDir?: string;
   /**
-   * Run one command through the agent's own handler before `ready` (warm-up.ts), so that the
-   * template snapshot holds its compiled code. main.ts sets it; off by default (tests).
+   * Run a command through the agent's own handler, as JSON and as binary protobuf, before
+   * `ready` (warm-up.ts), so that the template snapshot holds the compiled request path.
+   * main.ts sets it; off by default (tests).
    */
   warmUp?: boolean;
   log?: (line: string) => void;
@@ -87,7 +88,7 @@ export function createAgent(opts: AgentOpts = {}): Agent {
   const ready = Promise.all([clock?.start(), ptys?.start()]).then(async () => {
     if (!opts.warmUp) return;
     // After the PTY server: the command takes the path every command takes.
-    const dir = opts.ptyDir ?? '/run/kiln-agent';
+    const dir = opts.ptyDir ?? AGENT_RUN_DIR;
     const t0 = performance.now();
     await warmUp({ rpc: routes.rpc, dir, user: state.defaultUser }).then(
       () => {

@@ -119,6 +119,9 @@ export class PtySession extends EventEmitter<{ exit: [number | null, NodeJS.Sign
   }
 }
 
+/** The agent's root-only directory for its sockets (the PTY server's, the warm-up's). */
+export const AGENT_RUN_DIR = '/run/kiln-agent';
+
 export interface PtyServerOpts {
   /** A directory only root may enter, made if missing (mode 0700); the server's socket goes in a fresh directory below it. */
   dir?: string;
@@ -136,7 +139,7 @@ export class PtyServer {
   #stopped = false;
 
   constructor(o: PtyServerOpts = {}) {
-    this.#base = o.dir ?? '/run/kiln-agent';
+    this.#base = o.dir ?? AGENT_RUN_DIR;
     this.#log = o.log ?? (() => undefined);
   }
 
