@@ -27,6 +27,13 @@ function flightKey(reference: string, login: RegistryLogin | undefined): string 
   return `${reference}\0${h.digest('hex')}`;
 }
 
+/** The image name (`images/by-name/<name>.json`) kilnd gives the image built from `reference`. */
+export const ociImageName = (reference: string): string =>
+  `oci-${reference
+    .replace(/[^a-z0-9]+/gi, '-')
+    .toLowerCase()
+    .slice(0, 60)}`;
+
 export function ociTemplateMaker(
   o: { cacheDir: string; debCacheDir?: string | undefined },
   svc: SandboxService,
@@ -53,10 +60,7 @@ export function ociTemplateMaker(
     );
     const r = await buildImageFromOciInChild({
       reference,
-      name: `oci-${reference
-        .replace(/[^a-z0-9]+/gi, '-')
-        .toLowerCase()
-        .slice(0, 60)}`,
+      name: ociImageName(reference),
       cacheDir: o.cacheDir,
       debCacheDir: o.debCacheDir,
       ...(login ? { credentials: login } : {}),

@@ -5,10 +5,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
-import { chmod, copyFile, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { ociImageName } from '../../src/api/oci-templates.ts';
 import { run } from '../../src/core/exec.ts';
+import { imagesDir } from '../../src/images/registry.ts';
 
 export interface LocalRegistry {
   registry: string;
@@ -31,9 +33,15 @@ async function freePort(): Promise<number> {
 
 /**
  * Starts docker-registry and resolves once `GET /v2/` answers (200, or 401 when `auth` makes it
- * private: htpasswd basic auth, every request needs the user).
+ * private: htpasswd basic auth, every request needs the user). With `cacheDir`, `close` also
+ * removes the image names kilnd pointed there at this registry's images (`oci-127-0-0-1-<port>-…`:
+ * the port is new each run, so they would pile up in a shared cache; the images stay, keyed by
+ * content).
  */
-export async function startRegistry(dir: string, o: { auth?: RegistryUser } = {}): Promise<LocalRegistry> {
+export async function startRegistry(
+  dir: string,
+  o: { auth?: RegistryUser; cacheDir?: string } = {},
+): Promise<LocalRegistry> {
   const port = await freePort();
   const config = join(dir, 'registry.yml');
   let auth = '';
@@ -74,6 +82,11 @@ export async function startRegistry(dir: string, o: { auth?: RegistryUser } = {}
         child.kill();
         await new Promise((r) => child.once('exit', r));
       }
+      if (o.cacheDir === undefined) return;
+      const byName = join(imagesDir(o.cacheDir), 'by-name');
+      const prefix = ociImageName(`127.0.0.1:${port}/`);
+      for (const f of await readdir(byName).catch(() => [] as string[]))
+        if (f.startsWith(prefix)) await rm(join(byName, f), { force: true });
     },
   };
 }

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { Sandbox } from 'e2b';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { CHROMIUM_FLAGS } from '../helpers/chromium.ts';
@@ -19,6 +19,8 @@ import { CLI, kilnSync, removeStateDir, useKilnE2bEnv } from '../helpers/kilnd.t
 let state: string;
 let profile: string;
 let artefacts: string;
+/** Whether a test failed: the screenshots are kept for it, else removed with the rest. */
+let failed = false;
 let env: NodeJS.ProcessEnv;
 let url: string;
 let apiKey: string;
@@ -60,7 +62,6 @@ describe('the web dashboard in Chromium against a real kilnd', { timeout: 1_800_
     state = await mkdtemp('/tmp/kiln-dash-');
     profile = await mkdtemp('/tmp/kiln-dash-chromium-');
     artefacts = await mkdtemp('/tmp/kiln-dash-artefacts-');
-    process.stderr.write(`dashboard test artefacts (screenshots): ${artefacts}\n`);
     env = {
       ...process.env,
       KILN_STATE_DIR: state,
@@ -86,11 +87,18 @@ describe('the web dashboard in Chromium against a real kilnd', { timeout: 1_800_
     page.on('dialog', (dlg) => void dlg.accept());
   });
 
+  afterEach((t) => {
+    // A test's context has `passed` at run time (Node >= 21.7); @types/node 24 lists it on suites only.
+    failed ||= 'passed' in t && !t.passed;
+  });
+
   after(async () => {
     await ctx.close().catch(() => undefined);
     if (sbx) await sbx.kill().catch(() => undefined);
     await removeStateDir(env, state);
     await rm(profile, { recursive: true, force: true });
+    if (failed) process.stderr.write(`dashboard test screenshots, kept as a test failed: ${artefacts}\n`);
+    else await rm(artefacts, { recursive: true, force: true });
   });
 
   it('nothing answers without a session; a wrong key is refused', async () => {
