@@ -2,12 +2,13 @@
  * bench/pty: against one guest, the time from `sandbox.pty.create()` (the real `e2b` SDK) to the
  * terminal's first output byte (the login shell's prompt), beside, timed inside the guest with no
  * agent or network in the way: the same login shell in a pseudo-terminal under util-linux
- * `script` (the bare floor), as a session of kiln's persistent PTY server (the agent's path: a
+ * `script` (the bare floor), and a unary call's round trip through the same SDK client and agent
+ * (the transit any call pays: first byte >= round trip + the shell's start), as a session of kiln's persistent PTY server (the agent's path: a
  * connection, a request, the server forks; timed on a server already running, as the agent's
  * is), and under the one-shot PTY helper (`python3 -u -I -S`: the agent's fallback when the
  * server is gone, and every PTY's path before the server).
  *
- *   scripts/node bench/pty.ts [--runs N] [--json]
+ *   scripts/node bench/pty.ts [--runs N] [--vcpus N] [--json]
  */
 import type { Sandbox } from 'e2b';
 import { benchArgs, percentile } from './stats.ts';
@@ -15,7 +16,7 @@ import { PTY_HELPER } from '../src/guest/pty-helper.ts';
 import { FRAME, PTY_SERVER, type PtyRequest } from '../src/guest/pty-server.ts';
 import { bootAgentVm } from '../test/helpers/guest.ts';
 
-const { runs, json } = benchArgs({ runs: 10 });
+const { runs, vcpus, json } = benchArgs({ runs: 10, vcpus: 1 });
 
 /**
  * In the guest: p50 of start -> first byte of the terminal's output, for each command line given
@@ -147,8 +148,19 @@ async function inGuest(sbx: Sandbox): Promise<Record<'script' | 'helper' | 'serv
   return JSON.parse(r.stdout) as Record<'script' | 'helper' | 'server', number>;
 }
 
+/**
+ * The transit every call pays: a unary call of the same service through the same SDK client,
+ * connection and agent (`commands.list`), in ms. A terminal's first byte needs the request in
+ * and the output out, so its floor through any agent is this plus the shell's start in the guest.
+ */
+async function roundTrip(sbx: Sandbox): Promise<number> {
+  const t0 = performance.now();
+  await sbx.commands.list();
+  return performance.now() - t0;
+}
+
 async function main(): Promise<void> {
-  const vm = await bootAgentVm({ memoryMiB: 512 });
+  const vm = await bootAgentVm({ memoryMiB: 512, vcpus });
   const { sandbox: sbx, info } = vm;
   try {
     const started: number[] = [];
@@ -158,10 +170,15 @@ async function main(): Promise<void> {
     const e2e: number[] = [];
     for (let i = 0; i < runs; i++) e2e.push(await firstByte());
 
+    await roundTrip(sbx);
+    const rtt: number[] = [];
+    for (let i = 0; i < Math.max(runs, 10); i++) rtt.push(await roundTrip(sbx));
+
     const guest = await inGuest(sbx);
     const res = {
       bench: 'pty',
       accel: info.accel,
+      vcpus,
       runs,
       e2eFirstByteP50Ms: +percentile(e2e, 50).toFixed(1),
       e2eFirstByteP99Ms: +percentile(e2e, 99).toFixed(1),
@@ -169,11 +186,16 @@ async function main(): Promise<void> {
       guestScriptP50Ms: +guest.script.toFixed(1),
       guestServerP50Ms: +guest.server.toFixed(1),
       guestHelperP50Ms: +guest.helper.toFixed(1),
+      roundTripP50Ms: +percentile(rtt, 50).toFixed(1),
       kilnShareP50Ms: +(percentile(e2e, 50) - guest.script).toFixed(1),
+      // What the PTY path adds beyond a call's transit and the bare shell's start (<= 0: nothing).
+      ptyOverFloorP50Ms: +(percentile(e2e, 50) - percentile(rtt, 50) - guest.script).toFixed(1),
     };
     if (json) console.log(JSON.stringify(res));
     else {
-      console.log(`bench/pty (${info.accel}, ${runs} runs, one guest): pty.create -> first output byte`);
+      console.log(
+        `bench/pty (${info.accel}, ${runs} runs, one guest of ${vcpus} vCPU): pty.create -> first output byte`,
+      );
       console.log(
         `  e2b pty.create, first byte            p50 ${res.e2eFirstByteP50Ms} ms   p99 ${res.e2eFirstByteP99Ms} ms`,
       );
@@ -185,7 +207,13 @@ async function main(): Promise<void> {
       console.log(
         `  in guest: the one-shot helper (-I -S)  p50 ${res.guestHelperP50Ms} ms   (the fallback; before the server)`,
       );
+      console.log(
+        `  a unary call's round trip (commands.list) p50 ${res.roundTripP50Ms} ms   (the transit any call pays)`,
+      );
       console.log(`  => agent + SDK + network share         p50 ${res.kilnShareP50Ms} ms`);
+      console.log(
+        `  => beyond the round trip and script    p50 ${res.ptyOverFloorP50Ms} ms   (<= 0: the PTY path adds nothing)`,
+      );
     }
   } finally {
     await vm.close();

@@ -22,7 +22,7 @@ export interface AgentVm {
  * plane. On any failure the VM is killed and the serial console's tail is in the error.
  */
 export async function bootAgentVm(
-  o: { memoryMiB?: number; envVars?: Record<string, string>; image?: Image } = {},
+  o: { memoryMiB?: number; vcpus?: number; envVars?: Record<string, string>; image?: Image } = {},
 ): Promise<AgentVm> {
   const img = o.image ?? (await ensureDefaultImage());
   const root = await mkdtemp('/tmp/kiln-guest-');
@@ -31,7 +31,7 @@ export async function bootAgentVm(
   const info = await driver.start({
     id: 'guest',
     boot: { kernel: img.kernel, initrd: img.initrd, rootfs: img.rootfs, kernelArgs: boot.kernelArgs },
-    resources: { memoryMiB: o.memoryMiB ?? 1024, vcpus: 1 },
+    resources: { memoryMiB: o.memoryMiB ?? 1024, vcpus: o.vcpus ?? 1 },
     network: { kind: 'open' },
   });
   const agentUrl = `http://${info.agent.host}:${info.agent.port}`;
