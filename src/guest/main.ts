@@ -2,6 +2,8 @@
  * kiln's guest agent entry: started by /sbin/kiln-init inside every VM, listens on 49983.
  * Bundled by images/agent-bundle.ts into one file for the guest's Node.
  */
+// First: protobuf-es (loaded by ./agent.ts) takes the native base64 encoder as it loads.
+import './base64.ts';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { bootstrapHashFromCmdline, tokenSha256 } from '../core/envd-auth.ts';

@@ -21,4 +21,4 @@ echo "kiln-init: network up, starting the guest agent"
 export HOME=/root KILN_AGENT_MAIN=1
 # The agent's Node flags: see kiln-init.sh.
 exec /opt/kiln/bin/tini -s -- /opt/kiln/lib/ld-linux-x86-64.so.2 --library-path /opt/kiln/lib \
-  /opt/kiln/bin/node --jitless --js-base-64 /opt/kiln/agent.mjs
+  /opt/kiln/bin/node --jitless /opt/kiln/agent.mjs

@@ -21,7 +21,7 @@ export HOME=/root KILN_AGENT_MAIN=1
 # The agent's Node runs --jitless (V8's interpreter only): under TCG every piece of machine code
 # V8 writes must be translated again and the JIT tiers kept recompiling, about 200 ms of the one
 # vCPU per request; without them a command, a PTY or a file transfer costs a third of that or less
-# (docs/ARCHITECTURE.md, "The agent's Node"). --js-base-64: native Uint8Array.toBase64, which
-# protobuf-es uses for bytes in JSON (the e2b SDK's output stream): 20 MB of stdout 2 s, not 48.
+# (docs/ARCHITECTURE.md, "The agent's Node"). Its one hot loop, base64 for the SDK's JSON, runs
+# on Buffer's native codec (src/guest/base64.ts).
 # The same flags in kiln-init.sh and kiln-init-oci.sh (src/images/guest-files.test.ts checks).
-exec /usr/bin/tini -s -- /opt/kiln/bin/node --jitless --js-base-64 /opt/kiln/agent.mjs
+exec /usr/bin/tini -s -- /opt/kiln/bin/node --jitless /opt/kiln/agent.mjs
