@@ -14,9 +14,10 @@ interface ToBase64Options {
 
 /** What the method answers, for one view (its own bytes only, whatever its offset). */
 export function toBase64(bytes: Uint8Array, o: ToBase64Options = {}): string {
-  if (o.alphabet !== undefined && o.alphabet !== 'base64' && o.alphabet !== 'base64url')
-    throw new TypeError(`alphabet must be "base64" or "base64url", not ${String(o.alphabet)}`);
-  const url = o.alphabet === 'base64url';
+  const alphabet: string = o.alphabet ?? 'base64';
+  if (alphabet !== 'base64' && alphabet !== 'base64url')
+    throw new TypeError(`alphabet must be "base64" or "base64url", not ${alphabet}`);
+  const url = alphabet === 'base64url';
   const s = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString(
     url ? 'base64url' : 'base64',
   );
