@@ -109,7 +109,7 @@ describe('image build', () => {
     assert.match(debugfs(img.rootfs, 'stat /opt/kiln/bin/node'), /Type: regular/, "the agent's Node runtime");
     assert.match(
       debugfs(img.rootfs, 'cat /sbin/kiln-init'),
-      /tini -s -- \/opt\/kiln\/bin\/node \/opt\/kiln\/agent\.mjs/,
+      /tini -s -- \/opt\/kiln\/bin\/node --jitless \/opt\/kiln\/agent\.mjs/,
     );
     assert.equal((await readdir(imagesDir(cacheDir))).filter((f) => f.startsWith('.tmp-')).length, 0);
   });

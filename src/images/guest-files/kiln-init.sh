@@ -23,5 +23,5 @@ export HOME=/root KILN_AGENT_MAIN=1
 # vCPU per request; without them a command, a PTY or a file transfer costs a third of that or less
 # (docs/ARCHITECTURE.md, "The agent's Node"). Its one hot loop, base64 for the SDK's JSON, runs
 # on Buffer's native codec (src/guest/base64.ts).
-# The same flags in kiln-init.sh and kiln-init-oci.sh (src/images/guest-files.test.ts checks).
+# The same flags in kiln-init.sh and kiln-init-oci.sh (src/images/agent-bundle.test.ts checks).
 exec /usr/bin/tini -s -- /opt/kiln/bin/node --jitless /opt/kiln/agent.mjs
