@@ -2,7 +2,7 @@
  * `Uint8Array.prototype.toBase64` (the TC39 "Uint8Array to/from base64" method) where this Node
  * lacks it, on Buffer's native codec. protobuf-es encodes `bytes` fields in JSON with it when it
  * is there (it looks once, as it loads), else with a loop in JavaScript: the e2b SDK's output
- * stream is JSON, and under the agent's --jitless that loop made 20 MB of stdout take 48 s, not 2.
+ * stream is JSON, and under the agent's --jitless that loop made 20 MB of stdout take 48 s (3 s with this).
  * V8's own method (`--js-base-64` in Node 24) is not used: it ignores a view's byteOffset.
  * Imported first by main.ts, before anything loads protobuf-es.
  */
