@@ -3,7 +3,8 @@
  * terminal's first output byte (the login shell's prompt), beside, timed inside the guest with no
  * agent or network in the way: the same login shell in a pseudo-terminal under util-linux
  * `script` (the bare floor), and a unary call's round trip through the same SDK client and agent
- * (the transit any call pays: first byte >= round trip + the shell's start), as a session of kiln's persistent PTY server (the agent's path: a
+ * (the transit any call pays: first byte >= round trip + the shell's start), as a session of
+ * kiln's persistent PTY server (the agent's path: a
  * connection, a request, the server forks; timed on a server already running, as the agent's
  * is), and under the one-shot PTY helper (`python3 -u -I -S`: the agent's fallback when the
  * server is gone, and every PTY's path before the server).
