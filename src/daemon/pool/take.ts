@@ -6,6 +6,7 @@ import { initGuest, type GuestSetup } from '../sandbox/boot.ts';
 import type { ServiceContext } from '../sandbox/context.ts';
 import type { OpCtx } from '../sandbox/types.ts';
 import { agentUrl } from '../sandbox/vm.ts';
+import { memberToken } from './fill.ts';
 
 const sameRules = (a: EgressRules, b: EgressRules): boolean => JSON.stringify(a) === JSON.stringify(b);
 
@@ -31,8 +32,8 @@ export function poolable(
  * The rest of a create that took warm pool member `id` (already restored and answering): the
  * VM becomes the sandbox's (journalled `vm`: a failure or crash kills it), its network slot gets
  * the sandbox's rules, and /init sets it up exactly as after a restore (the sandbox's token,
- * env, clock, a fresh entropy seed) — presenting the snapshot's bootstrap token, which only
- * kilnd knows.
+ * env, clock, a fresh entropy seed) — presenting the token its fill gave it (`memberToken`),
+ * which only kilnd can derive.
  */
 export async function initPooled(
   sc: ServiceContext,
@@ -56,6 +57,6 @@ export async function initPooled(
     accessToken: g.token,
     ...(ctx.opId ? { opId: ctx.opId } : {}),
   });
-  const entropy = await initGuest(sc, id, guest, snap, g, ctx);
+  const entropy = await initGuest(sc, id, guest, snap, g, ctx, memberToken(snap, id));
   return { restoreMs: 0, readyMs: 0, initMs: Math.round(performance.now() - t0), entropy, pooled: true };
 }

@@ -1,6 +1,6 @@
 /**
  * The warm pool over the fake driver (issue 15): refill to size, a create that takes a member
- * (only /init, with the snapshot's bootstrap token presented), what cannot take one, members
+ * (only /init, with the token its fill's warm-up gave it), what cannot take one, members
  * invisible to lists but counted by admission, eviction under memory pressure, draining
  * (template deleted, rebuilt, sized down, a dead member) and start-up recovery. The same on
  * real guests: test/integration/warm-pool.test.ts.
@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { SandboxService } from '../sandbox-service.ts';
+import { memberToken } from './fill.ts';
 import { FAKE_IMAGE, NOW, ServiceFixture } from '../testing/fixtures.ts';
 
 describe('warm pool (fake driver)', () => {
@@ -23,14 +24,30 @@ describe('warm pool (fake driver)', () => {
   const vms = async (): Promise<string[]> => (await fx.driver.list()).sort();
   const baseSnap = () => fx.store.getSnapshot(fx.store.getTemplate('base').snapshotId ?? '');
 
-  it('fills a template to its size: restored VMs waited for, not /init-ed, invisible in every list', async () => {
+  it('fills a template to its size: restored VMs waited for and warmed up, invisible in every list', async () => {
     const st = fx.svc.setWarmPoolSize('base', 2);
     assert.deepEqual({ size: st.size, sizeSet: st.sizeSet }, { size: 2, sizeSet: true });
     await fx.svc.refillWarmPool();
     assert.equal(members().length, 2);
     assert.deepEqual(await vms(), members(), 'each member is a running VM');
     assert.ok(fx.store.listPoolVms().every((m) => m.state === 'ready' && m.snapshotId === baseSnap().id));
-    assert.deepEqual(fx.guests.inits, [], 'no member is set up before a create takes it');
+    // The warm-up: an /init presenting the bootstrap token that gives each member its own
+    // token (no env, a seed), then one command with that token; nothing else.
+    const tokens = members().map((id) => memberToken(baseSnap(), id));
+    assert.equal(new Set([...tokens, baseSnap().guestToken]).size, 3);
+    assert.deepEqual(
+      fx.guests.inits.map((i) => ({
+        presented: i.presented,
+        env: i.body.envVars,
+        seeded: !!i.body.entropySeed,
+      })),
+      [0, 1].map(() => ({ presented: baseSnap().guestToken, env: undefined, seeded: true })),
+    );
+    assert.deepEqual(fx.guests.inits.map((i) => i.body.accessToken).sort(), [...tokens].sort());
+    assert.deepEqual(
+      [...fx.guests.execs].sort((a, b) => (a.presented ?? '').localeCompare(b.presented ?? '')),
+      [...tokens].sort().map((t) => ({ cmd: 'true', presented: t })),
+    );
     assert.deepEqual(fx.svc.list().items, [], 'no sandbox list shows them');
     assert.deepEqual(fx.svc.list({ states: ['creating', 'running'] }).items, []);
     assert.deepEqual(
@@ -50,14 +67,17 @@ describe('warm pool (fake driver)', () => {
     fx.svc.setWarmPoolSize('base', 2);
     await fx.svc.refillWarmPool();
     const before = members();
+    const fills = fx.guests.inits.length;
+    assert.equal(fx.guests.execs.length, 2, 'one warm-up command per member');
     const s = await fx.svc.create({ template: 'base', envVars: { A: '1' } }, { opId: 'req-p' });
     assert.ok(before.includes(s.id), 'the sandbox is the member it took');
     assert.equal(s.state, 'running');
     assert.deepEqual(members(), before.filter((id) => id !== s.id).sort());
-    assert.equal(fx.guests.inits.length, 1);
-    const init = fx.guests.inits[0];
+    assert.equal(fx.guests.inits.length, fills + 1, 'the take runs one /init');
+    assert.equal(fx.guests.execs.length, 2, 'and no command');
+    const init = fx.guests.inits[fills];
     assert.ok(init);
-    assert.equal(init.presented, baseSnap().guestToken, 'the snapshot bootstrap token was presented');
+    assert.equal(init.presented, memberToken(baseSnap(), s.id), "the member's token was presented");
     assert.equal(init.body.accessToken, s.accessToken);
     assert.deepEqual(init.body.envVars, { A: '1' });
     assert.equal(init.body.timestamp, new Date(fx.now).toISOString());
@@ -71,7 +91,7 @@ describe('warm pool (fake driver)', () => {
     const t = await fx.svc.create({ template: 'base' });
     assert.ok(before.includes(t.id));
     assert.notEqual(t.accessToken, s.accessToken);
-    assert.notEqual(fx.guests.inits[1]?.body.entropySeed, init.body.entropySeed);
+    assert.notEqual(fx.guests.inits[fills + 1]?.body.entropySeed, init.body.entropySeed);
     assert.deepEqual(members(), []);
     // The pool refills to its size; an empty pool means a normal restore.
     const u = await fx.svc.create({ template: 'base' });
@@ -123,6 +143,18 @@ describe('warm pool (fake driver)', () => {
     assert.equal(fx.store.getSandbox(m ?? '').state, 'dead');
     assert.deepEqual(await vms(), []);
     assert.deepEqual(fx.store.openOperations(), []);
+  });
+
+  it("a member's failed warm-up unwinds its fill: no member, no VM, the operation closed", async () => {
+    fx.svc.setWarmPoolSize('base', 1);
+    fx.guests.failInit = true;
+    await assert.rejects(fx.svc.refillWarmPool(), /agent said no/);
+    assert.deepEqual(members(), []);
+    assert.deepEqual(await vms(), []);
+    assert.deepEqual(fx.store.openOperations(), []);
+    fx.guests.failInit = false;
+    await fx.svc.refillWarmPool();
+    assert.equal(members().length, 1, 'the next pass fills it');
   });
 
   it('members count for admission; a refused create or resume kills members to make room', async () => {

@@ -71,10 +71,10 @@ export async function bootFrom(
 }
 
 /**
- * /init of a restored guest whose agent still holds `snap`'s bootstrap token: the sandbox's
- * token, env, default user, the host's clock and a fresh entropy seed. Resolves with what the
- * agent did with the seed (`reseeded`, else a warning is logged). Shared by a restore and a
- * warm pool member's take.
+ * /init of a restored guest whose agent holds `current` (`snap`'s bootstrap token; a warm pool
+ * member's own): the sandbox's token, env, default user, the host's clock and a fresh entropy
+ * seed. Resolves with what the agent did with the seed (`reseeded`, else a warning is logged).
+ * Shared by a restore and a warm pool member's take.
  */
 export async function initGuest(
   sc: ServiceContext,
@@ -83,6 +83,7 @@ export async function initGuest(
   snap: SnapshotRecord,
   g: GuestSetup,
   ctx: OpCtx,
+  current = snap.guestToken ?? undefined,
 ): Promise<string> {
   const { entropy = 'ignored' } = await guest.init(
     {
@@ -95,7 +96,7 @@ export async function initGuest(
       // /init answers, so no two sandboxes read the same randomness (issue 14).
       entropySeed: randomBytes(64).toString('base64'),
     },
-    snap.guestToken ?? undefined,
+    current,
   );
   if (entropy !== 'reseeded')
     sc.log

@@ -56,6 +56,8 @@ export const GUEST_METRICS: GuestMetrics = {
  */
 export class FakeGuests {
   inits: { body: InitBody; presented: string | undefined }[] = [];
+  /** Every command run without stdin, and the token its client presented. */
+  execs: { cmd: string; presented: string | undefined }[] = [];
   uploads: { path: string; bytes: number }[] = [];
   failInit = false;
   /** Every guest agent stopped answering /health. */
@@ -79,7 +81,7 @@ export class FakeGuests {
   probes = 0;
 
   /** The service's `guest` dependency. */
-  readonly client = (): GuestClient => ({
+  readonly client = (o: { accessToken?: string } = {}): GuestClient => ({
     health: () =>
       ++this.probes && this.hung
         ? Promise.reject(
@@ -91,7 +93,11 @@ export class FakeGuests {
       this.inits.push({ body, presented });
       return Promise.resolve({ entropy: body.entropySeed ? 'reseeded' : undefined });
     },
-    exec: (cmd, o) => (o?.stdin ? this.#catExec(o) : Promise.resolve(fakeExec(cmd, o))),
+    exec: (cmd, eo) => {
+      if (eo?.stdin) return this.#catExec(eo);
+      this.execs.push({ cmd, presented: o.accessToken });
+      return Promise.resolve(fakeExec(cmd, eo));
+    },
     writeStdin: async (pid, input) => {
       const p = this.#stdins.get(pid);
       if (!p) return { ended: true };
