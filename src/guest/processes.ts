@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { stat } from 'node:fs/promises';
+import { statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 import { resolveUserPath } from './access.ts';
@@ -270,7 +270,8 @@ export class ProcessManager {
     } catch (e) {
       throw new ProcessError('invalid_argument', (e as Error).message);
     }
-    const st = await stat(cwd).catch(() => undefined);
+    // Sync: one syscall, where the async form costs thread-pool round trips (slow under TCG).
+    const st = statSync(cwd, { throwIfNoEntry: false });
     if (!st?.isDirectory()) throw new ProcessError('invalid_argument', `cwd '${cwd}' does not exist`);
     if (o.tag !== undefined && this.byTag(o.tag))
       throw new ProcessError('invalid_argument', `a process with tag '${o.tag}' is running`);

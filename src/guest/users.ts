@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 
 /** A guest user as the agent needs it: ids, home and all group ids (for permission checks). */
@@ -13,16 +14,27 @@ export interface GuestUser {
 
 export class UnknownUserError extends Error {}
 
-/** Looks a user up in /etc/passwd and /etc/group (no NSS, no native addon). */
-export async function lookupUser(name: string, etc = '/etc'): Promise<GuestUser> {
-  const passwd = await readFile(`${etc}/passwd`, 'utf8');
+/**
+ * Looks a user up in /etc/passwd and /etc/group (no NSS, no native addon), on every request (a
+ * command may add users). The files are read synchronously: they are small, and under TCG each
+ * of the async read's thread-pool round trips (open, stat, read, close, twice) costs more than
+ * the reads themselves (2.1 ms against 0.1 ms for both files, measured in a guest).
+ */
+export function lookupUser(name: string, etc = '/etc'): Promise<GuestUser> {
+  return new Promise((resolve) => {
+    resolve(findUser(name, etc));
+  });
+}
+
+function findUser(name: string, etc: string): GuestUser {
+  const passwd = readFileSync(`${etc}/passwd`, 'utf8');
   for (const line of passwd.split('\n')) {
     const f = line.split(':');
     if (f[0] !== name || f.length < 7) continue;
     const uid = Number(f[2]);
     const gid = Number(f[3]);
     const gids = new Set([gid]);
-    const group = await readFile(`${etc}/group`, 'utf8').catch(() => '');
+    const group = readText(`${etc}/group`);
     for (const g of group.split('\n')) {
       const gf = g.split(':');
       if (gf.length >= 4 && (gf[3] ?? '').split(',').includes(name)) gids.add(Number(gf[2]));
@@ -30,6 +42,14 @@ export async function lookupUser(name: string, etc = '/etc'): Promise<GuestUser>
     return { name, uid, gid, home: f[5] ?? '/', shell: f[6] ?? '/bin/sh', gids: [...gids] };
   }
   throw new UnknownUserError(`invalid username: '${name}'`);
+}
+
+function readText(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
 }
 
 /** uid -> name and gid -> name maps, for EntryInfo owner/group. */
