@@ -1,7 +1,8 @@
 /**
  * The agent's warm-up (warm-up.ts): one command through the agent's own handler before `ready`,
- * over a root-only socket that is gone afterwards; a warm-up that fails or hangs is logged and
- * never keeps the agent from starting.
+ * and an /init over a throwaway state that leaves the agent's own untouched, over a root-only
+ * socket that is gone afterwards; a warm-up that fails or hangs is logged and never keeps the
+ * agent from starting.
  */
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
@@ -13,6 +14,7 @@ import { createAgent } from './agent.ts';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { StartResponseSchema } from '../core/envd/process/process_pb.js';
 import { streamEnded, warmUp } from './warm-up.ts';
+import { tokenSha256 } from '../core/envd-auth.ts';
 
 describe('the agent warm-up', { timeout: 60_000 }, () => {
   let base: string;
@@ -26,12 +28,30 @@ describe('the agent warm-up', { timeout: 60_000 }, () => {
   it('runs a command through the handler before ready, then leaves no socket behind', async () => {
     const run = join(base, 'ok');
     const logs: string[] = [];
-    const agent = createAgent({ defaultUser: 'root', warmUp: true, ptyDir: run, log: (l) => logs.push(l) });
+    const bootstrap = tokenSha256('the bootstrap token');
+    const agent = createAgent({
+      defaultUser: 'root',
+      warmUp: true,
+      ptyDir: run,
+      bootstrapTokenSha256: bootstrap,
+      log: (l) => logs.push(l),
+    });
     try {
       await agent.ready;
       assert.match(
         logs.join('\n'),
-        /warm-up: \/bin\/true ran through the handler \(JSON, protobuf\) in \d+ ms/,
+        /warm-up: \/bin\/true ran through the handler \(JSON, protobuf\), \/init over a throwaway state, in \d+ ms/,
+      );
+      // The /init of the warm-up (answered 204, else the line above says it failed) set up a
+      // throwaway state: the agent's is as it started, still waiting for the bootstrap token.
+      assert.deepEqual(
+        {
+          token: agent.state.accessToken,
+          bootstrap: agent.state.bootstrapTokenSha256,
+          env: agent.state.envVars,
+          lastInit: agent.state.lastInitMs,
+        },
+        { token: undefined, bootstrap, env: {}, lastInit: 0 },
       );
       assert.deepEqual(
         readdirSync(run).filter((f) => f.startsWith('warm-')),
@@ -118,7 +138,7 @@ describe('the agent warm-up', { timeout: 60_000 }, () => {
     );
     await assert.rejects(
       warmUp({ dir, user: 'root', timeoutMs: 300, rpc: () => undefined }),
-      /the warm-up command did not end in time/,
+      /the warm-up's \/process.Process\/Start did not end in time/,
     );
     assert.deepEqual(readdirSync(dir), []);
   });

@@ -11,6 +11,7 @@
  * which exists only for the warm-up: no other process can send it anything, and the agent's
  * token check (which the warm-up has no token for) is not on that path.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
@@ -20,6 +21,11 @@ import { StartRequestSchema, StartResponseSchema } from '../core/envd/process/pr
 export interface WarmUpOpts {
   /** The agent's Connect handler (the one its port serves, so the same code gets compiled). */
   rpc: (req: IncomingMessage, res: ServerResponse) => void;
+  /**
+   * The agent's /init handler over a throwaway state (see `warmInit`), and the token that state
+   * takes; unset: no /init in the warm-up.
+   */
+  init?: { handle: (req: IncomingMessage, res: ServerResponse) => void; token: string };
   /** A directory only root may enter (made if missing); the socket goes in a fresh one below it. */
   dir: string;
   /** The user the command runs as (the agent's default user, as most commands do). */
@@ -81,7 +87,8 @@ export async function warmUp(o: WarmUpOpts): Promise<void> {
   const dir = mkdtempSync(join(o.dir, 'warm-'));
   const socketPath = join(dir, 'sock');
   const server = createServer((req, res) => {
-    o.rpc(req, res);
+    if (req.url === '/init' && o.init) o.init.handle(req, res);
+    else o.rpc(req, res);
   });
   try {
     await new Promise<void>((resolve, reject) => {
@@ -100,6 +107,13 @@ export async function warmUp(o: WarmUpOpts): Promise<void> {
           `the warm-up command (${format}) answered ${String(bytes.status)}: ${ok === true ? '' : ok} ${bytes.body.toString('utf8', 0, 200)}`.trim(),
         );
     }
+    if (o.init) {
+      const init = await send(socketPath, '/init', initRequest(o.init.token), o);
+      if (init.status !== 204)
+        throw new Error(
+          `the warm-up /init answered ${String(init.status)}: ${init.body.toString('utf8', 0, 200)}`,
+        );
+    }
   } finally {
     server.close();
     server.closeAllConnections();
@@ -107,26 +121,52 @@ export async function warmUp(o: WarmUpOpts): Promise<void> {
   }
 }
 
+/**
+ * The warm-up's /init: every field kilnd sends (a token, env, the time, an entropy seed), with
+ * the time now, so the throwaway state's handler runs every step but setting the clock.
+ */
+function initRequest(token: string): { headers: Record<string, string>; body: Buffer } {
+  const body = Buffer.from(
+    JSON.stringify({
+      accessToken: randomBytes(24).toString('hex'),
+      envVars: { KILN_WARM_UP: '1' },
+      timestamp: new Date().toISOString(),
+      entropySeed: randomBytes(64).toString('base64'),
+    }),
+  );
+  return { headers: { 'content-type': 'application/json', 'x-access-token': token }, body };
+}
+
 /** One Start request over `socketPath`: its status and the stream's bytes. */
-function post(
+function post(socketPath: string, format: Format, body: Buffer, o: WarmUpOpts): Promise<Answer> {
+  const headers = {
+    'content-type': `application/connect+${format}`,
+    'connect-protocol-version': '1',
+    authorization: `Basic ${Buffer.from(`${o.user}:`).toString('base64')}`,
+  };
+  return send(socketPath, '/process.Process/Start', { headers, body }, o);
+}
+
+interface Answer {
+  status: number;
+  body: Buffer;
+}
+
+/** One POST over `socketPath`: its status and the answer's bytes. */
+function send(
   socketPath: string,
-  format: Format,
-  body: Buffer,
+  path: string,
+  r: { headers: Record<string, string>; body: Buffer },
   o: WarmUpOpts,
-): Promise<{ status: number; body: Buffer }> {
+): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = request(
       {
         socketPath,
         method: 'POST',
-        path: '/process.Process/Start',
+        path,
         timeout: o.timeoutMs ?? 30_000,
-        headers: {
-          'content-type': `application/connect+${format}`,
-          'connect-protocol-version': '1',
-          authorization: `Basic ${Buffer.from(`${o.user}:`).toString('base64')}`,
-          'content-length': body.length,
-        },
+        headers: { ...r.headers, 'content-length': r.body.length },
       },
       (res) => {
         const chunks: Buffer[] = [];
@@ -137,8 +177,8 @@ function post(
         res.on('error', reject);
       },
     );
-    req.on('timeout', () => req.destroy(new Error('the warm-up command did not end in time')));
+    req.on('timeout', () => req.destroy(new Error(`the warm-up's ${path} did not end in time`)));
     req.on('error', reject);
-    req.end(body);
+    req.end(r.body);
   });
 }
