@@ -95,3 +95,65 @@ describe('/init entropy seed (guest agent)', () => {
     );
   });
 });
+
+describe('/init reseed and clock set (guest agent)', () => {
+  it('asks the helper for both at once, answers after both, logs the clock line after the answer', async () => {
+    const calls: string[] = [];
+    const release: (() => void)[] = [];
+    const held = <T>(what: string, v: T) =>
+      new Promise<T>((r) => {
+        calls.push(what);
+        release.push(() => {
+          r(v);
+        });
+      });
+    const clock = {
+      reseed: () => held('reseed', 'reseeded' as const),
+      set: () => held('set', 'helper' as const),
+    } as unknown as ClockSetter;
+    const state: AgentState = {
+      accessToken: undefined,
+      bootstrapTokenSha256: undefined,
+      envVars: {},
+      defaultUser: 'root',
+      defaultWorkdir: undefined,
+      lastInitMs: 0,
+    };
+    const logs: string[] = [];
+    const server = createServer(
+      (req, res) =>
+        void handleInit(req, res, { state, auth: new AgentAuth(state), clock, log: (l) => logs.push(l) }),
+    );
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      let answered = false;
+      const res = fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/init`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          entropySeed: randomBytes(32).toString('base64'),
+          // An hour behind: the guest's clock is off, so it is set.
+          timestamp: new Date(Date.now() - 3_600_000).toISOString(),
+        }),
+      }).then((r) => {
+        answered = true;
+        return r;
+      });
+      for (let i = 0; i < 200 && calls.length < 2; i++) await new Promise((r) => setTimeout(r, 5));
+      assert.deepEqual(calls, ['reseed', 'set'], 'both asked before either answered');
+      assert.equal(answered, false);
+      assert.deepEqual(logs, []);
+      for (const r of release) r();
+      const r = await res;
+      assert.equal(r.status, 204);
+      assert.equal(r.headers.get('x-kiln-entropy'), 'reseeded');
+      assert.match(logs.join('\n'), /^clock set from \/init by helper \(was 36\d{5} ms off\)$/);
+    } finally {
+      await new Promise<void>((r) =>
+        server.close(() => {
+          r();
+        }),
+      );
+    }
+  });
+});

@@ -58,11 +58,16 @@ export async function handleInit(req: IncomingMessage, res: ServerResponse, d: I
       return;
     }
   }
-  const entropy = seed ? await reseed(seed, d) : undefined;
+  // Both go to the clock helper at once (it answers in order): one wake-up of it, not two.
+  const [entropy, clockSet] = await Promise.all([
+    seed ? reseed(seed, d) : undefined,
+    Number.isFinite(ts) ? takeHostTime(ts, d) : undefined,
+  ]);
   applyInit(d.state, body);
-  if (Number.isFinite(ts)) await takeHostTime(ts, d);
   res.writeHead(204, { 'x-envd-version': ENVD_VERSION, ...(entropy ? { 'x-kiln-entropy': entropy } : {}) });
   res.end();
+  // After the answer: the agent's log is the serial console, slow to write under TCG.
+  if (clockSet) d.log(clockSet);
 }
 
 /** The seed's bytes: base64 of 32 to 256 bytes (the message never quotes it). */
@@ -101,13 +106,15 @@ function applyInit(state: AgentState, body: InitBody): void {
   if (body.defaultWorkdir) state.defaultWorkdir = body.defaultWorkdir;
 }
 
-/** Records the host's time and, when the guest's clock is off, sets it. */
-async function takeHostTime(ts: number, d: InitDeps): Promise<void> {
+/**
+ * Records the host's time and, when the guest's clock is off, sets it; says how, for the log
+ * (undefined: it was not off).
+ */
+async function takeHostTime(ts: number, d: InitDeps): Promise<string | undefined> {
   d.state.lastInitMs = ts;
   const skew = Date.now() - ts;
   // A restored snapshot wakes with the clock it was saved with: set it from the host's.
-  if (d.clock && (skew < -50 || skew > 5000)) {
-    const how = await d.clock.set(ts);
-    d.log(`clock set from /init by ${how} (was ${skew} ms off)`);
-  }
+  if (!d.clock || (skew >= -50 && skew <= 5000)) return undefined;
+  const how = await d.clock.set(ts);
+  return `clock set from /init by ${how} (was ${skew} ms off)`;
 }
