@@ -13,6 +13,16 @@ import type { ClockSetter, EntropyResult } from './clock.ts';
 import { handleInit } from './init.ts';
 import type { AgentState } from './state.ts';
 
+/** An agent's state before its first /init, with no bootstrap token (anyone may /init). */
+const freshState = (): AgentState => ({
+  accessToken: undefined,
+  bootstrapTokenSha256: undefined,
+  envVars: {},
+  defaultUser: 'root',
+  defaultWorkdir: undefined,
+  lastInitMs: 0,
+});
+
 describe('/init entropy seed (guest agent)', () => {
   const logs: string[] = [];
   const seeds: Buffer[] = [];
@@ -21,14 +31,7 @@ describe('/init entropy seed (guest agent)', () => {
   let base = '';
   let state: AgentState;
   before(async () => {
-    state = {
-      accessToken: undefined,
-      bootstrapTokenSha256: undefined,
-      envVars: {},
-      defaultUser: 'root',
-      defaultWorkdir: undefined,
-      lastInitMs: 0,
-    };
+    state = freshState();
     // The root helper as /init sees it (the real one does ioctls: covered in test/integration).
     const clock = {
       reseed: (b: Buffer) => {
@@ -111,14 +114,7 @@ describe('/init reseed and clock set (guest agent)', () => {
       reseed: () => held('reseed', 'reseeded' as const),
       set: () => held('set', 'helper' as const),
     } as unknown as ClockSetter;
-    const state: AgentState = {
-      accessToken: undefined,
-      bootstrapTokenSha256: undefined,
-      envVars: {},
-      defaultUser: 'root',
-      defaultWorkdir: undefined,
-      lastInitMs: 0,
-    };
+    const state = freshState();
     const logs: string[] = [];
     const server = createServer(
       (req, res) =>
