@@ -4,7 +4,7 @@ import { KilnError } from '../../core/errors.ts';
 import { newId } from '../../core/ids.ts';
 import { OPEN_NETWORK } from '../../core/network-policy.ts';
 import { admit } from '../admission.ts';
-import { waitGuestReady } from '../guest-client.ts';
+import { waitGuestReady, type GuestClient } from '../guest-client.ts';
 import { OpRun } from '../journal.ts';
 import { restoreSpec } from '../sandbox/boot.ts';
 import type { ServiceContext } from '../sandbox/context.ts';
@@ -41,12 +41,14 @@ export async function fillOne(
     run.step('vm', { action: 'kill-vm', vmId: rec.id });
     const info = await startVm(sc, spec, OPEN_NETWORK.egress, run);
     const base = agentUrl(info);
-    await waitGuestReady(sc.guest({ baseUrl: base }), {
+    // One client for /health and the warm-up's /init: the same connection, as a create does.
+    const boot = sc.guest({ baseUrl: base });
+    await waitGuestReady(boot, {
       what: `${base}/health`,
       timeoutMs: sc.readyTimeoutMs ?? 60_000,
       alive: async () => (await sc.driver.status(rec.id)).state !== 'stopped',
     });
-    await warmUp(sc, base, snap, memberToken(snap, rec.id));
+    await warmUp(sc, boot, base, snap, memberToken(snap, rec.id));
     run.step('guest ready', { action: 'none' });
     // A drain (template deleted, memory pressure) may have removed the record meanwhile:
     // `not_found` here unwinds the fill, so its VM goes too.
@@ -82,11 +84,12 @@ export function memberToken(snap: SnapshotRecord, id: string): string {
  */
 async function warmUp(
   sc: ServiceContext,
+  boot: GuestClient,
   baseUrl: string,
   snap: SnapshotRecord,
   token: string,
 ): Promise<void> {
-  await sc.guest({ baseUrl }).init(
+  await boot.init(
     {
       accessToken: token,
       timestamp: new Date(sc.now()).toISOString(),
