@@ -187,7 +187,8 @@ async function writeOne(
 
 /**
  * Refuses an upload larger than the free space before a byte is read (answering 507 and closing
- * the connection): draining a 1 GB body only to answer 507 would take minutes under emulation.
+ * the connection, `lingeringClose`): draining a 1 GB body only to answer 507 would take minutes
+ * under emulation.
  */
 async function refusedForSpace(
   req: IncomingMessage,
@@ -204,9 +205,24 @@ async function refusedForSpace(
   res.setHeader('connection', 'close');
   sendError(res, 507, `not enough disk space: the upload is ${declared} bytes, ${free} are free`);
   res.on('finish', () => {
-    req.socket.destroySoon();
+    lingeringClose(req);
   });
   return true;
+}
+
+/** How long a refused upload's connection keeps reading (and dropping) its body (ms). */
+const LINGER_MS = 2000;
+
+/**
+ * Closes the connection of a request whose answer is sent but whose body was not read: half
+ * close (FIN), then read and drop what still comes for LINGER_MS before the socket goes. A close
+ * with unread data resets the connection, and a reset can make the peer (the envd proxy, still
+ * sending the body) drop the answer it had not read yet, so the client got a 502, not the 507.
+ */
+function lingeringClose(req: IncomingMessage): void {
+  req.resume();
+  req.socket.end();
+  setTimeout(() => req.socket.destroy(), LINGER_MS).unref();
 }
 
 interface PartsOpts {
