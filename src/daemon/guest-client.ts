@@ -449,31 +449,3 @@ function execFailure(e: unknown, cmd: string, idleMs: number | undefined, timeou
     cause: e,
   });
 }
-
-/**
- * Waits until a restored guest's agent answers `/health` on `guest`'s connection, which the
- * `/init` that follows reuses. One attempt keeps its place for up to `attemptTimeoutMs` (a busy
- * guest serves connections in turn; giving up early and reconnecting would start at the back of
- * the queue again); `alive` is asked between attempts (false: the VM died, stop at once).
- */
-export async function waitGuestReady(
-  guest: GuestClient,
-  o: { timeoutMs: number; alive: () => Promise<boolean>; attemptTimeoutMs?: number; what: string },
-): Promise<number> {
-  const t0 = Date.now();
-  let last: string;
-  for (;;) {
-    const left = o.timeoutMs - (Date.now() - t0);
-    try {
-      await guest.health(Math.max(1000, Math.min(left, o.attemptTimeoutMs ?? 20_000)));
-      return Date.now() - t0;
-    } catch (e) {
-      last = (e as Error).message;
-    }
-    if (!(await o.alive()))
-      throw new KilnError('guest_agent_error', `the VM died before ${o.what} answered (last: ${last})`);
-    if (Date.now() - t0 >= o.timeoutMs)
-      throw new KilnError('timeout', `${o.what} did not answer within ${o.timeoutMs} ms (last: ${last})`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}

@@ -142,4 +142,32 @@ describe('the agent warm-up', { timeout: 60_000 }, () => {
     );
     assert.deepEqual(readdirSync(dir), []);
   });
+
+  it('a command stream kept alive forever ends at the overall deadline; no socket is left', async () => {
+    const dir = join(base, 'forever');
+    const timers: NodeJS.Timeout[] = [];
+    const t0 = Date.now();
+    await assert.rejects(
+      warmUp({
+        dir,
+        user: 'root',
+        // Silence would end it in 300 ms; a keep-alive every 50 ms never lets it.
+        timeoutMs: 300,
+        deadlineMs: 1000,
+        rpc: (_req, res) => {
+          res.writeHead(200, { 'content-type': 'application/connect+json' });
+          timers.push(
+            setInterval(() => {
+              res.write(Buffer.from([0, 0, 0, 0, 2, 123, 125]));
+            }, 50),
+          );
+        },
+      }),
+      /the warm-up did not end in time: \/process.Process\/Start was still running/,
+    );
+    for (const t of timers) clearInterval(t);
+    const took = Date.now() - t0;
+    assert.ok(took >= 1000 && took < 5000, `ended after ${took} ms`);
+    assert.deepEqual(readdirSync(dir), []);
+  });
 });

@@ -30,8 +30,21 @@ export interface WarmUpOpts {
   dir: string;
   /** The user the command runs as (the agent's default user, as most commands do). */
   user: string;
-  /** Per request (default 30 s). */
+  /** Per request, of silence (default 30 s). */
   timeoutMs?: number;
+  /**
+   * For the whole warm-up (default 60 s): a command stream that never ends (its keep-alives
+   * reset the per-request timeout) must not keep the agent from ever listening.
+   */
+  deadlineMs?: number;
+}
+
+/** What the requests of one warm-up share: the socket, limits and the overall deadline. */
+interface Conn {
+  socketPath: string;
+  user: string;
+  timeoutMs: number;
+  signal: AbortSignal;
 }
 
 type Format = 'json' | 'proto';
@@ -86,6 +99,13 @@ export async function warmUp(o: WarmUpOpts): Promise<void> {
   mkdirSync(o.dir, { recursive: true, mode: 0o700 });
   const dir = mkdtempSync(join(o.dir, 'warm-'));
   const socketPath = join(dir, 'sock');
+  const deadlineMs = o.deadlineMs ?? 60_000;
+  const c: Conn = {
+    socketPath,
+    user: o.user,
+    timeoutMs: o.timeoutMs ?? 30_000,
+    signal: AbortSignal.timeout(deadlineMs),
+  };
   const server = createServer((req, res) => {
     if (req.url === '/init' && o.init) o.init.handle(req, res);
     else o.rpc(req, res);
@@ -100,7 +120,7 @@ export async function warmUp(o: WarmUpOpts): Promise<void> {
         format === 'json'
           ? Buffer.from(JSON.stringify(COMMAND))
           : toBinary(StartRequestSchema, create(StartRequestSchema, COMMAND));
-      const bytes = await post(socketPath, format, envelope(body), o);
+      const bytes = await post(c, format, envelope(body));
       const ok = streamEnded(bytes.body, format);
       if (bytes.status !== 200 || ok !== true)
         throw new Error(
@@ -108,7 +128,7 @@ export async function warmUp(o: WarmUpOpts): Promise<void> {
         );
     }
     if (o.init) {
-      const init = await send(socketPath, '/init', initRequest(o.init.token), o);
+      const init = await send(c, '/init', initRequest(o.init.token));
       if (init.status !== 204)
         throw new Error(
           `the warm-up /init answered ${String(init.status)}: ${init.body.toString('utf8', 0, 200)}`,
@@ -137,14 +157,14 @@ function initRequest(token: string): { headers: Record<string, string>; body: Bu
   return { headers: { 'content-type': 'application/json', 'x-access-token': token }, body };
 }
 
-/** One Start request over `socketPath`: its status and the stream's bytes. */
-function post(socketPath: string, format: Format, body: Buffer, o: WarmUpOpts): Promise<Answer> {
+/** One Start request: its status and the stream's bytes. */
+function post(c: Conn, format: Format, body: Buffer): Promise<Answer> {
   const headers = {
     'content-type': `application/connect+${format}`,
     'connect-protocol-version': '1',
-    authorization: `Basic ${Buffer.from(`${o.user}:`).toString('base64')}`,
+    authorization: `Basic ${Buffer.from(`${c.user}:`).toString('base64')}`,
   };
-  return send(socketPath, '/process.Process/Start', { headers, body }, o);
+  return send(c, '/process.Process/Start', { headers, body });
 }
 
 interface Answer {
@@ -152,20 +172,19 @@ interface Answer {
   body: Buffer;
 }
 
-/** One POST over `socketPath`: its status and the answer's bytes. */
-function send(
-  socketPath: string,
-  path: string,
-  r: { headers: Record<string, string>; body: Buffer },
-  o: WarmUpOpts,
-): Promise<Answer> {
+/** One POST over the warm-up's socket: its status and the answer's bytes. */
+function send(c: Conn, path: string, r: { headers: Record<string, string>; body: Buffer }): Promise<Answer> {
   return new Promise((resolve, reject) => {
+    if (c.signal.aborted) {
+      reject(new Error(`the warm-up did not end in time: ${path} not sent`));
+      return;
+    }
     const req = request(
       {
-        socketPath,
+        socketPath: c.socketPath,
         method: 'POST',
         path,
-        timeout: o.timeoutMs ?? 30_000,
+        timeout: c.timeoutMs,
         headers: { ...r.headers, 'content-length': r.body.length },
       },
       (res) => {
@@ -178,6 +197,13 @@ function send(
       },
     );
     req.on('timeout', () => req.destroy(new Error(`the warm-up's ${path} did not end in time`)));
+    const onAbort = (): void => {
+      req.destroy(new Error(`the warm-up did not end in time: ${path} was still running`));
+    };
+    c.signal.addEventListener('abort', onAbort, { once: true });
+    req.on('close', () => {
+      c.signal.removeEventListener('abort', onAbort);
+    });
     req.on('error', reject);
     req.end(r.body);
   });

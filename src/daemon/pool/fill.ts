@@ -4,7 +4,9 @@ import { KilnError } from '../../core/errors.ts';
 import { newId } from '../../core/ids.ts';
 import { OPEN_NETWORK } from '../../core/network-policy.ts';
 import { admit } from '../admission.ts';
-import { waitGuestReady, type GuestClient } from '../guest-client.ts';
+import { CONSOLE_LINES } from '../console.ts';
+import type { GuestClient } from '../guest-client.ts';
+import { waitGuestReady } from '../guest-ready.ts';
 import { OpRun } from '../journal.ts';
 import { restoreSpec } from '../sandbox/boot.ts';
 import type { ServiceContext } from '../sandbox/context.ts';
@@ -47,6 +49,7 @@ export async function fillOne(
       what: `${base}/health`,
       timeoutMs: sc.readyTimeoutMs ?? 60_000,
       alive: async () => (await sc.driver.status(rec.id)).state !== 'stopped',
+      consoleTail: () => sc.driver.consoleTail(rec.id, CONSOLE_LINES),
     });
     await warmUp(sc, boot, base, snap, memberToken(snap, rec.id));
     run.step('guest ready', { action: 'none' });

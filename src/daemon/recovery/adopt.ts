@@ -1,5 +1,5 @@
 import { KilnError } from '../../core/errors.ts';
-import { CONSOLE_LINES, consoleExcerpt, exitReason } from '../liveness.ts';
+import { CONSOLE_LINES, consoleExcerpt, exitReason } from '../console.ts';
 import type { ServiceContext } from '../sandbox/context.ts';
 import { killVm } from '../sandbox/vm.ts';
 import { LIVE } from '../sandbox/types.ts';

@@ -7,7 +7,9 @@ import { BOOTSTRAP_KERNEL_ARG, tokenSha256 } from '../../core/envd-auth.ts';
 import type { EgressRules } from '../../core/network-policy.ts';
 import { KilnError } from '../../core/errors.ts';
 import type { VmSpec } from '../../vmm/driver.ts';
-import { waitGuestReady, type GuestClient } from '../guest-client.ts';
+import { CONSOLE_LINES } from '../console.ts';
+import type { GuestClient } from '../guest-client.ts';
+import { waitGuestReady } from '../guest-ready.ts';
 import type { OpRun } from '../journal.ts';
 import { agentUrl, startVm } from './vm.ts';
 import { artifactPath, type ServiceContext } from './context.ts';
@@ -57,6 +59,7 @@ export async function bootFrom(
     // A cold boot (filesystem-only pause) runs the kernel and init first: minutes under TCG.
     timeoutMs: sc.readyTimeoutMs ?? (spec.restore ? 60_000 : COLD_BOOT_READY_MS),
     alive: async () => (await sc.driver.status(id)).state !== 'stopped',
+    consoleTail: () => sc.driver.consoleTail(id, CONSOLE_LINES),
   });
   const tReady = performance.now();
   const entropy = await initGuest(sc, id, guest, snap, g, ctx);
