@@ -140,6 +140,11 @@ export interface SnapshotRecord {
   guestToken: string | null;
   /** How long the source's vCPUs were stopped to take it (ms); null for templates. */
   pauseMs: number | null;
+  /**
+   * The machine revision its memory was saved from (vmm/driver.ts `MACHINE_REVISION`): a restore
+   * builds that machine. A cold boot of its disk (a filesystem-only pause) uses the newest.
+   */
+  machine: number;
   createdAt: string;
   /**
    * The API key it belongs to (the one that took it, or its sandbox's); only that key and admin

@@ -35,6 +35,8 @@ export interface ArchiveManifest {
     memoryMiB: number;
     vcpus: number;
     guestToken: string | null;
+    /** The machine revision its memory was saved from; absent in archives of older kilnds: legacy. */
+    machine?: number;
     templateName: string;
     imageKey: string;
     createdAt: string;

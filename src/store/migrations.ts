@@ -210,4 +210,9 @@ export const MIGRATIONS: readonly string[] = [
     used_at     TEXT NOT NULL
   ) STRICT;
   `,
+  // 13: the machine revision each snapshot's memory was saved from (vmm/driver.ts
+  // MACHINE_REVISION): snapshots taken before revisions are of the legacy machine (1), with the PIT.
+  `
+  ALTER TABLE snapshots ADD COLUMN machine INTEGER NOT NULL DEFAULT 1 CHECK (machine >= 1);
+  `,
 ];

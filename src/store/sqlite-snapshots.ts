@@ -57,8 +57,8 @@ export function deleteTemplate(db: Db, id: string): void {
 export function insertSnapshot(db: Db, s: SnapshotRecord): void {
   try {
     db.q(
-      `INSERT INTO snapshots (id, name, kind, sandbox_id, template_id, memory_mib, vcpus, parent_id, artifacts, guest_token, pause_ms, created_at, owner_key_id, deleted_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO snapshots (id, name, kind, sandbox_id, template_id, memory_mib, vcpus, parent_id, artifacts, guest_token, pause_ms, machine, created_at, owner_key_id, deleted_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ).run(
       s.id,
       s.name,
@@ -71,6 +71,7 @@ export function insertSnapshot(db: Db, s: SnapshotRecord): void {
       JSON.stringify(s.artifacts),
       s.guestToken,
       s.pauseMs,
+      s.machine,
       s.createdAt,
       s.ownerKeyId,
       s.deletedAt,
@@ -99,6 +100,7 @@ function snapshotRow(r: Row): SnapshotRecord {
     artifacts: JSON.parse(str(r['artifacts'])) as SnapshotRecord['artifacts'],
     guestToken: optStr(r['guest_token']),
     pauseMs: r['pause_ms'] === null || r['pause_ms'] === undefined ? null : num(r['pause_ms']),
+    machine: num(r['machine']),
     createdAt: str(r['created_at']),
     ownerKeyId: optStr(r['owner_key_id']),
     deletedAt: optStr(r['deleted_at']),

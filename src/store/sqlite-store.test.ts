@@ -193,6 +193,19 @@ test('a full disk (SQLITE_FULL on a tiny tmpfs) fails the write as no_space; the
   }
 });
 
+test('migration 13: snapshots made before it are of the legacy machine; new ones keep theirs', () => {
+  const { path, raw } = before('v12.db', 'ADD COLUMN machine');
+  raw.exec(
+    `INSERT INTO snapshots (id, name, kind, template_id, memory_mib, vcpus, artifacts, created_at) VALUES ('snap-old', NULL, 'snapshot', 'tpl-1', 512, 1, '[]', 't')`,
+  );
+  raw.close();
+  const s = new SqliteStore(path);
+  assert.equal(s.getSnapshot('snap-old').machine, 1);
+  s.insertSnapshot({ ...s.getSnapshot('snap-old'), id: 'snap-new', machine: 2 });
+  assert.equal(s.getSnapshot('snap-new').machine, 2);
+  s.close();
+});
+
 test('migration 7: sandboxes made before it have open rules with their own internet flag, and no traffic token', () => {
   const { path, raw } = before('v6.db', 'ADD COLUMN traffic_token');
   oldSandbox(raw, 'sbx-open', 'running');

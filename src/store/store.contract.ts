@@ -80,6 +80,7 @@ export const snapshot = (o: Partial<SnapshotRecord> = {}): SnapshotRecord => ({
   artifacts: [{ kind: 'memory', path: 'mem', size: 10, sha256: 'a'.repeat(64) }],
   guestToken: null,
   pauseMs: null,
+  machine: 2,
   createdAt: T0,
   ownerKeyId: null,
   deletedAt: null,

@@ -17,6 +17,17 @@ import { GUEST_AGENT_PORT } from '../core/validate.ts';
 
 export type VmState = 'running' | 'paused' | 'stopped';
 
+/**
+ * The machine a VM is built as (its devices). A restore must use the machine its snapshot was
+ * saved with, so each snapshot records it (`VmInfo.machine`); new VMs get the newest.
+ * 1: microvm with the legacy PIT (before 2026-12). 2: without it: the guest kernel keeps time with
+ * the local APIC and the TSC and never uses the PIT, which the firmware leaves counting, so the
+ * VMM woke 36 times a second to waggle its masked IRQ (most of an idle TCG VMM's CPU).
+ */
+export const MACHINE_REVISION = 2;
+/** The machine of VMs, records and snapshots that predate machine revisions. */
+export const LEGACY_MACHINE = 1;
+
 /** The guest port the guest agent (envd) listens on; every driver exposes it as `VmInfo.agent`. */
 export const AGENT_PORT = GUEST_AGENT_PORT;
 
@@ -98,6 +109,8 @@ export interface VmSpec {
    * pause's cold boot, whose sandbox may be snapshotted later). Needs `cowRamSharing`.
    */
   privateRamFile?: string;
+  /** The machine revision (default `MACHINE_REVISION`); a restore must give its snapshot's. */
+  machine?: number;
   /** Restore from a saved memory snapshot instead of booting (needs `memorySnapshots`). */
   restore?: {
     snapshot: MemorySnapshot;
@@ -154,6 +167,8 @@ export interface VmInfo {
   state: VmState;
   pid: number;
   accel: 'kvm' | 'tcg';
+  /** The machine revision it runs as (what a snapshot of it records). */
+  machine: number;
   /**
    * Where the host reaches the guest agent (the QEMU driver forwards it on a loopback address of
    * its own, which kilnd's port guard keeps to its own uid).

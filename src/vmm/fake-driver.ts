@@ -12,6 +12,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import {
   AGENT_PORT,
+  MACHINE_REVISION,
   type DiskLayers,
   type Endpoint,
   type OpOpts,
@@ -154,14 +155,20 @@ export class FakeDriver implements VmmDriver {
     if (spec.boot.kernel.includes('missing'))
       throw new KilnError('not_found', `kernel ${spec.boot.kernel} does not exist`);
     if (this.#vms.has(spec.id)) throw new KilnError('already_exists', `VM ${spec.id} already exists`);
-    if (spec.restore)
-      await readFile(spec.restore.snapshot.stateFile).catch((e: unknown) => {
+    if (spec.restore) {
+      const saved = await readFile(spec.restore.snapshot.stateFile, 'utf8').catch((e: unknown) => {
         throw new KilnError(
           'not_found',
           `restore.snapshot.stateFile ${spec.restore?.snapshot.stateFile} does not exist`,
           { cause: e },
         );
       });
+      // As QEMU: state saved from one machine does not load into another (its devices differ).
+      const from = (JSON.parse(saved.startsWith('{') ? saved : '{}') as { machine?: number }).machine;
+      const to = spec.machine ?? MACHINE_REVISION;
+      if (from !== undefined && from !== to)
+        throw new KilnError('driver_error', `the state was saved from machine revision ${from}, not ${to}`);
+    }
     if (spec.ramFile && !spec.restore?.snapshot.ramFile)
       await writeFile(spec.ramFile, `fake RAM of ${spec.id}`);
     const servers: Server[] = [];
@@ -177,6 +184,7 @@ export class FakeDriver implements VmmDriver {
       state: spec.restore?.paused ? 'paused' : 'running',
       pid: this.#nextPid++,
       accel: 'tcg',
+      machine: spec.machine ?? MACHINE_REVISION,
       agent: endpoints[AGENT_PORT] ?? { host: '127.0.0.1', port: 0 },
       endpoints,
       dir: `/fake/${spec.id}`,
@@ -274,7 +282,7 @@ export class FakeDriver implements VmmDriver {
     if (vm.info.state === 'stopped')
       throw new KilnError('invalid_state', `VM ${id} is stopped; saving needs running or paused`);
     vm.info.state = 'paused';
-    const body = JSON.stringify({ fake: true, id });
+    const body = JSON.stringify({ fake: true, id, machine: vm.info.machine });
     await writeFile(stateFile, body);
     return { pauseMs: 0, bytes: body.length };
   }

@@ -7,6 +7,7 @@ import { KilnError, invalidArgument } from '../../core/errors.ts';
 import { writeFileAtomic } from '../../core/fs-atomic.ts';
 import { newId } from '../../core/ids.ts';
 import { validateMemoryMiB, validateName, validateVcpus } from '../../core/validate.ts';
+import { LEGACY_MACHINE, MACHINE_REVISION } from '../../vmm/driver.ts';
 import { OpRun } from '../journal.ts';
 import {
   ARCHIVE_FILES,
@@ -54,6 +55,7 @@ export async function exportSnapshot(
         memoryMiB: snap.memoryMiB,
         vcpus: snap.vcpus,
         guestToken: snap.guestToken,
+        machine: snap.machine,
         templateName: tpl.name,
         imageKey: tpl.imageKey,
         createdAt: snap.createdAt,
@@ -129,6 +131,7 @@ export async function importSnapshot(
       artifacts: m.files,
       guestToken: m.snapshot.guestToken,
       pauseMs: null,
+      machine: importedMachine(m),
       createdAt: new Date(sc.now()).toISOString(),
       // Imported through the native API: admin keys only.
       ownerKeyId: null,
@@ -145,9 +148,27 @@ export async function importSnapshot(
   }
 }
 
+/** The machine revision an imported snapshot restores on (absent: an archive from before revisions). */
+function importedMachine(m: ArchiveManifest): number {
+  const v: unknown = m.snapshot.machine;
+  if (v === undefined) return LEGACY_MACHINE;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < LEGACY_MACHINE)
+    throw invalidArgument(
+      'machine',
+      `the manifest's machine revision must be an integer >= ${LEGACY_MACHINE}, got ${JSON.stringify(v)}`,
+    );
+  if (v > MACHINE_REVISION)
+    throw invalidArgument(
+      'machine',
+      `the snapshot was saved on machine revision ${v}, newer than this kiln's ${MACHINE_REVISION}: import it with a newer kiln`,
+    );
+  return v;
+}
+
 /** The manifest's snapshot: valid id, resources and name, neither taken here. Resolves with the id. */
 function checkImportedManifest(sc: ServiceContext, m: ArchiveManifest): string {
   const id = validateName('snapshot id', m.snapshot.id);
+  importedMachine(m);
   validateMemoryMiB(m.snapshot.memoryMiB);
   validateVcpus(m.snapshot.vcpus);
   if (m.snapshot.name !== null) assertSnapshotNameFree(sc, validateName('name', m.snapshot.name));

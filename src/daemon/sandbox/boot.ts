@@ -138,6 +138,7 @@ export async function restoreSpec(
   if (!cold)
     return {
       ...base,
+      machine: snap.machine,
       boot: { kernel: image.kernel, initrd: image.initrd, rootfs: image.rootfs },
       restore: { snapshot: { stateFile: need('state'), ramFile: need('memory') } },
     };

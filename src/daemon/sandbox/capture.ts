@@ -79,6 +79,8 @@ export function beginCapture(
  * state and RAM into it; the source stays paused. Resolves with when the vCPUs stopped.
  */
 export async function saveFullState(sc: ServiceContext, c: Capture): Promise<number> {
+  // The machine the state is saved from is the one every restore of it must build.
+  c.meta.machine = (await sc.driver.status(c.sandboxId)).machine;
   await mkdir(c.dir, { recursive: true });
   c.run.step('snapshot dir', { action: 'remove-path', path: c.dir });
   await writeFileAtomic(join(c.dir, META_FILE), JSON.stringify(c.meta, null, 2));

@@ -5,6 +5,7 @@ import type { ArtifactRecord, SnapshotRecord } from '../../core/domain.ts';
 import { ARCHIVE_FILES, artifact } from '../snapshot-archive.ts';
 import { snapDir, type ServiceContext } from './context.ts';
 import { CLOSED_EGRESS } from '../networks.ts';
+import { LEGACY_MACHINE } from '../../vmm/driver.ts';
 import { killVm, startVm } from './vm.ts';
 import { DISK_LAYER, FULL_STATE, snapshotArtifacts, type SnapshotMeta } from './snapshot-files.ts';
 
@@ -43,6 +44,7 @@ export async function completeSnapshot(sc: ServiceContext, meta: SnapshotMeta): 
     artifacts,
     guestToken: meta.guestToken,
     pauseMs: meta.pauseMs,
+    machine: meta.machine ?? LEGACY_MACHINE,
     createdAt: new Date(sc.now()).toISOString(),
     ownerKeyId: meta.ownerKeyId ?? null,
     deletedAt: null,
@@ -96,6 +98,7 @@ async function moveRamToMemoryFile(
         id: helper,
         boot: { kernel: image.kernel, initrd: image.initrd, rootfs: image.rootfs },
         resources: { memoryMiB: meta.memoryMiB, vcpus: meta.vcpus },
+        machine: meta.machine ?? LEGACY_MACHINE,
         network: { kind: 'restricted' },
         diskLayer: join(dir, DISK_LAYER),
         // The full state's RAM is loaded into a new RAM file, then saved again without it.

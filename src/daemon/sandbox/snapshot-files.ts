@@ -22,6 +22,8 @@ export interface SnapshotMeta {
   ownerKeyId?: string | null;
   /** A filesystem-only pause: the directory keeps the disk layer only (no state, no RAM). */
   filesystemOnly?: boolean;
+  /** The source VM's machine revision, set when its state is saved; absent in older directories: legacy. */
+  machine?: number;
 }
 
 export const META_FILE = 'snapshot.json';

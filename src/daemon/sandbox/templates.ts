@@ -35,7 +35,7 @@ export async function buildTemplate(
     const staging = join(sc.dataDir, 'snapshots', `.staging-${run.op.id}`);
     await mkdir(staging, { recursive: true });
     run.step('staging dir', { action: 'remove-path', path: staging });
-    const { bootstrap, pauseMs } = await bootAndSave(sc, run, image, res, staging);
+    const { bootstrap, pauseMs, machine } = await bootAndSave(sc, run, image, res, staging);
     const artifacts = await snapshotArtifacts(staging);
     const snapId =
       'snap-' +
@@ -45,7 +45,7 @@ export async function buildTemplate(
         .slice(0, 24);
     await rename(staging, snapDir(sc, snapId));
     run.step('snapshot dir', { action: 'remove-path', path: snapDir(sc, snapId) });
-    const tpl = recordTemplate(sc, run, { name, image, res, snapId, artifacts, bootstrap });
+    const tpl = recordTemplate(sc, run, { name, image, res, snapId, artifacts, bootstrap, machine });
     run.done();
     log.info({ snapshotId: snapId, pauseMs: Math.round(pauseMs) }, 'template built');
     return tpl;
@@ -65,7 +65,7 @@ async function bootAndSave(
   image: BootImage,
   res: Resources,
   staging: string,
-): Promise<{ bootstrap: string; pauseMs: number }> {
+): Promise<{ bootstrap: string; pauseMs: number; machine: number }> {
   const vmId = `tplbuild-${run.op.id.slice(3, 15)}`;
   run.step('template VM', { action: 'kill-vm', vmId });
   // The agent boots holding only this secret's hash (kernel command line): from its first
@@ -93,7 +93,7 @@ async function bootAndSave(
   });
   const saved = await sc.driver.saveState(vmId, join(staging, 'state'));
   await stopVm(sc, vmId, { keepOverlayAs: join(staging, 'disk.qcow2') });
-  return { bootstrap, pauseMs: saved.pauseMs };
+  return { bootstrap, pauseMs: saved.pauseMs, machine: info.machine };
 }
 
 /** Records the template's snapshot and the template (a rebuild keeps its id and owner). */
@@ -107,6 +107,7 @@ function recordTemplate(
     snapId: string;
     artifacts: ArtifactRecord[];
     bootstrap: string;
+    machine: number;
   },
 ): TemplateRecord {
   const existing = sc.store.listTemplates().find((t) => t.name === b.name);
@@ -133,6 +134,7 @@ function recordTemplate(
     artifacts: b.artifacts,
     guestToken: b.bootstrap,
     pauseMs: null,
+    machine: b.machine,
     createdAt: tpl.createdAt,
     ownerKeyId: null,
     deletedAt: null,

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { VmSpec } from '../driver.ts';
+import { LEGACY_MACHINE, MACHINE_REVISION, type VmSpec } from '../driver.ts';
 import { parseUsernetForwards, qemuArgs } from './args.ts';
 import { planVm } from './plan.ts';
 
@@ -26,7 +26,8 @@ const after = (args: string[], flag: string): string[] =>
 
 test('a TCG microvm with a bounded code cache, the TSC fix and a race-free agent forward', () => {
   const a = qemuArgs(spec, { ...base, accel: 'tcg' });
-  assert.deepEqual(after(a, '-M'), ['microvm,x-option-roms=off,rtc=on']);
+  // The newest machine has no legacy PIT (its idle timer woke QEMU 36 times a second).
+  assert.deepEqual(after(a, '-M'), ['microvm,x-option-roms=off,rtc=on,pit=off']);
   assert.deepEqual(after(a, '-accel'), ['tcg,tb-size=64']);
   assert.match(after(a, '-append')[0] ?? '', /tsc_early_khz=2445404/);
   // A tickless idle guest: a TSC clocksource the watchdog keeps, a local APIC timer with ARAT.
@@ -52,6 +53,21 @@ test('a TCG microvm with a bounded code cache, the TSC fix and a race-free agent
     'id=root,file=/r/vm-1/overlay.qcow2,format=qcow2,if=none,discard=unmap',
   ]);
   assert.ok(!a.join(' ').includes('rootfs.ext4'), 'the base image is only reached through the overlay');
+});
+
+test('a restore builds the machine its snapshot was saved from: the legacy one keeps the PIT', () => {
+  const legacy = planVm({ ...neutral, machine: LEGACY_MACHINE });
+  assert.equal(legacy.machine, 1);
+  assert.deepEqual(after(qemuArgs(legacy, { ...base, accel: 'tcg' }), '-M'), [
+    'microvm,x-option-roms=off,rtc=on',
+  ]);
+  assert.equal(planVm(neutral).machine, MACHINE_REVISION);
+  // A record written by a kilnd from before revisions has no `machine`: its VM is legacy.
+  const old = { ...spec };
+  delete old.machine;
+  assert.deepEqual(after(qemuArgs(old, { ...base, accel: 'tcg' }), '-M'), [
+    'microvm,x-option-roms=off,rtc=on',
+  ]);
 });
 
 test('KVM uses the host CPU; a restricted network and extra ports reach the netdev', () => {

@@ -1,3 +1,4 @@
+import { LEGACY_MACHINE } from '../driver.ts';
 import type { QemuVm } from './plan.ts';
 
 export interface QemuArgsOpts {
@@ -67,7 +68,10 @@ export function qemuArgs(spec: QemuVm, o: QemuArgsOpts): string[] {
         // broadcast timer (microvm has none) to go tickless, and stays on a 250 Hz periodic tick.
         ['-accel', `tcg,tb-size=${o.tcgCacheMiB}`, '-cpu', 'qemu64,+arat'];
   // Save and restore must agree on the machine: RAM backend, size and devices are built here only.
-  const machine = `microvm,x-option-roms=off,rtc=on${spec.memoryFile ? ',memory-backend=mem' : ''}`;
+  // Revision 2 has no legacy PIT (driver.ts MACHINE_REVISION); a VM of a record that predates
+  // revisions is legacy. The device set is part of the saved state: a restore builds its snapshot's.
+  const pit = (spec.machine ?? LEGACY_MACHINE) >= 2 ? ',pit=off' : '';
+  const machine = `microvm,x-option-roms=off,rtc=on${pit}${spec.memoryFile ? ',memory-backend=mem' : ''}`;
   const memory = spec.memoryFile
     ? [
         '-object',

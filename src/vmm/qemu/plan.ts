@@ -2,7 +2,7 @@ import { stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { KilnError, invalidArgument } from '../../core/errors.ts';
 import { validateMemoryMiB, validateName, validateVcpus } from '../../core/validate.ts';
-import { AGENT_PORT, type VmSpec } from '../driver.ts';
+import { AGENT_PORT, LEGACY_MACHINE, MACHINE_REVISION, type VmSpec } from '../driver.ts';
 import { hostMemoryMiB } from './host.ts';
 import { FILES } from './record.ts';
 
@@ -18,6 +18,8 @@ export interface QemuVm {
   kernelArgs?: string[];
   memoryMiB: number;
   vcpus: number;
+  /** The machine revision (see `MACHINE_REVISION`); absent in records of older kilnds: legacy. */
+  machine?: number;
   /** Guest TCP ports forwarded to the host; the agent's first. */
   guestPorts: number[];
   /** User-net `restrict=on`: no egress; the host forwards still work. */
@@ -56,6 +58,7 @@ export function planVm(spec: VmSpec): QemuVm {
     ...(spec.boot.kernelArgs ? { kernelArgs: spec.boot.kernelArgs } : {}),
     memoryMiB: spec.resources.memoryMiB,
     vcpus: spec.resources.vcpus,
+    machine: spec.machine ?? MACHINE_REVISION,
     guestPorts: ports,
     restrict: spec.network.kind === 'restricted',
     ...(spec.network.namespace ? { netns: { ...spec.network.namespace } } : {}),
@@ -86,6 +89,14 @@ export async function validateSpec(spec: VmSpec, runDir: string): Promise<void> 
   validateName('id', spec.id);
   validateMemoryMiB(spec.resources.memoryMiB);
   validateVcpus(spec.resources.vcpus);
+  if (
+    spec.machine !== undefined &&
+    !(Number.isInteger(spec.machine) && spec.machine >= LEGACY_MACHINE && spec.machine <= MACHINE_REVISION)
+  )
+    throw invalidArgument(
+      'machine',
+      `must be a machine revision from ${LEGACY_MACHINE} to ${MACHINE_REVISION}, got ${String(spec.machine)}`,
+    );
   const hostMem = hostMemoryMiB();
   if (hostMem > 0 && spec.resources.memoryMiB > hostMem)
     throw invalidArgument('memoryMiB', `${spec.resources.memoryMiB} MiB exceeds this host's ${hostMem} MiB`);

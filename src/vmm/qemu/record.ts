@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { KilnError } from '../../core/errors.ts';
 import { writeFileAtomic } from '../../core/fs-atomic.ts';
 import { validateName } from '../../core/validate.ts';
-import { AGENT_PORT, type Endpoint, type VmInfo, type VmState } from '../driver.ts';
+import { AGENT_PORT, LEGACY_MACHINE, type Endpoint, type VmInfo, type VmState } from '../driver.ts';
 import type { Accel } from './accel.ts';
 import { ioError, isAbsent, type HostIo } from './host-io.ts';
 import type { QemuVm } from './plan.ts';
@@ -84,6 +84,7 @@ export function infoOf(r: RunDir, rec: VmRecord, state: VmState, fault?: VmInfo[
     state,
     pid: rec.pid,
     accel: rec.accel,
+    machine: rec.spec.machine ?? LEGACY_MACHINE,
     agent: endpoints[AGENT_PORT] ?? { host, port: 0 },
     endpoints,
     dir,
