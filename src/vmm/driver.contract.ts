@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { describe, it, before, after } from 'node:test';
 import { KilnError } from '../core/errors.ts';
 import { waitForHttp } from './health.ts';
-import { AGENT_PORT, type VmmDriver, type VmSpec } from './driver.ts';
+import { AGENT_PORT, LEGACY_MACHINE, MACHINE_REVISION, type VmmDriver, type VmSpec } from './driver.ts';
 import { diskLayerContract } from './driver-disk.contract.ts';
 
 export interface DriverFixture {
@@ -184,6 +184,34 @@ export function vmmDriverContract(name: string, make: () => Promise<DriverFixtur
         await rejectsWith(d.saveState('nope', join(dir, 'x')), 'not_found');
       } finally {
         await d.kill('contract-s');
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+
+    it('a VM runs as the machine it is given; its saved state restores on that machine only', async () => {
+      const d = fx.driver;
+      await rejectsWith(d.start({ ...fx.spec('contract-m0'), machine: 0 }), 'invalid_argument', /machine/);
+      assert.equal(
+        (await d.start(fx.spec('contract-mn'))).machine,
+        MACHINE_REVISION,
+        'the newest by default',
+      );
+      await d.kill('contract-mn');
+      const legacy = { ...fx.spec('contract-m'), machine: LEGACY_MACHINE };
+      assert.equal((await d.start(legacy)).machine, LEGACY_MACHINE);
+      const dir = await mkdtemp(join(tmpdir(), 'kiln-machine-'));
+      try {
+        await d.saveState('contract-m', join(dir, 'state'));
+        await d.kill('contract-m');
+        const restore = { snapshot: { stateFile: join(dir, 'state') } };
+        // Another machine's devices do not take that state: refused, nothing left running.
+        await assert.rejects(d.start({ ...legacy, machine: MACHINE_REVISION, restore }));
+        assert.deepEqual(await d.list(), []);
+        const back = await d.start({ ...legacy, restore });
+        assert.equal(back.machine, LEGACY_MACHINE);
+        assert.equal((await d.status('contract-m')).state, 'running');
+      } finally {
+        await d.kill('contract-m').catch(() => undefined);
         await rm(dir, { recursive: true, force: true });
       }
     });

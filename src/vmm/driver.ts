@@ -13,6 +13,7 @@
  * and nothing is removed: the files of a VM whose process may live are never deleted.
  */
 
+import { invalidArgument } from '../core/errors.ts';
 import { GUEST_AGENT_PORT } from '../core/validate.ts';
 
 export type VmState = 'running' | 'paused' | 'stopped';
@@ -27,6 +28,16 @@ export type VmState = 'running' | 'paused' | 'stopped';
 export const MACHINE_REVISION = 2;
 /** The machine of VMs, records and snapshots that predate machine revisions. */
 export const LEGACY_MACHINE = 1;
+
+/** `invalid_argument` unless `machine` is undefined (the newest) or a revision this kiln builds. */
+export function validateMachine(machine: number | undefined): void {
+  if (machine === undefined) return;
+  if (!Number.isInteger(machine) || machine < LEGACY_MACHINE || machine > MACHINE_REVISION)
+    throw invalidArgument(
+      'machine',
+      `must be a machine revision from ${LEGACY_MACHINE} to ${MACHINE_REVISION}, got ${String(machine)}`,
+    );
+}
 
 /** The guest port the guest agent (envd) listens on; every driver exposes it as `VmInfo.agent`. */
 export const AGENT_PORT = GUEST_AGENT_PORT;

@@ -13,6 +13,7 @@ import { basename } from 'node:path';
 import {
   AGENT_PORT,
   MACHINE_REVISION,
+  validateMachine,
   type DiskLayers,
   type Endpoint,
   type OpOpts,
@@ -138,6 +139,7 @@ export class FakeDriver implements VmmDriver {
 
   async start(spec: VmSpec, _opts?: OpOpts): Promise<VmInfo> {
     validateName('id', spec.id);
+    validateMachine(spec.machine);
     validateMemoryMiB(spec.resources.memoryMiB);
     validateVcpus(spec.resources.vcpus);
     const files: [string, string | undefined][] = [

@@ -2,7 +2,7 @@ import { stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { KilnError, invalidArgument } from '../../core/errors.ts';
 import { validateMemoryMiB, validateName, validateVcpus } from '../../core/validate.ts';
-import { AGENT_PORT, LEGACY_MACHINE, MACHINE_REVISION, type VmSpec } from '../driver.ts';
+import { AGENT_PORT, MACHINE_REVISION, validateMachine, type VmSpec } from '../driver.ts';
 import { hostMemoryMiB } from './host.ts';
 import { FILES } from './record.ts';
 
@@ -89,14 +89,7 @@ export async function validateSpec(spec: VmSpec, runDir: string): Promise<void> 
   validateName('id', spec.id);
   validateMemoryMiB(spec.resources.memoryMiB);
   validateVcpus(spec.resources.vcpus);
-  if (
-    spec.machine !== undefined &&
-    !(Number.isInteger(spec.machine) && spec.machine >= LEGACY_MACHINE && spec.machine <= MACHINE_REVISION)
-  )
-    throw invalidArgument(
-      'machine',
-      `must be a machine revision from ${LEGACY_MACHINE} to ${MACHINE_REVISION}, got ${String(spec.machine)}`,
-    );
+  validateMachine(spec.machine);
   const hostMem = hostMemoryMiB();
   if (hostMem > 0 && spec.resources.memoryMiB > hostMem)
     throw invalidArgument('memoryMiB', `${spec.resources.memoryMiB} MiB exceeds this host's ${hostMem} MiB`);
