@@ -9,7 +9,7 @@ KILN_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 KILN_CACHE_DIR="${KILN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}"
 export KILN_CACHE_DIR
 
-KILN_DEBS=(qemu-system-x86 qemu-utils debootstrap busybox-static cpio e2fsprogs xz-utils gzip kmod nftables chromium bubblewrap openssh-sftp-server tini docker-registry umoci skopeo apache2-utils)
+KILN_DEBS=(qemu-system-x86 qemu-utils debootstrap busybox-static cpio e2fsprogs xz-utils gzip kmod nftables chromium bubblewrap openssh-sftp-server catatonit docker-registry umoci skopeo apache2-utils)
 
 kiln_die() { echo "kiln set-up: $*" >&2; exit 1; }
 kiln_say() { [ -n "${KILN_QUIET:-}" ] || echo "kiln set-up: $*" >&2; }

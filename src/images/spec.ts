@@ -19,7 +19,8 @@ export interface ImageSpec {
 }
 
 /**
- * The packages E2B's base template users expect, plus tini (PID 1 reaper). Node is not among them:
+ * The packages E2B's base template users expect, plus catatonit (PID 1: reaps orphans; it sleeps
+ * until a signal comes, where tini wakes the guest every second). Node is not among them:
  * bookworm's nodejs is 18 (end of life); the image carries kiln's own Node 24 (see build.ts).
  */
 export const DEFAULT_PACKAGES = [
@@ -36,7 +37,7 @@ export const DEFAULT_PACKAGES = [
   'fuse3',
   'sshfs',
   'sudo',
-  'tini',
+  'catatonit',
 ];
 
 export const DEFAULT_IMAGE_NAME = 'default';

@@ -105,11 +105,11 @@ describe('image build', () => {
       /Type: regular/,
       'the extra package is installed',
     );
-    assert.match(debugfs(img.rootfs, 'stat /usr/bin/tini'), /Type: regular/);
+    assert.match(debugfs(img.rootfs, 'stat /usr/bin/catatonit'), /Type: regular/);
     assert.match(debugfs(img.rootfs, 'stat /opt/kiln/bin/node'), /Type: regular/, "the agent's Node runtime");
     assert.match(
       debugfs(img.rootfs, 'cat /sbin/kiln-init'),
-      /tini -s -- \/opt\/kiln\/bin\/node --jitless \/opt\/kiln\/agent\.mjs/,
+      /catatonit -- \/opt\/kiln\/bin\/node --jitless \/opt\/kiln\/agent\.mjs/,
     );
     assert.equal((await readdir(imagesDir(cacheDir))).filter((f) => f.startsWith('.tmp-')).length, 0);
   });

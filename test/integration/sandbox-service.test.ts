@@ -45,6 +45,19 @@ describe('SandboxService with real guests', { timeout: 900_000 }, () => {
     assert.equal((await svc.stats(a)).at, s1.at, 'a recent background sample is reused');
   });
 
+  it("an idle guest's PID 1 sleeps until a signal comes (no timer of its own wakes the VM)", async () => {
+    // Under TCG every guest wake-up costs its QEMU CPU: tini, the init before catatonit, woke
+    // once a second to poll for orphans. PID 1's context switches over 5 s of nothing: none.
+    const r = await svc.exec(
+      a,
+      'cat /proc/1/comm; s() { sed -n "s/^voluntary_ctxt_switches:\\s*//p" /proc/1/status; }; s; sleep 5; s',
+      { user: 'root' },
+    );
+    const [comm, before, after] = r.stdout.trim().split('\n');
+    assert.equal(comm, 'catatonit', r.stdout);
+    assert.equal(Number(after) - Number(before), 0, `PID 1 woke ${Number(after) - Number(before)} times in 5 s`);
+  });
+
   it('a restarted daemon re-adopts running sandboxes', async () => {
     // What a kill -9 leaves: no in-memory state, VMs still running. A new driver and service.
     await host.reattach();

@@ -1,6 +1,6 @@
 #!/opt/kiln/bin/busybox sh
 # PID 1 of a kiln guest made from an OCI image. Like kiln-init.sh, but it relies on nothing the
-# image may lack: busybox, tini and Node (with its own C library) come from /opt/kiln.
+# image may lack: busybox, catatonit and Node (with its own C library) come from /opt/kiln.
 B=/opt/kiln/bin/busybox
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
@@ -20,5 +20,5 @@ $B ip route add default via 10.0.2.2
 echo "kiln-init: network up, starting the guest agent"
 export HOME=/root KILN_AGENT_MAIN=1
 # The agent's Node flags: see kiln-init.sh.
-exec /opt/kiln/bin/tini -s -- /opt/kiln/lib/ld-linux-x86-64.so.2 --library-path /opt/kiln/lib \
+exec /opt/kiln/bin/catatonit -- /opt/kiln/lib/ld-linux-x86-64.so.2 --library-path /opt/kiln/lib \
   /opt/kiln/bin/node --jitless /opt/kiln/agent.mjs

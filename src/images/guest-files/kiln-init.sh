@@ -1,7 +1,8 @@
 #!/bin/sh
-# PID 1 of a kiln guest: mounts, static user-mode networking, then the guest agent under tini
-# (which reaps orphans). If the agent dies, tini exits, the kernel panics and QEMU (-no-reboot,
-# panic=-1) exits: the host sees a dead VM instead of a silent one.
+# PID 1 of a kiln guest: mounts, static user-mode networking, then the guest agent under
+# catatonit (which reaps orphans, and sleeps until a signal comes: tini woke an idle guest every
+# second). If the agent dies, catatonit exits, the kernel panics and QEMU (-no-reboot, panic=-1)
+# exits: the host sees a dead VM instead of a silent one.
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 mount -t proc proc /proc
@@ -24,4 +25,4 @@ export HOME=/root KILN_AGENT_MAIN=1
 # (docs/ARCHITECTURE.md, "The agent's Node"). Its one hot loop, base64 for the SDK's JSON, runs
 # on Buffer's native codec (src/guest/base64.ts).
 # The same flags in kiln-init.sh and kiln-init-oci.sh (src/images/agent-bundle.test.ts checks).
-exec /usr/bin/tini -s -- /opt/kiln/bin/node --jitless /opt/kiln/agent.mjs
+exec /usr/bin/catatonit -- /opt/kiln/bin/node --jitless /opt/kiln/agent.mjs

@@ -2,7 +2,7 @@
  * Makes an unpacked OCI root filesystem a kiln guest. The image is untrusted: every path written
  * or read here is resolved inside the root (layer.ts `resolveInRoot`), so a symlinked /etc, /sbin
  * or /opt in the image cannot make the build touch the host. kiln brings its own runtime under
- * /opt/kiln (static busybox and tini, Node with the host's C library and loader), so the image
+ * /opt/kiln (static busybox and catatonit, Node with the host's C library and loader), so the image
  * needs no particular libc, shell or tools to boot and answer; E2B SDK commands run
  * `/bin/bash -l -c`, so those need bash in the image.
  */
@@ -22,7 +22,8 @@ export interface RuntimeFile {
   mode: number;
 }
 
-const TINI_STATIC = '/usr/bin/tini-static';
+/** PID 1 (reaps orphans), static: it runs before and beside the image's own libraries. */
+const INIT_STATIC = '/usr/bin/catatonit';
 const SETPRIV = '/usr/bin/setpriv';
 /** Where an image without setpriv gets kiln's (on the agent's default PATH). */
 const SETPRIV_WRAPPER = `#!/opt/kiln/bin/busybox sh\n# kiln: this image has no setpriv; the guest agent needs one to run commands as a user.\nexec /opt/kiln/lib/ld-linux-x86-64.so.2 --library-path /opt/kiln/lib /opt/kiln/lib/setpriv "$@"\n`;
@@ -53,19 +54,19 @@ const exists = (p: string): Promise<boolean> =>
 
 /**
  * The files kiln's guest runtime is made of: Node, setpriv (the agent runs commands as other
- * users with it) and the libraries both link, busybox, tini.
+ * users with it) and the libraries both link, busybox, catatonit.
  */
 export async function runtimeFiles(nodeBinary: string): Promise<RuntimeFile[]> {
   const libs = new Set([...(await linkedLibs(nodeBinary)), ...(await linkedLibs(SETPRIV))]);
   const libDir =
     [...libs].map((l) => dirname(l)).find((d) => d.includes('x86_64-linux-gnu')) ?? '/lib/x86_64-linux-gnu';
   for (const extra of EXTRA_LIBS) if (await exists(join(libDir, extra))) libs.add(join(libDir, extra));
-  if (!(await exists(TINI_STATIC)))
-    throw new KilnError('missing_tool', `missing host tool: ${TINI_STATIC} (Debian package tini)`);
+  if (!(await exists(INIT_STATIC)))
+    throw new KilnError('missing_tool', `missing host tool: ${INIT_STATIC} (Debian package catatonit)`);
   return [
     { guestPath: 'opt/kiln/bin/node', hostPath: nodeBinary, mode: 0o755 },
     { guestPath: 'opt/kiln/bin/busybox', hostPath: BUSYBOX, mode: 0o755 },
-    { guestPath: 'opt/kiln/bin/tini', hostPath: TINI_STATIC, mode: 0o755 },
+    { guestPath: 'opt/kiln/bin/catatonit', hostPath: INIT_STATIC, mode: 0o755 },
     { guestPath: 'opt/kiln/lib/setpriv', hostPath: SETPRIV, mode: 0o755 },
     ...[...libs].sort().map((l) => ({ guestPath: `opt/kiln/lib/${basename(l)}`, hostPath: l, mode: 0o755 })),
   ];

@@ -36,6 +36,7 @@ test('a TCG microvm with a bounded code cache, the TSC fix and a race-free agent
   // No periodic guest work without a user; freed memory zeroed (KSM gives it back to the host).
   for (const arg of [
     'nowatchdog',
+    'psi=0',
     'sysctl.vm.compaction_proactiveness=0',
     'sysctl.vm.stat_interval=30',
     'init_on_free=1',

@@ -52,8 +52,10 @@ export function qemuArgs(spec: QemuVm, o: QemuArgsOpts): string[] {
     // its tick (250 wakeups a second, each costing QEMU a translated interrupt path).
     ...(o.accel === 'tcg' ? ['tsc=reliable'] : []),
     // Fewer wakeups of an idle guest: no soft-lockup watchdog (every 4 s), no proactive memory
-    // compaction (every 500 ms), VM statistics folded every 30 s instead of every second.
+    // compaction (every 500 ms), VM statistics folded every 30 s instead of every second, no
+    // pressure-stall accounting (its averages are recomputed every 2 s while anything ran).
     'nowatchdog',
+    'psi=0',
     'sysctl.vm.compaction_proactiveness=0',
     'sysctl.vm.stat_interval=30',
     // Freed guest memory is zeroed, so that the host's KSM (KILN_KSM=on, ksm.ts) can fold it into
