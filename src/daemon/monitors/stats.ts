@@ -1,13 +1,26 @@
 import { stat } from 'node:fs/promises';
 import type { SandboxRecord } from '../../core/domain.ts';
 import { KilnError } from '../../core/errors.ts';
-import { procUsage } from '../../core/proc.ts';
+import { procCpuRss, procPss } from '../../core/proc.ts';
 import type { ServiceContext } from '../sandbox/context.ts';
 import { getSandbox } from '../sandbox/queries.ts';
 import { STATS_EVERY_MS, type SandboxStats } from '../sandbox/types.ts';
 
 /** Samples kept per sandbox: one hour of the background's 5-s samples (the dashboard's charts). */
 export const STATS_HISTORY = Math.ceil(3_600_000 / STATS_EVERY_MS);
+
+/**
+ * How old a sandbox's PSS may be in a sample. CPU and RSS are cheap to read; PSS is not (the
+ * kernel walks the VM's page tables, some 3 ms each under TCG): read every 5 s it was most of an
+ * idle kilnd's CPU, and it blocked the event loop for that long per sandbox.
+ */
+export const PSS_EVERY_MS = 30_000;
+
+/** Where the sampler reads a process's usage (tests give their own). */
+export interface ProcReader {
+  cpuRss: typeof procCpuRss;
+  pss: typeof procPss;
+}
 
 /**
  * The /proc statistics of running sandboxes: CPU (% of one core since the previous sample, or
@@ -20,10 +33,14 @@ export class StatsSampler {
   readonly #latest = new Map<string, SandboxStats>();
   /** The background's samples per sandbox, oldest first, at most STATS_HISTORY (a ring). */
   readonly #history = new Map<string, SandboxStats[]>();
+  /** The last PSS read per sandbox: of which QEMU process, bytes, when. */
+  readonly #pss = new Map<string, { pid: number; bytes: number; at: number }>();
+  readonly #proc: ProcReader;
   #accel: 'kvm' | 'tcg' | undefined;
 
-  constructor(sc: ServiceContext) {
+  constructor(sc: ServiceContext, proc: ProcReader = { cpuRss: procCpuRss, pss: procPss }) {
     this.#sc = sc;
+    this.#proc = proc;
   }
 
   /** The background's recent sample, or a fresh one when it has none. */
@@ -56,6 +73,7 @@ export class StatsSampler {
     const live = this.#sc.store.listSandboxes({ states: ['running'] }, { limit: 1000 }).items;
     const ids = new Set(live.map((s) => s.id));
     for (const id of this.#latest.keys()) if (!ids.has(id)) this.#latest.delete(id);
+    for (const id of this.#pss.keys()) if (!ids.has(id)) this.#pss.delete(id);
     if (this.#history.size > ids.size) {
       const kept = new Set(
         this.#sc.store
@@ -80,10 +98,11 @@ export class StatsSampler {
       throw new KilnError('invalid_state', `sandbox ${id} is ${s.state}; stats need a running VM`);
     const info = await this.#sc.driver.status(id);
     this.#accel = info.accel;
-    const u = procUsage(info.pid);
+    const u = this.#proc.cpuRss(info.pid);
     if (!u || info.state === 'stopped')
       throw new KilnError('invalid_state', `sandbox ${id} has no running VM`);
     const t = this.#sc.now();
+    const pss = this.#pssOf(id, info.pid, t) ?? u.rssBytes;
     const prev = this.#samples.get(id) ?? { ticks: 0, at: Date.parse(info.startedAt) };
     this.#samples.set(id, { ticks: u.cpuTicks, at: t });
     const cpuPct = t > prev.at ? ((u.cpuTicks - prev.ticks) / 100 / ((t - prev.at) / 1000)) * 100 : 0;
@@ -92,12 +111,26 @@ export class StatsSampler {
       sandboxId: id,
       cpuPct: Math.round(cpuPct * 100) / 100,
       rssBytes: u.rssBytes,
-      pssBytes: u.pssBytes,
+      pssBytes: pss,
       diskBytes: disk ? disk.blocks * 512 : 0,
       memoryMiB: s.memoryMiB,
       at: new Date(t).toISOString(),
     };
     this.#latest.set(id, sample);
     return sample;
+  }
+
+  /**
+   * The sandbox's PSS: read again once the last read is PSS_EVERY_MS old or of another process
+   * (undefined: unreadable).
+   */
+  #pssOf(id: string, pid: number, t: number): number | undefined {
+    const last = this.#pss.get(id);
+    // A resumed sandbox runs in a new QEMU: its memory is read afresh.
+    if (last?.pid === pid && t - last.at < PSS_EVERY_MS) return last.bytes;
+    const bytes = this.#proc.pss(pid);
+    if (bytes === undefined) this.#pss.delete(id);
+    else this.#pss.set(id, { pid, bytes, at: t });
+    return bytes;
   }
 }
