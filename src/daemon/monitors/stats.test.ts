@@ -1,4 +1,7 @@
-/** The stats sampler over the fake driver: PSS, costly to read, is read at most every 30 s. */
+/**
+ * The stats sampler over the fake driver: PSS, costly to read, is read by the background at most
+ * every 30 s, and for the API when it is 5 s old.
+ */
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import type { SandboxRecord } from '../../core/domain.ts';
@@ -11,7 +14,8 @@ describe('StatsSampler (fake driver)', () => {
   beforeEach(async () => (fx = await ServiceFixture.start({ now: NOW, base: true })));
   afterEach(() => fx.close());
 
-  it('reads CPU and RSS every sample, PSS at most every 30 s and afresh for a new VM', async () => {
+  /** A sampler over the fixture whose /proc reads are counted; each PSS read is 1 MiB more. */
+  const counted = (): { sampler: StatsSampler; reads: { cpu: number[]; pss: number[] } } => {
     const reads = { cpu: [] as number[], pss: [] as number[] };
     // What the sampler uses of a service's context: its store, driver, clock and conditions.
     const sc = {
@@ -30,6 +34,11 @@ describe('StatsSampler (fake driver)', () => {
         return (60 + reads.pss.length) << 20;
       },
     });
+    return { sampler, reads };
+  };
+
+  it('reads CPU and RSS every sample, PSS at most every 30 s and afresh for a new VM', async () => {
+    const { sampler, reads } = counted();
     const s = await fx.svc.create({ template: 'base' });
     const pid = (await fx.driver.status(s.id)).pid;
     await sampler.sampleAll();
@@ -53,5 +62,25 @@ describe('StatsSampler (fake driver)', () => {
     fx.now += 5000;
     await sampler.sampleAll();
     assert.deepEqual(reads.pss, [pid, pid, newPid]);
+  });
+
+  it("answers the API with PSS at most 5 s old, and the background's sample while it is", async () => {
+    const { sampler, reads } = counted();
+    const s = await fx.svc.create({ template: 'base' });
+    await sampler.sampleAll();
+    assert.equal((await sampler.stats(s.id)).pssBytes, 61 << 20, 'the background sample, just read');
+    fx.now += 4000;
+    assert.equal((await sampler.stats(s.id)).pssBytes, 61 << 20, 'still the background sample');
+    assert.equal(reads.pss.length, 1);
+    // The background took a sample with its PSS of 25 s ago: the API reads PSS again.
+    fx.now += 1000;
+    await sampler.sampleAll();
+    assert.equal(reads.pss.length, 1, 'the background did not read PSS');
+    fx.now += 1000;
+    assert.equal((await sampler.stats(s.id)).pssBytes, 62 << 20, 'a fresh PSS for the API');
+    assert.equal(reads.pss.length, 2);
+    fx.now += 1000;
+    assert.equal((await sampler.stats(s.id)).pssBytes, 62 << 20, 'reused while 5 s old at most');
+    assert.equal(reads.pss.length, 2);
   });
 });

@@ -10,9 +10,10 @@ import { STATS_EVERY_MS, type SandboxStats } from '../sandbox/types.ts';
 export const STATS_HISTORY = Math.ceil(3_600_000 / STATS_EVERY_MS);
 
 /**
- * How old a sandbox's PSS may be in a sample. CPU and RSS are cheap to read; PSS is not (the
- * kernel walks the VM's page tables, some 3 ms each under TCG): read every 5 s it was most of an
- * idle kilnd's CPU, and it blocked the event loop for that long per sandbox.
+ * How old a sandbox's PSS may be in a background sample (the API's `stats` reads it afresh once
+ * it is STATS_EVERY_MS old). CPU and RSS are cheap to read; PSS is not (the kernel walks the
+ * VM's page tables, some 3 ms each under TCG): read every 5 s it was most of an idle kilnd's CPU,
+ * and it blocked the event loop for that long per sandbox.
  */
 export const PSS_EVERY_MS = 30_000;
 
@@ -43,16 +44,23 @@ export class StatsSampler {
     this.#proc = proc;
   }
 
-  /** The background's recent sample, or a fresh one when it has none. */
+  /**
+   * What the API answers: the background's recent sample while its PSS is as fresh as a sample
+   * (STATS_EVERY_MS; the background reads PSS only every PSS_EVERY_MS), else a fresh sample: a
+   * user who just freed memory sees it within seconds.
+   */
   async stats(id: string): Promise<SandboxStats> {
     const latest = this.#latest.get(id);
+    const now = this.#sc.now();
+    const pssAt = this.#pss.get(id)?.at ?? -Infinity;
     if (
       latest &&
-      this.#sc.now() - Date.parse(latest.at) < STATS_EVERY_MS * 2 &&
+      now - Date.parse(latest.at) < STATS_EVERY_MS * 2 &&
+      now - pssAt < STATS_EVERY_MS &&
       getSandbox(this.#sc, id).state === 'running'
     )
       return latest;
-    return this.#sample(id);
+    return this.#sample(id, STATS_EVERY_MS);
   }
 
   /**
@@ -83,7 +91,7 @@ export class StatsSampler {
       for (const id of this.#history.keys()) if (!ids.has(id) && !kept.has(id)) this.#history.delete(id);
     }
     for (const id of ids) {
-      const s = await this.#sample(id).catch(() => undefined);
+      const s = await this.#sample(id, PSS_EVERY_MS).catch(() => undefined);
       if (!s) continue;
       const h = this.#history.get(id) ?? [];
       h.push(s);
@@ -92,7 +100,8 @@ export class StatsSampler {
     }
   }
 
-  async #sample(id: string): Promise<SandboxStats> {
+  /** A sample now; its PSS is read again when the last read is `pssMaxAgeMs` old. */
+  async #sample(id: string, pssMaxAgeMs: number): Promise<SandboxStats> {
     const s: SandboxRecord = getSandbox(this.#sc, id);
     if (s.state !== 'running')
       throw new KilnError('invalid_state', `sandbox ${id} is ${s.state}; stats need a running VM`);
@@ -102,7 +111,7 @@ export class StatsSampler {
     if (!u || info.state === 'stopped')
       throw new KilnError('invalid_state', `sandbox ${id} has no running VM`);
     const t = this.#sc.now();
-    const pss = this.#pssOf(id, info.pid, t) ?? u.rssBytes;
+    const pss = this.#pssOf(id, info.pid, t, pssMaxAgeMs) ?? u.rssBytes;
     const prev = this.#samples.get(id) ?? { ticks: 0, at: Date.parse(info.startedAt) };
     this.#samples.set(id, { ticks: u.cpuTicks, at: t });
     const cpuPct = t > prev.at ? ((u.cpuTicks - prev.ticks) / 100 / ((t - prev.at) / 1000)) * 100 : 0;
@@ -121,13 +130,13 @@ export class StatsSampler {
   }
 
   /**
-   * The sandbox's PSS: read again once the last read is PSS_EVERY_MS old or of another process
+   * The sandbox's PSS: read again once the last read is `maxAgeMs` old or of another process
    * (undefined: unreadable).
    */
-  #pssOf(id: string, pid: number, t: number): number | undefined {
+  #pssOf(id: string, pid: number, t: number, maxAgeMs: number): number | undefined {
     const last = this.#pss.get(id);
     // A resumed sandbox runs in a new QEMU: its memory is read afresh.
-    if (last?.pid === pid && t - last.at < PSS_EVERY_MS) return last.bytes;
+    if (last?.pid === pid && t - last.at < maxAgeMs) return last.bytes;
     const bytes = this.#proc.pss(pid);
     if (bytes === undefined) this.#pss.delete(id);
     else this.#pss.set(id, { pid, bytes, at: t });
