@@ -51,23 +51,37 @@ export interface ProcUsage {
   pssBytes: number;
 }
 
-/** CPU time and memory of a process from /proc, or undefined when it is gone. */
-export function procUsage(pid: number): ProcUsage | undefined {
+/** CPU time and RSS of a process from /proc (cheap), or undefined when it is gone. */
+export function procCpuRss(pid: number): Omit<ProcUsage, 'pssBytes'> | undefined {
   try {
     const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
     const cpuTicks = Number(f[11]) + Number(f[12]);
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const rss = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0) * 1024;
-    let pss = rss;
-    try {
-      pss =
-        Number(/^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1] ?? 0) * 1024;
-    } catch {
-      // older kernels: fall back to RSS
-    }
-    return { cpuTicks, rssBytes: rss, pssBytes: pss };
+    const rssBytes = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0) * 1024;
+    return { cpuTicks, rssBytes };
   } catch {
     return undefined;
   }
+}
+
+/**
+ * A process's PSS from /proc/<pid>/smaps_rollup, or undefined (gone, or an older kernel). Costly
+ * for a VM: the kernel walks every page table of its RAM mapping (some 3 ms for a 512 MiB TCG
+ * guest), so callers that poll should do it rarely.
+ */
+export function procPss(pid: number): number | undefined {
+  try {
+    const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU time and memory of a process from /proc, or undefined when it is gone. */
+export function procUsage(pid: number): ProcUsage | undefined {
+  const u = procCpuRss(pid);
+  // PSS falls back to RSS where smaps_rollup cannot be read.
+  return u ? { ...u, pssBytes: procPss(pid) ?? u.rssBytes } : undefined;
 }
