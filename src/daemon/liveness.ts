@@ -61,9 +61,15 @@ interface Probe {
   /** The VM the cached address belongs to. */
   startedAt: string | null;
   baseUrl: string | undefined;
+  /** When the agent was last probed. */
   lastProbeAt: number;
-  /** The VM's CPU time (ms) when its agent last answered a probe (undefined: none yet). */
-  cpuAtAnswer: number | undefined;
+  /** When a probe was last due: probed, or skipped for an idle guest (console checked either way). */
+  lastCheckAt: number;
+  /**
+   * The VM's CPU time (ms) at the last check (after the probe's answer: its own cost is not the
+   * guest's work); undefined when unread or the probe failed.
+   */
+  cpuAtCheck: number | undefined;
   failures: number;
   /** Polls that saw the VM paused without a fault (one may be a snapshot kiln itself took). */
   pausedSeen: number;
@@ -149,7 +155,8 @@ export class LivenessWatcher {
         startedAt: s.startedAt,
         baseUrl: undefined,
         lastProbeAt: 0,
-        cpuAtAnswer: undefined,
+        lastCheckAt: 0,
+        cpuAtCheck: undefined,
         failures: 0,
         pausedSeen: 0,
         lastDiskRetryAt: this.#d.now(),
@@ -198,12 +205,13 @@ export class LivenessWatcher {
     }
     const every =
       p.failures > 0 ? Math.min(this.#o.probeEveryMs, RETRY_PROBE_EVERY_MS) : this.#o.probeEveryMs;
-    if (this.#d.now() - p.lastProbeAt < every || !p.baseUrl) return false;
-    if (info && this.#idle(s.id, p, info)) return false;
-    p.lastProbeAt = this.#d.now();
+    if (this.#d.now() - p.lastCheckAt < every || !p.baseUrl) return false;
+    const idle = info !== undefined && this.#idle(s.id, p, info);
+    p.lastCheckAt = this.#d.now();
     let answered = true;
+    if (!idle) p.lastProbeAt = this.#d.now();
     try {
-      await this.#d.guest({ baseUrl: p.baseUrl }).health(this.#o.probeTimeoutMs);
+      if (!idle) await this.#d.guest({ baseUrl: p.baseUrl }).health(this.#o.probeTimeoutMs);
     } catch (e) {
       answered = false;
       p.failures++;
@@ -223,8 +231,8 @@ export class LivenessWatcher {
     const lines = await this.#d.driver.consoleTail(s.id, CONSOLE_LINES).catch(() => [] as string[]);
     if (lines.some(panicLine))
       return this.#end(s, exitReason(lines), lines, 'its VM had not exited: kiln ended it');
+    p.cpuAtCheck = answered && info ? this.#d.cpuMs?.(info.pid) : undefined;
     if (answered) {
-      p.cpuAtAnswer = info && this.#d.cpuMs?.(info.pid);
       p.failures = 0;
       if (this.conditionOf(s)?.code === 'unresponsive') this.#clear(s, 'the guest agent answers again');
     }
@@ -233,15 +241,18 @@ export class LivenessWatcher {
 
   /**
    * True when the sandbox's due probe may wait (see `idleProbeEveryMs`): its agent answered the
-   * last one, less than idleProbeEveryMs ago; kiln has not gone to it since; its QEMU (which just
-   * answered the driver) used under IDLE_CPU_SHARE of a core since.
+   * last one, less than idleProbeEveryMs ago; kiln has not gone to it since; and its QEMU (which
+   * just answered the driver) used under IDLE_CPU_SHARE of a core since the last check. Every
+   * interval since the answer was so: one that was not brought a probe. The console is read
+   * either way, so a panicked guest is found as soon as before.
    */
   #idle(id: string, p: Probe, info: VmInfo): boolean {
-    const since = this.#d.now() - p.lastProbeAt;
-    if (p.failures > 0 || p.cpuAtAnswer === undefined || since >= this.#o.idleProbeEveryMs) return false;
+    const now = this.#d.now();
+    if (p.failures > 0 || p.cpuAtCheck === undefined || now - p.lastProbeAt >= this.#o.idleProbeEveryMs)
+      return false;
     if ((this.#usedAt.get(id) ?? -Infinity) >= p.lastProbeAt) return false;
     const cpu = this.#d.cpuMs?.(info.pid);
-    return cpu !== undefined && cpu - p.cpuAtAnswer < IDLE_CPU_SHARE * since;
+    return cpu !== undefined && cpu - p.cpuAtCheck < IDLE_CPU_SHARE * (now - p.lastCheckAt);
   }
 
   /** QEMU says the vCPUs are stopped though the sandbox should run. */
