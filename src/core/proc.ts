@@ -43,8 +43,11 @@ export async function waitPidExit(pid: number, timeoutMs: number): Promise<boole
   return true;
 }
 
+/** Clock ticks a second in /proc's CPU times (USER_HZ: 100 on every Linux kiln runs on). */
+export const CLOCK_TICKS_PER_S = 100;
+
 export interface ProcUsage {
-  /** User + system CPU time in clock ticks (USER_HZ, 100 on Linux). */
+  /** User + system CPU time in clock ticks (CLOCK_TICKS_PER_S a second). */
   cpuTicks: number;
   rssBytes: number;
   /** Proportional set size: shared pages (a template's RAM) divided among their users. */
@@ -84,4 +87,10 @@ export function procUsage(pid: number): ProcUsage | undefined {
   const u = procCpuRss(pid);
   // PSS falls back to RSS where smaps_rollup cannot be read.
   return u ? { ...u, pssBytes: procPss(pid) ?? u.rssBytes } : undefined;
+}
+
+/** CPU time (user + system, ms) a process has used, or undefined when it is gone. */
+export function procCpuMs(pid: number): number | undefined {
+  const u = procCpuRss(pid);
+  return u && (u.cpuTicks * 1000) / CLOCK_TICKS_PER_S;
 }

@@ -161,6 +161,80 @@ describe('SandboxService: liveness of VMs and guest agents (fake driver)', () =>
     assert.equal(fx.svc.get(s.id).condition, null);
   });
 
+  /**
+   * A sandbox whose VM's CPU time the test drives; `probesOver(ms, msPerS)`: the /health probes
+   * over `ms` of checks a second apart, the VM using `msPerS` ms of CPU each second.
+   */
+  const cpuTimedSandbox = async (): Promise<{
+    s: { id: string };
+    probesOver: (ms: number, msPerS: number) => Promise<number>;
+  }> => {
+    const s = await fx.svc.create({ template: 'base' });
+    const pid = (await fx.driver.status(s.id)).pid;
+    let cpu = 1000;
+    fx.vmCpuMs.set(pid, cpu);
+    const probesOver = async (ms: number, msPerS: number): Promise<number> => {
+      const p0 = fx.guests.probes;
+      for (let t = 0; t < ms; t += 1000) {
+        fx.now += 1000;
+        fx.vmCpuMs.set(pid, (cpu += msPerS));
+        await fx.svc.checkLiveness();
+      }
+      return fx.guests.probes - p0;
+    };
+    return { s, probesOver };
+  };
+
+  it('an idle guest (nothing sent to it, its VM under 1% of a core) is probed every 5 min; work in it brings back 30 s', async () => {
+    const { s, probesOver } = await cpuTimedSandbox();
+    const first = fx.guests.probes;
+    await fx.svc.checkLiveness();
+    assert.equal(fx.guests.probes - first, 1, 'the first probe is not skipped');
+    // Idle: 2 ms of CPU a second (0.2% of a core) is under 1%.
+    assert.equal(await probesOver(299_000, 2), 0, 'no probe of an idle guest for 5 min');
+    assert.equal(await probesOver(1000, 2), 1, 'one once it is 5 min since the last');
+    // The guest works (20 ms a second, 2%): every 30 s.
+    assert.equal(await probesOver(60_000, 20), 2, 'a busy guest every 30 s');
+    assert.equal(await probesOver(120_000, 2), 0, 'idle again');
+    // A burst of work after minutes of idling is not averaged away.
+    assert.equal(await probesOver(30_000, 12), 1, 'probed after 30 s at 1.2% of a core');
+    assert.equal(await probesOver(60_000, 2), 0);
+    // Its console is still read when a probe is skipped: a kernel that panicked (and halted,
+    // using no CPU) ends the sandbox at the next check, as before.
+    fx.driver.write(s.id, ['[ 77.1] Kernel panic - not syncing: Fatal exception']);
+    fx.now += 30_000;
+    const probes = fx.guests.probes;
+    assert.deepEqual(await fx.svc.checkLiveness(), [s.id]);
+    assert.equal(fx.guests.probes, probes, 'found without a probe');
+    assert.equal(fx.svc.get(s.id).endReason, 'vm exited: Kernel panic - not syncing: Fatal exception');
+  });
+
+  it('an idle guest kiln goes to, or whose agent hangs, is probed as before', async () => {
+    const { s, probesOver } = await cpuTimedSandbox();
+    await fx.svc.checkLiveness();
+    assert.equal(await probesOver(60_000, 2), 0, 'idle');
+    // kiln talks to its agent (exec, files, the envd proxy): the next due probe goes.
+    await fx.svc.exec(s.id, 'true');
+    const before = fx.guests.probes;
+    assert.equal(await probesOver(30_000, 2), 1, 'used since its last answer: probed when due');
+    assert.equal(fx.guests.probes - before, 1);
+    // A hung agent in an idle guest is still found: the probe after use fails, then every 5 s.
+    await fx.svc.exec(s.id, 'true');
+    fx.guests.hung = true;
+    const failing = await probesOver(45_000, 0);
+    assert.ok(failing >= 4, `failing probes every 5 s, even with no CPU used (${failing} in 45 s)`);
+    assert.equal(fx.svc.get(s.id).condition?.code, 'unresponsive');
+    // A VM whose CPU time cannot be read is probed every 30 s.
+    fx.guests.hung = false;
+    fx.vmCpuMs.clear();
+    const p0 = fx.guests.probes;
+    for (let t = 0; t < 60_000; t += 1000) {
+      fx.now += 1000;
+      await fx.svc.checkLiveness();
+    }
+    assert.equal(fx.guests.probes - p0, 2, 'unreadable CPU: every 30 s');
+  });
+
   it('QEMU stopped the VM on a full disk: disk_full while running, exec fails with no_space, resumed once due', async () => {
     fx.svc = new SandboxService({ ...fx.deps, liveness: { diskRetryEveryMs: 30_000 } });
     const s = await fx.svc.create({ template: 'base' });

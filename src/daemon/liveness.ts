@@ -9,6 +9,12 @@ import type { GuestClient, HttpGuestClientOpts } from './guest-client.ts';
 /** The probe period after a failed probe (or probeEveryMs, if shorter). */
 export const RETRY_PROBE_EVERY_MS = 5000;
 
+/**
+ * An idle guest: its QEMU used less than this share of a core since its agent last answered
+ * (an idle TCG guest uses some 0.2%; a probe alone some 10 ms).
+ */
+export const IDLE_CPU_SHARE = 0.01;
+
 export interface LivenessOpts {
   /**
    * How often each running sandbox's guest agent is probed (GET /health) while it answers.
@@ -16,6 +22,14 @@ export interface LivenessOpts {
    * After a failed probe the next ones come every min(this, 5000) ms until it answers again.
    */
   probeEveryMs?: number;
+  /**
+   * How often an idle sandbox's agent is probed (default 300000 ms). Idle: since its agent last
+   * answered, nothing reached it through kiln (exec, files, the envd proxy: all pass
+   * `assertUsable`) and its QEMU answered and used under IDLE_CPU_SHARE of a core. Nothing in
+   * such a guest ran that could have hung its agent, and each probe would wake it. Not above
+   * probeEveryMs: every sandbox at probeEveryMs.
+   */
+  idleProbeEveryMs?: number;
   /** How long one probe may take. Default 3000 ms. */
   probeTimeoutMs?: number;
   /** Failed probes in a row before the sandbox is marked `unresponsive`. Default 3. */
@@ -35,6 +49,8 @@ export interface LivenessDeps {
   now: () => number;
   /** The guest agent's base URL of a VM. */
   agentUrl: (info: VmInfo) => string;
+  /** CPU time (ms) a VM's process (by pid) has used, or undefined when it cannot be read. */
+  cpuMs?: (pid: number) => number | undefined;
   /** True while an operation (snapshot, pause, kill...) holds the sandbox. */
   isHeld: (id: string) => boolean;
   /** Ends the sandbox with this reason (the service's kill). */
@@ -45,7 +61,15 @@ interface Probe {
   /** The VM the cached address belongs to. */
   startedAt: string | null;
   baseUrl: string | undefined;
+  /** When the agent was last probed. */
   lastProbeAt: number;
+  /** When a probe was last due: probed, or skipped for an idle guest (console checked either way). */
+  lastCheckAt: number;
+  /**
+   * The VM's CPU time (ms) at the last check (after the probe's answer: its own cost is not the
+   * guest's work); undefined when unread or the probe failed.
+   */
+  cpuAtCheck: number | undefined;
   failures: number;
   /** Polls that saw the VM paused without a fault (one may be a snapshot kiln itself took). */
   pausedSeen: number;
@@ -69,6 +93,8 @@ export class LivenessWatcher {
   readonly #inflight = new Set<string>();
   /** A re-probe in progress per sandbox (exec and the proxy share it). */
   readonly #reprobes = new Map<string, Promise<boolean>>();
+  /** When kiln last went to talk to each sandbox's agent (`assertUsable`). */
+  readonly #usedAt = new Map<string, number>();
   /**
    * What the watcher last saw per running sandbox (null: nothing wrong). It is the truth while
    * kilnd runs; the store's copy is best effort, because the condition that matters most (a full
@@ -85,6 +111,7 @@ export class LivenessWatcher {
     this.#d = deps;
     this.#o = {
       probeEveryMs: opts.probeEveryMs ?? 30_000,
+      idleProbeEveryMs: opts.idleProbeEveryMs ?? 300_000,
       probeTimeoutMs: opts.probeTimeoutMs ?? 3000,
       failuresToFlag: opts.failuresToFlag ?? 3,
       diskRetryEveryMs: opts.diskRetryEveryMs ?? 30_000,
@@ -103,6 +130,7 @@ export class LivenessWatcher {
     const ids = new Set(running.map((s) => s.id));
     for (const id of this.#probes.keys()) if (!ids.has(id)) this.#probes.delete(id);
     for (const id of this.#seen.keys()) if (!ids.has(id)) this.#seen.delete(id);
+    for (const id of this.#usedAt.keys()) if (!ids.has(id)) this.#usedAt.delete(id);
     const checks = running
       .filter((s) => !this.#inflight.has(s.id) && !this.#d.isHeld(s.id))
       .map(async (s) => {
@@ -127,6 +155,8 @@ export class LivenessWatcher {
         startedAt: s.startedAt,
         baseUrl: undefined,
         lastProbeAt: 0,
+        lastCheckAt: 0,
+        cpuAtCheck: undefined,
         failures: 0,
         pausedSeen: 0,
         lastDiskRetryAt: this.#d.now(),
@@ -175,11 +205,13 @@ export class LivenessWatcher {
     }
     const every =
       p.failures > 0 ? Math.min(this.#o.probeEveryMs, RETRY_PROBE_EVERY_MS) : this.#o.probeEveryMs;
-    if (this.#d.now() - p.lastProbeAt < every || !p.baseUrl) return false;
-    p.lastProbeAt = this.#d.now();
+    if (this.#d.now() - p.lastCheckAt < every || !p.baseUrl) return false;
+    const idle = info !== undefined && this.#idle(s.id, p, info);
+    p.lastCheckAt = this.#d.now();
     let answered = true;
+    if (!idle) p.lastProbeAt = this.#d.now();
     try {
-      await this.#d.guest({ baseUrl: p.baseUrl }).health(this.#o.probeTimeoutMs);
+      if (!idle) await this.#d.guest({ baseUrl: p.baseUrl }).health(this.#o.probeTimeoutMs);
     } catch (e) {
       answered = false;
       p.failures++;
@@ -199,11 +231,28 @@ export class LivenessWatcher {
     const lines = await this.#d.driver.consoleTail(s.id, CONSOLE_LINES).catch(() => [] as string[]);
     if (lines.some(panicLine))
       return this.#end(s, exitReason(lines), lines, 'its VM had not exited: kiln ended it');
+    p.cpuAtCheck = answered && info ? this.#d.cpuMs?.(info.pid) : undefined;
     if (answered) {
       p.failures = 0;
       if (this.conditionOf(s)?.code === 'unresponsive') this.#clear(s, 'the guest agent answers again');
     }
     return false;
+  }
+
+  /**
+   * True when the sandbox's due probe may wait (see `idleProbeEveryMs`): its agent answered the
+   * last one, less than idleProbeEveryMs ago; kiln has not gone to it since; and its QEMU (which
+   * just answered the driver) used under IDLE_CPU_SHARE of a core since the last check. Every
+   * interval since the answer was so: one that was not brought a probe. The console is read
+   * either way, so a panicked guest is found as soon as before.
+   */
+  #idle(id: string, p: Probe, info: VmInfo): boolean {
+    const now = this.#d.now();
+    if (p.failures > 0 || p.cpuAtCheck === undefined || now - p.lastProbeAt >= this.#o.idleProbeEveryMs)
+      return false;
+    if ((this.#usedAt.get(id) ?? -Infinity) >= p.lastProbeAt) return false;
+    const cpu = this.#d.cpuMs?.(info.pid);
+    return cpu !== undefined && cpu - p.cpuAtCheck < IDLE_CPU_SHARE * (now - p.lastCheckAt);
   }
 
   /** QEMU says the vCPUs are stopped though the sandbox should run. */
@@ -298,10 +347,11 @@ export class LivenessWatcher {
 
   /**
    * Fails fast, with what is wrong, when a running sandbox has a condition; exec and the envd
-   * proxy call it before talking to the guest. An `unresponsive` sandbox is probed once more
+   * proxy call it before talking to the guest (so the watcher knows the agent is in use). An `unresponsive` sandbox is probed once more
    * (shared by concurrent callers): if it answers now, the condition is cleared and the call goes on.
    */
   async assertUsable(s: SandboxRecord, baseUrl: string): Promise<void> {
+    this.#usedAt.set(s.id, this.#d.now());
     const c = this.conditionOf(s);
     if (!c) return;
     const details = { sandboxId: s.id, condition: c };

@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises';
 import type { SandboxRecord } from '../../core/domain.ts';
 import { KilnError } from '../../core/errors.ts';
-import { procCpuRss, procPss } from '../../core/proc.ts';
+import { CLOCK_TICKS_PER_S, procCpuRss, procPss } from '../../core/proc.ts';
 import type { ServiceContext } from '../sandbox/context.ts';
 import { getSandbox } from '../sandbox/queries.ts';
 import { STATS_EVERY_MS, type SandboxStats } from '../sandbox/types.ts';
@@ -114,7 +114,7 @@ export class StatsSampler {
     const pss = this.#pssOf(id, info.pid, t, pssMaxAgeMs) ?? u.rssBytes;
     const prev = this.#samples.get(id) ?? { ticks: 0, at: Date.parse(info.startedAt) };
     this.#samples.set(id, { ticks: u.cpuTicks, at: t });
-    const cpuPct = t > prev.at ? ((u.cpuTicks - prev.ticks) / 100 / ((t - prev.at) / 1000)) * 100 : 0;
+    const cpuPct = t > prev.at ? ((u.cpuTicks - prev.ticks) / CLOCK_TICKS_PER_S / ((t - prev.at) / 1000)) * 100 : 0;
     const disk = await stat(info.overlay).catch(() => undefined);
     const sample: SandboxStats = {
       sandboxId: id,

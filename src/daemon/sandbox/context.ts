@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { ArtifactRecord, PoolVmRecord, SnapshotRecord } from '../../core/domain.ts';
 import { KilnError } from '../../core/errors.ts';
+import { procCpuMs } from '../../core/proc.ts';
 import { LivenessWatcher } from '../liveness.ts';
 import type { KeyedLock } from '../locks.ts';
 import type { RemoveGuestPaths } from '../journal.ts';
@@ -100,6 +101,7 @@ export function newServiceContext(
       now,
       agentUrl,
       isHeld: (id) => locks.isHeld(id),
+      cpuMs: deps.vmCpuMs ?? procCpuMs,
       kill,
     },
     deps.liveness,

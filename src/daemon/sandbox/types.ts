@@ -41,6 +41,8 @@ export interface SandboxServiceDeps {
   guestTimeouts?: Partial<GuestTimeouts>;
   /** How the liveness watcher probes guests and retries VMs stopped on a full disk. */
   liveness?: LivenessOpts;
+  /** CPU time (ms) a VM's process has used (the liveness watcher's idle test); default /proc's. */
+  vmCpuMs?: (pid: number) => number | undefined;
   /**
    * Sandbox networks: every VM runs in an isolated namespace with its egress rules. Absent: VMs
    * share the host's network (KILN_NETWORK=unisolated; they reach its loopback).

@@ -179,6 +179,8 @@ export class ServiceFixture {
   /** The fixed clock, when the fixture has one. */
   now: number;
   deps!: SandboxServiceDeps;
+  /** CPU time (ms) of the fake VMs' processes, by pid, as `deps.vmCpuMs` reads it. */
+  readonly vmCpuMs = new Map<number, number>();
   svc!: SandboxService;
   store!: SqliteStore;
   dir = '';
@@ -200,6 +202,8 @@ export class ServiceFixture {
       log: nullLogger,
       ...(o.now === undefined ? {} : { now: () => f.now }),
       volumes: new VolumeService({ store: f.store, dataDir: f.dir, log: nullLogger }),
+      // The fake VMs' CPU time (ms) by pid: none unless a test sets it.
+      vmCpuMs: (pid) => f.vmCpuMs.get(pid),
       ...o.deps,
     };
     f.svc = new SandboxService(f.deps);
