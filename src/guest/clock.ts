@@ -18,20 +18,30 @@ export type EntropyResult = 'reseeded' | 'mixed' | 'failed';
 // the seed goes into the input pool (credited), then the CRNG is re-keyed from that pool at once,
 // so the very next read of /dev/urandom or getrandom(2) on any CPU uses the new key.
 const SCRIPT = `
-import sys, time, fcntl, struct
-print("ready", flush=True)
-for line in sys.stdin:
-    try:
-        if line.startswith("seed "):
-            b = bytes.fromhex(line[5:].strip())
-            with open("/dev/urandom", "wb", buffering=0) as f:
-                fcntl.ioctl(f, 0x40085203, struct.pack("ii", len(b) * 8, len(b)) + b)
-                fcntl.ioctl(f, 0x5207)
-        else:
-            time.clock_settime(time.CLOCK_REALTIME, float(line))
-        print("ok", flush=True)
-    except Exception as e:
-        print("err " + str(e), flush=True)
+import os, time, fcntl, struct, gc
+urandom = os.open("/dev/urandom", os.O_WRONLY | os.O_CLOEXEC)
+# Its objects never change again: no collection may walk (and so write) them in every clone.
+gc.freeze()
+gc.disable()
+os.write(1, b"ready\\n")
+pending = b""
+while True:
+    chunk = os.read(0, 4096)
+    if not chunk:
+        break
+    pending += chunk
+    while b"\\n" in pending:
+        line, pending = pending.split(b"\\n", 1)
+        try:
+            if line.startswith(b"seed "):
+                b = bytes.fromhex(line[5:].decode())
+                fcntl.ioctl(urandom, 0x40085203, struct.pack("ii", len(b) * 8, len(b)) + b)
+                fcntl.ioctl(urandom, 0x5207)
+            else:
+                time.clock_settime(time.CLOCK_REALTIME, float(line))
+            os.write(1, b"ok\\n")
+        except Exception as e:
+            os.write(1, ("err " + str(e) + "\\n").encode())
 `;
 
 export class ClockSetter {
@@ -44,7 +54,7 @@ export class ClockSetter {
    * which would cost every restore the rest of Python's start-up.
    */
   start(timeoutMs = 20_000): Promise<void> {
-    const p = spawn('python3', ['-u', '-c', SCRIPT], { stdio: ['pipe', 'pipe', 'ignore'] });
+    const p = spawn('python3', ['-u', '-I', '-S', '-c', SCRIPT], { stdio: ['pipe', 'pipe', 'ignore'] });
     let ready: () => void = () => undefined;
     const started = new Promise<void>((r) => (ready = r));
     const timer = setTimeout(ready, timeoutMs);

@@ -32,6 +32,8 @@ test('a TCG microvm with a bounded code cache, the TSC fix and a race-free agent
   assert.match(after(a, '-append')[0] ?? '', /tsc_early_khz=2445404/);
   // A tickless idle guest: a TSC clocksource the watchdog keeps, a local APIC timer with ARAT.
   assert.match(after(a, '-append')[0] ?? '', /(^| )tsc=reliable( |$)/);
+  // Translated code is reused across processes: same addresses in every one.
+  assert.match(after(a, '-append')[0] ?? '', /(^| )norandmaps( |$)/);
   assert.deepEqual(after(a, '-cpu'), ['qemu64,+arat']);
   // No periodic guest work without a user; freed memory zeroed (KSM gives it back to the host).
   for (const arg of [
@@ -82,7 +84,7 @@ test('KVM uses the host CPU; a restricted network and extra ports reach the netd
   assert.deepEqual(after(a, '-netdev'), [
     'user,id=n0,restrict=on,hostfwd=tcp:127.77.0.1:0-:49983,hostfwd=tcp:127.77.0.1:0-:8080',
   ]);
-  assert.doesNotMatch(after(a, '-append')[0] ?? '', /tsc_early_khz|tsc=reliable/);
+  assert.doesNotMatch(after(a, '-append')[0] ?? '', /tsc_early_khz|tsc=reliable|norandmaps/);
 });
 
 test('parses the host forwards (address and port) out of `info usernet`', () => {

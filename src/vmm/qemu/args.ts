@@ -51,6 +51,11 @@ export function qemuArgs(spec: QemuVm, o: QemuArgsOpts): string[] {
     // checked with, marks it unstable and falls back to jiffies: then the guest can never stop
     // its tick (250 wakeups a second, each costing QEMU a translated interrupt path).
     ...(o.accel === 'tcg' ? ['tsc=reliable'] : []),
+    // TCG keys translated code by virtual address: with address-space randomisation every new
+    // process's libraries and binary land elsewhere, and QEMU translates them again (some 8 MB
+    // of its code cache and 100-250 ms per command). Without it they are translated once per
+    // VM. Under KVM guests keep ASLR.
+    ...(o.accel === 'tcg' ? ['norandmaps'] : []),
     // Fewer wakeups of an idle guest: no soft-lockup watchdog (every 4 s), no proactive memory
     // compaction (every 500 ms), VM statistics folded every 30 s instead of every second, no
     // pressure-stall accounting (its averages are recomputed every 2 s while anything ran).
