@@ -10,8 +10,8 @@ import type { GuestClient, HttpGuestClientOpts } from './guest-client.ts';
 export const RETRY_PROBE_EVERY_MS = 5000;
 
 /**
- * An idle guest: its QEMU used less than this share of a core since its agent last answered
- * (an idle TCG guest uses some 0.2%; a probe alone some 10 ms).
+ * An idle guest: its QEMU used less than this share of a core since the last check (an idle TCG
+ * guest uses some 0.2%; a probe alone some 10 ms).
  */
 export const IDLE_CPU_SHARE = 0.01;
 
@@ -25,9 +25,9 @@ export interface LivenessOpts {
   /**
    * How often an idle sandbox's agent is probed (default 300000 ms). Idle: since its agent last
    * answered, nothing reached it through kiln (exec, files, the envd proxy: all pass
-   * `assertUsable`) and its QEMU answered and used under IDLE_CPU_SHARE of a core. Nothing in
-   * such a guest ran that could have hung its agent, and each probe would wake it. Not above
-   * probeEveryMs: every sandbox at probeEveryMs.
+   * `assertUsable`), and its QEMU answers and used under IDLE_CPU_SHARE of a core between any
+   * two checks. Nothing in such a guest ran that could have hung its agent, and each probe
+   * would wake it. At or below probeEveryMs, every sandbox is probed every probeEveryMs.
    */
   idleProbeEveryMs?: number;
   /** How long one probe may take. Default 3000 ms. */
@@ -347,8 +347,9 @@ export class LivenessWatcher {
 
   /**
    * Fails fast, with what is wrong, when a running sandbox has a condition; exec and the envd
-   * proxy call it before talking to the guest (so the watcher knows the agent is in use). An `unresponsive` sandbox is probed once more
-   * (shared by concurrent callers): if it answers now, the condition is cleared and the call goes on.
+   * proxy call it before talking to the guest (so the watcher knows the agent is in use). An
+   * `unresponsive` sandbox is probed once more (shared by concurrent callers): if it answers
+   * now, the condition is cleared and the call goes on.
    */
   async assertUsable(s: SandboxRecord, baseUrl: string): Promise<void> {
     this.#usedAt.set(s.id, this.#d.now());

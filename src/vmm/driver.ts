@@ -30,12 +30,17 @@ export const MACHINE_REVISION = 2;
 export const LEGACY_MACHINE = 1;
 
 /** `invalid_argument` unless `machine` is undefined (the newest) or a revision this kiln builds. */
-export function validateMachine(machine: number | undefined): void {
+export function validateMachine(machine: unknown): asserts machine is number | undefined {
   if (machine === undefined) return;
-  if (!Number.isInteger(machine) || machine < LEGACY_MACHINE || machine > MACHINE_REVISION)
+  if (typeof machine !== 'number' || !Number.isInteger(machine) || machine < LEGACY_MACHINE)
     throw invalidArgument(
       'machine',
-      `must be a machine revision from ${LEGACY_MACHINE} to ${MACHINE_REVISION}, got ${String(machine)}`,
+      `must be a machine revision from ${LEGACY_MACHINE} to ${MACHINE_REVISION}, got ${JSON.stringify(machine)}`,
+    );
+  if (machine > MACHINE_REVISION)
+    throw invalidArgument(
+      'machine',
+      `revision ${machine} is newer than this kiln's ${MACHINE_REVISION}: use a newer kiln`,
     );
 }
 

@@ -55,15 +55,23 @@ describe('SandboxService with real guests', { timeout: 900_000 }, () => {
     );
     const [comm, before, after] = r.stdout.trim().split('\n');
     assert.equal(comm, 'catatonit', r.stdout);
-    assert.equal(Number(after) - Number(before), 0, `PID 1 woke ${Number(after) - Number(before)} times in 5 s`);
+    assert.equal(
+      Number(after) - Number(before),
+      0,
+      `PID 1 woke ${Number(after) - Number(before)} times in 5 s`,
+    );
   });
 
   it('under TCG a guest lays out every process at the same addresses (its translated code is reused)', async () => {
     const accel = (await host.driver.status(a)).accel;
-    const r = await svc.exec(a, 'cat /proc/sys/kernel/randomize_va_space; grep -m1 libc /proc/self/maps; grep -m1 libc /proc/self/maps');
+    const r = await svc.exec(
+      a,
+      'cat /proc/sys/kernel/randomize_va_space; grep -m1 libc /proc/self/maps; grep -m1 libc /proc/self/maps',
+    );
     const [aslr, map1, map2] = r.stdout.trim().split('\n');
     assert.equal(aslr, accel === 'tcg' ? '0' : '2', r.stdout);
-    if (accel === 'tcg') assert.equal(map1?.split(' ')[0], map2?.split(' ')[0], 'libc at the same address in two processes');
+    if (accel === 'tcg')
+      assert.equal(map1?.split(' ')[0], map2?.split(' ')[0], 'libc at the same address in two processes');
   });
 
   it('a restarted daemon re-adopts running sandboxes', async () => {

@@ -114,7 +114,8 @@ export class StatsSampler {
     const pss = this.#pssOf(id, info.pid, t, pssMaxAgeMs) ?? u.rssBytes;
     const prev = this.#samples.get(id) ?? { ticks: 0, at: Date.parse(info.startedAt) };
     this.#samples.set(id, { ticks: u.cpuTicks, at: t });
-    const cpuPct = t > prev.at ? ((u.cpuTicks - prev.ticks) / CLOCK_TICKS_PER_S / ((t - prev.at) / 1000)) * 100 : 0;
+    const cpuPct =
+      t > prev.at ? ((u.cpuTicks - prev.ticks) / CLOCK_TICKS_PER_S / ((t - prev.at) / 1000)) * 100 : 0;
     const disk = await stat(info.overlay).catch(() => undefined);
     const sample: SandboxStats = {
       sandboxId: id,

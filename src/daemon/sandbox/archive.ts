@@ -7,7 +7,7 @@ import { KilnError, invalidArgument } from '../../core/errors.ts';
 import { writeFileAtomic } from '../../core/fs-atomic.ts';
 import { newId } from '../../core/ids.ts';
 import { validateMemoryMiB, validateName, validateVcpus } from '../../core/validate.ts';
-import { LEGACY_MACHINE, MACHINE_REVISION } from '../../vmm/driver.ts';
+import { LEGACY_MACHINE, validateMachine } from '../../vmm/driver.ts';
 import { OpRun } from '../journal.ts';
 import {
   ARCHIVE_FILES,
@@ -151,18 +151,8 @@ export async function importSnapshot(
 /** The machine revision an imported snapshot restores on (absent: an archive from before revisions). */
 function importedMachine(m: ArchiveManifest): number {
   const v: unknown = m.snapshot.machine;
-  if (v === undefined) return LEGACY_MACHINE;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < LEGACY_MACHINE)
-    throw invalidArgument(
-      'machine',
-      `the manifest's machine revision must be an integer >= ${LEGACY_MACHINE}, got ${JSON.stringify(v)}`,
-    );
-  if (v > MACHINE_REVISION)
-    throw invalidArgument(
-      'machine',
-      `the snapshot was saved on machine revision ${v}, newer than this kiln's ${MACHINE_REVISION}: import it with a newer kiln`,
-    );
-  return v;
+  validateMachine(v);
+  return v ?? LEGACY_MACHINE;
 }
 
 /** The manifest's snapshot: valid id, resources and name, neither taken here. Resolves with the id. */
