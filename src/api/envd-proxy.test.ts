@@ -5,7 +5,7 @@
  * answering what Node cannot pass on is 502, and a client hanging up is not a guest failure.
  */
 import assert from 'node:assert/strict';
-import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpServer, request as httpRequest, type Server } from 'node:http';
 import { createServer as createTcpServer, type AddressInfo, type Server as TcpServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { KilnError } from '../core/errors.ts';
@@ -152,5 +152,83 @@ describe('envd proxy: hostile input', () => {
       [],
       'nothing logged above info',
     );
+  });
+});
+
+describe('envd proxy: a guest that answers before the body is sent, then closes', () => {
+  let guest: Server;
+  let proxy: EnvdProxy;
+  let server: Server;
+  let port: number;
+  before(async () => {
+    // As an agent refusing an upload for space: 507 at once, the body unread; then its socket
+    // goes (a reset, the body still arriving) once the answer has surely reached the proxy.
+    guest = createHttpServer((req, res) => {
+      res.writeHead(507, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ code: 507, message: 'not enough disk space' }));
+      res.on('finish', () => setTimeout(() => req.socket.destroy(), 200));
+    });
+    await new Promise<void>((r) => guest.listen(0, '127.0.0.1', r));
+    const baseUrl = `http://127.0.0.1:${(guest.address() as AddressInfo).port}`;
+    const svc = {
+      get: (id: string) => ({ id, state: 'running', autoResume: false }),
+      agent: () => Promise.resolve({ baseUrl }),
+      list: () => ({ items: [], next: undefined }),
+      forgetAgent: () => undefined,
+    } as unknown as SandboxService;
+    proxy = createEnvdProxy({ svc, log: captureLog().log });
+    server = createHttpServer(proxy.handle);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    port = (server.address() as AddressInfo).port;
+  });
+  after(() => {
+    proxy.close();
+    for (const s of [server, guest]) {
+      s.closeAllConnections();
+      s.close();
+    }
+  });
+
+  it('the client gets the whole answer, and its connection ends without a reset', async () => {
+    const chunk = Buffer.alloc(64 * 1024);
+    let sent = 0;
+    const got = await new Promise<{ status: number; body: string; error?: string }>((resolve, reject) => {
+      let status = 0;
+      let body = '';
+      const req = httpRequest({
+        host: '127.0.0.1',
+        port,
+        method: 'POST',
+        path: '/files?path=/tmp/huge.bin',
+        headers: { 'e2b-sandbox-id': 'sbx-upload', 'content-length': String(256 * 2 ** 20) },
+      });
+      req.on('response', (res) => {
+        status = res.statusCode ?? 0;
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+      });
+      // 256 MiB, written as fast as the proxy takes it, after the guest has gone too.
+      const pump = (): void => {
+        while (sent < 256 * 2 ** 20) {
+          sent += chunk.length;
+          if (!req.write(chunk)) return;
+        }
+        req.end();
+      };
+      req.on('drain', pump);
+      req.on('error', (e: NodeJS.ErrnoException) => {
+        resolve({ status, body, error: e.code ?? e.message });
+      });
+      req.on('close', () => {
+        resolve({ status, body });
+      });
+      setTimeout(() => {
+        reject(new Error('no end in 20 s'));
+      }, 20_000).unref();
+      pump();
+    });
+    assert.equal(got.error, undefined, `the client's connection was reset (${got.error})`);
+    assert.equal(got.status, 507);
+    assert.deepEqual(JSON.parse(got.body), { code: 507, message: 'not enough disk space' });
   });
 });

@@ -172,13 +172,24 @@ function forward(
     );
     return;
   }
-  let answered = false;
+  let answer: IncomingMessage | undefined;
   up.on('response', (ur) => {
-    answered = true;
+    answer = ur;
     relayAnswer(ur, res, id, log);
   });
+  // The guest answered in full and closed while the client still sends its body (an upload
+  // refused for space): the answer goes out whole and the rest of the body is read and dropped.
+  // Left unread it would stall the client; destroying its connection with the body unread
+  // would reset it, and a reset can lose the answer on its way.
+  up.on('close', () => {
+    if (answer?.complete && !req.complete) {
+      req.unpipe(up);
+      req.resume();
+    }
+  });
   up.on('error', (e: NodeJS.ErrnoException) => {
-    if (answered) {
+    if (answer?.complete) return; // see 'close'
+    if (answer) {
       res.destroy();
       return;
     }

@@ -186,9 +186,9 @@ async function writeOne(
 }
 
 /**
- * Refuses an upload larger than the free space before a byte is read (answering 507 and closing
- * the connection, `lingeringClose`): draining a 1 GB body only to answer 507 would take minutes
- * under emulation.
+ * Refuses an upload larger than the free space before a byte is read (answering 507, then
+ * closing the connection lingering, `lingeringClose`): draining a 1 GB body only to answer 507
+ * would take minutes under emulation. `upload-refusal.test.ts`.
  */
 async function refusedForSpace(
   req: IncomingMessage,
@@ -202,7 +202,8 @@ async function refusedForSpace(
   const fs = await statfsNearest(where);
   const free = fs ? fs.bfree * fs.bsize : Infinity;
   if (declared <= free) return false;
-  res.setHeader('connection', 'close');
+  // No `Connection: close`: with it Node's server destroys the socket as soon as the answer is
+  // written, the body still arriving, which resets the connection and defeats the linger.
   sendError(res, 507, `not enough disk space: the upload is ${declared} bytes, ${free} are free`);
   res.on('finish', () => {
     lingeringClose(req);
