@@ -77,7 +77,10 @@ describe('an upload larger than the free space (agent in-process)', () => {
     // Nothing is left of the connection on the agent's side.
     for (let i = 0; i < 50; i++) {
       const open = await new Promise<number>((r, j) => {
-        agent.server.getConnections((e, n) => (e ? j(e) : r(n)));
+        agent.server.getConnections((e, n) => {
+          if (e) j(e);
+          else r(n);
+        });
       });
       if (open === 0) return;
       await new Promise((r) => setTimeout(r, 100));
