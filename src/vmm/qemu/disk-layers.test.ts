@@ -4,7 +4,7 @@
  * read back through the flattened layer).
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -59,5 +59,57 @@ describe('QemuDiskLayers.flatten (real qemu-img)', () => {
 
   it('refuses to overwrite an existing output', async () => {
     await assert.rejects(layers().flatten(at('l3'), at('base'), at('flat')), /EEXIST/);
+  });
+});
+
+describe('QemuDiskLayers.createOverlay (real qemu-img)', () => {
+  let dir = '';
+  const at = (name: string) => join(dir, name);
+  // qemu-img behind a wrapper that counts its runs.
+  const runs = async () => (await readFile(at('runs'), 'utf8').catch(() => '')).length;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'kiln-overlays-'));
+    await writeFile(at('qemu-img'), `#!/bin/sh\nprintf x >> ${at('runs')}\nexec qemu-img "$@"\n`, { mode: 0o755 });
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', at('base'), '4M']);
+    await io(at('base'), 'write -P 0x11 0 1M');
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  it('runs qemu-img once per backing and writes the same overlay from its bytes after', async () => {
+    const disks = new QemuDiskLayers({ runDir: dir, qemuImgBinary: at('qemu-img') });
+    await disks.createOverlay({ path: at('base'), format: 'qcow2' }, at('o1'));
+    await disks.createOverlay({ path: at('base'), format: 'qcow2' }, at('o2'));
+    await disks.createOverlay({ path: at('base'), format: 'qcow2' }, at('o3'));
+    assert.equal(await runs(), 1);
+    // Byte for byte what qemu-img makes (holes read as the zeros it wrote).
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', at('base'), '-F', 'qcow2', at('fresh')]);
+    assert.deepEqual(await readFile(at('o2')), await readFile(at('fresh')));
+    await run('qemu-img', ['check', '-q', at('o2')]);
+    // Each is its own overlay: a write to one shows in it alone, the backing through both.
+    await io(at('o2'), 'write -P 0x22 0 64k');
+    for (const [image, pattern, len] of [
+      ['o2', '0x22', '64k'],
+      ['o3', '0x11', '1M'],
+    ] as const) {
+      const r = await io(at(image), `read -P ${pattern} 0 ${len}`);
+      assert.doesNotMatch(r.stdout + r.stderr, /verification failed/i, image);
+    }
+    await run('qemu-img', ['check', '-q', at('o2')]);
+  });
+
+  it('runs qemu-img again for a backing that changed, and a missing one fails as before', async () => {
+    const disks = new QemuDiskLayers({ runDir: dir, qemuImgBinary: at('qemu-img') });
+    await writeFile(at('runs'), '');
+    await disks.createOverlay({ path: at('base'), format: 'qcow2' }, at('p1'));
+    await run('qemu-img', ['resize', '-q', at('base'), '8M']);
+    await disks.createOverlay({ path: at('base'), format: 'qcow2' }, at('p2'));
+    assert.equal(await runs(), 2);
+    assert.equal(disks.virtualSize(at('p2')), 8 * 1024 * 1024);
+    assert.equal(disks.virtualSize(at('p1')), 4 * 1024 * 1024);
+    await assert.rejects(
+      disks.createOverlay({ path: at('nothing'), format: 'qcow2' }, at('p3')),
+      (e: Error) => e.message.includes('nothing'),
+    );
   });
 });

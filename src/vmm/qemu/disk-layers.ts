@@ -4,6 +4,7 @@ import { basename, dirname, join } from 'node:path';
 import { KilnError, invalidArgument } from '../../core/errors.ts';
 import { run } from '../../core/exec.ts';
 import type { DiskLayers, OpOpts } from '../driver.ts';
+import { OverlayCache } from './overlay-cache.ts';
 import { diskVirtualSize, overlayWorstCaseBytes } from './qcow2.ts';
 import type { QmpClient } from './qmp.ts';
 
@@ -14,6 +15,7 @@ import type { QmpClient } from './qmp.ts';
 export class QemuDiskLayers implements DiskLayers {
   readonly #runDir: string;
   readonly #qemuImg: string;
+  readonly #overlays = new OverlayCache();
 
   constructor(o: { runDir: string; qemuImgBinary?: string }) {
     this.#runDir = o.runDir;
@@ -79,13 +81,20 @@ export class QemuDiskLayers implements DiskLayers {
       );
   }
 
-  /** A new, empty qcow2 overlay over `backing`. */
+  /**
+   * A new, empty qcow2 overlay over `backing`: qemu-img's bytes for the first overlay of a
+   * backing, a copy of them for the next (OverlayCache).
+   */
   async createOverlay(
     backing: { path: string; format: 'raw' | 'qcow2' },
     overlay: string,
     opts: OpOpts = {},
   ) {
+    const key = await this.#overlays.keyOf(backing);
+    if (key && (await this.#overlays.write(key, overlay))) return;
     await this.#img(['create', '-q', '-f', 'qcow2', '-b', backing.path, '-F', backing.format, overlay], opts);
+    // The key from before the run: a backing changed meanwhile is not cached under it.
+    if (key && key === (await this.#overlays.keyOf(backing))) await this.#overlays.remember(key, overlay);
   }
 
   /** The backing file named in a qcow2 header (read while QEMU holds the image: -U). */
