@@ -87,12 +87,18 @@ export async function rawColdSpawnMs(img: BootFiles, stateDir: string, snapshotI
     const ep = await exposeForward(vm.qmp, 'raw', FORWARD_HOST, SPAWNER_PORT);
     const answer = await new Promise<string>((resolve, reject) => {
       let got = '';
-      const sock = createConnection({ host: ep.host, port: ep.port }, () => sock.write('go\n'));
+      const sock = createConnection({ host: ep.host, port: ep.port }, () => {
+        sock.write('go\n');
+      });
       sock.setEncoding('utf8');
       sock.on('data', (d: string) => (got += d));
-      sock.on('end', () => resolve(got));
+      sock.on('end', () => {
+        resolve(got);
+      });
       sock.on('error', reject);
-      sock.setTimeout(60_000, () => sock.destroy(new Error('the spawner did not answer in 60 s')));
+      sock.setTimeout(60_000, () => {
+        sock.destroy(new Error('the spawner did not answer in 60 s'));
+      });
     });
     const [ms, out] = answer.trim().split(' ');
     if (out !== 'ready') throw new Error(`the spawner answered "${answer.trim()}"`);
