@@ -6,10 +6,12 @@
  * - memory, with KILN_KSM=on: 300 MB allocated, touched and freed by a process in the guest; the
  *   QEMU's PSS comes back to within 20 MB of its idle PSS (the guest zeroes freed pages,
  *   `init_on_free=1`, and the host's KSM folds them into the zero page).
- * KSM is host-wide: this test leaves it on (as a kilnd with KILN_KSM=on does).
+ * KSM is host-wide, and a kilnd with KILN_KSM=on leaves it on; this test sets it back off when it
+ * found it off, so a test run leaves the host's ksmd as it was (its scanning costs the host CPU,
+ * which bench/density's "KSM off" figures assume is not spent).
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { startKilnd, type Kilnd } from '../../src/api/kilnd.ts';
 import { createLogger } from '../../src/core/log.ts';
@@ -18,6 +20,7 @@ import { sleep } from '../../src/core/proc.ts';
 import { KilnClient } from '../../src/sdk/client.ts';
 import { ensureDefaultImage } from '../helpers/image.ts';
 import { killOwnQemus, purgeHost } from '../helpers/kilnd.ts';
+import { KSM_DIR } from '../../src/vmm/qemu/ksm.ts';
 
 const MiB = 2 ** 20;
 
@@ -25,6 +28,7 @@ describe('a sandbox gives back freed disk and memory (real guests)', { timeout: 
   let state: string;
   let k: Kilnd | undefined;
   let c: KilnClient;
+  let ksmWas = '';
 
   const run = async (id: string, cmd: string, user = 'user'): Promise<string> => {
     let out = '';
@@ -54,6 +58,7 @@ describe('a sandbox gives back freed disk and memory (real guests)', { timeout: 
   before(async () => {
     await ensureDefaultImage();
     state = await mkdtemp('/tmp/kiln-giveback-');
+    ksmWas = (await readFile(`${KSM_DIR}/run`, 'utf8')).trim();
     k = await startKilnd({
       stateDir: state,
       cacheDir: loadConfig().cacheDir,
@@ -69,6 +74,7 @@ describe('a sandbox gives back freed disk and memory (real guests)', { timeout: 
     killOwnQemus(state);
     await purgeHost(state);
     await rm(state, { recursive: true, force: true });
+    if (ksmWas === '0') await writeFile(`${KSM_DIR}/run`, '0');
   });
 
   it('a deleted 500 MB file shrinks the overlay back (stats diskBytes)', async () => {
