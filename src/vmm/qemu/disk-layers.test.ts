@@ -70,7 +70,9 @@ describe('QemuDiskLayers.createOverlay (real qemu-img)', () => {
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'kiln-overlays-'));
-    await writeFile(at('qemu-img'), `#!/bin/sh\nprintf x >> ${at('runs')}\nexec qemu-img "$@"\n`, { mode: 0o755 });
+    await writeFile(at('qemu-img'), `#!/bin/sh\nprintf x >> ${at('runs')}\nexec qemu-img "$@"\n`, {
+      mode: 0o755,
+    });
     await run('qemu-img', ['create', '-q', '-f', 'qcow2', at('base'), '4M']);
     await io(at('base'), 'write -P 0x11 0 1M');
   });
