@@ -3,13 +3,23 @@ import { readFileSync } from 'node:fs';
 import { request, type Agent } from 'node:http';
 import type { KilnClient } from '../src/sdk/client.ts';
 
-/** Native API create until a command's output is back, then killed: the time (ms). */
-export async function createToFirstExecMs(c: KilnClient, template = 'base'): Promise<number> {
+/**
+ * Native API create until a command's output is back, then killed: the time (ms). `parts`, if
+ * given, gets the create's and the first exec's own times pushed.
+ */
+export async function createToFirstExecMs(
+  c: KilnClient,
+  template = 'base',
+  parts?: { createMs: number[]; execMs: number[] },
+): Promise<number> {
   const t0 = performance.now();
   const s = await c.createSandbox({ template });
+  const t1 = performance.now();
   let out = '';
   await c.exec(s.sandboxId, 'echo ready', { onStdout: (b) => (out += b.toString()) });
   const ms = performance.now() - t0;
+  parts?.createMs.push(t1 - t0);
+  parts?.execMs.push(performance.now() - t1);
   if (out !== 'ready\n') throw new Error(`unexpected output ${out}`);
   await c.killSandbox(s.sandboxId);
   return ms;
