@@ -25,6 +25,8 @@ const opts = (stateDir: string, uid = 0) => ({
   uid,
   log: nullLogger,
   ready: 1,
+  // Refills only when a test asks (filled()), except where a test sets its own.
+  refillAfterMs: 60_000,
 });
 
 it('open refuses a non-root uid with permission_denied naming KILN_NETWORK=unisolated, touching nothing', async () => {
@@ -82,6 +84,7 @@ describe('SandboxNetworks as root (no VM)', () => {
     assert.equal(a.namespace, `/run/netns/kiln-${tag}-0`, 'the ready slot');
     assert.deepEqual(nets.peer(a.address), { owner: 'sbx-a', rules: RULES });
     assert.match(nsRules(0), /set allow4 \{[^}]*192\.0\.2\.0\/24/);
+    assert.deepEqual(slots(), { ns: [0], links: [0] }, 'no slot is made during the create that took one');
     await nets.filled();
     assert.deepEqual(slots(), { ns: [0, 1], links: [0, 1] }, 'the pool refilled');
 
@@ -123,6 +126,24 @@ describe('SandboxNetworks as root (no VM)', () => {
     await purgeNetworks(state);
     assert.deepEqual(slots(), { ns: [], links: [] });
     assert.ok(!hasTable());
+  });
+
+  it('refills by itself once no acquire came for refillAfterMs', async () => {
+    const nets = await SandboxNetworks.open({ ...opts(state), refillAfterMs: 300 });
+    await nets.reconcile([]);
+    await nets.filled();
+    const a = await nets.acquire(RULES, 'sbx-a');
+    const b = await nets.acquire(RULES, 'sbx-b'); // none ready: made at once
+    const ready = (): number => nets.readyCount;
+    assert.equal(ready(), 0);
+    const t0 = Date.now();
+    while (ready() < 1 && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(ready(), 1, 'refilled without being asked');
+    assert.ok(Date.now() - t0 >= 250, `not before refillAfterMs (${Date.now() - t0} ms)`);
+    await nets.release(a.namespace);
+    await nets.release(b.namespace);
+    await nets.close();
+    assert.deepEqual(slots(), { ns: [], links: [] });
   });
 
   it("a slot made before reconcile (recovery's helper VM) never takes or destroys a live VM's", async () => {

@@ -39,6 +39,15 @@ import {
  */
 const PRELOADED_FOR_MS = 60_000;
 
+/**
+ * The pool makes the slots acquires took this long after the last acquire, not during the create
+ * that took one: making a slot (a namespace, a veth pair, addresses, its nftables table: four
+ * `ip`/`nft` processes and the kernel's work) competed on a 2-core host with that create's QEMU
+ * restore, which took ~20 ms longer (bench/create). An acquire that finds no ready slot makes
+ * one at once, as before.
+ */
+export const REFILL_AFTER_MS = 1000;
+
 /** A slot made ahead: the script loaded in it, the host addresses it was made with, when. */
 interface ReadySlot {
   slot: Slot;
@@ -56,6 +65,8 @@ export interface SandboxNetworksOpts {
   pool: string;
   /** Slots kept ready (default 2). */
   ready?: number;
+  /** How long after the last acquire the ready slots are made again (default {@link REFILL_AFTER_MS}). */
+  refillAfterMs?: number;
   /** The resolver guests' DNS goes to (IPv4), if any. */
   dns?: string | undefined;
   alwaysDenied: readonly string[];
@@ -103,6 +114,7 @@ export class SandboxNetworks {
   #proxy: { http: number; tls: number } | undefined;
   #volumes: readonly number[] | undefined;
   #refilling: Promise<void> | undefined;
+  #refillTimer: NodeJS.Timeout | undefined;
   #closed = false;
 
   private constructor(o: SandboxNetworksOpts, tag: string, block: Block, guardForwarding: boolean) {
@@ -235,7 +247,7 @@ export class SandboxNetworks {
   async acquire(rules: EgressRules, owner: string): Promise<NetworkSlot> {
     const ready = this.#ready.shift() ?? (await this.#make());
     const { slot } = ready;
-    this.#refill();
+    this.#refillLater();
     try {
       await this.#load(slot, rules, owner, ready);
     } catch (e) {
@@ -310,9 +322,25 @@ export class SandboxNetworks {
     return this.#ready.length;
   }
 
-  /** Waits for the pool to be full (tests, benchmarks). */
+  /** Waits for the pool to be full, refilling now if a refill is due later (tests, benchmarks). */
   async filled(): Promise<void> {
+    if (this.#refillTimer) {
+      clearTimeout(this.#refillTimer);
+      this.#refillTimer = undefined;
+      this.#refill();
+    }
     while (this.#refilling) await this.#refilling;
+  }
+
+  /** Refills once no acquire came for `refillAfterMs` (each acquire pushes it back). */
+  #refillLater(): void {
+    if (this.#closed) return;
+    clearTimeout(this.#refillTimer);
+    this.#refillTimer = setTimeout(() => {
+      this.#refillTimer = undefined;
+      this.#refill();
+    }, this.#o.refillAfterMs ?? REFILL_AFTER_MS);
+    this.#refillTimer.unref();
   }
 
   #refill(): void {
@@ -337,6 +365,8 @@ export class SandboxNetworks {
    */
   async close(): Promise<void> {
     this.#closed = true;
+    clearTimeout(this.#refillTimer);
+    this.#refillTimer = undefined;
     await this.filled();
     for (const r of this.#ready.splice(0)) await this.release(nsPath(r.slot.ns));
     if (this.#held.size === 0) await removeHostTable(this.#tag);
