@@ -12,6 +12,7 @@
  */
 import { createConnection } from 'node:net';
 import type { KilnClient } from '../src/sdk/client.ts';
+import { asDefaultUser } from './kiln-measure.ts';
 import { rawRestore, snapshotFiles, type BootFiles } from './raw-qemu.ts';
 import { FORWARD_HOST } from '../src/vmm/qemu/args.ts';
 import { exposeForward } from '../src/vmm/qemu/port-forwards.ts';
@@ -41,17 +42,7 @@ while True:
 }
 
 /** The command a create's first exec runs, as the agent spawns it for the default user. */
-const FIRST_COMMAND = [
-  'setpriv',
-  '--reuid=1000',
-  '--regid=1000',
-  '--init-groups',
-  '--',
-  '/bin/bash',
-  '-l',
-  '-c',
-  'echo ready',
-];
+const FIRST_COMMAND = asDefaultUser('echo ready');
 
 /**
  * Snapshots a sandbox of `template` running the spawner (warmed by one spawn, as the agent is

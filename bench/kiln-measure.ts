@@ -47,13 +47,20 @@ export function httpGet(url: string, agent: Agent): Promise<void> {
  * sandbox user (uid 1000) `n` times inside the guest, with no agent or network in the way, and
  * prints the median (ms). Run it as root; the answer is its stdout.
  */
+/** A command line as the agent spawns it for the default user (uid 1000): setpriv, then bash -l. */
+export function asDefaultUser(cmd: string): string[] {
+  return ['setpriv', '--reuid=1000', '--regid=1000', '--init-groups', '--', '/bin/bash', '-l', '-c', cmd];
+}
+
 export function guestSpawnProgram(cmd: string, n = 30): string {
   return `python3 -c "
 import subprocess, time
 xs = []
 for i in range(${n}):
     t = time.perf_counter()
-    subprocess.run(['setpriv', '--reuid=1000', '--regid=1000', '--init-groups', '--', '/bin/bash', '-l', '-c', '${cmd}'], stdout=subprocess.DEVNULL)
+    subprocess.run([${asDefaultUser(cmd)
+      .map((a) => `'${a}'`)
+      .join(', ')}], stdout=subprocess.DEVNULL)
     xs.append((time.perf_counter() - t) * 1000)
 xs.sort()
 print(xs[len(xs) // 2])

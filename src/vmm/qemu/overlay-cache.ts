@@ -61,8 +61,4 @@ export class OverlayCache {
       this.#images.delete(oldest);
     }
   }
-
-  get size(): number {
-    return this.#images.size;
-  }
 }
